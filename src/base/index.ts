@@ -1,0 +1,6 @@
+/**
+ * base — the bottom layer: errors with stable codes, byte cursors, small utilities.
+ * May import: nothing of Damselfly (Node built-ins only).
+ */
+export * from './errors.js';
+export * from './bytes.js';

@@ -1,0 +1,142 @@
+/**
+ * Blob meta (spec §5.3–5.4): the chunk-info ("CI") array stored near the end of every v6 blob and
+ * its 4096-byte header `BlobCompressionContextHeader`.
+ *
+ * Header (spec §5.3), 4096 bytes:
+ * | off  | size | type | field                  |
+ * |------|------|------|------------------------|
+ * | 0    | 4    | u32  | s_magic (0xB10BB10B)   |
+ * | 4    | 4    | u32  | s_features             |
+ * | 8    | 4    | u32  | s_ci_compressor        |
+ * | 12   | 4    | u32  | s_ci_entries           |
+ * | 16   | 8    | u64  | s_ci_offset            |
+ * | 24   | 8    | u64  | s_ci_compressed_size   |
+ * | 32   | 8    | u64  | s_ci_uncompressed_size |
+ * | 40   | 8    | u64  | s_ci_zran_offset       |
+ * | 48   | 8    | u64  | s_ci_zran_size         |
+ * | 56   | 4    | u32  | s_ci_zran_count        |
+ * | 60   | 4032 | u8[] | s_reserved             |
+ * | 4092 | 4    | u32  | s_magic2 (0xB10BB10B)  |
+ *
+ * Chunk info v1 (16 bytes) and v2 (24 bytes): bit layouts in spec §5.4, decoded below.
+ */
+import { ByteReader, ByteWriter, FormatError } from '../../base/index.js';
+import { compressorFromNumber, type Compressor } from '../compression.js';
+import { BlobFeature } from '../constants.js';
+
+export const BLOB_META_MAGIC = 0xb10bb10b;
+export const BLOB_META_HEADER_SIZE = 4096;
+export const CI_V1_SIZE = 16;
+export const CI_V2_SIZE = 24;
+
+export interface BlobMetaHeader {
+  features: number;
+  ciCompressor: Compressor;
+  ciEntries: number;
+  ciOffset: number;
+  ciCompressedSize: number;
+  ciUncompressedSize: number;
+  zranOffset: number;
+  zranSize: number;
+  zranCount: number;
+}
+
+export function decodeBlobMetaHeader(bytes: Uint8Array, what: string): BlobMetaHeader {
+  const r = new ByteReader(bytes, what);
+  r.check(0, BLOB_META_HEADER_SIZE, 'blob meta header');
+  if (r.u32(0) !== BLOB_META_MAGIC || r.u32(4092) !== BLOB_META_MAGIC) throw new FormatError(`${what}: bad blob meta magic`);
+  return {
+    features: r.u32(4),
+    ciCompressor: compressorFromNumber(r.u32(8), what),
+    ciEntries: r.u32(12),
+    ciOffset: r.u64(16, 's_ci_offset'),
+    ciCompressedSize: r.u64(24, 's_ci_compressed_size'),
+    ciUncompressedSize: r.u64(32, 's_ci_uncompressed_size'),
+    zranOffset: r.u64(40, 's_ci_zran_offset'),
+    zranSize: r.u64(48, 's_ci_zran_size'),
+    zranCount: r.u32(56),
+  };
+}
+
+export function encodeBlobMetaHeader(h: BlobMetaHeader): Buffer {
+  const w = new ByteWriter(BLOB_META_HEADER_SIZE);
+  w.u32(BLOB_META_MAGIC).u32(h.features).u32(h.ciCompressor).u32(h.ciEntries);
+  w.u64(h.ciOffset).u64(h.ciCompressedSize).u64(h.ciUncompressedSize);
+  w.u64(h.zranOffset).u64(h.zranSize).u32(h.zranCount);
+  w.padTo(4092).u32(BLOB_META_MAGIC);
+  return w.finish();
+}
+
+/** One decoded chunk-info entry: where chunk `index` is stored and where it goes uncompressed. */
+export interface BlobChunkEntry {
+  uncompressedOffset: number;
+  uncompressedSize: number;
+  compressedOffset: number;
+  compressedSize: number;
+  compressed: boolean;
+  /** v2 flags byte (COMPRESSED 0x1, ZRAN 0x2, BATCH 0x4, ENCRYPTED 0x8, HAS_CRC32 0x10); v1: derived. */
+  flags: number;
+  /** v2 `data` word (zran/batch location or CRC-32C); 0 for v1. */
+  data: bigint;
+}
+
+export const CiFlag = { COMPRESSED: 0x1, ZRAN: 0x2, BATCH: 0x4, ENCRYPTED: 0x8, HAS_CRC32: 0x10 } as const;
+
+export function ciEntrySize(features: number): number {
+  return features & BlobFeature.CHUNK_INFO_V2 ? CI_V2_SIZE : CI_V1_SIZE;
+}
+
+/** Decodes entry `i` of an uncompressed CI array. */
+export function decodeCiEntry(r: ByteReader, i: number, v2: boolean): BlobChunkEntry {
+  const at = i * (v2 ? CI_V2_SIZE : CI_V1_SIZE);
+  const u = r.u64n(at, 'uncomp_info');
+  const c = r.u64n(at + 8, 'comp_info');
+  if (v2) {
+    const flags = Number(u >> 56n);
+    if (flags & 0xe0) throw new FormatError(`${r.what}: entry ${i} has invalid flags 0x${flags.toString(16)}`);
+    return {
+      uncompressedOffset: Number(u & 0xffff_ffffn) * 4096,
+      uncompressedSize: Number((u >> 32n) & 0xff_ffffn) + 1,
+      compressedOffset: Number(c & 0xff_ffff_ffffn),
+      compressedSize: Number(c >> 40n),
+      compressed: (flags & CiFlag.COMPRESSED) !== 0,
+      flags,
+      data: r.u64n(at + 16),
+    };
+  }
+  const uncompressedSize = Number(((u & 0xf00n) << 12n) | (u >> 44n)) + 1;
+  const compressedSize = Number((c >> 44n) | ((c & 0xf00_0000_0000n) >> 20n)) + 1;
+  const compressed = compressedSize !== uncompressedSize;
+  return {
+    uncompressedOffset: Number(u & 0xfff_ffff_f000n),
+    uncompressedSize,
+    compressedOffset: Number(c & 0xff_ffff_ffffn),
+    compressedSize,
+    compressed,
+    flags: compressed ? CiFlag.COMPRESSED : 0,
+    data: 0n,
+  };
+}
+
+/** Encodes a v1 entry (the format Nydus 2.2 writes and Damselfly writes). */
+export function encodeCiV1(w: ByteWriter, e: { uncompressedOffset: number; uncompressedSize: number; compressedOffset: number; compressedSize: number }): void {
+  if (e.uncompressedOffset % 4096 !== 0) throw new RangeError('v1 chunk info needs 4 KiB aligned offsets');
+  if (e.uncompressedSize < 1 || e.uncompressedSize > 1 << 24 || e.compressedSize < 1 || e.compressedSize > 1 << 24) {
+    throw new RangeError('v1 chunk info sizes must be 1..16 MiB');
+  }
+  const us = BigInt(e.uncompressedSize - 1);
+  const cs = BigInt(e.compressedSize - 1);
+  const u = ((us >> 20n) << 8n) | BigInt(e.uncompressedOffset) | ((us & 0xf_ffffn) << 44n);
+  const c = BigInt(e.compressedOffset) | ((cs >> 20n) << 40n) | ((cs & 0xf_ffffn) << 44n);
+  w.u64(u).u64(c);
+}
+
+/** Decodes and sanity-checks a whole uncompressed CI array. */
+export function decodeCiArray(bytes: Uint8Array, entries: number, features: number, what: string): BlobChunkEntry[] {
+  const v2 = (features & BlobFeature.CHUNK_INFO_V2) !== 0;
+  const r = new ByteReader(bytes, what);
+  r.check(0, entries * (v2 ? CI_V2_SIZE : CI_V1_SIZE), 'chunk info array');
+  const out: BlobChunkEntry[] = [];
+  for (let i = 0; i < entries; i++) out.push(decodeCiEntry(r, i, v2));
+  return out;
+}

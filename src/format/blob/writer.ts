@@ -1,0 +1,193 @@
+/**
+ * Data blob assembly (spec §5.1–5.10): chunk data, then the `image.blob` tar header, the blob
+ * meta (CI array + 4096-byte header) with its tar header, the inlined chunk digest array, an
+ * optional inlined bootstrap, and the ToC. The assembler produces every byte of the blob in order
+ * (the caller only writes them out) and computes the blob id: SHA-256 of all bytes except the
+ * digest array payload.
+ */
+import { createHash, type Hash } from 'node:crypto';
+import { ByteWriter, alignUp } from '../../base/index.js';
+import { type Codecs, Compressor, storeCompressed } from '../compression.js';
+import { BlobFeature, type Digester, Limits } from '../constants.js';
+import { sha256 } from '../digest.js';
+import type { BlobInfo } from '../image.js';
+import { CI_V1_SIZE, encodeBlobMetaHeader, encodeCiV1 } from './meta.js';
+import { TAR_HEADER_SIZE, encodeTarHeader } from './tar-header.js';
+import { TOC_ENTRY_SIZE, TOC_NAME, type TocEntry, TocEntryName, encodeTocEntry } from './toc.js';
+
+export const INLINE_BLOB_ID_PLACEHOLDER = 'x'.repeat(64);
+
+export interface ChunkPlacement {
+  index: number;
+  compressedOffset: number;
+  uncompressedOffset: number;
+}
+
+interface CiRecord {
+  uncompressedOffset: number;
+  uncompressedSize: number;
+  compressedOffset: number;
+  compressedSize: number;
+  digest: Uint8Array;
+}
+
+export class BlobAssembler {
+  readonly compressor: Compressor;
+  readonly digester: Digester;
+  readonly chunkSize: number;
+  private readonly records: CiRecord[] = [];
+  private readonly idHash: Hash = createHash('sha256');
+  private readonly dataHash: Hash = createHash('sha256');
+  private readonly toc: TocEntry[] = [];
+  private pos = 0;
+  private uncompressedSize = 0;
+  private meta = { compressor: Compressor.None, offset: 0, compressedSize: 0, uncompressedSize: 0 };
+  private sizeBeforeBootstrap = 0;
+  private tocSize = 0;
+  private tocDigest: Uint8Array = new Uint8Array(32);
+  private features = BlobFeature.ALIGNED | BlobFeature.INLINED_CHUNK_DIGEST | BlobFeature.HAS_TAR_HEADER | BlobFeature.HAS_TOC | BlobFeature.CAP_TAR_TOC;
+  private phase: 'data' | 'meta' | 'done' = 'data';
+
+  constructor(opts: { compressor: Compressor; digester: Digester; chunkSize: number }) {
+    this.compressor = opts.compressor;
+    this.digester = opts.digester;
+    this.chunkSize = opts.chunkSize;
+  }
+
+  get chunkCount(): number {
+    return this.records.length;
+  }
+
+  /** Bytes of chunk data so far. */
+  get dataSize(): number {
+    return this.pos;
+  }
+
+  private emit(bytes: Uint8Array, hashed = true): Uint8Array {
+    if (hashed) this.idHash.update(bytes);
+    this.pos += bytes.length;
+    return bytes;
+  }
+
+  /** Places one stored chunk; the caller writes `stored` at `compressedOffset`. */
+  addChunk(stored: Uint8Array, compressed: boolean, uncompressedSize: number, digest: Uint8Array): ChunkPlacement {
+    if (this.phase !== 'data') throw new Error('addChunk after the chunk data was closed');
+    if (this.records.length >= Limits.MAX_CHUNKS_PER_BLOB) throw new RangeError('too many chunks for one blob');
+    if (compressed !== (stored.length !== uncompressedSize)) throw new RangeError('compressed flag disagrees with the sizes');
+    const placement = { index: this.records.length, compressedOffset: this.pos, uncompressedOffset: this.uncompressedSize };
+    this.records.push({ ...placement, uncompressedSize, compressedSize: stored.length, digest });
+    this.dataHash.update(stored);
+    this.emit(stored);
+    this.uncompressedSize += alignUp(uncompressedSize, Limits.BLOCK_SIZE);
+    return placement;
+  }
+
+  /** Closes the chunk data and returns the blob meta, digest array and their tar headers. */
+  finishMeta(codecs: Codecs): Uint8Array[] {
+    if (this.phase !== 'data') throw new Error('finishMeta called twice');
+    this.phase = 'meta';
+    const out: Uint8Array[] = [];
+    const dataSize = this.pos;
+    const blobHeader = encodeTarHeader(TocEntryName.BLOB_DATA, dataSize);
+    this.dataHash.update(blobHeader);
+    out.push(this.emit(blobHeader));
+    this.toc.push({
+      name: TocEntryName.BLOB_DATA,
+      compressor: Compressor.None,
+      digest: this.dataHash.digest(),
+      compressedOffset: 0,
+      compressedSize: dataSize,
+      uncompressedSize: this.uncompressedSize,
+    });
+
+    const ciw = new ByteWriter(this.records.length * CI_V1_SIZE);
+    for (const r of this.records) encodeCiV1(ciw, r);
+    const ci = ciw.finish();
+    const stored = storeCompressed(codecs, this.compressor, ci);
+    this.meta = {
+      compressor: stored.compressed ? this.compressor : Compressor.None,
+      offset: this.pos,
+      compressedSize: stored.data.length,
+      uncompressedSize: ci.length,
+    };
+    const header = encodeBlobMetaHeader({
+      features: this.features,
+      ciCompressor: this.meta.compressor,
+      ciEntries: this.records.length,
+      ciOffset: this.meta.offset,
+      ciCompressedSize: this.meta.compressedSize,
+      ciUncompressedSize: this.meta.uncompressedSize,
+      zranOffset: 0,
+      zranSize: 0,
+      zranCount: 0,
+    });
+    this.toc.push({ name: TocEntryName.BLOB_META, compressor: this.meta.compressor, digest: sha256(ci), compressedOffset: this.pos, compressedSize: stored.data.length, uncompressedSize: ci.length });
+    out.push(this.emit(stored.data));
+    this.toc.push({ name: TocEntryName.BLOB_META_HEADER, compressor: Compressor.None, digest: sha256(header), compressedOffset: this.pos, compressedSize: header.length, uncompressedSize: header.length });
+    out.push(this.emit(header));
+    out.push(this.emit(encodeTarHeader(TocEntryName.BLOB_META, stored.data.length + header.length)));
+
+    const digests = Buffer.concat(this.records.map((r) => r.digest));
+    this.toc.push({ name: TocEntryName.BLOB_DIGEST, compressor: Compressor.None, digest: sha256(digests), compressedOffset: this.pos, compressedSize: digests.length, uncompressedSize: digests.length });
+    out.push(this.emit(digests, false)); // the digest array is not part of the blob id (spec §5.10)
+    out.push(this.emit(encodeTarHeader(TocEntryName.BLOB_DIGEST, digests.length)));
+    this.sizeBeforeBootstrap = this.pos;
+    return out;
+  }
+
+  /**
+   * The blob table entry as it stands: after `finishMeta` it describes the blob without its ToC,
+   * which is what an inlined bootstrap records (spec §5.9); after `finishToc`, the whole blob.
+   */
+  blobInfo(index: number, id: string): BlobInfo {
+    return {
+      index,
+      id,
+      chunkSize: this.chunkSize,
+      chunkCount: this.records.length,
+      compressor: this.compressor,
+      digester: this.digester,
+      features: this.features,
+      compressedSize: this.phase === 'done' && !(this.features & BlobFeature.INLINED_FS_META) ? this.pos : this.sizeBeforeBootstrap,
+      uncompressedSize: this.uncompressedSize,
+      meta: { ...this.meta },
+      tocSize: this.tocSize,
+      tocDigest: this.tocDigest,
+      readahead: { offset: 0, size: 0 },
+    };
+  }
+
+  /** Marks the blob as carrying its bootstrap; call before building that bootstrap. */
+  markInlineBootstrap(): void {
+    this.features |= BlobFeature.INLINED_FS_META;
+  }
+
+  /** Appends the bootstrap (zstd when that shrinks it) and its tar header (spec §5.9). */
+  inlineBootstrap(codecs: Codecs, bootstrap: Uint8Array): Uint8Array[] {
+    if (!(this.features & BlobFeature.INLINED_FS_META)) throw new Error('markInlineBootstrap first');
+    const stored = storeCompressed(codecs, Compressor.Zstd, bootstrap);
+    this.toc.push({
+      name: TocEntryName.BOOTSTRAP,
+      compressor: stored.compressed ? Compressor.Zstd : Compressor.None,
+      digest: sha256(bootstrap),
+      compressedOffset: this.pos,
+      compressedSize: stored.data.length,
+      uncompressedSize: bootstrap.length,
+    });
+    return [this.emit(stored.data), this.emit(encodeTarHeader(TocEntryName.BOOTSTRAP, stored.data.length))];
+  }
+
+  /** Writes the ToC; returns its bytes and the final blob id. */
+  finishToc(): { bytes: Uint8Array[]; id: string } {
+    if (this.phase !== 'meta') throw new Error('finishToc before finishMeta');
+    this.phase = 'done';
+    const w = new ByteWriter(this.toc.length * TOC_ENTRY_SIZE);
+    for (const e of this.toc) encodeTocEntry(w, e);
+    const entries = w.finish();
+    const header = encodeTarHeader(TOC_NAME, entries.length);
+    this.tocSize = entries.length + TAR_HEADER_SIZE;
+    this.tocDigest = sha256(entries, header);
+    const bytes = [this.emit(entries), this.emit(header)];
+    return { bytes, id: this.idHash.digest('hex') };
+  }
+}

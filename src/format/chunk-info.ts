@@ -1,0 +1,73 @@
+/**
+ * `RafsV5ChunkInfo` (spec §2.8): the 80-byte chunk record of v5 inodes and of the v6 chunk table.
+ *
+ * | off | size | type     | field               |
+ * |-----|------|----------|---------------------|
+ * | 0   | 32   | u8[32]   | block_id            |
+ * | 32  | 4    | u32      | blob_index          |
+ * | 36  | 4    | u32      | flags               |
+ * | 40  | 4    | u32      | compressed_size     |
+ * | 44  | 4    | u32      | uncompressed_size   |
+ * | 48  | 8    | u64      | compressed_offset   |
+ * | 56  | 8    | u64      | uncompressed_offset |
+ * | 64  | 8    | u64      | file_offset         |
+ * | 72  | 4    | u32      | index               |
+ * | 76  | 4    | u32      | crc32               |
+ */
+import { type ByteReader, ByteWriter } from '../base/index.js';
+import { ChunkFlag } from './constants.js';
+
+export const CHUNK_INFO_SIZE = 80;
+
+/** One chunk: where its stored bytes are, what they decode to, and the digest to verify. */
+export interface ChunkInfo {
+  /** Digest of the uncompressed bytes (blob digester). */
+  digest: Uint8Array;
+  blobIndex: number;
+  /** `BlobChunkFlags` (§1.4). */
+  flags: number;
+  compressedOffset: number;
+  compressedSize: number;
+  uncompressedOffset: number;
+  uncompressedSize: number;
+  /** Offset of this chunk in the file that uses it (meaningless in the v6 chunk table). */
+  fileOffset: number;
+  /** Index of the chunk inside its blob (position in the blob meta array). */
+  index: number;
+  /** CRC-32C of the uncompressed bytes when `flags & HAS_CRC32`. */
+  crc32: number;
+}
+
+export function isCompressed(c: ChunkInfo): boolean {
+  return (c.flags & ChunkFlag.COMPRESSED) !== 0;
+}
+
+export function decodeChunkInfo(r: ByteReader, off: number): ChunkInfo {
+  r.check(off, CHUNK_INFO_SIZE, 'chunk info');
+  return {
+    digest: r.slice(off, 32),
+    blobIndex: r.u32(off + 32),
+    flags: r.u32(off + 36),
+    compressedSize: r.u32(off + 40),
+    uncompressedSize: r.u32(off + 44),
+    compressedOffset: r.u64(off + 48, 'chunk compressed_offset'),
+    uncompressedOffset: r.u64(off + 56, 'chunk uncompressed_offset'),
+    fileOffset: r.u64(off + 64, 'chunk file_offset'),
+    index: r.u32(off + 72),
+    crc32: r.u32(off + 76),
+  };
+}
+
+export function encodeChunkInfo(w: ByteWriter, c: ChunkInfo): void {
+  if (c.digest.length !== 32) throw new RangeError('chunk digest must be 32 bytes');
+  w.bytes(c.digest)
+    .u32(c.blobIndex)
+    .u32(c.flags)
+    .u32(c.compressedSize)
+    .u32(c.uncompressedSize)
+    .u64(c.compressedOffset)
+    .u64(c.uncompressedOffset)
+    .u64(c.fileOffset)
+    .u32(c.index)
+    .u32(c.crc32);
+}

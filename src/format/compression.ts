@@ -1,0 +1,84 @@
+/**
+ * Compression algorithms and the stored-raw rule (spec §1.1, §1.6). The codecs themselves are
+ * injected (`Codecs`, implemented by `native/codecs.ts`) so that `format` stays pure.
+ */
+import { FormatError, UnsupportedError } from '../base/index.js';
+
+/** Compression algorithm numbers (spec §1.1). */
+export enum Compressor {
+  None = 0,
+  Lz4Block = 1,
+  Gzip = 2,
+  Zstd = 3,
+}
+
+export const COMPRESSOR_NAMES: Record<string, Compressor> = {
+  none: Compressor.None,
+  lz4_block: Compressor.Lz4Block,
+  gzip: Compressor.Gzip,
+  zstd: Compressor.Zstd,
+};
+
+export function compressorName(c: Compressor): string {
+  switch (c) {
+    case Compressor.None:
+      return 'none';
+    case Compressor.Lz4Block:
+      return 'lz4_block';
+    case Compressor.Gzip:
+      return 'gzip';
+    case Compressor.Zstd:
+      return 'zstd';
+    default:
+      return `unknown(${c as number})`;
+  }
+}
+
+export function compressorFromNumber(n: number, where: string): Compressor {
+  if (n === 0 || n === 1 || n === 2 || n === 3) return n as Compressor;
+  throw new FormatError(`${where}: unknown compression algorithm ${n}`);
+}
+
+/** Byte codecs; `decompress` must produce exactly `size` bytes or throw a FormatError. */
+export interface Codecs {
+  compress(algo: Compressor, src: Uint8Array): Uint8Array;
+  compressAsync(algo: Compressor, src: Uint8Array): Promise<Uint8Array>;
+  decompress(algo: Compressor, src: Uint8Array, size: number, dst?: Uint8Array): Uint8Array;
+  decompressAsync(algo: Compressor, src: Uint8Array, size: number, dst?: Uint8Array): Promise<Uint8Array>;
+}
+
+export interface Stored {
+  data: Uint8Array;
+  compressed: boolean;
+}
+
+/**
+ * Compresses with the stored-raw rule: when the output is not strictly smaller than the input
+ * (or the input is empty, or the algorithm is `none`), the input is stored as is.
+ */
+export function storeCompressed(codecs: Codecs, algo: Compressor, src: Uint8Array): Stored {
+  if (algo === Compressor.None || src.length === 0) return { data: src, compressed: false };
+  if (algo === Compressor.Gzip) throw new UnsupportedError('gzip is supported for reading only');
+  const out = codecs.compress(algo, src);
+  return out.length < src.length ? { data: out, compressed: true } : { data: src, compressed: false };
+}
+
+export async function storeCompressedAsync(codecs: Codecs, algo: Compressor, src: Uint8Array): Promise<Stored> {
+  if (algo === Compressor.None || src.length === 0) return { data: src, compressed: false };
+  if (algo === Compressor.Gzip) throw new UnsupportedError('gzip is supported for reading only');
+  const out = await codecs.compressAsync(algo, src);
+  return out.length < src.length ? { data: out, compressed: true } : { data: src, compressed: false };
+}
+
+/** Undoes `storeCompressed`: returns exactly `size` bytes or throws a FormatError. */
+export function loadStored(codecs: Codecs, algo: Compressor, src: Uint8Array, compressed: boolean, size: number, what: string): Uint8Array {
+  if (!compressed || algo === Compressor.None) {
+    if (src.length !== size) throw new FormatError(`${what}: stored size ${src.length} differs from the expected ${size}`);
+    return src;
+  }
+  try {
+    return codecs.decompress(algo, src, size);
+  } catch (e) {
+    throw new FormatError(`${what}: ${(e as Error).message}`, { cause: e });
+  }
+}

@@ -1,0 +1,54 @@
+/**
+ * Digests (spec §1.7): BLAKE3-256 (default) or SHA-256 for chunks and v5 inodes; SHA-256 for
+ * blob ids, ToC items and bootstrap names. Pure functions over bytes.
+ */
+import { createHash } from 'node:crypto';
+import { Blake3Hasher, blake3 as blake3Hash } from '@napi-rs/blake-hash';
+import { FormatError } from '../base/index.js';
+import { Digester } from './constants.js';
+
+export const DIGEST_SIZE = 32;
+
+export const DIGESTER_NAMES: Record<string, Digester> = { blake3: Digester.Blake3, sha256: Digester.Sha256 };
+
+export function digesterName(d: Digester): string {
+  return d === Digester.Blake3 ? 'blake3' : d === Digester.Sha256 ? 'sha256' : `unknown(${d as number})`;
+}
+
+export function digesterFromNumber(n: number, where: string): Digester {
+  if (n === 0 || n === 1) return n as Digester;
+  throw new FormatError(`${where}: unknown digest algorithm ${n}`);
+}
+
+export function sha256(...parts: Uint8Array[]): Buffer {
+  const h = createHash('sha256');
+  for (const p of parts) h.update(p);
+  return h.digest();
+}
+
+function asBuffer(b: Uint8Array): Buffer {
+  return Buffer.isBuffer(b) ? b : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+}
+
+export function digest(algo: Digester, ...parts: Uint8Array[]): Buffer {
+  if (algo === Digester.Sha256) return sha256(...parts);
+  if (parts.length === 1) return blake3Hash(asBuffer(parts[0] as Uint8Array));
+  const h = new Blake3Hasher();
+  for (const p of parts) h.update(asBuffer(p));
+  return h.digestBuffer();
+}
+
+/** An incremental hasher for either algorithm. */
+export interface Hasher {
+  update(b: Uint8Array): void;
+  digest(): Buffer;
+}
+
+export function createHasher(algo: Digester): Hasher {
+  if (algo === Digester.Sha256) {
+    const h = createHash('sha256');
+    return { update: (b) => void h.update(b), digest: () => h.digest() };
+  }
+  const h = new Blake3Hasher();
+  return { update: (b) => void h.update(asBuffer(b)), digest: () => h.digestBuffer() };
+}

@@ -1,0 +1,419 @@
+/**
+ * The tar format of OCI layers: a pure push parser (bytes in, entry events out) and an entry
+ * encoder. Handles ustar, GNU long names (L/K), PAX extended headers with binary-safe values
+ * (SCHILY.xattr.*, LIBARCHIVE.xattr.*, mtime with nanoseconds, sizes and ids past the octal
+ * fields) and base-256 numbers. Every length is checked; a truncated or malformed archive gives a
+ * FormatError, never a hang or a huge allocation.
+ */
+import { FormatError, UnsupportedError } from '../base/index.js';
+
+export const TAR_BLOCK = 512;
+
+export type TarEntryType = 'file' | 'hardlink' | 'symlink' | 'char' | 'block' | 'dir' | 'fifo';
+
+export interface TarEntry {
+  /** Raw path bytes as stored (may start with "./", may end with "/"). */
+  path: Buffer;
+  type: TarEntryType;
+  /** Permission bits including setuid/setgid/sticky. */
+  mode: number;
+  uid: number;
+  gid: number;
+  size: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  /** Hardlink or symlink target. */
+  linkpath: Buffer;
+  devmajor: number;
+  devminor: number;
+  /** Extended attributes, names and values as raw bytes, in archive order. */
+  xattrs: Array<[Buffer, Buffer]>;
+}
+
+export type TarEvent =
+  | { kind: 'entry'; entry: TarEntry }
+  | { kind: 'data'; bytes: Uint8Array }
+  | { kind: 'entry-end' };
+
+/** Metadata records (PAX, GNU long names) are bounded: 16 MiB is far above any real one. */
+const MAX_META_RECORD = 16 << 20;
+
+function isZeroBlock(b: Uint8Array): boolean {
+  for (let i = 0; i < TAR_BLOCK; i++) if (b[i] !== 0) return false;
+  return true;
+}
+
+function field(b: Buffer, off: number, len: number): Buffer {
+  const f = b.subarray(off, off + len);
+  const nul = f.indexOf(0);
+  return nul >= 0 ? f.subarray(0, nul) : f;
+}
+
+/** A numeric header field: octal text, or base-256 when the high bit of the first byte is set. */
+function numeric(b: Buffer, off: number, len: number, name: string): number {
+  const first = b[off] as number;
+  if (first & 0x80) {
+    if (first === 0xff) throw new FormatError(`tar header: negative ${name}`);
+    let v = BigInt(first & 0x7f);
+    for (let i = 1; i < len; i++) v = (v << 8n) | BigInt(b[off + i] as number);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`tar header: ${name} too large`);
+    return Number(v);
+  }
+  const text = field(b, off, len).toString('latin1').trim();
+  if (text === '') return 0;
+  if (!/^[0-7]+$/.test(text)) throw new FormatError(`tar header: invalid ${name} field ${JSON.stringify(text)}`);
+  const v = parseInt(text, 8);
+  if (!Number.isSafeInteger(v)) throw new FormatError(`tar header: ${name} too large`);
+  return v;
+}
+
+function checksumOk(b: Buffer): boolean {
+  const stored = numeric(b, 148, 8, 'checksum');
+  let unsigned = 0;
+  let signed = 0;
+  for (let i = 0; i < TAR_BLOCK; i++) {
+    const x = i >= 148 && i < 156 ? 0x20 : (b[i] as number);
+    unsigned += x;
+    signed += x > 127 ? x - 256 : x;
+  }
+  return stored === unsigned || stored === signed;
+}
+
+/** Parses PAX records "LEN KEY=VALUE\n" with binary-safe values. */
+export function parsePax(data: Buffer): Map<string, Buffer> {
+  const out = new Map<string, Buffer>();
+  let p = 0;
+  while (p < data.length) {
+    if (data[p] === 0) break; // zero padding
+    const sp = data.indexOf(0x20, p);
+    if (sp < 0 || sp - p > 20) throw new FormatError('tar PAX header: malformed record length');
+    const len = Number(data.subarray(p, sp).toString('latin1'));
+    if (!Number.isSafeInteger(len) || len <= sp - p + 1 || p + len > data.length || data[p + len - 1] !== 0x0a) {
+      throw new FormatError('tar PAX header: malformed record');
+    }
+    const rec = data.subarray(sp + 1, p + len - 1);
+    const eq = rec.indexOf(0x3d);
+    if (eq <= 0) throw new FormatError('tar PAX header: record without a key');
+    out.set(rec.subarray(0, eq).toString('utf8'), rec.subarray(eq + 1));
+    p += len;
+  }
+  return out;
+}
+
+function paxNumber(v: Buffer, key: string): number {
+  const s = v.toString('latin1');
+  if (!/^\d+$/.test(s)) throw new FormatError(`tar PAX header: invalid ${key} ${JSON.stringify(s)}`);
+  const n = Number(s);
+  if (!Number.isSafeInteger(n)) throw new FormatError(`tar PAX header: ${key} too large`);
+  return n;
+}
+
+/** "SECONDS[.FRACTION]" to seconds and nanoseconds (negative times are clamped to 0). */
+function paxTime(v: Buffer): { sec: number; nsec: number } {
+  const s = v.toString('latin1');
+  const m = /^(-?\d+)(?:\.(\d+))?$/.exec(s);
+  if (m === null) throw new FormatError(`tar PAX header: invalid mtime ${JSON.stringify(s)}`);
+  const sec = Number(m[1]);
+  if (!Number.isSafeInteger(sec)) throw new FormatError('tar PAX header: mtime out of range');
+  if (sec < 0) return { sec: 0, nsec: 0 };
+  const nsec = m[2] === undefined ? 0 : Number((m[2] + '000000000').slice(0, 9));
+  return { sec, nsec };
+}
+
+function typeOf(flag: number): TarEntryType | 'meta' | 'skip' {
+  switch (String.fromCharCode(flag)) {
+    case '0':
+    case '\0':
+    case '7':
+      return 'file';
+    case '1':
+      return 'hardlink';
+    case '2':
+      return 'symlink';
+    case '3':
+      return 'char';
+    case '4':
+      return 'block';
+    case '5':
+      return 'dir';
+    case '6':
+      return 'fifo';
+    case 'x':
+    case 'g':
+    case 'L':
+    case 'K':
+      return 'meta';
+    case 'V':
+      return 'skip';
+    default:
+      throw new UnsupportedError(`tar entry type ${JSON.stringify(String.fromCharCode(flag))} is not supported`);
+  }
+}
+
+type State =
+  | { s: 'header' }
+  | { s: 'meta'; flag: string; left: number; pad: number; parts: Buffer[] }
+  | { s: 'data'; left: number; pad: number }
+  | { s: 'skip'; left: number }
+  | { s: 'end' };
+
+/**
+ * Push parser: feed bytes with `write`, get events; call `end` when the input is exhausted.
+ * Data events are views into the input chunks, valid until the next `write`.
+ */
+export class TarParser {
+  private state: State = { s: 'header' };
+  private pending: Buffer = Buffer.alloc(0);
+  private global = new Map<string, Buffer>();
+  private local = new Map<string, Buffer>();
+  private longName: Buffer | undefined;
+  private longLink: Buffer | undefined;
+  private sawEnd = false;
+
+  write(chunk: Uint8Array): TarEvent[] {
+    const events: TarEvent[] = [];
+    let buf = Buffer.from(chunk.buffer, chunk.byteOffset, chunk.byteLength);
+    while (buf.length > 0) {
+      const st = this.state;
+      if (st.s === 'end') break; // trailing bytes after the end marker are ignored, as tar does
+      if (st.s === 'data') {
+        if (st.left > 0) {
+          const n = Math.min(st.left, buf.length);
+          events.push({ kind: 'data', bytes: buf.subarray(0, n) });
+          st.left -= n;
+          buf = buf.subarray(n);
+          if (st.left > 0) continue;
+        }
+        const n = Math.min(st.pad, buf.length);
+        st.pad -= n;
+        buf = buf.subarray(n);
+        if (st.pad === 0) {
+          events.push({ kind: 'entry-end' });
+          this.state = { s: 'header' };
+        }
+        continue;
+      }
+      if (st.s === 'skip') {
+        const n = Math.min(st.left, buf.length);
+        st.left -= n;
+        buf = buf.subarray(n);
+        if (st.left === 0) this.state = { s: 'header' };
+        continue;
+      }
+      if (st.s === 'meta') {
+        const n = Math.min(st.left + st.pad, buf.length);
+        const take = Math.min(st.left, n);
+        if (take > 0) st.parts.push(Buffer.from(buf.subarray(0, take)));
+        st.left -= take;
+        st.pad -= n - take;
+        buf = buf.subarray(n);
+        if (st.left === 0 && st.pad === 0) this.finishMeta(st.flag, Buffer.concat(st.parts));
+        continue;
+      }
+      // header: gather a whole block
+      const need = TAR_BLOCK - this.pending.length;
+      if (this.pending.length > 0 || buf.length < TAR_BLOCK) {
+        this.pending = Buffer.concat([this.pending, buf.subarray(0, need)]);
+        buf = buf.subarray(Math.min(need, buf.length));
+        if (this.pending.length < TAR_BLOCK) continue;
+        const block = this.pending;
+        this.pending = Buffer.alloc(0);
+        this.header(block, events);
+      } else {
+        const block = buf.subarray(0, TAR_BLOCK);
+        buf = buf.subarray(TAR_BLOCK);
+        this.header(block, events);
+      }
+    }
+    return events;
+  }
+
+  /** Checks that the archive ended cleanly (not inside an entry). */
+  end(): void {
+    const st = this.state;
+    if (st.s === 'data' || st.s === 'meta' || st.s === 'skip' || this.pending.length > 0) {
+      throw new FormatError('tar archive is truncated');
+    }
+  }
+
+  private header(block: Buffer, events: TarEvent[]): void {
+    if (isZeroBlock(block)) {
+      // Two zero blocks end the archive; a single one at EOF is tolerated.
+      if (this.sawEnd) this.state = { s: 'end' };
+      this.sawEnd = true;
+      return;
+    }
+    if (this.sawEnd) throw new FormatError('tar archive: data after a zero block');
+    if (!checksumOk(block)) throw new FormatError('tar header checksum mismatch (not a tar archive, or corrupt)');
+    const flag = block[156] as number;
+    const type = typeOf(flag);
+    const size = numeric(block, 124, 12, 'size');
+    if (type === 'meta') {
+      if (size > MAX_META_RECORD) throw new FormatError(`tar metadata record of ${size} bytes is too large`);
+      const pad = (TAR_BLOCK - (size % TAR_BLOCK)) % TAR_BLOCK;
+      this.state = { s: 'meta', flag: String.fromCharCode(flag), left: size, pad, parts: [] };
+      if (size === 0) this.finishMeta(String.fromCharCode(flag), Buffer.alloc(0));
+      return;
+    }
+    if (type === 'skip') {
+      this.state = { s: 'skip', left: size + ((TAR_BLOCK - (size % TAR_BLOCK)) % TAR_BLOCK) };
+      return;
+    }
+    const entry = this.entry(block, type, size);
+    events.push({ kind: 'entry', entry });
+    const dataSize = entry.type === 'file' ? entry.size : 0;
+    // Non-file entries may still carry data blocks in odd archives; skip them.
+    const carried = entry.type === 'file' ? dataSize : size;
+    const pad = (TAR_BLOCK - (carried % TAR_BLOCK)) % TAR_BLOCK;
+    if (entry.type !== 'file' && carried > 0) {
+      this.state = { s: 'skip', left: carried + pad };
+      events.push({ kind: 'entry-end' });
+      return;
+    }
+    this.state = { s: 'data', left: dataSize, pad };
+    if (dataSize === 0 && pad === 0) {
+      events.push({ kind: 'entry-end' });
+      this.state = { s: 'header' };
+    }
+  }
+
+  private finishMeta(flag: string, data: Buffer): void {
+    this.state = { s: 'header' };
+    if (flag === 'L') this.longName = field(data, 0, data.length);
+    else if (flag === 'K') this.longLink = field(data, 0, data.length);
+    else {
+      const recs = parsePax(data);
+      const target = flag === 'g' ? this.global : this.local;
+      for (const [k, v] of recs) target.set(k, v);
+    }
+  }
+
+  private entry(b: Buffer, type: TarEntryType, headerSize: number): TarEntry {
+    const magic = b.subarray(257, 263).toString('latin1');
+    let path: Buffer = Buffer.from(field(b, 0, 100));
+    if (magic === 'ustar\0') {
+      const prefix = field(b, 345, 155);
+      if (prefix.length > 0) path = Buffer.concat([prefix, Buffer.from('/'), path]);
+    }
+    let linkpath: Buffer = Buffer.from(field(b, 157, 100));
+    if (this.longName !== undefined) path = this.longName;
+    if (this.longLink !== undefined) linkpath = this.longLink;
+    const pax = new Map([...this.global, ...this.local]);
+    this.local = new Map();
+    this.longName = undefined;
+    this.longLink = undefined;
+
+    const entry: TarEntry = {
+      path,
+      type,
+      mode: numeric(b, 100, 8, 'mode') & 0o7777,
+      uid: numeric(b, 108, 8, 'uid'),
+      gid: numeric(b, 116, 8, 'gid'),
+      size: headerSize,
+      mtimeSec: numeric(b, 136, 12, 'mtime'),
+      mtimeNsec: 0,
+      linkpath,
+      devmajor: type === 'char' || type === 'block' ? numeric(b, 329, 8, 'devmajor') : 0,
+      devminor: type === 'char' || type === 'block' ? numeric(b, 337, 8, 'devminor') : 0,
+      xattrs: [],
+    };
+    for (const [key, v] of pax) {
+      if (key === 'path') entry.path = v;
+      else if (key === 'linkpath') entry.linkpath = v;
+      else if (key === 'size') entry.size = paxNumber(v, key);
+      else if (key === 'uid') entry.uid = paxNumber(v, key);
+      else if (key === 'gid') entry.gid = paxNumber(v, key);
+      else if (key === 'mtime') {
+        const t = paxTime(v);
+        entry.mtimeSec = t.sec;
+        entry.mtimeNsec = t.nsec;
+      } else if (key === 'SCHILY.devmajor') entry.devmajor = paxNumber(v, key);
+      else if (key === 'SCHILY.devminor') entry.devminor = paxNumber(v, key);
+      else if (key.startsWith('SCHILY.xattr.')) entry.xattrs.push([Buffer.from(key.slice(13), 'utf8'), v]);
+      else if (key.startsWith('LIBARCHIVE.xattr.')) {
+        const name = Buffer.from(decodeURIComponent(key.slice(17)), 'utf8');
+        entry.xattrs.push([name, Buffer.from(v.toString('latin1'), 'base64')]);
+      } else if (key.startsWith('GNU.sparse.')) {
+        throw new UnsupportedError('GNU sparse tar entries are not supported');
+      }
+    }
+    if (entry.path.length === 0) throw new FormatError('tar entry with an empty path');
+    if (type === 'file' && headerSize !== entry.size && !pax.has('size')) {
+      throw new FormatError('tar entry size mismatch');
+    }
+    return entry;
+  }
+}
+
+/** Formats a PAX record "LEN KEY=VALUE\n" (LEN counts itself). */
+function paxRecord(key: string, value: Buffer): Buffer {
+  const body = Buffer.concat([Buffer.from(` ${key}=`, 'utf8'), value, Buffer.from('\n')]);
+  let len = body.length + 1;
+  while (String(len).length + body.length !== len) len = String(len).length + body.length;
+  return Buffer.concat([Buffer.from(String(len), 'latin1'), body]);
+}
+
+function octal(b: Buffer, off: number, len: number, v: number): boolean {
+  const s = v.toString(8);
+  if (s.length > len - 1) return false;
+  b.write(s.padStart(len - 1, '0') + '\0', off, 'latin1');
+  return true;
+}
+
+const TYPEFLAG: Record<TarEntryType, string> = {
+  file: '0',
+  hardlink: '1',
+  symlink: '2',
+  char: '3',
+  block: '4',
+  dir: '5',
+  fifo: '6',
+};
+
+function rawHeader(name: Buffer, e: Omit<TarEntry, 'path' | 'xattrs'>, flag: string, size: number, pax: Array<[string, Buffer]>): Buffer {
+  const b = Buffer.alloc(TAR_BLOCK);
+  name.subarray(0, 100).copy(b, 0);
+  if (!octal(b, 100, 8, e.mode & 0o7777)) throw new RangeError('mode');
+  if (!octal(b, 108, 8, e.uid)) pax.push(['uid', Buffer.from(String(e.uid))]), octal(b, 108, 8, 0);
+  if (!octal(b, 116, 8, e.gid)) pax.push(['gid', Buffer.from(String(e.gid))]), octal(b, 116, 8, 0);
+  if (!octal(b, 124, 12, size)) pax.push(['size', Buffer.from(String(size))]), octal(b, 124, 12, 0);
+  if (!octal(b, 136, 12, e.mtimeSec)) octal(b, 136, 12, 0);
+  b.write(flag, 156, 'latin1');
+  e.linkpath.subarray(0, 100).copy(b, 157);
+  b.write('ustar\x0000', 257, 'latin1');
+  if (!octal(b, 329, 8, e.devmajor)) pax.push(['SCHILY.devmajor', Buffer.from(String(e.devmajor))]), octal(b, 329, 8, 0);
+  if (!octal(b, 337, 8, e.devminor)) pax.push(['SCHILY.devminor', Buffer.from(String(e.devminor))]), octal(b, 337, 8, 0);
+  b.fill(0x20, 148, 156);
+  let sum = 0;
+  for (let i = 0; i < TAR_BLOCK; i++) sum += b[i] as number;
+  b.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
+  return b;
+}
+
+/**
+ * Encodes the header blocks of one entry (a PAX header first when anything does not fit ustar).
+ * The caller writes the entry data after them, padded with `tarPadding(size)`.
+ */
+export function encodeTarHeaders(e: TarEntry): Buffer {
+  const pax: Array<[string, Buffer]> = [];
+  if (e.path.length > 100) pax.push(['path', e.path]);
+  if (e.linkpath.length > 100) pax.push(['linkpath', e.linkpath]);
+  if (e.mtimeNsec !== 0 || e.mtimeSec > 0o77777777777) {
+    pax.push(['mtime', Buffer.from(`${e.mtimeSec}.${String(e.mtimeNsec).padStart(9, '0')}`)]);
+  }
+  for (const [name, value] of e.xattrs) pax.push([`SCHILY.xattr.${name.toString('utf8')}`, value]);
+  const size = e.type === 'file' ? e.size : 0;
+  const header = rawHeader(e.path, e, TYPEFLAG[e.type], size, pax);
+  if (pax.length === 0) return header;
+  const paxData = Buffer.concat(pax.map(([k, v]) => paxRecord(k, v)));
+  const paxName = Buffer.from('PaxHeaders/' + e.path.subarray(Math.max(0, e.path.length - 80)).toString('latin1'), 'latin1');
+  const paxHeader = rawHeader(paxName, { ...e, mode: 0o644, uid: 0, gid: 0, mtimeSec: 0, devmajor: 0, devminor: 0, linkpath: Buffer.alloc(0) }, 'x', paxData.length, []);
+  return Buffer.concat([paxHeader, paxData, Buffer.alloc(tarPadding(paxData.length)), header]);
+}
+
+export function tarPadding(size: number): number {
+  return (TAR_BLOCK - (size % TAR_BLOCK)) % TAR_BLOCK;
+}
+
+/** The end-of-archive marker: two zero blocks. */
+export const TAR_END = Buffer.alloc(2 * TAR_BLOCK);

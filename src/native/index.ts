@@ -1,0 +1,8 @@
+/**
+ * native — the one loader of the C++ addon, its typed interface, and the services built directly
+ * on it (codecs, file operations Node lacks).
+ * May import: base, format (only the pure `Codecs` interface and algorithm numbers it implements).
+ */
+export { native } from './addon.js';
+export type { NativeAddon, ZstdDecoder } from './addon.js';
+export { nativeCodecs } from './codecs.js';
