@@ -314,6 +314,12 @@ export class RafsV6Image implements RafsImage {
     return this.chunkMap.get(`${blobIndex}:${ciIndex}`);
   }
 
+  /** Entry `i` of the bootstrap chunk table. */
+  chunkTableEntryAt(i: number): ChunkInfo {
+    if (!Number.isInteger(i) || i < 0 || i >= this.sb.chunkTableSize / CHUNK_INFO_SIZE) throw new RangeError(`chunk table entry ${i}`);
+    return decodeChunkInfo(this.r, this.sb.chunkTableOffset + i * CHUNK_INFO_SIZE);
+  }
+
   fileChunks(nid: number): ChunkInfo[] {
     const { ino, indexes } = this.chunkIndexes(nid);
     const out: ChunkInfo[] = [];

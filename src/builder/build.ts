@@ -1,0 +1,197 @@
+/**
+ * The build: sources (directories or OCI layer tars, bottom to top) → one blob per layer with new
+ * chunks → merged tree → RAFS v6 bootstrap (optionally inlined into the top blob).
+ */
+import { stat, writeFile, rename, mkdir } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { type Logger, UsageError } from '../base/index.js';
+import type { Codecs, Compressor } from '../format/compression.js';
+import type { Digester } from '../format/constants.js';
+import type { BlobInfo } from '../format/image.js';
+import { type BootstrapNode, writeV6Bootstrap } from '../format/v6/writer.js';
+import { ChunkDict } from './chunk-dict.js';
+import { type BlobHandle, ChunkStore, type ChunkStats, DictBlob, NewBlob } from './chunk-store.js';
+import { applyLayer, emptyRoot, finishMerge } from './merge.js';
+import { scanDirectory, storeFileFromDisk } from './sources/dir.js';
+import { openLayerFile } from './sources/layer-stream.js';
+import { readTarLayer } from './sources/tar.js';
+import { type FileChunk, TreeNode, lookupPath, toBootstrapTree, walkTree } from './tree.js';
+
+export interface BuildOptions {
+  /** Layers, bottom first: directories or OCI layer tars (tar, tar.gz, tar.zst). */
+  sources: string[];
+  blobDir: string;
+  /** Where to write the bootstrap; optional with `inlineBootstrap`. */
+  bootstrapPath?: string;
+  codecs: Codecs;
+  compressor: Compressor;
+  digester: Digester;
+  chunkSize: number;
+  chunkDictPath?: string;
+  /** Paths (absolute inside the image) to prefetch first, in order. */
+  prefetchFiles?: string[];
+  inlineBootstrap?: boolean;
+  log: Logger;
+  /** Called with the number of source bytes processed so far and the total when known. */
+  onProgress?: (done: number, total: number | undefined) => void;
+}
+
+export interface BuiltBlob {
+  id: string;
+  path: string;
+  size: number;
+  chunks: number;
+}
+
+export interface BuildResult {
+  bootstrap: Buffer;
+  bootstrapPath?: string;
+  /** Blobs written by this build, bottom layer first. */
+  blobs: BuiltBlob[];
+  /** The blob table of the bootstrap (including chunk-dictionary blobs). */
+  blobTable: BlobInfo[];
+  stats: ChunkStats;
+  prefetch: string[];
+}
+
+async function sourceKind(path: string): Promise<'dir' | 'tar'> {
+  let st;
+  try {
+    st = await stat(path);
+  } catch {
+    throw new UsageError(`source ${path} does not exist`);
+  }
+  if (st.isDirectory()) return 'dir';
+  if (st.isFile()) return 'tar';
+  throw new UsageError(`source ${path} is neither a directory nor a layer file`);
+}
+
+/** Regular files of a tree in the order their data is stored: prefetch files first, then the tree order. */
+function dataOrder(root: TreeNode, prefetch: TreeNode[]): TreeNode[] {
+  const order: TreeNode[] = [];
+  const seen = new Set<TreeNode>();
+  const add = (n: TreeNode): void => {
+    for (const { node } of walkTree(n)) {
+      if (node.kind === 'file' && node.sourcePath !== undefined && !seen.has(node)) {
+        seen.add(node);
+        order.push(node);
+      }
+    }
+  };
+  for (const p of prefetch) add(p);
+  add(root);
+  return order;
+}
+
+async function storeDirectory(root: TreeNode, prefetch: TreeNode[], store: ChunkStore, onBytes: (n: number) => void): Promise<void> {
+  const pending: Array<Promise<void>> = [];
+  for (const node of dataOrder(root, prefetch)) {
+    const { chunks } = await storeFileFromDisk(node, store, onBytes);
+    pending.push(
+      chunks.then((c: FileChunk[]) => {
+        node.chunks = c;
+      }),
+    );
+  }
+  await Promise.all(pending);
+}
+
+function resolvePrefetch(root: TreeNode, paths: readonly string[], log: Logger): Array<{ path: string; node: TreeNode }> {
+  const out: Array<{ path: string; node: TreeNode }> = [];
+  for (const path of paths) {
+    const node = lookupPath(root, path);
+    if (node === undefined) log.warn({ path }, 'prefetch path is not in the image; skipped');
+    else if (!out.some((o) => o.node === node)) out.push({ path, node });
+  }
+  return out;
+}
+
+export async function build(opts: BuildOptions): Promise<BuildResult> {
+  const { log } = opts;
+  if (opts.sources.length === 0) throw new UsageError('no source given');
+  if (opts.bootstrapPath === undefined && !opts.inlineBootstrap) throw new UsageError('give --bootstrap, or --inline-bootstrap');
+  await mkdir(opts.blobDir, { recursive: true });
+  const dict = opts.chunkDictPath === undefined ? undefined : await ChunkDict.load(opts.chunkDictPath, opts);
+  if (dict !== undefined) log.info({ chunks: dict.size, blobs: dict.blobs.length }, 'chunk dictionary loaded');
+  const store = new ChunkStore({ ...opts, ...(dict ? { dict } : {}) });
+  const kinds = await Promise.all(opts.sources.map(sourceKind));
+  let total: number | undefined = 0;
+  let done = 0;
+  const onBytes = (n: number): void => {
+    done += n;
+    opts.onProgress?.(done, total);
+  };
+
+  const newBlobs: NewBlob[] = [];
+  const merged = emptyRoot();
+  let prefetch: Array<{ path: string; node: TreeNode }> = [];
+  try {
+    for (let i = 0; i < opts.sources.length; i++) {
+      const source = opts.sources[i] as string;
+      const top = i === opts.sources.length - 1;
+      await store.openBlob();
+      let layer: TreeNode;
+      if (kinds[i] === 'dir') {
+        layer = await scanDirectory(source, log);
+        let bytes = 0;
+        for (const { node } of walkTree(layer)) if (node.kind === 'file') bytes += node.size;
+        total = total === undefined ? undefined : total + bytes;
+        // Prefetch files of the top layer go first in its blob (spec §5.2).
+        const pf = top && i === 0 ? resolvePrefetch(layer, opts.prefetchFiles ?? [], log) : [];
+        await storeDirectory(layer, pf.map((p) => p.node), store, onBytes);
+      } else {
+        total = undefined;
+        layer = await readTarLayer(openLayerFile(source), { store, log, onBytes, lower: merged });
+      }
+      const blob = await store.closeBlob(top && opts.inlineBootstrap === true);
+      if (blob !== undefined) newBlobs.push(blob);
+      log.info({ source, chunks: blob?.assembler.chunkCount ?? 0 }, 'layer stored');
+      applyLayer(merged, layer);
+    }
+    const root = finishMerge(merged);
+    prefetch = resolvePrefetch(root, opts.prefetchFiles ?? [], log);
+
+    // Blob table: this build's blobs bottom to top, then dictionary blobs in first-use order.
+    const handles: BlobHandle[] = [...newBlobs, ...store.referencedDictBlobs];
+    const index = new Map<BlobHandle, number>(handles.map((h, i) => [h, i]));
+    const inlined = opts.inlineBootstrap ? newBlobs[newBlobs.length - 1] : undefined;
+    if (inlined !== undefined) inlined.assembler.markInlineBootstrap();
+    // Every blob but the inlined one is complete before the bootstrap is written.
+    for (const b of newBlobs) if (b !== inlined) await b.finalize(opts.blobDir);
+    const blobTable = handles.map((h, i) => (h instanceof DictBlob ? { ...h.info, index: i } : (h as NewBlob).info(i)));
+    const { root: broot, map } = toBootstrapTree(root, (h) => index.get(h) as number);
+    const bootstrap = writeV6Bootstrap({
+      root: broot,
+      chunkSize: opts.chunkSize,
+      compressor: opts.compressor,
+      digester: opts.digester,
+      explicitUidGid: true,
+      blobs: blobTable,
+      prefetch: prefetch.map((p) => map.get(p.node) as BootstrapNode),
+    });
+    if (inlined !== undefined) {
+      await inlined.write(inlined.assembler.inlineBootstrap(opts.codecs, bootstrap));
+      await inlined.finalize(opts.blobDir);
+    }
+    let bootstrapPath: string | undefined;
+    if (opts.bootstrapPath !== undefined) {
+      bootstrapPath = opts.bootstrapPath;
+      await mkdir(dirname(bootstrapPath), { recursive: true });
+      const tmp = join(dirname(bootstrapPath), `.damselfly-${randomBytes(6).toString('hex')}.tmp`);
+      await writeFile(tmp, bootstrap);
+      await rename(tmp, bootstrapPath);
+    }
+    return {
+      bootstrap,
+      ...(bootstrapPath ? { bootstrapPath } : {}),
+      blobs: newBlobs.map((b) => ({ id: b.id as string, path: b.path as string, size: b.size, chunks: b.assembler.chunkCount })),
+      blobTable,
+      stats: store.stats,
+      prefetch: prefetch.map((p) => p.path),
+    };
+  } catch (e) {
+    await Promise.all(newBlobs.filter((b) => b.id === undefined).map((b) => b.discard()));
+    throw e;
+  }
+}

@@ -1,0 +1,244 @@
+/**
+ * Chunk storage for a build: hashes each chunk, deduplicates it by digest across files, layers and
+ * an optional chunk dictionary, compresses new chunks on the thread pool and appends them to the
+ * current layer's blob file in submission order, so that builds are reproducible byte for byte.
+ */
+import { randomBytes } from 'node:crypto';
+import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Codecs, type Compressor, type Stored, storeCompressedAsync } from '../format/compression.js';
+import { ChunkFlag, type Digester } from '../format/constants.js';
+import { digest } from '../format/digest.js';
+import type { BlobInfo } from '../format/image.js';
+import { BlobAssembler, INLINE_BLOB_ID_PLACEHOLDER } from '../format/blob/writer.js';
+import type { ChunkDict } from './chunk-dict.js';
+import type { ChunkRef } from './tree.js';
+
+/** A blob written by this build. */
+export class NewBlob {
+  readonly assembler: BlobAssembler;
+  readonly tempPath: string;
+  private fh: FileHandle | undefined;
+  private writes: Promise<void> = Promise.resolve();
+  /** Final id and path, once `finalize` ran. */
+  id: string | undefined;
+  path: string | undefined;
+  size = 0;
+
+  constructor(assembler: BlobAssembler, tempPath: string, fh: FileHandle) {
+    this.assembler = assembler;
+    this.tempPath = tempPath;
+    this.fh = fh;
+  }
+
+  /** Queues bytes for writing in order; returns when they are written. */
+  write(parts: Uint8Array[]): Promise<void> {
+    const fh = this.fh;
+    if (fh === undefined) throw new Error('blob already finalized');
+    this.writes = this.writes.then(async () => {
+      for (const p of parts) {
+        let off = 0;
+        while (off < p.length) off += (await fh.write(p, off, p.length - off)).bytesWritten;
+        this.size += p.length;
+      }
+    });
+    return this.writes;
+  }
+
+  /** The blob table entry; inside an inlined bootstrap the id is the placeholder (spec §5.9). */
+  info(index: number): BlobInfo {
+    return this.assembler.blobInfo(index, this.id ?? INLINE_BLOB_ID_PLACEHOLDER);
+  }
+
+  /** Writes the ToC, closes the file and renames it to its blob id. */
+  async finalize(blobDir: string): Promise<void> {
+    const { bytes, id } = this.assembler.finishToc();
+    await this.write(bytes);
+    await (this.fh as FileHandle).sync();
+    await (this.fh as FileHandle).close();
+    this.fh = undefined;
+    this.id = id;
+    this.path = join(blobDir, id);
+    await rename(this.tempPath, this.path);
+  }
+
+  async discard(): Promise<void> {
+    await this.writes.catch(() => undefined);
+    await this.fh?.close();
+    this.fh = undefined;
+    await unlink(this.tempPath).catch(() => undefined);
+  }
+}
+
+/** A blob of an existing image referenced through the chunk dictionary. */
+export class DictBlob {
+  constructor(readonly info: BlobInfo) {}
+}
+
+export type BlobHandle = NewBlob | DictBlob;
+
+export interface ChunkStoreOptions {
+  codecs: Codecs;
+  compressor: Compressor;
+  digester: Digester;
+  chunkSize: number;
+  blobDir: string;
+  dict?: ChunkDict;
+  /** Chunks compressed at once (bounds memory at about this many chunk buffers). */
+  concurrency?: number;
+}
+
+export interface ChunkStats {
+  chunks: number;
+  stored: number;
+  dedupHits: number;
+  dictHits: number;
+  bytesIn: number;
+  bytesStored: number;
+}
+
+export class ChunkStore {
+  readonly opts: ChunkStoreOptions;
+  readonly stats: ChunkStats = { chunks: 0, stored: 0, dedupHits: 0, dictHits: 0, bytesIn: 0, bytesStored: 0 };
+  /** Every chunk known to this build, by digest and size. */
+  private readonly known = new Map<string, Promise<ChunkRef>>();
+  private readonly dictBlobs = new Map<string, DictBlob>();
+  private blob: NewBlob | undefined;
+  private tail: Promise<unknown> = Promise.resolve();
+  private inflight = 0;
+  private waiters: Array<() => void> = [];
+  private failure: unknown;
+  private readonly zeroDigests = new Map<number, Buffer>();
+
+  constructor(opts: ChunkStoreOptions) {
+    this.opts = opts;
+  }
+
+  /** Blobs of the dictionary that chunks of this build point at, in first-use order. */
+  get referencedDictBlobs(): DictBlob[] {
+    return [...this.dictBlobs.values()];
+  }
+
+  async openBlob(): Promise<void> {
+    if (this.blob !== undefined) throw new Error('a blob is already open');
+    const tempPath = join(this.opts.blobDir, `.damselfly-${randomBytes(6).toString('hex')}.tmp`);
+    const fh = await open(tempPath, 'wx', 0o644);
+    const { compressor, digester, chunkSize } = this.opts;
+    this.blob = new NewBlob(new BlobAssembler({ compressor, digester, chunkSize }), tempPath, fh);
+  }
+
+  /** Resolves when another chunk may be submitted. */
+  async ready(): Promise<void> {
+    if (this.failure !== undefined) throw this.failure;
+    const limit = this.opts.concurrency ?? 8;
+    while (this.inflight >= limit) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    if (this.failure !== undefined) throw this.failure;
+  }
+
+  /** Submits one chunk (exactly `chunkSize` bytes, or fewer for a file's last chunk). */
+  submit(data: Buffer): Promise<ChunkRef> {
+    return this.submitWithDigest(data, digest(this.opts.digester, data));
+  }
+
+  /** Submits a chunk of zeros without reading or hashing it again (sparse files). */
+  submitZeros(size: number): Promise<ChunkRef> {
+    let d = this.zeroDigests.get(size);
+    if (d === undefined) {
+      d = digest(this.opts.digester, Buffer.alloc(size));
+      this.zeroDigests.set(size, d);
+    }
+    const key = `${d.toString('hex')}:${size}`;
+    const hit = this.known.get(key);
+    if (hit !== undefined) {
+      this.stats.chunks++;
+      this.stats.dedupHits++;
+      this.stats.bytesIn += size;
+      return hit;
+    }
+    return this.submitWithDigest(Buffer.alloc(size), d);
+  }
+
+  private submitWithDigest(data: Buffer, d: Buffer): Promise<ChunkRef> {
+    const blob = this.blob;
+    if (blob === undefined) throw new Error('no blob is open');
+    this.stats.chunks++;
+    this.stats.bytesIn += data.length;
+    const key = `${d.toString('hex')}:${data.length}`;
+    const hit = this.known.get(key);
+    if (hit !== undefined) {
+      this.stats.dedupHits++;
+      return hit;
+    }
+    const fromDict = this.opts.dict?.get(key);
+    if (fromDict !== undefined) {
+      this.stats.dictHits++;
+      let handle = this.dictBlobs.get(fromDict.blob.id);
+      if (handle === undefined) {
+        handle = new DictBlob(fromDict.blob);
+        this.dictBlobs.set(fromDict.blob.id, handle);
+      }
+      const { blobIndex: _b, fileOffset: _f, ...rest } = fromDict.chunk;
+      const ref = Promise.resolve({ ...rest, blob: handle });
+      this.known.set(key, ref);
+      return ref;
+    }
+    const stored = storeCompressedAsync(this.opts.codecs, this.opts.compressor, data);
+    this.inflight++;
+    const ref = this.tail.then(async (): Promise<ChunkRef> => {
+      const s: Stored = await stored;
+      const place = blob.assembler.addChunk(s.data, s.compressed, data.length, d);
+      this.stats.stored++;
+      this.stats.bytesStored += s.data.length;
+      await blob.write([s.data]);
+      return {
+        blob,
+        digest: d,
+        flags: s.compressed ? ChunkFlag.COMPRESSED : 0,
+        index: place.index,
+        compressedOffset: place.compressedOffset,
+        compressedSize: s.data.length,
+        uncompressedOffset: place.uncompressedOffset,
+        uncompressedSize: data.length,
+        crc32: 0,
+      };
+    });
+    ref.then(
+      () => this.release(),
+      (e: unknown) => {
+        this.failure ??= e;
+        this.release();
+      },
+    );
+    this.tail = ref.catch(() => undefined);
+    this.known.set(key, ref);
+    return ref;
+  }
+
+  private release(): void {
+    this.inflight--;
+    const w = this.waiters.shift();
+    if (w !== undefined) w();
+  }
+
+  /**
+   * Waits for every submitted chunk and closes the chunk data of the current blob: writes its blob
+   * meta. Returns the blob, or undefined (and removes the file) when it holds no chunk and
+   * `keepEmpty` is false. The caller then calls `finalize` (after inlining a bootstrap, if any).
+   */
+  async closeBlob(keepEmpty = false): Promise<NewBlob | undefined> {
+    const blob = this.blob;
+    if (blob === undefined) throw new Error('no blob is open');
+    this.blob = undefined;
+    await this.tail;
+    if (this.failure !== undefined) {
+      await blob.discard();
+      throw this.failure;
+    }
+    if (blob.assembler.chunkCount === 0 && !keepEmpty) {
+      await blob.discard();
+      return undefined;
+    }
+    await blob.write(blob.assembler.finishMeta(this.opts.codecs));
+    return blob;
+  }
+}

@@ -1,0 +1,160 @@
+/**
+ * Directory source: scans a host directory into a `TreeNode` tree (raw byte names, nanosecond
+ * mtimes, xattrs, device numbers, hardlinks by device and inode), then feeds file contents to the
+ * chunk store, skipping holes of sparse files without reading them.
+ */
+import { type BigIntStats, constants as fsc } from 'node:fs';
+import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { type Logger, UsageError } from '../../base/index.js';
+import { type InodeKind, encodeDev } from '../../format/constants.js';
+import type { Xattr } from '../../format/image.js';
+import { splitXattrName } from '../../format/v6/inode.js';
+import { native } from '../../native/index.js';
+import type { ChunkStore } from '../chunk-store.js';
+import { type ChunkRef, type FileChunk, TreeNode, nameKey } from '../tree.js';
+
+const SEEK_DATA = 3;
+
+function kindOf(st: BigIntStats): InodeKind | undefined {
+  if (st.isDirectory()) return 'dir';
+  if (st.isFile()) return 'file';
+  if (st.isSymbolicLink()) return 'symlink';
+  if (st.isCharacterDevice()) return 'char';
+  if (st.isBlockDevice()) return 'block';
+  if (st.isFIFO()) return 'fifo';
+  if (st.isSocket()) return 'socket';
+  return undefined;
+}
+
+/** glibc dev_t to (major, minor). */
+export function splitDevT(dev: bigint): { major: number; minor: number } {
+  const major = Number(((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn));
+  const minor = Number((dev & 0xffn) | ((dev >> 12n) & ~0xffn));
+  return { major, minor };
+}
+
+function join(dir: Buffer, name: Buffer): Buffer {
+  return Buffer.concat([dir, Buffer.from('/'), name]);
+}
+
+/** Reads the xattrs RAFS can carry; others are skipped with a warning (as nydus-image does). */
+export function readXattrs(path: Buffer, log: Logger): Xattr[] {
+  const out: Xattr[] = [];
+  for (const name of native.llistxattr(path).sort(Buffer.compare)) {
+    if (splitXattrName(name) === undefined) {
+      log.warn({ path: path.toString(), xattr: name.toString() }, 'skipping an xattr RAFS cannot store');
+      continue;
+    }
+    const value = native.lgetxattr(path, name);
+    if (value !== null) out.push({ name, value });
+  }
+  return out;
+}
+
+function applyStat(node: TreeNode, st: BigIntStats): void {
+  node.mode = Number(st.mode) & 0o7777;
+  node.uid = Number(st.uid);
+  node.gid = Number(st.gid);
+  node.mtimeSec = Number(st.mtimeNs / 1_000_000_000n);
+  node.mtimeNsec = Number(st.mtimeNs % 1_000_000_000n);
+}
+
+/** Scans `root` (which must be a directory) into a tree. */
+export async function scanDirectory(root: string, log: Logger): Promise<TreeNode> {
+  const rootPath = Buffer.from(root);
+  const st = await lstat(rootPath, { bigint: true });
+  if (!st.isDirectory()) throw new UsageError(`${root} is not a directory`);
+  const links = new Map<string, TreeNode>();
+  const scan = async (path: Buffer, st: BigIntStats): Promise<TreeNode> => {
+    const kind = kindOf(st) as InodeKind;
+    if (kind === 'file' && st.nlink > 1n) {
+      const key = `${st.dev}:${st.ino}`;
+      const seen = links.get(key);
+      if (seen !== undefined) return seen;
+      const node = new TreeNode(kind, 0);
+      links.set(key, node);
+      return fill(node, path, st);
+    }
+    return fill(new TreeNode(kind, 0), path, st);
+  };
+  const fill = async (node: TreeNode, path: Buffer, st: BigIntStats): Promise<TreeNode> => {
+    applyStat(node, st);
+    node.xattrs = readXattrs(path, log);
+    switch (node.kind) {
+      case 'file':
+        node.size = Number(st.size);
+        node.sourcePath = path;
+        break;
+      case 'symlink':
+        node.symlink = (await readlink(path, { encoding: 'buffer' })) as Buffer;
+        break;
+      case 'char':
+      case 'block': {
+        const { major, minor } = splitDevT(st.rdev);
+        node.rdev = encodeDev(major, minor);
+        break;
+      }
+      case 'dir': {
+        const names = (await readdir(path, { encoding: 'buffer' })) as Buffer[];
+        const stats = await Promise.all(names.map((n) => lstat(join(path, n), { bigint: true })));
+        for (let i = 0; i < names.length; i++) {
+          const name = names[i] as Buffer;
+          const cst = stats[i] as BigIntStats;
+          if (kindOf(cst) === undefined) {
+            log.warn({ path: join(path, name).toString() }, 'skipping a file of unknown type');
+            continue;
+          }
+          (node.children as Map<string, TreeNode>).set(nameKey(name), await scan(join(path, name), cst));
+        }
+        break;
+      }
+      default:
+        break;
+    }
+    return node;
+  };
+  return fill(TreeNode.dir(), rootPath, st);
+}
+
+/**
+ * Stores the content of one regular file read from `node.sourcePath`. Resolves once every chunk
+ * was submitted; `chunks` resolves when they are all stored.
+ */
+export async function storeFileFromDisk(
+  node: TreeNode,
+  store: ChunkStore,
+  onBytes: (n: number) => void,
+): Promise<{ chunks: Promise<FileChunk[]> }> {
+  const chunkSize = store.opts.chunkSize;
+  const fh = await open(node.sourcePath as Buffer, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  const refs: Array<Promise<ChunkRef>> = [];
+  try {
+    const size = node.size;
+    let nextData = 0;
+    for (let off = 0; off < size; off += chunkSize) {
+      const len = Math.min(chunkSize, size - off);
+      await store.ready();
+      if (nextData <= off) {
+        const d = native.seekData(fh.fd, off, SEEK_DATA);
+        nextData = d < 0 ? Number.MAX_SAFE_INTEGER : d;
+      }
+      if (nextData >= off + len) {
+        refs.push(store.submitZeros(len)); // a hole: no need to read it
+      } else {
+        const buf = Buffer.allocUnsafe(len);
+        let got = 0;
+        while (got < len) {
+          const { bytesRead } = await fh.read(buf, got, len - got, off + got);
+          if (bytesRead === 0) throw new UsageError(`${(node.sourcePath as Buffer).toString()} shrank while it was read`);
+          got += bytesRead;
+        }
+        refs.push(store.submit(buf));
+      }
+      onBytes(len);
+    }
+  } finally {
+    await fh.close();
+  }
+  // Wrapped, so that awaiting the submission does not also wait for the compression.
+  return { chunks: Promise.all(refs).then((rs) => rs.map((ref, i) => ({ fileOffset: i * chunkSize, ref }))) };
+}

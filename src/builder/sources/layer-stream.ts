@@ -1,0 +1,65 @@
+/**
+ * OCI layer streams: detects gzip and zstd by their magic bytes (OCI media types
+ * `tar`, `tar+gzip`, `tar+zstd`) and yields the uncompressed tar bytes.
+ */
+import { createReadStream } from 'node:fs';
+import { Readable } from 'node:stream';
+import { createGunzip } from 'node:zlib';
+import { FormatError } from '../../base/index.js';
+import { native } from '../../native/index.js';
+
+const GZIP = [0x1f, 0x8b];
+const ZSTD = [0x28, 0xb5, 0x2f, 0xfd];
+
+function startsWith(b: Uint8Array, magic: number[]): boolean {
+  return magic.every((m, i) => b[i] === m);
+}
+
+/** Yields the decompressed bytes of a (possibly compressed) layer. */
+export async function* decompressLayer(input: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+  const it = input[Symbol.asyncIterator]();
+  let head = Buffer.alloc(0);
+  while (head.length < 4) {
+    const r = await it.next();
+    if (r.done) break;
+    head = Buffer.concat([head, r.value]);
+  }
+  async function* rest(): AsyncGenerator<Uint8Array> {
+    if (head.length > 0) yield head;
+    for (;;) {
+      const r = await it.next();
+      if (r.done) return;
+      yield r.value;
+    }
+  }
+  if (startsWith(head, GZIP)) {
+    const gunzip = Readable.from(rest()).pipe(createGunzip());
+    try {
+      for await (const chunk of gunzip) yield chunk as Buffer;
+    } catch (e) {
+      throw new FormatError(`corrupt gzip layer: ${(e as Error).message}`, { cause: e });
+    }
+  } else if (startsWith(head, ZSTD)) {
+    const dec = new native.ZstdDecoder();
+    for await (const chunk of rest()) {
+      let out: Buffer;
+      try {
+        out = dec.decode(chunk);
+      } catch (e) {
+        throw new FormatError(`corrupt zstd layer: ${(e as Error).message}`, { cause: e });
+      }
+      if (out.length > 0) yield out;
+    }
+    try {
+      dec.finish();
+    } catch (e) {
+      throw new FormatError(`corrupt zstd layer: ${(e as Error).message}`, { cause: e });
+    }
+  } else {
+    yield* rest();
+  }
+}
+
+export function openLayerFile(path: string): AsyncGenerator<Uint8Array> {
+  return decompressLayer(createReadStream(path, { highWaterMark: 1 << 20 }));
+}

@@ -1,0 +1,189 @@
+/**
+ * OCI layer source: streams a layer tar into a `TreeNode` tree, storing file contents in the
+ * chunk store as they pass (tar order), and recording OCI whiteouts (`.wh.NAME`, opaque
+ * `.wh..wh..opq`) for the merge with lower layers.
+ */
+import { FormatError, type Logger } from '../../base/index.js';
+import { type InodeKind, Limits, encodeDev } from '../../format/constants.js';
+import { type TarEntry, TarParser } from '../../format/tar.js';
+import type { ChunkStore } from '../chunk-store.js';
+import { type ChunkRef, type FileChunk, TreeNode } from '../tree.js';
+
+const WHITEOUT = '.wh.';
+const OPAQUE = '.wh..wh..opq';
+const WHITEOUT_META = '.wh..wh.';
+
+/** Splits a tar path into validated components ("./a//b/" → ["a", "b"]). */
+export function tarPathComponents(path: Buffer): string[] {
+  const parts = path.toString('latin1').split('/').filter((p) => p !== '' && p !== '.');
+  for (const p of parts) {
+    if (p === '..') throw new FormatError(`tar entry ${JSON.stringify(path.toString())} escapes the layer with '..'`);
+    if (p.length > Limits.MAX_NAME) throw new FormatError(`tar entry name longer than ${Limits.MAX_NAME} bytes`);
+    if (p.includes('\0')) throw new FormatError('tar entry name contains NUL');
+  }
+  return parts;
+}
+
+function kindOf(e: TarEntry): InodeKind {
+  switch (e.type) {
+    case 'file':
+      return 'file';
+    case 'dir':
+      return 'dir';
+    case 'symlink':
+      return 'symlink';
+    case 'char':
+      return 'char';
+    case 'block':
+      return 'block';
+    case 'fifo':
+      return 'fifo';
+    case 'hardlink':
+      throw new Error('hardlinks are resolved separately');
+  }
+}
+
+function applyEntry(node: TreeNode, e: TarEntry): void {
+  node.mode = e.mode;
+  node.uid = e.uid;
+  node.gid = e.gid;
+  node.mtimeSec = e.mtimeSec;
+  node.mtimeNsec = e.mtimeNsec;
+  node.xattrs = e.xattrs.map(([name, value]) => ({ name, value })).sort((a, b) => Buffer.compare(a.name, b.name));
+  if (node.kind === 'char' || node.kind === 'block') node.rdev = encodeDev(e.devmajor, e.devminor);
+}
+
+export interface TarLayerOptions {
+  store: ChunkStore;
+  /** The merged tree of the lower layers, for hardlinks to files below this layer. */
+  lower?: TreeNode;
+  log: Logger;
+  onBytes?: (n: number) => void;
+}
+
+/** Reads one layer (uncompressed tar bytes) into a tree with whiteout markers. */
+export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLayerOptions): Promise<TreeNode> {
+  const { store, log } = opts;
+  const root = TreeNode.dir();
+  root.implicit = true;
+  const pending: Array<Promise<void>> = [];
+  const parser = new TarParser();
+  const chunkSize = store.opts.chunkSize;
+  let current: { node: TreeNode; buf: Buffer; filled: number; refs: Array<Promise<ChunkRef>> } | undefined;
+
+  const parentOf = (parts: string[]): TreeNode => {
+    let dir = root;
+    for (const p of parts) {
+      let child = dir.children?.get(p);
+      if (child === undefined || child.kind !== 'dir') {
+        child = TreeNode.dir();
+        child.implicit = true;
+        (dir.children as Map<string, TreeNode>).set(p, child);
+      }
+      dir = child;
+    }
+    return dir;
+  };
+  const find = (tree: TreeNode | undefined, parts: string[]): TreeNode | undefined => {
+    let n = tree;
+    for (const p of parts) n = n?.children?.get(p);
+    return n;
+  };
+
+  const flush = async (final: boolean): Promise<void> => {
+    const c = current as NonNullable<typeof current>;
+    if (c.filled === 0 || (!final && c.filled < chunkSize)) return;
+    await store.ready();
+    c.refs.push(store.submit(c.filled === chunkSize ? c.buf : c.buf.subarray(0, c.filled)));
+    c.buf = Buffer.allocUnsafe(chunkSize);
+    c.filled = 0;
+  };
+
+  const onEntry = (e: TarEntry): void => {
+    const parts = tarPathComponents(e.path);
+    if (parts.length === 0) {
+      if (e.type !== 'dir') throw new FormatError('tar entry for the layer root is not a directory');
+      applyEntry(root, e);
+      root.implicit = false;
+      return;
+    }
+    const name = parts[parts.length - 1] as string;
+    const parent = parentOf(parts.slice(0, -1));
+    if (name === OPAQUE) {
+      parent.opaque = true;
+      return;
+    }
+    if (name.startsWith(WHITEOUT_META)) return; // aufs metadata (.wh..wh.plnk and the like)
+    if (name.startsWith(WHITEOUT)) {
+      (parent.whiteouts ??= new Set()).add(name.slice(WHITEOUT.length));
+      return;
+    }
+    const children = parent.children as Map<string, TreeNode>;
+    if (e.type === 'hardlink') {
+      const targetParts = tarPathComponents(e.linkpath);
+      const target = find(root, targetParts) ?? find(opts.lower, targetParts);
+      if (target === undefined) throw new FormatError(`tar hardlink ${e.path.toString()} points at the missing ${e.linkpath.toString()}`);
+      if (target.kind === 'dir') throw new FormatError(`tar hardlink ${e.path.toString()} points at a directory`);
+      if (target.kind === 'file' && find(root, targetParts) === target) {
+        children.set(name, target);
+      } else {
+        // A link to a special file, or to a file of a lower layer: a copy with the same content.
+        const copy = Object.assign(new TreeNode(target.kind, target.mode), target, { children: undefined });
+        children.set(name, copy);
+      }
+      return;
+    }
+    const kind = kindOf(e);
+    const existing = children.get(name);
+    let node: TreeNode;
+    if (kind === 'dir' && existing?.kind === 'dir') {
+      node = existing; // a directory listed again keeps its children
+      node.implicit = false;
+    } else {
+      node = new TreeNode(kind, e.mode);
+      children.set(name, node);
+    }
+    applyEntry(node, e);
+    if (kind === 'symlink') {
+      if (e.linkpath.length === 0) throw new FormatError(`tar symlink ${e.path.toString()} has an empty target`);
+      node.symlink = e.linkpath;
+    } else if (kind === 'file') {
+      node.size = e.size;
+      current = { node, buf: Buffer.allocUnsafe(Math.min(chunkSize, Math.max(e.size, 1))), filled: 0, refs: [] };
+      if (e.size >= chunkSize) current.buf = Buffer.allocUnsafe(chunkSize);
+    }
+  };
+
+  for await (const chunk of input) {
+    for (const ev of parser.write(chunk)) {
+      if (ev.kind === 'entry') {
+        onEntry(ev.entry);
+      } else if (ev.kind === 'data' && current !== undefined) {
+        let bytes = ev.bytes;
+        while (bytes.length > 0) {
+          const c = current;
+          const n = Math.min(bytes.length, c.buf.length - c.filled);
+          c.buf.set(bytes.subarray(0, n), c.filled);
+          c.filled += n;
+          bytes = bytes.subarray(n);
+          opts.onBytes?.(n);
+          if (c.filled === c.buf.length && c.buf.length === chunkSize) await flush(false);
+        }
+      } else if (ev.kind === 'entry-end' && current !== undefined) {
+        await flush(true);
+        const { node, refs } = current;
+        current = undefined;
+        pending.push(
+          Promise.all(refs).then((rs) => {
+            node.chunks = rs.map((ref, i): FileChunk => ({ fileOffset: i * chunkSize, ref }));
+          }),
+        );
+      }
+    }
+  }
+  parser.end();
+  await Promise.all(pending);
+  log.debug({ entries: root.children?.size }, 'layer read');
+  return root;
+}
+

@@ -1,0 +1,123 @@
+/**
+ * The builder's in-memory filesystem tree. Hardlinks are one `TreeNode` referenced from several
+ * directories. Layers carry OCI whiteout information until they are merged (`merge.ts`).
+ */
+import type { ChunkInfo } from '../format/chunk-info.js';
+import type { InodeKind } from '../format/constants.js';
+import type { Xattr } from '../format/image.js';
+import type { BootstrapNode } from '../format/v6/writer.js';
+import type { BlobHandle } from './chunk-store.js';
+
+/** A chunk of a file: the stored chunk (in some blob) and where it sits in the file. */
+export interface FileChunk {
+  fileOffset: number;
+  ref: ChunkRef;
+}
+
+/** A stored chunk; `blob` is resolved to a blob table index when the bootstrap is written. */
+export interface ChunkRef extends Omit<ChunkInfo, 'blobIndex' | 'fileOffset'> {
+  blob: BlobHandle;
+}
+
+export class TreeNode {
+  kind: InodeKind;
+  mode: number;
+  uid = 0;
+  gid = 0;
+  mtimeSec = 0;
+  mtimeNsec = 0;
+  rdev = 0;
+  size = 0;
+  xattrs: Xattr[] = [];
+  symlink?: Buffer;
+  /** Directories: children by name (latin1 key of the raw name bytes). */
+  children?: Map<string, TreeNode>;
+  /** Regular files: the chunks, once written. */
+  chunks?: FileChunk[];
+  /** Regular files from a directory source: where to read the content. */
+  sourcePath?: Buffer;
+  /** Layer merging: this directory hides everything below it in lower layers. */
+  opaque = false;
+  /** Layer merging: names whited out in lower layers. */
+  whiteouts?: Set<string>;
+  /** A directory created only because a tar entry needed a parent: keeps lower attributes. */
+  implicit = false;
+
+  constructor(kind: InodeKind, mode: number) {
+    this.kind = kind;
+    this.mode = mode & 0o7777;
+    if (kind === 'dir') this.children = new Map();
+  }
+
+  static dir(mode = 0o755): TreeNode {
+    return new TreeNode('dir', mode);
+  }
+}
+
+export function nameKey(name: Uint8Array): string {
+  return Buffer.from(name.buffer, name.byteOffset, name.byteLength).toString('latin1');
+}
+
+export function keyName(key: string): Buffer {
+  return Buffer.from(key, 'latin1');
+}
+
+/** Visits every node once (hardlinked nodes once), parents before children, names sorted. */
+export function* walkTree(root: TreeNode): Generator<{ path: Buffer[]; node: TreeNode }> {
+  const seen = new Set<TreeNode>();
+  const stack: Array<{ path: Buffer[]; node: TreeNode }> = [{ path: [], node: root }];
+  while (stack.length > 0) {
+    const item = stack.pop() as { path: Buffer[]; node: TreeNode };
+    if (seen.has(item.node)) continue;
+    seen.add(item.node);
+    yield item;
+    if (item.node.children !== undefined) {
+      const keys = [...item.node.children.keys()].sort((a, b) => Buffer.compare(keyName(a), keyName(b))).reverse();
+      for (const k of keys) stack.push({ path: [...item.path, keyName(k)], node: item.node.children.get(k) as TreeNode });
+    }
+  }
+}
+
+/** Looks up a slash-separated path (leading slash optional) in the tree. */
+export function lookupPath(root: TreeNode, path: string | Buffer): TreeNode | undefined {
+  const parts = (typeof path === 'string' ? Buffer.from(path, 'utf8') : path).toString('latin1').split('/').filter((p) => p !== '' && p !== '.');
+  let node: TreeNode | undefined = root;
+  for (const p of parts) {
+    node = node?.children?.get(p);
+    if (node === undefined) return undefined;
+  }
+  return node;
+}
+
+/** Converts the tree to the writer's model, resolving blob handles to indexes. */
+export function toBootstrapTree(root: TreeNode, blobIndex: (h: BlobHandle) => number): { root: BootstrapNode; map: Map<TreeNode, BootstrapNode> } {
+  const map = new Map<TreeNode, BootstrapNode>();
+  const convert = (n: TreeNode): BootstrapNode => {
+    const existing = map.get(n);
+    if (existing !== undefined) return existing;
+    const b: BootstrapNode = {
+      kind: n.kind,
+      mode: n.mode,
+      uid: n.uid,
+      gid: n.gid,
+      mtimeSec: n.mtimeSec,
+      mtimeNsec: n.mtimeNsec,
+      rdev: n.rdev,
+      size: n.kind === 'file' ? n.size : 0,
+      xattrs: n.xattrs,
+    };
+    map.set(n, b);
+    if (n.symlink !== undefined) b.symlink = n.symlink;
+    if (n.kind === 'file') {
+      b.chunks = (n.chunks ?? []).map(({ fileOffset, ref }) => {
+        const { blob, ...rest } = ref;
+        return { ...rest, blobIndex: blobIndex(blob), fileOffset };
+      });
+    }
+    if (n.children !== undefined) {
+      b.entries = [...n.children].map(([k, child]) => ({ name: keyName(k), node: convert(child) }));
+    }
+    return b;
+  };
+  return { root: convert(root), map };
+}

@@ -1,0 +1,30 @@
+/** `damselfly unpack`: an image's tree to a directory or a tar archive. */
+import type { Command } from 'commander';
+import { UsageError } from '../base/index.js';
+import { nativeCodecs } from '../native/index.js';
+import { ToolChunkReader, unpackToDirectory, unpackToTar } from '../tools/index.js';
+import { getLogger, run } from './common.js';
+import { type ImageFlags, imageOptions, localBackendFromFlags, openImageFromFlags } from './image-args.js';
+
+export function register(program: Command): void {
+  imageOptions(program.command('unpack').description('write the tree of an image to a directory or a tar file'), true)
+    .option('--output <dir>', 'an empty or new directory')
+    .option('--tar <file>', 'a new tar file')
+    .action((flags: ImageFlags & { output?: string; tar?: string }) =>
+      run(async () => {
+        if ((flags.output === undefined) === (flags.tar === undefined)) throw new UsageError('give exactly one of --output and --tar');
+        const loaded = await openImageFromFlags(flags);
+        const backend = localBackendFromFlags(flags, loaded);
+        try {
+          const reader = new ToolChunkReader(loaded.image, backend, nativeCodecs);
+          const log = getLogger();
+          const r = flags.output !== undefined
+            ? await unpackToDirectory(loaded.image, reader, flags.output, log)
+            : await unpackToTar(loaded.image, reader, flags.tar as string, log);
+          process.stdout.write(`unpacked ${r.files} files, ${r.bytes} bytes\n`);
+        } finally {
+          await backend.close();
+        }
+      }),
+    );
+}

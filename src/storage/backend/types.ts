@@ -1,0 +1,21 @@
+/**
+ * The storage backend interface: ranged reads of blobs by id. Implementations (localfs, registry,
+ * S3, proxy) and wrappers (retry, mirrors) compose as `BlobBackend -> BlobBackend`.
+ */
+
+export interface ReadOptions {
+  signal?: AbortSignal;
+}
+
+export interface BlobBackend {
+  /** Short name for logs and metrics ("localfs", "registry"). */
+  readonly kind: string;
+  /**
+   * Reads exactly `length` bytes at `offset` of blob `id`. A range past the end of the blob, a
+   * missing blob or a short answer is an error (BackendError / NotFoundError).
+   */
+  read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer>;
+  /** Size of the blob in bytes. */
+  size(id: string, opts?: ReadOptions): Promise<number>;
+  close(): Promise<void>;
+}

@@ -1,0 +1,277 @@
+/**
+ * `check`: verifies every structure of an image and every chunk digest. Problems are collected
+ * (up to a limit) with the file, blob and chunk they concern, instead of stopping at the first.
+ */
+import { createHash } from 'node:crypto';
+import { ByteReader, type Logger, bytesEqual, compareBytes, toHex } from '../base/index.js';
+import type { ChunkInfo } from '../format/chunk-info.js';
+import type { Codecs } from '../format/compression.js';
+import { BlobFeature } from '../format/constants.js';
+import { digest, sha256 } from '../format/digest.js';
+import { type BlobInfo, type RafsImage, pathToString } from '../format/image.js';
+import { BLOB_META_HEADER_SIZE, type BlobChunkEntry, decodeBlobMetaHeader, decodeCiArray } from '../format/blob/meta.js';
+import { type ParsedToc, TocEntryName, parseTocFromTail } from '../format/blob/toc.js';
+import { TAR_HEADER_SIZE } from '../format/blob/tar-header.js';
+import { RafsV5Image } from '../format/v5/reader.js';
+import { RafsV6Image } from '../format/v6/reader.js';
+import type { BlobBackend } from '../storage/backend/types.js';
+import { ToolChunkReader } from './chunk-reader.js';
+import { type WalkItem, walkImage } from './walk.js';
+
+export interface Problem {
+  path?: string;
+  blob?: string;
+  chunk?: number;
+  message: string;
+}
+
+export interface CheckReport {
+  ok: boolean;
+  problems: Problem[];
+  /** More problems were found than reported. */
+  truncated: boolean;
+  inodes: number;
+  files: number;
+  blobs: number;
+  chunksVerified: number;
+  bytesVerified: number;
+}
+
+interface ChunkUse {
+  chunk: ChunkInfo;
+  path: string;
+  position: number;
+}
+
+export interface CheckOptions {
+  codecs: Codecs;
+  log: Logger;
+  /** Blob ids read from explicit files (inlined bootstraps); their ids are not content hashes. */
+  blobFiles?: ReadonlyMap<string, string>;
+  maxProblems?: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
+class Problems {
+  readonly list: Problem[] = [];
+  truncated = false;
+  constructor(private readonly max: number) {}
+  add(p: Problem): void {
+    if (this.list.length < this.max) this.list.push(p);
+    else this.truncated = true;
+  }
+}
+
+function msg(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}
+
+export async function checkImage(image: RafsImage, backend: BlobBackend, opts: CheckOptions): Promise<CheckReport> {
+  const problems = new Problems(opts.maxProblems ?? 50);
+  const reader = new ToolChunkReader(image, backend, opts.codecs);
+  const items: WalkItem[] = [];
+  const uses = new Map<string, ChunkUse>();
+  const links = new Map<number, number>();
+  const dirInos = new Map<string, number>();
+  let files = 0;
+
+  // 1. The tree: every inode, entry, xattr, symlink and chunk list.
+  try {
+    for (const item of walkImage(image)) {
+      items.push(item);
+      const { attr, path } = item;
+      try {
+        if (attr.hasXattrs) image.xattrs(attr.ino);
+        if (attr.kind === 'symlink') image.readlink(attr.ino);
+        if (attr.kind === 'dir') {
+          dirInos.set(path, attr.ino);
+          const parentPath = pathToString(item.components.slice(0, -1));
+          checkDirectory(image, attr.ino, dirInos.get(parentPath) ?? attr.ino, path, problems);
+        }
+        if (attr.kind === 'file') {
+          links.set(attr.ino, (links.get(attr.ino) ?? 0) + 1);
+          if ((links.get(attr.ino) as number) > 1) continue;
+          files++;
+          image.fileChunks(attr.ino).forEach((chunk, position) => {
+            const key = `${chunk.blobIndex}:${chunk.index}`;
+            if (!uses.has(key)) uses.set(key, { chunk, path, position });
+          });
+        }
+      } catch (e) {
+        problems.add({ path, message: msg(e) });
+      }
+    }
+  } catch (e) {
+    problems.add({ message: `tree walk stopped: ${msg(e)}` });
+  }
+  for (const item of items) {
+    const n = links.get(item.attr.ino);
+    if (item.attr.kind === 'file' && n !== undefined && n !== item.attr.nlink) {
+      problems.add({ path: item.path, message: `nlink is ${item.attr.nlink} but ${n} entries link the inode` });
+      links.delete(item.attr.ino);
+    }
+  }
+  if (image instanceof RafsV5Image) checkV5Digests(image, items, problems);
+
+  // 2. Blobs: size, blob meta, ToC, inlined digests, blob id.
+  const ciByBlob = new Map<number, BlobChunkEntry[]>();
+  for (const blob of image.blobs) {
+    try {
+      const ci = await checkBlob(image, blob, backend, opts, problems, uses);
+      if (ci !== undefined) ciByBlob.set(blob.index, ci);
+    } catch (e) {
+      problems.add({ blob: blob.id, message: msg(e) });
+    }
+  }
+
+  // 3. Every chunk: stored range, CI agreement, decompression and digest.
+  let chunksVerified = 0;
+  let bytesVerified = 0;
+  let done = 0;
+  const all = [...uses.values()];
+  const queue = all.slice();
+  const worker = async (): Promise<void> => {
+    for (let u = queue.shift(); u !== undefined; u = queue.shift()) {
+      const { chunk, path, position } = u;
+      const blob = image.blobs[chunk.blobIndex] as BlobInfo;
+      const ci = ciByBlob.get(chunk.blobIndex)?.[chunk.index];
+      const where = { path, blob: blob.id, chunk: position };
+      if (ciByBlob.has(chunk.blobIndex) && ci === undefined) {
+        problems.add({ ...where, message: `chunk index ${chunk.index} is beyond the blob's ${blob.chunkCount} chunks` });
+      } else if (ci !== undefined && (ci.compressedOffset !== chunk.compressedOffset || ci.compressedSize !== chunk.compressedSize || ci.uncompressedOffset !== chunk.uncompressedOffset || ci.uncompressedSize !== chunk.uncompressedSize)) {
+        problems.add({ ...where, message: `blob meta entry ${chunk.index} disagrees with the bootstrap about the chunk's location` });
+      }
+      try {
+        const data = await reader.read(chunk);
+        chunksVerified++;
+        bytesVerified += data.length;
+      } catch (e) {
+        problems.add({ ...where, message: `file ${path} chunk ${position} (blob ${blob.id} chunk ${chunk.index}): ${msg(e)}` });
+      }
+      opts.onProgress?.(++done, all.length);
+    }
+  };
+  await Promise.all([worker(), worker(), worker(), worker()]);
+
+  return {
+    ok: problems.list.length === 0,
+    problems: problems.list,
+    truncated: problems.truncated,
+    inodes: items.length,
+    files,
+    blobs: image.blobs.length,
+    chunksVerified,
+    bytesVerified,
+  };
+}
+
+function checkDirectory(image: RafsImage, ino: number, parentIno: number, path: string, problems: Problems): void {
+  let prev: Uint8Array | undefined;
+  let subdirs = 0;
+  for (const e of image.readdir(ino)) {
+    if (prev !== undefined && compareBytes(prev, e.name) >= 0) {
+      problems.add({ path, message: `entries are not in strictly increasing name order at ${JSON.stringify(Buffer.from(e.name).toString())}` });
+    }
+    prev = e.name;
+    if (e.kind === 'dir') subdirs++;
+    if (image.lookup(ino, e.name)?.ino !== e.ino) problems.add({ path, message: `lookup of ${Buffer.from(e.name).toString()} fails` });
+  }
+  const attr = image.getAttr(ino);
+  if (attr.nlink !== 2 + subdirs) problems.add({ path, message: `directory nlink is ${attr.nlink}, expected ${2 + subdirs}` });
+  if (image instanceof RafsV6Image) {
+    const dots = image.dotEntries(ino);
+    if (dots.self !== ino) problems.add({ path, message: `'.' points at nid ${dots.self}, not ${ino}` });
+    if (dots.parent !== parentIno) problems.add({ path, message: `'..' points at nid ${dots.parent}, not the parent ${parentIno}` });
+  }
+}
+
+/** The v5 self-verifying tree (spec §2.13): every stored inode digest recomputed from its parts. */
+function checkV5Digests(image: RafsV5Image, items: WalkItem[], problems: Problems): void {
+  const algo = image.digester;
+  for (const { attr, path } of items) {
+    try {
+      const rec = image.inodeRecord(attr.ino);
+      let expected: Buffer;
+      if (attr.kind === 'file') expected = digest(algo, ...image.fileChunks(attr.ino).map((c) => c.digest));
+      else if (attr.kind === 'symlink') expected = digest(algo, image.readlink(attr.ino));
+      else if (attr.kind === 'dir') expected = digest(algo, ...[...image.readdir(attr.ino)].map((e) => image.inodeRecord(e.ino).digest));
+      else expected = digest(algo, new Uint8Array());
+      if (!bytesEqual(expected, rec.digest)) problems.add({ path, message: `inode digest ${toHex(rec.digest)} does not match its content (${toHex(expected)})` });
+    } catch (e) {
+      problems.add({ path, message: msg(e) });
+    }
+  }
+}
+
+async function checkBlob(
+  image: RafsImage,
+  blob: BlobInfo,
+  backend: BlobBackend,
+  opts: CheckOptions,
+  problems: Problems,
+  uses: Map<string, ChunkUse>,
+): Promise<BlobChunkEntry[] | undefined> {
+  const size = await backend.size(blob.id);
+  const fromFile = opts.blobFiles?.has(blob.id) === true;
+  if (blob.compressedSize > 0 && !fromFile && size !== blob.compressedSize) {
+    problems.add({ blob: blob.id, message: `blob has ${size} bytes, the blob table says ${blob.compressedSize}` });
+  }
+  let toc: ParsedToc | undefined;
+  if (blob.features & BlobFeature.HAS_TOC) {
+    const n = Math.min(size, 0x10000 + TAR_HEADER_SIZE);
+    toc = parseTocFromTail(await backend.read(blob.id, size - n, n), size);
+    if (!fromFile && blob.tocSize > 0 && (toc.size !== blob.tocSize || !bytesEqual(toc.digest, blob.tocDigest))) {
+      problems.add({ blob: blob.id, message: 'the ToC does not match the digest and size in the blob table' });
+    }
+  }
+  let ci: BlobChunkEntry[] | undefined;
+  if (image.version === 6 && blob.meta.uncompressedSize > 0) {
+    const m = blob.meta;
+    const stored = await backend.read(blob.id, m.offset, m.compressedSize + BLOB_META_HEADER_SIZE);
+    const header = decodeBlobMetaHeader(stored.subarray(m.compressedSize), `blob ${blob.id} meta header`);
+    if (header.ciEntries !== blob.chunkCount || header.ciOffset !== m.offset || header.ciCompressedSize !== m.compressedSize || header.ciUncompressedSize !== m.uncompressedSize || header.ciCompressor !== m.compressor) {
+      problems.add({ blob: blob.id, message: 'the blob meta header disagrees with the blob table' });
+    }
+    const raw = stored.subarray(0, m.compressedSize);
+    const data = m.compressor === 0 ? raw : opts.codecs.decompress(m.compressor, raw, m.uncompressedSize);
+    ci = decodeCiArray(data, blob.chunkCount, blob.features, `blob ${blob.id} chunk info`);
+    let prevEnd = 0;
+    ci.forEach((e, i) => {
+      if (e.uncompressedOffset < prevEnd) problems.add({ blob: blob.id, chunk: i, message: 'chunk info entries overlap in the uncompressed view' });
+      prevEnd = e.uncompressedOffset + e.uncompressedSize;
+      if (e.compressedOffset + e.compressedSize > size) problems.add({ blob: blob.id, chunk: i, message: 'chunk lies past the end of the blob' });
+    });
+    if (blob.features & BlobFeature.INLINED_CHUNK_DIGEST && toc !== undefined) {
+      const entry = toc.entries.find((e) => e.name === TocEntryName.BLOB_DIGEST);
+      if (entry === undefined) {
+        problems.add({ blob: blob.id, message: 'INLINED_CHUNK_DIGEST without a blob.digest ToC entry' });
+      } else {
+        const digests = new ByteReader(await backend.read(blob.id, entry.compressedOffset, entry.compressedSize), 'blob.digest');
+        if (!sha256(digests.bytes).equals(entry.digest)) problems.add({ blob: blob.id, message: 'blob.digest fails its ToC digest' });
+        for (const u of uses.values()) {
+          if (u.chunk.blobIndex !== blob.index || !digests.has(u.chunk.index * 32, 32)) continue;
+          if (!bytesEqual(digests.slice(u.chunk.index * 32, 32), u.chunk.digest)) {
+            problems.add({ path: u.path, blob: blob.id, chunk: u.position, message: `the inlined digest of chunk ${u.chunk.index} differs from the chunk table` });
+          }
+        }
+      }
+    }
+  }
+  if (!fromFile && /^[0-9a-f]{64}$/.test(blob.id) && !(blob.features & (BlobFeature.SEPARATE | BlobFeature.ZRAN))) {
+    const skip = toc?.entries.find((e) => e.name === TocEntryName.BLOB_DIGEST);
+    const id = await blobContentId(backend, blob.id, size, skip);
+    if (id !== blob.id) problems.add({ blob: blob.id, message: `blob content hashes to ${id}, not to its id` });
+  }
+  return ci;
+}
+
+/** SHA-256 of the blob without the chunk-digest array payload (the blob id rule, spec §5.10). */
+async function blobContentId(backend: BlobBackend, id: string, size: number, skip?: { compressedOffset: number; compressedSize: number }): Promise<string> {
+  const h = createHash('sha256');
+  const step = 4 << 20;
+  const ranges: Array<[number, number]> = skip ? [[0, skip.compressedOffset], [skip.compressedOffset + skip.compressedSize, size]] : [[0, size]];
+  for (const [start, end] of ranges) {
+    for (let off = start; off < end; off += step) h.update(await backend.read(id, off, Math.min(step, end - off)));
+  }
+  return h.digest('hex');
+}

@@ -1,0 +1,50 @@
+/**
+ * Offline chunk reading for tools (check, unpack): fetch each chunk's stored bytes from the
+ * backend, decode and verify them. (The daemon's cached chunk path lives in `storage`.)
+ */
+import type { ChunkInfo } from '../format/chunk-info.js';
+import type { Codecs } from '../format/compression.js';
+import type { BlobInfo, RafsImage } from '../format/image.js';
+import { FormatError } from '../base/index.js';
+import type { BlobBackend } from '../storage/backend/types.js';
+import { decodeChunkAsync, verifyChunk } from '../storage/chunk/decode.js';
+
+export class ToolChunkReader {
+  constructor(
+    private readonly image: RafsImage,
+    private readonly backend: BlobBackend,
+    private readonly codecs: Codecs,
+  ) {}
+
+  blob(c: ChunkInfo): BlobInfo {
+    const b = this.image.blobs[c.blobIndex];
+    if (b === undefined) throw new FormatError(`chunk refers to the missing blob ${c.blobIndex}`);
+    return b;
+  }
+
+  /** The verified uncompressed bytes of one chunk. */
+  async read(c: ChunkInfo): Promise<Uint8Array> {
+    const blob = this.blob(c);
+    const stored = await this.backend.read(blob.id, c.compressedOffset, c.compressedSize);
+    const data = await decodeChunkAsync(this.codecs, blob, c, stored);
+    verifyChunk(blob, c, data);
+    return data;
+  }
+
+  /** Yields a file's content as (offset, bytes) pieces in order; gaps (holes) are zeros. */
+  async *readFile(ino: number): AsyncGenerator<{ offset: number; data: Uint8Array }> {
+    const chunks = this.image.fileChunks(ino);
+    // Read ahead a few chunks while the previous ones are written out.
+    const ahead: Array<Promise<Uint8Array>> = [];
+    let next = 0;
+    for (let i = 0; i < chunks.length; i++) {
+      while (next < chunks.length && next < i + 4) {
+        const p = this.read(chunks[next++] as ChunkInfo);
+        p.catch(() => undefined); // observed when awaited; never an unhandled rejection if abandoned
+        ahead.push(p);
+      }
+      const data = await (ahead.shift() as Promise<Uint8Array>);
+      yield { offset: (chunks[i] as ChunkInfo).fileOffset, data };
+    }
+  }
+}

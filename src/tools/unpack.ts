@@ -1,0 +1,200 @@
+/**
+ * `unpack`: writes an image's tree to a directory (content, type, mode, owner, mtime with
+ * nanoseconds, xattrs, hardlinks, device numbers) or to a tar archive.
+ */
+import { createWriteStream } from 'node:fs';
+import { chmod, lchown, link, mkdir, open, readdir, symlink } from 'node:fs/promises';
+import { once } from 'node:events';
+import { type Logger, UsageError, isSysError } from '../base/index.js';
+import { S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK, decodeDev } from '../format/constants.js';
+import type { RafsImage } from '../format/image.js';
+import { TAR_END, type TarEntry, encodeTarHeaders, tarPadding } from '../format/tar.js';
+import { native } from '../native/index.js';
+import type { ToolChunkReader } from './chunk-reader.js';
+import { type WalkItem, walkImage } from './walk.js';
+
+const ZEROS = Buffer.alloc(1 << 16);
+
+function isZero(data: Uint8Array): boolean {
+  for (let off = 0; off < data.length; off += ZEROS.length) {
+    const n = Math.min(ZEROS.length, data.length - off);
+    if (Buffer.compare(data.subarray(off, off + n), ZEROS.subarray(0, n)) !== 0) return false;
+  }
+  return true;
+}
+
+function hostPath(root: Buffer, components: Uint8Array[]): Buffer {
+  return Buffer.concat([root, ...components.flatMap((c) => [Buffer.from('/'), Buffer.from(c)])]);
+}
+
+async function ensureEmptyDir(dir: string): Promise<void> {
+  try {
+    const names = await readdir(dir);
+    if (names.length > 0) throw new UsageError(`output directory ${dir} is not empty`);
+  } catch (e) {
+    if (!isSysError(e, 'ENOENT')) throw e;
+    await mkdir(dir, { recursive: true });
+  }
+}
+
+function setMetadata(path: Buffer, item: WalkItem, image: RafsImage, log: Logger): Promise<void> {
+  const { attr } = item;
+  return (async () => {
+    // Owner first: chown clears security.capability and the setuid/setgid bits.
+    await lchown(path, attr.uid, attr.gid);
+    for (const x of attr.hasXattrs ? image.xattrs(attr.ino) : []) {
+      try {
+        native.lsetxattr(path, Buffer.from(x.name), Buffer.from(x.value));
+      } catch (e) {
+        log.warn({ path: item.path, xattr: Buffer.from(x.name).toString(), err: (e as Error).message }, 'cannot set xattr');
+      }
+    }
+    if (attr.kind !== 'symlink') await chmod(path, attr.mode & 0o7777);
+    native.lutimens(path, attr.mtimeSec, attr.mtimeNsec, attr.mtimeSec, attr.mtimeNsec);
+  })();
+}
+
+export async function unpackToDirectory(image: RafsImage, reader: ToolChunkReader, out: string, log: Logger): Promise<{ files: number; bytes: number }> {
+  await ensureEmptyDir(out);
+  const root = Buffer.from(out);
+  const firstLink = new Map<number, Buffer>();
+  const dirs: Array<{ path: Buffer; item: WalkItem }> = [];
+  let files = 0;
+  let bytes = 0;
+  for (const item of walkImage(image)) {
+    const path = hostPath(root, item.components);
+    const { attr } = item;
+    if (item.entry === undefined) {
+      dirs.push({ path, item });
+      continue;
+    }
+    switch (attr.kind) {
+      case 'dir':
+        await mkdir(path, { mode: 0o700 });
+        dirs.push({ path, item });
+        continue;
+      case 'file': {
+        const first = firstLink.get(attr.ino);
+        if (first !== undefined) {
+          await link(first, path);
+          continue;
+        }
+        firstLink.set(attr.ino, path);
+        const fh = await open(path, 'wx', 0o600);
+        try {
+          for await (const { offset, data } of reader.readFile(attr.ino)) {
+            // Zero chunks stay holes (the final truncate sizes the file), as in a sparse source.
+            if (!isZero(data)) await fh.write(data, 0, data.length, offset);
+            bytes += data.length;
+          }
+          await fh.truncate(attr.size);
+        } finally {
+          await fh.close();
+        }
+        files++;
+        break;
+      }
+      case 'symlink':
+        await symlink(Buffer.from(image.readlink(attr.ino)), path);
+        break;
+      case 'char':
+      case 'block': {
+        const { major, minor } = decodeDev(attr.rdev);
+        native.mknod(path, (attr.kind === 'char' ? S_IFCHR : S_IFBLK) | 0o600, major, minor);
+        break;
+      }
+      case 'fifo':
+        native.mknod(path, S_IFIFO | 0o600, 0, 0);
+        break;
+      case 'socket':
+        native.mknod(path, S_IFSOCK | 0o600, 0, 0);
+        break;
+    }
+    await setMetadata(path, item, image, log);
+  }
+  // Directories last, deepest first, so that creating their entries does not move their mtimes.
+  for (let i = dirs.length - 1; i >= 0; i--) {
+    const d = dirs[i] as { path: Buffer; item: WalkItem };
+    await setMetadata(d.path, d.item, image, log);
+  }
+  return { files, bytes };
+}
+
+export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out: string, log: Logger): Promise<{ files: number; bytes: number }> {
+  const ws = createWriteStream(out, { flags: 'wx' });
+  const write = async (b: Uint8Array): Promise<void> => {
+    if (!ws.write(b)) await once(ws, 'drain');
+  };
+  const zeros = Buffer.alloc(1 << 20);
+  const writeZeros = async (n: number): Promise<void> => {
+    for (; n > 0; n -= zeros.length) await write(n >= zeros.length ? zeros : zeros.subarray(0, n));
+  };
+  const firstLink = new Map<number, Buffer>();
+  let files = 0;
+  let bytes = 0;
+  try {
+    for (const item of walkImage(image)) {
+      const { attr } = item;
+      const rel = Buffer.from(item.components.length === 0 ? '.' : item.components.map((c) => Buffer.from(c).toString('latin1')).join('/'), 'latin1');
+      const base: TarEntry = {
+        path: attr.kind === 'dir' ? Buffer.concat([rel, Buffer.from('/')]) : rel,
+        type: 'file',
+        mode: attr.mode & 0o7777,
+        uid: attr.uid,
+        gid: attr.gid,
+        size: 0,
+        mtimeSec: attr.mtimeSec,
+        mtimeNsec: attr.mtimeNsec,
+        linkpath: Buffer.alloc(0),
+        devmajor: 0,
+        devminor: 0,
+        xattrs: attr.hasXattrs ? image.xattrs(attr.ino).map((x) => [Buffer.from(x.name), Buffer.from(x.value)]) : [],
+      };
+      switch (attr.kind) {
+        case 'dir':
+          await write(encodeTarHeaders({ ...base, type: 'dir' }));
+          break;
+        case 'file': {
+          const first = firstLink.get(attr.ino);
+          if (first !== undefined) {
+            await write(encodeTarHeaders({ ...base, type: 'hardlink', linkpath: first }));
+            break;
+          }
+          firstLink.set(attr.ino, rel);
+          await write(encodeTarHeaders({ ...base, size: attr.size }));
+          let pos = 0;
+          for await (const { offset, data } of reader.readFile(attr.ino)) {
+            if (offset > pos) await writeZeros(offset - pos);
+            await write(data);
+            pos = offset + data.length;
+          }
+          if (attr.size > pos) await writeZeros(attr.size - pos);
+          await write(Buffer.alloc(tarPadding(attr.size)));
+          bytes += attr.size;
+          files++;
+          break;
+        }
+        case 'symlink':
+          await write(encodeTarHeaders({ ...base, type: 'symlink', linkpath: Buffer.from(image.readlink(attr.ino)) }));
+          break;
+        case 'char':
+        case 'block': {
+          const { major, minor } = decodeDev(attr.rdev);
+          await write(encodeTarHeaders({ ...base, type: attr.kind, devmajor: major, devminor: minor }));
+          break;
+        }
+        case 'fifo':
+          await write(encodeTarHeaders({ ...base, type: 'fifo' }));
+          break;
+        case 'socket':
+          log.warn({ path: item.path }, 'tar cannot hold a socket; skipped');
+          break;
+      }
+    }
+    await write(TAR_END);
+  } finally {
+    ws.end();
+    await once(ws, 'close');
+  }
+  return { files, bytes };
+}
