@@ -11,12 +11,12 @@ import type { Digester } from '../format/constants.js';
 import type { BlobInfo } from '../format/image.js';
 import { type BootstrapNode, writeV6Bootstrap } from '../format/v6/writer.js';
 import { ChunkDict } from './chunk-dict.js';
-import { type BlobHandle, ChunkStore, type ChunkStats, DictBlob, NewBlob } from './chunk-store.js';
+import { type BlobHandle, ChunkStore, type ChunkStats, DictBlob, type FileChunk, type NewBlob } from './chunk-store.js';
 import { applyLayer, emptyRoot, finishMerge } from './merge.js';
 import { scanDirectory, storeFileFromDisk } from './sources/dir.js';
 import { openLayerFile } from './sources/layer-stream.js';
 import { readTarLayer } from './sources/tar.js';
-import { type FileChunk, TreeNode, lookupPath, toBootstrapTree, walkTree } from './tree.js';
+import { type TreeNode, lookupPath, toBootstrapTree, walkTree } from './tree.js';
 
 export interface BuildOptions {
   /** Layers, bottom first: directories or OCI layer tars (tar, tar.gz, tar.zst). */

@@ -12,7 +12,18 @@ import { digest } from '../format/digest.js';
 import type { BlobInfo } from '../format/image.js';
 import { BlobAssembler, INLINE_BLOB_ID_PLACEHOLDER } from '../format/blob/writer.js';
 import type { ChunkDict } from './chunk-dict.js';
-import type { ChunkRef } from './tree.js';
+import type { ChunkInfo } from '../format/chunk-info.js';
+
+/** A stored chunk; `blob` is resolved to a blob table index when the bootstrap is written. */
+export interface ChunkRef extends Omit<ChunkInfo, 'blobIndex' | 'fileOffset'> {
+  blob: BlobHandle;
+}
+
+/** A chunk of a file: the stored chunk (in some blob) and where it sits in the file. */
+export interface FileChunk {
+  fileOffset: number;
+  ref: ChunkRef;
+}
 
 /** A blob written by this build. */
 export class NewBlob {

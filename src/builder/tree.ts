@@ -2,22 +2,10 @@
  * The builder's in-memory filesystem tree. Hardlinks are one `TreeNode` referenced from several
  * directories. Layers carry OCI whiteout information until they are merged (`merge.ts`).
  */
-import type { ChunkInfo } from '../format/chunk-info.js';
 import type { InodeKind } from '../format/constants.js';
 import type { Xattr } from '../format/image.js';
 import type { BootstrapNode } from '../format/v6/writer.js';
-import type { BlobHandle } from './chunk-store.js';
-
-/** A chunk of a file: the stored chunk (in some blob) and where it sits in the file. */
-export interface FileChunk {
-  fileOffset: number;
-  ref: ChunkRef;
-}
-
-/** A stored chunk; `blob` is resolved to a blob table index when the bootstrap is written. */
-export interface ChunkRef extends Omit<ChunkInfo, 'blobIndex' | 'fileOffset'> {
-  blob: BlobHandle;
-}
+import type { BlobHandle, FileChunk } from './chunk-store.js';
 
 export class TreeNode {
   kind: InodeKind;

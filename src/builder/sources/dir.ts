@@ -10,8 +10,8 @@ import { type InodeKind, encodeDev } from '../../format/constants.js';
 import type { Xattr } from '../../format/image.js';
 import { splitXattrName } from '../../format/v6/inode.js';
 import { native } from '../../native/index.js';
-import type { ChunkStore } from '../chunk-store.js';
-import { type ChunkRef, type FileChunk, TreeNode, nameKey } from '../tree.js';
+import type { ChunkRef, ChunkStore, FileChunk } from '../chunk-store.js';
+import { TreeNode, nameKey } from '../tree.js';
 
 const SEEK_DATA = 3;
 

@@ -6,8 +6,8 @@
 import { FormatError, type Logger } from '../../base/index.js';
 import { type InodeKind, Limits, encodeDev } from '../../format/constants.js';
 import { type TarEntry, TarParser } from '../../format/tar.js';
-import type { ChunkStore } from '../chunk-store.js';
-import { type ChunkRef, type FileChunk, TreeNode } from '../tree.js';
+import type { ChunkRef, ChunkStore, FileChunk } from '../chunk-store.js';
+import { TreeNode } from '../tree.js';
 
 const WHITEOUT = '.wh.';
 const OPAQUE = '.wh..wh..opq';
