@@ -8,6 +8,7 @@ import * as buildCmd from './build.js';
 import * as checkCmd from './check.js';
 import { parseLogLevel, setupLogger } from './common.js';
 import * as inspectCmd from './inspect.js';
+import * as exportCmd from './export.js';
 import * as unpackCmd from './unpack.js';
 
 export const VERSION = '0.1.0';
@@ -24,7 +25,7 @@ export function createProgram(): Command {
   program.exitOverride((err) => {
     process.exit(err.exitCode === 1 ? 2 : err.exitCode);
   });
-  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd]) cmd.register(program);
+  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd, exportCmd]) cmd.register(program);
   return program;
 }
 

@@ -8,3 +8,4 @@ export { ToolChunkReader } from './chunk-reader.js';
 export { inspectImage, inspectPath, formatSummary } from './inspect.js';
 export { unpackToDirectory, unpackToTar } from './unpack.js';
 export { walkImage, resolvePath } from './walk.js';
+export { exportBlobViews, exportBlockImage } from './export.js';

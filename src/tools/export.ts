@@ -1,0 +1,79 @@
+/**
+ * Uncompressed views of data blobs (spec §5.2, §10): each chunk decoded at its uncompressed
+ * offset, 4 KiB slots, the layout the EROFS kernel driver reads as an extra device and the
+ * layout of the local cache file. Also the flattened single block device of spec §3.14.
+ */
+import { open } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FormatError, alignUp } from '../base/index.js';
+import type { Codecs } from '../format/compression.js';
+import type { ChunkInfo } from '../format/chunk-info.js';
+import type { BlobInfo, RafsImage } from '../format/image.js';
+import type { BlobBackend } from '../storage/backend/types.js';
+import { ToolChunkReader } from './chunk-reader.js';
+import { walkImage } from './walk.js';
+
+/** Every distinct chunk of every file, per blob. */
+function chunksByBlob(image: RafsImage): Map<number, Map<number, ChunkInfo>> {
+  const out = new Map<number, Map<number, ChunkInfo>>();
+  const seen = new Set<number>();
+  for (const { attr } of walkImage(image)) {
+    if (attr.kind !== 'file' || seen.has(attr.ino)) continue;
+    seen.add(attr.ino);
+    for (const c of image.fileChunks(attr.ino)) {
+      let m = out.get(c.blobIndex);
+      if (m === undefined) out.set(c.blobIndex, (m = new Map()));
+      m.set(c.index, c);
+    }
+  }
+  return out;
+}
+
+/** Writes the uncompressed view of `blob` into `path` at byte `base` (sparse where unused). */
+async function writeView(reader: ToolChunkReader, blob: BlobInfo, chunks: Iterable<ChunkInfo>, path: string, base: number, flags: string): Promise<void> {
+  const fh = await open(path, flags);
+  try {
+    for (const c of chunks) {
+      if (c.uncompressedOffset + c.uncompressedSize > alignUp(blob.uncompressedSize, 4096)) {
+        throw new FormatError(`chunk ${c.index} lies outside the uncompressed view of blob ${blob.id}`);
+      }
+      const data = await reader.read(c);
+      await fh.write(data, 0, data.length, base + c.uncompressedOffset);
+    }
+    const { size } = await fh.stat();
+    const end = base + alignUp(blob.uncompressedSize, 4096);
+    if (size < end) await fh.truncate(end);
+  } finally {
+    await fh.close();
+  }
+}
+
+/** Writes `<dir>/<blob id>.blob.data` for every blob; returns the paths in blob-table order. */
+export async function exportBlobViews(image: RafsImage, backend: BlobBackend, codecs: Codecs, dir: string): Promise<string[]> {
+  const reader = new ToolChunkReader(image, backend, codecs);
+  const chunks = chunksByBlob(image);
+  const paths: string[] = [];
+  for (const blob of image.blobs) {
+    const path = join(dir, `${blob.id}.blob.data`);
+    await writeView(reader, blob, chunks.get(blob.index)?.values() ?? [], path, 0, 'w');
+    paths.push(path);
+  }
+  return paths;
+}
+
+/** Writes one flattened block image: the bootstrap, then each blob view at its mapped_blkaddr. */
+export async function exportBlockImage(image: RafsImage, bootstrap: Uint8Array, backend: BlobBackend, codecs: Codecs, path: string): Promise<void> {
+  const reader = new ToolChunkReader(image, backend, codecs);
+  const fh = await open(path, 'w');
+  try {
+    await fh.write(bootstrap, 0, bootstrap.length, 0);
+  } finally {
+    await fh.close();
+  }
+  const chunks = chunksByBlob(image);
+  for (const blob of image.blobs) {
+    const mapped = blob.device?.mappedBlkaddr ?? 0;
+    if (mapped === 0) throw new FormatError(`blob ${blob.id} has no mapped block address (an image older than nydus 2.2)`);
+    await writeView(reader, blob, chunks.get(blob.index)?.values() ?? [], path, mapped * 4096, 'r+');
+  }
+}
