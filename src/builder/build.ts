@@ -11,7 +11,7 @@ import type { Digester } from '../format/constants.js';
 import type { BlobInfo } from '../format/image.js';
 import { type BootstrapNode, writeV6Bootstrap } from '../format/v6/writer.js';
 import { ChunkDict } from './chunk-dict.js';
-import { type BlobHandle, ChunkStore, type ChunkStats, DictBlob, type FileChunk, type NewBlob } from './chunk-store.js';
+import { type BlobHandle, ChunkStore, type ChunkStats, DictBlob, type ChunkRef, type NewBlob } from './chunk-store.js';
 import { applyLayer, emptyRoot, finishMerge } from './merge.js';
 import { scanDirectory, storeFileFromDisk } from './sources/dir.js';
 import { openLayerFile } from './sources/layer-stream.js';
@@ -89,7 +89,7 @@ async function storeDirectory(root: TreeNode, prefetch: TreeNode[], store: Chunk
   for (const node of dataOrder(root, prefetch)) {
     const { chunks } = await storeFileFromDisk(node, store, onBytes);
     pending.push(
-      chunks.then((c: FileChunk[]) => {
+      chunks.then((c: ChunkRef[]) => {
         node.chunks = c;
       }),
     );
@@ -160,7 +160,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     // Every blob but the inlined one is complete before the bootstrap is written.
     for (const b of newBlobs) if (b !== inlined) await b.finalize(opts.blobDir);
     const blobTable = handles.map((h, i) => (h instanceof DictBlob ? { ...h.info, index: i } : (h as NewBlob).info(i)));
-    const { root: broot, map } = toBootstrapTree(root, (h) => index.get(h) as number);
+    const { root: broot, map } = toBootstrapTree(root, opts.chunkSize, (h) => index.get(h) as number);
     const bootstrap = writeV6Bootstrap({
       root: broot,
       chunkSize: opts.chunkSize,

@@ -19,12 +19,6 @@ export interface ChunkRef extends Omit<ChunkInfo, 'blobIndex' | 'fileOffset'> {
   blob: BlobHandle;
 }
 
-/** A chunk of a file: the stored chunk (in some blob) and where it sits in the file. */
-export interface FileChunk {
-  fileOffset: number;
-  ref: ChunkRef;
-}
-
 /** A blob written by this build. */
 export class NewBlob {
   readonly assembler: BlobAssembler;
@@ -119,7 +113,7 @@ export class ChunkStore {
   private inflight = 0;
   private waiters: Array<() => void> = [];
   private failure: unknown;
-  private readonly zeroDigests = new Map<number, Buffer>();
+  private readonly zeroChunks = new Map<number, { digest: Buffer; key: string }>();
 
   constructor(opts: ChunkStoreOptions) {
     this.opts = opts;
@@ -138,11 +132,18 @@ export class ChunkStore {
     this.blob = new NewBlob(new BlobAssembler({ compressor, digester, chunkSize }), tempPath, fh);
   }
 
-  /** Resolves when another chunk may be submitted. */
-  async ready(): Promise<void> {
+  /**
+   * Resolves when another chunk may be submitted; undefined (no wait at all) when one may be
+   * submitted right away, which keeps tight loops over deduplicated chunks cheap.
+   */
+  ready(): Promise<void> | undefined {
     if (this.failure !== undefined) throw this.failure;
-    const limit = this.opts.concurrency ?? 8;
-    while (this.inflight >= limit) await new Promise<void>((resolve) => this.waiters.push(resolve));
+    if (this.inflight < (this.opts.concurrency ?? 8)) return undefined;
+    return this.waitForSlot();
+  }
+
+  private async waitForSlot(): Promise<void> {
+    while (this.inflight >= (this.opts.concurrency ?? 8)) await new Promise<void>((resolve) => this.waiters.push(resolve));
     if (this.failure !== undefined) throw this.failure;
   }
 
@@ -153,20 +154,20 @@ export class ChunkStore {
 
   /** Submits a chunk of zeros without reading or hashing it again (sparse files). */
   submitZeros(size: number): Promise<ChunkRef> {
-    let d = this.zeroDigests.get(size);
-    if (d === undefined) {
-      d = digest(this.opts.digester, Buffer.alloc(size));
-      this.zeroDigests.set(size, d);
+    let z = this.zeroChunks.get(size);
+    if (z === undefined) {
+      const d = digest(this.opts.digester, Buffer.alloc(size));
+      z = { digest: d, key: `${d.toString('hex')}:${size}` };
+      this.zeroChunks.set(size, z);
     }
-    const key = `${d.toString('hex')}:${size}`;
-    const hit = this.known.get(key);
+    const hit = this.known.get(z.key);
     if (hit !== undefined) {
       this.stats.chunks++;
       this.stats.dedupHits++;
       this.stats.bytesIn += size;
       return hit;
     }
-    return this.submitWithDigest(Buffer.alloc(size), d);
+    return this.submitWithDigest(Buffer.alloc(size), z.digest);
   }
 
   private submitWithDigest(data: Buffer, d: Buffer): Promise<ChunkRef> {

@@ -5,7 +5,8 @@
 import type { InodeKind } from '../format/constants.js';
 import type { Xattr } from '../format/image.js';
 import type { BootstrapNode } from '../format/v6/writer.js';
-import type { BlobHandle, FileChunk } from './chunk-store.js';
+import type { ChunkInfo } from '../format/chunk-info.js';
+import type { BlobHandle, ChunkRef } from './chunk-store.js';
 
 export class TreeNode {
   kind: InodeKind;
@@ -20,8 +21,8 @@ export class TreeNode {
   symlink?: Buffer;
   /** Directories: children by name (latin1 key of the raw name bytes). */
   children?: Map<string, TreeNode>;
-  /** Regular files: the chunks, once written. */
-  chunks?: FileChunk[];
+  /** Regular files: the chunks, once written; chunk `i` holds bytes from `i × chunk size`. */
+  chunks?: ChunkRef[];
   /** Regular files from a directory source: where to read the content. */
   sourcePath?: Buffer;
   /** Layer merging: this directory hides everything below it in lower layers. */
@@ -78,8 +79,19 @@ export function lookupPath(root: TreeNode, path: string | Buffer): TreeNode | un
 }
 
 /** Converts the tree to the writer's model, resolving blob handles to indexes. */
-export function toBootstrapTree(root: TreeNode, blobIndex: (h: BlobHandle) => number): { root: BootstrapNode; map: Map<TreeNode, BootstrapNode> } {
+export function toBootstrapTree(root: TreeNode, chunkSize: number, blobIndex: (h: BlobHandle) => number): { root: BootstrapNode; map: Map<TreeNode, BootstrapNode> } {
   const map = new Map<TreeNode, BootstrapNode>();
+  // One ChunkInfo per distinct stored chunk, shared by every file chunk that uses it.
+  const infos = new Map<ChunkRef, ChunkInfo>();
+  const info = (ref: ChunkRef, fileOffset: number): ChunkInfo => {
+    let i = infos.get(ref);
+    if (i === undefined) {
+      const { blob, ...rest } = ref;
+      i = { ...rest, blobIndex: blobIndex(blob), fileOffset };
+      infos.set(ref, i);
+    }
+    return i;
+  };
   const convert = (n: TreeNode): BootstrapNode => {
     const existing = map.get(n);
     if (existing !== undefined) return existing;
@@ -97,10 +109,7 @@ export function toBootstrapTree(root: TreeNode, blobIndex: (h: BlobHandle) => nu
     map.set(n, b);
     if (n.symlink !== undefined) b.symlink = n.symlink;
     if (n.kind === 'file') {
-      b.chunks = (n.chunks ?? []).map(({ fileOffset, ref }) => {
-        const { blob, ...rest } = ref;
-        return { ...rest, blobIndex: blobIndex(blob), fileOffset };
-      });
+      b.chunks = (n.chunks ?? []).map((ref, i) => info(ref, i * chunkSize));
     }
     if (n.children !== undefined) {
       b.entries = [...n.children].map(([k, child]) => ({ name: keyName(k), node: convert(child) }));

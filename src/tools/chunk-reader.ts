@@ -10,6 +10,9 @@ import type { BlobBackend } from '../storage/backend/types.js';
 import { decodeChunkAsync, verifyChunk } from '../storage/chunk/decode.js';
 
 export class ToolChunkReader {
+  /** Recently read chunks: files often repeat one chunk (zeros of sparse files, duplicates). */
+  private readonly recent = new Map<string, Promise<Uint8Array>>();
+
   constructor(
     private readonly image: RafsImage,
     private readonly backend: BlobBackend,
@@ -23,7 +26,19 @@ export class ToolChunkReader {
   }
 
   /** The verified uncompressed bytes of one chunk. */
-  async read(c: ChunkInfo): Promise<Uint8Array> {
+  read(c: ChunkInfo): Promise<Uint8Array> {
+    const key = `${c.blobIndex}:${c.index}`;
+    let p = this.recent.get(key);
+    if (p === undefined) {
+      p = this.fetch(c);
+      p.catch(() => this.recent.delete(key));
+      if (this.recent.size >= 16) this.recent.delete(this.recent.keys().next().value as string);
+      this.recent.set(key, p);
+    }
+    return p;
+  }
+
+  private async fetch(c: ChunkInfo): Promise<Uint8Array> {
     const blob = this.blob(c);
     const stored = await this.backend.read(blob.id, c.compressedOffset, c.compressedSize);
     const data = await decodeChunkAsync(this.codecs, blob, c, stored);

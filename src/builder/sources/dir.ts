@@ -10,7 +10,7 @@ import { type InodeKind, encodeDev } from '../../format/constants.js';
 import type { Xattr } from '../../format/image.js';
 import { splitXattrName } from '../../format/v6/inode.js';
 import { native } from '../../native/index.js';
-import type { ChunkRef, ChunkStore, FileChunk } from '../chunk-store.js';
+import type { ChunkRef, ChunkStore } from '../chunk-store.js';
 import { TreeNode, nameKey } from '../tree.js';
 
 const SEEK_DATA = 3;
@@ -124,7 +124,7 @@ export async function storeFileFromDisk(
   node: TreeNode,
   store: ChunkStore,
   onBytes: (n: number) => void,
-): Promise<{ chunks: Promise<FileChunk[]> }> {
+): Promise<{ chunks: Promise<ChunkRef[]> }> {
   const chunkSize = store.opts.chunkSize;
   const fh = await open(node.sourcePath as Buffer, fsc.O_RDONLY | fsc.O_NOFOLLOW);
   const refs: Array<Promise<ChunkRef>> = [];
@@ -133,7 +133,8 @@ export async function storeFileFromDisk(
     let nextData = 0;
     for (let off = 0; off < size; off += chunkSize) {
       const len = Math.min(chunkSize, size - off);
-      await store.ready();
+      const wait = store.ready();
+      if (wait !== undefined) await wait;
       if (nextData <= off) {
         const d = native.seekData(fh.fd, off, SEEK_DATA);
         nextData = d < 0 ? Number.MAX_SAFE_INTEGER : d;
@@ -156,5 +157,5 @@ export async function storeFileFromDisk(
     await fh.close();
   }
   // Wrapped, so that awaiting the submission does not also wait for the compression.
-  return { chunks: Promise.all(refs).then((rs) => rs.map((ref, i) => ({ fileOffset: i * chunkSize, ref }))) };
+  return { chunks: Promise.all(refs) };
 }

@@ -6,7 +6,7 @@
 import { FormatError, type Logger } from '../../base/index.js';
 import { type InodeKind, Limits, encodeDev } from '../../format/constants.js';
 import { type TarEntry, TarParser } from '../../format/tar.js';
-import type { ChunkRef, ChunkStore, FileChunk } from '../chunk-store.js';
+import type { ChunkRef, ChunkStore } from '../chunk-store.js';
 import { TreeNode } from '../tree.js';
 
 const WHITEOUT = '.wh.';
@@ -93,7 +93,8 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
   const flush = async (final: boolean): Promise<void> => {
     const c = current as NonNullable<typeof current>;
     if (c.filled === 0 || (!final && c.filled < chunkSize)) return;
-    await store.ready();
+    const wait = store.ready();
+    if (wait !== undefined) await wait;
     c.refs.push(store.submit(c.filled === chunkSize ? c.buf : c.buf.subarray(0, c.filled)));
     c.buf = Buffer.allocUnsafe(chunkSize);
     c.filled = 0;
@@ -175,7 +176,7 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
         current = undefined;
         pending.push(
           Promise.all(refs).then((rs) => {
-            node.chunks = rs.map((ref, i): FileChunk => ({ fileOffset: i * chunkSize, ref }));
+            node.chunks = rs;
           }),
         );
       }

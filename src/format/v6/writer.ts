@@ -50,8 +50,11 @@ export interface BootstrapNode {
   xattrs: Xattr[];
   symlink?: Uint8Array;
   entries?: Array<{ name: Uint8Array; node: BootstrapNode }>;
-  /** Regular files: chunks in file order, `blobIndex` final. Missing file ranges read as zeros. */
-  chunks?: ChunkInfo[];
+  /**
+   * Regular files: chunk `i` covers file bytes from `i × chunkSize`; `blobIndex` final. An
+   * undefined entry (or a missing tail) is a hole that reads as zeros. Entries may be shared.
+   */
+  chunks?: Array<ChunkInfo | undefined>;
 }
 
 export interface BootstrapSpec {
@@ -306,8 +309,11 @@ function direntSize(node: BootstrapNode): number {
 
 function buildChunkTable(order: Placed[]): ChunkInfo[] {
   const seen = new Map<string, ChunkInfo>();
+  const objects = new Set<ChunkInfo>();
   for (const p of order) {
     for (const c of p.node.chunks ?? []) {
+      if (c === undefined || objects.has(c)) continue;
+      objects.add(c);
       const key = `${c.blobIndex}:${c.index}`;
       if (!seen.has(key)) seen.set(key, c);
     }
@@ -433,10 +439,10 @@ function writeInode(out: Buffer, p: Placed, spec: BootstrapSpec, byNode: Map<Boo
 
 function writeChunkIndexes(out: Buffer, at: number, node: BootstrapNode, chunkSize: number): void {
   const n = divRoundUp(node.size, chunkSize);
-  const byOffset = new Map<number, ChunkInfo>();
-  for (const c of node.chunks ?? []) byOffset.set(c.fileOffset, c);
+  const chunks = node.chunks ?? [];
+  if (chunks.length > n) throw new RangeError(`${chunks.length} chunks for a ${node.size}-byte file`);
   for (let i = 0; i < n; i++) {
-    const c = byOffset.get(i * chunkSize);
+    const c = chunks[i];
     const off = at + i * CHUNK_INDEX_SIZE;
     if (c === undefined) {
       // A hole (EROFS_NULL_ADDR), read as zeros.

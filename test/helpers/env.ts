@@ -1,0 +1,69 @@
+/**
+ * Test environment: paths, the CLI as users run it (bin/damselfly.js over dist/), temp dirs, and
+ * the shared reference vectors (read from ../shared, never copied).
+ */
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
+export const CLI = join(REPO, 'bin', 'damselfly.js');
+export const VECTORS = resolve(REPO, '..', 'shared', 'vectors', 'nydus');
+
+/** The reason to skip a vector test, or undefined when the vectors are present. */
+export function vectorsMissing(): string | undefined {
+  return existsSync(VECTORS) ? undefined : `${VECTORS} is absent`;
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `damselfly ARGS` to completion. */
+export function damselfly(args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
+  return new Promise((resolvePromise, reject) => {
+    const child = spawn(process.execPath, [CLI, '--log-level', 'warn', ...args], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+      env: { ...process.env, ...opts.env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 300_000);
+    child.on('error', reject);
+    child.on('close', (code, signal) => {
+      clearTimeout(timer);
+      resolvePromise({ code: code ?? (signal ? 128 : 1), stdout, stderr });
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** Runs damselfly and throws with its output unless it exits 0. */
+export async function damselflyOk(args: string[]): Promise<RunResult> {
+  const r = await damselfly(args);
+  if (r.code !== 0) throw new Error(`damselfly ${args.join(' ')} exited ${r.code}\n${r.stdout}\n${r.stderr}`);
+  return r;
+}
+
+export async function withTempDir<T>(prefix: string, body: (dir: string) => Promise<T>): Promise<T> {
+  const dir = await mkdtemp(join(tmpdir(), `damselfly-${prefix}-`));
+  try {
+    return await body(dir);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+/** Runs a shell command synchronously; throws with its output on failure. */
+export function sh(cmd: string, opts: { cwd?: string } = {}): string {
+  const r = spawnSync('bash', ['-c', cmd], { encoding: 'utf8', cwd: opts.cwd, maxBuffer: 64 << 20 });
+  if (r.status !== 0) throw new Error(`${cmd} exited ${r.status}\n${r.stdout}\n${r.stderr}`);
+  return r.stdout;
+}
