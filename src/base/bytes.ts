@@ -113,23 +113,30 @@ export class ByteWriter {
     return at;
   }
 
+  // Each method reserves first, then writes: `this.buf` may be replaced by the reservation.
   u8(v: number): this {
-    this.buf.writeUInt8(v, this.reserve(1));
+    const at = this.reserve(1);
+    this.buf.writeUInt8(v, at);
     return this;
   }
 
   u16(v: number): this {
-    this.buf.writeUInt16LE(v, this.reserve(2));
+    const at = this.reserve(2);
+    this.buf.writeUInt16LE(v, at);
     return this;
   }
 
   u32(v: number): this {
-    this.buf.writeUInt32LE(v >>> 0 === v ? v : checkU32(v), this.reserve(4));
+    const value = v >>> 0 === v ? v : checkU32(v);
+    const at = this.reserve(4);
+    this.buf.writeUInt32LE(value, at);
     return this;
   }
 
   u64(v: number | bigint): this {
-    this.buf.writeBigUInt64LE(BigInt(v), this.reserve(8));
+    const value = BigInt(v);
+    const at = this.reserve(8);
+    this.buf.writeBigUInt64LE(value, at);
     return this;
   }
 
