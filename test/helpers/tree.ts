@@ -218,11 +218,13 @@ export interface CompareOptions {
   mtimes?: boolean;
   /** Paths to leave out (relative, as listed). */
   ignore?: (path: string) => boolean;
+  /** A listing of `a` made earlier with listTree (the source of many comparisons). */
+  leftListing?: Map<string, Entry>;
 }
 
 /** Compares two trees exactly; returns human-readable differences (empty when identical). */
 export async function compareTrees(a: string, b: string, opts: CompareOptions = {}): Promise<string[]> {
-  const [la, lb] = await Promise.all([listTree(a), listTree(b)]);
+  const [la, lb] = await Promise.all([opts.leftListing ?? listTree(a), listTree(b)]);
   const diffs: string[] = [];
   const ignore = opts.ignore ?? (() => false);
   for (const path of new Set([...la.keys(), ...lb.keys()])) {
@@ -245,7 +247,7 @@ export async function compareTrees(a: string, b: string, opts: CompareOptions = 
     if (!x.st.isDirectory() || opts.dirSizes) fields.push(['size', x.st.size, y.st.size]);
     if (opts.mtimes !== false) fields.push(['mtime', x.st.mtimeNs, y.st.mtimeNs]);
     for (const [name, u, v] of fields) if (u !== v) diffs.push(`${path}: ${name} ${String(u)} != ${String(v)}`);
-    if (x.st.isFile() && y.st.isFile() && x.st.size === y.st.size) {
+    if (x.st.isFile() && y.st.isFile() && x.st.size === y.st.size && x.st.size > 0n) {
       const pa = Buffer.concat([Buffer.from(a), Buffer.from(path === '/' ? '' : path, 'latin1')]);
       const pb = Buffer.concat([Buffer.from(b), Buffer.from(path === '/' ? '' : path, 'latin1')]);
       if (!(await sameContent(pa, pb, Number(x.st.size)))) diffs.push(`${path}: content differs`);
