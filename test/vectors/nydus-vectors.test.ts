@@ -86,7 +86,7 @@ describe('Nydus reference images', { skip }, () => {
     await withTempDir('vector-digest', async (tmp) => {
       const boot = Buffer.from(await readFile(join(dir, 'image.boot')));
       // The root record is at 0x2160 (spec Appendix A); its first 32 bytes are i_digest.
-      boot[0x2160 + 5] ^= 0xff;
+      boot.writeUInt8(boot.readUInt8(0x2160 + 5) ^ 0xff, 0x2160 + 5);
       await writeFile(join(tmp, 'image.boot'), boot);
       const r = await damselfly(['check', '--bootstrap', join(tmp, 'image.boot'), '--blob-dir', join(dir, 'blobs')]);
       assert.equal(r.code, 1);
