@@ -5,3 +5,4 @@
 export * from './errors.js';
 export * from './bytes.js';
 export * from './log.js';
+export * from './metrics.js';

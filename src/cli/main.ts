@@ -9,6 +9,7 @@ import * as checkCmd from './check.js';
 import { parseLogLevel, setupLogger } from './common.js';
 import * as inspectCmd from './inspect.js';
 import * as exportCmd from './export.js';
+import * as mountCmd from './mount.js';
 import * as unpackCmd from './unpack.js';
 
 export const VERSION = '0.1.0';
@@ -25,7 +26,7 @@ export function createProgram(): Command {
   program.exitOverride((err) => {
     process.exit(err.exitCode === 1 ? 2 : err.exitCode);
   });
-  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd, exportCmd]) cmd.register(program);
+  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd, exportCmd, mountCmd]) cmd.register(program);
   return program;
 }
 

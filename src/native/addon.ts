@@ -16,6 +16,13 @@ export interface ZstdDecoder {
   finish(): void;
 }
 
+/** A uv_poll watcher: calls back with the ready events (1 readable, 2 writable) or a negative errno. */
+export interface Poller {
+  start(events: number): void;
+  stop(): void;
+  close(): void;
+}
+
 export interface NativeAddon {
   compress(codec: NativeCodec, src: Uint8Array, level?: number): Buffer;
   decompressInto(codec: NativeCodec, src: Uint8Array, dst: Uint8Array): number;
@@ -30,6 +37,12 @@ export interface NativeAddon {
   lsetxattr(path: string | Buffer, name: string | Buffer, value: Buffer): void;
   /** lseek with SEEK_DATA (3) or SEEK_HOLE (4); -1 when no data follows. */
   seekData(fd: number, offset: number, whence: 3 | 4): number;
+
+  Poller: new (fd: number, callback: (events: number) => void) => Poller;
+  mount(source: string, target: string | Buffer, fstype: string, flags: number, data: string): void;
+  umount2(target: string | Buffer, flags: number): void;
+  /** open(2) with O_CLOEXEC added. */
+  openFd(path: string, flags: number): number;
 }
 
 const ADDON_PATH = fileURLToPath(new URL('../../build/native/Release/damselfly.node', import.meta.url));

@@ -1,0 +1,81 @@
+/**
+ * Request and reply headers.
+ *
+ * `fuse_in_header`, 40 bytes:
+ * | off | size | type | field       |
+ * |-----|------|------|-------------|
+ * | 0   | 4    | u32  | len         |
+ * | 4   | 4    | u32  | opcode      |
+ * | 8   | 8    | u64  | unique      |
+ * | 16  | 8    | u64  | nodeid      |
+ * | 24  | 4    | u32  | uid         |
+ * | 28  | 4    | u32  | gid         |
+ * | 32  | 4    | u32  | pid         |
+ * | 36  | 2    | u16  | total_extlen|
+ * | 38  | 2    | u16  | padding     |
+ *
+ * `fuse_out_header`, 16 bytes: u32 len @0, i32 error @4, u64 unique @8.
+ */
+import { ByteReader, FormatError } from '../../base/index.js';
+import { Size } from '../abi.js';
+
+export interface InHeader {
+  len: number;
+  opcode: number;
+  unique: bigint;
+  /** The node id; NaN-free: ids above 2^53 are reported as -1 (no such node). */
+  nodeid: number;
+  uid: number;
+  gid: number;
+  pid: number;
+  totalExtlen: number;
+}
+
+export interface Request {
+  header: InHeader;
+  /** The bytes after the header, up to `len`; extension headers (total_extlen) excluded. */
+  body: ByteReader;
+}
+
+/**
+ * Decodes one request from `bytes`, which must hold at least `len` bytes. Throws a FormatError when
+ * the header is short or its lengths lie; `unique` is returned on the error when it could be read.
+ */
+export function decodeRequest(bytes: Uint8Array): Request {
+  const r = new ByteReader(bytes, 'FUSE request');
+  if (bytes.length < Size.IN_HEADER) throw new FormatError(`FUSE request of ${bytes.length} bytes is shorter than its header`);
+  const nodeid = r.u64n(16);
+  const header: InHeader = {
+    len: r.u32(0),
+    opcode: r.u32(4),
+    unique: r.u64n(8),
+    nodeid: nodeid > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(nodeid),
+    uid: r.u32(24),
+    gid: r.u32(28),
+    pid: r.u32(32),
+    totalExtlen: r.u16(36),
+  };
+  if (header.len < Size.IN_HEADER || header.len > bytes.length) {
+    throw new RequestError(header.unique, `FUSE request says len ${header.len} but ${bytes.length} bytes arrived`);
+  }
+  const ext = header.totalExtlen * 8;
+  if (Size.IN_HEADER + ext > header.len) throw new RequestError(header.unique, 'FUSE request extensions exceed its length');
+  return { header, body: r.sub(Size.IN_HEADER, header.len - Size.IN_HEADER - ext, `FUSE opcode ${header.opcode} arguments`) };
+}
+
+/** A malformed request whose `unique` is known, so that it can still get an error reply. */
+export class RequestError extends FormatError {
+  constructor(
+    readonly unique: bigint,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export function encodeOutHeader(dst: Uint8Array, len: number, error: number, unique: bigint): void {
+  const v = new DataView(dst.buffer, dst.byteOffset, Size.OUT_HEADER);
+  v.setUint32(0, len, true);
+  v.setInt32(4, error, true);
+  v.setBigUint64(8, unique, true);
+}

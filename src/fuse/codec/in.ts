@@ -1,0 +1,140 @@
+/**
+ * Request argument decoders, one per argument struct. Every decoder checks its lengths against the
+ * request body; a short body is a FormatError (the server answers EINVAL).
+ */
+import { type ByteReader, FormatError } from '../../base/index.js';
+import { Size } from '../abi.js';
+
+/** A NUL-terminated name at `off` (the terminator must be inside the body). */
+export function cstring(r: ByteReader, off: number, what: string): { bytes: Uint8Array; end: number } {
+  const rest = r.slice(off, r.length - off, what);
+  const nul = rest.indexOf(0);
+  if (nul < 0) throw new FormatError(`${what} is not NUL-terminated`);
+  return { bytes: rest.subarray(0, nul), end: off + nul + 1 };
+}
+
+export function decodeName(r: ByteReader): Uint8Array {
+  return cstring(r, 0, 'name').bytes;
+}
+
+/** Two consecutive names (RENAME's old and new, SYMLINK's name and target). */
+export function decodeTwoNames(r: ByteReader, off: number): [Uint8Array, Uint8Array] {
+  const a = cstring(r, off, 'first name');
+  const b = cstring(r, a.end, 'second name');
+  return [a.bytes, b.bytes];
+}
+
+export function decodeInitIn(r: ByteReader): { major: number; minor: number; maxReadahead: number; flags: bigint } {
+  // Old kernels send 16 bytes (no flags2); 7.36+ send 64.
+  r.check(0, 16, 'fuse_init_in');
+  const flags2 = r.has(16, 4) ? BigInt(r.u32(16)) : 0n;
+  return { major: r.u32(0), minor: r.u32(4), maxReadahead: r.u32(8), flags: BigInt(r.u32(12)) | (flags2 << 32n) };
+}
+
+export function decodeForgetIn(r: ByteReader): number {
+  r.check(0, Size.FORGET_IN, 'fuse_forget_in');
+  return Number(BigInt.asUintN(53, r.u64n(0)));
+}
+
+export function decodeBatchForget(r: ByteReader): Array<{ nodeid: number; nlookup: number }> {
+  r.check(0, Size.BATCH_FORGET_IN, 'fuse_batch_forget_in');
+  const count = r.u32(0);
+  if (count > (r.length - Size.BATCH_FORGET_IN) / Size.FORGET_ONE) throw new FormatError('BATCH_FORGET count exceeds the request');
+  const out: Array<{ nodeid: number; nlookup: number }> = [];
+  for (let i = 0; i < count; i++) {
+    const at = Size.BATCH_FORGET_IN + i * Size.FORGET_ONE;
+    const nodeid = r.u64n(at);
+    out.push({ nodeid: nodeid > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(nodeid), nlookup: Number(BigInt.asUintN(53, r.u64n(at + 8))) });
+  }
+  return out;
+}
+
+export function decodeGetattrIn(r: ByteReader): { flags: number; fh: bigint } {
+  if (r.length < Size.GETATTR_IN) return { flags: 0, fh: 0n }; // protocol < 7.9
+  return { flags: r.u32(0), fh: r.u64n(8) };
+}
+
+export function decodeOpenIn(r: ByteReader): { flags: number; openFlags: number } {
+  r.check(0, Size.OPEN_IN, 'fuse_open_in');
+  return { flags: r.u32(0), openFlags: r.u32(4) };
+}
+
+export function decodeReadIn(r: ByteReader): { fh: bigint; offset: number; size: number; flags: number } {
+  r.check(0, Size.READ_IN, 'fuse_read_in');
+  const offset = r.u64n(8);
+  if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError('READ offset too large');
+  return { fh: r.u64n(0), offset: Number(offset), size: r.u32(16), flags: r.u32(32) };
+}
+
+export function decodeWriteIn(r: ByteReader): { fh: bigint; offset: number; size: number; writeFlags: number; flags: number; data: Uint8Array } {
+  r.check(0, Size.WRITE_IN, 'fuse_write_in');
+  const offset = r.u64n(8);
+  if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError('WRITE offset too large');
+  const size = r.u32(16);
+  return { fh: r.u64n(0), offset: Number(offset), size, writeFlags: r.u32(20), flags: r.u32(32), data: r.slice(Size.WRITE_IN, size, 'write data') };
+}
+
+export function decodeReleaseIn(r: ByteReader): { fh: bigint; flags: number; releaseFlags: number } {
+  r.check(0, Size.RELEASE_IN, 'fuse_release_in');
+  return { fh: r.u64n(0), flags: r.u32(8), releaseFlags: r.u32(12) };
+}
+
+export function decodeFhIn(r: ByteReader, what: string): bigint {
+  r.check(0, 8, what);
+  return r.u64n(0);
+}
+
+export function decodeFsyncIn(r: ByteReader): { fh: bigint; datasync: boolean } {
+  r.check(0, Size.FSYNC_IN, 'fuse_fsync_in');
+  return { fh: r.u64n(0), datasync: (r.u32(8) & 1) !== 0 };
+}
+
+export function decodeGetxattrIn(r: ByteReader): { size: number; name: Uint8Array } {
+  r.check(0, Size.GETXATTR_IN, 'fuse_getxattr_in');
+  return { size: r.u32(0), name: cstring(r, Size.GETXATTR_IN, 'xattr name').bytes };
+}
+
+export function decodeListxattrIn(r: ByteReader): number {
+  r.check(0, Size.GETXATTR_IN, 'fuse_getxattr_in');
+  return r.u32(0);
+}
+
+/** SETXATTR: the struct is 16 bytes with FUSE_SETXATTR_EXT negotiated, else 8. */
+export function decodeSetxattrIn(r: ByteReader, ext: boolean): { size: number; flags: number; name: Uint8Array; value: Uint8Array } {
+  const head = ext ? Size.SETXATTR_IN : Size.SETXATTR_IN_COMPAT;
+  r.check(0, head, 'fuse_setxattr_in');
+  const size = r.u32(0);
+  const name = cstring(r, head, 'xattr name');
+  return { size, flags: r.u32(4), name: name.bytes, value: r.slice(name.end, size, 'xattr value') };
+}
+
+export function decodeAccessIn(r: ByteReader): number {
+  r.check(0, Size.ACCESS_IN, 'fuse_access_in');
+  return r.u32(0);
+}
+
+export function decodeLseekIn(r: ByteReader): { fh: bigint; offset: number; whence: number } {
+  r.check(0, Size.LSEEK_IN, 'fuse_lseek_in');
+  const offset = r.u64n(8);
+  if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError('LSEEK offset too large');
+  return { fh: r.u64n(0), offset: Number(offset), whence: r.u32(16) };
+}
+
+export function decodeInterruptIn(r: ByteReader): bigint {
+  r.check(0, Size.INTERRUPT_IN, 'fuse_interrupt_in');
+  return r.u64n(0);
+}
+
+export function decodeIoctlIn(r: ByteReader): { fh: bigint; flags: number; cmd: number; arg: bigint; inSize: number; outSize: number; input: Uint8Array } {
+  r.check(0, Size.IOCTL_IN, 'fuse_ioctl_in');
+  const inSize = r.u32(24);
+  return {
+    fh: r.u64n(0),
+    flags: r.u32(8),
+    cmd: r.u32(12),
+    arg: r.u64n(16),
+    inSize,
+    outSize: r.u32(28),
+    input: r.has(Size.IOCTL_IN, inSize) ? r.slice(Size.IOCTL_IN, inSize) : new Uint8Array(),
+  };
+}

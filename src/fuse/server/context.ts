@@ -1,0 +1,89 @@
+/**
+ * What a request handler works with: the decoded request, the filesystem, and reply helpers
+ * that write the `fuse_out_header` (len, error, unique) exactly once.
+ */
+import type { ByteReader } from '../../base/index.js';
+import type { FileSystem, RequestContext } from '../../fs/types.js';
+import { Size } from '../abi.js';
+import { type InHeader, encodeOutHeader } from '../codec/header.js';
+
+/** The transport side of one reply (a /dev/fuse write, or the guest's writable descriptors). */
+export interface ReplyChannel {
+  /** Payload bytes this reply can carry after the 16-byte header. */
+  readonly capacity: number;
+  /** Views into which `size` payload bytes are written in place (READ); they sum to `size`. */
+  reserve(size: number): Uint8Array[];
+  /** Sends the header with `payload` copied after it, or with `payload` bytes already reserved. */
+  send(header: Uint8Array, payload: Uint8Array[] | number): void;
+  /** Completes a request that gets no reply (FORGET, BATCH_FORGET, INTERRUPT). */
+  drop(): void;
+}
+
+export interface Session {
+  /** FUSE_INIT flags both sides agreed on. */
+  flags: bigint;
+  /** Minor protocol version of the kernel. */
+  minor: number;
+  maxWrite: number;
+}
+
+export class Call {
+  private done = false;
+
+  constructor(
+    readonly fs: FileSystem,
+    readonly header: InHeader,
+    readonly body: ByteReader,
+    readonly channel: ReplyChannel,
+    readonly session: Session,
+  ) {}
+
+  get ctx(): RequestContext {
+    return { uid: this.header.uid, gid: this.header.gid, pid: this.header.pid };
+  }
+
+  get nodeid(): number {
+    return this.header.nodeid;
+  }
+
+  get replied(): boolean {
+    return this.done;
+  }
+
+  private finish(): boolean {
+    if (this.done) return false;
+    this.done = true;
+    return true;
+  }
+
+  private header16(payloadLen: number, error: number): Uint8Array {
+    const h = new Uint8Array(Size.OUT_HEADER);
+    encodeOutHeader(h, Size.OUT_HEADER + payloadLen, error, this.header.unique);
+    return h;
+  }
+
+  /** A successful reply with these payload bytes (possibly none). */
+  ok(...parts: Uint8Array[]): void {
+    if (!this.finish()) return;
+    const len = parts.reduce((n, p) => n + p.length, 0);
+    this.channel.send(this.header16(len, 0), parts);
+  }
+
+  /** A successful reply whose `n` payload bytes were written into `reserve()`d views. */
+  okInPlace(n: number): void {
+    if (!this.finish()) return;
+    this.channel.send(this.header16(n, 0), n);
+  }
+
+  error(errno: number): void {
+    if (!this.finish()) return;
+    this.channel.send(this.header16(0, -Math.abs(errno)), []);
+  }
+
+  none(): void {
+    if (!this.finish()) return;
+    this.channel.drop();
+  }
+}
+
+export type Handler = (call: Call) => Promise<void> | void;

@@ -1,0 +1,90 @@
+/** Handlers for open files: OPEN, CREATE, READ, WRITE, FLUSH, RELEASE, FSYNC, FALLOCATE, LSEEK, IOCTL. */
+import { FsError, Errno } from '../../fs/types.js';
+import { Opcode, Size } from '../abi.js';
+import { cstring, decodeFhIn, decodeFsyncIn, decodeIoctlIn, decodeLseekIn, decodeOpenIn, decodeReadIn, decodeReleaseIn, decodeWriteIn } from '../codec/in.js';
+import { encodeEntryOut, encodeOpenOut, encodeU32Pair, encodeU64 } from '../codec/out.js';
+import type { Handler } from './context.js';
+import { need } from './entry-ops.js';
+
+export const fileHandlers: Array<[Opcode, Handler]> = [
+  [
+    Opcode.OPEN,
+    async (c) => {
+      const { flags } = decodeOpenIn(c.body);
+      c.ok(encodeOpenOut(await need(c.fs.open).call(c.fs, c.ctx, c.nodeid, flags)));
+    },
+  ],
+  [
+    Opcode.CREATE,
+    async (c) => {
+      c.body.check(0, Size.CREATE_IN, 'fuse_create_in');
+      const name = cstring(c.body, Size.CREATE_IN, 'name').bytes;
+      const r = await need(c.fs.create).call(c.fs, c.ctx, c.nodeid, name, c.body.u32(4), c.body.u32(0), c.body.u32(8));
+      c.ok(encodeEntryOut(r.entry), encodeOpenOut(r.open));
+    },
+  ],
+  [
+    Opcode.READ,
+    async (c) => {
+      const { fh, offset, size } = decodeReadIn(c.body);
+      const read = need(c.fs.read);
+      const n = Math.min(size, c.channel.capacity);
+      if (n === 0) return c.ok();
+      const dst = c.channel.reserve(n);
+      const got = await read.call(c.fs, c.ctx, c.nodeid, fh, offset, n, dst);
+      if (!Number.isInteger(got) || got < 0 || got > n) throw new FsError(Errno.EIO, `read returned ${got} of ${n}`);
+      c.okInPlace(got);
+    },
+  ],
+  [
+    Opcode.WRITE,
+    async (c) => {
+      const w = decodeWriteIn(c.body);
+      if (w.size > c.session.maxWrite) throw new FsError(Errno.EINVAL, 'WRITE larger than max_write');
+      const n = await need(c.fs.write).call(c.fs, c.ctx, c.nodeid, w.fh, w.offset, [w.data], w.writeFlags);
+      c.ok(encodeU32Pair(n));
+    },
+  ],
+  [Opcode.FLUSH, async (c) => (await (c.fs.flush?.call(c.fs, c.ctx, c.nodeid, decodeFhIn(c.body, 'fuse_flush_in')) ?? Promise.resolve()), c.ok())],
+  [
+    Opcode.RELEASE,
+    async (c) => {
+      const r = decodeReleaseIn(c.body);
+      await (c.fs.release?.call(c.fs, c.ctx, c.nodeid, r.fh, r.flags) ?? Promise.resolve());
+      c.ok();
+    },
+  ],
+  [
+    Opcode.FSYNC,
+    async (c) => {
+      const r = decodeFsyncIn(c.body);
+      await (c.fs.fsync?.call(c.fs, c.ctx, c.nodeid, r.fh, r.datasync) ?? Promise.resolve());
+      c.ok();
+    },
+  ],
+  [
+    Opcode.FALLOCATE,
+    async (c) => {
+      c.body.check(0, Size.FALLOCATE_IN, 'fuse_fallocate_in');
+      await need(c.fs.fallocate).call(c.fs, c.ctx, c.nodeid, c.body.u64n(0), c.body.u64(8, 'offset'), c.body.u64(16, 'length'), c.body.u32(24));
+      c.ok();
+    },
+  ],
+  [
+    Opcode.LSEEK,
+    async (c) => {
+      const r = decodeLseekIn(c.body);
+      c.ok(encodeU64(await need(c.fs.lseek).call(c.fs, c.ctx, c.nodeid, r.fh, r.offset, r.whence)));
+    },
+  ],
+  [
+    Opcode.IOCTL,
+    async (c) => {
+      const r = decodeIoctlIn(c.body);
+      const out = await need(c.fs.ioctl).call(c.fs, c.ctx, c.nodeid, r.fh, r.cmd, r.arg, r.input, r.outSize);
+      const header = Buffer.alloc(Size.IOCTL_OUT);
+      header.writeInt32LE(out.result, 0);
+      c.ok(header, out.output.subarray(0, r.outSize));
+    },
+  ],
+];

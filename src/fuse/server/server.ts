@@ -1,0 +1,168 @@
+/**
+ * The FUSE server: decodes a request, dispatches it through the opcode table to the
+ * `FileSystem`, and replies exactly once. Errors become errnos here and nowhere else. INIT
+ * negotiates the protocol (a second INIT resets the session), DESTROY ends it, unknown opcodes get
+ * ENOSYS, and a malformed request gets EINVAL when its `unique` can be read.
+ */
+import { constants } from 'node:os';
+import { DamselflyError, ErrorCode, type Logger, type Metrics, isSysError } from '../../base/index.js';
+import { Errno, type FileSystem, FsError } from '../../fs/types.js';
+import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_MIN_MINOR, InitFlag, Opcode } from '../abi.js';
+import { RequestError, decodeRequest } from '../codec/header.js';
+import { decodeInitIn, decodeInterruptIn } from '../codec/in.js';
+import { encodeInitOut } from '../codec/out.js';
+import { Call, type Handler, type ReplyChannel, type Session } from './context.js';
+import { dirHandlers } from './dir-ops.js';
+import { entryHandlers } from './entry-ops.js';
+import { fileHandlers } from './file-ops.js';
+import { xattrHandlers } from './xattr-ops.js';
+
+export interface FuseServerOptions {
+  log: Logger;
+  metrics: Metrics;
+  /** Largest WRITE accepted (and READ the kernel will send), bytes. */
+  maxWrite?: number;
+  maxReadahead?: number;
+  maxBackground?: number;
+}
+
+/** Flags every session may use when the kernel offers them (as the Rust virtiofsd). */
+const BASE_FLAGS =
+  InitFlag.ASYNC_READ |
+  InitFlag.PARALLEL_DIROPS |
+  InitFlag.BIG_WRITES |
+  InitFlag.AUTO_INVAL_DATA |
+  InitFlag.ASYNC_DIO |
+  InitFlag.HAS_IOCTL_DIR |
+  InitFlag.ATOMIC_O_TRUNC |
+  InitFlag.MAX_PAGES |
+  InitFlag.INIT_EXT;
+
+const HANDLERS = new Map<number, Handler>([...entryHandlers, ...fileHandlers, ...dirHandlers, ...xattrHandlers]);
+
+/** Maps anything thrown by a filesystem to a positive errno. */
+export function errnoOf(e: unknown): number {
+  if (e instanceof FsError) return e.errno;
+  if (isSysError(e)) {
+    const n = (constants.errno as Record<string, number>)[e.code];
+    if (n !== undefined) return n;
+  }
+  if (e instanceof DamselflyError) {
+    switch (e.code) {
+      case ErrorCode.NotFound:
+        return Errno.ENOENT;
+      case ErrorCode.Unsupported:
+        return Errno.EOPNOTSUPP;
+      case ErrorCode.Usage:
+        return Errno.EINVAL;
+      default:
+        return Errno.EIO;
+    }
+  }
+  return Errno.EIO;
+}
+
+export class FuseServer {
+  private readonly fs: FileSystem;
+  private readonly opts: Required<Omit<FuseServerOptions, 'log' | 'metrics'>> & FuseServerOptions;
+  private session: Session | undefined;
+
+  constructor(fs: FileSystem, opts: FuseServerOptions) {
+    this.fs = fs;
+    this.opts = { maxWrite: 1 << 20, maxReadahead: 1 << 20, maxBackground: 256, ...opts };
+  }
+
+  get initialized(): boolean {
+    return this.session !== undefined;
+  }
+
+  /** Handles one request (the bytes of its readable part); never throws, always completes `channel`. */
+  async handle(bytes: Uint8Array, channel: ReplyChannel): Promise<void> {
+    let req;
+    try {
+      req = decodeRequest(bytes);
+    } catch (e) {
+      this.opts.metrics.inc('fuse.malformed');
+      this.opts.log.warn({ err: (e as Error).message }, 'malformed FUSE request');
+      if (e instanceof RequestError) {
+        new Call(this.fs, { len: 0, opcode: 0, unique: e.unique, nodeid: 0, uid: 0, gid: 0, pid: 0, totalExtlen: 0 }, undefined as never, channel, this.sessionOrDefault()).error(Errno.EINVAL);
+      } else {
+        channel.drop();
+      }
+      return;
+    }
+    const { header, body } = req;
+    const name = Opcode[header.opcode] ?? `OPCODE_${header.opcode}`;
+    this.opts.metrics.inc(`fuse.requests.${name}`);
+    const call = new Call(this.fs, header, body, channel, this.sessionOrDefault());
+    try {
+      if (header.opcode === Opcode.INIT) return this.init(call);
+      if (this.session === undefined) throw new FsError(Errno.EIO, 'request before FUSE_INIT');
+      if (header.opcode === Opcode.DESTROY) return this.destroy(call);
+      if (header.opcode === Opcode.INTERRUPT) {
+        // Requests complete promptly and on their own; the interrupted one still gets its reply.
+        decodeInterruptIn(body);
+        return call.none();
+      }
+      const handler = HANDLERS.get(header.opcode);
+      if (handler === undefined) throw new FsError(Errno.ENOSYS, `unknown opcode ${header.opcode}`);
+      if (header.nodeid < 0) throw new FsError(Errno.ENOENT, 'node id out of range');
+      await handler(call);
+      if (!call.replied) throw new Error(`${name} handler finished without a reply`);
+    } catch (e) {
+      const errno = errnoOf(e);
+      this.opts.metrics.inc('fuse.errors');
+      if (errno === Errno.EIO || !(e instanceof FsError || isSysError(e) || e instanceof DamselflyError)) {
+        this.opts.log.error({ op: name, nodeid: header.nodeid, err: e instanceof Error ? e.message : String(e) }, 'request failed');
+      } else {
+        this.opts.log.debug({ op: name, nodeid: header.nodeid, errno }, 'request failed');
+      }
+      if (header.opcode === Opcode.FORGET || header.opcode === Opcode.BATCH_FORGET || header.opcode === Opcode.INTERRUPT) call.none();
+      else call.error(errno);
+    }
+  }
+
+  private sessionOrDefault(): Session {
+    return this.session ?? { flags: 0n, minor: FUSE_KERNEL_MINOR_VERSION, maxWrite: this.opts.maxWrite };
+  }
+
+  private init(call: Call): void {
+    const init = decodeInitIn(call.body);
+    if (this.session !== undefined) {
+      this.opts.log.info('FUSE_INIT on a live session: resetting it');
+      this.fs.destroy?.();
+      this.session = undefined;
+    }
+    if (init.major > FUSE_KERNEL_VERSION) {
+      // Answer with our major only; the kernel retries INIT with it.
+      return call.ok(encodeInitOut({ major: FUSE_KERNEL_VERSION, minor: FUSE_KERNEL_MINOR_VERSION, maxReadahead: 0, flags: 0n, maxBackground: 0, congestionThreshold: 0, maxWrite: 0, timeGran: 0, maxPages: 0 }));
+    }
+    if (init.major < FUSE_KERNEL_VERSION || init.minor < FUSE_MIN_MINOR) throw new FsError(Errno.EPROTO, `FUSE ${init.major}.${init.minor} is too old`);
+    let offered = init.flags;
+    if (!(offered & InitFlag.INIT_EXT)) offered &= 0xffffffffn;
+    const flags = offered & (BASE_FLAGS | (this.fs.wantedInitFlags ?? 0n));
+    const maxPages = Math.min(256, Math.ceil(this.opts.maxWrite / 4096));
+    this.session = { flags, minor: init.minor, maxWrite: this.opts.maxWrite };
+    this.fs.init?.({ flags });
+    this.opts.log.debug({ kernel: `${init.major}.${init.minor}`, offered: `0x${init.flags.toString(16)}`, agreed: `0x${flags.toString(16)}` }, 'FUSE_INIT');
+    call.ok(
+      encodeInitOut({
+        major: FUSE_KERNEL_VERSION,
+        minor: FUSE_KERNEL_MINOR_VERSION,
+        maxReadahead: Math.min(init.maxReadahead, this.opts.maxReadahead),
+        flags,
+        maxBackground: this.opts.maxBackground,
+        congestionThreshold: Math.floor((this.opts.maxBackground * 3) / 4),
+        maxWrite: this.opts.maxWrite,
+        timeGran: 1,
+        maxPages,
+      }),
+    );
+  }
+
+  private destroy(call: Call): void {
+    this.fs.destroy?.();
+    this.session = undefined;
+    call.ok();
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * Local caches of chunk data. `FileBlobCache`: one file per blob in the uncompressed layout
+ * (`<blob id>.blob.data`, the EROFS device view) plus its chunk map, shared by every image that
+ * uses the blob and kept across restarts; reads go straight from the file into the caller's
+ * buffers. `MemoryBlobCache`: a bounded in-memory cache for runs without a cache directory.
+ */
+import { type FileHandle, open } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { ChunkInfo } from '../../format/chunk-info.js';
+import { ChunkMap, ChunkState } from './chunk-map.js';
+
+export interface BlobCache {
+  /** ABSENT, PRESENT (verified) or UNVERIFIED (to be verified before use). */
+  state(c: ChunkInfo): number;
+  /** Copies `length` bytes from offset `from` of chunk `c` into `dst` (a scatter list). */
+  readInto(c: ChunkInfo, from: number, length: number, dst: Uint8Array[]): Promise<void>;
+  /** The whole chunk (for verification). */
+  readChunk(c: ChunkInfo): Promise<Uint8Array>;
+  /** Stores verified chunk data and marks it present. */
+  store(c: ChunkInfo, data: Uint8Array): Promise<void>;
+  /** Marks a chunk verified after an UNVERIFIED chunk passed its digest check. */
+  markVerified(c: ChunkInfo): Promise<void>;
+  /** Drops a chunk whose cached bytes are wrong. */
+  drop(c: ChunkInfo): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** Writes `length` bytes of `src` starting at `from` across the views of `dst`. */
+export function scatter(src: Uint8Array, from: number, length: number, dst: Uint8Array[]): void {
+  let pos = from;
+  let left = length;
+  for (const d of dst) {
+    if (left === 0) break;
+    const n = Math.min(d.length, left);
+    d.set(src.subarray(pos, pos + n));
+    pos += n;
+    left -= n;
+  }
+}
+
+export class FileBlobCache implements BlobCache {
+  private constructor(
+    private readonly data: FileHandle,
+    private readonly map: ChunkMap,
+  ) {}
+
+  static async open(dir: string, blobId: string): Promise<{ cache: FileBlobCache; uncleanShutdown: boolean }> {
+    const data = await open(join(dir, `${blobId}.blob.data`), 'a+').then(async (h) => {
+      await h.close();
+      return open(join(dir, `${blobId}.blob.data`), 'r+');
+    });
+    const { map, uncleanShutdown } = await ChunkMap.open(join(dir, `${blobId}.chunk_map.dfly`));
+    return { cache: new FileBlobCache(data, map), uncleanShutdown };
+  }
+
+  state(c: ChunkInfo): number {
+    return this.map.state(c.index);
+  }
+
+  async readInto(c: ChunkInfo, from: number, length: number, dst: Uint8Array[]): Promise<void> {
+    let pos = c.uncompressedOffset + from;
+    let left = length;
+    for (const d of dst) {
+      let done = 0;
+      const want = Math.min(d.length, left);
+      while (done < want) {
+        const { bytesRead } = await this.data.read(d, done, want - done, pos + done);
+        if (bytesRead === 0) throw new Error(`cache file ends inside chunk ${c.index}`);
+        done += bytesRead;
+      }
+      pos += want;
+      left -= want;
+      if (left === 0) break;
+    }
+  }
+
+  async readChunk(c: ChunkInfo): Promise<Uint8Array> {
+    const b = Buffer.allocUnsafe(c.uncompressedSize);
+    await this.readInto(c, 0, c.uncompressedSize, [b]);
+    return b;
+  }
+
+  async store(c: ChunkInfo, data: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < data.length) off += (await this.data.write(data, off, data.length - off, c.uncompressedOffset + off)).bytesWritten;
+    await this.map.markPresent(c.index);
+  }
+
+  async markVerified(c: ChunkInfo): Promise<void> {
+    await this.map.markPresent(c.index);
+  }
+
+  async drop(c: ChunkInfo): Promise<void> {
+    await this.map.markAbsent(c.index);
+  }
+
+  async close(): Promise<void> {
+    await this.data.datasync();
+    await this.data.close();
+    await this.map.close(true);
+  }
+}
+
+export class MemoryBlobCache implements BlobCache {
+  private readonly chunks = new Map<number, Uint8Array>();
+  private bytes = 0;
+
+  constructor(private readonly limit: number) {}
+
+  state(c: ChunkInfo): number {
+    return this.chunks.has(c.index) ? ChunkState.PRESENT : ChunkState.ABSENT;
+  }
+
+  private get(c: ChunkInfo): Uint8Array {
+    const data = this.chunks.get(c.index);
+    if (data === undefined) throw new Error(`chunk ${c.index} left the memory cache`);
+    // Refresh its place in the LRU order.
+    this.chunks.delete(c.index);
+    this.chunks.set(c.index, data);
+    return data;
+  }
+
+  async readInto(c: ChunkInfo, from: number, length: number, dst: Uint8Array[]): Promise<void> {
+    scatter(this.get(c), from, length, dst);
+  }
+
+  async readChunk(c: ChunkInfo): Promise<Uint8Array> {
+    return this.get(c);
+  }
+
+  async store(c: ChunkInfo, data: Uint8Array): Promise<void> {
+    if (this.chunks.has(c.index)) return;
+    this.chunks.set(c.index, data);
+    this.bytes += data.length;
+    for (const [k, v] of this.chunks) {
+      if (this.bytes <= this.limit) break;
+      this.chunks.delete(k);
+      this.bytes -= v.length;
+    }
+  }
+
+  async markVerified(): Promise<void> {}
+
+  async drop(c: ChunkInfo): Promise<void> {
+    const d = this.chunks.get(c.index);
+    if (d !== undefined) this.bytes -= d.length;
+    this.chunks.delete(c.index);
+  }
+
+  async close(): Promise<void> {
+    this.chunks.clear();
+    this.bytes = 0;
+  }
+}
+
+export { ChunkState };

@@ -1,0 +1,242 @@
+/**
+ * The chunk path, as one facade for the filesystems above: a read names chunk ranges; cached
+ * chunks are copied straight from the cache into the caller's buffers; missing ones are fetched
+ * (adjacent chunks merged into one backend read, concurrent requests for a chunk sharing one
+ * fetch), decompressed, verified against their digest, stored, then copied. Wrong bytes never
+ * reach a reader: a chunk that fails verification from the backend fails the read (EIO above).
+ */
+import { mkdir } from 'node:fs/promises';
+import { IntegrityError, type Logger, type Metrics, errorMessage } from '../base/index.js';
+import type { ChunkInfo } from '../format/chunk-info.js';
+import type { Codecs } from '../format/compression.js';
+import type { BlobInfo } from '../format/image.js';
+import type { BlobBackend } from './backend/types.js';
+import { type BlobCache, ChunkState, FileBlobCache, MemoryBlobCache, scatter } from './cache/blob-cache.js';
+import { decodeChunkAsync, describeChunk, verifyChunk } from './chunk/decode.js';
+
+export interface DeviceOptions {
+  blobs: readonly BlobInfo[];
+  backend: BlobBackend;
+  codecs: Codecs;
+  /** Cache directory; without it chunks are kept in a bounded memory cache. */
+  cacheDir?: string;
+  /** Verify chunks again on every cache read (nydus `digest_validate`). */
+  validate?: boolean;
+  /** Largest merged backend read, bytes. */
+  mergeLimit?: number;
+  /** Memory cache size when there is no cache directory, bytes. */
+  memoryCacheBytes?: number;
+  metrics: Metrics;
+  log: Logger;
+}
+
+/** Part of one chunk that a read needs: bytes [from, from + length) of its data. */
+export interface ChunkSegment {
+  chunk: ChunkInfo;
+  from: number;
+  length: number;
+}
+
+/** Views of `dst` covering bytes [start, start + length) of the scatter list. */
+export function sliceViews(dst: Uint8Array[], start: number, length: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let skip = start;
+  let left = length;
+  for (const d of dst) {
+    if (left === 0) break;
+    if (skip >= d.length) {
+      skip -= d.length;
+      continue;
+    }
+    const n = Math.min(d.length - skip, left);
+    out.push(d.subarray(skip, skip + n));
+    skip = 0;
+    left -= n;
+  }
+  return out;
+}
+
+export class BlobDevice {
+  private readonly opts: DeviceOptions;
+  private readonly caches = new Map<number, Promise<BlobCache>>();
+  private readonly inflight = new Map<string, Promise<Uint8Array>>();
+  private closed = false;
+
+  constructor(opts: DeviceOptions) {
+    this.opts = opts;
+  }
+
+  private blob(c: ChunkInfo): BlobInfo {
+    const b = this.opts.blobs[c.blobIndex];
+    if (b === undefined) throw new IntegrityError(`chunk refers to blob ${c.blobIndex}, which the image does not have`);
+    return b;
+  }
+
+  private cache(blobIndex: number): Promise<BlobCache> {
+    let p = this.caches.get(blobIndex);
+    if (p === undefined) {
+      const blob = this.opts.blobs[blobIndex] as BlobInfo;
+      const dir = this.opts.cacheDir;
+      p =
+        dir === undefined
+          ? Promise.resolve(new MemoryBlobCache(this.opts.memoryCacheBytes ?? 256 << 20))
+          : mkdir(dir, { recursive: true })
+              .then(() => FileBlobCache.open(dir, blob.id))
+              .then(({ cache, uncleanShutdown }) => {
+                if (uncleanShutdown) this.opts.log.info({ blob: blob.id }, 'cache was not closed cleanly; cached chunks are verified before use');
+                return cache;
+              });
+      p.catch(() => this.caches.delete(blobIndex));
+      this.caches.set(blobIndex, p);
+    }
+    return p;
+  }
+
+  /** Reads the segments, in order, into `dst` (which holds at least their total length). */
+  async read(segments: ChunkSegment[], dst: Uint8Array[]): Promise<void> {
+    if (this.closed) throw new IntegrityError('the device is closed');
+    const m = this.opts.metrics;
+    // Start fetches for every absent chunk first, so that adjacent ones merge.
+    const absent: ChunkInfo[] = [];
+    for (const s of segments) {
+      const cache = await this.cache(s.chunk.blobIndex);
+      if (cache.state(s.chunk) === ChunkState.ABSENT && !this.inflight.has(key(s.chunk))) absent.push(s.chunk);
+    }
+    if (absent.length > 0) this.fetch(absent);
+    let pos = 0;
+    await Promise.all(
+      segments.map((s) => {
+        const views = sliceViews(dst, pos, s.length);
+        pos += s.length;
+        m.inc('storage.read_bytes', s.length);
+        return this.readSegment(s, views);
+      }),
+    );
+  }
+
+  private async readSegment(s: ChunkSegment, views: Uint8Array[]): Promise<void> {
+    const c = s.chunk;
+    const pending = this.inflight.get(key(c));
+    if (pending !== undefined) {
+      scatter(await pending, s.from, s.length, views);
+      return;
+    }
+    const cache = await this.cache(c.blobIndex);
+    const state = cache.state(c);
+    if (state === ChunkState.PRESENT && !this.opts.validate) {
+      this.opts.metrics.inc('storage.cache_hits');
+      try {
+        await cache.readInto(c, s.from, s.length, views);
+        return;
+      } catch (e) {
+        // A memory-cache eviction or a short cache file: fall back to the backend.
+        this.opts.log.debug({ err: errorMessage(e) }, 'cache read failed; fetching again');
+        await cache.drop(c);
+      }
+    } else if (state !== ChunkState.ABSENT) {
+      const data = await cache.readChunk(c).catch(() => undefined);
+      if (data !== undefined && this.verifies(c, data)) {
+        this.opts.metrics.inc('storage.cache_hits');
+        await cache.markVerified(c);
+        scatter(data, s.from, s.length, views);
+        return;
+      }
+      this.opts.metrics.inc('storage.cache_verify_failures');
+      this.opts.log.warn({ chunk: describeChunk(this.blob(c), c) }, 'cached chunk failed verification; fetching it again');
+      await cache.drop(c);
+    }
+    scatter(await this.fetchOne(c), s.from, s.length, views);
+  }
+
+  private verifies(c: ChunkInfo, data: Uint8Array): boolean {
+    try {
+      verifyChunk(this.blob(c), c, data);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  private fetchOne(c: ChunkInfo): Promise<Uint8Array> {
+    const pending = this.inflight.get(key(c));
+    if (pending !== undefined) return pending;
+    this.fetch([c]);
+    return this.inflight.get(key(c)) as Promise<Uint8Array>;
+  }
+
+  /** Starts fetches for chunks (absent and not in flight), merging adjacent ones per blob. */
+  private fetch(chunks: ChunkInfo[]): void {
+    const limit = this.opts.mergeLimit ?? 4 << 20;
+    const sorted = [...new Map(chunks.map((c) => [key(c), c])).values()].sort((a, b) => a.blobIndex - b.blobIndex || a.compressedOffset - b.compressedOffset);
+    let group: ChunkInfo[] = [];
+    const flush = (): void => {
+      if (group.length > 0) this.fetchGroup(group);
+      group = [];
+    };
+    for (const c of sorted) {
+      const last = group[group.length - 1];
+      const first = group[0];
+      const adjacent = last !== undefined && last.blobIndex === c.blobIndex && c.compressedOffset === last.compressedOffset + last.compressedSize;
+      if (!adjacent || (first !== undefined && c.compressedOffset + c.compressedSize - first.compressedOffset > limit)) flush();
+      group.push(c);
+    }
+    flush();
+  }
+
+  private fetchGroup(group: ChunkInfo[]): void {
+    const first = group[0] as ChunkInfo;
+    const last = group[group.length - 1] as ChunkInfo;
+    const blob = this.blob(first);
+    const start = first.compressedOffset;
+    const length = last.compressedOffset + last.compressedSize - start;
+    const m = this.opts.metrics;
+    const raw = this.opts.backend.read(blob.id, start, length);
+    m.inc('storage.backend_requests');
+    for (const c of group) {
+      const k = key(c);
+      const p = (async (): Promise<Uint8Array> => {
+        const bytes = await raw;
+        const stored = bytes.subarray(c.compressedOffset - start, c.compressedOffset - start + c.compressedSize);
+        const data = await decodeChunkAsync(this.opts.codecs, blob, c, stored, Buffer.allocUnsafe(c.uncompressedSize));
+        try {
+          verifyChunk(blob, c, data);
+        } catch (e) {
+          m.inc('storage.verify_failures');
+          this.opts.log.error({ blob: blob.id, chunk: c.index, err: errorMessage(e) }, 'chunk from the backend failed verification');
+          throw e;
+        }
+        m.inc('storage.chunks_fetched');
+        m.inc('storage.chunks_fetched_bytes', data.length);
+        const cache = await this.cache(c.blobIndex);
+        await cache.store(c, data);
+        return data;
+      })();
+      p.catch(() => undefined).finally(() => this.inflight.delete(k));
+      this.inflight.set(k, p);
+    }
+    raw.then(
+      (b) => m.inc('storage.backend_bytes', b.length),
+      () => m.inc('storage.backend_errors'),
+    );
+  }
+
+  /** Fetches chunks into the cache without reading them (prefetch); resolves when all settled. */
+  async prefetch(chunks: ChunkInfo[]): Promise<void> {
+    const absent: ChunkInfo[] = [];
+    for (const c of chunks) if ((await this.cache(c.blobIndex)).state(c) === ChunkState.ABSENT && !this.inflight.has(key(c))) absent.push(c);
+    this.fetch(absent);
+    await Promise.allSettled(chunks.map((c) => this.inflight.get(key(c))));
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.allSettled([...this.inflight.values()]);
+    const caches = await Promise.allSettled([...this.caches.values()]);
+    this.caches.clear();
+    for (const c of caches) if (c.status === 'fulfilled') await c.value.close();
+  }
+}
+
+function key(c: ChunkInfo): string {
+  return `${c.blobIndex}:${c.index}`;
+}

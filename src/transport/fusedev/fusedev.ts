@@ -1,0 +1,162 @@
+/**
+ * The /dev/fuse transport: mounts a FUSE filesystem on the host through mount(2) (via the addon),
+ * reads requests from the device when it becomes readable (many in flight at once; replies are
+ * written as each completes, in any order) and unmounts cleanly.
+ */
+import { closeSync, constants as fsc, readSync, statSync, writevSync, writeSync } from 'node:fs';
+import { type Logger, UsageError, isSysError } from '../../base/index.js';
+import { type FuseServer, type ReplyChannel } from '../../fuse/index.js';
+import { native } from '../../native/index.js';
+
+const MS_RDONLY = 1;
+const MS_NOSUID = 2;
+const MS_NODEV = 4;
+const MNT_DETACH = 2;
+const UV_READABLE = 1;
+/** The kernel needs room for the largest request: a WRITE of max_write plus headers. */
+const READ_BUFFER = (1 << 20) + 8192;
+
+export interface FuseMountOptions {
+  mountpoint: string;
+  server: FuseServer;
+  log: Logger;
+  readOnly?: boolean;
+  /** fsname shown in /proc/mounts. */
+  fsname?: string;
+  subtype?: string;
+}
+
+class DevFuseReply implements ReplyChannel {
+  readonly capacity = READ_BUFFER;
+  private buf: Buffer | undefined;
+
+  constructor(
+    private readonly fd: number,
+    private readonly log: Logger,
+  ) {}
+
+  reserve(size: number): Uint8Array[] {
+    this.buf = Buffer.allocUnsafe(16 + size);
+    return [this.buf.subarray(16)];
+  }
+
+  send(header: Uint8Array, payload: Uint8Array[] | number): void {
+    try {
+      if (typeof payload === 'number') {
+        const buf = this.buf as Buffer;
+        buf.set(header, 0);
+        writeSync(this.fd, buf, 0, 16 + payload);
+      } else {
+        writevSync(this.fd, [header, ...payload]);
+      }
+    } catch (e) {
+      // ENOENT: the request was interrupted and the kernel no longer waits for it.
+      if (!isSysError(e, 'ENOENT')) this.log.warn({ err: (e as Error).message }, 'writing a FUSE reply failed');
+    }
+    this.buf = undefined;
+  }
+
+  drop(): void {
+    this.buf = undefined;
+  }
+}
+
+export class FuseMount {
+  private readonly fd: number;
+  private readonly poller;
+  private readonly buf = Buffer.allocUnsafe(READ_BUFFER);
+  private readonly opts: FuseMountOptions;
+  private mounted = true;
+  private resolveEnded!: () => void;
+  /** Resolves when the filesystem is unmounted (by `unmount` or from outside). */
+  readonly ended: Promise<void>;
+  private inflight = 0;
+
+  private constructor(fd: number, opts: FuseMountOptions) {
+    this.fd = fd;
+    this.opts = opts;
+    this.ended = new Promise((r) => (this.resolveEnded = r));
+    this.poller = new native.Poller(fd, (events) => this.onReadable(events));
+    this.poller.start(UV_READABLE);
+  }
+
+  static mount(opts: FuseMountOptions): FuseMount {
+    let st;
+    try {
+      st = statSync(opts.mountpoint);
+    } catch (e) {
+      throw new UsageError(`mountpoint ${opts.mountpoint} does not exist`, { cause: e });
+    }
+    if (!st.isDirectory()) throw new UsageError(`mountpoint ${opts.mountpoint} is not a directory`);
+    const fd = native.openFd('/dev/fuse', fsc.O_RDWR | fsc.O_NONBLOCK);
+    const data = `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions`;
+    const flags = MS_NOSUID | MS_NODEV | (opts.readOnly === false ? 0 : MS_RDONLY);
+    try {
+      native.mount(opts.fsname ?? 'damselfly', opts.mountpoint, `fuse.${opts.subtype ?? 'damselfly'}`, flags, data);
+    } catch (e) {
+      closeSync(fd);
+      if (isSysError(e, 'EBUSY')) throw new UsageError(`mountpoint ${opts.mountpoint} is busy`, { cause: e });
+      if (isSysError(e, 'EPERM')) throw new UsageError('mounting needs root (CAP_SYS_ADMIN)', { cause: e });
+      throw e;
+    }
+    return new FuseMount(fd, opts);
+  }
+
+  private onReadable(events: number): void {
+    if (events < 0) {
+      // The connection is gone (unmounted or aborted): the poll reports an error instead of data.
+      this.opts.log.info({ mountpoint: this.opts.mountpoint, errno: events }, 'FUSE connection closed');
+      this.finish();
+      return;
+    }
+    for (;;) {
+      let n: number;
+      try {
+        n = readSync(this.fd, this.buf, 0, this.buf.length, null);
+      } catch (e) {
+        if (isSysError(e, 'EAGAIN') || isSysError(e, 'EINTR')) return;
+        if (isSysError(e, 'ENOENT')) continue; // an interrupted request vanished
+        if (isSysError(e, 'ENODEV')) {
+          this.opts.log.info({ mountpoint: this.opts.mountpoint }, 'filesystem unmounted');
+          this.finish();
+          return;
+        }
+        this.opts.log.error({ err: (e as Error).message }, 'reading /dev/fuse failed');
+        this.finish();
+        return;
+      }
+      if (n === 0) {
+        this.finish();
+        return;
+      }
+      const request = Buffer.from(this.buf.subarray(0, n));
+      this.inflight++;
+      void this.opts.server.handle(request, new DevFuseReply(this.fd, this.opts.log)).finally(() => this.inflight--);
+    }
+  }
+
+  private finish(): void {
+    if (!this.mounted) return;
+    this.mounted = false;
+    this.poller.close();
+    try {
+      closeSync(this.fd);
+    } catch {
+      // already closed
+    }
+    this.resolveEnded();
+  }
+
+  /** Unmounts (lazily, so a busy mount still goes away) and stops serving. */
+  async unmount(): Promise<void> {
+    if (this.mounted) {
+      try {
+        native.umount2(this.opts.mountpoint, MNT_DETACH);
+      } catch (e) {
+        if (!isSysError(e, 'EINVAL')) this.opts.log.warn({ err: (e as Error).message }, 'umount failed');
+      }
+      this.finish();
+    }
+    await this.ended;
+  }
+}
