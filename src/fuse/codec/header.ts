@@ -60,7 +60,18 @@ export function decodeRequest(bytes: Uint8Array): Request {
   }
   const ext = header.totalExtlen * 8;
   if (Size.IN_HEADER + ext > header.len) throw new RequestError(header.unique, 'FUSE request extensions exceed its length');
-  return { header, body: r.sub(Size.IN_HEADER, header.len - Size.IN_HEADER - ext, `FUSE opcode ${header.opcode} arguments`) };
+  const args = bytes.subarray(Size.IN_HEADER, header.len - ext);
+  return { header, body: new ArgsReader(args, `FUSE opcode ${header.opcode} arguments`) };
+}
+
+/** Request arguments that are short or malformed: answered with EINVAL. */
+export class BadArguments extends FormatError {}
+
+/** A reader of request arguments whose range errors are `BadArguments`. */
+class ArgsReader extends ByteReader {
+  override check(off: number, len: number, field = 'field'): void {
+    if (!this.has(off, len)) throw new BadArguments(`${this.what}: ${field} at ${off} (${len} bytes) exceeds the ${this.length} bytes sent`);
+  }
 }
 
 /** A malformed request whose `unique` is known, so that it can still get an error reply. */

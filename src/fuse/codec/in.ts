@@ -2,7 +2,8 @@
  * Request argument decoders, one per argument struct. Every decoder checks its lengths against the
  * request body; a short body is a FormatError (the server answers EINVAL).
  */
-import { type ByteReader, FormatError } from '../../base/index.js';
+import type { ByteReader } from '../../base/index.js';
+import { BadArguments as FormatError } from './header.js';
 import { Size } from '../abi.js';
 
 /** A NUL-terminated name at `off` (the terminator must be inside the body). */

@@ -8,7 +8,7 @@ import { constants } from 'node:os';
 import { DamselflyError, ErrorCode, type Logger, type Metrics, isSysError } from '../../base/index.js';
 import { Errno, type FileSystem, FsError } from '../../fs/types.js';
 import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_MIN_MINOR, InitFlag, Opcode } from '../abi.js';
-import { RequestError, decodeRequest } from '../codec/header.js';
+import { BadArguments, RequestError, decodeRequest } from '../codec/header.js';
 import { decodeInitIn, decodeInterruptIn } from '../codec/in.js';
 import { encodeInitOut } from '../codec/out.js';
 import { Call, type Handler, type ReplyChannel, type Session } from './context.js';
@@ -43,6 +43,7 @@ const HANDLERS = new Map<number, Handler>([...entryHandlers, ...fileHandlers, ..
 /** Maps anything thrown by a filesystem to a positive errno. */
 export function errnoOf(e: unknown): number {
   if (e instanceof FsError) return e.errno;
+  if (e instanceof BadArguments) return Errno.EINVAL;
   if (isSysError(e)) {
     const n = (constants.errno as Record<string, number>)[e.code];
     if (n !== undefined) return n;

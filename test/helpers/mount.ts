@@ -1,0 +1,51 @@
+/** Starting `damselfly mount` for tests: waits until the mount is ready; stops it cleanly or by SIGKILL. */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { CLI } from './env.js';
+
+export interface RunningMount {
+  proc: ChildProcess;
+  mountpoint: string;
+  /** Unmounts with SIGTERM; returns the exit code and stdout (the --stats JSON). */
+  stop(): Promise<{ code: number | null; stdout: string; stderr: string }>;
+  /** SIGKILL, as a crash; the kernel mount is then detached by the test. */
+  kill(): Promise<void>;
+  stderr(): string;
+}
+
+export async function startMount(args: string[], mountpoint: string, timeoutMs = 20_000): Promise<RunningMount> {
+  const proc = spawn(process.execPath, [CLI, '--log-level', 'warn', 'mount', ...args, mountpoint], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  proc.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));
+  proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = once(proc, 'exit');
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`mount not ready in ${timeoutMs} ms\n${stderr}`)), timeoutMs);
+    const check = (): void => {
+      if (stderr.includes('mounted on')) {
+        clearTimeout(timer);
+        resolve();
+      }
+    };
+    proc.stderr?.on('data', check);
+    proc.on('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`damselfly mount exited ${code} before it was ready\n${stderr}`));
+    });
+  });
+  return {
+    proc,
+    mountpoint,
+    async stop() {
+      proc.kill('SIGTERM');
+      const [code] = (await exited) as [number | null];
+      return { code, stdout, stderr };
+    },
+    async kill() {
+      proc.kill('SIGKILL');
+      await exited;
+    },
+    stderr: () => stderr,
+  };
+}

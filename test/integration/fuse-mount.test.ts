@@ -1,0 +1,249 @@
+/**
+ * `damselfly mount` through the kernel's /dev/fuse: images Damselfly builds and the Nydus vectors
+ * show exactly their trees; one small file fetches only its chunks; eight concurrent readers get
+ * exact bytes; tampered cache and backend bytes never reach a reader; a killed daemon restarted on
+ * its cache reads nothing from the backend.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { copyFile, lstat, mkdir, mkdtemp, open, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { VECTORS, damselfly, damselflyOk, sh, vectorsMissing } from '../helpers/env.js';
+import { startMount } from '../helpers/mount.js';
+import { type Entry, compareTrees, listTree, makeTree, prng } from '../helpers/tree.js';
+
+interface Stats {
+  [k: string]: number;
+}
+
+function stats(stdout: string): Stats {
+  return JSON.parse(stdout) as Stats;
+}
+
+/** Reads every file under `dir`; returns a digest of all paths and contents (names as raw bytes). */
+async function readAll(dir: string): Promise<string> {
+  const h = createHash('sha256');
+  const visit = async (d: Buffer): Promise<void> => {
+    const names = ((await readdir(d, { encoding: 'buffer' })) as Buffer[]).sort(Buffer.compare);
+    for (const name of names) {
+      const p = Buffer.concat([d, Buffer.from('/'), name]);
+      const st = await lstat(p);
+      if (st.isDirectory()) await visit(p);
+      else if (st.isFile()) {
+        h.update(p.subarray(dir.length));
+        const fh = await open(p, 'r');
+        for await (const chunk of fh.createReadStream()) h.update(chunk as Buffer);
+      }
+    }
+  };
+  await visit(Buffer.from(dir));
+  return h.digest('hex');
+}
+
+describe('FUSE host mount', () => {
+  let work: string;
+  let src: string;
+  let srcListing: Map<string, Entry>;
+  let image: string[];
+  let big: string[];
+  const bigFile = prng(99, 256 << 20);
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'damselfly-fuse-'));
+    src = join(work, 'src');
+    await makeTree(src, { bigDirEntries: 2000, hugeSparse: true });
+    srcListing = await listTree(src);
+    await damselflyOk(['build', '--bootstrap', join(work, 'image.boot'), '--blob-dir', join(work, 'blobs'), src]);
+    image = ['--bootstrap', join(work, 'image.boot'), '--blob-dir', join(work, 'blobs')];
+    // A large image: 40 random files of 4 MiB, a 256 MiB file, and one small file.
+    const bigSrc = join(work, 'big-src');
+    await mkdir(bigSrc);
+    for (let i = 0; i < 40; i++) await writeFile(join(bigSrc, `file-${i}`), prng(1000 + i, 4 << 20));
+    await writeFile(join(bigSrc, 'large'), bigFile);
+    await writeFile(join(bigSrc, 'small.txt'), 'a small file in a large image\n');
+    await damselflyOk(['build', '--bootstrap', join(work, 'big.boot'), '--blob-dir', join(work, 'big-blobs'), bigSrc]);
+    big = ['--bootstrap', join(work, 'big.boot'), '--blob-dir', join(work, 'big-blobs')];
+    await mkdir(join(work, 'mnt'));
+  });
+  after(async () => {
+    sh(`umount -l ${work}/mnt 2>/dev/null || true`);
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('a Damselfly image shows exactly its source tree', async () => {
+    const mnt = join(work, 'mnt');
+    const m = await startMount([...image, '--cache-dir', join(work, 'cache')], mnt);
+    try {
+      assert.deepEqual(await compareTrees(src, mnt, { leftListing: srcListing }), []);
+      // find(1) lists the same paths; getfattr dumps the same xattrs; readlink agrees; diff -r
+      // finds no difference in regular files; hardlinks share an inode number; a script runs.
+      const find = (d: string): string => execFileSync('find', ['.', '-printf', '%p %y %m %U %G %n\\n'], { cwd: d, encoding: 'latin1', maxBuffer: 64 << 20 }).split('\n').sort().join('\n');
+      assert.equal(find(mnt), find(src));
+      // getfattr walks in readdir order, which differs between filesystems: compare sorted blocks.
+      const xattrs = (d: string): string =>
+        sh(`cd ${d} && getfattr -R -h -d -m - -e hex . 2>/dev/null | grep -v selinux || true`)
+          .split('\n\n')
+          .map((b) => b.trim())
+          .filter(Boolean)
+          .sort()
+          .join('\n');
+      assert.equal(xattrs(mnt), xattrs(src));
+      assert.equal(await readlink(join(mnt, 'dir', 'rel-link')), '../small.txt');
+      sh(`diff -r --no-dereference -x 'null-dev' -x 'block-dev' -x 'big-dev' -x fifo -x socket ${src} ${mnt}`);
+      const ino = (p: string): string => sh(`stat -c %i ${p}`).trim();
+      assert.equal(ino(join(mnt, 'hard-a')), ino(join(mnt, 'dir', 'sub', 'hard-c')));
+      assert.equal(sh(`${mnt}/setuid`).trim(), 'setuid');
+    } finally {
+      const r = await m.stop();
+      assert.equal(r.code, 0, r.stderr);
+    }
+  });
+
+  test('the Nydus vectors mount and match their expected trees', { skip: vectorsMissing() }, async () => {
+    const vectors = [
+      { name: 'v5-sha256-uncompressed', args: ['--bootstrap', join(VECTORS, 'v5-sha256-uncompressed', 'image.boot'), '--blob-dir', join(VECTORS, 'v5-sha256-uncompressed', 'blobs')] },
+      { name: 'v6-blake3-zstd', args: ['--bootstrap', join(VECTORS, 'v6-blake3-zstd', 'image.boot'), '--blob-dir', join(VECTORS, 'v6-blake3-zstd', 'blobs')] },
+      { name: 'v6-inlined-bootstrap', args: ['--blob', join(VECTORS, 'v6-inlined-bootstrap', '2fa78cad554b75ac91a4a125ed148d0ddeb25efa4aaa8bd80e5dc292690a4dca')] },
+    ];
+    for (const v of vectors) {
+      const mnt = join(work, 'mnt');
+      const m = await startMount(v.args, mnt);
+      try {
+        const expected = (await readFile(join(VECTORS, v.name, 'expected.tsv'), 'utf8')).split('\n').filter(Boolean);
+        for (const line of expected) {
+          const [path, kind, perm, size, hash] = line.split('\t') as [string, string, string, string, string];
+          const p = join(mnt, path);
+          const st = sh(`stat -c '%F %a %s' '${p}'`).trim();
+          const type = { dir: 'directory', file: 'regular file', symlink: 'symbolic link' }[kind] ?? kind;
+          assert.match(st, new RegExp(`^${type}( empty file)? ${perm} `), `${v.name}${path}: ${st}`);
+          if (kind !== 'dir') assert.equal(st.split(' ').pop(), size, `${v.name}${path} size`);
+          if (kind === 'file') assert.equal(createHash('sha256').update(await readFile(p)).digest('hex'), hash, `${v.name}${path}`);
+          if (kind === 'symlink') assert.equal(await readlink(p), hash);
+        }
+      } finally {
+        await m.stop();
+      }
+    }
+  });
+
+  test('reading one small file of a large image fetches only its chunk', async () => {
+    const info = JSON.parse((await damselflyOk(['inspect', '--bootstrap', join(work, 'big.boot'), '--path', '/small.txt', '--json'])).stdout) as { chunks: Array<{ compressedSize: number }> };
+    assert.equal(info.chunks.length, 1);
+    const mnt = join(work, 'mnt');
+    const m = await startMount([...big, '--stats'], mnt);
+    assert.equal(await readFile(join(mnt, 'small.txt'), 'utf8'), 'a small file in a large image\n');
+    const s = stats((await m.stop()).stdout);
+    assert.equal(s['storage.chunks_fetched'], 1);
+    assert.equal(s['storage.backend_requests'], 1);
+    assert.equal(s['storage.backend_bytes'], info.chunks[0]?.compressedSize);
+  });
+
+  test('eight concurrent readers at random offsets (1 GiB in all) get exactly the right bytes', async () => {
+    const mnt = join(work, 'mnt');
+    const m = await startMount([...big, '--cache-dir', join(work, 'big-cache')], mnt);
+    try {
+      const total = 1 << 30;
+      const reader = async (seed: number): Promise<number> => {
+        const fh = await open(join(mnt, 'large'), 'r');
+        const rnd = prng(seed, 1 << 16);
+        let done = 0;
+        let k = 0;
+        try {
+          while (done < total / 8) {
+            const a = rnd.readUInt32LE((k * 8) % (rnd.length - 8));
+            const b = rnd.readUInt32LE((k * 8 + 4) % (rnd.length - 8));
+            k++;
+            const size = 1 + (b % (1 << 20));
+            const off = a % (bigFile.length - size);
+            const buf = Buffer.alloc(size);
+            const { bytesRead } = await fh.read(buf, 0, size, off);
+            assert.equal(bytesRead, size);
+            if (buf.compare(bigFile, off, off + size) !== 0) throw new Error(`wrong bytes at ${off}+${size}`);
+            done += size;
+          }
+        } finally {
+          await fh.close();
+        }
+        return done;
+      };
+      const done = await Promise.all(Array.from({ length: 8 }, (_, i) => reader(7 + i)));
+      assert.ok(done.reduce((x, y) => x + y, 0) >= total);
+    } finally {
+      await m.stop();
+    }
+  });
+
+  test('bytes changed in the cache file are caught with --validate and the right data returned', async () => {
+    const cache = join(work, 'tamper-cache');
+    const mnt = join(work, 'mnt');
+    let m = await startMount([...big, '--cache-dir', cache], mnt);
+    const want = await readFile(join(mnt, 'file-3'));
+    await m.stop();
+    // Flip bytes everywhere in the cache file (every cached chunk is now wrong).
+    const [data] = (await readdir(cache)).filter((f) => f.endsWith('.blob.data'));
+    const fh = await open(join(cache, data as string), 'r+');
+    const { size } = await fh.stat();
+    for (let off = 100; off < size; off += 65536) await fh.write(Buffer.from([0xde, 0xad]), 0, 2, off);
+    await fh.close();
+    m = await startMount([...big, '--cache-dir', cache, '--validate', '--stats'], mnt);
+    const got = await readFile(join(mnt, 'file-3'));
+    const s = stats((await m.stop()).stdout);
+    assert.ok(got.equals(want), 'the reader got the right bytes');
+    assert.ok((s['storage.cache_verify_failures'] ?? 0) >= 4, JSON.stringify(s));
+    assert.ok((s['storage.chunks_fetched'] ?? 0) >= 4, 'refetched from the backend');
+  });
+
+  test('bytes changed in a backend blob give EIO, never wrong data', async () => {
+    const blobs = join(work, 'bad-blobs');
+    await mkdir(blobs);
+    for (const f of await readdir(join(work, 'big-blobs'))) await copyFile(join(work, 'big-blobs', f), join(blobs, f));
+    const info = JSON.parse((await damselflyOk(['inspect', '--bootstrap', join(work, 'big.boot'), '--path', '/file-5', '--json'])).stdout) as { chunks: Array<{ blob: string; compressedOffset: number; compressedSize: number }> };
+    const c = info.chunks[1] as { blob: string; compressedOffset: number; compressedSize: number };
+    const fh = await open(join(blobs, c.blob), 'r+');
+    const b = Buffer.alloc(1);
+    const at = c.compressedOffset + Math.floor(c.compressedSize / 2);
+    await fh.read(b, 0, 1, at);
+    b[0] = (b[0] as number) ^ 0x40;
+    await fh.write(b, 0, 1, at);
+    await fh.close();
+    const mnt = join(work, 'mnt');
+    const m = await startMount(['--bootstrap', join(work, 'big.boot'), '--blob-dir', blobs, '--stats'], mnt);
+    await assert.rejects(readFile(join(mnt, 'file-5')), (e: NodeJS.ErrnoException) => e.code === 'EIO');
+    // The first chunk of the same file and other files still read correctly.
+    const head = Buffer.alloc(4096);
+    const f = await open(join(mnt, 'file-5'), 'r');
+    await f.read(head, 0, 4096, 0);
+    await f.close();
+    assert.ok(head.equals(prng(1005, 4096)));
+    assert.ok((await readFile(join(mnt, 'file-6'))).equals(prng(1006, 4 << 20)));
+    const s = stats((await m.stop()).stdout);
+    assert.ok((s['storage.verify_failures'] ?? 0) >= 1);
+  });
+
+  test('a killed daemon restarted on the same cache reads nothing from the backend', async () => {
+    const cache = join(work, 'restart-cache');
+    const mnt = join(work, 'mnt');
+    let m = await startMount([...image, '--cache-dir', cache], mnt);
+    const bytes = await readAll(mnt);
+    await m.kill();
+    sh(`umount -l ${mnt}`);
+    m = await startMount([...image, '--cache-dir', cache, '--stats'], mnt);
+    assert.equal(await readAll(mnt), bytes);
+    assert.deepEqual(await compareTrees(src, mnt, { leftListing: srcListing }), []);
+    const s = stats((await m.stop()).stdout);
+    assert.equal(s['storage.backend_requests'] ?? 0, 0, JSON.stringify(s));
+    assert.ok((s['storage.cache_hits'] ?? 0) > 0);
+  });
+
+  test('a missing or wrong mountpoint gets a clear message', async () => {
+    const missing = await damselfly(['mount', ...image, join(work, 'no-such-dir')]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /mountpoint .*no-such-dir does not exist/);
+    const notDir = await damselfly(['mount', ...image, join(work, 'image.boot')]);
+    assert.equal(notDir.code, 2);
+    assert.match(notDir.stderr, /is not a directory/);
+  });
+});

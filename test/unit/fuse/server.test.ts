@@ -1,0 +1,230 @@
+/**
+ * The FUSE server with the read-only image filesystem, driven in-process with encoded requests:
+ * struct sizes, INIT negotiation (and a second INIT as a reset), the read-only opcode set, and
+ * hostile requests (lying lengths, unknown opcodes, node ids never looked up, bad offsets) that
+ * get errors while the server keeps serving.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, rm, mkdir, writeFile, symlink } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Metrics, silentLogger } from '../../../src/base/index.js';
+import { build } from '../../../src/builder/build.js';
+import { Compressor } from '../../../src/format/compression.js';
+import { Digester } from '../../../src/format/constants.js';
+import { openBootstrap } from '../../../src/format/open.js';
+import { ImageFs } from '../../../src/fs/image/image-fs.js';
+import { FuseServer, InitFlag, Opcode, Size, type ReplyChannel } from '../../../src/fuse/index.js';
+import { encodeAttrOut, encodeEntryOut, encodeInitOut, encodeOpenOut, encodeStatfsOut } from '../../../src/fuse/codec/out.js';
+import { nativeCodecs } from '../../../src/native/index.js';
+import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
+import { BlobDevice } from '../../../src/storage/device.js';
+import { native } from '../../../src/native/index.js';
+import { type Reply, cstr, initArgs, parseAttr, parseDirents, parseEntry, parseReply, readArgs, request, u32Args } from '../../helpers/fuse-client.js';
+
+class Capture implements ReplyChannel {
+  readonly capacity: number;
+  private buf: Buffer | undefined;
+  reply: Buffer | undefined;
+  dropped = false;
+  constructor(capacity = 1 << 20) {
+    this.capacity = capacity;
+  }
+  reserve(size: number): Uint8Array[] {
+    this.buf = Buffer.alloc(size);
+    // Split the destination in two to exercise scatter lists.
+    const half = size >> 1;
+    return half > 0 ? [this.buf.subarray(0, half), this.buf.subarray(half)] : [this.buf];
+  }
+  send(header: Uint8Array, payload: Uint8Array[] | number): void {
+    assert.equal(this.reply, undefined, 'replied twice');
+    this.reply = typeof payload === 'number' ? Buffer.concat([header, (this.buf as Buffer).subarray(0, payload)]) : Buffer.concat([header, ...payload]);
+  }
+  drop(): void {
+    this.dropped = true;
+  }
+}
+
+test('FUSE struct sizes', () => {
+  const attr = { ino: 1, size: 0, blocks: 0, atime: { sec: 0, nsec: 0 }, mtime: { sec: 0, nsec: 0 }, ctime: { sec: 0, nsec: 0 }, mode: 0, nlink: 1, uid: 0, gid: 0, rdev: 0, blksize: 4096, flags: 0 };
+  assert.equal(Size.IN_HEADER, 40);
+  assert.equal(Size.OUT_HEADER, 16);
+  assert.equal(encodeAttrOut(attr, 1).length, Size.ATTR_OUT);
+  assert.equal(encodeAttrOut(attr, 1).length - 16, Size.ATTR);
+  assert.equal(encodeEntryOut({ nodeid: 2, generation: 0, attr, entryTimeout: 1, attrTimeout: 1 }).length, 128);
+  assert.equal(encodeOpenOut({ fh: 0n, flags: 0 }).length, 16);
+  assert.equal(encodeStatfsOut({ blocks: 1, bfree: 0, bavail: 0, files: 1, ffree: 0, bsize: 4096, namelen: 255, frsize: 4096 }).length, 80);
+  assert.equal(encodeInitOut({ major: 7, minor: 38, maxReadahead: 0, flags: 0n, maxBackground: 0, congestionThreshold: 0, maxWrite: 0, timeGran: 1, maxPages: 0 }).length, 64);
+  assert.equal(Size.DIRENTPLUS, 128 + Size.DIRENT);
+});
+
+describe('FUSE server over a RAFS image', () => {
+  let work: string;
+  let server: FuseServer;
+  let device: BlobDevice;
+  const metrics = new Metrics();
+  const content = Buffer.alloc(300_000);
+  for (let i = 0; i < content.length; i++) content[i] = (i * 7 + (i >> 9)) & 0xff;
+
+  async function call(bytes: Buffer, capacity?: number): Promise<Reply & { dropped: boolean }> {
+    const cap = new Capture(capacity);
+    await server.handle(bytes, cap);
+    if (cap.dropped) return { len: 0, error: 0, unique: 0n, payload: Buffer.alloc(0), dropped: true };
+    assert.ok(cap.reply, 'no reply');
+    const r = parseReply(cap.reply);
+    assert.equal(r.len, cap.reply.length, 'out.len must equal the reply length');
+    return { ...r, dropped: false };
+  }
+  const op = async (opcode: Opcode, nodeid: number, args?: Buffer): Promise<Reply> => call(request(opcode, nodeid, args).bytes);
+  const lookup = async (parent: number, name: string): Promise<{ nodeid: number; attr: ReturnType<typeof parseAttr> }> => {
+    const r = await op(Opcode.LOOKUP, parent, cstr(name));
+    assert.equal(r.error, 0, `lookup ${name}`);
+    return parseEntry(r.payload);
+  };
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'damselfly-fuse-unit-'));
+    const src = join(work, 'src');
+    await mkdir(join(src, 'dir'), { recursive: true });
+    await writeFile(join(src, 'file.bin'), content);
+    await writeFile(join(src, 'dir', 'small'), 'small file\n');
+    await symlink('dir/small', join(src, 'link'));
+    native.lsetxattr(join(src, 'file.bin'), 'user.k', Buffer.from('value'));
+    for (let i = 0; i < 300; i++) await writeFile(join(src, 'dir', `e${String(i).padStart(3, '0')}`), '');
+    const r = await build({ sources: [src], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: 65536, log: silentLogger });
+    const image = openBootstrap(r.bootstrap);
+    const backend = new LocalFsBackend({ dir: join(work, 'blobs') });
+    device = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, metrics, log: silentLogger });
+    server = new FuseServer(new ImageFs({ image, device, metrics, log: silentLogger }), { log: silentLogger, metrics });
+  });
+  after(async () => {
+    await device.close();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('requests before INIT fail; INIT negotiates 7.38 and only offered, implemented flags', async () => {
+    assert.equal((await op(Opcode.GETATTR, 1, Buffer.alloc(16))).error, -5);
+    const r = await op(Opcode.INIT, 0, initArgs());
+    assert.equal(r.error, 0);
+    assert.equal(r.payload.readUInt32LE(0), 7);
+    assert.equal(r.payload.readUInt32LE(4), 38);
+    const flags = BigInt(r.payload.readUInt32LE(12)) | (BigInt(r.payload.readUInt32LE(32)) << 32n);
+    assert.ok(flags & InitFlag.ASYNC_READ && flags & InitFlag.DO_READDIRPLUS && flags & InitFlag.MAX_PAGES);
+    assert.equal(flags & (InitFlag.MAP_ALIGNMENT | InitFlag.HAS_INODE_DAX | InitFlag.WRITEBACK_CACHE | InitFlag.SECURITY_CTX), 0n);
+    // A kernel that offers fewer flags gets no more than it offered.
+    const narrow = await op(Opcode.INIT, 0, initArgs(38, InitFlag.ASYNC_READ));
+    assert.equal(BigInt(narrow.payload.readUInt32LE(12)), InitFlag.ASYNC_READ);
+    // Too old, and a newer major (answered with our major so that the kernel retries).
+    assert.equal((await op(Opcode.INIT, 0, initArgs(20))).error, -71);
+    const major8 = initArgs();
+    major8.writeUInt32LE(8, 0);
+    const m8 = await op(Opcode.INIT, 0, major8);
+    assert.equal(m8.error, 0);
+    assert.equal(m8.payload.readUInt32LE(0), 7);
+    assert.equal((await op(Opcode.INIT, 0, initArgs())).error, 0);
+  });
+
+  test('lookup, getattr, readlink, xattrs, statfs', async () => {
+    const root = await op(Opcode.GETATTR, 1, Buffer.alloc(16));
+    assert.equal(root.error, 0);
+    assert.equal(parseAttr(root.payload, 16).ino, 1);
+    const f = await lookup(1, 'file.bin');
+    assert.equal(f.attr.size, content.length);
+    assert.equal(f.attr.mode & 0o170000, 0o100000);
+    assert.equal((await op(Opcode.LOOKUP, 1, cstr('missing'))).error, -2);
+    const l = await lookup(1, 'link');
+    const rl = await op(Opcode.READLINK, l.nodeid);
+    assert.equal(rl.payload.toString(), 'dir/small');
+    const probe = await op(Opcode.GETXATTR, f.nodeid, Buffer.concat([u32Args(0, 0), cstr('user.k')]));
+    assert.equal(probe.payload.readUInt32LE(0), 5);
+    assert.equal((await op(Opcode.GETXATTR, f.nodeid, Buffer.concat([u32Args(2, 0), cstr('user.k')]))).error, -34);
+    assert.equal((await op(Opcode.GETXATTR, f.nodeid, Buffer.concat([u32Args(100, 0), cstr('user.k')]))).payload.toString(), 'value');
+    assert.equal((await op(Opcode.GETXATTR, f.nodeid, Buffer.concat([u32Args(100, 0), cstr('user.none')]))).error, -61);
+    assert.equal((await op(Opcode.LISTXATTR, f.nodeid, u32Args(100, 0))).payload.toString(), 'user.k\0');
+    const st = await op(Opcode.STATFS, 1);
+    assert.equal(st.payload.readUInt32LE(44), 255);
+  });
+
+  test('open and read give exact bytes at any offset; writes get EROFS', async () => {
+    const f = await lookup(1, 'file.bin');
+    const o = await op(Opcode.OPEN, f.nodeid, u32Args(0o100000, 0));
+    assert.equal(o.error, 0);
+    for (const [off, size] of [[0, 4096], [65530, 20], [131072, 131072], [299_990, 4096], [300_000, 10], [123_457, 1]] as const) {
+      const r = await op(Opcode.READ, f.nodeid, readArgs(0n, off, size));
+      assert.equal(r.error, 0);
+      assert.deepEqual(r.payload, content.subarray(off, Math.min(content.length, off + size)), `read ${off}+${size}`);
+    }
+    assert.equal((await op(Opcode.OPEN, f.nodeid, u32Args(2, 0))).error, -30);
+    assert.equal((await op(Opcode.MKDIR, 1, Buffer.concat([u32Args(0o755, 0), cstr('x')]))).error, -30);
+    assert.equal((await op(Opcode.UNLINK, 1, cstr('file.bin'))).error, -30);
+    assert.equal((await op(Opcode.SETATTR, f.nodeid, Buffer.alloc(88))).error, -30);
+    const wr = Buffer.alloc(40);
+    wr.writeUInt32LE(3, 16);
+    assert.equal((await op(Opcode.WRITE, f.nodeid, Buffer.concat([wr, Buffer.from('abc')]))).error, -30);
+    const seek = Buffer.alloc(24);
+    seek.writeUInt32LE(3, 16); // SEEK_DATA
+    assert.equal((await op(Opcode.LSEEK, f.nodeid, seek)).payload.readBigUInt64LE(0), 0n);
+  });
+
+  test('readdir and readdirplus resume at stable offsets across small buffers', async () => {
+    const d = await lookup(1, 'dir');
+    for (const plus of [false, true]) {
+      const names: string[] = [];
+      let off = 0;
+      for (let rounds = 0; rounds < 1000; rounds++) {
+        const r = await op(plus ? Opcode.READDIRPLUS : Opcode.READDIR, d.nodeid, readArgs(0n, off, 600));
+        assert.equal(r.error, 0);
+        const ents = parseDirents(r.payload, plus);
+        if (ents.length === 0) break;
+        names.push(...ents.map((e) => e.name));
+        off = (ents[ents.length - 1] as { off: number }).off;
+      }
+      assert.equal(names.length, 303);
+      assert.deepEqual(names.slice(0, 3), ['.', '..', 'e000']);
+      assert.equal(names[names.length - 1], 'small');
+    }
+    // An offset past the end is an empty reply, not an error.
+    assert.equal((await op(Opcode.READDIR, d.nodeid, readArgs(0n, 100_000, 4096))).payload.length, 0);
+  });
+
+  test('hostile requests get errors and the server keeps serving', async () => {
+    const f = await lookup(1, 'file.bin');
+    // A header that claims more bytes than arrived.
+    const lying = request(Opcode.GETATTR, 1, Buffer.alloc(16), { len: 4096 });
+    const r1 = await call(lying.bytes);
+    assert.equal(r1.error, -22);
+    assert.equal(r1.unique, lying.unique);
+    // Shorter than a header: nothing to answer.
+    assert.equal((await call(Buffer.alloc(10))).dropped, true);
+    // Unknown opcode, arguments that are too short, names without NUL.
+    assert.equal((await op(9999 as Opcode, 1)).error, -38);
+    assert.equal((await op(Opcode.READ, f.nodeid, Buffer.alloc(8))).error, -22);
+    assert.equal((await op(Opcode.LOOKUP, 1, Buffer.from('no-nul'))).error, -22);
+    // Node ids the kernel was never given, and one past 2^53.
+    assert.equal((await op(Opcode.GETATTR, 987_654, Buffer.alloc(16))).error, -116);
+    const huge = request(Opcode.GETATTR, 0, Buffer.alloc(16));
+    huge.bytes.writeBigUInt64LE(2n ** 63n, 16);
+    assert.notEqual((await call(huge.bytes)).error, 0);
+    // BATCH_FORGET with a count beyond the request: dropped, no reply, no crash.
+    assert.equal((await op(Opcode.BATCH_FORGET, 0, u32Args(1000, 0))).error, 0);
+    // Still serving.
+    const again = await op(Opcode.READ, f.nodeid, readArgs(0n, 0, 16));
+    assert.deepEqual(again.payload, content.subarray(0, 16));
+  });
+
+  test('FORGET releases node ids; a second INIT resets the session', async () => {
+    const f = await lookup(1, 'dir');
+    // The kernel forgets every lookup it holds at once.
+    const forget = Buffer.alloc(8);
+    forget.writeBigUInt64LE(1000n, 0);
+    assert.equal((await call(request(Opcode.FORGET, f.nodeid, forget).bytes)).dropped, true);
+    assert.equal((await op(Opcode.GETATTR, f.nodeid, Buffer.alloc(16))).error, -116);
+    const g = await lookup(1, 'dir');
+    assert.equal((await op(Opcode.INIT, 0, initArgs())).error, 0);
+    assert.equal((await op(Opcode.GETATTR, g.nodeid, Buffer.alloc(16))).error, -116, 'lookups do not survive a new INIT');
+    assert.equal((await op(Opcode.DESTROY, 0)).error, 0);
+    assert.equal((await op(Opcode.GETATTR, 1, Buffer.alloc(16))).error, -5, 'no requests after DESTROY until INIT');
+    assert.equal((await op(Opcode.INIT, 0, initArgs())).error, 0);
+  });
+});
