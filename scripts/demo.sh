@@ -34,3 +34,18 @@ listing() {
    cd "$1" && find . -type f -exec sha256sum {} + | sort)
 }
 diff <(listing "$work/src") <(listing "$work/unpacked") && echo "unpacked tree is identical to the source (types, modes, owners, sizes, mtimes, targets, contents)"
+
+echo "== mount it with FUSE (chunks fetched on demand into $work/cache) and read a few files"
+mkdir -p "$work/mnt"
+node bin/damselfly.js --log-level warn mount --bootstrap "$work/image.boot" --blob-dir "$work/blobs" --cache-dir "$work/cache" --stats "$work/mnt" > "$work/stats.json" &
+mount_pid=$!
+trap 'umount "$work/mnt" 2>/dev/null || true' EXIT
+for _ in $(seq 50); do mountpoint -q "$work/mnt" && break; sleep 0.1; done
+ls -l "$work/mnt" "$work/mnt/bin" | head -12
+cat "$work/mnt/etc/os-release"
+"$work/mnt/usr/bin/hello"
+"$work/mnt/bin/busybox" sha256sum "$work/mnt/usr/share/damselfly/random.bin"
+umount "$work/mnt"
+wait "$mount_pid"
+echo "== statistics of the mount"
+cat "$work/stats.json"
