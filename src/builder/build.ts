@@ -191,6 +191,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       prefetch: prefetch.map((p) => p.path),
     };
   } catch (e) {
+    await store.abort(); // the blob of the layer being read, if any
     await Promise.all(newBlobs.filter((b) => b.id === undefined).map((b) => b.discard()));
     throw e;
   }

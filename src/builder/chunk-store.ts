@@ -232,6 +232,14 @@ export class ChunkStore {
     if (w !== undefined) w();
   }
 
+  /** After a failed build: waits for the chunks in flight, then removes the open blob's temp file. */
+  async abort(): Promise<void> {
+    const blob = this.blob;
+    this.blob = undefined;
+    await this.tail;
+    await blob?.discard();
+  }
+
   /**
    * Waits for every submitted chunk and closes the chunk data of the current blob: writes its blob
    * meta. Returns the blob, or undefined (and removes the file) when it holds no chunk and

@@ -15,6 +15,11 @@ function startsWith(b: Uint8Array, magic: number[]): boolean {
   return magic.every((m, i) => b[i] === m);
 }
 
+/** A zstd skippable frame (magic 0x184D2A50..5F, RFC 8878 §3.1.2) may open a zstd stream too. */
+function isZstdSkippable(b: Uint8Array): boolean {
+  return b.length >= 4 && ((b[0] as number) & 0xf0) === 0x50 && b[1] === 0x2a && b[2] === 0x4d && b[3] === 0x18;
+}
+
 /** Yields the decompressed bytes of a (possibly compressed) layer. */
 export async function* decompressLayer(input: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
   const it = input[Symbol.asyncIterator]();
@@ -39,7 +44,7 @@ export async function* decompressLayer(input: AsyncIterable<Uint8Array>): AsyncG
     } catch (e) {
       throw new FormatError(`corrupt gzip layer: ${(e as Error).message}`, { cause: e });
     }
-  } else if (startsWith(head, ZSTD)) {
+  } else if (startsWith(head, ZSTD) || isZstdSkippable(head)) {
     const dec = new native.ZstdDecoder();
     for await (const chunk of rest()) {
       let out: Buffer;

@@ -5,7 +5,9 @@
  */
 import { FormatError, type Logger } from '../../base/index.js';
 import { type InodeKind, Limits, encodeDev } from '../../format/constants.js';
+import type { Xattr } from '../../format/image.js';
 import { type TarEntry, TarParser } from '../../format/tar.js';
+import { splitXattrName, xattrAreaSize } from '../../format/v6/inode.js';
 import type { ChunkRef, ChunkStore } from '../chunk-store.js';
 import { TreeNode } from '../tree.js';
 
@@ -43,14 +45,44 @@ function kindOf(e: TarEntry): InodeKind {
   }
 }
 
-function applyEntry(node: TreeNode, e: TarEntry): void {
+/** The xattr area of one v6 inode is bounded by its 16-bit xattr_icount (spec §3.8). */
+const MAX_XATTR_AREA = 12 + 4 * 0xfffe;
+
+/**
+ * The entry's xattrs that RAFS can store, one per name (the last wins), sorted. Names without a
+ * RAFS prefix are skipped with a warning, as for directory sources; what no filesystem could
+ * hold is a FormatError here rather than a failure of the bootstrap writer.
+ */
+function entryXattrs(e: TarEntry, log: Logger): Xattr[] {
+  const byName = new Map<string, Xattr>();
+  for (const [name, value] of e.xattrs) {
+    if (splitXattrName(name) === undefined) {
+      log.warn({ path: e.path.toString(), xattr: name.toString() }, 'skipping an xattr RAFS cannot store');
+      continue;
+    }
+    if (name.length > Limits.MAX_XATTR_NAME) throw new FormatError(`tar entry ${e.path.toString()}: xattr name longer than ${Limits.MAX_XATTR_NAME} bytes`);
+    if (value.length > Limits.MAX_XATTR_VALUE) throw new FormatError(`tar entry ${e.path.toString()}: xattr ${name.toString()} has a ${value.length}-byte value`);
+    byName.set(name.toString('latin1'), { name, value });
+  }
+  const xattrs = [...byName.values()].sort((a, b) => Buffer.compare(a.name, b.name));
+  const area = xattrAreaSize(xattrs.map((x) => ({ suffix: (splitXattrName(x.name) as { suffix: Uint8Array }).suffix, value: x.value })));
+  if (area > MAX_XATTR_AREA) throw new FormatError(`tar entry ${e.path.toString()}: ${area} bytes of xattrs do not fit one inode`);
+  return xattrs;
+}
+
+function applyEntry(node: TreeNode, e: TarEntry, log: Logger): void {
+  if (e.uid > 0xffff_ffff || e.gid > 0xffff_ffff) throw new FormatError(`tar entry ${e.path.toString()}: uid or gid past 32 bits`);
   node.mode = e.mode;
   node.uid = e.uid;
   node.gid = e.gid;
   node.mtimeSec = e.mtimeSec;
   node.mtimeNsec = e.mtimeNsec;
-  node.xattrs = e.xattrs.map(([name, value]) => ({ name, value })).sort((a, b) => Buffer.compare(a.name, b.name));
-  if (node.kind === 'char' || node.kind === 'block') node.rdev = encodeDev(e.devmajor, e.devminor);
+  node.xattrs = entryXattrs(e, log);
+  if (node.kind === 'char' || node.kind === 'block') {
+    // Linux device numbers: 12-bit major, 20-bit minor (what a 32-bit rdev holds).
+    if (e.devmajor > 0xfff || e.devminor > 0xf_ffff) throw new FormatError(`tar entry ${e.path.toString()}: device ${e.devmajor},${e.devminor} out of range`);
+    node.rdev = encodeDev(e.devmajor, e.devminor);
+  }
 }
 
 export interface TarLayerOptions {
@@ -104,7 +136,7 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
     const parts = tarPathComponents(e.path);
     if (parts.length === 0) {
       if (e.type !== 'dir') throw new FormatError('tar entry for the layer root is not a directory');
-      applyEntry(root, e);
+      applyEntry(root, e, log);
       root.implicit = false;
       return;
     }
@@ -144,9 +176,10 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
       node = new TreeNode(kind, e.mode);
       children.set(name, node);
     }
-    applyEntry(node, e);
+    applyEntry(node, e, log);
     if (kind === 'symlink') {
       if (e.linkpath.length === 0) throw new FormatError(`tar symlink ${e.path.toString()} has an empty target`);
+      if (e.linkpath.length > Limits.MAX_V6_SYMLINK) throw new FormatError(`tar symlink ${e.path.toString()} has a ${e.linkpath.length}-byte target (at most ${Limits.MAX_V6_SYMLINK})`);
       node.symlink = e.linkpath;
     } else if (kind === 'file') {
       node.size = e.size;

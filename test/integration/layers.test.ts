@@ -1,0 +1,686 @@
+/**
+ * OCI layer builds through the CLI: the reference layer all-entry-type.tar against GNU tar's own
+ * extraction; a stack of three generated layers (tar, tar.gz, tar.zst) with additions, changes,
+ * whiteouts, an opaque directory, type changes, xattrs, hardlinks and symlinks, checked against a
+ * small independent model of OCI layer application, with one blob per layer and cross-layer chunk
+ * dedup counted exactly; `--chunk-dict`; `--prefetch-files`; `--inline-bootstrap`; multi-member
+ * gzip and multi-frame zstd layers (with skippable frames); hostile layers (clean failures with a
+ * message and nothing left behind, values a RAFS inode cannot hold, absolute paths, symlinked
+ * parents); and reproducibility.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { chmod, copyFile, lchown, link, lstat, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { TAR_END, type TarEntry, encodeTarHeaders, tarPadding } from '../../src/format/tar.js';
+import { native } from '../../src/native/index.js';
+import { VECTORS, damselfly, damselflyOk, sh, vectorsMissing, withTempDir } from '../helpers/env.js';
+import { compareTrees, prng } from '../helpers/tree.js';
+
+const CHUNK = 64 * 1024;
+const CHUNK_ARGS = ['--chunk-size', '64K'];
+
+// ---------------------------------------------------------------------------------------------
+// Layer generation
+
+interface Item {
+  entry: TarEntry;
+  data?: Buffer;
+}
+
+function item(path: string, type: TarEntry['type'], extra: Partial<TarEntry> & { data?: Buffer | string; time?: number } = {}): Item {
+  const { data, time, ...rest } = extra;
+  const bytes = data === undefined ? undefined : Buffer.isBuffer(data) ? data : Buffer.from(data);
+  return {
+    entry: {
+      path: Buffer.from(path),
+      type,
+      mode: type === 'dir' ? 0o755 : type === 'symlink' ? 0o777 : 0o644,
+      uid: 0,
+      gid: 0,
+      size: type === 'file' ? (bytes?.length ?? 0) : 0,
+      mtimeSec: time ?? 1_600_000_000,
+      mtimeNsec: 0,
+      linkpath: Buffer.alloc(0),
+      devmajor: 0,
+      devminor: 0,
+      xattrs: [],
+      ...rest,
+    },
+    ...(bytes !== undefined ? { data: bytes } : {}),
+  };
+}
+
+function tarBytes(items: Item[]): Buffer {
+  const parts: Buffer[] = [];
+  for (const { entry, data } of items) {
+    const d = data ?? Buffer.alloc(0);
+    parts.push(encodeTarHeaders(entry), d, Buffer.alloc(tarPadding(d.length)));
+  }
+  parts.push(TAR_END);
+  return Buffer.concat(parts);
+}
+
+type Compression = 'tar' | 'tar.gz' | 'tar.zst';
+
+/** Writes a layer file; compressed layers go through the gzip and zstd command-line tools. */
+async function writeLayer(dir: string, name: string, items: Item[], compression: Compression): Promise<string> {
+  const plain = join(dir, `${name}.tar`);
+  await writeFile(plain, tarBytes(items));
+  if (compression === 'tar') return plain;
+  const out = join(dir, `${name}.${compression}`);
+  if (compression === 'tar.gz') sh(`gzip -n -c '${plain}' > '${out}'`);
+  else sh(`zstd -q -f -c '${plain}' > '${out}'`);
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The reference: OCI layer application ("Applying changesets") on a small in-memory model
+
+interface MNode {
+  kind: Exclude<TarEntry['type'], 'hardlink'>;
+  entry: TarEntry;
+  data?: Buffer;
+  children?: Map<string, MNode>;
+}
+
+function components(path: Buffer): string[] {
+  return path.toString().split('/').filter((p) => p !== '' && p !== '.');
+}
+
+/** Applies layers bottom to top: whiteouts and opaque markers hide lower content only. */
+function referenceMerge(layers: Item[][]): MNode {
+  const root: MNode = { kind: 'dir', entry: item('./', 'dir', { time: 0 }).entry, children: new Map() };
+  const dirAt = (parts: string[]): MNode => {
+    let n = root;
+    for (const p of parts) {
+      const c = n.children?.get(p);
+      if (c === undefined || c.kind !== 'dir') throw new Error(`test bug: no directory /${parts.join('/')}`);
+      n = c;
+    }
+    return n;
+  };
+  for (const layer of layers) {
+    for (const { entry } of layer) {
+      const parts = components(entry.path);
+      const name = parts.pop();
+      if (name === undefined) continue;
+      if (name === '.wh..wh..opq') dirAt(parts).children?.clear();
+      else if (name.startsWith('.wh.')) dirAt(parts).children?.delete(name.slice(4));
+    }
+    for (const { entry, data } of layer) {
+      const parts = components(entry.path);
+      if (parts.length === 0) {
+        root.entry = entry;
+        continue;
+      }
+      const name = parts.pop() as string;
+      if (name.startsWith('.wh.')) continue;
+      const parent = dirAt(parts).children as Map<string, MNode>;
+      const existing = parent.get(name);
+      if (entry.type === 'hardlink') {
+        const targetParts = components(entry.linkpath);
+        const target = dirAt(targetParts.slice(0, -1)).children?.get(targetParts[targetParts.length - 1] as string);
+        if (target === undefined || target.kind === 'dir') throw new Error(`test bug: bad hardlink ${entry.path.toString()}`);
+        parent.set(name, target);
+      } else if (entry.type === 'dir' && existing?.kind === 'dir') {
+        existing.entry = entry;
+      } else {
+        parent.set(name, { kind: entry.type, entry, ...(data ? { data } : {}), ...(entry.type === 'dir' ? { children: new Map() } : {}) });
+      }
+    }
+  }
+  return root;
+}
+
+const S_IFCHR = 0o020000;
+const S_IFBLK = 0o060000;
+const S_IFIFO = 0o010000;
+
+/** Writes the model to `dir` (which must exist): contents, then owners, modes and xattrs, then times. */
+async function materialize(root: MNode, dir: string): Promise<void> {
+  const first = new Map<MNode, string>();
+  const order: Array<[MNode, string]> = [];
+  const create = async (node: MNode, abs: string, isRoot: boolean): Promise<void> => {
+    const seen = first.get(node);
+    if (seen !== undefined) {
+      await link(seen, abs);
+      return;
+    }
+    first.set(node, abs);
+    order.push([node, abs]);
+    const e = node.entry;
+    switch (node.kind) {
+      case 'dir':
+        if (!isRoot) await mkdir(abs);
+        for (const [name, child] of [...(node.children ?? [])].sort(([a], [b]) => (a < b ? -1 : 1))) await create(child, join(abs, name), false);
+        break;
+      case 'file':
+        await writeFile(abs, node.data ?? Buffer.alloc(0));
+        break;
+      case 'symlink':
+        await symlink(e.linkpath.toString(), abs);
+        break;
+      case 'char':
+      case 'block':
+        native.mknod(abs, (node.kind === 'char' ? S_IFCHR : S_IFBLK) | e.mode, e.devmajor, e.devminor);
+        break;
+      case 'fifo':
+        native.mknod(abs, S_IFIFO | e.mode, 0, 0);
+        break;
+    }
+  };
+  await create(root, dir, true);
+  for (const [node, abs] of order) {
+    const e = node.entry;
+    await lchown(abs, e.uid, e.gid);
+    if (node.kind !== 'symlink') await chmod(abs, e.mode);
+    for (const [name, value] of e.xattrs) native.lsetxattr(abs, name, value);
+  }
+  for (const [node, abs] of order.reverse()) native.lutimens(abs, node.entry.mtimeSec, node.entry.mtimeNsec, node.entry.mtimeSec, node.entry.mtimeNsec);
+}
+
+/** Chunk accounting the builder must reproduce: chunks seen first in each layer, dedup hits, dictionary hits. */
+function expectedChunks(layers: Item[][], dict: Set<string> = new Set()): { perLayer: number[]; chunks: number; stored: number; dedupHits: number; dictHits: number } {
+  const seen = new Set<string>();
+  const r = { perLayer: [] as number[], chunks: 0, stored: 0, dedupHits: 0, dictHits: 0 };
+  for (const layer of layers) {
+    let fresh = 0;
+    for (const { entry, data } of layer) {
+      if (entry.type !== 'file' || data === undefined) continue;
+      for (let off = 0; off < data.length; off += CHUNK) {
+        const key = chunkKey(data.subarray(off, off + CHUNK));
+        r.chunks++;
+        if (seen.has(key)) r.dedupHits++;
+        else if (dict.has(key)) r.dictHits++;
+        else {
+          r.stored++;
+          fresh++;
+        }
+        seen.add(key);
+      }
+    }
+    r.perLayer.push(fresh);
+  }
+  return r;
+}
+
+function chunkKey(b: Buffer): string {
+  return `${createHash('sha256').update(b).digest('hex')}:${b.length}`;
+}
+
+function chunkKeys(items: Item[]): Set<string> {
+  const keys = new Set<string>();
+  for (const { data } of items) for (let off = 0; data !== undefined && off < data.length; off += CHUNK) keys.add(chunkKey(data.subarray(off, off + CHUNK)));
+  return keys;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The three-layer stack
+
+const T1 = 1_600_000_000;
+const T2 = 1_650_000_000;
+const T3 = 1_700_000_000;
+const TOOL = prng(11, 200_000); // 4 chunks of 64 KiB
+const BIG = prng(12, 150_000); // 3 chunks
+
+function layer1(): Item[] {
+  const t = { time: T1 };
+  return [
+    item('./', 'dir', { ...t, mtimeNsec: 5, mode: 0o755 }),
+    item('bin/', 'dir', t),
+    item('bin/tool', 'file', { ...t, mode: 0o755, data: TOOL }),
+    item('etc/', 'dir', t),
+    item('etc/passwd', 'file', { ...t, data: 'root:x:0:0:root:/root:/bin/sh\n' }),
+    item('etc/hosts', 'file', { ...t, data: '127.0.0.1 localhost\n' }),
+    item('lib/', 'dir', t),
+    item('lib/big.bin', 'file', { ...t, data: BIG }),
+    item('data/', 'dir', { ...t, xattrs: [[Buffer.from('user.dir'), Buffer.from('lower')]] }),
+    item('data/a.txt', 'file', { ...t, data: 'a\n' }),
+    item('data/b.txt', 'file', { ...t, data: 'b\n' }),
+    item('data/sub/', 'dir', t),
+    item('data/sub/c.txt', 'file', { ...t, data: 'c\n' }),
+    item('opaque/', 'dir', t),
+    item('opaque/x', 'file', { ...t, data: 'lower x\n' }),
+    item('opaque/y', 'file', { ...t, data: 'lower y\n' }),
+    item('opaque/sub/', 'dir', t),
+    item('opaque/sub/z', 'file', { ...t, data: 'lower z\n' }),
+    item('f2d', 'file', { ...t, data: 'a file that becomes a directory\n' }),
+    item('d2f/', 'dir', t),
+    item('d2f/inner', 'file', { ...t, data: 'inside a directory that becomes a file\n' }),
+    item('d2f/deeper/', 'dir', t),
+    item('d2f/deeper/f', 'file', { ...t, data: 'deeper\n' }),
+    item('gone', 'file', { ...t, data: 'deleted in layer 2\n' }),
+    item('gone-dir/', 'dir', t),
+    item('gone-dir/f', 'file', { ...t, data: 'deleted with its directory\n' }),
+    item('xattr', 'file', {
+      ...t,
+      data: 'xattrs\n',
+      xattrs: [
+        [Buffer.from('user.bin'), Buffer.from([0, 10, 255, 0])],
+        [Buffer.from('trusted.t'), Buffer.from('lower')],
+      ],
+    }),
+    item('hl/', 'dir', t),
+    item('hl/orig', 'file', { ...t, data: 'linked content\n' }),
+    item('hl/link', 'hardlink', { ...t, linkpath: Buffer.from('hl/orig') }),
+    item('hl/link2', 'hardlink', { ...t, linkpath: Buffer.from('./hl/orig') }),
+    item('link', 'symlink', { ...t, linkpath: Buffer.from('etc/passwd') }),
+    item('dev/', 'dir', t),
+    item('dev/null', 'char', { ...t, mode: 0o666, devmajor: 1, devminor: 3 }),
+    item('dev/sda', 'block', { ...t, mode: 0o660, devmajor: 8, devminor: 0 }),
+    item('dev/fifo', 'fifo', { ...t, mode: 0o600 }),
+    item('owned', 'file', { ...t, mode: 0o4750, uid: 1000, gid: 3_000_000, mtimeNsec: 123_456_789, data: 'owned\n' }),
+  ];
+}
+
+function layer2(): Item[] {
+  const t = { time: T2 };
+  return [
+    item('etc/', 'dir', { ...t, mode: 0o750 }), // attributes change, children stay
+    item('etc/passwd', 'file', { ...t, data: 'root:x:0:0:root:/root:/bin/bash\nuser:x:1000:1000::/home/user:/bin/sh\n' }),
+    item('data/.wh.a.txt', 'file', t),
+    item('.wh.gone', 'file', t),
+    item('.wh.gone-dir', 'file', t),
+    item('opaque/', 'dir', t),
+    item('opaque/.wh..wh..opq', 'file', t),
+    item('opaque/new', 'file', { ...t, data: 'upper new\n' }),
+    item('opaque/x', 'file', { ...t, data: 'upper x\n' }),
+    item('f2d/', 'dir', t),
+    item('f2d/inner', 'file', { ...t, data: 'now a directory\n' }),
+    item('d2f', 'file', { ...t, data: 'now a file\n' }),
+    item('data/new.txt', 'file', { ...t, data: 'added without listing data/\n' }),
+    item('xattr', 'file', { ...t, data: 'xattrs v2\n', xattrs: [[Buffer.from('user.bin'), Buffer.from('\n\0upper\0\n')]] }),
+    item('hl/orig', 'file', { ...t, data: 'orig replaced; the other names keep the old inode\n' }),
+    item('hl2/', 'dir', t),
+    item('hl2/a', 'file', { ...t, data: prng(13, 70_000) }),
+    item('hl2/b', 'hardlink', { ...t, linkpath: Buffer.from('hl2/a') }),
+    item('hl2/c', 'hardlink', { ...t, linkpath: Buffer.from('hl2/a') }),
+  ];
+}
+
+function layer3(): Item[] {
+  const t = { time: T3 };
+  return [
+    item('lib/big-copy.bin', 'file', { ...t, data: BIG }), // the same chunks as lib/big.bin: nothing new stored
+    item('bin/tool', 'file', { ...t, mode: 0o700, data: TOOL }), // metadata change only
+    item('f2d/.wh.inner', 'file', t),
+    item('f2d/other', 'file', { ...t, data: 'other\n' }),
+    item('hl2/.wh.a', 'file', t), // one name of a hardlink group removed
+    item('link', 'symlink', { ...t, linkpath: Buffer.from('/bin/tool') }),
+    item('new-dir/', 'dir', { ...t, mode: 0o700, uid: 5, gid: 6 }),
+    item('new-dir/fresh', 'file', { ...t, data: prng(14, 10_000) }),
+  ];
+}
+
+const STACK: Array<{ items: () => Item[]; compression: Compression }> = [
+  { items: layer1, compression: 'tar' },
+  { items: layer2, compression: 'tar.gz' },
+  { items: layer3, compression: 'tar.zst' },
+];
+
+interface BuildJson {
+  blobs: Array<{ id: string; size: number; chunks: number }>;
+  blobTable: string[];
+  prefetch: string[];
+  chunks: { chunks: number; stored: number; dedupHits: number; dictHits: number };
+}
+
+interface InspectJson {
+  blobs: Array<{ id: string; chunkCount: number; index: number }>;
+  prefetch: number[];
+  tree: Array<{ path: string; kind: string; ino: number; nlink: number }>;
+}
+
+async function buildJson(args: string[]): Promise<BuildJson> {
+  return JSON.parse((await damselflyOk(['build', '--json', ...CHUNK_ARGS, ...args])).stdout) as BuildJson;
+}
+
+async function inspectJson(args: string[]): Promise<InspectJson> {
+  return JSON.parse((await damselflyOk(['inspect', '--json', ...args])).stdout) as InspectJson;
+}
+
+async function dirBytes(dir: string): Promise<Map<string, Buffer>> {
+  const m = new Map<string, Buffer>();
+  for (const n of (await readdir(dir)).sort()) m.set(n, await readFile(join(dir, n)));
+  return m;
+}
+
+describe('OCI layer builds', () => {
+  let work: string;
+  let layers: string[];
+  let expected: string;
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'damselfly-layers-'));
+    layers = [];
+    for (const [i, l] of STACK.entries()) layers.push(await writeLayer(work, `layer${i + 1}`, l.items(), l.compression));
+    expected = join(work, 'expected');
+    await mkdir(expected);
+    await materialize(referenceMerge(STACK.map((l) => l.items())), expected);
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('all-entry-type.tar as one layer unpacks like GNU tar extracts it (hardlinks kept)', { skip: vectorsMissing() }, async () => {
+    const vector = join(VECTORS, 'tar', 'all-entry-type.tar');
+    const d = join(work, 'vector');
+    await damselflyOk(['build', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), vector]);
+    await damselflyOk(['unpack', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), '--output', join(d, 'out')]);
+    await mkdir(join(d, 'ref'));
+    sh(`tar --xattrs --xattrs-include='*' --numeric-owner -xpf '${vector}' -C '${d}/ref'`);
+    // The layer has no entry for its root: the two roots' attributes are not the layer's.
+    assert.deepEqual(await compareTrees(join(d, 'ref'), join(d, 'out'), { ignore: (p) => p === '/' }), []);
+    const st = await lstat(join(d, 'out', 'tar/dir1/dir3/hardlink1.txt'));
+    assert.equal(st.nlink, 4);
+    for (const p of ['tar/dir1/dir3/xfile.txt', 'tar/dir1/hardlink2.txt', 'tar/dir2/hardlink3.txt']) assert.equal((await lstat(join(d, 'out', p))).ino, st.ino, p);
+    assert.equal((await readFile(join(d, 'out', 'tar/dir1/dir3/hardlink1.txt'))).length, 15);
+    await damselflyOk(['check', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs')]);
+  });
+
+  test('three layers (tar, tar.gz, tar.zst): merged tree, one blob per layer, cross-layer dedup', async () => {
+    const d = join(work, 'stack');
+    const boot = join(d, 'boot');
+    const blobs = join(d, 'blobs');
+    const result = await buildJson(['--bootstrap', boot, '--blob-dir', blobs, ...layers]);
+    const want = expectedChunks(STACK.map((l) => l.items()));
+    assert.deepEqual(want.perLayer.map((n) => n > 0), [true, true, true], 'test bug: every layer has new data');
+    assert.ok(want.dedupHits >= 7, 'test bug: lib/big-copy.bin and bin/tool repeat 7 chunks');
+    assert.deepEqual(
+      { chunks: result.chunks.chunks, stored: result.chunks.stored, dedupHits: result.chunks.dedupHits, dictHits: result.chunks.dictHits },
+      { chunks: want.chunks, stored: want.stored, dedupHits: want.dedupHits, dictHits: 0 },
+    );
+    assert.equal(result.blobs.length, 3);
+    assert.deepEqual(result.blobs.map((b) => b.chunks), want.perLayer);
+    assert.deepEqual((await readdir(blobs)).sort(), result.blobs.map((b) => b.id).sort());
+
+    const image = ['--bootstrap', boot, '--blob-dir', blobs];
+    const info = await inspectJson(['--bootstrap', boot]);
+    assert.deepEqual(info.blobs.map((b) => b.id), result.blobs.map((b) => b.id));
+    assert.deepEqual(info.blobs.map((b) => b.chunkCount), want.perLayer);
+    // The repeated file's chunks all live in the bottom layer's blob, shared with the original.
+    const chunksOf = async (path: string): Promise<Array<{ blobIndex: number; digest: string }>> =>
+      (JSON.parse((await damselflyOk(['inspect', '--json', '--bootstrap', boot, '--path', path])).stdout) as { chunks: Array<{ blobIndex: number; digest: string }> }).chunks;
+    const copy = await chunksOf('/lib/big-copy.bin');
+    assert.equal(copy.length, 3);
+    assert.deepEqual(copy, await chunksOf('/lib/big.bin'));
+    assert.ok(copy.every((c) => c.blobIndex === 0));
+    assert.ok((await chunksOf('/bin/tool')).every((c) => c.blobIndex === 0));
+    assert.ok((await chunksOf('/new-dir/fresh')).every((c) => c.blobIndex === 2));
+
+    const check = await damselflyOk(['check', ...image]);
+    assert.match(check.stdout, /\nOK\n$/);
+    await damselflyOk(['unpack', ...image, '--output', join(d, 'out')]);
+    assert.deepEqual(await compareTrees(expected, join(d, 'out')), []);
+    // Spot checks of the merge, beyond the exact comparison above.
+    const out = (p: string): string => join(d, 'out', p);
+    assert.equal(existsSync(out('gone')) || existsSync(out('gone-dir')) || existsSync(out('data/a.txt')), false);
+    assert.deepEqual((await readdir(out('opaque'))).sort(), ['new', 'x']);
+    assert.ok((await lstat(out('f2d'))).isDirectory());
+    assert.deepEqual(await readdir(out('f2d')), ['other']);
+    assert.ok((await lstat(out('d2f'))).isFile());
+    assert.equal((await lstat(out('hl/link'))).ino, (await lstat(out('hl/link2'))).ino);
+    assert.equal((await lstat(out('hl/link'))).nlink, 2);
+    assert.equal((await lstat(out('hl/orig'))).nlink, 1);
+    assert.equal((await lstat(out('hl2/b'))).nlink, 2);
+    assert.deepEqual(native.lgetxattr(out('data'), 'user.dir'), Buffer.from('lower'));
+    assert.equal(native.lgetxattr(out('xattr'), 'trusted.t'), null);
+  });
+
+  test('--chunk-dict: a second image references the first image\'s blob and stores only new chunks', async () => {
+    const d = join(work, 'dict');
+    await mkdir(d);
+    const a = layer1();
+    // Image B: the same layer with one file changed, one removed and one added.
+    const b = [
+      ...a.filter((i) => !['etc/passwd', 'gone'].includes(i.entry.path.toString())),
+      item('etc/passwd', 'file', { time: T2, data: 'changed\n' }),
+      item('extra.bin', 'file', { time: T2, data: Buffer.concat([BIG.subarray(0, CHUNK), prng(15, 100_000)]) }),
+    ];
+    const la = await writeLayer(d, 'a', a, 'tar');
+    const lb = await writeLayer(d, 'b', b, 'tar.zst');
+    const ra = await buildJson(['--bootstrap', join(d, 'a.boot'), '--blob-dir', join(d, 'blobs-a'), la]);
+    assert.equal(ra.blobs.length, 1);
+    const blobA = (ra.blobs[0] as { id: string }).id;
+    const rb = await buildJson(['--chunk-dict', join(d, 'a.boot'), '--bootstrap', join(d, 'b.boot'), '--blob-dir', join(d, 'blobs-b'), lb]);
+    const want = expectedChunks([b], chunkKeys(a));
+    assert.ok(want.dictHits > 0 && want.stored > 0, 'test bug');
+    assert.deepEqual(
+      { chunks: rb.chunks.chunks, stored: rb.chunks.stored, dedupHits: rb.chunks.dedupHits, dictHits: rb.chunks.dictHits },
+      { chunks: want.chunks, stored: want.stored, dedupHits: want.dedupHits, dictHits: want.dictHits },
+    );
+    assert.equal(rb.blobs.length, 1);
+    const blobB = (rb.blobs[0] as { id: string; chunks: number });
+    assert.equal(blobB.chunks, want.stored);
+    assert.deepEqual(await readdir(join(d, 'blobs-b')), [blobB.id]);
+    const info = await inspectJson(['--bootstrap', join(d, 'b.boot')]);
+    assert.deepEqual(info.blobs.map((x) => x.id), [blobB.id, blobA]);
+    assert.equal(info.blobs[0]?.chunkCount, want.stored);
+
+    // B's own blob dir alone is not enough; with A's blob next to B's it unpacks and checks.
+    const alone = await damselfly(['unpack', '--bootstrap', join(d, 'b.boot'), '--blob-dir', join(d, 'blobs-b'), '--output', join(d, 'partial')]);
+    assert.notEqual(alone.code, 0);
+    const both = join(d, 'blobs-both');
+    await mkdir(both);
+    await copyFile(join(d, 'blobs-a', blobA), join(both, blobA));
+    await copyFile(join(d, 'blobs-b', blobB.id), join(both, blobB.id));
+    await damselflyOk(['check', '--bootstrap', join(d, 'b.boot'), '--blob-dir', both]);
+    await damselflyOk(['unpack', '--bootstrap', join(d, 'b.boot'), '--blob-dir', both, '--output', join(d, 'out')]);
+    const ref = join(d, 'expected');
+    await mkdir(ref);
+    await materialize(referenceMerge([b]), ref);
+    assert.deepEqual(await compareTrees(ref, join(d, 'out')), []);
+  });
+
+  test('--prefetch-files: the listed paths head the prefetch table, in order', async () => {
+    const d = join(work, 'prefetch');
+    await mkdir(d);
+    const list = join(d, 'prefetch.txt');
+    await writeFile(list, ['# prefetch these first', '/new-dir/fresh', 'lib/big.bin', '/does/not/exist', '', '/data', '/hl/link', '/new-dir/fresh', '/hl/link2'].join('\n'));
+    const r = await buildJson(['--prefetch-files', list, '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), ...layers]);
+    // Missing paths are skipped; a second name of the same inode (hl/link2) adds nothing.
+    assert.deepEqual(r.prefetch, ['/new-dir/fresh', '/lib/big.bin', '/data', '/hl/link']);
+    const info = await inspectJson(['--bootstrap', join(d, 'boot')]);
+    const ino = new Map(info.tree.map((t) => [t.path, t.ino]));
+    assert.deepEqual(info.prefetch, ['/new-dir/fresh', '/lib/big.bin', '/data', '/hl/link'].map((p) => ino.get(p)));
+    await damselflyOk(['unpack', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), '--output', join(d, 'out')]);
+    assert.deepEqual(await compareTrees(expected, join(d, 'out')), []);
+  });
+
+  test('--inline-bootstrap: the top blob alone opens the image; unpack and check pass', async () => {
+    const d = join(work, 'inline');
+    const r = await buildJson(['--inline-bootstrap', '--blob-dir', join(d, 'blobs'), ...layers]);
+    assert.equal(r.blobs.length, 3);
+    assert.equal(existsSync(join(d, 'boot')), false);
+    const top = join(d, 'blobs', (r.blobs[2] as { id: string }).id);
+    const check = await damselflyOk(['check', '--blob', top]);
+    assert.match(check.stdout, /\nOK\n$/);
+    await damselflyOk(['unpack', '--blob', top, '--output', join(d, 'out')]);
+    assert.deepEqual(await compareTrees(expected, join(d, 'out')), []);
+    await damselflyOk(['unpack', '--blob', top, '--tar', join(d, 'out.tar')]);
+    await mkdir(join(d, 'from-tar'));
+    sh(`tar --xattrs --xattrs-include='*' --numeric-owner -xpf '${d}/out.tar' -C '${d}/from-tar'`);
+    // `unpack --tar` lists directories breadth-first and GNU tar sets a directory's times as soon
+    // as it extracts something outside it, so only directory mtimes may differ here.
+    const diffs = await compareTrees(expected, join(d, 'from-tar'), { ignore: (p) => p === '/' });
+    for (const diff of diffs) {
+      const m = /^(\/[^:]*): mtime /.exec(diff);
+      assert.ok(m !== null && (await lstat(join(expected, m[1] as string))).isDirectory(), diff);
+    }
+  });
+
+  test('layers of several gzip members (eStargz-style) and zstd frames with skippable frames (zstd:chunked-style)', async () => {
+    const d = join(work, 'frames');
+    await mkdir(d);
+    const plain = tarBytes(layer1());
+    const cuts = [0, 1000, 70_000, 200_001, 250_000, plain.length];
+    const pieces = cuts.slice(1).map((end, i) => plain.subarray(cuts[i], end));
+    const skippable = (payload: string): Buffer => {
+      const h = Buffer.alloc(8);
+      h.writeUInt32LE(0x184d2a5e, 0);
+      h.writeUInt32LE(payload.length, 4);
+      return Buffer.concat([h, Buffer.from(payload)]);
+    };
+    const gz: Buffer[] = [];
+    const zst: Buffer[] = [skippable('leading skippable frame')];
+    for (const [i, piece] of pieces.entries()) {
+      await writeFile(join(d, `piece${i}`), piece);
+      gz.push(Buffer.from(sh(`gzip -n -c '${d}/piece${i}' | base64 -w0`), 'base64'));
+      zst.push(Buffer.from(sh(`zstd -q -c '${d}/piece${i}' | base64 -w0`), 'base64'), skippable(`manifest ${i}`));
+    }
+    await writeFile(join(d, 'layer.tar.gz'), Buffer.concat(gz));
+    await writeFile(join(d, 'layer.tar.zst'), Buffer.concat(zst));
+    assert.deepEqual(Buffer.from(sh(`zstd -q -d -c '${d}/layer.tar.zst' | base64 -w0`), 'base64'), plain, 'test bug: zstd reads it');
+    const ref = join(d, 'expected');
+    await mkdir(ref);
+    await materialize(referenceMerge([layer1()]), ref);
+    for (const name of ['layer.tar.gz', 'layer.tar.zst']) {
+      const o = join(d, name.replace(/\W/g, '-'));
+      await damselflyOk(['build', '--bootstrap', join(o, 'boot'), '--blob-dir', join(o, 'blobs'), join(d, name)]);
+      await damselflyOk(['unpack', '--bootstrap', join(o, 'boot'), '--blob-dir', join(o, 'blobs'), '--output', join(o, 'out')]);
+      assert.deepEqual(await compareTrees(ref, join(o, 'out')), [], name);
+    }
+  });
+
+  test('building the same layers twice gives byte-identical bootstraps and blobs', async () => {
+    const d = join(work, 'repro');
+    const outputs: Array<{ boot: Buffer; blobs: Map<string, Buffer> }> = [];
+    for (const n of ['a', 'b']) {
+      await buildJson(['--bootstrap', join(d, n, 'boot'), '--blob-dir', join(d, n, 'blobs'), ...layers]);
+      outputs.push({ boot: await readFile(join(d, n, 'boot')), blobs: await dirBytes(join(d, n, 'blobs')) });
+    }
+    const [x, y] = outputs as [(typeof outputs)[0], (typeof outputs)[0]];
+    assert.ok(x.boot.equals(y.boot));
+    assert.deepEqual([...x.blobs.keys()], [...y.blobs.keys()]);
+    assert.equal(x.blobs.size, 3);
+    for (const [id, bytes] of x.blobs) assert.ok(bytes.equals(y.blobs.get(id) as Buffer), id);
+    // The same holds with the bootstrap inlined, and with another compressor.
+    const inl: Array<Map<string, Buffer>> = [];
+    for (const n of ['c', 'e']) {
+      await buildJson(['--inline-bootstrap', '--compressor', 'lz4_block', '--digester', 'sha256', '--blob-dir', join(d, n), ...layers]);
+      inl.push(await dirBytes(join(d, n)));
+    }
+    assert.deepEqual(inl[0], inl[1]);
+  });
+});
+
+describe('hostile layers', () => {
+  const good = [item('./', 'dir'), item('a', 'file', { data: prng(21, 100_000) })];
+
+  let cases = 0;
+
+  /** Builds `good` then `bad`; checks the failure is clean and leaves nothing behind. */
+  async function buildFails(parent: string, bad: { name: string; bytes: Buffer }, message: RegExp): Promise<void> {
+    const dir = join(parent, `case-${cases++}`);
+    await mkdir(dir);
+    const goodPath = join(dir, 'good.tar');
+    await writeFile(goodPath, tarBytes(good));
+    const badPath = join(dir, bad.name);
+    await writeFile(badPath, bad.bytes);
+    const out = join(dir, 'out');
+    const r = await damselfly(['build', ...CHUNK_ARGS, '--bootstrap', join(out, 'boot'), '--blob-dir', join(out, 'blobs'), goodPath, badPath]);
+    assert.notEqual(r.code, 0, r.stdout);
+    assert.match(r.stderr, message);
+    assert.match(r.stderr, /^damselfly: /m);
+    assert.doesNotMatch(r.stderr, /TypeError|RangeError|internal error|^\s+at /m);
+    // Nothing written: no bootstrap, no blob, no temp file; nothing next to the layers either.
+    assert.deepEqual(await readdir(join(out, 'blobs')), []);
+    assert.deepEqual((await readdir(out)).sort(), ['blobs']);
+    assert.deepEqual((await readdir(dir)).sort(), [bad.name, 'good.tar', 'out'].sort());
+  }
+
+  test("a '../escape' entry is refused", async () => {
+    await withTempDir('hostile-dotdot', async (dir) => {
+      const bytes = tarBytes([item('./', 'dir'), item('ok', 'file', { data: prng(22, 70_000) }), item('../escape', 'file', { data: 'out!' })]);
+      await buildFails(dir, { name: 'bad.tar', bytes }, /escapes the layer/);
+      const nested = tarBytes([item('d/', 'dir'), item('d/../../escape', 'file', { data: 'out!' })]);
+      await buildFails(dir, { name: 'bad.tar', bytes: nested }, /escapes the layer/);
+    });
+  });
+
+  test('a hardlink to a missing target is refused', async () => {
+    await withTempDir('hostile-hardlink', async (dir) => {
+      const bytes = tarBytes([item('big', 'file', { data: prng(23, 200_000) }), item('dangling', 'hardlink', { linkpath: Buffer.from('no/such/file') })]);
+      await buildFails(dir, { name: 'bad.tar', bytes }, /missing/);
+    });
+  });
+
+  test('truncated and corrupt compressed layers are refused', async () => {
+    await withTempDir('hostile-compressed', async (dir) => {
+      const plain = tarBytes([item('f', 'file', { data: prng(24, 300_000) }), item('g', 'file', { data: 'g' })]);
+      await writeFile(join(dir, 'plain'), plain);
+      const gz = Buffer.from(sh(`gzip -n -c '${dir}/plain' | base64 -w0`), 'base64');
+      const zst = Buffer.from(sh(`zstd -q -c '${dir}/plain' | base64 -w0`), 'base64');
+      sh(`rm '${dir}/plain'`);
+      await buildFails(dir, { name: 'bad.tar.gz', bytes: gz.subarray(0, gz.length >> 1) }, /gzip/);
+      const corruptGz = Buffer.from(gz);
+      for (let i = 1000; i < 1100; i++) corruptGz[i] = (corruptGz[i] as number) ^ 0x5a;
+      await buildFails(dir, { name: 'bad.tar.gz', bytes: corruptGz }, /gzip/);
+      const corruptZst = Buffer.from(zst);
+      for (let i = zst.length >> 1; i < (zst.length >> 1) + 64; i++) corruptZst[i] = (corruptZst[i] as number) ^ 0x5a;
+      await buildFails(dir, { name: 'bad.tar.zst', bytes: corruptZst }, /zstd/);
+      await buildFails(dir, { name: 'bad.tar.zst', bytes: zst.subarray(0, zst.length - 100) }, /zstd/);
+      await buildFails(dir, { name: 'bad.tar', bytes: plain.subarray(0, 150_000) }, /truncated/);
+    });
+  });
+
+  test('values a RAFS inode cannot hold are refused up front, not by the bootstrap writer', async () => {
+    await withTempDir('hostile-limits', async (dir) => {
+      const cases: Array<[Item, RegExp]> = [
+        [item('s', 'symlink', { linkpath: Buffer.alloc(5000, 'a') }), /5000-byte target/],
+        [item('x', 'file', { xattrs: [[Buffer.from('user.big'), Buffer.alloc(70_000, 1)]] }), /70000-byte value/],
+        [item('x', 'file', { xattrs: Array.from({ length: 8000 }, (_, i): [Buffer, Buffer] => [Buffer.from(`user.x${i}`), Buffer.alloc(40, 2)]) }), /do not fit one inode/],
+        [item('u', 'file', { uid: 2 ** 33 }), /uid or gid/],
+        [item('g', 'dir', { gid: 2 ** 32 }), /uid or gid/],
+        [item('c', 'char', { devmajor: 4096, devminor: 1 }), /device 4096,1 out of range/],
+        [item('b', 'block', { devmajor: 1, devminor: 1 << 20 }), /out of range/],
+      ];
+      for (const [bad, message] of cases) await buildFails(dir, { name: 'bad.tar', bytes: tarBytes([item('ok', 'file', { data: prng(25, 80_000) }), bad]) }, message);
+    });
+  });
+
+  test('xattrs RAFS has no prefix for are skipped with a warning; the rest of the entry is kept', async () => {
+    await withTempDir('hostile-xattr-name', async (dir) => {
+      const l = join(dir, 'l.tar');
+      const xattrs: Array<[Buffer, Buffer]> = [
+        [Buffer.from('system.nfs4_acl'), Buffer.from('acl')],
+        [Buffer.from('user.kept'), Buffer.from('yes')],
+        [Buffer.from('user.twice'), Buffer.from('first')],
+        [Buffer.from('user.twice'), Buffer.from('last')],
+      ];
+      await writeFile(l, tarBytes([item('f', 'file', { data: 'f', xattrs })]));
+      const r = await damselflyOk(['build', '--bootstrap', join(dir, 'boot'), '--blob-dir', join(dir, 'blobs'), l]);
+      assert.match(r.stderr, /skipping an xattr RAFS cannot store/);
+      const info = JSON.parse((await damselflyOk(['inspect', '--json', '--bootstrap', join(dir, 'boot'), '--path', '/f'])).stdout) as { xattrs: Array<{ name: string; value: string }> };
+      assert.deepEqual(info.xattrs.map((x) => [x.name, Buffer.from(x.value, 'base64').toString()]), [['user.kept', 'yes'], ['user.twice', 'last']]);
+    });
+  });
+
+  test('an absolute path stays inside the image; so do writes through a symlinked directory', async () => {
+    await withTempDir('hostile-absolute', async (dir) => {
+      const l1 = join(dir, 'l1.tar');
+      const l2 = join(dir, 'l2.tar');
+      await writeFile(l1, tarBytes([item('/etc/', 'dir'), item('/etc/x', 'file', { data: 'inside\n' }), item('/abs-hl', 'hardlink', { linkpath: Buffer.from('/etc/x') }), item('evil', 'symlink', { linkpath: Buffer.from('../../outside') })]));
+      await writeFile(l2, tarBytes([item('evil/pwned', 'file', { data: 'where am I?\n' })]));
+      const b = join(dir, 'img');
+      await damselflyOk(['build', '--bootstrap', join(b, 'boot'), '--blob-dir', join(b, 'blobs'), l1, l2]);
+      const info = await inspectJson(['--bootstrap', join(b, 'boot')]);
+      const paths = new Map(info.tree.map((t) => [t.path, t]));
+      assert.equal(paths.get('/etc/x')?.kind, 'file');
+      assert.equal(paths.get('/etc/x')?.nlink, 2);
+      assert.equal(paths.get('/abs-hl')?.ino, paths.get('/etc/x')?.ino);
+      assert.equal(paths.get('/evil/pwned')?.kind, 'file');
+      const out = join(dir, 'u', 'out');
+      await damselflyOk(['unpack', '--bootstrap', join(b, 'boot'), '--blob-dir', join(b, 'blobs'), '--output', out]);
+      assert.equal(await readFile(join(out, 'etc', 'x'), 'utf8'), 'inside\n');
+      assert.equal(await readFile(join(out, 'evil', 'pwned'), 'utf8'), 'where am I?\n');
+      assert.equal(existsSync(join(dir, 'outside')), false);
+      assert.deepEqual((await readdir(dir)).sort(), ['img', 'l1.tar', 'l2.tar', 'u']);
+      assert.deepEqual(await readdir(join(dir, 'u')), ['out']);
+    });
+  });
+});
