@@ -39,6 +39,27 @@ export function compressorFromNumber(n: number, where: string): Compressor {
   throw new FormatError(`${where}: unknown compression algorithm ${n}`);
 }
 
+/**
+ * The most bytes that `storedSize` bytes of `algo` data can decode to, from each format's best
+ * ratio: a zstd RLE block (4 bytes) holds up to 128 KiB, every LZ4 length byte adds at most 255,
+ * deflate peaks at 1032:1. An untrusted "uncompressed size" above it is a lie, and must never
+ * become the size of an allocation.
+ */
+export function maxDecompressedSize(algo: Compressor, storedSize: number): number {
+  switch (algo) {
+    case Compressor.None:
+      return storedSize;
+    case Compressor.Lz4Block:
+      return storedSize * 255 + 255;
+    case Compressor.Gzip:
+      return storedSize * 1032 + 1032;
+    case Compressor.Zstd:
+      return storedSize * 32768 + 131072;
+    default:
+      return 0;
+  }
+}
+
 /** Byte codecs; `decompress` must produce exactly `size` bytes or throw a FormatError. */
 export interface Codecs {
   compress(algo: Compressor, src: Uint8Array): Uint8Array;

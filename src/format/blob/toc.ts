@@ -15,7 +15,7 @@
  * | 80  | 48   | u8[48] | reserved2           |
  */
 import { ByteReader, ByteWriter, FormatError, UnsupportedError } from '../../base/index.js';
-import { type Codecs, Compressor } from '../compression.js';
+import { type Codecs, Compressor, maxDecompressedSize } from '../compression.js';
 import { sha256 } from '../digest.js';
 import { TAR_HEADER_SIZE, decodeTarHeader } from './tar-header.js';
 
@@ -122,6 +122,9 @@ export function extractTocItem(codecs: Codecs, blob: Uint8Array, e: TocEntry): U
   if (e.name === TocEntryName.BLOB_DATA) throw new UnsupportedError('the chunk data is not extracted as a whole');
   const stored = r.slice(e.compressedOffset, e.compressedSize, what);
   if (e.compressor === Compressor.Lz4Block) throw new UnsupportedError(`${what}: lz4 ToC items are not supported (as in Nydus)`);
+  if (e.uncompressedSize > maxDecompressedSize(e.compressor, e.compressedSize)) {
+    throw new FormatError(`${what}: ${e.uncompressedSize} bytes cannot come from ${e.compressedSize} stored bytes`);
+  }
   const data = e.compressor === Compressor.None ? stored : codecs.decompress(e.compressor, stored, e.uncompressedSize);
   if (data.length !== e.uncompressedSize) throw new FormatError(`${what}: ${data.length} bytes, expected ${e.uncompressedSize}`);
   if (!sha256(data).equals(e.digest)) throw new FormatError(`${what}: SHA-256 mismatch`);

@@ -67,7 +67,7 @@
  * | 220 | 36   | u8[36] | reserved             |
  */
 import { type ByteReader, type ByteWriter, FormatError, isPowerOfTwo } from '../../base/index.js';
-import { compressorFromNumber } from '../compression.js';
+import { compressorFromNumber, maxDecompressedSize } from '../compression.js';
 import { BlobFeature, Limits, SUPER_FLAGS_KNOWN, SuperFlags } from '../constants.js';
 import { digesterFromNumber } from '../digest.js';
 import type { BlobInfo } from '../image.js';
@@ -209,6 +209,9 @@ export function decodeBlobEntry(r: ByteReader, off: number, index: number, sb: V
     uncompressedSize: r.u64(off + 128, 'ci_uncompressed_size'),
   };
   if (meta.compressedSize > meta.uncompressedSize) throw new FormatError(`${where}: ci_compressed_size exceeds ci_uncompressed_size`);
+  if (meta.uncompressedSize > maxDecompressedSize(meta.compressor, meta.compressedSize)) {
+    throw new FormatError(`${where}: ${meta.uncompressedSize} bytes of chunk info cannot come from ${meta.compressedSize} stored bytes`);
+  }
   const v2 = (features & BlobFeature.CHUNK_INFO_V2) !== 0;
   const special = (features & (BlobFeature.BATCH | BlobFeature.ZRAN | BlobFeature.ENCRYPTED)) !== 0;
   const generated = (features & (BlobFeature.IS_CHUNKDICT_GENERATED | BlobFeature.TARFS)) !== 0;
