@@ -7,6 +7,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitCodecs(env, exports);
   InitFsOps(env, exports);
   InitPoll(env, exports);
+  InitSocket(env, exports);
+  InitVring(env, exports);
   return exports;
 }
 

@@ -6,3 +6,4 @@ export * from './errors.js';
 export * from './bytes.js';
 export * from './log.js';
 export * from './metrics.js';
+export * from './iovec.js';

@@ -11,6 +11,7 @@ import * as inspectCmd from './inspect.js';
 import * as exportCmd from './export.js';
 import * as mountCmd from './mount.js';
 import * as unpackCmd from './unpack.js';
+import * as virtiofsCmd from './virtiofs.js';
 
 export const VERSION = '0.1.0';
 
@@ -26,8 +27,13 @@ export function createProgram(): Command {
   program.exitOverride((err) => {
     process.exit(err.exitCode === 1 ? 2 : err.exitCode);
   });
-  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd, exportCmd, mountCmd]) cmd.register(program);
+  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd, exportCmd, mountCmd, virtiofsCmd]) cmd.register(program);
   return program;
 }
 
-await createProgram().parseAsync(process.argv);
+if (process.argv.includes('--print-capabilities')) {
+  // As vhost-user backends do: print the capabilities and exit, ignoring every other argument.
+  virtiofsCmd.printCapabilities();
+} else {
+  await createProgram().parseAsync(process.argv);
+}

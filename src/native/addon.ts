@@ -23,6 +23,52 @@ export interface Poller {
   close(): void;
 }
 
+/** Guest memory regions mapped from the VMM's fds (native/src/guest_memory.cc). */
+export interface MemoryRegionSpec {
+  gpa: bigint | number;
+  size: bigint | number;
+  uaddr: bigint | number;
+  offset: bigint | number;
+}
+
+export interface MemoryTable {
+  /** Replaces the whole table (maps every region first; changes nothing on error). */
+  setTable(regions: MemoryRegionSpec[], fds: number[]): void;
+  addRegion(region: MemoryRegionSpec, fd: number): void;
+  /** Removes the region with this gpa, size and uaddr; false if there is none. */
+  removeRegion(region: Omit<MemoryRegionSpec, 'offset'>): boolean;
+  regions(): Array<{ gpa: bigint; size: bigint; uaddr: bigint }>;
+  /** Views of a guest-physical range (throws if any byte is outside guest memory). */
+  gpaView(gpa: bigint | number, len: bigint | number): Uint8Array[];
+}
+
+export interface PoppedChain {
+  head: number;
+  readable: Uint8Array[];
+  writable: Uint8Array[];
+  readBytes: number;
+  writeBytes: number;
+  /** Why the chain cannot be used (it is still returned to the used ring, with length 0). */
+  error?: string;
+  /** The ring itself is broken (no head could be read); stop the queue. */
+  fatal?: boolean;
+}
+
+/** A split virtqueue over guest memory (native/src/vring.cc). */
+export interface Virtqueue {
+  setup(size: number, desc: bigint, avail: bigint, used: bigint, eventIdx: boolean): void;
+  setBase(base: number): void;
+  base(): number;
+  usedIndex(): number;
+  pop(): PoppedChain | null;
+  push(head: number, len: number): void;
+  shouldNotify(): boolean;
+  /** Re-enables kicks; true when buffers arrived meanwhile. */
+  enableNotify(): boolean;
+  disableNotify(): void;
+  reset(): void;
+}
+
 export interface NativeAddon {
   compress(codec: NativeCodec, src: Uint8Array, level?: number): Buffer;
   decompressInto(codec: NativeCodec, src: Uint8Array, dst: Uint8Array): number;
@@ -43,6 +89,22 @@ export interface NativeAddon {
   umount2(target: string | Buffer, flags: number): void;
   /** open(2) with O_CLOEXEC added. */
   openFd(path: string, flags: number): number;
+
+  listenUnix(path: string, backlog?: number): number;
+  connectUnix(path: string): number;
+  /** A new connection, or -1 when none is pending. */
+  accept(listenFd: number): number;
+  /** Bytes and fds received (empty data: end of stream), or null when nothing is available. */
+  recvMsg(fd: number, maxBytes: number): { data: Buffer; fds: number[]; truncatedFds: boolean } | null;
+  /** Bytes sent (0 when the socket is full). */
+  sendMsg(fd: number, data: Buffer, fds?: number[]): number;
+  setNonBlocking(fd: number): void;
+  eventfd(initval?: number): number;
+  memfd(name: string, size: number): number;
+  closeFd(fd: number): void;
+
+  MemoryTable: new () => MemoryTable;
+  Virtqueue: new (table: MemoryTable) => Virtqueue;
 }
 
 const ADDON_PATH = fileURLToPath(new URL('../../build/native/Release/damselfly.node', import.meta.url));

@@ -4,5 +4,5 @@
  * May import: base, format (only the pure `Codecs` interface and algorithm numbers it implements).
  */
 export { native } from './addon.js';
-export type { NativeAddon, ZstdDecoder } from './addon.js';
+export type { MemoryRegionSpec, MemoryTable, NativeAddon, Poller, PoppedChain, Virtqueue, ZstdDecoder } from './addon.js';
 export { nativeCodecs } from './codecs.js';

@@ -6,12 +6,14 @@
  * reach a reader: a chunk that fails verification from the backend fails the read (EIO above).
  */
 import { mkdir } from 'node:fs/promises';
-import { IntegrityError, type Logger, type Metrics, errorMessage } from '../base/index.js';
+import { IntegrityError, type Logger, type Metrics, errorMessage, scatter, sliceViews } from '../base/index.js';
+
+export { sliceViews };
 import type { ChunkInfo } from '../format/chunk-info.js';
 import type { Codecs } from '../format/compression.js';
 import type { BlobInfo } from '../format/image.js';
 import type { BlobBackend } from './backend/types.js';
-import { type BlobCache, ChunkState, FileBlobCache, MemoryBlobCache, scatter } from './cache/blob-cache.js';
+import { type BlobCache, ChunkState, FileBlobCache, MemoryBlobCache } from './cache/blob-cache.js';
 import { decodeChunkAsync, describeChunk, verifyChunk } from './chunk/decode.js';
 
 export interface DeviceOptions {
@@ -35,25 +37,6 @@ export interface ChunkSegment {
   chunk: ChunkInfo;
   from: number;
   length: number;
-}
-
-/** Views of `dst` covering bytes [start, start + length) of the scatter list. */
-export function sliceViews(dst: Uint8Array[], start: number, length: number): Uint8Array[] {
-  const out: Uint8Array[] = [];
-  let skip = start;
-  let left = length;
-  for (const d of dst) {
-    if (left === 0) break;
-    if (skip >= d.length) {
-      skip -= d.length;
-      continue;
-    }
-    const n = Math.min(d.length - skip, left);
-    out.push(d.subarray(skip, skip + n));
-    skip = 0;
-    left -= n;
-  }
-  return out;
 }
 
 export class BlobDevice {

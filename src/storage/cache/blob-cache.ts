@@ -6,6 +6,7 @@
  */
 import { type FileHandle, open } from 'node:fs/promises';
 import { join } from 'node:path';
+import { scatter } from '../../base/index.js';
 import type { ChunkInfo } from '../../format/chunk-info.js';
 import { ChunkMap, ChunkState } from './chunk-map.js';
 
@@ -23,19 +24,6 @@ export interface BlobCache {
   /** Drops a chunk whose cached bytes are wrong. */
   drop(c: ChunkInfo): Promise<void>;
   close(): Promise<void>;
-}
-
-/** Writes `length` bytes of `src` starting at `from` across the views of `dst`. */
-export function scatter(src: Uint8Array, from: number, length: number, dst: Uint8Array[]): void {
-  let pos = from;
-  let left = length;
-  for (const d of dst) {
-    if (left === 0) break;
-    const n = Math.min(d.length, left);
-    d.set(src.subarray(pos, pos + n));
-    pos += n;
-    left -= n;
-  }
 }
 
 export class FileBlobCache implements BlobCache {

@@ -1,0 +1,56 @@
+/**
+ * Scatter lists: arrays of byte views (guest descriptor buffers, reply buffers) treated as one
+ * byte range.
+ */
+
+/** Total length of a scatter list. */
+export function iovLength(iov: readonly Uint8Array[]): number {
+  let n = 0;
+  for (const v of iov) n += v.length;
+  return n;
+}
+
+/** Views covering bytes [start, start + length) of the scatter list (shorter if it ends first). */
+export function sliceViews(iov: readonly Uint8Array[], start: number, length: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let skip = start;
+  let left = length;
+  for (const v of iov) {
+    if (left === 0) break;
+    if (skip >= v.length) {
+      skip -= v.length;
+      continue;
+    }
+    const n = Math.min(v.length - skip, left);
+    out.push(v.subarray(skip, skip + n));
+    skip = 0;
+    left -= n;
+  }
+  return out;
+}
+
+/** Copies `src[from, from + length)` into the scatter list from its start. */
+export function scatter(src: Uint8Array, from: number, length: number, iov: readonly Uint8Array[]): void {
+  let pos = from;
+  let left = length;
+  for (const d of iov) {
+    if (left === 0) break;
+    const n = Math.min(d.length, left);
+    d.set(src.subarray(pos, pos + n));
+    pos += n;
+    left -= n;
+  }
+}
+
+/** Copies the first `length` bytes of a scatter list into one new Buffer. */
+export function gather(iov: readonly Uint8Array[], length = iovLength(iov)): Buffer {
+  const out = Buffer.allocUnsafe(length);
+  let pos = 0;
+  for (const v of iov) {
+    if (pos >= length) break;
+    const n = Math.min(v.length, length - pos);
+    out.set(v.subarray(0, n), pos);
+    pos += n;
+  }
+  return pos === length ? out : out.subarray(0, pos);
+}

@@ -1,0 +1,446 @@
+/**
+ * The vhost-user backend: feature negotiation, the guest memory table (replaced or changed at any
+ * time, also while rings run), ring set-up in either message order (QEMU and cloud-hypervisor),
+ * kick and call eventfds, ring enable/stop, and REPLY_ACK for every NEED_REPLY. Mechanism only:
+ * what a ring's buffers mean is the `VirtioDevice`'s business.
+ */
+import { readSync, writeSync } from 'node:fs';
+import { type Logger, type Metrics, errorMessage, isSysError } from '../../base/index.js';
+import { type MemoryTable, type Poller, type PoppedChain, type Virtqueue, native } from '../../native/index.js';
+import { VhostConnection } from './connection.js';
+import {
+  FLAG_NEED_REPLY,
+  Feature,
+  type Message,
+  ProtocolFeature,
+  Request,
+  VRING_IDX_MASK,
+  VRING_NOFD_MASK,
+  decodeMemTable,
+  decodeSingleRegion,
+  decodeU64,
+  decodeVringAddr,
+  decodeVringState,
+  encodeReply,
+  encodeVringState,
+  u64Payload,
+} from './protocol.js';
+
+const UV_READABLE = 1;
+export const MAX_QUEUE_SIZE = 32768;
+/** Memory slots offered with CONFIGURE_MEM_SLOTS (as the C virtiofsd). */
+export const MAX_MEM_SLOTS = 32;
+
+/** A descriptor chain taken from a ring; `complete` returns it to the driver exactly once. */
+export interface Chain extends PoppedChain {
+  complete(len: number): void;
+}
+
+/** A ring as the device sees it. */
+export interface QueueHandle {
+  readonly index: number;
+  /** The next available chain, or null. */
+  pop(): Chain | null;
+  /** Stops kicks while draining; `enableNotify` re-enables them and says whether more arrived. */
+  disableNotify(): void;
+  enableNotify(): boolean;
+}
+
+export interface VirtioDevice {
+  /** Rings the device supports (GET_QUEUE_NUM). */
+  readonly maxQueues: number;
+  /** Device-specific feature bits to offer. */
+  readonly deviceFeatures: bigint;
+  /** Handles the available buffers of a ring (kicked and enabled). */
+  process(queue: QueueHandle): void;
+}
+
+class Vring implements QueueHandle {
+  size = 0;
+  base = 0;
+  addr: { desc: bigint; used: bigint; avail: bigint } | undefined;
+  kickFd = -1;
+  callFd = -1;
+  errFd = -1;
+  poller: Poller | undefined;
+  enabled = false;
+  started = false;
+  /** Bumped when the ring stops: completions of older requests are discarded. */
+  epoch = 0;
+  /** Chains popped and not yet completed. */
+  inflight = 0;
+  private drained: Array<() => void> = [];
+  private notifyScheduled = false;
+  broken = false;
+
+  constructor(
+    readonly index: number,
+    readonly vq: Virtqueue,
+    private readonly log: Logger,
+  ) {}
+
+  pop(): Chain | null {
+    if (!this.started || this.broken) return null;
+    const c = this.vq.pop();
+    if (c === null) return null;
+    if (c.fatal) {
+      this.broken = true;
+      this.log.error({ ring: this.index, err: c.error }, 'the ring is corrupt; it is no longer served');
+      return null;
+    }
+    const epoch = this.epoch;
+    let done = false;
+    this.inflight++;
+    return {
+      ...c,
+      complete: (len: number) => {
+        if (done) return;
+        done = true;
+        this.inflight--;
+        if (this.inflight === 0) for (const w of this.drained.splice(0)) w();
+        this.complete(c.head, len, epoch);
+      },
+    };
+  }
+
+  disableNotify(): void {
+    if (this.started) this.vq.disableNotify();
+  }
+
+  enableNotify(): boolean {
+    return this.started && !this.broken && this.vq.enableNotify();
+  }
+
+  /** Resolves when every popped chain was completed, or after `timeoutMs`. */
+  drain(timeoutMs: number): Promise<boolean> {
+    if (this.inflight === 0) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => resolve(false), timeoutMs);
+      this.drained.push(() => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+  }
+
+  private complete(head: number, len: number, epoch: number): void {
+    if (!this.started || epoch !== this.epoch) return; // the ring was stopped or restarted meanwhile
+    try {
+      this.vq.push(head, len);
+    } catch (e) {
+      this.log.error({ ring: this.index, err: errorMessage(e) }, 'cannot return a buffer to the used ring');
+      return;
+    }
+    // One interrupt for all completions of this turn of the event loop.
+    if (!this.notifyScheduled) {
+      this.notifyScheduled = true;
+      queueMicrotask(() => {
+        this.notifyScheduled = false;
+        this.notify();
+      });
+    }
+  }
+
+  notify(): void {
+    if (!this.started || this.callFd < 0) return;
+    try {
+      if (!this.vq.shouldNotify()) return;
+      writeSync(this.callFd, ONE);
+    } catch (e) {
+      if (!isSysError(e, 'EAGAIN')) this.log.warn({ ring: this.index, err: errorMessage(e) }, 'signalling the call eventfd failed');
+    }
+  }
+
+  closeFds(): void {
+    this.poller?.close();
+    this.poller = undefined;
+    for (const fd of [this.kickFd, this.callFd, this.errFd]) if (fd >= 0) native.closeFd(fd);
+    this.kickFd = this.callFd = this.errFd = -1;
+  }
+}
+
+const ONE = (() => {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64LE(1n, 0);
+  return b;
+})();
+
+export interface BackendOptions {
+  device: VirtioDevice;
+  log: Logger;
+  metrics: Metrics;
+}
+
+export class VhostUserBackend {
+  private readonly device: VirtioDevice;
+  private readonly log: Logger;
+  private readonly metrics: Metrics;
+  private readonly memory: MemoryTable = new native.MemoryTable();
+  private readonly rings: Vring[];
+  private features = 0n;
+  private protocolFeatures = 0n;
+  private conn: VhostConnection | undefined;
+
+  constructor(opts: BackendOptions) {
+    this.device = opts.device;
+    this.log = opts.log;
+    this.metrics = opts.metrics;
+    this.rings = Array.from({ length: opts.device.maxQueues }, (_, i) => new Vring(i, new native.Virtqueue(this.memory), opts.log));
+  }
+
+  get offeredFeatures(): bigint {
+    return Feature.VERSION_1 | Feature.INDIRECT_DESC | Feature.EVENT_IDX | Feature.PROTOCOL_FEATURES | this.device.deviceFeatures;
+  }
+
+  readonly offeredProtocolFeatures = ProtocolFeature.MQ | ProtocolFeature.REPLY_ACK | ProtocolFeature.CONFIGURE_MEM_SLOTS;
+
+  /** Serves one connected frontend until it disconnects; resolves with the reason. */
+  serve(fd: number): Promise<string> {
+    return new Promise((resolve) => {
+      this.conn = new VhostConnection(
+        fd,
+        this.log,
+        (m) => this.handle(m),
+        (reason) => {
+          for (const r of this.rings) this.stopRing(r);
+          for (const r of this.rings) r.closeFds();
+          resolve(reason);
+        },
+      );
+    });
+  }
+
+  /** Ends the connection (the daemon is shutting down). */
+  close(): void {
+    this.conn?.close('the backend is shutting down');
+  }
+
+  private async handle(m: Message): Promise<void> {
+    const name = Request[m.header.request] ?? `REQUEST_${m.header.request}`;
+    this.metrics.inc(`vhost.messages.${name}`);
+    this.log.debug({ request: name, size: m.header.size, fds: m.fds.length, flags: m.header.flags }, 'vhost-user message');
+    let reply: Buffer | undefined;
+    let ok = true;
+    try {
+      if (m.header.request === Request.GET_VRING_BASE) await this.drainBeforeStop(m);
+      reply = this.dispatch(m);
+    } catch (e) {
+      ok = false;
+      this.metrics.inc('vhost.errors');
+      this.log.error({ request: name, err: errorMessage(e) }, 'vhost-user request failed');
+    } finally {
+      for (const fd of m.fds) if (fd >= 0) native.closeFd(fd); // every fd not taken by a handler
+    }
+    if (reply !== undefined) {
+      this.conn?.send(encodeReply(m.header.request, reply));
+    } else if (m.header.flags & FLAG_NEED_REPLY && this.protocolFeatures & ProtocolFeature.REPLY_ACK) {
+      this.conn?.send(encodeReply(m.header.request, u64Payload(ok ? 0n : 1n)));
+    } else if (!ok && hasNaturalReply(m.header.request)) {
+      // The frontend waits for a reply: give it a zeroed one rather than hang it.
+      this.conn?.send(encodeReply(m.header.request, Buffer.alloc(8)));
+    }
+  }
+
+  /**
+   * Requests in flight write into guest memory (READ replies go straight into guest buffers): a
+   * ring is stopped only once they are done, so that a rebooted guest's memory is never written
+   * with stale replies. A request stuck longer than this is abandoned (and its reply discarded).
+   */
+  private async drainBeforeStop(m: Message): Promise<void> {
+    const r = this.rings[decodeVringState(m).index];
+    if (r === undefined || r.inflight === 0) return;
+    if (!(await r.drain(10_000))) this.log.warn({ ring: r.index, inflight: r.inflight }, 'stopping a ring with requests still in flight');
+  }
+
+  /** Takes `n` fds from the message (the rest are closed by `handle`). */
+  private takeFds(m: Message, n: number): number[] {
+    if (m.fds.length < n) throw new Error(`expected ${n} file descriptor(s), got ${m.fds.length}`);
+    if (m.fds.length > n) this.log.warn({ extra: m.fds.length - n }, 'vhost-user message carried extra file descriptors; closing them');
+    const taken = m.fds.slice(0, n);
+    m.fds.splice(0, n, ...taken.map(() => -1));
+    return taken;
+  }
+
+  private ring(index: number): Vring {
+    const r = this.rings[index];
+    if (r === undefined) throw new Error(`ring ${index} does not exist (${this.rings.length} rings)`);
+    return r;
+  }
+
+  private dispatch(m: Message): Buffer | undefined {
+    switch (m.header.request as Request) {
+      case Request.GET_FEATURES:
+        return u64Payload(this.offeredFeatures);
+      case Request.SET_FEATURES: {
+        const f = decodeU64(m);
+        if (f & ~this.offeredFeatures) this.log.warn({ features: `0x${f.toString(16)}` }, 'the frontend acked features that were not offered');
+        this.features = f & this.offeredFeatures;
+        return undefined;
+      }
+      case Request.GET_PROTOCOL_FEATURES:
+        return u64Payload(this.offeredProtocolFeatures);
+      case Request.SET_PROTOCOL_FEATURES:
+        this.protocolFeatures = decodeU64(m) & this.offeredProtocolFeatures;
+        return undefined;
+      case Request.SET_OWNER:
+      case Request.RESET_OWNER:
+        return undefined;
+      case Request.GET_QUEUE_NUM:
+        return u64Payload(BigInt(this.rings.length));
+      case Request.GET_MAX_MEM_SLOTS:
+        return u64Payload(BigInt(MAX_MEM_SLOTS));
+      case Request.SET_MEM_TABLE: {
+        const regions = decodeMemTable(m);
+        const fds = this.takeFds(m, regions.length);
+        try {
+          this.memory.setTable(regions, fds);
+        } finally {
+          for (const fd of fds) native.closeFd(fd); // the mappings stay valid
+        }
+        this.log.info({ regions: regions.map((r) => ({ gpa: `0x${r.gpa.toString(16)}`, size: `0x${r.size.toString(16)}` })) }, 'memory table set');
+        return undefined;
+      }
+      case Request.ADD_MEM_REG: {
+        const region = decodeSingleRegion(m);
+        const [fd] = this.takeFds(m, 1) as [number];
+        try {
+          this.memory.addRegion(region, fd);
+        } finally {
+          native.closeFd(fd);
+        }
+        this.log.info({ gpa: `0x${region.gpa.toString(16)}`, size: `0x${region.size.toString(16)}` }, 'memory region added');
+        return undefined;
+      }
+      case Request.REM_MEM_REG: {
+        const region = decodeSingleRegion(m);
+        if (!this.memory.removeRegion(region)) throw new Error(`no memory region at 0x${region.gpa.toString(16)} to remove`);
+        this.log.info({ gpa: `0x${region.gpa.toString(16)}` }, 'memory region removed');
+        return undefined;
+      }
+      case Request.SET_VRING_NUM: {
+        const { index, num } = decodeVringState(m);
+        if (num < 1 || num > MAX_QUEUE_SIZE) throw new Error(`ring size ${num} is not supported (1..${MAX_QUEUE_SIZE})`);
+        this.ring(index).size = num;
+        return undefined;
+      }
+      case Request.SET_VRING_ADDR: {
+        const a = decodeVringAddr(m);
+        const r = this.ring(a.index);
+        r.addr = { desc: a.desc, used: a.used, avail: a.avail };
+        if (r.started) {
+          // New addresses for a running ring: keep its position.
+          r.base = r.vq.base();
+          this.setupRing(r);
+        }
+        return undefined;
+      }
+      case Request.SET_VRING_BASE: {
+        const { index, num } = decodeVringState(m);
+        if (num > 0xffff) throw new Error(`ring base ${num} out of range`);
+        this.ring(index).base = num;
+        return undefined;
+      }
+      case Request.GET_VRING_BASE: {
+        const { index } = decodeVringState(m);
+        const r = this.ring(index);
+        const base = r.started ? r.vq.base() : r.base;
+        this.stopRing(r);
+        r.closeFds();
+        return encodeVringState(index, base);
+      }
+      case Request.SET_VRING_KICK:
+        return this.setKick(m);
+      case Request.SET_VRING_CALL:
+      case Request.SET_VRING_ERR: {
+        const v = decodeU64(m);
+        const r = this.ring(Number(v & VRING_IDX_MASK));
+        const fd = v & VRING_NOFD_MASK ? -1 : (this.takeFds(m, 1)[0] as number);
+        if (m.header.request === Request.SET_VRING_CALL) {
+          if (r.callFd >= 0) native.closeFd(r.callFd);
+          r.callFd = fd;
+        } else {
+          if (r.errFd >= 0) native.closeFd(r.errFd);
+          r.errFd = fd;
+        }
+        return undefined;
+      }
+      case Request.SET_VRING_ENABLE: {
+        const { index, num } = decodeVringState(m);
+        const r = this.ring(index);
+        r.enabled = num === 1;
+        // Buffers that arrived while the ring was disabled are still on it: serve them now.
+        if (r.enabled && r.started) this.device.process(r);
+        return undefined;
+      }
+      case Request.SET_BACKEND_REQ_FD:
+        this.log.warn('SET_BACKEND_REQ_FD without BACKEND_REQ; ignoring it');
+        return undefined;
+      case Request.GET_CONFIG:
+        // CONFIG is not offered (QEMU serves the virtio-fs config space): echo an empty config.
+        return m.payload.subarray(0, Math.min(12, m.payload.length));
+      case Request.GET_STATUS:
+        return u64Payload(0n);
+      case Request.SET_STATUS:
+      case Request.SET_CONFIG:
+      case Request.SET_VRING_ENDIAN:
+        return undefined;
+      default:
+        throw new Error(`unsupported vhost-user request ${m.header.request}`);
+    }
+  }
+
+  private setKick(m: Message): undefined {
+    const v = decodeU64(m);
+    const r = this.ring(Number(v & VRING_IDX_MASK));
+    if (v & VRING_NOFD_MASK) throw new Error('polling rings (no kick fd) are not supported');
+    const [fd] = this.takeFds(m, 1) as [number];
+    r.poller?.close();
+    if (r.kickFd >= 0) native.closeFd(r.kickFd);
+    r.kickFd = fd;
+    native.setNonBlocking(fd);
+    this.setupRing(r);
+    r.poller = new native.Poller(fd, (events) => this.onKick(r, events));
+    r.poller.start(UV_READABLE);
+    // Rings start enabled without PROTOCOL_FEATURES; otherwise they wait for SET_VRING_ENABLE.
+    if (!(this.features & Feature.PROTOCOL_FEATURES)) r.enabled = true;
+    if (r.enabled) this.device.process(r);
+    return undefined;
+  }
+
+  private setupRing(r: Vring): void {
+    if (r.addr === undefined || r.size === 0) throw new Error(`ring ${r.index} is started before its size and addresses are set`);
+    r.vq.setup(r.size, r.addr.desc, r.addr.avail, r.addr.used, (this.features & Feature.EVENT_IDX) !== 0n);
+    r.vq.setBase(r.base);
+    r.started = true;
+    this.log.debug({ ring: r.index, size: r.size, base: r.base }, 'ring started');
+  }
+
+  private stopRing(r: Vring): void {
+    if (r.started) r.base = r.vq.base();
+    r.started = false;
+    r.broken = false;
+    r.epoch++;
+    r.vq.reset();
+  }
+
+  private onKick(r: Vring, events: number): void {
+    if (events < 0) {
+      this.log.warn({ ring: r.index, errno: events }, 'kick fd poll failed');
+      r.poller?.close();
+      r.poller = undefined;
+      return;
+    }
+    try {
+      readSync(r.kickFd, Buffer.alloc(8), 0, 8, null);
+    } catch (e) {
+      if (!isSysError(e, 'EAGAIN')) this.log.warn({ ring: r.index, err: errorMessage(e) }, 'reading the kick fd failed');
+    }
+    this.metrics.inc(`vhost.kicks.${r.index}`);
+    // A kick before SET_VRING_ENABLE leaves the buffers on the ring (never dropped).
+    if (r.started && r.enabled) this.device.process(r);
+  }
+}
+
+function hasNaturalReply(request: number): boolean {
+  return [Request.GET_FEATURES, Request.GET_PROTOCOL_FEATURES, Request.GET_QUEUE_NUM, Request.GET_VRING_BASE, Request.GET_CONFIG, Request.GET_MAX_MEM_SLOTS, Request.GET_STATUS].includes(request);
+}

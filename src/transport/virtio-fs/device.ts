@@ -1,0 +1,104 @@
+/**
+ * The virtio-fs device (virtio 1.2 §5.11; ../shared/spec/virtio-fs-interop.md §4): ring 0 is the
+ * hiprio queue (FORGETs: consumed without a reply, the buffer still returned), rings 1..N carry
+ * FUSE requests. Each request's readable part is the FUSE request (a byte stream across
+ * descriptors); the reply is written into its writable part with `out.len` exact. Requests are
+ * served concurrently and complete in any order; READ data goes straight into guest buffers.
+ */
+import { type Logger, type Metrics, gather, iovLength, scatter, sliceViews } from '../../base/index.js';
+import type { FuseServer, ReplyChannel } from '../../fuse/index.js';
+import type { Chain, QueueHandle, VirtioDevice } from '../vhost-user/backend.js';
+
+const OUT_HEADER = 16;
+/** The largest request accepted: a WRITE of max_write with its headers. */
+const MAX_REQUEST = (1 << 20) + 4096;
+
+/** A reply written into the guest's writable descriptors. */
+class GuestReply implements ReplyChannel {
+  readonly capacity: number;
+
+  constructor(
+    private readonly chain: Chain,
+    private readonly log: Logger,
+  ) {
+    this.capacity = Math.max(0, chain.writeBytes - OUT_HEADER);
+  }
+
+  reserve(size: number): Uint8Array[] {
+    return sliceViews(this.chain.writable, OUT_HEADER, Math.min(size, this.capacity));
+  }
+
+  send(header: Uint8Array, payload: Uint8Array[] | number): void {
+    const w = this.chain.writable;
+    if (this.chain.writeBytes < OUT_HEADER) {
+      this.log.warn({ writable: this.chain.writeBytes }, 'a request left no room for its reply header');
+      return this.chain.complete(0);
+    }
+    const payloadLen = typeof payload === 'number' ? payload : iovLength(payload);
+    if (payloadLen > this.capacity) {
+      // The guest gave too little room: answer with an error header alone.
+      const h = Buffer.from(header);
+      h.writeUInt32LE(OUT_HEADER, 0);
+      h.writeInt32LE(-34, 4); // ERANGE
+      scatter(h, 0, OUT_HEADER, w);
+      return this.chain.complete(OUT_HEADER);
+    }
+    scatter(header, 0, OUT_HEADER, w);
+    if (typeof payload !== 'number') {
+      let at = OUT_HEADER;
+      for (const p of payload) {
+        scatter(p, 0, p.length, sliceViews(w, at, p.length));
+        at += p.length;
+      }
+    }
+    this.chain.complete(OUT_HEADER + payloadLen);
+  }
+
+  drop(): void {
+    this.chain.complete(0);
+  }
+}
+
+export interface VirtioFsDeviceOptions {
+  server: FuseServer;
+  log: Logger;
+  metrics: Metrics;
+  /** Request queues supported (the VMM chooses how many it uses). */
+  requestQueues?: number;
+}
+
+export class VirtioFsDevice implements VirtioDevice {
+  readonly maxQueues: number;
+  readonly deviceFeatures = 0n;
+  private readonly opts: VirtioFsDeviceOptions;
+
+  constructor(opts: VirtioFsDeviceOptions) {
+    this.opts = opts;
+    this.maxQueues = 1 + (opts.requestQueues ?? 8);
+  }
+
+  process(q: QueueHandle): void {
+    for (;;) {
+      q.disableNotify();
+      for (let c = q.pop(); c !== null; c = q.pop()) this.serve(q.index, c);
+      if (!q.enableNotify()) return;
+    }
+  }
+
+  private serve(queue: number, c: Chain): void {
+    const { log, metrics } = this.opts;
+    if (c.error !== undefined) {
+      metrics.inc('virtiofs.bad_chains');
+      log.warn({ queue, head: c.head, err: c.error }, 'dropping a malformed descriptor chain');
+      return c.complete(0);
+    }
+    if (c.readBytes > MAX_REQUEST) {
+      metrics.inc('virtiofs.bad_chains');
+      log.warn({ queue, bytes: c.readBytes }, 'dropping an oversized request');
+      return c.complete(0);
+    }
+    // The request is copied out of guest memory before it is parsed (the guest may change it).
+    const request = gather(c.readable, c.readBytes);
+    void this.opts.server.handle(request, new GuestReply(c, log));
+  }
+}
