@@ -337,7 +337,9 @@ export class VhostUserBackend {
       case Request.SET_VRING_BASE: {
         const { index, num } = decodeVringState(m);
         if (num > 0xffff) throw new Error(`ring base ${num} out of range`);
-        this.ring(index).base = num;
+        const r = this.ring(index);
+        r.base = num;
+        if (r.started) r.vq.setBase(num);
         return undefined;
       }
       case Request.GET_VRING_BASE: {

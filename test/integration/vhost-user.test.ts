@@ -1,0 +1,240 @@
+/**
+ * `damselfly virtiofs` driven by an in-process vhost-user frontend (memfd guest memory, eventfds):
+ * the normal path (QEMU's and cloud-hypervisor's message orders, READ straight into guest buffers
+ * split across descriptors, indirect tables, memory added while rings run, ring stop and restart)
+ * and hostile cases (addresses outside guest memory, descriptor loops, oversized chains, lying
+ * FUSE lengths, missing and extra fds, a corrupt avail index, a socket closed mid-message). The
+ * backend never crashes, keeps serving well-formed requests, and exits cleanly on disconnect.
+ */
+import assert from 'node:assert/strict';
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Opcode } from '../../src/fuse/abi.js';
+import { native } from '../../src/native/index.js';
+import { Request } from '../../src/transport/vhost-user/protocol.js';
+import { CLI, damselflyOk } from '../helpers/env.js';
+import { cstr, initArgs, parseAttr, parseEntry, parseReply, readArgs, request } from '../helpers/fuse-client.js';
+import { prng } from '../helpers/tree.js';
+import { DESC_INDIRECT, DESC_NEXT, DESC_WRITE, type Desc, type Ring, TestFrontend } from '../helpers/vhost-frontend.js';
+
+interface Daemon {
+  proc: ChildProcess;
+  socket: string;
+  stderr: () => string;
+  exit: Promise<[number | null, string | null]>;
+}
+
+async function startDaemon(work: string, name: string): Promise<Daemon> {
+  const socket = join(work, `${name}.sock`);
+  const proc = spawn(process.execPath, [CLI, '--log-level', 'warn', 'virtiofs', '--socket-path', socket, '--bootstrap', join(work, 'boot'), '--blob-dir', join(work, 'blobs')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const exit = once(proc, 'exit') as Promise<[number | null, string | null]>;
+  const deadline = Date.now() + 20_000;
+  while (!err.includes('Waiting for vhost-user socket connection')) {
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`virtiofs did not start: ${err}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { proc, socket, stderr: () => err, exit };
+}
+
+describe('vhost-user backend with an in-process frontend', () => {
+  let work: string;
+  const data = prng(5, 300_000);
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'damselfly-vhost-'));
+    await mkdir(join(work, 'src'));
+    await writeFile(join(work, 'src', 'data.bin'), data);
+    await writeFile(join(work, 'src', 'hello'), 'hello guest\n');
+    await damselflyOk(['build', '--chunk-size', '64K', '--bootstrap', join(work, 'boot'), '--blob-dir', join(work, 'blobs'), join(work, 'src')]);
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  async function init(f: TestFrontend): Promise<void> {
+    const r = parseReply(await f.fuse(f.rings[1] as Ring, request(Opcode.INIT, 0, initArgs()).bytes, 256));
+    assert.equal(r.error, 0);
+  }
+
+  async function lookupOk(f: TestFrontend, name: string): Promise<number> {
+    const r = parseReply(await f.fuse(f.rings[1] as Ring, request(Opcode.LOOKUP, 1, cstr(name)).bytes, 256));
+    assert.equal(r.error, 0, `lookup ${name}`);
+    assert.equal(r.len, 16 + 128);
+    return parseEntry(r.payload).nodeid;
+  }
+
+  test('serves FUSE over the rings, READ into split guest buffers, memory added while running', async () => {
+    const d = await startDaemon(work, 'normal');
+    const f = TestFrontend.connect(d.socket);
+    try {
+      await f.start({ queues: 2, size: 1024 });
+      await init(f);
+      const attr = parseReply(await f.fuse(f.rings[1] as Ring, request(Opcode.GETATTR, 1, Buffer.alloc(16)).bytes, 256));
+      assert.equal(attr.len, 16 + 104, 'out.len is exact');
+      assert.equal(parseAttr(attr.payload, 16).ino, 1);
+      const node = await lookupOk(f, 'data.bin');
+      // A 128 KiB READ returned into 33 writable descriptors, as a Linux guest lays it out.
+      const r = parseReply(await f.fuse(f.rings[1] as Ring, request(Opcode.READ, node, readArgs(0n, 70_000, 131072)).bytes, 16 + 131072, 33));
+      assert.equal(r.error, 0);
+      assert.ok(r.payload.equals(data.subarray(70_000, 70_000 + 131072)));
+      // The hiprio queue: FORGET gets its descriptor back with no reply.
+      const forget = Buffer.alloc(8);
+      forget.writeBigUInt64LE(1n, 0);
+      const hp = f.rings[0] as Ring;
+      const at = f.alloc(48);
+      f.view(at, 48).set(request(Opcode.FORGET, node, forget).bytes);
+      f.writeDesc(hp, 0, { addr: at, len: 48, flags: 0, next: 0 });
+      f.publish(hp, 0);
+      assert.deepEqual(await f.used(hp), { id: 0, len: 0 });
+      // Memory added while the rings run (Kata's hot-plug): a second region, then a request in it.
+      const extra = native.memfd('hotplug', 1 << 20);
+      const reg = Buffer.alloc(40);
+      reg.writeBigUInt64LE(0x1_0000_0000n, 8);
+      reg.writeBigUInt64LE(1n << 20n, 16);
+      reg.writeBigUInt64LE(0x7e00_0000_0000n, 24);
+      assert.equal((await f.call(Request.ADD_MEM_REG, reg, [extra], 0x1 | 0x8)).readBigUInt64LE(0), 0n);
+      const t = new native.MemoryTable();
+      t.setTable([{ gpa: 0x1_0000_0000, size: 1 << 20, uaddr: 0x7e00_0000_0000n, offset: 0 }], [extra]);
+      const ring = f.rings[1] as Ring as Parameters<TestFrontend['writeDesc']>[0];
+      const req = request(Opcode.LOOKUP, 1, cstr('hello')).bytes;
+      (t.gpaView(0x1_0000_0000, req.length)[0] as Uint8Array).set(req);
+      const head = ring.nextDesc;
+      f.writeDesc(ring, head, { addr: 0x1_0000_0000, len: req.length, flags: DESC_NEXT, next: (head + 1) % ring.size });
+      f.writeDesc(ring, (head + 1) % ring.size, { addr: 0x1_0000_1000, len: 256, flags: DESC_WRITE, next: 0 });
+      ring.nextDesc = (head + 2) % ring.size;
+      f.publish(ring, head);
+      const u = await f.used(ring);
+      assert.equal(u.len, 16 + 128);
+      assert.equal(Buffer.from(t.gpaView(0x1_0000_1004, 4)[0] as Uint8Array).readInt32LE(0), 0);
+      native.closeFd(extra);
+      // An indirect table holding the whole chain.
+      const tbl = f.alloc(32);
+      const inAt = f.alloc(64);
+      const outAt = f.alloc(256);
+      const getattr = request(Opcode.GETATTR, 1, Buffer.alloc(16)).bytes;
+      f.view(inAt, getattr.length).set(getattr);
+      const tv = f.view(tbl, 32);
+      tv.writeBigUInt64LE(BigInt(inAt), 0);
+      tv.writeUInt32LE(getattr.length, 8);
+      tv.writeUInt16LE(DESC_NEXT, 12);
+      tv.writeUInt16LE(1, 14);
+      tv.writeBigUInt64LE(BigInt(outAt), 16);
+      tv.writeUInt32LE(256, 24);
+      tv.writeUInt16LE(DESC_WRITE, 28);
+      const h2 = ring.nextDesc;
+      f.writeDesc(ring, h2, { addr: tbl, len: 32, flags: DESC_INDIRECT, next: 0 });
+      ring.nextDesc = (h2 + 1) % ring.size;
+      f.publish(ring, h2);
+      assert.equal((await f.used(ring)).len, 16 + 104);
+      // Stop and restart the request ring (a guest reboot): GET_VRING_BASE returns next_avail.
+      const base = await f.call(Request.GET_VRING_BASE, TestFrontend.state(1, 0));
+      assert.equal(base.readUInt32LE(4), ring.nextAvail);
+      f.startRing(1, 1024);
+      await init(f); // a second INIT is a new session
+      await lookupOk(f, 'hello');
+    } finally {
+      f.close();
+    }
+    const [code] = await d.exit;
+    assert.equal(code, 0, 'exits cleanly when the frontend disconnects');
+  });
+
+  test('hostile chains and messages get errors; the backend keeps serving', async () => {
+    const d = await startDaemon(work, 'hostile');
+    const f = TestFrontend.connect(d.socket);
+    const ring = (): Parameters<TestFrontend['writeDesc']>[0] => f.rings[1] as Ring;
+    const bad = async (descs: Desc[]): Promise<void> => {
+      const r = ring();
+      const head = r.nextDesc;
+      descs.forEach((desc, k) => f.writeDesc(r, (head + k) % r.size, desc));
+      r.nextDesc = (head + descs.length) % r.size;
+      f.publish(r, head);
+      const u = await f.used(r);
+      assert.deepEqual(u, { id: head, len: 0 }, 'a bad chain is returned unused');
+      await lookupOk(f, 'hello'); // and the next good request still works
+    };
+    try {
+      await f.start({ queues: 2, size: 256 });
+      await init(f);
+      const out = f.alloc(256);
+      const inp = f.alloc(64);
+      f.view(inp, 64).set(request(Opcode.GETATTR, 1, Buffer.alloc(16)).bytes);
+      const h = (): number => ring().nextDesc;
+      // Addresses outside guest memory, and wrapping around 2^64.
+      await bad([{ addr: 0x4000_0000_0000n, len: 56, flags: DESC_NEXT, next: (h() + 1) % 256 }, { addr: out, len: 256, flags: DESC_WRITE, next: 0 }]);
+      await bad([{ addr: inp, len: 56, flags: DESC_NEXT, next: (h() + 1) % 256 }, { addr: 0xffff_ffff_ffff_ff00n, len: 4096, flags: DESC_WRITE, next: 0 }]);
+      await bad([{ addr: inp, len: 56, flags: DESC_NEXT, next: (h() + 1) % 256 }, { addr: f.memSize - 16, len: 256, flags: DESC_WRITE, next: 0 }]);
+      // A descriptor loop, a next index beyond the table, readable after writable.
+      await bad([{ addr: inp, len: 56, flags: DESC_NEXT, next: (h() + 1) % 256 }, { addr: out, len: 256, flags: DESC_WRITE | DESC_NEXT, next: h() }]);
+      await bad([{ addr: inp, len: 56, flags: DESC_NEXT, next: 999 }]);
+      await bad([{ addr: out, len: 256, flags: DESC_WRITE | DESC_NEXT, next: (h() + 1) % 256 }, { addr: inp, len: 56, flags: 0, next: 0 }]);
+      // Oversized and malformed indirect tables.
+      await bad([{ addr: f.alloc(16), len: 16 * 70_000, flags: DESC_INDIRECT, next: 0 }]);
+      await bad([{ addr: f.alloc(16), len: 17, flags: DESC_INDIRECT, next: 0 }]);
+      const loopTbl = f.alloc(32);
+      const lv = f.view(loopTbl, 32);
+      lv.writeBigUInt64LE(BigInt(inp), 0);
+      lv.writeUInt32LE(56, 8);
+      lv.writeUInt16LE(DESC_NEXT, 12);
+      lv.writeUInt16LE(1, 14);
+      lv.writeBigUInt64LE(BigInt(out), 16);
+      lv.writeUInt32LE(256, 24);
+      lv.writeUInt16LE(DESC_WRITE | DESC_NEXT, 28);
+      lv.writeUInt16LE(0, 30);
+      await bad([{ addr: loopTbl, len: 32, flags: DESC_INDIRECT, next: 0 }]);
+      // A FUSE header that claims more bytes than the chain holds: EINVAL, with the right unique.
+      const lying = request(Opcode.GETATTR, 1, Buffer.alloc(16), { len: 5000 });
+      const lr = parseReply(await f.fuse(ring(), lying.bytes, 256));
+      assert.equal(lr.error, -22);
+      assert.equal(lr.unique, lying.unique);
+      // A reply buffer too small for the reply: an error header, never an overflow.
+      const tiny = parseReply(await f.fuse(ring(), request(Opcode.GETATTR, 1, Buffer.alloc(16)).bytes, 20));
+      assert.equal(tiny.error, -34);
+      // Messages with missing fds (acked as failures) and extra fds (closed), then still serving.
+      assert.equal((await f.call(Request.SET_VRING_KICK, TestFrontend.u64(1), [], 0x1 | 0x8)).readBigUInt64LE(0), 1n);
+      const ev = native.eventfd(0);
+      assert.equal((await f.call(Request.SET_FEATURES, TestFrontend.u64(0x1_7000_0000n), [ev], 0x1 | 0x8)).readBigUInt64LE(0), 0n);
+      native.closeFd(ev);
+      assert.equal((await f.call(Request.ADD_MEM_REG, Buffer.alloc(40), [], 0x1 | 0x8)).readBigUInt64LE(0), 1n);
+      assert.equal((await f.call(Request.SET_VRING_NUM, TestFrontend.state(20, 256), [], 0x1 | 0x8)).readBigUInt64LE(0), 1n, 'no such ring');
+      assert.equal((await f.call(Request.SET_VRING_NUM, TestFrontend.state(1, 70_000), [], 0x1 | 0x8)).readBigUInt64LE(0), 1n, 'ring too large');
+      assert.equal((await f.call(99 as Request, Buffer.alloc(8), [], 0x1 | 0x8)).readBigUInt64LE(0), 1n, 'unknown request');
+      // The kick fd of ring 1 was replaced by nothing: restart it properly and serve again.
+      f.startRing(1, 256);
+      await lookupOk(f, 'hello');
+      // A corrupt avail index (moved by more than the ring size): that ring stops, the daemon lives.
+      f.setAvailIdx(ring(), ring().nextAvail + 5000);
+      await new Promise((r) => setTimeout(r, 200));
+      assert.equal(d.proc.exitCode, null, 'still running');
+      assert.equal((await f.call(Request.GET_QUEUE_NUM)).readBigUInt64LE(0) > 1n, true);
+      // Finally a frame cut short: a header announcing 40 payload bytes, then the socket closes.
+      const h40 = Buffer.alloc(12);
+      h40.writeUInt32LE(Request.SET_VRING_ADDR, 0);
+      h40.writeUInt32LE(1, 4);
+      h40.writeUInt32LE(40, 8);
+      f.sendRaw(Buffer.concat([h40, Buffer.alloc(10)]));
+    } finally {
+      f.close();
+    }
+    const [code, signal] = await d.exit;
+    assert.equal(signal, null, d.stderr());
+    assert.equal(code, 0, d.stderr());
+    assert.doesNotMatch(d.stderr(), /TypeError|RangeError|Segmentation|Aborted/);
+  });
+
+  test('a frontend that never completes the protocol cannot hang the backend', async () => {
+    const d = await startDaemon(work, 'garbage');
+    const fd = native.connectUnix(d.socket);
+    // A wrong version and an absurd payload size: the connection is dropped, the daemon exits.
+    native.sendMsg(fd, Buffer.from([1, 0, 0, 0, 7, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f]));
+    const [code] = await d.exit;
+    native.closeFd(fd);
+    assert.equal(code, 0);
+  });
+});
