@@ -13,7 +13,7 @@ import { type BootstrapNode, writeV6Bootstrap } from '../format/v6/writer.js';
 import { ChunkDict } from './chunk-dict.js';
 import { type BlobHandle, ChunkStore, type ChunkStats, DictBlob, type ChunkRef, type NewBlob } from './chunk-store.js';
 import { applyLayer, emptyRoot, finishMerge } from './merge.js';
-import { scanDirectory, storeFileFromDisk } from './sources/dir.js';
+import { readSmallFile, scanDirectory, storeFileFromDisk } from './sources/dir.js';
 import { openLayerFile } from './sources/layer-stream.js';
 import { readTarLayer } from './sources/tar.js';
 import { type TreeNode, lookupPath, toBootstrapTree, walkTree } from './tree.js';
@@ -84,10 +84,40 @@ function dataOrder(root: TreeNode, prefetch: TreeNode[]): TreeNode[] {
   return order;
 }
 
+/** Small files read ahead of the one being stored (their chunks are still submitted in order). */
+const READ_AHEAD_FILES = 32;
+
 async function storeDirectory(root: TreeNode, prefetch: TreeNode[], store: ChunkStore, onBytes: (n: number) => void): Promise<void> {
+  const files = dataOrder(root, prefetch);
+  const chunkSize = store.opts.chunkSize;
+  const small = (n: TreeNode): boolean => n.size > 0 && n.size <= chunkSize;
+  // Reading one small file at a time waits on a disk round trip per file; reading a window of them
+  // concurrently keeps the disk busy, and submission order (hence the blob layout) is unchanged.
+  const reads = new Map<number, Promise<Buffer>>();
+  const startRead = (i: number): void => {
+    const n = files[i];
+    if (n !== undefined && small(n) && !reads.has(i)) {
+      const p = readSmallFile(n);
+      p.catch(() => undefined); // observed when its turn comes
+      reads.set(i, p);
+    }
+  };
   const pending: Array<Promise<void>> = [];
-  for (const node of dataOrder(root, prefetch)) {
-    const { chunks } = await storeFileFromDisk(node, store, onBytes);
+  for (let i = 0; i < files.length; i++) {
+    for (let k = i; k < Math.min(files.length, i + READ_AHEAD_FILES); k++) startRead(k);
+    const node = files[i] as TreeNode;
+    let chunks: Promise<ChunkRef[]>;
+    const read = reads.get(i);
+    if (read !== undefined) {
+      reads.delete(i);
+      const data = await read;
+      const wait = store.ready();
+      if (wait !== undefined) await wait;
+      chunks = store.submit(data).then((ref) => [ref]);
+      onBytes(data.length);
+    } else {
+      chunks = (await storeFileFromDisk(node, store, onBytes)).chunks;
+    }
     pending.push(
       chunks.then((c: ChunkRef[]) => {
         node.chunks = c;

@@ -159,3 +159,20 @@ export async function storeFileFromDisk(
   // Wrapped, so that awaiting the submission does not also wait for the compression.
   return { chunks: Promise.all(refs) };
 }
+
+/** The whole content of a regular file no larger than one chunk (its exact recorded size). */
+export async function readSmallFile(node: TreeNode): Promise<Buffer> {
+  const fh = await open(node.sourcePath as Buffer, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  try {
+    const buf = Buffer.allocUnsafe(node.size);
+    let got = 0;
+    while (got < node.size) {
+      const { bytesRead } = await fh.read(buf, got, node.size - got, got);
+      if (bytesRead === 0) throw new UsageError(`${(node.sourcePath as Buffer).toString()} shrank while it was read`);
+      got += bytesRead;
+    }
+    return buf;
+  } finally {
+    await fh.close();
+  }
+}
