@@ -4,13 +4,14 @@ import { Metrics } from '../base/index.js';
 import { ImageService } from '../daemon/index.js';
 import { nativeCodecs } from '../native/index.js';
 import { FuseMount } from '../transport/index.js';
-import { getLogger, printJson, run } from './common.js';
+import { getLogger, parseSize, printJson, run } from './common.js';
 import { type ImageFlags, imageOptions, localBackendFromFlags, openImageFromFlags } from './image-args.js';
 
 interface MountFlags extends ImageFlags {
   cacheDir?: string;
   validate?: boolean;
   stats?: boolean;
+  amplifyIo: number;
 }
 
 export function register(program: Command): void {
@@ -18,6 +19,7 @@ export function register(program: Command): void {
     .argument('<mountpoint>', 'an existing directory')
     .option('--cache-dir <dir>', 'local chunk cache (kept across runs; without it chunks are cached in memory)')
     .option('--validate', 'verify every chunk again on each cache read (nydus digest_validate)')
+    .option('--amplify-io <bytes>', 'also fetch the chunks stored after a missing one, up to this many bytes per read (nydus amplify_io)', parseSize, 0)
     .option('--stats', 'print the counters (requests by opcode, bytes, chunks fetched, cache hits) as JSON at exit')
     .action((mountpoint: string, flags: MountFlags) =>
       run(async () => {
@@ -31,6 +33,7 @@ export function register(program: Command): void {
           codecs: nativeCodecs,
           ...(flags.cacheDir ? { cacheDir: flags.cacheDir } : {}),
           validate: flags.validate === true,
+          amplifyBytes: flags.amplifyIo,
           metrics,
           log,
         });

@@ -7,7 +7,7 @@ import { Metrics, UsageError } from '../base/index.js';
 import { ImageService } from '../daemon/index.js';
 import { nativeCodecs } from '../native/index.js';
 import { VhostListener, VhostUserBackend, VirtioFsDevice } from '../transport/index.js';
-import { getLogger, printJson, run } from './common.js';
+import { getLogger, parseSize, printJson, run } from './common.js';
 import { type ImageFlags, imageOptions, localBackendFromFlags, openImageFromFlags } from './image-args.js';
 
 interface VirtiofsFlags extends ImageFlags {
@@ -16,6 +16,7 @@ interface VirtiofsFlags extends ImageFlags {
   cacheDir?: string;
   validate?: boolean;
   stats?: boolean;
+  amplifyIo: number;
 }
 
 export const READY_LINE = 'Waiting for vhost-user socket connection...';
@@ -26,6 +27,7 @@ export function register(program: Command): void {
     .option('--fd <n>', 'accept on this inherited listening socket fd')
     .option('--cache-dir <dir>', 'local chunk cache')
     .option('--validate', 'verify every chunk again on each cache read')
+    .option('--amplify-io <bytes>', 'also fetch the chunks stored after a missing one, up to this many bytes per read (nydus amplify_io)', parseSize, 0)
     .option('--stats', 'print the counters as JSON at exit')
     .action((flags: VirtiofsFlags) =>
       run(async () => {
@@ -36,7 +38,7 @@ export function register(program: Command): void {
         const loaded = await openImageFromFlags(flags);
         const backend = localBackendFromFlags(flags, loaded);
         const metrics = new Metrics();
-        const service = new ImageService({ loaded, backend, codecs: nativeCodecs, ...(flags.cacheDir ? { cacheDir: flags.cacheDir } : {}), validate: flags.validate === true, metrics, log });
+        const service = new ImageService({ loaded, backend, codecs: nativeCodecs, ...(flags.cacheDir ? { cacheDir: flags.cacheDir } : {}), validate: flags.validate === true, amplifyBytes: flags.amplifyIo, metrics, log });
         const listener = VhostListener.listen({ ...(flags.socketPath !== undefined ? { socketPath: flags.socketPath } : {}), ...(fd !== undefined ? { fd } : {}) });
         process.stderr.write(`${READY_LINE}\n`);
         const vhost = new VhostUserBackend({ device: new VirtioFsDevice({ server: service.server, log: log.child({ component: 'virtio-fs' }), metrics }), log: log.child({ component: 'vhost-user' }), metrics });

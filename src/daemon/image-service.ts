@@ -10,6 +10,8 @@ import type { BlobBackend } from '../storage/backend/types.js';
 import { BlobDevice } from '../storage/device.js';
 import type { LoadedImage } from '../storage/open-image.js';
 import { SuperFlags } from '../format/constants.js';
+import type { ChunkInfo } from '../format/chunk-info.js';
+import { ChunkNeighbors } from '../storage/chunk/neighbors.js';
 
 export interface ImageServiceOptions {
   loaded: LoadedImage;
@@ -17,8 +19,15 @@ export interface ImageServiceOptions {
   codecs: Codecs;
   cacheDir?: string;
   validate?: boolean;
+  /** Read amplification in compressed bytes (nydus `amplify_io`); 0 fetches only what is read. */
+  amplifyBytes?: number;
   metrics: Metrics;
   log: Logger;
+}
+
+function amplification(chunks: ChunkInfo[], bytes: number): { amplifyBytes: number; neighbors: (c: ChunkInfo, max: number) => ChunkInfo[] } {
+  const index = new ChunkNeighbors(chunks);
+  return { amplifyBytes: bytes, neighbors: (c, max) => index.after(c, max) };
 }
 
 export class ImageService {
@@ -36,6 +45,7 @@ export class ImageService {
       validate: opts.validate === true,
       metrics: opts.metrics,
       log: opts.log.child({ component: 'storage' }),
+      ...(opts.amplifyBytes && image.allChunks ? amplification(image.allChunks(), opts.amplifyBytes) : {}),
     });
     const explicitOwners = (image.flags & SuperFlags.EXPLICIT_UID_GID) !== 0n;
     this.fs = new ImageFs({

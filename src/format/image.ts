@@ -101,6 +101,8 @@ export interface RafsImage {
   xattrs(ino: number): Xattr[];
   /** The chunks of a regular file in file order, each resolved to its stored location. */
   fileChunks(ino: number): ChunkInfo[];
+  /** Every distinct chunk the bootstrap lists (v6 chunk table), when it has such a list. */
+  allChunks?(): ChunkInfo[];
 }
 
 /** Textual name of a path made of raw name components (for messages and listings). */

@@ -28,6 +28,15 @@ export interface DeviceOptions {
   mergeLimit?: number;
   /** Memory cache size when there is no cache directory, bytes. */
   memoryCacheBytes?: number;
+  /** Decoded chunks kept in memory after a fetch or cache read, bytes (saves re-reading the cache). */
+  recentBytes?: number;
+  /**
+   * Also fetch the chunks stored right after a missing one, up to this many compressed bytes in
+   * the same backend read (nydus `amplify_io`); needs `neighbors`. 0 fetches only what is read.
+   */
+  amplifyBytes?: number;
+  /** The chunks stored after `c` in its blob, contiguous, up to `maxBytes` (for amplification). */
+  neighbors?: (c: ChunkInfo, maxBytes: number) => ChunkInfo[];
   metrics: Metrics;
   log: Logger;
 }
@@ -43,6 +52,9 @@ export class BlobDevice {
   private readonly opts: DeviceOptions;
   private readonly caches = new Map<number, Promise<BlobCache>>();
   private readonly inflight = new Map<string, Promise<Uint8Array>>();
+  private readonly recent = new Map<string, Uint8Array>();
+  private recentBytes = 0;
+  private readonly storing = new Set<Promise<void>>();
   private closed = false;
 
   constructor(opts: DeviceOptions) {
@@ -85,7 +97,7 @@ export class BlobDevice {
       const cache = await this.cache(s.chunk.blobIndex);
       if (cache.state(s.chunk) === ChunkState.ABSENT && !this.inflight.has(key(s.chunk))) absent.push(s.chunk);
     }
-    if (absent.length > 0) this.fetch(absent);
+    if (absent.length > 0) this.fetch(this.amplify(absent));
     let pos = 0;
     await Promise.all(
       segments.map((s) => {
@@ -97,8 +109,50 @@ export class BlobDevice {
     );
   }
 
+  /** Adds the absent chunks stored after each absent one, within the amplification budget. */
+  private amplify(absent: ChunkInfo[]): ChunkInfo[] {
+    const budget = this.opts.amplifyBytes ?? 0;
+    if (budget <= 0 || this.opts.neighbors === undefined) return absent;
+    const out = [...absent];
+    for (const c of absent) {
+      for (const n of this.opts.neighbors(c, budget)) {
+        if (this.inflight.has(key(n)) || this.recent.has(key(n))) break;
+        out.push(n);
+      }
+    }
+    return out;
+  }
+
+  private remember(k: string, data: Uint8Array): void {
+    const limit = this.opts.recentBytes ?? 32 << 20;
+    if (data.length > limit) return;
+    if (this.recent.has(k)) return;
+    this.recent.set(k, data);
+    this.recentBytes += data.length;
+    for (const [old, d] of this.recent) {
+      if (this.recentBytes <= limit) break;
+      this.recent.delete(old);
+      this.recentBytes -= d.length;
+    }
+  }
+
+  private recall(k: string): Uint8Array | undefined {
+    const d = this.recent.get(k);
+    if (d !== undefined) {
+      this.recent.delete(k);
+      this.recent.set(k, d); // most recently used last
+    }
+    return d;
+  }
+
   private async readSegment(s: ChunkSegment, views: Uint8Array[]): Promise<void> {
     const c = s.chunk;
+    const hot = this.recall(key(c));
+    if (hot !== undefined) {
+      this.opts.metrics.inc('storage.memory_hits');
+      scatter(hot, s.from, s.length, views);
+      return;
+    }
     const pending = this.inflight.get(key(c));
     if (pending !== undefined) {
       scatter(await pending, s.from, s.length, views);
@@ -121,6 +175,7 @@ export class BlobDevice {
       if (data !== undefined && this.verifies(c, data)) {
         this.opts.metrics.inc('storage.cache_hits');
         await cache.markVerified(c);
+        if (!this.opts.validate) this.remember(key(c), data);
         scatter(data, s.from, s.length, views);
         return;
       }
@@ -190,11 +245,27 @@ export class BlobDevice {
         }
         m.inc('storage.chunks_fetched');
         m.inc('storage.chunks_fetched_bytes', data.length);
-        const cache = await this.cache(c.blobIndex);
-        await cache.store(c, data);
+        this.remember(k, data);
         return data;
       })();
-      p.catch(() => undefined).finally(() => this.inflight.delete(k));
+      // Readers get the data as soon as it is verified; the cache write follows, and the chunk
+      // stays "in flight" (served from memory) until it is in the cache.
+      const stored = p.then(
+        async (data) => {
+          const cache = await this.cache(c.blobIndex);
+          await cache.store(c, data);
+        },
+        () => undefined, // a failed fetch was reported to its readers
+      );
+      const tracked = stored.catch((e: unknown) => {
+        this.opts.log.warn({ blob: blob.id, chunk: c.index, err: errorMessage(e) }, 'storing a chunk in the cache failed');
+      });
+      this.storing.add(tracked);
+      void tracked.finally(() => {
+        this.storing.delete(tracked);
+        this.inflight.delete(k);
+      });
+      p.catch(() => undefined);
       this.inflight.set(k, p);
     }
     raw.then(
@@ -213,7 +284,8 @@ export class BlobDevice {
 
   async close(): Promise<void> {
     this.closed = true;
-    await Promise.allSettled([...this.inflight.values()]);
+    await Promise.allSettled([...this.inflight.values(), ...this.storing]);
+    this.recent.clear();
     const caches = await Promise.allSettled([...this.caches.values()]);
     this.caches.clear();
     for (const c of caches) if (c.status === 'fulfilled') await c.value.close();

@@ -228,6 +228,8 @@ describe('FUSE host mount', () => {
     const mnt = join(work, 'mnt');
     let m = await startMount([...image, '--cache-dir', cache], mnt);
     const bytes = await readAll(mnt);
+    // Chunks are written to the cache right after they are served; let the last writes land.
+    await new Promise((r) => setTimeout(r, 1000));
     await m.kill();
     sh(`umount -l ${mnt}`);
     m = await startMount([...image, '--cache-dir', cache, '--stats'], mnt);

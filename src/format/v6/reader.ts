@@ -314,6 +314,16 @@ export class RafsV6Image implements RafsImage {
     return this.chunkMap.get(`${blobIndex}:${ciIndex}`);
   }
 
+  allChunks(): ChunkInfo[] {
+    const n = this.sb.chunkTableSize / CHUNK_INFO_SIZE;
+    const out: ChunkInfo[] = [];
+    for (let i = 0; i < n; i++) {
+      const c = this.chunkTableEntryAt(i);
+      if (c.blobIndex < this.blobs.length) out.push(c);
+    }
+    return out;
+  }
+
   /** Entry `i` of the bootstrap chunk table. */
   chunkTableEntryAt(i: number): ChunkInfo {
     if (!Number.isInteger(i) || i < 0 || i >= this.sb.chunkTableSize / CHUNK_INFO_SIZE) throw new RangeError(`chunk table entry ${i}`);

@@ -19,6 +19,7 @@ import {
   type EntryReply,
   Errno,
   type FileSystem,
+  type FsInit,
   FsError,
   type OpenReply,
   type RequestContext,
@@ -27,6 +28,11 @@ import {
 } from '../types.js';
 
 const ROOT = 1;
+const DO_READDIRPLUS = 1n << 13n;
+const READDIRPLUS_AUTO = 1n << 14n;
+const NO_OPEN_SUPPORT = 1n << 17n;
+const CACHE_SYMLINKS = 1n << 23n;
+const NO_OPENDIR_SUPPORT = 1n << 24n;
 const O_ACCMODE = 3;
 const O_TRUNC = 0o1000;
 const O_CREAT = 0o100;
@@ -55,8 +61,14 @@ export interface ImageFsOptions {
 }
 
 export class ImageFs implements FileSystem {
-  /** READDIRPLUS and symlink caching suit an immutable tree. */
-  readonly wantedInitFlags = (1n << 13n) | (1n << 14n) | (1n << 23n);
+  /**
+   * READDIRPLUS and symlink caching suit an immutable tree; so do zero-message opens: when the
+   * kernel supports them, OPEN and OPENDIR answer ENOSYS once and the kernel stops sending them
+   * (and FLUSH/RELEASE) — three round trips less per opened file, page cache kept.
+   */
+  readonly wantedInitFlags = DO_READDIRPLUS | READDIRPLUS_AUTO | CACHE_SYMLINKS | NO_OPEN_SUPPORT | NO_OPENDIR_SUPPORT;
+  private noOpen = false;
+  private noOpendir = false;
   private readonly opts: Required<Omit<ImageFsOptions, 'defaultOwner'>> & Pick<ImageFsOptions, 'defaultOwner'>;
   private readonly image: RafsImage;
   /** Lookup counts of the node ids the kernel holds (the root is always valid). */
@@ -126,6 +138,11 @@ export class ImageFs implements FileSystem {
     return { nodeid, generation: 0, attr, entryTimeout: this.opts.entryTimeout, attrTimeout: this.opts.attrTimeout };
   }
 
+  init(init: FsInit): void {
+    this.noOpen = (init.flags & NO_OPEN_SUPPORT) !== 0n;
+    this.noOpendir = (init.flags & NO_OPENDIR_SUPPORT) !== 0n;
+  }
+
   destroy(): void {
     this.lookups.clear();
     this.chunkCache.clear();
@@ -172,6 +189,8 @@ export class ImageFs implements FileSystem {
     const a = this.getAttr(this.toIno(nodeid));
     if (a.kind === 'dir') throw new FsError(Errno.EISDIR);
     if ((flags & O_ACCMODE) !== 0 || flags & (O_TRUNC | O_CREAT)) throw new FsError(Errno.EROFS);
+    // Without an open handle the kernel still keeps the page cache (and writes fail with EROFS).
+    if (this.noOpen) throw new FsError(Errno.ENOSYS);
     return { fh: 0n, flags: FOPEN_KEEP_CACHE };
   }
 
@@ -262,7 +281,9 @@ export class ImageFs implements FileSystem {
   }
 
   async release(): Promise<void> {}
-  async flush(): Promise<void> {}
+  async flush(): Promise<void> {
+    throw new FsError(Errno.ENOSYS); // nothing to flush: the kernel stops asking
+  }
   async fsync(): Promise<void> {}
   async fsyncdir(): Promise<void> {}
   async releasedir(): Promise<void> {}
@@ -270,6 +291,7 @@ export class ImageFs implements FileSystem {
 
   async opendir(_ctx: RequestContext, nodeid: number): Promise<OpenReply> {
     if (this.getAttr(this.toIno(nodeid)).kind !== 'dir') throw new FsError(Errno.ENOTDIR);
+    if (this.noOpendir) throw new FsError(Errno.ENOSYS);
     return { fh: 0n, flags: FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR };
   }
 
