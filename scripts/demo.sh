@@ -49,3 +49,22 @@ umount "$work/mnt"
 wait "$mount_pid"
 echo "== statistics of the mount"
 cat "$work/stats.json"
+
+echo "== boot a Linux guest under QEMU with the image as its virtio-fs device (lazy: empty cache)"
+rm -rf "$work/vcache"
+node bin/damselfly.js --log-level warn virtiofs --socket-path "$work/vfs.sock" --bootstrap "$work/image.boot" \
+  --blob-dir "$work/blobs" --cache-dir "$work/vcache" --stats > "$work/vstats.json" 2> "$work/virtiofs.log" &
+vfs_pid=$!
+for _ in $(seq 100); do grep -q 'Waiting for vhost-user' "$work/virtiofs.log" && break; sleep 0.1; done
+cat > "$work/guest.sh" <<'GUEST'
+cat /mnt/img/etc/os-release
+/mnt/img/usr/bin/hello
+/mnt/img/bin/busybox uname -sr
+GUEST
+scripts/guest/run-guest.sh --fs "$work/vfs.sock:img" --script "$work/guest.sh" --quiet --log "$work/console.log" || {
+  echo "guest run failed; console: $work/console.log" >&2; exit 1; }
+sed -n '/DAMSELFLY-GUEST-BEGIN/,/DAMSELFLY-GUEST-END/p' "$work/console.log" | grep -v DAMSELFLY-GUEST
+wait "$vfs_pid"
+fetched=$(node -e 'const s=JSON.parse(require("fs").readFileSync(process.argv[1])); console.log(s["storage.backend_bytes"] ?? 0)' "$work/vstats.json")
+total=$(du -cb "$work"/blobs/* | tail -1 | cut -f1)
+echo "the guest ran programs from the image after fetching $fetched of the image's $total blob bytes ($((100 * fetched / total))%)"
