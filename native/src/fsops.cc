@@ -2,6 +2,7 @@
 // nanoseconds on links, the l*xattr family, and lseek with SEEK_DATA/SEEK_HOLE. All synchronous:
 // they are metadata calls used by the builder and unpacker, never on a serving hot path.
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -114,6 +115,22 @@ Napi::Value SeekData(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(r));
 }
 
+// flock(fd, op): op is LOCK_SH (1), LOCK_EX (2) or LOCK_UN (8), optionally | LOCK_NB (4).
+// Returns false when a non-blocking lock is held by someone else.
+Napi::Value Flock(const Napi::CallbackInfo& info) {
+  int fd = static_cast<int>(IntArg(info[0], "fd"));
+  int op = static_cast<int>(IntArg(info[1], "operation"));
+  int r;
+  do {
+    r = ::flock(fd, op);
+  } while (r != 0 && errno == EINTR);
+  if (r != 0) {
+    if (errno == EWOULDBLOCK) return Napi::Boolean::New(info.Env(), false);
+    ThrowSys(info.Env(), "flock");
+  }
+  return Napi::Boolean::New(info.Env(), true);
+}
+
 }  // namespace
 
 void InitFsOps(Napi::Env env, Napi::Object exports) {
@@ -123,6 +140,7 @@ void InitFsOps(Napi::Env env, Napi::Object exports) {
   exports.Set("lgetxattr", Napi::Function::New(env, Lgetxattr, "lgetxattr"));
   exports.Set("lsetxattr", Napi::Function::New(env, Lsetxattr, "lsetxattr"));
   exports.Set("seekData", Napi::Function::New(env, SeekData, "seekData"));
+  exports.Set("flock", Napi::Function::New(env, Flock, "flock"));
 }
 
 }  // namespace damselfly

@@ -83,6 +83,8 @@ export interface NativeAddon {
   lsetxattr(path: string | Buffer, name: string | Buffer, value: Buffer): void;
   /** lseek with SEEK_DATA (3) or SEEK_HOLE (4); -1 when no data follows. */
   seekData(fd: number, offset: number, whence: 3 | 4): number;
+  /** flock(2): LOCK_SH 1, LOCK_EX 2, LOCK_UN 8, | LOCK_NB 4; false when a non-blocking lock is taken. */
+  flock(fd: number, operation: number): boolean;
 
   Poller: new (fd: number, callback: (events: number) => void) => Poller;
   mount(source: string, target: string | Buffer, fstype: string, flags: number, data: string): void;

@@ -274,12 +274,17 @@ export class BlobDevice {
     );
   }
 
-  /** Fetches chunks into the cache without reading them (prefetch); resolves when all settled. */
+  /**
+   * Fetches chunks into the cache without reading them (prefetch). Resolves when all settled;
+   * rejects with the first failure after every chunk was tried.
+   */
   async prefetch(chunks: ChunkInfo[]): Promise<void> {
     const absent: ChunkInfo[] = [];
     for (const c of chunks) if ((await this.cache(c.blobIndex)).state(c) === ChunkState.ABSENT && !this.inflight.has(key(c))) absent.push(c);
     this.fetch(absent);
-    await Promise.allSettled(chunks.map((c) => this.inflight.get(key(c))));
+    const results = await Promise.allSettled(chunks.map((c) => this.inflight.get(key(c))));
+    const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failure !== undefined) throw failure.reason;
   }
 
   async close(): Promise<void> {

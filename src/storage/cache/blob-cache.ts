@@ -4,7 +4,7 @@
  * uses the blob and kept across restarts; reads go straight from the file into the caller's
  * buffers. `MemoryBlobCache`: a bounded in-memory cache for runs without a cache directory.
  */
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, open, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { scatter } from '../../base/index.js';
 import type { ChunkInfo } from '../../format/chunk-info.js';
@@ -37,7 +37,10 @@ export class FileBlobCache implements BlobCache {
       await h.close();
       return open(join(dir, `${blobId}.blob.data`), 'r+');
     });
-    const { map, uncleanShutdown } = await ChunkMap.open(join(dir, `${blobId}.chunk_map.dfly`));
+    const mapPath = join(dir, `${blobId}.chunk_map.dfly`);
+    const { map, uncleanShutdown } = await ChunkMap.open(mapPath);
+    const now = new Date();
+    await utimes(mapPath, now, now); // "last used", for cache gc's LRU order
     return { cache: new FileBlobCache(data, map), uncleanShutdown };
   }
 

@@ -7,14 +7,22 @@
  * |-----|------|--------|-----------------------------------------|
  * | 0   | 8    | u8[8]  | magic "DFLYCMAP"                        |
  * | 8   | 4    | u32    | version (1)                             |
- * | 12  | 4    | u32    | open count (0 = closed cleanly)         |
+ * | 12  | 4    | u32    | in use (0 = every user closed cleanly)  |
  * | 16  | n    | u8[n]  | state of chunk i: 0 absent, 1 present   |
  *
- * A chunk is marked present only after its bytes were written to the cache file. If a process died
- * with the map open (open count > 0 at the next open), marks may be ahead of data that never reached
- * the disk (power loss), so every present chunk is verified once before it is served.
+ * A chunk is marked present only after its bytes were written to the cache file. Users hold a
+ * shared flock on the map while they have the blob open; the last one to close (it can take the
+ * lock exclusively) syncs and clears "in use". If the flag is found set at open, a user died with
+ * the map open (or another is using it now): marks may be ahead of data that never reached the disk
+ * (power loss), so every present chunk is verified once before it is served. `cache gc` removes a
+ * blob only when it can take the lock exclusively (no user).
  */
 import { type FileHandle, open } from 'node:fs/promises';
+import { native } from '../../native/index.js';
+
+export const LOCK_SH = 1;
+export const LOCK_EX = 2;
+export const LOCK_NB = 4;
 
 const MAGIC = Buffer.from('DFLYCMAP');
 const VERSION = 1;
@@ -34,12 +42,15 @@ export class ChunkMap {
       await h.close();
       return open(path, 'r+');
     });
+    // Whoever gets the lock exclusively is the only user: it may (re)initialise the file.
+    const alone = native.flock(fh.fd, LOCK_EX | LOCK_NB);
+    if (!alone) native.flock(fh.fd, LOCK_SH);
     const { size } = await fh.stat();
     const all = Buffer.alloc(size);
     if (size > 0) await fh.read(all, 0, size, 0);
     let states: Uint8Array;
     let unclean = false;
-    if (size < CHUNK_MAP_HEADER || !all.subarray(0, 8).equals(MAGIC) || all.readUInt32LE(8) !== VERSION) {
+    if (alone && (size < CHUNK_MAP_HEADER || !all.subarray(0, 8).equals(MAGIC) || all.readUInt32LE(8) !== VERSION)) {
       // New or unrecognized: start empty (a foreign or corrupt map must never mark chunks present).
       const header = Buffer.alloc(CHUNK_MAP_HEADER);
       MAGIC.copy(header, 0);
@@ -47,16 +58,21 @@ export class ChunkMap {
       await fh.truncate(0);
       await fh.write(header, 0, header.length, 0);
       states = new Uint8Array(0);
+    } else if (size < CHUNK_MAP_HEADER || !all.subarray(0, 8).equals(MAGIC)) {
+      // Another user is creating it right now: start empty, mark as we go.
+      states = new Uint8Array(0);
+      unclean = true;
     } else {
       unclean = all.readUInt32LE(12) !== 0;
       states = Uint8Array.from(all.subarray(CHUNK_MAP_HEADER), (s) => (s === ChunkState.PRESENT ? (unclean ? ChunkState.UNVERIFIED : ChunkState.PRESENT) : ChunkState.ABSENT));
     }
     const map = new ChunkMap(fh, states);
-    await map.setOpenCount(1);
+    await map.setInUse(1);
+    if (alone) native.flock(fh.fd, LOCK_SH); // downgrade: others may now share the blob
     return { map, uncleanShutdown: unclean };
   }
 
-  private async setOpenCount(n: number): Promise<void> {
+  private async setInUse(n: number): Promise<void> {
     const b = Buffer.alloc(4);
     b.writeUInt32LE(n, 0);
     await this.fh.write(b, 0, 4, 12);
@@ -98,9 +114,10 @@ export class ChunkMap {
 
   /** Flushes the marks (after the data file was flushed) and records a clean close. */
   async close(dataSynced: boolean): Promise<void> {
-    if (dataSynced) {
+    // The last user (the only one able to lock exclusively) records the clean close.
+    if (dataSynced && native.flock(this.fh.fd, LOCK_EX | LOCK_NB)) {
       await this.fh.datasync();
-      await this.setOpenCount(0);
+      await this.setInUse(0);
       await this.fh.datasync();
     }
     await this.fh.close();

@@ -1,0 +1,110 @@
+/**
+ * Failover between routes to the same blobs (nydus `proxy` with `fallback`, and `mirrors`): the
+ * first healthy route serves; a route that fails with a retryable error (connection refused, reset,
+ * timeout, 5xx) `failureLimit` times in a row is skipped until its health check passes (`ping`
+ * every `checkIntervalMs`, or simply the interval elapsing). The origin, if any, is the last resort.
+ * Answers that are not the route's fault (a blob that does not exist) are returned as they are.
+ */
+import { BackendError, type Logger, type Metrics, errorMessage } from '../../base/index.js';
+import type { BlobBackend, ReadOptions } from './types.js';
+
+export interface Route {
+  name: string;
+  backend: BlobBackend;
+  /** Resolves true when the route is healthy again (a GET of nydus `ping_url`). */
+  ping?: () => Promise<boolean>;
+  checkIntervalMs: number;
+  failureLimit: number;
+}
+
+interface RouteState extends Route {
+  failures: number;
+  healthy: boolean;
+  retryAt: number;
+  checking: boolean;
+}
+
+export class FailoverBackend implements BlobBackend {
+  readonly kind: string;
+  private readonly routes: RouteState[];
+
+  constructor(
+    routes: Route[],
+    private readonly origin: BlobBackend | undefined,
+    private readonly log: Logger,
+    private readonly metrics: Metrics,
+  ) {
+    this.routes = routes.map((r) => ({ ...r, failures: 0, healthy: true, retryAt: 0, checking: false }));
+    this.kind = origin?.kind ?? routes[0]?.backend.kind ?? 'failover';
+  }
+
+  private usable(r: RouteState): boolean {
+    if (r.healthy) return true;
+    if (r.ping !== undefined) {
+      if (!r.checking && Date.now() >= r.retryAt) this.check(r);
+      return false;
+    }
+    return Date.now() >= r.retryAt; // no health check: try it again after the interval
+  }
+
+  private check(r: RouteState): void {
+    r.checking = true;
+    (r.ping as () => Promise<boolean>)()
+      .catch(() => false)
+      .then((ok) => {
+        r.checking = false;
+        r.retryAt = Date.now() + r.checkIntervalMs;
+        if (ok) {
+          r.healthy = true;
+          r.failures = 0;
+          this.log.info({ route: r.name }, 'backend route recovered');
+        }
+      });
+  }
+
+  private failed(r: RouteState, e: unknown): void {
+    r.failures++;
+    this.metrics.inc(`backend.route_failures.${r.name}`);
+    if (r.failures >= r.failureLimit && r.healthy) {
+      r.healthy = false;
+      r.retryAt = Date.now() + r.checkIntervalMs;
+      this.log.warn({ route: r.name, err: errorMessage(e) }, 'backend route unhealthy; failing over');
+    }
+  }
+
+  private async attempt<T>(op: (b: BlobBackend) => Promise<T>): Promise<T> {
+    let last: unknown;
+    for (const r of this.routes) {
+      if (!this.usable(r)) continue;
+      try {
+        const v = await op(r.backend);
+        if (!r.healthy || r.failures > 0) {
+          r.healthy = true;
+          r.failures = 0;
+        }
+        return v;
+      } catch (e) {
+        if (!(e instanceof BackendError && e.retryable)) throw e;
+        last = e;
+        this.failed(r, e);
+      }
+    }
+    if (this.origin !== undefined) {
+      this.metrics.inc('backend.origin_fallbacks');
+      return op(this.origin);
+    }
+    throw last ?? new BackendError('no backend route is healthy and fallback is disabled', { retryable: true });
+  }
+
+  read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
+    return this.attempt((b) => b.read(id, offset, length, opts));
+  }
+
+  size(id: string, opts?: ReadOptions): Promise<number> {
+    return this.attempt((b) => b.size(id, opts));
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([...this.routes.map((r) => r.backend.close()), this.origin?.close()]);
+  }
+}

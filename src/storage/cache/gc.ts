@@ -1,0 +1,95 @@
+/**
+ * Cache garbage collection: evicts whole blobs (data file and chunk map), least recently used
+ * first, until the cache directory fits a size limit. A blob some process has open (its chunk map
+ * is flocked) is never removed.
+ */
+import { open, readdir, stat, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Logger } from '../../base/index.js';
+import { native } from '../../native/index.js';
+import { LOCK_EX, LOCK_NB } from './chunk-map.js';
+
+const DATA = '.blob.data';
+const MAP = '.chunk_map.dfly';
+
+export interface CachedBlob {
+  id: string;
+  /** Bytes on disk (allocated blocks: cache files are sparse). */
+  bytes: number;
+  /** Last time a process opened the blob (ms since the epoch). */
+  lastUsed: number;
+  inUse: boolean;
+}
+
+async function isInUse(mapPath: string): Promise<boolean> {
+  let fh;
+  try {
+    fh = await open(mapPath, 'r');
+  } catch {
+    return false;
+  }
+  try {
+    return !native.flock(fh.fd, LOCK_EX | LOCK_NB);
+  } finally {
+    await fh.close(); // closing releases the probe's lock
+  }
+}
+
+export async function listCache(dir: string): Promise<CachedBlob[]> {
+  const out: CachedBlob[] = [];
+  for (const name of await readdir(dir)) {
+    if (!name.endsWith(DATA)) continue;
+    const id = name.slice(0, -DATA.length);
+    const data = await stat(join(dir, name)).catch(() => undefined);
+    if (data === undefined) continue;
+    const map = await stat(join(dir, id + MAP)).catch(() => undefined);
+    out.push({
+      id,
+      bytes: data.blocks * 512 + (map ? map.blocks * 512 : 0),
+      lastUsed: Math.max(map?.mtimeMs ?? 0, data.mtimeMs),
+      inUse: await isInUse(join(dir, id + MAP)),
+    });
+  }
+  return out.sort((a, b) => a.lastUsed - b.lastUsed);
+}
+
+export interface GcResult {
+  removed: string[];
+  freedBytes: number;
+  remainingBytes: number;
+  /** Blobs kept only because they are in use. */
+  busy: string[];
+}
+
+export async function gcCache(dir: string, maxBytes: number, log: Logger): Promise<GcResult> {
+  const blobs = await listCache(dir);
+  let total = blobs.reduce((n, b) => n + b.bytes, 0);
+  const result: GcResult = { removed: [], freedBytes: 0, remainingBytes: total, busy: [] };
+  for (const b of blobs) {
+    if (total <= maxBytes) break;
+    const mapPath = join(dir, b.id + MAP);
+    // Hold the exclusive lock while removing, so that no process opens the blob half-way.
+    let fh;
+    try {
+      fh = await open(mapPath, 'r');
+    } catch {
+      fh = undefined;
+    }
+    try {
+      if (fh !== undefined && !native.flock(fh.fd, LOCK_EX | LOCK_NB)) {
+        result.busy.push(b.id);
+        continue;
+      }
+      await unlink(join(dir, b.id + DATA)).catch(() => undefined);
+      await unlink(mapPath).catch(() => undefined);
+    } finally {
+      await fh?.close();
+    }
+    total -= b.bytes;
+    result.removed.push(b.id);
+    result.freedBytes += b.bytes;
+    log.info({ blob: b.id, bytes: b.bytes }, 'evicted a blob from the cache');
+  }
+  result.remainingBytes = total;
+  return result;
+}
