@@ -6,6 +6,7 @@ import { Command, Option } from 'commander';
 import { LOG_LEVELS } from '../base/index.js';
 import * as buildCmd from './build.js';
 import * as cacheCmd from './cache.js';
+import * as convertCmd from './convert.js';
 import * as checkCmd from './check.js';
 import { parseLogLevel, setupLogger } from './common.js';
 import * as inspectCmd from './inspect.js';
@@ -28,7 +29,7 @@ export function createProgram(): Command {
   program.exitOverride((err) => {
     process.exit(err.exitCode === 1 ? 2 : err.exitCode);
   });
-  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd, exportCmd, mountCmd, virtiofsCmd, cacheCmd]) cmd.register(program);
+  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd, exportCmd, mountCmd, virtiofsCmd, cacheCmd, convertCmd]) cmd.register(program);
   return program;
 }
 

@@ -12,6 +12,8 @@ import type { LoadedImage } from '../storage/open-image.js';
 import { SuperFlags } from '../format/constants.js';
 import type { ChunkInfo } from '../format/chunk-info.js';
 import { ChunkNeighbors } from '../storage/chunk/neighbors.js';
+import { type PrefetchResult, Prefetcher } from '../storage/prefetch/prefetcher.js';
+import { prefetchPlan } from './prefetch-plan.js';
 
 export interface ImageServiceOptions {
   loaded: LoadedImage;
@@ -30,12 +32,26 @@ function amplification(chunks: ChunkInfo[], bytes: number): { amplifyBytes: numb
   return { amplifyBytes: bytes, neighbors: (c, max) => index.after(c, max) };
 }
 
+export interface PrefetchRequest {
+  /** Paths to prefetch first instead of the bootstrap's prefetch table. */
+  files?: string[];
+  /** Then every remaining chunk. */
+  all: boolean;
+  threads: number;
+  mergeBytes: number;
+  bandwidthLimit: number;
+  onProgress?: (done: number, total: number) => void;
+}
+
 export class ImageService {
   readonly device: BlobDevice;
   readonly fs: ImageFs;
   readonly server: FuseServer;
+  private prefetcher: Prefetcher | undefined;
+  private readonly opts: ImageServiceOptions;
 
   constructor(opts: ImageServiceOptions) {
+    this.opts = opts;
     const { image } = opts.loaded;
     this.device = new BlobDevice({
       blobs: image.blobs,
@@ -58,7 +74,24 @@ export class ImageService {
     this.server = new FuseServer(this.fs, { log: opts.log.child({ component: 'fuse' }), metrics: opts.metrics });
   }
 
+  /** Starts the background prefetch; resolves when it is done (or stopped). */
+  startPrefetch(req: PrefetchRequest): Promise<PrefetchResult> {
+    const chunks = prefetchPlan(this.opts.loaded.image, { ...(req.files ? { files: req.files } : {}), all: req.all });
+    this.prefetcher = new Prefetcher(this.device, {
+      threads: req.threads,
+      mergeBytes: req.mergeBytes,
+      bandwidthLimit: req.bandwidthLimit,
+      metrics: this.opts.metrics,
+      log: this.opts.log.child({ component: 'prefetch' }),
+      ...(req.onProgress ? { onProgress: req.onProgress } : {}),
+    });
+    this.opts.log.info({ chunks: chunks.length, all: req.all }, 'prefetch started');
+    return this.prefetcher.start(chunks);
+  }
+
   async close(): Promise<void> {
+    this.prefetcher?.stop();
     await this.device.close();
+    await this.opts.backend.close();
   }
 }

@@ -457,3 +457,25 @@ function writeChunkIndexes(out: Buffer, at: number, node: BootstrapNode, chunkSi
     out.writeUInt32LE(c.uncompressedOffset / BLOCK_SIZE, off + 4);
   }
 }
+
+/**
+ * Renames blobs in a finished v6 bootstrap (blob table and device slots), as
+ * `nydus-image merge --blob-digests` does when blobs are pushed to a registry under the SHA-256 of
+ * their whole content (their RAFS blob id leaves out the chunk-digest array, spec §5.10).
+ */
+export function renameBlobs(bootstrap: Buffer, renames: ReadonlyMap<string, string>): Buffer {
+  const out = Buffer.from(bootstrap);
+  const count = out.readUInt16LE(EROFS_SUPER_OFFSET + 86);
+  const tableOffset = Number(out.readBigUInt64LE(RAFS_V6_EXT_SUPER_OFFSET + 8));
+  for (let i = 0; i < count; i++) {
+    for (const at of [tableOffset + i * BLOB_ENTRY_SIZE, DEVT_SLOT_OFF * DEVICE_SLOT_SIZE + i * DEVICE_SLOT_SIZE]) {
+      const id = out.subarray(at, at + 64).toString('latin1').replace(/\0+$/, '');
+      const next = renames.get(id);
+      if (next === undefined) continue;
+      if (next.length === 0 || next.length > Limits.MAX_BLOB_ID) throw new RangeError(`invalid blob id ${next}`);
+      out.fill(0, at, at + 64);
+      out.write(next, at, 'latin1');
+    }
+  }
+  return out;
+}

@@ -1,0 +1,99 @@
+/**
+ * `damselfly convert`: an OCI image (registry or OCI layout) to a Nydus image (RAFS v6), pushed as
+ * an OCI artifact nydus-snapshotter accepts.
+ */
+import type { Command } from 'commander';
+import { type Logger, UsageError } from '../base/index.js';
+import { COMPRESSOR_NAMES, type Compressor } from '../format/compression.js';
+import { Limits } from '../format/constants.js';
+import { DIGESTER_NAMES } from '../format/digest.js';
+import { nativeCodecs } from '../native/index.js';
+import { convertImage } from '../oci/convert/convert.js';
+import { parseImageRef } from '../oci/reference.js';
+import { RegistryClient } from '../oci/registry/index.js';
+import { type ImageStore, OciLayoutStore, RegistryStore } from '../oci/store.js';
+import { readPrefetchList } from './build.js';
+import { getLogger, oneOf, parseSize, printJson, progressBar, run } from './common.js';
+
+interface ConvertFlags {
+  source: string;
+  target: string;
+  chunkDict?: string;
+  plainHttp?: boolean;
+  sourceCreds?: string;
+  targetCreds?: string;
+  compressor: 'none' | 'lz4_block' | 'zstd';
+  digester: 'blake3' | 'sha256';
+  chunkSize: number;
+  prefetchFiles?: string;
+  workDir?: string;
+  json?: boolean;
+}
+
+function creds(v: string | undefined, what: string): { username: string; password: string } | undefined {
+  if (v === undefined) return undefined;
+  const i = v.indexOf(':');
+  if (i <= 0) throw new UsageError(`${what} must be USER:PASSWORD`);
+  return { username: v.slice(0, i), password: v.slice(i + 1) };
+}
+
+function openStore(ref: string, plainHttp: boolean, credentials: { username: string; password: string } | undefined, log: Logger, clients: RegistryClient[]): ImageStore {
+  const r = parseImageRef(ref);
+  if (r.kind === 'oci-layout') return new OciLayoutStore(r, log);
+  const client = new RegistryClient({ host: r.host, scheme: plainHttp ? 'http' : 'https', ...(credentials ? { credentials } : {}), retryLimit: 3, timeoutMs: 30_000, log: log.child({ component: 'registry' }) });
+  clients.push(client);
+  return new RegistryStore(client, r);
+}
+
+export function register(program: Command): void {
+  program
+    .command('convert')
+    .description('convert an OCI image to a Nydus (RAFS v6) image: one blob per layer and a bootstrap layer, pushed to the target')
+    .requiredOption('--source <ref>', 'docker://HOST/REPO:TAG or oci:DIR[:TAG]')
+    .requiredOption('--target <ref>', 'docker://HOST/REPO:TAG or oci:DIR[:TAG]')
+    .option('--chunk-dict <ref>', 'a Nydus image whose chunks are reused instead of stored again')
+    .option('--plain-http', 'talk plain http to the registries')
+    .option('--source-creds <user:password>', 'credentials for the source registry')
+    .option('--target-creds <user:password>', 'credentials for the target registry (and the chunk dictionary)')
+    .option('--compressor <c>', 'none | lz4_block | zstd', oneOf(['none', 'lz4_block', 'zstd'] as const), 'zstd')
+    .option('--digester <d>', 'blake3 | sha256', oneOf(['blake3', 'sha256'] as const), 'blake3')
+    .option('--chunk-size <n>', 'chunk size, a power of two from 4K to 16M', parseSize, Limits.DEFAULT_CHUNK_SIZE)
+    .option('--prefetch-files <file>', 'paths (one per line) for the prefetch table')
+    .option('--work-dir <dir>', 'where layers and blobs are staged (default: a temporary directory)')
+    .option('--json', 'print the result as JSON')
+    .action((flags: ConvertFlags) =>
+      run(async () => {
+        const log = getLogger();
+        const clients: RegistryClient[] = [];
+        const plain = flags.plainHttp === true;
+        const source = openStore(flags.source, plain, creds(flags.sourceCreds, '--source-creds'), log, clients);
+        const target = openStore(flags.target, plain, creds(flags.targetCreds, '--target-creds'), log, clients);
+        const chunkDict = flags.chunkDict !== undefined ? openStore(flags.chunkDict, plain, creds(flags.targetCreds, '--target-creds'), log, clients) : undefined;
+        const bars = new Map<string, ReturnType<typeof progressBar>>();
+        try {
+          const r = await convertImage({
+            source,
+            target,
+            ...(chunkDict ? { chunkDict } : {}),
+            codecs: nativeCodecs,
+            compressor: COMPRESSOR_NAMES[flags.compressor] as Compressor,
+            digester: DIGESTER_NAMES[flags.digester] as number,
+            chunkSize: flags.chunkSize,
+            ...(flags.prefetchFiles ? { prefetchFiles: await readPrefetchList(flags.prefetchFiles) } : {}),
+            ...(flags.workDir ? { workDir: flags.workDir } : {}),
+            log,
+            onProgress: (phase, done, total) => {
+              let bar = bars.get(phase);
+              if (bar === undefined) bars.set(phase, (bar = progressBar(phase)));
+              bar.update(done, total);
+            },
+          });
+          for (const b of bars.values()) b.stop();
+          if (flags.json) printJson(r);
+          else process.stdout.write(`converted ${flags.source} (${r.layers} layers) to ${flags.target}: manifest ${r.manifestDigest}, ${r.blobs.length} blobs, bootstrap layer ${r.bootstrapDigest}\n`);
+        } finally {
+          await Promise.all(clients.map((c) => c.close()));
+        }
+      }),
+    );
+}

@@ -1,0 +1,76 @@
+/**
+ * Options shared by the commands that serve an image (`mount`, `virtiofs`): where the image and its
+ * blobs are (local files, a nydusd config, an image reference), the cache, and prefetch.
+ */
+import type { Command } from 'commander';
+import type { Logger, Metrics } from '../base/index.js';
+import { ImageService } from '../daemon/image-service.js';
+import { type ImageSource, openImageSource, readPathList } from '../daemon/image-source.js';
+import { nativeCodecs } from '../native/index.js';
+import { parseSize, progressBar } from './common.js';
+
+export interface ServeFlags {
+  bootstrap?: string;
+  blob?: string;
+  blobDir?: string;
+  config?: string;
+  image?: string;
+  plainHttp?: boolean;
+  cacheDir?: string;
+  validate?: boolean;
+  amplifyIo?: number;
+  prefetchFiles?: string;
+  prefetchAll?: boolean;
+  stats?: boolean;
+}
+
+export function serveOptions(cmd: Command): Command {
+  return cmd
+    .option('--bootstrap <file>', 'the image bootstrap')
+    .option('--blob <file>', 'a data blob with an inlined bootstrap')
+    .option('--blob-dir <dir>', 'directory holding the data blobs (localfs backend)')
+    .option('--config <file>', 'nydusd configuration (JSON v1/v2 or TOML v2): backend, cache, validation, prefetch')
+    .option('--image <ref>', 'serve an image from a registry (docker://HOST/REPO:TAG) or an OCI layout (oci:DIR[:TAG])')
+    .option('--plain-http', 'talk plain http to the registry (as the config key scheme: http)')
+    .option('--cache-dir <dir>', 'local chunk cache (kept across runs; without it chunks are cached in memory)')
+    .option('--validate', 'verify every chunk again on each cache read (nydus digest_validate)')
+    .option('--amplify-io <bytes>', 'also fetch the chunks stored after a missing one, up to this many bytes per read (nydus amplify_io)', parseSize)
+    .option('--prefetch-files <file>', 'prefetch these image paths (one per line) in the background first')
+    .option('--prefetch-all', 'prefetch every chunk of the image in the background (nydus prefetch_all)')
+    .option('--stats', 'print the counters (requests, bytes, chunks fetched, cache hits) as JSON at exit');
+}
+
+export interface Served {
+  source: ImageSource;
+  service: ImageService;
+}
+
+export async function openServed(flags: ServeFlags, log: Logger, metrics: Metrics): Promise<Served> {
+  const source = await openImageSource(flags, nativeCodecs, log, metrics);
+  const service = new ImageService({
+    loaded: source.loaded,
+    backend: source.backend,
+    codecs: nativeCodecs,
+    ...(source.cacheDir !== undefined ? { cacheDir: source.cacheDir } : {}),
+    validate: source.validate,
+    amplifyBytes: flags.amplifyIo ?? source.amplifyBytes ?? 0,
+    metrics,
+    log,
+  });
+  const files = flags.prefetchFiles !== undefined ? await readPathList(flags.prefetchFiles) : undefined;
+  const cfg = source.prefetch;
+  if (cfg !== undefined || files !== undefined || flags.prefetchAll) {
+    const bar = progressBar('prefetch');
+    void service
+      .startPrefetch({
+        ...(files ? { files } : {}),
+        all: flags.prefetchAll === true || cfg?.prefetchAll === true,
+        threads: cfg?.threads ?? 8,
+        mergeBytes: cfg?.batchSizeBytes ?? 1 << 20,
+        bandwidthLimit: cfg?.bandwidthLimitBytesPerSec ?? 0,
+        onProgress: (d, t) => bar.update(d, t),
+      })
+      .then(() => bar.stop());
+  }
+  return { source, service };
+}

@@ -1,0 +1,112 @@
+/**
+ * Where a served image comes from, as the daemon's command lines and nydusd configs say it: a
+ * local bootstrap (or a blob inlining one) with a blob directory; a nydusd configuration
+ * (`--config`: backend, cache, validation, prefetch); or an image reference (`--image`), of which
+ * only the manifest and the bootstrap layer are fetched before serving, chunks then on demand.
+ */
+import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { type Logger, type Metrics, UsageError } from '../base/index.js';
+import { type DaemonConfig, type PrefetchConfig, type RegistryBackendConfig, loadConfigFile } from '../config/index.js';
+import type { Codecs } from '../format/compression.js';
+import { openBootstrap } from '../format/open.js';
+import { fetchBootstrap } from '../oci/convert/bootstrap-layer.js';
+import { parseImageRef } from '../oci/reference.js';
+import { RegistryClient } from '../oci/registry/index.js';
+import { OciLayoutStore, RegistryStore } from '../oci/store.js';
+import { createBackend } from '../storage/backend/factory.js';
+import { LocalFsBackend } from '../storage/backend/localfs.js';
+import type { BlobBackend } from '../storage/backend/types.js';
+import { type LoadedImage, loadImage } from '../storage/open-image.js';
+
+export interface SourceFlags {
+  bootstrap?: string;
+  blob?: string;
+  blobDir?: string;
+  config?: string;
+  image?: string;
+  plainHttp?: boolean;
+  cacheDir?: string;
+  validate?: boolean;
+}
+
+export interface ImageSource {
+  loaded: LoadedImage;
+  backend: BlobBackend;
+  cacheDir?: string;
+  validate: boolean;
+  prefetch?: PrefetchConfig;
+  /** Read amplification from the config (nydus `amplify_io` / `rafs.batch_size`). */
+  amplifyBytes?: number;
+  config?: DaemonConfig;
+}
+
+function registryConfig(host: string, repo: string, plainHttp: boolean, base?: DaemonConfig): RegistryBackendConfig {
+  const fromConfig = base?.backend.type === 'registry' ? base.backend : undefined;
+  return {
+    type: 'registry',
+    scheme: plainHttp ? 'http' : (fromConfig?.scheme ?? 'https'),
+    host,
+    repo,
+    ...(fromConfig?.auth ? { auth: fromConfig.auth } : {}),
+    ...(fromConfig?.registryToken ? { registryToken: fromConfig.registryToken } : {}),
+    blobUrlScheme: '',
+    blobRedirectedHost: '',
+    mirrors: fromConfig?.mirrors ?? [],
+    skipVerify: fromConfig?.skipVerify ?? false,
+    caCertFiles: fromConfig?.caCertFiles ?? [],
+    timeoutMs: fromConfig?.timeoutMs ?? 5000,
+    connectTimeoutMs: fromConfig?.connectTimeoutMs ?? 5000,
+    retryLimit: fromConfig?.retryLimit ?? 3,
+    proxy: fromConfig?.proxy ?? { url: '', pingUrl: '', fallback: true, checkIntervalMs: 5000, useHttp: false, checkPauseElapsedMs: 300_000, dragonflySchedulerEndpoint: '' },
+  };
+}
+
+export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: Logger, metrics: Metrics): Promise<ImageSource> {
+  const config = flags.config !== undefined ? await loadConfigFile(flags.config, { onWarning: (m) => log.warn(m) }) : undefined;
+  const cacheDir = flags.cacheDir ?? (config?.cache.type === 'blobcache' || config?.cache.type === 'filecache' ? config.cache.workDir : undefined);
+  const common = {
+    ...(cacheDir !== undefined ? { cacheDir } : {}),
+    validate: flags.validate === true || config?.rafs.validate === true || config?.cache.validate === true,
+    ...(config?.prefetch.enable ? { prefetch: config.prefetch } : {}),
+    ...(config !== undefined ? { amplifyBytes: config.rafs.batchSizeBytes, config } : {}),
+  };
+  if (flags.image !== undefined) {
+    if (flags.bootstrap !== undefined || flags.blob !== undefined) throw new UsageError('--image replaces --bootstrap and --blob');
+    const ref = parseImageRef(flags.image);
+    if (ref.kind === 'oci-layout') {
+      const { bootstrap } = await fetchBootstrap(new OciLayoutStore(ref, log));
+      return { ...common, loaded: { image: openBootstrap(bootstrap), bootstrap, blobFiles: new Map() }, backend: new LocalFsBackend({ dir: join(ref.dir, 'blobs', 'sha256') }) };
+    }
+    const rcfg = registryConfig(ref.host, ref.repo, flags.plainHttp === true, config);
+    const client = new RegistryClient({ host: ref.host, scheme: rcfg.scheme, ...(rcfg.auth ? { credentials: rcfg.auth } : {}), skipVerify: rcfg.skipVerify, timeoutMs: rcfg.timeoutMs, connectTimeoutMs: rcfg.connectTimeoutMs, retryLimit: rcfg.retryLimit, log: log.child({ component: 'registry' }) });
+    try {
+      const { layer, bootstrap } = await fetchBootstrap(new RegistryStore(client, ref, true));
+      if (cacheDir !== undefined) {
+        // Kept next to the chunks: a restart with the registry gone still has the metadata.
+        await mkdir(cacheDir, { recursive: true });
+        await writeFile(join(cacheDir, `${layer.digest.replace(':', '-')}.image.boot`), bootstrap);
+      }
+      log.info({ image: flags.image, bootstrapLayer: layer.digest, bytes: bootstrap.length }, 'bootstrap fetched');
+      return { ...common, loaded: { image: openBootstrap(bootstrap), bootstrap, blobFiles: new Map() }, backend: createBackend(rcfg, { log, metrics }) };
+    } finally {
+      await client.close();
+    }
+  }
+  const loaded = await loadImage(codecs, { ...(flags.bootstrap ? { bootstrap: flags.bootstrap } : {}), ...(flags.blob ? { blob: flags.blob } : {}) });
+  if (config !== undefined && flags.blobDir === undefined) {
+    return { ...common, loaded, backend: createBackend(config.backend, { log, metrics, blobFiles: loaded.blobFiles }) };
+  }
+  const dir = flags.blobDir ?? (flags.blob ? join(flags.blob, '..') : undefined);
+  if (dir === undefined && loaded.blobFiles.size === 0) throw new UsageError('give --blob-dir, or --config with a backend');
+  return { ...common, loaded, backend: new LocalFsBackend({ ...(dir ? { dir } : {}), files: loaded.blobFiles }) };
+}
+
+/** Reads a prefetch list file: one image path per line, `#` comments. */
+export async function readPathList(path: string): Promise<string[]> {
+  return (await readFile(path, 'utf8'))
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l !== '' && !l.startsWith('#'))
+    .map((l) => (l.startsWith('/') ? l : `/${l}`));
+}

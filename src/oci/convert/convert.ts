@@ -1,0 +1,189 @@
+/**
+ * OCI image → Nydus image (RAFS v6), as nydusify does: pull every layer (verified against its
+ * digest), build one blob per layer with new chunks and the merged bootstrap, then push the blobs,
+ * a bootstrap layer (gzip tar holding `image/image.boot`), the config and a manifest with the media
+ * types and annotations nydus-snapshotter expects (anchors.md §5.1).
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { gzipSync } from 'node:zlib';
+import { IntegrityError, type Logger, UsageError } from '../../base/index.js';
+import { build } from '../../builder/build.js';
+import type { Codecs, Compressor } from '../../format/compression.js';
+import type { Digester } from '../../format/constants.js';
+import { TAR_END, encodeTarHeaders, tarPadding } from '../../format/tar.js';
+import { renameBlobs } from '../../format/v6/writer.js';
+import { Annotation, type Descriptor, type Manifest, MediaType } from '../media-types.js';
+import { type ImageStore, assertManifest, readBlob, sha256Digest } from '../store.js';
+import { fetchBootstrap } from './bootstrap-layer.js';
+
+export interface ConvertOptions {
+  source: ImageStore;
+  target: ImageStore;
+  /** A Nydus image whose chunks are reused (its blobs must be readable from `chunkDictStore`). */
+  chunkDict?: ImageStore;
+  codecs: Codecs;
+  compressor: Compressor;
+  digester: Digester;
+  chunkSize: number;
+  prefetchFiles?: string[];
+  workDir?: string;
+  log: Logger;
+  onProgress?: (phase: string, done: number, total: number | undefined) => void;
+}
+
+export interface ConvertResult {
+  manifestDigest: string;
+  blobs: string[];
+  bootstrapDigest: string;
+  layers: number;
+  bytesPulled: number;
+  bytesPushed: number;
+}
+
+/** Streams a blob to a file, checking its digest; returns its size. */
+async function download(store: ImageStore, digest: string, path: string, onBytes: (n: number) => void): Promise<number> {
+  const h = createHash('sha256');
+  const out = createWriteStream(path);
+  let size = 0;
+  try {
+    for await (const chunk of store.blobStream(digest)) {
+      h.update(chunk);
+      size += chunk.length;
+      onBytes(chunk.length);
+      if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
+    }
+  } finally {
+    await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
+  }
+  if (`sha256:${h.digest('hex')}` !== digest) throw new IntegrityError(`layer ${digest} from ${store.name} does not match its digest`);
+  return size;
+}
+
+async function fileSha256(path: string): Promise<string> {
+  const h = createHash('sha256');
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
+  return `sha256:${h.digest('hex')}`;
+}
+
+/** The bootstrap layer: a tar holding `image/image.boot`, gzip-compressed; deterministic bytes. */
+export function bootstrapLayer(bootstrap: Buffer): { tar: Buffer; gz: Buffer } {
+  const entry = (path: string, type: 'dir' | 'file', size: number): Buffer =>
+    encodeTarHeaders({ path: Buffer.from(path), type, mode: type === 'dir' ? 0o755 : 0o644, uid: 0, gid: 0, size, mtimeSec: 0, mtimeNsec: 0, linkpath: Buffer.alloc(0), devmajor: 0, devminor: 0, xattrs: [] });
+  const tar = Buffer.concat([entry('image/', 'dir', 0), entry('image/image.boot', 'file', bootstrap.length), bootstrap, Buffer.alloc(tarPadding(bootstrap.length)), TAR_END]);
+  return { tar, gz: gzipSync(tar, { level: 6 }) };
+}
+
+export async function convertImage(opts: ConvertOptions): Promise<ConvertResult> {
+  const { log } = opts;
+  const work = opts.workDir ?? (await mkdtemp(join(tmpdir(), 'damselfly-convert-')));
+  const ownsWork = opts.workDir === undefined;
+  let bytesPulled = 0;
+  let bytesPushed = 0;
+  try {
+    const src = await opts.source.resolve();
+    assertManifest(src.manifest, `${opts.source.name} manifest`);
+    if (src.manifest.layers.some((l) => l.annotations?.[Annotation.NYDUS_BOOTSTRAP] === 'true')) {
+      throw new UsageError(`${opts.source.name} is already a Nydus image`);
+    }
+    const config = JSON.parse((await readBlob(opts.source, src.manifest.config.digest)).toString('utf8')) as Record<string, unknown>;
+    await mkdir(join(work, 'layers'), { recursive: true });
+    const total = src.manifest.layers.reduce((n, l) => n + l.size, 0);
+    const layerFiles: string[] = [];
+    let progress = 0;
+    for (const [i, layer] of src.manifest.layers.entries()) {
+      const path = join(work, 'layers', `${i}`);
+      bytesPulled += await download(opts.source, layer.digest, path, (n) => opts.onProgress?.('pull', (progress += n), total));
+      layerFiles.push(path);
+      log.info({ layer: layer.digest, size: layer.size }, 'layer pulled');
+    }
+    let dictPath: string | undefined;
+    if (opts.chunkDict !== undefined) {
+      dictPath = join(work, 'dict.boot');
+      const dict = await fetchBootstrap(opts.chunkDict);
+      await writeFile(dictPath, dict.bootstrap);
+    }
+    const result = await build({
+      sources: layerFiles,
+      blobDir: join(work, 'blobs'),
+      bootstrapPath: join(work, 'image.boot'),
+      codecs: opts.codecs,
+      compressor: opts.compressor,
+      digester: opts.digester,
+      chunkSize: opts.chunkSize,
+      ...(dictPath ? { chunkDictPath: dictPath } : {}),
+      ...(opts.prefetchFiles ? { prefetchFiles: opts.prefetchFiles } : {}),
+      log,
+      onProgress: (d, t) => opts.onProgress?.('build', d, t),
+    });
+    // Registries address blobs by the SHA-256 of their whole content, which for RAFS v6 blobs
+    // differs from the blob id (that leaves out the chunk-digest array): rename them in the
+    // bootstrap, as nydus-snapshotter does with `nydus-image merge --blob-digests`.
+    const renames = new Map<string, string>();
+    for (const b of result.blobs) renames.set(b.id, (await fileSha256(b.path)).slice('sha256:'.length));
+    const bootstrap = renameBlobs(await readFile(join(work, 'image.boot')), renames);
+    const ids = result.blobTable.map((b) => renames.get(b.id) ?? b.id);
+    // Push data blobs: new ones from disk, dictionary ones copied when the target lacks them.
+    const newIds = new Set(result.blobs.map((b) => b.id));
+    const layers: Descriptor[] = [];
+    for (const blob of result.blobTable) {
+      const digest = `sha256:${renames.get(blob.id) ?? blob.id}`;
+      let size: number;
+      if (newIds.has(blob.id)) {
+        const path = join(work, 'blobs', blob.id);
+        size = (await stat(path)).size;
+        if (!(await opts.target.hasBlob(digest))) {
+          await opts.target.putBlob(digest, { path, size });
+          bytesPushed += size;
+        }
+      } else {
+        size = blob.compressedSize;
+        if (!(await opts.target.hasBlob(digest))) {
+          const dictStore = opts.chunkDict as ImageStore;
+          const data = await readBlob(dictStore, digest);
+          size = data.length;
+          await opts.target.putBlob(digest, data);
+          bytesPushed += size;
+        }
+      }
+      layers.push({ mediaType: MediaType.NYDUS_BLOB, digest, size, annotations: { [Annotation.NYDUS_BLOB]: 'true' } });
+      log.info({ blob: blob.id, size }, 'blob pushed');
+    }
+    const boot = bootstrapLayer(bootstrap);
+    const bootDigest = sha256Digest(boot.gz);
+    await opts.target.putBlob(bootDigest, boot.gz);
+    bytesPushed += boot.gz.length;
+    const docker = src.mediaType === MediaType.DOCKER_MANIFEST;
+    layers.push({
+      mediaType: docker ? MediaType.DOCKER_LAYER_GZIP : MediaType.OCI_LAYER_GZIP,
+      digest: bootDigest,
+      size: boot.gz.length,
+      annotations: {
+        [Annotation.NYDUS_BOOTSTRAP]: 'true',
+        [Annotation.NYDUS_FS_VERSION]: '6',
+        ...(newIds.size < result.blobTable.length ? { [Annotation.NYDUS_REFERENCE_BLOB_IDS]: JSON.stringify(ids) } : {}),
+      },
+    });
+    // Config: diff_ids are the blob digests (nydus blobs are not compressed as a whole) and the
+    // bootstrap tar's digest; one history entry for the bootstrap layer.
+    const rootfs = { type: 'layers', diff_ids: [...ids.map((id) => `sha256:${id}`), sha256Digest(boot.tar)] };
+    const history = [...((config.history as unknown[]) ?? []), { created_by: 'Nydus Converter', comment: 'Nydus Bootstrap Layer' }];
+    const configBytes = Buffer.from(JSON.stringify({ ...config, rootfs, history }));
+    const configDigest = sha256Digest(configBytes);
+    await opts.target.putBlob(configDigest, configBytes);
+    const manifest: Manifest = {
+      schemaVersion: 2,
+      mediaType: MediaType.OCI_MANIFEST,
+      config: { mediaType: docker ? MediaType.DOCKER_CONFIG : MediaType.OCI_CONFIG, digest: configDigest, size: configBytes.length },
+      layers,
+    };
+    const manifestDigest = await opts.target.putManifest(MediaType.OCI_MANIFEST, Buffer.from(JSON.stringify(manifest, null, 2)));
+    log.info({ manifest: manifestDigest, target: opts.target.name }, 'Nydus image pushed');
+    return { manifestDigest, blobs: ids, bootstrapDigest: bootDigest, layers: src.manifest.layers.length, bytesPulled, bytesPushed };
+  } finally {
+    if (ownsWork) await rm(work, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,107 @@
+/**
+ * Builds the `BlobBackend` a configuration names (spec §7.3): localfs, registry (with its proxy
+ * and mirrors as failover routes in front of the origin), s3 and http-proxy.
+ */
+import { request } from 'undici';
+import { type Logger, type Metrics, UnsupportedError } from '../../base/index.js';
+import type { BackendConfig, MirrorConfig, RegistryBackendConfig } from '../../config/index.js';
+import { RegistryClient, type RegistryClientOptions } from '../../oci/registry/index.js';
+import { FailoverBackend, type Route } from './failover.js';
+import { HttpProxyBackend } from './http-proxy.js';
+import { LocalFsBackend } from './localfs.js';
+import { RegistryBackend } from './registry.js';
+import { S3Backend } from './s3.js';
+import type { BlobBackend } from './types.js';
+
+export interface BackendContext {
+  log: Logger;
+  metrics: Metrics;
+  /** Blob ids read from explicit files (an inlined-bootstrap image). */
+  blobFiles?: ReadonlyMap<string, string>;
+}
+
+/** A health check: GET the URL, healthy on any 2xx/3xx answer within the timeout. */
+function pinger(url: string, timeoutMs: number): () => Promise<boolean> {
+  return async () => {
+    const res = await request(url, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
+    await res.body.dump();
+    return res.statusCode < 400;
+  };
+}
+
+function hostAndScheme(url: string): { host: string; scheme: 'http' | 'https' } {
+  const u = new URL(url);
+  return { host: u.host, scheme: u.protocol === 'https:' ? 'https' : 'http' };
+}
+
+function registryBackend(cfg: RegistryBackendConfig, ctx: BackendContext): BlobBackend {
+  const base: RegistryClientOptions = {
+    host: cfg.blobRedirectedHost || cfg.host,
+    scheme: (cfg.blobUrlScheme || cfg.scheme) as 'http' | 'https',
+    ...(cfg.auth ? { credentials: cfg.auth } : {}),
+    ...(cfg.registryToken ? { registryToken: cfg.registryToken } : {}),
+    skipVerify: cfg.skipVerify,
+    caCertFiles: cfg.caCertFiles,
+    timeoutMs: cfg.timeoutMs,
+    connectTimeoutMs: cfg.connectTimeoutMs,
+    retryLimit: cfg.retryLimit,
+    log: ctx.log.child({ component: 'registry' }),
+  };
+  const origin = new RegistryBackend(new RegistryClient(base), cfg.repo);
+  const routes: Route[] = [];
+  if (cfg.proxy.url) {
+    // A Dragonfly peer (or a caching reverse proxy) serving the registry API for the origin.
+    const client = new RegistryClient({ ...base, ...hostAndScheme(cfg.proxy.url), retryLimit: 0 });
+    routes.push({
+      name: 'proxy',
+      backend: new RegistryBackend(client, cfg.repo),
+      ...(cfg.proxy.pingUrl ? { ping: pinger(cfg.proxy.pingUrl, cfg.connectTimeoutMs || 5000) } : {}),
+      checkIntervalMs: cfg.proxy.checkIntervalMs,
+      failureLimit: 1,
+    });
+  }
+  cfg.mirrors.forEach((m: MirrorConfig, i) => {
+    const { credentials: _c, registryToken: _t, ...anonymous } = base;
+    const client = new RegistryClient({ ...(m.authThrough ? base : anonymous), ...hostAndScheme(m.host), headers: m.headers, retryLimit: 0 });
+    routes.push({
+      name: `mirror-${i}`,
+      backend: new RegistryBackend(client, cfg.repo),
+      ping: pinger(m.pingUrl || `${m.host.replace(/\/$/, '')}/v2/`, cfg.connectTimeoutMs || 5000),
+      checkIntervalMs: m.healthCheckIntervalMs,
+      failureLimit: m.failureLimit,
+    });
+  });
+  if (routes.length === 0) return origin;
+  // Without fallback a broken proxy fails reads instead of going to the origin (nydus `fallback`).
+  const fallback = !cfg.proxy.url || cfg.proxy.fallback;
+  return new FailoverBackend(routes, fallback ? origin : undefined, ctx.log.child({ component: 'failover' }), ctx.metrics);
+}
+
+export function createBackend(cfg: BackendConfig, ctx: BackendContext): BlobBackend {
+  switch (cfg.type) {
+    case 'localfs':
+      return new LocalFsBackend({ dir: cfg.dir, altDirs: cfg.altDirs, blobFile: cfg.blobFile, ...(ctx.blobFiles ? { files: ctx.blobFiles } : {}) });
+    case 'registry':
+      return registryBackend(cfg, ctx);
+    case 's3':
+      return new S3Backend({
+        endpoint: cfg.endpoint,
+        scheme: cfg.scheme,
+        region: cfg.region,
+        bucketName: cfg.bucketName,
+        objectPrefix: cfg.objectPrefix,
+        ...(cfg.accessKeyId ? { accessKeyId: cfg.accessKeyId, accessKeySecret: cfg.accessKeySecret } : {}),
+        forcePathStyle: cfg.forcePathStyle,
+        skipVerify: cfg.skipVerify,
+        timeoutMs: cfg.timeoutMs,
+        connectTimeoutMs: cfg.connectTimeoutMs,
+        retryLimit: cfg.retryLimit,
+        log: ctx.log.child({ component: 's3' }),
+      });
+    case 'http-proxy':
+      return new HttpProxyBackend({ addr: cfg.addr, path: cfg.path, timeoutMs: cfg.timeoutMs, connectTimeoutMs: cfg.connectTimeoutMs, skipVerify: cfg.skipVerify });
+    case 'oss':
+    case 'localdisk':
+      throw new UnsupportedError(`the ${cfg.type} backend is not supported`);
+  }
+}
