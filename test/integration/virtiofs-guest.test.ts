@@ -21,6 +21,7 @@ const skip = guestMissing();
 
 /** Prints the view of the tree under $ROOT that guest and host must agree on, in sections. */
 const VIEW = `
+dmesg -n 1 2>/dev/null # no kernel messages in the middle of the lines we parse
 cd "$ROOT" || exit 90
 echo @@FIND; find . | sort
 echo @@STAT; find . ! -type d -exec stat -c '%n|%F|%a|%u|%g|%s|%y|%h|%t,%T' {} + | sort
