@@ -21,7 +21,6 @@ const skip = guestMissing();
 
 /** Prints the view of the tree under $ROOT that guest and host must agree on, in sections. */
 const VIEW = `
-dmesg -n 1 2>/dev/null # no kernel messages in the middle of the lines we parse
 cd "$ROOT" || exit 90
 echo @@FIND; find . | sort
 echo @@STAT; find . ! -type d -exec stat -c '%n|%F|%a|%u|%g|%s|%y|%h|%t,%T' {} + | sort
@@ -32,6 +31,9 @@ echo @@XATTR; find . -exec xattrs {} + | sort
 echo @@HARD; find . -type f -links +1 -exec stat -c '%i %n' {} + | sort -n | awk '{ if ($1 != last) { if (g) print g; g = $2 } else g = g " " $2; last = $1 } END { if (g) print g }' | sort
 echo @@END
 `;
+
+/** Guest only: no kernel messages in the middle of the lines the test parses. */
+const QUIET = 'dmesg -n 1 2>/dev/null\n';
 
 function sections(lines: string[]): Map<string, string> {
   const m = new Map<string, string[]>();
@@ -98,7 +100,7 @@ describe('Damselfly virtiofs serving a Linux guest', { skip }, () => {
     const d = await startDaemon(work, socket, ['--cache-dir', join(work, 'cache')]);
     const guest = await bootGuest({
       devices: [{ socket, tag: 'img' }],
-      script: `ROOT=/mnt/img\n${VIEW}\necho @@EXEC\n/mnt/img/busybox echo static-binary-ran $((6 * 7))\n/mnt/img/setuid\n`,
+      script: `${QUIET}ROOT=/mnt/img\n${VIEW}\necho @@EXEC\n/mnt/img/busybox echo static-binary-ran $((6 * 7))\n/mnt/img/setuid\n`,
       timeoutMs: 240_000,
     });
     const r = await guest.wait();
@@ -116,7 +118,7 @@ describe('Damselfly virtiofs serving a Linux guest', { skip }, () => {
     const d = await startDaemon(work, socket);
     // Boot 1 starts a reader, waits for hot-plugged memory to come online, then checks the tree
     // again; boot 2 (after the guest reboots itself) checks the tree once more.
-    const script = `
+    const script = `${QUIET}
 ROOT=/mnt/img
 if [ "$DAMSELFLY_BOOT" = 1 ]; then
   ( while [ ! -e /tmp/stop ]; do sha256sum /mnt/img/busybox /mnt/img/dir/multi-chunk.bin >> /tmp/reads; done ) &
