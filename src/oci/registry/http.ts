@@ -248,7 +248,7 @@ export class Transport {
       res.body.on('error', noop); // a destroyed body emits an abort error that readers already see
       res.body.once('close', () => {
         wd.stop();
-        if (res.statusCode !== 404) release();
+        release();
       });
       this.opts.log.debug({ method, url: redactUrl(url), status: res.statusCode, ms: Date.now() - started }, 'registry http');
       const x: Exchange = { status: res.statusCode, headers: res.headers, url, method, body: res.body, what, watchdog: wd };
