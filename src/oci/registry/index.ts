@@ -5,6 +5,11 @@
  * authentication (token authentication spec), manual redirects that never carry credentials to
  * another origin, bounded connection pools, timeouts and retries with capped backoff.
  * Conventions of Nydus artifacts on top of it: ../shared/spec/anchors.md §5.
+ *
+ * Timing: `timeoutMs` bounds each exchange from the moment it has a connection slot until its
+ * response headers (connecting and upload progress included), then each gap between body chunks
+ * (time a `blobStream` consumer holds a chunk does not count). Exchanges wait for a slot in a FIFO
+ * queue of `maxConnections` per origin, never in undici's. Retries wrap whole operations.
  * May import: base, config (nothing else: storage backends and the converter build on it).
  *
  * ```ts
