@@ -410,6 +410,11 @@ describe('network faults', () => {
       const t1 = Date.now();
       await assert.rejects(client(fp.host, { timeoutMs: 400 }).readBlob('faulty', digest, 0, 100_000), isBackend(true, /no progress \(the next body bytes\) within 400 ms/));
       assert.ok(Date.now() - t1 < 400 + 1500);
+      fp.setFault({ stall: true, match: /^PUT / });
+      const upload = randomBytes(600_000);
+      const t3 = Date.now();
+      await assert.rejects(client(fp.host, { timeoutMs: 400 }).pushBlob('faulty', digestOf(upload), upload), isBackend(true, /PUT .*no progress \(response headers\) within 400 ms/));
+      assert.ok(Date.now() - t3 < 400 + 1500);
       fp.setFault({ stall: true, match: BLOB_GET });
       const ac = new AbortController();
       setTimeout(() => ac.abort(), 100);

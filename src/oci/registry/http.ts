@@ -236,7 +236,8 @@ export class Transport {
           headers,
           body: body ? withProgress(body(), wd) : null,
           signal: wd.signal,
-          headersTimeout: this.opts.timeoutMs,
+          // undici's header timer ignores upload progress: the watchdog alone times uploads
+          headersTimeout: body ? 0 : this.opts.timeoutMs,
           bodyTimeout: this.opts.timeoutMs,
         });
       } catch (e) {
