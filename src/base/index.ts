@@ -7,3 +7,4 @@ export * from './bytes.js';
 export * from './log.js';
 export * from './metrics.js';
 export * from './iovec.js';
+export * from './promise.js';

@@ -5,7 +5,7 @@
 import { stat, writeFile, rename, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { type Logger, UsageError } from '../base/index.js';
+import { type Logger, UsageError, observed } from '../base/index.js';
 import type { Codecs, Compressor } from '../format/compression.js';
 import type { Digester } from '../format/constants.js';
 import type { BlobInfo } from '../format/image.js';
@@ -119,9 +119,11 @@ async function storeDirectory(root: TreeNode, prefetch: TreeNode[], store: Chunk
       chunks = (await storeFileFromDisk(node, store, onBytes)).chunks;
     }
     pending.push(
-      chunks.then((c: ChunkRef[]) => {
-        node.chunks = c;
-      }),
+      observed(
+        chunks.then((c: ChunkRef[]) => {
+          node.chunks = c;
+        }),
+      ),
     );
   }
   await Promise.all(pending);

@@ -5,7 +5,7 @@
  */
 import { type BigIntStats, constants as fsc } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
-import { type Logger, UsageError } from '../../base/index.js';
+import { type Logger, UsageError, observed } from '../../base/index.js';
 import { type InodeKind, encodeDev } from '../../format/constants.js';
 import type { Xattr } from '../../format/image.js';
 import { splitXattrName } from '../../format/v6/inode.js';
@@ -140,7 +140,7 @@ export async function storeFileFromDisk(
         nextData = d < 0 ? Number.MAX_SAFE_INTEGER : d;
       }
       if (nextData >= off + len) {
-        refs.push(store.submitZeros(len)); // a hole: no need to read it
+        refs.push(observed(store.submitZeros(len))); // a hole: no need to read it
       } else {
         const buf = Buffer.allocUnsafe(len);
         let got = 0;
@@ -149,7 +149,7 @@ export async function storeFileFromDisk(
           if (bytesRead === 0) throw new UsageError(`${(node.sourcePath as Buffer).toString()} shrank while it was read`);
           got += bytesRead;
         }
-        refs.push(store.submit(buf));
+        refs.push(observed(store.submit(buf)));
       }
       onBytes(len);
     }

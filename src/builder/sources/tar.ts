@@ -3,7 +3,7 @@
  * chunk store as they pass (tar order), and recording OCI whiteouts (`.wh.NAME`, opaque
  * `.wh..wh..opq`) for the merge with lower layers.
  */
-import { FormatError, type Logger } from '../../base/index.js';
+import { FormatError, type Logger, observed } from '../../base/index.js';
 import { type InodeKind, Limits, encodeDev } from '../../format/constants.js';
 import type { Xattr } from '../../format/image.js';
 import { type TarEntry, TarParser } from '../../format/tar.js';
@@ -127,7 +127,7 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
     if (c.filled === 0 || (!final && c.filled < chunkSize)) return;
     const wait = store.ready();
     if (wait !== undefined) await wait;
-    c.refs.push(store.submit(c.filled === chunkSize ? c.buf : c.buf.subarray(0, c.filled)));
+    c.refs.push(observed(store.submit(c.filled === chunkSize ? c.buf : c.buf.subarray(0, c.filled))));
     c.buf = Buffer.allocUnsafe(chunkSize);
     c.filled = 0;
   };
@@ -208,9 +208,11 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
         const { node, refs } = current;
         current = undefined;
         pending.push(
-          Promise.all(refs).then((rs) => {
-            node.chunks = rs;
-          }),
+          observed(
+            Promise.all(refs).then((rs) => {
+              node.chunks = rs;
+            }),
+          ),
         );
       }
     }
