@@ -9,6 +9,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitPoll(env, exports);
   InitSocket(env, exports);
   InitVring(env, exports);
+  InitFastIo(env, exports);
   return exports;
 }
 

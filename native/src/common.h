@@ -30,5 +30,6 @@ void InitFsOps(Napi::Env env, Napi::Object exports);
 void InitPoll(Napi::Env env, Napi::Object exports);
 void InitSocket(Napi::Env env, Napi::Object exports);
 void InitVring(Napi::Env env, Napi::Object exports);
+void InitFastIo(Napi::Env env, Napi::Object exports);
 
 }  // namespace damselfly

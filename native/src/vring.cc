@@ -139,16 +139,34 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
     return info.Env().Undefined();
   }
 
-  // Appends the views of one descriptor's guest range; false if it is outside guest memory.
-  bool AddRange(Napi::Env env, uint64_t addr, uint32_t len, bool writable, Napi::Array* rd, Napi::Array* wr, uint64_t* total) {
+  // Adds one descriptor's guest range to the readable or writable pieces; false if it is outside
+  // guest memory. A piece that continues the previous one in host memory (same window, adjacent)
+  // extends it: a guest's page-sized buffers that happen to be contiguous become one view.
+  bool AddRange(uint64_t addr, uint32_t len, bool writable, uint64_t* total) {
+    std::vector<Piece>& dst = writable ? wr_pieces_ : rd_pieces_;
     pieces_.clear();
     if (!table_->TranslateGpa(addr, len, &pieces_)) return false;
-    Napi::Array* dst = writable ? wr : rd;
     for (const Piece& p : pieces_) {
-      dst->Set(dst->Length(), Napi::Uint8Array::New(env, p.len, table_->Window(p), p.offset));
+      if (!dst.empty()) {
+        Piece& last = dst.back();
+        if (last.region == p.region && last.window == p.window && last.offset + last.len == p.offset) {
+          last.len += p.len;
+          continue;
+        }
+      }
+      dst.push_back(p);
     }
     *total += len;
     return true;
+  }
+
+  Napi::Array Views(Napi::Env env, const std::vector<Piece>& pieces) {
+    Napi::Array out = Napi::Array::New(env, pieces.size());
+    for (uint32_t i = 0; i < pieces.size(); i++) {
+      const Piece& p = pieces[i];
+      out.Set(i, Napi::Uint8Array::New(env, p.len, table_->Window(p), p.offset));
+    }
+    return out;
   }
 
   // pop() -> null | {head, readable: Uint8Array[], writable: Uint8Array[], readBytes, writeBytes, error?}
@@ -169,19 +187,19 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
     uint16_t head = LoadRelaxed<uint16_t>(avail_ + 4 + 2 * (last_avail_ % size_));
     last_avail_++;
     out.Set("head", Napi::Number::New(env, head));
-    Napi::Array rd = Napi::Array::New(env);
-    Napi::Array wr = Napi::Array::New(env);
+    rd_pieces_.clear();
+    wr_pieces_.clear();
     uint64_t rbytes = 0, wbytes = 0;
-    std::string error = WalkChain(env, head, &rd, &wr, &rbytes, &wbytes);
-    out.Set("readable", rd);
-    out.Set("writable", wr);
+    std::string error = WalkChain(head, &rbytes, &wbytes);
+    out.Set("readable", Views(env, rd_pieces_));
+    out.Set("writable", Views(env, wr_pieces_));
     out.Set("readBytes", Napi::Number::New(env, static_cast<double>(rbytes)));
     out.Set("writeBytes", Napi::Number::New(env, static_cast<double>(wbytes)));
     if (!error.empty()) out.Set("error", Napi::String::New(env, error));
     return out;
   }
 
-  std::string WalkChain(Napi::Env env, uint16_t head, Napi::Array* rd, Napi::Array* wr, uint64_t* rbytes, uint64_t* wbytes) {
+  std::string WalkChain(uint16_t head, uint64_t* rbytes, uint64_t* wbytes) {
     if (head >= size_) return "head index beyond the queue size";
     const uint8_t* table = desc_;
     uint32_t table_size = size_;
@@ -210,7 +228,7 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
       bool writable = (d.flags & kDescWrite) != 0;
       if (!writable && in_writable) return "readable descriptor after a writable one";
       in_writable = in_writable || writable;
-      if (!AddRange(env, d.addr, d.len, writable, rd, wr, writable ? wbytes : rbytes)) return "descriptor outside guest memory";
+      if (!AddRange(d.addr, d.len, writable, writable ? wbytes : rbytes)) return "descriptor outside guest memory";
       if (!(d.flags & kDescNext)) return "";
       idx = d.next;
     }
@@ -290,7 +308,9 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
   uint16_t used_idx_ = 0;
   uint16_t signalled_used_ = 0;
   bool signalled_valid_ = false;
-  std::vector<Piece> pieces_;
+  std::vector<Piece> pieces_;     // scratch: one descriptor's pieces
+  std::vector<Piece> rd_pieces_;  // the chain being walked, merged
+  std::vector<Piece> wr_pieces_;
 };
 
 }  // namespace

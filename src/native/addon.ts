@@ -85,6 +85,11 @@ export interface NativeAddon {
   seekData(fd: number, offset: number, whence: 3 | 4): number;
   /** flock(2): LOCK_SH 1, LOCK_EX 2, LOCK_UN 8, | LOCK_NB 4; false when a non-blocking lock is taken. */
   flock(fd: number, operation: number): boolean;
+  /**
+   * preadv2(RWF_NOWAIT) into a scatter list: bytes read (short at end of file or past 1024 views),
+   * or -1 when nothing is in the page cache or the file system cannot say (then read asynchronously).
+   */
+  preadvNoWait(fd: number, views: Uint8Array[], position: number): number;
 
   Poller: new (fd: number, callback: (events: number) => void) => Poller;
   mount(source: string, target: string | Buffer, fstype: string, flags: number, data: string): void;

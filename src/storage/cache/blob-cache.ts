@@ -6,8 +6,9 @@
  */
 import { type FileHandle, open, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { scatter } from '../../base/index.js';
+import { scatter, sliceViews } from '../../base/index.js';
 import type { ChunkInfo } from '../../format/chunk-info.js';
+import { native } from '../../native/index.js';
 import { ChunkMap, ChunkState } from './chunk-map.js';
 
 export interface BlobCache {
@@ -48,20 +49,24 @@ export class FileBlobCache implements BlobCache {
     return this.map.state(c.index);
   }
 
+  /**
+   * One vectored read per call. What the host page cache holds is copied on the event loop thread
+   * (preadv2 RWF_NOWAIT: no thread-pool round trip, which costs more than the copy); the rest, if
+   * any, is read on the thread pool.
+   */
   async readInto(c: ChunkInfo, from: number, length: number, dst: Uint8Array[]): Promise<void> {
     let pos = c.uncompressedOffset + from;
     let left = length;
-    for (const d of dst) {
-      let done = 0;
-      const want = Math.min(d.length, left);
-      while (done < want) {
-        const { bytesRead } = await this.data.read(d, done, want - done, pos + done);
-        if (bytesRead === 0) throw new Error(`cache file ends inside chunk ${c.index}`);
-        done += bytesRead;
-      }
-      pos += want;
-      left -= want;
-      if (left === 0) break;
+    let views = sliceViews(dst, 0, left);
+    let nowait = true;
+    while (left > 0) {
+      let n = nowait ? native.preadvNoWait(this.data.fd, views, pos) : -1;
+      if (n < 0 || (n < left && n > 0)) nowait = false; // not (all) cached: wait for the disk
+      if (n < 0) n = (await this.data.readv(views, pos)).bytesRead;
+      if (n === 0) throw new Error(`cache file ends inside chunk ${c.index}`);
+      pos += n;
+      left -= n;
+      views = sliceViews(views, n, left);
     }
   }
 

@@ -1,0 +1,58 @@
+// Reads on the serving hot path that may complete without leaving the event loop thread.
+//
+// preadvNoWait(fd, views, position) reads into a scatter list with preadv2(RWF_NOWAIT): the kernel
+// copies what is already in the page cache and refuses (EAGAIN) instead of waiting for a disk.
+// A chunk-cache hit is then one system call on the main thread instead of a thread-pool round trip
+// (which costs more than the copy itself); whatever would block is left to the asynchronous path.
+#include <sys/uio.h>
+#include <unistd.h>
+
+#include <vector>
+
+#include "common.h"
+
+#ifndef RWF_NOWAIT
+#define RWF_NOWAIT 0x00000008
+#endif
+
+namespace damselfly {
+namespace {
+
+constexpr uint32_t kMaxIov = 1024;  // IOV_MAX on Linux
+
+// Returns the bytes read (possibly fewer than asked, 0 at end of file), or -1 when nothing could be
+// read without blocking (EAGAIN) or the file system does not support RWF_NOWAIT (EOPNOTSUPP).
+// Other errors throw.
+Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto fd = static_cast<int>(IntArg(info[0], "fd"));
+  if (!info[1].IsArray()) throw Napi::TypeError::New(env, "views must be an array of Uint8Array");
+  Napi::Array views = info[1].As<Napi::Array>();
+  auto position = static_cast<off_t>(IntArg(info[2], "position"));
+  uint32_t n = views.Length();
+  if (n == 0) return Napi::Number::New(env, 0);
+  if (n > kMaxIov) n = kMaxIov;  // a short read: the caller continues with the rest
+  std::vector<struct iovec> iov(n);
+  for (uint32_t i = 0; i < n; i++) {
+    Napi::Value v = views.Get(i);
+    if (!v.IsTypedArray()) throw Napi::TypeError::New(env, "views must be an array of Uint8Array");
+    Napi::Uint8Array a = v.As<Napi::Uint8Array>();
+    iov[i].iov_base = a.Data();
+    iov[i].iov_len = a.ByteLength();
+  }
+  for (;;) {
+    ssize_t got = ::preadv2(fd, iov.data(), static_cast<int>(n), position, RWF_NOWAIT);
+    if (got >= 0) return Napi::Number::New(env, static_cast<double>(got));
+    if (errno == EINTR) continue;
+    if (errno == EAGAIN || errno == EOPNOTSUPP) return Napi::Number::New(env, -1);
+    ThrowSys(env, "preadv2");
+  }
+}
+
+}  // namespace
+
+void InitFastIo(Napi::Env env, Napi::Object exports) {
+  exports.Set("preadvNoWait", Napi::Function::New(env, PreadvNoWait, "preadvNoWait"));
+}
+
+}  // namespace damselfly
