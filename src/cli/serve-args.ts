@@ -2,11 +2,13 @@
  * Options shared by the commands that serve an image (`mount`, `virtiofs`): where the image and its
  * blobs are (local files, a nydusd config, an image reference), the cache, and prefetch.
  */
+import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { Logger, Metrics } from '../base/index.js';
 import { ImageService } from '../daemon/image-service.js';
 import { type ImageSource, openImageSource, readPathList } from '../daemon/image-source.js';
 import { nativeCodecs } from '../native/index.js';
+import { gcCache } from '../storage/cache/gc.js';
 import { parseSize, progressBar } from './common.js';
 
 export interface ServeFlags {
@@ -47,6 +49,13 @@ export interface Served {
 
 export async function openServed(flags: ServeFlags, log: Logger, metrics: Metrics): Promise<Served> {
   const source = await openImageSource(flags, nativeCodecs, log, metrics);
+  const maxSize = source.config?.cache.maxSizeBytes;
+  if (maxSize !== undefined && source.cacheDir !== undefined && existsSync(source.cacheDir)) {
+    // The cache size limit (filecache `max_size`): trim the directory before serving, as
+    // `damselfly cache gc --max-size` does (whole blobs no one has open, least recently used first).
+    const r = await gcCache(source.cacheDir, maxSize, log.child({ component: 'cache-gc' }));
+    log.info({ maxSize, removed: r.removed.length, freedBytes: r.freedBytes, remainingBytes: r.remainingBytes, busy: r.busy.length }, 'cache trimmed to its size limit');
+  }
   const service = new ImageService({
     loaded: source.loaded,
     backend: source.backend,
