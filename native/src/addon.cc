@@ -6,6 +6,7 @@ namespace damselfly {
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitCodecs(env, exports);
   InitFsOps(env, exports);
+  InitPassthrough(env, exports);
   InitPoll(env, exports);
   InitSocket(env, exports);
   InitVring(env, exports);

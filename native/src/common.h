@@ -27,6 +27,7 @@ int64_t IntArg(const Napi::Value& v, const char* what);
 
 void InitCodecs(Napi::Env env, Napi::Object exports);
 void InitFsOps(Napi::Env env, Napi::Object exports);
+void InitPassthrough(Napi::Env env, Napi::Object exports);
 void InitPoll(Napi::Env env, Napi::Object exports);
 void InitSocket(Napi::Env env, Napi::Object exports);
 void InitVring(Napi::Env env, Napi::Object exports);

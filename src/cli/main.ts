@@ -12,6 +12,7 @@ import { parseLogLevel, setupLogger } from './common.js';
 import * as inspectCmd from './inspect.js';
 import * as exportCmd from './export.js';
 import * as mountCmd from './mount.js';
+import * as passthroughCmd from './passthrough.js';
 import * as unpackCmd from './unpack.js';
 import * as virtiofsCmd from './virtiofs.js';
 
@@ -29,7 +30,7 @@ export function createProgram(): Command {
   program.exitOverride((err) => {
     process.exit(err.exitCode === 1 ? 2 : err.exitCode);
   });
-  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd, exportCmd, mountCmd, virtiofsCmd, cacheCmd, convertCmd]) cmd.register(program);
+  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd, exportCmd, mountCmd, passthroughCmd, virtiofsCmd, cacheCmd, convertCmd]) cmd.register(program);
   return program;
 }
 

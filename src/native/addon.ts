@@ -69,7 +69,94 @@ export interface Virtqueue {
   reset(): void;
 }
 
-export interface NativeAddon {
+/** statx of a passthrough inode (native/src/passthrough.cc). */
+export interface PtStat {
+  ino: bigint;
+  dev: number;
+  /** Mount id (STATX_MNT_ID), 0 when the kernel does not report it. */
+  mntId: number;
+  mode: number;
+  nlink: number;
+  uid: number;
+  gid: number;
+  /** Device number in the FUSE (new_encode_dev) encoding. */
+  rdev: number;
+  size: number;
+  blocks: number;
+  blksize: number;
+  atimeSec: number;
+  atimeNsec: number;
+  mtimeSec: number;
+  mtimeNsec: number;
+  ctimeSec: number;
+  ctimeNsec: number;
+}
+
+/** One getdents64 record; `off` is the host's cookie of the position after it. */
+export interface PtDirent {
+  ino: number;
+  off: bigint;
+  type: number;
+  name: Buffer;
+}
+
+export interface PtStatvfs {
+  bsize: number;
+  frsize: number;
+  blocks: number;
+  bfree: number;
+  bavail: number;
+  files: number;
+  ffree: number;
+  namemax: number;
+}
+
+/**
+ * The passthrough filesystem's primitives (native/src/passthrough*.cc): one name relative to a
+ * directory fd, O_PATH fds addressed through /proc/self/fd/N. Errors are SysErrors.
+ */
+export interface PassthroughOps {
+  /** openat2 (O_CLOEXEC added); `resolve` is RESOLVE_* bits. */
+  ptOpenat2(dirfd: number, name: string | Buffer, flags: number, mode: number, resolve: number): number;
+  /** Opens the inode of `fd` anew with `flags` through /proc/self/fd/N. */
+  ptReopen(fd: number, flags: number): number;
+  ptStatx(fd: number, name: string | Buffer, flags: number): PtStat;
+  /** O_PATH fd of the parent of directory `fd`, or -1 when it is not at or below `rootfd`. */
+  ptOpenParentBeneath(fd: number, rootfd: number): number;
+  ptReadlink(fd: number): Buffer;
+  ptUnlinkat(dirfd: number, name: string | Buffer, flags: number): void;
+  ptRenameat2(olddirfd: number, oldname: string | Buffer, newdirfd: number, newname: string | Buffer, flags: number): void;
+  /** A new name for the inode of `fd` (linkat through /proc/self/fd/N, AT_SYMLINK_FOLLOW). */
+  ptLinkat(fd: number, newdirfd: number, newname: string | Buffer): void;
+  /** fchownat(AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW); -1 keeps an id. */
+  ptFchown(fd: number, uid: number, gid: number): void;
+  ptChmod(fd: number, mode: number): void;
+  /** Nanoseconds may be UTIME_NOW (2^30 - 1) or UTIME_OMIT (2^30 - 2). */
+  ptUtimens(fd: number, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;
+  /** truncate(2) of the inode of an O_PATH fd, without opening it. */
+  ptTruncate(fd: number, size: number): void;
+  ptFallocate(fd: number, mode: number, offset: number, length: number): void;
+  ptLseek(fd: number, offset: number, whence: number): number;
+  ptFstatvfs(fd: number): PtStatvfs;
+  /** dup + close: the host sees a close(2) of the file. */
+  ptDupClose(fd: number): void;
+  /** One batch of entries from host cookie `offset` (0n: the start); [] at the end. */
+  ptGetdents(fd: number, offset: bigint, maxBytes: number): PtDirent[];
+  ptSyncfs(fd: number): Promise<void>;
+  ptGetxattr(fd: number, name: string | Buffer): Buffer;
+  /** NUL-terminated names as the kernel lists them. */
+  ptListxattr(fd: number): Buffer;
+  ptSetxattr(fd: number, name: string | Buffer, value: Uint8Array, flags: number): void;
+  ptRemovexattr(fd: number, name: string | Buffer): void;
+  // Run as the guest user (setfsuid/setfsgid on a thread with its own umask): see passthrough_create.cc.
+  ptMkdirat(dirfd: number, name: string | Buffer, mode: number, uid: number, gid: number, umask: number): void;
+  ptMknodat(dirfd: number, name: string | Buffer, mode: number, rdev: number, uid: number, gid: number, umask: number): void;
+  ptSymlinkat(target: string | Buffer, dirfd: number, name: string | Buffer, uid: number, gid: number): void;
+  /** openat2 with O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC added; returns the fd. */
+  ptCreate(dirfd: number, name: string | Buffer, flags: number, mode: number, resolve: number, uid: number, gid: number, umask: number): number;
+}
+
+export interface NativeAddon extends PassthroughOps {
   compress(codec: NativeCodec, src: Uint8Array, level?: number): Buffer;
   decompressInto(codec: NativeCodec, src: Uint8Array, dst: Uint8Array): number;
   compressAsync(codec: NativeCodec, src: Uint8Array, level?: number): Promise<Buffer>;

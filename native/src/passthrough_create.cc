@@ -1,0 +1,171 @@
+// Creating syscalls of the passthrough filesystem, run as the requesting guest user: mkdirat,
+// mknodat, symlinkat and openat2(O_CREAT | O_EXCL). They execute on one dedicated thread that has
+// its own fs_struct (unshare(CLONE_FS)), so its umask is private to it and never races the rest of
+// the process, and that switches setfsgid/setfsuid around each call (per-thread credentials) and
+// back. The JavaScript call waits for the result: the API stays synchronous.
+#include <fcntl.h>
+#include <linux/openat2.h>
+#include <sched.h>
+#include <sys/fsuid.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <condition_variable>
+#include <cstring>
+#include <functional>
+#include <mutex>
+#include <thread>
+
+#include "common.h"
+
+namespace damselfly {
+namespace {
+
+struct Creds {
+  uint32_t uid;
+  uint32_t gid;
+  uint32_t umask;
+};
+
+// One worker thread, started on first use and never stopped (it is leaked on purpose: a joinable
+// std::thread destroyed at exit would terminate the process).
+class CredThread {
+ public:
+  static CredThread& Get() {
+    static CredThread* instance = new CredThread();
+    return *instance;
+  }
+
+  // Runs op with the credentials and umask; returns its result and sets *err to errno on failure.
+  long Run(const Creds& creds, const std::function<long()>& op, int* err) {
+    std::lock_guard<std::mutex> caller(callers_);
+    std::unique_lock<std::mutex> lock(mu_);
+    job_ = [&]() { return Switched(creds, op, err); };
+    pending_ = true;
+    cv_.notify_all();
+    cv_.wait(lock, [this] { return !pending_; });
+    return result_;
+  }
+
+ private:
+  CredThread() { std::thread([this] { Loop(); }).detach(); }
+
+  void Loop() {
+    setup_errno_ = ::unshare(CLONE_FS) == 0 ? 0 : errno;
+    ::umask(0);
+    std::unique_lock<std::mutex> lock(mu_);
+    for (;;) {
+      cv_.wait(lock, [this] { return pending_; });
+      result_ = job_();
+      pending_ = false;
+      cv_.notify_all();
+    }
+  }
+
+  long Switched(const Creds& c, const std::function<long()>& op, int* err) {
+    if (setup_errno_ != 0) {
+      *err = setup_errno_;
+      return -1;
+    }
+    // setfsgid first: the gid may only change while the thread still has its capabilities.
+    auto old_gid = static_cast<gid_t>(::setfsgid(c.gid));
+    auto old_uid = static_cast<uid_t>(::setfsuid(c.uid));
+    // setfs[ug]id report no errors: read the ids back (an invalid id changes nothing).
+    bool ok = static_cast<uid_t>(::setfsuid(static_cast<uid_t>(-1))) == c.uid &&
+              static_cast<gid_t>(::setfsgid(static_cast<gid_t>(-1))) == c.gid;
+    ::umask(static_cast<mode_t>(c.umask & 07777));
+    long r = -1;
+    *err = EPERM;
+    if (ok) {
+      errno = 0;
+      r = op();
+      *err = r < 0 ? errno : 0;
+    }
+    ::umask(0);
+    ::setfsuid(old_uid);
+    ::setfsgid(old_gid);
+    return r;
+  }
+
+  std::mutex callers_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::function<long()> job_;
+  bool pending_ = false;
+  long result_ = 0;
+  int setup_errno_ = 0;
+};
+
+Creds CredArgs(const Napi::CallbackInfo& info, size_t at) {
+  return Creds{static_cast<uint32_t>(IntArg(info[at], "uid")), static_cast<uint32_t>(IntArg(info[at + 1], "gid")),
+               static_cast<uint32_t>(IntArg(info[at + 2], "umask"))};
+}
+
+int DirArg(const Napi::Value& v) {
+  int64_t x = IntArg(v, "dirfd");
+  if (x < 0 || x > 0x7fffffff) throw Napi::RangeError::New(v.Env(), "dirfd is not a file descriptor");
+  return static_cast<int>(x);
+}
+
+long RunOrThrow(Napi::Env env, const Creds& c, const std::function<long()>& op, const char* syscall, const std::string& name) {
+  int err = 0;
+  long r = CredThread::Get().Run(c, op, &err);
+  if (r < 0) throw SysError(env, err, syscall, name);
+  return r;
+}
+
+// mkdirat(dirfd, name, mode, uid, gid, umask)
+Napi::Value Mkdirat(const Napi::CallbackInfo& info) {
+  int dirfd = DirArg(info[0]);
+  std::string name = PathArg(info[1], "name");
+  auto mode = static_cast<mode_t>(IntArg(info[2], "mode"));
+  RunOrThrow(info.Env(), CredArgs(info, 3), [&] { return static_cast<long>(::mkdirat(dirfd, name.c_str(), mode)); }, "mkdirat", name);
+  return info.Env().Undefined();
+}
+
+// mknodat(dirfd, name, mode, rdev, uid, gid, umask); rdev in the FUSE (new_encode_dev) encoding,
+// which glibc's dev_t reads the same for 32-bit values.
+Napi::Value Mknodat(const Napi::CallbackInfo& info) {
+  int dirfd = DirArg(info[0]);
+  std::string name = PathArg(info[1], "name");
+  auto mode = static_cast<mode_t>(IntArg(info[2], "mode"));
+  auto rdev = static_cast<dev_t>(IntArg(info[3], "rdev"));
+  RunOrThrow(info.Env(), CredArgs(info, 4), [&] { return static_cast<long>(::mknodat(dirfd, name.c_str(), mode, rdev)); }, "mknodat", name);
+  return info.Env().Undefined();
+}
+
+// symlinkat(target, dirfd, name, uid, gid): the target is stored as data, never resolved.
+Napi::Value Symlinkat(const Napi::CallbackInfo& info) {
+  std::string target = PathArg(info[0], "target");
+  int dirfd = DirArg(info[1]);
+  std::string name = PathArg(info[2], "name");
+  Creds c{static_cast<uint32_t>(IntArg(info[3], "uid")), static_cast<uint32_t>(IntArg(info[4], "gid")), 0};
+  RunOrThrow(info.Env(), c, [&] { return static_cast<long>(::symlinkat(target.c_str(), dirfd, name.c_str())); }, "symlinkat", name);
+  return info.Env().Undefined();
+}
+
+// create(dirfd, name, flags, mode, resolve, uid, gid, umask) -> fd: openat2 with O_CREAT | O_EXCL |
+// O_NOFOLLOW | O_CLOEXEC added (a new file only; the caller handles an existing one).
+Napi::Value Create(const Napi::CallbackInfo& info) {
+  int dirfd = DirArg(info[0]);
+  std::string name = PathArg(info[1], "name");
+  struct open_how how;
+  std::memset(&how, 0, sizeof how);
+  how.flags = static_cast<uint64_t>(IntArg(info[2], "flags")) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  how.mode = static_cast<uint64_t>(IntArg(info[3], "mode")) & 07777;
+  how.resolve = static_cast<uint64_t>(IntArg(info[4], "resolve"));
+  long fd = RunOrThrow(info.Env(), CredArgs(info, 5), [&] { return ::syscall(SYS_openat2, dirfd, name.c_str(), &how, sizeof how); }, "openat2", name);
+  return Napi::Number::New(info.Env(), static_cast<double>(fd));
+}
+
+}  // namespace
+
+void InitPassthroughCreate(Napi::Env env, Napi::Object exports) {
+  exports.Set("ptMkdirat", Napi::Function::New(env, Mkdirat, "ptMkdirat"));
+  exports.Set("ptMknodat", Napi::Function::New(env, Mknodat, "ptMknodat"));
+  exports.Set("ptSymlinkat", Napi::Function::New(env, Symlinkat, "ptSymlinkat"));
+  exports.Set("ptCreate", Napi::Function::New(env, Create, "ptCreate"));
+}
+
+}  // namespace damselfly

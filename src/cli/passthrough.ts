@@ -1,0 +1,59 @@
+/**
+ * `damselfly passthrough`: serve a host directory read-write on a host mountpoint through
+ * /dev/fuse with the passthrough filesystem (virtiofsd semantics), in the foreground. For trying
+ * and testing the filesystem Kata guests see through virtio-fs.
+ */
+import { Option, type Command } from 'commander';
+import { Metrics } from '../base/index.js';
+import { PassthroughFs } from '../fs/passthrough/index.js';
+import { FuseServer } from '../fuse/index.js';
+import { FuseMount } from '../transport/index.js';
+import { getLogger, oneOf, printJson, run } from './common.js';
+
+interface PassthroughFlags {
+  sharedDir: string;
+  cache: 'never' | 'auto' | 'always';
+  xattr: boolean;
+  announceSubmounts: boolean;
+  writeback: boolean;
+  stats?: boolean;
+}
+
+export function register(program: Command): void {
+  program
+    .command('passthrough')
+    .description('serve a host directory read-write on a mountpoint with FUSE (foreground; Ctrl-C or SIGTERM unmounts)')
+    .requiredOption('--shared-dir <dir>', 'the directory to serve')
+    .addOption(new Option('--cache <policy>', 'never, auto or always (as virtiofsd)').argParser(oneOf(['never', 'auto', 'always'] as const)).default('auto'))
+    .option('--no-xattr', 'answer every xattr request with ENOSYS')
+    .option('--announce-submounts', 'mark mount points inside the directory as submounts', false)
+    .option('--writeback', 'ask for the kernel writeback cache', false)
+    .option('--stats', 'print the counters as JSON on exit')
+    .argument('<mountpoint>', 'an existing directory')
+    .action((mountpoint: string, flags: PassthroughFlags) =>
+      run(async () => {
+        const log = getLogger();
+        const metrics = new Metrics();
+        const fs = new PassthroughFs({
+          root: flags.sharedDir,
+          xattr: flags.xattr,
+          cache: flags.cache,
+          announceSubmounts: flags.announceSubmounts,
+          writeback: flags.writeback,
+          log: log.child({ component: 'passthrough' }),
+          metrics,
+        });
+        const server = new FuseServer(fs, { log: log.child({ component: 'fuse' }), metrics });
+        const mount = FuseMount.mount({ mountpoint, server, log: log.child({ component: 'fusedev' }), readOnly: false, fsname: flags.sharedDir, subtype: 'damselfly-passthrough' });
+        process.stderr.write(`damselfly: ${flags.sharedDir} mounted on ${mountpoint}\n`);
+        const stop = (): void => void mount.unmount();
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+        await mount.ended;
+        process.off('SIGINT', stop);
+        process.off('SIGTERM', stop);
+        fs.close();
+        if (flags.stats === true) printJson(metrics.snapshot());
+      }),
+    );
+}

@@ -1,0 +1,101 @@
+/**
+ * The state every passthrough operation shares: options, the inode and handle tables, the cache
+ * policy's timeouts, what INIT agreed, and LOOKUP itself (the one place a name becomes a node).
+ */
+import { closeSync } from 'node:fs';
+import type { Logger, Metrics } from '../../base/index.js';
+import type { PtStat } from '../../native/addon.js';
+import { native } from '../../native/index.js';
+import { type EntryReply, Errno, FsError, type RequestContext } from '../types.js';
+import { FUSE_ATTR_SUBMOUNT, O_NOFOLLOW, O_PATH, RESOLVE, component, isDir, isDotDot, sys, toAttr } from './common.js';
+import { HandleTable } from './handles.js';
+import { type Inode, InodeTable, ROOT_ID, statFd } from './inodes.js';
+
+export type CachePolicy = 'never' | 'auto' | 'always';
+
+export interface PassthroughOptions {
+  /** The shared host directory. */
+  root: string;
+  /** Serve extended attributes (else every xattr request answers ENOSYS, and the kernel stops asking). */
+  xattr: boolean;
+  /** virtiofsd's cache policies: timeouts 0 / 1 s / 86400 s, FOPEN_DIRECT_IO / none / FOPEN_KEEP_CACHE. */
+  cache: CachePolicy;
+  /** Mark mount points inside the share with FUSE_ATTR_SUBMOUNT (when the kernel supports it). */
+  announceSubmounts: boolean;
+  /** Ask for FUSE_WRITEBACK_CACHE (only when the guest has the directory to itself). */
+  writeback?: boolean;
+  /** Pass O_DIRECT through to the host (default true; unaligned I/O falls back to a buffered fd). */
+  allowDirectIo?: boolean;
+  /** Accepted for virtiofsd compatibility; locks stay in the guest (FUSE_POSIX_LOCKS is never agreed). */
+  posixLocks?: boolean;
+  log: Logger;
+  metrics: Metrics;
+}
+
+const TIMEOUTS: Record<CachePolicy, number> = { never: 0, auto: 1, always: 86400 };
+
+export class Core {
+  readonly inodes: InodeTable;
+  readonly handles = new HandleTable();
+  readonly timeout: number;
+  /** Agreed at INIT. */
+  writeback = false;
+  announce = false;
+  /** FUSE_DONT_MASK: the kernel leaves the umask to us (never asked for today, honoured if agreed). */
+  dontMask = false;
+
+  constructor(readonly opts: PassthroughOptions) {
+    this.inodes = new InodeTable(opts.root);
+    this.timeout = TIMEOUTS[opts.cache];
+  }
+
+  /**
+   * The (fsuid, fsgid, umask) a creating call runs with: the guest's ids, and the request's umask
+   * only under FUSE_DONT_MASK (otherwise the kernel already applied it to the mode it sent).
+   */
+  creds(ctx: RequestContext, umask = 0): [number, number, number] {
+    return [ctx.uid, ctx.gid, this.dontMask ? umask & 0o777 : 0];
+  }
+
+  entry(n: Inode, st: PtStat, flags = 0): EntryReply {
+    return { nodeid: n.id, generation: 0, attr: toAttr(st, flags), entryTimeout: this.timeout, attrTimeout: this.timeout };
+  }
+
+  /**
+   * LOOKUP: one name below `parent`, opened O_PATH without following a final symlink and without
+   * leaving the parent (openat2 RESOLVE_BENEATH). ".." of the root is the root (as the C
+   * virtiofsd); ".." elsewhere must still lie inside the shared directory (ENOENT otherwise).
+   */
+  lookup(parent: number, rawName: Uint8Array): EntryReply {
+    const p = this.inodes.get(parent);
+    const name = component(rawName, true);
+    if (isDotDot(name) && p.id === ROOT_ID) return this.entry(p, statFd(p.fd));
+    const fd = isDotDot(name) ? this.openParent(p) : this.openChild(p, name);
+    let st: PtStat;
+    try {
+      st = statFd(fd);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+    const n = this.inodes.adopt(fd, st);
+    const submount = this.announce && !isDotDot(name) && isDir(st.mode) && (st.dev !== p.dev || st.mntId !== p.mntId);
+    return this.entry(n, st, submount ? FUSE_ATTR_SUBMOUNT : 0);
+  }
+
+  private openChild(p: Inode, name: Buffer): number {
+    try {
+      return sys(() => native.ptOpenat2(p.fd, name, O_PATH | O_NOFOLLOW, 0, RESOLVE));
+    } catch (e) {
+      // EXDEV: the name was renamed out of the parent while it resolved, so it is not there.
+      if (e instanceof FsError && e.errno === Errno.EXDEV) throw new FsError(Errno.ENOENT, 'renamed away during lookup');
+      throw e;
+    }
+  }
+
+  private openParent(p: Inode): number {
+    const fd = sys(() => native.ptOpenParentBeneath(p.fd, this.inodes.root.fd));
+    if (fd < 0) throw new FsError(Errno.ENOENT, 'the parent is outside the shared directory');
+    return fd;
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * Open files of the passthrough filesystem: OPEN reopens the node's O_PATH fd through
+ * /proc/self/fd with the guest's flags (kernel-internal bits masked), CREATE makes a new file as
+ * the guest user; data moves with preadv/pwritev on the handle's fd off the JavaScript thread.
+ */
+import { closeSync, fdatasync, fsync, readv, writev } from 'node:fs';
+import { native } from '../../native/index.js';
+import { type EntryReply, Errno, FsError, type OpenReply, type RequestContext } from '../types.js';
+import {
+  FOPEN_DIRECT_IO,
+  FOPEN_KEEP_CACHE,
+  FUSE_WRITE_CACHE,
+  O_ACCMODE,
+  O_APPEND,
+  O_CREAT,
+  O_DIRECT,
+  O_EXCL,
+  O_RDWR,
+  O_WRONLY,
+  OPEN_FLAGS_KEPT,
+  RESOLVE,
+  component,
+  isDir,
+  isReg,
+  sys,
+  sysAsync,
+} from './common.js';
+import type { Core } from './core.js';
+import { Handle } from './handles.js';
+
+function readvAt(fd: number, views: Uint8Array[], position: number): Promise<number> {
+  return new Promise((resolve, reject) => readv(fd, views, position, (e, n) => (e ? reject(e) : resolve(n))));
+}
+
+function writevAt(fd: number, views: Uint8Array[], position: number): Promise<number> {
+  return new Promise((resolve, reject) => writev(fd, views, position, (e, n) => (e ? reject(e) : resolve(n))));
+}
+
+function syncFd(fd: number, datasync: boolean): Promise<void> {
+  return new Promise((resolve, reject) => (datasync ? fdatasync : fsync)(fd, (e) => (e ? reject(e) : resolve())));
+}
+
+/** The guest's open flags as the host open gets them. */
+export function hostOpenFlags(core: Core, flags: number): number {
+  let f = flags & OPEN_FLAGS_KEPT;
+  if (core.opts.allowDirectIo === false) f &= ~O_DIRECT;
+  if (core.writeback) {
+    // The kernel reads pages of write-only files and handles O_APPEND itself (as virtiofsd).
+    if ((f & O_ACCMODE) === O_WRONLY) f = (f & ~O_ACCMODE) | O_RDWR;
+    f &= ~O_APPEND;
+  }
+  return f;
+}
+
+export function fileOpenFlags(core: Core): number {
+  return core.opts.cache === 'never' ? FOPEN_DIRECT_IO : core.opts.cache === 'always' ? FOPEN_KEEP_CACHE : 0;
+}
+
+export function open(core: Core, nodeid: number, flags: number): OpenReply {
+  const n = core.inodes.get(nodeid);
+  // Only regular files and directories are opened on the host: never a device, FIFO or symlink (as virtiofsd).
+  if (!isReg(n.mode) && !isDir(n.mode)) throw new FsError(Errno.EBADF, 'only regular files and directories can be opened');
+  const f = hostOpenFlags(core, flags);
+  const fd = sys(() => native.ptReopen(n.fd, f));
+  return { fh: core.handles.add(new Handle(nodeid, fd, 'file', f)), flags: fileOpenFlags(core) };
+}
+
+/** CREATE: a new file as the guest user; an existing one is opened unless O_EXCL (as virtiofsd). */
+export function create(core: Core, ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number): { entry: EntryReply; open: OpenReply } {
+  const p = core.inodes.get(parent);
+  const n = component(name);
+  const f = hostOpenFlags(core, flags & ~(O_CREAT | O_EXCL));
+  let fd: number;
+  try {
+    fd = sys(() => native.ptCreate(p.fd, n, f, mode & 0o7777, RESOLVE, ...core.creds(ctx, umask)));
+  } catch (e) {
+    if (!(e instanceof FsError) || e.errno !== Errno.EEXIST || (flags & O_EXCL) !== 0) throw e;
+    const entry = core.lookup(parent, n);
+    try {
+      return { entry, open: open(core, entry.nodeid, flags) };
+    } catch (err) {
+      core.inodes.forget(entry.nodeid, 1);
+      throw err;
+    }
+  }
+  let entry: EntryReply;
+  try {
+    entry = core.lookup(parent, n);
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+  return { entry, open: { fh: core.handles.add(new Handle(entry.nodeid, fd, 'file', f)), flags: fileOpenFlags(core) } };
+}
+
+/** The first `size` bytes of a scatter list, as views. */
+function firstBytes(views: Uint8Array[], size: number): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  let left = size;
+  for (const v of views) {
+    if (left <= 0) break;
+    const part = v.length <= left ? v : v.subarray(0, left);
+    out.push(part);
+    left -= part.length;
+  }
+  return out;
+}
+
+/** Runs an I/O call on the handle's fd; an O_DIRECT handle retries misaligned I/O (EINVAL) buffered. */
+async function io(h: Handle, fd: number, call: (fd: number) => Promise<number>): Promise<number> {
+  try {
+    return await call(fd);
+  } catch (e) {
+    if (h.direct && (e as { code?: string }).code === 'EINVAL') return call(h.plainFd());
+    throw e;
+  }
+}
+
+export async function read(core: Core, nodeid: number, fh: bigint, offset: number, size: number, dst: Uint8Array[]): Promise<number> {
+  const h = core.handles.get(fh, nodeid, 'file');
+  const views = firstBytes(dst, size);
+  const n = await sysAsync(() => h.use((h) => io(h, h.fd, (fd) => readvAt(fd, views, offset))));
+  core.opts.metrics.inc('passthrough.read_bytes', n);
+  return n;
+}
+
+export async function write(core: Core, nodeid: number, fh: bigint, offset: number, data: Uint8Array[], writeFlags: number): Promise<number> {
+  const h = core.handles.get(fh, nodeid, 'file');
+  // Page-cache writes (writeback, mmap) go where the kernel says even on an O_APPEND handle.
+  const fdFor = (h: Handle): number => ((writeFlags & FUSE_WRITE_CACHE) !== 0 && h.append ? h.plainFd() : h.fd);
+  const n = await sysAsync(() => h.use((h) => io(h, fdFor(h), (fd) => writevAt(fd, data, offset))));
+  core.opts.metrics.inc('passthrough.write_bytes', n);
+  return n;
+}
+
+/** FLUSH: the host sees a close(2) (releases POSIX locks, flushes network filesystems). */
+export function flush(core: Core, nodeid: number, fh: bigint): void {
+  const h = core.handles.get(fh, nodeid, 'file');
+  sys(() => native.ptDupClose(h.fd));
+}
+
+export async function fsyncHandle(core: Core, nodeid: number, fh: bigint, datasync: boolean, kind: 'file' | 'dir'): Promise<void> {
+  const h = core.handles.get(fh, nodeid, kind);
+  await sysAsync(() => h.use((h) => syncFd(h.fd, datasync)));
+}
+
+export function fallocate(core: Core, nodeid: number, fh: bigint, offset: number, length: number, mode: number): void {
+  const h = core.handles.get(fh, nodeid, 'file');
+  sys(() => native.ptFallocate(h.fd, mode, offset, length));
+}
+
+/** LSEEK (the kernel sends SEEK_DATA and SEEK_HOLE): the host's answer, ENXIO included. */
+export function lseek(core: Core, nodeid: number, fh: bigint, offset: number, whence: number): number {
+  const h = core.handles.get(fh, nodeid, 'file');
+  return sys(() => native.ptLseek(h.fd, offset, whence));
+}

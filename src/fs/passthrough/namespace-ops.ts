@@ -1,0 +1,128 @@
+/**
+ * Name and attribute operations of the passthrough filesystem: creating calls run as the guest
+ * user (native credential thread), everything else as the daemon; each resolves exactly one
+ * validated name relative to a parent's O_PATH fd.
+ */
+import { ftruncateSync } from 'node:fs';
+import { native } from '../../native/index.js';
+import { type AttrReply, type EntryReply, Errno, FsError, type RequestContext, type SetattrIn, type StatFs } from '../types.js';
+import {
+  AT_REMOVEDIR,
+  RENAME_EXCHANGE,
+  RENAME_NOREPLACE,
+  RENAME_WHITEOUT,
+  S_IFLNK,
+  S_IFMT,
+  UTIME_NOW,
+  component,
+  isDir,
+  isReg,
+  sys,
+} from './common.js';
+import type { Core } from './core.js';
+import { statFd } from './inodes.js';
+
+export function getattr(core: Core, nodeid: number): AttrReply {
+  const n = core.inodes.get(nodeid);
+  return { attr: core.entry(n, statFd(n.fd)).attr, timeout: core.timeout };
+}
+
+export function mkdir(core: Core, ctx: RequestContext, parent: number, name: Uint8Array, mode: number, umask: number): EntryReply {
+  const p = core.inodes.get(parent);
+  const n = component(name);
+  sys(() => native.ptMkdirat(p.fd, n, mode & 0o7777, ...core.creds(ctx, umask)));
+  return core.lookup(parent, n);
+}
+
+/** MKNOD: regular files, FIFOs, sockets, devices and overlayfs whiteouts (char 0:0). */
+export function mknod(core: Core, ctx: RequestContext, parent: number, name: Uint8Array, mode: number, rdev: number, umask: number): EntryReply {
+  const p = core.inodes.get(parent);
+  const n = component(name);
+  sys(() => native.ptMknodat(p.fd, n, mode, rdev, ...core.creds(ctx, umask)));
+  return core.lookup(parent, n);
+}
+
+export function symlink(core: Core, ctx: RequestContext, parent: number, name: Uint8Array, target: Uint8Array): EntryReply {
+  const p = core.inodes.get(parent);
+  const n = component(name);
+  const [uid, gid] = core.creds(ctx);
+  sys(() => native.ptSymlinkat(Buffer.from(target), p.fd, n, uid, gid));
+  return core.lookup(parent, n);
+}
+
+export function unlink(core: Core, parent: number, name: Uint8Array, dir: boolean): void {
+  const p = core.inodes.get(parent);
+  const n = component(name);
+  sys(() => native.ptUnlinkat(p.fd, n, dir ? AT_REMOVEDIR : 0));
+}
+
+export function rename(core: Core, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number): void {
+  if ((flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE | RENAME_WHITEOUT)) !== 0) throw new FsError(Errno.EINVAL, `rename flags 0x${flags.toString(16)}`);
+  const from = core.inodes.get(parent);
+  const to = core.inodes.get(newParent);
+  const a = component(name);
+  const b = component(newName);
+  sys(() => native.ptRenameat2(from.fd, a, to.fd, b, flags));
+}
+
+/** LINK: a new name for the node's inode, through /proc/self/fd (as virtiofsd). */
+export function link(core: Core, nodeid: number, newParent: number, newName: Uint8Array): EntryReply {
+  const n = core.inodes.get(nodeid);
+  const p = core.inodes.get(newParent);
+  const name = component(newName);
+  sys(() => native.ptLinkat(n.fd, p.fd, name));
+  return core.lookup(newParent, name);
+}
+
+/** READLINK: the host's answer (ENOENT for a non-symlink, as virtiofsd's readlinkat(fd, "")). */
+export function readlink(core: Core, nodeid: number): Uint8Array {
+  const n = core.inodes.get(nodeid);
+  return sys(() => native.ptReadlink(n.fd));
+}
+
+function seconds(t: SetattrIn['atime']): [number, number] {
+  if (t === undefined) return [0, UTIME_NOW - 1]; // UTIME_OMIT
+  if (t === 'now') return [0, UTIME_NOW];
+  return [t.sec, t.nsec];
+}
+
+/** SETATTR in virtiofsd's order: mode, owner, size, times; then the new attributes. */
+export function setattr(core: Core, nodeid: number, set: SetattrIn): AttrReply {
+  const n = core.inodes.get(nodeid);
+  const h = set.fh !== undefined && !isDir(n.mode) ? core.handles.get(set.fh, nodeid, 'file') : undefined;
+  if (set.mode !== undefined) {
+    const mode = set.mode & 0o7777;
+    if ((n.mode & S_IFMT) === S_IFLNK) throw new FsError(Errno.EOPNOTSUPP, 'a symlink has no mode to change');
+    sys(() => native.ptChmod(n.fd, mode));
+  }
+  if (set.uid !== undefined || set.gid !== undefined) sys(() => native.ptFchown(n.fd, set.uid ?? -1, set.gid ?? -1));
+  if (set.size !== undefined) {
+    const size = set.size;
+    if (h !== undefined) sys(() => ftruncateSync(h.fd, size));
+    else if (isReg(n.mode)) sys(() => native.ptTruncate(n.fd, size));
+    else throw new FsError(isDir(n.mode) ? Errno.EISDIR : Errno.EBADF, 'only a regular file has a size to set'); // as virtiofsd
+  }
+  if (set.atime !== undefined || set.mtime !== undefined) {
+    const [as, an] = seconds(set.atime);
+    const [ms, mn] = seconds(set.mtime);
+    sys(() => native.ptUtimens(n.fd, as, an, ms, mn));
+  }
+  return getattr(core, nodeid);
+}
+
+export function statfs(core: Core, nodeid: number): StatFs {
+  const s = sys(() => native.ptFstatvfs(core.inodes.get(nodeid).fd));
+  return { blocks: s.blocks, bfree: s.bfree, bavail: s.bavail, files: s.files, ffree: s.ffree, bsize: s.bsize, namelen: s.namemax, frsize: s.frsize };
+}
+
+/** ACCESS with virtiofsd's rules (the guest mounts with default_permissions and rarely asks). */
+export function access(core: Core, ctx: RequestContext, nodeid: number, mask: number): void {
+  const st = statFd(core.inodes.get(nodeid).fd);
+  const m = st.mode;
+  const allowed = (bit: number): boolean =>
+    (st.uid === ctx.uid && (m & (bit << 6)) !== 0) || (st.gid === ctx.gid && (m & (bit << 3)) !== 0) || (m & bit) !== 0;
+  if (mask & 4 && ctx.uid !== 0 && !allowed(4)) throw new FsError(Errno.EACCES);
+  if (mask & 2 && ctx.uid !== 0 && !allowed(2)) throw new FsError(Errno.EACCES);
+  // root executes only what some execute bit allows (directories included).
+  if (mask & 1 && !(ctx.uid === 0 ? (m & 0o111) !== 0 : allowed(1))) throw new FsError(Errno.EACCES);
+}

@@ -1,0 +1,194 @@
+/**
+ * The passthrough filesystem through the kernel: `damselfly passthrough` serves a temp directory
+ * on a /dev/fuse mount, and the same POSIX sequence runs there and on a plain directory, step by
+ * step with errno values (plus the trees both leave, seen through the mount and on the host); a
+ * guest user's creations and umask; and overlayfs with its upper and work directories on the
+ * mount (index=off, as Kata's nydus mode), compared with the same overlay on a plain upper.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import * as fs from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { native } from '../../src/native/index.js';
+import { type PassthroughMount, startPassthrough } from './passthrough-mount.js';
+import { posixSuite, snap, treeOf } from './passthrough-posix-suite.js';
+
+const GUEST = 1000;
+const seteuid = process.seteuid as (id: number) => void;
+const setegid = process.setegid as (id: number) => void;
+
+function attempt(f: () => unknown): unknown {
+  try {
+    return f() ?? 'ok';
+  } catch (e) {
+    return (e as { code?: string }).code ?? String(e);
+  }
+}
+
+/** Creations and denials of an unprivileged user with umask 027, in `root` (mode 1777). */
+function asGuest(root: string): unknown[] {
+  fs.mkdirSync(root, { mode: 0o1777 });
+  fs.chmodSync(root, 0o1777);
+  fs.writeFileSync(join(root, 'roots'), 'root file');
+  fs.mkdirSync(join(root, 'private'), { mode: 0o700 });
+  const out: unknown[] = [];
+  setegid(GUEST);
+  seteuid(GUEST);
+  const umask = process.umask(0o027);
+  try {
+    const p = (n: string): string => join(root, n);
+    out.push(attempt(() => (fs.writeFileSync(p('file'), 'x', { mode: 0o666 }), snap(p('file')))));
+    out.push(attempt(() => (fs.mkdirSync(p('dir'), { mode: 0o777 }), snap(p('dir')))));
+    out.push(attempt(() => (fs.symlinkSync('file', p('link')), snap(p('link')))));
+    out.push(attempt(() => (native.mknod(p('fifo'), 0o010666, 0, 0), snap(p('fifo')))));
+    out.push(attempt(() => native.mknod(p('dev'), 0o020666, 1, 3)));
+    out.push(attempt(() => fs.chownSync(p('file'), 0, 0)));
+    out.push(attempt(() => fs.chmodSync(p('roots'), 0o777)));
+    out.push(attempt(() => fs.writeFileSync(p('roots'), 'mine')));
+    out.push(attempt(() => fs.writeFileSync(p('private/x'), 'x')));
+    out.push(attempt(() => fs.unlinkSync(p('roots')))); // sticky directory
+    out.push(attempt(() => (fs.renameSync(p('file'), p('dir/file')), snap(p('dir/file')))));
+    out.push(attempt(() => fs.utimesSync(p('roots'), 1, 1)));
+  } finally {
+    process.umask(umask);
+    seteuid(0);
+    setegid(0);
+  }
+  return out;
+}
+
+/** Overlay operations in a merged view: create, modify, delete (whiteouts), rename, opaque dirs. */
+function overlayOps(merged: string): void {
+  const p = (n: string): string => join(merged, n);
+  fs.writeFileSync(p('new'), 'new file\n');
+  fs.appendFileSync(p('lower-file'), 'modified in the merged view\n');
+  fs.unlinkSync(p('doomed'));
+  fs.rmSync(p('lower-dir'), { recursive: true });
+  fs.renameSync(p('renamed'), p('renamed-to'));
+  fs.rmSync(p('replaced'), { recursive: true });
+  fs.mkdirSync(p('replaced'));
+  fs.writeFileSync(p('replaced/inside'), 'fresh');
+  fs.chmodSync(p('chmodded'), 0o600);
+  native.lsetxattr(p('new'), 'user.merged', Buffer.from('xattr'));
+  fs.linkSync(p('new'), p('new-link'));
+  fs.symlinkSync('new', p('new-symlink'));
+  fs.writeFileSync(p('lower-dir2/deep/added'), 'deep');
+  assert.throws(() => fs.renameSync(p('lower-dir2'), p('moved-dir')), { code: 'EXDEV' }); // redirect_dir off
+}
+
+/** The upper layer's entries with only the xattrs both upper filesystems keep alike. */
+function upperTree(upper: string): Record<string, unknown> {
+  const kept = /^(trusted\.overlay\.(opaque|redirect)|user\.)/;
+  const t = treeOf(upper) as Record<string, { xattrs: Record<string, unknown> }>;
+  for (const e of Object.values(t)) e.xattrs = Object.fromEntries(Object.entries(e.xattrs).filter(([k]) => kept.test(k)));
+  return t;
+}
+
+describe('passthrough filesystem through /dev/fuse', () => {
+  let work: string;
+  let share: string;
+  let mnt: string;
+  let plain: string;
+  let mount: PassthroughMount;
+
+  before(async () => {
+    work = fs.mkdtempSync(join(tmpdir(), 'damselfly-pt-fuse-'));
+    fs.chmodSync(work, 0o755);
+    share = join(work, 'share');
+    mnt = join(work, 'mnt');
+    plain = join(work, 'plain');
+    for (const d of [share, mnt, plain]) fs.mkdirSync(d, { mode: 0o755 });
+    mount = await startPassthrough(share, mnt);
+  });
+  after(async () => {
+    for (const m of ['merged-plain', 'merged-fuse']) {
+      try {
+        execFileSync('umount', ['-l', join(work, m)], { stdio: 'ignore' });
+      } catch {
+        // not mounted
+      }
+    }
+    await mount?.stop();
+    fs.rmSync(work, { recursive: true, force: true });
+  });
+
+  test('POSIX sequence: the mount answers step by step as a plain directory', () => {
+    fs.mkdirSync(join(plain, 't'));
+    fs.mkdirSync(join(mnt, 't'));
+    const expected = posixSuite(join(plain, 't'));
+    const got = posixSuite(join(mnt, 't'));
+    assert.equal(got.length, expected.length);
+    for (let i = 0; i < got.length; i++) assert.deepEqual(got[i], expected[i], `step ${expected[i]?.step}`);
+    // Spot checks that the sequence exercised what it claims.
+    const by = (s: string): unknown => expected.find((x) => x.step === s)?.result;
+    assert.equal(by('create O_EXCL again'), 'EEXIST');
+    assert.equal(by('rmdir non-empty'), 'ENOTEMPTY');
+    assert.equal(by('unlink a directory'), 'EISDIR');
+    assert.equal(by('rmdir a file'), 'ENOTDIR');
+    assert.equal(by('rename dir over non-empty dir'), 'ENOTEMPTY');
+    assert.equal(by('loop'), 'ELOOP');
+    assert.equal(by('long name'), 'ENAMETOOLONG');
+    assert.deepEqual(by('large file'), [true, 48 << 20]);
+    // The host directory holds exactly what the plain run left, and the mount shows it.
+    assert.deepEqual(treeOf(join(share, 't')), treeOf(join(plain, 't')));
+    assert.deepEqual(treeOf(join(mnt, 't')), treeOf(join(plain, 't')));
+  });
+
+  test('a guest user creates files as itself, with its umask, and is denied as on the host', () => {
+    const expected = asGuest(join(plain, 'u'));
+    const got = asGuest(join(mnt, 'u'));
+    assert.deepEqual(got, expected);
+    assert.deepEqual(expected[0], { type: 'file', perm: 0o640, size: 1, nlink: 1, uid: GUEST, gid: GUEST, rdev: 0 });
+    assert.deepEqual((expected[1] as { perm: number }).perm, 0o750);
+    assert.equal(fs.lstatSync(join(share, 'u', 'link')).uid, GUEST);
+    assert.deepEqual(treeOf(join(share, 'u')), treeOf(join(plain, 'u')));
+  });
+
+  test('overlayfs with upperdir and workdir on the mount', () => {
+    const lower = join(work, 'lower');
+    const files: Record<string, string> = {
+      'lower-file': 'from the lower layer\n',
+      doomed: 'to be deleted\n',
+      'lower-dir/a': 'a',
+      'lower-dir/sub/b': 'b',
+      renamed: 'renamed\n',
+      'replaced/old': 'old',
+      chmodded: 'mode',
+      'lower-dir2/deep/keep': 'keep',
+    };
+    for (const [rel, data] of Object.entries(files)) {
+      fs.mkdirSync(join(lower, rel, '..'), { recursive: true });
+      fs.writeFileSync(join(lower, rel), data);
+    }
+    const results: Record<string, { merged: unknown; upper: unknown }> = {};
+    for (const [name, base, hostBase] of [['plain', plain, plain], ['fuse', mnt, share]] as const) {
+      const upper = join(base, 'ov', 'upper');
+      fs.mkdirSync(upper, { recursive: true });
+      fs.mkdirSync(join(base, 'ov', 'work'));
+      const merged = join(work, `merged-${name}`);
+      fs.mkdirSync(merged);
+      execFileSync('mount', ['-t', 'overlay', 'overlay', '-o', `lowerdir=${lower},upperdir=${upper},workdir=${join(base, 'ov', 'work')},index=off`, merged]);
+      try {
+        overlayOps(merged);
+        results[name] = { merged: treeOf(merged), upper: upperTree(join(hostBase, 'ov', 'upper')) };
+      } finally {
+        execFileSync('umount', [merged]);
+      }
+    }
+    const fuse = results['fuse'] as { merged: unknown; upper: Record<string, Record<string, unknown>> };
+    assert.deepEqual(fuse.merged, results['plain']?.merged);
+    assert.deepEqual(fuse.upper, results['plain']?.upper);
+    // What landed on the host under the share: whiteouts, an opaque directory, copied-up data.
+    const up = join(share, 'ov', 'upper');
+    for (const wh of ['doomed', 'lower-dir', 'renamed']) assert.deepEqual([snap(join(up, wh)).type, snap(join(up, wh)).rdev], ['chr', 0], wh);
+    assert.equal(native.lgetxattr(join(up, 'replaced'), 'trusted.overlay.opaque')?.toString(), 'y');
+    assert.equal(fs.readFileSync(join(up, 'lower-file'), 'utf8'), 'from the lower layer\nmodified in the merged view\n');
+    assert.equal(fs.readFileSync(join(up, 'renamed-to'), 'utf8'), 'renamed\n');
+    assert.equal(native.lgetxattr(join(up, 'new'), 'user.merged')?.toString(), 'xattr');
+    assert.equal(snap(join(up, 'new')).nlink, 2);
+    assert.equal(snap(join(up, 'chmodded')).perm, 0o600);
+    assert.ok(native.llistxattr(up).some((n) => n.toString().startsWith('trusted.overlay.')), 'overlay marks its upper root');
+  });
+});

@@ -1,0 +1,378 @@
+/**
+ * The passthrough filesystem driven in-process on a temp directory (no kernel mount): node ids and
+ * lookup counts, credentials and umask of creating calls, open-flag masking, reads and writes from
+ * scatter lists, SETATTR, xattrs (and ENOSYS when off), RENAME2 flags, SEEK_DATA/SEEK_HOLE,
+ * readdir cookies over a large directory, READDIRPLUS lookup counting, submount announcement,
+ * cache policies, and the session reset.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, linkSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Metrics, silentLogger } from '../../../src/base/index.js';
+import { PassthroughFs, type PassthroughOptions } from '../../../src/fs/passthrough/index.js';
+import { type DirEntry, type DirEntryPlus, type EntryReply, Errno, FsError } from '../../../src/fs/types.js';
+import { native } from '../../../src/native/index.js';
+
+const ROOT = 1;
+const ctx = { uid: 0, gid: 0, pid: 1 };
+const SUBMOUNTS = 1n << 27n;
+const b = (s: string): Buffer => Buffer.from(s);
+
+function makeFs(root: string, extra: Partial<PassthroughOptions> = {}): PassthroughFs {
+  const fs = new PassthroughFs({ root, xattr: true, cache: 'auto', announceSubmounts: true, log: silentLogger, metrics: new Metrics(), ...extra });
+  fs.init({ flags: fs.wantedInitFlags });
+  return fs;
+}
+
+async function errno(p: Promise<unknown>): Promise<number> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof FsError) return e.errno;
+    throw e;
+  }
+  return 0;
+}
+
+async function lookup(fs: PassthroughFs, path: string): Promise<EntryReply> {
+  let e: EntryReply | undefined;
+  let node = ROOT;
+  for (const part of path.split('/')) {
+    e = await fs.lookup(ctx, node, b(part));
+    node = e.nodeid;
+  }
+  return e as EntryReply;
+}
+
+/** Every entry of a directory, reading `per` entries per READDIR and resuming at the last offset. */
+async function listAll(fs: PassthroughFs, node: number, fh: bigint, per: number, start = 0): Promise<DirEntry[]> {
+  const out: DirEntry[] = [];
+  let offset = start;
+  for (;;) {
+    const got: DirEntry[] = [];
+    await fs.readdir(ctx, node, fh, offset, (e) => (got.length < per ? (got.push(e), true) : false));
+    if (got.length === 0) return out;
+    out.push(...got);
+    offset = (got[got.length - 1] as DirEntry).offset;
+  }
+}
+
+describe('passthrough filesystem (in-process)', () => {
+  let dir: string;
+  let share: string;
+  let fs: PassthroughFs;
+
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'damselfly-pt-unit-'));
+    share = join(dir, 'share');
+    mkdirSync(share);
+    writeFileSync(join(share, 'file'), 'hello world\n');
+    linkSync(join(share, 'file'), join(share, 'hardlink'));
+    mkdirSync(join(share, 'sub'));
+    symlinkSync('/etc', join(share, 'link'));
+    fs = makeFs(share);
+  });
+  after(() => {
+    fs.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('one node id per host inode, counted lookups, FORGET closes', async () => {
+    const before = fs.counts.inodes;
+    const a = await lookup(fs, 'file');
+    const h = await lookup(fs, 'hardlink');
+    assert.equal(a.nodeid, h.nodeid);
+    assert.ok(a.nodeid > 1 && a.nodeid < 2 ** 40);
+    assert.equal(a.attr.size, 12);
+    assert.equal(a.attr.ino, Number(statSync(join(share, 'file')).ino));
+    assert.equal(fs.counts.inodes, before + 1);
+    fs.forget(a.nodeid, 1);
+    assert.equal((await fs.getattr(ctx, a.nodeid)).attr.size, 12);
+    fs.forget(a.nodeid, 1);
+    assert.equal(fs.counts.inodes, before);
+    assert.equal(await errno(fs.getattr(ctx, a.nodeid)), Errno.EBADF);
+    // "." is the parent, ".." of the root is the root, FORGET of the root is harmless.
+    assert.equal((await fs.lookup(ctx, ROOT, b('.'))).nodeid, ROOT);
+    assert.equal((await fs.lookup(ctx, ROOT, b('..'))).nodeid, ROOT);
+    fs.forget(ROOT, 100);
+    assert.equal((await fs.getattr(ctx, ROOT)).attr.ino, Number(statSync(share).ino));
+    const sub = await lookup(fs, 'sub');
+    assert.equal((await fs.lookup(ctx, sub.nodeid, b('..'))).nodeid, ROOT);
+    const link = await lookup(fs, 'link');
+    assert.equal(link.attr.mode & 0o170000, 0o120000);
+    assert.equal(Buffer.from(await fs.readlink(ctx, link.nodeid)).toString(), '/etc');
+    assert.equal(await errno(fs.lookup(ctx, ROOT, b('missing'))), Errno.ENOENT);
+  });
+
+  test('creating calls run as the guest user, with the mode the kernel sent', async () => {
+    const old = process.umask(0o077);
+    try {
+      const guest = { uid: 1234, gid: 5678, pid: 1 };
+      const writable = await fs.mkdir(ctx, ROOT, b('open'), 0o777, 0o022);
+      const d = await fs.mkdir(guest, writable.nodeid, b('d'), 0o750, 0o022);
+      assert.deepEqual([d.attr.uid, d.attr.gid, d.attr.mode & 0o7777], [1234, 5678, 0o750]);
+      const c = await fs.create(guest, writable.nodeid, b('c'), 0o664, 0o2 | 0o100, 0o022);
+      assert.deepEqual([c.entry.attr.uid, c.entry.attr.gid, c.entry.attr.mode & 0o7777], [1234, 5678, 0o664]);
+      const s = await fs.symlink(guest, writable.nodeid, b('s'), b('../../outside'));
+      assert.equal(lstatSync(join(share, 'open', 's')).uid, 1234);
+      assert.equal(s.attr.size, 13);
+      const fifo = await fs.mknod(guest, writable.nodeid, b('fifo'), 0o010644, 0, 0);
+      assert.equal(fifo.attr.mode, 0o010644);
+      // Under FUSE_DONT_MASK (the kernel left it to us) the request's umask applies.
+      const masking = makeFs(share);
+      masking.init({ flags: 1n << 6n });
+      const open = await masking.lookup(ctx, ROOT, b('open'));
+      const m = await masking.mkdir(guest, open.nodeid, b('masked'), 0o777, 0o027);
+      assert.equal(m.attr.mode & 0o7777, 0o750);
+      masking.close();
+      // Permission is the host's verdict for that user: no write access to the root (0755, root's).
+      assert.equal(await errno(fs.mkdir(guest, ROOT, b('denied'), 0o755, 0)), Errno.EACCES);
+      assert.equal(statSync(join(share, 'open')).uid, 0);
+      await fs.release(ctx, c.entry.nodeid, c.open.fh, 0);
+    } finally {
+      process.umask(old);
+    }
+  });
+
+  test('names with "/" and creating "." or ".." are EINVAL', async () => {
+    for (const bad of ['a/b', '../x', '/etc', 'sub/..']) {
+      assert.equal(await errno(fs.lookup(ctx, ROOT, b(bad))), Errno.EINVAL, bad);
+      assert.equal(await errno(fs.mkdir(ctx, ROOT, b(bad), 0o755, 0)), Errno.EINVAL, bad);
+    }
+    for (const dot of ['.', '..']) {
+      assert.equal(await errno(fs.mkdir(ctx, ROOT, b(dot), 0o755, 0)), Errno.EINVAL);
+      assert.equal(await errno(fs.unlink(ctx, ROOT, b(dot))), Errno.EINVAL);
+      assert.equal(await errno(fs.rename(ctx, ROOT, b('file'), ROOT, b(dot), 0)), Errno.EINVAL);
+    }
+  });
+
+  test('open masks kernel-internal flags, honours O_TRUNC, opens only regular files and directories', async () => {
+    writeFileSync(join(share, 'exec'), 'abc');
+    const e = await lookup(fs, 'exec');
+    const o = await fs.open(ctx, e.nodeid, 0o100000 | 0x20); // O_LARGEFILE | __FMODE_EXEC
+    const dst = Buffer.alloc(8);
+    assert.equal(await fs.read(ctx, e.nodeid, o.fh, 0, 8, [dst.subarray(0, 1), dst.subarray(1)]), 3);
+    assert.equal(dst.subarray(0, 3).toString(), 'abc');
+    await fs.flush(ctx, e.nodeid, o.fh);
+    await fs.release(ctx, e.nodeid, o.fh, 0);
+    const t = await fs.open(ctx, e.nodeid, 0o1 | 0o1000); // O_WRONLY | O_TRUNC
+    assert.equal(statSync(join(share, 'exec')).size, 0);
+    assert.equal(await errno(fs.read(ctx, e.nodeid, t.fh, 0, 8, [dst])), Errno.EBADF);
+    await fs.release(ctx, e.nodeid, t.fh, 0);
+    assert.equal(await errno(fs.open(ctx, (await lookup(fs, 'link')).nodeid, 0)), Errno.EBADF);
+    const sub = await lookup(fs, 'sub');
+    const dirOpen = await fs.open(ctx, sub.nodeid, 0); // a directory opens, as in virtiofsd
+    assert.equal(await errno(fs.read(ctx, sub.nodeid, dirOpen.fh, 0, 8, [dst])), Errno.EISDIR);
+    await fs.release(ctx, sub.nodeid, dirOpen.fh, 0);
+    assert.equal(await errno(fs.read(ctx, e.nodeid, 999n, 0, 8, [dst])), Errno.EBADF);
+  });
+
+  test('writes from scatter lists; O_APPEND; page-cache writes in place; unaligned O_DIRECT', async () => {
+    const c = await fs.create(ctx, ROOT, b('w'), 0o644, 0o2, 0);
+    const n = c.entry.nodeid;
+    assert.equal(await fs.write(ctx, n, c.open.fh, 0, [b('hello '), b('world')], 0), 11);
+    assert.equal(await fs.write(ctx, n, c.open.fh, 6, [b('W')], 0), 1);
+    await fs.fsync(ctx, n, c.open.fh, false);
+    await fs.fsync(ctx, n, c.open.fh, true);
+    await fs.release(ctx, n, c.open.fh, 0);
+    assert.equal(readFileSync(join(share, 'w'), 'utf8'), 'hello World');
+    const a = await fs.open(ctx, n, 0o1 | 0o2000); // O_WRONLY | O_APPEND
+    await fs.write(ctx, n, a.fh, 0, [b('!')], 0);
+    await fs.write(ctx, n, a.fh, 0, [b('H')], 1); // FUSE_WRITE_CACHE: at offset 0
+    await fs.release(ctx, n, a.fh, 0);
+    assert.equal(readFileSync(join(share, 'w'), 'utf8'), 'Hello World!');
+    const d = await fs.open(ctx, n, 0o2 | 0o40000); // O_RDWR | O_DIRECT
+    const dst = Buffer.alloc(5);
+    assert.equal(await fs.read(ctx, n, d.fh, 1, 5, [dst]), 5);
+    assert.equal(dst.toString(), 'ello ');
+    await fs.release(ctx, n, d.fh, 0);
+  });
+
+  test('setattr: mode, owner, size by path and by handle, times', async () => {
+    writeFileSync(join(share, 'attr'), '0123456789');
+    const e = await lookup(fs, 'attr');
+    let r = await fs.setattr(ctx, e.nodeid, { valid: 0, mode: 0o100600, uid: 42, gid: 43 });
+    assert.deepEqual([r.attr.mode, r.attr.uid, r.attr.gid], [0o100600, 42, 43]);
+    r = await fs.setattr(ctx, e.nodeid, { valid: 0, size: 4 });
+    assert.equal(r.attr.size, 4);
+    const o = await fs.open(ctx, e.nodeid, 0o2);
+    r = await fs.setattr(ctx, e.nodeid, { valid: 0, fh: o.fh, size: 2 });
+    assert.equal(readFileSync(join(share, 'attr'), 'utf8'), '01');
+    await fs.release(ctx, e.nodeid, o.fh, 0);
+    r = await fs.setattr(ctx, e.nodeid, { valid: 0, atime: { sec: 1000, nsec: 5 }, mtime: { sec: 2000, nsec: 123456789 } });
+    assert.deepEqual([r.attr.atime, r.attr.mtime], [{ sec: 1000, nsec: 5 }, { sec: 2000, nsec: 123456789 }]);
+    r = await fs.setattr(ctx, e.nodeid, { valid: 0, mtime: 'now' });
+    assert.equal(r.attr.atime.sec, 1000);
+    assert.ok(Math.abs(r.attr.mtime.sec - Date.now() / 1000) < 60);
+    const link = await lookup(fs, 'link');
+    assert.equal(await errno(fs.setattr(ctx, link.nodeid, { valid: 0, size: 0 })), Errno.EBADF);
+    assert.equal(await errno(fs.setattr(ctx, (await lookup(fs, 'sub')).nodeid, { valid: 0, size: 0 })), Errno.EISDIR);
+  });
+
+  test('xattrs: user and trusted.overlay, ERANGE-free values, ENODATA, ACLs hidden', async () => {
+    const e = await lookup(fs, 'sub');
+    await fs.setxattr(ctx, e.nodeid, b('user.k'), b('v'), 0);
+    await fs.setxattr(ctx, e.nodeid, b('trusted.overlay.opaque'), b('y'), 0);
+    assert.equal(Buffer.from(await fs.getxattr(ctx, e.nodeid, b('trusted.overlay.opaque'))).toString(), 'y');
+    assert.deepEqual((await fs.listxattr(ctx, e.nodeid)).map((n) => Buffer.from(n).toString()).sort(), ['trusted.overlay.opaque', 'user.k']);
+    assert.equal(await errno(fs.setxattr(ctx, e.nodeid, b('user.k'), b('w'), 1)), Errno.EEXIST); // XATTR_CREATE
+    assert.equal(await errno(fs.setxattr(ctx, e.nodeid, b('user.none'), b('w'), 2)), Errno.ENODATA); // XATTR_REPLACE
+    await fs.removexattr(ctx, e.nodeid, b('user.k'));
+    assert.equal(await errno(fs.getxattr(ctx, e.nodeid, b('user.k'))), Errno.ENODATA);
+    assert.equal(await errno(fs.getxattr(ctx, e.nodeid, b('system.posix_acl_access'))), Errno.EOPNOTSUPP);
+    // A symlink's own xattrs (trusted.* is allowed there), never its target's.
+    const link = await lookup(fs, 'link');
+    await fs.setxattr(ctx, link.nodeid, b('trusted.t'), b('1'), 0);
+    assert.equal(native.lgetxattr(join(share, 'link'), 'trusted.t')?.toString(), '1');
+    assert.equal(native.lgetxattr('/etc', 'trusted.t'), null);
+    const off = makeFs(share, { xattr: false });
+    try {
+      assert.equal(await errno(off.getxattr(ctx, ROOT, b('security.capability'))), Errno.ENOSYS);
+      assert.equal(await errno(off.listxattr(ctx, ROOT)), Errno.ENOSYS);
+      assert.equal(await errno(off.setxattr(ctx, ROOT, b('user.x'), b(''), 0)), Errno.ENOSYS);
+    } finally {
+      off.close();
+    }
+  });
+
+  test('RENAME2 flags: NOREPLACE, EXCHANGE, WHITEOUT; unknown flags', async () => {
+    writeFileSync(join(share, 'r1'), '1');
+    writeFileSync(join(share, 'r2'), '2');
+    assert.equal(await errno(fs.rename(ctx, ROOT, b('r1'), ROOT, b('r2'), 1)), Errno.EEXIST);
+    await fs.rename(ctx, ROOT, b('r1'), ROOT, b('r2'), 2);
+    assert.equal(readFileSync(join(share, 'r1'), 'utf8'), '2');
+    await fs.rename(ctx, ROOT, b('r1'), ROOT, b('r3'), 4);
+    const wh = lstatSync(join(share, 'r1'));
+    assert.ok(wh.isCharacterDevice() && wh.rdev === 0);
+    assert.equal(await errno(fs.rename(ctx, ROOT, b('r2'), ROOT, b('r4'), 8)), Errno.EINVAL);
+  });
+
+  test('sparse files: SEEK_DATA / SEEK_HOLE / ENXIO, fallocate punch hole, statfs', async () => {
+    const c = await fs.create(ctx, ROOT, b('sparse'), 0o644, 0o2, 0);
+    const n = c.entry.nodeid;
+    await fs.write(ctx, n, c.open.fh, 1 << 20, [Buffer.alloc(4096, 1)], 0);
+    assert.equal(await fs.lseek(ctx, n, c.open.fh, 0, 3), 1 << 20);
+    assert.equal(await fs.lseek(ctx, n, c.open.fh, 1 << 20, 4), (1 << 20) + 4096);
+    assert.equal(await errno(fs.lseek(ctx, n, c.open.fh, 2 << 20, 3)), Errno.ENXIO);
+    await fs.fallocate(ctx, n, c.open.fh, 1 << 20, 4096, 0x01 | 0x02); // KEEP_SIZE | PUNCH_HOLE
+    assert.equal(await errno(fs.lseek(ctx, n, c.open.fh, 0, 3)), Errno.ENXIO);
+    await fs.release(ctx, n, c.open.fh, 0);
+    const s = await fs.statfs(ctx, ROOT);
+    assert.ok(s.blocks > 0 && s.bsize > 0 && s.namelen === 255);
+    await fs.syncfs(ctx, ROOT);
+    await fs.syncfs(ctx, n);
+  });
+
+  test('access follows virtiofsd: owner/group/other bits, root reads all, executes only with an x bit', async () => {
+    const guest = { uid: 1234, gid: 1234, pid: 1 };
+    writeFileSync(join(share, 'acc'), '');
+    const e = await lookup(fs, 'acc'); // 0644 root:root
+    await fs.access(guest, e.nodeid, 4);
+    assert.equal(await errno(fs.access(guest, e.nodeid, 2)), Errno.EACCES);
+    await fs.access(ctx, e.nodeid, 6);
+    assert.equal(await errno(fs.access(ctx, e.nodeid, 1)), Errno.EACCES);
+    await fs.setattr(ctx, e.nodeid, { valid: 0, mode: 0o100744 });
+    await fs.access(ctx, e.nodeid, 1);
+    assert.equal(await errno(fs.access(guest, e.nodeid, 1)), Errno.EACCES);
+  });
+
+  test('readdir: stable small offsets over a large directory, resumable anywhere', async () => {
+    mkdirSync(join(share, 'big'));
+    const names = Array.from({ length: 3000 }, (_, i) => `entry-${i}-${'x'.repeat(i % 40)}`);
+    for (const name of names) writeFileSync(join(share, 'big', name), '');
+    const d = await lookup(fs, 'big');
+    const o = await fs.opendir(ctx, d.nodeid, 0);
+    const all = await listAll(fs, d.nodeid, o.fh, 7);
+    assert.deepEqual(all.map((e) => e.name.toString()).sort(), [...names, '.', '..'].sort());
+    assert.ok(all.every((e, i) => e.offset === i + 1));
+    // Resume at an offset from long ago (outside the window: counted again) and a recent one.
+    assert.deepEqual((await listAll(fs, d.nodeid, o.fh, 50, 10)).map((e) => e.name.toString()), all.slice(10).map((e) => e.name.toString()));
+    assert.deepEqual((await listAll(fs, d.nodeid, o.fh, 3, 2990)).map((e) => e.name.toString()), all.slice(2990).map((e) => e.name.toString()));
+    await fs.releasedir(ctx, d.nodeid, o.fh);
+  });
+
+  test('readdirplus counts a lookup only for entries in the reply', async () => {
+    const d = await lookup(fs, 'big');
+    const o = await fs.opendir(ctx, d.nodeid, 0);
+    const before = fs.counts.inodes;
+    const got: DirEntryPlus[] = [];
+    await fs.readdirplus(ctx, d.nodeid, o.fh, 0, (e) => (got.length < 10 ? (got.push(e), true) : false));
+    const dots = got.filter((e) => e.name.toString() === '.' || e.name.toString() === '..');
+    assert.ok(dots.every((e) => e.entry.nodeid === 0));
+    assert.equal(fs.counts.inodes, before + got.length - dots.length);
+    for (const e of got) if (e.entry.nodeid !== 0) fs.forget(e.entry.nodeid, 1);
+    assert.equal(fs.counts.inodes, before);
+    await fs.releasedir(ctx, d.nodeid, o.fh);
+  });
+
+  test('submounts are announced only when asked and agreed; FORGET unpins them', async () => {
+    const mnt = join(share, 'mnt');
+    mkdirSync(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', 'tmpfs', mnt]);
+    const bind = join(share, 'bind');
+    mkdirSync(bind);
+    execFileSync('mount', ['--bind', join(share, 'sub'), bind]);
+    const quiet = new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: true, log: silentLogger, metrics: new Metrics() });
+    quiet.init({ flags: 0n }); // the kernel did not offer FUSE_SUBMOUNTS
+    try {
+      const m = await lookup(fs, 'mnt');
+      const bd = await lookup(fs, 'bind');
+      const sub = await lookup(fs, 'sub');
+      assert.equal(m.attr.flags, 1);
+      assert.equal(bd.attr.flags, 1); // same st_dev, another mount
+      assert.equal(sub.attr.flags, 0);
+      assert.notEqual(bd.nodeid, sub.nodeid); // one inode, two mounts: two nodes
+      const q = await quiet.lookup(ctx, ROOT, b('mnt'));
+      assert.equal(q.attr.flags, 0);
+      // The fds pin the mounts until the guest forgets the nodes.
+      assert.throws(() => execFileSync('umount', [mnt], { stdio: 'ignore' }));
+      fs.forget(m.nodeid, 1);
+      fs.forget(bd.nodeid, 1);
+      fs.forget(sub.nodeid, 1);
+      quiet.forget(q.nodeid, 1);
+    } finally {
+      quiet.close();
+      execFileSync('umount', [mnt]);
+      execFileSync('umount', [bind]);
+    }
+  });
+
+  test('cache policies set timeouts, open flags and INIT wishes as virtiofsd', async () => {
+    const cases = [
+      { cache: 'never', timeout: 0, open: 1, plus: false },
+      { cache: 'auto', timeout: 1, open: 0, plus: true },
+      { cache: 'always', timeout: 86400, open: 2, plus: true },
+    ] as const;
+    for (const c of cases) {
+      const p = makeFs(share, { cache: c.cache, announceSubmounts: false });
+      try {
+        const e = await p.lookup(ctx, ROOT, b('file'));
+        assert.deepEqual([e.entryTimeout, e.attrTimeout], [c.timeout, c.timeout]);
+        const o = await p.open(ctx, e.nodeid, 0);
+        assert.equal(o.flags, c.open);
+        assert.equal((p.wantedInitFlags & (1n << 13n)) !== 0n, c.plus);
+        assert.equal(p.wantedInitFlags & SUBMOUNTS, 0n);
+      } finally {
+        p.close();
+      }
+    }
+    assert.notEqual(fs.wantedInitFlags & SUBMOUNTS, 0n);
+  });
+
+  test('DESTROY releases every node and handle; a read in flight finishes first', async () => {
+    const p = makeFs(share);
+    const e = await p.lookup(ctx, ROOT, b('file'));
+    const o = await p.open(ctx, e.nodeid, 0);
+    const reading = p.read(ctx, e.nodeid, o.fh, 0, 5, [Buffer.alloc(5)]);
+    await p.release(ctx, e.nodeid, o.fh, 0);
+    assert.equal(await reading, 5);
+    await p.opendir(ctx, ROOT, 0);
+    p.destroy();
+    assert.deepEqual(p.counts, { inodes: 1, handles: 0 });
+    assert.equal(await errno(p.getattr(ctx, e.nodeid)), Errno.EBADF);
+    p.close();
+  });
+});
