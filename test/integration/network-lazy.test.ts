@@ -1,0 +1,179 @@
+/**
+ * Lazy loading a large remote image, with the bytes counted at the server (a counting proxy in
+ * front of Debian's docker-registry):
+ *
+ * - reading one small file of a 64 MiB image fetches exactly that file's chunk from the data blob;
+ * - a daemon SIGKILLed in the middle of a bandwidth-limited prefetch_all and restarted on the
+ *   same cache resumes: it fetches only what the first run had not stored, so both runs together
+ *   fetch about the image once (not twice), and every file is then correct;
+ * - with prefetch_all, once the prefetch has finished the registry is stopped, and every file of
+ *   the image still reads correctly from the cache (no backend request at all).
+ */
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { damselflyOk } from '../helpers/env.js';
+import { makeOciImage } from '../helpers/oci-image.js';
+import { type FaultProxy, startFaultProxy } from '../helpers/fault-proxy.js';
+import { type RunningMount, startMount } from '../helpers/mount.js';
+import { type TestRegistry, startRegistry } from '../helpers/registry.js';
+import { prng } from '../helpers/tree.js';
+import { type Converted, Mountpoints, convertTo, detach, readEveryFile, registryConfig, statsOf, waitFor, writeConfig } from './network-fixtures.test.js';
+
+const registryMissing = spawnSync('docker-registry', ['--version']).error ? 'docker-registry (Debian) is not installed' : undefined;
+const MiB = 1 << 20;
+const BIG_FILES = 16; // × 4 MiB of random data
+const SMALL = 'small.txt';
+const SMALL_TEXT = 'one small file in a large remote image\n';
+
+describe('lazy loading a large image from a registry', { skip: registryMissing }, () => {
+  let work: string;
+  let src: string;
+  let files: string[];
+  let reg: TestRegistry;
+  let proxy: FaultProxy;
+  let conv: Converted;
+  let dataBlob: string;
+  let blobSize: number;
+  let chunkCount: number;
+  let mnt: string;
+  let mps: Mountpoints;
+  let ref: string;
+
+  /** Response body bytes the proxy sent for the data blob (the bootstrap layer left out). */
+  const dataBytes = (): number => proxy.stats.byPath.get(`/v2/net/big/blobs/sha256:${dataBlob}`)?.bytes ?? 0;
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'damselfly-net-lazy-'));
+    src = join(work, 'src');
+    await mkdir(src);
+    for (let i = 0; i < BIG_FILES; i++) await writeFile(join(src, `random-${i}.bin`), prng(700 + i, 4 * MiB));
+    await writeFile(join(src, SMALL), SMALL_TEXT);
+    files = (await readdir(src)).sort();
+    await makeOciImage(join(work, 'oci'), 'v1', [src], work);
+    reg = await startRegistry();
+    conv = await convertTo({ ref: `oci:${join(work, 'oci')}:v1`, tag: 'v1' }, reg.host, 'net/big');
+    assert.equal(conv.blobs.length, 1);
+    dataBlob = conv.blobs[0] as string;
+    const head = await fetch(`${reg.url}/v2/net/big/blobs/sha256:${dataBlob}`, { method: 'HEAD' });
+    blobSize = Number(head.headers.get('content-length'));
+    assert.ok(blobSize > BIG_FILES * 4 * MiB, `data blob of ${blobSize} bytes`);
+    proxy = await startFaultProxy({ target: reg.host });
+    ref = `docker://${proxy.host}/net/big:v1`;
+    mps = new Mountpoints(work);
+  });
+  after(async () => {
+    mps?.detachAll();
+    await proxy?.stop();
+    await reg?.stop();
+    await rm(work, { recursive: true, force: true });
+  });
+
+  /** The bootstrap the daemon saved in `cache`, and the chunks of `path` in it. */
+  async function inspect(cache: string, path?: string): Promise<{ boot: string; json: Record<string, unknown> }> {
+    const name = (await readdir(cache)).find((f) => f.endsWith('.image.boot')) as string;
+    const boot = join(cache, name);
+    const r = await damselflyOk(['inspect', '--bootstrap', boot, '--json', ...(path ? ['--path', path] : ['--no-tree'])]);
+    return { boot, json: JSON.parse(r.stdout) as Record<string, unknown> };
+  }
+
+  test('reading one small file fetches only its chunk', async () => {
+    const cache = join(work, 'cache-small');
+    proxy.resetStats();
+    mnt = await mps.next();
+    const m = await startMount(['--image', ref, '--plain-http', '--cache-dir', cache, '--stats'], mnt);
+    let stopped = false;
+    try {
+      assert.equal(dataBytes(), 0, 'mounting reads the manifest and the bootstrap layer only');
+      // Listing and stat-ing everything reads metadata only (the bootstrap).
+      assert.deepEqual((await readdir(mnt)).sort(), files);
+      assert.deepEqual(await readEveryFile(mnt, src, [SMALL]), []);
+      const r = await m.stop();
+      stopped = true;
+      const s = statsOf(r.stdout);
+      const { json } = await inspect(cache, `/${SMALL}`);
+      const chunks = json['chunks'] as { compressedSize: number }[];
+      const own = chunks.reduce((n, c) => n + c.compressedSize, 0);
+      const fetched = dataBytes();
+      console.log(`one ${SMALL_TEXT.length}-byte file of a ${blobSize}-byte image: ${fetched} data-blob bytes in ${proxy.requestsTo(new RegExp(dataBlob)).length} request(s) (its chunks: ${own} bytes)`);
+      assert.equal(fetched, own, 'exactly the bytes of the file’s chunk came from the registry');
+      assert.equal(s['storage.backend_bytes'], own);
+      assert.equal(s['storage.chunks_fetched'], chunks.length);
+    } finally {
+      if (!stopped) await m.stop();
+    }
+  });
+
+  test('a daemon killed in the middle of prefetch_all resumes from its cache when restarted', async () => {
+    const cache = join(work, 'cache-resume');
+    // 10 MiB/s: the 64 MiB prefetch takes several seconds, so the kill lands in the middle.
+    const prefetch = { enable: true, prefetch_all: true, threads: 2, batch_size: MiB, bandwidth_limit: 10 * MiB };
+    const cfg = await writeConfig(join(work, 'resume.json'), registryConfig({ host: proxy.host, repo: 'net/big', retryLimit: 2 }, { cacheDir: cache, prefetch }));
+    const args = ['--image', ref, '--plain-http', '--config', cfg, '--stats', '--log-level', 'info'];
+    proxy.resetStats();
+    mnt = await mps.next();
+    const first = await startMount(args, mnt);
+    await waitFor('a third of the image prefetched', () => dataBytes() >= blobSize / 3, 30_000, 20);
+    await first.kill();
+    detach(mnt);
+    const firstBytes = dataBytes();
+    assert.ok(firstBytes < blobSize * 0.9, `the kill came before the end (${firstBytes} of ${blobSize} bytes)`);
+    proxy.resetStats();
+    mnt = await mps.next();
+    let second: RunningMount | undefined = await startMount(args, mnt);
+    try {
+      const s2 = second;
+      await waitFor('the second prefetch to finish', () => s2.stderr().includes('"msg":"prefetch finished"'), 60_000);
+      assert.match(second.stderr(), /"failed":0,[^\n]*"prefetch finished"/);
+      assert.deepEqual(await readEveryFile(mnt, src, files), []);
+      const r = await second.stop();
+      second = undefined;
+      assert.equal(r.code, 0, r.stderr);
+      const s = statsOf(r.stdout);
+      const secondBytes = dataBytes();
+      const { json } = await inspect(cache);
+      chunkCount = (json['blobs'] as { chunkCount: number }[])[0]?.chunkCount ?? 0;
+      console.log(
+        `killed at ${firstBytes} bytes; restart fetched ${secondBytes} bytes (${s['storage.chunks_fetched']} of ${chunkCount} chunks); ` +
+          `both runs ${firstBytes + secondBytes} bytes for a ${blobSize}-byte blob (${((firstBytes + secondBytes) / blobSize).toFixed(3)}×)`,
+      );
+      assert.ok((s['storage.chunks_fetched'] ?? 0) < chunkCount, 'the restart fetched only the chunks the first run had not stored');
+      assert.ok((s['storage.chunks_fetched'] ?? 0) > 0);
+      assert.ok(firstBytes + secondBytes < blobSize * 1.15, 'the image was fetched about once, not twice');
+      assert.ok(firstBytes + secondBytes >= blobSize - 64 * 1024, 'and entirely');
+      assert.equal(s['storage.cache_verify_failures'] ?? 0, 0, 'what the killed daemon stored verifies');
+      assert.ok((s['storage.cache_hits'] ?? 0) > 0, 'chunks of the first run are served from the cache');
+    } finally {
+      if (second) await second.stop();
+    }
+  });
+
+  test('after prefetch_all finished, the registry is stopped and every file still reads correctly', async () => {
+    const cache = join(work, 'cache-offline');
+    mnt = await mps.next();
+    const m = await startMount(['--image', ref, '--plain-http', '--cache-dir', cache, '--prefetch-all', '--stats', '--log-level', 'info'], mnt);
+    let stopped = false;
+    try {
+      await waitFor('prefetch to finish', () => m.stderr().includes('"msg":"prefetch finished"'), 60_000);
+      assert.match(m.stderr(), /"failed":0,[^\n]*"prefetch finished"/);
+      await reg.stop();
+      await proxy.stop();
+      assert.equal(await fetch(`${reg.url}/v2/`).then(() => 'up', () => 'down'), 'down');
+      const t0 = Date.now();
+      assert.deepEqual(await readEveryFile(mnt, src, files), []);
+      const ms = Date.now() - t0;
+      const r = await m.stop();
+      stopped = true;
+      assert.equal(r.code, 0, r.stderr);
+      const s = statsOf(r.stdout);
+      console.log(`prefetched ${s['storage.chunks_fetched']} chunks (${s['storage.backend_bytes']} bytes); with the registry down read ${files.length} files in ${ms} ms`);
+      assert.equal(s['storage.backend_errors'] ?? 0, 0, 'no read needed the stopped registry');
+      assert.equal(s['storage.chunks_fetched'], chunkCount || s['storage.chunks_fetched']);
+    } finally {
+      if (!stopped) await m.stop();
+    }
+  });
+});
