@@ -1,6 +1,8 @@
 /**
  * The `damselfly` command line: one file per command, registered here. Errors become messages
- * and exit codes in `common.ts` only.
+ * and exit codes in `common.ts` only. The same executable is a drop-in for virtiofsd (no
+ * subcommand, virtiofsd's options) and for nydusd's virtio-fs daemon (`virtiofs --apisock …
+ * --sock …`); `dispatch.ts` tells the three apart.
  */
 import { Command, Option } from 'commander';
 import { LOG_LEVELS } from '../base/index.js';
@@ -9,12 +11,16 @@ import * as cacheCmd from './cache.js';
 import * as convertCmd from './convert.js';
 import * as checkCmd from './check.js';
 import { parseLogLevel, setupLogger } from './common.js';
+import { cliMode } from './dispatch.js';
 import * as inspectCmd from './inspect.js';
 import * as exportCmd from './export.js';
 import * as mountCmd from './mount.js';
+import { runNydusd } from './nydusd-compat.js';
 import * as passthroughCmd from './passthrough.js';
+import * as patternCmd from './pattern.js';
 import * as unpackCmd from './unpack.js';
 import * as virtiofsCmd from './virtiofs.js';
+import { passthroughFactory, runVirtiofsd } from './virtiofsd-compat.js';
 
 export const VERSION = '0.1.0';
 
@@ -30,7 +36,7 @@ export function createProgram(): Command {
   program.exitOverride((err) => {
     process.exit(err.exitCode === 1 ? 2 : err.exitCode);
   });
-  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd, exportCmd, mountCmd, passthroughCmd, virtiofsCmd, cacheCmd, convertCmd]) cmd.register(program);
+  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd, exportCmd, mountCmd, passthroughCmd, virtiofsCmd, cacheCmd, convertCmd, patternCmd]) cmd.register(program);
   return program;
 }
 
@@ -38,5 +44,13 @@ if (process.argv.includes('--print-capabilities')) {
   // As vhost-user backends do: print the capabilities and exit, ignoring every other argument.
   virtiofsCmd.printCapabilities();
 } else {
-  await createProgram().parseAsync(process.argv);
+  const program = createProgram();
+  const mode = cliMode(process.argv.slice(2), program.commands.map((c) => c.name()));
+  if (mode.mode === 'virtiofsd') {
+    process.exit(await runVirtiofsd(mode.argv, { passthrough: passthroughFactory }));
+  } else if (mode.mode === 'nydusd') {
+    process.exit(await runNydusd(mode.argv, { passthrough: passthroughFactory, ...(mode.logLevel ? { logLevel: mode.logLevel } : {}) }));
+  } else {
+    await program.parseAsync(process.argv);
+  }
 }

@@ -1,0 +1,47 @@
+/**
+ * One executable, three grammars: the `damselfly` subcommands (commander); nydusd's
+ * `virtiofs --apisock … --sock …` (Kata virtio-fs-nydus); and, with no subcommand, virtiofsd's
+ * command line (Kata virtio-fs), whose options and `-o` compat syntax commander does not speak.
+ * Pure: decides from argv only.
+ */
+import type { LogLevel } from '../base/index.js';
+
+export type CliMode =
+  /** A damselfly subcommand (or help/version/nothing). */
+  | { mode: 'commander' }
+  /** virtiofsd's argv: everything after the program name. */
+  | { mode: 'virtiofsd'; argv: string[] }
+  /** nydusd's `virtiofs` arguments (after the subcommand) and a global --log-level before it. */
+  | { mode: 'nydusd'; argv: string[]; logLevel?: LogLevel };
+
+const HELP_OR_VERSION = new Set(['-h', '--help', '-V', '--version', 'help']);
+/** nydusd-only options of `virtiofs`: their presence selects nydusd mode. */
+const NYDUSD_MARKERS = ['--apisock', '-A', '--sock'];
+
+/** `argv` without the node binary and script path. */
+export function cliMode(argv: readonly string[], subcommands: readonly string[]): CliMode {
+  let i = 0;
+  let logLevel: string | undefined;
+  // damselfly's own global option may come first: --log-level L / --log-level=L.
+  while (i < argv.length) {
+    const a = argv[i] as string;
+    if (a === '--log-level' && i + 1 < argv.length) {
+      logLevel = argv[i + 1];
+      i += 2;
+    } else if (a.startsWith('--log-level=')) {
+      logLevel = a.slice('--log-level='.length);
+      i += 1;
+    } else break;
+  }
+  const first = argv[i];
+  if (first === undefined || HELP_OR_VERSION.has(first)) return { mode: 'commander' };
+  if (subcommands.includes(first)) {
+    const rest = argv.slice(i + 1);
+    if (first === 'virtiofs' && rest.some((a) => NYDUSD_MARKERS.some((m) => a === m || a.startsWith(`${m}=`)))) {
+      return { mode: 'nydusd', argv: rest, ...(logLevel !== undefined ? { logLevel: logLevel as LogLevel } : {}) };
+    }
+    return { mode: 'commander' };
+  }
+  if (first.startsWith('-')) return { mode: 'virtiofsd', argv: [...argv] };
+  return { mode: 'commander' };
+}

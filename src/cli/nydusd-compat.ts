@@ -1,0 +1,154 @@
+/**
+ * `damselfly virtiofs --apisock A --sock S …` acts as nydusd's virtio-fs daemon (Kata
+ * `shared_fs = "virtio-fs-nydus"`, both runtimes): creates the vhost-user socket (state RUNNING
+ * from then on) and the API socket, mounts what the command line names (`--shared-dir` or
+ * `--bootstrap` at `--virtual-mountpoint`), then serves the mounts the API adds until the VMM
+ * disconnects. Options are nydusd's (`src/bin/nydusd/main.rs`); ones that cannot apply are
+ * accepted with a warning, unknown ones are an error.
+ */
+import { openSync, readFileSync, rmSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { type LogLevel, type Logger, Metrics, UsageError, createLogger, errorMessage } from '../base/index.js';
+import { ApiServer } from '../api/index.js';
+import { NydusDaemon, type PassthroughFactory, localfsConfig } from '../daemon/index.js';
+import { readPathList } from '../daemon/image-source.js';
+import { nativeCodecs } from '../native/index.js';
+import { EXIT_OK, EXIT_USAGE, reportError } from './common.js';
+import { READY_LINE } from './virtiofsd-compat.js';
+
+export interface NydusdFlags {
+  apisock?: string;
+  config?: string;
+  id?: string;
+  supervisor?: string;
+  logLevel?: string;
+  logFile?: string;
+  logRotationSize: string;
+  rlimitNofile: string;
+  upgrade?: boolean;
+  bootstrap?: string;
+  localfsDir?: string;
+  sharedDir?: string;
+  prefetchFiles?: string;
+  virtualMountpoint: string;
+  sock: string;
+  hybridMode?: boolean;
+}
+
+const NYDUS_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
+
+/** nydusd's `virtiofs` subcommand with its global options. */
+export function nydusdCommand(): Command {
+  return new Command('virtiofs')
+    .description('run as nydusd\'s virtio-fs daemon (Kata shared_fs = "virtio-fs-nydus")')
+    .option('-A, --apisock <path>', 'the HTTP API unix socket')
+    .option('-C, --config <file>', 'nydusd configuration of the --bootstrap image')
+    .option('--id <id>', 'daemon id (requires --supervisor)')
+    .option('--supervisor <path>', 'supervisor socket (requires --id)')
+    .addOption(new Option('-l, --log-level <level>', 'log level (default: info)').choices(NYDUS_LEVELS))
+    .option('-L, --log-file <file>', 'write the log to this file')
+    .option('--log-rotation-size <mb>', 'log rotation size', '0')
+    .option('--rlimit-nofile <n>', 'file descriptor limit', '1000000')
+    .option('--upgrade', 'start waiting for a live upgrade')
+    .option('-B, --bootstrap <file>', 'a RAFS bootstrap to mount at --virtual-mountpoint')
+    .option('-D, --localfs-dir <dir>', 'blob directory (localfs backend and cache) of --bootstrap')
+    .option('-s, --shared-dir <dir>', 'a directory to share (passthrough) at --virtual-mountpoint')
+    .option('--prefetch-files <file>', 'file listing image paths to prefetch (requires --bootstrap)')
+    .option('-m, --virtual-mountpoint <path>', 'where --bootstrap or --shared-dir is mounted', '/')
+    .requiredOption('--sock <path>', 'the vhost-user socket')
+    .option('--hybrid-mode', 'accepted for compatibility (RAFS and passthrough are always both available)')
+    .allowExcessArguments(false)
+    .exitOverride();
+}
+
+/** Parses the arguments after `virtiofs`. Throws `UsageError`. */
+export function parseNydusdArgs(argv: readonly string[]): NydusdFlags {
+  const cmd = nydusdCommand();
+  let err = '';
+  cmd.configureOutput({ writeErr: (s) => (err += s), writeOut: (s) => process.stdout.write(s) });
+  try {
+    cmd.parse([...argv], { from: 'user' });
+  } catch (e) {
+    if (e instanceof CommanderError && (e.code === 'commander.helpDisplayed' || e.code === 'commander.help')) throw e;
+    throw new UsageError(err.trim().replace(/^error: /, '') || errorMessage(e));
+  }
+  const f = cmd.opts<NydusdFlags>();
+  if ((f.id === undefined) !== (f.supervisor === undefined)) throw new UsageError('--id and --supervisor must be given together');
+  if (f.bootstrap !== undefined && f.sharedDir !== undefined) throw new UsageError("the argument '--bootstrap' cannot be used with '--shared-dir'");
+  if (f.localfsDir !== undefined && f.config !== undefined) throw new UsageError("the argument '--localfs-dir' cannot be used with '--config'");
+  if (f.prefetchFiles !== undefined && f.bootstrap === undefined) throw new UsageError("'--prefetch-files' requires '--bootstrap'");
+  if (f.bootstrap !== undefined && f.localfsDir === undefined && f.config === undefined) throw new UsageError('both --config and --localfs-dir are missing');
+  return f;
+}
+
+function warnings(f: NydusdFlags): string[] {
+  const w: string[] = [];
+  if (f.rlimitNofile !== '1000000') w.push('--rlimit-nofile: the file descriptor limit is left unchanged');
+  if (f.logRotationSize !== '0') w.push('--log-rotation-size: the log is not rotated');
+  if (f.upgrade === true) w.push('--upgrade: live upgrade is not supported; starting normally');
+  return w;
+}
+
+function logger(f: NydusdFlags, fallback: LogLevel | undefined): Logger {
+  const level = (f.logLevel ?? fallback ?? 'info') as LogLevel;
+  if (f.logFile === undefined) return createLogger(level);
+  return createLogger(level, openSync(f.logFile, 'a'));
+}
+
+/** Runs nydusd mode; resolves with the exit code. */
+export async function runNydusd(argv: readonly string[], deps: { passthrough?: PassthroughFactory; logLevel?: LogLevel }): Promise<number> {
+  let f: NydusdFlags;
+  try {
+    f = parseNydusdArgs(argv);
+  } catch (e) {
+    if (e instanceof CommanderError) return EXIT_OK;
+    process.stderr.write(`damselfly: ${errorMessage(e)}\n`);
+    return EXIT_USAGE;
+  }
+  const log = logger(f, deps.logLevel);
+  for (const w of warnings(f)) log.warn(w);
+  let api: ApiServer | undefined;
+  let daemon: NydusDaemon | undefined;
+  let stopping = false;
+  const shutdown = async (code: number): Promise<never> => {
+    if (!stopping) {
+      stopping = true;
+      await api?.close().catch(() => undefined);
+      if (f.apisock !== undefined) rmSync(f.apisock, { force: true });
+      await daemon?.close();
+    }
+    process.exit(code);
+  };
+  try {
+    const metrics = new Metrics();
+    daemon = new NydusDaemon({
+      log,
+      metrics,
+      codecs: nativeCodecs,
+      ...(f.id !== undefined ? { id: f.id } : {}),
+      ...(f.supervisor !== undefined ? { supervisor: f.supervisor } : {}),
+      ...(deps.passthrough !== undefined ? { passthrough: deps.passthrough } : {}),
+      onExit: () => void shutdown(EXIT_OK),
+    });
+    if (f.sharedDir !== undefined) await daemon.mount(f.virtualMountpoint, { fs_type: 'passthrough_fs', source: f.sharedDir, config: '' });
+    if (f.bootstrap !== undefined) {
+      const config = f.localfsDir !== undefined ? localfsConfig(f.localfsDir) : readFileSync(f.config as string, 'utf8');
+      const files = f.prefetchFiles !== undefined ? await readPathList(f.prefetchFiles) : undefined;
+      await daemon.mount(f.virtualMountpoint, { fs_type: 'rafs', source: f.bootstrap, config, ...(files ? { prefetch_files: files } : {}) });
+    }
+    daemon.listen({ socketPath: f.sock });
+    if (f.apisock !== undefined) {
+      api = new ApiServer(daemon, log.child({ component: 'api' }));
+      await api.listen(f.apisock);
+    }
+    process.once('SIGTERM', () => void shutdown(EXIT_OK));
+    process.once('SIGINT', () => void shutdown(EXIT_OK));
+    process.stderr.write(`${READY_LINE}\n`);
+    const reason = await daemon.run();
+    log.info({ reason }, 'vhost-user frontend gone; exiting');
+    return await shutdown(EXIT_OK);
+  } catch (e) {
+    const code = reportError(e);
+    return await shutdown(code);
+  }
+}

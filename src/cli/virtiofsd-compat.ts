@@ -1,0 +1,144 @@
+/**
+ * `damselfly` with virtiofsd's arguments and no subcommand acts as virtiofsd (Kata
+ * `shared_fs = "virtio-fs"`): shares a host directory through the passthrough filesystem over
+ * vhost-user-fs, on a socket it creates (`--socket-path`, runtime-rs) or an inherited listening
+ * fd (`--fd=3`, the Go runtime), prints `Waiting for vhost-user socket connection...` on stderr
+ * once listening (runtime-rs waits for it), and exits when the VMM disconnects.
+ */
+import { chmodSync, chownSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { type LogLevel, type Logger, Metrics, UsageError, createLogger, errorMessage } from '../base/index.js';
+import type { PassthroughFactory } from '../daemon/index.js';
+import { VhostService, readOnly, removeStaleSocket } from '../daemon/index.js';
+import { PassthroughFs } from '../fs/passthrough/index.js';
+import { FuseServer } from '../fuse/index.js';
+import { EXIT_OK, EXIT_USAGE, reportError } from './common.js';
+import { type VirtiofsdArgs, VIRTIOFSD_USAGE, parseVirtiofsdArgs } from './virtiofsd-args.js';
+
+export const READY_LINE = 'Waiting for vhost-user socket connection...';
+
+/** Passthrough filesystems for the daemons: `PassthroughFs` with virtiofsd's options mapped. */
+export const passthroughFactory: PassthroughFactory = (o) =>
+  new PassthroughFs({
+    root: o.root,
+    xattr: o.xattr,
+    // The passthrough has never/auto/always; metadata's direct I/O is kept, its long timeouts not.
+    cache: o.cache === 'metadata' ? 'never' : o.cache,
+    announceSubmounts: o.announceSubmounts,
+    ...(typeof o.extra?.['writeback'] === 'boolean' ? { writeback: o.extra['writeback'] } : {}),
+    ...(typeof o.extra?.['allowDirectIo'] === 'boolean' ? { allowDirectIo: o.extra['allowDirectIo'] } : {}),
+    log: o.log,
+    metrics: o.metrics,
+  });
+
+/** Warnings for virtiofsd options the passthrough filesystem does not implement. */
+function passthroughWarnings(a: VirtiofsdArgs): string[] {
+  const w: string[] = [];
+  if (a.cache === 'metadata') w.push('--cache metadata: served as never (direct I/O, no metadata caching)');
+  if (a.posixAcl) w.push('--posix-acl: POSIX ACLs are not enforced by the daemon (served as plain xattrs)');
+  if (a.securityLabel) w.push('--security-label: security labels at creation are not supported');
+  if (a.xattrmap !== undefined) w.push('--xattrmap: xattr names are not translated');
+  if (a.killprivV2) w.push('--killpriv-v2: not supported');
+  if (a.translateUid.length + a.translateGid.length > 0) w.push('--translate-uid/--translate-gid: ids are not translated');
+  if (!a.readdirplus) w.push('--no-readdirplus: READDIRPLUS stays on');
+  if (a.allowMmap) w.push('--allow-mmap: mmap follows the cache policy');
+  if (a.preserveNoatime) w.push('--preserve-noatime: not supported');
+  return w;
+}
+
+function pinoLevel(level: string): LogLevel {
+  return (level === 'off' ? 'silent' : level) as LogLevel;
+}
+
+/** A group name or number → gid (from /etc/group). */
+function groupId(group: string): number | undefined {
+  if (/^\d+$/.test(group)) return Number(group);
+  try {
+    const line = readFileSync('/etc/group', 'utf8')
+      .split('\n')
+      .find((l) => l.split(':')[0] === group);
+    const gid = line?.split(':')[2];
+    return gid !== undefined && /^\d+$/.test(gid) ? Number(gid) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export interface VirtiofsdDeps {
+  /** Creates the shared directory's filesystem (tests give fakes). */
+  passthrough: PassthroughFactory;
+}
+
+/** Runs virtiofsd mode; resolves with the exit code. */
+export async function runVirtiofsd(argv: readonly string[], deps: VirtiofsdDeps): Promise<number> {
+  let parsed: { args: VirtiofsdArgs; warnings: string[] };
+  try {
+    parsed = parseVirtiofsdArgs(argv);
+  } catch (e) {
+    process.stderr.write(`damselfly: ${errorMessage(e)}\n${VIRTIOFSD_USAGE}`);
+    return EXIT_USAGE;
+  }
+  const { args, warnings } = parsed;
+  if (args.help) {
+    process.stdout.write(VIRTIOFSD_USAGE);
+    return EXIT_OK;
+  }
+  const log = createLogger(pinoLevel(args.logLevel)).child({ component: 'virtiofsd' });
+  for (const w of [...warnings, ...passthroughWarnings(args)]) log.warn(w);
+  try {
+    return await serve(args, deps, log);
+  } catch (e) {
+    return reportError(e);
+  }
+}
+
+async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Promise<number> {
+  const root = args.sharedDir as string;
+  const st = statSync(root, { throwIfNoEntry: false });
+  if (st === undefined || !(st.isDirectory() || st.isFile())) throw new UsageError(`${root} does not exist`);
+  const metrics = new Metrics();
+  const shared = await deps.passthrough({
+    root,
+    xattr: args.xattr || args.posixAcl || args.securityLabel || args.xattrmap !== undefined,
+    cache: args.cache,
+    announceSubmounts: args.announceSubmounts,
+    log: log.child({ component: 'passthrough' }),
+    metrics,
+    extra: { writeback: args.writeback, allowDirectIo: args.allowDirectIo },
+  });
+  const fs = args.readonly ? readOnly(shared) : shared;
+  const server = new FuseServer(fs, { log: log.child({ component: 'fuse' }), metrics });
+  const vhost = new VhostService({ server, log, metrics });
+  const pidFile = args.socketPath !== undefined ? `${args.socketPath}.pid` : undefined;
+  if (args.fd !== undefined) vhost.listen({ fd: args.fd });
+  else {
+    const socketPath = args.socketPath as string;
+    if (pidFile !== undefined) writeFileSync(pidFile, `${process.pid}\n`);
+    vhost.listen({ socketPath });
+    if (args.socketGroup !== undefined) {
+      const gid = groupId(args.socketGroup);
+      if (gid === undefined) log.warn({ group: args.socketGroup }, '--socket-group: no such group');
+      else {
+        chownSync(socketPath, -1, gid);
+        chmodSync(socketPath, 0o660);
+      }
+    }
+  }
+  const cleanup = (): void => {
+    if (pidFile !== undefined) rmSync(pidFile, { force: true });
+    if (args.socketPath !== undefined) removeStaleSocket(args.socketPath);
+  };
+  const stop = (): void => {
+    vhost.close();
+    cleanup();
+    process.exit(EXIT_OK);
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGHUP', stop);
+  process.once('SIGINT', stop);
+  log.info({ sharedDir: root, cache: args.cache, xattr: args.xattr }, 'vhost-user socket listening');
+  process.stderr.write(`${READY_LINE}\n`);
+  const reason = await vhost.run();
+  log.info({ reason }, 'vhost-user frontend gone; exiting');
+  cleanup();
+  return EXIT_OK;
+}
