@@ -14,7 +14,11 @@
  */
 import { createHash } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { GetObjectCommand, type GetObjectCommandOutput, HeadObjectCommand, PutObjectCommand, S3Client, type S3ClientConfig } from '@aws-sdk/client-s3';
+// Types only: the SDK itself is loaded on first use (it costs a quarter of a second of start-up,
+// which every daemon without an S3 backend would otherwise pay).
+import type { GetObjectCommandOutput, S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
+
+type Sdk = typeof import('@aws-sdk/client-s3');
 import { BackendError, type Logger, UsageError, silentLogger } from '../../base/index.js';
 import { abortedError, mapS3Error, redact } from './s3-errors.js';
 import type { BlobBackend, ReadOptions } from './types.js';
@@ -117,7 +121,8 @@ export class S3Backend implements BlobBackend {
   readonly prefix: string;
   /** The endpoint URL in use, or undefined for AWS's own. */
   readonly endpoint: string | undefined;
-  private readonly client: S3Client;
+  private readonly config: S3ClientConfig;
+  private conn: Promise<{ sdk: Sdk; client: S3Client }> | undefined;
   private readonly timeoutMs: number;
   private readonly secrets: string[];
   private readonly log: Logger;
@@ -169,7 +174,13 @@ export class S3Backend implements BlobBackend {
       const anonymous = () => async () => ({});
       config.httpAuthSchemes = ['aws.auth#sigv4', 'aws.auth#sigv4a'].map((schemeId) => ({ schemeId, identityProvider: anonymous, signer: noSigner }));
     }
-    this.client = new S3Client(config);
+    this.config = config;
+  }
+
+  /** The SDK and its client, loaded and made on first use. */
+  private connect(): Promise<{ sdk: Sdk; client: S3Client }> {
+    this.conn ??= import('@aws-sdk/client-s3').then((sdk) => ({ sdk, client: new sdk.S3Client(this.config) }));
+    return this.conn;
   }
 
   /** The object key of blob `id`. */
@@ -198,7 +209,8 @@ export class S3Backend implements BlobBackend {
     this.open(what, opts.signal);
     let length: number | undefined;
     try {
-      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.key(id) }), { abortSignal: opts.signal });
+      const { sdk, client } = await this.connect();
+      const out = await client.send(new sdk.HeadObjectCommand({ Bucket: this.bucket, Key: this.key(id) }), { abortSignal: opts.signal });
       length = out.ContentLength;
     } catch (e) {
       throw this.fail(e, what, opts.signal);
@@ -221,7 +233,8 @@ export class S3Backend implements BlobBackend {
     this.open(what, opts.signal);
     let out: GetObjectCommandOutput;
     try {
-      out = await this.client.send(new GetObjectCommand({ Bucket: this.bucket, Key: this.key(id), Range: range }), { abortSignal: opts.signal });
+      const { sdk, client } = await this.connect();
+      out = await client.send(new sdk.GetObjectCommand({ Bucket: this.bucket, Key: this.key(id), Range: range }), { abortSignal: opts.signal });
     } catch (e) {
       throw this.fail(e, what, opts.signal);
     }
@@ -265,8 +278,9 @@ export class S3Backend implements BlobBackend {
     this.open(what, opts.signal);
     const md5 = createHash('md5').update(data).digest('base64');
     try {
-      const out = await this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: data.length, ContentMD5: md5, ContentType: opts.contentType ?? 'application/octet-stream' }),
+      const { sdk, client } = await this.connect();
+      const out = await client.send(
+        new sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: data.length, ContentMD5: md5, ContentType: opts.contentType ?? 'application/octet-stream' }),
         { abortSignal: opts.signal },
       );
       return { key, etag: out.ETag };
@@ -278,7 +292,7 @@ export class S3Backend implements BlobBackend {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
-    this.client.destroy();
+    if (this.conn !== undefined) (await this.conn).client.destroy();
   }
 
   /** For messages: never the credentials. */
