@@ -4,6 +4,7 @@
 // copies what is already in the page cache and refuses (EAGAIN) instead of waiting for a disk.
 // A chunk-cache hit is then one system call on the main thread instead of a thread-pool round trip
 // (which costs more than the copy itself); whatever would block is left to the asynchronous path.
+#include <fcntl.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -49,10 +50,21 @@ Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
   }
 }
 
+// fadviseWillNeed(fd, offset, length): starts reading a range into the page cache without waiting
+// for it (the chunk cache file ahead of a sequential reader). Errors are ignored: it is a hint.
+Napi::Value FadviseWillNeed(const Napi::CallbackInfo& info) {
+  auto fd = static_cast<int>(IntArg(info[0], "fd"));
+  auto offset = static_cast<off_t>(IntArg(info[1], "offset"));
+  auto length = static_cast<off_t>(IntArg(info[2], "length"));
+  (void)::posix_fadvise(fd, offset, length, POSIX_FADV_WILLNEED);
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitFastIo(Napi::Env env, Napi::Object exports) {
   exports.Set("preadvNoWait", Napi::Function::New(env, PreadvNoWait, "preadvNoWait"));
+  exports.Set("fadviseWillNeed", Napi::Function::New(env, FadviseWillNeed, "fadviseWillNeed"));
 }
 
 }  // namespace damselfly

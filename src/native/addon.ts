@@ -177,6 +177,8 @@ export interface NativeAddon extends PassthroughOps {
    * or -1 when nothing is in the page cache or the file system cannot say (then read asynchronously).
    */
   preadvNoWait(fd: number, views: Uint8Array[], position: number): number;
+  /** posix_fadvise(WILLNEED): start reading a range into the page cache; a hint, never fails. */
+  fadviseWillNeed(fd: number, offset: number, length: number): void;
 
   Poller: new (fd: number, callback: (events: number) => void) => Poller;
   mount(source: string, target: string | Buffer, fstype: string, flags: number, data: string): void;

@@ -278,9 +278,26 @@ export class BlobDevice {
    * Fetches chunks into the cache without reading them (prefetch). Resolves when all settled;
    * rejects with the first failure after every chunk was tried.
    */
-  async prefetch(chunks: ChunkInfo[]): Promise<void> {
+  /**
+   * Fetches the absent chunks among `chunks` in the background of readers. With `hintCached`
+   * (a sequential reader's read-ahead), the cached ones are read ahead from the cache file too.
+   */
+  async prefetch(chunks: ChunkInfo[], opts: { hintCached?: boolean } = {}): Promise<void> {
     const absent: ChunkInfo[] = [];
-    for (const c of chunks) if ((await this.cache(c.blobIndex)).state(c) === ChunkState.ABSENT && !this.inflight.has(key(c))) absent.push(c);
+    const present = new Map<BlobCache, ChunkInfo[]>();
+    for (const c of chunks) {
+      const cache = await this.cache(c.blobIndex);
+      const state = cache.state(c);
+      if (state === ChunkState.ABSENT) {
+        if (!this.inflight.has(key(c))) absent.push(c);
+      } else if (opts.hintCached && !this.recent.has(key(c))) {
+        let list = present.get(cache);
+        if (list === undefined) present.set(cache, (list = []));
+        list.push(c);
+      }
+    }
+    // Cached chunks: have the kernel read them from the cache file while the reader catches up.
+    for (const [cache, list] of present) cache.willNeed(list);
     this.fetch(absent);
     const results = await Promise.allSettled(chunks.map((c) => this.inflight.get(key(c))));
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');

@@ -276,7 +276,7 @@ export class ImageFs implements FileSystem {
       bytes += c.uncompressedSize;
     }
     if (ahead.length > 0) {
-      this.opts.device.prefetch(ahead).catch((e: unknown) => this.opts.log.debug({ err: String(e) }, 'readahead failed'));
+      this.opts.device.prefetch(ahead, { hintCached: true }).catch((e: unknown) => this.opts.log.debug({ err: String(e) }, 'readahead failed'));
     }
   }
 
