@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The main job on the built-in default image: set up, make the sample tree, build a RAFS v6 image
-# from it, then inspect and check it and unpack it again.
+# from it, inspect, check and unpack it, mount it on the host with FUSE (chunks fetched on demand
+# into a local cache), then boot a Linux guest under QEMU on it over virtio-fs and report how many
+# of the image's bytes the guest needed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
