@@ -1,8 +1,15 @@
 // Creating syscalls of the passthrough filesystem, run as the requesting guest user: mkdirat,
-// mknodat, symlinkat and openat2(O_CREAT | O_EXCL). They execute on one dedicated thread that has
-// its own fs_struct (unshare(CLONE_FS)), so its umask is private to it and never races the rest of
-// the process, and that switches setfsgid/setfsuid around each call (per-thread credentials) and
-// back. The JavaScript call waits for the result: the API stays synchronous.
+// mknodat, symlinkat and openat2(O_CREAT | O_EXCL), with setfsgid/setfsuid switched around each
+// call (per-thread credentials) and back. The umask must be the request's (0 unless FUSE_DONT_MASK
+// was agreed, the kernel having masked the mode already), and a umask is shared by every thread of
+// the process. So:
+//  - when the process umask takes no bit from the mode that the request's umask would not take
+//    either (the usual case: a guest file 0644 or directory 0755 under a daemon umask of 022; a
+//    symlink has no mode), the call runs on the calling thread, the process umask untouched;
+//  - otherwise it runs on one dedicated thread that has its own fs_struct (unshare(CLONE_FS)), so
+//    that its umask is private to it and never races the rest of the process.
+// Handing a call to another thread costs two wake-ups, which on a busy host take longer than the
+// system call itself. The JavaScript call waits for the result either way: the API stays synchronous.
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sched.h>
@@ -12,6 +19,7 @@
 #include <unistd.h>
 
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -97,6 +105,50 @@ class CredThread {
   int setup_errno_ = 0;
 };
 
+// Switches the calling thread's fs ids for one call; the umask is left as it is.
+long SwitchedHere(const Creds& c, const std::function<long()>& op, int* err) {
+  auto old_gid = static_cast<gid_t>(::setfsgid(c.gid));
+  auto old_uid = static_cast<uid_t>(::setfsuid(c.uid));
+  bool ok = static_cast<uid_t>(::setfsuid(static_cast<uid_t>(-1))) == c.uid &&
+            static_cast<gid_t>(::setfsgid(static_cast<gid_t>(-1))) == c.gid;
+  long r = -1;
+  *err = EPERM;
+  if (ok) {
+    errno = 0;
+    r = op();
+    *err = r < 0 ? errno : 0;
+  }
+  ::setfsuid(old_uid);
+  ::setfsgid(old_gid);
+  return r;
+}
+
+// The calling thread's umask, from /proc/thread-self/status (Linux 4.7+; reading it with umask(2)
+// would change it for a moment, for every thread sharing it); -1 when it cannot be read. Read at
+// every call: the process may change its umask at any time (process.umask()).
+int ThreadUmask() {
+  int fd = ::open("/proc/thread-self/status", O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return -1;
+  char buf[2048];
+  ssize_t n = ::read(fd, buf, sizeof buf - 1);
+  ::close(fd);
+  if (n <= 0) return -1;
+  buf[n] = '\0';
+  const char* at = std::strstr(buf, "\nUmask:");
+  unsigned v = 0;
+  if (at == nullptr || std::sscanf(at + 7, " %o", &v) != 1) return -1;
+  return static_cast<int>(v & 0777);
+}
+
+// Runs op as the request's user: here when the process umask gives the same mode as the request's
+// umask would (see the top of the file), else on the credential thread.
+long RunAs(const Creds& c, mode_t mode, const std::function<long()>& op, int* err) {
+  // A mode without permission bits (a whiteout, a symlink) cannot be changed by any umask.
+  int own = (mode & 0777) == 0 ? 0 : ThreadUmask();
+  if (own >= 0 && (mode & static_cast<mode_t>(own)) == (mode & c.umask & 0777)) return SwitchedHere(c, op, err);
+  return CredThread::Get().Run(c, op, err);
+}
+
 Creds CredArgs(const Napi::CallbackInfo& info, size_t at) {
   return Creds{static_cast<uint32_t>(IntArg(info[at], "uid")), static_cast<uint32_t>(IntArg(info[at + 1], "gid")),
                static_cast<uint32_t>(IntArg(info[at + 2], "umask"))};
@@ -108,9 +160,9 @@ int DirArg(const Napi::Value& v) {
   return static_cast<int>(x);
 }
 
-long RunOrThrow(Napi::Env env, const Creds& c, const std::function<long()>& op, const char* syscall, const std::string& name) {
+long RunOrThrow(Napi::Env env, const Creds& c, mode_t mode, const std::function<long()>& op, const char* syscall, const std::string& name) {
   int err = 0;
-  long r = CredThread::Get().Run(c, op, &err);
+  long r = RunAs(c, mode, op, &err);
   if (r < 0) throw SysError(env, err, syscall, name);
   return r;
 }
@@ -120,7 +172,7 @@ Napi::Value Mkdirat(const Napi::CallbackInfo& info) {
   int dirfd = DirArg(info[0]);
   std::string name = PathArg(info[1], "name");
   auto mode = static_cast<mode_t>(IntArg(info[2], "mode"));
-  RunOrThrow(info.Env(), CredArgs(info, 3), [&] { return static_cast<long>(::mkdirat(dirfd, name.c_str(), mode)); }, "mkdirat", name);
+  RunOrThrow(info.Env(), CredArgs(info, 3), mode, [&] { return static_cast<long>(::mkdirat(dirfd, name.c_str(), mode)); }, "mkdirat", name);
   return info.Env().Undefined();
 }
 
@@ -131,7 +183,7 @@ Napi::Value Mknodat(const Napi::CallbackInfo& info) {
   std::string name = PathArg(info[1], "name");
   auto mode = static_cast<mode_t>(IntArg(info[2], "mode"));
   auto rdev = static_cast<dev_t>(IntArg(info[3], "rdev"));
-  RunOrThrow(info.Env(), CredArgs(info, 4), [&] { return static_cast<long>(::mknodat(dirfd, name.c_str(), mode, rdev)); }, "mknodat", name);
+  RunOrThrow(info.Env(), CredArgs(info, 4), mode, [&] { return static_cast<long>(::mknodat(dirfd, name.c_str(), mode, rdev)); }, "mknodat", name);
   return info.Env().Undefined();
 }
 
@@ -141,7 +193,7 @@ Napi::Value Symlinkat(const Napi::CallbackInfo& info) {
   int dirfd = DirArg(info[1]);
   std::string name = PathArg(info[2], "name");
   Creds c{static_cast<uint32_t>(IntArg(info[3], "uid")), static_cast<uint32_t>(IntArg(info[4], "gid")), 0};
-  RunOrThrow(info.Env(), c, [&] { return static_cast<long>(::symlinkat(target.c_str(), dirfd, name.c_str())); }, "symlinkat", name);
+  RunOrThrow(info.Env(), c, 0, [&] { return static_cast<long>(::symlinkat(target.c_str(), dirfd, name.c_str())); }, "symlinkat", name);
   return info.Env().Undefined();
 }
 
@@ -155,7 +207,7 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   how.flags = static_cast<uint64_t>(IntArg(info[2], "flags")) | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
   how.mode = static_cast<uint64_t>(IntArg(info[3], "mode")) & 07777;
   how.resolve = static_cast<uint64_t>(IntArg(info[4], "resolve"));
-  long fd = RunOrThrow(info.Env(), CredArgs(info, 5), [&] { return ::syscall(SYS_openat2, dirfd, name.c_str(), &how, sizeof how); }, "openat2", name);
+  long fd = RunOrThrow(info.Env(), CredArgs(info, 5), static_cast<mode_t>(how.mode), [&] { return ::syscall(SYS_openat2, dirfd, name.c_str(), &how, sizeof how); }, "openat2", name);
   return Napi::Number::New(info.Env(), static_cast<double>(fd));
 }
 

@@ -7,4 +7,4 @@
 export * from './abi.js';
 export { FuseServer, errnoOf, type FuseServerOptions } from './server/server.js';
 export type { ReplyChannel } from './server/context.js';
-export { decodeRequest, encodeOutHeader, type InHeader } from './codec/header.js';
+export { decodeRequest, encodeOutHeader, inPlaceDataAt, type InHeader } from './codec/header.js';

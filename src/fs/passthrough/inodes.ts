@@ -4,13 +4,16 @@
  * node id, with the kernel's lookup count; FORGET to zero closes the fd. The root (FUSE_ROOT_ID)
  * is the shared directory itself and lives as long as the table.
  */
-import { closeSync } from 'node:fs';
+import { close, closeSync } from 'node:fs';
 import type { PtStat } from '../../native/addon.js';
 import { native } from '../../native/index.js';
 import { Errno, FsError } from '../types.js';
-import { AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, O_DIRECTORY, O_PATH, sys } from './common.js';
+import { AT_EMPTY_PATH, AT_SYMLINK_NOFOLLOW, O_DIRECTORY, O_PATH, isDir, sys } from './common.js';
 
 export const ROOT_ID = 1;
+
+/** close(2) of an O_PATH fd fails only for a bad fd, which would be a bug logged elsewhere. */
+function ignore(): void {}
 
 export interface Inode {
   readonly id: number;
@@ -88,7 +91,12 @@ export class InodeTable {
     if (n.id !== ROOT_ID) n.refs++;
   }
 
-  /** Drops `count` lookups; the fd closes at zero. Unknown ids and the root are ignored. */
+  /**
+   * Drops `count` lookups; the fd closes at zero. Unknown ids and the root are ignored. A directory
+   * closes at once (its fd may pin a mount); anything else closes on the thread pool: the last
+   * close of an unlinked file frees its blocks, which can take longer than the request it ends
+   * (the C virtiofsd has FORGETs on a thread of their own for the same reason).
+   */
   forget(id: number, count: number): void {
     if (id === ROOT_ID) return;
     const n = this.byId.get(id);
@@ -97,7 +105,8 @@ export class InodeTable {
     if (n.refs > 0) return;
     this.byId.delete(id);
     if (this.byKey.get(n.key) === n) this.byKey.delete(n.key);
-    closeSync(n.fd);
+    if (isDir(n.mode)) closeSync(n.fd);
+    else close(n.fd, ignore);
   }
 
   /** The session ended: every node but the root is released. */

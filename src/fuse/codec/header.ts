@@ -38,10 +38,26 @@ export interface Request {
 }
 
 /**
- * Decodes one request from `bytes`, which must hold at least `len` bytes. Throws a FormatError when
- * the header is short or its lengths lie; `unique` is returned on the error when it could be read.
+ * Where a request's trailing data starts when the transport may leave it in place (in guest
+ * memory) instead of copying it with the headers: a WRITE's data, after `fuse_in_header` and
+ * `fuse_write_in`. Undefined for every other request (and for a WRITE too short to have data).
+ * `head` needs only the 40 bytes of `fuse_in_header`.
  */
-export function decodeRequest(bytes: Uint8Array): Request {
+export function inPlaceDataAt(head: Uint8Array, length: number): number | undefined {
+  if (head.length < Size.IN_HEADER) return undefined;
+  const v = new DataView(head.buffer, head.byteOffset, Size.IN_HEADER);
+  const at = Size.IN_HEADER + Size.WRITE_IN;
+  // WRITE (16), without extension headers (which would follow the data).
+  return v.getUint32(4, true) === 16 && v.getUint16(36, true) === 0 && length > at ? at : undefined;
+}
+
+/**
+ * Decodes one request from `bytes`, which must hold at least `len` bytes, or `len - tailLength`
+ * when the request's last `tailLength` bytes stayed with the transport (a WRITE's data: see
+ * `inPlaceDataAt`; the body then ends where `bytes` does). Throws a FormatError when the header is
+ * short or its lengths lie; `unique` is returned on the error when it could be read.
+ */
+export function decodeRequest(bytes: Uint8Array, tailLength = 0): Request {
   const r = new ByteReader(bytes, 'FUSE request');
   if (bytes.length < Size.IN_HEADER) throw new FormatError(`FUSE request of ${bytes.length} bytes is shorter than its header`);
   const nodeid = r.u64n(16);
@@ -55,12 +71,15 @@ export function decodeRequest(bytes: Uint8Array): Request {
     pid: r.u32(32),
     totalExtlen: r.u16(36),
   };
-  if (header.len < Size.IN_HEADER || header.len > bytes.length) {
-    throw new RequestError(header.unique, `FUSE request says len ${header.len} but ${bytes.length} bytes arrived`);
+  if (header.len < Size.IN_HEADER || header.len > bytes.length + tailLength) {
+    throw new RequestError(header.unique, `FUSE request says len ${header.len} but ${bytes.length + tailLength} bytes arrived`);
   }
   const ext = header.totalExtlen * 8;
   if (Size.IN_HEADER + ext > header.len) throw new RequestError(header.unique, 'FUSE request extensions exceed its length');
-  const args = bytes.subarray(Size.IN_HEADER, header.len - ext);
+  if (tailLength > 0 && (ext !== 0 || header.len !== bytes.length + tailLength)) {
+    throw new RequestError(header.unique, 'FUSE request with data in place has extensions or a length that does not match');
+  }
+  const args = bytes.subarray(Size.IN_HEADER, Math.min(header.len - ext, bytes.length));
   return { header, body: new ArgsReader(args, `FUSE opcode ${header.opcode} arguments`) };
 }
 

@@ -67,12 +67,25 @@ export function decodeReadIn(r: ByteReader): { fh: bigint; offset: number; size:
   return { fh: r.u64n(0), offset: Number(offset), size: r.u32(16), flags: r.u32(32) };
 }
 
-export function decodeWriteIn(r: ByteReader): { fh: bigint; offset: number; size: number; writeFlags: number; flags: number; data: Uint8Array } {
+export interface WriteIn {
+  fh: bigint;
+  offset: number;
+  size: number;
+  writeFlags: number;
+  flags: number;
+}
+
+/** `fuse_write_in` alone (the data left in place by the transport). */
+export function decodeWriteInHeader(r: ByteReader): WriteIn {
   r.check(0, Size.WRITE_IN, 'fuse_write_in');
   const offset = r.u64n(8);
   if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError('WRITE offset too large');
-  const size = r.u32(16);
-  return { fh: r.u64n(0), offset: Number(offset), size, writeFlags: r.u32(20), flags: r.u32(32), data: r.slice(Size.WRITE_IN, size, 'write data') };
+  return { fh: r.u64n(0), offset: Number(offset), size: r.u32(16), writeFlags: r.u32(20), flags: r.u32(32) };
+}
+
+export function decodeWriteIn(r: ByteReader): WriteIn & { data: Uint8Array } {
+  const w = decodeWriteInHeader(r);
+  return { ...w, data: r.slice(Size.WRITE_IN, w.size, 'write data') };
 }
 
 export function decodeReleaseIn(r: ByteReader): { fh: bigint; flags: number; releaseFlags: number } {

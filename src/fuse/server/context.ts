@@ -36,6 +36,8 @@ export class Call {
     readonly body: ByteReader,
     readonly channel: ReplyChannel,
     readonly session: Session,
+    /** A WRITE's data left in place by the transport (see `inPlaceDataAt`); else in `body`. */
+    readonly tail?: Uint8Array[],
   ) {}
 
   get ctx(): RequestContext {

@@ -1,7 +1,21 @@
 /** Handlers for open files: OPEN, CREATE, READ, WRITE, FLUSH, RELEASE, FSYNC, FALLOCATE, LSEEK, IOCTL. */
 import { FsError, Errno } from '../../fs/types.js';
 import { Opcode, Size } from '../abi.js';
-import { cstring, decodeFhIn, decodeFsyncIn, decodeIoctlIn, decodeLseekIn, decodeOpenIn, decodeReadIn, decodeReleaseIn, decodeWriteIn } from '../codec/in.js';
+import { iovLength } from '../../base/index.js';
+import { BadArguments } from '../codec/header.js';
+import {
+  type WriteIn,
+  cstring,
+  decodeFhIn,
+  decodeFsyncIn,
+  decodeIoctlIn,
+  decodeLseekIn,
+  decodeOpenIn,
+  decodeReadIn,
+  decodeReleaseIn,
+  decodeWriteIn,
+  decodeWriteInHeader,
+} from '../codec/in.js';
 import { encodeEntryOut, encodeOpenOut, encodeU32Pair, encodeU64 } from '../codec/out.js';
 import type { Handler } from './context.js';
 import { need } from './entry-ops.js';
@@ -39,9 +53,19 @@ export const fileHandlers: Array<[Opcode, Handler]> = [
   [
     Opcode.WRITE,
     async (c) => {
-      const w = decodeWriteIn(c.body);
+      let w: WriteIn;
+      let data: Uint8Array[];
+      if (c.tail === undefined) {
+        const full = decodeWriteIn(c.body);
+        [w, data] = [full, [full.data]];
+      } else {
+        // The data stayed in guest memory: exactly `size` bytes of it must be there.
+        w = decodeWriteInHeader(c.body);
+        if (iovLength(c.tail) !== w.size) throw new BadArguments(`WRITE of ${w.size} bytes with ${iovLength(c.tail)} bytes of data`);
+        data = c.tail;
+      }
       if (w.size > c.session.maxWrite) throw new FsError(Errno.EINVAL, 'WRITE larger than max_write');
-      const n = await need(c.fs.write).call(c.fs, c.ctx, c.nodeid, w.fh, w.offset, [w.data], w.writeFlags);
+      const n = await need(c.fs.write).call(c.fs, c.ctx, c.nodeid, w.fh, w.offset, data, w.writeFlags);
       c.ok(encodeU32Pair(n));
     },
   ],

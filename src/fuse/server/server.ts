@@ -5,7 +5,7 @@
  * ENOSYS, and a malformed request gets EINVAL when its `unique` can be read.
  */
 import { constants } from 'node:os';
-import { DamselflyError, ErrorCode, type Logger, type Metrics, isSysError } from '../../base/index.js';
+import { DamselflyError, ErrorCode, type Logger, type Metrics, iovLength, isSysError } from '../../base/index.js';
 import { Errno, type FileSystem, FsError } from '../../fs/types.js';
 import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_MIN_MINOR, InitFlag, Opcode } from '../abi.js';
 import { BadArguments, RequestError, decodeRequest } from '../codec/header.js';
@@ -77,11 +77,16 @@ export class FuseServer {
     return this.session !== undefined;
   }
 
-  /** Handles one request (the bytes of its readable part); never throws, always completes `channel`. */
-  async handle(bytes: Uint8Array, channel: ReplyChannel): Promise<void> {
+  /**
+   * Handles one request (the bytes of its readable part); never throws, always completes `channel`.
+   * `tail`: the request's last bytes, left in place by the transport (only a WRITE's data, from
+   * `inPlaceDataAt`); they may change while they are used, which can only change the data written.
+   */
+  async handle(bytes: Uint8Array, channel: ReplyChannel, tail?: Uint8Array[]): Promise<void> {
     let req;
     try {
-      req = decodeRequest(bytes);
+      req = decodeRequest(bytes, tail === undefined ? 0 : iovLength(tail));
+      if (tail !== undefined && req.header.opcode !== Opcode.WRITE) throw new RequestError(req.header.unique, 'only a WRITE leaves its data in place');
     } catch (e) {
       this.opts.metrics.inc('fuse.malformed');
       this.opts.log.warn({ err: (e as Error).message }, 'malformed FUSE request');
@@ -95,7 +100,7 @@ export class FuseServer {
     const { header, body } = req;
     const name = Opcode[header.opcode] ?? `OPCODE_${header.opcode}`;
     this.opts.metrics.inc(`fuse.requests.${name}`);
-    const call = new Call(this.fs, header, body, channel, this.sessionOrDefault());
+    const call = new Call(this.fs, header, body, channel, this.sessionOrDefault(), tail);
     try {
       if (header.opcode === Opcode.INIT) return this.init(call);
       if (this.session === undefined) throw new FsError(Errno.EIO, 'request before FUSE_INIT');

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync, linkSync } from 'node:fs';
+import { linkSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -191,6 +191,75 @@ describe('passthrough filesystem (in-process)', () => {
     await fs.release(ctx, n, d.fh, 0);
   });
 
+  test('reads: exact bytes at any offset, short at the end of the file, 0 past it', async () => {
+    const data = Buffer.alloc(300_000);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 131 + (i >> 9)) & 0xff;
+    writeFileSync(join(share, 'r'), data);
+    const e = await lookup(fs, 'r');
+    const o = await fs.open(ctx, e.nodeid, 0);
+    for (const [off, size] of [[0, 4096], [1, 131072], [65530, 20], [299_990, 4096], [300_000, 10], [400_000, 10], [0, 300_000]] as const) {
+      const dst = Buffer.alloc(size);
+      // Three pieces, as guest buffers come.
+      const views = [dst.subarray(0, size >> 2), dst.subarray(size >> 2, size >> 1), dst.subarray(size >> 1)];
+      const n = await fs.read(ctx, e.nodeid, o.fh, off, size, views);
+      const want = data.subarray(Math.min(off, data.length), Math.min(data.length, off + size));
+      assert.equal(n, want.length, `read ${off}+${size}`);
+      assert.deepEqual(dst.subarray(0, n), want, `read ${off}+${size}`);
+    }
+    await fs.release(ctx, e.nodeid, o.fh, 0);
+    fs.forget(e.nodeid, 1);
+  });
+
+  test("FORGET closes a directory's fd at once and any other on the thread pool", async () => {
+    mkdirSync(join(share, 'fd-dir'));
+    writeFileSync(join(share, 'fd-file'), 'x');
+    const fdsTo = (path: string): number =>
+      readdirSync('/proc/self/fd').filter((fd) => {
+        try {
+          return readlinkSync(`/proc/self/fd/${fd}`) === path;
+        } catch {
+          return false;
+        }
+      }).length;
+    const d = await lookup(fs, 'fd-dir');
+    const f = await lookup(fs, 'fd-file');
+    assert.equal(fdsTo(join(share, 'fd-dir')), 1);
+    assert.equal(fdsTo(join(share, 'fd-file')), 1);
+    fs.forget(d.nodeid, 1);
+    fs.forget(f.nodeid, 1);
+    assert.equal(fdsTo(join(share, 'fd-dir')), 0, 'closed at once');
+    assert.equal(await errno(fs.getattr(ctx, f.nodeid)), Errno.EBADF, 'the node id is gone at once');
+    for (let i = 0; i < 100 && fdsTo(join(share, 'fd-file')) > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(fdsTo(join(share, 'fd-file')), 0, 'closed soon after');
+  });
+
+  test('creating calls leave the process umask alone, whichever thread runs them', async () => {
+    const old = process.umask(0o022);
+    try {
+      const guest = { uid: 4321, gid: 8765, pid: 1 };
+      const open = await fs.mkdir(ctx, ROOT, b('umask'), 0o777, 0);
+      // Modes the process umask (022) would not change run on the calling thread; the others
+      // (group or other write) on the credential thread. Both give the mode the kernel sent.
+      const cases: Array<[string, number]> = [['f644', 0o644], ['f666', 0o666], ['f600', 0o600], ['f620', 0o620]];
+      for (const [name, mode] of cases) {
+        const c = await fs.create(guest, open.nodeid, b(name), mode, 0o1, 0);
+        assert.deepEqual([c.entry.attr.uid, c.entry.attr.gid, c.entry.attr.mode & 0o7777], [4321, 8765, mode], name);
+        await fs.release(guest, c.entry.nodeid, c.open.fh, 0);
+      }
+      for (const [name, mode] of [['d755', 0o755], ['d777', 0o777], ['d1755', 0o1755], ['d1777', 0o1777]] as const) {
+        const d = await fs.mkdir(guest, open.nodeid, b(name), mode, 0);
+        assert.deepEqual([d.attr.uid, d.attr.mode & 0o7777], [4321, mode], name);
+      }
+      const n = await fs.mknod(guest, open.nodeid, b('p666'), 0o010666, 0, 0);
+      assert.equal(n.attr.mode, 0o010666);
+      const w = await fs.mknod(ctx, open.nodeid, b('wh'), 0o020000, 0, 0);
+      assert.deepEqual([w.attr.mode, w.attr.rdev], [0o020000, 0]);
+      assert.equal(process.umask(), 0o022, 'the process umask is untouched');
+    } finally {
+      process.umask(old);
+    }
+  });
+
   test('setattr: mode, owner, size by path and by handle, times', async () => {
     writeFileSync(join(share, 'attr'), '0123456789');
     const e = await lookup(fs, 'attr');
@@ -365,7 +434,8 @@ describe('passthrough filesystem (in-process)', () => {
   test('DESTROY releases every node and handle; a read in flight finishes first', async () => {
     const p = makeFs(share);
     const e = await p.lookup(ctx, ROOT, b('file'));
-    const o = await p.open(ctx, e.nodeid, 0);
+    // O_DIRECT: the read goes to the thread pool (page-cache data would be read at once).
+    const o = await p.open(ctx, e.nodeid, 0o40000);
     const reading = p.read(ctx, e.nodeid, o.fh, 0, 5, [Buffer.alloc(5)]);
     await p.release(ctx, e.nodeid, o.fh, 0);
     assert.equal(await reading, 5);
