@@ -14,12 +14,14 @@ export function register(program: Command): void {
         const metrics = new Metrics();
         const { source, service } = await openServed(flags, log, metrics);
         const loaded = source.loaded;
-        const mount = FuseMount.mount({ mountpoint, server: service.server, log: log.child({ component: 'fusedev' }) });
-        log.info({ mountpoint, version: loaded.image.version, blobs: loaded.image.blobs.length }, 'mounted');
-        process.stderr.write(`damselfly: mounted on ${mountpoint}\n`);
+        // The handlers go in before the mount (which is synchronous, so no signal is handled in
+        // between) and so before the ready line: a signal sent on seeing it always unmounts.
         const stop = (): void => void mount.unmount();
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
+        const mount = FuseMount.mount({ mountpoint, server: service.server, log: log.child({ component: 'fusedev' }) });
+        log.info({ mountpoint, version: loaded.image.version, blobs: loaded.image.blobs.length }, 'mounted');
+        process.stderr.write(`damselfly: mounted on ${mountpoint}\n`);
         await mount.ended;
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);

@@ -44,11 +44,12 @@ export function register(program: Command): void {
           metrics,
         });
         const server = new FuseServer(fs, { log: log.child({ component: 'fuse' }), metrics });
-        const mount = FuseMount.mount({ mountpoint, server, log: log.child({ component: 'fusedev' }), readOnly: false, fsname: flags.sharedDir, subtype: 'damselfly-passthrough' });
-        process.stderr.write(`damselfly: ${flags.sharedDir} mounted on ${mountpoint}\n`);
+        // Handlers first (see mount.ts): a signal sent on seeing the ready line always unmounts.
         const stop = (): void => void mount.unmount();
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
+        const mount = FuseMount.mount({ mountpoint, server, log: log.child({ component: 'fusedev' }), readOnly: false, fsname: flags.sharedDir, subtype: 'damselfly-passthrough' });
+        process.stderr.write(`damselfly: ${flags.sharedDir} mounted on ${mountpoint}\n`);
         await mount.ended;
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);

@@ -28,7 +28,6 @@ export function register(program: Command): void {
         const metrics = new Metrics();
         const { service } = await openServed(flags, log, metrics);
         const listener = VhostListener.listen({ ...(flags.socketPath !== undefined ? { socketPath: flags.socketPath } : {}), ...(fd !== undefined ? { fd } : {}) });
-        process.stderr.write(`${READY_LINE}\n`);
         const vhost = new VhostUserBackend({ device: new VirtioFsDevice({ server: service.server, log: log.child({ component: 'virtio-fs' }), metrics }), log: log.child({ component: 'vhost-user' }), metrics });
         const stop = (): void => {
           listener.close();
@@ -44,6 +43,8 @@ export function register(program: Command): void {
         };
         process.once('SIGINT', stop);
         process.once('SIGTERM', stop);
+        // Ready only once a signal is handled: a supervisor that stops us on seeing it is obeyed.
+        process.stderr.write(`${READY_LINE}\n`);
         const conn = await listener.accept();
         connected = true;
         listener.close();

@@ -50,12 +50,18 @@ class BufferPool {
 /** Reply buffers kept for reuse (as many as READs usually in flight). */
 const POOLED_REPLIES = 16;
 
+/** The device fd, shared by the replies; `open` turns false before the fd is closed. */
+interface Connection {
+  readonly fd: number;
+  open: boolean;
+}
+
 class DevFuseReply implements ReplyChannel {
   readonly capacity = READ_BUFFER;
   private buf: Buffer | undefined;
 
   constructor(
-    private readonly fd: number,
+    private readonly conn: Connection,
     private readonly log: Logger,
     private readonly pool: BufferPool,
   ) {}
@@ -66,13 +72,17 @@ class DevFuseReply implements ReplyChannel {
   }
 
   send(header: Uint8Array, payload: Uint8Array[] | number): void {
+    // A request that completes after the unmount has nobody to answer; its fd number may already
+    // name another file.
+    if (!this.conn.open) return this.release();
+    const fd = this.conn.fd;
     try {
       if (typeof payload === 'number') {
         const buf = this.buf as Buffer;
         buf.set(header, 0);
-        writeSync(this.fd, buf, 0, 16 + payload);
+        writeSync(fd, buf, 0, 16 + payload);
       } else {
-        writevSync(this.fd, [header, ...payload]);
+        writevSync(fd, [header, ...payload]);
       }
     } catch (e) {
       // ENOENT: the request was interrupted and the kernel no longer waits for it.
@@ -93,6 +103,7 @@ class DevFuseReply implements ReplyChannel {
 
 export class FuseMount {
   private readonly fd: number;
+  private readonly conn: Connection;
   private readonly poller;
   private readonly buf = Buffer.allocUnsafe(READ_BUFFER);
   private readonly replies = new BufferPool(16 + READ_BUFFER, POOLED_REPLIES);
@@ -105,6 +116,7 @@ export class FuseMount {
 
   private constructor(fd: number, opts: FuseMountOptions) {
     this.fd = fd;
+    this.conn = { fd, open: true };
     this.opts = opts;
     this.ended = new Promise((r) => (this.resolveEnded = r));
     this.poller = new native.Poller(fd, (events) => this.onReadable(events));
@@ -162,13 +174,14 @@ export class FuseMount {
       }
       const request = Buffer.from(this.buf.subarray(0, n));
       this.inflight++;
-      void this.opts.server.handle(request, new DevFuseReply(this.fd, this.opts.log, this.replies)).finally(() => this.inflight--);
+      void this.opts.server.handle(request, new DevFuseReply(this.conn, this.opts.log, this.replies)).finally(() => this.inflight--);
     }
   }
 
   private finish(): void {
     if (!this.mounted) return;
     this.mounted = false;
+    this.conn.open = false;
     this.poller.close();
     try {
       closeSync(this.fd);
