@@ -205,7 +205,8 @@ export class BlobDevice {
   /** Starts fetches for chunks (absent and not in flight), merging adjacent ones per blob. */
   private fetch(chunks: ChunkInfo[]): void {
     const limit = this.opts.mergeLimit ?? 4 << 20;
-    const sorted = [...new Map(chunks.map((c) => [key(c), c])).values()].sort((a, b) => a.blobIndex - b.blobIndex || a.compressedOffset - b.compressedOffset);
+    const wanted = chunks.filter((c) => !this.inflight.has(key(c)));
+    const sorted = [...new Map(wanted.map((c) => [key(c), c])).values()].sort((a, b) => a.blobIndex - b.blobIndex || a.compressedOffset - b.compressedOffset);
     let group: ChunkInfo[] = [];
     const flush = (): void => {
       if (group.length > 0) this.fetchGroup(group);
@@ -283,10 +284,14 @@ export class BlobDevice {
    * (a sequential reader's read-ahead), the cached ones are read ahead from the cache file too.
    */
   async prefetch(chunks: ChunkInfo[], opts: { hintCached?: boolean } = {}): Promise<void> {
+    // The caches first: from the state checks to the fetch nothing may yield, or a reader could
+    // start fetching a chunk in between and it would be fetched twice.
+    const caches = new Map<number, BlobCache>();
+    for (const i of new Set(chunks.map((c) => c.blobIndex))) caches.set(i, await this.cache(i));
     const absent: ChunkInfo[] = [];
     const present = new Map<BlobCache, ChunkInfo[]>();
     for (const c of chunks) {
-      const cache = await this.cache(c.blobIndex);
+      const cache = caches.get(c.blobIndex) as BlobCache;
       const state = cache.state(c);
       if (state === ChunkState.ABSENT) {
         if (!this.inflight.has(key(c))) absent.push(c);

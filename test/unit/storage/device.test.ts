@@ -1,0 +1,114 @@
+/**
+ * The chunk device's fetch bookkeeping: however reads and prefetches interleave, each chunk is
+ * fetched from the backend once (concurrent askers share the fetch), and readers get the right
+ * bytes. A prefetch used to check the chunks' states, yield, and then fetch them: a reader that
+ * started a fetch in between had the same chunk fetched a second time.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Metrics, silentLogger } from '../../../src/base/index.js';
+import { build } from '../../../src/builder/build.js';
+import type { ChunkInfo } from '../../../src/format/chunk-info.js';
+import { Compressor } from '../../../src/format/compression.js';
+import { Digester } from '../../../src/format/constants.js';
+import type { RafsImage } from '../../../src/format/image.js';
+import { openBootstrap } from '../../../src/format/open.js';
+import { nativeCodecs } from '../../../src/native/index.js';
+import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
+import type { BlobBackend } from '../../../src/storage/backend/types.js';
+import { BlobDevice } from '../../../src/storage/device.js';
+
+const CHUNK = 65536;
+
+/** Counts every backend read; answers after a short delay, as a network would. */
+class CountingBackend implements BlobBackend {
+  readonly kind = 'counting';
+  readonly reads: Array<[number, number]> = [];
+  constructor(private readonly inner: BlobBackend) {}
+  async read(id: string, offset: number, length: number): Promise<Buffer> {
+    this.reads.push([offset, length]);
+    await new Promise((r) => setTimeout(r, 5));
+    return this.inner.read(id, offset, length);
+  }
+  size(id: string): Promise<number> {
+    return this.inner.size(id);
+  }
+  close(): Promise<void> {
+    return this.inner.close();
+  }
+}
+
+describe('chunk device: one fetch per chunk', () => {
+  let work: string;
+  let image: RafsImage;
+  let chunks: ChunkInfo[];
+  const content = randomBytes(5 * CHUNK + 1234);
+  let n = 0;
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'damselfly-device-'));
+    const src = join(work, 'src');
+    await mkdir(src);
+    await writeFile(join(src, 'f'), content);
+    const r = await build({ sources: [src], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: CHUNK, log: silentLogger });
+    image = openBootstrap(r.bootstrap);
+    const f = image.lookup(image.rootIno, Buffer.from('f'));
+    assert.ok(f);
+    chunks = image.fileChunks(f.ino);
+    assert.equal(chunks.length, 6);
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  function device(): { dev: BlobDevice; backend: CountingBackend; metrics: Metrics } {
+    const backend = new CountingBackend(new LocalFsBackend({ dir: join(work, 'blobs') }));
+    const metrics = new Metrics();
+    // A fresh cache directory: opening its files takes real I/O, so every asker waits for it.
+    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, cacheDir: join(work, `cache-${n++}`), mergeLimit: CHUNK, metrics, log: silentLogger });
+    return { dev, backend, metrics };
+  }
+
+  function fetchedOnce(backend: CountingBackend): void {
+    const offsets = backend.reads.map(([o]) => o).sort((a, b) => a - b);
+    assert.deepEqual(offsets, [...new Set(chunks.map((c) => c.compressedOffset))].sort((a, b) => a - b), 'every chunk fetched exactly once');
+  }
+
+  async function readAll(dev: BlobDevice, order: number[]): Promise<void> {
+    await Promise.all(
+      order.map(async (i) => {
+        const c = chunks[i] as ChunkInfo;
+        const dst = Buffer.alloc(c.uncompressedSize);
+        await dev.read([{ chunk: c, from: 0, length: c.uncompressedSize }], [dst]);
+        assert.deepEqual(dst, content.subarray(i * CHUNK, i * CHUNK + c.uncompressedSize), `chunk ${i}`);
+      }),
+    );
+  }
+
+  test('a prefetch and readers of the same chunks, started together', async () => {
+    const { dev, backend } = device();
+    const pre = dev.prefetch(chunks);
+    await readAll(dev, [0, 5, 2]);
+    await pre;
+    fetchedOnce(backend);
+    await readAll(dev, [0, 1, 2, 3, 4, 5]);
+    fetchedOnce(backend);
+    await dev.close();
+    await backend.close();
+  });
+
+  test('readers first, then prefetches that overlap them and each other', async () => {
+    const { dev, backend, metrics } = device();
+    const reading = readAll(dev, [3, 1]);
+    const pres = [dev.prefetch(chunks.slice(0, 4)), dev.prefetch(chunks.slice(2)), dev.prefetch(chunks, { hintCached: true })];
+    await Promise.all([reading, ...pres]);
+    fetchedOnce(backend);
+    assert.equal(metrics.get('storage.chunks_fetched'), chunks.length);
+    await dev.close();
+    await backend.close();
+  });
+});
