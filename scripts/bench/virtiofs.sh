@@ -532,7 +532,7 @@ GUEST_SECS=$(awk -v a="$guest_t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.0f", 
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 cp "$CONSOLE" "$LOGS/console.log"
 if [ "$GUEST_RC" != 0 ] && [ -e "$RUN/guest-stopped" ] && grep -aq '^DFBENCH-DONE' "$CONSOLE"; then
-  hung=$(grep -ao 'DAMSELFLY-GUEST-UMOUNT [a-z]* ok' "$CONSOLE" | awk '{print $2}' | paste -sd' ' -)
+  hung=$(grep -ao 'DAMSELFLY-GUEST-UMOUNT [a-z]* ok' "$CONSOLE" | awk '{print $2}' | paste -sd' ' - || true)
   log "warning: the guest finished its measurements but did not power off within 60 s (shares unmounted before it hung: ${hung:-none}); stopped it"
   GUEST_RC=0
 fi

@@ -76,6 +76,11 @@ export class ImageFs implements FileSystem {
   private readonly chunkCache = new Map<number, ChunkInfo[]>();
   /** End offset of the last read per node id, to detect sequential readers. */
   private readonly lastEnd = new Map<number, number>();
+  /**
+   * Per node id, the index of the last chunk already handed to the read-ahead: each chunk is
+   * asked for once per sequential pass, not again by every READ that falls short of it.
+   */
+  private readonly aheadUpTo = new Map<number, number>();
 
   constructor(opts: ImageFsOptions) {
     this.image = opts.image;
@@ -147,6 +152,7 @@ export class ImageFs implements FileSystem {
     this.lookups.clear();
     this.chunkCache.clear();
     this.lastEnd.clear();
+    this.aheadUpTo.clear();
   }
 
   async lookup(_ctx: RequestContext, parent: number, name: Uint8Array): Promise<EntryReply> {
@@ -266,16 +272,28 @@ export class ImageFs implements FileSystem {
   /** A sequential reader gets the next chunks fetched in the background while it reads these. */
   private readAhead(nodeid: number, offset: number, end: number, chunks: ChunkInfo[], next: number): void {
     const sequential = this.lastEnd.get(nodeid) === offset;
-    if (this.lastEnd.size >= 4096) this.lastEnd.clear();
+    if (this.lastEnd.size >= 4096) {
+      this.lastEnd.clear();
+      this.aheadUpTo.clear();
+    }
     this.lastEnd.set(nodeid, end);
-    if (!sequential || this.opts.readahead <= 0) return;
+    if (!sequential) {
+      this.aheadUpTo.delete(nodeid); // a new pass (or a random reader) starts afresh
+      return;
+    }
+    if (this.opts.readahead <= 0) return;
+    const done = this.aheadUpTo.get(nodeid) ?? -1;
     const ahead: ChunkInfo[] = [];
+    let last = done;
     for (let k = next, bytes = 0; k < chunks.length && bytes < this.opts.readahead; k++) {
       const c = chunks[k] as ChunkInfo;
-      ahead.push(c);
       bytes += c.uncompressedSize;
+      if (k <= done) continue;
+      ahead.push(c);
+      last = k;
     }
     if (ahead.length > 0) {
+      this.aheadUpTo.set(nodeid, last);
       this.opts.device.prefetch(ahead, { hintCached: true }).catch((e: unknown) => this.opts.log.debug({ err: String(e) }, 'readahead failed'));
     }
   }

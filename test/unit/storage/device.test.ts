@@ -2,11 +2,12 @@
  * The chunk device's fetch bookkeeping: however reads and prefetches interleave, each chunk is
  * fetched from the backend once (concurrent askers share the fetch), and readers get the right
  * bytes. A prefetch used to check the chunks' states, yield, and then fetch them: a reader that
- * started a fetch in between had the same chunk fetched a second time.
+ * started a fetch in between had the same chunk fetched a second time. And the image filesystem's
+ * read-ahead hands each chunk ahead of a sequential reader to the device once per pass.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -17,6 +18,7 @@ import { Compressor } from '../../../src/format/compression.js';
 import { Digester } from '../../../src/format/constants.js';
 import type { RafsImage } from '../../../src/format/image.js';
 import { openBootstrap } from '../../../src/format/open.js';
+import { ImageFs } from '../../../src/fs/image/image-fs.js';
 import { nativeCodecs } from '../../../src/native/index.js';
 import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
 import type { BlobBackend } from '../../../src/storage/backend/types.js';
@@ -108,6 +110,56 @@ describe('chunk device: one fetch per chunk', () => {
     await Promise.all([reading, ...pres]);
     fetchedOnce(backend);
     assert.equal(metrics.get('storage.chunks_fetched'), chunks.length);
+    await dev.close();
+    await backend.close();
+  });
+});
+
+describe('image filesystem read-ahead', () => {
+  let work: string;
+  const content = randomBytes(20 * CHUNK);
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'damselfly-readahead-'));
+    await mkdir(join(work, 'src'));
+    await writeFile(join(work, 'src', 'f'), content);
+    await build({ sources: [join(work, 'src')], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: CHUNK, log: silentLogger });
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('a sequential reader has each chunk ahead of it asked for once per pass; reads are exact', async () => {
+    const image = openBootstrap(await readFile(join(work, 'boot')));
+    const backend = new LocalFsBackend({ dir: join(work, 'blobs') });
+    const metrics = new Metrics();
+    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, cacheDir: join(work, 'cache'), metrics, log: silentLogger });
+    const asked: number[][] = [];
+    const prefetch = dev.prefetch.bind(dev);
+    dev.prefetch = (chunks, opts) => {
+      asked.push(chunks.map((c) => c.index));
+      return prefetch(chunks, opts);
+    };
+    const fs = new ImageFs({ image, device: dev, metrics, log: silentLogger, readahead: 4 * CHUNK });
+    const ctx = { uid: 0, gid: 0, pid: 1 };
+    const f = await fs.lookup(ctx, 1, Buffer.from('f'));
+    const pass = async (): Promise<void> => {
+      for (let off = 0; off < content.length; off += 16384) {
+        const dst = Buffer.alloc(16384);
+        assert.equal(await fs.read(ctx, f.nodeid, 0n, off, 16384, [dst]), 16384);
+        assert.deepEqual(dst, content.subarray(off, off + 16384), `read at ${off}`);
+      }
+    };
+    await pass();
+    const chunkIndexes = image.fileChunks(f.attr.ino).map((c) => c.index);
+    const first = asked.flat();
+    // Every chunk after the first is asked for exactly once, before the reader gets to it.
+    assert.deepEqual([...first].sort((a, b) => a - b), chunkIndexes.slice(1));
+    assert.ok(asked.length <= chunkIndexes.length, `${asked.length} read-ahead calls for ${chunkIndexes.length} chunks`);
+    // A new pass from the start (not sequential to the last read) asks again.
+    asked.length = 0;
+    await pass();
+    assert.deepEqual(asked.flat().sort((a, b) => a - b), chunkIndexes.slice(1));
     await dev.close();
     await backend.close();
   });
