@@ -121,6 +121,8 @@ export interface PassthroughOps {
   /** Opens the inode of `fd` anew with `flags` through /proc/self/fd/N. */
   ptReopen(fd: number, flags: number): number;
   ptStatx(fd: number, name: string | Buffer, flags: number): PtStat;
+  /** ptStatx's raw form: fills 17 slots of `out` (slot 0: the inode number's 64 bits). */
+  ptStatxInto(fd: number, name: string | Buffer, flags: number, out: Float64Array): void;
   /** O_PATH fd of the parent of directory `fd`, or -1 when it is not at or below `rootfd`. */
   ptOpenParentBeneath(fd: number, rootfd: number): number;
   ptReadlink(fd: number): Buffer;
@@ -211,7 +213,37 @@ function load(): NativeAddon {
       `the native addon is not built (${ADDON_PATH} is missing): run scripts/setup.sh, or npm run build:native`,
     );
   }
-  return createRequire(import.meta.url)(ADDON_PATH) as NativeAddon;
+  const addon = createRequire(import.meta.url)(ADDON_PATH) as NativeAddon;
+  addon.ptStatx = statxFrom(addon);
+  return addon;
+}
+
+/** `ptStatx` over `ptStatxInto`: the object is built here, where it is cheap. */
+function statxFrom(addon: NativeAddon): NativeAddon['ptStatx'] {
+  const slots = new Float64Array(17);
+  const ino = new BigUint64Array(slots.buffer, 0, 1);
+  return (fd, name, flags) => {
+    addon.ptStatxInto(fd, name, flags, slots);
+    return {
+      ino: ino[0] as bigint,
+      dev: slots[1] as number,
+      mntId: slots[2] as number,
+      mode: slots[3] as number,
+      nlink: slots[4] as number,
+      uid: slots[5] as number,
+      gid: slots[6] as number,
+      rdev: slots[7] as number,
+      size: slots[8] as number,
+      blocks: slots[9] as number,
+      blksize: slots[10] as number,
+      atimeSec: slots[11] as number,
+      atimeNsec: slots[12] as number,
+      mtimeSec: slots[13] as number,
+      mtimeNsec: slots[14] as number,
+      ctimeSec: slots[15] as number,
+      ctimeNsec: slots[16] as number,
+    };
+  };
 }
 
 export const native: NativeAddon = load();
