@@ -118,6 +118,8 @@ export interface PtStatvfs {
 export interface PassthroughOps {
   /** openat2 (O_CLOEXEC added); `resolve` is RESOLVE_* bits. */
   ptOpenat2(dirfd: number, name: string | Buffer, flags: number, mode: number, resolve: number): number;
+  /** With `errnoResult`: a failure is returned as -errno instead of thrown (hot negative lookups). */
+  ptOpenat2(dirfd: number, name: string | Buffer, flags: number, mode: number, resolve: number, errnoResult: true): number;
   /** Opens the inode of `fd` anew with `flags` through /proc/self/fd/N. */
   ptReopen(fd: number, flags: number): number;
   ptStatx(fd: number, name: string | Buffer, flags: number): PtStat;
@@ -146,6 +148,8 @@ export interface PassthroughOps {
   ptGetdents(fd: number, offset: bigint, maxBytes: number): PtDirent[];
   ptSyncfs(fd: number): Promise<void>;
   ptGetxattr(fd: number, name: string | Buffer): Buffer;
+  /** With `errnoResult`: a missing attribute is returned as -ENODATA instead of thrown. */
+  ptGetxattr(fd: number, name: string | Buffer, errnoResult: true): Buffer | number;
   /** NUL-terminated names as the kernel lists them. */
   ptListxattr(fd: number): Buffer;
   ptSetxattr(fd: number, name: string | Buffer, value: Uint8Array, flags: number): void;

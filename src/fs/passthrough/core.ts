@@ -84,13 +84,11 @@ export class Core {
   }
 
   private openChild(p: Inode, name: Buffer): number {
-    try {
-      return sys(() => native.ptOpenat2(p.fd, name, O_PATH | O_NOFOLLOW, 0, RESOLVE));
-    } catch (e) {
-      // EXDEV: the name was renamed out of the parent while it resolved, so it is not there.
-      if (e instanceof FsError && e.errno === Errno.EXDEV) throw new FsError(Errno.ENOENT, 'renamed away during lookup');
-      throw e;
-    }
+    const fd = sys(() => native.ptOpenat2(p.fd, name, O_PATH | O_NOFOLLOW, 0, RESOLVE, true));
+    if (fd >= 0) return fd;
+    // EXDEV: the name was renamed out of the parent while it resolved, so it is not there.
+    if (-fd === Errno.EXDEV) throw new FsError(Errno.ENOENT, 'renamed away during lookup');
+    throw new FsError(-fd, 'lookup');
   }
 
   private openParent(p: Inode): number {

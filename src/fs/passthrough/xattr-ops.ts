@@ -29,7 +29,9 @@ export function getxattr(core: Core, nodeid: number, name: Uint8Array): Uint8Arr
   enabled(core);
   const n = core.inodes.get(nodeid);
   const key = checked(name);
-  return sys(() => native.ptGetxattr(n.fd, key));
+  const r = sys(() => native.ptGetxattr(n.fd, key, true));
+  if (typeof r === 'number') throw new FsError(-r, 'no such attribute');
+  return r;
 }
 
 export function listxattr(core: Core, nodeid: number): Uint8Array[] {
