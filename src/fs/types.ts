@@ -41,12 +41,22 @@ export const Errno = {
   ESTALE: 116,
 } as const;
 
-/** A failure with an errno, the only error a FileSystem method should throw on purpose. */
+/**
+ * A failure with an errno, the only error a FileSystem method should throw on purpose. It is an
+ * answer (ENOENT for a name that is not there), not a bug report: it carries no stack trace, whose
+ * capture would cost more than the rest of the request (a negative lookup before every create).
+ */
 export class FsError extends Error {
   readonly errno: number;
 
   constructor(errno: number, message?: string) {
-    super(message ?? `errno ${errno}`);
+    const limit = Error.stackTraceLimit;
+    Error.stackTraceLimit = 0;
+    try {
+      super(message ?? `errno ${errno}`);
+    } finally {
+      Error.stackTraceLimit = limit;
+    }
     this.errno = errno;
   }
 }
