@@ -1,9 +1,10 @@
 /**
  * Open files of the passthrough filesystem: OPEN reopens the node's O_PATH fd through
  * /proc/self/fd with the guest's flags (kernel-internal bits masked), CREATE makes a new file as
- * the guest user; data moves with preadv/pwritev on the handle's fd off the JavaScript thread.
+ * the guest user; data moves with preadv/pwritev on the handle's fd: on the JavaScript thread when
+ * it is quick (page-cache hits, small writes), else on the thread pool.
  */
-import { closeSync, fdatasync, fsync, readv, writev } from 'node:fs';
+import { closeSync, fdatasync, fsync, readv, writev, writevSync } from 'node:fs';
 import { sliceViews } from '../../base/index.js';
 import { native } from '../../native/index.js';
 import { type EntryReply, Errno, FsError, type OpenReply, type RequestContext } from '../types.js';
@@ -137,11 +138,24 @@ export async function read(core: Core, nodeid: number, fh: bigint, offset: numbe
   return n;
 }
 
+/**
+ * Writes up to this size go to the page cache from the event loop thread: a thread-pool round trip
+ * (two wake-ups) costs more than such a copy, and a guest writing many small files makes one each
+ * (the C virtiofsd writes on its queue thread too). Larger writes, and O_DIRECT ones, which wait
+ * for the disk, take the thread pool.
+ */
+const SYNC_WRITE_MAX = 64 << 10;
+
 export async function write(core: Core, nodeid: number, fh: bigint, offset: number, data: Uint8Array[], writeFlags: number): Promise<number> {
   const h = core.handles.get(fh, nodeid, 'file');
   // Page-cache writes (writeback, mmap) go where the kernel says even on an O_APPEND handle.
   const fdFor = (h: Handle): number => ((writeFlags & FUSE_WRITE_CACHE) !== 0 && h.append ? h.plainFd() : h.fd);
-  const n = await sysAsync(() => h.use((h) => io(h, fdFor(h), (fd) => writevAt(fd, data, offset))));
+  let size = 0;
+  for (const d of data) size += d.length;
+  const n =
+    !h.direct && size <= SYNC_WRITE_MAX
+      ? sys(() => writevSync(fdFor(h), data, offset))
+      : await sysAsync(() => h.use((h) => io(h, fdFor(h), (fd) => writevAt(fd, data, offset))));
   core.opts.metrics.inc('passthrough.write_bytes', n);
   return n;
 }
