@@ -56,8 +56,8 @@ Napi::Value Openat2(const Napi::CallbackInfo& info) {
     if (fd >= 0 || (errno != EAGAIN && errno != EXDEV)) break;
   }
   if (fd < 0) {
-    // openat2Errno: -errno as the result. A negative lookup (every file a guest creates starts with
-    // one) then costs no exception, which through N-API costs several times the system call.
+    // With errnoResult, -errno is the result: a negative lookup (every file a guest creates starts
+    // with one) then costs no exception, which through N-API costs several times the system call.
     if (info.Length() > 5 && info[5].ToBoolean().Value()) return Napi::Number::New(info.Env(), -errno);
     ThrowSys(info.Env(), "openat2", name);
   }

@@ -5,7 +5,7 @@
  * it is quick (page-cache hits, small writes), else on the thread pool.
  */
 import { closeSync, fdatasync, fsync, readv, writev, writevSync } from 'node:fs';
-import { sliceViews } from '../../base/index.js';
+import { iovLength, sliceViews } from '../../base/index.js';
 import { native } from '../../native/index.js';
 import { type EntryReply, Errno, FsError, type OpenReply, type RequestContext } from '../types.js';
 import {
@@ -150,10 +150,8 @@ export async function write(core: Core, nodeid: number, fh: bigint, offset: numb
   const h = core.handles.get(fh, nodeid, 'file');
   // Page-cache writes (writeback, mmap) go where the kernel says even on an O_APPEND handle.
   const fdFor = (h: Handle): number => ((writeFlags & FUSE_WRITE_CACHE) !== 0 && h.append ? h.plainFd() : h.fd);
-  let size = 0;
-  for (const d of data) size += d.length;
   const n =
-    !h.direct && size <= SYNC_WRITE_MAX
+    !h.direct && iovLength(data) <= SYNC_WRITE_MAX
       ? sys(() => writevSync(fdFor(h), data, offset))
       : await sysAsync(() => h.use((h) => io(h, fdFor(h), (fd) => writevAt(fd, data, offset))));
   core.opts.metrics.inc('passthrough.write_bytes', n);
