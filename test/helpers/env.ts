@@ -13,6 +13,15 @@ export const REPO = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..')
 export const CLI = join(REPO, 'bin', 'damselfly.js');
 export const VECTORS = resolve(REPO, '..', 'shared', 'vectors', 'nydus');
 
+/**
+ * Fails the calling test file when a tool the suite needs is missing (pass the helper's reason,
+ * e.g. `guestMissing()`). scripts/setup.sh installs every one, so an absent tool is a broken
+ * set-up to be reported, never a reason to skip: only the reference vectors may be absent.
+ */
+export function requireTool(missing: string | false | undefined): void {
+  if (missing) throw new Error(`${missing}: run scripts/setup.sh (these tests need it; they do not skip)`);
+}
+
 /** The reason to skip a vector test, or undefined when the vectors are present. */
 export function vectorsMissing(): string | undefined {
   return existsSync(VECTORS) ? undefined : `${VECTORS} is absent`;

@@ -33,7 +33,7 @@ export function motoServerPath(): string | undefined {
   return undefined;
 }
 
-/** The reason to skip moto tests, or undefined when moto_server is there. */
+/** Why moto tests cannot run here, or undefined when moto_server is there. */
 export function motoMissing(): string | undefined {
   return motoServerPath() === undefined ? 'moto_server is not on PATH' : undefined;
 }

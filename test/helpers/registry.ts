@@ -11,7 +11,7 @@
  *
  * Also `copyOciLayoutToRegistry` / `copyRegistryToOciLayout` (skopeo) for conversion tests.
  */
-import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_process';
 import { X509Certificate, createSign, randomBytes, randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -320,6 +320,11 @@ async function startTokenService(dir: string, users: Record<string, string>, ano
     await new Promise<void>((resolve) => server.close(() => resolve()));
   };
   return { service, certFile, stop };
+}
+
+/** Why Debian's docker-registry cannot run here, or undefined when it can. */
+export function registryMissing(): string | undefined {
+  return spawnSync('docker-registry', ['--version']).error ? 'docker-registry (Debian) is not installed' : undefined;
 }
 
 /** Why skopeo-based helpers cannot run here, or undefined when they can. */

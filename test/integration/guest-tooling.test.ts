@@ -14,10 +14,10 @@ import { chmod, copyFile, lchown, lstat, lutimes, mkdir, mkdtemp, readFile, read
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { sh } from '../helpers/env.js';
+import { sh, requireTool } from '../helpers/env.js';
 import { REFERENCE_VIRTIOFSD, type Virtiofsd, bootGuest, buildInitramfs, guestMissing, startVirtiofsd } from '../helpers/guest.js';
 
-const skip = guestMissing() ?? (existsSync(REFERENCE_VIRTIOFSD) ? undefined : `${REFERENCE_VIRTIOFSD} is absent (qemu-system-common)`);
+requireTool(guestMissing() ?? (existsSync(REFERENCE_VIRTIOFSD) ? undefined : `${REFERENCE_VIRTIOFSD} is absent (qemu-system-common)`));
 
 interface HostEntry {
   path: string; // './a/b', as the guest's `find .` prints it
@@ -143,7 +143,7 @@ stat -f -c '%t' .
 echo @@DONE
 `;
 
-describe('test guest tooling with the reference C virtiofsd', { skip }, () => {
+describe('test guest tooling with the reference C virtiofsd', () => {
   let work: string;
   let share: string;
   let host: Map<string, HostEntry>;

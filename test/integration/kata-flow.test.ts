@@ -36,7 +36,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { native } from '../../src/native/index.js';
-import { CLI, damselflyOk } from '../helpers/env.js';
+import { CLI, damselflyOk, requireTool } from '../helpers/env.js';
 import { type Guest, type GuestImage, bootGuest, buildInitramfs, guestMissing } from '../helpers/guest.js';
 import { startMount } from '../helpers/mount.js';
 import { prng } from '../helpers/tree.js';
@@ -136,9 +136,9 @@ async function stopDaemon(p: Proc, graceMs: number): Promise<void> {
   }
 }
 
-const skip = guestMissing();
+requireTool(guestMissing());
 
-describe('Kata launch sequences with a Linux guest', { skip }, () => {
+describe('Kata launch sequences with a Linux guest', () => {
   let work: string;
   let guestImage: GuestImage;
   const mounts = new HostMounts();

@@ -8,22 +8,23 @@
  * (content, mode, owner, nanosecond mtime, xattrs, symlinks, hardlinks).
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { CreateBucketCommand, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
-import { damselfly, damselflyOk } from '../helpers/env.js';
+import { damselfly, damselflyOk, requireTool } from '../helpers/env.js';
 import { startMount } from '../helpers/mount.js';
 import { type Moto, motoMissing, startMoto } from '../helpers/moto.js';
-import { type TestRegistry, startRegistry } from '../helpers/registry.js';
+import { type TestRegistry, registryMissing, startRegistry } from '../helpers/registry.js';
 import { compareTrees, listTree, type Entry } from '../helpers/tree.js';
 import { type Converted, type LayeredImage, type Nginx, Mountpoints, convertTo, makeLayeredImage, nginxMissing, registryConfig, startNginx, statsOf, writeConfig } from './network-fixtures.test.js';
 
-const registryMissing = spawnSync('docker-registry', ['--version']).error ? 'docker-registry (Debian) is not installed' : undefined;
+requireTool(registryMissing());
+requireTool(motoMissing());
+requireTool(nginxMissing());
 
-describe('lazy loading from network backends', { skip: registryMissing }, () => {
+describe('lazy loading from network backends', () => {
   let work: string;
   let img: LayeredImage;
   let expectedListing: Map<string, Entry>;
@@ -109,7 +110,7 @@ describe('lazy loading from network backends', { skip: registryMissing }, () => 
     assert.equal(s2['storage.backend_bytes'], s['storage.backend_bytes']);
   });
 
-  describe('S3 (moto)', { skip: motoMissing() }, () => {
+  describe('S3 (moto)', () => {
     let moto: Moto;
     before(async () => {
       moto = await startMoto();
@@ -140,7 +141,7 @@ describe('lazy loading from network backends', { skip: registryMissing }, () => 
     });
   });
 
-  describe('nginx caching reverse proxy in front of the registry', { skip: nginxMissing() }, () => {
+  describe('nginx caching reverse proxy in front of the registry', () => {
     let ngx: Nginx;
     before(async () => {
       ngx = await startNginx(join(work, 'nginx'), (registries.none as TestRegistry).host);

@@ -10,18 +10,17 @@
  *   verification failure and without fetching anything.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { damselflyOk, sh } from '../helpers/env.js';
+import { damselflyOk, sh, requireTool } from '../helpers/env.js';
 import { type RunningMount, startMount } from '../helpers/mount.js';
-import { type TestRegistry, startRegistry } from '../helpers/registry.js';
+import { type TestRegistry, registryMissing, startRegistry } from '../helpers/registry.js';
 import { type Entry, compareTrees, listTree } from '../helpers/tree.js';
 import { type Converted, type LayeredImage, Mountpoints, convertTo, makeLayeredImage, readEveryFile, registryConfig, statsOf, writeConfig } from './network-fixtures.test.js';
 
-const registryMissing = spawnSync('docker-registry', ['--version']).error ? 'docker-registry (Debian) is not installed' : undefined;
+requireTool(registryMissing());
 
 interface CachedBlob {
   id: string;
@@ -30,7 +29,7 @@ interface CachedBlob {
   inUse: boolean;
 }
 
-describe('the chunk cache of network images', { skip: registryMissing }, () => {
+describe('the chunk cache of network images', () => {
   let work: string;
   let reg: TestRegistry;
   const img: Record<'a' | 'b', LayeredImage> = {} as never;

@@ -7,24 +7,23 @@
  * daemon keeps serving other files (and the same file once the registry behaves) afterwards.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { damselflyOk } from '../helpers/env.js';
+import { damselflyOk, requireTool } from '../helpers/env.js';
 import { type FaultProxy, type RequestInfo, startFaultProxy } from '../helpers/fault-proxy.js';
 import { type RunningMount, startMount } from '../helpers/mount.js';
 import { makeOciImage } from '../helpers/oci-image.js';
-import { type TestRegistry, startRegistry } from '../helpers/registry.js';
+import { type TestRegistry, registryMissing, startRegistry } from '../helpers/registry.js';
 import { prng } from '../helpers/tree.js';
 import { type Stats, Mountpoints, convertTo, preadFile, readOutcome, registryConfig, statsOf, writeConfig } from './network-fixtures.test.js';
 
-const registryMissing = spawnSync('docker-registry', ['--version']).error ? 'docker-registry (Debian) is not installed' : undefined;
+requireTool(registryMissing());
 const FILES = 10;
 const FILE_SIZE = 300_000; // one chunk each (random: stored uncompressed)
 
-describe('registry faults under a mounted image', { skip: registryMissing }, () => {
+describe('registry faults under a mounted image', () => {
   let work: string;
   let src: string;
   let reg: TestRegistry;

@@ -23,7 +23,7 @@ import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../src/native/index.js';
-import { damselflyOk, sh, withTempDir } from '../helpers/env.js';
+import { damselflyOk, sh, withTempDir, requireTool } from '../helpers/env.js';
 import { makeOciImage } from '../helpers/oci-image.js';
 import { freePort } from '../helpers/registry.js';
 import { compareTrees, prng } from '../helpers/tree.js';
@@ -466,7 +466,8 @@ if (isMain) test('the expected tree of the layered fixture applies the whiteout 
   });
 });
 
-if (isMain) test('nginx proxies ranged registry-style requests, caches them and answers /ping', { skip: nginxMissing() }, async () => {
+if (isMain) test('nginx proxies ranged registry-style requests, caches them and answers /ping', async () => {
+  requireTool(nginxMissing());
   await withTempDir('net-nginx', async (work) => {
     const { createServer } = await import('node:http');
     const body = prng(3, 100_000);

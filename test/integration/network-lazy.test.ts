@@ -10,26 +10,25 @@
  *   the image still reads correctly from the cache (no backend request at all).
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { damselflyOk } from '../helpers/env.js';
+import { damselflyOk, requireTool } from '../helpers/env.js';
 import { makeOciImage } from '../helpers/oci-image.js';
 import { type FaultProxy, startFaultProxy } from '../helpers/fault-proxy.js';
 import { type RunningMount, startMount } from '../helpers/mount.js';
-import { type TestRegistry, startRegistry } from '../helpers/registry.js';
+import { type TestRegistry, registryMissing, startRegistry } from '../helpers/registry.js';
 import { prng } from '../helpers/tree.js';
 import { type Converted, Mountpoints, convertTo, detach, readEveryFile, registryConfig, statsOf, waitFor, writeConfig } from './network-fixtures.test.js';
 
-const registryMissing = spawnSync('docker-registry', ['--version']).error ? 'docker-registry (Debian) is not installed' : undefined;
+requireTool(registryMissing());
 const MiB = 1 << 20;
 const BIG_FILES = 16; // × 4 MiB of random data
 const SMALL = 'small.txt';
 const SMALL_TEXT = 'one small file in a large remote image\n';
 
-describe('lazy loading a large image from a registry', { skip: registryMissing }, () => {
+describe('lazy loading a large image from a registry', () => {
   let work: string;
   let src: string;
   let files: string[];

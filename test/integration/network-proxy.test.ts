@@ -12,7 +12,6 @@
  * counting proxy in front of the registry (the daemon's "origin") counts what went around it.
  */
 import assert from 'node:assert/strict';
-import { spawnSync } from 'node:child_process';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,15 +19,17 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import { type FaultProxy, startFaultProxy } from '../helpers/fault-proxy.js';
 import { type RunningMount, startMount } from '../helpers/mount.js';
 import { makeOciImage } from '../helpers/oci-image.js';
-import { type TestRegistry, startRegistry } from '../helpers/registry.js';
+import { requireTool } from '../helpers/env.js';
+import { type TestRegistry, registryMissing, startRegistry } from '../helpers/registry.js';
 import { prng } from '../helpers/tree.js';
 import { type Nginx, Mountpoints, convertTo, nginxMissing, readOutcome, registryConfig, startNginx, statsOf, writeConfig } from './network-fixtures.test.js';
 
-const registryMissing = spawnSync('docker-registry', ['--version']).error ? 'docker-registry (Debian) is not installed' : undefined;
+requireTool(registryMissing());
+requireTool(nginxMissing());
 const FILES = 40;
 const CHECK_INTERVAL_SEC = 1;
 
-describe('a caching proxy (nginx) in front of the registry, killed mid-run', { skip: registryMissing ?? nginxMissing() }, () => {
+describe('a caching proxy (nginx) in front of the registry, killed mid-run', () => {
   let work: string;
   let reg: TestRegistry;
   let origin: FaultProxy;

@@ -34,10 +34,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { native } from '../../src/native/index.js';
-import { CLI, REPO } from '../helpers/env.js';
+import { CLI, REPO, requireTool } from '../helpers/env.js';
 import { REFERENCE_VIRTIOFSD, type Virtiofsd, bootGuest, buildInitramfs, guestMissing, startVirtiofsd } from '../helpers/guest.js';
 
-const skip = guestMissing() ?? (existsSync(REFERENCE_VIRTIOFSD) ? undefined : `${REFERENCE_VIRTIOFSD} is absent (qemu-system-common)`);
+requireTool(guestMissing() ?? (existsSync(REFERENCE_VIRTIOFSD) ? undefined : `${REFERENCE_VIRTIOFSD} is absent (qemu-system-common)`));
 
 const ACL_WHY =
   'POSIX ACLs were not negotiated (neither daemon asks for FUSE_POSIX_ACL here), so the guest kernel neither ' +
@@ -183,7 +183,7 @@ function mtime(path: string): number {
   return Number(lstatSync(path, { bigint: true }).mtimeMs / 1000n);
 }
 
-describe('the passthrough share inside a Linux guest, step for step against virtiofsd', { skip, timeout: 600_000 }, () => {
+describe('the passthrough share inside a Linux guest, step for step against virtiofsd', { timeout: 600_000 }, () => {
   let work: string;
   let fsop: string;
   let dflyDir: string;

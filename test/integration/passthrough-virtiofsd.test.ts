@@ -16,6 +16,7 @@ import { FuseServer, Opcode, type ReplyChannel } from '../../src/fuse/index.js';
 import { native } from '../../src/native/index.js';
 import { cstr, initArgs, parseEntry, parseReply, request } from '../helpers/fuse-client.js';
 import { REFERENCE_VIRTIOFSD, startVirtiofsd } from '../helpers/guest.js';
+import { requireTool } from '../helpers/env.js';
 import { type Ring, TestFrontend } from '../helpers/vhost-frontend.js';
 
 type Send = (op: number, node: number, args: Buffer) => Promise<{ error: number; payload: Buffer }>;
@@ -118,9 +119,9 @@ class Capture implements ReplyChannel {
   drop(): void {}
 }
 
-const skip = existsSync(REFERENCE_VIRTIOFSD) ? false : `${REFERENCE_VIRTIOFSD} is absent`;
+requireTool(existsSync(REFERENCE_VIRTIOFSD) ? undefined : `${REFERENCE_VIRTIOFSD} is absent (qemu-system-common)`);
 
-describe('passthrough answers as the reference C virtiofsd', { skip }, () => {
+describe('passthrough answers as the reference C virtiofsd', () => {
   const work = fs.mkdtempSync(join(tmpdir(), 'damselfly-pt-vfsd-'));
   after(() => fs.rmSync(work, { recursive: true, force: true }));
 

@@ -20,6 +20,7 @@ import { pino } from 'pino';
 import { BackendError, DamselflyError, IntegrityError, NotFoundError } from '../../src/base/index.js';
 import { RegistryClient, type RegistryClientOptions, digestOf } from '../../src/oci/registry/index.js';
 import { BLOB_GET, MANIFEST_GET, startConnectProxy, startFaultProxy } from '../helpers/fault-proxy.js';
+import { requireTool } from '../helpers/env.js';
 import { type TestRegistry, copyOciLayoutToRegistry, copyRegistryToOciLayout, freePort, skopeoMissing, startRegistry } from '../helpers/registry.js';
 
 const logLines: string[] = [];
@@ -126,9 +127,8 @@ describe('open registry', () => {
     }
   });
 
-  test('skopeo helpers copy an image out to an OCI layout and back in', async (t) => {
-    const why = await skopeoMissing();
-    if (why) return t.skip(why);
+  test('skopeo helpers copy an image out to an OCI layout and back in', async () => {
+    requireTool(await skopeoMissing());
     const c = client(reg.host);
     const { digest } = await pushImage(c, 'skopeo/src', 'v1');
     const dir = await mkdtemp(join(tmpdir(), 'damselfly-layout-'));

@@ -21,7 +21,7 @@ import { nativeCodecs } from '../../src/native/index.js';
 import { S3Backend, type S3BackendConfig } from '../../src/storage/backend/s3.js';
 import { ToolChunkReader } from '../../src/tools/chunk-reader.js';
 import { walkImage } from '../../src/tools/walk.js';
-import { damselflyOk } from '../helpers/env.js';
+import { damselflyOk, requireTool } from '../helpers/env.js';
 import { type Moto, motoAuthUser, motoMissing, startMoto } from '../helpers/moto.js';
 import { makeTree, prng } from '../helpers/tree.js';
 
@@ -29,7 +29,7 @@ process.env['AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED'] ??= 'true';
 const BUCKET = 'damselfly-blobs';
 const PREFIX = 'nydus/blobs/';
 const KEYS = { accessKeyId: 'AKIDDAMSELFLYTEST', accessKeySecret: 'very-secret-damselfly-key' };
-const skip = motoMissing();
+requireTool(motoMissing());
 
 function admin(endpoint: string, creds = { accessKeyId: KEYS.accessKeyId, secretAccessKey: KEYS.accessKeySecret }, requestHandler?: S3ClientConfig['requestHandler']): S3Client {
   return new S3Client({ endpoint, region: 'us-east-1', forcePathStyle: true, credentials: creds, requestChecksumCalculation: 'WHEN_REQUIRED', ...(requestHandler ? { requestHandler } : {}) });
@@ -58,7 +58,7 @@ async function rejectsBackend(p: Promise<unknown>, retryable: boolean, key: stri
   return e;
 }
 
-describe('S3Backend on moto', { skip }, () => {
+describe('S3Backend on moto', () => {
   let moto: Moto;
   let s3: S3Backend;
   const big = prng(7, 1024 * 1024 + 12345);
@@ -177,7 +177,7 @@ describe('S3Backend on moto', { skip }, () => {
   });
 });
 
-describe('S3Backend credentials (moto with authentication on)', { skip }, () => {
+describe('S3Backend credentials (moto with authentication on)', () => {
   let moto: Moto;
   let keys: { accessKeyId: string; secretAccessKey: string };
   const data = prng(11, 5000);
@@ -208,7 +208,7 @@ describe('S3Backend credentials (moto with authentication on)', { skip }, () => 
   });
 });
 
-describe('S3Backend over TLS (moto -s, self-signed)', { skip }, () => {
+describe('S3Backend over TLS (moto -s, self-signed)', () => {
   let moto: Moto;
   before(async () => {
     moto = await startMoto({ ssl: true });
@@ -367,7 +367,7 @@ describe('S3Backend against a scripted HTTP server', () => {
   });
 });
 
-describe('end to end: a CLI-built image served from S3', { skip }, () => {
+describe('end to end: a CLI-built image served from S3', () => {
   let moto: Moto;
   let work: string;
   before(async () => {

@@ -13,11 +13,11 @@ import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI, damselflyOk } from '../helpers/env.js';
+import { CLI, damselflyOk, requireTool } from '../helpers/env.js';
 import { type GuestImage, bootGuest, buildInitramfs, guestMissing } from '../helpers/guest.js';
 import { makeTree } from '../helpers/tree.js';
 
-const skip = guestMissing();
+requireTool(guestMissing());
 
 /** Prints the view of the tree under $ROOT that guest and host must agree on, in sections. */
 const VIEW = `
@@ -64,7 +64,7 @@ async function startDaemon(work: string, socket: string, extra: string[] = []): 
   return { proc, exit, stderr: () => err };
 }
 
-describe('Damselfly virtiofs serving a Linux guest', { skip }, () => {
+describe('Damselfly virtiofs serving a Linux guest', () => {
   let work: string;
   let src: string;
   let guestImage: GuestImage;
