@@ -171,6 +171,16 @@ Napi::Value EventFd(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), fd);
 }
 
+// eventfdSignal(fd) -> 0, or -errno (EAGAIN: the counter is full, so the peer is signalled anyway):
+// adds 1 to an eventfd's counter, as a vhost-user backend signals a used buffer. The error is the
+// result, not an exception: the caller logs it, and this runs after every batch of replies.
+Napi::Value EventFdSignal(const Napi::CallbackInfo& info) {
+  int fd = static_cast<int>(IntArg(info[0], "fd"));
+  uint64_t one = 1;
+  ssize_t n = ::write(fd, &one, sizeof one);
+  return Napi::Number::New(info.Env(), n == static_cast<ssize_t>(sizeof one) ? 0 : n < 0 ? -errno : -EIO);
+}
+
 // memfd(name, size) -> fd: anonymous shared memory (the test frontend's "guest RAM").
 Napi::Value MemFd(const Napi::CallbackInfo& info) {
   std::string name = PathArg(info[0], "name");
@@ -202,6 +212,7 @@ void InitSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("sendMsg", Napi::Function::New(env, SendMsg, "sendMsg"));
   exports.Set("setNonBlocking", Napi::Function::New(env, SetNonBlocking, "setNonBlocking"));
   exports.Set("eventfd", Napi::Function::New(env, EventFd, "eventfd"));
+  exports.Set("eventfdSignal", Napi::Function::New(env, EventFdSignal, "eventfdSignal"));
   exports.Set("memfd", Napi::Function::New(env, MemFd, "memfd"));
   exports.Set("closeFd", Napi::Function::New(env, CloseFd, "closeFd"));
 }

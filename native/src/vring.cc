@@ -52,7 +52,7 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "Virtqueue",
                        {InstanceMethod("setup", &Virtqueue::Setup), InstanceMethod("setBase", &Virtqueue::SetBase),
-                        InstanceMethod("base", &Virtqueue::Base), InstanceMethod("pop", &Virtqueue::Pop),
+                        InstanceMethod("base", &Virtqueue::Base), InstanceMethod("popInto", &Virtqueue::PopInto),
                         InstanceMethod("push", &Virtqueue::Push), InstanceMethod("shouldNotify", &Virtqueue::ShouldNotify),
                         InstanceMethod("enableNotify", &Virtqueue::EnableNotify),
                         InstanceMethod("disableNotify", &Virtqueue::DisableNotify), InstanceMethod("reset", &Virtqueue::Reset),
@@ -169,34 +169,39 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
     return out;
   }
 
-  // pop() -> null | {head, readable: Uint8Array[], writable: Uint8Array[], readBytes, writeBytes, error?}
-  Napi::Value Pop(const Napi::CallbackInfo& info) {
+  // popInto(slots) -> 0 (no chain), 1 (a chain), 2 (the ring is corrupt: slots[5] says why).
+  // For a chain, slots = [head, readable views, writable views, readBytes, writeBytes, error]:
+  // error is a string when the chain cannot be used (it is still returned, with length 0),
+  // else undefined. Slots of a caller-owned array, not a new object with named properties:
+  // setting named properties through N-API looks each name up in V8's string table, a cost
+  // paid on every request.
+  Napi::Value PopInto(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    if (!EnsureResolved(env)) return env.Null();
+    if (!info[0].IsArray()) throw Napi::TypeError::New(env, "popInto needs a slots array");
+    Napi::Array slots = info[0].As<Napi::Array>();
+    if (!EnsureResolved(env)) return Napi::Number::New(env, 0);
     uint16_t avail_idx = LoadU16Acquire(avail_ + 2);
     uint16_t pending = static_cast<uint16_t>(avail_idx - last_avail_);
-    if (pending == 0) return env.Null();
-    Napi::Object out = Napi::Object::New(env);
+    if (pending == 0) return Napi::Number::New(env, 0);
     if (pending > size_) {
       // The driver claims more buffers than the ring holds: refuse to interpret it.
-      out.Set("error", Napi::String::New(env, "avail index moved by more than the queue size"));
-      out.Set("fatal", Napi::Boolean::New(env, true));
-      return out;
+      slots.Set(5u, Napi::String::New(env, "avail index moved by more than the queue size"));
+      return Napi::Number::New(env, 2);
     }
     // SAFETY: the avail ring holds size_ entries after its 4-byte header (validated in Resolve).
     uint16_t head = LoadRelaxed<uint16_t>(avail_ + 4 + 2 * (last_avail_ % size_));
     last_avail_++;
-    out.Set("head", Napi::Number::New(env, head));
     rd_pieces_.clear();
     wr_pieces_.clear();
     uint64_t rbytes = 0, wbytes = 0;
     std::string error = WalkChain(head, &rbytes, &wbytes);
-    out.Set("readable", Views(env, rd_pieces_));
-    out.Set("writable", Views(env, wr_pieces_));
-    out.Set("readBytes", Napi::Number::New(env, static_cast<double>(rbytes)));
-    out.Set("writeBytes", Napi::Number::New(env, static_cast<double>(wbytes)));
-    if (!error.empty()) out.Set("error", Napi::String::New(env, error));
-    return out;
+    slots.Set(0u, Napi::Number::New(env, head));
+    slots.Set(1u, Views(env, rd_pieces_));
+    slots.Set(2u, Views(env, wr_pieces_));
+    slots.Set(3u, Napi::Number::New(env, static_cast<double>(rbytes)));
+    slots.Set(4u, Napi::Number::New(env, static_cast<double>(wbytes)));
+    slots.Set(5u, error.empty() ? env.Undefined() : Napi::String::New(env, error));
+    return Napi::Number::New(env, 1);
   }
 
   std::string WalkChain(uint16_t head, uint64_t* rbytes, uint64_t* wbytes) {

@@ -11,6 +11,8 @@
  * A guest under TCG hides these costs behind its own; this shows what each request costs the host.
  *
  * Usage: node --import tsx scripts/bench/vhost-requests.ts [BATCHES]   (root: virtiofsd's sandbox)
+ * BENCH_NODE_ARGS adds Node options to the Damselfly daemon, e.g. "--cpu-prof --cpu-prof-dir=DIR"
+ * (read the profile with scripts/bench/cpuprof-top.ts) or "--perf-basic-prof" (for perf record).
  * Prints microseconds of daemon CPU per request and the ratio virtiofsd / Damselfly (> 1:
  * Damselfly uses less). Machines here are shared and noisy: only the ratios mean something.
  */
@@ -23,16 +25,37 @@ import { CLI } from '../../test/helpers/env.js';
 import { cstr, initArgs, parseReply, request } from '../../test/helpers/fuse-client.js';
 import { DESC_NEXT, DESC_WRITE, type Ring, TestFrontend } from '../../test/helpers/vhost-frontend.js';
 
-const BATCH = 64;
+const BATCH = Number(process.env.BENCH_BATCH ?? 64);
 const BATCHES = Number(process.argv[2] ?? 300);
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 const TICK_US = 1e6 / 100; // USER_HZ
 
-/** CPU ticks of a process: all its threads, exited ones included (/proc/PID/stat utime + stime). */
-function ticks(pid: number): number {
+/**
+ * CPU time of a process in microseconds: the runtime the scheduler accounted to each of its live
+ * threads (/proc/PID/task/TID/schedstat, nanoseconds, exact), not the tick-sampled utime + stime
+ * of /proc/PID/stat, which misjudges a process that runs in short bursts between sleeps.
+ */
+function cpuUs(pid: number): number {
+  let ns = 0;
+  try {
+    for (const t of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        ns += Number(readFileSync(`/proc/${pid}/task/${t}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // the thread ended meanwhile
+      }
+    }
+  } catch {
+    // the process ended
+  }
+  return ns / 1000;
+}
+
+/** The same from tick-sampled accounting (/proc/PID/stat utime + stime), all threads, exited ones included. */
+function ticksUs(pid: number): number {
   try {
     const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-    return Number(fields[11]) + Number(fields[12]);
+    return (Number(fields[11]) + Number(fields[12])) * TICK_US;
   } catch {
     return 0;
   }
@@ -105,12 +128,15 @@ async function measure(label: string, argv: string[], socket: string): Promise<n
     };
     const out: number[] = [];
     for (const line of LINES) {
-      for (let i = 0; i < 20; i++) await batch(line); // warm-up (JIT, caches)
+      for (let i = 0; i < Math.ceil(1280 / BATCH); i++) await batch(line); // warm-up (JIT, caches): 1280 requests
       const pids = tree(proc.pid as number);
-      const t0 = pids.reduce((a, p) => a + ticks(p), 0);
+      const t0 = pids.reduce((a, p) => a + cpuUs(p), 0);
+      const k0 = pids.reduce((a, p) => a + ticksUs(p), 0);
       for (let i = 0; i < BATCHES; i++) await batch(line);
-      const t1 = pids.reduce((a, p) => a + ticks(p), 0);
-      out.push(((t1 - t0) * TICK_US) / (BATCHES * BATCH));
+      const t1 = pids.reduce((a, p) => a + cpuUs(p), 0);
+      const k1 = pids.reduce((a, p) => a + ticksUs(p), 0);
+      process.stderr.write(`${label} ${line.name}: schedstat ${((t1 - t0) / (BATCHES * BATCH)).toFixed(1)} us, ticks ${((k1 - k0) / (BATCHES * BATCH)).toFixed(1)} us\n`);
+      out.push((t1 - t0) / (BATCHES * BATCH));
     }
     f.close();
     return out;
@@ -129,7 +155,8 @@ try {
   mkdirSync(share);
   if (!existsSync(VIRTIOFSD)) throw new Error(`${VIRTIOFSD} is missing (qemu-system-common; scripts/setup.sh installs it)`);
   const vfsd = await measure('virtiofsd', [VIRTIOFSD, `--socket-path=${join(work, 'v.sock')}`, '-o', `source=${share}`, '-o', 'xattr'], join(work, 'v.sock'));
-  const dfly = await measure('damselfly', [process.execPath, CLI, '--socket-path', join(work, 'd.sock'), '--shared-dir', share, '--thread-pool-size=1', '--xattr'], join(work, 'd.sock'));
+  const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+  const dfly = await measure('damselfly', [process.execPath, ...nodeArgs, CLI, '--socket-path', join(work, 'd.sock'), '--shared-dir', share, '--thread-pool-size=1', '--xattr'], join(work, 'd.sock'));
   console.log(`== vhost-user requests: ${BATCHES} batches of ${BATCH} per line, one queue; daemon CPU per request ==`);
   console.log(`${'line'.padEnd(16)} ${'virtiofsd us'.padStart(13)} ${'damselfly us'.padStart(13)} ${'x'.padStart(6)}`);
   LINES.forEach((l, i) => {

@@ -43,15 +43,28 @@ export interface MemoryTable {
 }
 
 export interface PoppedChain {
-  head: number;
-  readable: Uint8Array[];
-  writable: Uint8Array[];
-  readBytes: number;
-  writeBytes: number;
+  readonly head: number;
+  readonly readable: Uint8Array[];
+  readonly writable: Uint8Array[];
+  readonly readBytes: number;
+  readonly writeBytes: number;
   /** Why the chain cannot be used (it is still returned to the used ring, with length 0). */
-  error?: string;
-  /** The ring itself is broken (no head could be read); stop the queue. */
-  fatal?: boolean;
+  readonly error: string | undefined;
+}
+
+/**
+ * What `Virtqueue.popInto` fills: head, readable views, writable views, readBytes, writeBytes,
+ * and an error (why the chain cannot be used; after result 2, why the ring is corrupt).
+ */
+export type PopSlots = [number, Uint8Array[], Uint8Array[], number, number, string | undefined];
+
+/** `popInto` results. */
+export const PopResult = { None: 0, Chain: 1, CorruptRing: 2 } as const;
+export type PopResult = (typeof PopResult)[keyof typeof PopResult];
+
+/** Slots for `popInto`, with the types it fills them with. */
+export function popSlots(): PopSlots {
+  return [0, [], [], 0, 0, undefined];
 }
 
 /** A split virtqueue over guest memory (native/src/vring.cc). */
@@ -60,7 +73,8 @@ export interface Virtqueue {
   setBase(base: number): void;
   base(): number;
   usedIndex(): number;
-  pop(): PoppedChain | null;
+  /** Takes the next available chain into `slots` (see PopSlots and native/src/vring.cc). */
+  popInto(slots: PopSlots): PopResult;
   push(head: number, len: number): void;
   shouldNotify(): boolean;
   /** Re-enables kicks; true when buffers arrived meanwhile. */
@@ -186,7 +200,8 @@ export interface NativeAddon extends PassthroughOps {
   /** posix_fadvise(WILLNEED): start reading a range into the page cache; a hint, never fails. */
   fadviseWillNeed(fd: number, offset: number, length: number): void;
 
-  Poller: new (fd: number, callback: (events: number) => void) => Poller;
+  /** `drainEventfd`: the fd is an eventfd, read (reset) before each readable callback. */
+  Poller: new (fd: number, callback: (events: number) => void, drainEventfd?: boolean) => Poller;
   mount(source: string, target: string | Buffer, fstype: string, flags: number, data: string): void;
   umount2(target: string | Buffer, flags: number): void;
   /** open(2) with O_CLOEXEC added. */
@@ -202,6 +217,8 @@ export interface NativeAddon extends PassthroughOps {
   sendMsg(fd: number, data: Buffer, fds?: number[]): number;
   setNonBlocking(fd: number): void;
   eventfd(initval?: number): number;
+  /** Adds 1 to an eventfd's counter: 0, or -errno (-EAGAIN: full, the peer is signalled anyway). */
+  eventfdSignal(fd: number): number;
   memfd(name: string, size: number): number;
   closeFd(fd: number): void;
 

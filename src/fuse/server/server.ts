@@ -40,6 +40,19 @@ const BASE_FLAGS =
 
 const HANDLERS = new Map<number, Handler>([...entryHandlers, ...fileHandlers, ...dirHandlers, ...xattrHandlers]);
 
+/** An opcode's name and request metric, made once per opcode rather than at every request. */
+const OPCODE_NAMES = new Map<number, { name: string; metric: string }>();
+function opcodeName(opcode: number): { name: string; metric: string } {
+  let n = OPCODE_NAMES.get(opcode);
+  if (n === undefined) {
+    const name = Opcode[opcode] ?? `OPCODE_${opcode}`;
+    n = { name, metric: `fuse.requests.${name}` };
+    // Unknown opcodes come from the peer: remember the known ones only, so the map stays small.
+    if (Opcode[opcode] !== undefined) OPCODE_NAMES.set(opcode, n);
+  }
+  return n;
+}
+
 /** Maps anything thrown by a filesystem to a positive errno. */
 export function errnoOf(e: unknown): number {
   if (e instanceof FsError) return e.errno;
@@ -98,8 +111,8 @@ export class FuseServer {
       return;
     }
     const { header, body } = req;
-    const name = Opcode[header.opcode] ?? `OPCODE_${header.opcode}`;
-    this.opts.metrics.inc(`fuse.requests.${name}`);
+    const { name, metric } = opcodeName(header.opcode);
+    this.opts.metrics.inc(metric);
     const call = new Call(this.fs, header, body, channel, this.sessionOrDefault(), tail);
     try {
       if (header.opcode === Opcode.INIT) return this.init(call);

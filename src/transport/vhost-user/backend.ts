@@ -4,9 +4,8 @@
  * kick and call eventfds, ring enable/stop, and REPLY_ACK for every NEED_REPLY. Mechanism only:
  * what a ring's buffers mean is the `VirtioDevice`'s business.
  */
-import { readSync, writeSync } from 'node:fs';
-import { type Logger, type Metrics, errorMessage, isSysError } from '../../base/index.js';
-import { type MemoryTable, type Poller, type PoppedChain, type Virtqueue, native } from '../../native/index.js';
+import { type Logger, type Metrics, errorMessage } from '../../base/index.js';
+import { type MemoryTable, type Poller, type PopSlots, type PoppedChain, PopResult, type Virtqueue, native, popSlots } from '../../native/index.js';
 import { VhostConnection } from './connection.js';
 import {
   FLAG_NEED_REPLY,
@@ -55,6 +54,34 @@ export interface VirtioDevice {
   process(queue: QueueHandle): void;
 }
 
+const EAGAIN = 11;
+const RESOLVED = Promise.resolve();
+
+/** A chain popped from a Vring; completing it twice is ignored. */
+class PoppedChainOf implements Chain {
+  readonly head: number;
+  readonly readable: Uint8Array[];
+  readonly writable: Uint8Array[];
+  readonly readBytes: number;
+  readonly writeBytes: number;
+  readonly error: string | undefined;
+  private done = false;
+
+  constructor(
+    private readonly ring: Vring,
+    private readonly epoch: number,
+    slots: PopSlots,
+  ) {
+    [this.head, this.readable, this.writable, this.readBytes, this.writeBytes, this.error] = slots;
+  }
+
+  complete(len: number): void {
+    if (this.done) return;
+    this.done = true;
+    this.ring.completed(this.head, len, this.epoch);
+  }
+}
+
 class Vring implements QueueHandle {
   size = 0;
   base = 0;
@@ -72,35 +99,43 @@ class Vring implements QueueHandle {
   private drained: Array<() => void> = [];
   private notifyScheduled = false;
   broken = false;
+  /** Where `popInto` puts each chain (one array for every pop). */
+  private readonly slots = popSlots();
+  /** The metric counting this ring's kicks. */
+  readonly kickMetric: string;
+  private readonly flushNotify = (): void => {
+    this.notifyScheduled = false;
+    this.notify();
+  };
 
   constructor(
     readonly index: number,
     readonly vq: Virtqueue,
     private readonly log: Logger,
-  ) {}
+  ) {
+    this.kickMetric = `vhost.kicks.${index}`;
+  }
 
   pop(): Chain | null {
     if (!this.started || this.broken) return null;
-    const c = this.vq.pop();
-    if (c === null) return null;
-    if (c.fatal) {
+    const slots = this.slots;
+    const r = this.vq.popInto(slots);
+    if (r === PopResult.None) return null;
+    if (r === PopResult.CorruptRing) {
       this.broken = true;
-      this.log.error({ ring: this.index, err: c.error }, 'the ring is corrupt; it is no longer served');
+      this.log.error({ ring: this.index, err: slots[5] }, 'the ring is corrupt; it is no longer served');
       return null;
     }
-    const epoch = this.epoch;
-    let done = false;
     this.inflight++;
-    return {
-      ...c,
-      complete: (len: number) => {
-        if (done) return;
-        done = true;
-        this.inflight--;
-        if (this.inflight === 0) for (const w of this.drained.splice(0)) w();
-        this.complete(c.head, len, epoch);
-      },
-    };
+    const c = new PoppedChainOf(this, this.epoch, slots);
+    return c;
+  }
+
+  /** A popped chain was completed (once). */
+  completed(head: number, len: number, epoch: number): void {
+    this.inflight--;
+    if (this.inflight === 0) for (const w of this.drained.splice(0)) w();
+    this.complete(head, len, epoch);
   }
 
   disableNotify(): void {
@@ -131,24 +166,25 @@ class Vring implements QueueHandle {
       this.log.error({ ring: this.index, err: errorMessage(e) }, 'cannot return a buffer to the used ring');
       return;
     }
-    // One interrupt for all completions of this turn of the event loop.
+    // One interrupt for all completions of this turn of the event loop. A promise reaction, not
+    // queueMicrotask, which wraps every callback in an async resource: this runs per batch.
     if (!this.notifyScheduled) {
       this.notifyScheduled = true;
-      queueMicrotask(() => {
-        this.notifyScheduled = false;
-        this.notify();
-      });
+      void RESOLVED.then(this.flushNotify);
     }
   }
 
   notify(): void {
     if (!this.started || this.callFd < 0) return;
+    let r;
     try {
       if (!this.vq.shouldNotify()) return;
-      writeSync(this.callFd, ONE);
+      r = native.eventfdSignal(this.callFd);
     } catch (e) {
-      if (!isSysError(e, 'EAGAIN')) this.log.warn({ ring: this.index, err: errorMessage(e) }, 'signalling the call eventfd failed');
+      this.log.warn({ ring: this.index, err: errorMessage(e) }, 'signalling the call eventfd failed');
+      return;
     }
+    if (r < 0 && r !== -EAGAIN) this.log.warn({ ring: this.index, errno: -r }, 'signalling the call eventfd failed');
   }
 
   closeFds(): void {
@@ -158,12 +194,6 @@ class Vring implements QueueHandle {
     this.kickFd = this.callFd = this.errFd = -1;
   }
 }
-
-const ONE = (() => {
-  const b = Buffer.alloc(8);
-  b.writeBigUInt64LE(1n, 0);
-  return b;
-})();
 
 export interface BackendOptions {
   device: VirtioDevice;
@@ -401,7 +431,7 @@ export class VhostUserBackend {
     r.kickFd = fd;
     native.setNonBlocking(fd);
     this.setupRing(r);
-    r.poller = new native.Poller(fd, (events) => this.onKick(r, events));
+    r.poller = new native.Poller(fd, (events) => this.onKick(r, events), true);
     r.poller.start(UV_READABLE);
     // Rings start enabled without PROTOCOL_FEATURES; otherwise they wait for SET_VRING_ENABLE.
     if (!(this.features & Feature.PROTOCOL_FEATURES)) r.enabled = true;
@@ -432,12 +462,8 @@ export class VhostUserBackend {
       r.poller = undefined;
       return;
     }
-    try {
-      readSync(r.kickFd, Buffer.alloc(8), 0, 8, null);
-    } catch (e) {
-      if (!isSysError(e, 'EAGAIN')) this.log.warn({ ring: r.index, err: errorMessage(e) }, 'reading the kick fd failed');
-    }
-    this.metrics.inc(`vhost.kicks.${r.index}`);
+    // The poller read (reset) the kick eventfd before calling back.
+    this.metrics.inc(r.kickMetric);
     // A kick before SET_VRING_ENABLE leaves the buffers on the ring (never dropped).
     if (r.started && r.enabled) this.device.process(r);
   }
