@@ -25,8 +25,8 @@
 set -euo pipefail
 export LC_ALL=C
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$ROOT"
+# shellcheck source=scripts/bench/common.sh
+. "$(dirname "$0")/common.sh"
 BENCH_DIR=${BENCH_DIR:-/var/tmp/damselfly-bench}
 BENCH_SIZE_MB=${BENCH_SIZE_MB:-1024}
 BENCH_SEED=${BENCH_SEED:-1}
@@ -36,24 +36,12 @@ BENCH_PROFILE=${BENCH_PROFILE:-0}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_NO_SETUP=${BENCH_NO_SETUP:-0}
 
-die() {
-  echo "bench: $*" >&2
-  exit 1
-}
-log() { echo "bench: $*" >&2; }
+need_int BENCH_SIZE_MB "$BENCH_SIZE_MB" 16
+need_int BENCH_RUNS "$BENCH_RUNS" 1
+need_int BENCH_SEED "$BENCH_SEED" 0
 
-[[ $BENCH_SIZE_MB =~ ^[0-9]+$ && $BENCH_SIZE_MB -ge 16 ]] || die "BENCH_SIZE_MB must be an integer >= 16"
-[[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
-[[ $BENCH_SEED =~ ^[0-9]+$ ]] || die "BENCH_SEED must be a non-negative integer"
-
-if [ "$BENCH_NO_SETUP" != 1 ]; then
-  log "running scripts/setup.sh (BENCH_NO_SETUP=1 skips it)"
-  "$ROOT/scripts/setup.sh" >&2
-fi
-for tool in node mksquashfs mkfs.erofs awk sync; do
-  command -v "$tool" >/dev/null || die "$tool is missing (scripts/setup.sh installs it)"
-done
-[ -f "$ROOT/dist/cli/main.js" ] || die "dist/cli/main.js is missing: run npm run build (or scripts/setup.sh)"
+run_setup
+need_tools node mksquashfs mkfs.erofs awk sync
 
 # --- the tree ---
 TREE_HOME="$BENCH_DIR/tree-${BENCH_SIZE_MB}m-seed$BENCH_SEED"

@@ -98,8 +98,8 @@
 set -euo pipefail
 export LC_ALL=C
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$ROOT"
+# shellcheck source=scripts/bench/common.sh
+. "$(dirname "$0")/common.sh"
 BENCH_DIR=${BENCH_DIR:-/var/tmp/damselfly-bench}
 BENCH_RUNS=${BENCH_RUNS:-1}
 BENCH_GUEST=${BENCH_GUEST:-auto}
@@ -114,15 +114,9 @@ PROXY_PORT=5001
 PY='import json, sqlite3; print(1)'
 CHROOT_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-die() {
-  echo "bench: $*" >&2
-  exit 1
-}
-log() { echo "bench: $*" >&2; }
-
-[[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
-[[ $BENCH_DELAY_MS =~ ^[0-9]+$ ]] || die "BENCH_DELAY_MS must be whole milliseconds"
-[[ $BENCH_GUEST_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BENCH_GUEST_TIMEOUT must be whole seconds"
+need_int BENCH_RUNS "$BENCH_RUNS" 1
+need_int BENCH_DELAY_MS "$BENCH_DELAY_MS" 0
+need_int BENCH_GUEST_TIMEOUT "$BENCH_GUEST_TIMEOUT" 1
 case $BENCH_GUEST in auto | 0 | 1) ;; *) die "BENCH_GUEST is auto, 1 or 0" ;; esac
 # BENCH_RATE in bits per second (tc's units: bit kbit mbit gbit, and bps kbps mbps gbps = bytes/s)
 RATE_BPS=$(awk -v r="${BENCH_RATE,,}" 'BEGIN {
@@ -133,10 +127,7 @@ RATE_BPS=$(awk -v r="${BENCH_RATE,,}" 'BEGIN {
   if (!(u in m)) exit 1
   printf "%.0f", n * m[u] }') || die "BENCH_RATE: use tc units, e.g. 100mbit"
 [ "$(id -u)" = 0 ] || die "run as root (network namespace, tc, FUSE mount, chroot, drop_caches)"
-for tool in node ip tc nsenter chroot debootstrap docker-registry skopeo curl tar gzip zcat sha256sum awk sed mountpoint umount; do
-  command -v "$tool" >/dev/null || die "$tool is missing"
-done
-[ -f "$ROOT/dist/cli/main.js" ] || die "dist/cli/main.js is missing: run npm run build"
+need_tools node ip tc nsenter chroot debootstrap docker-registry skopeo curl tar gzip zcat sha256sum awk sed mountpoint umount
 [ -e /dev/fuse ] || die "/dev/fuse is missing"
 { sync && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null || die "cannot drop page caches (/proc/sys/vm/drop_caches)"
 DAMSELFLY=(node "$ROOT/bin/damselfly.js")
@@ -162,18 +153,6 @@ PROXY_PID=
 DF_PID=
 GUEST_PID=
 MOUNTS=()
-is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
-stop_pid() { # pid
-  local p=$1 i
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
-  kill -TERM "$p" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$p" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   local rc=$? m
   trap - EXIT INT TERM HUP
@@ -219,7 +198,7 @@ wait_mounted() { # dir pid log
   done
   die "$1 was not mounted within 120 s (log: $3)"
 }
-wait_exit() { # pid name
+must_exit() { # pid name: it must end within 30 s, with status 0
   local i
   for ((i = 0; i < 300; i++)); do
     kill -0 "$1" 2>/dev/null || break
@@ -433,7 +412,7 @@ measure_dfly() { # run
   t3=$EPOCHREALTIME
   [ "$out2" = 1 ] || die "(b) warm: python3 printed '$out2', not 1"
   umount "$d/mnt"
-  wait_exit "$DF_PID" "damselfly mount"
+  must_exit "$DF_PID" "damselfly mount"
   DF_PID=
   # The same again with the chunk cache it filled (only the manifest and the bootstrap layer
   # cross the link): what fetching the chunks cost, and what is left without it.
@@ -450,7 +429,7 @@ measure_dfly() { # run
   t6=$EPOCHREALTIME
   [ "$out" = 1 ] || die "(b) with the chunk cache: python3 printed '$out', not 1"
   umount "$d/mnt"
-  wait_exit "$DF_PID" "damselfly mount"
+  must_exit "$DF_PID" "damselfly mount"
   DF_PID=
   T[b/$r/cached_mount]=$(secs "$t4" "$t5")
   T[b/$r/cached_run]=$(secs "$t5" "$t6")
@@ -521,7 +500,7 @@ measure_guest() { # run
   wait "$GUEST_PID" || grc=$?
   GUEST_PID=
   [ "$grc" = 0 ] || die "(c) the guest run failed (status $grc): $(grep -a 'DFCOLD-FAIL' "$console" | head -n 3) $(tail -n 5 "$LOGS/c$r-run-guest.log") (console: $console, daemon: $dlog)"
-  wait_exit "$DF_PID" "damselfly virtiofs"
+  must_exit "$DF_PID" "damselfly virtiofs"
   DF_PID=
   T[c/$r/wall]=$(secs "$t0" "$EPOCHREALTIME")
   for what in cold chunk-cache warm; do

@@ -50,8 +50,8 @@
 set -euo pipefail
 export LC_ALL=C
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$ROOT"
+# shellcheck source=scripts/bench/common.sh
+. "$(dirname "$0")/common.sh"
 BENCH_DIR=${BENCH_DIR:-/var/tmp/damselfly-bench}
 BENCH_SIZE_MB=${BENCH_SIZE_MB:-512}
 BENCH_SEED=${BENCH_SEED:-1}
@@ -60,25 +60,13 @@ BENCH_PROFILE=${BENCH_PROFILE:-0}
 BENCH_KEEP=${BENCH_KEEP:-0}
 BENCH_NO_SETUP=${BENCH_NO_SETUP:-0}
 
-die() {
-  echo "bench: $*" >&2
-  exit 1
-}
-log() { echo "bench: $*" >&2; }
-
-[[ $BENCH_SIZE_MB =~ ^[0-9]+$ && $BENCH_SIZE_MB -ge 16 ]] || die "BENCH_SIZE_MB must be an integer >= 16"
-[[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
-[[ $BENCH_SEED =~ ^[0-9]+$ ]] || die "BENCH_SEED must be a non-negative integer"
+need_int BENCH_SIZE_MB "$BENCH_SIZE_MB" 16
+need_int BENCH_RUNS "$BENCH_RUNS" 1
+need_int BENCH_SEED "$BENCH_SEED" 0
 [ "$(id -u)" = 0 ] || die "run as root (mount, losetup and drop_caches need it)"
 
-if [ "$BENCH_NO_SETUP" != 1 ]; then
-  log "running scripts/setup.sh (BENCH_NO_SETUP=1 skips it)"
-  "$ROOT/scripts/setup.sh" >&2
-fi
-for tool in node mksquashfs squashfuse losetup mount umount mountpoint tar xargs stat md5sum awk sync; do
-  command -v "$tool" >/dev/null || die "$tool is missing (scripts/setup.sh installs it)"
-done
-[ -f "$ROOT/dist/cli/main.js" ] || die "dist/cli/main.js is missing: run npm run build (or scripts/setup.sh)"
+run_setup
+need_tools node mksquashfs squashfuse losetup mount umount mountpoint tar xargs stat md5sum awk sync
 [ -e /dev/fuse ] || die "/dev/fuse is missing"
 grep -qw erofs /proc/filesystems || modprobe erofs 2>/dev/null || die "this kernel has no EROFS"
 { sync && echo 3 >/proc/sys/vm/drop_caches; } 2>/dev/null || die "cannot drop page caches (/proc/sys/vm/drop_caches)"
@@ -96,7 +84,6 @@ DF_PID=
 DF_LAST_PID=
 PERF_PID=
 # Whether a mount sits on the path (also a dead FUSE mount, which `mountpoint` cannot stat).
-is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
 cleanup() {
   set +e
   if [ -n "$PERF_PID" ] && kill -0 "$PERF_PID" 2>/dev/null; then
@@ -125,20 +112,7 @@ node --import tsx "$ROOT/scripts/bench/gen-tree.ts" "$TREE_HOME" "$BENCH_SIZE_MB
 read -r IN_BYTES IN_FILES < <(find "$TREE" -type f -printf '%s\n' | awk '{ s += $1; n++ } END { printf "%d %d\n", s, n }')
 IN_DIRS=$(find "$TREE" -type d | wc -l)
 
-# The large files for the sequential read: > 8 MiB, one of each set of identical files (every
-# system would otherwise serve the copies from data it has just read). Near-duplicates stay.
-# (Trees under ~64 MiB have no such file: then files > 1 MiB.)
-large_files() { # find size argument
-  (cd "$TREE" && find . -type f -size "$1" -print0 | sort -z | xargs -0 -r md5sum | awk '!seen[$1]++ { print substr($0, 35) }')
-}
-SEQ_MIN="8 MiB"
-mapfile -t SEQ_FILES < <(large_files +8M)
-if [ ${#SEQ_FILES[@]} -eq 0 ]; then
-  SEQ_MIN="1 MiB"
-  mapfile -t SEQ_FILES < <(large_files +1M)
-fi
-[ ${#SEQ_FILES[@]} -gt 0 ] || die "the tree has no file of 1 MiB or more"
-SEQ_BYTES=$(cd "$TREE" && stat -c %s "${SEQ_FILES[@]}" | awk '{ s += $1 } END { printf "%d\n", s }')
+pick_seq_files "$TREE" # SEQ_MIN, SEQ_FILES, SEQ_BYTES (common.sh)
 
 # --- the images ---
 IMG="$WORK/img"
@@ -207,18 +181,6 @@ wait_mounted() { # mountpoint pid log name
   die "$4 did not mount $1 within 60 s"
 }
 
-wait_exit() { # pid name
-  local i
-  for ((i = 0; i < 600; i++)); do
-    kill -0 "$1" 2>/dev/null || break
-    sleep 0.05
-  done
-  if kill -0 "$1" 2>/dev/null; then
-    log "$2 (pid $1) still runs 30 s after the unmount; sending SIGTERM"
-    kill "$1" 2>/dev/null || true
-  fi
-  wait "$1" 2>/dev/null || log "$2 exited with status $?"
-}
 
 mount_sq() {
   local t0=$EPOCHREALTIME
@@ -230,7 +192,7 @@ mount_sq() {
 umount_sq() {
   [ -n "$SQ_PID" ] || return 0
   umount "$MNT/sq"
-  wait_exit "$SQ_PID" squashfuse
+  wait_exit "$SQ_PID" squashfuse "the unmount"
   SQ_PID=
 }
 
@@ -247,7 +209,7 @@ mount_df() {
 umount_df() {
   [ -n "$DF_PID" ] || return 0
   umount "$MNT/dfly"
-  wait_exit "$DF_PID" "damselfly mount"
+  wait_exit "$DF_PID" "damselfly mount" "the unmount"
   DF_PID=
 }
 

@@ -83,8 +83,8 @@
 set -euo pipefail
 export LC_ALL=C
 
-ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-cd "$ROOT"
+# shellcheck source=scripts/bench/common.sh
+. "$(dirname "$0")/common.sh"
 BENCH_DIR=${BENCH_DIR:-/var/tmp/damselfly-bench}
 BENCH_SIZE_MB=${BENCH_SIZE_MB:-256}
 BENCH_SEED=${BENCH_SEED:-1}
@@ -101,32 +101,19 @@ BENCH_PROFILE=${BENCH_PROFILE:-0}
 BENCH_KEEP=${BENCH_KEEP:-0}
 VIRTIOFSD=/usr/lib/qemu/virtiofsd
 
-die() {
-  echo "bench: $*" >&2
-  exit 1
-}
-log() { echo "bench: $*" >&2; }
-
-[[ $BENCH_SIZE_MB =~ ^[0-9]+$ && $BENCH_SIZE_MB -ge 16 ]] || die "BENCH_SIZE_MB must be an integer >= 16"
-[[ $BENCH_RUNS =~ ^[1-9][0-9]*$ ]] || die "BENCH_RUNS must be a positive integer"
-[[ $BENCH_SEED =~ ^[0-9]+$ ]] || die "BENCH_SEED must be a non-negative integer"
-[[ $BENCH_SMP =~ ^[1-9][0-9]*$ ]] || die "BENCH_SMP must be a positive integer"
-[ -z "$BENCH_QUEUE_SIZE" ] || [[ $BENCH_QUEUE_SIZE =~ ^[1-9][0-9]*$ ]] || die "BENCH_QUEUE_SIZE must be a positive integer"
-[ -z "$BENCH_TIMEOUT" ] || [[ $BENCH_TIMEOUT =~ ^[1-9][0-9]*$ ]] || die "BENCH_TIMEOUT must be whole seconds"
-for v in BENCH_PT_FILES BENCH_PT_FILE_KB BENCH_PT_MB; do
-  [[ ${!v} =~ ^[1-9][0-9]*$ ]] || die "$v must be a positive integer"
-done
+need_int BENCH_SIZE_MB "$BENCH_SIZE_MB" 16
+need_int BENCH_SEED "$BENCH_SEED" 0
+for v in BENCH_RUNS BENCH_SMP BENCH_PT_FILES BENCH_PT_FILE_KB BENCH_PT_MB; do need_int "$v" "${!v}" 1; done
+[ -z "$BENCH_QUEUE_SIZE" ] || need_int BENCH_QUEUE_SIZE "$BENCH_QUEUE_SIZE" 1
+[ -z "$BENCH_TIMEOUT" ] || need_int BENCH_TIMEOUT "$BENCH_TIMEOUT" 1
 case $BENCH_ONLY in '' | image | passthrough) ;; *) die "BENCH_ONLY is image, passthrough or empty" ;; esac
 IMAGE=1
 PT=1
 [ "$BENCH_ONLY" != passthrough ] || IMAGE=0
 [ "$BENCH_ONLY" != image ] || PT=0
 [ "$(id -u)" = 0 ] || die "run as root (the priming FUSE mount and virtiofsd's namespace sandbox need it)"
-for tool in node qemu-system-x86_64 cpio tar xargs stat md5sum awk tail mountpoint umount; do
-  command -v "$tool" >/dev/null || die "$tool is missing"
-done
+need_tools node qemu-system-x86_64 cpio tar xargs stat md5sum awk tail mountpoint umount
 [ -x "$VIRTIOFSD" ] || die "$VIRTIOFSD is missing (apt-get install qemu-system-common)"
-[ -f "$ROOT/dist/cli/main.js" ] || die "dist/cli/main.js is missing: run npm run build"
 [ -e /dev/fuse ] || die "/dev/fuse is missing (the chunk cache is primed through a host FUSE mount)"
 DAMSELFLY=(node "$ROOT/bin/damselfly.js")
 CLK_TCK=$(getconf CLK_TCK)
@@ -148,28 +135,6 @@ PTV_PID=
 PTD_PID=
 PRIME_PID=
 PERF_PID=
-is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
-# The pids of a process's descendants (children first found by PPid in /proc/*/stat).
-descendants() {
-  { cat /proc/[0-9]*/stat 2>/dev/null || true; } | awk -v root="$1" '
-    { s = $0; pid = $1; sub(/^.*\) /, "", s); split(s, f, " "); parent[pid] = f[2] }
-    END {
-      want[root] = 1
-      do { added = 0; for (p in parent) if (!(p in want) && (parent[p] in want)) { want[p] = 1; added = 1 } } while (added)
-      for (p in want) if (p != root) print p
-    }'
-}
-stop_pid() { # pid
-  local p=$1 i
-  [ -n "$p" ] && kill -0 "$p" 2>/dev/null || return 0
-  kill -TERM "$p" 2>/dev/null || true
-  for ((i = 0; i < 50; i++)); do
-    kill -0 "$p" 2>/dev/null || break
-    sleep 0.1
-  done
-  kill -KILL "$p" 2>/dev/null || true
-  wait "$p" 2>/dev/null || true
-}
 cleanup() {
   set +e
   if [ -n "$PERF_PID" ] && kill -0 "$PERF_PID" 2>/dev/null; then
@@ -213,19 +178,7 @@ prepare_image() {
   [ "$IN_LINKS" = 0 ] || die "the tree has $IN_LINKS entries that are neither files nor directories (names in the guest lists assume plain files)"
   if find "$TREE" -name '*[[:space:]]*' | grep -q .; then die "the tree has names with white space"; fi
 
-  # The large files for the sequential read: > 8 MiB, one of each set of identical files (either
-  # backend would otherwise serve the copies from data it has just read); near-duplicates stay.
-  large_files() { # find size argument
-    (cd "$TREE" && find . -type f -size "$1" -print0 | sort -z | xargs -0 -r md5sum | awk '!seen[$1]++ { print substr($0, 35) }')
-  }
-  SEQ_MIN="8 MiB"
-  mapfile -t SEQ_FILES < <(large_files +8M)
-  if [ ${#SEQ_FILES[@]} -eq 0 ]; then
-    SEQ_MIN="1 MiB"
-    mapfile -t SEQ_FILES < <(large_files +1M)
-  fi
-  [ ${#SEQ_FILES[@]} -gt 0 ] || die "the tree has no file of 1 MiB or more"
-  SEQ_BYTES=$(cd "$TREE" && stat -c %s "${SEQ_FILES[@]}" | awk '{ s += $1 } END { printf "%d\n", s }')
+  pick_seq_files "$TREE" # SEQ_MIN, SEQ_FILES, SEQ_BYTES (common.sh)
   printf '%s\n' "${SEQ_FILES[@]}" >"$RUN/seq.list"
 
   # The Damselfly image (built every run, so that it reflects the current builder).
@@ -544,25 +497,13 @@ fi
 grep -aq '^DFBENCH-DONE' "$CONSOLE" || die "the guest did not finish its measurements (console: $LOGS/console.log)"
 
 # The daemons end when QEMU disconnects; damselfly virtiofs prints its --stats then.
-wait_exit() { # pid name
-  local i
-  for ((i = 0; i < 300; i++)); do
-    kill -0 "$1" 2>/dev/null || break
-    sleep 0.1
-  done
-  if kill -0 "$1" 2>/dev/null; then
-    log "$2 (pid $1) still runs 30 s after QEMU ended; sending SIGTERM"
-    kill "$1" 2>/dev/null || true
-  fi
-  wait "$1" 2>/dev/null || log "$2 exited with status $?"
-}
 if [ -n "$PERF_PID" ]; then
   kill -INT "$PERF_PID" 2>/dev/null || true
   wait "$PERF_PID" 2>/dev/null || true
   PERF_PID=
 fi
 for b in "${BACKENDS[@]}"; do
-  wait_exit "${DPID[$b]}" "${BNAME[$b]}"
+  wait_exit "${DPID[$b]}" "${BNAME[$b]}" "QEMU ended"
   LASTPID[$b]=${DPID[$b]}
 done
 DF_PID= VFSD_PID= PTV_PID= PTD_PID=

@@ -42,6 +42,27 @@ export function scatter(src: Uint8Array, from: number, length: number, iov: read
   }
 }
 
+/**
+ * Copies all of `src` into the scatter list from byte `at` of it (as much as fits); returns the
+ * bytes copied. Creates no views of the destination (a reply header, then its payload).
+ */
+export function scatterAt(src: Uint8Array, iov: readonly Uint8Array[], at: number): number {
+  let skip = at;
+  let pos = 0;
+  for (const d of iov) {
+    if (pos === src.length) break;
+    if (skip >= d.length) {
+      skip -= d.length;
+      continue;
+    }
+    const n = Math.min(d.length - skip, src.length - pos);
+    d.set(pos === 0 && n === src.length ? src : src.subarray(pos, pos + n), skip);
+    pos += n;
+    skip = 0;
+  }
+  return pos;
+}
+
 /** Copies the first `length` bytes of a scatter list into one new Buffer. */
 export function gather(iov: readonly Uint8Array[], length = iovLength(iov)): Buffer {
   const out = Buffer.allocUnsafe(length);

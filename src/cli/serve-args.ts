@@ -6,20 +6,13 @@ import { existsSync } from 'node:fs';
 import type { Command } from 'commander';
 import type { Logger, Metrics } from '../base/index.js';
 import { ImageService } from '../daemon/image-service.js';
-import { type ImageSource, openImageSource, readPathList } from '../daemon/image-source.js';
+import { type ImageSource, type SourceFlags, openImageSource, readPathList } from '../daemon/image-source.js';
 import { nativeCodecs } from '../native/index.js';
 import { gcCache } from '../storage/cache/gc.js';
 import { parseSize, progressBar } from './common.js';
 
-export interface ServeFlags {
-  bootstrap?: string;
-  blob?: string;
-  blobDir?: string;
-  config?: string;
-  image?: string;
-  plainHttp?: boolean;
-  cacheDir?: string;
-  validate?: boolean;
+/** What `serveOptions` parses: where the image comes from, and how it is served. */
+export interface ServeFlags extends SourceFlags {
   amplifyIo?: number;
   prefetchFiles?: string;
   prefetchAll?: boolean;

@@ -5,7 +5,7 @@
  * descriptors); the reply is written into its writable part with `out.len` exact. Requests are
  * served concurrently and complete in any order; READ data goes straight into guest buffers.
  */
-import { type Logger, type Metrics, gather, iovLength, scatter, sliceViews } from '../../base/index.js';
+import { type Logger, type Metrics, gather, iovLength, scatter, scatterAt, sliceViews } from '../../base/index.js';
 import { type FuseServer, type ReplyChannel, inPlaceDataAt } from '../../fuse/index.js';
 import type { Chain, QueueHandle, VirtioDevice } from '../vhost-user/backend.js';
 
@@ -49,10 +49,7 @@ class GuestReply implements ReplyChannel {
     scatter(header, 0, OUT_HEADER, w);
     if (typeof payload !== 'number') {
       let at = OUT_HEADER;
-      for (const p of payload) {
-        scatter(p, 0, p.length, sliceViews(w, at, p.length));
-        at += p.length;
-      }
+      for (const p of payload) at += scatterAt(p, w, at);
     }
     this.chain.complete(OUT_HEADER + payloadLen);
   }

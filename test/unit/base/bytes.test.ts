@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ByteReader, ByteWriter, FormatError, alignUp, compareBytes, isPowerOfTwo } from '../../../src/base/index.js';
+import { ByteReader, ByteWriter, FormatError, alignUp, compareBytes, isPowerOfTwo, scatterAt } from '../../../src/base/index.js';
 
 test('ByteReader reads little-endian fields and refuses every out-of-range access', () => {
   const w = new ByteWriter(4);
@@ -38,4 +38,18 @@ test('small helpers', () => {
   assert.equal(isPowerOfTwo(0), false);
   assert.ok(compareBytes(Buffer.from('ab'), Buffer.from('abc')) < 0);
   assert.ok(compareBytes(Buffer.from('-'), Buffer.from('.')) < 0);
+});
+
+test('scatterAt copies into a scatter list from an offset, across views, as much as fits', () => {
+  const iov = [new Uint8Array(3), new Uint8Array(2), new Uint8Array(4)];
+  const src = Uint8Array.from([1, 2, 3, 4, 5]);
+  assert.equal(scatterAt(src, iov, 2), 5); // 1 into the first view, 2 into the second, 2 into the third
+  assert.deepEqual(iov.map((v) => [...v]), [[0, 0, 1], [2, 3], [4, 5, 0, 0]]);
+  assert.equal(scatterAt(src, iov, 7), 2); // only two bytes are left
+  assert.deepEqual([...(iov[2] as Uint8Array)], [4, 5, 1, 2]);
+  assert.equal(scatterAt(src, iov, 9), 0); // at the end
+  assert.equal(scatterAt(new Uint8Array(0), iov, 0), 0);
+  const whole = [new Uint8Array(8)];
+  assert.equal(scatterAt(src, whole, 1), 5);
+  assert.deepEqual([...(whole[0] as Uint8Array)], [0, 1, 2, 3, 4, 5, 0, 0]);
 });
