@@ -222,6 +222,21 @@ export class BlobDevice {
     flush();
   }
 
+  /** Decodes a chunk's stored bytes and verifies the result (counting and logging a mismatch). */
+  private async decodeVerified(blob: BlobInfo, c: ChunkInfo, stored: Uint8Array): Promise<Uint8Array> {
+    try {
+      const data = await decodeChunkAsync(this.opts.codecs, blob, c, stored, Buffer.allocUnsafe(c.uncompressedSize));
+      verifyChunk(blob, c, data);
+      return data;
+    } catch (e) {
+      if (e instanceof IntegrityError) {
+        this.opts.metrics.inc('storage.verify_failures');
+        this.opts.log.error({ blob: blob.id, chunk: c.index, err: errorMessage(e) }, 'chunk from the backend failed verification');
+      }
+      throw e;
+    }
+  }
+
   private fetchGroup(group: ChunkInfo[]): void {
     const first = group[0] as ChunkInfo;
     const last = group[group.length - 1] as ChunkInfo;
@@ -236,13 +251,15 @@ export class BlobDevice {
       const p = (async (): Promise<Uint8Array> => {
         const bytes = await raw;
         const stored = bytes.subarray(c.compressedOffset - start, c.compressedOffset - start + c.compressedSize);
-        const data = await decodeChunkAsync(this.opts.codecs, blob, c, stored, Buffer.allocUnsafe(c.uncompressedSize));
+        let data: Uint8Array;
         try {
-          verifyChunk(blob, c, data);
+          data = await this.decodeVerified(blob, c, stored);
         } catch (e) {
-          m.inc('storage.verify_failures');
-          this.opts.log.error({ blob: blob.id, chunk: c.index, err: errorMessage(e) }, 'chunk from the backend failed verification');
-          throw e;
+          const { readOrigin } = this.opts.backend;
+          if (!(e instanceof IntegrityError) || readOrigin === undefined) throw e;
+          // A proxy or mirror served wrong bytes: once more from the origin itself.
+          this.opts.log.warn({ blob: blob.id, chunk: c.index }, 'reading the chunk again from the origin');
+          data = await this.decodeVerified(blob, c, await readOrigin(blob.id, c.compressedOffset, c.compressedSize));
         }
         m.inc('storage.chunks_fetched');
         m.inc('storage.chunks_fetched_bytes', data.length);

@@ -226,4 +226,33 @@ describe('registry faults under a mounted image', () => {
     assert.equal(s2['storage.cache_verify_failures'] ?? 0, 0);
     assert.equal(s2['storage.chunks_fetched'] ?? 0, 0, 'f9 came from the cache');
   });
+
+  test('wrong bytes from a proxy route: the chunk is read again from the origin, right; without fallback EIO', async () => {
+    // The fault proxy is now a Dragonfly-style proxy route in front of the real registry (the origin).
+    const viaProxy = async (fallback: boolean): Promise<void> => {
+      const cfg = await writeConfig(
+        join(work, `faults-${n}.json`),
+        registryConfig({ host: reg.host, repo: 'net/faults', timeoutSec: 1, retryLimit: 1, proxy: { url: `http://${proxy.host}`, fallback } }, { amplifyBytes: 0 }),
+      );
+      mnt = await mps.next();
+      current = await startMount(['--image', `docker://${reg.host}/net/faults:v1`, '--plain-http', '--config', cfg, '--cache-dir', join(work, `cache-${n++}`), '--stats'], mnt);
+      proxy.resetStats();
+    };
+    await viaProxy(true);
+    const match = await rangeOf('f3');
+    proxy.setFault({ match, corrupt: true, at: 777 });
+    const r = await read('f3');
+    console.log(`one flipped byte from the proxy, origin fallback: ${r.outcome} in ${r.ms} ms`);
+    assert.equal(r.outcome, 'ok');
+    assert.ok(faultsOn(match) >= 1, 'the proxy served the flipped byte');
+    const s = await stop();
+    assert.ok((s['storage.verify_failures'] ?? 0) >= 1, JSON.stringify(s));
+    assert.ok((s['backend.origin_rereads'] ?? 0) >= 1, JSON.stringify(s));
+
+    await viaProxy(false);
+    proxy.setFault({ match, corrupt: true, at: 777 });
+    assert.equal((await read('f3')).outcome, 'EIO', 'without fallback the wrong bytes are refused, not served');
+    const s2 = await stop();
+    assert.equal(s2['backend.origin_rereads'] ?? 0, 0);
+  });
 });

@@ -4,6 +4,8 @@
  * timeout, 5xx) `failureLimit` times in a row is skipped until its health check passes (`ping`
  * every `checkIntervalMs`, or simply the interval elapsing). The origin, if any, is the last resort.
  * Answers that are not the route's fault (a blob that does not exist) are returned as they are.
+ * Data a route served that fails its chunk verification is read again from the origin
+ * (`readOrigin`), when there is one: a broken peer costs a second read, never the read.
  */
 import { BackendError, type Logger, type Metrics, errorMessage } from '../../base/index.js';
 import type { BlobBackend, ReadOptions } from './types.js';
@@ -26,6 +28,7 @@ interface RouteState extends Route {
 
 export class FailoverBackend implements BlobBackend {
   readonly kind: string;
+  readonly readOrigin?: (id: string, offset: number, length: number, opts?: ReadOptions) => Promise<Buffer>;
   private readonly routes: RouteState[];
 
   constructor(
@@ -36,6 +39,12 @@ export class FailoverBackend implements BlobBackend {
   ) {
     this.routes = routes.map((r) => ({ ...r, failures: 0, healthy: true, retryAt: 0, checking: false }));
     this.kind = origin?.kind ?? routes[0]?.backend.kind ?? 'failover';
+    if (origin !== undefined) {
+      this.readOrigin = (id, offset, length, opts) => {
+        this.metrics.inc('backend.origin_rereads');
+        return origin.read(id, offset, length, opts);
+      };
+    }
   }
 
   private usable(r: RouteState): boolean {

@@ -17,5 +17,11 @@ export interface BlobBackend {
   read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer>;
   /** Size of the blob in bytes. */
   size(id: string, opts?: ReadOptions): Promise<number>;
+  /**
+   * Reads from the origin alone, past every caching route (a proxy, mirrors): for data a route
+   * served that failed its chunk verification. Absent where there is no such route, or no
+   * fallback to the origin.
+   */
+  readonly readOrigin?: (id: string, offset: number, length: number, opts?: ReadOptions) => Promise<Buffer>;
   close(): Promise<void>;
 }
