@@ -1,13 +1,15 @@
 /**
  * Per-request cost of the vhost-user path, without a guest: the in-process test frontend
  * (test/helpers/vhost-frontend.ts: memfd guest memory, eventfds, the QEMU handshake) drives a
- * daemon over its socket with batches of small FUSE requests on one queue (the batch published,
- * one kick, every reply awaited), and the daemon's CPU (user + system of all its threads, and of
- * its children: the C virtiofsd forks a sandbox child) is divided by the number of requests.
+ * daemon over its socket with batches of FUSE requests on one queue (the batch published, one
+ * kick, every reply awaited), and the daemon's CPU (the scheduler's runtime of all its threads,
+ * and of its children: the C virtiofsd forks a sandbox child) is divided by the number of requests.
  * The same run measures the reference C virtiofsd (/usr/lib/qemu/virtiofsd) and `damselfly` as
- * Kata starts it (virtiofsd-compatible argv) on the same empty shared directory, with GETATTR of
- * the root, LOOKUP of a missing name (the negative lookup before every create) and GETXATTR of an
- * absent security.capability (asked before writes): the last two are error replies.
+ * Kata starts it (virtiofsd-compatible argv) on the same shared directory, with GETATTR of the
+ * root, LOOKUP of a missing name (the negative lookup before every create), GETXATTR of an absent
+ * security.capability (asked before writes; the last two are error replies) and READ of 128 KiB of
+ * a file in the host page cache. BENCH_BATCH=1 sends one request per kick, as a guest that waits
+ * for each reply does: then the daemon's wake-up is part of every request's cost.
  * A guest under TCG hides these costs behind its own; this shows what each request costs the host.
  *
  * Usage: node --import tsx scripts/bench/vhost-requests.ts [BATCHES]   (root: virtiofsd's sandbox)
@@ -17,7 +19,7 @@
  * Damselfly uses less). Machines here are shared and noisy: only the ratios mean something.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Opcode } from '../../src/fuse/index.js';
@@ -28,7 +30,6 @@ import { DESC_NEXT, DESC_WRITE, type Ring, TestFrontend } from '../../test/helpe
 const BATCH = Number(process.env.BENCH_BATCH ?? 64);
 const BATCHES = Number(process.argv[2] ?? 300);
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
-const TICK_US = 1e6 / 100; // USER_HZ
 
 /**
  * CPU time of a process in microseconds: the runtime the scheduler accounted to each of its live
@@ -51,16 +52,6 @@ function cpuUs(pid: number): number {
   return ns / 1000;
 }
 
-/** The same from tick-sampled accounting (/proc/PID/stat utime + stime), all threads, exited ones included. */
-function ticksUs(pid: number): number {
-  try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
-    return (Number(fields[11]) + Number(fields[12])) * TICK_US;
-  } catch {
-    return 0;
-  }
-}
-
 function tree(pid: number): number[] {
   const kids = readdirSync(`/proc/${pid}/task`).flatMap((t) => {
     try {
@@ -80,11 +71,31 @@ async function waitFor(path: string, proc: ChildProcess): Promise<void> {
   if (!existsSync(path)) throw new Error(`no socket at ${path}`);
 }
 
+/** What a line's requests refer to: the shared directory's test file, looked up and opened. */
+interface Session {
+  fileNode: number;
+  fh: bigint;
+}
+
 interface Line {
   name: string;
-  make: () => Buffer;
+  make: (s: Session) => Buffer;
   /** The reply's expected error (0 or a negative errno). */
   error: number;
+  /** The reply's expected length (header included), when it is known. */
+  replyLen?: number;
+}
+
+const READ_SIZE = 128 << 10; // a guest's read-ahead window
+/** The file the READ line reads (in the host page cache: both daemons copy from memory). */
+const READ_FILE = 'data';
+
+function readArgs(fh: bigint, offset: number, size: number): Buffer {
+  const b = Buffer.alloc(40); // fuse_read_in
+  b.writeBigUInt64LE(fh, 0);
+  b.writeBigUInt64LE(BigInt(offset), 8);
+  b.writeUInt32LE(size, 16);
+  return b;
 }
 
 const LINES: Line[] = [
@@ -92,6 +103,8 @@ const LINES: Line[] = [
   { name: 'LOOKUP missing', make: () => request(Opcode.LOOKUP, 1, cstr('missing')).bytes, error: -2 },
   // What the kernel asks before a write: security.capability, absent on most files (ENODATA).
   { name: 'GETXATTR absent', make: () => request(Opcode.GETXATTR, 1, Buffer.concat([Buffer.alloc(8), cstr('security.capability')])).bytes, error: -61 },
+  // A sequential reader's request: 128 KiB into the guest's buffer, straight from the page cache.
+  { name: 'READ 128 KiB', make: (s) => request(Opcode.READ, s.fileNode, readArgs(s.fh, 0, READ_SIZE)).bytes, error: 0, replyLen: 16 + READ_SIZE },
 ];
 
 /** Microseconds of daemon CPU per request, per line. */
@@ -106,17 +119,24 @@ async function measure(label: string, argv: string[], socket: string): Promise<n
     const ring = f.rings[1] as Ring;
     const init = parseReply(await f.fuse(ring, request(Opcode.INIT, 0, initArgs()).bytes, 256));
     if (init.error !== 0) throw new Error(`${label}: INIT failed (${init.error})`);
+    const looked = parseReply(await f.fuse(ring, request(Opcode.LOOKUP, 1, cstr(READ_FILE)).bytes, 256));
+    if (looked.error !== 0) throw new Error(`${label}: LOOKUP ${READ_FILE} failed (${looked.error})`);
+    const fileNode = Number(looked.payload.readBigUInt64LE(0));
+    const opened = parseReply(await f.fuse(ring, request(Opcode.OPEN, fileNode, Buffer.alloc(8)).bytes, 256)); // O_RDONLY
+    if (opened.error !== 0) throw new Error(`${label}: OPEN ${READ_FILE} failed (${opened.error})`);
+    const session: Session = { fileNode, fh: opened.payload.readBigUInt64LE(0) };
+    const OUT = 16 + READ_SIZE;
     const reqAt = Array.from({ length: BATCH }, () => f.alloc(256));
-    const outAt = Array.from({ length: BATCH }, () => f.alloc(256));
+    const outAt = Array.from({ length: BATCH }, () => f.alloc(OUT));
     const slotOf = new Map<number, number>(); // chain head -> reply buffer
     const batch = async (line: Line): Promise<void> => {
       for (let k = 0; k < BATCH; k++) {
-        const req = line.make();
+        const req = line.make(session);
         f.view(reqAt[k] as number, req.length).set(req);
         const head = ring.nextDesc;
         slotOf.set(head, k);
         f.writeDesc(ring, head, { addr: reqAt[k] as number, len: req.length, flags: DESC_NEXT, next: (head + 1) % ring.size });
-        f.writeDesc(ring, (head + 1) % ring.size, { addr: outAt[k] as number, len: 256, flags: DESC_WRITE, next: 0 });
+        f.writeDesc(ring, (head + 1) % ring.size, { addr: outAt[k] as number, len: OUT, flags: DESC_WRITE, next: 0 });
         ring.nextDesc = (head + 2) % ring.size;
         f.publish(ring, head, k === BATCH - 1);
       }
@@ -124,6 +144,7 @@ async function measure(label: string, argv: string[], socket: string): Promise<n
         const u = await f.used(ring);
         const r = parseReply(f.view(outAt[slotOf.get(u.id) as number] as number, u.len));
         if (r.error !== line.error) throw new Error(`${label} ${line.name}: error ${r.error}, expected ${line.error}`);
+        if (line.replyLen !== undefined && u.len !== line.replyLen) throw new Error(`${label} ${line.name}: reply of ${u.len} bytes, expected ${line.replyLen}`);
       }
     };
     const out: number[] = [];
@@ -131,11 +152,8 @@ async function measure(label: string, argv: string[], socket: string): Promise<n
       for (let i = 0; i < Math.ceil(1280 / BATCH); i++) await batch(line); // warm-up (JIT, caches): 1280 requests
       const pids = tree(proc.pid as number);
       const t0 = pids.reduce((a, p) => a + cpuUs(p), 0);
-      const k0 = pids.reduce((a, p) => a + ticksUs(p), 0);
       for (let i = 0; i < BATCHES; i++) await batch(line);
       const t1 = pids.reduce((a, p) => a + cpuUs(p), 0);
-      const k1 = pids.reduce((a, p) => a + ticksUs(p), 0);
-      process.stderr.write(`${label} ${line.name}: schedstat ${((t1 - t0) / (BATCHES * BATCH)).toFixed(1)} us, ticks ${((k1 - k0) / (BATCHES * BATCH)).toFixed(1)} us\n`);
       out.push((t1 - t0) / (BATCHES * BATCH));
     }
     f.close();
@@ -153,6 +171,7 @@ const work = mkdtempSync(join(tmpdir(), 'damselfly-vhost-requests-'));
 try {
   const share = join(work, 'share');
   mkdirSync(share);
+  writeFileSync(join(share, READ_FILE), Buffer.alloc(1 << 20, 0x5a));
   if (!existsSync(VIRTIOFSD)) throw new Error(`${VIRTIOFSD} is missing (qemu-system-common; scripts/setup.sh installs it)`);
   const vfsd = await measure('virtiofsd', [VIRTIOFSD, `--socket-path=${join(work, 'v.sock')}`, '-o', `source=${share}`, '-o', 'xattr'], join(work, 'v.sock'));
   const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
