@@ -67,7 +67,13 @@ class Poller : public Napi::ObjectWrap<Poller> {
     }
     // MakeCallback, as Node's own handles do: on return it runs the microtasks and nextTicks the
     // callback queued (promise continuations that send replies) before the loop goes on.
-    self->callback_.MakeCallback(env.Global(), {Napi::Number::New(env, value)}, *self->context_);
+    try {
+      self->callback_.MakeCallback(env.Global(), {Napi::Number::New(env, value)}, *self->context_);
+    } catch (const Napi::Error& e) {
+      // An exception must not unwind into libuv (that aborts the process): hand it to Node as an
+      // uncaught exception, which logs it and ends the process cleanly (or a handler takes it).
+      napi_fatal_exception(env, e.Value());
+    }
   }
 
   // start(events): 1 = readable, 2 = writable (UV_READABLE / UV_WRITABLE).

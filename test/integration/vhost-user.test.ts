@@ -213,6 +213,19 @@ describe('vhost-user backend with an in-process frontend', () => {
       await new Promise((r) => setTimeout(r, 200));
       assert.equal(d.proc.exitCode, null, 'still running');
       assert.equal((await f.call(Request.GET_QUEUE_NUM)).readBigUInt64LE(0) > 1n, true);
+      // The memory under a running ring removed (REM_MEM_REG of the only region), then a kick on
+      // the hiprio ring: it stops with an error and the daemon lives (a C++ exception thrown
+      // through the event loop aborted it before).
+      const region = Buffer.alloc(40); // padding, then gpa 0, size, uaddr, offset
+      region.writeBigUInt64LE(BigInt(f.memSize), 16);
+      region.writeBigUInt64LE(0x7f00_0000_0000n, 24);
+      f.send(Request.REM_MEM_REG, region);
+      const hiprio = f.rings[0] as Ring;
+      f.setAvailIdx(hiprio, hiprio.nextAvail + 1);
+      await new Promise((r) => setTimeout(r, 300));
+      assert.equal(d.proc.exitCode, null, 'still running');
+      assert.match(d.stderr(), /the ring cannot be read; it is no longer served/);
+      assert.equal((await f.call(Request.GET_QUEUE_NUM)).readBigUInt64LE(0) > 1n, true);
       // Finally a frame cut short: a header announcing 40 payload bytes, then the socket closes.
       const h40 = Buffer.alloc(12);
       h40.writeUInt32LE(Request.SET_VRING_ADDR, 0);

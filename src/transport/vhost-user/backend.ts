@@ -119,7 +119,7 @@ class Vring implements QueueHandle {
   pop(): Chain | null {
     if (!this.started || this.broken) return null;
     const slots = this.slots;
-    const r = this.vq.popInto(slots);
+    const r = this.guarded(() => this.vq.popInto(slots), PopResult.None);
     if (r === PopResult.None) return null;
     if (r === PopResult.CorruptRing) {
       this.broken = true;
@@ -139,11 +139,25 @@ class Vring implements QueueHandle {
   }
 
   disableNotify(): void {
-    if (this.started) this.vq.disableNotify();
+    if (this.started && !this.broken) this.guarded(() => this.vq.disableNotify(), undefined);
   }
 
   enableNotify(): boolean {
-    return this.started && !this.broken && this.vq.enableNotify();
+    return this.started && !this.broken && this.guarded(() => this.vq.enableNotify(), false);
+  }
+
+  /**
+   * Runs a ring access; when it throws, the ring's memory went away (a region removed or replaced
+   * under a running ring): the ring is no longer served until the frontend sets it up again.
+   */
+  private guarded<T>(access: () => T, fallback: T): T {
+    try {
+      return access();
+    } catch (e) {
+      this.broken = true;
+      this.log.error({ ring: this.index, err: errorMessage(e) }, 'the ring cannot be read; it is no longer served');
+      return fallback;
+    }
   }
 
   /** Resolves when every popped chain was completed, or after `timeoutMs`. */
