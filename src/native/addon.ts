@@ -42,16 +42,6 @@ export interface MemoryTable {
   gpaView(gpa: bigint | number, len: bigint | number): Uint8Array[];
 }
 
-export interface PoppedChain {
-  readonly head: number;
-  readonly readable: Uint8Array[];
-  readonly writable: Uint8Array[];
-  readonly readBytes: number;
-  readonly writeBytes: number;
-  /** Why the chain cannot be used (it is still returned to the used ring, with length 0). */
-  readonly error: string | undefined;
-}
-
 /**
  * What `Virtqueue.popInto` fills: head, readable views, writable views, readBytes, writeBytes,
  * and an error (why the chain cannot be used; after result 2, why the ring is corrupt).

@@ -4,5 +4,5 @@
  * May import: base, format (only the pure `Codecs` interface and algorithm numbers it implements).
  */
 export { PopResult, native, popSlots } from './addon.js';
-export type { MemoryRegionSpec, MemoryTable, NativeAddon, Poller, PopSlots, PoppedChain, Virtqueue, ZstdDecoder } from './addon.js';
+export type { MemoryRegionSpec, MemoryTable, NativeAddon, Poller, PopSlots, Virtqueue, ZstdDecoder } from './addon.js';
 export { nativeCodecs } from './codecs.js';

@@ -2,7 +2,9 @@
  * A FUSE client for tests: encodes requests as the kernel does and decodes replies, so that the
  * server (and, through virtio-fs, the whole device) can be driven in-process.
  */
+import assert from 'node:assert/strict';
 import { Opcode, Size } from '../../src/fuse/abi.js';
+import type { ReplyChannel } from '../../src/fuse/index.js';
 
 let nextUnique = 2n;
 
@@ -119,4 +121,30 @@ export function parseDirents(p: Buffer, plus: boolean): Dirent[] {
     pos = d + ((24 + namelen + 7) & ~7);
   }
   return out;
+}
+
+/**
+ * A reply channel that keeps the one reply it gets (header and payload as one Buffer). Reserved
+ * space comes in two views, to exercise scatter lists.
+ */
+export class CaptureReply implements ReplyChannel {
+  readonly capacity: number;
+  private buf: Buffer | undefined;
+  reply: Buffer | undefined;
+  dropped = false;
+  constructor(capacity = 1 << 20) {
+    this.capacity = capacity;
+  }
+  reserve(size: number): Uint8Array[] {
+    this.buf = Buffer.alloc(size);
+    const half = size >> 1;
+    return half > 0 ? [this.buf.subarray(0, half), this.buf.subarray(half)] : [this.buf];
+  }
+  send(header: Uint8Array, payload: Uint8Array[] | number): void {
+    assert.equal(this.reply, undefined, 'replied twice');
+    this.reply = typeof payload === 'number' ? Buffer.concat([header, (this.buf as Buffer).subarray(0, payload)]) : Buffer.concat([header, ...payload]);
+  }
+  drop(): void {
+    this.dropped = true;
+  }
 }

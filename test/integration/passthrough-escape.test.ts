@@ -17,9 +17,9 @@ import { after, before, describe, test } from 'node:test';
 import { Metrics, silentLogger } from '../../src/base/index.js';
 import { PassthroughFs } from '../../src/fs/passthrough/index.js';
 import { Errno, FsError } from '../../src/fs/types.js';
-import { FuseServer, Opcode, type ReplyChannel } from '../../src/fuse/index.js';
+import { FuseServer, Opcode } from '../../src/fuse/index.js';
 import { native } from '../../src/native/index.js';
-import { cstr, initArgs, parseEntry, parseReply, request } from '../helpers/fuse-client.js';
+import { CaptureReply, cstr, initArgs, parseEntry, parseReply, request } from '../helpers/fuse-client.js';
 import { type PassthroughMount, startPassthrough } from './passthrough-mount.js';
 
 const ROOT = 1;
@@ -68,18 +68,6 @@ function fdTargets(): string[] {
       return [];
     }
   });
-}
-
-class Capture implements ReplyChannel {
-  readonly capacity = 1 << 20;
-  reply: Buffer | undefined;
-  reserve(size: number): Uint8Array[] {
-    return [Buffer.alloc(size)];
-  }
-  send(header: Uint8Array, payload: Uint8Array[] | number): void {
-    this.reply = Buffer.concat([header, ...(typeof payload === 'number' ? [] : payload)]);
-  }
-  drop(): void {}
 }
 
 describe('the passthrough filesystem never reaches outside the shared directory', () => {
@@ -196,7 +184,7 @@ describe('the passthrough filesystem never reaches outside the shared directory'
   test('raw FUSE requests through the server get the same answers', async () => {
     const server = new FuseServer(pfs, { log: silentLogger, metrics: new Metrics() });
     const send = async (bytes: Buffer): Promise<ReturnType<typeof parseReply>> => {
-      const c = new Capture();
+      const c = new CaptureReply();
       await server.handle(bytes, c);
       return parseReply(c.reply as Buffer);
     };

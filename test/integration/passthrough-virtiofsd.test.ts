@@ -12,9 +12,9 @@ import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Metrics, silentLogger } from '../../src/base/index.js';
 import { PassthroughFs } from '../../src/fs/passthrough/index.js';
-import { FuseServer, Opcode, type ReplyChannel } from '../../src/fuse/index.js';
+import { FuseServer, Opcode } from '../../src/fuse/index.js';
 import { native } from '../../src/native/index.js';
-import { cstr, initArgs, parseEntry, parseReply, request } from '../helpers/fuse-client.js';
+import { CaptureReply, cstr, initArgs, parseEntry, parseReply, request } from '../helpers/fuse-client.js';
 import { REFERENCE_VIRTIOFSD, startVirtiofsd } from '../helpers/guest.js';
 import { requireTool } from '../helpers/env.js';
 import { type Ring, TestFrontend } from '../helpers/vhost-frontend.js';
@@ -107,18 +107,6 @@ async function script(send: Send): Promise<Array<[string, unknown]>> {
   return out;
 }
 
-class Capture implements ReplyChannel {
-  readonly capacity = 1 << 20;
-  reply: Buffer | undefined;
-  reserve(size: number): Uint8Array[] {
-    return [Buffer.alloc(size)];
-  }
-  send(header: Uint8Array, payload: Uint8Array[] | number): void {
-    this.reply = Buffer.concat([header, ...(typeof payload === 'number' ? [] : payload)]);
-  }
-  drop(): void {}
-}
-
 requireTool(existsSync(REFERENCE_VIRTIOFSD) ? undefined : `${REFERENCE_VIRTIOFSD} is absent (qemu-system-common)`);
 
 describe('passthrough answers as the reference C virtiofsd', () => {
@@ -131,7 +119,7 @@ describe('passthrough answers as the reference C virtiofsd', () => {
     const pfs = new PassthroughFs({ root: join(work, 'ours'), xattr: true, cache: 'auto', announceSubmounts: true, log: silentLogger, metrics: new Metrics() });
     const server = new FuseServer(pfs, { log: silentLogger, metrics: new Metrics() });
     const ours = await script(async (op, node, args) => {
-      const c = new Capture();
+      const c = new CaptureReply();
       await server.handle(request(op, node, args).bytes, c);
       return parseReply(c.reply as Buffer);
     });

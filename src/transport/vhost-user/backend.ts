@@ -5,7 +5,7 @@
  * what a ring's buffers mean is the `VirtioDevice`'s business.
  */
 import { type Logger, type Metrics, errorMessage } from '../../base/index.js';
-import { type MemoryTable, type Poller, type PopSlots, type PoppedChain, PopResult, type Virtqueue, native, popSlots } from '../../native/index.js';
+import { type MemoryTable, type Poller, type PopSlots, PopResult, type Virtqueue, native, popSlots } from '../../native/index.js';
 import { VhostConnection } from './connection.js';
 import {
   FLAG_NEED_REPLY,
@@ -30,11 +30,6 @@ export const MAX_QUEUE_SIZE = 32768;
 /** Memory slots offered with CONFIGURE_MEM_SLOTS (as the C virtiofsd). */
 export const MAX_MEM_SLOTS = 32;
 
-/** A descriptor chain taken from a ring; `complete` returns it to the driver exactly once. */
-export interface Chain extends PoppedChain {
-  complete(len: number): void;
-}
-
 /** A ring as the device sees it. */
 export interface QueueHandle {
   readonly index: number;
@@ -57,18 +52,22 @@ export interface VirtioDevice {
 const EAGAIN = 11;
 const RESOLVED = Promise.resolve();
 
-/** A chain popped from a Vring; completing it twice is ignored. */
-class PoppedChainOf implements Chain {
+/**
+ * A descriptor chain taken from a ring: its guest buffers, read and written in place, and
+ * `complete`, which returns it to the driver exactly once (a second call is ignored).
+ */
+export class Chain {
   readonly head: number;
   readonly readable: Uint8Array[];
   readonly writable: Uint8Array[];
   readonly readBytes: number;
   readonly writeBytes: number;
+  /** Why the chain cannot be used (it is still completed, with length 0). */
   readonly error: string | undefined;
   private done = false;
 
   constructor(
-    private readonly ring: Vring,
+    private readonly ring: { completed(head: number, len: number, epoch: number): void },
     private readonly epoch: number,
     slots: PopSlots,
   ) {
@@ -127,7 +126,7 @@ class Vring implements QueueHandle {
       return null;
     }
     this.inflight++;
-    const c = new PoppedChainOf(this, this.epoch, slots);
+    const c = new Chain(this, this.epoch, slots);
     return c;
   }
 

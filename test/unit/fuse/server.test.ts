@@ -15,36 +15,13 @@ import { Compressor } from '../../../src/format/compression.js';
 import { Digester } from '../../../src/format/constants.js';
 import { openBootstrap } from '../../../src/format/open.js';
 import { ImageFs } from '../../../src/fs/image/image-fs.js';
-import { FuseServer, InitFlag, Opcode, Size, type ReplyChannel } from '../../../src/fuse/index.js';
+import { FuseServer, InitFlag, Opcode, Size } from '../../../src/fuse/index.js';
 import { encodeAttrOut, encodeEntryOut, encodeInitOut, encodeOpenOut, encodeStatfsOut } from '../../../src/fuse/codec/out.js';
 import { nativeCodecs } from '../../../src/native/index.js';
 import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
 import { BlobDevice } from '../../../src/storage/device.js';
 import { native } from '../../../src/native/index.js';
-import { type Reply, cstr, initArgs, parseAttr, parseDirents, parseEntry, parseReply, readArgs, request, u32Args } from '../../helpers/fuse-client.js';
-
-class Capture implements ReplyChannel {
-  readonly capacity: number;
-  private buf: Buffer | undefined;
-  reply: Buffer | undefined;
-  dropped = false;
-  constructor(capacity = 1 << 20) {
-    this.capacity = capacity;
-  }
-  reserve(size: number): Uint8Array[] {
-    this.buf = Buffer.alloc(size);
-    // Split the destination in two to exercise scatter lists.
-    const half = size >> 1;
-    return half > 0 ? [this.buf.subarray(0, half), this.buf.subarray(half)] : [this.buf];
-  }
-  send(header: Uint8Array, payload: Uint8Array[] | number): void {
-    assert.equal(this.reply, undefined, 'replied twice');
-    this.reply = typeof payload === 'number' ? Buffer.concat([header, (this.buf as Buffer).subarray(0, payload)]) : Buffer.concat([header, ...payload]);
-  }
-  drop(): void {
-    this.dropped = true;
-  }
-}
+import { CaptureReply, type Reply, cstr, initArgs, parseAttr, parseDirents, parseEntry, parseReply, readArgs, request, u32Args } from '../../helpers/fuse-client.js';
 
 test('FUSE struct sizes', () => {
   const attr = { ino: 1, size: 0, blocks: 0, atime: { sec: 0, nsec: 0 }, mtime: { sec: 0, nsec: 0 }, ctime: { sec: 0, nsec: 0 }, mode: 0, nlink: 1, uid: 0, gid: 0, rdev: 0, blksize: 4096, flags: 0 };
@@ -68,7 +45,7 @@ describe('FUSE server over a RAFS image', () => {
   for (let i = 0; i < content.length; i++) content[i] = (i * 7 + (i >> 9)) & 0xff;
 
   async function call(bytes: Buffer, capacity?: number): Promise<Reply & { dropped: boolean }> {
-    const cap = new Capture(capacity);
+    const cap = new CaptureReply(capacity);
     await server.handle(bytes, cap);
     if (cap.dropped) return { len: 0, error: 0, unique: 0n, payload: Buffer.alloc(0), dropped: true };
     assert.ok(cap.reply, 'no reply');

@@ -11,20 +11,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Metrics, silentLogger } from '../../../src/base/index.js';
 import { PassthroughFs } from '../../../src/fs/passthrough/index.js';
-import { FuseServer, Opcode, type ReplyChannel, Size, decodeRequest, inPlaceDataAt } from '../../../src/fuse/index.js';
-import { cstr, initArgs, parseEntry, parseReply, request, u32Args } from '../../helpers/fuse-client.js';
-
-class Capture implements ReplyChannel {
-  readonly capacity = 1 << 20;
-  reply: Buffer | undefined;
-  reserve(size: number): Uint8Array[] {
-    return [Buffer.alloc(size)];
-  }
-  send(header: Uint8Array, payload: Uint8Array[] | number): void {
-    this.reply = Buffer.concat([header, ...(typeof payload === 'number' ? [] : payload)]);
-  }
-  drop(): void {}
-}
+import { FuseServer, Opcode, Size, decodeRequest, inPlaceDataAt } from '../../../src/fuse/index.js';
+import { CaptureReply, cstr, initArgs, parseEntry, parseReply, request, u32Args } from '../../helpers/fuse-client.js';
 
 function writeIn(fh: bigint, offset: number, size: number): Buffer {
   const b = Buffer.alloc(Size.WRITE_IN);
@@ -56,7 +44,7 @@ describe('WRITE data in place, through the server to a passthrough file', () => 
   let fh: bigint;
   let node: number;
   const send = async (bytes: Buffer, tail?: Uint8Array[]) => {
-    const c = new Capture();
+    const c = new CaptureReply();
     await server.handle(bytes, c, tail);
     assert.ok(c.reply, 'replied');
     return parseReply(c.reply);
