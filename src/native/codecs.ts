@@ -9,6 +9,12 @@ import { Compressor, type Codecs } from '../format/compression.js';
 import { native } from './addon.js';
 
 const ZSTD_LEVEL = 3; // zstd::bulk::compress(src, 3), as Nydus
+/**
+ * Chunks up to this size are decompressed on the calling thread even when asked asynchronously:
+ * their decompression takes less than the thread pool's hand-off and wake-up (a small file's
+ * chunk, read by `tar` through a cold cache).
+ */
+const SYNC_DECOMPRESS_MAX = 64 << 10;
 
 function checkedDecompress(algo: Compressor, src: Uint8Array, size: number, dst: Uint8Array, n: number): Uint8Array {
   if (n !== size) {
@@ -68,7 +74,7 @@ export const nativeCodecs: Codecs = {
   },
 
   async decompressAsync(algo: Compressor, src: Uint8Array, size: number, dst = Buffer.allocUnsafe(size)): Promise<Uint8Array> {
-    if (algo !== Compressor.Lz4Block && algo !== Compressor.Zstd) return this.decompress(algo, src, size, dst);
+    if ((algo !== Compressor.Lz4Block && algo !== Compressor.Zstd) || size <= SYNC_DECOMPRESS_MAX) return this.decompress(algo, src, size, dst);
     if (dst.length !== size) throw new RangeError('destination length must equal the expected size');
     let n: number;
     try {
