@@ -1,4 +1,5 @@
 // Reads on the serving hot path that may complete without leaving the event loop thread.
+// readNoThrow(fd, buffer): read(2) with -errno as its result.
 //
 // preadvNoWait(fd, views, position) reads into a scatter list with preadv2(RWF_NOWAIT): the kernel
 // copies what is already in the page cache and refuses (EAGAIN) instead of waiting for a disk.
@@ -50,6 +51,18 @@ Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
   }
 }
 
+// readNoThrow(fd, buffer) -> bytes read (0 at end of file), or -errno. For a non-blocking fd read
+// until it is empty (/dev/fuse): the EAGAIN that ends every such loop is a result, not an
+// exception, which Node's readSync builds with a stack trace at every wake-up.
+Napi::Value ReadNoThrow(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  auto fd = static_cast<int>(IntArg(info[0], "fd"));
+  if (!info[1].IsTypedArray()) throw Napi::TypeError::New(env, "buffer must be a Uint8Array");
+  Napi::Uint8Array buf = info[1].As<Napi::Uint8Array>();
+  ssize_t got = ::read(fd, buf.Data(), buf.ByteLength());
+  return Napi::Number::New(env, got >= 0 ? static_cast<double>(got) : -static_cast<double>(errno));
+}
+
 // fadviseWillNeed(fd, offset, length): starts reading a range into the page cache without waiting
 // for it (the chunk cache file ahead of a sequential reader). Errors are ignored: it is a hint.
 Napi::Value FadviseWillNeed(const Napi::CallbackInfo& info) {
@@ -65,6 +78,7 @@ Napi::Value FadviseWillNeed(const Napi::CallbackInfo& info) {
 void InitFastIo(Napi::Env env, Napi::Object exports) {
   exports.Set("preadvNoWait", Napi::Function::New(env, PreadvNoWait, "preadvNoWait"));
   exports.Set("fadviseWillNeed", Napi::Function::New(env, FadviseWillNeed, "fadviseWillNeed"));
+  exports.Set("readNoThrow", Napi::Function::New(env, ReadNoThrow, "readNoThrow"));
 }
 
 }  // namespace damselfly

@@ -189,6 +189,8 @@ export interface NativeAddon extends PassthroughOps {
   preadvNoWait(fd: number, views: Uint8Array[], position: number): number;
   /** posix_fadvise(WILLNEED): start reading a range into the page cache; a hint, never fails. */
   fadviseWillNeed(fd: number, offset: number, length: number): void;
+  /** read(2) into `buffer`: the bytes read (0 at end of file), or -errno (no exception). */
+  readNoThrow(fd: number, buffer: Uint8Array): number;
 
   /** `drainEventfd`: the fd is an eventfd, read (reset) before each readable callback. */
   Poller: new (fd: number, callback: (events: number) => void, drainEventfd?: boolean) => Poller;

@@ -3,7 +3,8 @@
  * reads requests from the device when it becomes readable (many in flight at once; replies are
  * written as each completes, in any order) and unmounts cleanly.
  */
-import { closeSync, constants as fsc, readSync, statSync, writevSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsc, statSync, writevSync, writeSync } from 'node:fs';
+import { constants as osc } from 'node:os';
 import { type Logger, UsageError, isSysError } from '../../base/index.js';
 import { type FuseServer, type ReplyChannel } from '../../fuse/index.js';
 import { native } from '../../native/index.js';
@@ -13,6 +14,7 @@ const MS_NOSUID = 2;
 const MS_NODEV = 4;
 const MNT_DETACH = 2;
 const UV_READABLE = 1;
+const { EAGAIN, EINTR, ENOENT, ENODEV } = osc.errno;
 /** The kernel needs room for the largest request: a WRITE of max_write plus headers. */
 const READ_BUFFER = (1 << 20) + 8192;
 
@@ -153,18 +155,17 @@ export class FuseMount {
       return;
     }
     for (;;) {
-      let n: number;
-      try {
-        n = readSync(this.fd, this.buf, 0, this.buf.length, null);
-      } catch (e) {
-        if (isSysError(e, 'EAGAIN') || isSysError(e, 'EINTR')) return;
-        if (isSysError(e, 'ENOENT')) continue; // an interrupted request vanished
-        if (isSysError(e, 'ENODEV')) {
+      // -errno instead of an exception: every wake-up ends with EAGAIN.
+      const n = native.readNoThrow(this.fd, this.buf);
+      if (n < 0) {
+        if (n === -EAGAIN || n === -EINTR) return;
+        if (n === -ENOENT) continue; // an interrupted request vanished
+        if (n === -ENODEV) {
           this.opts.log.info({ mountpoint: this.opts.mountpoint }, 'filesystem unmounted');
           this.finish();
           return;
         }
-        this.opts.log.error({ err: (e as Error).message }, 'reading /dev/fuse failed');
+        this.opts.log.error({ errno: -n }, 'reading /dev/fuse failed');
         this.finish();
         return;
       }
