@@ -31,15 +31,7 @@ export function sliceViews(iov: readonly Uint8Array[], start: number, length: nu
 
 /** Copies `src[from, from + length)` into the scatter list from its start. */
 export function scatter(src: Uint8Array, from: number, length: number, iov: readonly Uint8Array[]): void {
-  let pos = from;
-  let left = length;
-  for (const d of iov) {
-    if (left === 0) break;
-    const n = Math.min(d.length, left);
-    d.set(src.subarray(pos, pos + n));
-    pos += n;
-    left -= n;
-  }
+  scatterAt(from === 0 && length === src.length ? src : src.subarray(from, from + length), iov, 0);
 }
 
 /**

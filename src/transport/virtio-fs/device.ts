@@ -11,7 +11,10 @@ import type { Chain, QueueHandle, VirtioDevice } from '../vhost-user/backend.js'
 
 const OUT_HEADER = 16;
 const IN_HEADER = 40;
-/** Requests up to this size are copied out of guest memory in one step (a name is <= 255 bytes). */
+/**
+ * Requests up to this size are copied out of guest memory in one step, data included (a name is
+ * at most 255 bytes); only larger WRITEs leave their data in place.
+ */
 const SMALL_REQUEST = 1024;
 /** The largest request accepted: a WRITE of max_write with its headers. */
 const MAX_REQUEST = (1 << 20) + 4096;
@@ -100,11 +103,15 @@ export class VirtioFsDevice implements VirtioDevice {
     // The request is copied out of guest memory before it is parsed (the guest may change it);
     // a WRITE's data is not: it goes from the guest's pages to the file (a guest that changes it
     // meanwhile changes only what is written, as with any DMA), sparing a copy of up to 1 MiB.
-    // A small request is copied whole at once; a larger one (a WRITE, SETXATTR, ...) header first.
-    const head = gather(c.readable, Math.min(c.readBytes, c.readBytes <= SMALL_REQUEST ? SMALL_REQUEST : IN_HEADER));
+    // A small request (any but a WRITE with data, a SETXATTR with a large value) is copied whole.
+    if (c.readBytes <= SMALL_REQUEST) {
+      void this.opts.server.handle(gather(c.readable, c.readBytes), new GuestReply(c, log));
+      return;
+    }
+    const head = gather(c.readable, IN_HEADER);
     const dataAt = inPlaceDataAt(head, c.readBytes);
     if (dataAt === undefined) {
-      void this.opts.server.handle(c.readBytes > head.length ? gather(c.readable, c.readBytes) : head, new GuestReply(c, log));
+      void this.opts.server.handle(gather(c.readable, c.readBytes), new GuestReply(c, log));
     } else {
       const tail = sliceViews(c.readable, dataAt, c.readBytes - dataAt);
       void this.opts.server.handle(gather(c.readable, dataAt), new GuestReply(c, log), tail);
