@@ -97,7 +97,7 @@ export class BlobDevice {
       const cache = await this.cache(s.chunk.blobIndex);
       if (cache.state(s.chunk) === ChunkState.ABSENT && !this.inflight.has(key(s.chunk))) absent.push(s.chunk);
     }
-    if (absent.length > 0) this.fetch(this.amplify(absent));
+    if (absent.length > 0) this.fetch(await this.amplify(absent));
     let pos = 0;
     await Promise.all(
       segments.map((s) => {
@@ -109,14 +109,18 @@ export class BlobDevice {
     );
   }
 
-  /** Adds the absent chunks stored after each absent one, within the amplification budget. */
-  private amplify(absent: ChunkInfo[]): ChunkInfo[] {
+  /**
+   * Adds the chunks stored after each absent one, within the amplification budget, up to the first
+   * that is cached, in memory or already being fetched.
+   */
+  private async amplify(absent: ChunkInfo[]): Promise<ChunkInfo[]> {
     const budget = this.opts.amplifyBytes ?? 0;
     if (budget <= 0 || this.opts.neighbors === undefined) return absent;
     const out = [...absent];
     for (const c of absent) {
+      const cache = await this.cache(c.blobIndex);
       for (const n of this.opts.neighbors(c, budget)) {
-        if (this.inflight.has(key(n)) || this.recent.has(key(n))) break;
+        if (this.inflight.has(key(n)) || this.recent.has(key(n)) || cache.state(n) !== ChunkState.ABSENT) break;
         out.push(n);
       }
     }
@@ -293,12 +297,10 @@ export class BlobDevice {
   }
 
   /**
-   * Fetches chunks into the cache without reading them (prefetch). Resolves when all settled;
-   * rejects with the first failure after every chunk was tried.
-   */
-  /**
-   * Fetches the absent chunks among `chunks` in the background of readers. With `hintCached`
-   * (a sequential reader's read-ahead), the cached ones are read ahead from the cache file too.
+   * Fetches the absent chunks among `chunks` into the cache without reading them (prefetch, a
+   * sequential reader's read-ahead). Resolves when all settled; rejects with the first failure after
+   * every chunk was tried. With `hintCached` (read-ahead), the cached ones are read ahead from the
+   * cache file too.
    */
   async prefetch(chunks: ChunkInfo[], opts: { hintCached?: boolean } = {}): Promise<void> {
     // The caches first: from the state checks to the fetch nothing may yield, or a reader could

@@ -3,7 +3,9 @@
  * fetched from the backend once (concurrent askers share the fetch), and readers get the right
  * bytes. A prefetch used to check the chunks' states, yield, and then fetch them: a reader that
  * started a fetch in between had the same chunk fetched a second time. And the image filesystem's
- * read-ahead hands each chunk ahead of a sequential reader to the device once per pass.
+ * read-ahead hands each chunk ahead of a sequential reader to the device once per pass. Read
+ * amplification (nydus `amplify_io`) stops at the first neighbour already cached: it used to check
+ * only fetches in flight and chunks in memory, so cached chunks were fetched again.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -22,7 +24,8 @@ import { ImageFs } from '../../../src/fs/image/image-fs.js';
 import { nativeCodecs } from '../../../src/native/index.js';
 import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
 import type { BlobBackend } from '../../../src/storage/backend/types.js';
-import { BlobDevice } from '../../../src/storage/device.js';
+import { ChunkNeighbors } from '../../../src/storage/chunk/neighbors.js';
+import { BlobDevice, type DeviceOptions } from '../../../src/storage/device.js';
 
 const CHUNK = 65536;
 
@@ -67,11 +70,11 @@ describe('chunk device: one fetch per chunk', () => {
     await rm(work, { recursive: true, force: true });
   });
 
-  function device(): { dev: BlobDevice; backend: CountingBackend; metrics: Metrics } {
+  function device(more: Partial<DeviceOptions> = {}): { dev: BlobDevice; backend: CountingBackend; metrics: Metrics } {
     const backend = new CountingBackend(new LocalFsBackend({ dir: join(work, 'blobs') }));
     const metrics = new Metrics();
     // A fresh cache directory: opening its files takes real I/O, so every asker waits for it.
-    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, cacheDir: join(work, `cache-${n++}`), mergeLimit: CHUNK, metrics, log: silentLogger });
+    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, cacheDir: join(work, `cache-${n++}`), mergeLimit: CHUNK, metrics, log: silentLogger, ...more });
     return { dev, backend, metrics };
   }
 
@@ -112,6 +115,25 @@ describe('chunk device: one fetch per chunk', () => {
     assert.equal(metrics.get('storage.chunks_fetched'), chunks.length);
     await dev.close();
     await backend.close();
+  });
+
+  test('read amplification fetches the chunks stored after a missing one, up to the first cached one', async () => {
+    const index = new ChunkNeighbors(chunks);
+    const amplify: Partial<DeviceOptions> = { amplifyBytes: 1 << 30, neighbors: (c, max) => index.after(c, max), cacheDir: join(work, `cache-${n++}`) };
+    const offsets = (is: number[]): number[] => is.map((i) => (chunks[i] as ChunkInfo).compressedOffset);
+    const first = device(amplify);
+    await readAll(first.dev, [3]);
+    assert.deepEqual(first.backend.reads.map(([o]) => o), offsets([3, 4, 5]), 'chunk 3 and the two stored after it');
+    await first.dev.close();
+    await first.backend.close();
+    // A restarted daemon on the same cache: chunks 3 to 5 are known from the cache file's record only.
+    const second = device(amplify);
+    await readAll(second.dev, [1]);
+    assert.deepEqual(second.backend.reads.map(([o]) => o), offsets([1, 2]), 'chunks 1 and 2, not 3 to 5 again');
+    await readAll(second.dev, [0, 1, 2, 3, 4, 5]);
+    assert.deepEqual(second.backend.reads.map(([o]) => o), offsets([1, 2, 0]), 'then chunk 0 alone');
+    await second.dev.close();
+    await second.backend.close();
   });
 });
 
