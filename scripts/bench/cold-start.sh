@@ -91,6 +91,8 @@
 #   BENCH_MIRROR=                       Debian mirror for debootstrap (default: from
 #                                       /etc/apt/sources.list.d/ or /etc/apt/sources.list)
 #   BENCH_GUEST_TIMEOUT=600             seconds before a guest run is given up
+#   BENCH_DF_ARGS=                      more options for `damselfly mount` and `virtiofs` in (b)
+#                                       and (c), split at spaces (e.g. --amplify-io 256K)
 #   BENCH_KEEP=0                        1: keep the run's work dir (registry data, pulls, mounts'
 #                                       chunk caches) under cold-start/
 # Cleans up on any exit: processes it started (registry, proxy, daemons, QEMU via
@@ -108,6 +110,7 @@ BENCH_DELAY_MS=${BENCH_DELAY_MS:-10}
 BENCH_MIRROR=${BENCH_MIRROR:-}
 BENCH_GUEST_TIMEOUT=${BENCH_GUEST_TIMEOUT:-600}
 BENCH_KEEP=${BENCH_KEEP:-0}
+read -ra DF_EXTRA <<<"${BENCH_DF_ARGS:-}"
 SUITE=bookworm
 REG_PORT=5000
 PROXY_PORT=5001
@@ -398,7 +401,7 @@ measure_dfly() { # run
   drop_caches
   : >"$PLOG"
   t0=$EPOCHREALTIME
-  "${NSX[@]}" "${DAMSELFLY[@]}" mount --image "docker://127.0.0.1:$PROXY_PORT/rootfs:nydus" --plain-http --cache-dir "$d/cache" --stats "$d/mnt" \
+  "${NSX[@]}" "${DAMSELFLY[@]}" mount --image "docker://127.0.0.1:$PROXY_PORT/rootfs:nydus" --plain-http --cache-dir "$d/cache" --stats "${DF_EXTRA[@]}" "$d/mnt" \
     >"$LOGS/b$r-stats.json" 2>"$dlog" &
   DF_PID=$!
   wait_mounted "$d/mnt" "$DF_PID" "$dlog"
@@ -420,7 +423,7 @@ measure_dfly() { # run
   cp "$PLOG" "$LOGS/b$r-proxy.jsonl"
   : >"$PLOG"
   t4=$EPOCHREALTIME
-  "${NSX[@]}" "${DAMSELFLY[@]}" mount --image "docker://127.0.0.1:$PROXY_PORT/rootfs:nydus" --plain-http --cache-dir "$d/cache" --stats "$d/mnt" \
+  "${NSX[@]}" "${DAMSELFLY[@]}" mount --image "docker://127.0.0.1:$PROXY_PORT/rootfs:nydus" --plain-http --cache-dir "$d/cache" --stats "${DF_EXTRA[@]}" "$d/mnt" \
     >"$LOGS/b$r-cached-stats.json" 2>"$LOGS/b$r-cached-daemon.log" &
   DF_PID=$!
   wait_mounted "$d/mnt" "$DF_PID" "$LOGS/b$r-cached-daemon.log"
@@ -491,7 +494,7 @@ measure_guest() { # run
   drop_caches
   : >"$PLOG"
   t0=$EPOCHREALTIME
-  "${NSX[@]}" "${DAMSELFLY[@]}" virtiofs --socket-path "$d/vfs.sock" --image "docker://127.0.0.1:$PROXY_PORT/rootfs:nydus" --plain-http --cache-dir "$d/cache" --stats \
+  "${NSX[@]}" "${DAMSELFLY[@]}" virtiofs --socket-path "$d/vfs.sock" --image "docker://127.0.0.1:$PROXY_PORT/rootfs:nydus" --plain-http --cache-dir "$d/cache" --stats "${DF_EXTRA[@]}" \
     >"$LOGS/c$r-stats.json" 2>"$dlog" &
   DF_PID=$!
   "$ROOT/scripts/guest/run-guest.sh" --fs "$d/vfs.sock:rootfs" --script "$RUN/guest.sh" --kernel "$KERNEL" --initramfs "$INITRAMFS" \
