@@ -52,6 +52,11 @@
 #                part of (b): cold again (caches dropped, a new mount) but with the chunk cache
 #                that run filled, so that only the manifest and the bootstrap cross the link:
 #                what is left of (b) without fetching chunks.
+#   (p) Damselfly with a prefetch table: as (b), but the image was converted with
+#                `--prefetch-files` listing the files the workload read (recorded, not timed, by
+#                `damselfly mount --record-pattern` on one run straight from the registry; Nydus's
+#                way to optimize an image for a workload), and served with --prefetch: those
+#                files are fetched in the background from the start. The goals are judged on (b).
 #   (c) guest    when QEMU and the guest kernel are there (BENCH_GUEST=auto; 1 requires it, 0
 #                skips it): `damselfly virtiofs --socket-path S --image … --plain-http
 #                --cache-dir EMPTY --stats` in the namespace, and scripts/guest/run-guest.sh
@@ -82,7 +87,7 @@
 #                                       cold-start/logs/ (logs, proxy logs and summaries,
 #                                       request timelines, --stats, results.tsv: one line per
 #                                       measurement; phase columns: (a) pull, unpack, run;
-#                                       (b) mount, run, warm run; (c) chunk-cache run, warm
+#                                       (b), (p) mount, run, warm run; (c) chunk-cache run, warm
 #                                       run, wall time with boot)
 #   BENCH_RUNS=1                        repetitions of each measurement; the best is reported
 #   BENCH_GUEST=auto                    auto | 1 | 0: the in-guest measurement (c)
@@ -334,6 +339,32 @@ read -r NYDUS_BLOBS NYDUS_BLOB_BYTES NYDUS_BOOT_BYTES < <(node -e '
 NYDUS_IMAGE_BYTES=$((NYDUS_BLOB_BYTES + NYDUS_BOOT_BYTES))
 [ "$NYDUS_BOOT_BYTES" -gt 0 ] || die "the Nydus manifest has no bootstrap layer: $(cat "$RUN/nydus-manifest.json")"
 
+# The same image with a prefetch table (Nydus's way to optimize an image for a workload): the
+# files the workload opened or read, recorded by `damselfly mount --record-pattern` on one run
+# of it (straight from the registry, not timed), given to `damselfly convert --prefetch-files`.
+# (p) serves it with --prefetch: those files are fetched in the background from the start.
+log "recording the workload's access pattern and converting again with it (not timed)"
+mkdir -p "$RUN/record/mnt"
+MOUNTS+=("$RUN/record/mnt")
+"${NSX[@]}" "${DAMSELFLY[@]}" mount --image "docker://127.0.0.1:$REG_PORT/rootfs:nydus" --plain-http --cache-dir "$RUN/record/cache" \
+  --record-pattern "$LOGS/prefetch-files.txt" "$RUN/record/mnt" 2>"$LOGS/record-daemon.log" &
+DF_PID=$!
+wait_mounted "$RUN/record/mnt" "$DF_PID" "$LOGS/record-daemon.log"
+out=$(run_py "$RUN/record/mnt") || true
+[ "$out" = 1 ] || die "recording run: python3 printed '$out', not 1"
+umount "$RUN/record/mnt"
+must_exit "$DF_PID" "damselfly mount"
+DF_PID=
+rm -rf "$RUN/record"
+PREFETCH_FILES=$(wc -l <"$LOGS/prefetch-files.txt")
+[ "$PREFETCH_FILES" -gt 0 ] || die "the recorded access pattern is empty"
+t0=$EPOCHREALTIME
+"${NSX[@]}" "${DAMSELFLY[@]}" --log-level warn convert --source "docker://127.0.0.1:$REG_PORT/rootfs:latest" --target "docker://127.0.0.1:$REG_PORT/rootfs:nydus-prefetch" \
+  --plain-http --json --work-dir "$RUN/convert" --prefetch-files "$LOGS/prefetch-files.txt" >"$LOGS/convert-prefetch.json" 2>"$LOGS/convert-prefetch.log" ||
+  die "damselfly convert --prefetch-files failed: $(tail -n 20 "$LOGS/convert-prefetch.log")"
+CONVERT_PREFETCH_SECS=$(secs "$t0" "$EPOCHREALTIME")
+rm -rf "$RUN/convert"
+
 # --- the link: delaying proxy + htb on lo for the proxy's port ---
 tc -n "$NS" qdisc add dev lo root handle 1: htb
 tc -n "$NS" class add dev lo parent 1: classid 1:10 htb rate "$BENCH_RATE" ceil "$BENCH_RATE" quantum 200000
@@ -394,15 +425,16 @@ measure_oci() { # run
   [ "$BENCH_KEEP" = 1 ] || rm -rf "$d"
 }
 
-measure_dfly() { # run
-  local r=$1 d="$RUN/b$r" t0 t1 t2 t3 t4 t5 t6 c1 c2 out out2 dlog="$LOGS/b$r-daemon.log"
+measure_dfly() { # way (b or p) run: p serves the image with a prefetch table and --prefetch
+  local w=$1 r=$2 d="$RUN/$1$2" tag=nydus args=("${DF_EXTRA[@]}") t0 t1 t2 t3 t4 t5 t6 c1 c2 out out2 dlog="$LOGS/$1$2-daemon.log"
+  [ "$w" = b ] || { tag=nydus-prefetch; args+=(--prefetch); }
   mkdir -p "$d/mnt"
   MOUNTS+=("$d/mnt")
   drop_caches
   : >"$PLOG"
   t0=$EPOCHREALTIME
-  "${NSX[@]}" "${DAMSELFLY[@]}" mount --image "docker://127.0.0.1:$PROXY_PORT/rootfs:nydus" --plain-http --cache-dir "$d/cache" --stats "${DF_EXTRA[@]}" "$d/mnt" \
-    >"$LOGS/b$r-stats.json" 2>"$dlog" &
+  "${NSX[@]}" "${DAMSELFLY[@]}" mount --image "docker://127.0.0.1:$PROXY_PORT/rootfs:$tag" --plain-http --cache-dir "$d/cache" --stats "${args[@]}" "$d/mnt" \
+    >"$LOGS/$w$r-stats.json" 2>"$dlog" &
   DF_PID=$!
   wait_mounted "$d/mnt" "$DF_PID" "$dlog"
   t1=$EPOCHREALTIME
@@ -410,48 +442,48 @@ measure_dfly() { # run
   out=$(run_py "$d/mnt") || true
   t2=$EPOCHREALTIME
   c2=$(cpu_secs "$DF_PID")
-  [ "$out" = 1 ] || die "(b) python3 printed '$out', not 1 (daemon log: $dlog)"
+  [ "$out" = 1 ] || die "($w) python3 printed '$out', not 1 (daemon log: $dlog)"
   out2=$(run_py "$d/mnt") || true
   t3=$EPOCHREALTIME
-  [ "$out2" = 1 ] || die "(b) warm: python3 printed '$out2', not 1"
+  [ "$out2" = 1 ] || die "($w) warm: python3 printed '$out2', not 1"
   umount "$d/mnt"
   must_exit "$DF_PID" "damselfly mount"
   DF_PID=
   # The same again with the chunk cache it filled (only the manifest and the bootstrap layer
   # cross the link): what fetching the chunks cost, and what is left without it.
   drop_caches
-  cp "$PLOG" "$LOGS/b$r-proxy.jsonl"
+  cp "$PLOG" "$LOGS/$w$r-proxy.jsonl"
   : >"$PLOG"
   t4=$EPOCHREALTIME
-  "${NSX[@]}" "${DAMSELFLY[@]}" mount --image "docker://127.0.0.1:$PROXY_PORT/rootfs:nydus" --plain-http --cache-dir "$d/cache" --stats "${DF_EXTRA[@]}" "$d/mnt" \
-    >"$LOGS/b$r-cached-stats.json" 2>"$LOGS/b$r-cached-daemon.log" &
+  "${NSX[@]}" "${DAMSELFLY[@]}" mount --image "docker://127.0.0.1:$PROXY_PORT/rootfs:$tag" --plain-http --cache-dir "$d/cache" --stats "${args[@]}" "$d/mnt" \
+    >"$LOGS/$w$r-cached-stats.json" 2>"$LOGS/$w$r-cached-daemon.log" &
   DF_PID=$!
-  wait_mounted "$d/mnt" "$DF_PID" "$LOGS/b$r-cached-daemon.log"
+  wait_mounted "$d/mnt" "$DF_PID" "$LOGS/$w$r-cached-daemon.log"
   t5=$EPOCHREALTIME
   out=$(run_py "$d/mnt") || true
   t6=$EPOCHREALTIME
-  [ "$out" = 1 ] || die "(b) with the chunk cache: python3 printed '$out', not 1"
+  [ "$out" = 1 ] || die "($w) with the chunk cache: python3 printed '$out', not 1"
   umount "$d/mnt"
   must_exit "$DF_PID" "damselfly mount"
   DF_PID=
-  T[b/$r/cached_mount]=$(secs "$t4" "$t5")
-  T[b/$r/cached_run]=$(secs "$t5" "$t6")
-  T[b/$r/cached_total]=$(secs "$t4" "$t6")
-  B[b/$r/cached_chunks]=$(json_get "$LOGS/b$r-cached-stats.json" storage.backend_bytes)
-  cp "$PLOG" "$LOGS/b$r-cached-proxy.jsonl"
-  cp "$LOGS/b$r-proxy.jsonl" "$PLOG"
-  T[b/$r/mount]=$(secs "$t0" "$t1")
-  T[b/$r/run]=$(secs "$t1" "$t2")
-  T[b/$r/total]=$(secs "$t0" "$t2")
-  T[b/$r/warm]=$(secs "$t2" "$t3")
-  T[b/$r/cpu_mount]=$c1
-  T[b/$r/cpu_run]=$(secs "$c1" "$c2")
-  proxy_summary "$t0" "$t1" --timeline "$LOGS/b$r-timeline.txt" >"$LOGS/b$r-proxy-summary.json"
-  B[b/$r]=$(json_get "$LOGS/b$r-proxy-summary.json" bytes_down)
-  B[b/$r/chunks]=$(json_get "$LOGS/b$r-stats.json" storage.backend_bytes)
-  printf 'b\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$r" "${T[b/$r/total]}" "${T[b/$r/mount]}" "${T[b/$r/run]}" "${T[b/$r/warm]}" "${B[b/$r]}" "${B[b/$r/chunks]}" >>"$RESULTS"
-  log "$(printf '(b) run %d: %.3f s (mount %.3f, run %.3f; warm run %.3f), %s bytes fetched (chunks %s); with the chunk cache full %.3f s (mount %.3f, run %.3f)' "$r" "${T[b/$r/total]}" "${T[b/$r/mount]}" "${T[b/$r/run]}" "${T[b/$r/warm]}" "${B[b/$r]}" "${B[b/$r/chunks]}" "${T[b/$r/cached_total]}" "${T[b/$r/cached_mount]}" "${T[b/$r/cached_run]}")"
-  keep_best b "$r"
+  T[$w/$r/cached_mount]=$(secs "$t4" "$t5")
+  T[$w/$r/cached_run]=$(secs "$t5" "$t6")
+  T[$w/$r/cached_total]=$(secs "$t4" "$t6")
+  B[$w/$r/cached_chunks]=$(json_get "$LOGS/$w$r-cached-stats.json" storage.backend_bytes)
+  cp "$PLOG" "$LOGS/$w$r-cached-proxy.jsonl"
+  cp "$LOGS/$w$r-proxy.jsonl" "$PLOG"
+  T[$w/$r/mount]=$(secs "$t0" "$t1")
+  T[$w/$r/run]=$(secs "$t1" "$t2")
+  T[$w/$r/total]=$(secs "$t0" "$t2")
+  T[$w/$r/warm]=$(secs "$t2" "$t3")
+  T[$w/$r/cpu_mount]=$c1
+  T[$w/$r/cpu_run]=$(secs "$c1" "$c2")
+  proxy_summary "$t0" "$t1" --timeline "$LOGS/$w$r-timeline.txt" >"$LOGS/$w$r-proxy-summary.json"
+  B[$w/$r]=$(json_get "$LOGS/$w$r-proxy-summary.json" bytes_down)
+  B[$w/$r/chunks]=$(json_get "$LOGS/$w$r-stats.json" storage.backend_bytes)
+  printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$w" "$r" "${T[$w/$r/total]}" "${T[$w/$r/mount]}" "${T[$w/$r/run]}" "${T[$w/$r/warm]}" "${B[$w/$r]}" "${B[$w/$r/chunks]}" >>"$RESULTS"
+  log "$(printf '(%s) run %d: %.3f s (mount %.3f, run %.3f; warm run %.3f), %s bytes fetched (chunks %s); with the chunk cache full %.3f s (mount %.3f, run %.3f)' "$w" "$r" "${T[$w/$r/total]}" "${T[$w/$r/mount]}" "${T[$w/$r/run]}" "${T[$w/$r/warm]}" "${B[$w/$r]}" "${B[$w/$r/chunks]}" "${T[$w/$r/cached_total]}" "${T[$w/$r/cached_mount]}" "${T[$w/$r/cached_run]}")"
+  keep_best "$w" "$r"
   [ "$BENCH_KEEP" = 1 ] || rm -rf "$d"
 }
 
@@ -524,7 +556,8 @@ measure_guest() { # run
 
 for ((r = 1; r <= BENCH_RUNS; r++)); do
   measure_oci "$r"
-  measure_dfly "$r"
+  measure_dfly b "$r"
+  measure_dfly p "$r"
   [ "$GUEST_OK" = 0 ] || measure_guest "$r"
 done
 
@@ -533,6 +566,7 @@ mb() { awk -v b="$1" 'BEGIN { printf "%.1f MB", b / 1e6 }'; }
 pct() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f%%", 100 * a / b }'; }
 ra=${BEST[a]}
 rb=${BEST[b]}
+rp=${BEST[p]}
 echo
 echo "cold start of \`python3 -c '$PY'\` in a chroot of Debian $SUITE (minbase + python3)"
 echo "link: $BENCH_RATE (tc htb), RTT $((2 * BENCH_DELAY_MS)) ms (delaying proxy); $LINK_CHECK; best of $BENCH_RUNS run(s)"
@@ -543,6 +577,7 @@ echo
 printf '%-34s %9s  %15s  %-30s\n' "way" "seconds" "bytes fetched" "fraction of the image"
 printf '%-34s %9.3f  %15s  %-30s\n' "(a) OCI: pull, unpack, run" "${T[a/$ra/total]}" "${B[a/$ra]}" "$(pct "${B[a/$ra]}" "$OCI_IMAGE_BYTES") of the OCI image"
 printf '%-34s %9.3f  %15s  %-30s\n' "(b) Damselfly: mount --image, run" "${T[b/$rb/total]}" "${B[b/$rb]}" "$(pct "${B[b/$rb]}" "$NYDUS_IMAGE_BYTES") of the Nydus image"
+printf '%-34s %9.3f  %15s  %-30s\n' "(p) the same, with a prefetch table" "${T[p/$rp/total]}" "${B[p/$rp]}" "$(pct "${B[p/$rp]}" "$NYDUS_IMAGE_BYTES") of the Nydus image"
 if [ "$GUEST_OK" = 1 ]; then
   rc=${BEST[c]}
   printf '%-34s %9.3f  %15s  %-30s\n' "(c) Damselfly in a TCG guest (run)" "${T[c/$rc/total]}" "${B[c/$rc]}" "$(pct "${B[c/$rc]}" "$NYDUS_IMAGE_BYTES") of the Nydus image"
@@ -555,13 +590,16 @@ printf '(b) split: mount %.3f s (node start, manifest, bootstrap layer, FUSE mou
 printf '(b) chunks fetched (storage.backend_bytes): %s = %s of the data blobs; bootstrap layer %s\n' "${B[b/$rb/chunks]}" "$(pct "${B[b/$rb/chunks]}" "$NYDUS_BLOB_BYTES")" "$NYDUS_BOOT_BYTES"
 printf '(b) again, cold but with the chunk cache that run filled (only manifest and bootstrap fetched; chunks fetched: %s): %.3f s = mount %.3f + run %.3f\n' \
   "${B[b/$rb/cached_chunks]}" "${T[b/$rb/cached_total]}" "${T[b/$rb/cached_mount]}" "${T[b/$rb/cached_run]}"
+printf '(p) split: mount %.3f s + run %.3f s; image converted with the %d files the workload read (recorded with --record-pattern) as its prefetch table in %s s (not timed), served with --prefetch; chunks fetched %s = %s of the data blobs\n' \
+  "${T[p/$rp/mount]}" "${T[p/$rp/run]}" "$PREFETCH_FILES" "$CONVERT_PREFETCH_SECS" "${B[p/$rp/chunks]}" "$(pct "${B[p/$rp/chunks]}" "$NYDUS_BLOB_BYTES")"
 if [ "$GUEST_OK" = 1 ]; then
   printf '(c) in the guest (TCG, boot not timed): cold %.3f s, with every chunk in the chunk cache %.3f s, warm %.3f s; chunks fetched %s = %s of the data blobs (host (b): %s)\n' \
     "${T[c/$rc/cold]}" "${T[c/$rc/chunk-cache]}" "${T[c/$rc/warm]}" "${B[c/$rc/chunks]}" "$(pct "${B[c/$rc/chunks]}" "$NYDUS_BLOB_BYTES")" "${B[b/$rb/chunks]}"
 fi
 ratio=$(awk -v a="${T[a/$ra/total]}" -v b="${T[b/$rb/total]}" 'BEGIN { printf "%.1f", a / b }')
 frac=$(awk -v a="${B[b/$rb]}" -v b="$NYDUS_IMAGE_BYTES" 'BEGIN { printf "%.4f", a / b }')
-echo "ratio (a)/(b): ${ratio}x"
+ratio_p=$(awk -v a="${T[a/$ra/total]}" -v b="${T[p/$rp/total]}" 'BEGIN { printf "%.1f", a / b }')
+echo "ratio (a)/(b): ${ratio}x; (a)/(p), with the prefetch table: ${ratio_p}x"
 if awk -v r="$ratio" 'BEGIN { exit !(r >= 10) }'; then
   echo "goal: Damselfly at least 10x faster than the OCI way: met (${ratio}x)"
 else
@@ -573,10 +611,12 @@ else
   echo "goal: Damselfly fetching under 10% of the image: NOT met ($(pct "${B[b/$rb]}" "$NYDUS_IMAGE_BYTES"))"
 fi
 
-# Where (b)'s time goes: its requests through the proxy, and the daemon's CPU.
-echo
-echo "(b) best run, where the time goes (from the proxy's log $LOGS/b$rb-proxy.jsonl, timeline b$rb-timeline.txt):"
-node -e '
+# Where (b)'s and (p)'s time goes: their requests through the proxy, and the daemon's CPU.
+breakdown() { # way run
+  local w=$1 r=$2
+  echo
+  echo "($w) best run, where the time goes (from the proxy's log $LOGS/$w$r-proxy.jsonl, timeline $w$r-timeline.txt):"
+  node -e '
   const s = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
   const [mount, total, rtt, cpuMount, cpuRun, warm, bitsPerSec] = process.argv.slice(2).map(Number);
   const f = (x) => Number(x).toFixed(3);
@@ -586,9 +626,12 @@ node -e '
   console.log(`  ${f(mount)} -> ${f(total)} s  the chroot python3 run: link busy ${f(s.busy_after_t1_ms / 1000)} s, daemon CPU ${f(cpuRun)} s, python3 itself (the warm run) ${f(warm)} s`);
   console.log(`  ${s.connections} connection(s), ${s.requests} requests: ${s.manifest_requests} manifest, ${s.blob_requests} blob (${s.blob_range_requests} ranged), ${s.other_requests} other; at most ${s.max_in_flight} in flight at once`);
   console.log(`  ranged GETs: ${s.range_bytes} bytes; sizes min ${s.range_size_min}, median ${s.range_size_median}, p90 ${s.range_size_p90}, max ${s.range_size_max}`);
-  console.log(`  link busy (>= 1 request in flight; a response counts until the proxy handed its last byte to the shaped link) ${f(s.busy_ms / 1000)} s = ${(100 * s.busy_ms / 1000 / total).toFixed(0)}% of (b)`);
+  console.log(`  link busy (>= 1 request in flight; a response counts until the proxy handed its last byte to the shaped link) ${f(s.busy_ms / 1000)} s = ${(100 * s.busy_ms / 1000 / total).toFixed(0)}% of the total`);
   console.log(`  the link itself: ${s.requests} round trips one after the other ${f(s.requests * rtt / 1000)} s + ${s.bytes_down} bytes at the link rate ${f(s.bytes_down * 8 / bitsPerSec)} s = ${f(s.requests * rtt / 1000 + s.bytes_down * 8 / bitsPerSec)} s`);' \
-  "$LOGS/b$rb-proxy-summary.json" "${T[b/$rb/mount]}" "${T[b/$rb/total]}" "$((2 * BENCH_DELAY_MS))" "${T[b/$rb/cpu_mount]}" "${T[b/$rb/cpu_run]}" "${T[b/$rb/warm]}" "$RATE_BPS"
+    "$LOGS/$w$r-proxy-summary.json" "${T[$w/$r/mount]}" "${T[$w/$r/total]}" "$((2 * BENCH_DELAY_MS))" "${T[$w/$r/cpu_mount]}" "${T[$w/$r/cpu_run]}" "${T[$w/$r/warm]}" "$RATE_BPS"
+}
+breakdown b "$rb"
+breakdown p "$rp"
 # Start-up alone, cold (page cache dropped) as in (b): bare node, and the damselfly CLI.
 drop_caches
 t0=$EPOCHREALTIME

@@ -12,7 +12,8 @@ export function register(program: Command): void {
       run(async () => {
         const log = getLogger();
         const metrics = new Metrics();
-        const { source, service } = await openServed(flags, log, metrics);
+        const served = await openServed(flags, log, metrics);
+        const { source, service } = served;
         const loaded = source.loaded;
         // The handlers go in before the mount (which is synchronous, so no signal is handled in
         // between) and so before the ready line: a signal sent on seeing it always unmounts.
@@ -25,7 +26,7 @@ export function register(program: Command): void {
         await mount.ended;
         process.off('SIGINT', stop);
         process.off('SIGTERM', stop);
-        await service.close();
+        await served.close();
         if (flags.stats) printJson(metrics.snapshot());
       }),
     );

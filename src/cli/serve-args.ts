@@ -3,8 +3,10 @@
  * blobs are (local files, a nydusd config, an image reference), the cache, and prefetch.
  */
 import { existsSync } from 'node:fs';
+import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import type { Logger, Metrics } from '../base/index.js';
+import { FsStats } from '../daemon/fs-stats.js';
 import { ImageService } from '../daemon/image-service.js';
 import { type ImageSource, type SourceFlags, openImageSource, readPathList } from '../daemon/image-source.js';
 import { nativeCodecs } from '../native/index.js';
@@ -14,8 +16,10 @@ import { parseSize, progressBar } from './common.js';
 /** What `serveOptions` parses: where the image comes from, and how it is served. */
 export interface ServeFlags extends SourceFlags {
   amplifyIo?: number;
+  prefetch?: boolean;
   prefetchFiles?: string;
   prefetchAll?: boolean;
+  recordPattern?: string;
   stats?: boolean;
 }
 
@@ -30,14 +34,18 @@ export function serveOptions(cmd: Command): Command {
     .option('--cache-dir <dir>', 'local chunk cache (kept across runs; without it chunks are cached in memory)')
     .option('--validate', 'verify every chunk again on each cache read (nydus digest_validate)')
     .option('--amplify-io <bytes>', 'also fetch the chunks stored after a missing one, up to this many bytes per read (nydus amplify_io)', parseSize)
+    .option('--prefetch', "prefetch the files of the image's prefetch table in the background (nydus fs_prefetch)")
     .option('--prefetch-files <file>', 'prefetch these image paths (one per line) in the background first')
     .option('--prefetch-all', 'prefetch every chunk of the image in the background (nydus prefetch_all)')
+    .option('--record-pattern <file>', 'at exit, write the files opened or read, first accessed first, as a prefetch list (for build and convert --prefetch-files)')
     .option('--stats', 'print the counters (requests, bytes, chunks fetched, cache hits) as JSON at exit');
 }
 
 export interface Served {
   source: ImageSource;
   service: ImageService;
+  /** Closes the service, then writes the access pattern (`--record-pattern`). */
+  close(): Promise<void>;
 }
 
 export async function openServed(flags: ServeFlags, log: Logger, metrics: Metrics): Promise<Served> {
@@ -49,6 +57,7 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
     const r = await gcCache(source.cacheDir, maxSize, log.child({ component: 'cache-gc' }));
     log.info({ maxSize, removed: r.removed.length, freedBytes: r.freedBytes, remainingBytes: r.remainingBytes, busy: r.busy.length }, 'cache trimmed to its size limit');
   }
+  const recorder = flags.recordPattern !== undefined ? new FsStats('/') : undefined;
   const service = new ImageService({
     loaded: source.loaded,
     backend: source.backend,
@@ -56,12 +65,13 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
     ...(source.cacheDir !== undefined ? { cacheDir: source.cacheDir } : {}),
     validate: source.validate,
     amplifyBytes: flags.amplifyIo ?? source.amplifyBytes ?? 0,
+    ...(recorder !== undefined ? { wrapFs: (fs) => recorder.wrap(fs) } : {}),
     metrics,
     log,
   });
   const files = flags.prefetchFiles !== undefined ? await readPathList(flags.prefetchFiles) : undefined;
   const cfg = source.prefetch;
-  if (cfg !== undefined || files !== undefined || flags.prefetchAll) {
+  if (cfg !== undefined || files !== undefined || flags.prefetch === true || flags.prefetchAll === true) {
     const bar = progressBar('prefetch');
     void service
       .startPrefetch({
@@ -74,5 +84,9 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
       })
       .then(() => bar.stop());
   }
-  return { source, service };
+  const close = async (): Promise<void> => {
+    await service.close();
+    if (recorder !== undefined && flags.recordPattern !== undefined) await writeFile(flags.recordPattern, recorder.prefetchList());
+  };
+  return { source, service, close };
 }

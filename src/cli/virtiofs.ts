@@ -26,7 +26,8 @@ export function register(program: Command): void {
         if (fd !== undefined && !(Number.isInteger(fd) && fd >= 0)) throw new UsageError(`--fd must be a file descriptor number, not ${flags.fd}`);
         const log = getLogger();
         const metrics = new Metrics();
-        const { service } = await openServed(flags, log, metrics);
+        const served = await openServed(flags, log, metrics);
+        const { service } = served;
         const listener = VhostListener.listen({ ...(flags.socketPath !== undefined ? { socketPath: flags.socketPath } : {}), ...(fd !== undefined ? { fd } : {}) });
         const vhost = new VhostUserBackend({ device: new VirtioFsDevice({ server: service.server, log: log.child({ component: 'virtio-fs' }), metrics }), log: log.child({ component: 'vhost-user' }), metrics });
         const stop = (): void => {
@@ -37,7 +38,7 @@ export function register(program: Command): void {
         };
         let connected = false;
         const finish = async (): Promise<void> => {
-          await service.close();
+          await served.close();
           if (flags.stats) printJson(metrics.snapshot());
           process.exit();
         };

@@ -5,6 +5,7 @@
 import type { Logger, Metrics } from '../base/index.js';
 import type { Codecs } from '../format/compression.js';
 import { ImageFs } from '../fs/image/image-fs.js';
+import type { FileSystem } from '../fs/types.js';
 import { FuseServer } from '../fuse/index.js';
 import type { BlobBackend } from '../storage/backend/types.js';
 import { BlobDevice } from '../storage/device.js';
@@ -23,6 +24,8 @@ export interface ImageServiceOptions {
   validate?: boolean;
   /** Read amplification in compressed bytes (nydus `amplify_io`); 0 fetches only what is read. */
   amplifyBytes?: number;
+  /** Wraps the image filesystem before the FUSE server gets it (e.g. `FsStats.wrap`). */
+  wrapFs?: (fs: FileSystem) => FileSystem;
   metrics: Metrics;
   log: Logger;
 }
@@ -71,7 +74,7 @@ export class ImageService {
       log: opts.log.child({ component: 'image-fs' }),
       ...(explicitOwners ? {} : { defaultOwner: { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 } }),
     });
-    this.server = new FuseServer(this.fs, { log: opts.log.child({ component: 'fuse' }), metrics: opts.metrics });
+    this.server = new FuseServer(opts.wrapFs ? opts.wrapFs(this.fs) : this.fs, { log: opts.log.child({ component: 'fuse' }), metrics: opts.metrics });
   }
 
   /** Starts the background prefetch; resolves when it is done (or stopped). */
