@@ -1,8 +1,9 @@
 /**
  * `damselfly mount` through the kernel's /dev/fuse: images Damselfly builds and the Nydus vectors
  * show exactly their trees; one small file fetches only its chunks; eight concurrent readers get
- * exact bytes; tampered cache and backend bytes never reach a reader; a killed daemon restarted on
- * its cache reads nothing from the backend.
+ * exact bytes; a recorded access pattern becomes a prefetch table that `--prefetch` fetches;
+ * tampered cache and backend bytes never reach a reader; a killed daemon restarted on its cache
+ * reads nothing from the backend.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -139,6 +140,33 @@ describe('FUSE host mount', () => {
     assert.equal(s['storage.chunks_fetched'], 1);
     assert.equal(s['storage.backend_requests'], 1);
     assert.equal(s['storage.backend_bytes'], info.chunks[0]?.compressedSize);
+  });
+
+  test('--record-pattern writes the files read as a prefetch list; an image built with it and served with --prefetch fetches them unasked', async () => {
+    const mnt = join(work, 'mnt');
+    const pattern = join(work, 'pattern.txt');
+    let m = await startMount([...big, '--record-pattern', pattern], mnt);
+    assert.equal(await readFile(join(mnt, 'small.txt'), 'utf8'), 'a small file in a large image\n');
+    const fh = await open(join(mnt, 'file-3'), 'r');
+    await fh.read(Buffer.alloc(4096), 0, 4096, 0);
+    await fh.close();
+    assert.equal((await m.stop()).code, 0);
+    assert.deepEqual((await readFile(pattern, 'utf8')).split('\n').filter((l) => l.startsWith('/file') || l.startsWith('/small')), ['/small.txt', '/file-3'], 'first accessed first');
+
+    await damselflyOk(['build', '--prefetch-files', pattern, '--bootstrap', join(work, 'big-pf.boot'), '--blob-dir', join(work, 'big-pf-blobs'), join(work, 'big-src')]);
+    const chunks = async (path: string): Promise<number> =>
+      (JSON.parse((await damselflyOk(['inspect', '--bootstrap', join(work, 'big-pf.boot'), '--path', path, '--json'])).stdout) as { chunks: unknown[] }).chunks.length;
+    const wanted = (await chunks('/small.txt')) + (await chunks('/file-3'));
+    m = await startMount(['--bootstrap', join(work, 'big-pf.boot'), '--blob-dir', join(work, 'big-pf-blobs'), '--prefetch', '--stats', '--log-level', 'info'], mnt);
+    const t0 = Date.now();
+    while (!m.stderr().includes('"msg":"prefetch finished"')) {
+      assert.ok(Date.now() - t0 < 30_000, `prefetch did not finish:\n${m.stderr()}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const s = stats((await m.stop()).stdout);
+    assert.equal(s['prefetch.planned_chunks'], wanted);
+    assert.equal(s['storage.chunks_fetched'], wanted, 'the prefetch table, nothing else');
+    assert.equal(s['fuse.requests.READ'] ?? 0, 0, 'and nothing was read');
   });
 
   test('eight concurrent readers at random offsets (1 GiB in all) get exactly the right bytes', async () => {
