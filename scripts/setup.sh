@@ -28,7 +28,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-# npm ci runs the package's install script (cmake-js → build/native) and prepare (tsc → dist).
+# npm ci runs the package's install script (cmake-js → build/native) and prepare (tsc → dist,
+# then scripts/bundle.mjs → dist/bundle, which bin/damselfly.js runs).
 stamp=node_modules/.damselfly-setup
 if [ ! -f "$stamp" ] || [ package-lock.json -nt "$stamp" ] || [ ! -f build/native/Release/damselfly.node ]; then
   npm ci --no-audit --no-fund

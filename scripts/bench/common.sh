@@ -31,7 +31,7 @@ need_tools() {
   for tool in "$@"; do
     command -v "$tool" >/dev/null || die "$tool is missing (scripts/setup.sh installs it)"
   done
-  [ -f "$ROOT/dist/cli/main.js" ] || die "dist/cli/main.js is missing: run npm run build (or scripts/setup.sh)"
+  [ -f "$ROOT/dist/bundle/main.js" ] || die "dist/bundle/main.js is missing: run npm run build (or scripts/setup.sh)"
 }
 
 is_mounted() { awk -v m="$1" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }

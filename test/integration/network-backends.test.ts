@@ -62,7 +62,7 @@ describe('lazy loading from network backends', () => {
     const m = await startMount([...args, '--stats'], mnt);
     const diffs = await compareTrees(img.expected, mnt, { leftListing: expectedListing }).catch((e: unknown) => [`compare failed: ${String(e)}`]);
     const r = await m.stop();
-    assert.deepEqual(diffs, []);
+    assert.deepEqual(diffs, [], r.stderr);
     assert.equal(r.code, 0, r.stderr);
     const s = statsOf(r.stdout);
     assert.equal(s['storage.verify_failures'] ?? 0, 0);

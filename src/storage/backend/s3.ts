@@ -177,9 +177,16 @@ export class S3Backend implements BlobBackend {
     this.config = config;
   }
 
-  /** The SDK and its client, loaded and made on first use. */
+  /**
+   * The SDK and its client, loaded and made on first use. The SDK is CommonJS: its exports are
+   * the namespace's `default` (under Node, which also lifts the names it can find to the
+   * namespace, and in the bundle, which does not).
+   */
   private connect(): Promise<{ sdk: Sdk; client: S3Client }> {
-    this.conn ??= import('@aws-sdk/client-s3').then((sdk) => ({ sdk, client: new sdk.S3Client(this.config) }));
+    this.conn ??= import('@aws-sdk/client-s3').then((ns) => {
+      const sdk = (ns as { default?: Sdk }).default ?? ns;
+      return { sdk, client: new sdk.S3Client(this.config) };
+    });
     return this.conn;
   }
 

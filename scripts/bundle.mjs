@@ -1,0 +1,34 @@
+#!/usr/bin/env node
+// Bundles the compiled CLI (dist/cli/main.js, from `tsc`) and its packages into dist/bundle/,
+// which bin/damselfly.js runs. A daemon starts in front of a waiting container, often with a cold
+// page cache: loading ~200 modules of ours and ~180 of node_modules one file at a time cost
+// ~0.4 s of its start-up (scripts/bench/cold-start.sh, mount phase 1.2-1.3 s -> 0.8-0.9 s).
+//
+// - Packages with native parts stay outside (loaded from node_modules as before): the BLAKE3
+//   binding. Our addon is loaded by absolute path (src/native/addon.ts), relative to the module
+//   at the same depth as dist/native/, so dist/bundle/ resolves it the same way.
+// - Code reached only through `import()` (the S3 client and its SDK) goes to chunks of its own,
+//   loaded when first used.
+// - The bundle is ESM; the CommonJS packages inside it call `require` for Node's built-ins, which
+//   the banner provides.
+import { build } from 'esbuild';
+import { rm } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const outdir = `${root}dist/bundle`;
+await rm(outdir, { recursive: true, force: true });
+await build({
+  absWorkingDir: root,
+  entryPoints: ['dist/cli/main.js'],
+  outdir,
+  bundle: true,
+  splitting: true,
+  format: 'esm',
+  platform: 'node',
+  target: 'node20',
+  external: ['@napi-rs/blake-hash'],
+  banner: { js: "import { createRequire as __damselflyCreateRequire } from 'node:module'; const require = __damselflyCreateRequire(import.meta.url);" },
+  sourcemap: 'linked',
+  logLevel: 'warning',
+});
