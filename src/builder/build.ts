@@ -15,7 +15,7 @@ import { type BlobHandle, ChunkStore, type ChunkStats, DictBlob, type ChunkRef, 
 import { applyLayer, emptyRoot, finishMerge } from './merge.js';
 import { readSmallFile, scanDirectory, storeFileFromDisk } from './sources/dir.js';
 import { openLayerFile } from './sources/layer-stream.js';
-import { readTarLayer } from './sources/tar.js';
+import { readTarLayer, storeTarPrefetchFiles } from './sources/tar.js';
 import { type TreeNode, lookupPath, toBootstrapTree, walkTree } from './tree.js';
 
 export interface BuildOptions {
@@ -174,6 +174,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         await storeDirectory(layer, pf.map((p) => p.node), store, onBytes);
       } else {
         total = undefined;
+        // Prefetch files of the top layer go first in its blob here too: a first pass stores them.
+        if (top && opts.prefetchFiles !== undefined && opts.prefetchFiles.length > 0) {
+          await storeTarPrefetchFiles(openLayerFile(source), opts.prefetchFiles, { store, log });
+        }
         layer = await readTarLayer(openLayerFile(source), { store, log, onBytes, lower: merged });
       }
       const blob = await store.closeBlob(top && opts.inlineBootstrap === true);

@@ -491,6 +491,24 @@ describe('OCI layer builds', () => {
     assert.deepEqual(await compareTrees(expected, join(d, 'out')), []);
   });
 
+  test('--prefetch-files on a tar layer: the listed files\' data leads the blob, in list order, stored once', async () => {
+    const d = join(work, 'prefetch-order');
+    await mkdir(d);
+    const data = new Map(['a', 'b', 'c', 'd'].map((n, i) => [n, prng(40 + i, 150_000)] as const)); // 3 chunks each
+    const layer = join(d, 'layer.tar');
+    await writeFile(layer, tarBytes([item('./', 'dir'), item('dir/', 'dir'), ...[...data].map(([n, bytes]) => item(n === 'c' ? 'dir/c' : n, 'file', { data: bytes }))]));
+    await writeFile(join(d, 'list'), '/d\n/dir\n/b\n');
+    const r = await buildJson(['--prefetch-files', join(d, 'list'), '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), layer]);
+    assert.deepEqual(r.prefetch, ['/d', '/dir', '/b']);
+    const chunkIndexes = async (path: string): Promise<number[]> =>
+      (JSON.parse((await damselflyOk(['inspect', '--bootstrap', join(d, 'boot'), '--path', path, '--json'])).stdout) as { chunks: Array<{ index: number }> }).chunks.map((c) => c.index);
+    // d, then everything below dir (c), then b; a, listed nowhere, last. Each chunk stored once.
+    assert.deepEqual([await chunkIndexes('/d'), await chunkIndexes('/dir/c'), await chunkIndexes('/b'), await chunkIndexes('/a')], [[0, 1, 2], [3, 4, 5], [6, 7, 8], [9, 10, 11]]);
+    assert.equal((await inspectJson(['--bootstrap', join(d, 'boot')])).blobs[0]?.chunkCount, 12);
+    await damselflyOk(['unpack', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), '--output', join(d, 'out')]);
+    for (const [n, bytes] of data) assert.ok((await readFile(join(d, 'out', n === 'c' ? 'dir/c' : n))).equals(bytes), n);
+  });
+
   test('--inline-bootstrap: the top blob alone opens the image; unpack and check pass', async () => {
     const d = join(work, 'inline');
     const r = await buildJson(['--inline-bootstrap', '--blob-dir', join(d, 'blobs'), ...layers]);
