@@ -223,7 +223,6 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
   return root;
 }
 
-
 export interface TarPrefetchOptions {
   store: ChunkStore;
   log: Logger;
@@ -269,7 +268,7 @@ export async function storeTarPrefetchFiles(input: AsyncIterable<Uint8Array>, pa
   let files = 0;
   let bytes = 0;
   // The selected file being read: held whole, or streamed through a one-chunk buffer.
-  let cur: { hold?: Buffer[]; buf?: Buffer; filled: number } | undefined;
+  let cur: { hold: Buffer[] } | { buf: Buffer; filled: number } | undefined;
   const parser = new TarParser();
   for await (const chunk of input) {
     for (const ev of parser.write(chunk)) {
@@ -284,31 +283,30 @@ export async function storeTarPrefetchFiles(input: AsyncIterable<Uint8Array>, pa
           heldBytes += ev.entry.size;
           const parts: Buffer[] = [];
           held.push({ rank: r, seq: held.length, parts });
-          cur = { hold: parts, filled: 0 };
+          cur = { hold: parts };
         } else {
           cur = { buf: Buffer.allocUnsafe(Math.min(chunkSize, ev.entry.size)), filled: 0 };
         }
       } else if (ev.kind === 'data' && cur !== undefined) {
-        if (cur.hold !== undefined) {
+        if ('hold' in cur) {
           cur.hold.push(Buffer.from(ev.bytes));
           continue;
         }
+        const c = cur;
         let data = ev.bytes;
         while (data.length > 0) {
-          const c = cur;
-          const buf = c.buf as Buffer;
-          const n = Math.min(data.length, buf.length - c.filled);
-          buf.set(data.subarray(0, n), c.filled);
+          const n = Math.min(data.length, c.buf.length - c.filled);
+          c.buf.set(data.subarray(0, n), c.filled);
           c.filled += n;
           data = data.subarray(n);
-          if (c.filled === buf.length && buf.length === chunkSize) {
-            await submit(buf);
+          if (c.filled === c.buf.length && c.buf.length === chunkSize) {
+            await submit(c.buf);
             c.buf = Buffer.allocUnsafe(chunkSize);
             c.filled = 0;
           }
         }
       } else if (ev.kind === 'entry-end' && cur !== undefined) {
-        if (cur.buf !== undefined && cur.filled > 0) await submit(cur.buf.subarray(0, cur.filled));
+        if ('buf' in cur && cur.filled > 0) await submit(cur.buf.subarray(0, cur.filled));
         cur = undefined;
       }
     }
