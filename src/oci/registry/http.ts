@@ -7,9 +7,10 @@
 import { readFileSync } from 'node:fs';
 import { Readable as NodeReadable, type Readable } from 'node:stream';
 import { rootCertificates } from 'node:tls';
-import { Agent, type Dispatcher, ProxyAgent } from 'undici';
+import type { Dispatcher } from 'undici';
 import { BackendError, type Logger } from '../../base/index.js';
 import { HttpStatusError, abortedError, describeErrorBody, isRetryableStatus, networkError, parseRetryAfter, redactUrl } from './errors.js';
+import { loadUndici } from './undici.js';
 
 export type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -187,19 +188,29 @@ function withProgress(body: Buffer | Readable, wd: Watchdog): Buffer | Readable 
 
 export class Transport {
   readonly origin: string;
-  private readonly dispatcher: Dispatcher;
   private readonly opts: TransportOptions;
+  private readonly tls: { rejectUnauthorized: boolean; ca?: string[] };
+  /** Made on the first exchange (undici is loaded then). */
+  private dispatcher: Promise<Dispatcher> | undefined;
   private readonly slots = new Map<string, Slots>();
 
   constructor(opts: TransportOptions) {
     this.opts = opts;
     this.origin = new URL(opts.origin).origin;
+    // CA files are read here, so that a missing one is an error at once, not at the first read.
     const ca = opts.caCertFiles.length > 0 ? [...rootCertificates, ...opts.caCertFiles.map((f) => readFileSync(f, 'utf8'))] : undefined;
-    const tls = { rejectUnauthorized: !opts.skipVerify, ...(ca ? { ca } : {}) };
-    const common = { connections: opts.maxConnections, headersTimeout: opts.timeoutMs, bodyTimeout: opts.timeoutMs };
-    this.dispatcher = opts.proxyUrl
-      ? new ProxyAgent({ uri: opts.proxyUrl, ...common, requestTls: { ...tls, timeout: opts.connectTimeoutMs }, proxyTls: { timeout: opts.connectTimeoutMs } })
-      : new Agent({ ...common, connect: { ...tls, timeout: opts.connectTimeoutMs } });
+    this.tls = { rejectUnauthorized: !opts.skipVerify, ...(ca ? { ca } : {}) };
+  }
+
+  private getDispatcher(): Promise<Dispatcher> {
+    this.dispatcher ??= loadUndici().then(({ Agent, ProxyAgent }) => {
+      const { opts, tls } = this;
+      const common = { connections: opts.maxConnections, headersTimeout: opts.timeoutMs, bodyTimeout: opts.timeoutMs };
+      return opts.proxyUrl
+        ? new ProxyAgent({ uri: opts.proxyUrl, ...common, requestTls: { ...tls, timeout: opts.connectTimeoutMs }, proxyTls: { timeout: opts.connectTimeoutMs } })
+        : new Agent({ ...common, connect: { ...tls, timeout: opts.connectTimeoutMs } });
+    });
+    return this.dispatcher;
   }
 
   get timeoutMs(): number {
@@ -224,12 +235,13 @@ export class Transport {
       const sameOrigin = url.origin === (req.trustedOrigin ?? this.origin);
       const headers = { ...req.headers, ...(sameOrigin ? req.registryHeaders : {}) };
       const what = `${method} ${redactUrl(url)}`;
+      const dispatcher = await this.getDispatcher();
       const release = await this.slotsFor(url.origin).acquire(req.signal, what);
       const wd = new Watchdog(this.opts.timeoutMs, what, req.signal);
       const started = Date.now();
       let res: Dispatcher.ResponseData;
       try {
-        res = await this.dispatcher.request({
+        res = await dispatcher.request({
           origin: url.origin,
           path: `${url.pathname}${url.search}`,
           method,
@@ -271,7 +283,7 @@ export class Transport {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close();
+    if (this.dispatcher !== undefined) await (await this.dispatcher).close();
   }
 }
 

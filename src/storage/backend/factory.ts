@@ -2,10 +2,10 @@
  * Builds the `BlobBackend` a configuration names (spec §7.3): localfs, registry (with its proxy
  * and mirrors as failover routes in front of the origin), s3 and http-proxy.
  */
-import { request } from 'undici';
 import { type Logger, type Metrics, UnsupportedError } from '../../base/index.js';
 import type { BackendConfig, MirrorConfig, RegistryBackendConfig } from '../../config/index.js';
 import { RegistryClient, type RegistryClientOptions } from '../../oci/registry/index.js';
+import { loadUndici } from '../../oci/registry/undici.js';
 import { FailoverBackend, type Route } from './failover.js';
 import { HttpProxyBackend } from './http-proxy.js';
 import { LocalFsBackend } from './localfs.js';
@@ -23,6 +23,7 @@ export interface BackendContext {
 /** A health check: GET the URL, healthy on any 2xx/3xx answer within the timeout. */
 function pinger(url: string, timeoutMs: number): () => Promise<boolean> {
   return async () => {
+    const { request } = await loadUndici();
     const res = await request(url, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
     await res.body.dump();
     return res.statusCode < 400;

@@ -2,8 +2,9 @@
  * The `http-proxy` backend (spec §7.3, §8): blobs at `{addr}{path}/{blob_id}` read with HTTP Range
  * GETs, over TCP or a Unix socket (`addr` an absolute socket path).
  */
-import { Agent, request } from 'undici';
+import type * as Undici from 'undici';
 import { BackendError, NotFoundError } from '../../base/index.js';
+import { loadUndici } from '../../oci/registry/undici.js';
 import type { BlobBackend, ReadOptions } from './types.js';
 
 export interface HttpProxyBackendOptions {
@@ -16,17 +17,26 @@ export interface HttpProxyBackendOptions {
 
 export class HttpProxyBackend implements BlobBackend {
   readonly kind = 'http-proxy';
-  private readonly agent: Agent;
+  /** undici and the agent, made on the first request (undici is loaded then). */
+  private client: Promise<{ request: typeof Undici.request; agent: Undici.Agent }> | undefined;
   private readonly base: string;
 
   constructor(private readonly opts: HttpProxyBackendOptions) {
-    const socket = opts.addr.startsWith('/');
-    this.agent = new Agent({
-      connect: { timeout: opts.connectTimeoutMs || undefined, rejectUnauthorized: !opts.skipVerify, ...(socket ? { socketPath: opts.addr } : {}) },
-      headersTimeout: opts.timeoutMs || 0,
-      bodyTimeout: opts.timeoutMs || 0,
+    this.base = opts.addr.startsWith('/') ? 'http://localhost' : `${opts.addr.replace(/\/$/, '')}${opts.path ? `/${opts.path.replace(/^\/|\/$/g, '')}` : ''}`;
+  }
+
+  private connect(): Promise<{ request: typeof Undici.request; agent: Undici.Agent }> {
+    this.client ??= loadUndici().then(({ Agent, request }) => {
+      const { opts } = this;
+      const socket = opts.addr.startsWith('/');
+      const agent = new Agent({
+        connect: { timeout: opts.connectTimeoutMs || undefined, rejectUnauthorized: !opts.skipVerify, ...(socket ? { socketPath: opts.addr } : {}) },
+        headersTimeout: opts.timeoutMs || 0,
+        bodyTimeout: opts.timeoutMs || 0,
+      });
+      return { request, agent };
     });
-    this.base = socket ? 'http://localhost' : `${opts.addr.replace(/\/$/, '')}${opts.path ? `/${opts.path.replace(/^\/|\/$/g, '')}` : ''}`;
+    return this.client;
   }
 
   private url(id: string): string {
@@ -36,9 +46,11 @@ export class HttpProxyBackend implements BlobBackend {
 
   async read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
     if (length === 0) return Buffer.alloc(0);
+    const url = this.url(id);
+    const { request, agent } = await this.connect();
     let res;
     try {
-      res = await request(this.url(id), { dispatcher: this.agent, headers: { range: `bytes=${offset}-${offset + length - 1}` }, ...(opts?.signal ? { signal: opts.signal } : {}) });
+      res = await request(url, { dispatcher: agent, headers: { range: `bytes=${offset}-${offset + length - 1}` }, ...(opts?.signal ? { signal: opts.signal } : {}) });
     } catch (e) {
       throw new BackendError(`http-proxy: GET ${this.url(id)} failed: ${(e as Error).message}`, { cause: e, retryable: true });
     }
@@ -56,7 +68,9 @@ export class HttpProxyBackend implements BlobBackend {
   }
 
   async size(id: string): Promise<number> {
-    const res = await request(this.url(id), { method: 'HEAD', dispatcher: this.agent });
+    const url = this.url(id);
+    const { request, agent } = await this.connect();
+    const res = await request(url, { method: 'HEAD', dispatcher: agent });
     await res.body.dump();
     if (res.statusCode === 404) throw new NotFoundError(`http-proxy: blob ${id} not found`);
     const n = Number(res.headers['content-length']);
@@ -65,6 +79,6 @@ export class HttpProxyBackend implements BlobBackend {
   }
 
   async close(): Promise<void> {
-    await this.agent.close();
+    if (this.client !== undefined) await (await this.client).agent.close();
   }
 }
