@@ -93,6 +93,50 @@ export interface TarLayerOptions {
   onBytes?: (n: number) => void;
 }
 
+/**
+ * Cuts one file's bytes into chunks as they stream past and submits each full chunk to the store
+ * (waiting while the store is busy); `end` submits the last, partial one.
+ */
+class ChunkCutter {
+  readonly refs: Array<Promise<ChunkRef>> = [];
+  private buf: Buffer;
+  private filled = 0;
+
+  constructor(
+    private readonly store: ChunkStore,
+    size: number,
+  ) {
+    this.buf = Buffer.allocUnsafe(Math.min(store.opts.chunkSize, Math.max(size, 1)));
+  }
+
+  async write(bytes: Uint8Array): Promise<void> {
+    const chunkSize = this.store.opts.chunkSize;
+    while (bytes.length > 0) {
+      const n = Math.min(bytes.length, this.buf.length - this.filled);
+      if (n === 0) throw new FormatError('tar entry has more data than its size'); // the parser bounds it
+      this.buf.set(bytes.subarray(0, n), this.filled);
+      this.filled += n;
+      bytes = bytes.subarray(n);
+      if (this.filled === chunkSize) {
+        await this.submit(this.buf);
+        this.buf = Buffer.allocUnsafe(chunkSize);
+        this.filled = 0;
+      }
+    }
+  }
+
+  async end(): Promise<void> {
+    if (this.filled > 0) await this.submit(this.filled === this.buf.length ? this.buf : this.buf.subarray(0, this.filled));
+    this.filled = 0;
+  }
+
+  private async submit(data: Buffer): Promise<void> {
+    const wait = this.store.ready();
+    if (wait !== undefined) await wait;
+    this.refs.push(observed(this.store.submit(data)));
+  }
+}
+
 /** Reads one layer (uncompressed tar bytes) into a tree with whiteout markers. */
 export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLayerOptions): Promise<TreeNode> {
   const { store, log } = opts;
@@ -100,8 +144,7 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
   root.implicit = true;
   const pending: Array<Promise<void>> = [];
   const parser = new TarParser();
-  const chunkSize = store.opts.chunkSize;
-  let current: { node: TreeNode; buf: Buffer; filled: number; refs: Array<Promise<ChunkRef>> } | undefined;
+  let current: { node: TreeNode; cutter: ChunkCutter } | undefined;
 
   const parentOf = (parts: string[]): TreeNode => {
     let dir = root;
@@ -120,16 +163,6 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
     let n = tree;
     for (const p of parts) n = n?.children?.get(p);
     return n;
-  };
-
-  const flush = async (final: boolean): Promise<void> => {
-    const c = current as NonNullable<typeof current>;
-    if (c.filled === 0 || (!final && c.filled < chunkSize)) return;
-    const wait = store.ready();
-    if (wait !== undefined) await wait;
-    c.refs.push(observed(store.submit(c.filled === chunkSize ? c.buf : c.buf.subarray(0, c.filled))));
-    c.buf = Buffer.allocUnsafe(chunkSize);
-    c.filled = 0;
   };
 
   const onEntry = (e: TarEntry): void => {
@@ -183,8 +216,7 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
       node.symlink = e.linkpath;
     } else if (kind === 'file') {
       node.size = e.size;
-      current = { node, buf: Buffer.allocUnsafe(Math.min(chunkSize, Math.max(e.size, 1))), filled: 0, refs: [] };
-      if (e.size >= chunkSize) current.buf = Buffer.allocUnsafe(chunkSize);
+      current = { node, cutter: new ChunkCutter(store, e.size) };
     }
   };
 
@@ -193,23 +225,15 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
       if (ev.kind === 'entry') {
         onEntry(ev.entry);
       } else if (ev.kind === 'data' && current !== undefined) {
-        let bytes = ev.bytes;
-        while (bytes.length > 0) {
-          const c = current;
-          const n = Math.min(bytes.length, c.buf.length - c.filled);
-          c.buf.set(bytes.subarray(0, n), c.filled);
-          c.filled += n;
-          bytes = bytes.subarray(n);
-          opts.onBytes?.(n);
-          if (c.filled === c.buf.length && c.buf.length === chunkSize) await flush(false);
-        }
+        await current.cutter.write(ev.bytes);
+        opts.onBytes?.(ev.bytes.length);
       } else if (ev.kind === 'entry-end' && current !== undefined) {
-        await flush(true);
-        const { node, refs } = current;
+        const { node, cutter } = current;
         current = undefined;
+        await cutter.end();
         pending.push(
           observed(
-            Promise.all(refs).then((rs) => {
+            Promise.all(cutter.refs).then((rs) => {
               node.chunks = rs;
             }),
           ),
@@ -242,7 +266,6 @@ export interface TarPrefetchOptions {
  */
 export async function storeTarPrefetchFiles(input: AsyncIterable<Uint8Array>, patterns: readonly string[], opts: TarPrefetchOptions): Promise<{ files: number; bytes: number }> {
   const { store } = opts;
-  const chunkSize = store.opts.chunkSize;
   const rank = new Map<string, number>();
   patterns.forEach((p, i) => {
     const key = p.split('/').filter((c) => c !== '' && c !== '.').join('/');
@@ -257,18 +280,13 @@ export async function storeTarPrefetchFiles(input: AsyncIterable<Uint8Array>, pa
     return best;
   };
   const refs: Array<Promise<ChunkRef>> = [];
-  const submit = async (data: Buffer): Promise<void> => {
-    const wait = store.ready();
-    if (wait !== undefined) await wait;
-    refs.push(observed(store.submit(data)));
-  };
-  const held: Array<{ rank: number; seq: number; parts: Buffer[] }> = [];
+  const held: Array<{ rank: number; seq: number; size: number; parts: Buffer[] }> = [];
   const budget = opts.bufferBytes ?? 256 << 20;
   let heldBytes = 0;
   let files = 0;
   let bytes = 0;
-  // The selected file being read: held whole, or streamed through a one-chunk buffer.
-  let cur: { hold: Buffer[] } | { buf: Buffer; filled: number } | undefined;
+  // The selected file being read: held whole, or cut and stored as it streams.
+  let cur: { hold: Buffer[] } | { cutter: ChunkCutter } | undefined;
   const parser = new TarParser();
   for await (const chunk of input) {
     for (const ev of parser.write(chunk)) {
@@ -282,31 +300,19 @@ export async function storeTarPrefetchFiles(input: AsyncIterable<Uint8Array>, pa
         if (heldBytes + ev.entry.size <= budget) {
           heldBytes += ev.entry.size;
           const parts: Buffer[] = [];
-          held.push({ rank: r, seq: held.length, parts });
+          held.push({ rank: r, seq: held.length, size: ev.entry.size, parts });
           cur = { hold: parts };
         } else {
-          cur = { buf: Buffer.allocUnsafe(Math.min(chunkSize, ev.entry.size)), filled: 0 };
+          cur = { cutter: new ChunkCutter(store, ev.entry.size) };
         }
       } else if (ev.kind === 'data' && cur !== undefined) {
-        if ('hold' in cur) {
-          cur.hold.push(Buffer.from(ev.bytes));
-          continue;
-        }
-        const c = cur;
-        let data = ev.bytes;
-        while (data.length > 0) {
-          const n = Math.min(data.length, c.buf.length - c.filled);
-          c.buf.set(data.subarray(0, n), c.filled);
-          c.filled += n;
-          data = data.subarray(n);
-          if (c.filled === c.buf.length && c.buf.length === chunkSize) {
-            await submit(c.buf);
-            c.buf = Buffer.allocUnsafe(chunkSize);
-            c.filled = 0;
-          }
-        }
+        if ('hold' in cur) cur.hold.push(Buffer.from(ev.bytes));
+        else await cur.cutter.write(ev.bytes);
       } else if (ev.kind === 'entry-end' && cur !== undefined) {
-        if ('buf' in cur && cur.filled > 0) await submit(cur.buf.subarray(0, cur.filled));
+        if ('cutter' in cur) {
+          await cur.cutter.end();
+          refs.push(...cur.cutter.refs);
+        }
         cur = undefined;
       }
     }
@@ -314,9 +320,10 @@ export async function storeTarPrefetchFiles(input: AsyncIterable<Uint8Array>, pa
   parser.end();
   held.sort((a, b) => a.rank - b.rank || a.seq - b.seq);
   for (const f of held) {
-    const data = Buffer.concat(f.parts);
-    f.parts.length = 0;
-    for (let off = 0; off < data.length; off += chunkSize) await submit(data.subarray(off, Math.min(off + chunkSize, data.length)));
+    const cutter = new ChunkCutter(store, f.size);
+    for (const part of f.parts.splice(0)) await cutter.write(part);
+    await cutter.end();
+    refs.push(...cutter.refs);
   }
   await Promise.all(refs);
   opts.log.debug({ files, bytes }, 'prefetch files stored first');
