@@ -57,6 +57,8 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
     const r = await gcCache(source.cacheDir, maxSize, log.child({ component: 'cache-gc' }));
     log.info({ maxSize, removed: r.removed.length, freedBytes: r.freedBytes, remainingBytes: r.remainingBytes, busy: r.busy.length }, 'cache trimmed to its size limit');
   }
+  // The pattern file is written at exit; a path that cannot be written is an error now, not then.
+  if (flags.recordPattern !== undefined) await writeFile(flags.recordPattern, '');
   const recorder = flags.recordPattern !== undefined ? new FsStats('/') : undefined;
   const service = new ImageService({
     loaded: source.loaded,
@@ -71,6 +73,9 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
   });
   const files = flags.prefetchFiles !== undefined ? await readPathList(flags.prefetchFiles) : undefined;
   const cfg = source.prefetch;
+  if (flags.prefetch === true && files === undefined && source.loaded.image.prefetch.length === 0) {
+    log.warn('--prefetch: the image has no prefetch table (build or convert it with --prefetch-files)');
+  }
   if (cfg !== undefined || files !== undefined || flags.prefetch === true || flags.prefetchAll === true) {
     const bar = progressBar('prefetch');
     void service

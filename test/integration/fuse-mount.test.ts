@@ -152,6 +152,10 @@ describe('FUSE host mount', () => {
     await fh.close();
     assert.equal((await m.stop()).code, 0);
     assert.deepEqual((await readFile(pattern, 'utf8')).split('\n').filter((l) => l.startsWith('/file') || l.startsWith('/small')), ['/small.txt', '/file-3'], 'first accessed first');
+    // A pattern file that cannot be written is refused before mounting, not found out at exit.
+    const bad = await damselfly(['mount', ...big, '--record-pattern', join(work, 'no-such-dir', 'p.txt'), mnt]);
+    assert.equal(bad.code, 1);
+    assert.match(bad.stderr, /no-such-dir\/p\.txt: ENOENT/);
 
     await damselflyOk(['build', '--prefetch-files', pattern, '--bootstrap', join(work, 'big-pf.boot'), '--blob-dir', join(work, 'big-pf-blobs'), join(work, 'big-src')]);
     const chunks = async (path: string): Promise<number> =>
