@@ -267,13 +267,16 @@ export interface TarPrefetchOptions {
 export async function storeTarPrefetchFiles(input: AsyncIterable<Uint8Array>, patterns: readonly string[], opts: TarPrefetchOptions): Promise<{ files: number; bytes: number }> {
   const { store } = opts;
   const rank = new Map<string, number>();
+  let depth = 0; // of the deepest pattern: no longer prefix of an entry's path can match
   patterns.forEach((p, i) => {
-    const key = p.split('/').filter((c) => c !== '' && c !== '.').join('/');
+    const parts = p.split('/').filter((c) => c !== '' && c !== '.');
+    depth = Math.max(depth, parts.length);
+    const key = parts.join('/');
     if (!rank.has(key)) rank.set(key, i);
   });
   const rankOf = (parts: string[]): number | undefined => {
     let best: number | undefined;
-    for (let n = 0; n <= parts.length; n++) {
+    for (let n = 0; n <= Math.min(parts.length, depth); n++) {
       const r = rank.get(parts.slice(0, n).join('/'));
       if (r !== undefined && (best === undefined || r < best)) best = r;
     }

@@ -1,6 +1,7 @@
 /**
  * The first pass of a tar layer built with a prefetch list (`storeTarPrefetchFiles`): what it
- * submits to the chunk store, in which order, cut where. A fake store records the submissions.
+ * submits to the chunk store, in which order, cut where, and a hostile path depth. A fake store
+ * records the submissions.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -73,4 +74,14 @@ test('past the memory bound, a selected file is stored as it comes, ahead of the
   await storeTarPrefetchFiles(pieces(layer), ['/b', '/a'], { store: s2, log: silentLogger, bufferBytes: b.length });
   // a comes first in the tar and does not fit: stored at once; b is held, then stored.
   assert.deepEqual(sub2, [...chunks(a), ...chunks(b)]);
+});
+
+// Matching every prefix of the path made this quadratic: a hostile layer held the build for
+// minutes. Only prefixes as deep as the deepest pattern are looked up now.
+test('an entry path of 100000 components is matched against the patterns (it hung the build)', { timeout: 60_000 }, async () => {
+  const { store, submitted } = fakeStore();
+  const deep = `${'d/'.repeat(100_000)}f`;
+  const r = await storeTarPrefetchFiles(pieces(tar([[deep, b]])), ['/d/d', '/a'], { store, log: silentLogger });
+  assert.deepEqual(r, { files: 1, bytes: b.length }, 'below /d/d');
+  assert.deepEqual(submitted, chunks(b));
 });
