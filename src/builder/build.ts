@@ -16,7 +16,7 @@ import { applyLayer, emptyRoot, finishMerge } from './merge.js';
 import { readSmallFile, scanDirectory, storeFileFromDisk } from './sources/dir.js';
 import { openLayerFile } from './sources/layer-stream.js';
 import { readTarLayer, storeTarPrefetchFiles } from './sources/tar.js';
-import { type TreeNode, lookupPath, toBootstrapTree, walkTree } from './tree.js';
+import { type TreeNode, checkTreeDepth, lookupPath, toBootstrapTree, walkTree } from './tree.js';
 
 export interface BuildOptions {
   /** Layers, bottom first: directories or OCI layer tars (tar, tar.gz, tar.zst). */
@@ -186,6 +186,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       applyLayer(merged, layer);
     }
     const root = finishMerge(merged);
+    checkTreeDepth(root);
     prefetch = resolvePrefetch(root, opts.prefetchFiles ?? [], log);
 
     // Blob table: this build's blobs bottom to top, then dictionary blobs in first-use order.

@@ -2,6 +2,7 @@
  * The builder's in-memory filesystem tree. Hardlinks are one `TreeNode` referenced from several
  * directories. Layers carry OCI whiteout information until they are merged (`merge.ts`).
  */
+import { FormatError } from '../base/index.js';
 import type { InodeKind } from '../format/constants.js';
 import type { Xattr } from '../format/image.js';
 import type { BootstrapNode } from '../format/v6/writer.js';
@@ -63,6 +64,26 @@ export function* walkTree(root: TreeNode): Generator<{ path: Buffer[]; node: Tre
     if (item.node.children !== undefined) {
       const keys = [...item.node.children.keys()].sort((a, b) => Buffer.compare(keyName(a), keyName(b))).reverse();
       for (const k of keys) stack.push({ path: [...item.path, keyName(k)], node: item.node.children.get(k) as TreeNode });
+    }
+  }
+}
+
+/**
+ * How deep an image's tree may be. Linux resolves at most PATH_MAX (4096) bytes at once, about
+ * 2048 one-letter components; the conversion to a bootstrap tree and the bootstrap writers recurse
+ * per level and ran out of stack near 2000 (an internal error instead of a clear refusal).
+ */
+export const MAX_TREE_DEPTH = 1024;
+
+/** Refuses a tree deeper than `MAX_TREE_DEPTH`, naming the first entry too deep (no recursion). */
+export function checkTreeDepth(root: TreeNode): void {
+  const stack: Array<[TreeNode, number]> = [[root, 0]];
+  while (stack.length > 0) {
+    const [node, depth] = stack.pop() as [TreeNode, number];
+    if (node.children === undefined) continue;
+    for (const [name, child] of node.children) {
+      if (depth + 1 > MAX_TREE_DEPTH) throw new FormatError(`the entry ${JSON.stringify(keyName(name).toString())} lies ${depth + 1} components deep (at most ${MAX_TREE_DEPTH})`);
+      stack.push([child, depth + 1]);
     }
   }
 }

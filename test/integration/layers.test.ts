@@ -627,6 +627,28 @@ describe('hostile layers', () => {
     });
   });
 
+  test('an entry deeper than 1024 components (tar or directory) is refused with a clear message; 1024 builds and checks', async () => {
+    await withTempDir('hostile-deep', async (dir) => {
+      // 2000 components is within PATH_MAX (4096 bytes); it used to end in "internal error:
+      // RangeError: Maximum call stack size exceeded" from the recursive tree walks.
+      const bytes = tarBytes([item(`${'d/'.repeat(2000)}f`, 'file', { data: 'deep' })]);
+      await buildFails(dir, { name: 'bad.tar', bytes }, /2001 components deep \(at most 1024\)/);
+      const ok = join(dir, 'ok.tar');
+      await writeFile(ok, tarBytes([item(`${'d/'.repeat(1023)}f`, 'file', { data: 'deep' })]));
+      await damselflyOk(['build', ...CHUNK_ARGS, '--bootstrap', join(dir, 'ok.boot'), '--blob-dir', join(dir, 'ok-blobs'), ok]);
+      await damselflyOk(['check', '--bootstrap', join(dir, 'ok.boot'), '--blob-dir', join(dir, 'ok-blobs')]);
+      // A directory source as deep: the same limit, checked on the merged tree.
+      const src = join(dir, 'deep-src');
+      await mkdir(join(src, ...Array<string>(1100).fill('d')), { recursive: true });
+      const r = await damselfly(['build', '--bootstrap', join(dir, 'dir', 'boot'), '--blob-dir', join(dir, 'dir', 'blobs'), src]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^damselfly: the entry "d" lies 1025 components deep \(at most 1024\)$/m);
+      assert.doesNotMatch(r.stderr, /internal error|RangeError/);
+      assert.deepEqual(await readdir(join(dir, 'dir', 'blobs')).catch(() => []), [], 'no blob left behind');
+      assert.equal(existsSync(join(dir, 'dir', 'boot')), false);
+    });
+  });
+
   test('truncated and corrupt compressed layers are refused', async () => {
     await withTempDir('hostile-compressed', async (dir) => {
       const plain = tarBytes([item('f', 'file', { data: prng(24, 300_000) }), item('g', 'file', { data: 'g' })]);

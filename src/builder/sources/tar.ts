@@ -9,7 +9,7 @@ import type { Xattr } from '../../format/image.js';
 import { type TarEntry, TarParser } from '../../format/tar.js';
 import { splitXattrName, xattrAreaSize } from '../../format/v6/inode.js';
 import type { ChunkRef, ChunkStore } from '../chunk-store.js';
-import { TreeNode } from '../tree.js';
+import { MAX_TREE_DEPTH, TreeNode } from '../tree.js';
 
 const WHITEOUT = '.wh.';
 const OPAQUE = '.wh..wh..opq';
@@ -18,6 +18,8 @@ const WHITEOUT_META = '.wh..wh.';
 /** Splits a tar path into validated components ("./a//b/" → ["a", "b"]). */
 export function tarPathComponents(path: Buffer): string[] {
   const parts = path.toString('latin1').split('/').filter((p) => p !== '' && p !== '.');
+  // Refused before the layer's tree is built: a 16 MiB PAX path would be millions of directories.
+  if (parts.length > MAX_TREE_DEPTH) throw new FormatError(`tar entry ${JSON.stringify(path.subarray(0, 64).toString())}… is ${parts.length} components deep (at most ${MAX_TREE_DEPTH})`);
   for (const p of parts) {
     if (p === '..') throw new FormatError(`tar entry ${JSON.stringify(path.toString())} escapes the layer with '..'`);
     if (p.length > Limits.MAX_NAME) throw new FormatError(`tar entry name longer than ${Limits.MAX_NAME} bytes`);
