@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // Bundles the compiled CLI (dist/cli/main.js, from `tsc`) and its packages into dist/bundle/,
 // which bin/damselfly.js runs. A daemon starts in front of a waiting container, often with a cold
-// page cache: loading ~200 modules of ours and ~180 of node_modules one file at a time cost
-// ~0.4 s of its start-up (scripts/bench/cold-start.sh, mount phase 1.2-1.3 s -> 0.8-0.9 s).
+// page cache: loading ~190 modules of ours and ~230 files of node_modules one at a time cost
+// ~0.4 s of its start-up (`mount --image` from an unshaped local registry, caches dropped, until
+// mounted: 1.22-1.31 s -> 0.77-0.90 s; cold-start.sh's mount phase, with undici loaded lazily
+// too: 0.96 s -> 0.76 s).
 //
 // - Packages with native parts stay outside (loaded from node_modules as before): the BLAKE3
 //   binding. Our addon is loaded by absolute path (src/native/addon.ts), relative to the module

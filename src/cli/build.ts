@@ -1,7 +1,7 @@
 /** `damselfly build`: directories or OCI layers → a RAFS v6 image (bootstrap + blobs). */
-import { readFile } from 'node:fs/promises';
 import type { Command } from 'commander';
 import { build } from '../builder/build.js';
+import { readPathList } from '../daemon/image-source.js';
 import { COMPRESSOR_NAMES, Compressor } from '../format/compression.js';
 import { isPowerOfTwo, UsageError } from '../base/index.js';
 import { Limits } from '../format/constants.js';
@@ -19,15 +19,6 @@ interface BuildFlags {
   prefetchFiles?: string;
   inlineBootstrap?: boolean;
   json?: boolean;
-}
-
-export async function readPrefetchList(path: string): Promise<string[]> {
-  const text = await readFile(path, 'utf8');
-  return text
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l !== '' && !l.startsWith('#'))
-    .map((l) => (l.startsWith('/') ? l : `/${l}`));
 }
 
 export function register(program: Command): void {
@@ -60,7 +51,7 @@ export function register(program: Command): void {
           digester: DIGESTER_NAMES[flags.digester] as number,
           chunkSize: flags.chunkSize,
           ...(flags.chunkDict ? { chunkDictPath: flags.chunkDict } : {}),
-          ...(flags.prefetchFiles ? { prefetchFiles: await readPrefetchList(flags.prefetchFiles) } : {}),
+          ...(flags.prefetchFiles ? { prefetchFiles: await readPathList(flags.prefetchFiles) } : {}),
           inlineBootstrap: flags.inlineBootstrap === true,
           log,
           onProgress: (done, total) => bar.update(done, total),

@@ -12,7 +12,7 @@ import { convertImage } from '../oci/convert/convert.js';
 import { parseImageRef } from '../oci/reference.js';
 import { RegistryClient } from '../oci/registry/index.js';
 import { type ImageStore, OciLayoutStore, RegistryStore } from '../oci/store.js';
-import { readPrefetchList } from './build.js';
+import { readPathList } from '../daemon/image-source.js';
 import { getLogger, oneOf, parseSize, printJson, progressBar, run } from './common.js';
 
 interface ConvertFlags {
@@ -79,7 +79,7 @@ export function register(program: Command): void {
             compressor: COMPRESSOR_NAMES[flags.compressor] as Compressor,
             digester: DIGESTER_NAMES[flags.digester] as number,
             chunkSize: flags.chunkSize,
-            ...(flags.prefetchFiles ? { prefetchFiles: await readPrefetchList(flags.prefetchFiles) } : {}),
+            ...(flags.prefetchFiles ? { prefetchFiles: await readPathList(flags.prefetchFiles) } : {}),
             ...(flags.workDir ? { workDir: flags.workDir } : {}),
             log,
             onProgress: (phase, done, total) => {

@@ -102,7 +102,10 @@ export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: L
   return { ...common, loaded, backend: new LocalFsBackend({ ...(dir ? { dir } : {}), files: loaded.blobFiles }) };
 }
 
-/** Reads a prefetch list file: one image path per line, `#` comments. */
+/**
+ * Reads a prefetch list file: one image path per line, `#` comments. The one reader of the format
+ * `--record-pattern` and `damselfly pattern` write, for build, convert, mount, virtiofs and nydusd mode.
+ */
 export async function readPathList(path: string): Promise<string[]> {
   return (await readFile(path, 'utf8'))
     .split('\n')

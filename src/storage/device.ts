@@ -97,7 +97,7 @@ export class BlobDevice {
       const cache = await this.cache(s.chunk.blobIndex);
       if (cache.state(s.chunk) === ChunkState.ABSENT && !this.inflight.has(key(s.chunk))) absent.push(s.chunk);
     }
-    if (absent.length > 0) this.fetch(await this.amplify(absent));
+    if (absent.length > 0) this.fetch((this.opts.amplifyBytes ?? 0) > 0 ? await this.amplify(absent) : absent);
     let pos = 0;
     await Promise.all(
       segments.map((s) => {
