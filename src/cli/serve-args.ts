@@ -33,7 +33,7 @@ export function serveOptions(cmd: Command): Command {
     .option('--plain-http', 'talk plain http to the registry (as the config key scheme: http)')
     .option('--cache-dir <dir>', 'local chunk cache (kept across runs; without it chunks are cached in memory)')
     .option('--validate', 'verify every chunk again on each cache read (nydus digest_validate)')
-    .option('--amplify-io <bytes>', 'also fetch the chunks stored after a missing one, up to this many bytes per read (nydus amplify_io)', parseSize)
+    .option('--amplify-io <bytes>', 'also fetch the chunks stored after a missing one, up to this many bytes per read (nydus amplify_io; 0: only what is read; default: up to 1 MiB ahead only while reads scan a blob in storage order)', parseSize)
     .option('--prefetch', "prefetch the files of the image's prefetch table in the background (nydus fs_prefetch)")
     .option('--prefetch-files <file>', 'prefetch these image paths (one per line) in the background first')
     .option('--prefetch-all', 'prefetch every chunk of the image in the background (nydus prefetch_all)')
@@ -66,7 +66,7 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
     codecs: nativeCodecs,
     ...(source.cacheDir !== undefined ? { cacheDir: source.cacheDir } : {}),
     validate: source.validate,
-    amplifyBytes: flags.amplifyIo ?? source.amplifyBytes ?? 0,
+    ...(flags.amplifyIo !== undefined || source.amplifyBytes !== undefined ? { amplifyBytes: flags.amplifyIo ?? source.amplifyBytes } : {}),
     ...(recorder !== undefined ? { wrapFs: (fs) => recorder.wrap(fs) } : {}),
     metrics,
     log,

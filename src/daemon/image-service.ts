@@ -22,7 +22,10 @@ export interface ImageServiceOptions {
   codecs: Codecs;
   cacheDir?: string;
   validate?: boolean;
-  /** Read amplification in compressed bytes (nydus `amplify_io`); 0 fetches only what is read. */
+  /**
+   * Read amplification in compressed bytes (nydus `amplify_io`); 0 fetches only what is read.
+   * Without it, the device's blob read-ahead (`DeviceOptions.sequentialBytes`) up to 1 MiB.
+   */
   amplifyBytes?: number;
   /** Wraps the image filesystem before the FUSE server gets it (e.g. `FsStats.wrap`). */
   wrapFs?: (fs: FileSystem) => FileSystem;
@@ -30,9 +33,13 @@ export interface ImageServiceOptions {
   log: Logger;
 }
 
-function amplification(chunks: ChunkInfo[], bytes: number): { amplifyBytes: number; neighbors: (c: ChunkInfo, max: number) => ChunkInfo[] } {
-  const index = new ChunkNeighbors(chunks);
-  return { amplifyBytes: bytes, neighbors: (c, max) => index.after(c, max) };
+/** Blob read-ahead limit when no amplification is set: nydus's default `amplify_io`. */
+const READ_AHEAD_BYTES = 1 << 20;
+
+/** The neighbour index, built on the first miss that wants it (it sorts every chunk). */
+function neighbors(chunks: () => ChunkInfo[]): (c: ChunkInfo, max: number) => ChunkInfo[] {
+  let index: ChunkNeighbors | undefined;
+  return (c, max) => (index ??= new ChunkNeighbors(chunks())).after(c, max);
 }
 
 export interface PrefetchRequest {
@@ -64,7 +71,12 @@ export class ImageService {
       validate: opts.validate === true,
       metrics: opts.metrics,
       log: opts.log.child({ component: 'storage' }),
-      ...(opts.amplifyBytes && image.allChunks ? amplification(image.allChunks(), opts.amplifyBytes) : {}),
+      ...(image.allChunks !== undefined
+        ? {
+            ...(opts.amplifyBytes === undefined ? { sequentialBytes: READ_AHEAD_BYTES } : { amplifyBytes: opts.amplifyBytes }),
+            neighbors: neighbors(image.allChunks.bind(image)),
+          }
+        : {}),
     });
     const explicitOwners = (image.flags & SuperFlags.EXPLICIT_UID_GID) !== 0n;
     this.fs = new ImageFs({

@@ -35,6 +35,14 @@ export interface DeviceOptions {
    * the same backend read (nydus `amplify_io`); needs `neighbors`. 0 fetches only what is read.
    */
   amplifyBytes?: number;
+  /**
+   * Without `amplifyBytes`: blob read-ahead. A miss that starts where the previous fetch a reader
+   * caused in that blob ended continues a scan of the blob in storage order (tar, a copy, a
+   * start-up in prefetch-table order); it also fetches the chunks stored next, in a window that
+   * starts at 128 KiB and doubles up to this many compressed bytes. Any other miss fetches only what
+   * is read and closes the window, so reading one file fetches that file's chunks. 0 disables.
+   */
+  sequentialBytes?: number;
   /** The chunks stored after `c` in its blob, contiguous, up to `maxBytes` (for amplification). */
   neighbors?: (c: ChunkInfo, maxBytes: number) => ChunkInfo[];
   metrics: Metrics;
@@ -55,6 +63,8 @@ export class BlobDevice {
   private readonly recent = new Map<string, Uint8Array>();
   private recentBytes = 0;
   private readonly storing = new Set<Promise<void>>();
+  /** Per blob: where the last fetch a reader caused ended, and the read-ahead window then. */
+  private readonly scans = new Map<number, { end: number; window: number }>();
   private closed = false;
 
   constructor(opts: DeviceOptions) {
@@ -97,7 +107,10 @@ export class BlobDevice {
       const cache = await this.cache(s.chunk.blobIndex);
       if (cache.state(s.chunk) === ChunkState.ABSENT && !this.inflight.has(key(s.chunk))) absent.push(s.chunk);
     }
-    if (absent.length > 0) this.fetch((this.opts.amplifyBytes ?? 0) > 0 ? await this.amplify(absent) : absent);
+    if (absent.length > 0) {
+      const budget = this.amplifyBudget(absent);
+      this.fetch(budget > 0 ? await this.amplify(absent, budget) : absent);
+    }
     let pos = 0;
     await Promise.all(
       segments.map((s) => {
@@ -110,12 +123,36 @@ export class BlobDevice {
   }
 
   /**
-   * Adds the chunks stored after each absent one, within the amplification budget, up to the first
-   * that is cached, in memory or already being fetched.
+   * How many compressed bytes after the absent chunks a reader's miss also fetches: the fixed
+   * amplification, else the blob read-ahead window (see `sequentialBytes`), which this updates.
    */
-  private async amplify(absent: ChunkInfo[]): Promise<ChunkInfo[]> {
-    const budget = this.opts.amplifyBytes ?? 0;
-    if (budget <= 0 || this.opts.neighbors === undefined) return absent;
+  private amplifyBudget(absent: ChunkInfo[]): number {
+    const fixed = this.opts.amplifyBytes ?? 0;
+    if (fixed > 0) return fixed;
+    const max = this.opts.sequentialBytes ?? 0;
+    if (max <= 0) return 0;
+    const blobIndex = (absent[0] as ChunkInfo).blobIndex;
+    let start = Infinity;
+    let end = 0;
+    for (const c of absent) {
+      if (c.blobIndex !== blobIndex) continue;
+      start = Math.min(start, c.compressedOffset);
+      end = Math.max(end, c.compressedOffset + c.compressedSize);
+    }
+    const last = this.scans.get(blobIndex);
+    const window = last !== undefined && last.end === start ? Math.min(max, last.window > 0 ? last.window * 2 : 128 << 10) : 0;
+    // The end moves on when the fetch is planned (amplify), so that the next miss of the scan, at
+    // the first chunk after everything fetched, is recognised.
+    this.scans.set(blobIndex, { end, window });
+    return window;
+  }
+
+  /**
+   * Adds the chunks stored after each absent one, within the budget, up to the first that is
+   * cached, in memory or already being fetched.
+   */
+  private async amplify(absent: ChunkInfo[], budget: number): Promise<ChunkInfo[]> {
+    if (this.opts.neighbors === undefined) return absent;
     const out = [...absent];
     for (const c of absent) {
       const cache = await this.cache(c.blobIndex);
@@ -123,6 +160,11 @@ export class BlobDevice {
         if (this.inflight.has(key(n)) || this.recent.has(key(n)) || cache.state(n) !== ChunkState.ABSENT) break;
         out.push(n);
       }
+    }
+    this.opts.metrics.inc('storage.amplified_chunks', out.length - absent.length);
+    const scan = this.scans.get((absent[0] as ChunkInfo).blobIndex);
+    if (scan !== undefined) {
+      for (const c of out) if (c.blobIndex === (absent[0] as ChunkInfo).blobIndex) scan.end = Math.max(scan.end, c.compressedOffset + c.compressedSize);
     }
     return out;
   }

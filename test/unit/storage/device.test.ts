@@ -135,6 +135,26 @@ describe('chunk device: one fetch per chunk', () => {
     await second.dev.close();
     await second.backend.close();
   });
+
+  test('blob read-ahead: a miss where the last fetch ended also fetches the chunks stored next; any other miss fetches itself', async () => {
+    const index = new ChunkNeighbors(chunks);
+    const { dev, backend, metrics } = device({ sequentialBytes: 1 << 20, neighbors: (c, max) => index.after(c, max), mergeLimit: 4 << 20 });
+    const c = (i: number): ChunkInfo => chunks[i] as ChunkInfo;
+    const span = (from: number, to: number): [number, number] => [c(from).compressedOffset, c(to).compressedOffset + c(to).compressedSize - c(from).compressedOffset];
+    for (const i of [1, 2, 3, 4, 5, 0]) await readAll(dev, [i]);
+    assert.deepEqual(
+      backend.reads,
+      [
+        span(1, 1), // a first miss: that chunk alone (reading one file fetches that file)
+        span(2, 4), // continues where the last fetch ended: a window of 128 KiB after it, two 64 KiB chunks
+        span(5, 5), // continues again (3 and 4 were cached); nothing stored after it
+        span(0, 0), // not where the last fetch ended: alone again
+      ],
+    );
+    assert.equal(metrics.get('storage.amplified_chunks'), 2);
+    await dev.close();
+    await backend.close();
+  });
 });
 
 describe('image filesystem read-ahead', () => {
