@@ -3,9 +3,22 @@
  * blob ids, ToC items and bootstrap names. Pure functions over bytes.
  */
 import { createHash } from 'node:crypto';
-import { Blake3Hasher, blake3 as blake3Hash } from '@napi-rs/blake-hash';
+import { createRequire } from 'node:module';
+import type * as BlakeHash from '@napi-rs/blake-hash';
 import { FormatError } from '../base/index.js';
 import { Digester } from './constants.js';
+
+let blakeBinding: typeof BlakeHash | undefined;
+
+/**
+ * The BLAKE3 binding (a native module), loaded on first use: a daemon that starts in front of a
+ * waiting guest sends its first registry request before paying for it, and a passthrough share or
+ * a SHA-256 image never loads it.
+ */
+function blake(): typeof BlakeHash {
+  blakeBinding ??= createRequire(import.meta.url)('@napi-rs/blake-hash') as typeof BlakeHash;
+  return blakeBinding;
+}
 
 export const DIGEST_SIZE = 32;
 
@@ -32,8 +45,9 @@ function asBuffer(b: Uint8Array): Buffer {
 
 export function digest(algo: Digester, ...parts: Uint8Array[]): Buffer {
   if (algo === Digester.Sha256) return sha256(...parts);
-  if (parts.length === 1) return blake3Hash(asBuffer(parts[0] as Uint8Array));
-  const h = new Blake3Hasher();
+  const b = blake();
+  if (parts.length === 1) return b.blake3(asBuffer(parts[0] as Uint8Array));
+  const h = new b.Blake3Hasher();
   for (const p of parts) h.update(asBuffer(p));
   return h.digestBuffer();
 }
@@ -49,6 +63,6 @@ export function createHasher(algo: Digester): Hasher {
     const h = createHash('sha256');
     return { update: (b) => void h.update(b), digest: () => h.digest() };
   }
-  const h = new Blake3Hasher();
+  const h = new (blake().Blake3Hasher)();
   return { update: (b) => void h.update(asBuffer(b)), digest: () => h.digestBuffer() };
 }
