@@ -79,7 +79,19 @@ export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: L
       return { ...common, loaded: { image: openBootstrap(bootstrap), bootstrap, blobFiles: new Map() }, backend: new LocalFsBackend({ dir: join(ref.dir, 'blobs', 'sha256') }) };
     }
     const rcfg = registryConfig(ref.host, ref.repo, flags.plainHttp === true, config);
-    const client = new RegistryClient({ host: ref.host, scheme: rcfg.scheme, ...(rcfg.auth ? { credentials: rcfg.auth } : {}), skipVerify: rcfg.skipVerify, timeoutMs: rcfg.timeoutMs, connectTimeoutMs: rcfg.connectTimeoutMs, retryLimit: rcfg.retryLimit, log: log.child({ component: 'registry' }) });
+    const client = new RegistryClient({
+      host: ref.host,
+      scheme: rcfg.scheme,
+      ...(rcfg.auth ? { credentials: rcfg.auth } : {}),
+      ...(rcfg.registryToken ? { registryToken: rcfg.registryToken } : {}),
+      skipVerify: rcfg.skipVerify,
+      caCertFiles: rcfg.caCertFiles,
+      timeoutMs: rcfg.timeoutMs,
+      connectTimeoutMs: rcfg.connectTimeoutMs,
+      retryLimit: rcfg.retryLimit,
+      log: log.child({ component: 'registry' }),
+    });
+    let handedOver = false;
     try {
       const { layer, bootstrap } = await fetchBootstrap(new RegistryStore(client, ref, true));
       if (cacheDir !== undefined) {
@@ -88,9 +100,13 @@ export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: L
         await writeFile(join(cacheDir, `${layer.digest.replace(':', '-')}.image.boot`), bootstrap);
       }
       log.info({ image: flags.image, bootstrapLayer: layer.digest, bytes: bootstrap.length }, 'bootstrap fetched');
-      return { ...common, loaded: { image: openBootstrap(bootstrap), bootstrap, blobFiles: new Map() }, backend: createBackend(rcfg, { log, metrics }) };
+      const loaded = { image: openBootstrap(bootstrap), bootstrap, blobFiles: new Map<string, string>() };
+      // The chunk reads go on with this client: its open connection and its token.
+      const backend = createBackend(rcfg, { log, metrics, originClient: client });
+      handedOver = true;
+      return { ...common, loaded, backend };
     } finally {
-      await client.close();
+      if (!handedOver) await client.close();
     }
   }
   const loaded = await loadImage(codecs, { ...(flags.bootstrap ? { bootstrap: flags.bootstrap } : {}), ...(flags.blob ? { blob: flags.blob } : {}) });

@@ -101,6 +101,8 @@ describe('lazy loading from network backends', () => {
     const mine = ts.requests.slice(before);
     assert.ok(mine.length > 0 && mine.every((r) => r.user === 'damselfly'), JSON.stringify(mine));
     assert.ok(mine.some((r) => r.scopes.includes('repository:net/app:pull')));
+    // One token: the chunk reads go on with the client that fetched the manifest and bootstrap.
+    assert.equal(mine.length, 1, JSON.stringify(mine));
     // The daemon kept the bootstrap next to its cache: with a registry backend in --config (host,
     // repo, auth) and no --image, it serves the same tree, its chunks fetched again (new cache).
     const name = (await readdir(cache)).find((f) => f.endsWith('.image.boot'));

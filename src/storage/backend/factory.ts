@@ -18,6 +18,12 @@ export interface BackendContext {
   metrics: Metrics;
   /** Blob ids read from explicit files (an inlined-bootstrap image). */
   blobFiles?: ReadonlyMap<string, string>;
+  /**
+   * A client of the registry's origin already in use (the one that fetched the manifest and the
+   * bootstrap): its connection and its token serve the first chunk reads at once. The backend
+   * takes it over (closes it).
+   */
+  originClient?: RegistryClient;
 }
 
 /** A health check: GET the URL, healthy on any 2xx/3xx answer within the timeout. */
@@ -48,7 +54,7 @@ function registryBackend(cfg: RegistryBackendConfig, ctx: BackendContext): BlobB
     retryLimit: cfg.retryLimit,
     log: ctx.log.child({ component: 'registry' }),
   };
-  const origin = new RegistryBackend(new RegistryClient(base), cfg.repo);
+  const origin = new RegistryBackend(ctx.originClient ?? new RegistryClient(base), cfg.repo);
   const routes: Route[] = [];
   if (cfg.proxy.url) {
     // A Dragonfly peer (or a caching reverse proxy) serving the registry API for the origin.
