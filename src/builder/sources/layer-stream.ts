@@ -3,7 +3,7 @@
  * `tar`, `tar+gzip`, `tar+zstd`) and yields the uncompressed tar bytes.
  */
 import { createReadStream } from 'node:fs';
-import { Readable } from 'node:stream';
+import { Readable, pipeline } from 'node:stream';
 import { createGunzip } from 'node:zlib';
 import { FormatError } from '../../base/index.js';
 import { native } from '../../native/index.js';
@@ -18,6 +18,29 @@ function startsWith(b: Uint8Array, magic: number[]): boolean {
 /** A zstd skippable frame (magic 0x184D2A50..5F, RFC 8878 §3.1.2) may open a zstd stream too. */
 function isZstdSkippable(b: Uint8Array): boolean {
   return b.length >= 4 && ((b[0] as number) & 0xf0) === 0x50 && b[1] === 0x2a && b[2] === 0x4d && b[3] === 0x18;
+}
+
+/**
+ * Gunzips a byte stream as it arrives. An error of the input itself (a download cut short) comes
+ * out as it is; a corrupt gzip stream as a FormatError starting with `what`. (With `pipe`, an
+ * input error escaped as an uncaught one and the reader waited for ever.)
+ */
+export async function* gunzipStream(input: AsyncIterable<Uint8Array>, what: string): AsyncGenerator<Buffer> {
+  const source = Readable.from(input);
+  const gunzip = createGunzip();
+  let inputError: unknown;
+  source.once('error', (e) => {
+    inputError = e;
+  });
+  pipeline(source, gunzip, () => undefined); // errors reach the loop below through `gunzip`
+  try {
+    for await (const chunk of gunzip) yield chunk as Buffer;
+  } catch (e) {
+    if (inputError !== undefined) throw inputError;
+    throw new FormatError(`${what}: ${(e as Error).message}`, { cause: e });
+  } finally {
+    gunzip.destroy(); // a reader that stops early stops the input too
+  }
 }
 
 /** Yields the decompressed bytes of a (possibly compressed) layer. */
@@ -38,12 +61,7 @@ export async function* decompressLayer(input: AsyncIterable<Uint8Array>): AsyncG
     }
   }
   if (startsWith(head, GZIP)) {
-    const gunzip = Readable.from(rest()).pipe(createGunzip());
-    try {
-      for await (const chunk of gunzip) yield chunk as Buffer;
-    } catch (e) {
-      throw new FormatError(`corrupt gzip layer: ${(e as Error).message}`, { cause: e });
-    }
+    yield* gunzipStream(rest(), 'corrupt gzip layer');
   } else if (startsWith(head, ZSTD) || isZstdSkippable(head)) {
     const dec = new native.ZstdDecoder();
     for await (const chunk of rest()) {

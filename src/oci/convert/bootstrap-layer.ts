@@ -2,9 +2,8 @@
  * Finding a Nydus image's bootstrap: the manifest layer annotated `nydus-bootstrap` (else the
  * last layer), a gzip tar holding `image/image.boot` (nydusify `BootstrapFileNameInLayer`).
  */
-import { Readable } from 'node:stream';
-import { createGunzip } from 'node:zlib';
 import { FormatError, IntegrityError, UsageError } from '../../base/index.js';
+import { gunzipStream } from '../../builder/sources/layer-stream.js';
 import { TarParser } from '../../format/tar.js';
 import { Annotation, type Descriptor, type Manifest } from '../media-types.js';
 import type { ImageStore, ResolvedManifest } from '../store.js';
@@ -19,43 +18,45 @@ export function bootstrapDescriptor(m: Manifest, what: string): Descriptor {
   throw new UsageError(`${what} is not a Nydus image (no layer is annotated ${Annotation.NYDUS_BOOTSTRAP})`);
 }
 
-/** Extracts `image/image.boot` from a bootstrap layer stream (gzip tar, or plain tar). */
-export async function extractBootstrap(stream: AsyncIterable<Buffer>, digest: string): Promise<Buffer> {
+/**
+ * Extracts `image/image.boot` from a bootstrap layer stream (a gzip tar), checked against its
+ * descriptor: its digest, and never more bytes than its size. Unpacked as it arrives, so that on
+ * a slow link unpacking ends with the download.
+ */
+export async function extractBootstrap(stream: AsyncIterable<Buffer>, layer: Pick<Descriptor, 'digest' | 'size'>): Promise<Buffer> {
+  const { digest } = layer;
+  if (!Number.isSafeInteger(layer.size) || layer.size < 0) throw new FormatError(`bootstrap layer ${digest}: size ${layer.size} is out of range`);
   const hash = createHash('sha256');
+  let received = 0;
   async function* hashed(): AsyncGenerator<Buffer> {
     for await (const c of stream) {
+      received += c.length;
+      if (received > layer.size) throw new IntegrityError(`bootstrap layer ${digest} is longer than its descriptor's ${layer.size} bytes`);
       hash.update(c);
       yield c;
     }
   }
-  const source = Readable.from(hashed());
-  const gunzip = source.pipe(createGunzip());
   const parser = new TarParser();
   let inBoot = false;
   const parts: Buffer[] = [];
   let size = 0;
   let found = false;
-  try {
-    for await (const chunk of gunzip) {
-      for (const ev of parser.write(chunk as Buffer)) {
-        if (ev.kind === 'entry') {
-          const p = ev.entry.path.toString('latin1').replace(/^\.?\//, '');
-          inBoot = ev.entry.type === 'file' && p === 'image/image.boot';
-          if (inBoot) found = true;
-        } else if (ev.kind === 'data' && inBoot) {
-          size += ev.bytes.length;
-          if (size > MAX_BOOTSTRAP) throw new FormatError('bootstrap layer too large');
-          parts.push(Buffer.from(ev.bytes));
-        } else if (ev.kind === 'entry-end') {
-          inBoot = false;
-        }
+  for await (const chunk of gunzipStream(hashed(), `bootstrap layer ${digest}`)) {
+    for (const ev of parser.write(chunk)) {
+      if (ev.kind === 'entry') {
+        const p = ev.entry.path.toString('latin1').replace(/^\.?\//, '');
+        inBoot = ev.entry.type === 'file' && p === 'image/image.boot';
+        if (inBoot) found = true;
+      } else if (ev.kind === 'data' && inBoot) {
+        size += ev.bytes.length;
+        if (size > MAX_BOOTSTRAP) throw new FormatError('bootstrap layer too large');
+        parts.push(Buffer.from(ev.bytes));
+      } else if (ev.kind === 'entry-end') {
+        inBoot = false;
       }
     }
-    parser.end();
-  } catch (e) {
-    if (e instanceof FormatError) throw e;
-    throw new FormatError(`bootstrap layer ${digest}: ${(e as Error).message}`, { cause: e });
   }
+  parser.end();
   if (`sha256:${hash.digest('hex')}` !== digest) throw new IntegrityError(`bootstrap layer ${digest} does not match its digest`);
   if (!found) throw new FormatError(`bootstrap layer ${digest} holds no image/image.boot`);
   return Buffer.concat(parts);
@@ -64,6 +65,6 @@ export async function extractBootstrap(stream: AsyncIterable<Buffer>, digest: st
 export async function fetchBootstrap(store: ImageStore): Promise<{ resolved: ResolvedManifest; layer: Descriptor; bootstrap: Buffer }> {
   const resolved = await store.resolve();
   const layer = bootstrapDescriptor(resolved.manifest, store.name);
-  const bootstrap = await extractBootstrap(store.blobStream(layer.digest), layer.digest);
+  const bootstrap = await extractBootstrap(store.blobStream(layer.digest), layer);
   return { resolved, layer, bootstrap };
 }
