@@ -8,3 +8,4 @@ export * from './log.js';
 export * from './metrics.js';
 export * from './iovec.js';
 export * from './promise.js';
+export * from './file-writer.js';

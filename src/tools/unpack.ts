@@ -2,10 +2,8 @@
  * `unpack`: writes an image's tree to a directory (content, type, mode, owner, mtime with
  * nanoseconds, xattrs, hardlinks, device numbers) or to a tar archive.
  */
-import { createWriteStream } from 'node:fs';
 import { chmod, lchown, link, mkdir, open, readdir, symlink } from 'node:fs/promises';
-import { once } from 'node:events';
-import { type Logger, UsageError, isSysError } from '../base/index.js';
+import { FileWriter, type Logger, UsageError, isSysError } from '../base/index.js';
 import { S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK, decodeDev } from '../format/constants.js';
 import type { RafsImage } from '../format/image.js';
 import { TAR_END, type TarEntry, encodeTarHeaders, tarPadding } from '../format/tar.js';
@@ -121,10 +119,8 @@ export async function unpackToDirectory(image: RafsImage, reader: ToolChunkReade
 }
 
 export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out: string, log: Logger): Promise<{ files: number; bytes: number }> {
-  const ws = createWriteStream(out, { flags: 'wx' });
-  const write = async (b: Uint8Array): Promise<void> => {
-    if (!ws.write(b)) await once(ws, 'drain');
-  };
+  const file = await FileWriter.create(out, 'wx');
+  const write = (b: Uint8Array): Promise<void> => file.write(b);
   const zeros = Buffer.alloc(1 << 20);
   const writeZeros = async (n: number): Promise<void> => {
     for (; n > 0; n -= zeros.length) await write(n >= zeros.length ? zeros : zeros.subarray(0, n));
@@ -192,9 +188,10 @@ export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out
       }
     }
     await write(TAR_END);
-  } finally {
-    ws.end();
-    await once(ws, 'close');
+  } catch (e) {
+    await file.abort();
+    throw e;
   }
+  await file.close();
   return { files, bytes };
 }

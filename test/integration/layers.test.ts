@@ -520,6 +520,16 @@ describe('OCI layer builds', () => {
     await damselflyOk(['unpack', '--blob', top, '--output', join(d, 'out')]);
     assert.deepEqual(await compareTrees(expected, join(d, 'out')), []);
     await damselflyOk(['unpack', '--blob', top, '--tar', join(d, 'out.tar')]);
+    // A tar that exists already, or cannot be created: a clear error, the file untouched (it was an
+    // unhandled 'error' event of a write stream, a stack trace).
+    const before = await readFile(join(d, 'out.tar'));
+    for (const [target, code] of [[join(d, 'out.tar'), 'EEXIST'], [join(d, 'missing-dir', 'x.tar'), 'ENOENT']] as const) {
+      const r = await damselfly(['unpack', '--blob', top, '--tar', target]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`^damselfly: .*${code}`, 'm'));
+      assert.doesNotMatch(r.stderr, /Unhandled|node:events|\n {4}at /);
+    }
+    assert.ok((await readFile(join(d, 'out.tar'))).equals(before));
     await mkdir(join(d, 'from-tar'));
     sh(`tar --xattrs --xattrs-include='*' --numeric-owner -xpf '${d}/out.tar' -C '${d}/from-tar'`);
     // `unpack --tar` lists directories breadth-first and GNU tar sets a directory's times as soon

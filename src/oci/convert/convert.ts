@@ -5,12 +5,12 @@
  * types and annotations nydus-snapshotter expects (anchors.md §5.1).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { IntegrityError, type Logger, UsageError } from '../../base/index.js';
+import { FileWriter, IntegrityError, type Logger, UsageError } from '../../base/index.js';
 import { build } from '../../builder/build.js';
 import type { Codecs, Compressor } from '../../format/compression.js';
 import type { Digester } from '../../format/constants.js';
@@ -47,18 +47,20 @@ export interface ConvertResult {
 /** Streams a blob to a file, checking its digest; returns its size. */
 async function download(store: ImageStore, digest: string, path: string, onBytes: (n: number) => void): Promise<number> {
   const h = createHash('sha256');
-  const out = createWriteStream(path);
+  const out = await FileWriter.create(path, 'w');
   let size = 0;
   try {
     for await (const chunk of store.blobStream(digest)) {
       h.update(chunk);
       size += chunk.length;
       onBytes(chunk.length);
-      if (!out.write(chunk)) await new Promise<void>((r) => out.once('drain', () => r()));
+      await out.write(chunk);
     }
-  } finally {
-    await new Promise<void>((resolve, reject) => out.end((e?: Error | null) => (e ? reject(e) : resolve())));
+  } catch (e) {
+    await out.abort();
+    throw e;
   }
+  await out.close();
   if (`sha256:${h.digest('hex')}` !== digest) throw new IntegrityError(`layer ${digest} from ${store.name} does not match its digest`);
   return size;
 }

@@ -1,0 +1,57 @@
+/**
+ * Sequential writes to a file through one buffer, with every error an ordinary rejection. A
+ * `fs.WriteStream` reports errors as events: unheard, an EEXIST at open or an ENOSPC mid-way ended
+ * the process with a stack trace, and a writer waiting for 'drain' waited for ever.
+ */
+import { type FileHandle, open } from 'node:fs/promises';
+
+const BUFFER = 1 << 20;
+
+export class FileWriter {
+  private readonly buf = Buffer.allocUnsafe(BUFFER);
+  private used = 0;
+  /** Bytes written so far (buffered ones included). */
+  bytes = 0;
+
+  private constructor(private readonly fh: FileHandle) {}
+
+  /** Opens `path` (`wx`: a new file; `w`: replaced). */
+  static async create(path: string, flags: 'w' | 'wx' = 'wx', mode = 0o644): Promise<FileWriter> {
+    return new FileWriter(await open(path, flags, mode));
+  }
+
+  async write(b: Uint8Array): Promise<void> {
+    if (this.used + b.length > this.buf.length) await this.flush();
+    if (b.length >= this.buf.length) await this.writeAll(b);
+    else {
+      this.buf.set(b, this.used);
+      this.used += b.length;
+    }
+    this.bytes += b.length;
+  }
+
+  private async writeAll(b: Uint8Array): Promise<void> {
+    for (let off = 0; off < b.length; ) off += (await this.fh.write(b, off, b.length - off)).bytesWritten;
+  }
+
+  private async flush(): Promise<void> {
+    if (this.used === 0) return;
+    const n = this.used;
+    this.used = 0;
+    await this.writeAll(this.buf.subarray(0, n));
+  }
+
+  /** Writes what is buffered and closes the file. */
+  async close(): Promise<void> {
+    try {
+      await this.flush();
+    } finally {
+      await this.fh.close();
+    }
+  }
+
+  /** Closes the file without writing what is buffered (after a failure; never throws). */
+  async abort(): Promise<void> {
+    await this.fh.close().catch(() => undefined);
+  }
+}
