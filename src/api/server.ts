@@ -105,6 +105,8 @@ export class ApiServer {
       this.server.once('error', reject);
       this.server.listen(path, () => {
         this.server.off('error', reject);
+        // Later errors (an accept failing for want of file descriptors) are logged; the daemon serves on.
+        this.server.on('error', (e) => this.log.warn({ err: errorMessage(e) }, 'api server error'));
         resolve();
       });
     });

@@ -91,7 +91,11 @@ export class ImageService {
 
   /** Starts the background prefetch; resolves when it is done (or stopped). */
   startPrefetch(req: PrefetchRequest): Promise<PrefetchResult> {
-    const chunks = prefetchPlan(this.opts.loaded.image, { ...(req.files ? { files: req.files } : {}), all: req.all });
+    const chunks = prefetchPlan(this.opts.loaded.image, {
+      ...(req.files ? { files: req.files } : {}),
+      all: req.all,
+      onMissing: (path) => this.opts.log.warn({ path }, 'prefetch list: the image has no such path; skipped'),
+    });
     this.prefetcher = new Prefetcher(this.device, {
       threads: req.threads,
       mergeBytes: req.mergeBytes,

@@ -20,10 +20,18 @@ export interface PlanOptions {
   files?: string[];
   /** Then every remaining chunk. */
   all: boolean;
+  /** Called with each path of `files` that the image does not have (it is skipped). */
+  onMissing?: (path: string) => void;
 }
 
 export function prefetchPlan(image: RafsImage, opts: PlanOptions): ChunkInfo[] {
-  const roots = opts.files !== undefined ? opts.files.map((p) => resolvePath(image, p)).filter((i): i is number => i !== undefined) : [...image.prefetch];
+  const roots: number[] = [];
+  if (opts.files === undefined) roots.push(...image.prefetch);
+  for (const p of opts.files ?? []) {
+    const ino = resolvePath(image, p);
+    if (ino === undefined) opts.onMissing?.(p);
+    else roots.push(ino);
+  }
   const files: number[] = [];
   const seen = new Set<number>();
   for (const ino of roots) filesBelow(image, ino, files, seen);

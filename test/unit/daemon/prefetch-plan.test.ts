@@ -1,0 +1,59 @@
+/**
+ * The prefetch plan: the listed paths' chunks first, in list order (a directory: every file below
+ * it), paths the image lacks reported and skipped; without a list, the bootstrap's prefetch table;
+ * with `all`, then every chunk in blob order.
+ */
+import assert from 'node:assert/strict';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { silentLogger } from '../../../src/base/index.js';
+import { build } from '../../../src/builder/build.js';
+import { Compressor } from '../../../src/format/compression.js';
+import { Digester } from '../../../src/format/constants.js';
+import type { RafsImage } from '../../../src/format/image.js';
+import { openBootstrap } from '../../../src/format/open.js';
+import { prefetchPlan } from '../../../src/daemon/prefetch-plan.js';
+import { nativeCodecs } from '../../../src/native/index.js';
+import { resolvePath } from '../../../src/tools/walk.js';
+
+const CHUNK = 4096;
+
+describe('prefetch plan', () => {
+  let work: string;
+  let image: RafsImage;
+  const chunksOf = (path: string): string[] => image.fileChunks(resolvePath(image, path) as number).map((c) => `${c.blobIndex}:${c.index}`);
+  const keys = (cs: Array<{ blobIndex: number; index: number }>): string[] => cs.map((c) => `${c.blobIndex}:${c.index}`);
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'damselfly-plan-'));
+    const src = join(work, 'src');
+    await mkdir(join(src, 'd', 'e'), { recursive: true });
+    // Distinct contents (no dedup): a, d/b, d/e/c of 1, 2 and 3 chunks.
+    await writeFile(join(src, 'a'), Buffer.alloc(CHUNK, 1));
+    await writeFile(join(src, 'd', 'b'), Buffer.concat([Buffer.alloc(CHUNK, 2), Buffer.alloc(CHUNK, 3)]));
+    await writeFile(join(src, 'd', 'e', 'c'), Buffer.concat([Buffer.alloc(CHUNK, 4), Buffer.alloc(CHUNK, 5), Buffer.alloc(CHUNK, 6)]));
+    const r = await build({ sources: [src], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: CHUNK, prefetchFiles: ['/d/e/c'], log: silentLogger });
+    image = openBootstrap(r.bootstrap);
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('listed paths in order, a directory meaning the files below it; missing paths reported', () => {
+    const missing: string[] = [];
+    const plan = prefetchPlan(image, { files: ['/a', '/nope', '/d'], all: false, onMissing: (p) => missing.push(p) });
+    assert.deepEqual(keys(plan), [...chunksOf('/a'), ...chunksOf('/d/b'), ...chunksOf('/d/e/c')]);
+    assert.deepEqual(missing, ['/nope']);
+  });
+
+  test("without a list, the bootstrap's prefetch table; with all, then every chunk in blob order", () => {
+    assert.deepEqual(keys(prefetchPlan(image, { all: false })), chunksOf('/d/e/c'));
+    const all = prefetchPlan(image, { all: true });
+    assert.deepEqual(keys(all.slice(0, 3)), chunksOf('/d/e/c'));
+    const rest = all.slice(3);
+    assert.equal(rest.length, 6);
+    assert.deepEqual([...rest].sort((x, y) => x.compressedOffset - y.compressedOffset), rest, 'blob order');
+  });
+});
