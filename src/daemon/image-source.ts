@@ -14,7 +14,7 @@ import { fetchBootstrap } from '../oci/convert/bootstrap-layer.js';
 import { parseImageRef } from '../oci/reference.js';
 import { RegistryClient } from '../oci/registry/index.js';
 import { OciLayoutStore, RegistryStore } from '../oci/store.js';
-import { createBackend } from '../storage/backend/factory.js';
+import { createBackend, registryClientOptions } from '../storage/backend/factory.js';
 import { LocalFsBackend } from '../storage/backend/localfs.js';
 import type { BlobBackend } from '../storage/backend/types.js';
 import { type LoadedImage, loadImage } from '../storage/open-image.js';
@@ -79,18 +79,8 @@ export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: L
       return { ...common, loaded: { image: openBootstrap(bootstrap), bootstrap, blobFiles: new Map() }, backend: new LocalFsBackend({ dir: join(ref.dir, 'blobs', 'sha256') }) };
     }
     const rcfg = registryConfig(ref.host, ref.repo, flags.plainHttp === true, config);
-    const client = new RegistryClient({
-      host: ref.host,
-      scheme: rcfg.scheme,
-      ...(rcfg.auth ? { credentials: rcfg.auth } : {}),
-      ...(rcfg.registryToken ? { registryToken: rcfg.registryToken } : {}),
-      skipVerify: rcfg.skipVerify,
-      caCertFiles: rcfg.caCertFiles,
-      timeoutMs: rcfg.timeoutMs,
-      connectTimeoutMs: rcfg.connectTimeoutMs,
-      retryLimit: rcfg.retryLimit,
-      log: log.child({ component: 'registry' }),
-    });
+    // The client of the chunk reads to come (createBackend takes it over below).
+    const client = new RegistryClient(registryClientOptions(rcfg, log));
     let handedOver = false;
     try {
       const { layer, bootstrap } = await fetchBootstrap(new RegistryStore(client, ref, true));

@@ -41,8 +41,9 @@ function hostAndScheme(url: string): { host: string; scheme: 'http' | 'https' } 
   return { host: u.host, scheme: u.protocol === 'https:' ? 'https' : 'http' };
 }
 
-function registryBackend(cfg: RegistryBackendConfig, ctx: BackendContext): BlobBackend {
-  const base: RegistryClientOptions = {
+/** The options of a client of the registry a `registry` backend config names (its blob host). */
+export function registryClientOptions(cfg: RegistryBackendConfig, log: Logger): RegistryClientOptions {
+  return {
     host: cfg.blobRedirectedHost || cfg.host,
     scheme: (cfg.blobUrlScheme || cfg.scheme) as 'http' | 'https',
     ...(cfg.auth ? { credentials: cfg.auth } : {}),
@@ -52,8 +53,12 @@ function registryBackend(cfg: RegistryBackendConfig, ctx: BackendContext): BlobB
     timeoutMs: cfg.timeoutMs,
     connectTimeoutMs: cfg.connectTimeoutMs,
     retryLimit: cfg.retryLimit,
-    log: ctx.log.child({ component: 'registry' }),
+    log: log.child({ component: 'registry' }),
   };
+}
+
+function registryBackend(cfg: RegistryBackendConfig, ctx: BackendContext): BlobBackend {
+  const base = registryClientOptions(cfg, ctx.log);
   const origin = new RegistryBackend(ctx.originClient ?? new RegistryClient(base), cfg.repo);
   const routes: Route[] = [];
   if (cfg.proxy.url) {
