@@ -129,7 +129,7 @@ export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out
   let files = 0;
   let bytes = 0;
   try {
-    for (const item of walkImage(image)) {
+    for (const item of walkImage(image, { order: 'tar' })) {
       const { attr } = item;
       const rel = Buffer.from(item.components.length === 0 ? '.' : item.components.map((c) => Buffer.from(c).toString('latin1')).join('/'), 'latin1');
       const base: TarEntry = {

@@ -14,27 +14,56 @@ export interface WalkItem {
   attr: InodeAttr;
 }
 
-export function* walkImage(image: RafsImage): Generator<WalkItem> {
+export interface WalkOptions {
+  /**
+   * `levels` (default): a directory's entries, then the contents of its subdirectories.
+   * `tar`: each directory followed at once by everything below it, as `tar c` lists a tree; an
+   * extracting tar restores a directory's times when it leaves it, so only this order keeps them.
+   */
+  order?: 'levels' | 'tar';
+}
+
+export function* walkImage(image: RafsImage, opts: WalkOptions = {}): Generator<WalkItem> {
   const seenDirs = new Set<number>();
   const rootAttr = image.getAttr(image.rootIno);
   seenDirs.add(image.rootIno);
   yield { components: [], path: '/', entry: undefined, attr: rootAttr };
+  const item = (entry: DirEntry, components: Uint8Array[]): WalkItem => {
+    const c = [...components, entry.name];
+    const attr = image.getAttr(entry.ino);
+    if (attr.kind !== entry.kind) {
+      throw new FormatError(`${pathToString(c)}: the directory entry says ${entry.kind}, the inode ${attr.kind}`);
+    }
+    if (attr.kind === 'dir') {
+      if (seenDirs.has(entry.ino)) throw new FormatError(`${pathToString(c)}: directory inode ${entry.ino} is reached twice (a loop)`);
+      seenDirs.add(entry.ino);
+    }
+    return { components: c, path: pathToString(c), entry, attr };
+  };
+  if (opts.order === 'tar') {
+    // One level per open directory: its entries and the next one to visit.
+    const open: Array<{ components: Uint8Array[]; entries: DirEntry[]; next: number }> = [{ components: [], entries: [...image.readdir(image.rootIno)], next: 0 }];
+    while (open.length > 0) {
+      const dir = open[open.length - 1] as (typeof open)[number];
+      const entry = dir.entries[dir.next++];
+      if (entry === undefined) {
+        open.pop();
+        continue;
+      }
+      const it = item(entry, dir.components);
+      yield it;
+      if (it.attr.kind === 'dir') open.push({ components: it.components, entries: [...image.readdir(entry.ino)], next: 0 });
+    }
+    return;
+  }
   const stack: Array<{ ino: number; components: Uint8Array[] }> = [{ ino: image.rootIno, components: [] }];
   while (stack.length > 0) {
     const { ino, components } = stack.pop() as { ino: number; components: Uint8Array[] };
     const subdirs: Array<{ ino: number; components: Uint8Array[] }> = [];
     for (const entry of image.readdir(ino)) {
-      const c = [...components, entry.name];
-      const attr = image.getAttr(entry.ino);
-      if (attr.kind !== entry.kind) {
-        throw new FormatError(`${pathToString(c)}: the directory entry says ${entry.kind}, the inode ${attr.kind}`);
-      }
-      if (attr.kind === 'dir') {
-        if (seenDirs.has(entry.ino)) throw new FormatError(`${pathToString(c)}: directory inode ${entry.ino} is reached twice (a loop)`);
-        seenDirs.add(entry.ino);
-        subdirs.push({ ino: entry.ino, components: c });
-      }
-      yield { components: c, path: pathToString(c), entry, attr };
+      const it = item(entry, components);
+      if (it.attr.kind === 'dir') subdirs.push({ ino: entry.ino, components: it.components });
+      yield it;
     }
     for (let i = subdirs.length - 1; i >= 0; i--) stack.push(subdirs[i] as { ino: number; components: Uint8Array[] });
   }
