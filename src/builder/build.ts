@@ -129,11 +129,12 @@ async function storeDirectory(root: TreeNode, prefetch: TreeNode[], store: Chunk
   await Promise.all(pending);
 }
 
-function resolvePrefetch(root: TreeNode, paths: readonly string[], log: Logger): Array<{ path: string; node: TreeNode }> {
+/** The nodes of `paths` in `root`, in list order, once each; `onMissing` hears of the others. */
+function resolvePrefetch(root: TreeNode, paths: readonly string[], onMissing?: (path: string) => void): Array<{ path: string; node: TreeNode }> {
   const out: Array<{ path: string; node: TreeNode }> = [];
   for (const path of paths) {
     const node = lookupPath(root, path);
-    if (node === undefined) log.warn({ path }, 'prefetch path is not in the image; skipped');
+    if (node === undefined) onMissing?.(path);
     else if (!out.some((o) => o.node === node)) out.push({ path, node });
   }
   return out;
@@ -169,13 +170,14 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         let bytes = 0;
         for (const { node } of walkTree(layer)) if (node.kind === 'file') bytes += node.size;
         total = total === undefined ? undefined : total + bytes;
-        // Prefetch files of the top layer go first in its blob (spec §5.2).
-        const pf = top && i === 0 ? resolvePrefetch(layer, opts.prefetchFiles ?? [], log) : [];
+        // The prefetch files a layer holds go first in its blob (spec §5.2), in every layer: in an
+        // image of several layers most of what a container reads at start sits in the lower ones.
+        const pf = resolvePrefetch(layer, opts.prefetchFiles ?? []);
         await storeDirectory(layer, pf.map((p) => p.node), store, onBytes);
       } else {
         total = undefined;
-        // Prefetch files of the top layer go first in its blob here too: a first pass stores them.
-        if (top && opts.prefetchFiles !== undefined && opts.prefetchFiles.length > 0) {
+        // The same for a tar layer: a first pass stores the listed files it holds.
+        if (opts.prefetchFiles !== undefined && opts.prefetchFiles.length > 0) {
           await storeTarPrefetchFiles(openLayerFile(source), opts.prefetchFiles, { store, log });
         }
         layer = await readTarLayer(openLayerFile(source), { store, log, onBytes, lower: merged });
@@ -187,7 +189,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     }
     const root = finishMerge(merged);
     checkTreeDepth(root);
-    prefetch = resolvePrefetch(root, opts.prefetchFiles ?? [], log);
+    prefetch = resolvePrefetch(root, opts.prefetchFiles ?? [], (path) => log.warn({ path }, 'prefetch path is not in the image; skipped'));
 
     // Blob table: this build's blobs bottom to top, then dictionary blobs in first-use order.
     const handles: BlobHandle[] = [...newBlobs, ...store.referencedDictBlobs];

@@ -509,6 +509,32 @@ describe('OCI layer builds', () => {
     for (const [n, bytes] of data) assert.ok((await readFile(join(d, 'out', n === 'c' ? 'dir/c' : n))).equals(bytes), n);
   });
 
+  test('--prefetch-files on several layers: each blob leads with the listed files it holds, in list order', async () => {
+    const d = join(work, 'prefetch-layers');
+    await mkdir(d);
+    const data = new Map(['a', 'b', 'c', 'd'].map((n, i) => [n, prng(50 + i, 150_000)] as const)); // 3 chunks each
+    const file = (n: string): Item => item(n, 'file', { data: data.get(n) as Buffer });
+    await writeFile(join(d, 'lower.tar'), tarBytes([item('./', 'dir'), file('a'), file('b')]));
+    await writeFile(join(d, 'upper.tar'), tarBytes([item('./', 'dir'), file('c'), file('d')]));
+    await writeFile(join(d, 'list'), '/d\n/b\n');
+    const r = await buildJson(['--prefetch-files', join(d, 'list'), '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), join(d, 'lower.tar'), join(d, 'upper.tar')]);
+    assert.deepEqual(r.prefetch, ['/d', '/b']);
+    const chunks = async (path: string): Promise<string[]> =>
+      (JSON.parse((await damselflyOk(['inspect', '--bootstrap', join(d, 'boot'), '--path', path, '--json'])).stdout) as { chunks: Array<{ blobIndex: number; index: number }> }).chunks.map((c) => `${c.blobIndex}:${c.index}`);
+    // The lower blob: b (listed), then a; the upper blob: d (listed), then c. It was the top layer alone.
+    assert.deepEqual(
+      [await chunks('/b'), await chunks('/a'), await chunks('/d'), await chunks('/c')],
+      [
+        ['0:0', '0:1', '0:2'],
+        ['0:3', '0:4', '0:5'],
+        ['1:0', '1:1', '1:2'],
+        ['1:3', '1:4', '1:5'],
+      ],
+    );
+    await damselflyOk(['unpack', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), '--output', join(d, 'out')]);
+    for (const [n, bytes] of data) assert.ok((await readFile(join(d, 'out', n))).equals(bytes), n);
+  });
+
   test('--inline-bootstrap: the top blob alone opens the image; unpack and check pass', async () => {
     const d = join(work, 'inline');
     const r = await buildJson(['--inline-bootstrap', '--blob-dir', join(d, 'blobs'), ...layers]);
