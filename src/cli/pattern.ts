@@ -21,10 +21,10 @@ interface PatternItem {
   nr_read: number;
 }
 
-/** GET `path` on the API socket; resolves with the status and the body text. */
-export function apiGet(socketPath: string, path: string): Promise<{ status: number; body: string }> {
+/** GET `path` on the API socket; resolves with the status and the body text (within `timeoutMs`). */
+export function apiGet(socketPath: string, path: string, timeoutMs = 10_000): Promise<{ status: number; body: string }> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, path, method: 'GET', headers: { host: 'localhost' } }, (res) => {
+    const req = request({ socketPath, path, method: 'GET', headers: { host: 'localhost' }, timeout: timeoutMs }, (res) => {
       let body = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (body += d));
@@ -32,6 +32,8 @@ export function apiGet(socketPath: string, path: string): Promise<{ status: numb
       res.on('error', reject);
     });
     req.on('error', reject);
+    // A daemon that accepts but never answers: an error, not a wait for ever.
+    req.on('timeout', () => req.destroy(new DamselflyError(ErrorCode.Backend, `the daemon at ${socketPath} did not answer within ${timeoutMs / 1000} s`)));
     req.end();
   });
 }
