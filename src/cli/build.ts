@@ -32,7 +32,7 @@ export function register(program: Command): void {
     .option('--digester <d>', 'blake3 | sha256', oneOf(['blake3', 'sha256'] as const), 'blake3')
     .option('--chunk-size <n>', 'chunk size, a power of two from 4K to 16M', parseSize, Limits.DEFAULT_CHUNK_SIZE)
     .option('--chunk-dict <bootstrap>', 'deduplicate against the chunks of an existing RAFS v6 image')
-    .option('--prefetch-files <file>', 'file listing paths (one per line) for the prefetch table')
+    .option('--prefetch-files <file>', 'file listing paths (one per line) for the prefetch table; their data goes first in each layer\'s blob')
     .option('--inline-bootstrap', 'also store the bootstrap inside the top layer blob')
     .option('--json', 'print the result as JSON')
     .action((sources: string[], flags: BuildFlags) =>

@@ -58,7 +58,7 @@ export function register(program: Command): void {
     .option('--compressor <c>', 'none | lz4_block | zstd', oneOf(['none', 'lz4_block', 'zstd'] as const), 'zstd')
     .option('--digester <d>', 'blake3 | sha256', oneOf(['blake3', 'sha256'] as const), 'blake3')
     .option('--chunk-size <n>', 'chunk size, a power of two from 4K to 16M', parseSize, Limits.DEFAULT_CHUNK_SIZE)
-    .option('--prefetch-files <file>', 'paths (one per line) for the prefetch table')
+    .option('--prefetch-files <file>', 'paths (one per line) for the prefetch table; their data goes first in each layer\'s blob')
     .option('--work-dir <dir>', 'where layers and blobs are staged (default: a temporary directory)')
     .option('--json', 'print the result as JSON')
     .action((flags: ConvertFlags) =>
