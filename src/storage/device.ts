@@ -301,8 +301,10 @@ export class BlobDevice {
         try {
           data = await this.decodeVerified(blob, c, stored);
         } catch (e) {
-          const { readOrigin } = this.opts.backend;
+          const { readOrigin, reportCorrupt } = this.opts.backend;
           if (!(e instanceof IntegrityError) || readOrigin === undefined) throw e;
+          // Which route served them is failed over; when that was the origin, reading it again is no help.
+          if (reportCorrupt?.(bytes) === false) throw e;
           // A proxy or mirror served wrong bytes: once more from the origin itself.
           this.opts.log.warn({ blob: blob.id, chunk: c.index }, 'reading the chunk again from the origin');
           data = await this.decodeVerified(blob, c, await readOrigin(blob.id, c.compressedOffset, c.compressedSize));

@@ -227,7 +227,7 @@ describe('registry faults under a mounted image', () => {
     assert.equal(s2['storage.chunks_fetched'] ?? 0, 0, 'f9 came from the cache');
   });
 
-  test('wrong bytes from a proxy route: the chunk is read again from the origin, right; without fallback EIO', async () => {
+  test('wrong bytes from a proxy route: the chunk is read again from the origin, right, and the proxy failed over; without fallback EIO', async () => {
     // The fault proxy is now a Dragonfly-style proxy route in front of the real registry (the origin).
     const viaProxy = async (fallback: boolean): Promise<void> => {
       const cfg = await writeConfig(
@@ -245,9 +245,14 @@ describe('registry faults under a mounted image', () => {
     console.log(`one flipped byte from the proxy, origin fallback: ${r.outcome} in ${r.ms} ms`);
     assert.equal(r.outcome, 'ok');
     assert.ok(faultsOn(match) >= 1, 'the proxy served the flipped byte');
+    // A route that served wrong bytes is failed over at once: the next read goes to the origin.
+    const other = await rangeOf('f4');
+    assert.equal((await read('f4')).outcome, 'ok');
+    assert.equal(proxy.stats.log.filter((l) => other(l)).length, 0, 'the proxy is not asked again before its check interval');
     const s = await stop();
     assert.ok((s['storage.verify_failures'] ?? 0) >= 1, JSON.stringify(s));
     assert.ok((s['backend.origin_rereads'] ?? 0) >= 1, JSON.stringify(s));
+    assert.equal(s['backend.route_corrupt.proxy'], 1, JSON.stringify(s));
 
     await viaProxy(false);
     proxy.setFault({ match, corrupt: true, at: 777 });

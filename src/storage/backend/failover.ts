@@ -5,7 +5,8 @@
  * every `checkIntervalMs`, or simply the interval elapsing). The origin, if any, is the last resort.
  * Answers that are not the route's fault (a blob that does not exist) are returned as they are.
  * Data a route served that fails its chunk verification is read again from the origin
- * (`readOrigin`), when there is one: a broken peer costs a second read, never the read.
+ * (`readOrigin`), when there is one: a broken peer costs a second read, never the read; and the
+ * route is failed over at once (`reportCorrupt`), so it costs that only until its next check.
  */
 import { BackendError, type Logger, type Metrics, errorMessage } from '../../base/index.js';
 import type { BlobBackend, ReadOptions } from './types.js';
@@ -30,6 +31,8 @@ export class FailoverBackend implements BlobBackend {
   readonly kind: string;
   readonly readOrigin?: (id: string, offset: number, length: number, opts?: ReadOptions) => Promise<Buffer>;
   private readonly routes: RouteState[];
+  /** The route that served each buffer `read` returned (null: the origin), for `reportCorrupt`. */
+  private readonly servedBy = new WeakMap<Buffer, RouteState | null>();
 
   constructor(
     routes: Route[],
@@ -71,17 +74,30 @@ export class FailoverBackend implements BlobBackend {
       });
   }
 
-  private failed(r: RouteState, e: unknown): void {
+  readonly reportCorrupt = (data: Buffer): boolean => {
+    const r = this.servedBy.get(data);
+    if (r === null) return false;
+    if (r !== undefined) {
+      // Once per answer (its chunks fail one by one); a route may answer right between wrong
+      // answers, which would reset a count, so the first wrong answer fails it over.
+      this.servedBy.delete(data);
+      this.metrics.inc(`backend.route_corrupt.${r.name}`);
+      this.failed(r, new Error('served bytes that failed chunk verification'), true);
+    }
+    return true;
+  };
+
+  private failed(r: RouteState, e: unknown, now = false): void {
     r.failures++;
     this.metrics.inc(`backend.route_failures.${r.name}`);
-    if (r.failures >= r.failureLimit && r.healthy) {
+    if ((now || r.failures >= r.failureLimit) && r.healthy) {
       r.healthy = false;
       r.retryAt = Date.now() + r.checkIntervalMs;
       this.log.warn({ route: r.name, err: errorMessage(e) }, 'backend route unhealthy; failing over');
     }
   }
 
-  private async attempt<T>(op: (b: BlobBackend) => Promise<T>): Promise<T> {
+  private async attempt<T>(op: (b: BlobBackend) => Promise<T>, served?: (v: T, r: RouteState | null) => void): Promise<T> {
     let last: unknown;
     for (const r of this.routes) {
       if (!this.usable(r)) continue;
@@ -91,6 +107,7 @@ export class FailoverBackend implements BlobBackend {
           r.healthy = true;
           r.failures = 0;
         }
+        served?.(v, r);
         return v;
       } catch (e) {
         if (!(e instanceof BackendError && e.retryable)) throw e;
@@ -100,13 +117,18 @@ export class FailoverBackend implements BlobBackend {
     }
     if (this.origin !== undefined) {
       this.metrics.inc('backend.origin_fallbacks');
-      return op(this.origin);
+      const v = await op(this.origin);
+      served?.(v, null);
+      return v;
     }
     throw last ?? new BackendError('no backend route is healthy and fallback is disabled', { retryable: true });
   }
 
   read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
-    return this.attempt((b) => b.read(id, offset, length, opts));
+    return this.attempt(
+      (b) => b.read(id, offset, length, opts),
+      (v, r) => this.servedBy.set(v, r),
+    );
   }
 
   size(id: string, opts?: ReadOptions): Promise<number> {

@@ -23,5 +23,11 @@ export interface BlobBackend {
    * fallback to the origin.
    */
   readonly readOrigin?: (id: string, offset: number, length: number, opts?: ReadOptions) => Promise<Buffer>;
+  /**
+   * Tells a backend with routes that `data`, a buffer its `read` returned, failed verification:
+   * the route that served it is failed over at once (wrong bytes are no passing fault). Returns
+   * false when the origin itself served it, so that reading the origin again cannot help.
+   */
+  readonly reportCorrupt?: (data: Buffer) => boolean;
   close(): Promise<void>;
 }
