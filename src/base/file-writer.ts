@@ -7,6 +7,14 @@ import { type FileHandle, open } from 'node:fs/promises';
 
 const BUFFER = 1 << 20;
 
+/**
+ * Writes all of `b` (a write may take less), at `position` onwards, or at the file's current
+ * position when it is undefined.
+ */
+export async function writeFully(fh: FileHandle, b: Uint8Array, position?: number): Promise<void> {
+  for (let off = 0; off < b.length; ) off += (await fh.write(b, off, b.length - off, position === undefined ? null : position + off)).bytesWritten;
+}
+
 export class FileWriter {
   private readonly buf = Buffer.allocUnsafe(BUFFER);
   private used = 0;
@@ -22,7 +30,7 @@ export class FileWriter {
 
   async write(b: Uint8Array): Promise<void> {
     if (this.used + b.length > this.buf.length) await this.flush();
-    if (b.length >= this.buf.length) await this.writeAll(b);
+    if (b.length >= this.buf.length) await writeFully(this.fh, b);
     else {
       this.buf.set(b, this.used);
       this.used += b.length;
@@ -30,15 +38,12 @@ export class FileWriter {
     this.bytes += b.length;
   }
 
-  private async writeAll(b: Uint8Array): Promise<void> {
-    for (let off = 0; off < b.length; ) off += (await this.fh.write(b, off, b.length - off)).bytesWritten;
-  }
 
   private async flush(): Promise<void> {
     if (this.used === 0) return;
     const n = this.used;
     this.used = 0;
-    await this.writeAll(this.buf.subarray(0, n));
+    await writeFully(this.fh, this.buf.subarray(0, n));
   }
 
   /** Writes what is buffered and closes the file. */

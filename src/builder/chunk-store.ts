@@ -6,6 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
+import { writeFully } from '../base/index.js';
 import { type Codecs, type Compressor, type Stored, storeCompressedAsync } from '../format/compression.js';
 import { ChunkFlag, type Digester } from '../format/constants.js';
 import { digest } from '../format/digest.js';
@@ -42,8 +43,7 @@ export class NewBlob {
     if (fh === undefined) throw new Error('blob already finalized');
     this.writes = this.writes.then(async () => {
       for (const p of parts) {
-        let off = 0;
-        while (off < p.length) off += (await fh.write(p, off, p.length - off)).bytesWritten;
+        await writeFully(fh, p);
         this.size += p.length;
       }
     });

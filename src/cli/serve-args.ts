@@ -60,13 +60,14 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
   // The pattern file is written at exit; a path that cannot be written is an error now, not then.
   if (flags.recordPattern !== undefined) await writeFile(flags.recordPattern, '');
   const recorder = flags.recordPattern !== undefined ? new FsStats('/') : undefined;
+  const amplifyBytes = flags.amplifyIo ?? source.amplifyBytes; // else the device's blob read-ahead
   const service = new ImageService({
     loaded: source.loaded,
     backend: source.backend,
     codecs: nativeCodecs,
     ...(source.cacheDir !== undefined ? { cacheDir: source.cacheDir } : {}),
     validate: source.validate,
-    ...(flags.amplifyIo !== undefined || source.amplifyBytes !== undefined ? { amplifyBytes: flags.amplifyIo ?? source.amplifyBytes } : {}),
+    ...(amplifyBytes !== undefined ? { amplifyBytes } : {}),
     ...(recorder !== undefined ? { wrapFs: (fs) => recorder.wrap(fs) } : {}),
     metrics,
     log,

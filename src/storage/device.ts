@@ -107,10 +107,7 @@ export class BlobDevice {
       const cache = await this.cache(s.chunk.blobIndex);
       if (cache.state(s.chunk) === ChunkState.ABSENT && !this.inflight.has(key(s.chunk))) absent.push(s.chunk);
     }
-    if (absent.length > 0) {
-      const budget = this.amplifyBudget(absent);
-      this.fetch(budget > 0 ? await this.amplify(absent, budget) : absent);
-    }
+    if (absent.length > 0) this.fetch(await this.plan(absent));
     let pos = 0;
     await Promise.all(
       segments.map((s) => {
@@ -123,28 +120,24 @@ export class BlobDevice {
   }
 
   /**
-   * How many compressed bytes after the absent chunks a reader's miss also fetches: the fixed
-   * amplification, else the blob read-ahead window (see `sequentialBytes`), which this updates.
+   * What a reader's miss fetches: the absent chunks, and the chunks stored after them within the
+   * fixed amplification or else the blob read-ahead window (see `sequentialBytes`). A miss that
+   * starts where the blob's last planned fetch ended doubles the window (from 128 KiB); any other
+   * closes it.
    */
-  private amplifyBudget(absent: ChunkInfo[]): number {
+  private async plan(absent: ChunkInfo[]): Promise<ChunkInfo[]> {
     const fixed = this.opts.amplifyBytes ?? 0;
-    if (fixed > 0) return fixed;
+    if (fixed > 0) return this.amplify(absent, fixed);
     const max = this.opts.sequentialBytes ?? 0;
-    if (max <= 0) return 0;
+    if (max <= 0) return absent;
     const blobIndex = (absent[0] as ChunkInfo).blobIndex;
-    let start = Infinity;
-    let end = 0;
-    for (const c of absent) {
-      if (c.blobIndex !== blobIndex) continue;
-      start = Math.min(start, c.compressedOffset);
-      end = Math.max(end, c.compressedOffset + c.compressedSize);
-    }
+    const inBlob = (cs: ChunkInfo[]): ChunkInfo[] => cs.filter((c) => c.blobIndex === blobIndex);
+    const start = Math.min(...inBlob(absent).map((c) => c.compressedOffset));
     const last = this.scans.get(blobIndex);
     const window = last !== undefined && last.end === start ? Math.min(max, last.window > 0 ? last.window * 2 : 128 << 10) : 0;
-    // The end moves on when the fetch is planned (amplify), so that the next miss of the scan, at
-    // the first chunk after everything fetched, is recognised.
-    this.scans.set(blobIndex, { end, window });
-    return window;
+    const planned = window > 0 ? await this.amplify(absent, window) : absent;
+    this.scans.set(blobIndex, { end: Math.max(...inBlob(planned).map((c) => c.compressedOffset + c.compressedSize)), window });
+    return planned;
   }
 
   /**
@@ -162,10 +155,6 @@ export class BlobDevice {
       }
     }
     this.opts.metrics.inc('storage.amplified_chunks', out.length - absent.length);
-    const scan = this.scans.get((absent[0] as ChunkInfo).blobIndex);
-    if (scan !== undefined) {
-      for (const c of out) if (c.blobIndex === (absent[0] as ChunkInfo).blobIndex) scan.end = Math.max(scan.end, c.compressedOffset + c.compressedSize);
-    }
     return out;
   }
 

@@ -6,7 +6,7 @@
  */
 import { type FileHandle, open, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
-import { scatter, sliceViews } from '../../base/index.js';
+import { scatter, sliceViews, writeFully } from '../../base/index.js';
 import type { ChunkInfo } from '../../format/chunk-info.js';
 import { native } from '../../native/index.js';
 import { ChunkMap, ChunkState } from './chunk-map.js';
@@ -95,8 +95,7 @@ export class FileBlobCache implements BlobCache {
   }
 
   async store(c: ChunkInfo, data: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < data.length) off += (await this.data.write(data, off, data.length - off, c.uncompressedOffset + off)).bytesWritten;
+    await writeFully(this.data, data, c.uncompressedOffset);
     await this.map.markPresent(c.index);
   }
 
