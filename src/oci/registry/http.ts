@@ -114,6 +114,8 @@ export class Watchdog {
   readonly controller = new AbortController();
   private timer: NodeJS.Timeout | undefined;
   private phase = 'response headers';
+  /** Stopped for good (the exchange ended): a late `resume` must not arm the timer again. */
+  private stopped = false;
   private readonly unlink: () => void;
 
   constructor(
@@ -155,13 +157,20 @@ export class Watchdog {
   }
 
   resume(): void {
-    if (this.timer !== undefined || this.controller.signal.aborted) return;
+    if (this.stopped || this.timer !== undefined || this.controller.signal.aborted) return;
     this.timer = setTimeout(() => {
       this.abort(new BackendError(`${this.what}: no progress (${this.phase}) within ${this.timeoutMs} ms`, { retryable: true }));
     }, this.timeoutMs);
   }
 
+  /**
+   * The exchange ended. Its body may close while a consumer still holds the last chunk; the
+   * consumer's `resume` then comes after this, and used to arm a timer that nothing stopped: it
+   * kept the process alive (a daemon lingered one timeout after its unmount) and aborted a
+   * finished request.
+   */
   stop(): void {
+    this.stopped = true;
     this.pause();
     this.unlink();
   }

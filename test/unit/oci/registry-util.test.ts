@@ -24,6 +24,7 @@ import {
   verifyDigest,
   withRetry,
 } from '../../../src/oci/registry/index.js';
+import { Watchdog } from '../../../src/oci/registry/http.js';
 
 test('redactUrl drops user info and masks every query value but the harmless ones', () => {
   assert.equal(redactUrl('https://user:pw@r.example:5000/v2/a/blobs/uploads/u?_state=SECRET&digest=sha256:ab'), 'https://r.example:5000/v2/a/blobs/uploads/u?_state=***&digest=sha256%3Aab');
@@ -150,4 +151,19 @@ test('client options are checked', async () => {
   await assert.rejects(c.readBlob('ok', digestOf(Buffer.from('x')), -1, 1), UsageError);
   assert.equal((await c.readBlob('ok', digestOf(Buffer.from('x')), 0, 0)).length, 0);
   await c.close();
+});
+
+test('a watchdog stopped while a consumer held the last chunk stays stopped (no late abort, no live timer)', async () => {
+  const wd = new Watchdog(20, 'GET x', undefined);
+  wd.bodyPhase();
+  wd.pause(); // the consumer holds a chunk
+  wd.stop(); // meanwhile the body ends and closes
+  wd.resume(); // the consumer comes back
+  await new Promise((r) => setTimeout(r, 60));
+  assert.equal(wd.signal.aborted, false);
+  // Still a watchdog while running: one that is not stopped aborts after its timeout.
+  const live = new Watchdog(20, 'GET y', undefined);
+  await new Promise((r) => setTimeout(r, 60));
+  assert.equal(live.signal.aborted, true);
+  assert.match(String((live.signal.reason as Error).message), /GET y: no progress \(response headers\) within 20 ms/);
 });
