@@ -1,17 +1,38 @@
 /**
- * undici, loaded on first use. Most daemons never speak HTTP (a passthrough share for Kata, an
- * image on local or NAS blobs), and evaluating undici at start-up cost each of them ~0.1 s (more
- * with a cold page cache) before it listened. undici is CommonJS: its exports are the dynamic
- * import's `default`, under Node and in the bundle alike (Node also lifts the names it finds to
- * the namespace; the bundle does not).
+ * undici, loaded on first use, and only the parts Damselfly speaks with: the Agent and ProxyAgent
+ * dispatchers and the request API. Most daemons never speak HTTP (a passthrough share for Kata, an
+ * image on local or NAS blobs), and evaluating undici at start-up cost each of them ~0.1 s before
+ * it listened. undici's index also evaluates fetch, WebSocket, EventSource, cookies, caches and
+ * mocks, and its cookies make Node compile its own built-in copy of undici: for `mount --image`,
+ * whose first request waits for this, that was ~50–100 ms of its start (half of undici's source).
+ * The modules are undici's own (CommonJS; `default` is their `module.exports`), at the exact
+ * version package.json pins; src/oci/registry/undici-parts.d.ts types them.
  */
 import type * as Undici from 'undici';
 
-type UndiciExports = Pick<typeof Undici, 'Agent' | 'ProxyAgent' | 'request'>;
+export interface UndiciExports {
+  Agent: typeof Undici.Agent;
+  ProxyAgent: typeof Undici.ProxyAgent;
+}
 
 let loading: Promise<UndiciExports> | undefined;
 
 export function loadUndici(): Promise<UndiciExports> {
-  loading ??= import('undici').then((ns) => ns.default as UndiciExports);
+  loading ??= Promise.all([
+    import('undici/lib/dispatcher/agent.js'),
+    import('undici/lib/dispatcher/proxy-agent.js'),
+    import('undici/lib/dispatcher/dispatcher.js'),
+    import('undici/lib/api/index.js'),
+  ]).then(([agent, proxyAgent, dispatcher, api]) => {
+    // What undici's index does: every dispatcher gets request(), stream(), pipeline(), ….
+    Object.assign(dispatcher.default.prototype, api.default);
+    return { Agent: agent.default, ProxyAgent: proxyAgent.default };
+  });
   return loading;
+}
+
+/** A request's URL as the dispatcher API takes it. */
+export function requestTarget(url: string): { origin: string; path: string } {
+  const u = new URL(url);
+  return { origin: u.origin, path: `${u.pathname}${u.search}` };
 }

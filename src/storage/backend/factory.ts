@@ -5,7 +5,7 @@
 import { type Logger, type Metrics, UnsupportedError } from '../../base/index.js';
 import type { BackendConfig, MirrorConfig, RegistryBackendConfig } from '../../config/index.js';
 import { RegistryClient, type RegistryClientOptions } from '../../oci/registry/index.js';
-import { loadUndici } from '../../oci/registry/undici.js';
+import { loadUndici, requestTarget } from '../../oci/registry/undici.js';
 import { FailoverBackend, type Route } from './failover.js';
 import { HttpProxyBackend } from './http-proxy.js';
 import { LocalFsBackend } from './localfs.js';
@@ -29,10 +29,16 @@ export interface BackendContext {
 /** A health check: GET the URL, healthy on any 2xx/3xx answer within the timeout. */
 function pinger(url: string, timeoutMs: number): () => Promise<boolean> {
   return async () => {
-    const { request } = await loadUndici();
-    const res = await request(url, { method: 'GET', headersTimeout: timeoutMs, bodyTimeout: timeoutMs });
-    await res.body.dump();
-    return res.statusCode < 400;
+    const { Agent } = await loadUndici();
+    // A connection of its own each time, closed after: a ping tells whether one can be made now.
+    const agent = new Agent({ headersTimeout: timeoutMs, bodyTimeout: timeoutMs, connect: { timeout: timeoutMs } });
+    try {
+      const res = await agent.request({ ...requestTarget(url), method: 'GET' });
+      await res.body.dump();
+      return res.statusCode < 400;
+    } finally {
+      void agent.destroy().catch(() => undefined);
+    }
   };
 }
 

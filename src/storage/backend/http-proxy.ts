@@ -4,7 +4,7 @@
  */
 import type * as Undici from 'undici';
 import { BackendError, NotFoundError } from '../../base/index.js';
-import { loadUndici } from '../../oci/registry/undici.js';
+import { loadUndici, requestTarget } from '../../oci/registry/undici.js';
 import type { BlobBackend, ReadOptions } from './types.js';
 
 export interface HttpProxyBackendOptions {
@@ -17,24 +17,23 @@ export interface HttpProxyBackendOptions {
 
 export class HttpProxyBackend implements BlobBackend {
   readonly kind = 'http-proxy';
-  /** undici and the agent, made on the first request (undici is loaded then). */
-  private client: Promise<{ request: typeof Undici.request; agent: Undici.Agent }> | undefined;
+  /** The agent, made on the first request (undici is loaded then). */
+  private client: Promise<Undici.Agent> | undefined;
   private readonly base: string;
 
   constructor(private readonly opts: HttpProxyBackendOptions) {
     this.base = opts.addr.startsWith('/') ? 'http://localhost' : `${opts.addr.replace(/\/$/, '')}${opts.path ? `/${opts.path.replace(/^\/|\/$/g, '')}` : ''}`;
   }
 
-  private connect(): Promise<{ request: typeof Undici.request; agent: Undici.Agent }> {
-    this.client ??= loadUndici().then(({ Agent, request }) => {
+  private connect(): Promise<Undici.Agent> {
+    this.client ??= loadUndici().then(({ Agent }) => {
       const { opts } = this;
       const socket = opts.addr.startsWith('/');
-      const agent = new Agent({
+      return new Agent({
         connect: { timeout: opts.connectTimeoutMs || undefined, rejectUnauthorized: !opts.skipVerify, ...(socket ? { socketPath: opts.addr } : {}) },
         headersTimeout: opts.timeoutMs || 0,
         bodyTimeout: opts.timeoutMs || 0,
       });
-      return { request, agent };
     });
     return this.client;
   }
@@ -47,10 +46,10 @@ export class HttpProxyBackend implements BlobBackend {
   async read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
     if (length === 0) return Buffer.alloc(0);
     const url = this.url(id);
-    const { request, agent } = await this.connect();
+    const agent = await this.connect();
     let res;
     try {
-      res = await request(url, { dispatcher: agent, headers: { range: `bytes=${offset}-${offset + length - 1}` }, ...(opts?.signal ? { signal: opts.signal } : {}) });
+      res = await agent.request({ ...requestTarget(url), method: 'GET', headers: { range: `bytes=${offset}-${offset + length - 1}` }, ...(opts?.signal ? { signal: opts.signal } : {}) });
     } catch (e) {
       throw new BackendError(`http-proxy: GET ${this.url(id)} failed: ${(e as Error).message}`, { cause: e, retryable: true });
     }
@@ -69,8 +68,8 @@ export class HttpProxyBackend implements BlobBackend {
 
   async size(id: string): Promise<number> {
     const url = this.url(id);
-    const { request, agent } = await this.connect();
-    const res = await request(url, { method: 'HEAD', dispatcher: agent });
+    const agent = await this.connect();
+    const res = await agent.request({ ...requestTarget(url), method: 'HEAD' });
     await res.body.dump();
     if (res.statusCode === 404) throw new NotFoundError(`http-proxy: blob ${id} not found`);
     const n = Number(res.headers['content-length']);
@@ -79,6 +78,6 @@ export class HttpProxyBackend implements BlobBackend {
   }
 
   async close(): Promise<void> {
-    if (this.client !== undefined) await (await this.client).agent.close();
+    if (this.client !== undefined) await (await this.client).close();
   }
 }
