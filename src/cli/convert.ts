@@ -40,7 +40,7 @@ function creds(v: string | undefined, what: string): { username: string; passwor
 function openStore(ref: string, plainHttp: boolean, credentials: { username: string; password: string } | undefined, log: Logger, clients: RegistryClient[]): ImageStore {
   const r = parseImageRef(ref);
   if (r.kind === 'oci-layout') return new OciLayoutStore(r, log);
-  const client = new RegistryClient({ host: r.host, scheme: plainHttp ? 'http' : 'https', ...(credentials ? { credentials } : {}), retryLimit: 3, timeoutMs: 30_000, log: log.child({ component: 'registry' }) });
+  const client = new RegistryClient({ host: r.host, scheme: plainHttp ? 'http' : 'https', ...(credentials ? { credentials } : {}), retryLimit: 3, timeoutMs: 30_000, log });
   clients.push(client);
   return new RegistryStore(client, r);
 }

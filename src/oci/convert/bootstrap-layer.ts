@@ -37,20 +37,24 @@ export async function extractBootstrap(stream: AsyncIterable<Buffer>, layer: Pic
     }
   }
   const parser = new TarParser();
+  // The bootstrap is copied once, into a buffer of the size its tar header gives (the parser
+  // yields exactly that many data bytes): copying pieces and joining them showed in start-up.
+  let boot: Buffer | undefined;
   let inBoot = false;
-  const parts: Buffer[] = [];
-  let size = 0;
-  let found = false;
+  let filled = 0;
   for await (const chunk of gunzipStream(hashed(), `bootstrap layer ${digest}`)) {
     for (const ev of parser.write(chunk)) {
       if (ev.kind === 'entry') {
         const p = ev.entry.path.toString('latin1').replace(/^\.?\//, '');
         inBoot = ev.entry.type === 'file' && p === 'image/image.boot';
-        if (inBoot) found = true;
-      } else if (ev.kind === 'data' && inBoot) {
-        size += ev.bytes.length;
-        if (size > MAX_BOOTSTRAP) throw new FormatError('bootstrap layer too large');
-        parts.push(Buffer.from(ev.bytes));
+        if (inBoot) {
+          if (ev.entry.size > MAX_BOOTSTRAP) throw new FormatError(`bootstrap layer ${digest}: image/image.boot of ${ev.entry.size} bytes is too large`);
+          boot = Buffer.allocUnsafe(ev.entry.size);
+          filled = 0;
+        }
+      } else if (ev.kind === 'data' && inBoot && boot !== undefined) {
+        boot.set(ev.bytes, filled);
+        filled += ev.bytes.length;
       } else if (ev.kind === 'entry-end') {
         inBoot = false;
       }
@@ -58,8 +62,9 @@ export async function extractBootstrap(stream: AsyncIterable<Buffer>, layer: Pic
   }
   parser.end();
   if (`sha256:${hash.digest('hex')}` !== digest) throw new IntegrityError(`bootstrap layer ${digest} does not match its digest`);
-  if (!found) throw new FormatError(`bootstrap layer ${digest} holds no image/image.boot`);
-  return Buffer.concat(parts);
+  if (boot === undefined) throw new FormatError(`bootstrap layer ${digest} holds no image/image.boot`);
+  if (filled !== boot.length) throw new FormatError(`bootstrap layer ${digest}: image/image.boot is truncated`);
+  return boot;
 }
 
 export async function fetchBootstrap(store: ImageStore): Promise<{ resolved: ResolvedManifest; layer: Descriptor; bootstrap: Buffer }> {

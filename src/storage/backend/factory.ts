@@ -59,7 +59,7 @@ export function registryClientOptions(cfg: RegistryBackendConfig, log: Logger): 
     timeoutMs: cfg.timeoutMs,
     connectTimeoutMs: cfg.connectTimeoutMs,
     retryLimit: cfg.retryLimit,
-    log: log.child({ component: 'registry' }),
+    log, // the client names itself (component, registry host)
   };
 }
 
