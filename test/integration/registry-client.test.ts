@@ -462,6 +462,20 @@ describe('network faults', () => {
       assert.ok(fp.stats.maxActiveConnections <= 4 && fp.stats.maxActiveConnections >= 2, `max ${fp.stats.maxActiveConnections} connections`);
     }));
 
+  test('exchanges one after the other share one connection though the pool may open more', () =>
+    withProxy(async (fp) => {
+      const c = client(fp.host, { maxConnections: 8 });
+      assert.equal((await c.getManifest('faulty', 'v1')).digest, manifestDigest);
+      let streamed = 0;
+      for await (const chunk of c.blobStream('faulty', digest)) streamed += chunk.length;
+      assert.equal(streamed, blob.length);
+      for (let i = 0; i < 3; i++) assert.ok((await c.readBlob('faulty', digest, i * 1000, 10)).equals(blob.subarray(i * 1000, i * 1000 + 10)));
+      assert.equal(fp.stats.requests, 5);
+      // undici reuses a connection only a loop turn after its response ended; each of these was
+      // sent at once, and used to open a connection of its own (a round trip more, more with TLS).
+      assert.equal(fp.stats.connections, 1);
+    }));
+
   test('every kind of answer gives its connection back (one connection serves them all in turn)', { timeout: 30_000 }, () =>
     withProxy(async (fp) => {
       const c = client(fp.host, { maxConnections: 1, timeoutMs: 2000 });

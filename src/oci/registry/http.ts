@@ -202,6 +202,13 @@ export class Transport {
   /** Made on the first exchange (undici is loaded then). */
   private dispatcher: Promise<Dispatcher> | undefined;
   private readonly slots = new Map<string, Slots>();
+  /**
+   * Per origin, while an exchange that ended in this event-loop turn has not yet given its
+   * connection back: undici (pipelining 1) reuses a connection only a full turn after its response
+   * ended, so an exchange sent at once (the bootstrap layer right after the manifest; the next
+   * chunk read of a reader) opened a new connection: a round trip more, two or three with TLS.
+   */
+  private readonly settling = new Map<string, Promise<void>>();
 
   constructor(opts: TransportOptions) {
     this.opts = opts;
@@ -245,6 +252,8 @@ export class Transport {
       const headers = { ...req.headers, ...(sameOrigin ? req.registryHeaders : {}) };
       const what = `${method} ${redactUrl(url)}`;
       const dispatcher = await this.getDispatcher();
+      const settling = this.settling.get(url.origin);
+      if (settling !== undefined) await settling;
       const release = await this.slotsFor(url.origin).acquire(req.signal, what);
       const wd = new Watchdog(this.opts.timeoutMs, what, req.signal);
       const started = Date.now();
@@ -271,6 +280,7 @@ export class Transport {
       res.body.once('close', () => {
         wd.stop();
         release();
+        this.settle(url.origin);
       });
       this.opts.log.debug({ method, url: redactUrl(url), status: res.statusCode, ms: Date.now() - started }, 'registry http');
       const x: Exchange = { status: res.statusCode, headers: res.headers, url, method, body: res.body, what, watchdog: wd };
@@ -289,6 +299,20 @@ export class Transport {
         body = undefined;
       }
     }
+  }
+
+  /** See `settling`: undici's own wait was queued before this one, so it is over when this resolves. */
+  private settle(origin: string): void {
+    if (this.settling.has(origin)) return;
+    this.settling.set(
+      origin,
+      new Promise((resolve) =>
+        setImmediate(() => {
+          this.settling.delete(origin);
+          resolve();
+        }),
+      ),
+    );
   }
 
   async close(): Promise<void> {
