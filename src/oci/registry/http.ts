@@ -6,7 +6,6 @@
  */
 import { readFileSync } from 'node:fs';
 import { Readable as NodeReadable, type Readable } from 'node:stream';
-import { rootCertificates } from 'node:tls';
 import type { Dispatcher } from 'undici';
 import { BackendError, type Logger } from '../../base/index.js';
 import { HttpStatusError, abortedError, describeErrorBody, isRetryableStatus, networkError, parseRetryAfter, redactUrl } from './errors.js';
@@ -198,7 +197,9 @@ function withProgress(body: Buffer | Readable, wd: Watchdog): Buffer | Readable 
 export class Transport {
   readonly origin: string;
   private readonly opts: TransportOptions;
-  private readonly tls: { rejectUnauthorized: boolean; ca?: string[] };
+  private readonly rejectUnauthorized: boolean;
+  /** The CA files' certificates, trusted besides Node's root certificates. */
+  private readonly extraCa: string[];
   /** Made on the first exchange (undici is loaded then). */
   private dispatcher: Promise<Dispatcher> | undefined;
   private readonly slots = new Map<string, Slots>();
@@ -214,13 +215,19 @@ export class Transport {
     this.opts = opts;
     this.origin = new URL(opts.origin).origin;
     // CA files are read here, so that a missing one is an error at once, not at the first read.
-    const ca = opts.caCertFiles.length > 0 ? [...rootCertificates, ...opts.caCertFiles.map((f) => readFileSync(f, 'utf8'))] : undefined;
-    this.tls = { rejectUnauthorized: !opts.skipVerify, ...(ca ? { ca } : {}) };
+    this.extraCa = opts.caCertFiles.map((f) => readFileSync(f, 'utf8'));
+    this.rejectUnauthorized = !opts.skipVerify;
   }
 
   private getDispatcher(): Promise<Dispatcher> {
-    this.dispatcher ??= loadUndici().then(({ Agent, ProxyAgent }) => {
-      const { opts, tls } = this;
+    this.dispatcher ??= Promise.all([
+      loadUndici(),
+      // node:tls only for its root certificates, when CA files add to them: plain http never loads
+      // it (undici loads it for https), and evaluating it cost ~13 ms of a cold start.
+      this.extraCa.length > 0 ? import('node:tls').then((t) => [...t.rootCertificates, ...this.extraCa]) : undefined,
+    ]).then(([{ Agent, ProxyAgent }, ca]) => {
+      const { opts } = this;
+      const tls = { rejectUnauthorized: this.rejectUnauthorized, ...(ca ? { ca } : {}) };
       const common = { connections: opts.maxConnections, headersTimeout: opts.timeoutMs, bodyTimeout: opts.timeoutMs };
       return opts.proxyUrl
         ? new ProxyAgent({ uri: opts.proxyUrl, ...common, requestTls: { ...tls, timeout: opts.connectTimeoutMs }, proxyTls: { timeout: opts.connectTimeoutMs } })
