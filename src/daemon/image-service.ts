@@ -8,7 +8,7 @@ import { ImageFs } from '../fs/image/image-fs.js';
 import type { FileSystem } from '../fs/types.js';
 import { FuseServer } from '../fuse/index.js';
 import type { BlobBackend } from '../storage/backend/types.js';
-import { BlobDevice } from '../storage/device.js';
+import { BlobDevice, type DeviceOptions } from '../storage/device.js';
 import type { LoadedImage } from '../storage/open-image.js';
 import { SuperFlags } from '../format/constants.js';
 import type { ChunkInfo } from '../format/chunk-info.js';
@@ -36,10 +36,14 @@ export interface ImageServiceOptions {
 /** Blob read-ahead limit when no amplification is set: nydus's default `amplify_io`. */
 const READ_AHEAD_BYTES = 1 << 20;
 
-/** The neighbour index, built on the first miss that wants it (it sorts every chunk). */
-function neighbors(chunks: () => ChunkInfo[]): (c: ChunkInfo, max: number) => ChunkInfo[] {
+/**
+ * The neighbour index (it sorts every chunk), built when the device prepares it after a reader's
+ * first miss, or else by the first miss that wants it.
+ */
+function neighbors(chunks: () => ChunkInfo[]): Pick<DeviceOptions, 'neighbors' | 'prepareNeighbors'> {
   let index: ChunkNeighbors | undefined;
-  return (c, max) => (index ??= new ChunkNeighbors(chunks())).after(c, max);
+  const built = (): ChunkNeighbors => (index ??= new ChunkNeighbors(chunks()));
+  return { neighbors: (c, max) => built().after(c, max), prepareNeighbors: () => void built() };
 }
 
 export interface PrefetchRequest {
@@ -74,7 +78,7 @@ export class ImageService {
       ...(image.allChunks !== undefined
         ? {
             ...(opts.amplifyBytes === undefined ? { sequentialBytes: READ_AHEAD_BYTES } : { amplifyBytes: opts.amplifyBytes }),
-            neighbors: neighbors(image.allChunks.bind(image)),
+            ...neighbors(image.allChunks.bind(image)),
           }
         : {}),
     });

@@ -155,6 +155,30 @@ describe('chunk device: one fetch per chunk', () => {
     await dev.close();
     await backend.close();
   });
+
+  test('the neighbour index is prepared once, in a later turn than the first miss, and a failing one costs no read', async () => {
+    const index = new ChunkNeighbors(chunks);
+    let prepared = 0;
+    const { dev, backend } = device({
+      sequentialBytes: 1 << 20,
+      neighbors: (c, max) => index.after(c, max),
+      prepareNeighbors: () => {
+        prepared++;
+        throw new Error('no index'); // logged; the read that needs the index would report it
+      },
+    });
+    const reading = readAll(dev, [1]);
+    assert.equal(prepared, 0, 'not in the read itself');
+    await reading;
+    await new Promise((r) => setImmediate(r));
+    assert.equal(prepared, 1);
+    await readAll(dev, [3]);
+    await readAll(dev, [0]);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(prepared, 1, 'once');
+    await dev.close();
+    await backend.close();
+  });
 });
 
 describe('image filesystem read-ahead', () => {
