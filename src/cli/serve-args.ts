@@ -9,7 +9,6 @@ import type { Logger, Metrics } from '../base/index.js';
 import { FsStats } from '../daemon/fs-stats.js';
 import { ImageService } from '../daemon/image-service.js';
 import { type ImageSource, type SourceFlags, openImageSource, readPathList } from '../daemon/image-source.js';
-import { warmDigest } from '../format/index.js';
 import { nativeCodecs } from '../native/index.js';
 import { gcCache } from '../storage/cache/gc.js';
 import { parseSize, progressBar } from './common.js';
@@ -95,8 +94,5 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
     await service.close();
     if (recorder !== undefined && flags.recordPattern !== undefined) await writeFile(flags.recordPattern, recorder.prefetchList());
   };
-  // The caller mounts or listens right after this, then waits for the first request: the digest
-  // binding is loaded in that idle moment instead of in the first chunk read's path.
-  setImmediate(() => warmDigest(source.loaded.image.digester));
   return { source, service, close };
 }

@@ -11,6 +11,7 @@ import type { BlobBackend } from '../storage/backend/types.js';
 import { BlobDevice, type DeviceOptions } from '../storage/device.js';
 import type { LoadedImage } from '../storage/open-image.js';
 import { SuperFlags } from '../format/constants.js';
+import { warmDigest } from '../format/digest.js';
 import type { ChunkInfo } from '../format/chunk-info.js';
 import { ChunkNeighbors } from '../storage/chunk/neighbors.js';
 import { type PrefetchResult, Prefetcher } from '../storage/prefetch/prefetcher.js';
@@ -67,6 +68,10 @@ export class ImageService {
   constructor(opts: ImageServiceOptions) {
     this.opts = opts;
     const { image } = opts.loaded;
+    // Whoever serves this (mount, virtiofs, a nydusd API mount) mounts or listens next and then
+    // waits for a first request: the digest binding is loaded in that idle moment, not in the
+    // first chunk read's path.
+    setImmediate(() => warmDigest(image.digester));
     this.device = new BlobDevice({
       blobs: image.blobs,
       backend: opts.backend,

@@ -9,7 +9,7 @@ import { Readable as NodeReadable, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
 import { BackendError, type Logger } from '../../base/index.js';
 import { HttpStatusError, abortedError, describeErrorBody, isRetryableStatus, networkError, parseRetryAfter, redactUrl } from './errors.js';
-import { loadUndici } from './undici.js';
+import { loadUndici, requestTarget } from './undici.js';
 
 export type Method = 'GET' | 'HEAD' | 'POST' | 'PUT' | 'PATCH' | 'DELETE';
 
@@ -267,8 +267,7 @@ export class Transport {
       let res: Dispatcher.ResponseData;
       try {
         res = await dispatcher.request({
-          origin: url.origin,
-          path: `${url.pathname}${url.search}`,
+          ...requestTarget(url),
           method,
           headers,
           body: body ? withProgress(body(), wd) : null,

@@ -32,7 +32,7 @@ export function loadUndici(): Promise<UndiciExports> {
 }
 
 /** A request's URL as the dispatcher API takes it. */
-export function requestTarget(url: string): { origin: string; path: string } {
-  const u = new URL(url);
+export function requestTarget(url: string | URL): { origin: string; path: string } {
+  const u = typeof url === 'string' ? new URL(url) : url;
   return { origin: u.origin, path: `${u.pathname}${u.search}` };
 }
