@@ -9,3 +9,4 @@ export * from './metrics.js';
 export * from './iovec.js';
 export * from './promise.js';
 export * from './file-writer.js';
+export * from './buffer-pool.js';

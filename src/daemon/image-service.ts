@@ -2,7 +2,7 @@
  * Composition of one served image: bootstrap → chunk device (backend + cache) → image filesystem
  * → FUSE server, sharing one logger and one `Metrics`.
  */
-import type { Logger, Metrics } from '../base/index.js';
+import { BufferPool, type Logger, type Metrics } from '../base/index.js';
 import type { Codecs } from '../format/compression.js';
 import { ImageFs } from '../fs/image/image-fs.js';
 import type { FileSystem } from '../fs/types.js';
@@ -33,6 +33,9 @@ export interface ImageServiceOptions {
   metrics: Metrics;
   log: Logger;
 }
+
+/** Chunk buffers, shared by every image this process serves. */
+const chunkBuffers = new BufferPool();
 
 /** Blob read-ahead limit when no amplification is set: nydus's default `amplify_io`. */
 const READ_AHEAD_BYTES = 1 << 20;
@@ -76,7 +79,7 @@ export class ImageService {
       blobs: image.blobs,
       backend: opts.backend,
       codecs: opts.codecs,
-      ...(opts.cacheDir !== undefined ? { cacheDir: opts.cacheDir } : {}),
+      ...(opts.cacheDir !== undefined ? { cacheDir: opts.cacheDir, bufferPool: chunkBuffers } : {}),
       validate: opts.validate === true,
       metrics: opts.metrics,
       log: opts.log.child({ component: 'storage' }),

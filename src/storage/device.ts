@@ -6,7 +6,7 @@
  * reach a reader: a chunk that fails verification from the backend fails the read (EIO above).
  */
 import { mkdir } from 'node:fs/promises';
-import { IntegrityError, type Logger, type Metrics, errorMessage, scatter, sliceViews } from '../base/index.js';
+import { BufferPool, IntegrityError, type Logger, type Metrics, errorMessage, scatter, sliceViews } from '../base/index.js';
 
 export { sliceViews };
 import type { ChunkInfo } from '../format/chunk-info.js';
@@ -26,6 +26,8 @@ export interface DeviceOptions {
   validate?: boolean;
   /** Largest merged backend read, bytes. */
   mergeLimit?: number;
+  /** Where decoded chunks' buffers come from with a cache directory (default: a pool of the device's own). */
+  bufferPool?: BufferPool;
   /** Memory cache size when there is no cache directory, bytes. */
   memoryCacheBytes?: number;
   /** Decoded chunks kept in memory after a fetch or cache read, bytes (saves re-reading the cache). */
@@ -73,9 +75,32 @@ export class BlobDevice {
   private readonly scans = new Map<number, { end: number; window: number }>();
   private closed = false;
   private neighborsPrepared = false;
+  /**
+   * Decoded chunks' buffers, reused (with a cache directory: a memory cache keeps the buffers it
+   * is given). A buffer goes back when nothing holds it any more: the cache write and the
+   * `recent` list each hold it while they use it.
+   */
+  private readonly pool: BufferPool | undefined;
+  private readonly holds = new Map<Uint8Array, number>();
 
   constructor(opts: DeviceOptions) {
     this.opts = opts;
+    this.pool = opts.cacheDir !== undefined ? (opts.bufferPool ?? new BufferPool()) : undefined;
+  }
+
+  private hold(data: Uint8Array): void {
+    if (this.pool !== undefined) this.holds.set(data, (this.holds.get(data) ?? 0) + 1);
+  }
+
+  private unhold(data: Uint8Array): void {
+    const n = this.holds.get(data);
+    if (n === undefined) return;
+    if (n > 1) {
+      this.holds.set(data, n - 1);
+      return;
+    }
+    this.holds.delete(data);
+    this.pool?.release(data);
   }
 
   private blob(c: ChunkInfo): BlobInfo {
@@ -187,11 +212,13 @@ export class BlobDevice {
     if (data.length > limit) return;
     if (this.recent.has(k)) return;
     this.recent.set(k, data);
+    this.hold(data);
     this.recentBytes += data.length;
     for (const [old, d] of this.recent) {
       if (this.recentBytes <= limit) break;
       this.recent.delete(old);
       this.recentBytes -= d.length;
+      this.unhold(d);
     }
   }
 
@@ -283,11 +310,13 @@ export class BlobDevice {
 
   /** Decodes a chunk's stored bytes and verifies the result (counting and logging a mismatch). */
   private async decodeVerified(blob: BlobInfo, c: ChunkInfo, stored: Uint8Array): Promise<Uint8Array> {
+    const dst = this.pool?.acquire(c.uncompressedSize) ?? Buffer.allocUnsafe(c.uncompressedSize);
     try {
-      const data = await decodeChunkAsync(this.opts.codecs, blob, c, stored, Buffer.allocUnsafe(c.uncompressedSize));
+      const data = await decodeChunkAsync(this.opts.codecs, blob, c, stored, dst);
       verifyChunk(blob, c, data);
       return data;
     } catch (e) {
+      this.pool?.release(dst); // the decoder is done with it, and nobody else has it
       if (e instanceof IntegrityError) {
         this.opts.metrics.inc('storage.verify_failures');
         this.opts.log.error({ blob: blob.id, chunk: c.index, err: errorMessage(e) }, 'chunk from the backend failed verification');
@@ -303,8 +332,10 @@ export class BlobDevice {
     const start = first.compressedOffset;
     const length = last.compressedOffset + last.compressedSize - start;
     const m = this.opts.metrics;
-    const raw = this.opts.backend.read(blob.id, start, length);
+    const pool = this.pool;
+    const raw = this.opts.backend.read(blob.id, start, length, pool !== undefined ? { allocate: (n) => pool.acquire(n) } : undefined);
     m.inc('storage.backend_requests');
+    const decoded: Promise<unknown>[] = [];
     for (const c of group) {
       const k = key(c);
       const p = (async (): Promise<Uint8Array> => {
@@ -324,6 +355,7 @@ export class BlobDevice {
         }
         m.inc('storage.chunks_fetched');
         m.inc('storage.chunks_fetched_bytes', data.length);
+        this.hold(data); // for the cache write below
         this.remember(k, data);
         return data;
       })();
@@ -331,8 +363,12 @@ export class BlobDevice {
       // stays "in flight" (served from memory) until it is in the cache.
       const stored = p.then(
         async (data) => {
-          const cache = await this.cache(c.blobIndex);
-          await cache.store(c, data);
+          try {
+            const cache = await this.cache(c.blobIndex);
+            await cache.store(c, data);
+          } finally {
+            this.unhold(data);
+          }
         },
         () => undefined, // a failed fetch was reported to its readers
       );
@@ -346,7 +382,10 @@ export class BlobDevice {
       });
       p.catch(() => undefined);
       this.inflight.set(k, p);
+      decoded.push(p);
     }
+    // The stored bytes go back to the pool once every chunk in them is decoded (or failed).
+    if (pool !== undefined) void Promise.allSettled([raw, ...decoded]).then(([r]) => r?.status === 'fulfilled' && pool.release(r.value));
     raw.then(
       (b) => m.inc('storage.backend_bytes', b.length),
       () => m.inc('storage.backend_errors'),

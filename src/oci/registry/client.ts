@@ -224,8 +224,8 @@ export class RegistryClient {
     );
   }
 
-  /** Reads exactly `length` bytes at `offset` of a blob with a Range GET. */
-  async readBlob(repo: string, digest: string, offset: number, length: number, signal?: AbortSignal): Promise<Buffer> {
+  /** Reads exactly `length` bytes at `offset` of a blob with a Range GET (into a buffer from `allocate` when given). */
+  async readBlob(repo: string, digest: string, offset: number, length: number, signal?: AbortSignal, allocate?: (length: number) => Buffer): Promise<Buffer> {
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
       throw new UsageError(`invalid blob range ${offset}+${length}`);
     }
@@ -239,7 +239,7 @@ export class RegistryClient {
         const x = await this.send({ method: 'GET', url, repo, headers: { range: `bytes=${offset}-${last}` }, ...(signal ? { signal } : {}) });
         if (x.status === 206) {
           checkContentRange(x, offset, last);
-          return readExact(x, 0, length, 'exact', timeoutMs, signal);
+          return readExact(x, 0, length, 'exact', timeoutMs, signal, allocate);
         }
         if (x.status === 200) {
           // the server ignored Range: skip to the window and drop the rest
@@ -248,7 +248,7 @@ export class RegistryClient {
             abandon(x);
             throw new BackendError(`${x.what}: range ${offset}+${length} lies outside the blob (${total} bytes)`);
           }
-          return readExact(x, offset, length, 'abandon', timeoutMs, signal);
+          return readExact(x, offset, length, 'abandon', timeoutMs, signal, allocate);
         }
         if (x.status === 416) throw await statusError(x, `range ${offset}+${length} lies outside the blob`);
         throw await this.notFoundOr(x);

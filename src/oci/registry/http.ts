@@ -381,8 +381,9 @@ export async function readExact(
   rest: 'exact' | 'abandon',
   timeoutMs: number,
   signal?: AbortSignal,
+  allocate?: (length: number) => Buffer,
 ): Promise<Buffer> {
-  const out = Buffer.allocUnsafe(length);
+  const out = allocate?.(length) ?? Buffer.allocUnsafe(length);
   let pos = -skip; // bytes of the wanted window received so far (negative while skipping)
   try {
     for await (const raw of x.body as AsyncIterable<Buffer>) {

@@ -5,7 +5,7 @@
 import { type FileHandle, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackendError, NotFoundError, isSysError } from '../../base/index.js';
-import type { BlobBackend } from './types.js';
+import type { BlobBackend, ReadOptions } from './types.js';
 
 export interface LocalFsConfig {
   dir?: string;
@@ -74,12 +74,12 @@ export class LocalFsBackend implements BlobBackend {
     return (await this.handle(id)).size;
   }
 
-  async read(id: string, offset: number, length: number): Promise<Buffer> {
+  async read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
     const { fh, size } = await this.handle(id);
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
       throw new BackendError(`localfs: range ${offset}+${length} lies outside blob ${id} (${size} bytes)`);
     }
-    const buf = Buffer.allocUnsafe(length);
+    const buf = opts?.allocate?.(length) ?? Buffer.allocUnsafe(length);
     let got = 0;
     while (got < length) {
       const { bytesRead } = await fh.read(buf, got, length - got, offset + got);

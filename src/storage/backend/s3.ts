@@ -247,7 +247,7 @@ export class S3Backend implements BlobBackend {
     }
     try {
       checkRange(out, offset, length, what);
-      return await this.readBody(out.Body, length, what, opts.signal);
+      return await this.readBody(out.Body, length, what, opts);
     } catch (e) {
       if (out.Body instanceof Readable) out.Body.destroy();
       throw this.fail(e, what, opts.signal);
@@ -255,9 +255,9 @@ export class S3Backend implements BlobBackend {
   }
 
   /** Reads the whole body into one buffer of exactly `length` bytes, within `timeoutMs`. */
-  private async readBody(body: unknown, length: number, what: string, signal: AbortSignal | undefined): Promise<Buffer> {
+  private async readBody(body: unknown, length: number, what: string, { signal, allocate }: ReadOptions): Promise<Buffer> {
     if (!(body instanceof Readable)) throw new BackendError(`s3: ${what}: the answer has no body stream`);
-    const out = Buffer.allocUnsafe(length);
+    const out = allocate?.(length) ?? Buffer.allocUnsafe(length);
     let got = 0;
     const timer = setTimeout(() => {
       body.destroy(Object.assign(new Error(`the body was not read within ${this.timeoutMs} ms`), { code: 'ETIMEDOUT' }));

@@ -5,6 +5,11 @@
 
 export interface ReadOptions {
   signal?: AbortSignal;
+  /**
+   * Where the bytes go: a backend that fills a buffer of its own takes it from here (the device's
+   * buffer pool), one that receives a buffer whole (a proxy's body) may ignore it.
+   */
+  allocate?: (length: number) => Buffer;
 }
 
 export interface BlobBackend {

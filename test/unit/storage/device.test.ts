@@ -13,7 +13,7 @@ import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Metrics, silentLogger } from '../../../src/base/index.js';
+import { BufferPool, Metrics, silentLogger } from '../../../src/base/index.js';
 import { build } from '../../../src/builder/build.js';
 import type { ChunkInfo } from '../../../src/format/chunk-info.js';
 import { Compressor } from '../../../src/format/compression.js';
@@ -23,7 +23,7 @@ import { openBootstrap } from '../../../src/format/open.js';
 import { ImageFs } from '../../../src/fs/image/image-fs.js';
 import { nativeCodecs } from '../../../src/native/index.js';
 import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
-import type { BlobBackend } from '../../../src/storage/backend/types.js';
+import type { BlobBackend, ReadOptions } from '../../../src/storage/backend/types.js';
 import { ChunkNeighbors } from '../../../src/storage/chunk/neighbors.js';
 import { BlobDevice, type DeviceOptions } from '../../../src/storage/device.js';
 
@@ -228,5 +228,122 @@ describe('image filesystem read-ahead', () => {
     assert.deepEqual(asked.flat().sort((a, b) => a - b), chunkIndexes.slice(1));
     await dev.close();
     await backend.close();
+  });
+});
+
+/**
+ * Decoded chunks and backend reads use buffers from a pool: a fresh megabyte costs page faults,
+ * and V8 schedules a full garbage collection every few tens of megabytes of them (reading a
+ * 336 MB file spent more CPU on those than on decompression). A buffer goes back only when
+ * nothing uses it: a reuse too early would hand a reader another chunk's bytes.
+ */
+describe('chunk device: buffer reuse', () => {
+  // Larger than the codecs' synchronous limit: decoded on the thread pool, while the loop goes on.
+  const C = 128 << 10;
+  const N = 32;
+  let work: string;
+  let image: RafsImage;
+  let chunks: ChunkInfo[];
+  // Compressible (16 symbols), so that chunks are stored compressed and decoded on the thread pool.
+  const content = randomBytes(N * C).map((x) => x & 0x0f);
+  let n = 0;
+
+  /** Passes the device's allocator on; answers after 0-2 ms, so that completions interleave. */
+  class JitterBackend implements BlobBackend {
+    readonly kind = 'jitter';
+    reads = 0;
+    constructor(private readonly inner: BlobBackend) {}
+    async read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
+      this.reads++;
+      await new Promise((r) => setTimeout(r, Math.floor(Math.random() * 3)));
+      return this.inner.read(id, offset, length, opts);
+    }
+    size(id: string): Promise<number> {
+      return this.inner.size(id);
+    }
+    close(): Promise<void> {
+      return this.inner.close();
+    }
+  }
+
+  /** Overwrites every buffer handed back at once: a reader or decoder still using it sees 0xEE. */
+  class PoisoningPool extends BufferPool {
+    override release(view: Uint8Array): boolean {
+      const ok = super.release(view);
+      if (ok) new Uint8Array(view.buffer).fill(0xee);
+      return ok;
+    }
+  }
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'damselfly-device-pool-'));
+    const src = join(work, 'src');
+    await mkdir(src);
+    await writeFile(join(src, 'f'), content);
+    const r = await build({ sources: [src], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: C, log: silentLogger });
+    image = openBootstrap(r.bootstrap);
+    const f = image.lookup(image.rootIno, Buffer.from('f'));
+    assert.ok(f);
+    chunks = image.fileChunks(f.ino);
+    assert.equal(chunks.length, N);
+    assert.ok(chunks.every((c) => c.compressedSize < c.uncompressedSize), 'chunks stored compressed');
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  function device(pool: BufferPool, more: Partial<DeviceOptions> = {}): { dev: BlobDevice; backend: JitterBackend } {
+    const backend = new JitterBackend(new LocalFsBackend({ dir: join(work, 'blobs') }));
+    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, cacheDir: join(work, `cache-${n++}`), bufferPool: pool, metrics: new Metrics(), log: silentLogger, ...more });
+    return { dev, backend };
+  }
+
+  test('a sequential pass reuses a few buffers instead of taking new ones', async () => {
+    const pool = new PoisoningPool({ minSize: 4096 });
+    const { dev, backend } = device(pool, { mergeLimit: C, recentBytes: 2 * C });
+    for (let i = 0; i < N; i++) {
+      const c = chunks[i] as ChunkInfo;
+      const dst = Buffer.alloc(C);
+      await dev.read([{ chunk: c, from: 0, length: C }], [dst]);
+      assert.deepEqual(dst, content.subarray(i * C, (i + 1) * C), `chunk ${i}`);
+      await new Promise((r) => setImmediate(r));
+    }
+    assert.equal(backend.reads, N);
+    // Each chunk took two buffers (its stored bytes, its decoded data): 64 without reuse.
+    assert.ok(pool.created <= 12, `${pool.created} buffers created for ${N} chunks`);
+    await dev.close();
+    await backend.close();
+  });
+
+  test('eight readers at random chunks and offsets, with merged reads and a small memory list, get exact bytes', async () => {
+    const pool = new PoisoningPool({ minSize: 4096 });
+    for (let round = 0; round < 3; round++) {
+      const { dev, backend } = device(pool, { mergeLimit: 4 * C, recentBytes: C });
+      await Promise.all(
+        Array.from({ length: 8 }, async () => {
+          for (let k = 0; k < 40; k++) {
+            const i = Math.floor(Math.random() * N);
+            const c = chunks[i] as ChunkInfo;
+            const from = Math.floor(Math.random() * C);
+            const length = 1 + Math.floor(Math.random() * (C - from));
+            const dst = Buffer.alloc(length);
+            // Sometimes two neighbouring chunks in one read, so that fetches merge.
+            const next = chunks[i + 1];
+            if (next !== undefined && k % 3 === 0) {
+              const both = Buffer.alloc(length + C);
+              await dev.read([{ chunk: c, from, length }, { chunk: next, from: 0, length: C }], [both]);
+              const want = Buffer.concat([content.subarray(i * C + from, i * C + from + length), content.subarray((i + 1) * C, (i + 2) * C)]);
+              assert.deepEqual(both, want);
+            } else {
+              await dev.read([{ chunk: c, from, length }], [dst]);
+              assert.deepEqual(dst, content.subarray(i * C + from, i * C + from + length));
+            }
+          }
+        }),
+      );
+      await dev.close();
+      await backend.close();
+    }
+    assert.ok(pool.created < 3 * N, `buffers were reused (${pool.created} created)`);
   });
 });
