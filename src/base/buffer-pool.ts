@@ -54,7 +54,8 @@ export class BufferPool {
     if (ab !== undefined) {
       this.idleBytes -= cls;
     } else {
-      ab = new ArrayBuffer(cls);
+      // Not zero-filled (new ArrayBuffer would be): an unsafe buffer of its own, not a slice of Node's pool.
+      ab = Buffer.allocUnsafeSlow(cls).buffer as ArrayBuffer;
       this.created++;
     }
     this.lent.add(ab);
