@@ -6,6 +6,7 @@
 // A chunk-cache hit is then one system call on the main thread instead of a thread-pool round trip
 // (which costs more than the copy itself); whatever would block is left to the asynchronous path.
 #include <fcntl.h>
+#include <stdlib.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -73,12 +74,25 @@ Napi::Value FadviseWillNeed(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// allocAligned(size) -> ArrayBuffer of `size` bytes at a 4096-byte boundary (contents undefined),
+// freed when collected: buffers for O_DIRECT reads, which need the memory aligned to the device's
+// logical block size (512 or 4096). Not reported to V8 as external memory: its users pool them.
+Napi::Value AllocAligned(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  int64_t size = IntArg(info[0], "size");
+  if (size <= 0 || size > (int64_t{1} << 30)) throw Napi::RangeError::New(env, "size must be 1 byte to 1 GiB");
+  void* p = nullptr;
+  if (::posix_memalign(&p, 4096, static_cast<size_t>(size)) != 0 || p == nullptr) throw Napi::Error::New(env, "out of memory");
+  return Napi::ArrayBuffer::New(env, p, static_cast<size_t>(size), [](Napi::Env, void* data) { ::free(data); });
+}
+
 }  // namespace
 
 void InitFastIo(Napi::Env env, Napi::Object exports) {
   exports.Set("preadvNoWait", Napi::Function::New(env, PreadvNoWait, "preadvNoWait"));
   exports.Set("fadviseWillNeed", Napi::Function::New(env, FadviseWillNeed, "fadviseWillNeed"));
   exports.Set("readNoThrow", Napi::Function::New(env, ReadNoThrow, "readNoThrow"));
+  exports.Set("allocAligned", Napi::Function::New(env, AllocAligned, "allocAligned"));
 }
 
 }  // namespace damselfly

@@ -20,6 +20,8 @@ export interface BufferPoolOptions {
   maxIdleBytes?: number;
   /** Idle buffers are dropped (left to the garbage collector) after this long without an acquire, ms (default 10 s). */
   trimAfterMs?: number;
+  /** Makes a new pooled buffer of exactly `size` bytes (e.g. page-aligned memory for O_DIRECT); default: Node's, unzeroed. */
+  allocate?: (size: number) => ArrayBuffer;
 }
 
 export class BufferPool {
@@ -27,6 +29,7 @@ export class BufferPool {
   private readonly maxSize: number;
   private readonly maxIdleBytes: number;
   private readonly trimAfterMs: number;
+  private readonly allocate: (size: number) => ArrayBuffer;
   private readonly idle = new Map<number, ArrayBuffer[]>();
   private idleBytes = 0;
   /** Buffers lent out and not yet released: a release of anything else is ignored. */
@@ -43,6 +46,8 @@ export class BufferPool {
     this.maxSize = opts.maxSize ?? 16 << 20;
     this.maxIdleBytes = opts.maxIdleBytes ?? 32 << 20;
     this.trimAfterMs = opts.trimAfterMs ?? 10_000;
+    // Not zero-filled (new ArrayBuffer would be): an unsafe buffer of its own, not a slice of Node's pool.
+    this.allocate = opts.allocate ?? ((size) => Buffer.allocUnsafeSlow(size).buffer as ArrayBuffer);
   }
 
   /** A buffer of exactly `size` bytes (contents undefined). */
@@ -54,8 +59,7 @@ export class BufferPool {
     if (ab !== undefined) {
       this.idleBytes -= cls;
     } else {
-      // Not zero-filled (new ArrayBuffer would be): an unsafe buffer of its own, not a slice of Node's pool.
-      ab = Buffer.allocUnsafeSlow(cls).buffer as ArrayBuffer;
+      ab = this.allocate(cls);
       this.created++;
     }
     this.lent.add(ab);

@@ -2,13 +2,13 @@
  * Composition of one served image: bootstrap → chunk device (backend + cache) → image filesystem
  * → FUSE server, sharing one logger and one `Metrics`.
  */
-import { BufferPool, type Logger, type Metrics } from '../base/index.js';
+import type { Logger, Metrics } from '../base/index.js';
 import type { Codecs } from '../format/compression.js';
 import { ImageFs } from '../fs/image/image-fs.js';
 import type { FileSystem } from '../fs/types.js';
 import { FuseServer } from '../fuse/index.js';
 import type { BlobBackend } from '../storage/backend/types.js';
-import { BlobDevice, type DeviceOptions } from '../storage/device.js';
+import { BlobDevice, type DeviceOptions, chunkBufferPool } from '../storage/device.js';
 import type { LoadedImage } from '../storage/open-image.js';
 import { SuperFlags } from '../format/constants.js';
 import { warmDigest } from '../format/digest.js';
@@ -35,7 +35,7 @@ export interface ImageServiceOptions {
 }
 
 /** Chunk buffers, shared by every image this process serves. */
-const chunkBuffers = new BufferPool();
+const chunkBuffers = chunkBufferPool();
 
 /** Blob read-ahead limit when no amplification is set: nydus's default `amplify_io`. */
 const READ_AHEAD_BYTES = 1 << 20;

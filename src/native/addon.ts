@@ -191,6 +191,8 @@ export interface NativeAddon extends PassthroughOps {
   fadviseWillNeed(fd: number, offset: number, length: number): void;
   /** read(2) into `buffer`: the bytes read (0 at end of file), or -errno (no exception). */
   readNoThrow(fd: number, buffer: Uint8Array): number;
+  /** `size` bytes at a 4096-byte boundary (for O_DIRECT reads), freed when collected. */
+  allocAligned(size: number): ArrayBuffer;
 
   /** `drainEventfd`: the fd is an eventfd, read (reset) before each readable callback. */
   Poller: new (fd: number, callback: (events: number) => void, drainEventfd?: boolean) => Poller;

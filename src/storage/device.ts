@@ -12,6 +12,7 @@ export { sliceViews };
 import type { ChunkInfo } from '../format/chunk-info.js';
 import type { Codecs } from '../format/compression.js';
 import type { BlobInfo } from '../format/image.js';
+import { native } from '../native/index.js';
 import type { BlobBackend } from './backend/types.js';
 import { type BlobCache, ChunkState, FileBlobCache, MemoryBlobCache } from './cache/blob-cache.js';
 import { decodeChunkAsync, describeChunk, verifyChunk } from './chunk/decode.js';
@@ -64,6 +65,14 @@ export interface ChunkSegment {
   length: number;
 }
 
+/**
+ * A pool for chunk buffers: page-aligned memory, so that the localfs backend can read large
+ * ranges into them with O_DIRECT.
+ */
+export function chunkBufferPool(): BufferPool {
+  return new BufferPool({ allocate: (size) => native.allocAligned(size) });
+}
+
 export class BlobDevice {
   private readonly opts: DeviceOptions;
   private readonly caches = new Map<number, Promise<BlobCache>>();
@@ -85,7 +94,7 @@ export class BlobDevice {
 
   constructor(opts: DeviceOptions) {
     this.opts = opts;
-    this.pool = opts.cacheDir !== undefined ? (opts.bufferPool ?? new BufferPool()) : undefined;
+    this.pool = opts.cacheDir !== undefined ? (opts.bufferPool ?? chunkBufferPool()) : undefined;
   }
 
   private hold(data: Uint8Array): void {
@@ -208,7 +217,7 @@ export class BlobDevice {
   }
 
   private remember(k: string, data: Uint8Array): void {
-    const limit = this.opts.recentBytes ?? 32 << 20;
+    const limit = this.opts.recentBytes ?? 8 << 20;
     if (data.length > limit) return;
     if (this.recent.has(k)) return;
     this.recent.set(k, data);

@@ -1,7 +1,13 @@
 /**
  * The `localfs` backend (spec §7.3, §8): blobs as files in a directory (or NAS mount), found at
  * `dir/<id>`, then in `alt_dirs`, or one `blob_file` for every id. Open files are cached.
+ *
+ * Large reads bypass the page cache (O_DIRECT) when the caller's allocator gives aligned buffers:
+ * what is read is decompressed once and kept in the chunk cache, so a page-cache copy of the
+ * compressed bytes is never read again, and filling it cost more CPU than anything else on a cold
+ * sequential read (the kernel's copy out of freshly read pages: 0.34 of 1.18 s for 136 MB).
  */
+import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import { BackendError, NotFoundError, isSysError } from '../../base/index.js';
@@ -15,12 +21,26 @@ export interface LocalFsConfig {
   files?: ReadonlyMap<string, string>;
   /** Open files kept at once. */
   maxOpenFiles?: number;
+  /** Reads of at least this many bytes bypass the page cache where they can (default 256 KiB; 0: never). */
+  directMin?: number;
 }
+
+interface OpenBlob {
+  fh: FileHandle;
+  size: number;
+  /** The same file opened with O_DIRECT, on first use; undefined where that does not work. */
+  direct?: Promise<FileHandle | undefined>;
+  /** O_DIRECT reads failed (EINVAL): no more are tried on this file. */
+  directOff?: boolean;
+}
+
+/** O_DIRECT alignment: file offsets, lengths and memory at 4096 bytes suit 512- and 4096-byte devices. */
+const ALIGN = 4096;
 
 export class LocalFsBackend implements BlobBackend {
   readonly kind = 'localfs';
   private readonly cfg: LocalFsConfig;
-  private readonly handles = new Map<string, Promise<{ fh: FileHandle; size: number }>>();
+  private readonly handles = new Map<string, Promise<OpenBlob>>();
 
   constructor(cfg: LocalFsConfig) {
     if (!cfg.dir && !cfg.blobFile && (cfg.files?.size ?? 0) === 0) throw new Error('localfs needs a dir or a blob file');
@@ -35,7 +55,7 @@ export class LocalFsBackend implements BlobBackend {
     return dirs.map((d) => join(d, id));
   }
 
-  private async openBlob(id: string): Promise<{ fh: FileHandle; size: number }> {
+  private async openBlob(id: string): Promise<OpenBlob> {
     for (const path of this.candidates(id)) {
       let fh: FileHandle;
       try {
@@ -54,16 +74,16 @@ export class LocalFsBackend implements BlobBackend {
     throw new NotFoundError(`blob ${id} not found (looked in ${this.candidates(id).join(', ')})`);
   }
 
-  private handle(id: string): Promise<{ fh: FileHandle; size: number }> {
+  private handle(id: string): Promise<OpenBlob> {
     let h = this.handles.get(id);
     if (h === undefined) {
       h = this.openBlob(id);
       h.catch(() => this.handles.delete(id));
       const max = this.cfg.maxOpenFiles ?? 256;
       if (this.handles.size >= max) {
-        const [oldId, old] = this.handles.entries().next().value as [string, Promise<{ fh: FileHandle }>];
+        const [oldId, old] = this.handles.entries().next().value as [string, Promise<OpenBlob>];
         this.handles.delete(oldId);
-        void old.then((o) => o.fh.close()).catch(() => undefined);
+        void old.then(closeBlob).catch(() => undefined);
       }
       this.handles.set(id, h);
     }
@@ -75,23 +95,71 @@ export class LocalFsBackend implements BlobBackend {
   }
 
   async read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
-    const { fh, size } = await this.handle(id);
+    const blob = await this.handle(id);
+    const { fh, size } = blob;
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > size) {
       throw new BackendError(`localfs: range ${offset}+${length} lies outside blob ${id} (${size} bytes)`);
     }
-    const buf = opts?.allocate?.(length) ?? Buffer.allocUnsafe(length);
-    let got = 0;
-    while (got < length) {
-      const { bytesRead } = await fh.read(buf, got, length - got, offset + got);
-      if (bytesRead === 0) throw new BackendError(`localfs: short read of blob ${id} at ${offset + got}`);
-      got += bytesRead;
+    const min = this.cfg.directMin ?? 256 << 10;
+    if (opts?.allocate !== undefined && min > 0 && length >= min) {
+      const direct = await this.readDirect(blob, id, offset, length, opts.allocate);
+      if (direct !== undefined) return direct;
     }
+    const buf = opts?.allocate?.(length) ?? Buffer.allocUnsafe(length);
+    await readFully(fh, buf, 0, length, offset, id);
     return buf;
+  }
+
+  /**
+   * Reads the aligned range around [offset, offset + length) with O_DIRECT into one buffer from
+   * `allocate` and returns the wanted part of it; undefined when the file or the buffer does not
+   * allow it (then O_DIRECT is not tried again on this file).
+   */
+  private async readDirect(blob: OpenBlob, id: string, offset: number, length: number, allocate: (n: number) => Buffer): Promise<Buffer | undefined> {
+    if (blob.directOff) return undefined;
+    // The open file itself reopened, not its path: the same inode whatever happened to the name.
+    blob.direct ??= open(`/proc/self/fd/${blob.fh.fd}`, constants.O_RDONLY | constants.O_DIRECT).catch(() => undefined);
+    const dfh = await blob.direct;
+    if (dfh === undefined) return undefined;
+    const start = offset - (offset % ALIGN);
+    const end = Math.ceil((offset + length) / ALIGN) * ALIGN;
+    const buf = allocate(end - start);
+    const need = offset + length - start;
+    let got = 0;
+    try {
+      // Past the end of the file a direct read is short; a short read elsewhere ends on a block boundary.
+      while (got < need) {
+        const { bytesRead } = await dfh.read(buf, got, end - start - got, start + got);
+        got += bytesRead;
+        if (bytesRead === 0 || bytesRead % ALIGN !== 0) break;
+      }
+    } catch (e) {
+      if (!isSysError(e, 'EINVAL')) throw new BackendError(`localfs: cannot read blob ${id} at ${offset}+${length}: ${(e as Error).message}`, { cause: e });
+      blob.directOff = true; // unaligned memory, or a file system that refuses O_DIRECT reads
+      return undefined;
+    }
+    if (got < need) await readFully(blob.fh, buf, got, need - got, start + got, id); // the rest through the page cache
+    return buf.subarray(offset - start, offset - start + length);
   }
 
   async close(): Promise<void> {
     const all = [...this.handles.values()];
     this.handles.clear();
-    await Promise.all(all.map((h) => h.then((o) => o.fh.close()).catch(() => undefined)));
+    await Promise.all(all.map((h) => h.then(closeBlob).catch(() => undefined)));
+  }
+}
+
+async function closeBlob(b: OpenBlob): Promise<void> {
+  const direct = await b.direct;
+  await Promise.all([b.fh.close(), direct?.close()]);
+}
+
+/** Reads exactly `length` bytes at `position` into `buf` from `at`; a short file is a BackendError. */
+async function readFully(fh: FileHandle, buf: Buffer, at: number, length: number, position: number, what: string): Promise<void> {
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, at + got, length - got, position + got);
+    if (bytesRead === 0) throw new BackendError(`localfs: short read of blob ${what} at ${position + got}`);
+    got += bytesRead;
   }
 }
