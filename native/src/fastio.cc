@@ -76,14 +76,20 @@ Napi::Value FadviseWillNeed(const Napi::CallbackInfo& info) {
 
 // allocAligned(size) -> ArrayBuffer of `size` bytes at a 4096-byte boundary (contents undefined),
 // freed when collected: buffers for O_DIRECT reads, which need the memory aligned to the device's
-// logical block size (512 or 4096). Not reported to V8 as external memory: its users pool them.
+// logical block size (512 or 4096). The memory is reported to V8 (as Node's own buffers are), so
+// that dropped buffers are collected under memory pressure; its users pool them.
 Napi::Value AllocAligned(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   int64_t size = IntArg(info[0], "size");
   if (size <= 0 || size > (int64_t{1} << 30)) throw Napi::RangeError::New(env, "size must be 1 byte to 1 GiB");
   void* p = nullptr;
   if (::posix_memalign(&p, 4096, static_cast<size_t>(size)) != 0 || p == nullptr) throw Napi::Error::New(env, "out of memory");
-  return Napi::ArrayBuffer::New(env, p, static_cast<size_t>(size), [](Napi::Env, void* data) { ::free(data); });
+  Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env, p, static_cast<size_t>(size), [size](Napi::Env fenv, void* data) {
+    ::free(data);
+    Napi::MemoryManagement::AdjustExternalMemory(fenv, -size);
+  });
+  Napi::MemoryManagement::AdjustExternalMemory(env, size);
+  return ab;
 }
 
 }  // namespace
