@@ -30,7 +30,7 @@ interface OpenBlob {
   size: number;
   /** The same file opened with O_DIRECT, on first use; undefined where that does not work. */
   direct?: Promise<FileHandle | undefined>;
-  /** O_DIRECT reads failed (EINVAL): no more are tried on this file. */
+  /** An O_DIRECT read failed: no more are tried on this file. */
   directOff?: boolean;
 }
 
@@ -133,9 +133,10 @@ export class LocalFsBackend implements BlobBackend {
         got += bytesRead;
         if (bytesRead === 0 || bytesRead % ALIGN !== 0) break;
       }
-    } catch (e) {
-      if (!isSysError(e, 'EINVAL')) throw new BackendError(`localfs: cannot read blob ${id} at ${offset}+${length}: ${(e as Error).message}`, { cause: e });
-      blob.directOff = true; // unaligned memory, or a file system that refuses O_DIRECT reads
+    } catch {
+      // EINVAL: unaligned memory, or a file system that refuses O_DIRECT reads; whatever the error,
+      // the buffered read tells a real one apart (it fails too) from one O_DIRECT alone has.
+      blob.directOff = true;
       return undefined;
     }
     if (got < need) await readFully(blob.fh, buf, got, need - got, start + got, id); // the rest through the page cache
