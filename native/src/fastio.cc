@@ -5,9 +5,13 @@
 // copies what is already in the page cache and refuses (EAGAIN) instead of waiting for a disk.
 // A chunk-cache hit is then one system call on the main thread instead of a thread-pool round trip
 // (which costs more than the copy itself); whatever would block is left to the asynchronous path.
+// tmpfs and ramfs refuse RWF_NOWAIT (EOPNOTSUPP) although their reads never wait for a disk: there
+// a plain preadv is done (Kata's shared directory lives under /run, a tmpfs on most hosts).
 #include <fcntl.h>
 #include <stdlib.h>
+#include <linux/magic.h>
 #include <sys/uio.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <vector>
@@ -23,9 +27,16 @@ namespace {
 
 constexpr uint32_t kMaxIov = 1024;  // IOV_MAX on Linux
 
+// Whether fd's file system keeps its files in memory (tmpfs, ramfs): reading them waits for no disk.
+bool InMemory(int fd) {
+  struct statfs st;
+  if (::fstatfs(fd, &st) != 0) return false;
+  return st.f_type == TMPFS_MAGIC || st.f_type == RAMFS_MAGIC;
+}
+
 // Returns the bytes read (possibly fewer than asked, 0 at end of file), or -1 when nothing could be
-// read without blocking (EAGAIN) or the file system does not support RWF_NOWAIT (EOPNOTSUPP).
-// Other errors throw.
+// read without blocking (EAGAIN) or the file system does not support RWF_NOWAIT (EOPNOTSUPP) and
+// is not a memory file system. Other errors throw.
 Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto fd = static_cast<int>(IntArg(info[0], "fd"));
@@ -43,12 +54,17 @@ Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
     iov[i].iov_base = a.Data();
     iov[i].iov_len = a.ByteLength();
   }
+  int flags = RWF_NOWAIT;
   for (;;) {
-    ssize_t got = ::preadv2(fd, iov.data(), static_cast<int>(n), position, RWF_NOWAIT);
+    ssize_t got = ::preadv2(fd, iov.data(), static_cast<int>(n), position, flags);
     if (got >= 0) return Napi::Number::New(env, static_cast<double>(got));
     if (errno == EINTR) continue;
+    if (errno == EOPNOTSUPP && flags != 0 && InMemory(fd)) {
+      flags = 0;
+      continue;
+    }
     if (errno == EAGAIN || errno == EOPNOTSUPP) return Napi::Number::New(env, -1);
-    ThrowSys(env, "preadv2");
+    ThrowSys(env, flags != 0 ? "preadv2" : "preadv");
   }
 }
 
