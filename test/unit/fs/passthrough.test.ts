@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { linkSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -210,6 +210,27 @@ describe('passthrough filesystem (in-process)', () => {
     fs.forget(e.nodeid, 1);
   });
 
+  test('on a memory file system (tmpfs refuses RWF_NOWAIT) reads still take the event loop thread, exact', () => {
+    // Kata's shared directory lives under /run, a tmpfs: without this every READ took the thread pool.
+    const shm = mkdtempSync(join('/dev/shm', 'damselfly-pt-nowait-'));
+    try {
+      const data = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7) & 0xff));
+      writeFileSync(join(shm, 'f'), data);
+      const fd = openSync(join(shm, 'f'), 'r');
+      try {
+        const a = Buffer.alloc(100_000);
+        const c = Buffer.alloc(50_000);
+        assert.equal(native.preadvNoWait(fd, [a, c], 1234), 150_000);
+        assert.ok(Buffer.concat([a, c]).equals(data.subarray(1234, 151_234)));
+        assert.equal(native.preadvNoWait(fd, [Buffer.alloc(10)], 300_000), 0, 'end of file');
+      } finally {
+        closeSync(fd);
+      }
+    } finally {
+      rmSync(shm, { recursive: true, force: true });
+    }
+  });
+
   test("FORGET closes a directory's fd at once and any other on the thread pool", async () => {
     mkdirSync(join(share, 'fd-dir'));
     writeFileSync(join(share, 'fd-file'), 'x');
@@ -255,6 +276,34 @@ describe('passthrough filesystem (in-process)', () => {
       const w = await fs.mknod(ctx, open.nodeid, b('wh'), 0o020000, 0, 0);
       assert.deepEqual([w.attr.mode, w.attr.rdev], [0o020000, 0]);
       assert.equal(process.umask(), 0o022, 'the process umask is untouched');
+    } finally {
+      process.umask(old);
+    }
+  });
+
+  test('a process umask changed after it was read still gives the modes the kernel sent', async () => {
+    // The addon reads the process umask once and again only when a node comes out with other bits
+    // than it predicts: here the first creates read 022, the next ones run under 077.
+    const old = process.umask(0o022);
+    try {
+      const guest = { uid: 2468, gid: 1357, pid: 1 };
+      const open = await fs.mkdir(ctx, ROOT, b('umask-change'), 0o777, 0);
+      const first = await fs.create(guest, open.nodeid, b('before'), 0o644, 0o1, 0);
+      assert.equal(first.entry.attr.mode & 0o7777, 0o644);
+      await fs.release(guest, first.entry.nodeid, first.open.fh, 0);
+      process.umask(0o077);
+      for (const name of ['after', 'again']) {
+        const c = await fs.create(guest, open.nodeid, b(name), 0o644, 0o1, 0);
+        assert.deepEqual([c.entry.attr.uid, c.entry.attr.mode & 0o7777], [2468, 0o644], name);
+        await fs.release(guest, c.entry.nodeid, c.open.fh, 0);
+      }
+      const d = await fs.mkdir(guest, open.nodeid, b('dir'), 0o755, 0);
+      assert.equal(d.attr.mode & 0o7777, 0o755);
+      const n = await fs.mknod(guest, open.nodeid, b('fifo'), 0o010644, 0, 0);
+      assert.equal(n.attr.mode, 0o010644);
+      assert.deepEqual(readdirSync(join(share, 'umask-change')).sort(), ['after', 'again', 'before', 'dir', 'fifo'], 'no node left twice or half-made');
+      assert.equal(statSync(join(share, 'umask-change', 'after')).mode & 0o7777, 0o644);
+      assert.equal(process.umask(), 0o077, 'the process umask is untouched');
     } finally {
       process.umask(old);
     }
