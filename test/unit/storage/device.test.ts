@@ -47,6 +47,19 @@ class CountingBackend implements BlobBackend {
   }
 }
 
+/** A work directory with an image of one file `f` holding `content`, in chunks of `chunkSize`. */
+async function oneFileImage(prefix: string, content: Uint8Array, chunkSize: number): Promise<{ work: string; image: RafsImage; chunks: ChunkInfo[] }> {
+  const work = await mkdtemp(join(tmpdir(), prefix));
+  const src = join(work, 'src');
+  await mkdir(src);
+  await writeFile(join(src, 'f'), content);
+  const r = await build({ sources: [src], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize, log: silentLogger });
+  const image = openBootstrap(r.bootstrap);
+  const f = image.lookup(image.rootIno, Buffer.from('f'));
+  assert.ok(f);
+  return { work, image, chunks: image.fileChunks(f.ino) };
+}
+
 describe('chunk device: one fetch per chunk', () => {
   let work: string;
   let image: RafsImage;
@@ -55,15 +68,7 @@ describe('chunk device: one fetch per chunk', () => {
   let n = 0;
 
   before(async () => {
-    work = await mkdtemp(join(tmpdir(), 'damselfly-device-'));
-    const src = join(work, 'src');
-    await mkdir(src);
-    await writeFile(join(src, 'f'), content);
-    const r = await build({ sources: [src], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: CHUNK, log: silentLogger });
-    image = openBootstrap(r.bootstrap);
-    const f = image.lookup(image.rootIno, Buffer.from('f'));
-    assert.ok(f);
-    chunks = image.fileChunks(f.ino);
+    ({ work, image, chunks } = await oneFileImage('damselfly-device-', content, CHUNK));
     assert.equal(chunks.length, 6);
   });
   after(async () => {
@@ -186,10 +191,7 @@ describe('image filesystem read-ahead', () => {
   const content = randomBytes(20 * CHUNK);
 
   before(async () => {
-    work = await mkdtemp(join(tmpdir(), 'damselfly-readahead-'));
-    await mkdir(join(work, 'src'));
-    await writeFile(join(work, 'src', 'f'), content);
-    await build({ sources: [join(work, 'src')], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: CHUNK, log: silentLogger });
+    ({ work } = await oneFileImage('damselfly-readahead-', content, CHUNK));
   });
   after(async () => {
     await rm(work, { recursive: true, force: true });
@@ -276,15 +278,7 @@ describe('chunk device: buffer reuse', () => {
   }
 
   before(async () => {
-    work = await mkdtemp(join(tmpdir(), 'damselfly-device-pool-'));
-    const src = join(work, 'src');
-    await mkdir(src);
-    await writeFile(join(src, 'f'), content);
-    const r = await build({ sources: [src], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: C, log: silentLogger });
-    image = openBootstrap(r.bootstrap);
-    const f = image.lookup(image.rootIno, Buffer.from('f'));
-    assert.ok(f);
-    chunks = image.fileChunks(f.ino);
+    ({ work, image, chunks } = await oneFileImage('damselfly-device-pool-', content, C));
     assert.equal(chunks.length, N);
     assert.ok(chunks.every((c) => c.compressedSize < c.uncompressedSize), 'chunks stored compressed');
   });
