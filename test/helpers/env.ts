@@ -3,7 +3,7 @@
  * the shared reference vectors (read from ../shared, never copied).
  */
 import { spawn, spawnSync } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -33,7 +33,35 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs `damselfly ARGS` to completion. */
+/**
+ * What each thread of a process is doing, as the kernel sees it (name, state, wait channel, kernel
+ * stack where readable): for a command that timed out, so that a hang says where it hangs.
+ */
+export function threadStates(pid: number): string {
+  const read = (path: string): string => {
+    try {
+      return readFileSync(path, 'utf8').trim();
+    } catch {
+      return '?';
+    }
+  };
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return `process ${pid} is gone`;
+  }
+  return tids
+    .map((t) => {
+      const at = `/proc/${pid}/task/${t}`;
+      const state = read(`${at}/stat`).replace(/^.*\) /, '').split(' ')[0];
+      const stack = read(`${at}/stack`).split('\n').slice(0, 6).join(' < ');
+      return `thread ${t} ${read(`${at}/comm`)} state ${state} wchan ${read(`${at}/wchan`)}: ${stack}`;
+    })
+    .join('\n');
+}
+
+/** Runs `damselfly ARGS` to completion; one that outlives `timeoutMs` is killed, its threads' states reported. */
 export function damselfly(args: string[], opts: { input?: string; timeoutMs?: number; env?: NodeJS.ProcessEnv } = {}): Promise<RunResult> {
   return new Promise((resolvePromise, reject) => {
     const child = spawn(process.execPath, [CLI, '--log-level', 'warn', ...args], {
@@ -44,7 +72,11 @@ export function damselfly(args: string[], opts: { input?: string; timeoutMs?: nu
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), opts.timeoutMs ?? 300_000);
+    const timeoutMs = opts.timeoutMs ?? 300_000;
+    const timer = setTimeout(() => {
+      stderr += `\n[test helper] killed after ${timeoutMs} ms; its threads then:\n${child.pid !== undefined ? threadStates(child.pid) : '?'}\n`;
+      child.kill('SIGKILL');
+    }, timeoutMs);
     child.on('error', reject);
     child.on('close', (code, signal) => {
       clearTimeout(timer);
