@@ -15,6 +15,20 @@ export async function writeFully(fh: FileHandle, b: Uint8Array, position?: numbe
   for (let off = 0; off < b.length; ) off += (await fh.write(b, off, b.length - off, position === undefined ? null : position + off)).bytesWritten;
 }
 
+/**
+ * Reads `length` bytes at `position` into `buf` from `at` (a read may return less); returns how
+ * many it got: fewer only at the end of the file.
+ */
+export async function readFully(fh: FileHandle, buf: Uint8Array, at: number, length: number, position: number): Promise<number> {
+  let got = 0;
+  while (got < length) {
+    const { bytesRead } = await fh.read(buf, at + got, length - got, position + got);
+    if (bytesRead === 0) break;
+    got += bytesRead;
+  }
+  return got;
+}
+
 export class FileWriter {
   private readonly buf = Buffer.allocUnsafe(BUFFER);
   private used = 0;

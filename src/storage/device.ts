@@ -49,8 +49,8 @@ export interface DeviceOptions {
   /** The chunks stored after `c` in its blob, contiguous, up to `maxBytes` (for amplification). */
   neighbors?: (c: ChunkInfo, maxBytes: number) => ChunkInfo[];
   /**
-   * Builds what `neighbors` needs ahead of use (an index over every chunk: ~25 ms for a 6500-chunk
-   * image). The device calls it once, a turn after a reader's first miss, while that miss's
+   * Builds what `neighbors` needs ahead of use (an index over every chunk: 25-50 ms for a
+   * 6500-chunk image in a cold process). The device calls it once, a turn after a reader's first miss, while that miss's
    * fetch is under way: the first miss that reads ahead then does not wait for it.
    */
   prepareNeighbors?: () => void;

@@ -5,7 +5,7 @@
  */
 import { type BigIntStats, constants as fsc } from 'node:fs';
 import { lstat, open, readdir, readlink } from 'node:fs/promises';
-import { type Logger, UsageError, observed } from '../../base/index.js';
+import { type Logger, UsageError, observed, readFully } from '../../base/index.js';
 import { type InodeKind, encodeDev } from '../../format/constants.js';
 import type { Xattr } from '../../format/image.js';
 import { splitXattrName } from '../../format/v6/inode.js';
@@ -143,12 +143,7 @@ export async function storeFileFromDisk(
         refs.push(observed(store.submitZeros(len))); // a hole: no need to read it
       } else {
         const buf = Buffer.allocUnsafe(len);
-        let got = 0;
-        while (got < len) {
-          const { bytesRead } = await fh.read(buf, got, len - got, off + got);
-          if (bytesRead === 0) throw new UsageError(`${(node.sourcePath as Buffer).toString()} shrank while it was read`);
-          got += bytesRead;
-        }
+        if ((await readFully(fh, buf, 0, len, off)) < len) throw new UsageError(`${(node.sourcePath as Buffer).toString()} shrank while it was read`);
         refs.push(observed(store.submit(buf)));
       }
       onBytes(len);

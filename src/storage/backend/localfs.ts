@@ -10,7 +10,7 @@
 import { constants } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BackendError, NotFoundError, isSysError } from '../../base/index.js';
+import { BackendError, NotFoundError, isSysError, readFully } from '../../base/index.js';
 import type { BlobBackend, ReadOptions } from './types.js';
 
 export interface LocalFsConfig {
@@ -106,7 +106,7 @@ export class LocalFsBackend implements BlobBackend {
       if (direct !== undefined) return direct;
     }
     const buf = opts?.allocate?.(length) ?? Buffer.allocUnsafe(length);
-    await readFully(fh, buf, 0, length, offset, id);
+    await readAll(fh, buf, 0, length, offset, id);
     return buf;
   }
 
@@ -139,7 +139,7 @@ export class LocalFsBackend implements BlobBackend {
       blob.directOff = true;
       return undefined;
     }
-    if (got < need) await readFully(blob.fh, buf, got, need - got, start + got, id); // the rest through the page cache
+    if (got < need) await readAll(blob.fh, buf, got, need - got, start + got, id); // the rest through the page cache
     return buf.subarray(offset - start, offset - start + length);
   }
 
@@ -156,11 +156,7 @@ async function closeBlob(b: OpenBlob): Promise<void> {
 }
 
 /** Reads exactly `length` bytes at `position` into `buf` from `at`; a short file is a BackendError. */
-async function readFully(fh: FileHandle, buf: Buffer, at: number, length: number, position: number, what: string): Promise<void> {
-  let got = 0;
-  while (got < length) {
-    const { bytesRead } = await fh.read(buf, at + got, length - got, position + got);
-    if (bytesRead === 0) throw new BackendError(`localfs: short read of blob ${what} at ${position + got}`);
-    got += bytesRead;
-  }
+async function readAll(fh: FileHandle, buf: Buffer, at: number, length: number, position: number, id: string): Promise<void> {
+  const got = await readFully(fh, buf, at, length, position);
+  if (got < length) throw new BackendError(`localfs: short read of blob ${id} at ${position + got}`);
 }
