@@ -5,7 +5,7 @@
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import type { Logger, Metrics } from '../base/index.js';
+import { type Logger, type Metrics, errorMessage } from '../base/index.js';
 import { FsStats } from '../daemon/fs-stats.js';
 import { ImageService } from '../daemon/image-service.js';
 import { type ImageSource, type SourceFlags, openImageSource, readPathList } from '../daemon/image-source.js';
@@ -49,7 +49,9 @@ export interface Served {
 }
 
 export async function openServed(flags: ServeFlags, log: Logger, metrics: Metrics): Promise<Served> {
-  const source = await openImageSource(flags, nativeCodecs, log, metrics);
+  const files = flags.prefetchFiles !== undefined ? await readPathList(flags.prefetchFiles) : undefined;
+  const prefetchFirst = files !== undefined || flags.prefetch === true || flags.prefetchAll === true ? { ...(files ? { files } : {}) } : undefined;
+  const source = await openImageSource({ ...flags, ...(prefetchFirst ? { prefetchFirst } : {}) }, nativeCodecs, log, metrics);
   const maxSize = source.config?.cache.maxSizeBytes;
   if (maxSize !== undefined && source.cacheDir !== undefined && existsSync(source.cacheDir)) {
     // The cache size limit (filecache `max_size`): trim the directory before serving, as
@@ -72,7 +74,6 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
     metrics,
     log,
   });
-  const files = flags.prefetchFiles !== undefined ? await readPathList(flags.prefetchFiles) : undefined;
   const cfg = source.prefetch;
   if (flags.prefetch === true && files === undefined && source.loaded.image.prefetch.length === 0) {
     log.warn('--prefetch: the image has no prefetch table (build or convert it with --prefetch-files)');
@@ -88,7 +89,11 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
         bandwidthLimit: cfg?.bandwidthLimitBytesPerSec ?? 0,
         onProgress: (d, t) => bar.update(d, t),
       })
-      .then(() => bar.stop());
+      .catch((e: unknown) => log.warn({ err: errorMessage(e) }, 'prefetch failed'))
+      .finally(() => {
+        bar.stop();
+        source.earlyReads?.release();
+      });
   }
   const close = async (): Promise<void> => {
     await service.close();

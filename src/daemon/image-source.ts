@@ -10,14 +10,18 @@ import { type Logger, type Metrics, UsageError } from '../base/index.js';
 import { type DaemonConfig, type PrefetchConfig, type RegistryBackendConfig, loadConfigFile } from '../config/index.js';
 import type { Codecs } from '../format/compression.js';
 import { openBootstrap } from '../format/open.js';
+import type { RafsImage } from '../format/image.js';
 import { fetchBootstrap } from '../oci/convert/bootstrap-layer.js';
 import { parseImageRef } from '../oci/reference.js';
 import { RegistryClient } from '../oci/registry/index.js';
 import { OciLayoutStore, RegistryStore } from '../oci/store.js';
+import { EarlyReadsBackend } from '../storage/backend/early-reads.js';
 import { createBackend, registryClientOptions } from '../storage/backend/factory.js';
 import { LocalFsBackend } from '../storage/backend/localfs.js';
 import type { BlobBackend } from '../storage/backend/types.js';
+import { FileBlobCache } from '../storage/cache/blob-cache.js';
 import { type LoadedImage, loadImage } from '../storage/open-image.js';
+import { planRanges, prefetchPlan } from './prefetch-plan.js';
 
 export interface SourceFlags {
   bootstrap?: string;
@@ -28,6 +32,12 @@ export interface SourceFlags {
   plainHttp?: boolean;
   cacheDir?: string;
   validate?: boolean;
+  /**
+   * A prefetch will follow (of these files, else of the image's prefetch table; a config that
+   * enables prefetch implies it too). From a registry, its first reads are requested as soon as
+   * the bootstrap is in, ahead of the rest of the set-up.
+   */
+  prefetchFirst?: { files?: string[] };
 }
 
 export interface ImageSource {
@@ -39,6 +49,36 @@ export interface ImageSource {
   /** Read amplification from the config (nydus `amplify_io` / `rafs.batch_size`). */
   amplifyBytes?: number;
   config?: DaemonConfig;
+  /** The prefetch's first reads, requested early (`prefetchFirst`): released when it is done. */
+  earlyReads?: { release(): void };
+}
+
+/** At most this much of a prefetch is requested before the image is served. */
+const EARLY_READ_BYTES = 64 << 20;
+
+/**
+ * Requests the start of the prefetch (its chunks' blob ranges, up to `EARLY_READ_BYTES`) at once,
+ * behind a backend that answers the prefetcher's and readers' reads from them. Blobs the cache
+ * already knows are left out: a restart must not fetch again what its cache holds.
+ */
+async function earlyReads(
+  image: RafsImage,
+  backend: BlobBackend,
+  want: { files?: string[] },
+  cacheDir: string | undefined,
+  log: Logger,
+  metrics: Metrics,
+): Promise<EarlyReadsBackend | undefined> {
+  const plan = prefetchPlan(image, { ...(want.files ? { files: want.files } : {}), all: false });
+  let ranges = planRanges(plan, image.blobs, EARLY_READ_BYTES);
+  if (cacheDir !== undefined) {
+    const cached = new Set<string>();
+    for (const id of new Set(ranges.map((r) => r.id))) if (await FileBlobCache.exists(cacheDir, id)) cached.add(id);
+    ranges = ranges.filter((r) => !cached.has(r.id));
+  }
+  if (ranges.length === 0) return undefined;
+  log.info({ ranges: ranges.length, bytes: ranges.reduce((n, r) => n + r.length, 0) }, 'prefetch: first reads requested with the bootstrap');
+  return new EarlyReadsBackend(backend, ranges, { metrics, log: log.child({ component: 'early-reads' }) });
 }
 
 function registryConfig(host: string, repo: string, plainHttp: boolean, base?: DaemonConfig): RegistryBackendConfig {
@@ -84,17 +124,25 @@ export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: L
     let handedOver = false;
     try {
       const { layer, bootstrap } = await fetchBootstrap(new RegistryStore(client, ref, true));
-      if (cacheDir !== undefined) {
-        // Kept next to the chunks: a restart with the registry gone still has the metadata.
-        await mkdir(cacheDir, { recursive: true });
-        await writeFile(join(cacheDir, `${layer.digest.replace(':', '-')}.image.boot`), bootstrap);
-      }
-      log.info({ image: flags.image, bootstrapLayer: layer.digest, bytes: bootstrap.length }, 'bootstrap fetched');
       const loaded = { image: openBootstrap(bootstrap), bootstrap, blobFiles: new Map<string, string>() };
       // The chunk reads go on with this client: its open connection and its token.
-      const backend = createBackend(rcfg, { log, metrics, originClient: client });
+      const origin = createBackend(rcfg, { log, metrics, originClient: client });
       handedOver = true;
-      return { ...common, loaded, backend };
+      const want = flags.prefetchFirst ?? (config?.prefetch.enable === true ? {} : undefined);
+      let early: EarlyReadsBackend | undefined;
+      try {
+        early = want !== undefined ? await earlyReads(loaded.image, origin, want, cacheDir, log, metrics) : undefined;
+        if (cacheDir !== undefined) {
+          // Kept next to the chunks: a restart with the registry gone still has the metadata.
+          await mkdir(cacheDir, { recursive: true });
+          await writeFile(join(cacheDir, `${layer.digest.replace(':', '-')}.image.boot`), bootstrap);
+        }
+      } catch (e) {
+        await (early ?? origin).close();
+        throw e;
+      }
+      log.info({ image: flags.image, bootstrapLayer: layer.digest, bytes: bootstrap.length }, 'bootstrap fetched');
+      return { ...common, loaded, backend: early ?? origin, ...(early !== undefined ? { earlyReads: early } : {}) };
     } finally {
       if (!handedOver) await client.close();
     }

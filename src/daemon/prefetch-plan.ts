@@ -4,16 +4,9 @@
  * of the image in blob order (spec §2.4, §3.6; nydus `fs_prefetch`).
  */
 import type { ChunkInfo } from '../format/chunk-info.js';
-import type { RafsImage } from '../format/image.js';
+import type { BlobInfo, RafsImage } from '../format/image.js';
+import { filesBelow } from '../format/prefetch.js';
 import { resolvePath } from '../tools/walk.js';
-
-function filesBelow(image: RafsImage, ino: number, out: number[], seen: Set<number>): void {
-  if (seen.has(ino)) return;
-  seen.add(ino);
-  const attr = image.getAttr(ino);
-  if (attr.kind === 'file') out.push(ino);
-  else if (attr.kind === 'dir') for (const e of image.readdir(ino)) filesBelow(image, e.ino, out, seen);
-}
 
 export interface PlanOptions {
   /** Paths to prefetch instead of the bootstrap's table. */
@@ -32,21 +25,50 @@ export function prefetchPlan(image: RafsImage, opts: PlanOptions): ChunkInfo[] {
     if (ino === undefined) opts.onMissing?.(p);
     else roots.push(ino);
   }
-  const files: number[] = [];
-  const seen = new Set<number>();
-  for (const ino of roots) filesBelow(image, ino, files, seen);
-  const chunks = files.flatMap((ino) => image.fileChunks(ino));
+  const chunks = filesBelow(image, roots).flatMap((ino) => image.fileChunks(ino));
   if (opts.all) {
     let rest: ChunkInfo[];
     if (image.allChunks !== undefined) {
       rest = image.allChunks();
     } else {
-      const everything: number[] = [];
-      filesBelow(image, image.rootIno, everything, new Set());
-      rest = everything.flatMap((ino) => image.fileChunks(ino));
+      rest = filesBelow(image, [image.rootIno]).flatMap((ino) => image.fileChunks(ino));
     }
     rest.sort((a, b) => a.blobIndex - b.blobIndex || a.compressedOffset - b.compressedOffset);
     chunks.push(...rest);
   }
   return chunks;
+}
+
+export interface PlanRange {
+  /** Blob id. */
+  id: string;
+  offset: number;
+  length: number;
+}
+
+/**
+ * The blob ranges (compressed bytes) a plan reads, in plan order: runs of chunks stored one after
+ * the other merged, each chunk once, up to `maxBytes` in all.
+ */
+export function planRanges(chunks: readonly ChunkInfo[], blobs: readonly BlobInfo[], maxBytes: number): PlanRange[] {
+  const out: PlanRange[] = [];
+  const seen = new Set<string>();
+  let total = 0;
+  let last: (PlanRange & { blobIndex: number }) | undefined;
+  for (const c of chunks) {
+    const k = `${c.blobIndex}:${c.index}`;
+    if (seen.has(k) || c.compressedSize === 0) continue;
+    if (total + c.compressedSize > maxBytes) break;
+    seen.add(k);
+    total += c.compressedSize;
+    if (last !== undefined && last.blobIndex === c.blobIndex && last.offset + last.length === c.compressedOffset) {
+      last.length += c.compressedSize;
+      continue;
+    }
+    const blob = blobs[c.blobIndex];
+    if (blob === undefined) break;
+    last = { id: blob.id, offset: c.compressedOffset, length: c.compressedSize, blobIndex: c.blobIndex };
+    out.push(last);
+  }
+  return out.map(({ id, offset, length }) => ({ id, offset, length }));
 }

@@ -9,6 +9,7 @@ export * from './constants.js';
 export * from './digest.js';
 export * from './image.js';
 export * from './open.js';
+export * from './prefetch.js';
 export { RafsV5Image } from './v5/reader.js';
 export { RafsV6Image } from './v6/reader.js';
 export { writeV6Bootstrap, type BootstrapNode, type BootstrapSpec } from './v6/writer.js';

@@ -3,6 +3,9 @@
  * front of Debian's docker-registry):
  *
  * - reading one small file of a 64 MiB image fetches exactly that file's chunk from the data blob;
+ * - with a prefetch list, the list's chunks are requested as soon as the bootstrap is in, and
+ *   those reads serve the prefetch (nothing fetched twice); restarted on the same cache, the
+ *   daemon requests nothing;
  * - a daemon SIGKILLed in the middle of a bandwidth-limited prefetch_all and restarted on the
  *   same cache resumes: it fetches only what the first run had not stored, so both runs together
  *   fetch about the image once (not twice), and every file is then correct;
@@ -104,6 +107,46 @@ describe('lazy loading a large image from a registry', () => {
     } finally {
       if (!stopped) await m.stop();
     }
+  });
+
+  test('a prefetch list: its reads go out with the bootstrap and serve the prefetch; a restart on the cache requests nothing', async () => {
+    const cache = join(work, 'cache-early');
+    const wanted = ['random-3.bin', 'random-7.bin'];
+    const list = join(work, 'early-prefetch.txt');
+    await writeFile(list, wanted.map((f) => `/${f}\n`).join(''));
+    const args = ['--image', ref, '--plain-http', '--cache-dir', cache, '--prefetch-files', list, '--stats', '--log-level', 'info'];
+    proxy.resetStats();
+    mnt = await mps.next();
+    const first = await startMount(args, mnt);
+    let r;
+    try {
+      await waitFor('prefetch to finish', () => first.stderr().includes('"msg":"prefetch finished"'), 60_000);
+      assert.match(first.stderr(), /"bytes":\d+,"msg":"prefetch: first reads requested with the bootstrap"/);
+      assert.deepEqual(await readEveryFile(mnt, src, wanted), []);
+    } finally {
+      r = await first.stop();
+    }
+    assert.equal(r.code, 0, r.stderr);
+    const s = statsOf(r.stdout);
+    let own = 0;
+    for (const f of wanted) own += ((await inspect(cache, `/${f}`)).json['chunks'] as { compressedSize: number }[]).reduce((n, c) => n + c.compressedSize, 0);
+    console.log(`prefetch list of ${wanted.length} files (${own} bytes of chunks): ${s['storage.early_read_hits']} reads answered by the ${s['storage.early_read_bytes']} bytes requested early; ${dataBytes()} data-blob bytes from the registry`);
+    assert.equal(s['storage.early_read_bytes'], own, 'the early reads are the listed files’ chunks');
+    assert.ok((s['storage.early_read_hits'] ?? 0) >= wanted.length, 'the prefetch was answered from them');
+    assert.equal(dataBytes(), own, 'nothing was fetched twice');
+    // Restarted on the same cache: everything listed is there, so nothing is requested early.
+    proxy.resetStats();
+    mnt = await mps.next();
+    const second = await startMount(args, mnt);
+    try {
+      await waitFor('the second prefetch to finish', () => second.stderr().includes('"msg":"prefetch finished"'), 60_000);
+      assert.deepEqual(await readEveryFile(mnt, src, wanted), []);
+    } finally {
+      r = await second.stop();
+    }
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /first reads requested/);
+    assert.equal(dataBytes(), 0, 'the restart fetched no data');
   });
 
   test('a daemon killed in the middle of prefetch_all resumes from its cache when restarted', async () => {

@@ -4,7 +4,7 @@
  * uses the blob and kept across restarts; reads go straight from the file into the caller's
  * buffers. `MemoryBlobCache`: a bounded in-memory cache for runs without a cache directory.
  */
-import { type FileHandle, open, utimes } from 'node:fs/promises';
+import { type FileHandle, access, open, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { scatter, sliceViews, writeFully } from '../../base/index.js';
 import type { ChunkInfo } from '../../format/chunk-info.js';
@@ -34,6 +34,14 @@ export class FileBlobCache implements BlobCache {
     private readonly data: FileHandle,
     private readonly map: ChunkMap,
   ) {}
+
+  /** Whether `dir` holds a cache of the blob (its chunk map), whatever it has in it. */
+  static exists(dir: string, blobId: string): Promise<boolean> {
+    return access(join(dir, `${blobId}.chunk_map.dfly`)).then(
+      () => true,
+      () => false,
+    );
+  }
 
   static async open(dir: string, blobId: string): Promise<{ cache: FileBlobCache; uncleanShutdown: boolean }> {
     const data = await open(join(dir, `${blobId}.blob.data`), 'a+').then(async (h) => {

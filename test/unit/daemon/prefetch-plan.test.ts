@@ -1,7 +1,8 @@
 /**
  * The prefetch plan: the listed paths' chunks first, in list order (a directory: every file below
  * it), paths the image lacks reported and skipped; without a list, the bootstrap's prefetch table;
- * with `all`, then every chunk in blob order.
+ * with `all`, then every chunk in blob order. As blob ranges: chunks stored one after the other
+ * merged, in plan order, each chunk once, up to a byte budget.
  */
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -14,7 +15,7 @@ import { Compressor } from '../../../src/format/compression.js';
 import { Digester } from '../../../src/format/constants.js';
 import type { RafsImage } from '../../../src/format/image.js';
 import { openBootstrap } from '../../../src/format/open.js';
-import { prefetchPlan } from '../../../src/daemon/prefetch-plan.js';
+import { planRanges, prefetchPlan } from '../../../src/daemon/prefetch-plan.js';
 import { nativeCodecs } from '../../../src/native/index.js';
 import { resolvePath } from '../../../src/tools/walk.js';
 
@@ -55,5 +56,24 @@ describe('prefetch plan', () => {
     const rest = all.slice(3);
     assert.equal(rest.length, 6);
     assert.deepEqual([...rest].sort((x, y) => x.compressedOffset - y.compressedOffset), rest, 'blob order');
+  });
+
+  test('as blob ranges: stored runs merged, in plan order, each chunk once, within the budget', () => {
+    // The table's file /d/e/c is stored first (the builder puts prefetch files first), then a, d/b.
+    const [c0, c1, c2] = image.fileChunks(resolvePath(image, '/d/e/c') as number);
+    const [a0] = image.fileChunks(resolvePath(image, '/a') as number);
+    assert.ok(c0 && c1 && c2 && a0);
+    assert.equal(c1.compressedOffset, c0.compressedOffset + c0.compressedSize, 'stored one after the other');
+    const blob = (image.blobs[0] as { id: string }).id;
+    const whole = c0.compressedSize + c1.compressedSize + c2.compressedSize;
+    assert.deepEqual(planRanges([c0, c1, c2, c1], image.blobs, 1 << 20), [{ id: blob, offset: c0.compressedOffset, length: whole }]);
+    // Out of storage order: separate ranges, in the order given.
+    assert.deepEqual(planRanges([c2, c0], image.blobs, 1 << 20), [
+      { id: blob, offset: c2.compressedOffset, length: c2.compressedSize },
+      { id: blob, offset: c0.compressedOffset, length: c0.compressedSize },
+    ]);
+    // The budget: whole chunks only, stopping at the first that does not fit.
+    assert.deepEqual(planRanges([c0, c1, c2, a0], image.blobs, c0.compressedSize + c1.compressedSize + 1), [{ id: blob, offset: c0.compressedOffset, length: c0.compressedSize + c1.compressedSize }]);
+    assert.deepEqual(planRanges(prefetchPlan(image, { all: false }), image.blobs, 1 << 20), [{ id: blob, offset: c0.compressedOffset, length: whole }]);
   });
 });

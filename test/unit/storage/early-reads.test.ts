@@ -1,0 +1,159 @@
+/**
+ * Reads requested before anyone asks (the start of a prefetch, sent with the bootstrap): a read
+ * inside them waits for them and is answered from them with the right bytes, without a request of
+ * its own; pieces go out in order a few at a time, one a read waits for at once; a failed piece, data that failed verification
+ * or `release()` send reads to the backend itself.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { BackendError, Metrics, silentLogger } from '../../../src/base/index.js';
+import { EarlyReadsBackend } from '../../../src/storage/backend/early-reads.js';
+import type { BlobBackend, ReadOptions } from '../../../src/storage/backend/types.js';
+
+/** Byte i of blob `id` is (i * 7 + id.length) & 0xff; each read waits until `open()` lets it through. */
+class SlowBlobs implements BlobBackend {
+  readonly kind = 'slow';
+  reads: { id: string; offset: number; length: number }[] = [];
+  inFlight = 0;
+  maxInFlight = 0;
+  failAt: number | undefined;
+  private gates: (() => void)[] = [];
+
+  async read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
+    this.reads.push({ id, offset, length });
+    this.inFlight++;
+    this.maxInFlight = Math.max(this.maxInFlight, this.inFlight);
+    try {
+      await new Promise<void>((resolve) => this.gates.push(resolve));
+      if (opts?.signal?.aborted) throw new BackendError('aborted');
+      if (offset === this.failAt) throw new BackendError('connection reset', { retryable: true });
+      return expected(id, offset, length);
+    } finally {
+      this.inFlight--;
+    }
+  }
+  /** Lets every waiting read finish; resolves once they have. */
+  async open(): Promise<void> {
+    while (this.gates.length > 0) {
+      for (const g of this.gates.splice(0)) g();
+      await new Promise((r) => setImmediate(r));
+    }
+  }
+  async size(): Promise<number> {
+    return 1 << 30;
+  }
+  async close(): Promise<void> {}
+}
+
+function expected(id: string, offset: number, length: number): Buffer {
+  const b = Buffer.alloc(length);
+  for (let i = 0; i < length; i++) b[i] = ((offset + i) * 7 + id.length) & 0xff;
+  return b;
+}
+
+const flush = (): Promise<void> => new Promise((r) => setImmediate(r));
+
+test('reads inside the early ranges are answered from them, in the right bytes, without requests of their own', async () => {
+  const inner = new SlowBlobs();
+  const metrics = new Metrics();
+  const early = new EarlyReadsBackend(
+    inner,
+    [
+      { id: 'aa', offset: 1000, length: 10_000 },
+      { id: 'bbb', offset: 0, length: 2500 },
+    ],
+    { pieceBytes: 1024, concurrency: 3, metrics, log: silentLogger },
+  );
+  await flush();
+  assert.equal(inner.reads.length, 3, 'three pieces in flight at first');
+  assert.deepEqual(inner.reads[0], { id: 'aa', offset: 1000, length: 1024 });
+  let allocated = 0;
+  const asked = [
+    early.read('aa', 1000, 100), // inside the first piece
+    early.read('aa', 1500, 2000, { allocate: (n) => ((allocated += n), Buffer.alloc(n)) }), // across three pieces
+    early.read('aa', 10_500, 500), // the last piece, cut short at the range's end
+    early.read('bbb', 2000, 500),
+    early.read('aa', 10_900, 200), // runs past the range: the backend's
+    early.read('cc', 0, 10), // another blob: the backend's
+  ];
+  for (let i = 0; i < 20; i++) {
+    await inner.open();
+    await flush();
+  }
+  const got = await Promise.all(asked);
+  assert.deepEqual(got[0], expected('aa', 1000, 100));
+  assert.deepEqual(got[1], expected('aa', 1500, 2000));
+  assert.equal(allocated, 2000, 'the caller’s buffer is used');
+  assert.deepEqual(got[2], expected('aa', 10_500, 500));
+  assert.deepEqual(got[3], expected('bbb', 2000, 500));
+  assert.deepEqual(got[4], expected('aa', 10_900, 200));
+  assert.deepEqual(got[5], expected('cc', 0, 10));
+  // 10 pieces of aa (10 000 bytes) and 3 of bbb, each once: three in order at first, then those
+  // that waiting reads need (a reader does not queue behind the rest), then the rest in order.
+  const outside = (r: { id: string; offset: number }): boolean => r.id === 'cc' || r.offset === 10_900;
+  const piece = (r: { id: string; offset: number; length: number }): string => `${r.id}@${r.offset}+${r.length}`;
+  assert.deepEqual(inner.reads.filter((r) => !outside(r)).map(piece), [
+    'aa@1000+1024',
+    'aa@2024+1024',
+    'aa@3048+1024',
+    'aa@10216+784', // wanted by the read at 10 500
+    'bbb@1024+1024', // by the read at bbb 2000
+    'bbb@2048+452',
+    ...Array.from({ length: 6 }, (_, i) => `aa@${4072 + i * 1024}+1024`),
+    'bbb@0+1024',
+  ]);
+  assert.equal(inner.reads.filter(outside).length, 2);
+  assert.equal(inner.maxInFlight, 3 + 3 + 2, 'three queued pieces, the three readers asked for, the two reads outside');
+  assert.equal(metrics.get('storage.early_read_hits'), 4);
+  assert.equal(metrics.get('storage.early_read_bytes'), 12_500);
+});
+
+test('a failed piece sends its reads to the backend', async () => {
+  const inner = new SlowBlobs();
+  inner.failAt = 2048;
+  const early = new EarlyReadsBackend(inner, [{ id: 'aa', offset: 0, length: 8192 }], { pieceBytes: 1024, concurrency: 1, metrics: new Metrics(), log: silentLogger });
+  const across = early.read('aa', 2000, 100); // pieces 1 and 2; 2 fails
+  await inner.open();
+  assert.deepEqual(await across, expected('aa', 2000, 100));
+  assert.deepEqual(
+    inner.reads.filter((r) => r.offset === 2000),
+    [{ id: 'aa', offset: 2000, length: 100 }],
+    'read from the backend after the piece failed',
+  );
+  assert.equal(inner.reads.filter((r) => r.length === 1024).length, 8, 'the other pieces went on');
+});
+
+test('release() stops the pieces not yet requested; later reads go to the backend', async () => {
+  const inner = new SlowBlobs();
+  const early = new EarlyReadsBackend(inner, [{ id: 'aa', offset: 0, length: 8192 }], { pieceBytes: 1024, concurrency: 2, metrics: new Metrics(), log: silentLogger });
+  const waiting = early.read('aa', 0, 10); // waits for the first piece
+  await flush();
+  assert.equal(inner.reads.length, 2);
+  early.release();
+  await inner.open();
+  assert.deepEqual(await waiting, expected('aa', 0, 10), 'its piece was stopped: the backend answered');
+  assert.deepEqual(
+    inner.reads.map((r) => `${r.offset}+${r.length}`),
+    ['0+1024', '1024+1024', '0+10'],
+  );
+});
+
+test('data from the early reads that failed verification: dropped, and read again from the backend', async () => {
+  const inner = new SlowBlobs();
+  const early = new EarlyReadsBackend(inner, [{ id: 'aa', offset: 0, length: 4096 }], { pieceBytes: 4096, metrics: new Metrics(), log: silentLogger });
+  const p = early.read('aa', 0, 100);
+  await inner.open();
+  const served = await p;
+  assert.equal(inner.reads.length, 1);
+  assert.equal(early.reportCorrupt(served), true, 'worth reading again');
+  const again = early.readOrigin('aa', 0, 100);
+  await inner.open();
+  assert.deepEqual(await again, expected('aa', 0, 100));
+  assert.equal(inner.reads.length, 2);
+  // Later reads go to the backend; a backend without routes cannot do better than it did.
+  const later = early.read('aa', 100, 100);
+  await inner.open();
+  const fromBackend = await later;
+  assert.equal(inner.reads.length, 3);
+  assert.equal(early.reportCorrupt(fromBackend), false);
+});
