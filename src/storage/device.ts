@@ -77,6 +77,8 @@ export class BlobDevice {
   private readonly opts: DeviceOptions;
   private readonly caches = new Map<number, Promise<BlobCache>>();
   private readonly inflight = new Map<string, Promise<Uint8Array>>();
+  /** Chunks in flight for the prefetch alone (a background read): a reader's wait expedites them. */
+  private readonly background = new Set<string>();
   private readonly recent = new Map<string, Uint8Array>();
   private recentBytes = 0;
   private readonly storing = new Set<Promise<void>>();
@@ -250,6 +252,7 @@ export class BlobDevice {
     }
     const pending = this.inflight.get(key(c));
     if (pending !== undefined) {
+      if (this.background.delete(key(c))) this.opts.backend.expedite?.(this.blob(c).id, c.compressedOffset, c.compressedSize);
       scatter(await pending, s.from, s.length, views);
       return;
     }
@@ -298,13 +301,13 @@ export class BlobDevice {
   }
 
   /** Starts fetches for chunks (absent and not in flight), merging adjacent ones per blob. */
-  private fetch(chunks: ChunkInfo[]): void {
+  private fetch(chunks: ChunkInfo[], background = false): void {
     const limit = this.opts.mergeLimit ?? 4 << 20;
     const wanted = chunks.filter((c) => !this.inflight.has(key(c)));
     const sorted = [...new Map(wanted.map((c) => [key(c), c])).values()].sort((a, b) => a.blobIndex - b.blobIndex || a.compressedOffset - b.compressedOffset);
     let group: ChunkInfo[] = [];
     const flush = (): void => {
-      if (group.length > 0) this.fetchGroup(group);
+      if (group.length > 0) this.fetchGroup(group, background);
       group = [];
     };
     for (const c of sorted) {
@@ -334,7 +337,7 @@ export class BlobDevice {
     }
   }
 
-  private fetchGroup(group: ChunkInfo[]): void {
+  private fetchGroup(group: ChunkInfo[], background: boolean): void {
     const first = group[0] as ChunkInfo;
     const last = group[group.length - 1] as ChunkInfo;
     const blob = this.blob(first);
@@ -342,7 +345,7 @@ export class BlobDevice {
     const length = last.compressedOffset + last.compressedSize - start;
     const m = this.opts.metrics;
     const pool = this.pool;
-    const raw = this.opts.backend.read(blob.id, start, length, pool !== undefined ? { allocate: (n) => pool.acquire(n) } : undefined);
+    const raw = this.opts.backend.read(blob.id, start, length, { ...(pool !== undefined ? { allocate: (n: number) => pool.acquire(n) } : {}), ...(background ? { background } : {}) });
     m.inc('storage.backend_requests');
     const decoded: Promise<unknown>[] = [];
     for (const c of group) {
@@ -388,9 +391,11 @@ export class BlobDevice {
       void tracked.finally(() => {
         this.storing.delete(tracked);
         this.inflight.delete(k);
+        this.background.delete(k);
       });
       p.catch(() => undefined);
       this.inflight.set(k, p);
+      if (background) this.background.add(k);
       decoded.push(p);
     }
     // The stored bytes go back to the pool once every chunk in them is decoded (or failed).
@@ -405,9 +410,10 @@ export class BlobDevice {
    * Fetches the absent chunks among `chunks` into the cache without reading them (prefetch, a
    * sequential reader's read-ahead). Resolves when all settled; rejects with the first failure after
    * every chunk was tried. With `hintCached` (read-ahead), the cached ones are read ahead from the
-   * cache file too.
+   * cache file too. `background` (the prefetch): the backend may serve these reads after those of
+   * readers (`ReadOptions.background`) until a reader waits for one of the chunks.
    */
-  async prefetch(chunks: ChunkInfo[], opts: { hintCached?: boolean } = {}): Promise<void> {
+  async prefetch(chunks: ChunkInfo[], opts: { hintCached?: boolean; background?: boolean } = {}): Promise<void> {
     // The caches first: from the state checks to the fetch nothing may yield, or a reader could
     // start fetching a chunk in between and it would be fetched twice.
     const caches = new Map<number, BlobCache>();
@@ -427,7 +433,7 @@ export class BlobDevice {
     }
     // Cached chunks: have the kernel read them from the cache file while the reader catches up.
     for (const [cache, list] of present) cache.willNeed(list);
-    this.fetch(absent);
+    this.fetch(absent, opts.background === true);
     const results = await Promise.allSettled(chunks.map((c) => this.inflight.get(key(c))));
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failure !== undefined) throw failure.reason;

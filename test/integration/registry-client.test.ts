@@ -97,6 +97,14 @@ describe('open registry', () => {
     }
     const ranges: [number, number][] = [[0, 1], [0, big.length], [big.length - 1, 1], [big.length - 4096, 4096], [1, 1], [65535, 3], [1 << 20, 1 << 20], [123_457, 999_983]];
     for (const [off, len] of ranges) assert.ok((await c.readBlob('lazy/app', bigDigest, off, len)).equals(big.subarray(off, off + len)), `${off}+${len}`);
+    // Into the caller's buffer, its progress reported as the body arrives.
+    const into = Buffer.alloc(1 << 20);
+    const progress: number[] = [];
+    const got = await c.readBlob('lazy/app', bigDigest, 4096, into.length, { allocate: () => into, onProgress: (n) => progress.push(n) });
+    assert.equal(got, into);
+    assert.ok(got.equals(big.subarray(4096, 4096 + into.length)));
+    assert.ok(progress.length > 1 && progress.every((n, i) => i === 0 || n > (progress[i - 1] as number)), `progress ${progress.join(' ')}`);
+    assert.equal(progress.at(-1), into.length);
     assert.ok((await collect(c.blobStream('lazy/app', bigDigest))).equals(big));
     assert.ok((await collect(c.blobStream('lazy/app', digestOf(layer)))).equals(layer));
     await assert.rejects(c.readBlob('lazy/app', bigDigest, big.length - 10, 20), isBackend(false, /outside the blob/));
@@ -419,7 +427,7 @@ describe('network faults', () => {
       const ac = new AbortController();
       setTimeout(() => ac.abort(), 100);
       const t2 = Date.now();
-      await assert.rejects(client(fp.host, { retryLimit: 5 }).readBlob('faulty', digest, 0, 10, ac.signal), (e: unknown) => e instanceof DamselflyError && e.code === 'E_ABORTED');
+      await assert.rejects(client(fp.host, { retryLimit: 5 }).readBlob('faulty', digest, 0, 10, { signal: ac.signal }), (e: unknown) => e instanceof DamselflyError && e.code === 'E_ABORTED');
       assert.ok(Date.now() - t2 < 1000);
       fp.clearFaults();
     }));

@@ -10,7 +10,7 @@ import { createReadStream } from 'node:fs';
 import { BackendError, IntegrityError, type Logger, NotFoundError, UsageError } from '../../base/index.js';
 import { RegistryAuth, type TokenAnswer, type TokenRequest, parseTokenAnswer, scopeFor } from './auth.js';
 import { HttpStatusError, networkError, redactUrl } from './errors.js';
-import { type Exchange, type ExchangeRequest, Transport, abandon, discard, header, readAll, readExact, statusError } from './http.js';
+import { type BodyOptions, type Exchange, type ExchangeRequest, Transport, abandon, discard, header, readAll, readExact, statusError } from './http.js';
 import { checkDigest, checkReference, checkRepository, digestOf, isDigest, parseDigest, verifyDigest } from './names.js';
 import { type RetryPolicy, backoffDelay, isRetryable, sleep, withRetry } from './retry.js';
 
@@ -224,8 +224,12 @@ export class RegistryClient {
     );
   }
 
-  /** Reads exactly `length` bytes at `offset` of a blob with a Range GET (into a buffer from `allocate` when given). */
-  async readBlob(repo: string, digest: string, offset: number, length: number, signal?: AbortSignal, allocate?: (length: number) => Buffer): Promise<Buffer> {
+  /**
+   * Reads exactly `length` bytes at `offset` of a blob with a Range GET (into a buffer from
+   * `allocate` when given, reporting the bytes in it to `onProgress` as they arrive).
+   */
+  async readBlob(repo: string, digest: string, offset: number, length: number, opts: BodyOptions = {}): Promise<Buffer> {
+    const { signal } = opts;
     if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0) {
       throw new UsageError(`invalid blob range ${offset}+${length}`);
     }
@@ -239,7 +243,7 @@ export class RegistryClient {
         const x = await this.send({ method: 'GET', url, repo, headers: { range: `bytes=${offset}-${last}` }, ...(signal ? { signal } : {}) });
         if (x.status === 206) {
           checkContentRange(x, offset, last);
-          return readExact(x, 0, length, 'exact', timeoutMs, signal, allocate);
+          return readExact(x, 0, length, 'exact', timeoutMs, opts);
         }
         if (x.status === 200) {
           // the server ignored Range: skip to the window and drop the rest
@@ -248,7 +252,7 @@ export class RegistryClient {
             abandon(x);
             throw new BackendError(`${x.what}: range ${offset}+${length} lies outside the blob (${total} bytes)`);
           }
-          return readExact(x, offset, length, 'abandon', timeoutMs, signal, allocate);
+          return readExact(x, offset, length, 'abandon', timeoutMs, opts);
         }
         if (x.status === 416) throw await statusError(x, `range ${offset}+${length} lies outside the blob`);
         throw await this.notFoundOr(x);

@@ -25,6 +25,14 @@ export interface TransportOptions {
   log: Logger;
 }
 
+/** Where a body read goes: a buffer from `allocate`, its progress to `onProgress`. */
+export interface BodyOptions {
+  signal?: AbortSignal;
+  allocate?: (length: number) => Buffer;
+  /** Bytes of the answer in the buffer so far (a retried read starts over). */
+  onProgress?: (bytes: number) => void;
+}
+
 export interface ExchangeRequest {
   method: Method;
   url: URL;
@@ -374,16 +382,10 @@ export async function readAll(x: Exchange, limit: number, timeoutMs: number, sig
  * truncated stream) is a retryable error; the body is abandoned once `length` bytes arrived when
  * `rest` is 'abandon', and must end right there when it is 'exact'.
  */
-export async function readExact(
-  x: Exchange,
-  skip: number,
-  length: number,
-  rest: 'exact' | 'abandon',
-  timeoutMs: number,
-  signal?: AbortSignal,
-  allocate?: (length: number) => Buffer,
-): Promise<Buffer> {
+export async function readExact(x: Exchange, skip: number, length: number, rest: 'exact' | 'abandon', timeoutMs: number, opts: BodyOptions = {}): Promise<Buffer> {
+  const { signal, allocate, onProgress } = opts;
   const out = allocate?.(length) ?? Buffer.allocUnsafe(length);
+  let reported = 0;
   let pos = -skip; // bytes of the wanted window received so far (negative while skipping)
   try {
     for await (const raw of x.body as AsyncIterable<Buffer>) {
@@ -402,6 +404,7 @@ export async function readExact(
       }
       chunk.copy(out, pos, 0, Math.min(room, chunk.length));
       pos += Math.min(room, chunk.length);
+      if (onProgress !== undefined && pos > reported) onProgress((reported = pos));
       if (pos === length && rest === 'abandon') {
         abandon(x);
         return out;

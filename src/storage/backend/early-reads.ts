@@ -1,11 +1,10 @@
 /**
- * Reads started before anyone asks for them: a blob range known in advance to be wanted first
- * (the head of a blob that holds the image's prefetch data, as the image's manifest announces;
- * see `Annotation.PREFETCH_BYTES`) is fetched while the bootstrap is still on its way, in pieces
- * read in order, a few at a time. A read that falls inside the pieces waits for them and is
- * answered from them, without a request of its own (a piece it needs that is still queued is
- * requested at once: a reader does not wait behind the queue); anything else, and anything after
- * a piece failed or after `release()`, goes to the backend as before.
+ * Reads started before anyone asks for them: the start of a prefetch (blob ranges the daemon
+ * knows will be wanted first) is requested at once, in pieces read one after the other, each
+ * streamed. A read inside them waits only until the bytes it wants have arrived, and needs no
+ * request of its own; a reader's read requests a piece it needs that is still queued at once,
+ * while the prefetch's background reads wait their turn. Anything else, and anything after a
+ * piece failed or after `release()`, goes to the backend as before.
  *
  * The bytes are only ever handed to the chunk device, which verifies every chunk: a piece whose
  * data fails verification is dropped (`reportCorrupt`), and the device reads it again from the
@@ -23,34 +22,83 @@ export interface EarlyRange {
 }
 
 export interface EarlyReadsOptions {
-  /** Bytes per backend read; default 1 MiB. */
+  /** Bytes per backend read; default 8 MiB. */
   pieceBytes?: number;
   /**
-   * Backend reads in flight at once (in blob order); default 8. Enough that the link does not
-   * wait for the next request while the daemon is busy setting up (a cold start's busiest time).
+   * Backend reads in flight at once, in order; default 1. A piece arrives in order, and a reader
+   * waits only until the bytes it wants are in (`ReadOptions.onProgress`): one stream at a time
+   * keeps the first bytes first. (With several, all shared the link and finished together, at the
+   * end; with pieces of 1 MiB two at a time, the link idled a round trip between pairs.)
    */
   concurrency?: number;
   metrics: Metrics;
   log: Logger;
 }
 
-interface Piece {
-  id: string;
-  offset: number;
-  length: number;
-  /** Settles when the piece's read settles; undefined until the read is started. */
-  data?: Promise<Buffer | undefined>;
-  /** Starts the read (once). */
-  start(): Promise<Buffer | undefined>;
+type PieceState = 'queued' | 'reading' | 'done' | 'failed';
+
+class Piece {
+  state: PieceState = 'queued';
+  buf: Buffer | undefined;
+  /** Bytes from the piece's start that are in `buf`. */
+  received = 0;
+  readonly abort = new AbortController();
+  private waiters: { need: number; wake: (ok: boolean) => void }[] = [];
+  private readonly finished: Promise<void>;
+  private finish: () => void = () => undefined;
+
+  constructor(
+    readonly id: string,
+    readonly offset: number,
+    readonly length: number,
+  ) {
+    this.finished = new Promise((resolve) => (this.finish = resolve));
+  }
+
+  /** Settles when the piece is done, failed or dropped. */
+  settled(): Promise<void> {
+    return this.finished;
+  }
+
+  /** Resolves true once the piece's first `need` bytes are in, false if they never will be. */
+  upTo(need: number): Promise<boolean> {
+    if (this.received >= need) return Promise.resolve(true);
+    if (this.state === 'failed') return Promise.resolve(false);
+    return new Promise((wake) => this.waiters.push({ need, wake }));
+  }
+
+  /** Takes the bytes received so far; returns how many are new. */
+  progress(bytes: number): number {
+    const before = this.received;
+    if (bytes <= before) return 0;
+    this.received = Math.min(bytes, this.length);
+    this.waiters = this.waiters.filter((w) => (w.need <= this.received ? (w.wake(true), false) : true));
+    return this.received - before;
+  }
+
+  succeed(buf: Buffer): number {
+    this.buf = buf;
+    this.state = 'done';
+    const fresh = this.progress(this.length);
+    this.finish();
+    return fresh;
+  }
+
+  fail(): void {
+    if (this.state === 'done') return;
+    this.state = 'failed';
+    for (const w of this.waiters.splice(0)) w.wake(false);
+    this.finish();
+  }
 }
 
 export class EarlyReadsBackend implements BlobBackend {
   readonly kind: string;
   readonly readOrigin: (id: string, offset: number, length: number, opts?: ReadOptions) => Promise<Buffer>;
   private pieces: Piece[] = [];
+  private released = false;
   /** Buffers `read` answered from pieces (for `reportCorrupt`). */
   private readonly served = new WeakSet<Buffer>();
-  private readonly abort = new AbortController();
 
   constructor(
     private readonly inner: BlobBackend,
@@ -59,40 +107,41 @@ export class EarlyReadsBackend implements BlobBackend {
   ) {
     this.kind = inner.kind;
     this.readOrigin = (id, offset, length, o) => (inner.readOrigin ?? inner.read.bind(inner))(id, offset, length, o);
-    const size = opts.pieceBytes ?? 1 << 20;
+    const size = opts.pieceBytes ?? 8 << 20;
     for (const r of ranges) {
-      for (let at = r.offset; at < r.offset + r.length; at += size) {
-        this.pieces.push(this.piece(r.id, at, Math.min(size, r.offset + r.length - at)));
-      }
+      for (let at = r.offset; at < r.offset + r.length; at += size) this.pieces.push(new Piece(r.id, at, Math.min(size, r.offset + r.length - at)));
     }
-    // A few reads at a time, in order: the first pieces arrive first instead of all at the end.
     const queue = [...this.pieces];
     const next = (): void => {
       const p = queue.shift();
-      if (p !== undefined && !this.abort.signal.aborted) void p.start().then(next);
+      if (p === undefined || this.released) return;
+      this.start(p);
+      void p.settled().then(next);
     };
-    for (let i = 0; i < (opts.concurrency ?? 8); i++) next();
+    for (let i = 0; i < (opts.concurrency ?? 1); i++) next();
   }
 
-  private piece(id: string, offset: number, length: number): Piece {
-    const p: Piece = {
-      id,
-      offset,
-      length,
-      start: () =>
-        (p.data ??= this.inner.read(id, offset, length, { signal: this.abort.signal }).then(
-          (b) => {
-            this.opts.metrics.inc('storage.early_read_bytes', b.length);
-            return b;
-          },
-          (e: unknown) => {
-            // The reads that wanted it go to the backend themselves.
-            if (!this.abort.signal.aborted) this.opts.log.warn({ blob: id, offset, length, err: errorMessage(e) }, 'early read failed');
-            return undefined;
-          },
-        )),
-    };
-    return p;
+  /** Requests a piece, if it is still queued. */
+  private start(p: Piece): void {
+    if (p.state !== 'queued') return;
+    p.state = 'reading';
+    const started = Date.now();
+    const buf = Buffer.allocUnsafe(p.length);
+    p.buf = buf;
+    const count = (n: number): void => this.opts.metrics.inc('storage.early_read_bytes', n);
+    this.inner
+      .read(p.id, p.offset, p.length, { signal: p.abort.signal, allocate: () => buf, onProgress: (n) => count(p.progress(n)) })
+      .then(
+        (b) => {
+          count(p.succeed(b)); // b is buf, unless the backend answered with a buffer of its own
+          this.opts.log.debug({ blob: p.id, offset: p.offset, length: p.length, ms: Date.now() - started }, 'early read done');
+        },
+        (e: unknown) => {
+          // The reads that wanted it go to the backend themselves.
+          if (!p.abort.signal.aborted) this.opts.log.warn({ blob: p.id, offset: p.offset, length: p.length, err: errorMessage(e) }, 'early read failed');
+          p.fail();
+        },
+      );
   }
 
   /** The pieces that hold [offset, offset+length) of blob `id` whole, in order; else undefined. */
@@ -109,25 +158,32 @@ export class EarlyReadsBackend implements BlobBackend {
     return undefined;
   }
 
+  /**
+   * A read inside the pieces is answered from them. A reader's read requests the pieces it needs
+   * that are still queued (a reader does not wait behind the queue); a background read (the
+   * prefetch) waits for them in queue order.
+   */
   async read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
     const pieces = length > 0 ? this.covering(id, offset, length) : undefined;
     if (pieces !== undefined) {
-      const parts = await Promise.all(pieces.map((p) => p.start()));
-      if (parts.every((b): b is Buffer => b !== undefined && this.pieces.length > 0)) {
+      if (opts?.background !== true) for (const p of pieces) this.start(p);
+      const end = offset + length;
+      const ok = await Promise.all(pieces.map((p) => p.upTo(Math.min(p.length, end - p.offset))));
+      if (ok.every(Boolean) && !this.released) {
         const out = opts?.allocate?.(length) ?? Buffer.allocUnsafe(length);
         let pos = 0;
-        for (const [i, b] of parts.entries()) {
-          const p = pieces[i] as Piece;
-          const from = Math.max(0, offset - p.offset);
-          const to = Math.min(p.length, offset + length - p.offset);
-          pos += b.copy(out, pos, from, to);
-        }
+        for (const p of pieces) pos += (p.buf as Buffer).copy(out, pos, Math.max(0, offset - p.offset), Math.min(p.length, end - p.offset));
         this.opts.metrics.inc('storage.early_read_hits');
         this.served.add(out);
         return out;
       }
     }
     return this.inner.read(id, offset, length, opts);
+  }
+
+  /** A reader waits for a range a background read is fetching: its pieces are requested now. */
+  expedite(id: string, offset: number, length: number): void {
+    for (const p of this.covering(id, offset, length) ?? []) this.start(p);
   }
 
   /**
@@ -145,7 +201,12 @@ export class EarlyReadsBackend implements BlobBackend {
 
   /** Stops the reads not yet started and frees the pieces; later reads go to the backend. */
   release(): void {
-    this.abort.abort();
+    this.released = true;
+    for (const p of this.pieces) {
+      // A piece all in already ends on its own (its answer is checked to its end).
+      if (p.received < p.length) p.abort.abort();
+      p.fail();
+    }
     this.pieces = [];
   }
 

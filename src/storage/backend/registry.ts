@@ -24,7 +24,7 @@ export class RegistryBackend implements BlobBackend {
   }
 
   read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
-    return this.client.readBlob(this.repo, this.digest(id), offset, length, opts?.signal, opts?.allocate);
+    return this.client.readBlob(this.repo, this.digest(id), offset, length, opts);
   }
 
   async size(id: string, opts?: ReadOptions): Promise<number> {

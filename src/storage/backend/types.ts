@@ -10,6 +10,17 @@ export interface ReadOptions {
    * buffer pool), one that receives a buffer whole (a proxy's body) may ignore it.
    */
   allocate?: (length: number) => Buffer;
+  /**
+   * Nobody waits for it yet (the prefetch): a backend that queues work may serve it after the
+   * reads readers wait for. See `BlobBackend.expedite`.
+   */
+  background?: boolean;
+  /**
+   * Called as the answer arrives, with how many of its bytes (from its start) are in the buffer
+   * `allocate` gave (a retried read starts over); a backend that receives its answer whole may
+   * call it only at the end, or not at all.
+   */
+  onProgress?: (bytes: number) => void;
 }
 
 export interface BlobBackend {
@@ -34,5 +45,7 @@ export interface BlobBackend {
    * false when the origin itself served it, so that reading the origin again cannot help.
    */
   readonly reportCorrupt?: (data: Buffer) => boolean;
+  /** A reader now waits for this range, which a background read is fetching: start it now. */
+  expedite?(id: string, offset: number, length: number): void;
   close(): Promise<void>;
 }

@@ -111,7 +111,7 @@ export class Prefetcher {
         );
         if (this.stopped) return;
         try {
-          await this.device.prefetch(batch);
+          await this.device.prefetch(batch, { background: true });
         } catch (e) {
           failed += batch.length;
           metrics.inc('prefetch.failed_chunks', batch.length);

@@ -5,7 +5,8 @@
  * started a fetch in between had the same chunk fetched a second time. And the image filesystem's
  * read-ahead hands each chunk ahead of a sequential reader to the device once per pass. Read
  * amplification (nydus `amplify_io`) stops at the first neighbour already cached: it used to check
- * only fetches in flight and chunks in memory, so cached chunks were fetched again.
+ * only fetches in flight and chunks in memory, so cached chunks were fetched again. A background
+ * prefetch marks its backend reads, and a reader that waits for one of them says so (`expedite`).
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -120,6 +121,33 @@ describe('chunk device: one fetch per chunk', () => {
     assert.equal(metrics.get('storage.chunks_fetched'), chunks.length);
     await dev.close();
     await backend.close();
+  });
+
+  test('a background prefetch marks its reads; a reader waiting for one of its chunks expedites it once', async () => {
+    const marks: string[] = [];
+    const expedited: number[] = [];
+    const inner = new LocalFsBackend({ dir: join(work, 'blobs') });
+    const backend: BlobBackend = {
+      kind: 'marking',
+      read: async (id: string, offset: number, length: number, opts?: ReadOptions) => {
+        marks.push(`${offset}:${opts?.background === true ? 'background' : 'reader'}`);
+        await new Promise((r) => setTimeout(r, 20));
+        return inner.read(id, offset, length);
+      },
+      size: (id: string) => inner.size(id),
+      expedite: (_id: string, offset: number) => void expedited.push(offset),
+      close: () => inner.close(),
+    };
+    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, cacheDir: join(work, `cache-${n++}`), mergeLimit: CHUNK, metrics: new Metrics(), log: silentLogger });
+    const c = (i: number): ChunkInfo => chunks[i] as ChunkInfo;
+    const pre = dev.prefetch(chunks.slice(0, 3), { background: true });
+    await new Promise((r) => setTimeout(r, 5)); // its reads are out
+    await Promise.all([readAll(dev, [2, 2]), readAll(dev, [4])]);
+    await pre;
+    assert.deepEqual(marks.slice(0, 3).sort(), [0, 1, 2].map((i) => `${c(i).compressedOffset}:background`).sort());
+    assert.ok(marks.includes(`${c(4).compressedOffset}:reader`), 'a reader’s own miss is not background');
+    assert.deepEqual(expedited, [c(2).compressedOffset], 'the two readers of chunk 2 expedited it once; chunk 4 was not in flight');
+    await dev.close();
   });
 
   test('read amplification fetches the chunks stored after a missing one, up to the first cached one', async () => {

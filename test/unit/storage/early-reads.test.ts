@@ -1,8 +1,9 @@
 /**
  * Reads requested before anyone asks (the start of a prefetch, sent with the bootstrap): a read
- * inside them waits for them and is answered from them with the right bytes, without a request of
- * its own; pieces go out in order a few at a time, one a read waits for at once; a failed piece, data that failed verification
- * or `release()` send reads to the backend itself.
+ * inside them waits for them (for its own bytes of a piece that streams in) and is answered from
+ * them with the right bytes, without a request of its own; pieces go out in order a few at a time, one a reader waits for at once, while the
+ * prefetch's background reads wait their turn; a failed piece, data that failed verification or
+ * `release()` send reads to the backend itself.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -32,7 +33,12 @@ class SlowBlobs implements BlobBackend {
       this.inFlight--;
     }
   }
-  /** Lets every waiting read finish; resolves once they have. */
+  /** Lets the reads waiting now finish (not those they lead to). */
+  async openOnce(): Promise<void> {
+    for (const g of this.gates.splice(0)) g();
+    await new Promise((r) => setImmediate(r));
+  }
+  /** Lets every waiting read finish, and those that follow; resolves once none waits. */
   async open(): Promise<void> {
     while (this.gates.length > 0) {
       for (const g of this.gates.splice(0)) g();
@@ -108,6 +114,32 @@ test('reads inside the early ranges are answered from them, in the right bytes, 
   assert.equal(metrics.get('storage.early_read_bytes'), 12_500);
 });
 
+test('a piece streams: a read waits only until its bytes are in', async () => {
+  let finish: () => void = () => undefined;
+  const inner: BlobBackend = {
+    kind: 'streaming',
+    async read(id, offset, length, opts) {
+      const out = opts?.allocate?.(length) ?? Buffer.alloc(length);
+      expected(id, offset, length / 2).copy(out, 0);
+      opts?.onProgress?.(length / 2);
+      await new Promise<void>((r) => (finish = r));
+      expected(id, offset + length / 2, length / 2).copy(out, length / 2);
+      opts?.onProgress?.(length);
+      return out;
+    },
+    size: async () => 1 << 30,
+    close: async () => undefined,
+  };
+  const early = new EarlyReadsBackend(inner, [{ id: 'aa', offset: 4096, length: 8192 }], { metrics: new Metrics(), log: silentLogger });
+  let lateDone = false;
+  const late = early.read('aa', 4096 + 4000, 200).then((b) => ((lateDone = true), b)); // across the half
+  assert.deepEqual(await early.read('aa', 4096 + 100, 3000), expected('aa', 4096 + 100, 3000), 'the first half is served while the second is on its way');
+  await flush();
+  assert.equal(lateDone, false);
+  finish();
+  assert.deepEqual(await late, expected('aa', 4096 + 4000, 200));
+});
+
 test('a failed piece sends its reads to the backend', async () => {
   const inner = new SlowBlobs();
   inner.failAt = 2048;
@@ -136,6 +168,25 @@ test('release() stops the pieces not yet requested; later reads go to the backen
     inner.reads.map((r) => `${r.offset}+${r.length}`),
     ['0+1024', '1024+1024', '0+10'],
   );
+});
+
+test('background reads (the prefetch) wait their turn; a reader waiting for one expedites it; release() lets them go', async () => {
+  const inner = new SlowBlobs();
+  const early = new EarlyReadsBackend(inner, [{ id: 'aa', offset: 0, length: 8192 }], { pieceBytes: 1024, concurrency: 1, metrics: new Metrics(), log: silentLogger });
+  const late = early.read('aa', 5000, 100, { background: true }); // piece 4
+  const later = early.read('aa', 7000, 100, { background: true }); // piece 6
+  await flush();
+  assert.deepEqual(inner.reads.map((r) => r.offset), [0], 'the background reads started nothing');
+  early.expedite('aa', 5000, 100);
+  await flush();
+  assert.deepEqual(inner.reads.map((r) => r.offset), [0, 4096], 'the piece a reader waits for is requested');
+  await inner.openOnce(); // pieces 0 and 4; the queue goes on with piece 1
+  assert.deepEqual(await late, expected('aa', 5000, 100));
+  early.release();
+  await inner.open();
+  assert.deepEqual(await later, expected('aa', 7000, 100), 'released before its piece was requested: read from the backend');
+  assert.ok(!inner.reads.some((r) => r.offset === 6144), 'piece 6 was never requested');
+  assert.deepEqual(inner.reads.at(-1), { id: 'aa', offset: 7000, length: 100 });
 });
 
 test('data from the early reads that failed verification: dropped, and read again from the backend', async () => {
