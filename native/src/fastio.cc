@@ -1,12 +1,13 @@
 // Reads on the serving hot path that may complete without leaving the event loop thread.
 // readNoThrow(fd, buffer): read(2) with -errno as its result.
 //
-// preadvNoWait(fd, views, position) reads into a scatter list with preadv2(RWF_NOWAIT): the kernel
-// copies what is already in the page cache and refuses (EAGAIN) instead of waiting for a disk.
-// A chunk-cache hit is then one system call on the main thread instead of a thread-pool round trip
-// (which costs more than the copy itself); whatever would block is left to the asynchronous path.
-// tmpfs and ramfs refuse RWF_NOWAIT (EOPNOTSUPP) although their reads never wait for a disk: there
-// a plain preadv is done (Kata's shared directory lives under /run, a tmpfs on most hosts).
+// preadvNoWait(fd, views, position, inMemory) reads into a scatter list with preadv2(RWF_NOWAIT):
+// the kernel copies what is already in the page cache and refuses (EAGAIN) instead of waiting for
+// a disk. A chunk-cache hit is then one system call on the main thread instead of a thread-pool
+// round trip (which costs more than the copy itself); whatever would block is left to the
+// asynchronous path. tmpfs and ramfs refuse RWF_NOWAIT (EOPNOTSUPP) although their reads never
+// wait for a disk (Kata's shared directory lives under /run, a tmpfs on most hosts): that is
+// answered -2 once, and the caller then passes inMemory = true for a plain preadv.
 #include <fcntl.h>
 #include <stdlib.h>
 #include <linux/magic.h>
@@ -34,9 +35,9 @@ bool InMemory(int fd) {
   return st.f_type == TMPFS_MAGIC || st.f_type == RAMFS_MAGIC;
 }
 
-// Returns the bytes read (possibly fewer than asked, 0 at end of file), or -1 when nothing could be
-// read without blocking (EAGAIN) or the file system does not support RWF_NOWAIT (EOPNOTSUPP) and
-// is not a memory file system. Other errors throw.
+// Returns the bytes read (possibly fewer than asked, 0 at end of file); -1 when nothing could be
+// read without blocking (EAGAIN), or the file system does not support RWF_NOWAIT (EOPNOTSUPP) and
+// is not a memory file system; -2 when it does not and is one (nothing read). Other errors throw.
 Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto fd = static_cast<int>(IntArg(info[0], "fd"));
@@ -54,15 +55,13 @@ Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
     iov[i].iov_base = a.Data();
     iov[i].iov_len = a.ByteLength();
   }
-  int flags = RWF_NOWAIT;
+  bool in_memory = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
+  int flags = in_memory ? 0 : RWF_NOWAIT;
   for (;;) {
     ssize_t got = ::preadv2(fd, iov.data(), static_cast<int>(n), position, flags);
     if (got >= 0) return Napi::Number::New(env, static_cast<double>(got));
     if (errno == EINTR) continue;
-    if (errno == EOPNOTSUPP && flags != 0 && InMemory(fd)) {
-      flags = 0;
-      continue;
-    }
+    if (errno == EOPNOTSUPP && flags != 0 && InMemory(fd)) return Napi::Number::New(env, -2);
     if (errno == EAGAIN || errno == EOPNOTSUPP) return Napi::Number::New(env, -1);
     ThrowSys(env, flags != 0 ? "preadv2" : "preadv");
   }

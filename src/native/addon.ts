@@ -184,9 +184,11 @@ export interface NativeAddon extends PassthroughOps {
   flock(fd: number, operation: number): boolean;
   /**
    * preadv2(RWF_NOWAIT) into a scatter list: bytes read (short at end of file or past 1024 views),
-   * or -1 when nothing is in the page cache or the file system cannot say (then read asynchronously).
+   * or -1 when nothing is in the page cache or the file system cannot say (then read
+   * asynchronously), or -2 when the file system keeps its files in memory but refuses RWF_NOWAIT
+   * (tmpfs): then call again with `inMemory` true, a plain preadv. See `readNoWait`.
    */
-  preadvNoWait(fd: number, views: Uint8Array[], position: number): number;
+  preadvNoWait(fd: number, views: Uint8Array[], position: number, inMemory?: boolean): number;
   /** posix_fadvise(WILLNEED): start reading a range into the page cache; a hint, never fails. */
   fadviseWillNeed(fd: number, offset: number, length: number): void;
   /** read(2) into `buffer`: the bytes read (0 at end of file), or -errno (no exception). */
@@ -262,3 +264,23 @@ function statxFrom(addon: NativeAddon): NativeAddon['ptStatx'] {
 }
 
 export const native: NativeAddon = load();
+
+/** An open file read with `readNoWait`: whether its file system was found to keep files in memory. */
+export interface NoWaitFile {
+  readonly fd: number;
+  inMemory?: boolean;
+}
+
+/**
+ * `preadvNoWait` for a file read many times: a tmpfs file is found out by its first read (an
+ * fstatfs), and later reads are one plain preadv each instead of a refused preadv2, an fstatfs
+ * and the read.
+ */
+export function readNoWait(file: NoWaitFile, views: Uint8Array[], position: number): number {
+  let n = native.preadvNoWait(file.fd, views, position, file.inMemory === true);
+  if (n === -2) {
+    file.inMemory = true;
+    n = native.preadvNoWait(file.fd, views, position, true);
+  }
+  return n;
+}

@@ -3,6 +3,6 @@
  * on it (codecs, file operations Node lacks).
  * May import: base, format (only the pure `Codecs` interface and algorithm numbers it implements).
  */
-export { PopResult, native, popSlots } from './addon.js';
-export type { MemoryRegionSpec, MemoryTable, NativeAddon, Poller, PopSlots, Virtqueue, ZstdDecoder } from './addon.js';
+export { PopResult, native, popSlots, readNoWait } from './addon.js';
+export type { NoWaitFile, MemoryRegionSpec, MemoryTable, NativeAddon, Poller, PopSlots, Virtqueue, ZstdDecoder } from './addon.js';
 export { nativeCodecs } from './codecs.js';

@@ -6,7 +6,7 @@
  */
 import { closeSync, fdatasync, fsync, readv, writev, writevSync } from 'node:fs';
 import { iovLength, sliceViews } from '../../base/index.js';
-import { native } from '../../native/index.js';
+import { native, readNoWait } from '../../native/index.js';
 import { type EntryReply, Errno, FsError, type OpenReply, type RequestContext } from '../types.js';
 import {
   FOPEN_DIRECT_IO,
@@ -127,7 +127,7 @@ export async function read(core: Core, nodeid: number, fh: bigint, offset: numbe
   const h = core.handles.get(fh, nodeid, 'file');
   let views = firstBytes(dst, size);
   // 0 is the end of the file; -1: nothing could be read without waiting.
-  const fast = h.direct ? -1 : sys(() => native.preadvNoWait(h.fd, views, offset));
+  const fast = h.direct ? -1 : sys(() => readNoWait(h, views, offset));
   let n = Math.max(fast, 0);
   if (fast !== 0 && n < size) {
     const done = n;

@@ -15,6 +15,8 @@ export class Handle {
   private closing = false;
   /** Lazily opened companion fd without O_APPEND / O_DIRECT (page-cache writes, unaligned I/O). */
   private plain: number | undefined;
+  /** Its file system keeps files in memory (tmpfs), found by the first read (`readNoWait`). */
+  inMemory?: boolean;
   /** READDIR cookie (entry position) -> host d_off after that entry, for recent positions. */
   readonly cookies = new Map<number, bigint>();
 

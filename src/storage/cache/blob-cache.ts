@@ -8,7 +8,7 @@ import { type FileHandle, access, open, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { scatter, sliceViews, writeFully } from '../../base/index.js';
 import type { ChunkInfo } from '../../format/chunk-info.js';
-import { native } from '../../native/index.js';
+import { type NoWaitFile, native, readNoWait } from '../../native/index.js';
 import { ChunkMap, ChunkState } from './chunk-map.js';
 
 export interface BlobCache {
@@ -30,10 +30,15 @@ export interface BlobCache {
 }
 
 export class FileBlobCache implements BlobCache {
+  /** The data file for `readNoWait`. */
+  private readonly file: NoWaitFile;
+
   private constructor(
     private readonly data: FileHandle,
     private readonly map: ChunkMap,
-  ) {}
+  ) {
+    this.file = { fd: data.fd };
+  }
 
   /** Whether `dir` holds a cache of the blob (its chunk map), whatever it has in it. */
   static exists(dir: string, blobId: string): Promise<boolean> {
@@ -70,7 +75,7 @@ export class FileBlobCache implements BlobCache {
     let views = sliceViews(dst, 0, left);
     let nowait = true;
     while (left > 0) {
-      let n = nowait ? native.preadvNoWait(this.data.fd, views, pos) : -1;
+      let n = nowait ? readNoWait(this.file, views, pos) : -1;
       if (n < 0 || (n < left && n > 0)) nowait = false; // not (all) cached: wait for the disk
       if (n < 0) n = (await this.data.readv(views, pos)).bytesRead;
       if (n === 0) throw new Error(`cache file ends inside chunk ${c.index}`);

@@ -7,14 +7,15 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
+import { closeSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, statfsSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Metrics, silentLogger } from '../../../src/base/index.js';
 import { PassthroughFs, type PassthroughOptions } from '../../../src/fs/passthrough/index.js';
 import { type DirEntry, type DirEntryPlus, type EntryReply, Errno, FsError } from '../../../src/fs/types.js';
-import { native } from '../../../src/native/index.js';
+import { type NoWaitFile, native, readNoWait } from '../../../src/native/index.js';
 
 const ROOT = 1;
 const ctx = { uid: 0, gid: 0, pid: 1 };
@@ -210,19 +211,38 @@ describe('passthrough filesystem (in-process)', () => {
     fs.forget(e.nodeid, 1);
   });
 
+  const TMPFS_MAGIC = 0x01021994;
+
   test('on a memory file system (tmpfs refuses RWF_NOWAIT) reads still take the event loop thread, exact', () => {
-    // Kata's shared directory lives under /run, a tmpfs: without this every READ took the thread pool.
+    // Kata's shared directory lives under /run, a tmpfs: without this every READ took the thread
+    // pool; and until a read found it out once, each read was a refused preadv2, an fstatfs and a preadv.
     const shm = mkdtempSync(join('/dev/shm', 'damselfly-pt-nowait-'));
     try {
       const data = Buffer.from(Array.from({ length: 300_000 }, (_, i) => (i * 7) & 0xff));
       writeFileSync(join(shm, 'f'), data);
       const fd = openSync(join(shm, 'f'), 'r');
       try {
+        assert.equal(native.preadvNoWait(fd, [Buffer.alloc(10)], 0), -2, 'tmpfs: RWF_NOWAIT refused, nothing read');
+        const file: NoWaitFile = { fd };
         const a = Buffer.alloc(100_000);
         const c = Buffer.alloc(50_000);
-        assert.equal(native.preadvNoWait(fd, [a, c], 1234), 150_000);
+        assert.equal(readNoWait(file, [a, c], 1234), 150_000);
         assert.ok(Buffer.concat([a, c]).equals(data.subarray(1234, 151_234)));
-        assert.equal(native.preadvNoWait(fd, [Buffer.alloc(10)], 300_000), 0, 'end of file');
+        assert.equal(file.inMemory, true, 'found out by the first read');
+        assert.equal(native.preadvNoWait(fd, [Buffer.alloc(10)], 300_000, true), 0, 'end of file');
+        const d = Buffer.alloc(5);
+        assert.equal(readNoWait(file, [d], 7), 5);
+        assert.ok(d.equals(data.subarray(7, 12)));
+        // A file on another file system is not taken for one (this test file; its checkout is on disk).
+        const here = fileURLToPath(import.meta.url);
+        const disk: NoWaitFile = { fd: openSync(here, 'r') };
+        try {
+          const onTmpfs = statfsSync(here).type === TMPFS_MAGIC;
+          assert.equal(readNoWait(disk, [Buffer.alloc(10)], 0) === -2, false);
+          assert.equal(disk.inMemory, onTmpfs ? true : undefined);
+        } finally {
+          closeSync(disk.fd);
+        }
       } finally {
         closeSync(fd);
       }
