@@ -471,6 +471,8 @@ measure_dfly() { # way (b or p) run: p serves the image with a prefetch table an
   T[$w/$r/cached_total]=$(secs "$t4" "$t6")
   B[$w/$r/cached_chunks]=$(json_get "$LOGS/$w$r-cached-stats.json" storage.backend_bytes)
   cp "$PLOG" "$LOGS/$w$r-cached-proxy.jsonl"
+  B[$w/$r/cached_requests]=$(grep -c '"ev":"req"' "$LOGS/$w$r-cached-proxy.jsonl" || true)
+  B[$w/$r/cached_bytes]=$(awk -F'"b":' 'NF > 1 { split($2, v, ","); n += v[1] } END { print n + 0 }' "$LOGS/$w$r-cached-proxy.jsonl")
   cp "$LOGS/$w$r-proxy.jsonl" "$PLOG"
   T[$w/$r/mount]=$(secs "$t0" "$t1")
   T[$w/$r/run]=$(secs "$t1" "$t2")
@@ -588,8 +590,8 @@ echo
 printf '(a) split: pull %.3f s + unpack %.3f s + run %.3f s\n' "${T[a/$ra/pull]}" "${T[a/$ra/unpack]}" "${T[a/$ra/run]}"
 printf '(b) split: mount %.3f s (node start, manifest, bootstrap layer, FUSE mount) + run %.3f s; the same run warm: %.3f s\n' "${T[b/$rb/mount]}" "${T[b/$rb/run]}" "${T[b/$rb/warm]}"
 printf '(b) chunks fetched (storage.backend_bytes): %s = %s of the data blobs; bootstrap layer %s\n' "${B[b/$rb/chunks]}" "$(pct "${B[b/$rb/chunks]}" "$NYDUS_BLOB_BYTES")" "$NYDUS_BOOT_BYTES"
-printf '(b) again, cold but with the chunk cache that run filled (only manifest and bootstrap fetched; chunks fetched: %s): %.3f s = mount %.3f + run %.3f\n' \
-  "${B[b/$rb/cached_chunks]}" "${T[b/$rb/cached_total]}" "${T[b/$rb/cached_mount]}" "${T[b/$rb/cached_run]}"
+printf '(b) again, cold but with the chunk cache that run filled (%s request(s), %s bytes from the registry; chunks fetched: %s): %.3f s = mount %.3f + run %.3f\n' \
+  "${B[b/$rb/cached_requests]}" "${B[b/$rb/cached_bytes]}" "${B[b/$rb/cached_chunks]}" "${T[b/$rb/cached_total]}" "${T[b/$rb/cached_mount]}" "${T[b/$rb/cached_run]}"
 printf '(p) split: mount %.3f s + run %.3f s; image converted with the %d files the workload read (recorded with --record-pattern) as its prefetch table in %s s (not timed), served with --prefetch; chunks fetched %s = %s of the data blobs\n' \
   "${T[p/$rp/mount]}" "${T[p/$rp/run]}" "$PREFETCH_FILES" "$CONVERT_PREFETCH_SECS" "${B[p/$rp/chunks]}" "$(pct "${B[p/$rp/chunks]}" "$NYDUS_BLOB_BYTES")"
 if [ "$GUEST_OK" = 1 ]; then

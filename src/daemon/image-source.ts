@@ -4,14 +4,15 @@
  * (`--config`: backend, cache, validation, prefetch); or an image reference (`--image`), of which
  * only the manifest and the bootstrap layer are fetched before serving, chunks then on demand.
  */
-import { readFile, writeFile, mkdir } from 'node:fs/promises';
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { type Logger, type Metrics, UsageError } from '../base/index.js';
+import { type Logger, type Metrics, UsageError, errorMessage } from '../base/index.js';
 import { type DaemonConfig, type PrefetchConfig, type RegistryBackendConfig, loadConfigFile } from '../config/index.js';
 import type { Codecs } from '../format/compression.js';
 import { openBootstrap } from '../format/open.js';
 import type { RafsImage } from '../format/image.js';
-import { fetchBootstrap } from '../oci/convert/bootstrap-layer.js';
+import { bootstrapDescriptor, extractBootstrap, fetchBootstrap } from '../oci/convert/bootstrap-layer.js';
+import type { Descriptor } from '../oci/media-types.js';
 import { parseImageRef } from '../oci/reference.js';
 import { RegistryClient } from '../oci/registry/index.js';
 import { OciLayoutStore, RegistryStore } from '../oci/store.js';
@@ -51,6 +52,31 @@ export interface ImageSource {
   config?: DaemonConfig;
   /** The prefetch's first reads, requested early (`prefetchFirst`): released when it is done. */
   earlyReads?: { release(): void };
+}
+
+/** Where a daemon keeps an image's bootstrap next to its chunk cache (by bootstrap layer digest). */
+function keptBootstrapPath(cacheDir: string, layer: Descriptor): string {
+  return join(cacheDir, `${layer.digest.replace(':', '-')}.image.boot`);
+}
+
+/**
+ * The bootstrap of a registry image: the one an earlier daemon kept in the cache directory for
+ * this bootstrap layer (the next container of the image on this host does not download it again;
+ * not with `validate`, which trusts nothing cached unverified), else the layer's.
+ */
+async function registryBootstrap(store: RegistryStore, layer: Descriptor, cacheDir: string | undefined, validate: boolean, log: Logger): Promise<{ bootstrap: Buffer; image: RafsImage; kept: boolean }> {
+  if (cacheDir !== undefined && !validate) {
+    const kept = await readFile(keptBootstrapPath(cacheDir, layer)).catch(() => undefined);
+    if (kept !== undefined) {
+      try {
+        return { bootstrap: kept, image: openBootstrap(kept), kept: true };
+      } catch (e) {
+        log.warn({ bootstrapLayer: layer.digest, err: errorMessage(e) }, 'the bootstrap kept in the cache directory is unusable; fetching it again');
+      }
+    }
+  }
+  const bootstrap = await extractBootstrap(store.blobStream(layer.digest), layer);
+  return { bootstrap, image: openBootstrap(bootstrap), kept: false };
 }
 
 /** At most this much of a prefetch is requested before the image is served. */
@@ -123,8 +149,10 @@ export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: L
     const client = new RegistryClient(registryClientOptions(rcfg, log));
     let handedOver = false;
     try {
-      const { layer, bootstrap } = await fetchBootstrap(new RegistryStore(client, ref, true));
-      const loaded = { image: openBootstrap(bootstrap), bootstrap, blobFiles: new Map<string, string>() };
+      const store = new RegistryStore(client, ref, true);
+      const layer = bootstrapDescriptor((await store.resolve()).manifest, store.name);
+      const { bootstrap, image, kept } = await registryBootstrap(store, layer, cacheDir, common.validate, log);
+      const loaded = { image, bootstrap, blobFiles: new Map<string, string>() };
       // The chunk reads go on with this client: its open connection and its token.
       const origin = createBackend(rcfg, { log, metrics, originClient: client });
       handedOver = true;
@@ -132,16 +160,19 @@ export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: L
       let early: EarlyReadsBackend | undefined;
       try {
         early = want !== undefined ? await earlyReads(loaded.image, origin, want, cacheDir, log, metrics) : undefined;
-        if (cacheDir !== undefined) {
-          // Kept next to the chunks: a restart with the registry gone still has the metadata.
+        if (cacheDir !== undefined && !kept) {
+          // Kept next to the chunks, for the next daemon of this image (and for a restart with the
+          // registry gone); written whole under another name first, so that none is ever half there.
           await mkdir(cacheDir, { recursive: true });
-          await writeFile(join(cacheDir, `${layer.digest.replace(':', '-')}.image.boot`), bootstrap);
+          const path = keptBootstrapPath(cacheDir, layer);
+          await writeFile(`${path}.${process.pid}.tmp`, bootstrap);
+          await rename(`${path}.${process.pid}.tmp`, path);
         }
       } catch (e) {
         await (early ?? origin).close();
         throw e;
       }
-      log.info({ image: flags.image, bootstrapLayer: layer.digest, bytes: bootstrap.length }, 'bootstrap fetched');
+      log.info({ image: flags.image, bootstrapLayer: layer.digest, bytes: bootstrap.length, fromCache: kept }, kept ? 'bootstrap kept in the cache directory' : 'bootstrap fetched');
       return { ...common, loaded, backend: early ?? origin, ...(early !== undefined ? { earlyReads: early } : {}) };
     } finally {
       if (!handedOver) await client.close();

@@ -5,7 +5,8 @@
  * - reading one small file of a 64 MiB image fetches exactly that file's chunk from the data blob;
  * - with a prefetch list, the list's chunks are requested as soon as the bootstrap is in, and
  *   those reads serve the prefetch (nothing fetched twice); restarted on the same cache, the
- *   daemon requests nothing;
+ *   daemon requests nothing but the manifest (the bootstrap is kept with the cache; one that does
+ *   not parse is fetched again);
  * - a daemon SIGKILLed in the middle of a bandwidth-limited prefetch_all and restarted on the
  *   same cache resumes: it fetches only what the first run had not stored, so both runs together
  *   fetch about the image once (not twice), and every file is then correct;
@@ -47,6 +48,8 @@ describe('lazy loading a large image from a registry', () => {
 
   /** Response body bytes the proxy sent for the data blob (the bootstrap layer left out). */
   const dataBytes = (): number => proxy.stats.byPath.get(`/v2/net/big/blobs/sha256:${dataBlob}`)?.bytes ?? 0;
+  /** GETs of the bootstrap layer through the proxy. */
+  const bootstrapRequests = (): number => proxy.stats.byPath.get(`/v2/net/big/blobs/${conv.bootstrapDigest}`)?.requests ?? 0;
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'damselfly-net-lazy-'));
@@ -109,7 +112,7 @@ describe('lazy loading a large image from a registry', () => {
     }
   });
 
-  test('a prefetch list: its reads go out with the bootstrap and serve the prefetch; a restart on the cache requests nothing', async () => {
+  test('a prefetch list: its reads go out with the bootstrap and serve the prefetch; a restart on the cache requests only the manifest', async () => {
     const cache = join(work, 'cache-early');
     const wanted = ['random-3.bin', 'random-7.bin'];
     const list = join(work, 'early-prefetch.txt');
@@ -147,6 +150,22 @@ describe('lazy loading a large image from a registry', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.doesNotMatch(r.stderr, /first reads requested/);
     assert.equal(dataBytes(), 0, 'the restart fetched no data');
+    assert.equal(bootstrapRequests(), 0, 'nor the bootstrap layer: the first daemon kept the bootstrap with the cache');
+    assert.match(r.stderr, /"bootstrap kept in the cache directory"/);
+    // A kept bootstrap that does not parse is fetched again.
+    const { boot } = await inspect(cache);
+    await writeFile(boot, 'not a bootstrap');
+    proxy.resetStats();
+    mnt = await mps.next();
+    const third = await startMount(args, mnt);
+    try {
+      assert.deepEqual(await readEveryFile(mnt, src, [SMALL]), []);
+    } finally {
+      r = await third.stop();
+    }
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /unusable; fetching it again/);
+    assert.equal(bootstrapRequests(), 1);
   });
 
   test('a daemon killed in the middle of prefetch_all resumes from its cache when restarted', async () => {
