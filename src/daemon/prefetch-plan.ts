@@ -6,6 +6,7 @@
 import type { ChunkInfo } from '../format/chunk-info.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
 import { filesBelow } from '../format/prefetch.js';
+import type { BlobRange } from '../storage/backend/types.js';
 import { resolvePath } from '../tools/walk.js';
 
 export interface PlanOptions {
@@ -39,22 +40,15 @@ export function prefetchPlan(image: RafsImage, opts: PlanOptions): ChunkInfo[] {
   return chunks;
 }
 
-export interface PlanRange {
-  /** Blob id. */
-  id: string;
-  offset: number;
-  length: number;
-}
-
 /**
  * The blob ranges (compressed bytes) a plan reads, in plan order: runs of chunks stored one after
  * the other merged, each chunk once, up to `maxBytes` in all.
  */
-export function planRanges(chunks: readonly ChunkInfo[], blobs: readonly BlobInfo[], maxBytes: number): PlanRange[] {
-  const out: PlanRange[] = [];
+export function planRanges(chunks: readonly ChunkInfo[], blobs: readonly BlobInfo[], maxBytes: number): BlobRange[] {
+  const out: BlobRange[] = [];
   const seen = new Set<string>();
   let total = 0;
-  let last: (PlanRange & { blobIndex: number }) | undefined;
+  let last: (BlobRange & { blobIndex: number }) | undefined;
   for (const c of chunks) {
     const k = `${c.blobIndex}:${c.index}`;
     if (seen.has(k) || c.compressedSize === 0) continue;

@@ -4,5 +4,5 @@
  * May import: base, format (only the pure `Codecs` interface and algorithm numbers it implements).
  */
 export { PopResult, native, popSlots, readNoWait } from './addon.js';
-export type { NoWaitFile, MemoryRegionSpec, MemoryTable, NativeAddon, Poller, PopSlots, Virtqueue, ZstdDecoder } from './addon.js';
+export type { MemoryRegionSpec, MemoryTable, NativeAddon, NoWaitFile, Poller, PopSlots, Virtqueue, ZstdDecoder } from './addon.js';
 export { nativeCodecs } from './codecs.js';

@@ -12,14 +12,7 @@
  */
 import type { Logger, Metrics } from '../../base/index.js';
 import { errorMessage } from '../../base/index.js';
-import type { BlobBackend, ReadOptions } from './types.js';
-
-export interface EarlyRange {
-  /** Blob id. */
-  id: string;
-  offset: number;
-  length: number;
-}
+import type { BlobBackend, BlobRange, ReadOptions } from './types.js';
 
 export interface EarlyReadsOptions {
   /** Bytes per backend read; default 8 MiB. */
@@ -102,7 +95,7 @@ export class EarlyReadsBackend implements BlobBackend {
 
   constructor(
     private readonly inner: BlobBackend,
-    ranges: EarlyRange[],
+    ranges: readonly BlobRange[],
     private readonly opts: EarlyReadsOptions,
   ) {
     this.kind = inner.kind;

@@ -23,6 +23,14 @@ export interface ReadOptions {
   onProgress?: (bytes: number) => void;
 }
 
+/** A range of a blob's stored (compressed) bytes. */
+export interface BlobRange {
+  /** Blob id. */
+  id: string;
+  offset: number;
+  length: number;
+}
+
 export interface BlobBackend {
   /** Short name for logs and metrics ("localfs", "registry"). */
   readonly kind: string;
