@@ -35,6 +35,9 @@ class Piece {
   buf: Buffer | undefined;
   /** Bytes from the piece's start that are in `buf`. */
   received = 0;
+  /** Bytes of it handed to reads, and reads between waiting for it and copying from it. */
+  handedOut = 0;
+  readers = 0;
   readonly abort = new AbortController();
   private waiters: { need: number; wake: (ok: boolean) => void }[] = [];
   private readonly finished: Promise<void>;
@@ -127,6 +130,7 @@ export class EarlyReadsBackend implements BlobBackend {
       .then(
         (b) => {
           count(p.succeed(b)); // b is buf, unless the backend answered with a buffer of its own
+          this.retireIfSpent(p);
           this.opts.log.debug({ blob: p.id, offset: p.offset, length: p.length, ms: Date.now() - started }, 'early read done');
         },
         (e: unknown) => {
@@ -158,20 +162,41 @@ export class EarlyReadsBackend implements BlobBackend {
    */
   async read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
     const pieces = length > 0 ? this.covering(id, offset, length) : undefined;
-    if (pieces !== undefined) {
-      if (opts?.background !== true) for (const p of pieces) this.start(p);
-      const end = offset + length;
+    if (pieces === undefined) return this.inner.read(id, offset, length, opts);
+    if (opts?.background !== true) for (const p of pieces) this.start(p);
+    const end = offset + length;
+    for (const p of pieces) p.readers++;
+    try {
       const ok = await Promise.all(pieces.map((p) => p.upTo(Math.min(p.length, end - p.offset))));
       if (ok.every(Boolean) && !this.released) {
         const out = opts?.allocate?.(length) ?? Buffer.allocUnsafe(length);
         let pos = 0;
-        for (const p of pieces) pos += (p.buf as Buffer).copy(out, pos, Math.max(0, offset - p.offset), Math.min(p.length, end - p.offset));
+        for (const p of pieces) {
+          const n = (p.buf as Buffer).copy(out, pos, Math.max(0, offset - p.offset), Math.min(p.length, end - p.offset));
+          pos += n;
+          p.handedOut += n;
+        }
         this.opts.metrics.inc('storage.early_read_hits');
         this.served.add(out);
         return out;
       }
+    } finally {
+      for (const p of pieces) {
+        p.readers--;
+        this.retireIfSpent(p);
+      }
     }
     return this.inner.read(id, offset, length, opts);
+  }
+
+  /**
+   * A piece all handed out (each chunk is fetched once; the cache has them now) is dropped, its
+   * memory with it, rather than kept until the whole prefetch ends (with prefetch_all, minutes).
+   */
+  private retireIfSpent(p: Piece): void {
+    if (p.state !== 'done' || p.readers > 0 || p.handedOut < p.length) return;
+    this.pieces = this.pieces.filter((q) => q !== p);
+    p.buf = undefined;
   }
 
   /** A reader waits for a range a background read is fetching: its pieces are requested now. */

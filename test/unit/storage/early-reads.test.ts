@@ -2,8 +2,8 @@
  * Reads requested before anyone asks (the start of a prefetch, sent with the bootstrap): a read
  * inside them waits for them (for its own bytes of a piece that streams in) and is answered from
  * them with the right bytes, without a request of its own; pieces go out in order a few at a time, one a reader waits for at once, while the
- * prefetch's background reads wait their turn; a failed piece, data that failed verification or
- * `release()` send reads to the backend itself.
+ * prefetch's background reads wait their turn; a piece all handed out is dropped; a failed piece,
+ * data that failed verification or `release()` send reads to the backend itself.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
@@ -138,6 +138,23 @@ test('a piece streams: a read waits only until its bytes are in', async () => {
   assert.equal(lateDone, false);
   finish();
   assert.deepEqual(await late, expected('aa', 4096 + 4000, 200));
+});
+
+test('a piece all handed out is dropped: a later read of its bytes goes to the backend', async () => {
+  const inner = new SlowBlobs();
+  const early = new EarlyReadsBackend(inner, [{ id: 'aa', offset: 0, length: 2048 }], { pieceBytes: 1024, concurrency: 2, metrics: new Metrics(), log: silentLogger });
+  const first = [early.read('aa', 0, 512, { background: true }), early.read('aa', 512, 512, { background: true }), early.read('aa', 1024, 100, { background: true })];
+  await inner.open();
+  const got = await Promise.all(first);
+  assert.deepEqual(got[0], expected('aa', 0, 512));
+  assert.deepEqual(got[1], expected('aa', 512, 512));
+  assert.equal(inner.reads.length, 2, 'the two pieces');
+  const again = early.read('aa', 100, 10); // piece 0 was all handed out
+  const rest = early.read('aa', 1200, 10); // piece 1 was not
+  await inner.open();
+  assert.deepEqual(await again, expected('aa', 100, 10));
+  assert.deepEqual(await rest, expected('aa', 1200, 10));
+  assert.deepEqual(inner.reads.slice(2), [{ id: 'aa', offset: 100, length: 10 }], 'only the spent piece’s bytes are read again');
 });
 
 test('a failed piece sends its reads to the backend', async () => {
