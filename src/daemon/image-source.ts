@@ -21,6 +21,7 @@ import { createBackend, registryClientOptions } from '../storage/backend/factory
 import { LocalFsBackend } from '../storage/backend/localfs.js';
 import type { BlobBackend } from '../storage/backend/types.js';
 import { FileBlobCache } from '../storage/cache/blob-cache.js';
+import { keptBootstrapPath, keptBootstrapTemp } from '../storage/cache/kept-bootstrap.js';
 import { type LoadedImage, loadImage } from '../storage/open-image.js';
 import { planRanges, prefetchPlan } from './prefetch-plan.js';
 
@@ -54,11 +55,6 @@ export interface ImageSource {
   earlyReads?: { release(): void };
 }
 
-/** Where a daemon keeps an image's bootstrap next to its chunk cache (by bootstrap layer digest). */
-function keptBootstrapPath(cacheDir: string, layer: Descriptor): string {
-  return join(cacheDir, `${layer.digest.replace(':', '-')}.image.boot`);
-}
-
 /**
  * The bootstrap of a registry image: the one an earlier daemon kept in the cache directory for
  * this bootstrap layer (the next container of the image on this host does not download it again;
@@ -66,7 +62,7 @@ function keptBootstrapPath(cacheDir: string, layer: Descriptor): string {
  */
 async function registryBootstrap(store: RegistryStore, layer: Descriptor, cacheDir: string | undefined, validate: boolean, log: Logger): Promise<{ bootstrap: Buffer; image: RafsImage; kept: boolean }> {
   if (cacheDir !== undefined && !validate) {
-    const kept = await readFile(keptBootstrapPath(cacheDir, layer)).catch(() => undefined);
+    const kept = await readFile(keptBootstrapPath(cacheDir, layer.digest)).catch(() => undefined);
     if (kept !== undefined) {
       try {
         return { bootstrap: kept, image: openBootstrap(kept), kept: true };
@@ -164,9 +160,9 @@ export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: L
           // Kept next to the chunks, for the next daemon of this image (and for a restart with the
           // registry gone); written whole under another name first, so that none is ever half there.
           await mkdir(cacheDir, { recursive: true });
-          const path = keptBootstrapPath(cacheDir, layer);
-          await writeFile(`${path}.${process.pid}.tmp`, bootstrap);
-          await rename(`${path}.${process.pid}.tmp`, path);
+          const path = keptBootstrapPath(cacheDir, layer.digest);
+          await writeFile(keptBootstrapTemp(path), bootstrap);
+          await rename(keptBootstrapTemp(path), path);
         }
       } catch (e) {
         await (early ?? origin).close();

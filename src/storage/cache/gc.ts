@@ -1,13 +1,14 @@
 /**
  * Cache garbage collection: evicts whole blobs (data file and chunk map), least recently used
  * first, until the cache directory fits a size limit. A blob some process has open (its chunk map
- * is flocked) is never removed.
+ * is flocked) is never removed. Kept bootstraps left half-written by a daemon that is gone go too.
  */
 import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../../base/index.js';
 import { native } from '../../native/index.js';
 import { LOCK_EX, LOCK_NB } from './chunk-map.js';
+import { isStaleKeptTemp } from './kept-bootstrap.js';
 
 const DATA = '.blob.data';
 const MAP = '.chunk_map.dfly';
@@ -62,6 +63,11 @@ export interface GcResult {
 }
 
 export async function gcCache(dir: string, maxBytes: number, log: Logger): Promise<GcResult> {
+  for (const name of await readdir(dir)) {
+    if (isStaleKeptTemp(name) && (await unlink(join(dir, name)).then(() => true, () => false))) {
+      log.info({ file: name }, 'removed a bootstrap left half-written by a daemon that is gone');
+    }
+  }
   const blobs = await listCache(dir);
   let total = blobs.reduce((n, b) => n + b.bytes, 0);
   const result: GcResult = { removed: [], freedBytes: 0, remainingBytes: total, busy: [] };

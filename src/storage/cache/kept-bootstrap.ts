@@ -1,0 +1,31 @@
+/**
+ * Bootstraps kept next to the chunk cache (a registry image's, by bootstrap layer digest), for the
+ * next daemon of the image on the host. Each is written under a temporary name of the writing
+ * process and renamed; `cache gc` removes the temporary files of processes that are gone.
+ */
+import { join } from 'node:path';
+
+const SUFFIX = '.image.boot';
+const TEMP = /\.image\.boot\.(\d+)\.tmp$/;
+
+/** Where the bootstrap of the image whose bootstrap layer is `layerDigest` is kept. */
+export function keptBootstrapPath(cacheDir: string, layerDigest: string): string {
+  return join(cacheDir, `${layerDigest.replace(':', '-')}${SUFFIX}`);
+}
+
+/** The name this process writes `path` under before renaming it. */
+export function keptBootstrapTemp(path: string): string {
+  return `${path}.${process.pid}.tmp`;
+}
+
+/** Whether `name` is a kept bootstrap's temporary file left by a process that no longer runs. */
+export function isStaleKeptTemp(name: string): boolean {
+  const m = TEMP.exec(name);
+  if (m === null) return false;
+  try {
+    process.kill(Number(m[1]), 0);
+    return false; // that process runs (or its pid was reused: the file waits for the next gc)
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'ESRCH';
+  }
+}
