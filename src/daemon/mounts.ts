@@ -6,6 +6,7 @@
 import type { Logger, Metrics } from '../base/index.js';
 import type { RafsImage } from '../format/image.js';
 import type { FileSystem } from '../fs/types.js';
+import { CACHE_DATA_SUFFIX } from '../storage/cache/blob-cache.js';
 import type { BackendDescriptor, BackendType } from './control.js';
 import type { FsStats } from './fs-stats.js';
 import type { ScopedMetrics } from './scoped-metrics.js';
@@ -75,7 +76,7 @@ export function blobcacheMetrics(m: MountRecord): Record<string, unknown> {
   return {
     id: m.mountpoint,
     store_path: m.cacheDir ?? '',
-    underlying_files: (m.image?.blobs ?? []).map((b) => `${b.id}.blob.data`),
+    underlying_files: (m.image?.blobs ?? []).map((b) => b.id + CACHE_DATA_SUFFIX),
     partial_hits: 0,
     whole_hits: hits,
     total: hits + c.get('storage.chunks_fetched'),

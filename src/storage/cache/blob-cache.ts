@@ -11,6 +11,10 @@ import type { ChunkInfo } from '../../format/chunk-info.js';
 import { type NoWaitFile, native, readNoWait } from '../../native/index.js';
 import { ChunkMap, ChunkState } from './chunk-map.js';
 
+/** A cached blob's files in a cache directory: `<blob id>` and these suffixes. */
+export const CACHE_DATA_SUFFIX = '.blob.data';
+export const CACHE_MAP_SUFFIX = '.chunk_map.dfly';
+
 export interface BlobCache {
   /** ABSENT, PRESENT (verified) or UNVERIFIED (to be verified before use). */
   state(c: ChunkInfo): number;
@@ -42,18 +46,19 @@ export class FileBlobCache implements BlobCache {
 
   /** Whether `dir` holds a cache of the blob (its chunk map), whatever it has in it. */
   static exists(dir: string, blobId: string): Promise<boolean> {
-    return access(join(dir, `${blobId}.chunk_map.dfly`)).then(
+    return access(join(dir, blobId + CACHE_MAP_SUFFIX)).then(
       () => true,
       () => false,
     );
   }
 
   static async open(dir: string, blobId: string): Promise<{ cache: FileBlobCache; uncleanShutdown: boolean }> {
-    const data = await open(join(dir, `${blobId}.blob.data`), 'a+').then(async (h) => {
+    const dataPath = join(dir, blobId + CACHE_DATA_SUFFIX);
+    const data = await open(dataPath, 'a+').then(async (h) => {
       await h.close();
-      return open(join(dir, `${blobId}.blob.data`), 'r+');
+      return open(dataPath, 'r+');
     });
-    const mapPath = join(dir, `${blobId}.chunk_map.dfly`);
+    const mapPath = join(dir, blobId + CACHE_MAP_SUFFIX);
     const { map, uncleanShutdown } = await ChunkMap.open(mapPath);
     const now = new Date();
     await utimes(mapPath, now, now); // "last used", for cache gc's LRU order

@@ -7,11 +7,9 @@ import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../../base/index.js';
 import { native } from '../../native/index.js';
+import { CACHE_DATA_SUFFIX as DATA, CACHE_MAP_SUFFIX as MAP } from './blob-cache.js';
 import { LOCK_EX, LOCK_NB } from './chunk-map.js';
 import { isStaleKeptTemp } from './kept-bootstrap.js';
-
-const DATA = '.blob.data';
-const MAP = '.chunk_map.dfly';
 
 export interface CachedBlob {
   id: string;
