@@ -3,12 +3,14 @@
  * knows will be wanted first) is requested at once, in pieces read one after the other, each
  * streamed. A read inside them waits only until the bytes it wants have arrived, and needs no
  * request of its own; a reader's read requests a piece it needs that is still queued at once,
- * while the prefetch's background reads wait their turn. Anything else, and anything after a
- * piece failed or after `release()`, goes to the backend as before.
+ * while the prefetch's background reads wait their turn. A piece all handed out is dropped.
+ * Anything else, and anything after a piece failed or after `release()`, goes to the backend as
+ * before.
  *
- * The bytes are only ever handed to the chunk device, which verifies every chunk: a piece whose
- * data fails verification is dropped (`reportCorrupt`), and the device reads it again from the
- * backend (`readOrigin`), so a bad answer costs a second read, never wrong bytes.
+ * The bytes are only ever handed to the chunk device, which verifies every chunk: when data from
+ * a piece fails verification, every piece is dropped (`reportCorrupt`) and the device reads the
+ * chunk again from the backend (`readOrigin`), so a bad answer costs a second read, never wrong
+ * bytes.
  */
 import type { Logger, Metrics } from '../../base/index.js';
 import { errorMessage } from '../../base/index.js';
