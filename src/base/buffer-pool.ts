@@ -9,7 +9,9 @@
  * larger than `maxSize` get a plain allocation and are not pooled. A released buffer becomes
  * available again only on a later turn of the event loop (setImmediate), so that code which took a
  * reference in the same turn (a reader whose `await` resolved but has not yet copied) still sees
- * the bytes it was given.
+ * the bytes it was given. Idle buffers are dropped after a quiet spell (`trimAfterMs`, or `trim()`),
+ * their memory handed back at once through `discard` where one is given: a daemon at rest keeps
+ * no pool, even when its garbage collector has no reason to run.
  */
 export interface BufferPoolOptions {
   /** Smallest pooled request, bytes (default 64 KiB). */
@@ -22,6 +24,8 @@ export interface BufferPoolOptions {
   trimAfterMs?: number;
   /** Makes a new pooled buffer of exactly `size` bytes (e.g. page-aligned memory for O_DIRECT); default: Node's, unzeroed. */
   allocate?: (size: number) => ArrayBuffer;
+  /** Gives a dropped idle buffer's memory back to the system now rather than when it is collected. */
+  discard?: (buffer: ArrayBuffer) => void;
 }
 
 export class BufferPool {
@@ -30,6 +34,7 @@ export class BufferPool {
   private readonly maxIdleBytes: number;
   private readonly trimAfterMs: number;
   private readonly allocate: (size: number) => ArrayBuffer;
+  private readonly discard: ((buffer: ArrayBuffer) => void) | undefined;
   private readonly idle = new Map<number, ArrayBuffer[]>();
   private idleBytes = 0;
   /** Buffers lent out and not yet released: a release of anything else is ignored. */
@@ -48,6 +53,7 @@ export class BufferPool {
     this.trimAfterMs = opts.trimAfterMs ?? 10_000;
     // Not zero-filled (new ArrayBuffer would be): an unsafe buffer of its own, not a slice of Node's pool.
     this.allocate = opts.allocate ?? ((size) => Buffer.allocUnsafeSlow(size).buffer as ArrayBuffer);
+    this.discard = opts.discard;
   }
 
   /** A buffer of exactly `size` bytes (contents undefined). */
@@ -92,13 +98,26 @@ export class BufferPool {
     const released = this.pending;
     this.pending = [];
     for (const ab of released) {
-      if (this.idleBytes + ab.byteLength > this.maxIdleBytes) continue;
+      if (this.idleBytes + ab.byteLength > this.maxIdleBytes) {
+        this.discard?.(ab);
+        continue;
+      }
       let list = this.idle.get(ab.byteLength);
       if (list === undefined) this.idle.set(ab.byteLength, (list = []));
       list.push(ab);
       this.idleBytes += ab.byteLength;
     }
     if (this.idleBytes > 0 && this.trimTimer === undefined) this.armTrim(this.trimAfterMs);
+  }
+
+  /**
+   * Drops the idle buffers now. Buffers released in this turn of the event loop are not idle yet
+   * (their last user may still read them): they stay.
+   */
+  trim(): void {
+    if (this.discard !== undefined) for (const list of this.idle.values()) for (const ab of list) this.discard(ab);
+    this.idle.clear();
+    this.idleBytes = 0;
   }
 
   /** Drops the idle buffers once nothing was acquired for `trimAfterMs` (a daemon at rest keeps no pool). */
@@ -110,8 +129,7 @@ export class BufferPool {
         this.armTrim(this.trimAfterMs - quiet);
         return;
       }
-      this.idle.clear();
-      this.idleBytes = 0;
+      this.trim();
     }, ms);
     this.trimTimer.unref();
   }

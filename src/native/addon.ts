@@ -195,6 +195,8 @@ export interface NativeAddon extends PassthroughOps {
   readNoThrow(fd: number, buffer: Uint8Array): number;
   /** `size` bytes at a 4096-byte boundary (for O_DIRECT reads), freed when collected. */
   allocAligned(size: number): ArrayBuffer;
+  /** Gives an idle `allocAligned` buffer's pages back to the kernel now (they read as zeros when touched again). */
+  discardPages(buffer: ArrayBuffer): boolean;
 
   /** `drainEventfd`: the fd is an eventfd, read (reset) before each readable callback. */
   Poller: new (fd: number, callback: (events: number) => void, drainEventfd?: boolean) => Poller;

@@ -34,6 +34,11 @@ export interface DeviceOptions {
   /** Decoded chunks kept in memory after a fetch or cache read, bytes (saves re-reading the cache). */
   recentBytes?: number;
   /**
+   * Those chunks are dropped after this long without a read, ms (default 10 s), and the buffer
+   * pool's idle memory handed back with them: a daemon at rest holds no chunk data.
+   */
+  recentIdleMs?: number;
+  /**
    * Also fetch the chunks stored right after a missing one, up to this many compressed bytes in
    * the same backend read (nydus `amplify_io`); needs `neighbors`. 0 fetches only what is read.
    */
@@ -70,7 +75,7 @@ export interface ChunkSegment {
  * ranges into them with O_DIRECT.
  */
 export function chunkBufferPool(): BufferPool {
-  return new BufferPool({ allocate: (size) => native.allocAligned(size) });
+  return new BufferPool({ allocate: (size) => native.allocAligned(size), discard: (ab) => native.discardPages(ab) });
 }
 
 export class BlobDevice {
@@ -81,6 +86,9 @@ export class BlobDevice {
   private readonly background = new Set<string>();
   private readonly recent = new Map<string, Uint8Array>();
   private recentBytes = 0;
+  /** When `recent` was last used, and the timer that empties it once the device is at rest. */
+  private recentUsed = 0;
+  private recentTimer: NodeJS.Timeout | undefined;
   private readonly storing = new Set<Promise<void>>();
   /** Per blob: where the last fetch a reader caused ended, and the read-ahead window then. */
   private readonly scans = new Map<number, { end: number; window: number }>();
@@ -225,6 +233,8 @@ export class BlobDevice {
     this.recent.set(k, data);
     this.hold(data);
     this.recentBytes += data.length;
+    this.recentUsed = performance.now();
+    if (this.recentTimer === undefined) this.armRecentTimer(this.opts.recentIdleMs ?? 10_000);
     for (const [old, d] of this.recent) {
       if (this.recentBytes <= limit) break;
       this.recent.delete(old);
@@ -238,8 +248,33 @@ export class BlobDevice {
     if (d !== undefined) {
       this.recent.delete(k);
       this.recent.set(k, d); // most recently used last
+      this.recentUsed = performance.now();
     }
     return d;
+  }
+
+  /** Empties `recent` once it has not been used for `recentIdleMs`, then trims the buffer pool. */
+  private armRecentTimer(ms: number): void {
+    this.recentTimer = setTimeout(() => {
+      this.recentTimer = undefined;
+      const idleMs = this.opts.recentIdleMs ?? 10_000;
+      const quiet = performance.now() - this.recentUsed;
+      if (quiet < idleMs) {
+        this.armRecentTimer(idleMs - quiet);
+        return;
+      }
+      this.dropRecent();
+      // The buffers just released become idle a turn later (BufferPool.release).
+      const pool = this.pool;
+      if (pool !== undefined) setImmediate(() => pool.trim()).unref();
+    }, ms);
+    this.recentTimer.unref();
+  }
+
+  private dropRecent(): void {
+    for (const d of this.recent.values()) this.unhold(d);
+    this.recent.clear();
+    this.recentBytes = 0;
   }
 
   private async readSegment(s: ChunkSegment, views: Uint8Array[]): Promise<void> {
@@ -442,7 +477,8 @@ export class BlobDevice {
   async close(): Promise<void> {
     this.closed = true;
     await Promise.allSettled([...this.inflight.values(), ...this.storing]);
-    this.recent.clear();
+    clearTimeout(this.recentTimer);
+    this.dropRecent();
     const caches = await Promise.allSettled([...this.caches.values()]);
     this.caches.clear();
     for (const c of caches) if (c.status === 'fulfilled') await c.value.close();

@@ -2,11 +2,14 @@
  * The buffer pool: a released buffer is reused, but only from a later turn of the event loop (a
  * reader that took a reference in this turn still sees its bytes); views and sizes map to
  * power-of-two classes; what the pool did not lend is ignored; idle buffers are bounded and
- * dropped after a quiet period.
+ * dropped after a quiet period, or by `trim()`, and their memory is handed back at once (the
+ * chunk pool's `discardPages`) where the garbage collector would have kept it.
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { BufferPool } from '../../../src/base/index.js';
+import { native } from '../../../src/native/index.js';
+import { chunkBufferPool } from '../../../src/storage/device.js';
 
 const turn = (): Promise<void> => new Promise((r) => setImmediate(r));
 
@@ -52,4 +55,36 @@ test('idle buffers are bounded, and dropped after a quiet period', async () => {
   const again = pool.acquire(65536);
   assert.equal(again.length, 65536);
   assert.equal(pool.created, 6);
+});
+
+test('dropped idle buffers are discarded; buffers released in this turn are not touched', async () => {
+  const discarded: ArrayBuffer[] = [];
+  const pool = new BufferPool({ minSize: 4096, maxIdleBytes: 65536, discard: (ab) => discarded.push(ab) });
+  const [a, b, c] = [pool.acquire(65536), pool.acquire(65536), pool.acquire(65536)];
+  pool.release(a);
+  pool.release(b);
+  await turn();
+  assert.deepEqual(discarded, [b.buffer], 'beyond maxIdleBytes: discarded at once');
+  pool.release(c);
+  pool.trim();
+  assert.deepEqual(discarded, [b.buffer, a.buffer], 'trim: the idle one');
+  await turn();
+  assert.equal(pool.idleSize, 65536, 'the one released in the trimming turn became idle afterwards');
+  assert.equal(pool.acquire(65536).buffer, c.buffer);
+});
+
+test('the chunk buffer pool hands idle memory back to the kernel: the pages read as zeros afterwards', async () => {
+  const pool = chunkBufferPool();
+  const a = pool.acquire(256 << 10);
+  a.fill(0x5a);
+  pool.release(a);
+  await turn();
+  pool.trim();
+  const again = new Uint8Array(a.buffer);
+  assert.ok(
+    again.every((x) => x === 0),
+    'MADV_DONTNEED dropped the pages',
+  );
+  assert.equal(native.discardPages(new ArrayBuffer(100)), false, 'less than a page: nothing to hand back');
+  assert.throws(() => native.discardPages(a as unknown as ArrayBuffer), /ArrayBuffer is required/);
 });
