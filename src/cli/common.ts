@@ -1,14 +1,13 @@
 /**
- * Shared pieces of the command line: option parsing helpers, the logger, progress bars, JSON
- * output, and the one place where errors become messages and exit codes.
+ * Shared pieces of the subcommands: option parsing helpers (commander's), the logger, JSON
+ * output, and running a command body (its errors become messages and exit codes in `exit.ts`).
  */
-import { SingleBar } from 'cli-progress';
 import { InvalidArgumentError } from 'commander';
-import { DamselflyError, ErrorCode, LOG_LEVELS, type LogLevel, type Logger, createLogger, errorMessage, isSysError } from '../base/index.js';
+import { LOG_LEVELS, type LogLevel, type Logger, createLogger } from '../base/index.js';
+import { EXIT_OK, reportError } from './exit.js';
 
-export const EXIT_OK = 0;
-export const EXIT_FAILURE = 1;
-export const EXIT_USAGE = 2;
+export { EXIT_FAILURE, EXIT_OK, EXIT_USAGE, reportError } from './exit.js';
+export { progressBar } from './progress.js';
 
 export interface GlobalOptions {
   logLevel: LogLevel;
@@ -52,51 +51,6 @@ export function printJson(value: unknown): void {
   process.stdout.write(JSON.stringify(value, (_k, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2) + '\n');
 }
 
-/** A progress bar on stderr when it is a terminal; otherwise nothing. */
-export function progressBar(label: string): { update(done: number, total?: number): void; stop(): void } {
-  if (!process.stderr.isTTY) return { update: () => undefined, stop: () => undefined };
-  const bar = new SingleBar({
-    stream: process.stderr,
-    format: `${label} [{bar}] {percentage}% | {value}/{total}`,
-    hideCursor: true,
-    clearOnComplete: true,
-  });
-  let started = false;
-  return {
-    update(done: number, total?: number) {
-      if (!started) {
-        bar.start(total ?? done, done);
-        started = true;
-      }
-      if (total !== undefined) bar.setTotal(total);
-      else if (done > bar.getTotal()) bar.setTotal(done);
-      bar.update(done);
-    },
-    stop() {
-      if (started) bar.stop();
-    },
-  };
-}
-
-/** Maps an error to the message and exit code the user sees. */
-export function reportError(e: unknown): number {
-  let code = EXIT_FAILURE;
-  let message = errorMessage(e);
-  if (e instanceof DamselflyError) {
-    if (e.code === ErrorCode.Usage || e.code === ErrorCode.NotFound) code = EXIT_USAGE;
-    if (e.code === ErrorCode.Internal) message += `\n${e.stack ?? ''}`;
-  } else if (isSysError(e)) {
-    message = `${e.path ? `${e.path}: ` : ''}${e.message}`;
-  } else if (!(e instanceof Error)) {
-    message = String(e);
-  } else if (!(e instanceof RangeError) && !(e instanceof TypeError)) {
-    message = e.message;
-  } else {
-    message = `internal error: ${e.stack ?? e.message}`;
-  }
-  process.stderr.write(`damselfly: ${message}\n`);
-  return code;
-}
 
 /** Runs a command body; sets the exit code from its result or error. */
 export async function run(body: () => Promise<number | void>): Promise<void> {

@@ -14,6 +14,14 @@ export type CliMode =
   /** nydusd's `virtiofs` arguments (after the subcommand) and a global --log-level before it. */
   | { mode: 'nydusd'; argv: string[]; logLevel?: LogLevel };
 
+/** The subcommands `program.ts` registers (a test holds the two equal). */
+export const SUBCOMMANDS: readonly string[] = ['build', 'inspect', 'check', 'unpack', 'export', 'mount', 'passthrough', 'virtiofs', 'cache', 'convert', 'pattern'];
+
+/** `--print-capabilities`: the vhost-user backend description (vhost-user.json). */
+export function printCapabilities(): void {
+  process.stdout.write(JSON.stringify({ type: 'fs' }, null, 2) + '\n');
+}
+
 const HELP_OR_VERSION = new Set(['-h', '--help', '-V', '--version', 'help']);
 /** nydusd-only options of `virtiofs`: their presence selects nydusd mode. */
 const NYDUSD_MARKERS = ['--apisock', '-A', '--sock'];

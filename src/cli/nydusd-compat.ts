@@ -13,7 +13,7 @@ import { ApiServer } from '../api/index.js';
 import { NydusDaemon, type PassthroughFactory, localfsConfig } from '../daemon/index.js';
 import { readPathList } from '../daemon/image-source.js';
 import { nativeCodecs } from '../native/index.js';
-import { EXIT_OK, EXIT_USAGE, reportError } from './common.js';
+import { EXIT_OK, EXIT_USAGE, reportError } from './exit.js';
 import { READY_LINE } from './virtiofsd-compat.js';
 
 export interface NydusdFlags {

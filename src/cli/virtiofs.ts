@@ -56,8 +56,3 @@ export function register(program: Command): void {
       }),
     );
 }
-
-/** `--print-capabilities`: the vhost-user backend description (vhost-user.json). */
-export function printCapabilities(): void {
-  process.stdout.write(JSON.stringify({ type: 'fs' }, null, 2) + '\n');
-}

@@ -7,11 +7,14 @@
  */
 import { chmodSync, chownSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { type LogLevel, type Logger, Metrics, UsageError, createLogger, errorMessage } from '../base/index.js';
-import type { PassthroughFactory } from '../daemon/index.js';
-import { VhostService, readOnly, removeStaleSocket } from '../daemon/index.js';
+// The daemon's modules themselves, not its index: this entry point (Kata's virtiofsd, started for
+// every sandbox) then loads none of the image-serving code.
+import type { PassthroughFactory } from '../daemon/mounts.js';
+import { readOnly } from '../daemon/read-only-fs.js';
+import { VhostService, removeStaleSocket } from '../daemon/vhost-service.js';
 import { PassthroughFs } from '../fs/passthrough/index.js';
 import { FuseServer } from '../fuse/index.js';
-import { EXIT_OK, EXIT_USAGE, reportError } from './common.js';
+import { EXIT_OK, EXIT_USAGE, reportError } from './exit.js';
 import { type VirtiofsdArgs, VIRTIOFSD_USAGE, parseVirtiofsdArgs } from './virtiofsd-args.js';
 
 export const READY_LINE = 'Waiting for vhost-user socket connection...';
