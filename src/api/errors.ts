@@ -6,7 +6,7 @@
  * unknown path a 404.
  */
 import { errorMessage } from '../base/index.js';
-import { DaemonError } from '../daemon/index.js';
+import { DaemonError } from '../daemon/control.js';
 
 /** The request itself is wrong (nydusd `HttpError::BadRequest`, `ParseBody`, `QueryString`). */
 export class BadRequest extends Error {

@@ -4,7 +4,7 @@
  * the HttpError variant their failures are reported in. Query values arrive URL-decoded.
  */
 import type { DaemonControl, MetricsKind, MountRequest } from '../daemon/index.js';
-import { DaemonError } from '../daemon/index.js';
+import { DaemonError } from '../daemon/control.js';
 import { BadRequest, type Family } from './errors.js';
 
 export interface ApiRequest {

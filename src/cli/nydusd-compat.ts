@@ -10,8 +10,10 @@ import { openSync, readFileSync, rmSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { type LogLevel, type Logger, Metrics, UsageError, createLogger, errorMessage } from '../base/index.js';
 import { ApiServer } from '../api/index.js';
-import { NydusDaemon, type PassthroughFactory, localfsConfig } from '../daemon/index.js';
-import { readPathList } from '../daemon/image-source.js';
+// The daemon's modules themselves, not its index (which reaches the image-serving code, loaded by
+// the first RAFS mount instead).
+import type { PassthroughFactory } from '../daemon/mounts.js';
+import { NydusDaemon } from '../daemon/nydus-daemon.js';
 import { nativeCodecs } from '../native/index.js';
 import { EXIT_OK, EXIT_USAGE, reportError } from './exit.js';
 import { READY_LINE } from './virtiofsd-compat.js';
@@ -132,6 +134,7 @@ export async function runNydusd(argv: readonly string[], deps: { passthrough?: P
     });
     if (f.sharedDir !== undefined) await daemon.mount(f.virtualMountpoint, { fs_type: 'passthrough_fs', source: f.sharedDir, config: '' });
     if (f.bootstrap !== undefined) {
+      const [{ localfsConfig }, { readPathList }] = await Promise.all([import('../daemon/rafs-mount.js'), import('../daemon/image-source.js')]);
       const config = f.localfsDir !== undefined ? localfsConfig(f.localfsDir) : readFileSync(f.config as string, 'utf8');
       const files = f.prefetchFiles !== undefined ? await readPathList(f.prefetchFiles) : undefined;
       await daemon.mount(f.virtualMountpoint, { fs_type: 'rafs', source: f.bootstrap, config, ...(files ? { prefetch_files: files } : {}) });

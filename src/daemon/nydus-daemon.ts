@@ -14,7 +14,7 @@ import { FuseServer, InitFlag } from '../fuse/index.js';
 import { type BuildInfo, DaemonError, type DaemonControl, type DaemonInfo, type DaemonState, type MetricsKind, type MountRequest } from './control.js';
 import { FsStats, type InflightOp } from './fs-stats.js';
 import { type MountRecord, type PassthroughFactory, backendMetrics, backendTypeOf, blobcacheMetrics, describe, superblockInfo } from './mounts.js';
-import { type RafsFactory, openRafsMount } from './rafs-mount.js';
+import type { RafsFactory } from './rafs-mount.js';
 import { ScopedMetrics } from './scoped-metrics.js';
 import { buildInfo } from './version.js';
 import { type ListenTarget, VhostService, removeStaleSocket } from './vhost-service.js';
@@ -148,7 +148,9 @@ export class NydusDaemon implements DaemonControl {
     const stats = new FsStats(mp);
     const log = this.opts.log.child({ mountpoint: mp });
     if (type === 'Rafs') {
-      const rafs = this.opts.rafs ?? openRafsMount;
+      // The image-serving code (storage, registry client, formats) is loaded by the first RAFS
+      // mount, not at start: Kata waits for the daemon to listen before it asks for any.
+      const rafs = this.opts.rafs ?? (await import('./rafs-mount.js')).openRafsMount;
       const files = req.prefetch_files ?? undefined;
       const m = await rafs({ mountpoint: mp, source: req.source, config: req.config, ...(files ? { prefetchFiles: files } : {}) }, { codecs: this.opts.codecs, log, metrics });
       return {
