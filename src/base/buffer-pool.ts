@@ -13,6 +13,8 @@
  * their memory handed back at once through `discard` where one is given: a daemon at rest keeps
  * no pool, even when its garbage collector has no reason to run.
  */
+import { QuietTimer } from './quiet-timer.js';
+
 export interface BufferPoolOptions {
   /** Smallest pooled request, bytes (default 64 KiB). */
   minSize?: number;
@@ -32,7 +34,6 @@ export class BufferPool {
   private readonly minSize: number;
   private readonly maxSize: number;
   private readonly maxIdleBytes: number;
-  private readonly trimAfterMs: number;
   private readonly allocate: (size: number) => ArrayBuffer;
   private readonly discard: ((buffer: ArrayBuffer) => void) | undefined;
   private readonly idle = new Map<number, ArrayBuffer[]>();
@@ -41,8 +42,8 @@ export class BufferPool {
   private readonly lent = new WeakSet<ArrayBuffer>();
   private pending: ArrayBuffer[] = [];
   private flushScheduled = false;
-  private lastAcquire = 0;
-  private trimTimer: NodeJS.Timeout | undefined;
+  /** Drops the idle buffers once nothing was acquired or released for `trimAfterMs`. */
+  private readonly quiet: QuietTimer;
   /** Buffers created (not reused) so far. */
   created = 0;
 
@@ -50,17 +51,17 @@ export class BufferPool {
     this.minSize = opts.minSize ?? 64 << 10;
     this.maxSize = opts.maxSize ?? 16 << 20;
     this.maxIdleBytes = opts.maxIdleBytes ?? 32 << 20;
-    this.trimAfterMs = opts.trimAfterMs ?? 10_000;
     // Not zero-filled (new ArrayBuffer would be): an unsafe buffer of its own, not a slice of Node's pool.
     this.allocate = opts.allocate ?? ((size) => Buffer.allocUnsafeSlow(size).buffer as ArrayBuffer);
     this.discard = opts.discard;
+    this.quiet = new QuietTimer(opts.trimAfterMs ?? 10_000, () => this.trim());
   }
 
   /** A buffer of exactly `size` bytes (contents undefined). */
   acquire(size: number): Buffer {
     if (size < this.minSize || size > this.maxSize) return Buffer.allocUnsafe(size);
     const cls = sizeClass(size);
-    this.lastAcquire = performance.now();
+    this.quiet.touch();
     let ab = this.idle.get(cls)?.pop();
     if (ab !== undefined) {
       this.idleBytes -= cls;
@@ -107,7 +108,7 @@ export class BufferPool {
       list.push(ab);
       this.idleBytes += ab.byteLength;
     }
-    if (this.idleBytes > 0 && this.trimTimer === undefined) this.armTrim(this.trimAfterMs);
+    if (this.idleBytes > 0) this.quiet.touch();
   }
 
   /**
@@ -118,20 +119,6 @@ export class BufferPool {
     if (this.discard !== undefined) for (const list of this.idle.values()) for (const ab of list) this.discard(ab);
     this.idle.clear();
     this.idleBytes = 0;
-  }
-
-  /** Drops the idle buffers once nothing was acquired for `trimAfterMs` (a daemon at rest keeps no pool). */
-  private armTrim(ms: number): void {
-    this.trimTimer = setTimeout(() => {
-      this.trimTimer = undefined;
-      const quiet = performance.now() - this.lastAcquire;
-      if (quiet < this.trimAfterMs) {
-        this.armTrim(this.trimAfterMs - quiet);
-        return;
-      }
-      this.trim();
-    }, ms);
-    this.trimTimer.unref();
   }
 }
 

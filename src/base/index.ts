@@ -10,3 +10,4 @@ export * from './iovec.js';
 export * from './promise.js';
 export * from './file-writer.js';
 export * from './buffer-pool.js';
+export * from './quiet-timer.js';

@@ -6,7 +6,7 @@
  * reach a reader: a chunk that fails verification from the backend fails the read (EIO above).
  */
 import { mkdir } from 'node:fs/promises';
-import { BufferPool, IntegrityError, type Logger, type Metrics, errorMessage, scatter, sliceViews } from '../base/index.js';
+import { BufferPool, IntegrityError, type Logger, type Metrics, QuietTimer, errorMessage, scatter, sliceViews } from '../base/index.js';
 
 export { sliceViews };
 import type { ChunkInfo } from '../format/chunk-info.js';
@@ -86,9 +86,8 @@ export class BlobDevice {
   private readonly background = new Set<string>();
   private readonly recent = new Map<string, Uint8Array>();
   private recentBytes = 0;
-  /** When `recent` was last used, and the timer that empties it once the device is at rest. */
-  private recentUsed = 0;
-  private recentTimer: NodeJS.Timeout | undefined;
+  /** Empties `recent`, and then trims the buffer pool, once the device is at rest. */
+  private readonly recentQuiet: QuietTimer;
   private readonly storing = new Set<Promise<void>>();
   /** Per blob: where the last fetch a reader caused ended, and the read-ahead window then. */
   private readonly scans = new Map<number, { end: number; window: number }>();
@@ -105,6 +104,12 @@ export class BlobDevice {
   constructor(opts: DeviceOptions) {
     this.opts = opts;
     this.pool = opts.cacheDir !== undefined ? (opts.bufferPool ?? chunkBufferPool()) : undefined;
+    this.recentQuiet = new QuietTimer(opts.recentIdleMs ?? 10_000, () => {
+      this.dropRecent();
+      // The buffers just released become idle a turn later (BufferPool.release).
+      const pool = this.pool;
+      if (pool !== undefined) setImmediate(() => pool.trim()).unref();
+    });
   }
 
   private hold(data: Uint8Array): void {
@@ -233,8 +238,7 @@ export class BlobDevice {
     this.recent.set(k, data);
     this.hold(data);
     this.recentBytes += data.length;
-    this.recentUsed = performance.now();
-    if (this.recentTimer === undefined) this.armRecentTimer(this.opts.recentIdleMs ?? 10_000);
+    this.recentQuiet.touch();
     for (const [old, d] of this.recent) {
       if (this.recentBytes <= limit) break;
       this.recent.delete(old);
@@ -248,27 +252,9 @@ export class BlobDevice {
     if (d !== undefined) {
       this.recent.delete(k);
       this.recent.set(k, d); // most recently used last
-      this.recentUsed = performance.now();
+      this.recentQuiet.touch();
     }
     return d;
-  }
-
-  /** Empties `recent` once it has not been used for `recentIdleMs`, then trims the buffer pool. */
-  private armRecentTimer(ms: number): void {
-    this.recentTimer = setTimeout(() => {
-      this.recentTimer = undefined;
-      const idleMs = this.opts.recentIdleMs ?? 10_000;
-      const quiet = performance.now() - this.recentUsed;
-      if (quiet < idleMs) {
-        this.armRecentTimer(idleMs - quiet);
-        return;
-      }
-      this.dropRecent();
-      // The buffers just released become idle a turn later (BufferPool.release).
-      const pool = this.pool;
-      if (pool !== undefined) setImmediate(() => pool.trim()).unref();
-    }, ms);
-    this.recentTimer.unref();
   }
 
   private dropRecent(): void {
@@ -477,7 +463,7 @@ export class BlobDevice {
   async close(): Promise<void> {
     this.closed = true;
     await Promise.allSettled([...this.inflight.values(), ...this.storing]);
-    clearTimeout(this.recentTimer);
+    this.recentQuiet.cancel();
     this.dropRecent();
     const caches = await Promise.allSettled([...this.caches.values()]);
     this.caches.clear();
