@@ -34,8 +34,8 @@ export interface DeviceOptions {
   /** Decoded chunks kept in memory after a fetch or cache read, bytes (saves re-reading the cache). */
   recentBytes?: number;
   /**
-   * Those chunks are dropped after this long without a read, ms (default 10 s), and the buffer
-   * pool's idle memory handed back with them: a daemon at rest holds no chunk data.
+   * Those chunks are dropped after this long without a read or a fetch, ms (default 10 s), and the
+   * buffer pool's idle memory handed back with them: a daemon at rest holds no chunk data.
    */
   recentIdleMs?: number;
   /**
@@ -156,6 +156,7 @@ export class BlobDevice {
   /** Reads the segments, in order, into `dst` (which holds at least their total length). */
   async read(segments: ChunkSegment[], dst: Uint8Array[]): Promise<void> {
     if (this.closed) throw new IntegrityError('the device is closed');
+    this.recentQuiet.touch(); // not at rest
     const m = this.opts.metrics;
     // Start fetches for every absent chunk first, so that adjacent ones merge.
     const absent: ChunkInfo[] = [];
@@ -252,7 +253,6 @@ export class BlobDevice {
     if (d !== undefined) {
       this.recent.delete(k);
       this.recent.set(k, d); // most recently used last
-      this.recentQuiet.touch();
     }
     return d;
   }
