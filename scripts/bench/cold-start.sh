@@ -639,7 +639,7 @@ breakdown p "$rp"
 # Start-up alone, cold (page cache dropped) as in (b): bare node, and the damselfly CLI.
 drop_caches
 t0=$EPOCHREALTIME
-node -e 0
+env -u NODE_EXTRA_CA_CERTS node -e 0 # as the daemon runs (DAMSELFLY)
 t1=$EPOCHREALTIME
 drop_caches
 t2=$EPOCHREALTIME

@@ -1,7 +1,7 @@
 /**
  * Exit codes, and the one place where errors become the message and exit code the user sees.
- * Kept apart from the subcommands' helpers: the virtiofsd and nydusd entry points use it
- * without loading commander.
+ * Kept apart from the subcommands' helpers (commander, cli-progress): the virtiofsd entry point
+ * uses it without loading either.
  */
 import { DamselflyError, ErrorCode, errorMessage, isSysError } from '../base/index.js';
 
