@@ -16,7 +16,7 @@ export function register(program: Command): void {
         const loaded = await openImageFromFlags(flags);
         const backend = localBackendFromFlags(flags, loaded);
         try {
-          const reader = new ToolChunkReader(loaded.image, backend, nativeCodecs);
+          const reader = await ToolChunkReader.open(loaded.image, backend, nativeCodecs);
           const log = getLogger();
           const r = flags.output !== undefined
             ? await unpackToDirectory(loaded.image, reader, flags.output, log)

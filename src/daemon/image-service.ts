@@ -44,10 +44,10 @@ const READ_AHEAD_BYTES = 1 << 20;
  * The neighbour index (it sorts every chunk), built when the device prepares it after a reader's
  * first miss, or else by the first miss that wants it.
  */
-function neighbors(chunks: () => ChunkInfo[]): Pick<DeviceOptions, 'neighbors' | 'prepareNeighbors'> {
+function neighbors(chunks: () => ChunkInfo[]): Pick<DeviceOptions, 'neighbors' | 'prepareNeighbors' | 'batchMembers'> {
   let index: ChunkNeighbors | undefined;
   const built = (): ChunkNeighbors => (index ??= new ChunkNeighbors(chunks()));
-  return { neighbors: (c, max) => built().after(c, max), prepareNeighbors: () => void built() };
+  return { neighbors: (c, max) => built().after(c, max), prepareNeighbors: () => void built(), batchMembers: (c) => built().members(c) };
 }
 
 export interface PrefetchRequest {

@@ -23,6 +23,7 @@ import type { BlobBackend } from '../storage/backend/types.js';
 import { FileBlobCache } from '../storage/cache/blob-cache.js';
 import { keptBootstrapPath, keptBootstrapTemp } from '../storage/cache/kept-bootstrap.js';
 import { type LoadedImage, loadImage } from '../storage/open-image.js';
+import { loadBlobMeta } from '../storage/blob-meta.js';
 import { planRanges, prefetchPlan } from './prefetch-plan.js';
 
 export interface SourceFlags {
@@ -125,6 +126,18 @@ function registryConfig(host: string, repo: string, plainHttp: boolean, base?: D
 }
 
 export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: Logger, metrics: Metrics): Promise<ImageSource> {
+  const source = await openSource(flags, codecs, log, metrics);
+  try {
+    // The registry path has loaded them already, before planning its first reads.
+    await loadBlobMeta(source.loaded.image, source.backend, codecs, { ...(source.cacheDir !== undefined ? { cacheDir: source.cacheDir } : {}), log });
+  } catch (e) {
+    await source.backend.close();
+    throw e;
+  }
+  return source;
+}
+
+async function openSource(flags: SourceFlags, codecs: Codecs, log: Logger, metrics: Metrics): Promise<ImageSource> {
   const config = flags.config !== undefined ? await loadConfigFile(flags.config, { onWarning: (m) => log.warn(m) }) : undefined;
   const cacheDir = flags.cacheDir ?? (config?.cache.type === 'blobcache' || config?.cache.type === 'filecache' ? config.cache.workDir : undefined);
   const common = {
@@ -155,6 +168,8 @@ export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: L
       const want = flags.prefetchFirst ?? (config?.prefetch.enable === true ? {} : undefined);
       let early: EarlyReadsBackend | undefined;
       try {
+        // Batch chunks are located through their blobs' meta: needed to plan the first reads.
+        await loadBlobMeta(image, origin, codecs, { ...(cacheDir !== undefined ? { cacheDir } : {}), log });
         early = want !== undefined ? await earlyReads(loaded.image, origin, want, cacheDir, log, metrics) : undefined;
         if (cacheDir !== undefined && !kept) {
           // Kept next to the chunks, for the next daemon of this image (and for a restart with the

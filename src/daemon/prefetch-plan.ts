@@ -42,7 +42,7 @@ export function prefetchPlan(image: RafsImage, opts: PlanOptions): ChunkInfo[] {
 
 /**
  * The blob ranges (compressed bytes) a plan reads, in plan order: runs of chunks stored one after
- * the other merged, each chunk once, up to `maxBytes` in all.
+ * the other merged, each chunk (each batch) once, up to `maxBytes` in all.
  */
 export function planRanges(chunks: readonly ChunkInfo[], blobs: readonly BlobInfo[], maxBytes: number): BlobRange[] {
   const out: BlobRange[] = [];
@@ -50,7 +50,8 @@ export function planRanges(chunks: readonly ChunkInfo[], blobs: readonly BlobInf
   let total = 0;
   let last: (BlobRange & { blobIndex: number }) | undefined;
   for (const c of chunks) {
-    const k = `${c.blobIndex}:${c.index}`;
+    // The members of a batch are one stored unit: read once, whichever member comes first.
+    const k = c.batch !== undefined ? `${c.blobIndex}@${c.compressedOffset}` : `${c.blobIndex}:${c.index}`;
     if (seen.has(k) || c.compressedSize === 0) continue;
     if (total + c.compressedSize > maxBytes) break;
     seen.add(k);

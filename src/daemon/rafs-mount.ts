@@ -11,6 +11,7 @@ import type { Codecs } from '../format/compression.js';
 import type { RafsImage } from '../format/image.js';
 import type { FileSystem } from '../fs/types.js';
 import { createBackend } from '../storage/backend/factory.js';
+import { loadBlobMeta } from '../storage/blob-meta.js';
 import { loadImage } from '../storage/open-image.js';
 import { DaemonError } from './control.js';
 import { ImageService } from './image-service.js';
@@ -64,6 +65,12 @@ export const openRafsMount: RafsFactory = async (req, ctx) => {
   }
   const backend = createBackend(config.backend, { log, metrics: ctx.metrics, blobFiles: loaded.blobFiles });
   const cacheDir = config.cache.type === 'blobcache' || config.cache.type === 'filecache' ? config.cache.workDir : undefined;
+  try {
+    await loadBlobMeta(loaded.image, backend, ctx.codecs, { ...(cacheDir !== undefined ? { cacheDir } : {}), log });
+  } catch (e) {
+    await backend.close();
+    throw new DaemonError('Other', `mount ${req.mountpoint}: ${errorMessage(e)}`, { cause: e });
+  }
   const service = new ImageService({
     loaded,
     backend,

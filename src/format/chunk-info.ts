@@ -36,6 +36,20 @@ export interface ChunkInfo {
   index: number;
   /** CRC-32C of the uncompressed bytes when `flags & HAS_CRC32`. */
   crc32: number;
+  /**
+   * A member of a batch (`flags & BATCH`, spec §5.6): the stored bytes at `compressedOffset`,
+   * `compressedSize` long, hold the whole batch; they decode to `size` bytes, of which this chunk
+   * is `uncompressedSize` bytes at `offset`. Known only from the blob's CI array.
+   */
+  batch?: { offset: number; size: number };
+}
+
+/**
+ * Whether `b` is another member of `a`'s batch: one stored unit, fetched and decoded once for both
+ * (code that walks chunks in storage order treats it as contiguous, adding no bytes).
+ */
+export function sameStoredUnit(a: ChunkInfo, b: ChunkInfo): boolean {
+  return (a.flags & b.flags & ChunkFlag.BATCH) !== 0 && a.blobIndex === b.blobIndex && a.compressedOffset === b.compressedOffset && a.compressedSize === b.compressedSize;
 }
 
 export function isCompressed(c: ChunkInfo): boolean {

@@ -3,6 +3,7 @@
  * bootstrap, used by the image filesystem, `inspect`, `check` and `unpack`. Implementations
  * decode lazily from the bootstrap bytes and check every offset before use.
  */
+import type { BlobChunkTable } from './blob/meta.js';
 import type { ChunkInfo } from './chunk-info.js';
 import type { Compressor } from './compression.js';
 import type { Digester, InodeKind } from './constants.js';
@@ -103,6 +104,14 @@ export interface RafsImage {
   fileChunks(ino: number): ChunkInfo[];
   /** Every distinct chunk the bootstrap lists (v6 chunk table), when it has such a list. */
   allChunks?(): ChunkInfo[];
+  /**
+   * The blobs whose chunks can be located only through their CI array (v6 blobs with batch
+   * chunks: the bootstrap's chunk table does not say where a batch member is stored), and that
+   * have not been given it yet.
+   */
+  blobsNeedingMeta(): readonly BlobInfo[];
+  /** Hands the image such a blob's decoded CI array; chunks of that blob are located with it. */
+  attachBlobMeta(blobIndex: number, table: BlobChunkTable): void;
 }
 
 /** Textual name of a path made of raw name components (for messages and listings). */

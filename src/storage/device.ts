@@ -9,13 +9,13 @@ import { mkdir } from 'node:fs/promises';
 import { BufferPool, IntegrityError, type Logger, type Metrics, QuietTimer, errorMessage, scatter, sliceViews } from '../base/index.js';
 
 export { sliceViews };
-import type { ChunkInfo } from '../format/chunk-info.js';
+import { type ChunkInfo, sameStoredUnit } from '../format/chunk-info.js';
 import type { Codecs } from '../format/compression.js';
 import type { BlobInfo } from '../format/image.js';
 import { native } from '../native/index.js';
 import type { BlobBackend } from './backend/types.js';
 import { type BlobCache, ChunkState, FileBlobCache, MemoryBlobCache } from './cache/blob-cache.js';
-import { decodeChunkAsync, describeChunk, verifyChunk } from './chunk/decode.js';
+import { type BatchDecodes, decodeChunkAsync, describeChunk, verifyChunk } from './chunk/decode.js';
 
 export interface DeviceOptions {
   blobs: readonly BlobInfo[];
@@ -53,6 +53,11 @@ export interface DeviceOptions {
   sequentialBytes?: number;
   /** The chunks stored after `c` in its blob, contiguous, up to `maxBytes` (for amplification). */
   neighbors?: (c: ChunkInfo, maxBytes: number) => ChunkInfo[];
+  /**
+   * The other members of a batch chunk's batch. Fetching one member fetches and decodes the
+   * whole batch: the absent members are kept too, instead of fetching the batch again for each.
+   */
+  batchMembers?: (c: ChunkInfo) => ChunkInfo[];
   /**
    * Builds what `neighbors` needs ahead of use (an index over every chunk: 25-50 ms for a
    * 6500-chunk image in a cold process). The device calls it once, a turn after a reader's first miss, while that miss's
@@ -160,12 +165,14 @@ export class BlobDevice {
     const m = this.opts.metrics;
     // Start fetches for every absent chunk first, so that adjacent ones merge.
     const absent: ChunkInfo[] = [];
+    const caches = new Map<number, BlobCache>();
     for (const s of segments) {
       const cache = await this.cache(s.chunk.blobIndex);
+      caches.set(s.chunk.blobIndex, cache);
       if (cache.state(s.chunk) === ChunkState.ABSENT && !this.inflight.has(key(s.chunk))) absent.push(s.chunk);
     }
     if (absent.length > 0) {
-      this.fetch(await this.plan(absent));
+      this.fetch(this.withBatchMembers(await this.plan(absent), caches));
       if (!this.neighborsPrepared) this.prepareNeighbors();
     }
     let pos = 0;
@@ -212,6 +219,25 @@ export class BlobDevice {
     const planned = window > 0 ? await this.amplify(absent, window) : absent;
     this.scans.set(blobIndex, { end: Math.max(...inBlob(planned).map((c) => c.compressedOffset + c.compressedSize)), window });
     return planned;
+  }
+
+  /** Adds the absent members of the batches of `chunks`' batch members (`batchMembers`). */
+  private withBatchMembers(chunks: ChunkInfo[], caches: ReadonlyMap<number, BlobCache>): ChunkInfo[] {
+    const members = this.opts.batchMembers;
+    if (members === undefined || !chunks.some((c) => c.batch !== undefined)) return chunks;
+    const out = [...chunks];
+    const seen = new Set(chunks.map(key));
+    for (const c of chunks) {
+      if (c.batch === undefined) continue;
+      const cache = caches.get(c.blobIndex);
+      for (const m of members(c)) {
+        const k = key(m);
+        if (seen.has(k) || this.inflight.has(k) || cache === undefined || cache.state(m) !== ChunkState.ABSENT) continue;
+        seen.add(k);
+        out.push(m);
+      }
+    }
+    return out;
   }
 
   /**
@@ -334,7 +360,7 @@ export class BlobDevice {
     for (const c of sorted) {
       const last = group[group.length - 1];
       const first = group[0];
-      const adjacent = last !== undefined && last.blobIndex === c.blobIndex && c.compressedOffset === last.compressedOffset + last.compressedSize;
+      const adjacent = last !== undefined && ((last.blobIndex === c.blobIndex && c.compressedOffset === last.compressedOffset + last.compressedSize) || sameStoredUnit(last, c));
       if (!adjacent || (first !== undefined && c.compressedOffset + c.compressedSize - first.compressedOffset > limit)) flush();
       group.push(c);
     }
@@ -342,10 +368,10 @@ export class BlobDevice {
   }
 
   /** Decodes a chunk's stored bytes and verifies the result (counting and logging a mismatch). */
-  private async decodeVerified(blob: BlobInfo, c: ChunkInfo, stored: Uint8Array): Promise<Uint8Array> {
+  private async decodeVerified(blob: BlobInfo, c: ChunkInfo, stored: Uint8Array, batches?: BatchDecodes): Promise<Uint8Array> {
     const dst = this.pool?.acquire(c.uncompressedSize) ?? Buffer.allocUnsafe(c.uncompressedSize);
     try {
-      const data = await decodeChunkAsync(this.opts.codecs, blob, c, stored, dst);
+      const data = await decodeChunkAsync(this.opts.codecs, blob, c, stored, dst, batches);
       verifyChunk(blob, c, data);
       return data;
     } catch (e) {
@@ -369,6 +395,7 @@ export class BlobDevice {
     const raw = this.opts.backend.read(blob.id, start, length, { ...(pool !== undefined ? { allocate: (n: number) => pool.acquire(n) } : {}), ...(background ? { background } : {}) });
     m.inc('storage.backend_requests');
     const decoded: Promise<unknown>[] = [];
+    const batches: BatchDecodes = new Map();
     for (const c of group) {
       const k = key(c);
       const p = (async (): Promise<Uint8Array> => {
@@ -376,7 +403,7 @@ export class BlobDevice {
         const stored = bytes.subarray(c.compressedOffset - start, c.compressedOffset - start + c.compressedSize);
         let data: Uint8Array;
         try {
-          data = await this.decodeVerified(blob, c, stored);
+          data = await this.decodeVerified(blob, c, stored, batches);
         } catch (e) {
           const { readOrigin, reportCorrupt } = this.opts.backend;
           if (!(e instanceof IntegrityError) || readOrigin === undefined) throw e;
@@ -454,7 +481,7 @@ export class BlobDevice {
     }
     // Cached chunks: have the kernel read them from the cache file while the reader catches up.
     for (const [cache, list] of present) cache.willNeed(list);
-    this.fetch(absent, opts.background === true);
+    this.fetch(this.withBatchMembers(absent, caches), opts.background === true);
     const results = await Promise.allSettled(chunks.map((c) => this.inflight.get(key(c))));
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failure !== undefined) throw failure.reason;

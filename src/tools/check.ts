@@ -9,12 +9,13 @@ import type { Codecs } from '../format/compression.js';
 import { BlobFeature } from '../format/constants.js';
 import { digest, sha256 } from '../format/digest.js';
 import { type BlobInfo, type RafsImage, pathToString } from '../format/image.js';
-import { BLOB_META_HEADER_SIZE, type BlobChunkEntry, decodeBlobMetaHeader, decodeCiArray } from '../format/blob/meta.js';
+import { BLOB_META_HEADER_SIZE, type BlobChunkEntry, CiFlag, decodeBlobMetaHeader, decodeCiArray } from '../format/blob/meta.js';
 import { type ParsedToc, TocEntryName, parseTocFromTail } from '../format/blob/toc.js';
 import { TAR_HEADER_SIZE } from '../format/blob/tar-header.js';
 import { RafsV5Image } from '../format/v5/reader.js';
 import { RafsV6Image } from '../format/v6/reader.js';
 import type { BlobBackend } from '../storage/backend/types.js';
+import { loadBlobMeta } from '../storage/blob-meta.js';
 import { ToolChunkReader } from './chunk-reader.js';
 import { type WalkItem, walkImage } from './walk.js';
 
@@ -68,6 +69,11 @@ function msg(e: unknown): string {
 
 export async function checkImage(image: RafsImage, backend: BlobBackend, opts: CheckOptions): Promise<CheckReport> {
   const problems = new Problems(opts.maxProblems ?? 50);
+  try {
+    await loadBlobMeta(image, backend, opts.codecs, { log: opts.log });
+  } catch (e) {
+    problems.add({ message: `the chunks of batch blobs cannot be located: ${msg(e)}` });
+  }
   const reader = new ToolChunkReader(image, backend, opts.codecs);
   const items: WalkItem[] = [];
   const uses = new Map<string, ChunkUse>();
@@ -138,7 +144,7 @@ export async function checkImage(image: RafsImage, backend: BlobBackend, opts: C
       const where = { path, blob: blob.id, chunk: position };
       if (ciByBlob.has(chunk.blobIndex) && ci === undefined) {
         problems.add({ ...where, message: `chunk index ${chunk.index} is beyond the blob's ${blob.chunkCount} chunks` });
-      } else if (ci !== undefined && (ci.compressedOffset !== chunk.compressedOffset || ci.compressedSize !== chunk.compressedSize || ci.uncompressedOffset !== chunk.uncompressedOffset || ci.uncompressedSize !== chunk.uncompressedSize)) {
+      } else if (ci !== undefined && (ci.uncompressedOffset !== chunk.uncompressedOffset || ci.uncompressedSize !== chunk.uncompressedSize || ((ci.flags & CiFlag.BATCH) === 0 && (ci.compressedOffset !== chunk.compressedOffset || ci.compressedSize !== chunk.compressedSize)))) {
         problems.add({ ...where, message: `blob meta entry ${chunk.index} disagrees with the bootstrap about the chunk's location` });
       }
       try {

@@ -7,17 +7,29 @@ import type { Codecs } from '../format/compression.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
 import { FormatError } from '../base/index.js';
 import type { BlobBackend } from '../storage/backend/types.js';
-import { decodeChunkAsync, verifyChunk } from '../storage/chunk/decode.js';
+import { loadBlobMeta } from '../storage/blob-meta.js';
+import { batchMember, decodeBatchAsync, decodeChunkAsync, verifyChunk } from '../storage/chunk/decode.js';
 
 export class ToolChunkReader {
   /** Recently read chunks: files often repeat one chunk (zeros of sparse files, duplicates). */
   private readonly recent = new Map<string, Promise<Uint8Array>>();
+  /**
+   * Recently decoded batches: files are read in the order their data is stored, so a batch's
+   * members come one after the other, and the batch is read and decompressed once for all.
+   */
+  private readonly batches = new Map<string, Promise<Uint8Array>>();
 
   constructor(
     private readonly image: RafsImage,
     private readonly backend: BlobBackend,
     private readonly codecs: Codecs,
   ) {}
+
+  /** A reader of the image's chunks, with the blob meta its batch blobs need loaded first. */
+  static async open(image: RafsImage, backend: BlobBackend, codecs: Codecs): Promise<ToolChunkReader> {
+    await loadBlobMeta(image, backend, codecs);
+    return new ToolChunkReader(image, backend, codecs);
+  }
 
   blob(c: ChunkInfo): BlobInfo {
     const b = this.image.blobs[c.blobIndex];
@@ -40,6 +52,19 @@ export class ToolChunkReader {
 
   private async fetch(c: ChunkInfo): Promise<Uint8Array> {
     const blob = this.blob(c);
+    if (c.batch !== undefined) {
+      const key = `${c.blobIndex}@${c.compressedOffset}`;
+      let whole = this.batches.get(key);
+      if (whole === undefined) {
+        whole = this.backend.read(blob.id, c.compressedOffset, c.compressedSize).then((stored) => decodeBatchAsync(this.codecs, blob, c, stored));
+        whole.catch(() => this.batches.delete(key));
+        if (this.batches.size >= 4) this.batches.delete(this.batches.keys().next().value as string);
+        this.batches.set(key, whole);
+      }
+      const data = batchMember(blob, c, await whole);
+      verifyChunk(blob, c, data);
+      return data;
+    }
     const stored = await this.backend.read(blob.id, c.compressedOffset, c.compressedSize);
     const data = await decodeChunkAsync(this.codecs, blob, c, stored);
     verifyChunk(blob, c, data);

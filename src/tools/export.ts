@@ -50,7 +50,7 @@ async function writeView(reader: ToolChunkReader, blob: BlobInfo, chunks: Iterab
 
 /** Writes `<dir>/<blob id>.blob.data` for every blob; returns the paths in blob-table order. */
 export async function exportBlobViews(image: RafsImage, backend: BlobBackend, codecs: Codecs, dir: string): Promise<string[]> {
-  const reader = new ToolChunkReader(image, backend, codecs);
+  const reader = await ToolChunkReader.open(image, backend, codecs);
   const chunks = chunksByBlob(image);
   const paths: string[] = [];
   for (const blob of image.blobs) {
@@ -63,7 +63,7 @@ export async function exportBlobViews(image: RafsImage, backend: BlobBackend, co
 
 /** Writes one flattened block image: the bootstrap, then each blob view at its mapped_blkaddr. */
 export async function exportBlockImage(image: RafsImage, bootstrap: Uint8Array, backend: BlobBackend, codecs: Codecs, path: string): Promise<void> {
-  const reader = new ToolChunkReader(image, backend, codecs);
+  const reader = await ToolChunkReader.open(image, backend, codecs);
   const fh = await open(path, 'w');
   try {
     await fh.write(bootstrap, 0, bootstrap.length, 0);

@@ -91,6 +91,7 @@ export function inspectPath(image: RafsImage, path: string): Record<string, unkn
       compressed: (c.flags & 1) !== 0,
       compressedOffset: c.compressedOffset,
       compressedSize: c.compressedSize,
+      ...(c.batch !== undefined ? { batch: c.batch } : {}),
       uncompressedOffset: c.uncompressedOffset,
       uncompressedSize: c.uncompressedSize,
       digest: toHex(c.digest),

@@ -131,6 +131,78 @@ export function encodeCiV1(w: ByteWriter, e: { uncompressedOffset: number; uncom
   w.u64(u).u64(c);
 }
 
+/** Encodes a v2 entry (spec §5.4): flags and the `data` word (batch location or CRC-32C) included. */
+export function encodeCiV2(w: ByteWriter, e: Omit<BlobChunkEntry, 'compressed'>): void {
+  if (e.uncompressedOffset % 4096 !== 0) throw new RangeError('chunk info needs 4 KiB aligned offsets');
+  if (e.uncompressedSize < 1 || e.uncompressedSize > 1 << 24 || e.compressedSize < 0 || e.compressedSize >= 1 << 24) {
+    throw new RangeError('v2 chunk info sizes must be 1..16 MiB (compressed: 0..16 MiB)');
+  }
+  if (e.flags < 0 || e.flags > 0x1f) throw new RangeError(`invalid chunk info flags 0x${e.flags.toString(16)}`);
+  const u = BigInt(e.uncompressedOffset / 4096) | (BigInt(e.uncompressedSize - 1) << 32n) | (BigInt(e.flags) << 56n);
+  const c = BigInt(e.compressedOffset) | (BigInt(e.compressedSize) << 40n);
+  w.u64(u).u64(c).u64(e.data);
+}
+
+/** `BatchInflateContext` (spec §5.6): one stored unit holding the data of several small chunks. */
+export interface BatchContext {
+  /** Stored size of the whole batch. */
+  compressedSize: number;
+  /** Sum of its members' sizes (not 4 KiB aligned): what the stored unit decompresses to. */
+  uncompressedSize: number;
+}
+
+export const BATCH_CONTEXT_SIZE = 40;
+
+export function encodeBatchContext(w: ByteWriter, b: BatchContext): void {
+  w.u32(b.compressedSize).u32(b.uncompressedSize).zeros(32);
+}
+
+/** Where a batch member's data is: batch `index`, bytes [offset, offset + size of the chunk) of it. */
+export function batchLocation(e: BlobChunkEntry): { index: number; offset: number } {
+  return { index: Number(e.data >> 32n), offset: Number(e.data & 0xffff_ffffn) };
+}
+
+/** A blob's decoded CI data: the chunk-info array, and the batch contexts of a BATCH blob. */
+export interface BlobChunkTable {
+  entries: BlobChunkEntry[];
+  batches: BatchContext[];
+}
+
+/** The largest chunk, and so the largest batch (nydus `RAFS_MAX_CHUNK_SIZE`). */
+const MAX_BATCH_BYTES = 16 << 20;
+
+/**
+ * Decodes a blob's uncompressed CI data as its header describes it (spec §5.4, §5.6), checking
+ * every batch member against its batch. ZRan contexts are not decoded (ZRan blobs are not served).
+ */
+export function decodeBlobChunkTable(ci: Uint8Array, h: BlobMetaHeader, what: string): BlobChunkTable {
+  if (ci.length !== h.ciUncompressedSize) throw new FormatError(`${what}: CI data of ${ci.length} bytes, the header says ${h.ciUncompressedSize}`);
+  const entries = decodeCiArray(ci, h.ciEntries, h.features, what);
+  const batches: BatchContext[] = [];
+  if (h.features & BlobFeature.BATCH) {
+    if (!(h.features & BlobFeature.CHUNK_INFO_V2)) throw new FormatError(`${what}: batch chunks need chunk info v2`);
+    const r = new ByteReader(ci, what);
+    const tableEnd = h.zranOffset + h.zranCount * BATCH_CONTEXT_SIZE;
+    if (h.zranOffset < h.ciEntries * CI_V2_SIZE || tableEnd > ci.length) throw new FormatError(`${what}: batch context table outside the CI data`);
+    for (let i = 0; i < h.zranCount; i++) {
+      const at = h.zranOffset + i * BATCH_CONTEXT_SIZE;
+      const b = { compressedSize: r.u32(at), uncompressedSize: r.u32(at + 4) };
+      if (b.compressedSize === 0 || b.uncompressedSize === 0 || b.uncompressedSize > MAX_BATCH_BYTES || b.compressedSize > b.uncompressedSize) {
+        throw new FormatError(`${what}: batch ${i} of ${b.compressedSize} stored bytes for ${b.uncompressedSize}`);
+      }
+      batches.push(b);
+    }
+  }
+  entries.forEach((e, i) => {
+    if (!(e.flags & CiFlag.BATCH)) return;
+    const at = batchLocation(e);
+    const b = batches[at.index];
+    if (b === undefined) throw new FormatError(`${what}: chunk ${i} names batch ${at.index} of ${batches.length}`);
+    if (at.offset + e.uncompressedSize > b.uncompressedSize) throw new FormatError(`${what}: chunk ${i} lies outside its batch ${at.index}`);
+  });
+  return { entries, batches };
+}
+
 /** Decodes and sanity-checks a whole uncompressed CI array. */
 export function decodeCiArray(bytes: Uint8Array, entries: number, features: number, what: string): BlobChunkEntry[] {
   const v2 = (features & BlobFeature.CHUNK_INFO_V2) !== 0;

@@ -2,7 +2,7 @@
  * RAFS v5 reader (spec §2): a `RafsImage` over an untrusted v5 bootstrap, decoding inode records
  * on demand through the inode table.
  */
-import { ByteReader, FormatError, alignUp, compareBytes, divRoundUp } from '../../base/index.js';
+import { ByteReader, FormatError, UnsupportedError, alignUp, compareBytes, divRoundUp } from '../../base/index.js';
 import { CHUNK_INFO_SIZE, type ChunkInfo, decodeChunkInfo } from '../chunk-info.js';
 import { Compressor } from '../compression.js';
 import { Digester, type InodeKind, S_IFREG, SuperFlags, kindOfMode, S_IFMT } from '../constants.js';
@@ -257,6 +257,15 @@ export class RafsV5Image implements RafsImage {
     let off = this.afterNames(rec);
     if (rec.flags & V5InodeFlag.XATTR) off += 8 + alignUp(this.r.u64(off, 'xattr table size'), 8);
     return off;
+  }
+
+  /** v5 has no batch chunks: its chunk records say where every chunk is stored. */
+  blobsNeedingMeta(): readonly BlobInfo[] {
+    return [];
+  }
+
+  attachBlobMeta(blobIndex: number): void {
+    throw new UnsupportedError(`blob ${blobIndex}: a RAFS v5 image locates chunks without blob meta`);
   }
 
   fileChunks(ino: number): ChunkInfo[] {

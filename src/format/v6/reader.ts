@@ -3,9 +3,10 @@
  * numbers are nids, as in nydusd. Chunks are resolved through the bootstrap chunk table.
  */
 import { ByteReader, FormatError, UnsupportedError, compareBytes, divRoundUp } from '../../base/index.js';
+import { type BlobChunkTable, CiFlag, batchLocation } from '../blob/meta.js';
 import { CHUNK_INFO_SIZE, type ChunkInfo, decodeChunkInfo } from '../chunk-info.js';
 import type { Compressor } from '../compression.js';
-import { type Digester, type InodeKind, S_IFMT, kindOfMode } from '../constants.js';
+import { BlobFeature, ChunkFlag, type Digester, type InodeKind, S_IFMT, kindOfMode } from '../constants.js';
 import type { BlobInfo, DirEntry, InodeAttr, RafsImage, Xattr } from '../image.js';
 import { checkName } from '../names.js';
 import { compressorOfFlags, digesterOfFlags } from '../v5/reader.js';
@@ -59,6 +60,8 @@ export class RafsV6Image implements RafsImage {
   readonly prefetch: readonly number[];
   readonly size: number;
   private chunkMap: Map<number, number> | undefined;
+  /** CI arrays of the blobs that need them (`blobsNeedingMeta`), by blob index. */
+  private readonly blobMeta = new Map<number, BlobChunkTable>();
   /** Per-directory prefix sums of child counts per dirent block, for seeking readdir. */
   private readonly blockCounts = new Map<number, number[]>();
 
@@ -322,9 +325,51 @@ export class RafsV6Image implements RafsImage {
     const out: ChunkInfo[] = [];
     for (let i = 0; i < n; i++) {
       const c = this.chunkTableEntryAt(i);
-      if (c.blobIndex < this.blobs.length) out.push(c);
+      if (c.blobIndex < this.blobs.length) out.push(this.located(c, `chunk table entry ${i}`));
     }
     return out;
+  }
+
+  blobsNeedingMeta(): readonly BlobInfo[] {
+    return this.blobs.filter((b) => (b.features & BlobFeature.BATCH) !== 0 && b.chunkCount > 0 && !this.blobMeta.has(b.index));
+  }
+
+  attachBlobMeta(blobIndex: number, table: BlobChunkTable): void {
+    const blob = this.blobs[blobIndex];
+    if (blob === undefined) throw new RangeError(`blob ${blobIndex} does not exist`);
+    if (table.entries.length !== blob.chunkCount) {
+      throw new FormatError(`blob ${blob.id}: its blob meta lists ${table.entries.length} chunks, the blob table ${blob.chunkCount}`);
+    }
+    this.blobMeta.set(blobIndex, table);
+  }
+
+  /**
+   * A chunk-table entry with its stored location from the blob's CI array where the blob needs
+   * one (spec §4.3): a batch member's entry in the bootstrap has no stored location of its own.
+   */
+  private located(c: ChunkInfo, where: string): ChunkInfo {
+    const blob = this.blobs[c.blobIndex] as BlobInfo;
+    if ((blob.features & BlobFeature.BATCH) === 0) return c;
+    const table = this.blobMeta.get(c.blobIndex);
+    if (table === undefined) throw new UnsupportedError(`${where}: blob ${blob.id} has batch chunks, and its blob meta is not loaded`);
+    const e = table.entries[c.index];
+    if (e === undefined) throw new FormatError(`${where}: blob ${blob.id} has no chunk ${c.index}`);
+    if (e.uncompressedOffset !== c.uncompressedOffset || e.uncompressedSize !== c.uncompressedSize) {
+      throw new FormatError(`${where}: blob ${blob.id} chunk ${c.index}: the blob meta and the chunk table disagree on its place`);
+    }
+    if ((e.flags & CiFlag.BATCH) === 0) return c;
+    if (e.flags & CiFlag.ENCRYPTED) return { ...c, flags: c.flags | ChunkFlag.BATCH | ChunkFlag.ENCRYPTED };
+    const at = batchLocation(e);
+    const b = table.batches[at.index] as BlobChunkTable['batches'][number]; // checked when decoded
+    // The stored batch is compressed unless compression did not shrink it (then it is raw).
+    const compressed = b.compressedSize !== b.uncompressedSize ? ChunkFlag.COMPRESSED : 0;
+    return {
+      ...c,
+      flags: (c.flags & ~(ChunkFlag.COMPRESSED | ChunkFlag.HAS_CRC32)) | ChunkFlag.BATCH | compressed,
+      compressedOffset: e.compressedOffset,
+      compressedSize: b.compressedSize,
+      batch: { offset: at.offset, size: b.uncompressedSize },
+    };
   }
 
   /** Entry `i` of the bootstrap chunk table. */
@@ -346,7 +391,7 @@ export class RafsV6Image implements RafsImage {
       }
       const at = this.chunkTableEntry(x.blobIndex, x.ciIndex);
       if (at === undefined) throw new FormatError(`${where}: blob ${x.blobIndex} chunk ${x.ciIndex} is not in the chunk table`);
-      const c = decodeChunkInfo(this.r, at);
+      const c = this.located(decodeChunkInfo(this.r, at), where);
       const fileOffset = i * this.chunkSize;
       const size = Math.min(this.chunkSize, ino.size - fileOffset);
       if (c.uncompressedOffset !== x.blkaddr * BLOCK_SIZE) {

@@ -1,5 +1,5 @@
 /**
- * Cache garbage collection: evicts whole blobs (data file and chunk map), least recently used
+ * Cache garbage collection: evicts whole blobs (data file, chunk map, kept blob meta), least recently used
  * first, until the cache directory fits a size limit. A blob some process has open (its chunk map
  * is flocked) is never removed. Kept bootstraps left half-written by a daemon that is gone go too.
  */
@@ -10,6 +10,7 @@ import { native } from '../../native/index.js';
 import { CACHE_DATA_SUFFIX as DATA, CACHE_MAP_SUFFIX as MAP } from './blob-cache.js';
 import { LOCK_EX, LOCK_NB } from './chunk-map.js';
 import { isStaleKeptTemp } from './kept-bootstrap.js';
+import { CACHE_META_SUFFIX as META } from '../blob-meta.js';
 
 export interface CachedBlob {
   id: string;
@@ -86,6 +87,7 @@ export async function gcCache(dir: string, maxBytes: number, log: Logger): Promi
       }
       await unlink(join(dir, b.id + DATA)).catch(() => undefined);
       await unlink(mapPath).catch(() => undefined);
+      await unlink(join(dir, b.id + META)).catch(() => undefined);
     } finally {
       await fh?.close();
     }

@@ -15,35 +15,76 @@ export function describeChunk(blob: BlobInfo, c: ChunkInfo): string {
 }
 
 function checkSupported(blob: BlobInfo, c: ChunkInfo): void {
-  if (c.flags & (ChunkFlag.ENCRYPTED | ChunkFlag.BATCH)) {
-    throw new UnsupportedError(`${describeChunk(blob, c)}: encrypted and batch chunks are not supported`);
-  }
+  if (c.flags & ChunkFlag.ENCRYPTED) throw new UnsupportedError(`${describeChunk(blob, c)}: encrypted chunks are not supported`);
+  if (c.flags & ChunkFlag.BATCH && c.batch === undefined) throw new UnsupportedError(`${describeChunk(blob, c)}: a batch chunk located without its blob meta`);
 }
+
+/**
+ * What a batch member's stored unit decodes to, shared by the members one fetch reads (keyed by
+ * stored offset): the batch is decompressed once, not once per member.
+ */
+export type BatchDecodes = Map<number, Promise<Uint8Array>>;
 
 /** Decodes stored bytes to exactly `c.uncompressedSize` bytes (into `dst` when given). */
 export function decodeChunk(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, stored: Uint8Array, dst?: Uint8Array): Uint8Array {
   checkSupported(blob, c);
-  if (!isCompressed(c)) {
-    if (stored.length !== c.uncompressedSize) throw new FormatError(`${describeChunk(blob, c)}: raw chunk of the wrong size`);
-    if (dst === undefined) return stored;
-    dst.set(stored);
-    return dst;
+  if (c.batch !== undefined) return batchMember(blob, c, unit(codecs, blob, c, c.batch.size, stored), dst);
+  return unit(codecs, blob, c, c.uncompressedSize, stored, dst);
+}
+
+export async function decodeChunkAsync(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, stored: Uint8Array, dst?: Uint8Array, batches?: BatchDecodes): Promise<Uint8Array> {
+  checkSupported(blob, c);
+  if (c.batch !== undefined) {
+    let whole = batches?.get(c.compressedOffset);
+    if (whole === undefined) {
+      whole = decodeBatchAsync(codecs, blob, c, stored);
+      batches?.set(c.compressedOffset, whole);
+    }
+    return batchMember(blob, c, await whole, dst);
   }
+  return unitAsync(codecs, blob, c, c.uncompressedSize, stored, dst);
+}
+
+/** The whole batch a batch member is in, decoded from the batch's stored bytes. */
+export function decodeBatchAsync(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, stored: Uint8Array): Promise<Uint8Array> {
+  checkSupported(blob, c);
+  if (c.batch === undefined) throw new TypeError('not a batch member');
+  return unitAsync(codecs, blob, c, c.batch.size, stored);
+}
+
+/** One stored unit (a chunk, or a whole batch) decoded to exactly `size` bytes. */
+function unit(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, size: number, stored: Uint8Array, dst?: Uint8Array): Uint8Array {
+  if (!isCompressed(c)) return raw(blob, c, size, stored, dst);
   try {
-    return codecs.decompress(blob.compressor, stored, c.uncompressedSize, dst);
+    return codecs.decompress(blob.compressor, stored, size, dst);
   } catch (e) {
     throw new IntegrityError(`${describeChunk(blob, c)}: ${(e as Error).message}`, { cause: e });
   }
 }
 
-export async function decodeChunkAsync(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, stored: Uint8Array, dst?: Uint8Array): Promise<Uint8Array> {
-  checkSupported(blob, c);
-  if (!isCompressed(c)) return decodeChunk(codecs, blob, c, stored, dst);
+async function unitAsync(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, size: number, stored: Uint8Array, dst?: Uint8Array): Promise<Uint8Array> {
+  if (!isCompressed(c)) return raw(blob, c, size, stored, dst);
   try {
-    return await codecs.decompressAsync(blob.compressor, stored, c.uncompressedSize, dst);
+    return await codecs.decompressAsync(blob.compressor, stored, size, dst);
   } catch (e) {
     throw new IntegrityError(`${describeChunk(blob, c)}: ${(e as Error).message}`, { cause: e });
   }
+}
+
+function raw(blob: BlobInfo, c: ChunkInfo, size: number, stored: Uint8Array, dst?: Uint8Array): Uint8Array {
+  if (stored.length !== size) throw new FormatError(`${describeChunk(blob, c)}: raw chunk of the wrong size`);
+  if (dst === undefined) return stored;
+  dst.set(stored);
+  return dst;
+}
+
+/** A batch member's bytes, copied out of its decoded batch. */
+export function batchMember(blob: BlobInfo, c: ChunkInfo, batch: Uint8Array, dst?: Uint8Array): Uint8Array {
+  const { offset } = c.batch as { offset: number };
+  if (offset + c.uncompressedSize > batch.length) throw new FormatError(`${describeChunk(blob, c)}: lies outside its batch`);
+  const out = dst ?? new Uint8Array(c.uncompressedSize);
+  out.set(batch.subarray(offset, offset + c.uncompressedSize));
+  return out;
 }
 
 /** Throws an IntegrityError unless `data` matches the chunk's CRC-32C or digest. */

@@ -2,7 +2,7 @@
  * Which chunks are stored next to which, per blob, in compressed-offset order: what read
  * amplification (nydus `amplify_io`) fetches along with a missing chunk.
  */
-import type { ChunkInfo } from '../../format/chunk-info.js';
+import { type ChunkInfo, sameStoredUnit } from '../../format/chunk-info.js';
 
 export class ChunkNeighbors {
   private readonly byBlob = new Map<number, ChunkInfo[]>();
@@ -18,17 +18,36 @@ export class ChunkNeighbors {
     for (const list of this.byBlob.values()) if (!inStorageOrder(list)) list.sort((a, b) => a.compressedOffset - b.compressedOffset);
   }
 
-  /** The chunks stored right after `c` (no gap), while their compressed sizes fit in `maxBytes`. */
-  after(c: ChunkInfo, maxBytes: number): ChunkInfo[] {
-    const list = this.byBlob.get(c.blobIndex);
-    if (list === undefined) return [];
+  /** Position of the first chunk of `list` stored after offset `offset` (`orAt`: at or after it). */
+  private static search(list: ChunkInfo[], offset: number, orAt: boolean): number {
     let lo = 0;
     let hi = list.length;
     while (lo < hi) {
       const mid = (lo + hi) >>> 1;
-      if ((list[mid] as ChunkInfo).compressedOffset <= c.compressedOffset) lo = mid + 1;
+      const o = (list[mid] as ChunkInfo).compressedOffset;
+      if (o < offset || (!orAt && o === offset)) lo = mid + 1;
       else hi = mid;
     }
+    return lo;
+  }
+
+  /** The other members of `c`'s batch (none for a chunk stored alone). */
+  members(c: ChunkInfo): ChunkInfo[] {
+    const list = this.byBlob.get(c.blobIndex);
+    if (list === undefined || c.batch === undefined) return [];
+    const out: ChunkInfo[] = [];
+    for (let i = ChunkNeighbors.search(list, c.compressedOffset, true); i < list.length && (list[i] as ChunkInfo).compressedOffset === c.compressedOffset; i++) {
+      const m = list[i] as ChunkInfo;
+      if (m.index !== c.index && sameStoredUnit(c, m)) out.push(m);
+    }
+    return out;
+  }
+
+  /** The chunks stored right after `c` (no gap), while their compressed sizes fit in `maxBytes`. */
+  after(c: ChunkInfo, maxBytes: number): ChunkInfo[] {
+    const list = this.byBlob.get(c.blobIndex);
+    if (list === undefined) return [];
+    const lo = ChunkNeighbors.search(list, c.compressedOffset, false);
     const out: ChunkInfo[] = [];
     let end = c.compressedOffset + c.compressedSize;
     let budget = maxBytes;

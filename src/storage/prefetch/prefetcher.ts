@@ -5,7 +5,7 @@
  * it stopped. Reads never wait behind it: a missing chunk a reader needs is fetched at once.
  */
 import { type Logger, type Metrics, errorMessage } from '../../base/index.js';
-import type { ChunkInfo } from '../../format/chunk-info.js';
+import { type ChunkInfo, sameStoredUnit } from '../../format/chunk-info.js';
 import type { BlobDevice } from '../device.js';
 
 export interface PrefetchOptions {
@@ -27,6 +27,10 @@ export function batches(chunks: ChunkInfo[], maxBytes: number): ChunkInfo[][] {
   let bytes = 0;
   for (const c of chunks) {
     const last = cur[cur.length - 1];
+    if (last !== undefined && sameStoredUnit(last, c)) {
+      cur.push(c); // another member of the batch just read: no bytes more
+      continue;
+    }
     const adjacent = last !== undefined && last.blobIndex === c.blobIndex && c.compressedOffset === last.compressedOffset + last.compressedSize;
     if (cur.length > 0 && (!adjacent || bytes + c.compressedSize > maxBytes)) {
       out.push(cur);

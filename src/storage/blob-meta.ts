@@ -1,0 +1,87 @@
+/**
+ * What some blobs need before any of their chunks can be located: the CI array ("blob meta", spec
+ * §5.3-5.4) of a v6 blob with batch chunks, whose members the bootstrap's chunk table lists without
+ * a stored location (§5.6). Nydusd loads it when it opens such a blob; so does Damselfly, before
+ * the image is served: one backend read per blob (the compressed CI data and the 4 KiB header
+ * after it), kept in the cache directory as `<blob id>.blob_meta.dfly` so that a daemon started
+ * again with the backend gone still serves what its cache holds.
+ *
+ * The CI array is not verified by a digest of its own; a wrong one cannot make a reader see wrong
+ * bytes, though: every chunk it locates is verified against the bootstrap's digest as always.
+ */
+import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { FormatError, type Logger, UnsupportedError, errorMessage } from '../base/index.js';
+import { BLOB_META_HEADER_SIZE, type BlobChunkTable, decodeBlobChunkTable, decodeBlobMetaHeader } from '../format/blob/meta.js';
+import { type Codecs, Compressor } from '../format/compression.js';
+import { BlobFeature } from '../format/constants.js';
+import type { BlobInfo, RafsImage } from '../format/image.js';
+import type { BlobBackend } from './backend/types.js';
+
+export const CACHE_META_SUFFIX = '.blob_meta.dfly';
+
+/** The largest CI data accepted: 2^24 chunks of 24 bytes, plus their batch contexts. */
+const MAX_CI_BYTES = (1 << 24) * (24 + 40);
+
+/** Decodes a blob's stored CI data and header (as read from the blob) and checks them against the blob table. */
+export function decodeStoredBlobMeta(codecs: Codecs, blob: BlobInfo, stored: Uint8Array): BlobChunkTable {
+  const what = `blob ${blob.id} meta`;
+  const m = blob.meta;
+  if (stored.length !== m.compressedSize + BLOB_META_HEADER_SIZE) throw new FormatError(`${what}: ${stored.length} bytes, expected ${m.compressedSize + BLOB_META_HEADER_SIZE}`);
+  const h = decodeBlobMetaHeader(stored.subarray(m.compressedSize), what);
+  if (h.ciEntries !== blob.chunkCount || h.ciCompressor !== m.compressor || h.ciOffset !== m.offset || h.ciCompressedSize !== m.compressedSize || h.ciUncompressedSize !== m.uncompressedSize) {
+    throw new FormatError(`${what}: the header disagrees with the blob table`);
+  }
+  const packed = stored.subarray(0, m.compressedSize);
+  let ci: Uint8Array;
+  try {
+    ci = m.compressor === Compressor.None ? packed : codecs.decompress(m.compressor, packed, m.uncompressedSize);
+  } catch (e) {
+    throw new FormatError(`${what}: ${errorMessage(e)}`, { cause: e });
+  }
+  return decodeBlobChunkTable(ci, h, what);
+}
+
+function checkServable(blob: BlobInfo): void {
+  if (blob.features & BlobFeature.ENCRYPTED) throw new UnsupportedError(`blob ${blob.id}: encrypted blobs are not supported`);
+  if (blob.features & (BlobFeature.ZRAN | BlobFeature.SEPARATE)) throw new UnsupportedError(`blob ${blob.id}: ZRan blobs (a separate blob meta) are not supported`);
+  const m = blob.meta;
+  if (m.compressedSize === 0 || m.uncompressedSize === 0 || m.uncompressedSize > MAX_CI_BYTES || m.compressedSize > m.uncompressedSize) {
+    throw new FormatError(`blob ${blob.id}: has batch chunks but no usable blob meta (${m.compressedSize}/${m.uncompressedSize} bytes)`);
+  }
+}
+
+/**
+ * Loads and attaches the blob meta of every blob of `image` that needs it (none for most images:
+ * then this reads nothing). Rejects with a clear error when one cannot be had.
+ */
+export async function loadBlobMeta(image: RafsImage, backend: BlobBackend, codecs: Codecs, opts: { cacheDir?: string; log?: Logger } = {}): Promise<void> {
+  await Promise.all(
+    image.blobsNeedingMeta().map(async (blob) => {
+      checkServable(blob);
+      const kept = opts.cacheDir !== undefined ? join(opts.cacheDir, blob.id + CACHE_META_SUFFIX) : undefined;
+      if (kept !== undefined) {
+        const stored = await readFile(kept).catch(() => undefined);
+        if (stored !== undefined) {
+          try {
+            image.attachBlobMeta(blob.index, decodeStoredBlobMeta(codecs, blob, stored));
+            return;
+          } catch (e) {
+            opts.log?.warn({ blob: blob.id, err: errorMessage(e) }, 'the blob meta kept in the cache is unusable; reading it again');
+          }
+        }
+      }
+      const stored = await backend.read(blob.id, blob.meta.offset, blob.meta.compressedSize + BLOB_META_HEADER_SIZE);
+      image.attachBlobMeta(blob.index, decodeStoredBlobMeta(codecs, blob, stored));
+      opts.log?.debug({ blob: blob.id, bytes: stored.length }, 'blob meta loaded');
+      if (kept !== undefined) {
+        // Whole under another name first: a crash leaves no half file under the real one.
+        const temp = `${kept}.${process.pid}.tmp`;
+        await mkdir(opts.cacheDir as string, { recursive: true })
+          .then(() => writeFile(temp, stored))
+          .then(() => rename(temp, kept))
+          .catch((e: unknown) => opts.log?.warn({ blob: blob.id, err: errorMessage(e) }, 'could not keep the blob meta in the cache directory'));
+      }
+    }),
+  );
+}
