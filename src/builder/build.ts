@@ -5,9 +5,9 @@
 import { stat, writeFile, rename, mkdir } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
-import { type Logger, UsageError, observed } from '../base/index.js';
+import { type Logger, UsageError, isPowerOfTwo, observed } from '../base/index.js';
 import type { Codecs, Compressor } from '../format/compression.js';
-import type { Digester } from '../format/constants.js';
+import { type Digester, Limits } from '../format/constants.js';
 import type { BlobInfo } from '../format/image.js';
 import { type BootstrapNode, writeV6Bootstrap } from '../format/v6/writer.js';
 import { ChunkDict } from './chunk-dict.js';
@@ -28,6 +28,11 @@ export interface BuildOptions {
   compressor: Compressor;
   digester: Digester;
   chunkSize: number;
+  /**
+   * Batch small files' chunks (nydus-image `--batch-size`, spec §5.6): 0 (the default) or a power
+   * of two from 4 KiB to the chunk size.
+   */
+  batchSize?: number;
   chunkDictPath?: string;
   /** Paths (absolute inside the image) to prefetch first, in order. */
   prefetchFiles?: string[];
@@ -113,7 +118,7 @@ async function storeDirectory(root: TreeNode, prefetch: TreeNode[], store: Chunk
       const data = await read;
       const wait = store.ready();
       if (wait !== undefined) await wait;
-      chunks = store.submit(data).then((ref) => [ref]);
+      chunks = store.submit(data, true).then((ref) => [ref]);
       onBytes(data.length);
     } else {
       chunks = (await storeFileFromDisk(node, store, onBytes)).chunks;
@@ -144,6 +149,10 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   const { log } = opts;
   if (opts.sources.length === 0) throw new UsageError('no source given');
   if (opts.bootstrapPath === undefined && !opts.inlineBootstrap) throw new UsageError('give --bootstrap, or --inline-bootstrap');
+  const batch = opts.batchSize ?? 0;
+  if (batch !== 0 && (!isPowerOfTwo(batch) || batch < Limits.MIN_CHUNK_SIZE || batch > opts.chunkSize)) {
+    throw new UsageError(`the batch size must be 0 or a power of two from 4096 to the chunk size (${opts.chunkSize}), not ${batch}`);
+  }
   await mkdir(opts.blobDir, { recursive: true });
   const dict = opts.chunkDictPath === undefined ? undefined : await ChunkDict.load(opts.chunkDictPath, opts);
   if (dict !== undefined) log.info({ chunks: dict.size, blobs: dict.blobs.length }, 'chunk dictionary loaded');

@@ -91,6 +91,12 @@ export interface ChunkStoreOptions {
   dict?: ChunkDict;
   /** Chunks compressed at once (bounds memory at about this many chunk buffers). */
   concurrency?: number;
+  /**
+   * Batch chunks (nydus `--batch-size`, spec §5.6; 0 or absent: none): a file of one chunk smaller
+   * than half of this is not compressed alone but with the next such chunks, as one stored unit of
+   * less than this many bytes.
+   */
+  batchSize?: number;
 }
 
 export interface ChunkStats {
@@ -114,6 +120,8 @@ export class ChunkStore {
   private waiters: Array<() => void> = [];
   private failure: unknown;
   private readonly zeroChunks = new Map<number, { digest: Buffer; key: string }>();
+  /** The data of the batch being filled (see `ChunkStoreOptions.batchSize`). */
+  private batch: Buffer[] = [];
 
   constructor(opts: ChunkStoreOptions) {
     this.opts = opts;
@@ -129,7 +137,7 @@ export class ChunkStore {
     const tempPath = join(this.opts.blobDir, `.damselfly-${randomBytes(6).toString('hex')}.tmp`);
     const fh = await open(tempPath, 'wx', 0o644);
     const { compressor, digester, chunkSize } = this.opts;
-    this.blob = new NewBlob(new BlobAssembler({ compressor, digester, chunkSize }), tempPath, fh);
+    this.blob = new NewBlob(new BlobAssembler({ compressor, digester, chunkSize, batch: (this.opts.batchSize ?? 0) > 0 }), tempPath, fh);
   }
 
   /**
@@ -147,13 +155,16 @@ export class ChunkStore {
     if (this.failure !== undefined) throw this.failure;
   }
 
-  /** Submits one chunk (exactly `chunkSize` bytes, or fewer for a file's last chunk). */
-  submit(data: Buffer): Promise<ChunkRef> {
-    return this.submitWithDigest(data, digest(this.opts.digester, data));
+  /**
+   * Submits one chunk (exactly `chunkSize` bytes, or fewer for a file's last chunk); `wholeFile`:
+   * it is all of its file's data (such a chunk may go into a batch).
+   */
+  submit(data: Buffer, wholeFile = false): Promise<ChunkRef> {
+    return this.submitWithDigest(data, digest(this.opts.digester, data), wholeFile);
   }
 
   /** Submits a chunk of zeros without reading or hashing it again (sparse files). */
-  submitZeros(size: number): Promise<ChunkRef> {
+  submitZeros(size: number, wholeFile = false): Promise<ChunkRef> {
     let z = this.zeroChunks.get(size);
     if (z === undefined) {
       const d = digest(this.opts.digester, Buffer.alloc(size));
@@ -167,10 +178,10 @@ export class ChunkStore {
       this.stats.bytesIn += size;
       return hit;
     }
-    return this.submitWithDigest(Buffer.alloc(size), z.digest);
+    return this.submitWithDigest(Buffer.alloc(size), z.digest, wholeFile);
   }
 
-  private submitWithDigest(data: Buffer, d: Buffer): Promise<ChunkRef> {
+  private submitWithDigest(data: Buffer, d: Buffer, wholeFile: boolean): Promise<ChunkRef> {
     const blob = this.blob;
     if (blob === undefined) throw new Error('no blob is open');
     this.stats.chunks++;
@@ -194,9 +205,11 @@ export class ChunkStore {
       this.known.set(key, ref);
       return ref;
     }
+    const batchSize = this.opts.batchSize ?? 0;
+    if (wholeFile && data.length < batchSize / 2) return this.track(key, this.tail.then(() => this.addToBatch(blob, data, d, batchSize)));
     const stored = storeCompressedAsync(this.opts.codecs, this.opts.compressor, data);
-    this.inflight++;
-    const ref = this.tail.then(async (): Promise<ChunkRef> => {
+    return this.track(key, this.tail.then(async (): Promise<ChunkRef> => {
+      await this.writeBatch(blob); // a chunk stored alone ends the batch being filled
       const s: Stored = await stored;
       const place = blob.assembler.addChunk(s.data, s.compressed, data.length, d);
       this.stats.stored++;
@@ -213,7 +226,12 @@ export class ChunkStore {
         uncompressedSize: data.length,
         crc32: 0,
       };
-    });
+    }));
+  }
+
+  /** Counts a chunk in flight until `ref` settles, and makes it the chunk of `key`. */
+  private track(key: string, ref: Promise<ChunkRef>): Promise<ChunkRef> {
+    this.inflight++;
     ref.then(
       () => this.release(),
       (e: unknown) => {
@@ -224,6 +242,40 @@ export class ChunkStore {
     this.tail = ref.catch(() => undefined);
     this.known.set(key, ref);
     return ref;
+  }
+
+  /**
+   * Adds a chunk to the batch being filled, writing that batch first when the chunk would make it
+   * reach `batchSize` (as nydus-image does). The chunk-table entry of a batch member records no
+   * stored location (nydus-image leaves offset, size and flags 0); readers find it in the blob meta.
+   */
+  private async addToBatch(blob: NewBlob, data: Buffer, d: Buffer, batchSize: number): Promise<ChunkRef> {
+    if (blob.assembler.batchBytes + data.length >= batchSize) await this.writeBatch(blob);
+    const place = blob.assembler.addBatchMember(data.length, d);
+    this.batch.push(data);
+    this.stats.stored++;
+    return {
+      blob,
+      digest: d,
+      flags: 0,
+      index: place.index,
+      compressedOffset: 0,
+      compressedSize: 0,
+      uncompressedOffset: place.uncompressedOffset,
+      uncompressedSize: data.length,
+      crc32: 0,
+    };
+  }
+
+  /** Compresses and writes the batch being filled, if any (runs in the store's write order). */
+  private async writeBatch(blob: NewBlob): Promise<void> {
+    if (this.batch.length === 0) return;
+    const data = Buffer.concat(this.batch);
+    this.batch = [];
+    const s = await storeCompressedAsync(this.opts.codecs, this.opts.compressor, data);
+    blob.assembler.addBatch(s.data);
+    this.stats.bytesStored += s.data.length;
+    await blob.write([s.data]);
   }
 
   private release(): void {
@@ -257,6 +309,12 @@ export class ChunkStore {
     if (blob.assembler.chunkCount === 0 && !keepEmpty) {
       await blob.discard();
       return undefined;
+    }
+    try {
+      await this.writeBatch(blob);
+    } catch (e) {
+      await blob.discard();
+      throw e;
     }
     await blob.write(blob.assembler.finishMeta(this.opts.codecs));
     return blob;

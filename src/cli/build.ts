@@ -15,6 +15,7 @@ interface BuildFlags {
   compressor: 'none' | 'lz4_block' | 'zstd';
   digester: 'blake3' | 'sha256';
   chunkSize: number;
+  batchSize: number;
   chunkDict?: string;
   prefetchFiles?: string;
   inlineBootstrap?: boolean;
@@ -31,6 +32,7 @@ export function register(program: Command): void {
     .option('--compressor <c>', 'none | lz4_block | zstd', oneOf(['none', 'lz4_block', 'zstd'] as const), 'zstd')
     .option('--digester <d>', 'blake3 | sha256', oneOf(['blake3', 'sha256'] as const), 'blake3')
     .option('--chunk-size <n>', 'chunk size, a power of two from 4K to 16M', parseSize, Limits.DEFAULT_CHUNK_SIZE)
+    .option('--batch-size <n>', 'store the data of small files together, in units of less than this (0 or a power of two from 4K to the chunk size; nydus-image --batch-size)', parseSize, 0)
     .option('--chunk-dict <bootstrap>', 'deduplicate against the chunks of an existing RAFS v6 image')
     .option('--prefetch-files <file>', 'file listing paths (one per line) for the prefetch table; their data goes first in each layer\'s blob')
     .option('--inline-bootstrap', 'also store the bootstrap inside the top layer blob')
@@ -50,6 +52,7 @@ export function register(program: Command): void {
           compressor: COMPRESSOR_NAMES[flags.compressor] as Compressor,
           digester: DIGESTER_NAMES[flags.digester] as number,
           chunkSize: flags.chunkSize,
+          batchSize: flags.batchSize,
           ...(flags.chunkDict ? { chunkDictPath: flags.chunkDict } : {}),
           ...(flags.prefetchFiles ? { prefetchFiles: await readPathList(flags.prefetchFiles) } : {}),
           inlineBootstrap: flags.inlineBootstrap === true,

@@ -25,6 +25,7 @@ interface ConvertFlags {
   compressor: 'none' | 'lz4_block' | 'zstd';
   digester: 'blake3' | 'sha256';
   chunkSize: number;
+  batchSize: number;
   prefetchFiles?: string;
   workDir?: string;
   json?: boolean;
@@ -58,6 +59,7 @@ export function register(program: Command): void {
     .option('--compressor <c>', 'none | lz4_block | zstd', oneOf(['none', 'lz4_block', 'zstd'] as const), 'zstd')
     .option('--digester <d>', 'blake3 | sha256', oneOf(['blake3', 'sha256'] as const), 'blake3')
     .option('--chunk-size <n>', 'chunk size, a power of two from 4K to 16M', parseSize, Limits.DEFAULT_CHUNK_SIZE)
+    .option('--batch-size <n>', 'store the data of small files together, in units of less than this (0 or a power of two from 4K to the chunk size; nydus-image --batch-size)', parseSize, 0)
     .option('--prefetch-files <file>', 'paths (one per line) for the prefetch table; their data goes first in each layer\'s blob')
     .option('--work-dir <dir>', 'where layers and blobs are staged (default: a temporary directory)')
     .option('--json', 'print the result as JSON')
@@ -79,6 +81,7 @@ export function register(program: Command): void {
             compressor: COMPRESSOR_NAMES[flags.compressor] as Compressor,
             digester: DIGESTER_NAMES[flags.digester] as number,
             chunkSize: flags.chunkSize,
+            batchSize: flags.batchSize,
             ...(flags.prefetchFiles ? { prefetchFiles: await readPathList(flags.prefetchFiles) } : {}),
             ...(flags.workDir ? { workDir: flags.workDir } : {}),
             log,

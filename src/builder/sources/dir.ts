@@ -140,11 +140,11 @@ export async function storeFileFromDisk(
         nextData = d < 0 ? Number.MAX_SAFE_INTEGER : d;
       }
       if (nextData >= off + len) {
-        refs.push(observed(store.submitZeros(len))); // a hole: no need to read it
+        refs.push(observed(store.submitZeros(len, len === size))); // a hole: no need to read it
       } else {
         const buf = Buffer.allocUnsafe(len);
         if ((await readFully(fh, buf, 0, len, off)) < len) throw new UsageError(`${(node.sourcePath as Buffer).toString()} shrank while it was read`);
-        refs.push(observed(store.submit(buf)));
+        refs.push(observed(store.submit(buf, len === size)));
       }
       onBytes(len);
     }

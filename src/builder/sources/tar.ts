@@ -106,7 +106,7 @@ class ChunkCutter {
 
   constructor(
     private readonly store: ChunkStore,
-    size: number,
+    private readonly size: number,
   ) {
     this.buf = Buffer.allocUnsafe(Math.min(store.opts.chunkSize, Math.max(size, 1)));
   }
@@ -135,7 +135,7 @@ class ChunkCutter {
   private async submit(data: Buffer): Promise<void> {
     const wait = this.store.ready();
     if (wait !== undefined) await wait;
-    this.refs.push(observed(this.store.submit(data)));
+    this.refs.push(observed(this.store.submit(data, data.length === this.size)));
   }
 }
 

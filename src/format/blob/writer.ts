@@ -11,7 +11,7 @@ import { type Codecs, Compressor, storeCompressed } from '../compression.js';
 import { BlobFeature, type Digester, Limits } from '../constants.js';
 import { sha256 } from '../digest.js';
 import type { BlobInfo } from '../image.js';
-import { CI_V1_SIZE, encodeBlobMetaHeader, encodeCiV1 } from './meta.js';
+import { BATCH_CONTEXT_SIZE, type BatchContext, CI_V1_SIZE, CI_V2_SIZE, CiFlag, encodeBatchContext, encodeBlobMetaHeader, encodeCiV1, encodeCiV2 } from './meta.js';
 import { TAR_HEADER_SIZE, encodeTarHeader } from './tar-header.js';
 import { TOC_ENTRY_SIZE, TOC_NAME, type TocEntry, TocEntryName, encodeTocEntry } from './toc.js';
 
@@ -29,6 +29,9 @@ interface CiRecord {
   compressedOffset: number;
   compressedSize: number;
   digest: Uint8Array;
+  /** Chunk info v2 flags and `data` word (batch blobs). */
+  flags: number;
+  data: bigint;
 }
 
 export class BlobAssembler {
@@ -47,11 +50,16 @@ export class BlobAssembler {
   private tocDigest: Uint8Array = new Uint8Array(32);
   private features = BlobFeature.ALIGNED | BlobFeature.INLINED_CHUNK_DIGEST | BlobFeature.HAS_TAR_HEADER | BlobFeature.HAS_TOC | BlobFeature.CAP_TAR_TOC;
   private phase: 'data' | 'meta' | 'done' = 'data';
+  /** Batches written (spec §5.6), and the bytes of the one being filled. */
+  private readonly batches: BatchContext[] = [];
+  private batchFill = 0;
 
-  constructor(opts: { compressor: Compressor; digester: Digester; chunkSize: number }) {
+  /** `batch`: small chunks are stored in batches (`--batch-size`), which needs chunk info v2. */
+  constructor(opts: { compressor: Compressor; digester: Digester; chunkSize: number; batch?: boolean }) {
     this.compressor = opts.compressor;
     this.digester = opts.digester;
     this.chunkSize = opts.chunkSize;
+    if (opts.batch === true) this.features |= BlobFeature.BATCH | BlobFeature.CHUNK_INFO_V2;
   }
 
   get chunkCount(): number {
@@ -74,17 +82,51 @@ export class BlobAssembler {
     if (this.phase !== 'data') throw new Error('addChunk after the chunk data was closed');
     if (this.records.length >= Limits.MAX_CHUNKS_PER_BLOB) throw new RangeError('too many chunks for one blob');
     if (compressed !== (stored.length !== uncompressedSize)) throw new RangeError('compressed flag disagrees with the sizes');
+    if (this.batchFill > 0) throw new Error('addChunk while a batch is being filled: write the batch first');
     const placement = { index: this.records.length, compressedOffset: this.pos, uncompressedOffset: this.uncompressedSize };
-    this.records.push({ ...placement, uncompressedSize, compressedSize: stored.length, digest });
+    this.records.push({ ...placement, uncompressedSize, compressedSize: stored.length, digest, flags: compressed ? CiFlag.COMPRESSED : 0, data: 0n });
     this.dataHash.update(stored);
     this.emit(stored);
     this.uncompressedSize += alignUp(uncompressedSize, Limits.BLOCK_SIZE);
     return placement;
   }
 
+  /**
+   * Places a chunk in the batch being filled (its data appended to the caller's batch buffer,
+   * `batchFill` bytes so far): its own 4 KiB slot in the uncompressed view, and, as its stored
+   * location, where the batch will be written (nothing else is written before it).
+   */
+  addBatchMember(uncompressedSize: number, digest: Uint8Array): ChunkPlacement {
+    if (this.phase !== 'data') throw new Error('addBatchMember after the chunk data was closed');
+    if (!(this.features & BlobFeature.BATCH)) throw new Error('this blob stores no batches');
+    if (this.records.length >= Limits.MAX_CHUNKS_PER_BLOB) throw new RangeError('too many chunks for one blob');
+    const placement = { index: this.records.length, compressedOffset: this.pos, uncompressedOffset: this.uncompressedSize };
+    const data = (BigInt(this.batches.length) << 32n) | BigInt(this.batchFill);
+    this.records.push({ ...placement, uncompressedSize, compressedSize: 0, digest, flags: CiFlag.BATCH | CiFlag.COMPRESSED, data });
+    this.batchFill += uncompressedSize;
+    this.uncompressedSize += alignUp(uncompressedSize, Limits.BLOCK_SIZE);
+    return placement;
+  }
+
+  /** Bytes in the batch being filled. */
+  get batchBytes(): number {
+    return this.batchFill;
+  }
+
+  /** Writes the batch being filled: `stored` is its members' data, compressed as one unit (or raw). */
+  addBatch(stored: Uint8Array): void {
+    if (this.batchFill === 0) throw new Error('no batch is being filled');
+    if (stored.length > this.batchFill) throw new RangeError('a stored batch larger than its data');
+    this.batches.push({ compressedSize: stored.length, uncompressedSize: this.batchFill });
+    this.batchFill = 0;
+    this.dataHash.update(stored);
+    this.emit(stored);
+  }
+
   /** Closes the chunk data and returns the blob meta, digest array and their tar headers. */
   finishMeta(codecs: Codecs): Uint8Array[] {
     if (this.phase !== 'data') throw new Error('finishMeta called twice');
+    if (this.batchFill > 0) throw new Error('finishMeta with a batch not written');
     this.phase = 'meta';
     const out: Uint8Array[] = [];
     const dataSize = this.pos;
@@ -100,8 +142,14 @@ export class BlobAssembler {
       uncompressedSize: this.uncompressedSize,
     });
 
-    const ciw = new ByteWriter(this.records.length * CI_V1_SIZE);
-    for (const r of this.records) encodeCiV1(ciw, r);
+    const v2 = (this.features & BlobFeature.CHUNK_INFO_V2) !== 0;
+    const ciw = new ByteWriter(this.records.length * (v2 ? CI_V2_SIZE : CI_V1_SIZE) + this.batches.length * BATCH_CONTEXT_SIZE);
+    for (const r of this.records) {
+      if (v2) encodeCiV2(ciw, r);
+      else encodeCiV1(ciw, r);
+    }
+    const batchTable = this.features & BlobFeature.BATCH ? { offset: ciw.length, size: this.batches.length * BATCH_CONTEXT_SIZE, count: this.batches.length } : { offset: 0, size: 0, count: 0 };
+    for (const b of this.batches) encodeBatchContext(ciw, b);
     const ci = ciw.finish();
     const stored = storeCompressed(codecs, this.compressor, ci);
     this.meta = {
@@ -117,9 +165,9 @@ export class BlobAssembler {
       ciOffset: this.meta.offset,
       ciCompressedSize: this.meta.compressedSize,
       ciUncompressedSize: this.meta.uncompressedSize,
-      zranOffset: 0,
-      zranSize: 0,
-      zranCount: 0,
+      zranOffset: batchTable.offset,
+      zranSize: batchTable.size,
+      zranCount: batchTable.count,
     });
     this.toc.push({ name: TocEntryName.BLOB_META, compressor: this.meta.compressor, digest: sha256(ci), compressedOffset: this.pos, compressedSize: stored.data.length, uncompressedSize: ci.length });
     out.push(this.emit(stored.data));

@@ -29,6 +29,8 @@ export interface ConvertOptions {
   compressor: Compressor;
   digester: Digester;
   chunkSize: number;
+  /** Batch small files' chunks (`BuildOptions.batchSize`). */
+  batchSize?: number;
   prefetchFiles?: string[];
   workDir?: string;
   log: Logger;
@@ -116,6 +118,7 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
       compressor: opts.compressor,
       digester: opts.digester,
       chunkSize: opts.chunkSize,
+      ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
       ...(dictPath ? { chunkDictPath: dictPath } : {}),
       ...(opts.prefetchFiles ? { prefetchFiles: opts.prefetchFiles } : {}),
       log,
