@@ -142,6 +142,34 @@ describe('FUSE host mount', () => {
     assert.equal(s['storage.backend_bytes'], info.chunks[0]?.compressedSize);
   });
 
+  test('an image whose small files are stored in batches shows exactly its tree; one small file fetches its batch, once', async () => {
+    const boot = join(work, 'batch.boot');
+    const blobs = join(work, 'batch-blobs');
+    await damselflyOk(['build', '--batch-size', '64K', '--bootstrap', boot, '--blob-dir', blobs, src]);
+    const batched = ['--bootstrap', boot, '--blob-dir', blobs];
+    const mnt = join(work, 'mnt');
+    let m = await startMount([...batched, '--cache-dir', join(work, 'batch-cache')], mnt);
+    try {
+      assert.deepEqual(await compareTrees(src, mnt, { leftListing: srcListing }), []);
+    } finally {
+      const r = await m.stop();
+      assert.equal(r.code, 0, r.stderr);
+    }
+    // Without --blob-dir inspect cannot say where a batch member is; with it, it shows the batch.
+    const r = await damselfly(['inspect', '--bootstrap', boot, '--path', '/small.txt', '--json']);
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, /batches: give --blob-dir/);
+    const info = JSON.parse((await damselflyOk(['inspect', ...batched, '--path', '/small.txt', '--json'])).stdout) as { chunks: Array<{ compressedSize: number; batch?: { offset: number; size: number } }> };
+    const c = info.chunks[0];
+    assert.ok(c?.batch !== undefined && c.batch.size > c.compressedSize / 2);
+    m = await startMount([...batched, '--stats'], mnt);
+    assert.equal(await readFile(join(mnt, 'small.txt'), 'utf8'), await readFile(join(src, 'small.txt'), 'utf8'));
+    const s = stats((await m.stop()).stdout);
+    assert.equal(s['storage.backend_requests'], 1);
+    assert.equal(s['storage.backend_bytes'], c.compressedSize);
+    assert.ok((s['storage.chunks_fetched'] ?? 0) > 1, 'the other members of the batch came with it');
+  });
+
   test('--record-pattern writes the files read as a prefetch list; an image built with it and served with --prefetch fetches them unasked', async () => {
     const mnt = join(work, 'mnt');
     const pattern = join(work, 'pattern.txt');

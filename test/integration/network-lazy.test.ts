@@ -10,6 +10,9 @@
  * - a daemon SIGKILLed in the middle of a bandwidth-limited prefetch_all and restarted on the
  *   same cache resumes: it fetches only what the first run had not stored, so both runs together
  *   fetch about the image once (not twice), and every file is then correct;
+ * - an image converted with `--batch-size` (small files' data stored in batches, located through
+ *   the blob meta the daemon reads before serving): a prefetch list of small files goes out with
+ *   the bootstrap as whole batches, each fetched once, and every file reads correctly;
  * - with prefetch_all, once the prefetch has finished the registry is stopped, and every file of
  *   the image still reads correctly from the cache (no backend request at all).
  */
@@ -210,6 +213,47 @@ describe('lazy loading a large image from a registry', () => {
     } finally {
       if (second) await second.stop();
     }
+  });
+
+  test('a batch image: its prefetch list goes out with the bootstrap as whole batches, each fetched once', async () => {
+    const small = join(work, 'small-src');
+    await mkdir(small);
+    const names: string[] = [];
+    for (let i = 0; i < 300; i++) {
+      const name = `f-${String(i).padStart(3, '0')}.txt`;
+      await writeFile(join(small, name), prng(5000 + i, 200 + ((i * 37) % 3000)));
+      names.push(name);
+    }
+    await makeOciImage(join(work, 'oci-small'), 'v1', [small], work);
+    const c = await convertTo({ ref: `oci:${join(work, 'oci-small')}:v1`, tag: 'v1' }, reg.host, 'net/batch', { extra: ['--batch-size', '64K'] });
+    const blob = c.blobs[0] as string;
+    const wanted = names.filter((_, i) => i % 10 === 0);
+    const list = join(work, 'batch-prefetch.txt');
+    await writeFile(list, wanted.map((f) => `/${f}\n`).join(''));
+    const cache = join(work, 'cache-batch');
+    proxy.resetStats();
+    mnt = await mps.next();
+    const m = await startMount(['--image', `docker://${proxy.host}/net/batch:v1`, '--plain-http', '--cache-dir', cache, '--prefetch-files', list, '--stats', '--log-level', 'info'], mnt);
+    let r;
+    try {
+      await waitFor('prefetch to finish', () => m.stderr().includes('"msg":"prefetch finished"'), 60_000);
+      assert.match(m.stderr(), /"msg":"prefetch: first reads requested with the bootstrap"/);
+      assert.deepEqual(await readEveryFile(mnt, small, names), []);
+    } finally {
+      r = await m.stop();
+    }
+    assert.equal(r.code, 0, r.stderr);
+    const s = statsOf(r.stdout);
+    const head = await fetch(`${reg.url}/v2/net/batch/blobs/sha256:${blob}`, { method: 'HEAD' });
+    const size = Number(head.headers.get('content-length'));
+    const fetched = proxy.stats.byPath.get(`/v2/net/batch/blobs/sha256:${blob}`)?.bytes ?? 0;
+    const requests = s['storage.backend_requests'] ?? 0;
+    console.log(`batch image, ${names.length} small files in a ${size}-byte blob: ${s['storage.early_read_bytes']} bytes requested early; ${fetched} bytes from the registry in all; ${s['storage.chunks_fetched']} chunks in ${requests} chunk reads`);
+    assert.ok((await readdir(cache)).includes(`${blob}.blob_meta.dfly`), 'the blob meta is kept with the cache');
+    assert.ok((s['storage.early_read_bytes'] ?? 0) > 0);
+    assert.equal(s['storage.chunks_fetched'], names.length, 'every chunk fetched once');
+    assert.ok(requests < names.length / 5, 'a batch at a time');
+    assert.ok(fetched < size, `the blob's data and meta fetched once (${fetched} of ${size} bytes)`);
   });
 
   test('after prefetch_all finished, the registry is stopped and every file still reads correctly', async () => {

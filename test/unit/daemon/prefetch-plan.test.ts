@@ -12,7 +12,8 @@ import { after, before, describe, test } from 'node:test';
 import { silentLogger } from '../../../src/base/index.js';
 import { build } from '../../../src/builder/build.js';
 import { Compressor } from '../../../src/format/compression.js';
-import { Digester } from '../../../src/format/constants.js';
+import { ChunkFlag, Digester } from '../../../src/format/constants.js';
+import type { ChunkInfo } from '../../../src/format/chunk-info.js';
 import type { RafsImage } from '../../../src/format/image.js';
 import { openBootstrap } from '../../../src/format/open.js';
 import { planRanges, prefetchPlan } from '../../../src/daemon/prefetch-plan.js';
@@ -75,5 +76,12 @@ describe('prefetch plan', () => {
     // The budget: whole chunks only, stopping at the first that does not fit.
     assert.deepEqual(planRanges([c0, c1, c2, a0], image.blobs, c0.compressedSize + c1.compressedSize + 1), [{ id: blob, offset: c0.compressedOffset, length: c0.compressedSize + c1.compressedSize }]);
     assert.deepEqual(planRanges(prefetchPlan(image, { all: false }), image.blobs, 1 << 20), [{ id: blob, offset: c0.compressedOffset, length: whole }]);
+    // Members of batches (one stored unit each), in any order: each batch read once.
+    const member = (c: ChunkInfo, unit: ChunkInfo, index: number): ChunkInfo => ({ ...c, index, flags: ChunkFlag.BATCH, compressedOffset: unit.compressedOffset, compressedSize: unit.compressedSize, batch: { offset: 0, size: 1 } });
+    const [m1, m2, m3] = [member(c0, c0, 100), member(c0, c0, 101), member(c0, c2, 102)];
+    assert.deepEqual(planRanges([m1, m3, m2, m3, m1], image.blobs, 1 << 20), [
+      { id: blob, offset: c0.compressedOffset, length: c0.compressedSize },
+      { id: blob, offset: c2.compressedOffset, length: c2.compressedSize },
+    ]);
   });
 });

@@ -25,28 +25,11 @@ import { ImageFs } from '../../../src/fs/image/image-fs.js';
 import { nativeCodecs } from '../../../src/native/index.js';
 import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
 import type { BlobBackend, ReadOptions } from '../../../src/storage/backend/types.js';
+import { CountingBackend } from '../../helpers/counting-backend.js';
 import { ChunkNeighbors } from '../../../src/storage/chunk/neighbors.js';
 import { BlobDevice, type DeviceOptions } from '../../../src/storage/device.js';
 
 const CHUNK = 65536;
-
-/** Counts every backend read; answers after a short delay, as a network would. */
-class CountingBackend implements BlobBackend {
-  readonly kind = 'counting';
-  readonly reads: Array<[number, number]> = [];
-  constructor(private readonly inner: BlobBackend) {}
-  async read(id: string, offset: number, length: number): Promise<Buffer> {
-    this.reads.push([offset, length]);
-    await new Promise((r) => setTimeout(r, 5));
-    return this.inner.read(id, offset, length);
-  }
-  size(id: string): Promise<number> {
-    return this.inner.size(id);
-  }
-  close(): Promise<void> {
-    return this.inner.close();
-  }
-}
 
 /** A work directory with an image of one file `f` holding `content`, in chunks of `chunkSize`. */
 async function oneFileImage(prefix: string, content: Uint8Array, chunkSize: number): Promise<{ work: string; image: RafsImage; chunks: ChunkInfo[] }> {
