@@ -13,7 +13,7 @@ import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { ByteReader, ByteWriter, FormatError, IntegrityError, Metrics, UnsupportedError, silentLogger } from '../../../src/base/index.js';
+import { ByteReader, ByteWriter, DamselflyError, FormatError, IntegrityError, Metrics, UnsupportedError, silentLogger } from '../../../src/base/index.js';
 import { build } from '../../../src/builder/build.js';
 import {
   BATCH_CONTEXT_SIZE,
@@ -39,6 +39,7 @@ import type { BlobBackend } from '../../../src/storage/backend/types.js';
 import { CountingBackend } from '../../helpers/counting-backend.js';
 import { CACHE_META_SUFFIX, decodeStoredBlobMeta, loadBlobMeta } from '../../../src/storage/blob-meta.js';
 import { ChunkState, FileBlobCache } from '../../../src/storage/cache/blob-cache.js';
+import { decodeChunkAsync } from '../../../src/storage/chunk/decode.js';
 import { ChunkNeighbors } from '../../../src/storage/chunk/neighbors.js';
 import { BlobDevice } from '../../../src/storage/device.js';
 
@@ -262,6 +263,46 @@ describe('an image built with --batch-size', () => {
     await writeFile(kept, good.subarray(0, 100));
     be.fail = true;
     await assert.rejects(loadBlobMeta(openBootstrap(boot), be, nativeCodecs, { cacheDir }), /the backend is gone/);
+  });
+
+  test('mutated CI data (2000 seeded mutants) is refused with a clear error or located within its blob, never a crash', async () => {
+    const bytes = await readFile(join(work, 'blobs', blob.id));
+    const m = blob.meta;
+    const packed = bytes.subarray(m.offset, m.offset + m.compressedSize);
+    const ci = m.compressor === Compressor.None ? Buffer.from(packed) : Buffer.from(nativeCodecs.decompress(m.compressor, packed, m.uncompressedSize));
+    const h = decodeBlobMetaHeader(bytes.subarray(m.offset + m.compressedSize, m.offset + m.compressedSize + BLOB_META_HEADER_SIZE), 'h');
+    let seed = 12345;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    const boundary = [0, 1, 0x7f, 0x80, 0xff];
+    const outcomes = { refused: 0, located: 0 };
+    for (let i = 0; i < 2000; i++) {
+      const mutant = Buffer.from(ci);
+      for (let k = 1 + rand(4); k > 0; k--) {
+        // Mostly the fields of entries and of the batch contexts; sometimes anywhere.
+        const at = rand(3) === 0 ? h.zranOffset + rand(Math.max(1, mutant.length - h.zranOffset)) : rand(mutant.length);
+        mutant[at] = rand(2) === 0 ? (boundary[rand(boundary.length)] as number) : rand(256);
+      }
+      const image = openBootstrap(boot) as RafsV6Image;
+      try {
+        image.attachBlobMeta(blob.index, decodeBlobChunkTable(mutant, h, 'mutant'));
+        for (const c of image.allChunks()) {
+          if (c.batch === undefined) continue;
+          assert.ok(c.batch.offset + c.uncompressedSize <= c.batch.size && c.batch.size <= 16 << 20, 'a member inside its batch');
+          if (c.compressedOffset + c.compressedSize > bytes.length) continue; // the backend refuses such a read
+          await decodeChunkAsync(nativeCodecs, blob, c, bytes.subarray(c.compressedOffset, c.compressedOffset + c.compressedSize)).catch((e: unknown) => {
+            assert.ok(e instanceof DamselflyError, `mutant ${i}: ${String(e)}`);
+          });
+        }
+        outcomes.located++;
+      } catch (e) {
+        assert.ok(e instanceof DamselflyError, `mutant ${i}: ${String(e)}`);
+        outcomes.refused++;
+      }
+    }
+    assert.ok(outcomes.refused > 100 && outcomes.located > 100, JSON.stringify(outcomes));
   });
 
   test('a blob meta that disagrees with the chunk table about a chunk is refused', async () => {
