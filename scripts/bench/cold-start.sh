@@ -98,6 +98,8 @@
 #   BENCH_GUEST_TIMEOUT=600             seconds before a guest run is given up
 #   BENCH_DF_ARGS=                      more options for `damselfly mount` and `virtiofs` in (b)
 #                                       and (c), split at spaces (e.g. --amplify-io 256K)
+#   BENCH_CONVERT_ARGS=                 more options for both `damselfly convert`s, split at
+#                                       spaces (e.g. --batch-size 256K)
 #   BENCH_KEEP=0                        1: keep the run's work dir (registry data, pulls, mounts'
 #                                       chunk caches) under cold-start/
 # Cleans up on any exit: processes it started (registry, proxy, daemons, QEMU via
@@ -116,6 +118,7 @@ BENCH_MIRROR=${BENCH_MIRROR:-}
 BENCH_GUEST_TIMEOUT=${BENCH_GUEST_TIMEOUT:-600}
 BENCH_KEEP=${BENCH_KEEP:-0}
 read -ra DF_EXTRA <<<"${BENCH_DF_ARGS:-}"
+read -ra CONVERT_EXTRA <<<"${BENCH_CONVERT_ARGS:-}"
 SUITE=bookworm
 REG_PORT=5000
 PROXY_PORT=5001
@@ -326,7 +329,7 @@ log "pushing the OCI image ($(awk -v b="$LAYER_SIZE" 'BEGIN { printf "%.1f", b /
 log "converting it: damselfly convert (not timed)"
 t0=$EPOCHREALTIME
 "${NSX[@]}" "${DAMSELFLY[@]}" --log-level warn convert --source "docker://127.0.0.1:$REG_PORT/rootfs:latest" --target "docker://127.0.0.1:$REG_PORT/rootfs:nydus" \
-  --plain-http --json --work-dir "$RUN/convert" >"$LOGS/convert.json" 2>"$LOGS/convert.log" || die "damselfly convert failed: $(tail -n 20 "$LOGS/convert.log")"
+  --plain-http --json --work-dir "$RUN/convert" "${CONVERT_EXTRA[@]}" >"$LOGS/convert.json" 2>"$LOGS/convert.log" || die "damselfly convert failed: $(tail -n 20 "$LOGS/convert.log")"
 CONVERT_SECS=$(secs "$t0" "$EPOCHREALTIME")
 rm -rf "$RUN/convert"
 # The Nydus image's layers: data blobs, and the bootstrap layer (annotated).
@@ -362,7 +365,7 @@ PREFETCH_FILES=$(wc -l <"$LOGS/prefetch-files.txt")
 [ "$PREFETCH_FILES" -gt 0 ] || die "the recorded access pattern is empty"
 t0=$EPOCHREALTIME
 "${NSX[@]}" "${DAMSELFLY[@]}" --log-level warn convert --source "docker://127.0.0.1:$REG_PORT/rootfs:latest" --target "docker://127.0.0.1:$REG_PORT/rootfs:nydus-prefetch" \
-  --plain-http --json --work-dir "$RUN/convert" --prefetch-files "$LOGS/prefetch-files.txt" >"$LOGS/convert-prefetch.json" 2>"$LOGS/convert-prefetch.log" ||
+  --plain-http --json --work-dir "$RUN/convert" --prefetch-files "$LOGS/prefetch-files.txt" "${CONVERT_EXTRA[@]}" >"$LOGS/convert-prefetch.json" 2>"$LOGS/convert-prefetch.log" ||
   die "damselfly convert --prefetch-files failed: $(tail -n 20 "$LOGS/convert-prefetch.log")"
 CONVERT_PREFETCH_SECS=$(secs "$t0" "$EPOCHREALTIME")
 rm -rf "$RUN/convert"
@@ -576,7 +579,7 @@ echo "cold start of \`python3 -c '$PY'\` in a chroot of Debian $SUITE (minbase +
 echo "link: $BENCH_RATE (tc htb), RTT $((2 * BENCH_DELAY_MS)) ms (delaying proxy); $LINK_CHECK; best of $BENCH_RUNS run(s)"
 echo "root file system: $(mb "$ROOTFS_BYTES") in $ROOTFS_ENTRIES entries"
 echo "OCI image:   $(mb "$OCI_IMAGE_BYTES") (1 gzip layer of $(mb "$LAYER_SIZE"), config, manifest)"
-echo "Nydus image: $(mb "$NYDUS_IMAGE_BYTES") ($NYDUS_BLOBS data blob(s) of $(mb "$NYDUS_BLOB_BYTES") (zstd, 1 MiB chunks), bootstrap layer of $(mb "$NYDUS_BOOT_BYTES")); converted in $CONVERT_SECS s (not timed)"
+echo "Nydus image: $(mb "$NYDUS_IMAGE_BYTES") ($NYDUS_BLOBS data blob(s) of $(mb "$NYDUS_BLOB_BYTES") (zstd, 1 MiB chunks), bootstrap layer of $(mb "$NYDUS_BOOT_BYTES")); converted in $CONVERT_SECS s (not timed)${CONVERT_EXTRA[*]:+, with ${CONVERT_EXTRA[*]}}"
 echo
 printf '%-34s %9s  %15s  %-30s\n' "way" "seconds" "bytes fetched" "fraction of the image"
 printf '%-34s %9.3f  %15s  %-30s\n' "(a) OCI: pull, unpack, run" "${T[a/$ra/total]}" "${B[a/$ra]}" "$(pct "${B[a/$ra]}" "$OCI_IMAGE_BYTES") of the OCI image"

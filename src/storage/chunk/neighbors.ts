@@ -43,7 +43,10 @@ export class ChunkNeighbors {
     return out;
   }
 
-  /** The chunks stored right after `c` (no gap), while their compressed sizes fit in `maxBytes`. */
+  /**
+   * The chunks stored right after `c` (no gap), while their compressed sizes fit in `maxBytes` (a
+   * batch counted once, with all its members).
+   */
   after(c: ChunkInfo, maxBytes: number): ChunkInfo[] {
     const list = this.byBlob.get(c.blobIndex);
     if (list === undefined) return [];
@@ -53,6 +56,11 @@ export class ChunkNeighbors {
     let budget = maxBytes;
     for (let i = lo; i < list.length; i++) {
       const n = list[i] as ChunkInfo;
+      const prev = out[out.length - 1];
+      if (prev !== undefined && sameStoredUnit(prev, n)) {
+        out.push(n); // another member of the batch just taken: no bytes more
+        continue;
+      }
       if (n.compressedOffset !== end || n.compressedSize > budget) break;
       out.push(n);
       budget -= n.compressedSize;

@@ -55,6 +55,32 @@ test('chunk info v2 of a batch member round-trips', () => {
   assert.throws(() => encodeCiV2(new ByteWriter(), { ...e, flags: 0x20 }), RangeError);
 });
 
+test('neighbours: a batch is one stored unit, taken whole and counted once', () => {
+  const chunk = (index: number, compressedOffset: number, compressedSize: number, batch?: boolean): ChunkInfo => ({
+    digest: new Uint8Array(32),
+    blobIndex: 0,
+    flags: batch ? ChunkFlag.BATCH | ChunkFlag.COMPRESSED : ChunkFlag.COMPRESSED,
+    compressedOffset,
+    compressedSize,
+    uncompressedOffset: index * 4096,
+    uncompressedSize: 10,
+    fileOffset: 0,
+    index,
+    crc32: 0,
+    ...(batch ? { batch: { offset: index * 10, size: 100 } } : {}),
+  });
+  const a = chunk(0, 0, 100);
+  const [b1, b2, b3] = [chunk(1, 100, 50, true), chunk(2, 100, 50, true), chunk(3, 100, 50, true)];
+  const c = chunk(4, 150, 30);
+  const n = new ChunkNeighbors([a, b1, b2, b3, c] as ChunkInfo[]);
+  const idx = (cs: ChunkInfo[]): number[] => cs.map((x) => x.index);
+  assert.deepEqual(idx(n.after(a, 200)), [1, 2, 3, 4]);
+  assert.deepEqual(idx(n.after(a, 60)), [1, 2, 3]);
+  assert.deepEqual(idx(n.after(b2 as ChunkInfo, 200)), [4]);
+  assert.deepEqual(idx(n.members(b2 as ChunkInfo)), [1, 3]);
+  assert.deepEqual(n.members(a), []);
+});
+
 /** CI data of `members` (size, batch, offset) over `batches` (stored, uncompressed sizes), with its header. */
 function ciData(members: Array<[number, number, number]>, batches: Array<[number, number]>): { ci: Buffer; h: BlobMetaHeader } {
   const w = new ByteWriter();
