@@ -91,6 +91,8 @@ export interface ChunkStoreOptions {
   dict?: ChunkDict;
   /** Chunks compressed at once (bounds memory at about this many chunk buffers). */
   concurrency?: number;
+  /** zstd's level for chunk data (default 3, as nydus-image). */
+  compressionLevel?: number;
   /**
    * Batch chunks (nydus `--batch-size`, spec §5.6; 0 or absent: none): a file of one chunk smaller
    * than half of this is not compressed alone but with the next such chunks, as one stored unit of
@@ -207,7 +209,7 @@ export class ChunkStore {
     }
     const batchSize = this.opts.batchSize ?? 0;
     if (wholeFile && data.length < batchSize / 2) return this.track(key, this.tail.then(() => this.addToBatch(blob, data, d, batchSize)));
-    const stored = storeCompressedAsync(this.opts.codecs, this.opts.compressor, data);
+    const stored = storeCompressedAsync(this.opts.codecs, this.opts.compressor, data, this.opts.compressionLevel);
     return this.track(key, this.tail.then(async (): Promise<ChunkRef> => {
       await this.writeBatch(blob); // a chunk stored alone ends the batch being filled
       const s: Stored = await stored;
@@ -272,7 +274,7 @@ export class ChunkStore {
     if (this.batch.length === 0) return;
     const data = Buffer.concat(this.batch);
     this.batch = [];
-    const s = await storeCompressedAsync(this.opts.codecs, this.opts.compressor, data);
+    const s = await storeCompressedAsync(this.opts.codecs, this.opts.compressor, data, this.opts.compressionLevel);
     blob.assembler.addBatch(s.data);
     this.stats.bytesStored += s.data.length;
     await blob.write([s.data]);

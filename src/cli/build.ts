@@ -7,7 +7,7 @@ import { isPowerOfTwo, UsageError } from '../base/index.js';
 import { Limits } from '../format/constants.js';
 import { DIGESTER_NAMES } from '../format/digest.js';
 import { nativeCodecs } from '../native/index.js';
-import { getLogger, oneOf, parseSize, printJson, progressBar, run } from './common.js';
+import { getLogger, oneOf, parseLevel, parseSize, printJson, progressBar, run } from './common.js';
 
 interface BuildFlags {
   bootstrap?: string;
@@ -16,6 +16,7 @@ interface BuildFlags {
   digester: 'blake3' | 'sha256';
   chunkSize: number;
   batchSize: number;
+  compressionLevel?: number;
   chunkDict?: string;
   prefetchFiles?: string;
   inlineBootstrap?: boolean;
@@ -32,6 +33,7 @@ export function register(program: Command): void {
     .option('--compressor <c>', 'none | lz4_block | zstd', oneOf(['none', 'lz4_block', 'zstd'] as const), 'zstd')
     .option('--digester <d>', 'blake3 | sha256', oneOf(['blake3', 'sha256'] as const), 'blake3')
     .option('--chunk-size <n>', 'chunk size, a power of two from 4K to 16M', parseSize, Limits.DEFAULT_CHUNK_SIZE)
+    .option('--compression-level <n>', 'zstd level for chunk data, 1-22 (default 3, as nydus-image): higher builds slower, fetches less', parseLevel)
     .option('--batch-size <n>', 'store the data of small files together, in units of less than this (0 or a power of two from 4K to the chunk size; nydus-image --batch-size)', parseSize, 0)
     .option('--chunk-dict <bootstrap>', 'deduplicate against the chunks of an existing RAFS v6 image')
     .option('--prefetch-files <file>', 'file listing paths (one per line) for the prefetch table; their data goes first in each layer\'s blob')
@@ -53,6 +55,7 @@ export function register(program: Command): void {
           digester: DIGESTER_NAMES[flags.digester] as number,
           chunkSize: flags.chunkSize,
           batchSize: flags.batchSize,
+          ...(flags.compressionLevel !== undefined ? { compressionLevel: flags.compressionLevel } : {}),
           ...(flags.chunkDict ? { chunkDictPath: flags.chunkDict } : {}),
           ...(flags.prefetchFiles ? { prefetchFiles: await readPathList(flags.prefetchFiles) } : {}),
           inlineBootstrap: flags.inlineBootstrap === true,

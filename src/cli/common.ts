@@ -29,6 +29,12 @@ export function parseSize(v: string): number {
   return n;
 }
 
+/** A compression level: a whole number (the build checks its range for the algorithm). */
+export function parseLevel(v: string): number {
+  if (!/^\d{1,3}$/.test(v.trim())) throw new InvalidArgumentError('a whole number such as 3 or 19');
+  return Number(v);
+}
+
 export function oneOf<T extends string>(values: readonly T[]): (v: string) => T {
   return (v: string) => {
     if (!(values as readonly string[]).includes(v)) throw new InvalidArgumentError(`one of ${values.join(', ')}`);

@@ -13,7 +13,7 @@ import { parseImageRef } from '../oci/reference.js';
 import { RegistryClient } from '../oci/registry/index.js';
 import { type ImageStore, OciLayoutStore, RegistryStore } from '../oci/store.js';
 import { readPathList } from '../daemon/image-source.js';
-import { getLogger, oneOf, parseSize, printJson, progressBar, run } from './common.js';
+import { getLogger, oneOf, parseLevel, parseSize, printJson, progressBar, run } from './common.js';
 
 interface ConvertFlags {
   source: string;
@@ -26,6 +26,7 @@ interface ConvertFlags {
   digester: 'blake3' | 'sha256';
   chunkSize: number;
   batchSize: number;
+  compressionLevel?: number;
   prefetchFiles?: string;
   workDir?: string;
   json?: boolean;
@@ -59,6 +60,7 @@ export function register(program: Command): void {
     .option('--compressor <c>', 'none | lz4_block | zstd', oneOf(['none', 'lz4_block', 'zstd'] as const), 'zstd')
     .option('--digester <d>', 'blake3 | sha256', oneOf(['blake3', 'sha256'] as const), 'blake3')
     .option('--chunk-size <n>', 'chunk size, a power of two from 4K to 16M', parseSize, Limits.DEFAULT_CHUNK_SIZE)
+    .option('--compression-level <n>', 'zstd level for chunk data, 1-22 (default 3, as nydus-image): higher builds slower, fetches less', parseLevel)
     .option('--batch-size <n>', 'store the data of small files together, in units of less than this (0 or a power of two from 4K to the chunk size; nydus-image --batch-size)', parseSize, 0)
     .option('--prefetch-files <file>', 'paths (one per line) for the prefetch table; their data goes first in each layer\'s blob')
     .option('--work-dir <dir>', 'where layers and blobs are staged (default: a temporary directory)')
@@ -82,6 +84,7 @@ export function register(program: Command): void {
             digester: DIGESTER_NAMES[flags.digester] as number,
             chunkSize: flags.chunkSize,
             batchSize: flags.batchSize,
+            ...(flags.compressionLevel !== undefined ? { compressionLevel: flags.compressionLevel } : {}),
             ...(flags.prefetchFiles ? { prefetchFiles: await readPathList(flags.prefetchFiles) } : {}),
             ...(flags.workDir ? { workDir: flags.workDir } : {}),
             log,

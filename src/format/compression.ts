@@ -60,10 +60,16 @@ export function maxDecompressedSize(algo: Compressor, storedSize: number): numbe
   }
 }
 
+/** zstd's default level: zstd::bulk::compress(src, 3), as Nydus. */
+export const ZSTD_DEFAULT_LEVEL = 3;
+/** zstd's highest level (ZSTD_maxCLevel()). */
+export const ZSTD_MAX_LEVEL = 22;
+
 /** Byte codecs; `decompress` must produce exactly `size` bytes or throw a FormatError. */
 export interface Codecs {
-  compress(algo: Compressor, src: Uint8Array): Uint8Array;
-  compressAsync(algo: Compressor, src: Uint8Array): Promise<Uint8Array>;
+  /** `level`: zstd's compression level (default 3, as Nydus); other algorithms have none. */
+  compress(algo: Compressor, src: Uint8Array, level?: number): Uint8Array;
+  compressAsync(algo: Compressor, src: Uint8Array, level?: number): Promise<Uint8Array>;
   decompress(algo: Compressor, src: Uint8Array, size: number, dst?: Uint8Array): Uint8Array;
   decompressAsync(algo: Compressor, src: Uint8Array, size: number, dst?: Uint8Array): Promise<Uint8Array>;
 }
@@ -77,17 +83,17 @@ export interface Stored {
  * Compresses with the stored-raw rule: when the output is not strictly smaller than the input
  * (or the input is empty, or the algorithm is `none`), the input is stored as is.
  */
-export function storeCompressed(codecs: Codecs, algo: Compressor, src: Uint8Array): Stored {
+export function storeCompressed(codecs: Codecs, algo: Compressor, src: Uint8Array, level?: number): Stored {
   if (algo === Compressor.None || src.length === 0) return { data: src, compressed: false };
   if (algo === Compressor.Gzip) throw new UnsupportedError('gzip is supported for reading only');
-  const out = codecs.compress(algo, src);
+  const out = codecs.compress(algo, src, level);
   return out.length < src.length ? { data: out, compressed: true } : { data: src, compressed: false };
 }
 
-export async function storeCompressedAsync(codecs: Codecs, algo: Compressor, src: Uint8Array): Promise<Stored> {
+export async function storeCompressedAsync(codecs: Codecs, algo: Compressor, src: Uint8Array, level?: number): Promise<Stored> {
   if (algo === Compressor.None || src.length === 0) return { data: src, compressed: false };
   if (algo === Compressor.Gzip) throw new UnsupportedError('gzip is supported for reading only');
-  const out = await codecs.compressAsync(algo, src);
+  const out = await codecs.compressAsync(algo, src, level);
   return out.length < src.length ? { data: out, compressed: true } : { data: src, compressed: false };
 }
 

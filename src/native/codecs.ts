@@ -5,10 +5,10 @@
  */
 import { gunzipSync } from 'node:zlib';
 import { FormatError, UnsupportedError } from '../base/index.js';
-import { Compressor, type Codecs } from '../format/compression.js';
+import { Compressor, type Codecs, ZSTD_DEFAULT_LEVEL } from '../format/compression.js';
 import { native } from './addon.js';
 
-const ZSTD_LEVEL = 3; // zstd::bulk::compress(src, 3), as Nydus
+
 /**
  * Chunks up to this size are decompressed on the calling thread even when asked asynchronously:
  * their decompression takes less than the thread pool's hand-off and wake-up (a small file's
@@ -24,23 +24,23 @@ function checkedDecompress(algo: Compressor, src: Uint8Array, size: number, dst:
 }
 
 export const nativeCodecs: Codecs = {
-  compress(algo: Compressor, src: Uint8Array): Uint8Array {
+  compress(algo: Compressor, src: Uint8Array, level = ZSTD_DEFAULT_LEVEL): Uint8Array {
     switch (algo) {
       case Compressor.Lz4Block:
         return native.compress(1, src);
       case Compressor.Zstd:
-        return native.compress(3, src, ZSTD_LEVEL);
+        return native.compress(3, src, level);
       default:
         throw new UnsupportedError(`compression with ${Compressor[algo] ?? algo} is not supported`);
     }
   },
 
-  compressAsync(algo: Compressor, src: Uint8Array): Promise<Uint8Array> {
+  compressAsync(algo: Compressor, src: Uint8Array, level = ZSTD_DEFAULT_LEVEL): Promise<Uint8Array> {
     switch (algo) {
       case Compressor.Lz4Block:
         return native.compressAsync(1, src);
       case Compressor.Zstd:
-        return native.compressAsync(3, src, ZSTD_LEVEL);
+        return native.compressAsync(3, src, level);
       default:
         return Promise.reject(new UnsupportedError(`compression with ${Compressor[algo] ?? algo} is not supported`));
     }

@@ -31,6 +31,8 @@ export interface ConvertOptions {
   chunkSize: number;
   /** Batch small files' chunks (`BuildOptions.batchSize`). */
   batchSize?: number;
+  /** zstd's level for chunk data (`BuildOptions.compressionLevel`). */
+  compressionLevel?: number;
   prefetchFiles?: string[];
   workDir?: string;
   log: Logger;
@@ -119,6 +121,7 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
       digester: opts.digester,
       chunkSize: opts.chunkSize,
       ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
+      ...(opts.compressionLevel !== undefined ? { compressionLevel: opts.compressionLevel } : {}),
       ...(dictPath ? { chunkDictPath: dictPath } : {}),
       ...(opts.prefetchFiles ? { prefetchFiles: opts.prefetchFiles } : {}),
       log,
