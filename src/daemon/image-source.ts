@@ -21,7 +21,7 @@ import { createBackend, registryClientOptions } from '../storage/backend/factory
 import { LocalFsBackend } from '../storage/backend/localfs.js';
 import type { BlobBackend } from '../storage/backend/types.js';
 import { FileBlobCache } from '../storage/cache/blob-cache.js';
-import { keptBootstrapPath, keptBootstrapTemp } from '../storage/cache/kept-bootstrap.js';
+import { keptBootstrapPath, keptTemp } from '../storage/cache/kept-bootstrap.js';
 import { type LoadedImage, loadImage } from '../storage/open-image.js';
 import { loadBlobMeta } from '../storage/blob-meta.js';
 import { planRanges, prefetchPlan } from './prefetch-plan.js';
@@ -176,8 +176,8 @@ async function openSource(flags: SourceFlags, codecs: Codecs, log: Logger, metri
           // registry gone); written whole under another name first, so that none is ever half there.
           await mkdir(cacheDir, { recursive: true });
           const path = keptBootstrapPath(cacheDir, layer.digest);
-          await writeFile(keptBootstrapTemp(path), bootstrap);
-          await rename(keptBootstrapTemp(path), path);
+          await writeFile(keptTemp(path), bootstrap);
+          await rename(keptTemp(path), path);
         }
       } catch (e) {
         await (early ?? origin).close();

@@ -17,6 +17,7 @@ import { type Codecs, Compressor } from '../format/compression.js';
 import { BlobFeature } from '../format/constants.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
 import type { BlobBackend } from './backend/types.js';
+import { keptTemp } from './cache/kept-bootstrap.js';
 
 export const CACHE_META_SUFFIX = '.blob_meta.dfly';
 
@@ -76,7 +77,7 @@ export async function loadBlobMeta(image: RafsImage, backend: BlobBackend, codec
       opts.log?.debug({ blob: blob.id, bytes: stored.length }, 'blob meta loaded');
       if (kept !== undefined) {
         // Whole under another name first: a crash leaves no half file under the real one.
-        const temp = `${kept}.${process.pid}.tmp`;
+        const temp = keptTemp(kept);
         await mkdir(opts.cacheDir as string, { recursive: true })
           .then(() => writeFile(temp, stored))
           .then(() => rename(temp, kept))

@@ -1,7 +1,8 @@
 /**
- * Cache garbage collection: evicts whole blobs (data file, chunk map, kept blob meta), least recently used
- * first, until the cache directory fits a size limit. A blob some process has open (its chunk map
- * is flocked) is never removed. Kept bootstraps left half-written by a daemon that is gone go too.
+ * Cache garbage collection: evicts whole blobs (data file, chunk map, kept blob meta), least
+ * recently used first, until the cache directory fits a size limit. A blob some process has open
+ * (its chunk map is flocked) is never removed. Kept bootstraps and blob metas left half-written by
+ * a daemon that is gone go too.
  */
 import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -64,7 +65,7 @@ export interface GcResult {
 export async function gcCache(dir: string, maxBytes: number, log: Logger): Promise<GcResult> {
   for (const name of await readdir(dir)) {
     if (isStaleKeptTemp(name) && (await unlink(join(dir, name)).then(() => true, () => false))) {
-      log.info({ file: name }, 'removed a bootstrap left half-written by a daemon that is gone');
+      log.info({ file: name }, 'removed a kept file left half-written by a daemon that is gone');
     }
   }
   const blobs = await listCache(dir);

@@ -1,12 +1,13 @@
 /**
- * Bootstraps kept next to the chunk cache (a registry image's, by bootstrap layer digest), for the
- * next daemon of the image on the host. Each is written under a temporary name of the writing
- * process and renamed; `cache gc` removes the temporary files of processes that are gone.
+ * Files kept next to the chunk cache for the next daemon on the host: bootstraps (a registry
+ * image's, by bootstrap layer digest) and the blob meta of batch blobs (`storage/blob-meta.ts`).
+ * Each is written under a temporary name of the writing process and renamed; `cache gc` removes
+ * the temporary files of processes that are gone.
  */
 import { join } from 'node:path';
 
 const SUFFIX = '.image.boot';
-const TEMP = /\.image\.boot\.(\d+)\.tmp$/;
+const TEMP = /\.(?:image\.boot|blob_meta\.dfly)\.(\d+)\.tmp$/;
 
 /** Where the bootstrap of the image whose bootstrap layer is `layerDigest` is kept. */
 export function keptBootstrapPath(cacheDir: string, layerDigest: string): string {
@@ -14,7 +15,7 @@ export function keptBootstrapPath(cacheDir: string, layerDigest: string): string
 }
 
 /** The name this process writes `path` under before renaming it. */
-export function keptBootstrapTemp(path: string): string {
+export function keptTemp(path: string): string {
   return `${path}.${process.pid}.tmp`;
 }
 
