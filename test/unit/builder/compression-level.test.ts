@@ -29,7 +29,11 @@ before(async () => {
   await mkdir(src);
   const noise = prng(7, 1 << 20);
   const lines: string[] = [];
-  for (let i = 0; lines.join('').length < 3 << 20; i++) lines.push(`line ${i}: value=${noise.readUInt32LE((i * 4) % (noise.length - 4))} state=${i % 7 === 0 ? 'ok' : 'pending'}\n`);
+  for (let i = 0, n = 0; n < 3 << 20; i++) {
+    const line = `line ${i}: value=${noise.readUInt32LE((i * 4) % (noise.length - 4))} state=${i % 7 === 0 ? 'ok' : 'pending'}\n`;
+    lines.push(line);
+    n += line.length;
+  }
   data = Buffer.from(lines.join(''));
   await writeFile(join(src, 'f'), data);
 });
