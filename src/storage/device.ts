@@ -86,6 +86,8 @@ export function chunkBufferPool(): BufferPool {
 export class BlobDevice {
   private readonly opts: DeviceOptions;
   private readonly caches = new Map<number, Promise<BlobCache>>();
+  /** The caches opened so far, for the synchronous checks (a batch's other members). */
+  private readonly opened = new Map<number, BlobCache>();
   private readonly inflight = new Map<string, Promise<Uint8Array>>();
   /** Chunks in flight for the prefetch alone (a background read): a reader's wait expedites them. */
   private readonly background = new Set<string>();
@@ -152,7 +154,10 @@ export class BlobDevice {
                 if (uncleanShutdown) this.opts.log.info({ blob: blob.id }, 'cache was not closed cleanly; cached chunks are verified before use');
                 return cache;
               });
-      p.catch(() => this.caches.delete(blobIndex));
+      p.then(
+        (cache) => this.opened.set(blobIndex, cache),
+        () => this.caches.delete(blobIndex),
+      );
       this.caches.set(blobIndex, p);
     }
     return p;
@@ -165,14 +170,12 @@ export class BlobDevice {
     const m = this.opts.metrics;
     // Start fetches for every absent chunk first, so that adjacent ones merge.
     const absent: ChunkInfo[] = [];
-    const caches = new Map<number, BlobCache>();
     for (const s of segments) {
       const cache = await this.cache(s.chunk.blobIndex);
-      caches.set(s.chunk.blobIndex, cache);
       if (cache.state(s.chunk) === ChunkState.ABSENT && !this.inflight.has(key(s.chunk))) absent.push(s.chunk);
     }
     if (absent.length > 0) {
-      this.fetch(this.withBatchMembers(await this.plan(absent), caches));
+      this.fetch(this.withBatchMembers(await this.plan(absent)));
       if (!this.neighborsPrepared) this.prepareNeighbors();
     }
     let pos = 0;
@@ -221,15 +224,18 @@ export class BlobDevice {
     return planned;
   }
 
-  /** Adds the absent members of the batches of `chunks`' batch members (`batchMembers`). */
-  private withBatchMembers(chunks: ChunkInfo[], caches: ReadonlyMap<number, BlobCache>): ChunkInfo[] {
+  /**
+   * Adds the absent members of the batches of `chunks`' batch members (`batchMembers`); their
+   * blobs' caches are open (the callers checked the chunks' states).
+   */
+  private withBatchMembers(chunks: ChunkInfo[]): ChunkInfo[] {
     const members = this.opts.batchMembers;
     if (members === undefined || !chunks.some((c) => c.batch !== undefined)) return chunks;
     const out = [...chunks];
     const seen = new Set(chunks.map(key));
     for (const c of chunks) {
       if (c.batch === undefined) continue;
-      const cache = caches.get(c.blobIndex);
+      const cache = this.opened.get(c.blobIndex);
       for (const m of members(c)) {
         const k = key(m);
         if (seen.has(k) || this.inflight.has(k) || cache === undefined || cache.state(m) !== ChunkState.ABSENT) continue;
@@ -481,7 +487,7 @@ export class BlobDevice {
     }
     // Cached chunks: have the kernel read them from the cache file while the reader catches up.
     for (const [cache, list] of present) cache.willNeed(list);
-    this.fetch(this.withBatchMembers(absent, caches), opts.background === true);
+    this.fetch(this.withBatchMembers(absent), opts.background === true);
     const results = await Promise.allSettled(chunks.map((c) => this.inflight.get(key(c))));
     const failure = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (failure !== undefined) throw failure.reason;
@@ -494,6 +500,7 @@ export class BlobDevice {
     this.dropRecent();
     const caches = await Promise.allSettled([...this.caches.values()]);
     this.caches.clear();
+    this.opened.clear();
     for (const c of caches) if (c.status === 'fulfilled') await c.value.close();
   }
 }

@@ -12,7 +12,7 @@
  *   fetch about the image once (not twice), and every file is then correct;
  * - an image converted with `--batch-size` (small files' data stored in batches, located through
  *   the blob meta the daemon reads before serving): a prefetch list of small files goes out with
- *   the bootstrap as whole batches, each fetched once, and every file reads correctly;
+ *   the bootstrap as whole batches, every chunk is fetched once, and every file reads correctly;
  * - with prefetch_all, once the prefetch has finished the registry is stopped, and every file of
  *   the image still reads correctly from the cache (no backend request at all).
  */
@@ -215,7 +215,7 @@ describe('lazy loading a large image from a registry', () => {
     }
   });
 
-  test('a batch image: its prefetch list goes out with the bootstrap as whole batches, each fetched once', async () => {
+  test('a batch image: its prefetch list goes out with the bootstrap as whole batches; every chunk fetched once, in few requests', async () => {
     const small = join(work, 'small-src');
     await mkdir(small);
     const names: string[] = [];

@@ -157,7 +157,7 @@ describe('an image built with --batch-size', () => {
     return b;
   };
 
-  test('the blob holds batches as nydus-image writes them; the chunk table has no location for their members', async () => {
+  test('the blob holds batches laid out as nydus-image\'s builder source does; the chunk table has no location for their members', async () => {
     assert.equal(blob.features & (BlobFeature.BATCH | BlobFeature.CHUNK_INFO_V2), BlobFeature.BATCH | BlobFeature.CHUNK_INFO_V2);
     const bytes = await readFile(join(work, 'blobs', blob.id));
     const h = decodeBlobMetaHeader(bytes.subarray(blob.meta.offset + blob.meta.compressedSize, blob.meta.offset + blob.meta.compressedSize + BLOB_META_HEADER_SIZE), 'h');
@@ -291,7 +291,7 @@ describe('an image built with --batch-size', () => {
     await assert.rejects(loadBlobMeta(openBootstrap(boot), be, nativeCodecs, { cacheDir }), /the backend is gone/);
   });
 
-  test('mutated CI data (2000 seeded mutants) is refused with a clear error or located within its blob, never a crash', async () => {
+  test('mutated CI data (2000 seeded mutants) is refused with a clear error or locates every member inside its batch, never a crash', async () => {
     const bytes = await readFile(join(work, 'blobs', blob.id));
     const m = blob.meta;
     const packed = bytes.subarray(m.offset, m.offset + m.compressedSize);
