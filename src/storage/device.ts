@@ -6,7 +6,7 @@
  * reach a reader: a chunk that fails verification from the backend fails the read (EIO above).
  */
 import { mkdir } from 'node:fs/promises';
-import { BufferPool, IntegrityError, type Logger, type Metrics, QuietTimer, errorMessage, scatter, sliceViews } from '../base/index.js';
+import { BufferPool, DamselflyError, ErrorCode, IntegrityError, type Logger, type Metrics, QuietTimer, errorMessage, scatter, sliceViews } from '../base/index.js';
 
 export { sliceViews };
 import { type ChunkInfo, sameStoredUnit } from '../format/chunk-info.js';
@@ -143,6 +143,9 @@ export class BlobDevice {
   private cache(blobIndex: number): Promise<BlobCache> {
     let p = this.caches.get(blobIndex);
     if (p === undefined) {
+      // Once closing, a late prefetch step or read must not open the cache again: the new handle
+      // would outlive close() (and its lock would wait behind close's own).
+      if (this.closed) return Promise.reject(closedError());
       const blob = this.opts.blobs[blobIndex] as BlobInfo;
       const dir = this.opts.cacheDir;
       p =
@@ -165,7 +168,7 @@ export class BlobDevice {
 
   /** Reads the segments, in order, into `dst` (which holds at least their total length). */
   async read(segments: ChunkSegment[], dst: Uint8Array[]): Promise<void> {
-    if (this.closed) throw new IntegrityError('the device is closed');
+    if (this.closed) throw closedError();
     this.recentQuiet.touch(); // not at rest
     const m = this.opts.metrics;
     // Start fetches for every absent chunk first, so that adjacent ones merge.
@@ -355,6 +358,8 @@ export class BlobDevice {
 
   /** Starts fetches for chunks (absent and not in flight), merging adjacent ones per blob. */
   private fetch(chunks: ChunkInfo[], background = false): void {
+    // A caller that checked before an await may get here after close(): the backend is closed.
+    if (this.closed) throw closedError();
     const limit = this.opts.mergeLimit ?? 4 << 20;
     const wanted = chunks.filter((c) => !this.inflight.has(key(c)));
     const sorted = [...new Map(wanted.map((c) => [key(c), c])).values()].sort((a, b) => a.blobIndex - b.blobIndex || a.compressedOffset - b.compressedOffset);
@@ -468,6 +473,7 @@ export class BlobDevice {
    * readers (`ReadOptions.background`) until a reader waits for one of the chunks.
    */
   async prefetch(chunks: ChunkInfo[], opts: { hintCached?: boolean; background?: boolean } = {}): Promise<void> {
+    if (this.closed) throw closedError();
     // The caches first: from the state checks to the fetch nothing may yield, or a reader could
     // start fetching a chunk in between and it would be fetched twice.
     const caches = new Map<number, BlobCache>();
@@ -503,6 +509,10 @@ export class BlobDevice {
     this.opened.clear();
     for (const c of caches) if (c.status === 'fulfilled') await c.value.close();
   }
+}
+
+function closedError(): DamselflyError {
+  return new DamselflyError(ErrorCode.Aborted, 'the device is closed');
 }
 
 function key(c: ChunkInfo): string {

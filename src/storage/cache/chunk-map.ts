@@ -30,6 +30,18 @@ export const CHUNK_MAP_HEADER = 16;
 
 export const ChunkState = { ABSENT: 0, PRESENT: 1, UNVERIFIED: 2 } as const;
 
+/**
+ * Takes a shared lock without blocking the event loop: a blocking flock(2) would stop every
+ * request of the process for as long as another user holds the map exclusively (its close, a
+ * `cache gc`), and forever if that user is this process itself (a cache closing while a late
+ * reader opens it again: the close can never finish). Tries again every few milliseconds instead.
+ */
+async function sharedLock(fd: number): Promise<void> {
+  for (let waitMs = 1; !native.flock(fd, LOCK_SH | LOCK_NB); waitMs = Math.min(waitMs * 2, 50)) {
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+  }
+}
+
 export class ChunkMap {
   private constructor(
     private readonly fh: FileHandle,
@@ -44,7 +56,7 @@ export class ChunkMap {
     });
     // Whoever gets the lock exclusively is the only user: it may (re)initialise the file.
     const alone = native.flock(fh.fd, LOCK_EX | LOCK_NB);
-    if (!alone) native.flock(fh.fd, LOCK_SH);
+    if (!alone) await sharedLock(fh.fd);
     const { size } = await fh.stat();
     const all = Buffer.alloc(size);
     if (size > 0) await fh.read(all, 0, size, 0);

@@ -119,7 +119,8 @@ export class Prefetcher {
         } catch (e) {
           failed += batch.length;
           metrics.inc('prefetch.failed_chunks', batch.length);
-          log.warn({ err: errorMessage(e) }, 'prefetch of a batch failed; readers will fetch it on demand');
+          // Stopped (the daemon is closing its device): the batch was cut short, nothing failed.
+          if (!this.stopped) log.warn({ err: errorMessage(e) }, 'prefetch of a batch failed; readers will fetch it on demand');
         }
         done += batch.length;
         metrics.inc('prefetch.done_chunks', batch.length);

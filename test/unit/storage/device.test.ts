@@ -10,11 +10,11 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { BufferPool, Metrics, silentLogger } from '../../../src/base/index.js';
+import { BufferPool, DamselflyError, ErrorCode, Metrics, silentLogger } from '../../../src/base/index.js';
 import { build } from '../../../src/builder/build.js';
 import type { ChunkInfo } from '../../../src/format/chunk-info.js';
 import { Compressor } from '../../../src/format/compression.js';
@@ -30,6 +30,16 @@ import { ChunkNeighbors } from '../../../src/storage/chunk/neighbors.js';
 import { BlobDevice, type DeviceOptions } from '../../../src/storage/device.js';
 
 const CHUNK = 65536;
+
+/** The files under `dir` this process has open. */
+async function openPaths(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const fd of await readdir('/proc/self/fd')) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (target.startsWith(dir + '/')) out.push(target);
+  }
+  return out;
+}
 
 /** A work directory with an image of one file `f` holding `content`, in chunks of `chunkSize`. */
 async function oneFileImage(prefix: string, content: Uint8Array, chunkSize: number): Promise<{ work: string; image: RafsImage; chunks: ChunkInfo[] }> {
@@ -95,6 +105,25 @@ describe('chunk device: one fetch per chunk', () => {
     await backend.close();
   });
 
+  test('once closed, the device opens no cache again: a late prefetch step or read is refused, no handle is left open', async () => {
+    const { dev, backend } = device();
+    const cacheDir = join(work, `cache-${n - 1}`);
+    const blob = image.blobs[0];
+    assert.ok(blob);
+    await readAll(dev, [0]);
+    assert.equal((await openPaths(cacheDir)).length, 2, 'the cache file and its chunk map are open while serving');
+    // The prefetcher's next batch, or a reader, arriving after close() (the daemon's shutdown
+    // racing them): each used to open the cache anew, a handle close() never saw, whose shared
+    // lock then waited behind close's exclusive one on the event loop thread, for ever.
+    await dev.close();
+    await assert.rejects(dev.prefetch(chunks, { background: true }), (e: unknown) => e instanceof DamselflyError && e.code === ErrorCode.Aborted);
+    const dst = Buffer.alloc(CHUNK);
+    await assert.rejects(dev.read([{ chunk: chunks[1] as ChunkInfo, from: 0, length: CHUNK }], [dst]), (e: unknown) => e instanceof DamselflyError && e.code === ErrorCode.Aborted);
+    assert.deepEqual(await openPaths(cacheDir), [], 'nothing of the cache is open after close');
+    assert.equal(backend.reads.length, 1, 'nothing fetched after close');
+    await backend.close();
+  });
+
   test('readers first, then prefetches that overlap them and each other', async () => {
     const { dev, backend, metrics } = device();
     const reading = readAll(dev, [3, 1]);
@@ -131,6 +160,7 @@ describe('chunk device: one fetch per chunk', () => {
     assert.ok(marks.includes(`${c(4).compressedOffset}:reader`), 'a reader’s own miss is not background');
     assert.deepEqual(expedited, [c(2).compressedOffset], 'the two readers of chunk 2 expedited it once; chunk 4 was not in flight');
     await dev.close();
+    await backend.close();
   });
 
   test('read amplification fetches the chunks stored after a missing one, up to the first cached one', async () => {
