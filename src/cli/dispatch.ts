@@ -7,8 +7,8 @@
 import type { LogLevel } from '../base/index.js';
 
 export type CliMode =
-  /** A damselfly subcommand (or help/version/nothing). */
-  | { mode: 'commander' }
+  /** A damselfly subcommand, named when argv names one (else help, version or nothing). */
+  | { mode: 'commander'; subcommand?: string }
   /** virtiofsd's argv: everything after the program name. */
   | { mode: 'virtiofsd'; argv: string[] }
   /** nydusd's `virtiofs` arguments (after the subcommand) and a global --log-level before it. */
@@ -48,7 +48,7 @@ export function cliMode(argv: readonly string[], subcommands: readonly string[])
     if (first === 'virtiofs' && rest.some((a) => NYDUSD_MARKERS.some((m) => a === m || a.startsWith(`${m}=`)))) {
       return { mode: 'nydusd', argv: rest, ...(logLevel !== undefined ? { logLevel: logLevel as LogLevel } : {}) };
     }
-    return { mode: 'commander' };
+    return { mode: 'commander', subcommand: first };
   }
   if (first.startsWith('-')) return { mode: 'virtiofsd', argv: [...argv] };
   return { mode: 'commander' };

@@ -31,6 +31,6 @@ if (process.argv.includes('--print-capabilities')) {
     process.exit(await runNydusd(mode.argv, { passthrough: passthroughFactory, ...(mode.logLevel ? { logLevel: mode.logLevel } : {}) }));
   } else {
     const { createProgram } = await import('./program.js');
-    await createProgram().parseAsync(process.argv);
+    await (await createProgram(mode.subcommand)).parseAsync(process.argv);
   }
 }

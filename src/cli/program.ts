@@ -4,22 +4,34 @@
  */
 import { Command, Option } from 'commander';
 import { LOG_LEVELS } from '../base/index.js';
-import * as buildCmd from './build.js';
-import * as cacheCmd from './cache.js';
-import * as convertCmd from './convert.js';
-import * as checkCmd from './check.js';
 import { parseLogLevel, setupLogger } from './common.js';
-import * as inspectCmd from './inspect.js';
-import * as exportCmd from './export.js';
-import * as mountCmd from './mount.js';
-import * as passthroughCmd from './passthrough.js';
-import * as patternCmd from './pattern.js';
-import * as unpackCmd from './unpack.js';
-import * as virtiofsCmd from './virtiofs.js';
+import { SUBCOMMANDS } from './dispatch.js';
+
+/**
+ * Each command's module, loaded only when needed: a daemon started in front of a waiting
+ * container (`mount`, `virtiofs`) does not load the builder, the converter or the tools.
+ */
+const COMMANDS: Record<string, () => Promise<{ register(program: Command): void }>> = {
+  build: () => import('./build.js'),
+  inspect: () => import('./inspect.js'),
+  check: () => import('./check.js'),
+  unpack: () => import('./unpack.js'),
+  export: () => import('./export.js'),
+  mount: () => import('./mount.js'),
+  passthrough: () => import('./passthrough.js'),
+  virtiofs: () => import('./virtiofs.js'),
+  cache: () => import('./cache.js'),
+  convert: () => import('./convert.js'),
+  pattern: () => import('./pattern.js'),
+};
 
 export const VERSION = '0.1.0';
 
-export function createProgram(): Command {
+/**
+ * The program with `only` registered (the subcommand argv names; `dispatch.ts` finds it), or
+ * with every subcommand, in the order help lists them.
+ */
+export async function createProgram(only?: string): Promise<Command> {
   const program = new Command('damselfly')
     .description('Lazy-loading RAFS (Nydus-compatible) container images for microVMs')
     .version(VERSION)
@@ -31,6 +43,14 @@ export function createProgram(): Command {
   program.exitOverride((err) => {
     process.exit(err.exitCode === 1 ? 2 : err.exitCode);
   });
-  for (const cmd of [buildCmd, inspectCmd, checkCmd, unpackCmd, exportCmd, mountCmd, passthroughCmd, virtiofsCmd, cacheCmd, convertCmd, patternCmd]) cmd.register(program);
+  const names = only !== undefined ? [only] : SUBCOMMANDS;
+  const modules = await Promise.all(
+    names.map((name) => {
+      const load = COMMANDS[name];
+      if (load === undefined) throw new Error(`no module for subcommand ${name}`);
+      return load();
+    }),
+  );
+  for (const m of modules) m.register(program);
   return program;
 }

@@ -8,9 +8,15 @@ import { test } from 'node:test';
 import { SUBCOMMANDS, cliMode } from '../../../src/cli/dispatch.js';
 import { createProgram } from '../../../src/cli/program.js';
 
-test('the dispatcher knows exactly the subcommands the program registers', () => {
-  const registered = createProgram().commands.map((c) => c.name());
+test('the dispatcher knows exactly the subcommands the program registers', async () => {
+  const registered = (await createProgram()).commands.map((c) => c.name());
   assert.deepEqual([...SUBCOMMANDS].sort(), [...registered].sort());
-  for (const name of registered) assert.equal(cliMode([name, '--help'], SUBCOMMANDS).mode, 'commander', name);
+  for (const name of registered) {
+    assert.deepEqual(cliMode([name, '--help'], SUBCOMMANDS), { mode: 'commander', subcommand: name });
+    assert.deepEqual(cliMode(['--log-level', 'warn', name], SUBCOMMANDS), { mode: 'commander', subcommand: name });
+    // The program made for one subcommand registers that one alone (and loads no other's code).
+    assert.deepEqual((await createProgram(name)).commands.map((c) => c.name()), [name]);
+  }
+  assert.deepEqual(cliMode(['--help'], SUBCOMMANDS), { mode: 'commander' }, 'help lists every subcommand');
   assert.equal(cliMode(['--socket-path=/s', '--shared-dir=/d'], SUBCOMMANDS).mode, 'virtiofsd');
 });
