@@ -99,6 +99,8 @@ export class BlobDevice {
   /** Per blob: where the last fetch a reader caused ended, and the read-ahead window then. */
   private readonly scans = new Map<number, { end: number; window: number }>();
   private closed = false;
+  /** Fires at close(): the backend reads still under way give up (a stalled peer cannot hold the close). */
+  private readonly closing = new AbortController();
   private neighborsPrepared = false;
   /**
    * Decoded chunks' buffers, reused (with a cache directory: a memory cache keeps the buffers it
@@ -403,7 +405,8 @@ export class BlobDevice {
     const length = last.compressedOffset + last.compressedSize - start;
     const m = this.opts.metrics;
     const pool = this.pool;
-    const raw = this.opts.backend.read(blob.id, start, length, { ...(pool !== undefined ? { allocate: (n: number) => pool.acquire(n) } : {}), ...(background ? { background } : {}) });
+    const signal = this.closing.signal;
+    const raw = this.opts.backend.read(blob.id, start, length, { signal, ...(pool !== undefined ? { allocate: (n: number) => pool.acquire(n) } : {}), ...(background ? { background } : {}) });
     m.inc('storage.backend_requests');
     const decoded: Promise<unknown>[] = [];
     const batches: BatchDecodes = new Map();
@@ -422,7 +425,7 @@ export class BlobDevice {
           if (reportCorrupt?.(bytes) === false) throw e;
           // A proxy or mirror served wrong bytes: once more from the origin itself.
           this.opts.log.warn({ blob: blob.id, chunk: c.index }, 'reading the chunk again from the origin');
-          data = await this.decodeVerified(blob, c, await readOrigin(blob.id, c.compressedOffset, c.compressedSize));
+          data = await this.decodeVerified(blob, c, await readOrigin(blob.id, c.compressedOffset, c.compressedSize, { signal }));
         }
         m.inc('storage.chunks_fetched');
         m.inc('storage.chunks_fetched_bytes', data.length);
@@ -499,8 +502,13 @@ export class BlobDevice {
     if (failure !== undefined) throw failure.reason;
   }
 
+  /**
+   * Stops: backend reads under way are aborted (their readers get E_ABORTED; chunks already
+   * fetched are still stored), then the caches are flushed and closed.
+   */
   async close(): Promise<void> {
     this.closed = true;
+    this.closing.abort(closedError());
     await Promise.allSettled([...this.inflight.values(), ...this.storing]);
     this.recentQuiet.cancel();
     this.dropRecent();

@@ -79,9 +79,9 @@ describe('registry faults under a mounted image', () => {
     return (req) => req.method === 'GET' && /\/blobs\/sha256:/.test(req.path) && req.headers.range === range;
   }
 
-  /** A fresh daemon (empty cache) on the proxy with `timeout` 1 s, `retryLimit`, no read amplification. */
-  async function mount(retryLimit: number): Promise<RunningMount> {
-    const cfg = await writeConfig(join(work, `faults-${n}.json`), registryConfig({ host: proxy.host, repo: 'net/faults', timeoutSec: 1, retryLimit }, { amplifyBytes: 0 }));
+  /** A fresh daemon (empty cache) on the proxy with `timeout` 1 s (or `timeoutSec`), `retryLimit`, no read amplification. */
+  async function mount(retryLimit: number, timeoutSec = 1): Promise<RunningMount> {
+    const cfg = await writeConfig(join(work, `faults-${n}.json`), registryConfig({ host: proxy.host, repo: 'net/faults', timeoutSec, retryLimit }, { amplifyBytes: 0 }));
     mnt = await mps.next();
     current = await startMount(['--image', `docker://${proxy.host}/net/faults:v1`, '--plain-http', '--config', cfg, '--cache-dir', join(work, `cache-${n++}`), '--stats'], mnt);
     proxy.resetStats();
@@ -164,6 +164,30 @@ describe('registry faults under a mounted image', () => {
     proxy.clearFaults();
     assert.equal((await read('f4')).outcome, 'ok');
     await stop();
+  });
+
+  test('stopped while a read stalls: the daemon gives the read up and exits at once, not after the timeouts', async () => {
+    // 30 s timeout, 3 retries: waiting the fetch out would take two minutes.
+    await mount(3, 30);
+    const match = await rangeOf('f6');
+    proxy.setFault({ match, stall: true });
+    const stalled = read('f6');
+    for (let i = 0; faultsOn(match) === 0; i++) {
+      assert.ok(i < 100, 'the read reached the registry');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    const t0 = Date.now();
+    const m = current as RunningMount;
+    current = undefined;
+    const r = await m.stop();
+    const ms = Date.now() - t0;
+    console.log(`stop with a stalled fetch (timeout 30 s, retry_limit 3): exit ${r.code} in ${ms} ms`);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(ms < 5000, `stopped in ${ms} ms`);
+    const outcome = await stalled;
+    assert.notEqual(outcome.outcome, 'ok', 'the stalled read got no data');
+    assert.notEqual(outcome.outcome, 'WRONG BYTES');
+    assert.equal(faultsOn(match), 1, 'no retry after the stop');
   });
 
   test('a body that stalls half-way: EIO in bounded time, never short data', async () => {

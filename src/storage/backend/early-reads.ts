@@ -13,7 +13,7 @@
  * bytes.
  */
 import type { Logger, Metrics } from '../../base/index.js';
-import { errorMessage } from '../../base/index.js';
+import { errorMessage, untilAborted } from '../../base/index.js';
 import type { BlobBackend, BlobRange, ReadOptions } from './types.js';
 
 export interface EarlyReadsOptions {
@@ -169,7 +169,8 @@ export class EarlyReadsBackend implements BlobBackend {
     const end = offset + length;
     for (const p of pieces) p.readers++;
     try {
-      const ok = await Promise.all(pieces.map((p) => p.upTo(Math.min(p.length, end - p.offset))));
+      // The caller may give up while a piece is still coming (the device closing): it stops waiting.
+      const ok = await untilAborted(Promise.all(pieces.map((p) => p.upTo(Math.min(p.length, end - p.offset)))), opts?.signal);
       if (ok.every(Boolean) && !this.released) {
         const out = opts?.allocate?.(length) ?? Buffer.allocUnsafe(length);
         let pos = 0;

@@ -124,6 +124,53 @@ describe('chunk device: one fetch per chunk', () => {
     await backend.close();
   });
 
+  test('close() aborts the backend reads under way: their readers fail at once, chunks fetched before stay cached', async () => {
+    const inner = new LocalFsBackend({ dir: join(work, 'blobs') });
+    let stall = false;
+    const signals: AbortSignal[] = [];
+    const backend: BlobBackend = {
+      kind: 'stalling',
+      read: (id: string, offset: number, length: number, opts?: ReadOptions) => {
+        if (!stall) return inner.read(id, offset, length, opts);
+        // A peer that never answers: only the caller's signal ends the read.
+        const signal = opts?.signal;
+        assert.ok(signal, 'the device passes a signal');
+        signals.push(signal);
+        return new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
+      },
+      size: (id: string) => inner.size(id),
+      close: () => inner.close(),
+    };
+    const cacheDir = join(work, `cache-${n++}`);
+    const metrics = new Metrics();
+    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, cacheDir, mergeLimit: CHUNK, metrics, log: silentLogger });
+    await readAll(dev, [0]);
+    stall = true;
+    const dst = Buffer.alloc(CHUNK);
+    const stalled = dev.read([{ chunk: chunks[1] as ChunkInfo, from: 0, length: CHUNK }], [dst]);
+    const background = dev.prefetch([chunks[3] as ChunkInfo], { background: true });
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(signals.length, 2, 'both reads are out');
+    const aborted = (e: unknown): boolean => e instanceof DamselflyError && e.code === ErrorCode.Aborted;
+    const failed = [assert.rejects(stalled, aborted), assert.rejects(background, aborted)];
+    const t0 = Date.now();
+    await dev.close();
+    assert.ok(Date.now() - t0 < 1000, 'close did not wait for the stalled reads');
+    await Promise.all(failed);
+    await backend.close();
+    // A new device on the same cache: chunk 0 is there, 1 and 3 are not.
+    const counting = new CountingBackend(new LocalFsBackend({ dir: join(work, 'blobs') }));
+    const again = new BlobDevice({ blobs: image.blobs, backend: counting, codecs: nativeCodecs, cacheDir, mergeLimit: CHUNK, metrics: new Metrics(), log: silentLogger });
+    await readAll(again, [0, 1, 3]);
+    assert.deepEqual(
+      counting.reads.map(([o]) => o),
+      [(chunks[1] as ChunkInfo).compressedOffset, (chunks[3] as ChunkInfo).compressedOffset],
+      'only the chunks whose reads were aborted are fetched again',
+    );
+    await again.close();
+    await counting.close();
+  });
+
   test('readers first, then prefetches that overlap them and each other', async () => {
     const { dev, backend, metrics } = device();
     const reading = readAll(dev, [3, 1]);

@@ -187,6 +187,26 @@ test('release() stops the pieces not yet requested; later reads go to the backen
   );
 });
 
+test('a read waiting for a piece gives up when its signal fires (the device closing), and nothing else goes out', async () => {
+  const inner = new SlowBlobs();
+  const early = new EarlyReadsBackend(inner, [{ id: 'aa', offset: 0, length: 4096 }], { pieceBytes: 4096, concurrency: 1, metrics: new Metrics(), log: silentLogger });
+  const closing = new AbortController();
+  const waiting = early.read('aa', 100, 10, { signal: closing.signal }); // the piece never comes
+  await flush();
+  const reason = new Error('the device is closed');
+  closing.abort(reason);
+  await assert.rejects(waiting, (e) => e === reason);
+  // Already aborted: refused at once.
+  await assert.rejects(early.read('aa', 200, 10, { signal: closing.signal }), (e) => e === reason);
+  assert.deepEqual(
+    inner.reads.map((r) => `${r.offset}+${r.length}`),
+    ['0+4096'],
+    'only the piece itself was requested',
+  );
+  early.release();
+  await inner.open();
+});
+
 test('background reads (the prefetch) wait their turn; a reader waiting for one expedites it; release() lets them go', async () => {
   const inner = new SlowBlobs();
   const early = new EarlyReadsBackend(inner, [{ id: 'aa', offset: 0, length: 8192 }], { pieceBytes: 1024, concurrency: 1, metrics: new Metrics(), log: silentLogger });
