@@ -84,7 +84,9 @@ class DevFuseReply implements ReplyChannel {
         buf.set(header, 0);
         writeSync(fd, buf, 0, 16 + payload);
       } else {
-        writevSync(fd, [header, ...payload]);
+        // Empty parts left out: libuv would write them in a call of their own (a 0-byte write,
+        // which /dev/fuse refuses with EINVAL after the reply itself went through).
+        writevSync(fd, [header, ...payload.filter((p) => p.length > 0)]);
       }
     } catch (e) {
       // ENOENT: the request was interrupted and the kernel no longer waits for it.
