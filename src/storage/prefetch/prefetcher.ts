@@ -117,10 +117,11 @@ export class Prefetcher {
         try {
           await this.device.prefetch(batch, { background: true });
         } catch (e) {
+          // Stopped (the daemon is closing its device): the batch was cut short, nothing failed.
+          if (this.stopped) return;
           failed += batch.length;
           metrics.inc('prefetch.failed_chunks', batch.length);
-          // Stopped (the daemon is closing its device): the batch was cut short, nothing failed.
-          if (!this.stopped) log.warn({ err: errorMessage(e) }, 'prefetch of a batch failed; readers will fetch it on demand');
+          log.warn({ err: errorMessage(e) }, 'prefetch of a batch failed; readers will fetch it on demand');
         }
         done += batch.length;
         metrics.inc('prefetch.done_chunks', batch.length);

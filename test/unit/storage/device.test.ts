@@ -14,6 +14,7 @@ import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { pino } from 'pino';
 import { BufferPool, DamselflyError, ErrorCode, Metrics, silentLogger } from '../../../src/base/index.js';
 import { build } from '../../../src/builder/build.js';
 import type { ChunkInfo } from '../../../src/format/chunk-info.js';
@@ -28,6 +29,7 @@ import type { BlobBackend, ReadOptions } from '../../../src/storage/backend/type
 import { CountingBackend } from '../../helpers/counting-backend.js';
 import { ChunkNeighbors } from '../../../src/storage/chunk/neighbors.js';
 import { BlobDevice, type DeviceOptions } from '../../../src/storage/device.js';
+import { Prefetcher } from '../../../src/storage/prefetch/prefetcher.js';
 
 const CHUNK = 65536;
 
@@ -169,6 +171,38 @@ describe('chunk device: one fetch per chunk', () => {
     );
     await again.close();
     await counting.close();
+  });
+
+  test('a prefetch stopped and its device closed while its batches are out: no chunk counted failed, no warning', async () => {
+    const signals: AbortSignal[] = [];
+    const backend: BlobBackend = {
+      kind: 'stalling',
+      read: (_id: string, _offset: number, _length: number, opts?: ReadOptions) => {
+        const signal = opts?.signal as AbortSignal;
+        signals.push(signal);
+        return new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
+      },
+      size: async () => 0,
+      close: async () => undefined,
+    };
+    const metrics = new Metrics();
+    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, cacheDir: join(work, `cache-${n++}`), mergeLimit: CHUNK, metrics, log: silentLogger });
+    const warnings: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+    const prefetcher = new Prefetcher(dev, { threads: 2, mergeBytes: CHUNK, bandwidthLimit: 0, metrics, log });
+    const running = prefetcher.start(chunks);
+    for (let i = 0; signals.length < 2; i++) {
+      assert.ok(i < 100, 'both prefetch threads have a read out');
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    // As ImageService.close does: the prefetcher stops, then the device closes (aborting the reads).
+    prefetcher.stop();
+    await dev.close();
+    const result = await running;
+    assert.equal(result.stopped, true);
+    assert.equal(result.failed, 0, 'batches cut short by the stop are not failures');
+    assert.equal(metrics.snapshot()['prefetch.failed_chunks'] ?? 0, 0);
+    assert.deepEqual(warnings, []);
   });
 
   test('readers first, then prefetches that overlap them and each other', async () => {
