@@ -131,7 +131,10 @@ export class FuseServer {
     } catch (e) {
       const errno = errnoOf(e);
       this.opts.metrics.inc('fuse.errors');
-      if (errno === Errno.EIO || !(e instanceof FsError || isSysError(e) || e instanceof DamselflyError)) {
+      if (e instanceof DamselflyError && e.code === ErrorCode.Aborted) {
+        // Given up on purpose (the filesystem is closing, e.g. the daemon stops): EIO, no alarm.
+        this.opts.log.info({ op: name, nodeid: header.nodeid, err: e.message }, 'request aborted');
+      } else if (errno === Errno.EIO || !(e instanceof FsError || isSysError(e) || e instanceof DamselflyError)) {
         this.opts.log.error({ op: name, nodeid: header.nodeid, err: e instanceof Error ? e.message : String(e) }, 'request failed');
       } else {
         this.opts.log.debug({ op: name, nodeid: header.nodeid, errno }, 'request failed');
