@@ -5,6 +5,7 @@
  * fetch), decompressed, verified against their digest, stored, then copied. Wrong bytes never
  * reach a reader: a chunk that fails verification from the backend fails the read (EIO above).
  */
+import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import { BufferPool, DamselflyError, ErrorCode, IntegrityError, type Logger, type Metrics, QuietTimer, errorMessage, scatter, sliceViews } from '../base/index.js';
 
@@ -113,6 +114,9 @@ export class BlobDevice {
   constructor(opts: DeviceOptions) {
     this.opts = opts;
     this.pool = opts.cacheDir !== undefined ? (opts.bufferPool ?? chunkBufferPool()) : undefined;
+    // Every backend read in flight listens on the one signal (a prefetch's threads and the
+    // readers: dozens at once), each until it ends: not the leak Node warns of beyond 10.
+    setMaxListeners(0, this.closing.signal);
     this.recentQuiet = new QuietTimer(opts.recentIdleMs ?? 10_000, () => {
       this.dropRecent();
       // The buffers just released become idle a turn later (BufferPool.release).

@@ -173,6 +173,42 @@ describe('chunk device: one fetch per chunk', () => {
     await counting.close();
   });
 
+  test('many backend reads at once all listen on the device’s one close signal: no listener-leak warning from Node', async () => {
+    let listeners = 0;
+    const backend: BlobBackend = {
+      kind: 'listening',
+      read: (_id: string, _offset: number, _length: number, opts?: ReadOptions) => {
+        const signal = opts?.signal as AbortSignal;
+        // As the registry client does (its watchdog, and undici's request): two listeners a read.
+        for (let i = 0; i < 2; i++) {
+          listeners++;
+          signal.addEventListener('abort', () => undefined, { once: true });
+        }
+        return new Promise((_resolve, reject) => signal.addEventListener('abort', () => reject(signal.reason as Error), { once: true }));
+      },
+      size: async () => 0,
+      close: async () => undefined,
+    };
+    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, cacheDir: join(work, `cache-${n++}`), mergeLimit: CHUNK, metrics: new Metrics(), log: silentLogger });
+    const warnings: string[] = [];
+    const onWarning = (w: Error): void => void warnings.push(`${w.name}: ${w.message}`);
+    process.on('warning', onWarning);
+    try {
+      const reads = chunks.map((c) => dev.prefetch([c]).catch(() => undefined));
+      for (let i = 0; listeners < 2 * chunks.length; i++) {
+        assert.ok(i < 100, 'every read is out');
+        await new Promise((r) => setTimeout(r, 5));
+      }
+      await new Promise((r) => setImmediate(r)); // warnings are emitted on the next tick
+      await dev.close();
+      await Promise.all(reads);
+      assert.ok(listeners > 10, `${listeners} listeners at once`);
+      assert.deepEqual(warnings, []);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   test('a prefetch stopped and its device closed while its batches are out: no chunk counted failed, no warning', async () => {
     const signals: AbortSignal[] = [];
     const backend: BlobBackend = {
