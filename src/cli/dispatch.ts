@@ -7,8 +7,11 @@
 import type { LogLevel } from '../base/index.js';
 
 export type CliMode =
-  /** A damselfly subcommand, named when argv names one (else help, version or nothing). */
-  | { mode: 'commander'; subcommand?: string }
+  /**
+   * A damselfly subcommand, named when argv names one; `version` for -V/--version (no subcommand
+   * needed); neither for help, nothing or an unknown word (every subcommand, for the listing).
+   */
+  | { mode: 'commander'; subcommand?: string; version?: true }
   /** virtiofsd's argv: everything after the program name. */
   | { mode: 'virtiofsd'; argv: string[] }
   /** nydusd's `virtiofs` arguments (after the subcommand) and a global --log-level before it. */
@@ -23,6 +26,7 @@ export function printCapabilities(): void {
 }
 
 const HELP_OR_VERSION = new Set(['-h', '--help', '-V', '--version', 'help']);
+const VERSION = new Set(['-V', '--version']);
 /** nydusd-only options of `virtiofs`: their presence selects nydusd mode. */
 const NYDUSD_MARKERS = ['--apisock', '-A', '--sock'];
 
@@ -42,6 +46,7 @@ export function cliMode(argv: readonly string[], subcommands: readonly string[])
     } else break;
   }
   const first = argv[i];
+  if (first !== undefined && VERSION.has(first)) return { mode: 'commander', version: true };
   if (first === undefined || HELP_OR_VERSION.has(first)) return { mode: 'commander' };
   if (subcommands.includes(first)) {
     const rest = argv.slice(i + 1);

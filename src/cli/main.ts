@@ -31,6 +31,7 @@ if (process.argv.includes('--print-capabilities')) {
     process.exit(await runNydusd(mode.argv, { passthrough: passthroughFactory, ...(mode.logLevel ? { logLevel: mode.logLevel } : {}) }));
   } else {
     const { createProgram } = await import('./program.js');
-    await (await createProgram(mode.subcommand)).parseAsync(process.argv);
+    const only = mode.version ? [] : mode.subcommand !== undefined ? [mode.subcommand] : undefined;
+    await (await createProgram(only)).parseAsync(process.argv);
   }
 }

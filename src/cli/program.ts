@@ -28,10 +28,10 @@ const COMMANDS: Record<string, () => Promise<{ register(program: Command): void 
 export const VERSION = '0.1.0';
 
 /**
- * The program with `only` registered (the subcommand argv names; `dispatch.ts` finds it), or
- * with every subcommand, in the order help lists them.
+ * The program with the subcommands `only` names registered (the one argv names, found by
+ * `dispatch.ts`; none for --version), or with every subcommand, in the order help lists them.
  */
-export async function createProgram(only?: string): Promise<Command> {
+export async function createProgram(only?: readonly string[]): Promise<Command> {
   const program = new Command('damselfly')
     .description('Lazy-loading RAFS (Nydus-compatible) container images for microVMs')
     .version(VERSION)
@@ -43,7 +43,7 @@ export async function createProgram(only?: string): Promise<Command> {
   program.exitOverride((err) => {
     process.exit(err.exitCode === 1 ? 2 : err.exitCode);
   });
-  const names = only !== undefined ? [only] : SUBCOMMANDS;
+  const names = only ?? SUBCOMMANDS;
   const modules = await Promise.all(
     names.map((name) => {
       const load = COMMANDS[name];

@@ -15,8 +15,11 @@ test('the dispatcher knows exactly the subcommands the program registers', async
     assert.deepEqual(cliMode([name, '--help'], SUBCOMMANDS), { mode: 'commander', subcommand: name });
     assert.deepEqual(cliMode(['--log-level', 'warn', name], SUBCOMMANDS), { mode: 'commander', subcommand: name });
     // The program made for one subcommand registers that one alone (and loads no other's code).
-    assert.deepEqual((await createProgram(name)).commands.map((c) => c.name()), [name]);
+    assert.deepEqual((await createProgram([name])).commands.map((c) => c.name()), [name]);
   }
   assert.deepEqual(cliMode(['--help'], SUBCOMMANDS), { mode: 'commander' }, 'help lists every subcommand');
+  assert.deepEqual(cliMode(['--version'], SUBCOMMANDS), { mode: 'commander', version: true }, '--version needs none');
+  assert.deepEqual(cliMode(['--log-level', 'warn', '-V'], SUBCOMMANDS), { mode: 'commander', version: true });
+  assert.deepEqual((await createProgram([])).commands.map((c) => c.name()), []);
   assert.equal(cliMode(['--socket-path=/s', '--shared-dir=/d'], SUBCOMMANDS).mode, 'virtiofsd');
 });
