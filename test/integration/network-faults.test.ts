@@ -11,13 +11,18 @@ import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, before, describe, test } from 'node:test';
-import { damselflyOk, requireTool } from '../helpers/env.js';
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { Opcode } from '../../src/fuse/abi.js';
+import { CLI, damselflyOk, requireTool } from '../helpers/env.js';
+import { cstr, initArgs, parseEntry, parseReply, readArgs, request } from '../helpers/fuse-client.js';
+import { DESC_NEXT, DESC_WRITE, type Ring, TestFrontend } from '../helpers/vhost-frontend.js';
 import { type FaultProxy, type RequestInfo, startFaultProxy } from '../helpers/fault-proxy.js';
 import { type RunningMount, startMount } from '../helpers/mount.js';
 import { makeOciImage } from '../helpers/oci-image.js';
 import { type TestRegistry, registryMissing, startRegistry } from '../helpers/registry.js';
 import { prng } from '../helpers/tree.js';
-import { type Stats, Mountpoints, convertTo, preadFile, readOutcome, registryConfig, statsOf, writeConfig } from './network-fixtures.test.js';
+import { type Stats, Mountpoints, convertTo, preadFile, readOutcome, registryConfig, statsOf, waitFor, writeConfig } from './network-fixtures.test.js';
 
 requireTool(registryMissing());
 const FILES = 10;
@@ -189,6 +194,56 @@ describe('registry faults under a mounted image', () => {
     assert.notEqual(outcome.outcome, 'ok', 'the stalled read got no data');
     assert.notEqual(outcome.outcome, 'WRONG BYTES');
     assert.equal(faultsOn(match), 1, 'no retry after the stop');
+  });
+
+  test('as a vhost-user backend: the VMM going away while a read stalls ends the daemon at once', async () => {
+    // Kata's path: `damselfly virtiofs` exits when the VMM disconnects; with a chunk fetch stalled
+    // (timeout 30 s, 3 retries) it used to wait the fetch out first.
+    const cfg = await writeConfig(join(work, `faults-${n}.json`), registryConfig({ host: proxy.host, repo: 'net/faults', timeoutSec: 30, retryLimit: 3 }, { amplifyBytes: 0 }));
+    const socket = join(work, `vhost-${n}.sock`);
+    const proc = spawn(process.execPath, [CLI, '--log-level', 'warn', 'virtiofs', '--socket-path', socket, '--image', `docker://${proxy.host}/net/faults:v1`, '--plain-http', '--config', cfg, '--cache-dir', join(work, `cache-${n++}`)], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = once(proc, 'exit') as Promise<[number | null, string | null]>;
+    try {
+      await waitFor('the backend to listen', () => stderr.includes('Waiting for vhost-user socket connection'), 20_000);
+      const f = TestFrontend.connect(socket);
+      let closed = false;
+      try {
+        await f.start({ queues: 2, size: 256 });
+        const ring = f.rings[1] as Ring;
+        assert.equal(parseReply(await f.fuse(ring, request(Opcode.INIT, 0, initArgs()).bytes, 256)).error, 0);
+        const looked = parseReply(await f.fuse(ring, request(Opcode.LOOKUP, 1, cstr('f7')).bytes, 256));
+        assert.equal(looked.error, 0);
+        const match = await rangeOf('f7');
+        proxy.setFault({ match, stall: true });
+        // The READ goes out and is never answered: its chain is posted, not awaited.
+        const req = request(Opcode.READ, parseEntry(looked.payload).nodeid, readArgs(0n, 0, 65536)).bytes;
+        const inAt = f.alloc(req.length);
+        f.view(inAt, req.length).set(req);
+        const outAt = f.alloc(16 + 65536);
+        const head = ring.nextDesc;
+        f.writeDesc(ring, head, { addr: inAt, len: req.length, flags: DESC_NEXT, next: (head + 1) % ring.size });
+        f.writeDesc(ring, (head + 1) % ring.size, { addr: outAt, len: 16 + 65536, flags: DESC_WRITE, next: 0 });
+        ring.nextDesc = (head + 2) % ring.size;
+        f.publish(ring, head);
+        await waitFor('the read to reach the registry', () => faultsOn(match) > 0, 10_000);
+        const t0 = Date.now();
+        f.close(); // the VMM is gone
+        closed = true;
+        const [code] = await exited;
+        const ms = Date.now() - t0;
+        console.log(`vhost-user backend, VMM gone during a stalled fetch (timeout 30 s, retry_limit 3): exit ${code} in ${ms} ms`);
+        assert.equal(code, 0, stderr);
+        assert.ok(ms < 5000, `exited in ${ms} ms`);
+        assert.equal(faultsOn(match), 1, 'no retry after the disconnect');
+        assert.doesNotMatch(stderr, /"level":50/);
+      } finally {
+        if (!closed) f.close();
+      }
+    } finally {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGKILL');
+    }
   });
 
   test('a body that stalls half-way: EIO in bounded time, never short data', async () => {
