@@ -480,7 +480,6 @@ export class BlobDevice {
    * readers (`ReadOptions.background`) until a reader waits for one of the chunks.
    */
   async prefetch(chunks: ChunkInfo[], opts: { hintCached?: boolean; background?: boolean } = {}): Promise<void> {
-    if (this.closed) throw closedError();
     // The caches first: from the state checks to the fetch nothing may yield, or a reader could
     // start fetching a chunk in between and it would be fetched twice.
     const caches = new Map<number, BlobCache>();

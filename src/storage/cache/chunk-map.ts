@@ -18,6 +18,7 @@
  * blob only when it can take the lock exclusively (no user).
  */
 import { type FileHandle, open } from 'node:fs/promises';
+import { DamselflyError, ErrorCode } from '../../base/index.js';
 import { native } from '../../native/index.js';
 
 export const LOCK_SH = 1;
@@ -30,14 +31,20 @@ export const CHUNK_MAP_HEADER = 16;
 
 export const ChunkState = { ABSENT: 0, PRESENT: 1, UNVERIFIED: 2 } as const;
 
+/** How long opening a map waits for another user's exclusive hold (a close, a `cache gc`: moments). */
+export const SHARED_LOCK_WAIT_MS = 30_000;
+
 /**
  * Takes a shared lock without blocking the event loop: a blocking flock(2) would stop every
  * request of the process for as long as another user holds the map exclusively (its close, a
  * `cache gc`), and forever if that user is this process itself (a cache closing while a late
- * reader opens it again: the close can never finish). Tries again every few milliseconds instead.
+ * reader opens it again: the close can never finish). Tries again every few milliseconds instead,
+ * for at most `limitMs`: a holder stuck longer is an error naming the map, not a hang.
  */
-async function sharedLock(fd: number): Promise<void> {
+async function sharedLock(fd: number, path: string, limitMs: number): Promise<void> {
+  const deadline = Date.now() + limitMs;
   for (let waitMs = 1; !native.flock(fd, LOCK_SH | LOCK_NB); waitMs = Math.min(waitMs * 2, 50)) {
+    if (Date.now() >= deadline) throw new DamselflyError(ErrorCode.Aborted, `${path}: held exclusively by another user of the cache for ${limitMs} ms`);
     await new Promise((resolve) => setTimeout(resolve, waitMs));
   }
 }
@@ -49,14 +56,21 @@ export class ChunkMap {
   ) {}
 
   /** Opens (or creates) the map; `uncleanShutdown` tells whether marks need verification. */
-  static async open(path: string): Promise<{ map: ChunkMap; uncleanShutdown: boolean }> {
+  static async open(path: string, opts: { lockWaitMs?: number } = {}): Promise<{ map: ChunkMap; uncleanShutdown: boolean }> {
     const fh = await open(path, 'a+').then(async (h) => {
       await h.close();
       return open(path, 'r+');
     });
     // Whoever gets the lock exclusively is the only user: it may (re)initialise the file.
     const alone = native.flock(fh.fd, LOCK_EX | LOCK_NB);
-    if (!alone) await sharedLock(fh.fd);
+    if (!alone) {
+      try {
+        await sharedLock(fh.fd, path, opts.lockWaitMs ?? SHARED_LOCK_WAIT_MS);
+      } catch (e) {
+        await fh.close();
+        throw e;
+      }
+    }
     const { size } = await fh.stat();
     const all = Buffer.alloc(size);
     if (size > 0) await fh.read(all, 0, size, 0);

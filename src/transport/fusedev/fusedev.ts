@@ -86,7 +86,9 @@ class DevFuseReply implements ReplyChannel {
       } else {
         // Empty parts left out: libuv would write them in a call of their own (a 0-byte write,
         // which /dev/fuse refuses with EINVAL after the reply itself went through).
-        writevSync(fd, [header, ...payload.filter((p) => p.length > 0)]);
+        const parts = [header];
+        for (const p of payload) if (p.length > 0) parts.push(p);
+        writevSync(fd, parts);
       }
     } catch (e) {
       // ENOENT: the request was interrupted and the kernel no longer waits for it.

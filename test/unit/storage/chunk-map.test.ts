@@ -7,10 +7,11 @@
  * ended.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, open, rm } from 'node:fs/promises';
+import { mkdtemp, open, readdir, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
+import { DamselflyError, ErrorCode } from '../../../src/base/index.js';
 import { native } from '../../../src/native/index.js';
 import { ChunkMap, LOCK_EX, LOCK_NB, LOCK_SH } from '../../../src/storage/cache/chunk-map.js';
 
@@ -48,6 +49,26 @@ test('opening a map held exclusively waits without blocking the event loop, and 
     assert.equal(native.flock(probe.fd, LOCK_SH | LOCK_NB), true);
     await probe.close();
     await second.map.close(true);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+});
+
+test('a holder that keeps the map exclusively past the wait bound: the open fails naming the map, and keeps no descriptor', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'damselfly-chunk-map-'));
+  try {
+    const path = join(dir, 'blob.chunk_map.dfly');
+    await (await ChunkMap.open(path)).map.close(true);
+    const holder = await open(path, 'r+');
+    assert.equal(native.flock(holder.fd, LOCK_EX | LOCK_NB), true);
+    const t0 = Date.now();
+    await assert.rejects(ChunkMap.open(path, { lockWaitMs: 100 }), (e: unknown) => e instanceof DamselflyError && e.code === ErrorCode.Aborted && e.message.includes(path));
+    const ms = Date.now() - t0;
+    assert.ok(ms >= 100 && ms < 2000, `gave up after ${ms} ms`);
+    const open_: string[] = [];
+    for (const fd of await readdir('/proc/self/fd')) if ((await readlink(`/proc/self/fd/${fd}`).catch(() => '')) === path) open_.push(fd);
+    assert.equal(open_.length, 1, 'only the holder has the map open');
+    await holder.close();
   } finally {
     await rm(dir, { recursive: true, force: true });
   }
