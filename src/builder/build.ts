@@ -150,19 +150,34 @@ function resolvePrefetch(root: TreeNode, paths: readonly string[], onMissing?: (
   return out;
 }
 
-export async function build(opts: BuildOptions): Promise<BuildResult> {
-  const { log } = opts;
-  if (opts.sources.length === 0) throw new UsageError('no source given');
-  if (opts.bootstrapPath === undefined && !opts.inlineBootstrap) throw new UsageError('give --bootstrap, or --inline-bootstrap');
+/** How the chunks of an image are cut and stored: what `checkFormatOptions` checks. */
+export type FormatOptions = Pick<BuildOptions, 'compressor' | 'chunkSize' | 'batchSize' | 'compressionLevel'>;
+
+/**
+ * Rejects (UsageError) a chunk layout RAFS cannot express or a level that does not apply; `build`
+ * checks first, and so can a caller with work to do before it (convert pulls the layers first).
+ */
+export function checkFormatOptions(opts: FormatOptions): void {
+  const size = opts.chunkSize;
+  if (!isPowerOfTwo(size) || size < Limits.MIN_CHUNK_SIZE || size > Limits.MAX_CHUNK_SIZE) {
+    throw new UsageError(`the chunk size must be a power of two from ${Limits.MIN_CHUNK_SIZE} to ${Limits.MAX_CHUNK_SIZE}, not ${size}`);
+  }
   const batch = opts.batchSize ?? 0;
-  if (batch !== 0 && (!isPowerOfTwo(batch) || batch < Limits.MIN_CHUNK_SIZE || batch > opts.chunkSize)) {
-    throw new UsageError(`the batch size must be 0 or a power of two from 4096 to the chunk size (${opts.chunkSize}), not ${batch}`);
+  if (batch !== 0 && (!isPowerOfTwo(batch) || batch < Limits.MIN_CHUNK_SIZE || batch > size)) {
+    throw new UsageError(`the batch size must be 0 or a power of two from ${Limits.MIN_CHUNK_SIZE} to the chunk size (${size}), not ${batch}`);
   }
   const level = opts.compressionLevel;
   if (level !== undefined) {
     if (opts.compressor !== Compressor.Zstd) throw new UsageError('a compression level applies to zstd only');
     if (!Number.isInteger(level) || level < 1 || level > ZSTD_MAX_LEVEL) throw new UsageError(`the zstd compression level must be 1 to ${ZSTD_MAX_LEVEL}, not ${level}`);
   }
+}
+
+export async function build(opts: BuildOptions): Promise<BuildResult> {
+  const { log } = opts;
+  if (opts.sources.length === 0) throw new UsageError('no source given');
+  if (opts.bootstrapPath === undefined && !opts.inlineBootstrap) throw new UsageError('give --bootstrap, or --inline-bootstrap');
+  checkFormatOptions(opts);
   await mkdir(opts.blobDir, { recursive: true });
   const dict = opts.chunkDictPath === undefined ? undefined : await ChunkDict.load(opts.chunkDictPath, opts);
   if (dict !== undefined) log.info({ chunks: dict.size, blobs: dict.blobs.length }, 'chunk dictionary loaded');

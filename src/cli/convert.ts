@@ -4,30 +4,21 @@
  */
 import type { Command } from 'commander';
 import { type Logger, UsageError } from '../base/index.js';
-import { COMPRESSOR_NAMES, type Compressor } from '../format/compression.js';
-import { Limits } from '../format/constants.js';
-import { DIGESTER_NAMES } from '../format/digest.js';
 import { nativeCodecs } from '../native/index.js';
 import { convertImage } from '../oci/convert/convert.js';
 import { parseImageRef } from '../oci/reference.js';
 import { RegistryClient } from '../oci/registry/index.js';
 import { type ImageStore, OciLayoutStore, RegistryStore } from '../oci/store.js';
-import { readPathList } from '../daemon/image-source.js';
-import { getLogger, oneOf, parseLevel, parseSize, printJson, progressBar, run } from './common.js';
+import { getLogger, printJson, progressBar, run } from './common.js';
+import { type FormatFlags, formatFromFlags, formatOptions } from './format-args.js';
 
-interface ConvertFlags {
+interface ConvertFlags extends FormatFlags {
   source: string;
   target: string;
   chunkDict?: string;
   plainHttp?: boolean;
   sourceCreds?: string;
   targetCreds?: string;
-  compressor: 'none' | 'lz4_block' | 'zstd';
-  digester: 'blake3' | 'sha256';
-  chunkSize: number;
-  batchSize: number;
-  compressionLevel?: number;
-  prefetchFiles?: string;
   workDir?: string;
   json?: boolean;
 }
@@ -48,7 +39,7 @@ function openStore(ref: string, plainHttp: boolean, credentials: { username: str
 }
 
 export function register(program: Command): void {
-  program
+  const cmd = program
     .command('convert')
     .description('convert an OCI image to a Nydus (RAFS v6) image: one blob per layer and a bootstrap layer, pushed to the target')
     .requiredOption('--source <ref>', 'docker://HOST/REPO:TAG or oci:DIR[:TAG]')
@@ -56,13 +47,8 @@ export function register(program: Command): void {
     .option('--chunk-dict <ref>', 'a Nydus image whose chunks are reused instead of stored again')
     .option('--plain-http', 'talk plain http to the registries')
     .option('--source-creds <user:password>', 'credentials for the source registry')
-    .option('--target-creds <user:password>', 'credentials for the target registry (and the chunk dictionary)')
-    .option('--compressor <c>', 'none | lz4_block | zstd', oneOf(['none', 'lz4_block', 'zstd'] as const), 'zstd')
-    .option('--digester <d>', 'blake3 | sha256', oneOf(['blake3', 'sha256'] as const), 'blake3')
-    .option('--chunk-size <n>', 'chunk size, a power of two from 4K to 16M', parseSize, Limits.DEFAULT_CHUNK_SIZE)
-    .option('--compression-level <n>', 'zstd level for chunk data, 1-22 (default 3, as nydus-image): higher builds slower, fetches less', parseLevel)
-    .option('--batch-size <n>', 'store the data of small files together, in units of less than this (0 or a power of two from 4K to the chunk size; nydus-image --batch-size)', parseSize, 0)
-    .option('--prefetch-files <file>', 'paths (one per line) for the prefetch table; their data goes first in each layer\'s blob')
+    .option('--target-creds <user:password>', 'credentials for the target registry (and the chunk dictionary)');
+  formatOptions(cmd)
     .option('--work-dir <dir>', 'where layers and blobs are staged (default: a temporary directory)')
     .option('--json', 'print the result as JSON')
     .action((flags: ConvertFlags) =>
@@ -80,12 +66,7 @@ export function register(program: Command): void {
             target,
             ...(chunkDict ? { chunkDict } : {}),
             codecs: nativeCodecs,
-            compressor: COMPRESSOR_NAMES[flags.compressor] as Compressor,
-            digester: DIGESTER_NAMES[flags.digester] as number,
-            chunkSize: flags.chunkSize,
-            batchSize: flags.batchSize,
-            ...(flags.compressionLevel !== undefined ? { compressionLevel: flags.compressionLevel } : {}),
-            ...(flags.prefetchFiles ? { prefetchFiles: await readPathList(flags.prefetchFiles) } : {}),
+            ...(await formatFromFlags(flags)),
             ...(flags.workDir ? { workDir: flags.workDir } : {}),
             log,
             onProgress: (phase, done, total) => {

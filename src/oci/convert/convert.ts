@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { FileWriter, IntegrityError, type Logger, UsageError } from '../../base/index.js';
-import { build } from '../../builder/build.js';
+import { build, checkFormatOptions } from '../../builder/build.js';
 import type { Codecs, Compressor } from '../../format/compression.js';
 import type { Digester } from '../../format/constants.js';
 import { TAR_END, encodeTarHeaders, tarPadding } from '../../format/tar.js';
@@ -85,6 +85,7 @@ export function bootstrapLayer(bootstrap: Buffer): { tar: Buffer; gz: Buffer } {
 
 export async function convertImage(opts: ConvertOptions): Promise<ConvertResult> {
   const { log } = opts;
+  checkFormatOptions(opts); // before pulling anything
   const work = opts.workDir ?? (await mkdtemp(join(tmpdir(), 'damselfly-convert-')));
   const ownsWork = opts.workDir === undefined;
   let bytesPulled = 0;

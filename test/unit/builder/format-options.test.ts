@@ -1,0 +1,80 @@
+/**
+ * The image format options (`build` and `convert`: --chunk-size, --batch-size,
+ * --compression-level): a layout RAFS cannot express is a usage error from the builder itself, so
+ * every caller gets it, and `convert` says so before pulling anything.
+ */
+import assert from 'node:assert/strict';
+import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { UsageError, silentLogger } from '../../../src/base/index.js';
+import { type BuildOptions, build, checkFormatOptions } from '../../../src/builder/build.js';
+import { Compressor } from '../../../src/format/compression.js';
+import { Digester } from '../../../src/format/constants.js';
+import { nativeCodecs } from '../../../src/native/index.js';
+import { convertImage } from '../../../src/oci/convert/convert.js';
+import { parseImageRef } from '../../../src/oci/reference.js';
+import { OciLayoutStore } from '../../../src/oci/store.js';
+import { damselfly } from '../../helpers/env.js';
+
+let work: string;
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'damselfly-format-'));
+  await writeFile(join(work, 'f'), 'data');
+});
+after(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+const BAD: [string, Partial<BuildOptions>, RegExp][] = [
+  ['a chunk size that is not a power of two', { chunkSize: 5000 }, /chunk size must be a power of two from 4096 to 16777216, not 5000/],
+  ['a chunk size below 4 KiB', { chunkSize: 2048 }, /chunk size .* not 2048/],
+  ['a chunk size above 16 MiB', { chunkSize: 32 << 20 }, /chunk size .* not 33554432/],
+  ['a batch size that is not a power of two', { batchSize: 6000 }, /batch size must be 0 or a power of two .* not 6000/],
+  ['a batch size above the chunk size', { chunkSize: 64 << 10, batchSize: 128 << 10 }, /batch size .* chunk size \(65536\), not 131072/],
+  ['a level for lz4_block', { compressor: Compressor.Lz4Block, compressionLevel: 3 }, /applies to zstd only/],
+  ['a zstd level above 22', { compressionLevel: 23 }, /level must be 1 to 22, not 23/],
+];
+
+function layout(dir: string): OciLayoutStore {
+  const ref = parseImageRef(`oci:${dir}`);
+  if (ref.kind !== 'oci-layout') throw new Error(`oci:${dir} is not an OCI layout reference`);
+  return new OciLayoutStore(ref, silentLogger);
+}
+
+function options(more: Partial<BuildOptions>): BuildOptions {
+  return { sources: [work], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: 1 << 20, log: silentLogger, ...more };
+}
+
+test('build rejects a layout RAFS cannot express, and writes nothing', async () => {
+  for (const [what, more, message] of BAD) {
+    assert.throws(() => checkFormatOptions(options(more)), (e: unknown) => e instanceof UsageError && message.test(e.message), what);
+    await assert.rejects(build(options(more)), (e: unknown) => e instanceof UsageError && message.test(e.message), what);
+  }
+  assert.deepEqual((await readdir(work)).sort(), ['f']);
+  // The limits themselves are fine.
+  for (const more of [{ chunkSize: 4096 }, { chunkSize: 16 << 20, batchSize: 16 << 20 }, { compressionLevel: 22 }]) checkFormatOptions(options(more));
+});
+
+test('convert rejects it before reading its source', async () => {
+  // No OCI layout there: had convert read the source first, it would fail on that instead.
+  const source = layout(join(work, 'no-such-layout'));
+  const target = layout(join(work, 'out'));
+  for (const [what, more, message] of BAD) {
+    const o = options(more);
+    await assert.rejects(
+      convertImage({ source, target, codecs: nativeCodecs, compressor: o.compressor, digester: o.digester, chunkSize: o.chunkSize, ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}), ...(o.compressionLevel !== undefined ? { compressionLevel: o.compressionLevel } : {}), workDir: join(work, 'convert'), log: silentLogger }),
+      (e: unknown) => e instanceof UsageError && message.test(e.message),
+      what,
+    );
+  }
+  assert.deepEqual((await readdir(work)).sort(), ['f']);
+});
+
+test('the CLI of convert says so and exits 2 (usage)', async () => {
+  const r = await damselfly(['convert', '--source', `oci:${join(work, 'no-such-layout')}`, '--target', `oci:${join(work, 'out')}`, '--chunk-size', '5000']);
+  assert.equal(r.code, 2, r.stderr);
+  assert.match(r.stderr, /chunk size must be a power of two from 4096 to 16777216, not 5000/);
+});
