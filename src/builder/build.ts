@@ -178,11 +178,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
   if (opts.sources.length === 0) throw new UsageError('no source given');
   if (opts.bootstrapPath === undefined && !opts.inlineBootstrap) throw new UsageError('give --bootstrap, or --inline-bootstrap');
   checkFormatOptions(opts);
-  await mkdir(opts.blobDir, { recursive: true });
+  // Every input is checked before anything is written: a wrong argument leaves no blob directory.
+  const kinds = await Promise.all(opts.sources.map(sourceKind));
   const dict = opts.chunkDictPath === undefined ? undefined : await ChunkDict.load(opts.chunkDictPath, opts);
   if (dict !== undefined) log.info({ chunks: dict.size, blobs: dict.blobs.length }, 'chunk dictionary loaded');
+  await mkdir(opts.blobDir, { recursive: true });
   const store = new ChunkStore({ ...opts, ...(dict ? { dict } : {}) });
-  const kinds = await Promise.all(opts.sources.map(sourceKind));
   let total: number | undefined = 0;
   let done = 0;
   const onBytes = (n: number): void => {

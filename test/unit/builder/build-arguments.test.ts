@@ -1,7 +1,8 @@
 /**
- * The image format options (`build` and `convert`: --chunk-size, --batch-size,
- * --compression-level): a layout RAFS cannot express is a usage error from the builder itself, so
- * every caller gets it, and `convert` says so before pulling anything.
+ * Wrong arguments to `build` and `convert` are usage errors raised before anything is written. The
+ * image format options (--chunk-size, --batch-size, --compression-level): a layout RAFS cannot
+ * express is refused by the builder itself, so every caller gets it, and `convert` refuses it
+ * before pulling anything. A missing source leaves no blob directory behind.
  */
 import assert from 'node:assert/strict';
 import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
@@ -58,7 +59,12 @@ test('build rejects a layout RAFS cannot express, and writes nothing', async () 
   for (const more of [{ chunkSize: 4096 }, { chunkSize: 16 << 20, batchSize: 16 << 20 }, { compressionLevel: 22 }]) checkFormatOptions(options(more));
 });
 
-test('convert rejects it before reading its source', async () => {
+test('a missing source is refused before the blob directory is made', async () => {
+  await assert.rejects(build(options({ sources: [work, join(work, 'missing')] })), (e: unknown) => e instanceof UsageError && /source .*missing does not exist/.test(e.message));
+  assert.deepEqual((await readdir(work)).sort(), ['f']);
+});
+
+test('convert rejects a bad format before reading its source', async () => {
   // No OCI layout there: had convert read the source first, it would fail on that instead.
   const source = layout(join(work, 'no-such-layout'));
   const target = layout(join(work, 'out'));
