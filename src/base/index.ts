@@ -11,3 +11,4 @@ export * from './promise.js';
 export * from './file-writer.js';
 export * from './buffer-pool.js';
 export * from './quiet-timer.js';
+export * from './replace-file.js';

@@ -2,10 +2,9 @@
  * The build: sources (directories or OCI layer tars, bottom to top) → one blob per layer with new
  * chunks → merged tree → RAFS v6 bootstrap (optionally inlined into the top blob).
  */
-import { stat, writeFile, rename, mkdir } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { randomBytes } from 'node:crypto';
-import { type Logger, UsageError, isPowerOfTwo, observed } from '../base/index.js';
+import { stat, writeFile, mkdir } from 'node:fs/promises';
+import { dirname } from 'node:path';
+import { type Logger, UsageError, isPowerOfTwo, observed, replaceFile } from '../base/index.js';
 import { type Codecs, Compressor, ZSTD_MAX_LEVEL } from '../format/compression.js';
 import { type Digester, Limits } from '../format/constants.js';
 import type { BlobInfo } from '../format/image.js';
@@ -252,9 +251,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
     if (opts.bootstrapPath !== undefined) {
       bootstrapPath = opts.bootstrapPath;
       await mkdir(dirname(bootstrapPath), { recursive: true });
-      const tmp = join(dirname(bootstrapPath), `.damselfly-${randomBytes(6).toString('hex')}.tmp`);
-      await writeFile(tmp, bootstrap);
-      await rename(tmp, bootstrapPath);
+      await replaceFile(bootstrapPath, (temp) => writeFile(temp, bootstrap));
     }
     return {
       bootstrap,

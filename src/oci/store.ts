@@ -5,10 +5,10 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { IntegrityError, type Logger, NotFoundError, UsageError } from '../base/index.js';
+import { IntegrityError, type Logger, NotFoundError, UsageError, replaceFile } from '../base/index.js';
 import { type Descriptor, type Index, MANIFEST_ACCEPT, type Manifest, MediaType, isIndex } from './media-types.js';
 import type { ImageRef } from './reference.js';
 import type { RegistryClient } from './registry/index.js';
@@ -175,10 +175,7 @@ export class OciLayoutStore implements ImageStore {
     if (await this.hasBlob(digest)) return;
     const path = this.blobPath(digest);
     await mkdir(join(this.ref.dir, 'blobs', 'sha256'), { recursive: true });
-    const tmp = `${path}.tmp-${process.pid}`;
-    if (Buffer.isBuffer(data)) await writeFile(tmp, data);
-    else await pipeline(createReadStream(data.path), createWriteStream(tmp));
-    await rename(tmp, path);
+    await replaceFile(path, (temp) => (Buffer.isBuffer(data) ? writeFile(temp, data) : pipeline(createReadStream(data.path), createWriteStream(temp))));
   }
 
   async putManifest(mediaType: string, bytes: Buffer): Promise<string> {

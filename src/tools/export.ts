@@ -5,7 +5,7 @@
  */
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FormatError, alignUp } from '../base/index.js';
+import { FormatError, alignUp, replaceFile } from '../base/index.js';
 import type { Codecs } from '../format/compression.js';
 import type { ChunkInfo } from '../format/chunk-info.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
@@ -48,32 +48,44 @@ async function writeView(reader: ToolChunkReader, blob: BlobInfo, chunks: Iterab
   }
 }
 
-/** Writes `<dir>/<blob id>.blob.data` for every blob; returns the paths in blob-table order. */
+/**
+ * Writes `<dir>/<blob id>.blob.data` for every blob; returns the paths in blob-table order. Each
+ * file appears whole or not at all: a chunk that cannot be read (or fails its digest) leaves no
+ * view with zeros in its place.
+ */
 export async function exportBlobViews(image: RafsImage, backend: BlobBackend, codecs: Codecs, dir: string): Promise<string[]> {
   const reader = await ToolChunkReader.open(image, backend, codecs);
   const chunks = chunksByBlob(image);
   const paths: string[] = [];
   for (const blob of image.blobs) {
     const path = join(dir, `${blob.id}.blob.data`);
-    await writeView(reader, blob, chunks.get(blob.index)?.values() ?? [], path, 0, 'w');
+    await replaceFile(path, (temp) => writeView(reader, blob, chunks.get(blob.index)?.values() ?? [], temp, 0, 'w'));
     paths.push(path);
   }
   return paths;
 }
 
-/** Writes one flattened block image: the bootstrap, then each blob view at its mapped_blkaddr. */
+/**
+ * Writes one flattened block image: the bootstrap, then each blob view at its mapped_blkaddr;
+ * whole or not at all, as the views.
+ */
 export async function exportBlockImage(image: RafsImage, bootstrap: Uint8Array, backend: BlobBackend, codecs: Codecs, path: string): Promise<void> {
   const reader = await ToolChunkReader.open(image, backend, codecs);
-  const fh = await open(path, 'w');
-  try {
-    await fh.write(bootstrap, 0, bootstrap.length, 0);
-  } finally {
-    await fh.close();
-  }
   const chunks = chunksByBlob(image);
-  for (const blob of image.blobs) {
-    const mapped = blob.device?.mappedBlkaddr ?? 0;
-    if (mapped === 0) throw new FormatError(`blob ${blob.id} has no mapped block address (an image older than nydus 2.2)`);
-    await writeView(reader, blob, chunks.get(blob.index)?.values() ?? [], path, mapped * 4096, 'r+');
-  }
+  const mapped = image.blobs.map((blob) => {
+    const blkaddr = blob.device?.mappedBlkaddr ?? 0;
+    if (blkaddr === 0) throw new FormatError(`blob ${blob.id} has no mapped block address (an image older than nydus 2.2)`);
+    return blkaddr;
+  });
+  await replaceFile(path, async (temp) => {
+    const fh = await open(temp, 'w');
+    try {
+      await fh.write(bootstrap, 0, bootstrap.length, 0);
+    } finally {
+      await fh.close();
+    }
+    for (const [i, blob] of image.blobs.entries()) {
+      await writeView(reader, blob, chunks.get(blob.index)?.values() ?? [], temp, (mapped[i] as number) * 4096, 'r+');
+    }
+  });
 }

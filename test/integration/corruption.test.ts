@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { cp, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -133,6 +133,29 @@ describe('check reports corrupted blobs', () => {
       const out = await checkFails(f);
       assert.ok(out.includes(`PROBLEM (${t.path}, blob ${t.blob.id}, chunk ${t.position}): file ${t.path} chunk ${t.position}`), `names ${t.path} chunk ${t.position}:\n${out}`);
       assert.match(out, /digest .* does not match|CRC-32C|corrupt|decompressed to/);
+    });
+
+    test(`${c.name}: export of an image with a flipped chunk byte fails and writes no view, block image or temporary file`, async () => {
+      const dir = await mkdtemp(join(work, 'case-'));
+      const f = await copyImage(c.files(), dir);
+      const t = await findChunk(f);
+      await flipByte(t.blobFile, t.chunk.compressedOffset + Math.floor(t.chunk.compressedSize / 2));
+      const views = join(dir, 'views');
+      await mkdir(views);
+      const r = await damselfly(['export', ...imageArgs(f), '--blob-views', views]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /^damselfly: .*(digest|CRC-32C|corrupt|decompress)/m);
+      assert.deepEqual(await readdir(views), [], 'no view, whole or partial, and no temporary file');
+      if (!t.blob.device?.mappedBlkaddr) return; // no block image of it (v5, or v6 before nydus 2.2)
+      // A block image already there stays as it was.
+      const block = join(dir, 'out', 'image.erofs');
+      await mkdir(join(dir, 'out'));
+      await writeFile(block, 'the previous export');
+      const b = await damselfly(['export', ...imageArgs(f), '--block', block]);
+      assert.equal(b.code, 1, b.stderr);
+      assert.match(b.stderr, /^damselfly: .*(digest|CRC-32C|corrupt|decompress)/m);
+      assert.equal(await readFile(block, 'utf8'), 'the previous export');
+      assert.deepEqual(await readdir(join(dir, 'out')), ['image.erofs']);
     });
 
     test(`${c.name}: a flipped blob meta or ToC byte (v5: any blob byte) names the blob`, async () => {
