@@ -52,7 +52,6 @@ export class FileWriter {
     this.bytes += b.length;
   }
 
-
   private async flush(): Promise<void> {
     if (this.used === 0) return;
     const n = this.used;

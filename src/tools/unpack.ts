@@ -2,7 +2,7 @@
  * `unpack`: writes an image's tree to a directory (content, type, mode, owner, mtime with
  * nanoseconds, xattrs, hardlinks, device numbers) or to a tar archive.
  */
-import { chmod, lchown, link, mkdir, open, readdir, symlink } from 'node:fs/promises';
+import { chmod, lchown, link, mkdir, open, readdir, rm, symlink } from 'node:fs/promises';
 import { FileWriter, type Logger, UsageError, isSysError } from '../base/index.js';
 import { S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK, decodeDev } from '../format/constants.js';
 import type { RafsImage } from '../format/image.js';
@@ -86,9 +86,13 @@ export async function unpackToDirectory(image: RafsImage, reader: ToolChunkReade
             bytes += data.length;
           }
           await fh.truncate(attr.size);
-        } finally {
-          await fh.close();
+        } catch (e) {
+          // A chunk that cannot be read (or fails its digest): no file with a hole in its place.
+          await fh.close().catch(() => undefined);
+          await rm(path, { force: true });
+          throw e;
         }
+        await fh.close();
         files++;
         break;
       }
@@ -189,7 +193,9 @@ export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out
     }
     await write(TAR_END);
   } catch (e) {
+    // The archive is ours ('wx'): no truncated one is left behind.
     await file.abort();
+    await rm(out, { force: true });
     throw e;
   }
   await file.close();

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { cp, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
+import { cp, lstat, mkdir, mkdtemp, readFile, readdir, rm, symlink, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -135,7 +135,7 @@ describe('check reports corrupted blobs', () => {
       assert.match(out, /digest .* does not match|CRC-32C|corrupt|decompressed to/);
     });
 
-    test(`${c.name}: export of an image with a flipped chunk byte fails and writes no view, block image or temporary file`, async () => {
+    test(`${c.name}: export and unpack of an image with a flipped chunk byte fail and leave no partial file`, async () => {
       const dir = await mkdtemp(join(work, 'case-'));
       const f = await copyImage(c.files(), dir);
       const t = await findChunk(f);
@@ -146,6 +146,16 @@ describe('check reports corrupted blobs', () => {
       assert.equal(r.code, 1, r.stderr);
       assert.match(r.stderr, /^damselfly: .*(digest|CRC-32C|corrupt|decompress)/m);
       assert.deepEqual(await readdir(views), [], 'no view, whole or partial, and no temporary file');
+      // unpack: the file with the bad chunk is not there (the others written before it may be).
+      const tree = join(dir, 'tree');
+      const u = await damselfly(['unpack', ...imageArgs(f), '--output', tree]);
+      assert.equal(u.code, 1, u.stderr);
+      assert.match(u.stderr, /^damselfly: .*(digest|CRC-32C|corrupt|decompress)/m);
+      await assert.rejects(lstat(join(tree, t.path)), { code: 'ENOENT' }, `${t.path} must not be left with a hole`);
+      const tar = join(dir, 'tree.tar');
+      const a = await damselfly(['unpack', ...imageArgs(f), '--tar', tar]);
+      assert.equal(a.code, 1, a.stderr);
+      await assert.rejects(lstat(tar), { code: 'ENOENT' }, 'no truncated archive');
       if (!t.blob.device?.mappedBlkaddr) return; // no block image of it (v5, or v6 before nydus 2.2)
       // A block image already there stays as it was.
       const block = join(dir, 'out', 'image.erofs');
