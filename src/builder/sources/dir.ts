@@ -116,6 +116,10 @@ export async function scanDirectory(root: string, log: Logger): Promise<TreeNode
   return fill(TreeNode.dir(), rootPath, st);
 }
 
+function shrank(node: TreeNode): UsageError {
+  return new UsageError(`${(node.sourcePath as Buffer).toString()} shrank while it was read`);
+}
+
 /**
  * Stores the content of one regular file read from `node.sourcePath`. Resolves once every chunk
  * was submitted; `chunks` resolves when they are all stored.
@@ -137,13 +141,16 @@ export async function storeFileFromDisk(
       if (wait !== undefined) await wait;
       if (nextData <= off) {
         const d = native.seekData(fh.fd, off, SEEK_DATA);
+        // No data from `off` to the end of the file: a hole up to the size the scan saw, or the
+        // file is shorter now, and its missing end must not be stored as zeros.
+        if (d < 0 && (await fh.stat()).size < size) throw shrank(node);
         nextData = d < 0 ? Number.MAX_SAFE_INTEGER : d;
       }
       if (nextData >= off + len) {
         refs.push(observed(store.submitZeros(len, len === size))); // a hole: no need to read it
       } else {
         const buf = Buffer.allocUnsafe(len);
-        if ((await readFully(fh, buf, 0, len, off)) < len) throw new UsageError(`${(node.sourcePath as Buffer).toString()} shrank while it was read`);
+        if ((await readFully(fh, buf, 0, len, off)) < len) throw shrank(node);
         refs.push(observed(store.submit(buf, len === size)));
       }
       onBytes(len);
@@ -163,7 +170,7 @@ export async function readSmallFile(node: TreeNode): Promise<Buffer> {
     let got = 0;
     while (got < node.size) {
       const { bytesRead } = await fh.read(buf, got, node.size - got, got);
-      if (bytesRead === 0) throw new UsageError(`${(node.sourcePath as Buffer).toString()} shrank while it was read`);
+      if (bytesRead === 0) throw shrank(node);
       got += bytesRead;
     }
     return buf;
