@@ -172,8 +172,11 @@ export class OciLayoutStore implements ImageStore {
   }
 
   async putBlob(digest: string, data: Buffer | { path: string; size: number }): Promise<void> {
-    if (await this.hasBlob(digest)) return;
     const path = this.blobPath(digest);
+    // Content-addressed: a file of the right size is this blob (reads verify its digest); one of
+    // another size (cut short by an earlier writer) is replaced.
+    const there = await stat(path).catch(() => undefined);
+    if (there?.size === (Buffer.isBuffer(data) ? data.length : data.size)) return;
     await mkdir(join(this.ref.dir, 'blobs', 'sha256'), { recursive: true });
     await replaceFile(path, (temp) => (Buffer.isBuffer(data) ? writeFile(temp, data) : pipeline(createReadStream(data.path), createWriteStream(temp))));
   }
@@ -181,13 +184,14 @@ export class OciLayoutStore implements ImageStore {
   async putManifest(mediaType: string, bytes: Buffer): Promise<string> {
     const digest = sha256Digest(bytes);
     await this.putBlob(digest, bytes);
-    await writeFile(join(this.ref.dir, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
+    await replaceFile(join(this.ref.dir, 'oci-layout'), (temp) => writeFile(temp, JSON.stringify({ imageLayoutVersion: '1.0.0' })));
     const index = await this.index();
     const tag = this.ref.tag ?? 'latest';
     index.manifests = index.manifests.filter((m) => m.annotations?.[REF_NAME] !== tag);
     index.manifests.push({ mediaType, digest, size: bytes.length, annotations: { [REF_NAME]: tag } });
     index.mediaType = MediaType.OCI_INDEX;
-    await writeFile(join(this.ref.dir, 'index.json'), JSON.stringify(index, null, 2));
+    // Whole or not at all: a half-written index would lose every tag of the layout.
+    await replaceFile(join(this.ref.dir, 'index.json'), (temp) => writeFile(temp, JSON.stringify(index, null, 2)));
     this.log.debug({ store: this.name, tag, digest }, 'manifest stored');
     return digest;
   }
