@@ -151,10 +151,12 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
       } else {
         size = blob.compressedSize;
         if (!(await opts.target.hasBlob(digest))) {
-          const dictStore = opts.chunkDict as ImageStore;
-          const data = await readBlob(dictStore, digest);
-          size = data.length;
-          await opts.target.putBlob(digest, data);
+          // Through a file, as the layers: a dictionary blob may be far larger than memory.
+          const path = join(work, 'dict-blobs', digest.slice('sha256:'.length));
+          await mkdir(join(work, 'dict-blobs'), { recursive: true });
+          size = await download(opts.chunkDict as ImageStore, digest, path, () => undefined);
+          await opts.target.putBlob(digest, { path, size });
+          await rm(path);
           bytesPushed += size;
         }
       }
