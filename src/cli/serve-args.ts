@@ -55,7 +55,8 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
   const maxSize = source.config?.cache.maxSizeBytes;
   if (maxSize !== undefined && source.cacheDir !== undefined && existsSync(source.cacheDir)) {
     // The cache size limit (filecache `max_size`): trim the directory before serving, as
-    // `damselfly cache gc --max-size` does (whole blobs no one has open, least recently used first).
+    // `damselfly cache gc --max-size` does (whole blobs no one has open and kept bootstraps, least
+    // recently used first).
     const r = await gcCache(source.cacheDir, maxSize, log.child({ component: 'cache-gc' }));
     log.info({ maxSize, removed: r.removed.length, freedBytes: r.freedBytes, remainingBytes: r.remainingBytes, busy: r.busy.length }, 'cache trimmed to its size limit');
   }

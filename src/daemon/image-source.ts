@@ -4,7 +4,7 @@
  * (`--config`: backend, cache, validation, prefetch); or an image reference (`--image`), of which
  * only the manifest and the bootstrap layer are fetched before serving, chunks then on demand.
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Logger, type Metrics, UsageError, errorMessage } from '../base/index.js';
 import { type DaemonConfig, type PrefetchConfig, type RegistryBackendConfig, loadConfigFile } from '../config/index.js';
@@ -63,10 +63,15 @@ export interface ImageSource {
  */
 async function registryBootstrap(store: RegistryStore, layer: Descriptor, cacheDir: string | undefined, validate: boolean, log: Logger): Promise<{ bootstrap: Buffer; image: RafsImage; kept: boolean }> {
   if (cacheDir !== undefined && !validate) {
-    const kept = await readFile(keptBootstrapPath(cacheDir, layer.digest)).catch(() => undefined);
+    const path = keptBootstrapPath(cacheDir, layer.digest);
+    const kept = await readFile(path).catch(() => undefined);
     if (kept !== undefined) {
       try {
-        return { bootstrap: kept, image: openBootstrap(kept), kept: true };
+        const image = openBootstrap(kept);
+        // Used now: `cache gc` evicts the least recently used first.
+        const now = new Date();
+        await utimes(path, now, now).catch(() => undefined);
+        return { bootstrap: kept, image, kept: true };
       } catch (e) {
         log.warn({ bootstrapLayer: layer.digest, err: errorMessage(e) }, 'the bootstrap kept in the cache directory is unusable; fetching it again');
       }

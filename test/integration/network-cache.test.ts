@@ -18,11 +18,14 @@ import { damselflyOk, sh, requireTool } from '../helpers/env.js';
 import { type RunningMount, startMount } from '../helpers/mount.js';
 import { type TestRegistry, registryMissing, startRegistry } from '../helpers/registry.js';
 import { type Entry, compareTrees, listTree } from '../helpers/tree.js';
+import { keptBootstrapPath } from '../../src/storage/cache/kept-bootstrap.js';
 import { type Converted, type LayeredImage, Mountpoints, convertTo, makeLayeredImage, readEveryFile, registryConfig, statsOf, writeConfig } from './network-fixtures.test.js';
 
 requireTool(registryMissing());
 
-interface CachedBlob {
+interface CacheEntry {
+  kind: 'blob' | 'bootstrap';
+  /** Blob id, or bootstrap layer digest. */
   id: string;
   bytes: number;
   lastUsed: number;
@@ -59,8 +62,13 @@ describe('the chunk cache of network images', () => {
 
   const ref = (x: 'a' | 'b'): string => `docker://${reg.host}/net/${x}:v1`;
 
-  async function cacheLs(dir: string): Promise<CachedBlob[]> {
-    return JSON.parse((await damselflyOk(['cache', 'ls', '--cache-dir', dir, '--json'])).stdout) as CachedBlob[];
+  async function cacheLsAll(dir: string): Promise<CacheEntry[]> {
+    return JSON.parse((await damselflyOk(['cache', 'ls', '--cache-dir', dir, '--json'])).stdout) as CacheEntry[];
+  }
+
+  /** The cached blobs, least recently used first. */
+  async function cacheLs(dir: string): Promise<CacheEntry[]> {
+    return (await cacheLsAll(dir)).filter((e) => e.kind === 'blob');
   }
 
   /** Mounts image `x` on `cache`, reads every file (or the listed ones), unmounts; the counters. */
@@ -111,9 +119,17 @@ describe('the chunk cache of network images', () => {
         ls.filter((b) => b.inUse).map((b) => b.id),
         [a0],
       );
-      const size = new Map(ls.map((b) => [b.id, b.bytes]));
-      const total = ls.reduce((n, b) => n + b.bytes, 0);
-      const max = (size.get(a0) as number) + (size.get(b1) as number) + (size.get(b2) as number);
+      // The bootstraps kept for the next daemon of each image were written (a's just reused) after
+      // those times: the most recently used entries, kept by this limit.
+      const all = await cacheLsAll(cache);
+      const boots = all.filter((e) => e.kind === 'bootstrap');
+      assert.deepEqual(boots.map((e) => e.id).sort(), [conv.a.bootstrapDigest, conv.b.bootstrapDigest].sort());
+      assert.deepEqual(all.slice(-2), boots, 'the kept bootstraps are the most recently used');
+      assert.equal(boots.at(-1)?.id, conv.a.bootstrapDigest, "image a's, reused by this mount, is the newest");
+      const size = new Map(all.map((b) => [b.id, b.bytes]));
+      const total = all.reduce((n, b) => n + b.bytes, 0);
+      const bootBytes = boots.reduce((n, b) => n + b.bytes, 0);
+      const max = (size.get(a0) as number) + (size.get(b1) as number) + (size.get(b2) as number) + bootBytes;
       const r = JSON.parse((await damselflyOk(['cache', 'gc', '--cache-dir', cache, '--max-size', String(max), '--json'])).stdout) as { removed: string[]; busy: string[]; freedBytes: number; remainingBytes: number };
       console.log(`gc of a ${total}-byte cache to ${max}: removed ${r.removed.length} blobs (${r.freedBytes} bytes), kept ${r.busy.length} in use; ${r.remainingBytes} bytes remain`);
       assert.deepEqual(r.removed, [a1, a2, b0], 'least recently used first, skipping the blob in use');
@@ -141,15 +157,20 @@ describe('the chunk cache of network images', () => {
     await readThrough('b', cache);
     conv.a.blobs.forEach((id, i) => age(cache, id, 7200 - i));
     conv.b.blobs.forEach((id, i) => age(cache, id, 3600 - i));
-    const before = await cacheLs(cache);
-    const bBytes = before.filter((b) => conv.b.blobs.includes(b.id)).reduce((n, b) => n + b.bytes, 0);
+    const before = await cacheLsAll(cache);
+    const bootA = before.find((e) => e.id === conv.a.bootstrapDigest);
+    const bootB = before.find((e) => e.id === conv.b.bootstrapDigest);
+    assert.ok(bootA !== undefined && bootB !== undefined, 'a bootstrap kept for each image');
+    // Image a's bootstrap, older than b's blobs: evicted with a's blobs.
+    sh(`touch -d @${Math.floor(Date.now() / 1000) - 5400} '${keptBootstrapPath(cache, conv.a.bootstrapDigest)}'`);
+    const bBytes = before.filter((b) => conv.b.blobs.includes(b.id)).reduce((n, b) => n + b.bytes, 0) + bootB.bytes;
     const cfg = registryConfig({ host: reg.host, repo: 'net/b' }, { amplifyBytes: 0 });
     (cfg['cache'] as Record<string, unknown>) = { type: 'blobcache', filecache: { work_dir: cache, max_size: bBytes + 4096 } };
     const file = await writeConfig(join(work, 'limit.json'), cfg);
     const s = await readThrough('b', cache, ['--config', file]);
-    const after = await cacheLs(cache);
-    console.log(`max_size ${bBytes + 4096}: ${before.length} blobs (${before.reduce((n, b) => n + b.bytes, 0)} bytes) -> ${after.length} blobs (${after.reduce((n, b) => n + b.bytes, 0)} bytes)`);
-    assert.deepEqual(after.map((b) => b.id).sort(), [...conv.b.blobs].sort(), 'the older image a was evicted');
+    const after = await cacheLsAll(cache);
+    console.log(`max_size ${bBytes + 4096}: ${before.length} entries (${before.reduce((n, b) => n + b.bytes, 0)} bytes) -> ${after.length} (${after.reduce((n, b) => n + b.bytes, 0)} bytes)`);
+    assert.deepEqual(after.map((b) => b.id).sort(), [...conv.b.blobs, conv.b.bootstrapDigest].sort(), 'the older image a was evicted, its kept bootstrap too');
     assert.equal(s['storage.chunks_fetched'] ?? 0, 0, 'image b was served from the cache entirely');
   });
 

@@ -1,8 +1,10 @@
 /**
- * Cache garbage collection: evicts whole blobs (data file, chunk map, kept blob meta), least
- * recently used first, until the cache directory fits a size limit. A blob some process has open
- * (its chunk map is flocked) is never removed. Kept bootstraps and blob metas left half-written by
- * a daemon that is gone go too.
+ * Cache garbage collection: evicts whole blobs (data file, chunk map, kept blob meta) and kept
+ * bootstraps, least recently used first, until the cache directory fits a size limit. A blob some
+ * process has open (its chunk map is flocked) is never removed; a kept bootstrap is read only when
+ * a daemon starts, so removing one costs the next daemon of that image a fetch of it, never a
+ * running daemon anything. Kept bootstraps and blob metas left half-written by a daemon that is
+ * gone go too.
  */
 import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -10,14 +12,17 @@ import type { Logger } from '../../base/index.js';
 import { native } from '../../native/index.js';
 import { CACHE_DATA_SUFFIX as DATA, CACHE_MAP_SUFFIX as MAP } from './blob-cache.js';
 import { LOCK_EX, LOCK_NB } from './chunk-map.js';
-import { isStaleKeptTemp } from './kept-bootstrap.js';
+import { isStaleKeptTemp, keptBootstrapDigest, keptBootstrapPath } from './kept-bootstrap.js';
 import { CACHE_META_SUFFIX as META } from '../blob-meta.js';
 
-export interface CachedBlob {
+export interface CacheEntry {
+  /** A blob's chunks, or an image's bootstrap kept for the next daemon of that image. */
+  kind: 'blob' | 'bootstrap';
+  /** The blob id, or the bootstrap layer's digest. */
   id: string;
   /** Bytes on disk (allocated blocks: cache files are sparse). */
   bytes: number;
-  /** Last time a process opened the blob (ms since the epoch). */
+  /** Last time a process opened the blob, or a daemon wrote or reused the bootstrap (ms since the epoch). */
   lastUsed: number;
   inUse: boolean;
 }
@@ -36,15 +41,23 @@ async function isInUse(mapPath: string): Promise<boolean> {
   }
 }
 
-export async function listCache(dir: string): Promise<CachedBlob[]> {
-  const out: CachedBlob[] = [];
+/** Everything the cache directory holds, least recently used first. */
+export async function listCache(dir: string): Promise<CacheEntry[]> {
+  const out: CacheEntry[] = [];
   for (const name of await readdir(dir)) {
+    const digest = keptBootstrapDigest(name);
+    if (digest !== undefined) {
+      const st = await stat(join(dir, name)).catch(() => undefined);
+      if (st !== undefined) out.push({ kind: 'bootstrap', id: digest, bytes: st.blocks * 512, lastUsed: st.mtimeMs, inUse: false });
+      continue;
+    }
     if (!name.endsWith(DATA)) continue;
     const id = name.slice(0, -DATA.length);
     const data = await stat(join(dir, name)).catch(() => undefined);
     if (data === undefined) continue;
     const map = await stat(join(dir, id + MAP)).catch(() => undefined);
     out.push({
+      kind: 'blob',
       id,
       bytes: data.blocks * 512 + (map ? map.blocks * 512 : 0),
       lastUsed: Math.max(map?.mtimeMs ?? 0, data.mtimeMs),
@@ -55,6 +68,7 @@ export async function listCache(dir: string): Promise<CachedBlob[]> {
 }
 
 export interface GcResult {
+  /** Ids of the blobs and digests of the kept bootstraps removed, least recently used first. */
   removed: string[];
   freedBytes: number;
   remainingBytes: number;
@@ -68,11 +82,19 @@ export async function gcCache(dir: string, maxBytes: number, log: Logger): Promi
       log.info({ file: name }, 'removed a kept file left half-written by a daemon that is gone');
     }
   }
-  const blobs = await listCache(dir);
-  let total = blobs.reduce((n, b) => n + b.bytes, 0);
+  const entries = await listCache(dir);
+  let total = entries.reduce((n, b) => n + b.bytes, 0);
   const result: GcResult = { removed: [], freedBytes: 0, remainingBytes: total, busy: [] };
-  for (const b of blobs) {
+  for (const b of entries) {
     if (total <= maxBytes) break;
+    if (b.kind === 'bootstrap') {
+      await unlink(keptBootstrapPath(dir, b.id)).catch(() => undefined);
+      total -= b.bytes;
+      result.removed.push(b.id);
+      result.freedBytes += b.bytes;
+      log.info({ bootstrapLayer: b.id, bytes: b.bytes }, 'evicted a kept bootstrap from the cache');
+      continue;
+    }
     const mapPath = join(dir, b.id + MAP);
     // Hold the exclusive lock while removing, so that no process opens the blob half-way.
     let fh;

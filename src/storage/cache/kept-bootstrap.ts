@@ -14,6 +14,12 @@ export function keptBootstrapPath(cacheDir: string, layerDigest: string): string
   return join(cacheDir, `${layerDigest.replace(':', '-')}${SUFFIX}`);
 }
 
+/** The bootstrap layer digest a kept bootstrap's file name stands for; undefined for other names. */
+export function keptBootstrapDigest(name: string): string | undefined {
+  const m = /^(sha256|sha512)-([0-9a-f]{64,128})\.image\.boot$/.exec(name);
+  return m === null ? undefined : `${m[1]}:${m[2]}`;
+}
+
 /** The name this process writes `path` under before renaming it. */
 export function keptTemp(path: string): string {
   return `${path}.${process.pid}.tmp`;

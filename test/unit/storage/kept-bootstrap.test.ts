@@ -1,16 +1,17 @@
 /**
- * Bootstraps kept next to the chunk cache: where they go, and `cache gc` removing the temporary
- * files of writers that are gone (a daemon killed between writing one and renaming it), never a
- * kept bootstrap or the temporary file of a process that runs.
+ * Bootstraps kept next to the chunk cache: where they go; `cache gc` removing the temporary files
+ * of writers that are gone (a daemon killed between writing one and renaming it), never the
+ * temporary file of a process that runs; and kept bootstraps counted in the cache's size and
+ * evicted with the blobs, least recently used first.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { silentLogger } from '../../../src/base/index.js';
-import { gcCache } from '../../../src/storage/cache/gc.js';
-import { isStaleKeptTemp, keptBootstrapPath, keptTemp } from '../../../src/storage/cache/kept-bootstrap.js';
+import { gcCache, listCache } from '../../../src/storage/cache/gc.js';
+import { isStaleKeptTemp, keptBootstrapDigest, keptBootstrapPath, keptTemp } from '../../../src/storage/cache/kept-bootstrap.js';
 
 /** No process has this pid: Linux's pid_max is at most 2^22. */
 const GONE = 4_194_305;
@@ -24,6 +25,54 @@ test('kept bootstraps: names, and what counts as a stale temporary file', () => 
   assert.equal(isStaleKeptTemp('sha256-abc.image.boot'), false);
   assert.equal(isStaleKeptTemp(`x.blob.data.${GONE}.tmp`), false);
   assert.equal(isStaleKeptTemp(`x.blob_meta.dfly.${GONE}.tmp`), true, 'a blob meta left half-written');
+  const digest = `sha256:${'ab'.repeat(32)}`;
+  assert.equal(keptBootstrapDigest(`sha256-${'ab'.repeat(32)}.image.boot`), digest);
+  assert.equal(keptBootstrapPath('/cache', digest), `/cache/sha256-${'ab'.repeat(32)}.image.boot`);
+  for (const other of ['sha256-abc.image.boot', `sha256-${'ab'.repeat(32)}.image.boot.123.tmp`, `${'ab'.repeat(32)}.blob.data`]) {
+    assert.equal(keptBootstrapDigest(other), undefined, other);
+  }
+});
+
+test('kept bootstraps count in the cache size and are evicted with the blobs, least recently used first', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'damselfly-kept-'));
+  try {
+    const now = Date.now() / 1000;
+    const put = (name: string, bytes: number, hoursAgo: number): void => {
+      writeFileSync(join(dir, name), Buffer.alloc(bytes, 1));
+      utimesSync(join(dir, name), now - hoursAgo * 3600, now - hoursAgo * 3600);
+    };
+    const [blobOld, blobNew] = ['aa'.repeat(32), 'bb'.repeat(32)];
+    const [bootOld, bootNew] = [`sha256:${'cc'.repeat(32)}`, `sha256:${'dd'.repeat(32)}`];
+    put(`${blobOld}.blob.data`, 64 << 10, 4);
+    put(`${blobOld}.chunk_map.dfly`, 4096, 4);
+    put(keptBootstrapPath(dir, bootOld).slice(dir.length + 1), 32 << 10, 3);
+    put(`${blobNew}.blob.data`, 64 << 10, 2);
+    put(`${blobNew}.chunk_map.dfly`, 4096, 2);
+    put(keptBootstrapPath(dir, bootNew).slice(dir.length + 1), 32 << 10, 1);
+    const ls = await listCache(dir);
+    assert.deepEqual(
+      ls.map((e) => [e.kind, e.id]),
+      [
+        ['blob', blobOld],
+        ['bootstrap', bootOld],
+        ['blob', blobNew],
+        ['bootstrap', bootNew],
+      ],
+    );
+    assert.ok(ls.every((e) => e.bytes > 0 && !e.inUse));
+    const total = ls.reduce((n, e) => n + e.bytes, 0);
+    const [oldBlob, oldBoot] = ls as [(typeof ls)[0], (typeof ls)[0]];
+    // Room for all but the two least recently used: the old blob, then the old bootstrap.
+    const r = await gcCache(dir, total - oldBlob.bytes - oldBoot.bytes, silentLogger);
+    assert.deepEqual(r.removed, [blobOld, bootOld]);
+    assert.equal(r.freedBytes, oldBlob.bytes + oldBoot.bytes);
+    assert.deepEqual(readdirSync(dir).sort(), [`${blobNew}.blob.data`, `${blobNew}.chunk_map.dfly`, keptBootstrapPath(dir, bootNew).slice(dir.length + 1)].sort());
+    const all = await gcCache(dir, 0, silentLogger);
+    assert.deepEqual(all.removed, [blobNew, bootNew]);
+    assert.deepEqual(readdirSync(dir), []);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test('cache gc removes the temporary files of writers that are gone, and nothing else', async () => {
