@@ -15,10 +15,7 @@ export function register(program: Command): void {
       run(async () => {
         const r = await gcCache(flags.cacheDir, flags.maxSize, getLogger());
         if (flags.json) printJson(r);
-        else {
-          const bootstraps = r.removed.filter((id) => id.includes(':')).length;
-          process.stdout.write(`evicted ${r.removed.length - bootstraps} blobs and ${bootstraps} kept bootstraps (${r.freedBytes} bytes); ${r.remainingBytes} bytes remain${r.busy.length ? `; ${r.busy.length} in use kept` : ''}\n`);
-        }
+        else process.stdout.write(`evicted ${r.removed.length} blobs and ${r.removedBootstraps.length} kept bootstraps (${r.freedBytes} bytes); ${r.remainingBytes} bytes remain${r.busy.length ? `; ${r.busy.length} in use kept` : ''}\n`);
       }),
     );
   cache

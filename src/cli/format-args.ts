@@ -4,6 +4,7 @@
  * builder (`checkFormatOptions`), so a library caller gets the same errors.
  */
 import type { Command } from 'commander';
+import type { BuildOptions } from '../builder/build.js';
 import { readPathList } from '../daemon/image-source.js';
 import { COMPRESSOR_NAMES, type Compressor } from '../format/compression.js';
 import { type Digester, Limits } from '../format/constants.js';
@@ -22,14 +23,8 @@ export interface FormatFlags {
   prefetchFiles?: string;
 }
 
-export interface FormatChoice {
-  compressor: Compressor;
-  digester: Digester;
-  chunkSize: number;
-  batchSize: number;
-  compressionLevel?: number;
-  prefetchFiles?: string[];
-}
+/** What the flags ask of the builder. */
+export type FormatChoice = Pick<BuildOptions, 'compressor' | 'digester' | 'chunkSize' | 'batchSize' | 'compressionLevel' | 'prefetchFiles'>;
 
 /** Adds the image format options to a command. */
 export function formatOptions(cmd: Command): Command {

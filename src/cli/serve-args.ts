@@ -58,7 +58,7 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
     // `damselfly cache gc --max-size` does (whole blobs no one has open and kept bootstraps, least
     // recently used first).
     const r = await gcCache(source.cacheDir, maxSize, log.child({ component: 'cache-gc' }));
-    log.info({ maxSize, removed: r.removed.length, freedBytes: r.freedBytes, remainingBytes: r.remainingBytes, busy: r.busy.length }, 'cache trimmed to its size limit');
+    log.info({ maxSize, removed: r.removed.length, removedBootstraps: r.removedBootstraps.length, freedBytes: r.freedBytes, remainingBytes: r.remainingBytes, busy: r.busy.length }, 'cache trimmed to its size limit');
   }
   // The pattern file is written at exit; a path that cannot be written is an error now, not then.
   if (flags.recordPattern !== undefined) await writeFile(flags.recordPattern, '');

@@ -130,9 +130,10 @@ describe('the chunk cache of network images', () => {
       const total = all.reduce((n, b) => n + b.bytes, 0);
       const bootBytes = boots.reduce((n, b) => n + b.bytes, 0);
       const max = (size.get(a0) as number) + (size.get(b1) as number) + (size.get(b2) as number) + bootBytes;
-      const r = JSON.parse((await damselflyOk(['cache', 'gc', '--cache-dir', cache, '--max-size', String(max), '--json'])).stdout) as { removed: string[]; busy: string[]; freedBytes: number; remainingBytes: number };
+      const r = JSON.parse((await damselflyOk(['cache', 'gc', '--cache-dir', cache, '--max-size', String(max), '--json'])).stdout) as { removed: string[]; removedBootstraps: string[]; busy: string[]; freedBytes: number; remainingBytes: number };
       console.log(`gc of a ${total}-byte cache to ${max}: removed ${r.removed.length} blobs (${r.freedBytes} bytes), kept ${r.busy.length} in use; ${r.remainingBytes} bytes remain`);
       assert.deepEqual(r.removed, [a1, a2, b0], 'least recently used first, skipping the blob in use');
+      assert.deepEqual(r.removedBootstraps, [], 'the kept bootstraps, used last, fit');
       assert.deepEqual(r.busy, [a0]);
       assert.ok(r.remainingBytes <= max);
       assert.deepEqual(

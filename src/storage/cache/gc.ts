@@ -68,8 +68,10 @@ export async function listCache(dir: string): Promise<CacheEntry[]> {
 }
 
 export interface GcResult {
-  /** Ids of the blobs and digests of the kept bootstraps removed, least recently used first. */
+  /** Ids of the blobs removed, least recently used first. */
   removed: string[];
+  /** Bootstrap layer digests of the kept bootstraps removed, least recently used first. */
+  removedBootstraps: string[];
   freedBytes: number;
   remainingBytes: number;
   /** Blobs kept only because they are in use. */
@@ -84,13 +86,13 @@ export async function gcCache(dir: string, maxBytes: number, log: Logger): Promi
   }
   const entries = await listCache(dir);
   let total = entries.reduce((n, b) => n + b.bytes, 0);
-  const result: GcResult = { removed: [], freedBytes: 0, remainingBytes: total, busy: [] };
+  const result: GcResult = { removed: [], removedBootstraps: [], freedBytes: 0, remainingBytes: total, busy: [] };
   for (const b of entries) {
     if (total <= maxBytes) break;
     if (b.kind === 'bootstrap') {
       await unlink(keptBootstrapPath(dir, b.id)).catch(() => undefined);
       total -= b.bytes;
-      result.removed.push(b.id);
+      result.removedBootstraps.push(b.id);
       result.freedBytes += b.bytes;
       log.info({ bootstrapLayer: b.id, bytes: b.bytes }, 'evicted a kept bootstrap from the cache');
       continue;

@@ -64,11 +64,11 @@ test('kept bootstraps count in the cache size and are evicted with the blobs, le
     const [oldBlob, oldBoot] = ls as [(typeof ls)[0], (typeof ls)[0]];
     // Room for all but the two least recently used: the old blob, then the old bootstrap.
     const r = await gcCache(dir, total - oldBlob.bytes - oldBoot.bytes, silentLogger);
-    assert.deepEqual(r.removed, [blobOld, bootOld]);
+    assert.deepEqual([r.removed, r.removedBootstraps], [[blobOld], [bootOld]]);
     assert.equal(r.freedBytes, oldBlob.bytes + oldBoot.bytes);
     assert.deepEqual(readdirSync(dir).sort(), [`${blobNew}.blob.data`, `${blobNew}.chunk_map.dfly`, keptBootstrapPath(dir, bootNew).slice(dir.length + 1)].sort());
     const all = await gcCache(dir, 0, silentLogger);
-    assert.deepEqual(all.removed, [blobNew, bootNew]);
+    assert.deepEqual([all.removed, all.removedBootstraps], [[blobNew], [bootNew]]);
     assert.deepEqual(readdirSync(dir), []);
   } finally {
     rmSync(dir, { recursive: true, force: true });
