@@ -43,3 +43,33 @@ export function isoTime(ms: number): string {
 
 /** A logger that drops everything (tests, library use without a logger). */
 export const silentLogger: Logger = pino({ level: 'silent' });
+
+/**
+ * Keeps a repeated warning or error from flooding the log (a full cache disk fails every chunk's
+ * store; a guest can read a broken chunk in a loop): the first event of each kind is logged, then
+ * at most one per `intervalMs`, which says how many were left out since (`suppressed`). Counters
+ * (metrics) keep the totals.
+ */
+export class LogLimiter {
+  private readonly kinds = new Map<string, { at: number; suppressed: number }>();
+
+  constructor(
+    private readonly intervalMs = 60_000,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /**
+   * Whether an event of `kind` is to be logged now: undefined if not (it is counted), else the
+   * number of events of that kind left out before it.
+   */
+  admit(kind: string): number | undefined {
+    const t = this.now();
+    const k = this.kinds.get(kind);
+    if (k !== undefined && t - k.at < this.intervalMs) {
+      k.suppressed++;
+      return undefined;
+    }
+    this.kinds.set(kind, { at: t, suppressed: 0 });
+    return k?.suppressed ?? 0;
+  }
+}

@@ -7,7 +7,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
-import { BufferPool, DamselflyError, ErrorCode, IntegrityError, type Logger, type Metrics, QuietTimer, errorMessage, scatter, sliceViews } from '../base/index.js';
+import { BufferPool, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, errorMessage, scatter, sliceViews } from '../base/index.js';
 
 export { sliceViews };
 import { type ChunkInfo, sameStoredUnit } from '../format/chunk-info.js';
@@ -97,6 +97,7 @@ export class BlobDevice {
   /** Empties `recent`, and then trims the buffer pool, once the device is at rest. */
   private readonly recentQuiet: QuietTimer;
   private readonly storing = new Set<Promise<void>>();
+  private readonly logLimiter = new LogLimiter();
   /** Per blob: where the last fetch a reader caused ended, and the read-ahead window then. */
   private readonly scans = new Map<number, { end: number; window: number }>();
   private closed = false;
@@ -395,7 +396,9 @@ export class BlobDevice {
       this.pool?.release(dst); // the decoder is done with it, and nobody else has it
       if (e instanceof IntegrityError) {
         this.opts.metrics.inc('storage.verify_failures');
-        this.opts.log.error({ blob: blob.id, chunk: c.index, err: errorMessage(e) }, 'chunk from the backend failed verification');
+        // Each read of a broken chunk fetches it again: one line a minute.
+        const suppressed = this.logLimiter.admit('verify');
+        if (suppressed !== undefined) this.opts.log.error({ blob: blob.id, chunk: c.index, err: errorMessage(e), ...(suppressed > 0 ? { suppressed } : {}) }, 'chunk from the backend failed verification');
       }
       throw e;
     }
@@ -451,7 +454,11 @@ export class BlobDevice {
         () => undefined, // a failed fetch was reported to its readers
       );
       const tracked = stored.catch((e: unknown) => {
-        this.opts.log.warn({ blob: blob.id, chunk: c.index, err: errorMessage(e) }, 'storing a chunk in the cache failed');
+        // The chunk stays readable (from memory now, from the backend later); a full disk fails
+        // every store, hence one line a minute.
+        m.inc('storage.cache_store_failures');
+        const suppressed = this.logLimiter.admit('cache store');
+        if (suppressed !== undefined) this.opts.log.warn({ blob: blob.id, chunk: c.index, err: errorMessage(e), ...(suppressed > 0 ? { suppressed } : {}) }, 'storing a chunk in the cache failed');
       });
       this.storing.add(tracked);
       void tracked.finally(() => {

@@ -271,7 +271,8 @@ describe('FUSE host mount', () => {
     await fh.close();
     const mnt = join(work, 'mnt');
     const m = await startMount(['--bootstrap', join(work, 'big.boot'), '--blob-dir', blobs, '--stats'], mnt);
-    await assert.rejects(readFile(join(mnt, 'file-5')), (e: NodeJS.ErrnoException) => e.code === 'EIO');
+    // Read again and again (a guest in a loop): EIO each time, one error line of each kind.
+    for (let i = 0; i < 5; i++) await assert.rejects(readFile(join(mnt, 'file-5')), (e: NodeJS.ErrnoException) => e.code === 'EIO');
     // The first chunk of the same file and other files still read correctly.
     const head = Buffer.alloc(4096);
     const f = await open(join(mnt, 'file-5'), 'r');
@@ -279,8 +280,33 @@ describe('FUSE host mount', () => {
     await f.close();
     assert.ok(head.equals(prng(1005, 4096)));
     assert.ok((await readFile(join(mnt, 'file-6'))).equals(prng(1006, 4 << 20)));
-    const s = stats((await m.stop()).stdout);
-    assert.ok((s['storage.verify_failures'] ?? 0) >= 1);
+    const r = await m.stop();
+    const s = stats(r.stdout);
+    assert.ok((s['storage.verify_failures'] ?? 0) >= 5, JSON.stringify(s));
+    const lines = (msg: string): number => r.stderr.split('\n').filter((l) => l.includes(`"msg":"${msg}"`)).length;
+    assert.equal(lines('chunk from the backend failed verification'), 1, r.stderr);
+    assert.equal(lines('request failed'), 1, r.stderr);
+  });
+
+  test('a cache directory that runs out of space: every file still reads right, and one warning says so', async () => {
+    const cache = join(work, 'full-cache');
+    await mkdir(cache);
+    sh(`mount -t tmpfs -o size=1m damselfly-test ${cache}`);
+    const mnt = join(work, 'mnt');
+    try {
+      const m = await startMount([...big, '--cache-dir', cache, '--stats'], mnt);
+      for (let i = 0; i < 12; i++) assert.ok((await readFile(join(mnt, `file-${i}`))).equals(prng(1000 + i, 4 << 20)), `file-${i}`);
+      const r = await m.stop();
+      assert.equal(r.code, 0, r.stderr);
+      const s = stats(r.stdout);
+      // 48 chunks of 1 MiB into 1 MiB of space: all but the first few stores fail.
+      assert.ok((s['storage.cache_store_failures'] ?? 0) >= 40, JSON.stringify(s));
+      const warnings = r.stderr.split('\n').filter((l) => l.includes('"msg":"storing a chunk in the cache failed"'));
+      assert.equal(warnings.length, 1, r.stderr);
+      assert.match(warnings[0] as string, /ENOSPC|no space/i);
+    } finally {
+      sh(`umount -l ${cache}`);
+    }
   });
 
   test('a killed daemon restarted on the same cache reads nothing from the backend', async () => {

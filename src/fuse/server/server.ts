@@ -5,7 +5,7 @@
  * ENOSYS, and a malformed request gets EINVAL when its `unique` can be read.
  */
 import { constants } from 'node:os';
-import { DamselflyError, ErrorCode, type Logger, type Metrics, iovLength, isSysError } from '../../base/index.js';
+import { DamselflyError, ErrorCode, LogLimiter, type Logger, type Metrics, iovLength, isSysError } from '../../base/index.js';
 import { Errno, type FileSystem, FsError } from '../../fs/types.js';
 import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_MIN_MINOR, InitFlag, Opcode } from '../abi.js';
 import { BadArguments, RequestError, decodeRequest } from '../codec/header.js';
@@ -80,6 +80,7 @@ export class FuseServer {
   private readonly fs: FileSystem;
   private readonly opts: Required<Omit<FuseServerOptions, 'log' | 'metrics'>> & FuseServerOptions;
   private session: Session | undefined;
+  private readonly logLimiter = new LogLimiter();
 
   constructor(fs: FileSystem, opts: FuseServerOptions) {
     this.fs = fs;
@@ -135,7 +136,9 @@ export class FuseServer {
         // Given up on purpose (the filesystem is closing, e.g. the daemon stops): EIO, no alarm.
         this.opts.log.info({ op: name, nodeid: header.nodeid, err: e.message }, 'request aborted');
       } else if (errno === Errno.EIO || !(e instanceof FsError || isSysError(e) || e instanceof DamselflyError)) {
-        this.opts.log.error({ op: name, nodeid: header.nodeid, err: e instanceof Error ? e.message : String(e) }, 'request failed');
+        // A guest may repeat a failing read in a loop: one line per operation a minute.
+        const suppressed = this.logLimiter.admit(name);
+        if (suppressed !== undefined) this.opts.log.error({ op: name, nodeid: header.nodeid, err: e instanceof Error ? e.message : String(e), ...(suppressed > 0 ? { suppressed } : {}) }, 'request failed');
       } else {
         this.opts.log.debug({ op: name, nodeid: header.nodeid, errno }, 'request failed');
       }
