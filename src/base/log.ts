@@ -72,4 +72,10 @@ export class LogLimiter {
     this.kinds.set(kind, { at: t, suppressed: 0 });
     return k?.suppressed ?? 0;
   }
+
+  /** Logs `msg` at `level` if an event of `kind` is admitted, with `suppressed` when some were left out. */
+  log(logger: Logger, level: 'warn' | 'error', kind: string, obj: Record<string, unknown>, msg: string): void {
+    const suppressed = this.admit(kind);
+    if (suppressed !== undefined) logger[level](suppressed > 0 ? { ...obj, suppressed } : obj, msg);
+  }
 }

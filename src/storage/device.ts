@@ -397,8 +397,7 @@ export class BlobDevice {
       if (e instanceof IntegrityError) {
         this.opts.metrics.inc('storage.verify_failures');
         // Each read of a broken chunk fetches it again: one line a minute.
-        const suppressed = this.logLimiter.admit('verify');
-        if (suppressed !== undefined) this.opts.log.error({ blob: blob.id, chunk: c.index, err: errorMessage(e), ...(suppressed > 0 ? { suppressed } : {}) }, 'chunk from the backend failed verification');
+        this.logLimiter.log(this.opts.log, 'error', 'verify', { blob: blob.id, chunk: c.index, err: errorMessage(e) }, 'chunk from the backend failed verification');
       }
       throw e;
     }
@@ -457,8 +456,7 @@ export class BlobDevice {
         // The chunk stays readable (from memory now, from the backend later); a full disk fails
         // every store, hence one line a minute.
         m.inc('storage.cache_store_failures');
-        const suppressed = this.logLimiter.admit('cache store');
-        if (suppressed !== undefined) this.opts.log.warn({ blob: blob.id, chunk: c.index, err: errorMessage(e), ...(suppressed > 0 ? { suppressed } : {}) }, 'storing a chunk in the cache failed');
+        this.logLimiter.log(this.opts.log, 'warn', 'cache store', { blob: blob.id, chunk: c.index, err: errorMessage(e) }, 'storing a chunk in the cache failed');
       });
       this.storing.add(tracked);
       void tracked.finally(() => {

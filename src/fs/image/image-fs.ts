@@ -5,7 +5,7 @@
  * the kernel uses must have been handed out by a lookup (counted, released by FORGET).
  */
 import type { Logger, Metrics } from '../../base/index.js';
-import { DamselflyError } from '../../base/index.js';
+import { DamselflyError, LogLimiter } from '../../base/index.js';
 import type { ChunkInfo } from '../../format/chunk-info.js';
 import { S_IFMT } from '../../format/constants.js';
 import type { InodeAttr, RafsImage } from '../../format/image.js';
@@ -71,6 +71,8 @@ export class ImageFs implements FileSystem {
   private noOpendir = false;
   private readonly opts: Required<Omit<ImageFsOptions, 'defaultOwner'>> & Pick<ImageFsOptions, 'defaultOwner'>;
   private readonly image: RafsImage;
+  /** A guest can touch a malformed inode in a loop: one line a minute. */
+  private readonly logLimiter = new LogLimiter();
   /** Lookup counts of the node ids the kernel holds (the root is always valid). */
   private readonly lookups = new Map<number, number>();
   private readonly chunkCache = new Map<number, ChunkInfo[]>();
@@ -119,7 +121,7 @@ export class ImageFs implements FileSystem {
     };
   }
 
-  /** Decodes an inode; a malformed image part is an I/O error for the caller, logged once here. */
+  /** Decodes an inode; a malformed image part is an I/O error for the caller, logged here (one line a minute). */
   private getAttr(ino: number): InodeAttr {
     try {
       return this.image.getAttr(ino);
@@ -130,7 +132,7 @@ export class ImageFs implements FileSystem {
 
   private imageError(e: unknown, ino: number): unknown {
     if (e instanceof DamselflyError) {
-      this.opts.log.error({ ino, err: e.message }, 'image inode is malformed');
+      this.logLimiter.log(this.opts.log, 'error', 'malformed', { ino, err: e.message }, 'image inode is malformed');
       return new FsError(Errno.EIO, e.message);
     }
     return e;

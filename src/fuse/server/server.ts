@@ -137,8 +137,7 @@ export class FuseServer {
         this.opts.log.info({ op: name, nodeid: header.nodeid, err: e.message }, 'request aborted');
       } else if (errno === Errno.EIO || !(e instanceof FsError || isSysError(e) || e instanceof DamselflyError)) {
         // A guest may repeat a failing read in a loop: one line per operation a minute.
-        const suppressed = this.logLimiter.admit(name);
-        if (suppressed !== undefined) this.opts.log.error({ op: name, nodeid: header.nodeid, err: e instanceof Error ? e.message : String(e), ...(suppressed > 0 ? { suppressed } : {}) }, 'request failed');
+        this.logLimiter.log(this.opts.log, 'error', name, { op: name, nodeid: header.nodeid, err: e instanceof Error ? e.message : String(e) }, 'request failed');
       } else {
         this.opts.log.debug({ op: name, nodeid: header.nodeid, errno }, 'request failed');
       }

@@ -5,7 +5,7 @@
  * descriptors); the reply is written into its writable part with `out.len` exact. Requests are
  * served concurrently and complete in any order; READ data goes straight into guest buffers.
  */
-import { type Logger, type Metrics, gather, iovLength, scatter, scatterAt, sliceViews } from '../../base/index.js';
+import { LogLimiter, type Logger, type Metrics, gather, iovLength, scatter, scatterAt, sliceViews } from '../../base/index.js';
 import { type FuseServer, type ReplyChannel, inPlaceDataAt } from '../../fuse/index.js';
 import type { Chain, QueueHandle, VirtioDevice } from '../vhost-user/backend.js';
 
@@ -26,6 +26,7 @@ class GuestReply implements ReplyChannel {
   constructor(
     private readonly chain: Chain,
     private readonly log: Logger,
+    private readonly limiter: LogLimiter,
   ) {
     this.capacity = Math.max(0, chain.writeBytes - OUT_HEADER);
   }
@@ -37,7 +38,7 @@ class GuestReply implements ReplyChannel {
   send(header: Uint8Array, payload: Uint8Array[] | number): void {
     const w = this.chain.writable;
     if (this.chain.writeBytes < OUT_HEADER) {
-      this.log.warn({ writable: this.chain.writeBytes }, 'a request left no room for its reply header');
+      this.limiter.log(this.log, 'warn', 'no room', { writable: this.chain.writeBytes }, 'a request left no room for its reply header');
       return this.chain.complete(0);
     }
     const payloadLen = typeof payload === 'number' ? payload : iovLength(payload);
@@ -74,6 +75,8 @@ export class VirtioFsDevice implements VirtioDevice {
   readonly maxQueues: number;
   readonly deviceFeatures = 0n;
   private readonly opts: VirtioFsDeviceOptions;
+  /** A guest can send malformed chains in a loop: one line a minute of each kind. */
+  private readonly limiter = new LogLimiter();
 
   constructor(opts: VirtioFsDeviceOptions) {
     this.opts = opts;
@@ -92,12 +95,12 @@ export class VirtioFsDevice implements VirtioDevice {
     const { log, metrics } = this.opts;
     if (c.error !== undefined) {
       metrics.inc('virtiofs.bad_chains');
-      log.warn({ queue, head: c.head, err: c.error }, 'dropping a malformed descriptor chain');
+      this.limiter.log(log, 'warn', 'malformed', { queue, head: c.head, err: c.error }, 'dropping a malformed descriptor chain');
       return c.complete(0);
     }
     if (c.readBytes > MAX_REQUEST) {
       metrics.inc('virtiofs.bad_chains');
-      log.warn({ queue, bytes: c.readBytes }, 'dropping an oversized request');
+      this.limiter.log(log, 'warn', 'oversized', { queue, bytes: c.readBytes }, 'dropping an oversized request');
       return c.complete(0);
     }
     // The request is copied out of guest memory before it is parsed (the guest may change it);
@@ -105,16 +108,16 @@ export class VirtioFsDevice implements VirtioDevice {
     // meanwhile changes only what is written, as with any DMA), sparing a copy of up to 1 MiB.
     // A small request (any but a WRITE with data, a SETXATTR with a large value) is copied whole.
     if (c.readBytes <= SMALL_REQUEST) {
-      void this.opts.server.handle(gather(c.readable, c.readBytes), new GuestReply(c, log));
+      void this.opts.server.handle(gather(c.readable, c.readBytes), new GuestReply(c, log, this.limiter));
       return;
     }
     const head = gather(c.readable, IN_HEADER);
     const dataAt = inPlaceDataAt(head, c.readBytes);
     if (dataAt === undefined) {
-      void this.opts.server.handle(gather(c.readable, c.readBytes), new GuestReply(c, log));
+      void this.opts.server.handle(gather(c.readable, c.readBytes), new GuestReply(c, log, this.limiter));
     } else {
       const tail = sliceViews(c.readable, dataAt, c.readBytes - dataAt);
-      void this.opts.server.handle(gather(c.readable, dataAt), new GuestReply(c, log), tail);
+      void this.opts.server.handle(gather(c.readable, dataAt), new GuestReply(c, log, this.limiter), tail);
     }
   }
 }
