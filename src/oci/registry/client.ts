@@ -7,7 +7,7 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { BackendError, IntegrityError, type Logger, NotFoundError, UsageError } from '../../base/index.js';
+import { BackendError, IntegrityError, LogLimiter, type Logger, NotFoundError, UsageError } from '../../base/index.js';
 import { RegistryAuth, type TokenAnswer, type TokenRequest, parseTokenAnswer, scopeFor } from './auth.js';
 import { HttpStatusError, networkError, redactUrl } from './errors.js';
 import { type BodyOptions, type Exchange, type ExchangeRequest, Transport, abandon, discard, header, readAll, readExact, statusError } from './http.js';
@@ -76,6 +76,8 @@ export class RegistryClient {
   private readonly policy: RetryPolicy;
   private readonly log: Logger;
   private readonly extraHeaders: Record<string, string>;
+  /** Retries of every request share it: a registry that is down gives one line a minute. */
+  private readonly logLimiter = new LogLimiter();
 
   constructor(opts: RegistryClientOptions) {
     if (opts.scheme !== 'http' && opts.scheme !== 'https') throw new UsageError(`registry scheme must be http or https, not ${String(opts.scheme)}`);
@@ -158,7 +160,7 @@ export class RegistryClient {
   }
 
   private retry<T>(what: string, op: (attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {
-    return withRetry(this.policy, op, { what, log: this.log, ...(signal ? { signal } : {}) });
+    return withRetry(this.policy, op, { what, log: this.log, limiter: this.logLimiter, ...(signal ? { signal } : {}) });
   }
 
   private async notFoundOr(x: Exchange, context?: string): Promise<Error> {

@@ -3,7 +3,7 @@
  * (`BackendError.retryable`; an `IntegrityError`, a body corrupted on the way, too); every wait is
  * bounded by `maxDelayMs` and ends early when the caller's signal aborts.
  */
-import { BackendError, IntegrityError, type Logger, errorMessage } from '../../base/index.js';
+import { BackendError, IntegrityError, type LogLimiter, type Logger, errorMessage } from '../../base/index.js';
 import { HttpStatusError, abortedError } from './errors.js';
 
 export interface RetryPolicy {
@@ -56,7 +56,7 @@ export function sleep(ms: number, signal?: AbortSignal, what = 'wait'): Promise<
 export async function withRetry<T>(
   policy: RetryPolicy,
   op: (attempt: number) => Promise<T>,
-  ctx: { what: string; log: Logger; signal?: AbortSignal },
+  ctx: { what: string; log: Logger; signal?: AbortSignal; limiter?: LogLimiter },
 ): Promise<T> {
   for (let attempt = 0; ; attempt++) {
     try {
@@ -65,7 +65,10 @@ export async function withRetry<T>(
       if (attempt >= policy.limit || !isRetryable(e) || ctx.signal?.aborted) throw e;
       const retryAfter = e instanceof HttpStatusError ? e.retryAfterMs : undefined;
       const delayMs = backoffDelay(policy, attempt, retryAfter);
-      ctx.log.warn({ attempt: attempt + 1, of: policy.limit, delayMs, err: errorMessage(e) }, `${ctx.what}: retrying`);
+      const line = { attempt: attempt + 1, of: policy.limit, delayMs, err: errorMessage(e) };
+      // A registry that is down fails every reader's request: with a limiter, one line a minute.
+      if (ctx.limiter !== undefined) ctx.limiter.log(ctx.log, 'warn', 'retry', line, `${ctx.what}: retrying`);
+      else ctx.log.warn(line, `${ctx.what}: retrying`);
       await sleep(delayMs, ctx.signal, ctx.what);
     }
   }

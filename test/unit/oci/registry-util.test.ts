@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { BackendError, DamselflyError, IntegrityError, UsageError, silentLogger } from '../../../src/base/index.js';
+import { pino } from 'pino';
+import { BackendError, DamselflyError, IntegrityError, LogLimiter, UsageError, silentLogger } from '../../../src/base/index.js';
 import {
   HttpStatusError,
   RegistryClient,
@@ -166,4 +167,23 @@ test('a watchdog stopped while a consumer held the last chunk stays stopped (no 
   await new Promise((r) => setTimeout(r, 60));
   assert.equal(live.signal.aborted, true);
   assert.match(String((live.signal.reason as Error).message), /GET y: no progress \(response headers\) within 20 ms/);
+});
+
+test('withRetry with a shared limiter: the retries of many requests give one warning line', async () => {
+  const lines: string[] = [];
+  const log = pino({ level: 'warn' }, { write: (s: string) => void lines.push(s) });
+  const limiter = new LogLimiter();
+  const policy = { limit: 3, baseDelayMs: 1, maxDelayMs: 2 };
+  for (let i = 0; i < 5; i++) {
+    await assert.rejects(withRetry(policy, async () => {
+      throw new BackendError('registry down', { retryable: true });
+    }, { what: `GET blob ${i}`, log, limiter }), /registry down/);
+  }
+  assert.equal(lines.length, 1, lines.join(''));
+  assert.match(lines[0] as string, /GET blob 0: retrying/);
+  // Without one (a caller of its own), every retry is logged.
+  await assert.rejects(withRetry(policy, async () => {
+    throw new BackendError('registry down', { retryable: true });
+  }, { what: 'alone', log }), /registry down/);
+  assert.equal(lines.length, 4);
 });
