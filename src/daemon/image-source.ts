@@ -4,7 +4,8 @@
  * (`--config`: backend, cache, validation, prefetch); or an image reference (`--image`), of which
  * only the manifest and the bootstrap layer are fetched before serving, chunks then on demand.
  */
-import { mkdir, readFile, rename, utimes, writeFile } from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
+import { access, mkdir, readFile, rename, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Logger, type Metrics, UsageError, errorMessage } from '../base/index.js';
 import { type DaemonConfig, type PrefetchConfig, type RegistryBackendConfig, loadConfigFile } from '../config/index.js';
@@ -130,6 +131,16 @@ function registryConfig(host: string, repo: string, plainHttp: boolean, base?: D
   };
 }
 
+/** A cache directory this process can write (made if missing), or a usage error saying why not. */
+async function checkCacheDir(dir: string): Promise<void> {
+  try {
+    await mkdir(dir, { recursive: true });
+    await access(dir, fsc.W_OK | fsc.X_OK);
+  } catch (e) {
+    throw new UsageError(`cache directory ${dir} is not usable: ${errorMessage(e)}`, { cause: e });
+  }
+}
+
 export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: Logger, metrics: Metrics): Promise<ImageSource> {
   const source = await openSource(flags, codecs, log, metrics);
   try {
@@ -145,6 +156,7 @@ export async function openImageSource(flags: SourceFlags, codecs: Codecs, log: L
 async function openSource(flags: SourceFlags, codecs: Codecs, log: Logger, metrics: Metrics): Promise<ImageSource> {
   const config = flags.config !== undefined ? await loadConfigFile(flags.config, { onWarning: (m) => log.warn(m) }) : undefined;
   const cacheDir = flags.cacheDir ?? (config?.cache.type === 'blobcache' || config?.cache.type === 'filecache' ? config.cache.workDir : undefined);
+  if (cacheDir !== undefined) await checkCacheDir(cacheDir);
   const common = {
     ...(cacheDir !== undefined ? { cacheDir } : {}),
     validate: flags.validate === true || config?.rafs.validate === true || config?.cache.validate === true,

@@ -155,15 +155,26 @@ export class BlobDevice {
       if (this.closed) return Promise.reject(closedError());
       const blob = this.opts.blobs[blobIndex] as BlobInfo;
       const dir = this.opts.cacheDir;
+      const memory = (): BlobCache => new MemoryBlobCache(this.opts.memoryCacheBytes ?? 256 << 20);
       p =
         dir === undefined
-          ? Promise.resolve(new MemoryBlobCache(this.opts.memoryCacheBytes ?? 256 << 20))
+          ? Promise.resolve(memory())
           : mkdir(dir, { recursive: true })
               .then(() => FileBlobCache.open(dir, blob.id))
-              .then(({ cache, uncleanShutdown }) => {
-                if (uncleanShutdown) this.opts.log.info({ blob: blob.id }, 'cache was not closed cleanly; cached chunks are verified before use');
-                return cache;
-              });
+              .then(
+                ({ cache, uncleanShutdown }) => {
+                  if (uncleanShutdown) this.opts.log.info({ blob: blob.id }, 'cache was not closed cleanly; cached chunks are verified before use');
+                  return cache;
+                },
+                (e: unknown) => {
+                  if (this.closed) throw e;
+                  // The cache directory went read-only, full of inodes, or its chunk map stayed
+                  // locked by another process: the blob is served without it, from memory.
+                  this.opts.metrics.inc('storage.cache_open_failures');
+                  this.logLimiter.log(this.opts.log, 'warn', 'cache open', { blob: blob.id, dir, err: errorMessage(e) }, 'cannot open the blob\'s cache; serving it from memory');
+                  return memory();
+                },
+              );
       p.then(
         (cache) => this.opened.set(blobIndex, cache),
         () => this.caches.delete(blobIndex),

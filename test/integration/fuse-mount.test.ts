@@ -288,6 +288,40 @@ describe('FUSE host mount', () => {
     assert.equal(lines('request failed'), 1, r.stderr);
   });
 
+  test('a cache directory that cannot be written is refused at start; one that turns read-only later is done without', async () => {
+    const mnt = join(work, 'mnt');
+    const ro = join(work, 'ro-cache');
+    await mkdir(ro);
+    sh(`mount --bind ${ro} ${ro} && mount -o remount,bind,ro ${ro}`);
+    try {
+      // Refused before mounting: it exits at once (a mount would run until stopped).
+      const r = await damselfly(['mount', ...big, '--cache-dir', ro, mnt], { timeoutMs: 30_000 });
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, new RegExp(`damselfly: cache directory ${ro} is not usable: EROFS`));
+    } finally {
+      sh(`umount ${ro}`);
+    }
+    await writeFile(join(work, 'not-a-dir'), 'a file');
+    const f = await damselfly(['mount', ...big, '--cache-dir', join(work, 'not-a-dir'), mnt], { timeoutMs: 30_000 });
+    assert.equal(f.code, 2, f.stderr);
+    assert.match(f.stderr, /cache directory .*not-a-dir is not usable: EEXIST/);
+    // Usable at start, read-only before the first read opens the blob's cache: served from memory.
+    const live = join(work, 'live-cache');
+    await mkdir(live);
+    sh(`mount --bind ${live} ${live}`);
+    try {
+      const m = await startMount([...big, '--cache-dir', live, '--stats'], mnt);
+      sh(`mount -o remount,bind,ro ${live}`);
+      for (let i = 0; i < 4; i++) assert.ok((await readFile(join(mnt, `file-${i}`))).equals(prng(1000 + i, 4 << 20)), `file-${i}`);
+      const r = await m.stop();
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(stats(r.stdout)['storage.cache_open_failures'], 1, r.stdout);
+      assert.equal(r.stderr.split('\n').filter((l) => l.includes('serving it from memory')).length, 1, r.stderr);
+    } finally {
+      sh(`umount ${live}`);
+    }
+  });
+
   test('a cache directory that runs out of space: every file still reads right, and one warning says so', async () => {
     const cache = join(work, 'full-cache');
     await mkdir(cache);
