@@ -28,3 +28,17 @@ export function reportError(e: unknown): number {
   process.stderr.write(`damselfly: ${message}\n`);
   return code;
 }
+
+/**
+ * The signals that stop a daemon cleanly (unmount, close the cache, exit): SIGINT, SIGTERM and
+ * SIGHUP — a mount started from a terminal that closes gets SIGHUP, whose default action would
+ * kill the process and leave a dead mount behind (libfuse's daemons handle the same three).
+ * Each is handled once; the returned function removes the handlers.
+ */
+export function onStopSignals(stop: () => void): () => void {
+  const signals = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+  for (const s of signals) process.once(s, stop);
+  return () => {
+    for (const s of signals) process.off(s, stop);
+  };
+}

@@ -3,10 +3,11 @@ import type { Command } from 'commander';
 import { Metrics } from '../base/index.js';
 import { FuseMount } from '../transport/index.js';
 import { getLogger, printJson, run } from './common.js';
+import { onStopSignals } from './exit.js';
 import { type ServeFlags, openServed, serveOptions } from './serve-args.js';
 
 export function register(program: Command): void {
-  serveOptions(program.command('mount').description('mount an image on the host with FUSE (foreground; Ctrl-C or SIGTERM unmounts)'))
+  serveOptions(program.command('mount').description('mount an image on the host with FUSE (foreground; Ctrl-C, SIGTERM or SIGHUP unmounts)'))
     .argument('<mountpoint>', 'an existing directory')
     .action((mountpoint: string, flags: ServeFlags) =>
       run(async () => {
@@ -17,15 +18,12 @@ export function register(program: Command): void {
         const loaded = source.loaded;
         // The handlers go in before the mount (which is synchronous, so no signal is handled in
         // between) and so before the ready line: a signal sent on seeing it always unmounts.
-        const stop = (): void => void mount.unmount();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
+        const offSignals = onStopSignals(() => void mount.unmount());
         const mount = FuseMount.mount({ mountpoint, server: service.server, log: log.child({ component: 'fusedev' }) });
         log.info({ mountpoint, version: loaded.image.version, blobs: loaded.image.blobs.length }, 'mounted');
         process.stderr.write(`damselfly: mounted on ${mountpoint}\n`);
         await mount.ended;
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
+        offSignals();
         await served.close();
         if (flags.stats) printJson(metrics.snapshot());
       }),

@@ -15,7 +15,7 @@ import { ApiServer } from '../api/index.js';
 import type { PassthroughFactory } from '../daemon/mounts.js';
 import { NydusDaemon } from '../daemon/nydus-daemon.js';
 import { nativeCodecs } from '../native/index.js';
-import { EXIT_OK, EXIT_USAGE, reportError } from './exit.js';
+import { EXIT_OK, EXIT_USAGE, onStopSignals, reportError } from './exit.js';
 import { READY_LINE } from './virtiofsd-compat.js';
 
 export interface NydusdFlags {
@@ -144,8 +144,7 @@ export async function runNydusd(argv: readonly string[], deps: { passthrough?: P
       api = new ApiServer(daemon, log.child({ component: 'api' }));
       await api.listen(f.apisock);
     }
-    process.once('SIGTERM', () => void shutdown(EXIT_OK));
-    process.once('SIGINT', () => void shutdown(EXIT_OK));
+    onStopSignals(() => void shutdown(EXIT_OK));
     process.stderr.write(`${READY_LINE}\n`);
     const reason = await daemon.run();
     log.info({ reason }, 'vhost-user frontend gone; exiting');

@@ -9,6 +9,7 @@ import { PassthroughFs } from '../fs/passthrough/index.js';
 import { FuseServer } from '../fuse/index.js';
 import { FuseMount } from '../transport/index.js';
 import { getLogger, oneOf, printJson, run } from './common.js';
+import { onStopSignals } from './exit.js';
 
 interface PassthroughFlags {
   sharedDir: string;
@@ -22,7 +23,7 @@ interface PassthroughFlags {
 export function register(program: Command): void {
   program
     .command('passthrough')
-    .description('serve a host directory read-write on a mountpoint with FUSE (foreground; Ctrl-C or SIGTERM unmounts)')
+    .description('serve a host directory read-write on a mountpoint with FUSE (foreground; Ctrl-C, SIGTERM or SIGHUP unmounts)')
     .requiredOption('--shared-dir <dir>', 'the directory to serve')
     .addOption(new Option('--cache <policy>', 'never, auto or always (as virtiofsd)').argParser(oneOf(['never', 'auto', 'always'] as const)).default('auto'))
     .option('--no-xattr', 'answer every xattr request with ENOSYS')
@@ -45,14 +46,11 @@ export function register(program: Command): void {
         });
         const server = new FuseServer(fs, { log: log.child({ component: 'fuse' }), metrics });
         // Handlers first (see mount.ts): a signal sent on seeing the ready line always unmounts.
-        const stop = (): void => void mount.unmount();
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
+        const offSignals = onStopSignals(() => void mount.unmount());
         const mount = FuseMount.mount({ mountpoint, server, log: log.child({ component: 'fusedev' }), readOnly: false, fsname: flags.sharedDir, subtype: 'damselfly-passthrough' });
         process.stderr.write(`damselfly: ${flags.sharedDir} mounted on ${mountpoint}\n`);
         await mount.ended;
-        process.off('SIGINT', stop);
-        process.off('SIGTERM', stop);
+        offSignals();
         fs.close();
         if (flags.stats === true) printJson(metrics.snapshot());
       }),

@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { Metrics, UsageError } from '../base/index.js';
 import { VhostListener, VhostUserBackend, VirtioFsDevice } from '../transport/index.js';
 import { getLogger, printJson, run } from './common.js';
+import { onStopSignals } from './exit.js';
 import { type ServeFlags, openServed, serveOptions } from './serve-args.js';
 
 interface VirtiofsFlags extends ServeFlags {
@@ -42,8 +43,7 @@ export function register(program: Command): void {
           if (flags.stats) printJson(metrics.snapshot());
           process.exit();
         };
-        process.once('SIGINT', stop);
-        process.once('SIGTERM', stop);
+        onStopSignals(stop);
         // Ready only once a signal is handled: a supervisor that stops us on seeing it is obeyed.
         process.stderr.write(`${READY_LINE}\n`);
         const conn = await listener.accept();

@@ -14,7 +14,7 @@ import { readOnly } from '../daemon/read-only-fs.js';
 import { VhostService, removeStaleSocket } from '../daemon/vhost-service.js';
 import { PassthroughFs } from '../fs/passthrough/index.js';
 import { FuseServer } from '../fuse/index.js';
-import { EXIT_OK, EXIT_USAGE, reportError } from './exit.js';
+import { EXIT_OK, EXIT_USAGE, onStopSignals, reportError } from './exit.js';
 import { type VirtiofsdArgs, VIRTIOFSD_USAGE, parseVirtiofsdArgs } from './virtiofsd-args.js';
 
 export const READY_LINE = 'Waiting for vhost-user socket connection...';
@@ -135,9 +135,7 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
     cleanup();
     process.exit(EXIT_OK);
   };
-  process.once('SIGTERM', stop);
-  process.once('SIGHUP', stop);
-  process.once('SIGINT', stop);
+  onStopSignals(stop);
   log.info({ sharedDir: root, cache: args.cache, xattr: args.xattr }, 'vhost-user socket listening');
   process.stderr.write(`${READY_LINE}\n`);
   const reason = await vhost.run();

@@ -288,6 +288,16 @@ describe('FUSE host mount', () => {
     assert.equal(lines('request failed'), 1, r.stderr);
   });
 
+  test('SIGHUP (the terminal of a foreground mount closing) unmounts cleanly, as SIGTERM and SIGINT do', async () => {
+    const mnt = join(work, 'mnt');
+    const m = await startMount([...image, '--cache-dir', join(work, 'hup-cache')], mnt);
+    assert.ok((await readFile(join(mnt, 'small.txt'))).length > 0);
+    const exited = new Promise<number | null>((resolve) => m.proc.once('exit', (code) => resolve(code)));
+    m.proc.kill('SIGHUP');
+    assert.equal(await exited, 0, m.stderr());
+    assert.ok(!(await readFile('/proc/self/mountinfo', 'utf8')).includes(` ${mnt} `), 'no mount left behind');
+  });
+
   test('a cache directory that cannot be written is refused at start; one that turns read-only later is done without', async () => {
     const mnt = join(work, 'mnt');
     const ro = join(work, 'ro-cache');
