@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { writeFully } from '../base/index.js';
+import { isSysError, writeFully } from '../base/index.js';
 import { type Codecs, type Compressor, type Stored, storeCompressedAsync } from '../format/compression.js';
 import { ChunkFlag, type Digester } from '../format/constants.js';
 import { digest } from '../format/digest.js';
@@ -42,9 +42,15 @@ export class NewBlob {
     const fh = this.fh;
     if (fh === undefined) throw new Error('blob already finalized');
     this.writes = this.writes.then(async () => {
-      for (const p of parts) {
-        await writeFully(fh, p);
-        this.size += p.length;
+      try {
+        for (const p of parts) {
+          await writeFully(fh, p);
+          this.size += p.length;
+        }
+      } catch (e) {
+        // A write through a handle names no file (ENOSPC, EIO): say which one.
+        if (isSysError(e) && e.path === undefined) e.path = this.tempPath;
+        throw e;
       }
     });
     return this.writes;

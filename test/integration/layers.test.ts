@@ -644,6 +644,25 @@ describe('hostile layers', () => {
     assert.deepEqual((await readdir(dir)).sort(), [bad.name, 'good.tar', 'out'].sort());
   }
 
+  test('a blob directory that runs out of space: the build fails naming where, and leaves no temporary blob', async () => {
+    await withTempDir('hostile-enospc', async (dir) => {
+      const out = join(dir, 'small');
+      await mkdir(out);
+      sh(`mount -t tmpfs -o size=256k damselfly-test ${out}`);
+      try {
+        const layer = join(dir, 'big.tar');
+        await writeFile(layer, tarBytes([item('./', 'dir'), item('random', 'file', { data: prng(24, 1 << 20) })]));
+        const r = await damselfly(['build', '--bootstrap', join(out, 'boot'), '--blob-dir', join(out, 'blobs'), layer]);
+        assert.equal(r.code, 1, r.stderr);
+        assert.match(r.stderr, new RegExp(`^damselfly: ${out}/blobs/\\S+: ENOSPC`, 'm'));
+        assert.deepEqual(await readdir(join(out, 'blobs')), []);
+        assert.deepEqual(await readdir(out), ['blobs']);
+      } finally {
+        sh(`umount ${out}`);
+      }
+    });
+  });
+
   test("a '../escape' entry is refused", async () => {
     await withTempDir('hostile-dotdot', async (dir) => {
       const bytes = tarBytes([item('./', 'dir'), item('ok', 'file', { data: prng(22, 70_000) }), item('../escape', 'file', { data: 'out!' })]);
