@@ -93,6 +93,15 @@ export function isSysError(e: unknown, code?: string): e is SysError {
   );
 }
 
+/**
+ * `e`, a system error from a read or write through a handle (which names no file: "ENOSPC: no
+ * space left on device, write"), with the file's path set, so that the user is told which file.
+ */
+export function namingFile(e: unknown, path: string | Buffer): unknown {
+  if (isSysError(e) && e.path === undefined) e.path = path.toString();
+  return e;
+}
+
 /** The message of anything thrown, for logs and CLI output. */
 export function errorMessage(e: unknown): string {
   return e instanceof Error ? e.message : String(e);

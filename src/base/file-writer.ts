@@ -4,6 +4,7 @@
  * the process with a stack trace, and a writer waiting for 'drain' waited for ever.
  */
 import { type FileHandle, open } from 'node:fs/promises';
+import { namingFile } from './errors.js';
 
 const BUFFER = 1 << 20;
 
@@ -35,16 +36,20 @@ export class FileWriter {
   /** Bytes written so far (buffered ones included). */
   bytes = 0;
 
-  private constructor(private readonly fh: FileHandle) {}
+  private constructor(
+    private readonly fh: FileHandle,
+    private readonly path: string,
+  ) {}
 
   /** Opens `path` (`wx`: a new file; `w`: replaced). */
   static async create(path: string, flags: 'w' | 'wx' = 'wx', mode = 0o644): Promise<FileWriter> {
-    return new FileWriter(await open(path, flags, mode));
+    return new FileWriter(await open(path, flags, mode), path);
   }
 
+  /** Errors name the file (a write through a handle does not). */
   async write(b: Uint8Array): Promise<void> {
     if (this.used + b.length > this.buf.length) await this.flush();
-    if (b.length >= this.buf.length) await writeFully(this.fh, b);
+    if (b.length >= this.buf.length) await writeFully(this.fh, b).catch((e: unknown) => Promise.reject(namingFile(e, this.path)));
     else {
       this.buf.set(b, this.used);
       this.used += b.length;
@@ -56,7 +61,7 @@ export class FileWriter {
     if (this.used === 0) return;
     const n = this.used;
     this.used = 0;
-    await writeFully(this.fh, this.buf.subarray(0, n));
+    await writeFully(this.fh, this.buf.subarray(0, n)).catch((e: unknown) => Promise.reject(namingFile(e, this.path)));
   }
 
   /** Writes what is buffered and closes the file. */

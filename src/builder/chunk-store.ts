@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { isSysError, writeFully } from '../base/index.js';
+import { namingFile, writeFully } from '../base/index.js';
 import { type Codecs, type Compressor, type Stored, storeCompressedAsync } from '../format/compression.js';
 import { ChunkFlag, type Digester } from '../format/constants.js';
 import { digest } from '../format/digest.js';
@@ -48,9 +48,7 @@ export class NewBlob {
           this.size += p.length;
         }
       } catch (e) {
-        // A write through a handle names no file (ENOSPC, EIO): say which one.
-        if (isSysError(e) && e.path === undefined) e.path = this.tempPath;
-        throw e;
+        throw namingFile(e, this.tempPath);
       }
     });
     return this.writes;

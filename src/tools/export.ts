@@ -5,7 +5,7 @@
  */
 import { open } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FormatError, alignUp, replaceFile } from '../base/index.js';
+import { FormatError, alignUp, namingFile, replaceFile, writeFully } from '../base/index.js';
 import type { Codecs } from '../format/compression.js';
 import type { ChunkInfo } from '../format/chunk-info.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
@@ -38,11 +38,13 @@ async function writeView(reader: ToolChunkReader, blob: BlobInfo, chunks: Iterab
         throw new FormatError(`chunk ${c.index} lies outside the uncompressed view of blob ${blob.id}`);
       }
       const data = await reader.read(c);
-      await fh.write(data, 0, data.length, base + c.uncompressedOffset);
+      await writeFully(fh, data, base + c.uncompressedOffset); // all of it, or an error (a full disk)
     }
     const { size } = await fh.stat();
     const end = base + alignUp(blob.uncompressedSize, 4096);
     if (size < end) await fh.truncate(end);
+  } catch (e) {
+    throw namingFile(e, path); // a full disk: which file
   } finally {
     await fh.close();
   }
@@ -80,7 +82,7 @@ export async function exportBlockImage(image: RafsImage, bootstrap: Uint8Array, 
   await replaceFile(path, async (temp) => {
     const fh = await open(temp, 'w');
     try {
-      await fh.write(bootstrap, 0, bootstrap.length, 0);
+      await writeFully(fh, bootstrap, 0);
     } finally {
       await fh.close();
     }

@@ -3,7 +3,7 @@
  * nanoseconds, xattrs, hardlinks, device numbers) or to a tar archive.
  */
 import { chmod, lchown, link, mkdir, open, readdir, rm, symlink } from 'node:fs/promises';
-import { FileWriter, type Logger, UsageError, isSysError } from '../base/index.js';
+import { FileWriter, type Logger, UsageError, isSysError, namingFile, writeFully } from '../base/index.js';
 import { S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK, decodeDev } from '../format/constants.js';
 import type { RafsImage } from '../format/image.js';
 import { TAR_END, type TarEntry, encodeTarHeaders, tarPadding } from '../format/tar.js';
@@ -82,15 +82,18 @@ export async function unpackToDirectory(image: RafsImage, reader: ToolChunkReade
         try {
           for await (const { offset, data } of reader.readFile(attr.ino)) {
             // Zero chunks stay holes (the final truncate sizes the file), as in a sparse source.
-            if (!isZero(data)) await fh.write(data, 0, data.length, offset);
+            // All of it: a write cut short by a full disk must not pass (the truncate below would
+            // then fill the rest with zeros).
+            if (!isZero(data)) await writeFully(fh, data, offset);
             bytes += data.length;
           }
           await fh.truncate(attr.size);
         } catch (e) {
-          // A chunk that cannot be read (or fails its digest): no file with a hole in its place.
+          // A chunk that cannot be read (or fails its digest), a full disk: no file with a hole
+          // in its place, and the error names it.
           await fh.close().catch(() => undefined);
           await rm(path, { force: true });
-          throw e;
+          throw namingFile(e, path);
         }
         await fh.close();
         files++;

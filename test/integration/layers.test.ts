@@ -644,7 +644,7 @@ describe('hostile layers', () => {
     assert.deepEqual((await readdir(dir)).sort(), [bad.name, 'good.tar', 'out'].sort());
   }
 
-  test('a blob directory that runs out of space: the build fails naming where, and leaves no temporary blob', async () => {
+  test('a file system that runs out of space: build and unpack fail naming the file, and leave nothing cut short', async () => {
     await withTempDir('hostile-enospc', async (dir) => {
       const out = join(dir, 'small');
       await mkdir(out);
@@ -657,6 +657,20 @@ describe('hostile layers', () => {
         assert.match(r.stderr, new RegExp(`^damselfly: ${out}/blobs/\\S+: ENOSPC`, 'm'));
         assert.deepEqual(await readdir(join(out, 'blobs')), []);
         assert.deepEqual(await readdir(out), ['blobs']);
+        // The same image built elsewhere, unpacked into the small file system: as tar, and as a tree.
+        await damselflyOk(['build', '--bootstrap', join(dir, 'boot'), '--blob-dir', join(dir, 'blobs'), layer]);
+        const tar = await damselfly(['unpack', '--bootstrap', join(dir, 'boot'), '--blob-dir', join(dir, 'blobs'), '--tar', join(out, 'x.tar')]);
+        assert.equal(tar.code, 1, tar.stderr);
+        assert.match(tar.stderr, new RegExp(`^damselfly: ${out}/x\\.tar: ENOSPC`, 'm'));
+        const tree = await damselfly(['unpack', '--bootstrap', join(dir, 'boot'), '--blob-dir', join(dir, 'blobs'), '--output', join(out, 'tree')]);
+        assert.equal(tree.code, 1, tree.stderr);
+        assert.match(tree.stderr, new RegExp(`^damselfly: ${out}/tree/random: ENOSPC`, 'm'));
+        assert.deepEqual((await readdir(out)).sort(), ['blobs', 'tree']);
+        assert.deepEqual(await readdir(join(out, 'tree')), [], 'no file cut short');
+        const views = await damselfly(['export', '--bootstrap', join(dir, 'boot'), '--blob-dir', join(dir, 'blobs'), '--blob-views', out]);
+        assert.equal(views.code, 1, views.stderr);
+        assert.match(views.stderr, new RegExp(`^damselfly: ${out}/\\S+\\.blob\\.data\\S*: ENOSPC`, 'm'));
+        assert.deepEqual((await readdir(out)).sort(), ['blobs', 'tree'], 'no view, whole or partial');
       } finally {
         sh(`umount ${out}`);
       }

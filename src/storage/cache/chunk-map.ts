@@ -18,7 +18,7 @@
  * blob only when it can take the lock exclusively (no user).
  */
 import { type FileHandle, open } from 'node:fs/promises';
-import { DamselflyError, ErrorCode } from '../../base/index.js';
+import { DamselflyError, ErrorCode, writeFully } from '../../base/index.js';
 import { native } from '../../native/index.js';
 
 export const LOCK_SH = 1;
@@ -82,7 +82,7 @@ export class ChunkMap {
       MAGIC.copy(header, 0);
       header.writeUInt32LE(VERSION, 8);
       await fh.truncate(0);
-      await fh.write(header, 0, header.length, 0);
+      await writeFully(fh, header, 0);
       states = new Uint8Array(0);
     } else if (size < CHUNK_MAP_HEADER || !all.subarray(0, 8).equals(MAGIC)) {
       // Another user is creating it right now: start empty, mark as we go.
