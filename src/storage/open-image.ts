@@ -3,9 +3,9 @@
  * ToC (spec §5.9). For an inlined bootstrap the blob ids that name the blob itself (the "x"×64
  * placeholder, INLINED_FS_META blobs, or a pre-2.2 single blob) are mapped to that file.
  */
-import { open, readFile } from 'node:fs/promises';
+import { type FileHandle, open, readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
-import { FormatError, UsageError } from '../base/index.js';
+import { FormatError, UsageError, readFully } from '../base/index.js';
 import type { Codecs } from '../format/compression.js';
 import { BlobFeature } from '../format/constants.js';
 import type { RafsImage } from '../format/image.js';
@@ -24,13 +24,18 @@ export interface LoadedImage {
 const MAX_BOOTSTRAP = 0x8000_0000;
 const MAX_TOC_TAIL = 0x10000 + TAR_HEADER_SIZE;
 
+/** Fills `b` from `position`, or fails: a file that ends early (cut meanwhile) is no bootstrap. */
+async function readExactly(fh: FileHandle, b: Buffer, position: number, path: string): Promise<void> {
+  if ((await readFully(fh, b, 0, b.length, position)) < b.length) throw new FormatError(`${path}: ends inside its bootstrap (${b.length} bytes at ${position})`);
+}
+
 async function readTail(path: string, n: number): Promise<{ tail: Buffer; size: number }> {
   const fh = await open(path, 'r');
   try {
     const { size } = await fh.stat();
     const len = Math.min(n, size);
     const tail = Buffer.alloc(len);
-    await fh.read(tail, 0, len, size - len);
+    await readExactly(fh, tail, size - len, path);
     return { tail, size };
   } finally {
     await fh.close();
@@ -48,7 +53,7 @@ export async function readInlinedBootstrap(codecs: Codecs, blobPath: string): Pr
     const fh = await open(blobPath, 'r');
     try {
       const b = Buffer.alloc(last.size);
-      await fh.read(b, 0, last.size, size - TAR_HEADER_SIZE - last.size);
+      await readExactly(fh, b, size - TAR_HEADER_SIZE - last.size, blobPath);
       return b;
     } finally {
       await fh.close();
@@ -61,7 +66,7 @@ export async function readInlinedBootstrap(codecs: Codecs, blobPath: string): Pr
   const fh = await open(blobPath, 'r');
   try {
     const stored = Buffer.alloc(entry.compressedSize);
-    await fh.read(stored, 0, entry.compressedSize, entry.compressedOffset);
+    await readExactly(fh, stored, entry.compressedOffset, blobPath);
     const local = { ...entry, compressedOffset: 0 };
     return Buffer.from(extractTocItem(codecs, stored, local));
   } finally {

@@ -18,7 +18,7 @@
  * blob only when it can take the lock exclusively (no user).
  */
 import { type FileHandle, open } from 'node:fs/promises';
-import { DamselflyError, ErrorCode, writeFully } from '../../base/index.js';
+import { DamselflyError, ErrorCode, readFully, writeFully } from '../../base/index.js';
 import { native } from '../../native/index.js';
 
 export const LOCK_SH = 1;
@@ -73,7 +73,7 @@ export class ChunkMap {
     }
     const { size } = await fh.stat();
     const all = Buffer.alloc(size);
-    if (size > 0) await fh.read(all, 0, size, 0);
+    if (size > 0) await readFully(fh, all, 0, size, 0); // short only if cut meanwhile: zeros, absent
     let states: Uint8Array;
     let unclean = false;
     if (alone && (size < CHUNK_MAP_HEADER || !all.subarray(0, 8).equals(MAGIC) || all.readUInt32LE(8) !== VERSION)) {
