@@ -6,3 +6,4 @@
 export { PopResult, native, popSlots, readNoWait } from './addon.js';
 export type { MemoryRegionSpec, MemoryTable, NativeAddon, NoWaitFile, Poller, PopSlots, Virtqueue, ZstdDecoder } from './addon.js';
 export { nativeCodecs } from './codecs.js';
+export { LOCK_EX, LOCK_NB, LOCK_SH, flockWait } from './flock.js';

@@ -5,10 +5,11 @@
  */
 import { createHash } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
-import { mkdir, readFile, stat, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { IntegrityError, type Logger, NotFoundError, UsageError, replaceFile } from '../base/index.js';
+import { LOCK_EX, flockWait } from '../native/index.js';
 import { type Descriptor, type Index, MANIFEST_ACCEPT, type Manifest, MediaType, isIndex } from './media-types.js';
 import type { ImageRef } from './reference.js';
 import type { RegistryClient } from './registry/index.js';
@@ -117,6 +118,9 @@ export class RegistryStore implements ImageStore {
 
 const REF_NAME = 'org.opencontainers.image.ref.name';
 
+/** How long tagging waits for another writer of the same OCI layout's index (moments, normally). */
+const INDEX_LOCK_WAIT_MS = 60_000;
+
 export class OciLayoutStore implements ImageStore {
   readonly name: string;
 
@@ -185,13 +189,21 @@ export class OciLayoutStore implements ImageStore {
     const digest = sha256Digest(bytes);
     await this.putBlob(digest, bytes);
     await replaceFile(join(this.ref.dir, 'oci-layout'), (temp) => writeFile(temp, JSON.stringify({ imageLayoutVersion: '1.0.0' })));
-    const index = await this.index();
     const tag = this.ref.tag ?? 'latest';
-    index.manifests = index.manifests.filter((m) => m.annotations?.[REF_NAME] !== tag);
-    index.manifests.push({ mediaType, digest, size: bytes.length, annotations: { [REF_NAME]: tag } });
-    index.mediaType = MediaType.OCI_INDEX;
-    // Whole or not at all: a half-written index would lose every tag of the layout.
-    await replaceFile(join(this.ref.dir, 'index.json'), (temp) => writeFile(temp, JSON.stringify(index, null, 2)));
+    // Read, change, replace the index under an exclusive lock on the layout directory: two
+    // writers tagging at once would each write back the index they read, and one tag be lost.
+    const dir = await open(this.ref.dir, 'r');
+    try {
+      await flockWait(dir.fd, LOCK_EX, `${this.name}: the index is held by another writer`, INDEX_LOCK_WAIT_MS);
+      const index = await this.index();
+      index.manifests = index.manifests.filter((m) => m.annotations?.[REF_NAME] !== tag);
+      index.manifests.push({ mediaType, digest, size: bytes.length, annotations: { [REF_NAME]: tag } });
+      index.mediaType = MediaType.OCI_INDEX;
+      // Whole or not at all: a half-written index would lose every tag of the layout.
+      await replaceFile(join(this.ref.dir, 'index.json'), (temp) => writeFile(temp, JSON.stringify(index, null, 2)));
+    } finally {
+      await dir.close(); // releases the lock
+    }
     this.log.debug({ store: this.name, tag, digest }, 'manifest stored');
     return digest;
   }

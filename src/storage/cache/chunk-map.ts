@@ -18,12 +18,8 @@
  * blob only when it can take the lock exclusively (no user).
  */
 import { type FileHandle, open } from 'node:fs/promises';
-import { DamselflyError, ErrorCode, readFully, writeFully } from '../../base/index.js';
-import { native } from '../../native/index.js';
-
-export const LOCK_SH = 1;
-export const LOCK_EX = 2;
-export const LOCK_NB = 4;
+import { readFully, writeFully } from '../../base/index.js';
+import { LOCK_EX, LOCK_NB, LOCK_SH, flockWait, native } from '../../native/index.js';
 
 const MAGIC = Buffer.from('DFLYCMAP');
 const VERSION = 1;
@@ -35,18 +31,14 @@ export const ChunkState = { ABSENT: 0, PRESENT: 1, UNVERIFIED: 2 } as const;
 export const SHARED_LOCK_WAIT_MS = 30_000;
 
 /**
- * Takes a shared lock without blocking the event loop: a blocking flock(2) would stop every
- * request of the process for as long as another user holds the map exclusively (its close, a
+ * Takes a shared lock without blocking the event loop (`flockWait`): a blocking flock(2) would stop
+ * every request of the process for as long as another user holds the map exclusively (its close, a
  * `cache gc`), and forever if that user is this process itself (a cache closing while a late
- * reader opens it again: the close can never finish). Tries again every few milliseconds instead,
- * for at most `limitMs`: a holder stuck longer is an error naming the map, not a hang.
+ * reader opens it again: the close can never finish). A holder stuck longer than `limitMs` is an
+ * error naming the map, not a hang.
  */
-async function sharedLock(fd: number, path: string, limitMs: number): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  for (let waitMs = 1; !native.flock(fd, LOCK_SH | LOCK_NB); waitMs = Math.min(waitMs * 2, 50)) {
-    if (Date.now() >= deadline) throw new DamselflyError(ErrorCode.Aborted, `${path}: held exclusively by another user of the cache for ${limitMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, waitMs));
-  }
+function sharedLock(fd: number, path: string, limitMs: number): Promise<void> {
+  return flockWait(fd, LOCK_SH, `${path}: held exclusively by another user of the cache`, limitMs);
 }
 
 export class ChunkMap {

@@ -9,9 +9,9 @@
 import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Logger } from '../../base/index.js';
-import { native } from '../../native/index.js';
+import { LOCK_EX, LOCK_NB, native } from '../../native/index.js';
 import { CACHE_DATA_SUFFIX as DATA, CACHE_MAP_SUFFIX as MAP } from './blob-cache.js';
-import { LOCK_EX, LOCK_NB } from './chunk-map.js';
+
 import { isStaleKeptTemp, keptBootstrapDigest, keptBootstrapPath } from './kept-bootstrap.js';
 import { CACHE_META_SUFFIX as META } from '../blob-meta.js';
 

@@ -1,7 +1,8 @@
 /**
  * Writing an OCI layout (`convert --target oci:DIR`): a blob file cut short by an earlier writer is
  * replaced rather than trusted because of its name, one already whole is left alone, and the
- * index (written under another name, then renamed) keeps every tag.
+ * index (written under another name, then renamed, under a lock) keeps every tag, also when
+ * several writers tag at once.
  */
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
@@ -62,4 +63,20 @@ test('manifests of two tags: the index keeps both, and no temporary file stays b
   );
   assert.deepEqual((await readdir(dir)).sort(), ['blobs', 'index.json', 'oci-layout']);
   assert.deepEqual(JSON.parse(await readFile(join(dir, 'oci-layout'), 'utf8')), { imageLayoutVersion: '1.0.0' });
+});
+
+test('tags written at once (two converts into one layout) all stay in the index', async () => {
+  const dir = join(work, 'concurrent-case');
+  await mkdir(dir, { recursive: true });
+  const tags = Array.from({ length: 20 }, (_, i) => `t${i}`);
+  const manifestOf = (t: string): Buffer => Buffer.from(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OCI_MANIFEST, config: { mediaType: 'x', digest: sha256Digest(Buffer.from(t)), size: 1 }, layers: [] }));
+  // Separate stores, as separate processes would have; flock locks are per open file, so the
+  // writers of one process exclude each other as those of two would.
+  await Promise.all(tags.map((t) => layout(dir, t).putManifest(MediaType.OCI_MANIFEST, manifestOf(t))));
+  const index = JSON.parse(await readFile(join(dir, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string; annotations: Record<string, string> }> };
+  assert.deepEqual(
+    index.manifests.map((m) => m.annotations['org.opencontainers.image.ref.name']).sort(),
+    [...tags].sort(),
+  );
+  for (const m of index.manifests) assert.equal(m.digest, sha256Digest(manifestOf(m.annotations['org.opencontainers.image.ref.name'] as string)));
 });

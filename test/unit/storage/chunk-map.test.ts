@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { DamselflyError, ErrorCode } from '../../../src/base/index.js';
 import { native } from '../../../src/native/index.js';
-import { ChunkMap, LOCK_EX, LOCK_NB, LOCK_SH } from '../../../src/storage/cache/chunk-map.js';
+import { ChunkMap } from '../../../src/storage/cache/chunk-map.js';
+import { LOCK_EX, LOCK_NB, LOCK_SH } from '../../../src/native/index.js';
 
 test('opening a map held exclusively waits without blocking the event loop, and opens once the holder lets go', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'damselfly-chunk-map-'));
