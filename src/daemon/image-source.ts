@@ -132,7 +132,7 @@ function registryConfig(host: string, repo: string, plainHttp: boolean, base?: D
 }
 
 /** A cache directory this process can write (made if missing), or a usage error saying why not. */
-async function checkCacheDir(dir: string): Promise<void> {
+export async function checkCacheDir(dir: string): Promise<void> {
   try {
     await mkdir(dir, { recursive: true });
     await access(dir, fsc.W_OK | fsc.X_OK);

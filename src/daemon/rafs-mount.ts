@@ -15,6 +15,7 @@ import { loadBlobMeta } from '../storage/blob-meta.js';
 import { loadImage } from '../storage/open-image.js';
 import { DaemonError } from './control.js';
 import { ImageService } from './image-service.js';
+import { checkCacheDir } from './image-source.js';
 
 export interface RafsMountRequest {
   mountpoint: string;
@@ -63,8 +64,15 @@ export const openRafsMount: RafsFactory = async (req, ctx) => {
   } catch (e) {
     throw new DaemonError('Other', `mount ${req.mountpoint}: cannot load the bootstrap ${req.source}: ${errorMessage(e)}`, { cause: e });
   }
-  const backend = createBackend(config.backend, { log, metrics: ctx.metrics, blobFiles: loaded.blobFiles });
   const cacheDir = config.cache.type === 'blobcache' || config.cache.type === 'filecache' ? config.cache.workDir : undefined;
+  if (cacheDir !== undefined) {
+    try {
+      await checkCacheDir(cacheDir);
+    } catch (e) {
+      throw new DaemonError('InvalidArguments', `mount ${req.mountpoint}: ${errorMessage(e)}`, { cause: e });
+    }
+  }
+  const backend = createBackend(config.backend, { log, metrics: ctx.metrics, blobFiles: loaded.blobFiles });
   try {
     await loadBlobMeta(loaded.image, backend, ctx.codecs, { ...(cacheDir !== undefined ? { cacheDir } : {}), log });
   } catch (e) {

@@ -120,6 +120,12 @@ describe('damselfly as nydusd (Kata virtio-fs-nydus)', () => {
         http(d.api, 'POST', `/api/v1/mount?mountpoint=${encodeURIComponent(`/rafs/${cid}/lowerdir`)}`, JSON.stringify({ fs_type: 'rafs', source: join(work, 'image.boot'), config }));
       assert.equal((await mount(CID)).status, 204);
       assert.equal((await mount(CID)).status, 500, 'a duplicate mountpoint is an error');
+      // A cache work_dir that cannot be written: the mount is refused, saying so.
+      await writeFile(join(work, 'not-a-dir'), 'a file');
+      const badConfig = config.replace(JSON.stringify(join(work, 'cache')), JSON.stringify(join(work, 'not-a-dir')));
+      const bad = await http(d.api, 'POST', `/api/v1/mount?mountpoint=${encodeURIComponent('/rafs/bad-cache/lowerdir')}`, JSON.stringify({ fs_type: 'rafs', source: join(work, 'image.boot'), config: badConfig }));
+      assert.notEqual(bad.status, 204);
+      assert.match(JSON.stringify(bad.json), /cache directory .*not-a-dir is not usable: EEXIST/);
       const collection = ((await http(d.api, 'GET', '/api/v1/daemon')).json as { backend_collection: Record<string, { backend_type: string }> }).backend_collection;
       assert.equal(collection[`/rafs/${CID}/lowerdir`]?.backend_type, 'Rafs');
 
