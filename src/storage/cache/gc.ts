@@ -11,7 +11,6 @@ import { join } from 'node:path';
 import type { Logger } from '../../base/index.js';
 import { LOCK_EX, LOCK_NB, native } from '../../native/index.js';
 import { CACHE_DATA_SUFFIX as DATA, CACHE_MAP_SUFFIX as MAP } from './blob-cache.js';
-
 import { isStaleKeptTemp, keptBootstrapDigest, keptBootstrapPath } from './kept-bootstrap.js';
 import { CACHE_META_SUFFIX as META } from '../blob-meta.js';
 
