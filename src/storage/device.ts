@@ -28,6 +28,13 @@ export interface DeviceOptions {
   validate?: boolean;
   /** Largest merged backend read, bytes. */
   mergeLimit?: number;
+  /**
+   * Bytes the fetches under way may hold at once — their compressed reads and decoded chunks,
+   * until stored (default 256 MiB). Past it, a fetch waits for earlier ones to finish: a guest
+   * posting hundreds of reads of distinct chunks at once (about 1.5 MB each) cannot grow the
+   * process without bound. A single fetch larger than the budget still runs, alone.
+   */
+  fetchBudgetBytes?: number;
   /** Where decoded chunks' buffers come from with a cache directory (default: a pool of the device's own). */
   bufferPool?: BufferPool;
   /** Memory cache size when there is no cache directory, bytes. */
@@ -98,6 +105,9 @@ export class BlobDevice {
   private readonly recentQuiet: QuietTimer;
   private readonly storing = new Set<Promise<void>>();
   private readonly logLimiter = new LogLimiter();
+  /** Bytes held by fetches under way (`fetchBudgetBytes`), and the fetches waiting for room. */
+  private fetchBytes = 0;
+  private fetchWaiters: Array<() => void> = [];
   /** Per blob: where the last fetch a reader caused ended, and the read-ahead window then. */
   private readonly scans = new Map<number, { end: number; window: number }>();
   private closed = false;
@@ -423,9 +433,17 @@ export class BlobDevice {
     const m = this.opts.metrics;
     const pool = this.pool;
     const signal = this.closing.signal;
-    const raw = this.opts.backend.read(blob.id, start, length, { signal, ...(pool !== undefined ? { allocate: (n: number) => pool.acquire(n) } : {}), ...(background ? { background } : {}) });
+    const cost = length + group.reduce((n, c) => n + c.uncompressedSize, 0);
+    const read = (): Promise<Buffer> => {
+      if (this.closed) throw closedError(); // closed while this fetch waited for room
+      return this.opts.backend.read(blob.id, start, length, { signal, ...(pool !== undefined ? { allocate: (n: number) => pool.acquire(n) } : {}), ...(background ? { background } : {}) });
+    };
+    // Started at once when the budget has room (the usual case), else when it has.
+    const room = this.takeRoom(cost);
+    const raw = room === undefined ? read() : room.then(read);
     m.inc('storage.backend_requests');
     const decoded: Promise<unknown>[] = [];
+    const storedAll: Promise<unknown>[] = [];
     const batches: BatchDecodes = new Map();
     for (const c of group) {
       const k = key(c);
@@ -470,6 +488,7 @@ export class BlobDevice {
         this.logLimiter.log(this.opts.log, 'warn', 'cache store', { blob: blob.id, chunk: c.index, err: errorMessage(e) }, 'storing a chunk in the cache failed');
       });
       this.storing.add(tracked);
+      storedAll.push(tracked);
       void tracked.finally(() => {
         this.storing.delete(tracked);
         this.inflight.delete(k);
@@ -480,12 +499,39 @@ export class BlobDevice {
       if (background) this.background.add(k);
       decoded.push(p);
     }
+    // The room goes back once every chunk is stored (or failed): its memory is released then.
+    void Promise.allSettled(storedAll).then(() => this.releaseRoom(cost));
     // The stored bytes go back to the pool once every chunk in them is decoded (or failed).
     if (pool !== undefined) void Promise.allSettled([raw, ...decoded]).then(([r]) => r?.status === 'fulfilled' && pool.release(r.value));
     raw.then(
       (b) => m.inc('storage.backend_bytes', b.length),
       () => m.inc('storage.backend_errors'),
     );
+  }
+
+  /**
+   * Takes `cost` bytes of the fetch budget: undefined when taken now (there is room, or nothing
+   * is under way), else a promise that resolves once they are taken.
+   */
+  private takeRoom(cost: number): Promise<void> | undefined {
+    const budget = this.opts.fetchBudgetBytes ?? 256 << 20;
+    const fits = (): boolean => this.fetchBytes === 0 || this.fetchBytes + cost <= budget;
+    if (fits()) {
+      this.fetchBytes += cost;
+      return undefined;
+    }
+    this.opts.metrics.inc('storage.fetch_budget_waits');
+    return (async () => {
+      while (!fits()) await new Promise<void>((resolve) => this.fetchWaiters.push(resolve));
+      this.fetchBytes += cost;
+    })();
+  }
+
+  private releaseRoom(cost: number): void {
+    this.fetchBytes -= cost;
+    const waiters = this.fetchWaiters;
+    this.fetchWaiters = [];
+    for (const w of waiters) w();
   }
 
   /**

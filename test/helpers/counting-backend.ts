@@ -7,6 +7,9 @@ export class CountingBackend implements BlobBackend {
   readonly reads: Array<[number, number]> = [];
   /** Every read throws while set (the backend is gone). */
   fail = false;
+  /** Reads under way now, and the most there were at once. */
+  inFlight = 0;
+  maxInFlight = 0;
 
   constructor(
     private readonly inner: BlobBackend,
@@ -16,8 +19,13 @@ export class CountingBackend implements BlobBackend {
   async read(id: string, offset: number, length: number): Promise<Buffer> {
     if (this.fail) throw new Error('the backend is gone');
     this.reads.push([offset, length]);
-    await new Promise((r) => setTimeout(r, this.delayMs));
-    return this.inner.read(id, offset, length);
+    this.maxInFlight = Math.max(this.maxInFlight, ++this.inFlight);
+    try {
+      await new Promise((r) => setTimeout(r, this.delayMs));
+      return await this.inner.read(id, offset, length);
+    } finally {
+      this.inFlight--;
+    }
   }
 
   size(id: string): Promise<number> {

@@ -119,6 +119,27 @@ describe('chunk device: one fetch per chunk', () => {
     );
   }
 
+  test('fetches under way hold at most the fetch budget: readers of many chunks at once wait their turn', async () => {
+    // Unbounded (the default budget is far above this image): all six fetches at once.
+    const free = device();
+    await readAll(free.dev, [0, 1, 2, 3, 4, 5]);
+    assert.equal(free.backend.maxInFlight, 6);
+    await free.dev.close();
+    await free.backend.close();
+    // Each fetch costs its compressed bytes (random data: about a chunk) and a chunk decoded: a
+    // budget of three chunks takes one full chunk's fetch at a time (and the short last chunk's,
+    // 1234 bytes, beside one).
+    const { dev, backend, metrics } = device({ fetchBudgetBytes: 3 * CHUNK });
+    await readAll(dev, [0, 1, 2, 3, 4, 5]);
+    assert.ok(backend.maxInFlight <= 2, `${backend.maxInFlight} reads at once`);
+    fetchedOnce(backend);
+    assert.ok((metrics.snapshot()['storage.fetch_budget_waits'] ?? 0) >= 3, JSON.stringify(metrics.snapshot()));
+    await readAll(dev, [5, 0]); // from the cache now
+    fetchedOnce(backend);
+    await dev.close();
+    await backend.close();
+  });
+
   test('a prefetch and readers of the same chunks, started together', async () => {
     const { dev, backend } = device();
     const pre = dev.prefetch(chunks);
