@@ -115,8 +115,9 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
   if (args.fd !== undefined) vhost.listen({ fd: args.fd });
   else {
     const socketPath = args.socketPath as string;
-    if (pidFile !== undefined) writeFileSync(pidFile, `${process.pid}\n`);
     vhost.listen({ socketPath });
+    // Only once listening: a start that fails (the path taken by a file) leaves no pid file.
+    if (pidFile !== undefined) writeFileSync(pidFile, `${process.pid}\n`);
     if (args.socketGroup !== undefined) {
       const gid = groupId(args.socketGroup);
       if (gid === undefined) log.warn({ group: args.socketGroup }, '--socket-group: no such group');

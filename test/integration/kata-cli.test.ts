@@ -11,7 +11,7 @@ import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
-import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -215,6 +215,16 @@ describe('damselfly as virtiofsd, launched as Kata launches it', () => {
     const n = await damselfly(['virtiofs', '--apisock', join(work, 'a.sock'), '--sock', join(work, 'v.sock'), '--threads', '4']);
     assert.equal(n.code, 2);
     assert.match(n.stderr, /--threads/);
+  });
+
+  test('a socket path taken by a regular file: an error naming it, the file kept, no pid file left', async () => {
+    const taken = join(work, 'taken.sock');
+    await writeFile(taken, 'not a socket');
+    const r = await damselfly(RS_ARGV(taken, share), { timeoutMs: 30_000 });
+    assert.notEqual(r.code, 0);
+    assert.match(r.stderr, new RegExp(`damselfly: ${taken}: EADDRINUSE`));
+    assert.equal(await readFile(taken, 'utf8'), 'not a socket');
+    assert.equal(existsSync(`${taken}.pid`), false);
   });
 
   test('runtime-rs: --socket-path, ready line on stderr, served share, exit on disconnect', async () => {
