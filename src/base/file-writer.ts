@@ -49,7 +49,7 @@ export class FileWriter {
   /** Errors name the file (a write through a handle does not). */
   async write(b: Uint8Array): Promise<void> {
     if (this.used + b.length > this.buf.length) await this.flush();
-    if (b.length >= this.buf.length) await writeFully(this.fh, b).catch((e: unknown) => Promise.reject(namingFile(e, this.path)));
+    if (b.length >= this.buf.length) await this.writeOut(b);
     else {
       this.buf.set(b, this.used);
       this.used += b.length;
@@ -61,7 +61,15 @@ export class FileWriter {
     if (this.used === 0) return;
     const n = this.used;
     this.used = 0;
-    await writeFully(this.fh, this.buf.subarray(0, n)).catch((e: unknown) => Promise.reject(namingFile(e, this.path)));
+    await this.writeOut(this.buf.subarray(0, n));
+  }
+
+  private async writeOut(b: Uint8Array): Promise<void> {
+    try {
+      await writeFully(this.fh, b);
+    } catch (e) {
+      throw namingFile(e, this.path);
+    }
   }
 
   /** Writes what is buffered and closes the file. */
