@@ -8,27 +8,35 @@
  * Kata starts it (virtiofsd-compatible argv) on the same shared directory, with GETATTR of the
  * root, LOOKUP of a missing name (the negative lookup before every create), GETXATTR of an absent
  * security.capability (asked before writes; the last two are error replies) and READ of 128 KiB of
- * a file in the host page cache; then CREATE of a new file, WRITE of 4 KiB and UNLINK (what a guest
- * creating small files sends besides the LOOKUP). BENCH_BATCH=1 sends one request per kick, as a guest that waits
- * for each reply does: then the daemon's wake-up is part of every request's cost.
+ * a file in the host page cache into 32 separate 4 KiB pages (one indirect descriptor table, as a
+ * Linux guest's page-cache read sends it); then CREATE of a new file, WRITE of 4 KiB and UNLINK
+ * (what a guest creating small files sends besides the LOOKUP). BENCH_BATCH=1 sends one request
+ * per kick, as a guest that waits for each reply does: then the daemon's wake-up is part of every
+ * request's cost.
+ * BENCH_IMAGE=1 measures the image path instead: `damselfly virtiofs` serving a RAFS image built from
+ * the share (warm chunk cache, in the host page cache) against virtiofsd serving the share itself,
+ * with the read-only lines, READ walking a 32 MiB file 128 KiB at a time.
  * A guest under TCG hides these costs behind its own; this shows what each request costs the host.
  *
  * Usage: node --import tsx scripts/bench/vhost-requests.ts [BATCHES]   (root: virtiofsd's sandbox)
  * BENCH_NODE_ARGS adds Node options to the Damselfly daemon, e.g. "--cpu-prof --cpu-prof-dir=DIR"
- * (read the profile with scripts/bench/cpuprof-top.ts) or "--perf-basic-prof" (for perf record).
+ * (read the profile with scripts/bench/cpuprof-top.ts) or "--perf-basic-prof" (for perf record);
+ * BENCH_ONLY=PREFIX runs only the lines whose name starts with it (BENCH_ONLY=READ for a profile).
  * Prints microseconds of daemon CPU per request and the ratio virtiofsd / Damselfly (> 1:
  * Damselfly uses less). Machines here are shared and noisy: only the ratios mean something.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Opcode } from '../../src/fuse/index.js';
 import { CLI } from '../../test/helpers/env.js';
 import { cstr, initArgs, parseReply, request } from '../../test/helpers/fuse-client.js';
-import { DESC_NEXT, DESC_WRITE, type Ring, TestFrontend } from '../../test/helpers/vhost-frontend.js';
+import { DESC_INDIRECT, DESC_NEXT, DESC_WRITE, type Ring, TestFrontend } from '../../test/helpers/vhost-frontend.js';
 
 const BATCH = Number(process.env.BENCH_BATCH ?? 64);
+const IMAGE = process.env.BENCH_IMAGE === '1';
 const BATCHES = Number(process.argv[2] ?? 300);
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 
@@ -110,9 +118,19 @@ interface Line {
   replyLen?: number;
   /** At most this many measured batches: a created file keeps a descriptor open in each daemon. */
   maxBatches?: number;
+  /**
+   * The reply goes to separate 4 KiB pages, as a Linux guest's page-cache read sends it: one
+   * indirect table of the request header, its arguments, the reply header and one descriptor per
+   * page, the pages not adjacent in guest memory.
+   */
+  pages?: boolean;
 }
 
 const READ_SIZE = 128 << 10; // a guest's read-ahead window
+/** The READ line's file: 1 MiB of one byte (page cache), or for the image 32 MiB of random bytes (32 chunks). */
+const READ_FILE_SIZE = IMAGE ? 32 << 20 : 1 << 20;
+/** READs walk the file: the image path's cost depends on where a chunk is (memory, cache file). */
+let readAt = 0;
 /** The file the READ line reads (in the host page cache: both daemons copy from memory). */
 const READ_FILE = 'data';
 
@@ -130,13 +148,30 @@ const LINES: Line[] = [
   // What the kernel asks before a write: security.capability, absent on most files (ENODATA).
   { name: 'GETXATTR absent', make: () => request(Opcode.GETXATTR, 1, Buffer.concat([Buffer.alloc(8), cstr('security.capability')])).bytes, error: -61 },
   // A sequential reader's request: 128 KiB into the guest's buffer, straight from the page cache.
-  { name: 'READ 128 KiB', make: (s) => request(Opcode.READ, s.fileNode, readArgs(s.fh, 0, READ_SIZE)).bytes, error: 0, replyLen: 16 + READ_SIZE },
+  {
+    name: 'READ 128 KiB',
+    make: (s) => {
+      const at = readAt;
+      readAt = (readAt + READ_SIZE) % READ_FILE_SIZE;
+      return request(Opcode.READ, s.fileNode, readArgs(s.fh, at, READ_SIZE)).bytes;
+    },
+    error: 0,
+    replyLen: 16 + READ_SIZE,
+    pages: true,
+  },
   // What creating a small file costs beyond the lookup: the file made and opened (its handle kept),
   // 4 KiB written to an open file, the file removed.
+];
+/** The lines that change the share: not for an image. */
+const WRITE_LINES: Line[] = [
   { name: 'CREATE', make: () => request(Opcode.CREATE, 1, createArgs(`f${created++}`)).bytes, error: 0, maxBatches: 4096 / BATCH },
   { name: 'WRITE 4 KiB', make: (s) => request(Opcode.WRITE, s.fileNode, writeArgs(s.wfh, 0, PAGE)).bytes, error: 0 },
   { name: 'UNLINK', make: () => request(Opcode.UNLINK, 1, cstr(`f${unlinked++}`)).bytes, error: 0, maxBatches: 4096 / BATCH },
 ];
+if (!IMAGE) LINES.push(...WRITE_LINES);
+/** BENCH_ONLY=PREFIX: only the lines whose name starts with it (e.g. READ, for a profile). */
+const ONLY = process.env.BENCH_ONLY;
+if (ONLY !== undefined) LINES.splice(0, LINES.length, ...LINES.filter((l) => l.name.startsWith(ONLY)));
 
 /** Microseconds of daemon CPU per request, per line. */
 async function measure(label: string, argv: string[], socket: string): Promise<number[]> {
@@ -154,25 +189,55 @@ async function measure(label: string, argv: string[], socket: string): Promise<n
     if (looked.error !== 0) throw new Error(`${label}: LOOKUP ${READ_FILE} failed (${looked.error})`);
     const fileNode = Number(looked.payload.readBigUInt64LE(0));
     const opened = parseReply(await f.fuse(ring, request(Opcode.OPEN, fileNode, Buffer.alloc(8)).bytes, 256)); // O_RDONLY
-    if (opened.error !== 0) throw new Error(`${label}: OPEN ${READ_FILE} failed (${opened.error})`);
-    const wopened = parseReply(await f.fuse(ring, request(Opcode.OPEN, fileNode, Buffer.from([2, 0, 0, 0, 0, 0, 0, 0])).bytes, 256)); // O_RDWR
-    if (wopened.error !== 0) throw new Error(`${label}: OPEN ${READ_FILE} for writing failed (${wopened.error})`);
-    const session: Session = { fileNode, fh: opened.payload.readBigUInt64LE(0), wfh: wopened.payload.readBigUInt64LE(0) };
+    // An image answers ENOSYS (it asked for FUSE_NO_OPEN_SUPPORT): the kernel then reads with handle 0.
+    const openless = IMAGE && opened.error === -38;
+    if (opened.error !== 0 && !openless) throw new Error(`${label}: OPEN ${READ_FILE} failed (${opened.error})`);
+    let wfh = 0n;
+    if (!IMAGE) {
+      const wopened = parseReply(await f.fuse(ring, request(Opcode.OPEN, fileNode, Buffer.from([2, 0, 0, 0, 0, 0, 0, 0])).bytes, 256)); // O_RDWR
+      if (wopened.error !== 0) throw new Error(`${label}: OPEN ${READ_FILE} for writing failed (${wopened.error})`);
+      wfh = wopened.payload.readBigUInt64LE(0);
+    }
+    const session: Session = { fileNode, fh: openless ? 0n : opened.payload.readBigUInt64LE(0), wfh };
     created = 0;
     unlinked = 0;
     const OUT = 16 + READ_SIZE;
     const reqAt = Array.from({ length: BATCH }, () => f.alloc(256));
     const outAt = Array.from({ length: BATCH }, () => f.alloc(OUT));
     const slotOf = new Map<number, number>(); // chain head -> reply buffer
+    // For `pages` lines: per slot an indirect table and READ_SIZE / 4 KiB pages, a page apart.
+    const PAGES = READ_SIZE / 4096;
+    const tableAt = Array.from({ length: BATCH }, () => f.alloc(16 * (3 + PAGES)));
+    const pageAt = Array.from({ length: BATCH }, () => Array.from({ length: PAGES }, () => (f.alloc(4096), f.alloc(4096))));
+    const writeTable = (k: number, req: Buffer): number => {
+      const t = tableAt[k] as number;
+      const entry = (j: number, addr: number, len: number, flags: number): void => {
+        const b = f.view(t + 16 * j, 16);
+        b.writeBigUInt64LE(BigInt(addr), 0);
+        b.writeUInt32LE(len, 8);
+        b.writeUInt16LE(flags, 12);
+        b.writeUInt16LE(j + 1, 14);
+      };
+      entry(0, reqAt[k] as number, 40, DESC_NEXT); // fuse_in_header
+      entry(1, (reqAt[k] as number) + 40, req.length - 40, DESC_NEXT); // the arguments
+      entry(2, outAt[k] as number, 16, DESC_WRITE | DESC_NEXT); // fuse_out_header
+      (pageAt[k] as number[]).forEach((at, j) => entry(3 + j, at, 4096, DESC_WRITE | (j < PAGES - 1 ? DESC_NEXT : 0)));
+      return 16 * (3 + PAGES);
+    };
     const batch = async (line: Line): Promise<void> => {
       for (let k = 0; k < BATCH; k++) {
         const req = line.make(session);
         f.view(reqAt[k] as number, req.length).set(req);
         const head = ring.nextDesc;
         slotOf.set(head, k);
-        f.writeDesc(ring, head, { addr: reqAt[k] as number, len: req.length, flags: DESC_NEXT, next: (head + 1) % ring.size });
-        f.writeDesc(ring, (head + 1) % ring.size, { addr: outAt[k] as number, len: OUT, flags: DESC_WRITE, next: 0 });
-        ring.nextDesc = (head + 2) % ring.size;
+        if (line.pages === true) {
+          f.writeDesc(ring, head, { addr: tableAt[k] as number, len: writeTable(k, req), flags: DESC_INDIRECT, next: 0 });
+          ring.nextDesc = (head + 1) % ring.size;
+        } else {
+          f.writeDesc(ring, head, { addr: reqAt[k] as number, len: req.length, flags: DESC_NEXT, next: (head + 1) % ring.size });
+          f.writeDesc(ring, (head + 1) % ring.size, { addr: outAt[k] as number, len: OUT, flags: DESC_WRITE, next: 0 });
+          ring.nextDesc = (head + 2) % ring.size;
+        }
         f.publish(ring, head, k === BATCH - 1);
       }
       for (let k = 0; k < BATCH; k++) {
@@ -212,14 +277,23 @@ try {
   const share = (name: string): string => {
     const dir = join(work, name);
     mkdirSync(dir);
-    writeFileSync(join(dir, READ_FILE), Buffer.alloc(1 << 20, 0x5a));
+    writeFileSync(join(dir, READ_FILE), IMAGE ? randomBytes(READ_FILE_SIZE) : Buffer.alloc(READ_FILE_SIZE, 0x5a));
     return dir;
+  };
+  /** Damselfly's command line: as Kata starts it as virtiofsd, or serving an image of a share. */
+  const damselflyArgs = (socket: string): string[] => {
+    if (!IMAGE) return ['--socket-path', socket, '--shared-dir', share('d-share'), '--thread-pool-size=1', '--xattr'];
+    const img = join(work, 'img');
+    mkdirSync(join(img, 'blobs'), { recursive: true });
+    execFileSync(process.execPath, [CLI, '--log-level', 'warn', 'build', '--bootstrap', join(img, 'boot'), '--blob-dir', join(img, 'blobs'), share('d-share')]);
+    return ['virtiofs', '--bootstrap', join(img, 'boot'), '--blob-dir', join(img, 'blobs'), '--cache-dir', join(img, 'cache'), '--socket-path', socket];
   };
   if (!existsSync(VIRTIOFSD)) throw new Error(`${VIRTIOFSD} is missing (qemu-system-common; scripts/setup.sh installs it)`);
   const vfsd = await measure('virtiofsd', [VIRTIOFSD, `--socket-path=${join(work, 'v.sock')}`, '-o', `source=${share('v-share')}`, '-o', 'xattr'], join(work, 'v.sock'));
   const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
-  const dfly = await measure('damselfly', [process.execPath, ...nodeArgs, CLI, '--socket-path', join(work, 'd.sock'), '--shared-dir', share('d-share'), '--thread-pool-size=1', '--xattr'], join(work, 'd.sock'));
-  console.log(`== vhost-user requests: ${BATCHES} batches of ${BATCH} per line (CREATE, UNLINK: 4096 requests), one queue; daemon CPU per request ==`);
+  const dfly = await measure('damselfly', [process.execPath, ...nodeArgs, CLI, ...damselflyArgs(join(work, 'd.sock'))], join(work, 'd.sock'));
+  const what = IMAGE ? 'damselfly serving an image of the share (warm chunk cache)' : 'the shared directory (CREATE, UNLINK: 4096 requests)';
+  console.log(`== vhost-user requests: ${BATCHES} batches of ${BATCH} per line, ${what}, one queue; daemon CPU per request ==`);
   console.log(`${'line'.padEnd(16)} ${'virtiofsd us'.padStart(13)} ${'damselfly us'.padStart(13)} ${'x'.padStart(6)}`);
   LINES.forEach((l, i) => {
     const v = vfsd[i] as number;
