@@ -50,11 +50,18 @@ Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
   if (n > kMaxIov) n = kMaxIov;  // a short read: the caller continues with the rest
   std::vector<struct iovec> iov(n);
   for (uint32_t i = 0; i < n; i++) {
-    Napi::Value v = views.Get(i);
-    if (!v.IsTypedArray()) throw Napi::TypeError::New(env, "views must be an array of Uint8Array");
-    Napi::Uint8Array a = v.As<Napi::Uint8Array>();
-    iov[i].iov_base = a.Data();
-    iov[i].iov_len = a.ByteLength();
+    // One napi_get_typedarray_info per view (the wrappers' Data() and ByteLength() ask twice, after
+    // a type check): a guest's page-cache read brings 32 views.
+    napi_value v;
+    napi_typedarray_type type;
+    size_t length;
+    void* data;
+    if (napi_get_element(env, views, i, &v) != napi_ok ||
+        napi_get_typedarray_info(env, v, &type, &length, &data, nullptr, nullptr) != napi_ok || type != napi_uint8_array) {
+      throw Napi::TypeError::New(env, "views must be an array of Uint8Array");
+    }
+    iov[i].iov_base = data;
+    iov[i].iov_len = length;
   }
   bool in_memory = info.Length() > 3 && info[3].IsBoolean() && info[3].As<Napi::Boolean>().Value();
   int flags = in_memory ? 0 : RWF_NOWAIT;

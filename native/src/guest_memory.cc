@@ -45,7 +45,8 @@ Napi::Function MemoryTable::Define(Napi::Env env) {
   Napi::Function f = DefineClass(env, "MemoryTable",
                      {InstanceMethod("setTable", &MemoryTable::SetTable), InstanceMethod("addRegion", &MemoryTable::AddRegion),
                       InstanceMethod("removeRegion", &MemoryTable::RemoveRegion), InstanceMethod("regions", &MemoryTable::Regions),
-                      InstanceMethod("gpaView", &MemoryTable::GpaView)});
+                      InstanceMethod("gpaView", &MemoryTable::GpaView), InstanceMethod("windows", &MemoryTable::Windows),
+                      InstanceMethod("generation", &MemoryTable::Generation)});
   constructor_ = new Napi::FunctionReference(Napi::Persistent(f));  // lives as long as the addon
   return f;
 }
@@ -106,7 +107,7 @@ Napi::Value MemoryTable::SetTable(const Napi::CallbackInfo& info) {
     next.push_back(std::move(r));
   }
   regions_ = std::move(next);
-  generation_++;
+  Changed();
   return env.Undefined();
 }
 
@@ -119,7 +120,7 @@ Napi::Value MemoryTable::AddRegion(const Napi::CallbackInfo& info) {
                      U64Arg(o.Get("offset"), "offset"), static_cast<int>(IntArg(info[1], "fd")));
   if (Overlaps(*r)) throw Napi::RangeError::New(env, "the new memory region overlaps an existing one");
   regions_.push_back(std::move(r));
-  generation_++;
+  Changed();
   return env.Undefined();
 }
 
@@ -133,7 +134,7 @@ Napi::Value MemoryTable::RemoveRegion(const Napi::CallbackInfo& info) {
                          [&](const std::unique_ptr<Region>& r) { return r->gpa == gpa && r->size == size && r->uaddr == uaddr; });
   if (it == regions_.end()) return Napi::Boolean::New(info.Env(), false);
   regions_.erase(it);
-  generation_++;
+  Changed();
   return Napi::Boolean::New(info.Env(), true);
 }
 
@@ -199,6 +200,31 @@ const uint8_t* MemoryTable::GpaPointer(uint64_t gpa, uint64_t len) const {
     }
   }
   return nullptr;
+}
+
+void MemoryTable::Changed() {
+  size_t n = 0;
+  for (auto& r : regions_) {
+    r->first_window = n;
+    n += r->windows.size();
+  }
+  generation_++;
+}
+
+// windows() -> ArrayBuffer[]: every region's windows in table order; a piece's window is
+// windows()[FlatWindow(piece)] until the table changes (generation()).
+Napi::Value MemoryTable::Windows(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Array out = Napi::Array::New(env);
+  uint32_t i = 0;
+  for (const auto& r : regions_) {
+    for (const auto& w : r->windows) out.Set(i++, w.Value());
+  }
+  return out;
+}
+
+Napi::Value MemoryTable::Generation(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(generation_));
 }
 
 Napi::ArrayBuffer MemoryTable::Window(const Piece& p) const {

@@ -27,6 +27,8 @@ struct Region {
   std::shared_ptr<Mapping> map;
   // JavaScript ArrayBuffers over windows of the mapping (V8 limits one ArrayBuffer's length).
   std::vector<Napi::Reference<Napi::ArrayBuffer>> windows;
+  // Index of windows[0] among all regions' windows, in table order (see MemoryTable::windows()).
+  size_t first_window = 0;
 };
 
 // One piece of a translated guest range: a window ArrayBuffer, an offset in it and a length.
@@ -58,6 +60,8 @@ class MemoryTable : public Napi::ObjectWrap<MemoryTable> {
   // A host pointer for [gpa, gpa+len) inside one region (indirect descriptor tables).
   const uint8_t* GpaPointer(uint64_t gpa, uint64_t len) const;
   Napi::ArrayBuffer Window(const Piece& p) const;
+  // The piece's window among all regions' windows: its index in what windows() returns.
+  size_t FlatWindow(const Piece& p) const { return p.region->first_window + p.window; }
 
  private:
   Napi::Value SetTable(const Napi::CallbackInfo& info);
@@ -65,6 +69,10 @@ class MemoryTable : public Napi::ObjectWrap<MemoryTable> {
   Napi::Value RemoveRegion(const Napi::CallbackInfo& info);
   Napi::Value Regions(const Napi::CallbackInfo& info);
   Napi::Value GpaView(const Napi::CallbackInfo& info);
+  Napi::Value Windows(const Napi::CallbackInfo& info);
+  Napi::Value Generation(const Napi::CallbackInfo& info);
+  // After a change: numbers the windows again and bumps the generation.
+  void Changed();
 
   // Maps one region from its fd (the fd is not kept; the caller closes it).
   std::unique_ptr<Region> MapRegion(Napi::Env env, uint64_t gpa, uint64_t size, uint64_t uaddr, uint64_t off, int fd);

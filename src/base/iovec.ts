@@ -10,7 +10,10 @@ export function iovLength(iov: readonly Uint8Array[]): number {
   return n;
 }
 
-/** Views covering bytes [start, start + length) of the scatter list (shorter if it ends first). */
+/**
+ * Views covering bytes [start, start + length) of the scatter list (shorter if it ends first); a
+ * view covered whole is the list's own.
+ */
 export function sliceViews(iov: readonly Uint8Array[], start: number, length: number): Uint8Array[] {
   const out: Uint8Array[] = [];
   let skip = start;
@@ -22,7 +25,8 @@ export function sliceViews(iov: readonly Uint8Array[], start: number, length: nu
       continue;
     }
     const n = Math.min(v.length - skip, left);
-    out.push(v.subarray(skip, skip + n));
+    // A view taken whole is reused (a guest's page-cache read: 32 of them after the reply header).
+    out.push(skip === 0 && n === v.length ? v : v.subarray(skip, skip + n));
     skip = 0;
     left -= n;
   }

@@ -40,21 +40,29 @@ export interface MemoryTable {
   regions(): Array<{ gpa: bigint; size: bigint; uaddr: bigint }>;
   /** Views of a guest-physical range (throws if any byte is outside guest memory). */
   gpaView(gpa: bigint | number, len: bigint | number): Uint8Array[];
+  /** Every region's ArrayBuffer windows, in table order (what popInto's pieces index). */
+  windows(): ArrayBuffer[];
+  /** Bumped by every change of the table. */
+  generation(): number;
 }
 
 /**
- * What `Virtqueue.popInto` fills: head, readable views, writable views, readBytes, writeBytes,
- * and an error (why the chain cannot be used; after result 2, why the ring is corrupt).
+ * What `Virtqueue.popInto` fills: head, readBytes, writeBytes, the numbers of readable and of
+ * writable pieces, whether the chain is usable (1; else 0 and `lastError()` says why), the memory
+ * table's generation, then (window, offset, length) per piece, the readable ones first; `window`
+ * indexes `MemoryTable.windows()` of that generation. See native/src/vring.cc.
  */
-export type PopSlots = [number, Uint8Array[], Uint8Array[], number, number, string | undefined];
+export type PopSlots = Float64Array;
+/** Slots of `PopSlots` before the pieces. */
+export const POP_HEADER = 7;
 
 /** `popInto` results. */
-export const PopResult = { None: 0, Chain: 1, CorruptRing: 2 } as const;
+export const PopResult = { None: 0, Chain: 1, CorruptRing: 2, NeedRoom: 3 } as const;
 export type PopResult = (typeof PopResult)[keyof typeof PopResult];
 
-/** Slots for `popInto`, with the types it fills them with. */
-export function popSlots(): PopSlots {
-  return [0, [], [], 0, 0, undefined];
+/** Slots for `popInto` with room for `pieces` pieces (grown when a chain needs more: NeedRoom). */
+export function popSlots(pieces = 64): PopSlots {
+  return new Float64Array(POP_HEADER + 3 * pieces);
 }
 
 /** A split virtqueue over guest memory (native/src/vring.cc). */
@@ -63,8 +71,13 @@ export interface Virtqueue {
   setBase(base: number): void;
   base(): number;
   usedIndex(): number;
-  /** Takes the next available chain into `slots` (see PopSlots and native/src/vring.cc). */
+  /**
+   * Takes the next available chain into `slots` (see PopSlots). NeedRoom: the chain has more
+   * pieces than `slots` holds, `slots[0]` of them; nothing was taken.
+   */
   popInto(slots: PopSlots): PopResult;
+  /** Why the last chain taken is unusable, or why the ring is corrupt. */
+  lastError(): string | undefined;
   push(head: number, len: number): void;
   shouldNotify(): boolean;
   /** Re-enables kicks; true when buffers arrived meanwhile. */

@@ -83,6 +83,25 @@ describe('vhost-user backend with an in-process frontend', () => {
       const r = parseReply(await f.fuse(f.rings[1] as Ring, request(Opcode.READ, node, readArgs(0n, 70_000, 131072)).bytes, 16 + 131072, 33));
       assert.equal(r.error, 0);
       assert.ok(r.payload.equals(data.subarray(70_000, 70_000 + 131072)));
+      // A reply into 100 pieces apart from each other (more than the backend's first pop slots
+      // hold: they grow): each piece gets its part.
+      const parts = 100;
+      const rr = f.rings[1] as Ring;
+      const readReq = request(Opcode.READ, node, readArgs(0n, 5_000, parts * 512)).bytes;
+      const readAt = f.alloc(readReq.length);
+      f.view(readAt, readReq.length).set(readReq);
+      const hdrAt = f.alloc(16);
+      const partAt = Array.from({ length: parts }, () => f.alloc(1024));
+      const first = rr.nextDesc;
+      const idx = (k: number): number => (first + k) % rr.size;
+      f.writeDesc(rr, idx(0), { addr: readAt, len: readReq.length, flags: DESC_NEXT, next: idx(1) });
+      f.writeDesc(rr, idx(1), { addr: hdrAt, len: 16, flags: DESC_WRITE | DESC_NEXT, next: idx(2) });
+      partAt.forEach((at, k) => f.writeDesc(rr, idx(2 + k), { addr: at, len: 512, flags: DESC_WRITE | (k < parts - 1 ? DESC_NEXT : 0), next: idx(3 + k) }));
+      rr.nextDesc = idx(2 + parts);
+      f.publish(rr, first);
+      assert.deepEqual(await f.used(rr), { id: first, len: 16 + parts * 512 });
+      assert.equal(parseReply(Buffer.from(f.view(hdrAt, 16))).error, 0);
+      assert.ok(Buffer.concat(partAt.map((at) => Buffer.from(f.view(at, 512)))).equals(data.subarray(5_000, 5_000 + parts * 512)));
       // The hiprio queue: FORGET gets its descriptor back with no reply.
       const forget = Buffer.alloc(8);
       forget.writeBigUInt64LE(1n, 0);
@@ -190,6 +209,7 @@ describe('vhost-user backend with an in-process frontend', () => {
       await bad([{ addr: loopTbl, len: 32, flags: DESC_INDIRECT, next: 0 }]);
       // A guest can send such chains in a loop: one warning line (a minute), not one per chain.
       assert.equal(d.stderr().split('\n').filter((l) => l.includes('dropping a malformed descriptor chain')).length, 1, d.stderr());
+      assert.match(d.stderr(), /descriptor outside guest memory.*dropping a malformed descriptor chain/, 'the warning says why');
       // A FUSE header that claims more bytes than the chain holds: EINVAL, with the right unique.
       const lying = request(Opcode.GETATTR, 1, Buffer.alloc(16), { len: 5000 });
       const lr = parseReply(await f.fuse(ring(), lying.bytes, 256));
@@ -214,6 +234,7 @@ describe('vhost-user backend with an in-process frontend', () => {
       f.setAvailIdx(ring(), ring().nextAvail + 5000);
       await new Promise((r) => setTimeout(r, 200));
       assert.equal(d.proc.exitCode, null, 'still running');
+      assert.match(d.stderr(), /avail index moved by more than the queue size.*the ring is corrupt/);
       assert.equal((await f.call(Request.GET_QUEUE_NUM)).readBigUInt64LE(0) > 1n, true);
       // The memory under a running ring removed (REM_MEM_REG of the only region), then a kick on
       // the hiprio ring: it stops with an error and the daemon lives (a C++ exception thrown

@@ -5,7 +5,7 @@
  * what a ring's buffers mean is the `VirtioDevice`'s business.
  */
 import { type Logger, type Metrics, errorMessage } from '../../base/index.js';
-import { type MemoryTable, type Poller, type PopSlots, PopResult, type Virtqueue, native, popSlots } from '../../native/index.js';
+import { type MemoryTable, POP_HEADER, type Poller, type PopSlots, PopResult, type Virtqueue, native, popSlots } from '../../native/index.js';
 import { VhostConnection } from './connection.js';
 import {
   FLAG_NEED_REPLY,
@@ -70,14 +70,57 @@ export class Chain {
     private readonly ring: { completed(head: number, len: number, epoch: number): void },
     private readonly epoch: number,
     slots: PopSlots,
+    windows: ArrayBuffer[],
+    error: string | undefined,
   ) {
-    [this.head, this.readable, this.writable, this.readBytes, this.writeBytes, this.error] = slots;
+    this.head = slots[0] as number;
+    this.readBytes = slots[1] as number;
+    this.writeBytes = slots[2] as number;
+    const readable = slots[3] as number;
+    this.readable = views(slots, POP_HEADER, readable, windows);
+    this.writable = views(slots, POP_HEADER + 3 * readable, slots[4] as number, windows);
+    this.error = error;
   }
 
   complete(len: number): void {
     if (this.done) return;
     this.done = true;
     this.ring.completed(this.head, len, this.epoch);
+  }
+}
+
+/** Views of `count` pieces of `slots` from `at` (window, offset, length each; see PopSlots). */
+function views(slots: PopSlots, at: number, count: number, windows: ArrayBuffer[]): Uint8Array[] {
+  const out: Uint8Array[] = [];
+  for (let i = at, end = at + 3 * count; i < end; i += 3) {
+    out.push(new Uint8Array(windows[slots[i] as number] as ArrayBuffer, slots[i + 1], slots[i + 2]));
+  }
+  return out;
+}
+
+/**
+ * The memory table's windows (ArrayBuffers over guest memory), taken again when the table
+ * changes: what `popInto`'s pieces index.
+ */
+class GuestWindows {
+  private generation = -1;
+  private list: ArrayBuffer[] = [];
+
+  constructor(private readonly table: MemoryTable) {}
+
+  /** The windows of `generation`, the table's current one (a chain was just popped against it). */
+  at(generation: number): ArrayBuffer[] {
+    if (generation !== this.generation) {
+      this.list = this.table.windows();
+      this.generation = generation;
+    }
+    return this.list;
+  }
+
+  /** Lets go of the windows, so that the mappings of removed regions can go too. */
+  reset(): void {
+    this.generation = -1;
+    this.list = [];
   }
 }
 
@@ -98,8 +141,8 @@ class Vring implements QueueHandle {
   private drained: Array<() => void> = [];
   private notifyScheduled = false;
   broken = false;
-  /** Where `popInto` puts each chain (one array for every pop). */
-  private readonly slots = popSlots();
+  /** Where `popInto` puts each chain (one array for every pop, grown for a chain of more pieces). */
+  private slots = popSlots();
   /** The metric counting this ring's kicks. */
   readonly kickMetric: string;
   private readonly flushNotify = (): void => {
@@ -110,6 +153,7 @@ class Vring implements QueueHandle {
   constructor(
     readonly index: number,
     readonly vq: Virtqueue,
+    private readonly windows: GuestWindows,
     private readonly log: Logger,
   ) {
     this.kickMetric = `vhost.kicks.${index}`;
@@ -117,17 +161,21 @@ class Vring implements QueueHandle {
 
   pop(): Chain | null {
     if (!this.started || this.broken) return null;
-    const slots = this.slots;
-    const r = this.guarded(() => this.vq.popInto(slots), PopResult.None);
+    let r = this.guarded(() => this.vq.popInto(this.slots), PopResult.None);
+    // A chain of more pieces than the slots hold (each time more than before: bounded by the ring).
+    while (r === PopResult.NeedRoom) {
+      this.slots = popSlots(this.slots[0] as number);
+      r = this.guarded(() => this.vq.popInto(this.slots), PopResult.None);
+    }
     if (r === PopResult.None) return null;
     if (r === PopResult.CorruptRing) {
       this.broken = true;
-      this.log.error({ ring: this.index, err: slots[5] }, 'the ring is corrupt; it is no longer served');
+      this.log.error({ ring: this.index, err: this.vq.lastError() }, 'the ring is corrupt; it is no longer served');
       return null;
     }
+    const slots = this.slots;
     this.inflight++;
-    const c = new Chain(this, this.epoch, slots);
-    return c;
+    return new Chain(this, this.epoch, slots, this.windows.at(slots[6] as number), slots[5] === 1 ? undefined : this.vq.lastError());
   }
 
   /** A popped chain was completed (once). */
@@ -219,6 +267,8 @@ export class VhostUserBackend {
   private readonly log: Logger;
   private readonly metrics: Metrics;
   private readonly memory: MemoryTable = new native.MemoryTable();
+  /** Its windows, shared by the rings (they index them). */
+  private readonly windows = new GuestWindows(this.memory);
   private readonly rings: Vring[];
   private features = 0n;
   private protocolFeatures = 0n;
@@ -228,7 +278,7 @@ export class VhostUserBackend {
     this.device = opts.device;
     this.log = opts.log;
     this.metrics = opts.metrics;
-    this.rings = Array.from({ length: opts.device.maxQueues }, (_, i) => new Vring(i, new native.Virtqueue(this.memory), opts.log));
+    this.rings = Array.from({ length: opts.device.maxQueues }, (_, i) => new Vring(i, new native.Virtqueue(this.memory), this.windows, opts.log));
   }
 
   get offeredFeatures(): bigint {
@@ -337,6 +387,7 @@ export class VhostUserBackend {
         const fds = this.takeFds(m, regions.length);
         try {
           this.memory.setTable(regions, fds);
+          this.windows.reset();
         } finally {
           for (const fd of fds) native.closeFd(fd); // the mappings stay valid
         }
@@ -357,6 +408,7 @@ export class VhostUserBackend {
       case Request.REM_MEM_REG: {
         const region = decodeSingleRegion(m);
         if (!this.memory.removeRegion(region)) throw new Error(`no memory region at 0x${region.gpa.toString(16)} to remove`);
+        this.windows.reset();
         this.log.info({ gpa: `0x${region.gpa.toString(16)}` }, 'memory region removed');
         return undefined;
       }
