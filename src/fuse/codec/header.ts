@@ -60,12 +60,14 @@ export function inPlaceDataAt(head: Uint8Array, length: number): number | undefi
 export function decodeRequest(bytes: Uint8Array, tailLength = 0): Request {
   const r = new ByteReader(bytes, 'FUSE request');
   if (bytes.length < Size.IN_HEADER) throw new FormatError(`FUSE request of ${bytes.length} bytes is shorter than its header`);
-  const nodeid = r.u64n(16);
+  // The node id as a number (two u32s: no BigInt on every request); -1 past 2^53, which no node
+  // id given out here reaches.
+  const nodeHigh = r.u32(20);
   const header: InHeader = {
     len: r.u32(0),
     opcode: r.u32(4),
     unique: r.u64n(8),
-    nodeid: nodeid > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(nodeid),
+    nodeid: nodeHigh > 0x1f_ffff ? -1 : nodeHigh * 0x1_0000_0000 + r.u32(16),
     uid: r.u32(24),
     gid: r.u32(28),
     pid: r.u32(32),

@@ -33,19 +33,37 @@ function view(b: Uint8Array): DataView {
   return new DataView(b.buffer, b.byteOffset, b.byteLength);
 }
 
-function seconds(timeout: number): { sec: bigint; nsec: number } {
+/**
+ * A zeroed reply buffer, cut from Node's buffer pool: a reply of 104 or 128 bytes made with
+ * Buffer.alloc has memory of its own, allocated and freed (malloc, the array buffer sweeper) for
+ * every request.
+ */
+function zeroed(size: number): Buffer {
+  return Buffer.allocUnsafe(size).fill(0);
+}
+
+/**
+ * A non-negative integer as a little-endian u64, without a BigInt (one allocation per field less
+ * on every reply); the attributes and ids here are safe integers.
+ */
+function setU64(v: DataView, at: number, x: number): void {
+  v.setUint32(at, x % 0x1_0000_0000, true);
+  v.setUint32(at + 4, Math.floor(x / 0x1_0000_0000), true);
+}
+
+function seconds(timeout: number): { sec: number; nsec: number } {
   const t = Math.max(0, timeout);
   const sec = Math.floor(t);
-  return { sec: BigInt(sec), nsec: Math.floor((t - sec) * 1e9) };
+  return { sec, nsec: Math.floor((t - sec) * 1e9) };
 }
 
 export function writeAttr(v: DataView, at: number, a: Attr): void {
-  v.setBigUint64(at, BigInt(a.ino), true);
-  v.setBigUint64(at + 8, BigInt(a.size), true);
-  v.setBigUint64(at + 16, BigInt(a.blocks), true);
-  v.setBigUint64(at + 24, BigInt(Math.max(0, a.atime.sec)), true);
-  v.setBigUint64(at + 32, BigInt(Math.max(0, a.mtime.sec)), true);
-  v.setBigUint64(at + 40, BigInt(Math.max(0, a.ctime.sec)), true);
+  setU64(v, at, a.ino);
+  setU64(v, at + 8, a.size);
+  setU64(v, at + 16, a.blocks);
+  setU64(v, at + 24, Math.max(0, a.atime.sec));
+  setU64(v, at + 32, Math.max(0, a.mtime.sec));
+  setU64(v, at + 40, Math.max(0, a.ctime.sec));
   v.setUint32(at + 48, a.atime.nsec, true);
   v.setUint32(at + 52, a.mtime.nsec, true);
   v.setUint32(at + 56, a.ctime.nsec, true);
@@ -61,33 +79,33 @@ export function writeAttr(v: DataView, at: number, a: Attr): void {
 function writeEntry(v: DataView, at: number, e: EntryReply): void {
   const ev = seconds(e.entryTimeout);
   const av = seconds(e.attrTimeout);
-  v.setBigUint64(at, BigInt(e.nodeid), true);
-  v.setBigUint64(at + 8, BigInt(e.generation), true);
-  v.setBigUint64(at + 16, ev.sec, true);
-  v.setBigUint64(at + 24, av.sec, true);
+  setU64(v, at, e.nodeid);
+  setU64(v, at + 8, e.generation);
+  setU64(v, at + 16, ev.sec);
+  setU64(v, at + 24, av.sec);
   v.setUint32(at + 32, ev.nsec, true);
   v.setUint32(at + 36, av.nsec, true);
   writeAttr(v, at + 40, e.attr);
 }
 
 export function encodeEntryOut(e: EntryReply): Buffer {
-  const b = Buffer.alloc(Size.ENTRY_OUT);
+  const b = zeroed(Size.ENTRY_OUT);
   writeEntry(view(b), 0, e);
   return b;
 }
 
 export function encodeAttrOut(attr: Attr, timeout: number): Buffer {
-  const b = Buffer.alloc(Size.ATTR_OUT);
+  const b = zeroed(Size.ATTR_OUT);
   const v = view(b);
   const t = seconds(timeout);
-  v.setBigUint64(0, t.sec, true);
+  setU64(v, 0, t.sec);
   v.setUint32(8, t.nsec, true);
   writeAttr(v, 16, attr);
   return b;
 }
 
 export function encodeOpenOut(o: OpenReply): Buffer {
-  const b = Buffer.alloc(Size.OPEN_OUT);
+  const b = zeroed(Size.OPEN_OUT);
   const v = view(b);
   v.setBigUint64(0, o.fh, true);
   v.setUint32(8, o.flags, true);
@@ -95,9 +113,9 @@ export function encodeOpenOut(o: OpenReply): Buffer {
 }
 
 export function encodeStatfsOut(s: StatFs): Buffer {
-  const b = Buffer.alloc(Size.STATFS_OUT);
+  const b = zeroed(Size.STATFS_OUT);
   const v = view(b);
-  [s.blocks, s.bfree, s.bavail, s.files, s.ffree].forEach((x, i) => v.setBigUint64(i * 8, BigInt(x), true));
+  [s.blocks, s.bfree, s.bavail, s.files, s.ffree].forEach((x, i) => setU64(v, i * 8, x));
   v.setUint32(40, s.bsize, true);
   v.setUint32(44, s.namelen, true);
   v.setUint32(48, s.frsize, true);
@@ -161,8 +179,8 @@ export class DirentPacker {
   }
 
   private dirent(at: number, ino: number, off: number, type: number, name: Uint8Array): void {
-    this.v.setBigUint64(at, BigInt(ino), true);
-    this.v.setBigUint64(at + 8, BigInt(off), true);
+    setU64(this.v, at, ino);
+    setU64(this.v, at + 8, off);
     this.v.setUint32(at + 16, name.length, true);
     this.v.setUint32(at + 20, type, true);
     this.buf.set(name, at + Size.DIRENT);

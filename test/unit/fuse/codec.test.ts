@@ -1,0 +1,63 @@
+/**
+ * The codec's 64-bit fields: node ids, attributes and ids above 2^32 are written exactly (as two
+ * u32 halves, no BigInt), node ids past 2^53 decode as -1, `unique` round-trips all 64 bits, and
+ * reply buffers (cut from Node's pool) are zero where nothing is written.
+ */
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { Attr } from '../../../src/fs/types.js';
+import { encodeAttrOut, encodeEntryOut } from '../../../src/fuse/codec/out.js';
+import { Opcode, decodeRequest } from '../../../src/fuse/index.js';
+import { request } from '../../helpers/fuse-client.js';
+
+test('decodeRequest: node ids up to 2^53 - 1 as numbers, beyond as -1; unique exact', () => {
+  const at = (nodeid: bigint, unique: bigint) => {
+    const b = request(Opcode.GETATTR, 0, Buffer.alloc(16), { unique }).bytes;
+    b.writeBigUInt64LE(nodeid, 16);
+    return decodeRequest(b).header;
+  };
+  assert.equal(at(1n, 2n).nodeid, 1);
+  assert.equal(at(0x1_0000_0005n, 2n).nodeid, 0x1_0000_0005);
+  assert.equal(at(2n ** 53n - 1n, 2n).nodeid, Number.MAX_SAFE_INTEGER);
+  assert.equal(at(2n ** 53n, 2n).nodeid, -1);
+  assert.equal(at(2n ** 64n - 1n, 2n).nodeid, -1);
+  assert.equal(at(7n, 2n ** 64n - 2n).unique, 2n ** 64n - 2n);
+});
+
+test('attribute and entry replies: u64 fields above 2^32 exact, the rest zero', () => {
+  const attr: Attr = {
+    ino: 2 ** 52 + 3,
+    size: 2 ** 40 + 5,
+    blocks: 2 ** 33,
+    atime: { sec: 2 ** 32 + 1, nsec: 7 },
+    mtime: { sec: -5, nsec: 0 }, // before 1970: clamped to 0
+    ctime: { sec: 1_700_000_000, nsec: 999_999_999 },
+    mode: 0o100644,
+    nlink: 2,
+    uid: 1000,
+    gid: 1000,
+    rdev: 0,
+    blksize: 4096,
+    flags: 0,
+  };
+  // Dirty the pool first: the replies must not show what was there.
+  Buffer.allocUnsafe(512).fill(0xff);
+  const a = encodeAttrOut(attr, 3600.25);
+  assert.equal(a.readBigUInt64LE(0), 3600n);
+  assert.equal(a.readUInt32LE(8), 250_000_000);
+  assert.equal(a.readUInt32LE(12), 0, 'padding');
+  assert.equal(a.readBigUInt64LE(16), BigInt(2 ** 52 + 3));
+  assert.equal(a.readBigUInt64LE(24), BigInt(2 ** 40 + 5));
+  assert.equal(a.readBigUInt64LE(32), 2n ** 33n);
+  assert.equal(a.readBigUInt64LE(40), 2n ** 32n + 1n);
+  assert.equal(a.readBigUInt64LE(48), 0n);
+  assert.equal(a.readBigUInt64LE(56), 1_700_000_000n);
+  assert.equal(a.readUInt32LE(16 + 84), 0, 'attr flags');
+  const e = encodeEntryOut({ nodeid: 2 ** 45 + 1, generation: 2 ** 32, attr, entryTimeout: 1.5, attrTimeout: 0 });
+  assert.equal(e.readBigUInt64LE(0), 2n ** 45n + 1n);
+  assert.equal(e.readBigUInt64LE(8), 2n ** 32n);
+  assert.equal(e.readBigUInt64LE(16), 1n);
+  assert.equal(e.readUInt32LE(32), 500_000_000);
+  assert.equal(e.readBigUInt64LE(24), 0n);
+  assert.equal(e.readBigUInt64LE(40 + 8), BigInt(2 ** 40 + 5));
+});
