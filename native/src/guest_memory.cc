@@ -45,8 +45,7 @@ Napi::Function MemoryTable::Define(Napi::Env env) {
   Napi::Function f = DefineClass(env, "MemoryTable",
                      {InstanceMethod("setTable", &MemoryTable::SetTable), InstanceMethod("addRegion", &MemoryTable::AddRegion),
                       InstanceMethod("removeRegion", &MemoryTable::RemoveRegion), InstanceMethod("regions", &MemoryTable::Regions),
-                      InstanceMethod("gpaView", &MemoryTable::GpaView), InstanceMethod("windows", &MemoryTable::Windows),
-                      InstanceMethod("generation", &MemoryTable::Generation)});
+                      InstanceMethod("gpaView", &MemoryTable::GpaView), InstanceMethod("windows", &MemoryTable::Windows)});
   constructor_ = new Napi::FunctionReference(Napi::Persistent(f));  // lives as long as the addon
   return f;
 }
@@ -212,7 +211,7 @@ void MemoryTable::Changed() {
 }
 
 // windows() -> ArrayBuffer[]: every region's windows in table order; a piece's window is
-// windows()[FlatWindow(piece)] until the table changes (generation()).
+// windows()[FlatWindow(piece)] until the table changes (its generation, which popInto reports).
 Napi::Value MemoryTable::Windows(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Array out = Napi::Array::New(env);
@@ -221,10 +220,6 @@ Napi::Value MemoryTable::Windows(const Napi::CallbackInfo& info) {
     for (const auto& w : r->windows) out.Set(i++, w.Value());
   }
   return out;
-}
-
-Napi::Value MemoryTable::Generation(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), static_cast<double>(generation_));
 }
 
 Napi::ArrayBuffer MemoryTable::Window(const Piece& p) const {

@@ -70,7 +70,6 @@ class MemoryTable : public Napi::ObjectWrap<MemoryTable> {
   Napi::Value Regions(const Napi::CallbackInfo& info);
   Napi::Value GpaView(const Napi::CallbackInfo& info);
   Napi::Value Windows(const Napi::CallbackInfo& info);
-  Napi::Value Generation(const Napi::CallbackInfo& info);
   // After a change: numbers the windows again and bumps the generation.
   void Changed();
 

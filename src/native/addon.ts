@@ -42,8 +42,6 @@ export interface MemoryTable {
   gpaView(gpa: bigint | number, len: bigint | number): Uint8Array[];
   /** Every region's ArrayBuffer windows, in table order (what popInto's pieces index). */
   windows(): ArrayBuffer[];
-  /** Bumped by every change of the table. */
-  generation(): number;
 }
 
 /**
