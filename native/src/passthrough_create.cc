@@ -106,8 +106,29 @@ class CredThread {
   int setup_errno_ = 0;
 };
 
-// Switches the calling thread's fs ids for one call; the umask is left as it is.
+// The calling thread's fs ids, read once per thread: SwitchedHere always puts them back.
+struct FsIds {
+  uid_t uid;
+  gid_t gid;
+};
+
+const FsIds& ThreadFsIds() {
+  // setfs[ug]id(-1) changes nothing and returns the current id.
+  thread_local const FsIds ids{static_cast<uid_t>(::setfsuid(static_cast<uid_t>(-1))), static_cast<gid_t>(::setfsgid(static_cast<gid_t>(-1)))};
+  return ids;
+}
+
+// Switches the calling thread's fs ids for one call; the umask is left as it is. A caller whose
+// ids are the thread's already (a guest's root, with a daemon running as root) needs no switch:
+// six system calls fewer for each file it creates.
 long SwitchedHere(const Creds& c, const std::function<long()>& op, int* err) {
+  const FsIds& own = ThreadFsIds();
+  if (c.uid == own.uid && c.gid == own.gid) {
+    errno = 0;
+    long r = op();
+    *err = r < 0 ? errno : 0;
+    return r;
+  }
   auto old_gid = static_cast<gid_t>(::setfsgid(c.gid));
   auto old_uid = static_cast<uid_t>(::setfsuid(c.uid));
   bool ok = static_cast<uid_t>(::setfsuid(static_cast<uid_t>(-1))) == c.uid &&
