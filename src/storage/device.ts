@@ -94,7 +94,7 @@ export function chunkBufferPool(): BufferPool {
 export class BlobDevice {
   private readonly opts: DeviceOptions;
   private readonly caches = new Map<number, Promise<BlobCache>>();
-  /** The caches opened so far, for the synchronous checks (a batch's other members). */
+  /** The caches opened so far: reads find theirs without an await, a batch finds its other members. */
   private readonly opened = new Map<number, BlobCache>();
   private readonly inflight = new Map<number, Promise<Uint8Array>>();
   /** Chunks in flight for the prefetch alone (a background read): a reader's wait expedites them. */
