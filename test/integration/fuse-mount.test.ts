@@ -130,6 +130,18 @@ describe('FUSE host mount', () => {
     }
   });
 
+  test('an absent name is ENOENT to programs and asked of the daemon once (a cached negative entry)', async () => {
+    const mnt = join(work, 'mnt');
+    const m = await startMount([...image, '--stats'], mnt);
+    for (let i = 0; i < 3; i++) await assert.rejects(lstat(join(mnt, 'missing')), { code: 'ENOENT' });
+    for (let i = 0; i < 2; i++) await assert.rejects(lstat(join(mnt, 'dir', 'nope')), { code: 'ENOENT' });
+    await assert.rejects(readFile(join(mnt, 'dir', 'nope')), { code: 'ENOENT' });
+    const s = stats((await m.stop()).stdout);
+    // 'missing', 'dir' and 'dir/nope', once each; no errors.
+    assert.equal(s['fuse.requests.LOOKUP'], 3, JSON.stringify(s));
+    assert.equal(s['fuse.errors'] ?? 0, 0);
+  });
+
   test('reading one small file of a large image fetches only its chunk', async () => {
     const info = JSON.parse((await damselflyOk(['inspect', '--bootstrap', join(work, 'big.boot'), '--path', '/small.txt', '--json'])).stdout) as { chunks: Array<{ compressedSize: number }> };
     assert.equal(info.chunks.length, 1);

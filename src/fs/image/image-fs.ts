@@ -41,6 +41,22 @@ const SEEK_HOLE = 4;
 const W_OK = 2;
 const FOPEN_KEEP_CACHE = 1 << 1;
 const FOPEN_CACHE_DIR = 1 << 3;
+/** The attributes of a negative entry (the kernel ignores them). */
+const NO_ATTR: Attr = Object.freeze({
+  ino: 0,
+  size: 0,
+  blocks: 0,
+  atime: Object.freeze({ sec: 0, nsec: 0 }),
+  mtime: Object.freeze({ sec: 0, nsec: 0 }),
+  ctime: Object.freeze({ sec: 0, nsec: 0 }),
+  mode: 0,
+  nlink: 0,
+  uid: 0,
+  gid: 0,
+  rdev: 0,
+  blksize: 0,
+  flags: 0,
+});
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
 
@@ -145,6 +161,16 @@ export class ImageFs implements FileSystem {
     return { nodeid, generation: 0, attr, entryTimeout: this.opts.entryTimeout, attrTimeout: this.opts.attrTimeout };
   }
 
+  /**
+   * A name the image does not have: node id 0 with the entry timeout, which the kernel keeps as a
+   * negative dentry (an ENOENT reply would be asked again at the next lookup of the name). The
+   * image never changes, so the answer holds as long as a positive one; programs probe many
+   * absent names (python's imports try several per module).
+   */
+  private negativeEntry(): EntryReply {
+    return { nodeid: 0, generation: 0, attr: NO_ATTR, entryTimeout: this.opts.entryTimeout, attrTimeout: 0 };
+  }
+
   init(init: FsInit): void {
     this.noOpen = (init.flags & NO_OPEN_SUPPORT) !== 0n;
     this.noOpendir = (init.flags & NO_OPENDIR_SUPPORT) !== 0n;
@@ -166,7 +192,7 @@ export class ImageFs implements FileSystem {
     else if (Buffer.compare(name, DOTDOT) === 0) ino = this.image.parent(dir);
     else {
       const e = this.image.lookup(dir, name);
-      if (e === undefined) throw new FsError(Errno.ENOENT);
+      if (e === undefined) return this.negativeEntry();
       ino = e.ino;
     }
     return this.entry(ino);
