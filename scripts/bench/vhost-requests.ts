@@ -33,7 +33,7 @@ import { join } from 'node:path';
 import { Opcode } from '../../src/fuse/index.js';
 import { CLI } from '../../test/helpers/env.js';
 import { cstr, initArgs, parseReply, request } from '../../test/helpers/fuse-client.js';
-import { DESC_INDIRECT, DESC_NEXT, DESC_WRITE, type Ring, TestFrontend } from '../../test/helpers/vhost-frontend.js';
+import { DESC_INDIRECT, DESC_NEXT, DESC_WRITE, type Ring, TestFrontend, chained } from '../../test/helpers/vhost-frontend.js';
 
 const BATCH = Number(process.env.BENCH_BATCH ?? 64);
 const IMAGE = process.env.BENCH_IMAGE === '1';
@@ -212,21 +212,16 @@ async function measure(label: string, argv: string[], socket: string): Promise<n
     const PAGES = READ_SIZE / 4096;
     const tableAt = Array.from({ length: BATCH }, () => f.alloc(16 * (3 + PAGES)));
     const pageAt = Array.from({ length: BATCH }, () => Array.from({ length: PAGES }, () => (f.alloc(4096), f.alloc(4096))));
-    const writeTable = (k: number, req: Buffer): number => {
-      const t = tableAt[k] as number;
-      const entry = (j: number, addr: number, len: number, flags: number): void => {
-        const b = f.view(t + 16 * j, 16);
-        b.writeBigUInt64LE(BigInt(addr), 0);
-        b.writeUInt32LE(len, 8);
-        b.writeUInt16LE(flags, 12);
-        b.writeUInt16LE(j + 1, 14);
-      };
-      entry(0, reqAt[k] as number, 40, DESC_NEXT); // fuse_in_header
-      entry(1, (reqAt[k] as number) + 40, req.length - 40, DESC_NEXT); // the arguments
-      entry(2, outAt[k] as number, 16, DESC_WRITE | DESC_NEXT); // fuse_out_header
-      (pageAt[k] as number[]).forEach((at, j) => entry(3 + j, at, 4096, DESC_WRITE | (j < PAGES - 1 ? DESC_NEXT : 0)));
-      return 16 * (3 + PAGES);
-    };
+    const writeTable = (k: number, req: Buffer): number =>
+      f.writeTable(
+        tableAt[k] as number,
+        chained([
+          { addr: reqAt[k] as number, len: 40, flags: 0 }, // fuse_in_header
+          { addr: (reqAt[k] as number) + 40, len: req.length - 40, flags: 0 }, // the arguments
+          { addr: outAt[k] as number, len: 16, flags: DESC_WRITE }, // fuse_out_header
+          ...(pageAt[k] as number[]).map((addr) => ({ addr, len: 4096, flags: DESC_WRITE })),
+        ]),
+      );
     const batch = async (line: Line): Promise<void> => {
       for (let k = 0; k < BATCH; k++) {
         const req = line.make(session);

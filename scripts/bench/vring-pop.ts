@@ -10,6 +10,7 @@
  * Prints microseconds per chain. Machines here are shared and noisy: compare runs of one machine.
  */
 import { PopResult, native, popSlots } from '../../src/native/index.js';
+import { DESC_INDIRECT, DESC_WRITE, chained, encodeDescs } from '../../test/helpers/vhost-frontend.js';
 
 const PAGES = Number(process.argv[2] ?? 32);
 const CHAINS = 64; // one batch: what a guest posts before a kick, at most
@@ -38,27 +39,17 @@ const alloc = (n: number): number => {
   bump += (n + 4095) & ~4095;
   return at;
 };
-const NEXT = 1;
-const WRITE = 2;
-const INDIRECT = 4;
 for (let k = 0; k < CHAINS; k++) {
   const tableAt = alloc(16 * (3 + PAGES));
-  const entry = (j: number, addr: number, len: number, flags: number): void => {
-    const b = view(tableAt + 16 * j, 16);
-    b.writeBigUInt64LE(BigInt(addr), 0);
-    b.writeUInt32LE(len, 8);
-    b.writeUInt16LE(flags, 12);
-    b.writeUInt16LE(j + 1, 14);
-  };
   const req = alloc(4096);
-  entry(0, req, 40, NEXT); // fuse_in_header
-  entry(1, req + 40, 40, NEXT); // fuse_read_in
-  entry(2, alloc(4096), 16, WRITE | (PAGES > 0 ? NEXT : 0)); // fuse_out_header
-  for (let j = 0; j < PAGES; j++) entry(3 + j, alloc(8192), 4096, WRITE | (j < PAGES - 1 ? NEXT : 0));
-  const d = view(DESC + 16 * k, 16);
-  d.writeBigUInt64LE(BigInt(tableAt), 0);
-  d.writeUInt32LE(16 * (3 + PAGES), 8);
-  d.writeUInt16LE(INDIRECT, 12);
+  const chain = chained([
+    { addr: req, len: 40, flags: 0 }, // fuse_in_header
+    { addr: req + 40, len: 40, flags: 0 }, // fuse_read_in
+    { addr: alloc(4096), len: 16, flags: DESC_WRITE }, // fuse_out_header
+    ...Array.from({ length: PAGES }, () => ({ addr: alloc(8192), len: 4096, flags: DESC_WRITE })),
+  ]);
+  encodeDescs(view(tableAt, 16 * chain.length), 0, chain);
+  encodeDescs(view(DESC + 16 * k, 16), 0, [{ addr: tableAt, len: 16 * chain.length, flags: DESC_INDIRECT, next: 0 }]);
 }
 
 const avail = view(AVAIL, 4 + 2 * QUEUE);

@@ -12,6 +12,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { POP_HEADER, PopResult, native, popSlots } from '../../src/native/index.js';
+import { DESC_INDIRECT as INDIRECT, DESC_NEXT as NEXT, DESC_WRITE as WRITE, encodeDescs } from '../helpers/vhost-frontend.js';
 
 const GIB = 1 << 30;
 const MIB = 1 << 20;
@@ -25,10 +26,8 @@ const QUEUE = 64;
 const DESC = 0x1000; // ring areas in region A
 const AVAIL = DESC + 16 * QUEUE;
 const USED = 0x4000;
-const NEXT = 1;
-const WRITE = 2;
-const INDIRECT = 4;
 
+/** A descriptor as this test makes them (the address always a bigint: some are past 2^53). */
 interface Desc {
   addr: bigint;
   len: number;
@@ -99,13 +98,7 @@ test('random descriptor chains: defined results, exact pieces, no chain lost to 
     const next = random() < 0.9 ? i + 1 : Math.floor(random() * (count + 2)); // sometimes back (a loop) or beyond
     return { addr: address(), len: length(), flags, next };
   };
-  const writeDesc = (base: number, i: number, d: Desc): void => {
-    const b = at(base + 16 * i, 16);
-    b.writeBigUInt64LE(d.addr, 0);
-    b.writeUInt32LE(d.len, 8);
-    b.writeUInt16LE(d.flags, 12);
-    b.writeUInt16LE(d.next, 14);
-  };
+  const writeDescs = (base: number, descs: readonly Desc[]): void => encodeDescs(at(base, 16 * descs.length), 0, descs);
   /** The bytes a usable chain's descriptors name (readable, writable), walked as a device would. */
   const expected = (ring: Desc[], head: number): { readable: Buffer; writable: Buffer } => {
     const rd: Buffer[] = [];
@@ -149,10 +142,10 @@ test('random descriptor chains: defined results, exact pieces, no chain lost to 
       const t = tableAt(round);
       const n = 1 + Math.floor(random() * 40);
       const list = Array.from({ length: n }, (_, i) => ({ ...descriptor(i, n), flags: descriptor(i, n).flags & ~(random() < 0.97 ? INDIRECT : 0) }));
-      list.forEach((d, i) => writeDesc(t, i, d));
+      writeDescs(t, list);
       ring[head] = { addr: BigInt(t), len: random() < 0.9 ? 16 * n : pick([0, 17, 16 * n + 16, 16 * 5000]), flags: INDIRECT, next: 0 };
     }
-    ring.forEach((d, i) => writeDesc(DESC, i, d));
+    writeDescs(DESC, ring);
     avail.writeUInt16LE(head, 4 + 2 * (availIdx % QUEUE));
     availIdx = (availIdx + 1) & 0xffff;
     avail.writeUInt16LE(availIdx, 2);

@@ -23,6 +23,25 @@ export interface Desc {
   next: number;
 }
 
+/**
+ * Writes `descs` as a descriptor table (`struct virtq_desc`, 16 bytes each: addr, len, flags,
+ * next) into `b` from byte `at`: a ring's table, or an indirect one.
+ */
+export function encodeDescs(b: Buffer, at: number, descs: readonly Desc[]): void {
+  descs.forEach((d, i) => {
+    const o = at + 16 * i;
+    b.writeBigUInt64LE(BigInt(d.addr), o);
+    b.writeUInt32LE(d.len, o + 8);
+    b.writeUInt16LE(d.flags, o + 12);
+    b.writeUInt16LE(d.next, o + 14);
+  });
+}
+
+/** A chain as one list in an indirect table: each descriptor's `next` is the one after it. */
+export function chained(descs: ReadonlyArray<Omit<Desc, 'next'>>): Desc[] {
+  return descs.map((d, i) => ({ ...d, flags: i < descs.length - 1 ? d.flags | DESC_NEXT : d.flags, next: i + 1 }));
+}
+
 export interface Ring {
   index: number;
   size: number;
@@ -174,11 +193,13 @@ export class TestFrontend {
   }
 
   writeDesc(ring: Ring, i: number, d: Desc): void {
-    const b = this.view(ring.desc + 16 * i, 16);
-    b.writeBigUInt64LE(BigInt(d.addr), 0);
-    b.writeUInt32LE(d.len, 8);
-    b.writeUInt16LE(d.flags, 12);
-    b.writeUInt16LE(d.next, 14);
+    encodeDescs(this.view(ring.desc + 16 * i, 16), 0, [d]);
+  }
+
+  /** Writes an indirect descriptor table at `gpa`; returns its length in bytes. */
+  writeTable(gpa: number, descs: readonly Desc[]): number {
+    encodeDescs(this.view(gpa, 16 * descs.length), 0, descs);
+    return 16 * descs.length;
   }
 
   /** Publishes a chain head in the avail ring and kicks. */

@@ -138,14 +138,10 @@ describe('vhost-user backend with an in-process frontend', () => {
       const outAt = f.alloc(256);
       const getattr = request(Opcode.GETATTR, 1, Buffer.alloc(16)).bytes;
       f.view(inAt, getattr.length).set(getattr);
-      const tv = f.view(tbl, 32);
-      tv.writeBigUInt64LE(BigInt(inAt), 0);
-      tv.writeUInt32LE(getattr.length, 8);
-      tv.writeUInt16LE(DESC_NEXT, 12);
-      tv.writeUInt16LE(1, 14);
-      tv.writeBigUInt64LE(BigInt(outAt), 16);
-      tv.writeUInt32LE(256, 24);
-      tv.writeUInt16LE(DESC_WRITE, 28);
+      f.writeTable(tbl, [
+        { addr: inAt, len: getattr.length, flags: DESC_NEXT, next: 1 },
+        { addr: outAt, len: 256, flags: DESC_WRITE, next: 0 },
+      ]);
       const h2 = ring.nextDesc;
       f.writeDesc(ring, h2, { addr: tbl, len: 32, flags: DESC_INDIRECT, next: 0 });
       ring.nextDesc = (h2 + 1) % ring.size;
@@ -197,15 +193,10 @@ describe('vhost-user backend with an in-process frontend', () => {
       await bad([{ addr: f.alloc(16), len: 16 * 70_000, flags: DESC_INDIRECT, next: 0 }]);
       await bad([{ addr: f.alloc(16), len: 17, flags: DESC_INDIRECT, next: 0 }]);
       const loopTbl = f.alloc(32);
-      const lv = f.view(loopTbl, 32);
-      lv.writeBigUInt64LE(BigInt(inp), 0);
-      lv.writeUInt32LE(56, 8);
-      lv.writeUInt16LE(DESC_NEXT, 12);
-      lv.writeUInt16LE(1, 14);
-      lv.writeBigUInt64LE(BigInt(out), 16);
-      lv.writeUInt32LE(256, 24);
-      lv.writeUInt16LE(DESC_WRITE | DESC_NEXT, 28);
-      lv.writeUInt16LE(0, 30);
+      f.writeTable(loopTbl, [
+        { addr: inp, len: 56, flags: DESC_NEXT, next: 1 },
+        { addr: out, len: 256, flags: DESC_WRITE | DESC_NEXT, next: 0 }, // back to the first
+      ]);
       await bad([{ addr: loopTbl, len: 32, flags: DESC_INDIRECT, next: 0 }]);
       // A guest can send such chains in a loop: one warning line (a minute), not one per chain.
       assert.equal(d.stderr().split('\n').filter((l) => l.includes('dropping a malformed descriptor chain')).length, 1, d.stderr());
