@@ -352,6 +352,8 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
 void InitVring(Napi::Env env, Napi::Object exports) {
   exports.Set("MemoryTable", MemoryTable::Define(env));
   exports.Set("Virtqueue", Virtqueue::Define(env));
+  // popInto's slots before the pieces: JavaScript reads the number from here, not a copy of it.
+  exports.Set("popHeader", Napi::Number::New(env, static_cast<double>(kPopHeader)));
 }
 
 }  // namespace damselfly

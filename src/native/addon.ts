@@ -51,17 +51,10 @@ export interface MemoryTable {
  * indexes `MemoryTable.windows()` of that generation. See native/src/vring.cc.
  */
 export type PopSlots = Float64Array;
-/** Slots of `PopSlots` before the pieces. */
-export const POP_HEADER = 7;
-
 /** `popInto` results. */
 export const PopResult = { None: 0, Chain: 1, CorruptRing: 2, NeedRoom: 3 } as const;
 export type PopResult = (typeof PopResult)[keyof typeof PopResult];
 
-/** Slots for `popInto` with room for `pieces` pieces (grown when a chain needs more: NeedRoom). */
-export function popSlots(pieces = 64): PopSlots {
-  return new Float64Array(POP_HEADER + 3 * pieces);
-}
 
 /** A split virtqueue over guest memory (native/src/vring.cc). */
 export interface Virtqueue {
@@ -233,6 +226,8 @@ export interface NativeAddon extends PassthroughOps {
 
   MemoryTable: new () => MemoryTable;
   Virtqueue: new (table: MemoryTable) => Virtqueue;
+  /** Slots of `PopSlots` before the pieces (native/src/vring.cc's kPopHeader). */
+  popHeader: number;
 }
 
 const ADDON_PATH = fileURLToPath(new URL('../../build/native/Release/damselfly.node', import.meta.url));
@@ -277,6 +272,14 @@ function statxFrom(addon: NativeAddon): NativeAddon['ptStatx'] {
 }
 
 export const native: NativeAddon = load();
+
+/** Slots of `PopSlots` before the pieces, as the addon says. */
+export const POP_HEADER = native.popHeader;
+
+/** Slots for `popInto` with room for `pieces` pieces (grown when a chain needs more: NeedRoom). */
+export function popSlots(pieces = 64): PopSlots {
+  return new Float64Array(POP_HEADER + 3 * pieces);
+}
 
 /** An open file read with `readNoWait`: whether its file system was found to keep files in memory. */
 export interface NoWaitFile {
