@@ -6,9 +6,23 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Attr } from '../../../src/fs/types.js';
-import { encodeAttrOut, encodeEntryOut } from '../../../src/fuse/codec/out.js';
+import { encodeAttrOut, encodeEntryOut, encodeOpenOut, encodeStatfsOut } from '../../../src/fuse/codec/out.js';
 import { Opcode, decodeRequest } from '../../../src/fuse/index.js';
 import { request } from '../../helpers/fuse-client.js';
+
+/**
+ * Fills the rest of Node's current buffer pool with 0xff, so that the next small buffers cut from
+ * it start dirty (a new pool is taken first when less than 512 bytes are left).
+ */
+function dirtyPool(): void {
+  for (;;) {
+    const p = Buffer.allocUnsafe(8);
+    const rest = p.buffer.byteLength - (p.byteOffset + 8);
+    if (rest < 512) continue;
+    new Uint8Array(p.buffer, p.byteOffset + 8, rest).fill(0xff);
+    return;
+  }
+}
 
 test('decodeRequest: node ids up to 2^53 - 1 as numbers, beyond as -1; unique exact', () => {
   const at = (nodeid: bigint, unique: bigint) => {
@@ -41,7 +55,7 @@ test('attribute and entry replies: u64 fields above 2^32 exact, the rest zero', 
     flags: 0,
   };
   // Dirty the pool first: the replies must not show what was there.
-  Buffer.allocUnsafe(512).fill(0xff);
+  dirtyPool();
   const a = encodeAttrOut(attr, 3600.25);
   assert.equal(a.readBigUInt64LE(0), 3600n);
   assert.equal(a.readUInt32LE(8), 250_000_000);
@@ -60,4 +74,17 @@ test('attribute and entry replies: u64 fields above 2^32 exact, the rest zero', 
   assert.equal(e.readUInt32LE(32), 500_000_000);
   assert.equal(e.readBigUInt64LE(24), 0n);
   assert.equal(e.readBigUInt64LE(40 + 8), BigInt(2 ** 40 + 5));
+});
+
+test('replies with padding and spare fields: zeros there, whatever the buffer pool held', () => {
+  dirtyPool();
+  const o = encodeOpenOut({ fh: 2n ** 40n + 9n, flags: 3 });
+  assert.equal(o.readBigUInt64LE(0), 2n ** 40n + 9n);
+  assert.equal(o.readUInt32LE(8), 3);
+  assert.equal(o.readUInt32LE(12), 0, 'padding');
+  dirtyPool();
+  const f = encodeStatfsOut({ blocks: 2 ** 40, bfree: 1, bavail: 2, files: 3, ffree: 4, bsize: 4096, namelen: 255, frsize: 4096 });
+  assert.equal(f.readBigUInt64LE(0), 2n ** 40n);
+  assert.equal(f.readUInt32LE(44), 255);
+  assert.ok(f.subarray(52).equals(Buffer.alloc(80 - 52)), 'padding and spare');
 });
