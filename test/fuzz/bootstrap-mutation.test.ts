@@ -26,6 +26,7 @@ import { native, nativeCodecs } from '../../src/native/index.js';
 import { readInlinedBootstrap } from '../../src/storage/open-image.js';
 import { walkImage } from '../../src/tools/walk.js';
 import { REPO, VECTORS, vectorsMissing, withTempDir } from '../helpers/env.js';
+import { type Rng, caseRng } from '../helpers/rng.js';
 
 const WORKER_ARG = '--bootstrap-fuzz-worker';
 /** Walk items visited per mutant at most: a mutant may describe a huge (but finite) tree. */
@@ -36,27 +37,6 @@ const MUTANT_WALL_LIMIT_MS = 5000;
 /** A worker silent for this long is stuck in one mutant. */
 const HANG_MS = 15_000;
 const PEAK_MEMORY_LIMIT_MB = 768;
-
-interface Rng {
-  next(): number;
-  int(n: number): number;
-  pick<T>(xs: readonly T[]): T;
-}
-
-/** mulberry32 seeded from (seed name, mutant index): mutant `i` is the same on every run and machine. */
-function mutantRng(seedName: string, index: number): Rng {
-  let s = 2166136261;
-  for (const c of Buffer.from(seedName)) s = Math.imul(s ^ c, 16777619);
-  s = (s ^ Math.imul(index + 1, 0x9e3779b1)) >>> 0;
-  const next = (): number => {
-    let t = (s = (s + 0x6d2b79f5) >>> 0);
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-  const int = (n: number): number => Math.floor(next() * n);
-  return { next, int, pick: <T>(xs: readonly T[]): T => xs[int(xs.length)] as T };
-}
 
 // Where the structures of a seed are, found with the readers on the intact seed.
 type Width = 1 | 2 | 4 | 8;
@@ -230,7 +210,7 @@ const MUTATORS: Array<[number, Mutator]> = [
 const WEIGHTED: Mutator[] = MUTATORS.flatMap(([weight, m]) => Array.from({ length: weight }, () => m));
 
 function makeMutant(seed: Uint8Array, map: SeedMap, seedName: string, index: number): { bytes: Buffer; what: string } {
-  const rng = mutantRng(seedName, index);
+  const rng = caseRng(seedName, index);
   let bytes: Buffer = Buffer.from(seed);
   const what: string[] = [];
   const rounds = rng.next() < 0.7 ? 1 : 2 + rng.int(2);

@@ -13,6 +13,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { POP_HEADER, PopResult, native, popSlots } from '../../src/native/index.js';
 import { DESC_INDIRECT as INDIRECT, DESC_NEXT as NEXT, DESC_WRITE as WRITE, encodeDescs } from '../helpers/vhost-frontend.js';
+import { seededRng } from '../helpers/rng.js';
 
 const GIB = 1 << 30;
 const MIB = 1 << 20;
@@ -33,17 +34,6 @@ interface Desc {
   len: number;
   flags: number;
   next: number;
-}
-
-/** xorshift32: the whole run follows from the seed. */
-function rng(seed: number): () => number {
-  let x = seed >>> 0 || 1;
-  return () => {
-    x ^= x << 13;
-    x ^= x >>> 17;
-    x ^= x << 5;
-    return (x >>> 0) / 2 ** 32;
-  };
 }
 
 test('random descriptor chains: defined results, exact pieces, no chain lost to small slots', () => {
@@ -81,7 +71,7 @@ test('random descriptor chains: defined results, exact pieces, no chain lost to 
   // Indirect tables live in region B's first megabyte, one slot of 2 KiB per chain.
   const tableAt = (k: number): number => A_SIZE + 2048 * (k % 256);
 
-  const random = rng(0x5eed);
+  const { next: random } = seededRng(0x5eed);
   const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)] as T;
   const address = (): bigint => {
     const r = random();
