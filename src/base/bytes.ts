@@ -22,8 +22,13 @@ export class ByteReader {
   /** Throws unless `[off, off + len)` lies inside the buffer. */
   check(off: number, len: number, field = 'field'): void {
     if (!Number.isSafeInteger(off) || !Number.isSafeInteger(len) || off < 0 || len < 0 || off + len > this.length) {
-      throw new FormatError(`${this.what}: ${field} at offset ${off} (${len} bytes) lies outside its ${this.length} bytes`);
+      this.fail(`${this.what}: ${field} at offset ${off} (${len} bytes) lies outside its ${this.length} bytes`);
     }
+  }
+
+  /** How every malformation is reported: a FormatError, unless a subclass says otherwise. */
+  protected fail(message: string): never {
+    throw new FormatError(message);
   }
 
   has(off: number, len: number): boolean {
@@ -48,9 +53,7 @@ export class ByteReader {
   /** A u64 that must fit a JavaScript number exactly (sizes, offsets, counts). */
   u64(off: number, field = 'u64 field'): number {
     const v = this.u64n(off, field);
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw new FormatError(`${this.what}: ${field} at offset ${off} is too large (${v})`);
-    }
+    if (v > BigInt(Number.MAX_SAFE_INTEGER)) this.fail(`${this.what}: ${field} at offset ${off} is too large (${v})`);
     return Number(v);
   }
 

@@ -88,10 +88,13 @@ export function decodeRequest(bytes: Uint8Array, tailLength = 0): Request {
 /** Request arguments that are short or malformed: answered with EINVAL. */
 export class BadArguments extends FormatError {}
 
-/** A reader of request arguments whose range errors are `BadArguments`. */
+/**
+ * A reader of request arguments whose errors (a field past the bytes sent, a u64 too large for the
+ * number it stands for) are `BadArguments`: the peer's mistake, answered with EINVAL.
+ */
 class ArgsReader extends ByteReader {
-  override check(off: number, len: number, field = 'field'): void {
-    if (!this.has(off, len)) throw new BadArguments(`${this.what}: ${field} at ${off} (${len} bytes) exceeds the ${this.length} bytes sent`);
+  protected override fail(message: string): never {
+    throw new BadArguments(message);
   }
 }
 

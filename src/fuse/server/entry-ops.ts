@@ -1,4 +1,5 @@
 /** Handlers for inode and name operations: LOOKUP, FORGET, GETATTR, SETATTR, links, STATFS, ACCESS. */
+import type { ByteReader } from '../../base/index.js';
 import { FsError, Errno, type SetattrIn } from '../../fs/types.js';
 import { Opcode, SetattrValid, Size } from '../abi.js';
 import { decodeAccessIn, decodeBatchForget, decodeForgetIn, decodeGetattrIn, decodeName, decodeTwoNames, cstring } from '../codec/in.js';
@@ -10,6 +11,17 @@ function need<T>(m: T | undefined): T {
   return m;
 }
 
+const MAX_SECONDS = BigInt(Number.MAX_SAFE_INTEGER);
+
+/**
+ * A time's seconds (a signed 64-bit count), held to what a number carries exactly: far past what
+ * any filesystem stores, whose kernel clamps a time to its own range as it would the full value.
+ */
+function seconds(r: ByteReader, off: number): number {
+  const s = BigInt.asIntN(64, r.u64n(off));
+  return Number(s > MAX_SECONDS ? MAX_SECONDS : s < -MAX_SECONDS ? -MAX_SECONDS : s);
+}
+
 function decodeSetattr(call: Call): SetattrIn {
   const r = call.body;
   r.check(0, Size.SETATTR_IN, 'fuse_setattr_in');
@@ -17,9 +29,9 @@ function decodeSetattr(call: Call): SetattrIn {
   const out: SetattrIn = { valid };
   if (valid & SetattrValid.FH) out.fh = r.u64n(8);
   if (valid & SetattrValid.SIZE) out.size = r.u64(16, 'size');
-  if (valid & SetattrValid.ATIME) out.atime = valid & SetattrValid.ATIME_NOW ? 'now' : { sec: Number(BigInt.asIntN(64, r.u64n(32))), nsec: r.u32(56) };
-  if (valid & SetattrValid.MTIME) out.mtime = valid & SetattrValid.MTIME_NOW ? 'now' : { sec: Number(BigInt.asIntN(64, r.u64n(40))), nsec: r.u32(60) };
-  if (valid & SetattrValid.CTIME) out.ctime = { sec: Number(BigInt.asIntN(64, r.u64n(48))), nsec: r.u32(64) };
+  if (valid & SetattrValid.ATIME) out.atime = valid & SetattrValid.ATIME_NOW ? 'now' : { sec: seconds(r, 32), nsec: r.u32(56) };
+  if (valid & SetattrValid.MTIME) out.mtime = valid & SetattrValid.MTIME_NOW ? 'now' : { sec: seconds(r, 40), nsec: r.u32(60) };
+  if (valid & SetattrValid.CTIME) out.ctime = { sec: seconds(r, 48), nsec: r.u32(64) };
   if (valid & SetattrValid.MODE) out.mode = r.u32(68);
   if (valid & SetattrValid.UID) out.uid = r.u32(76);
   if (valid & SetattrValid.GID) out.gid = r.u32(80);

@@ -38,6 +38,9 @@ const BASE_FLAGS =
   InitFlag.MAX_PAGES |
   InitFlag.INIT_EXT;
 
+/** Requests the kernel expects no reply to. */
+const NO_REPLY = new Set<number>([Opcode.FORGET, Opcode.BATCH_FORGET, Opcode.INTERRUPT]);
+
 const HANDLERS = new Map<number, Handler>([...entryHandlers, ...fileHandlers, ...dirHandlers, ...xattrHandlers]);
 
 /** An opcode's name and request metric, made once per opcode rather than at every request. */
@@ -117,7 +120,12 @@ export class FuseServer {
     const call = new Call(this.fs, header, body, channel, this.sessionOrDefault(), tail);
     try {
       if (header.opcode === Opcode.INIT) return this.init(call);
-      if (this.session === undefined) throw new FsError(Errno.EIO, 'request before FUSE_INIT');
+      if (this.session === undefined) {
+        // The peer's mistake, not a failure here: EIO (as virtiofsd answers), logged once a minute.
+        this.opts.metrics.inc('fuse.errors');
+        this.logLimiter.log(this.opts.log, 'warn', 'before INIT', { op: name }, 'request before FUSE_INIT');
+        return NO_REPLY.has(header.opcode) ? call.none() : call.error(Errno.EIO);
+      }
       if (header.opcode === Opcode.DESTROY) return this.destroy(call);
       if (header.opcode === Opcode.INTERRUPT) {
         // Requests complete promptly and on their own; the interrupted one still gets its reply.
@@ -141,7 +149,7 @@ export class FuseServer {
       } else {
         this.opts.log.debug({ op: name, nodeid: header.nodeid, errno }, 'request failed');
       }
-      if (header.opcode === Opcode.FORGET || header.opcode === Opcode.BATCH_FORGET || header.opcode === Opcode.INTERRUPT) call.none();
+      if (NO_REPLY.has(header.opcode)) call.none();
       else call.error(errno);
     }
   }
