@@ -2,6 +2,7 @@
 #include "guest_memory.h"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -58,6 +59,14 @@ std::unique_ptr<Region> MemoryTable::MapRegion(Napi::Env env, uint64_t gpa, uint
     throw Napi::RangeError::New(env, "memory region of invalid size");
   }
   if (off % static_cast<uint64_t>(page) != 0) throw Napi::RangeError::New(env, "memory region mmap_offset is not page aligned");
+  // A file shorter than the region maps, but touching the part past its end raises SIGBUS in the
+  // thread that reads a descriptor there (vm-memory refuses such a region too: MappingPastEof).
+  struct stat st;
+  if (::fstat(fd, &st) != 0) ThrowSys(env, "fstat");
+  if (S_ISREG(st.st_mode) && (static_cast<uint64_t>(st.st_size) < off || static_cast<uint64_t>(st.st_size) - off < size)) {
+    throw Napi::RangeError::New(env, "memory region of " + std::to_string(size) + " bytes at file offset " + std::to_string(off) +
+                                         " lies past the end of its " + std::to_string(st.st_size) + "-byte file");
+  }
   void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE, fd, static_cast<off_t>(off));
   if (p == MAP_FAILED) ThrowSys(env, "mmap");
   auto r = std::make_unique<Region>();

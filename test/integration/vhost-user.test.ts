@@ -221,6 +221,18 @@ describe('vhost-user backend with an in-process frontend', () => {
       // The kick fd of ring 1 was replaced by nothing: restart it properly and serve again.
       f.startRing(1, 256);
       await lookupOk(f, 'hello');
+      // A region larger than its file (a VMM's mistake): refused, for touching the part past the
+      // file's end would kill the daemon with SIGBUS; a chain into it is outside guest memory.
+      const short = native.memfd('short', 4096);
+      const past = Buffer.alloc(40); // padding, then gpa, size, uaddr, offset
+      const pastGpa = BigInt(f.memSize) + 0x10_0000n;
+      past.writeBigUInt64LE(pastGpa, 8);
+      past.writeBigUInt64LE(0x10_0000n, 16);
+      past.writeBigUInt64LE(0x7e00_0000_0000n, 24);
+      assert.equal((await f.call(Request.ADD_MEM_REG, past, [short], 0x1 | 0x8)).readBigUInt64LE(0), 1n, 'a region past the end of its file');
+      native.closeFd(short);
+      assert.match(d.stderr(), /lies past the end of its 4096-byte file/);
+      await bad([{ addr: inp, len: 56, flags: DESC_NEXT, next: (h() + 1) % 256 }, { addr: pastGpa + 8192n, len: 256, flags: DESC_WRITE, next: 0 }]);
       // A corrupt avail index (moved by more than the ring size): that ring stops, the daemon lives.
       f.setAvailIdx(ring(), ring().nextAvail + 5000);
       await new Promise((r) => setTimeout(r, 200));
