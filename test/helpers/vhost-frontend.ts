@@ -3,10 +3,13 @@
  * virtqueues laid out in it, kicks and calls are eventfds. It speaks the protocol as QEMU does
  * (or any way a test wants, including badly) and posts FUSE requests as descriptor chains.
  */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { readSync, writeSync } from 'node:fs';
 import { native } from '../../src/native/index.js';
 import type { MemoryTable } from '../../src/native/index.js';
 import { Feature, ProtocolFeature, Request } from '../../src/transport/vhost-user/protocol.js';
+import { CLI } from './env.js';
 
 const UADDR_BASE = 0x7f00_0000_0000n;
 const RING_AREA = 0x1000;
@@ -265,4 +268,28 @@ export class TestFrontend {
     native.closeFd(this.fd);
     native.closeFd(this.memFd);
   }
+}
+
+export interface VirtiofsDaemon {
+  proc: ChildProcess;
+  socket: string;
+  stderr: () => string;
+  exit: Promise<[number | null, string | null]>;
+}
+
+/**
+ * `damselfly virtiofs --socket-path SOCKET ARGS…` (warnings and worse on stderr), once it says it
+ * waits for the VMM, as Kata's runtime waits for it.
+ */
+export async function startVirtiofsDaemon(socket: string, args: string[]): Promise<VirtiofsDaemon> {
+  const proc = spawn(process.execPath, [CLI, '--log-level', 'warn', 'virtiofs', '--socket-path', socket, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let err = '';
+  proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
+  const exit = once(proc, 'exit') as Promise<[number | null, string | null]>;
+  const deadline = Date.now() + 20_000;
+  while (!err.includes('Waiting for vhost-user socket connection')) {
+    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`virtiofs did not start: ${err}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  return { proc, socket, stderr: () => err, exit };
 }

@@ -7,8 +7,6 @@
  * backend never crashes, keeps serving well-formed requests, and exits cleanly on disconnect.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,30 +14,13 @@ import { after, before, describe, test } from 'node:test';
 import { Opcode } from '../../src/fuse/abi.js';
 import { native } from '../../src/native/index.js';
 import { Request } from '../../src/transport/vhost-user/protocol.js';
-import { CLI, damselflyOk } from '../helpers/env.js';
+import { damselflyOk } from '../helpers/env.js';
 import { cstr, initArgs, parseAttr, parseEntry, parseReply, readArgs, request } from '../helpers/fuse-client.js';
 import { prng } from '../helpers/tree.js';
-import { DESC_INDIRECT, DESC_NEXT, DESC_WRITE, type Desc, type Ring, TestFrontend } from '../helpers/vhost-frontend.js';
+import { DESC_INDIRECT, DESC_NEXT, DESC_WRITE, type Desc, type Ring, TestFrontend, type VirtiofsDaemon, startVirtiofsDaemon } from '../helpers/vhost-frontend.js';
 
-interface Daemon {
-  proc: ChildProcess;
-  socket: string;
-  stderr: () => string;
-  exit: Promise<[number | null, string | null]>;
-}
-
-async function startDaemon(work: string, name: string): Promise<Daemon> {
-  const socket = join(work, `${name}.sock`);
-  const proc = spawn(process.execPath, [CLI, '--log-level', 'warn', 'virtiofs', '--socket-path', socket, '--bootstrap', join(work, 'boot'), '--blob-dir', join(work, 'blobs')], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const exit = once(proc, 'exit') as Promise<[number | null, string | null]>;
-  const deadline = Date.now() + 20_000;
-  while (!err.includes('Waiting for vhost-user socket connection')) {
-    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`virtiofs did not start: ${err}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return { proc, socket, stderr: () => err, exit };
+function startDaemon(work: string, name: string): Promise<VirtiofsDaemon> {
+  return startVirtiofsDaemon(join(work, `${name}.sock`), ['--bootstrap', join(work, 'boot'), '--blob-dir', join(work, 'blobs')]);
 }
 
 describe('vhost-user backend with an in-process frontend', () => {

@@ -7,15 +7,15 @@
  * same QEMU process. The host runs the very same script (busybox) on the source tree.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
-import { once } from 'node:events';
+import { spawnSync } from 'node:child_process';
 import { copyFile, mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { CLI, damselflyOk, requireTool } from '../helpers/env.js';
+import { damselflyOk, requireTool } from '../helpers/env.js';
 import { type GuestImage, bootGuest, buildInitramfs, guestMissing } from '../helpers/guest.js';
 import { makeTree } from '../helpers/tree.js';
+import { type VirtiofsDaemon, startVirtiofsDaemon } from '../helpers/vhost-frontend.js';
 
 requireTool(guestMissing());
 
@@ -45,23 +45,8 @@ function sections(lines: string[]): Map<string, string> {
   return new Map([...m].map(([k, v]) => [k, v.join('\n')]));
 }
 
-interface Daemon {
-  proc: ChildProcess;
-  exit: Promise<unknown[]>;
-  stderr: () => string;
-}
-
-async function startDaemon(work: string, socket: string, extra: string[] = []): Promise<Daemon> {
-  const proc = spawn(process.execPath, [CLI, '--log-level', 'warn', 'virtiofs', '--socket-path', socket, '--bootstrap', join(work, 'boot'), '--blob-dir', join(work, 'blobs'), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let err = '';
-  proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
-  const exit = once(proc, 'exit');
-  const deadline = Date.now() + 20_000;
-  while (!err.includes('Waiting for vhost-user socket connection')) {
-    if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`virtiofs did not start: ${err}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-  return { proc, exit, stderr: () => err };
+function startDaemon(work: string, socket: string, extra: string[] = []): Promise<VirtiofsDaemon> {
+  return startVirtiofsDaemon(socket, ['--bootstrap', join(work, 'boot'), '--blob-dir', join(work, 'blobs'), ...extra]);
 }
 
 describe('Damselfly virtiofs serving a Linux guest', () => {
