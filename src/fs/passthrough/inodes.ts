@@ -36,6 +36,19 @@ export function statFd(fd: number): PtStat {
   return sys(() => native.ptStatx(fd, '', AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
 }
 
+/** Unlinked files up to this size close at once (freeing a few extents is quick). */
+const BACKGROUND_CLOSE = 8 << 20;
+
+/** Whether closing `fd` may free a file's blocks: its last name is gone and it has many. */
+function freesBlocks(fd: number): boolean {
+  try {
+    const st = native.ptStatx(fd, '', AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW);
+    return st.nlink === 0 && st.blocks * 512 > BACKGROUND_CLOSE;
+  } catch {
+    return true; // unknown: the safe side
+  }
+}
+
 export class InodeTable {
   readonly root: Inode;
   private readonly byId = new Map<number, Inode>();
@@ -92,10 +105,12 @@ export class InodeTable {
   }
 
   /**
-   * Drops `count` lookups; the fd closes at zero. Unknown ids and the root are ignored. A directory
-   * closes at once (its fd may pin a mount); anything else closes on the thread pool: the last
-   * close of an unlinked file frees its blocks, which can take longer than the request it ends
-   * (the C virtiofsd has FORGETs on a thread of their own for the same reason).
+   * Drops `count` lookups; the fd closes at zero. Unknown ids and the root are ignored. The fd
+   * closes at once, unless it is the last of an unlinked file with more than BACKGROUND_CLOSE
+   * bytes: that close frees the file's blocks, which can take longer than the request it ends (the
+   * C virtiofsd has FORGETs on a thread of their own for the same reason), so it goes to the thread
+   * pool. Not every close: the pool's completion wakes the event loop once more per FORGET, which
+   * cost a deleted small file 15 % more daemon CPU (`rm -r` of 2,000 files through a FUSE mount).
    */
   forget(id: number, count: number): void {
     if (id === ROOT_ID) return;
@@ -105,7 +120,7 @@ export class InodeTable {
     if (n.refs > 0) return;
     this.byId.delete(id);
     if (this.byKey.get(n.key) === n) this.byKey.delete(n.key);
-    if (isDir(n.mode)) closeSync(n.fd);
+    if (isDir(n.mode) || !freesBlocks(n.fd)) closeSync(n.fd);
     else close(n.fd, ignore);
   }
 

@@ -251,9 +251,11 @@ describe('passthrough filesystem (in-process)', () => {
     }
   });
 
-  test("FORGET closes a directory's fd at once and any other on the thread pool", async () => {
+  test('FORGET closes at once, but the last fd of a large unlinked file on the thread pool', async () => {
     mkdirSync(join(share, 'fd-dir'));
     writeFileSync(join(share, 'fd-file'), 'x');
+    writeFileSync(join(share, 'fd-gone'), 'y');
+    writeFileSync(join(share, 'fd-big'), Buffer.alloc(9 << 20, 1)); // past BACKGROUND_CLOSE
     const fdsTo = (path: string): number =>
       readdirSync('/proc/self/fd').filter((fd) => {
         try {
@@ -262,16 +264,18 @@ describe('passthrough filesystem (in-process)', () => {
           return false;
         }
       }).length;
-    const d = await lookup(fs, 'fd-dir');
-    const f = await lookup(fs, 'fd-file');
-    assert.equal(fdsTo(join(share, 'fd-dir')), 1);
-    assert.equal(fdsTo(join(share, 'fd-file')), 1);
-    fs.forget(d.nodeid, 1);
-    fs.forget(f.nodeid, 1);
-    assert.equal(fdsTo(join(share, 'fd-dir')), 0, 'closed at once');
-    assert.equal(await errno(fs.getattr(ctx, f.nodeid)), Errno.EBADF, 'the node id is gone at once');
-    for (let i = 0; i < 100 && fdsTo(join(share, 'fd-file')) > 0; i++) await new Promise((r) => setTimeout(r, 10));
-    assert.equal(fdsTo(join(share, 'fd-file')), 0, 'closed soon after');
+    const nodes = await Promise.all(['fd-dir', 'fd-file', 'fd-gone', 'fd-big'].map((n) => lookup(fs, n)));
+    for (const n of ['fd-dir', 'fd-file', 'fd-gone', 'fd-big']) assert.equal(fdsTo(join(share, n)), 1, n);
+    rmSync(join(share, 'fd-gone'));
+    rmSync(join(share, 'fd-big'));
+    for (const n of nodes) fs.forget(n.nodeid, 1);
+    assert.equal(fdsTo(join(share, 'fd-dir')), 0, 'a directory: closed at once');
+    assert.equal(fdsTo(join(share, 'fd-file')), 0, 'a file with a name: closed at once');
+    assert.equal(fdsTo(`${join(share, 'fd-gone')} (deleted)`), 0, 'a small unlinked file: closed at once');
+    for (const n of nodes) assert.equal(await errno(fs.getattr(ctx, n.nodeid)), Errno.EBADF, 'the node id is gone at once');
+    const big = `${join(share, 'fd-big')} (deleted)`;
+    for (let i = 0; i < 100 && fdsTo(big) > 0; i++) await new Promise((r) => setTimeout(r, 10));
+    assert.equal(fdsTo(big), 0, 'a large unlinked file: closed soon after');
   });
 
   test('creating calls leave the process umask alone, whichever thread runs them', async () => {
