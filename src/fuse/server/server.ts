@@ -65,9 +65,9 @@ export function errnoOf(e: unknown): number {
     if (n !== undefined) return n;
   }
   if (e instanceof DamselflyError) {
+    // A filesystem reports an absent name itself (FsError ENOENT); a NotFound from below it is a
+    // blob its storage cannot find, which to a reader of the file is an I/O error, as in nydusd.
     switch (e.code) {
-      case ErrorCode.NotFound:
-        return Errno.ENOENT;
       case ErrorCode.Unsupported:
         return Errno.EOPNOTSUPP;
       case ErrorCode.Usage:

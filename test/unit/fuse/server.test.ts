@@ -5,7 +5,7 @@
  * get errors while the server keeps serving.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, mkdir, writeFile, symlink } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, mkdir, writeFile, symlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -215,5 +215,26 @@ describe('FUSE server over a RAFS image', () => {
     assert.equal((await op(Opcode.DESTROY, 0)).error, 0);
     assert.equal((await op(Opcode.GETATTR, 1, Buffer.alloc(16))).error, -5, 'no requests after DESTROY until INIT');
     assert.equal((await op(Opcode.INIT, 0, initArgs())).error, 0);
+  });
+
+  test('a blob the storage cannot find makes a READ fail with EIO, not ENOENT', async () => {
+    const image = openBootstrap(await readFile(join(work, 'boot')));
+    const empty = join(work, 'no-blobs');
+    await mkdir(empty);
+    const m = new Metrics();
+    const d = new BlobDevice({ blobs: image.blobs, backend: new LocalFsBackend({ dir: empty }), codecs: nativeCodecs, metrics: m, log: silentLogger });
+    const s = new FuseServer(new ImageFs({ image, device: d, metrics: m, log: silentLogger }), { log: silentLogger, metrics: m });
+    try {
+      const send = async (bytes: Buffer): Promise<Reply> => {
+        const cap = new CaptureReply();
+        await s.handle(bytes, cap);
+        return parseReply(cap.reply as Buffer);
+      };
+      assert.equal((await send(request(Opcode.INIT, 0, initArgs()).bytes)).error, 0);
+      const f = parseEntry((await send(request(Opcode.LOOKUP, 1, cstr('file.bin')).bytes)).payload);
+      assert.equal((await send(request(Opcode.READ, f.nodeid, readArgs(0n, 0, 4096)).bytes)).error, -5);
+    } finally {
+      await d.close();
+    }
   });
 });
