@@ -1,7 +1,7 @@
 /**
- * Seeded fuzzing of the registry path with a hostile HTTP server: the chunk device reads a real
- * image's chunks (through the image filesystem, as a FUSE READ would) from a registry backend whose
- * server answers each request its own way, chosen by a seeded generator: right, Range ignored,
+ * Seeded fuzzing of the HTTP backends with a hostile server: the chunk device reads a real
+ * image's chunks (through the image filesystem, as a FUSE READ would) from a registry backend, and
+ * from an http-proxy (Dragonfly peer) backend, whose server answers each request its own way, chosen by a seeded generator: right, Range ignored,
  * wrong bytes, a Content-Range that lies, bodies cut short or running past their length, stalls
  * before and inside the body, resets, retryable and final statuses with odd Retry-After values,
  * Bearer challenges whose token service answers badly too, redirects in loops and to nowhere,
@@ -25,7 +25,9 @@ import { ImageFs } from '../../src/fs/image/image-fs.js';
 import { FuseServer, Opcode } from '../../src/fuse/index.js';
 import { nativeCodecs } from '../../src/native/index.js';
 import { RegistryClient } from '../../src/oci/registry/client.js';
+import { HttpProxyBackend } from '../../src/storage/backend/http-proxy.js';
 import { RegistryBackend } from '../../src/storage/backend/registry.js';
+import type { BlobBackend } from '../../src/storage/backend/types.js';
 import { BlobDevice } from '../../src/storage/device.js';
 import { CaptureReply, cstr, initArgs, parseEntry, parseReply, readArgs, request } from '../helpers/fuse-client.js';
 import { withTempDir } from '../helpers/env.js';
@@ -39,6 +41,8 @@ const RETRIES = 2;
 /** Per READ: each attempt may wait a timeout for headers and one per body gap, plus backoffs. */
 const READ_LIMIT_MS = 15_000;
 const REPO = 'fuzz/image';
+/** Where the http-proxy backend finds blobs: `{addr}/{path}/{id}`. */
+const PROXY_PATH = 'peer';
 
 type Behaviour = (s: Socket, req: Req, rng: Rng) => void;
 
@@ -88,7 +92,7 @@ class HostileRegistry {
   private answer(s: Socket, req: Req): void {
     this.requests++;
     if (req.path.startsWith('/token')) return this.pick(TOKEN_BEHAVIOURS, s, req);
-    if (!req.path.startsWith(`/v2/${REPO}/blobs/sha256:${this.blobId}`)) return respond(s, 404, {}, '');
+    if (req.path !== `/v2/${REPO}/blobs/sha256:${this.blobId}` && req.path !== `/${PROXY_PATH}/${this.blobId}`) return respond(s, 404, {}, '');
     if (this.honest) return this.good(s, req);
     this.pick(this.behaviours, s, req);
   }
@@ -201,7 +205,14 @@ function respond(s: Socket, status: number, headers: Record<string, string>, bod
   s.write(Buffer.concat([Buffer.from(lines.join('\r\n')), b]));
 }
 
-test(`a hostile registry (${ROUNDS} rounds of ${READS_PER_ROUND} reads): exact bytes or EIO, in bounded time`, async (t) => {
+/** A backend of each kind that reads over HTTP, with the client's timeouts and retries. */
+const BACKENDS: Record<string, (host: string) => BlobBackend> = {
+  registry: (host) => new RegistryBackend(new RegistryClient({ host, scheme: 'http', timeoutMs: TIMEOUT_MS, connectTimeoutMs: TIMEOUT_MS, retryLimit: RETRIES, retryBaseDelayMs: 5, retryMaxDelayMs: 50, maxConnections: 4, log: silentLogger }), REPO),
+  'http-proxy': (host) => new HttpProxyBackend({ addr: `http://${host}`, path: PROXY_PATH, timeoutMs: TIMEOUT_MS, connectTimeoutMs: TIMEOUT_MS, skipVerify: false, retryLimit: RETRIES, retryBaseDelayMs: 5, retryMaxDelayMs: 50, log: silentLogger }),
+};
+
+for (const [kind, makeBackend] of Object.entries(BACKENDS)) {
+test(`a hostile server under the ${kind} backend (${ROUNDS} rounds of ${READS_PER_ROUND} reads): exact bytes or EIO, in bounded time`, async (t) => {
   await withTempDir('damselfly-http-fuzz-', async (work) => {
     const src = join(work, 'src');
     mkdirSync(src);
@@ -222,9 +233,9 @@ test(`a hostile registry (${ROUNDS} rounds of ${READS_PER_ROUND} reads): exact b
       for (let round = 0; round <= ROUNDS; round++) {
         // The last round: the server behaves, and everything must read right.
         registry.honest = round === ROUNDS;
-        const client = new RegistryClient({ host: registry.host, scheme: 'http', timeoutMs: TIMEOUT_MS, connectTimeoutMs: TIMEOUT_MS, retryLimit: RETRIES, retryBaseDelayMs: 5, retryMaxDelayMs: 50, maxConnections: 4, log: silentLogger });
+        const backend = makeBackend(registry.host);
         const metrics = new Metrics();
-        const device = new BlobDevice({ blobs: image.blobs, backend: new RegistryBackend(client, REPO), codecs: nativeCodecs, metrics, log: silentLogger });
+        const device = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, metrics, log: silentLogger });
         const server = new FuseServer(new ImageFs({ image, device, metrics, log: silentLogger }), { log: silentLogger, metrics });
         try {
           await call(server, Opcode.INIT, 0, initArgs());
@@ -251,7 +262,7 @@ test(`a hostile registry (${ROUNDS} rounds of ${READS_PER_ROUND} reads): exact b
           );
         } finally {
           await device.close();
-          await client.close();
+          await backend.close?.();
         }
       }
     } finally {
@@ -261,6 +272,7 @@ test(`a hostile registry (${ROUNDS} rounds of ${READS_PER_ROUND} reads): exact b
     assert.ok((outcomes.get('exact bytes') ?? 0) > 0 && (outcomes.get('EIO') ?? 0) > 0, 'both outcomes were reached');
   });
 });
+}
 
 function pickRead(rng: Rng, files: Map<string, Buffer>): readonly [string, number, number] {
   const name = rng.pick([...files.keys()]);

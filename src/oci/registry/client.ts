@@ -10,7 +10,7 @@ import { createReadStream } from 'node:fs';
 import { BackendError, IntegrityError, LogLimiter, type Logger, NotFoundError, UsageError } from '../../base/index.js';
 import { RegistryAuth, type TokenAnswer, type TokenRequest, parseTokenAnswer, scopeFor } from './auth.js';
 import { HttpStatusError, networkError, redactUrl } from './errors.js';
-import { type BodyOptions, type Exchange, type ExchangeRequest, Transport, abandon, discard, header, readAll, readExact, statusError } from './http.js';
+import { type BodyOptions, type Exchange, type ExchangeRequest, Transport, abandon, discard, header, parseContentRange, readAll, readRangeAnswer, statusError } from './http.js';
 import { checkDigest, checkReference, checkRepository, digestOf, isDigest, parseDigest, verifyDigest } from './names.js';
 import { type RetryPolicy, backoffDelay, isRetryable, sleep, withRetry } from './retry.js';
 
@@ -243,21 +243,9 @@ export class RegistryClient {
       `GET blob ${repo}@${digest} range ${offset}+${length}`,
       async () => {
         const x = await this.send({ method: 'GET', url, repo, headers: { range: `bytes=${offset}-${last}` }, ...(signal ? { signal } : {}) });
-        if (x.status === 206) {
-          checkContentRange(x, offset, last);
-          return readExact(x, 0, length, 'exact', timeoutMs, opts);
-        }
-        if (x.status === 200) {
-          // the server ignored Range: skip to the window and drop the rest
-          const total = Number(header(x, 'content-length') ?? NaN);
-          if (Number.isSafeInteger(total) && last >= total) {
-            abandon(x);
-            throw new BackendError(`${x.what}: range ${offset}+${length} lies outside the blob (${total} bytes)`);
-          }
-          return readExact(x, offset, length, 'abandon', timeoutMs, opts);
-        }
-        if (x.status === 416) throw await statusError(x, `range ${offset}+${length} lies outside the blob`);
-        throw await this.notFoundOr(x);
+        const data = await readRangeAnswer(x, offset, length, timeoutMs, opts);
+        if (data === undefined) throw await this.notFoundOr(x);
+        return data;
       },
       signal,
     );
@@ -370,34 +358,4 @@ function manifestMediaType(contentType: string | undefined, bytes: Buffer): stri
     // not JSON
   }
   return ct || 'application/octet-stream';
-}
-
-export function parseContentRange(v: string | undefined): { start: number; end: number; total: number | undefined } | undefined {
-  const m = v === undefined ? null : /^bytes\s+(\d+)-(\d+)\/(\d+|\*)$/i.exec(v.trim());
-  if (!m) return undefined;
-  const [start, end] = [Number(m[1]), Number(m[2])];
-  const total = m[3] === '*' ? undefined : Number(m[3]);
-  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end < start) return undefined;
-  return { start, end, total };
-}
-
-/** A 206 must carry exactly the requested range; a range clipped at the blob's end is not retried. */
-function checkContentRange(x: Exchange, first: number, last: number): void {
-  const cr = parseContentRange(header(x, 'content-range'));
-  const wanted = `${first}-${last}`;
-  if (cr === undefined) {
-    abandon(x);
-    throw new BackendError(`${x.what}: 206 without a valid Content-Range (wanted bytes ${wanted})`, { retryable: true });
-  }
-  if (cr.start !== first || cr.end !== last) {
-    abandon(x);
-    const clipped = cr.start === first && cr.end < last && cr.total !== undefined && cr.end === cr.total - 1;
-    const msg = clipped ? `range ${wanted} lies outside the blob (${cr.total} bytes)` : `answered bytes ${cr.start}-${cr.end}, wanted ${wanted}`;
-    throw new BackendError(`${x.what}: ${msg}`, { retryable: !clipped });
-  }
-  const len = header(x, 'content-length');
-  if (len !== undefined && Number(len) !== last - first + 1) {
-    abandon(x);
-    throw new BackendError(`${x.what}: Content-Length ${len} does not match the requested ${last - first + 1} bytes`, { retryable: true });
-  }
 }

@@ -22,6 +22,8 @@ export interface TransportOptions {
   skipVerify: boolean;
   caCertFiles: string[];
   proxyUrl?: string;
+  /** Connect to this Unix socket instead of the origin's host and port (a local Dragonfly peer). */
+  socketPath?: string;
   log: Logger;
 }
 
@@ -239,7 +241,7 @@ export class Transport {
       const common = { connections: opts.maxConnections, headersTimeout: opts.timeoutMs, bodyTimeout: opts.timeoutMs };
       return opts.proxyUrl
         ? new ProxyAgent({ uri: opts.proxyUrl, ...common, requestTls: { ...tls, timeout: opts.connectTimeoutMs }, proxyTls: { timeout: opts.connectTimeoutMs } })
-        : new Agent({ ...common, connect: { ...tls, timeout: opts.connectTimeoutMs } });
+        : new Agent({ ...common, connect: { ...tls, timeout: opts.connectTimeoutMs, ...(opts.socketPath ? { socketPath: opts.socketPath } : {}) } });
     });
     return this.dispatcher;
   }
@@ -432,4 +434,58 @@ export async function statusError(x: Exchange, context = ''): Promise<HttpStatus
   const retryAfterMs = parseRetryAfter(header(x, 'retry-after'));
   const msg = `${x.what}: HTTP ${x.status}${context ? ` (${context})` : ''}${detail ? `: ${detail}` : ''}`;
   return new HttpStatusError(msg, x.status, { retryable: isRetryableStatus(x.status), ...(retryAfterMs !== undefined ? { retryAfterMs } : {}) });
+}
+
+/**
+ * The wanted bytes of an answer to a Range GET of `[offset, offset + length)`: from a 206 whose
+ * Content-Range and Content-Length say exactly that range, or from a 200 that ignored the Range
+ * (the bytes before it skipped, the rest abandoned: never the whole body in memory). A 416 is an
+ * error; any other status is the caller's to judge (undefined, the body untouched).
+ */
+export async function readRangeAnswer(x: Exchange, offset: number, length: number, timeoutMs: number, opts: BodyOptions = {}): Promise<Buffer | undefined> {
+  const last = offset + length - 1;
+  if (x.status === 206) {
+    checkContentRange(x, offset, last);
+    return readExact(x, 0, length, 'exact', timeoutMs, opts);
+  }
+  if (x.status === 200) {
+    const total = Number(header(x, 'content-length') ?? NaN);
+    if (Number.isSafeInteger(total) && last >= total) {
+      abandon(x);
+      throw new BackendError(`${x.what}: range ${offset}+${length} lies outside the blob (${total} bytes)`);
+    }
+    return readExact(x, offset, length, 'abandon', timeoutMs, opts);
+  }
+  if (x.status === 416) throw await statusError(x, `range ${offset}+${length} lies outside the blob`);
+  return undefined;
+}
+
+export function parseContentRange(v: string | undefined): { start: number; end: number; total: number | undefined } | undefined {
+  const m = v === undefined ? null : /^bytes\s+(\d+)-(\d+)\/(\d+|\*)$/i.exec(v.trim());
+  if (!m) return undefined;
+  const [start, end] = [Number(m[1]), Number(m[2])];
+  const total = m[3] === '*' ? undefined : Number(m[3]);
+  if (!Number.isSafeInteger(start) || !Number.isSafeInteger(end) || end < start) return undefined;
+  return { start, end, total };
+}
+
+/** A 206 must carry exactly the requested range; a range clipped at the blob's end is not retried. */
+function checkContentRange(x: Exchange, first: number, last: number): void {
+  const cr = parseContentRange(header(x, 'content-range'));
+  const wanted = `${first}-${last}`;
+  if (cr === undefined) {
+    abandon(x);
+    throw new BackendError(`${x.what}: 206 without a valid Content-Range (wanted bytes ${wanted})`, { retryable: true });
+  }
+  if (cr.start !== first || cr.end !== last) {
+    abandon(x);
+    const clipped = cr.start === first && cr.end < last && cr.total !== undefined && cr.end === cr.total - 1;
+    const msg = clipped ? `range ${wanted} lies outside the blob (${cr.total} bytes)` : `answered bytes ${cr.start}-${cr.end}, wanted ${wanted}`;
+    throw new BackendError(`${x.what}: ${msg}`, { retryable: !clipped });
+  }
+  const len = header(x, 'content-length');
+  if (len !== undefined && Number(len) !== last - first + 1) {
+    abandon(x);
+    throw new BackendError(`${x.what}: Content-Length ${len} does not match the requested ${last - first + 1} bytes`, { retryable: true });
+  }
 }

@@ -19,7 +19,8 @@
  * await c.close();
  * ```
  */
-export { MANIFEST_TYPES, RegistryClient, parseContentRange, type Manifest, type RegistryClientOptions } from './client.js';
+export { MANIFEST_TYPES, RegistryClient, type Manifest, type RegistryClientOptions } from './client.js';
+export { Transport, parseContentRange, readRangeAnswer, statusError, type TransportOptions } from './http.js';
 export { RegistryAuth, basicHeader, parseChallenges, parseTokenAnswer, scopeFor, type Challenge, type Credentials, type TokenAnswer, type TokenFetcher, type TokenRequest } from './auth.js';
 export { HttpStatusError, describeErrorBody, isRetryableStatus, parseRetryAfter, redactUrl } from './errors.js';
 export { backoffDelay, isRetryable, sleep, withRetry, type RetryPolicy } from './retry.js';

@@ -117,7 +117,7 @@ export function createBackend(cfg: BackendConfig, ctx: BackendContext): BlobBack
         log: ctx.log.child({ component: 's3' }),
       });
     case 'http-proxy':
-      return new HttpProxyBackend({ addr: cfg.addr, path: cfg.path, timeoutMs: cfg.timeoutMs, connectTimeoutMs: cfg.connectTimeoutMs, skipVerify: cfg.skipVerify });
+      return new HttpProxyBackend({ addr: cfg.addr, path: cfg.path, timeoutMs: cfg.timeoutMs, connectTimeoutMs: cfg.connectTimeoutMs, skipVerify: cfg.skipVerify, caCertFiles: cfg.caCertFiles, retryLimit: cfg.retryLimit, log: ctx.log });
     case 'oss':
     case 'localdisk':
       throw new UnsupportedError(`the ${cfg.type} backend is not supported`);
