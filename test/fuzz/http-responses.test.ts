@@ -1,7 +1,7 @@
 /**
  * Seeded fuzzing of the HTTP backends with a hostile server: the chunk device reads a real
- * image's chunks (through the image filesystem, as a FUSE READ would) from a registry backend, and
- * from an http-proxy (Dragonfly peer) backend, whose server answers each request its own way, chosen by a seeded generator: right, Range ignored,
+ * image's chunks (through the image filesystem, as a FUSE READ would) from a registry backend, an
+ * s3 backend and an http-proxy (Dragonfly peer) backend, whose server answers each request its own way, chosen by a seeded generator: right, Range ignored,
  * wrong bytes, a Content-Range that lies, bodies cut short or running past their length, stalls
  * before and inside the body, resets, retryable and final statuses with odd Retry-After values,
  * Bearer challenges whose token service answers badly too, redirects in loops and to nowhere,
@@ -27,6 +27,7 @@ import { nativeCodecs } from '../../src/native/index.js';
 import { RegistryClient } from '../../src/oci/registry/client.js';
 import { HttpProxyBackend } from '../../src/storage/backend/http-proxy.js';
 import { RegistryBackend } from '../../src/storage/backend/registry.js';
+import { S3Backend } from '../../src/storage/backend/s3.js';
 import type { BlobBackend } from '../../src/storage/backend/types.js';
 import { BlobDevice } from '../../src/storage/device.js';
 import { CaptureReply, cstr, initArgs, parseEntry, parseReply, readArgs, request } from '../helpers/fuse-client.js';
@@ -43,6 +44,8 @@ const READ_LIMIT_MS = 15_000;
 const REPO = 'fuzz/image';
 /** Where the http-proxy backend finds blobs: `{addr}/{path}/{id}`. */
 const PROXY_PATH = 'peer';
+/** Where the s3 backend finds blobs: `{endpoint}/{bucket}/{id}` (path style). */
+const BUCKET = 'fuzz-bucket';
 
 type Behaviour = (s: Socket, req: Req, rng: Rng) => void;
 
@@ -92,7 +95,8 @@ class HostileRegistry {
   private answer(s: Socket, req: Req): void {
     this.requests++;
     if (req.path.startsWith('/token')) return this.pick(TOKEN_BEHAVIOURS, s, req);
-    if (req.path !== `/v2/${REPO}/blobs/sha256:${this.blobId}` && req.path !== `/${PROXY_PATH}/${this.blobId}`) return respond(s, 404, {}, '');
+    const blobPaths = [`/v2/${REPO}/blobs/sha256:${this.blobId}`, `/${PROXY_PATH}/${this.blobId}`, `/${BUCKET}/${this.blobId}`];
+    if (!blobPaths.includes(req.path.split('?')[0] as string)) return respond(s, 404, {}, '');
     if (this.honest) return this.good(s, req);
     this.pick(this.behaviours, s, req);
   }
@@ -208,6 +212,7 @@ function respond(s: Socket, status: number, headers: Record<string, string>, bod
 /** A backend of each kind that reads over HTTP, with the client's timeouts and retries. */
 const BACKENDS: Record<string, (host: string) => BlobBackend> = {
   registry: (host) => new RegistryBackend(new RegistryClient({ host, scheme: 'http', timeoutMs: TIMEOUT_MS, connectTimeoutMs: TIMEOUT_MS, retryLimit: RETRIES, retryBaseDelayMs: 5, retryMaxDelayMs: 50, maxConnections: 4, log: silentLogger }), REPO),
+  s3: (host) => new S3Backend({ endpoint: `http://${host}`, region: 'us-east-1', bucketName: BUCKET, timeoutMs: TIMEOUT_MS, connectTimeoutMs: TIMEOUT_MS, retryLimit: RETRIES, retryBaseDelayMs: 5, retryMaxDelayMs: 50, log: silentLogger }),
   'http-proxy': (host) => new HttpProxyBackend({ addr: `http://${host}`, path: PROXY_PATH, timeoutMs: TIMEOUT_MS, connectTimeoutMs: TIMEOUT_MS, skipVerify: false, retryLimit: RETRIES, retryBaseDelayMs: 5, retryMaxDelayMs: 50, log: silentLogger }),
 };
 

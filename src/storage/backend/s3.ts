@@ -6,9 +6,10 @@
  * region). Without credentials the requests go unsigned (anonymous, public buckets), as in nydus.
  *
  * Bounds: `connectTimeoutMs` to connect, `timeoutMs` until the answer's headers, then `timeoutMs`
- * again to read the body (and at most `timeoutMs` of silence on the socket); the SDK makes
- * `retryLimit + 1` attempts (standard retry mode, with its backoff) at requests that failed
- * transiently. Body reads are not retried here: their errors come back `retryable` for a wrapper.
+ * again to read the body (and at most `timeoutMs` of silence on the socket); every operation makes
+ * `retryLimit + 1` attempts at most (`withRetry`, with capped backoff) when one fails transiently,
+ * a ranged read's body cut short or stalled included. The SDK's own retries are off: they cover
+ * only the request, and both together would multiply the attempts.
  * Checksums are left to the chunk digests (the SDK's CRC checks are off: ranged answers carry none
  * and many S3-compatible servers reject them); uploads carry Content-MD5.
  */
@@ -20,6 +21,7 @@ import type { GetObjectCommandOutput, S3Client, S3ClientConfig } from '@aws-sdk/
 
 type Sdk = typeof import('@aws-sdk/client-s3');
 import { BackendError, type Logger, UsageError, silentLogger } from '../../base/index.js';
+import { type RetryPolicy, withRetry } from '../../oci/registry/index.js';
 import { abortedError, mapS3Error, redact } from './s3-errors.js';
 import type { BlobBackend, ReadOptions } from './types.js';
 
@@ -45,6 +47,9 @@ export interface S3BackendConfig {
   connectTimeoutMs?: number;
   /** Retries after the first attempt (nydus `retry_limit`); default 0. */
   retryLimit?: number;
+  /** First backoff wait (default 200 ms), doubled per retry; each wait at most `retryMaxDelayMs` (default 5000). */
+  retryBaseDelayMs?: number;
+  retryMaxDelayMs?: number;
   /** Sockets kept open to the server at most; default 50. */
   maxSockets?: number;
   log?: Logger;
@@ -126,6 +131,7 @@ export class S3Backend implements BlobBackend {
   private readonly timeoutMs: number;
   private readonly secrets: string[];
   private readonly log: Logger;
+  private readonly policy: RetryPolicy;
   private closed = false;
 
   constructor(cfg: S3BackendConfig) {
@@ -143,13 +149,13 @@ export class S3Backend implements BlobBackend {
     this.prefix = cfg.objectPrefix ?? '';
     this.secrets = [secret, id].filter((s) => s !== '');
     this.log = cfg.log ?? silentLogger;
+    this.policy = { limit: retryLimit, baseDelayMs: cfg.retryBaseDelayMs ?? 200, maxDelayMs: cfg.retryMaxDelayMs ?? 5000 };
     this.endpoint = resolveS3Endpoint(cfg.endpoint, cfg.scheme ?? 'https');
 
     const config: S3ClientConfig = {
       region: cfg.region,
       forcePathStyle: cfg.forcePathStyle ?? true,
-      maxAttempts: retryLimit + 1,
-      retryMode: 'standard',
+      maxAttempts: 1, // retries are this backend's (see the header comment)
       // The SDK's CRC checks: off unless an operation requires them (see the header comment).
       requestChecksumCalculation: 'WHEN_REQUIRED',
       responseChecksumValidation: 'WHEN_REQUIRED',
@@ -213,15 +219,15 @@ export class S3Backend implements BlobBackend {
 
   async size(id: string, opts: ReadOptions = {}): Promise<number> {
     const what = `HEAD ${this.where(id)}`;
-    this.open(what, opts.signal);
-    let length: number | undefined;
-    try {
-      const { sdk, client } = await this.connect();
-      const out = await client.send(new sdk.HeadObjectCommand({ Bucket: this.bucket, Key: this.key(id) }), { abortSignal: opts.signal });
-      length = out.ContentLength;
-    } catch (e) {
-      throw this.fail(e, what, opts.signal);
-    }
+    const length = await this.retrying(what, opts.signal, async () => {
+      this.open(what, opts.signal);
+      try {
+        const { sdk, client } = await this.connect();
+        return (await client.send(new sdk.HeadObjectCommand({ Bucket: this.bucket, Key: this.key(id) }), { abortSignal: opts.signal })).ContentLength;
+      } catch (e) {
+        throw this.fail(e, what, opts.signal);
+      }
+    });
     if (typeof length !== 'number' || !Number.isSafeInteger(length) || length < 0) throw new BackendError(`s3: ${what}: the answer has no valid Content-Length`);
     return length;
   }
@@ -237,25 +243,32 @@ export class S3Backend implements BlobBackend {
     }
     const range = `bytes=${offset}-${offset + length - 1}`;
     const what = `GET ${this.where(id)} ${range}`;
-    this.open(what, opts.signal);
-    let out: GetObjectCommandOutput;
-    try {
-      const { sdk, client } = await this.connect();
-      out = await client.send(new sdk.GetObjectCommand({ Bucket: this.bucket, Key: this.key(id), Range: range }), { abortSignal: opts.signal });
-    } catch (e) {
-      throw this.fail(e, what, opts.signal);
-    }
-    try {
-      checkRange(out, offset, length, what);
-      return await this.readBody(out.Body, length, what, opts);
-    } catch (e) {
-      if (out.Body instanceof Readable) out.Body.destroy();
-      throw this.fail(e, what, opts.signal);
-    }
+    return this.retrying(what, opts.signal, async () => {
+      this.open(what, opts.signal);
+      let out: GetObjectCommandOutput;
+      try {
+        const { sdk, client } = await this.connect();
+        out = await client.send(new sdk.GetObjectCommand({ Bucket: this.bucket, Key: this.key(id), Range: range }), { abortSignal: opts.signal });
+      } catch (e) {
+        throw this.fail(e, what, opts.signal);
+      }
+      try {
+        checkRange(out, offset, length, what);
+        return await this.readBody(out.Body, length, what, opts);
+      } catch (e) {
+        if (out.Body instanceof Readable) out.Body.destroy();
+        throw this.fail(e, what, opts.signal);
+      }
+    });
+  }
+
+  /** Runs `op` until it succeeds, fails for good, or has failed `retry_limit + 1` times. */
+  private retrying<T>(what: string, signal: AbortSignal | undefined, op: () => Promise<T>): Promise<T> {
+    return withRetry(this.policy, op, { what: `s3: ${what}`, log: this.log, ...(signal ? { signal } : {}) });
   }
 
   /** Reads the whole body into one buffer of exactly `length` bytes, within `timeoutMs`. */
-  private async readBody(body: unknown, length: number, what: string, { signal, allocate }: ReadOptions): Promise<Buffer> {
+  private async readBody(body: unknown, length: number, what: string, { signal, allocate, onProgress }: ReadOptions): Promise<Buffer> {
     if (!(body instanceof Readable)) throw new BackendError(`s3: ${what}: the answer has no body stream`);
     const out = allocate?.(length) ?? Buffer.allocUnsafe(length);
     let got = 0;
@@ -269,6 +282,7 @@ export class S3Backend implements BlobBackend {
         if (got + chunk.length > length) throw new BackendError(`s3: ${what}: the answer is longer than the ${length} bytes asked for`);
         chunk.copy(out, got);
         got += chunk.length;
+        onProgress?.(got);
       }
     } finally {
       clearTimeout(timer);
@@ -282,18 +296,20 @@ export class S3Backend implements BlobBackend {
   async putBlob(id: string, data: Uint8Array, opts: ReadOptions & { contentType?: string } = {}): Promise<PutResult> {
     const key = this.key(id);
     const what = `PUT ${this.where(id)} (${data.length} bytes)`;
-    this.open(what, opts.signal);
     const md5 = createHash('md5').update(data).digest('base64');
-    try {
-      const { sdk, client } = await this.connect();
-      const out = await client.send(
-        new sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: data.length, ContentMD5: md5, ContentType: opts.contentType ?? 'application/octet-stream' }),
-        { abortSignal: opts.signal },
-      );
-      return { key, etag: out.ETag };
-    } catch (e) {
-      throw this.fail(e, what, opts.signal);
-    }
+    return this.retrying(what, opts.signal, async () => {
+      this.open(what, opts.signal);
+      try {
+        const { sdk, client } = await this.connect();
+        const out = await client.send(
+          new sdk.PutObjectCommand({ Bucket: this.bucket, Key: key, Body: data, ContentLength: data.length, ContentMD5: md5, ContentType: opts.contentType ?? 'application/octet-stream' }),
+          { abortSignal: opts.signal },
+        );
+        return { key, etag: out.ETag };
+      } catch (e) {
+        throw this.fail(e, what, opts.signal);
+      }
+    });
   }
 
   async close(): Promise<void> {
