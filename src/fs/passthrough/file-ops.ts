@@ -18,9 +18,13 @@ import {
   O_DIRECT,
   O_EXCL,
   O_RDWR,
+  O_TRUNC,
   O_WRONLY,
   OPEN_FLAGS_KEPT,
   RESOLVE,
+  S_ISGID,
+  S_ISUID,
+  S_IXGRP,
   component,
   isDir,
   isReg,
@@ -29,6 +33,7 @@ import {
 } from './common.js';
 import type { Core } from './core.js';
 import { Handle } from './handles.js';
+import { statFd } from './inodes.js';
 
 function readvAt(fd: number, views: Uint8Array[], position: number): Promise<number> {
   return new Promise((resolve, reject) => readv(fd, views, position, (e, n) => (e ? reject(e) : resolve(n))));
@@ -58,13 +63,27 @@ export function fileOpenFlags(core: Core): number {
   return core.opts.cache === 'never' ? FOPEN_DIRECT_IO : core.opts.cache === 'always' ? FOPEN_KEEP_CACHE : 0;
 }
 
-export function open(core: Core, nodeid: number, flags: number): OpenReply {
+export function open(core: Core, ctx: RequestContext, nodeid: number, flags: number): OpenReply {
   const n = core.inodes.get(nodeid);
   // Only regular files and directories are opened on the host: never a device, FIFO or symlink (as virtiofsd).
   if (!isReg(n.mode) && !isDir(n.mode)) throw new FsError(Errno.EBADF, 'only regular files and directories can be opened');
   const f = hostOpenFlags(core, flags);
   const fd = sys(() => native.ptReopen(n.fd, f));
+  if ((f & O_TRUNC) !== 0 && ctx.uid !== 0 && isReg(n.mode)) killPrivileges(n.fd);
   return { fh: core.handles.add(new Handle(nodeid, fd, 'file', f)), flags: fileOpenFlags(core) };
+}
+
+/**
+ * A truncating open by a caller without CAP_FSETID (any but root, as the guest's kernel judges it)
+ * drops setuid, and setgid with group execute, as the host's own truncate does for such a caller
+ * (should_remove_suid). The guest's kernel leaves that to the daemon when O_TRUNC travels in the
+ * OPEN (FUSE_ATOMIC_O_TRUNC), and the daemon's truncate, with CAP_FSETID, keeps them (file
+ * capabilities it drops itself, for any caller). Found by test/fuzz/passthrough-differential.test.ts.
+ */
+function killPrivileges(fd: number): void {
+  const mode = statFd(fd).mode;
+  const kill = (mode & S_ISUID) | ((mode & S_ISGID) !== 0 && (mode & S_IXGRP) !== 0 ? S_ISGID : 0);
+  if (kill !== 0) sys(() => native.ptChmod(fd, mode & 0o7777 & ~kill));
 }
 
 /** CREATE: a new file as the guest user; an existing one is opened unless O_EXCL (as virtiofsd). */
@@ -79,7 +98,7 @@ export function create(core: Core, ctx: RequestContext, parent: number, name: Ui
     if (!(e instanceof FsError) || e.errno !== Errno.EEXIST || (flags & O_EXCL) !== 0) throw e;
     const entry = core.lookup(parent, n);
     try {
-      return { entry, open: open(core, entry.nodeid, flags) };
+      return { entry, open: open(core, ctx, entry.nodeid, flags) };
     } catch (err) {
       core.inodes.forget(entry.nodeid, 1);
       throw err;

@@ -108,8 +108,8 @@ export class PassthroughFs implements FileSystem {
     names.access(this.core, ctx, nodeid, mask);
   }
 
-  async open(_ctx: RequestContext, nodeid: number, flags: number): Promise<OpenReply> {
-    return files.open(this.core, nodeid, flags);
+  async open(ctx: RequestContext, nodeid: number, flags: number): Promise<OpenReply> {
+    return files.open(this.core, ctx, nodeid, flags);
   }
   async create(ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }> {
     return files.create(this.core, ctx, parent, name, mode, flags, umask);

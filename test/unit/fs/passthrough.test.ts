@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { closeSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, statfsSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, statfsSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -330,6 +330,29 @@ describe('passthrough filesystem (in-process)', () => {
       assert.equal(process.umask(), 0o077, 'the process umask is untouched');
     } finally {
       process.umask(old);
+    }
+  });
+
+  test('a truncating open by anyone but root drops setuid and setgid with group execute, as a local truncate', async () => {
+    const user = { uid: 1000, gid: 1000, pid: 1 };
+    const cases = [
+      { name: 'suid', mode: 0o4755, as: user, after: 0o755 },
+      { name: 'sgid-x', mode: 0o2775, as: user, after: 0o775 },
+      { name: 'sgid-nox', mode: 0o2664, as: user, after: 0o2664 }, // a locking mark, not setgid: kept
+      { name: 'root-keeps', mode: 0o6755, as: ctx, after: 0o6755 }, // root has CAP_FSETID
+    ];
+    for (const c of cases) {
+      const path = join(share, `kill-${c.name}`);
+      writeFileSync(path, 'data');
+      chownSync(path, 1000, 1000);
+      chmodSync(path, c.mode);
+      native.lsetxattr(path, 'security.capability', Buffer.from('0000000200000000000000000000000000000000', 'hex'));
+      const e = await lookup(fs, `kill-${c.name}`);
+      const o = await fs.open(c.as, e.nodeid, 0o1 | 0o1000); // O_WRONLY | O_TRUNC
+      await fs.release(c.as, e.nodeid, o.fh, 0);
+      assert.equal(statSync(path).mode & 0o7777, c.after, c.name);
+      assert.equal(statSync(path).size, 0, c.name);
+      assert.equal(native.lgetxattr(path, 'security.capability'), null, `${c.name}: file capabilities go, whoever truncates`);
     }
   });
 
