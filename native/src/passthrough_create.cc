@@ -287,6 +287,25 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(fd));
 }
 
+// tmpfile(dirfd, flags, mode, uid, gid, umask) -> fd: an unnamed file in the directory (openat2 of
+// "." with O_TMPFILE | O_CLOEXEC added), owned by the request's user; O_EXCL in flags keeps it from
+// ever being linked in.
+Napi::Value Tmpfile(const Napi::CallbackInfo& info) {
+  int dirfd = DirArg(info[0]);
+  struct open_how how;
+  std::memset(&how, 0, sizeof how);
+  how.flags = static_cast<uint64_t>(IntArg(info[1], "flags")) | O_TMPFILE | O_CLOEXEC;
+  how.mode = static_cast<uint64_t>(IntArg(info[2], "mode")) & 07777;
+  how.resolve = RESOLVE_NO_MAGICLINKS | RESOLVE_NO_SYMLINKS | RESOLVE_BENEATH;
+  Made made{[](long fd) {
+              struct stat st;
+              return ::fstat(static_cast<int>(fd), &st) == 0 ? static_cast<int>(st.st_mode & 0777) : -1;
+            },
+            [](long fd) { ::close(static_cast<int>(fd)); }};
+  long fd = RunOrThrow(info.Env(), CredArgs(info, 3), static_cast<mode_t>(how.mode), [&] { return ::syscall(SYS_openat2, dirfd, ".", &how, sizeof how); }, &made, "openat2", "O_TMPFILE");
+  return Napi::Number::New(info.Env(), static_cast<double>(fd));
+}
+
 }  // namespace
 
 void InitPassthroughCreate(Napi::Env env, Napi::Object exports) {
@@ -294,6 +313,7 @@ void InitPassthroughCreate(Napi::Env env, Napi::Object exports) {
   exports.Set("ptMknodat", Napi::Function::New(env, Mknodat, "ptMknodat"));
   exports.Set("ptSymlinkat", Napi::Function::New(env, Symlinkat, "ptSymlinkat"));
   exports.Set("ptCreate", Napi::Function::New(env, Create, "ptCreate"));
+  exports.Set("ptTmpfile", Napi::Function::New(env, Tmpfile, "ptTmpfile"));
 }
 
 }  // namespace damselfly

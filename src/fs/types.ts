@@ -178,6 +178,8 @@ export interface FileSystem {
   link?(ctx: RequestContext, nodeid: number, newParent: number, newName: Uint8Array): Promise<EntryReply>;
   open?(ctx: RequestContext, nodeid: number, flags: number): Promise<OpenReply>;
   create?(ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }>;
+  /** An unnamed file in directory `parent` (open(2) with O_TMPFILE), opened. */
+  tmpfile?(ctx: RequestContext, parent: number, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }>;
   /** Reads up to `size` bytes into `dst` (a scatter list of at least `size` bytes); returns the count. */
   read?(ctx: RequestContext, nodeid: number, fh: bigint, offset: number, size: number, dst: Uint8Array[]): Promise<number>;
   write?(ctx: RequestContext, nodeid: number, fh: bigint, offset: number, data: Uint8Array[], flags: number): Promise<number>;

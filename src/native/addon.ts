@@ -168,6 +168,8 @@ export interface PassthroughOps {
   ptSymlinkat(target: string | Buffer, dirfd: number, name: string | Buffer, uid: number, gid: number): void;
   /** openat2 with O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC added; returns the fd. */
   ptCreate(dirfd: number, name: string | Buffer, flags: number, mode: number, resolve: number, uid: number, gid: number, umask: number): number;
+  /** openat2 of "." with O_TMPFILE | O_CLOEXEC added: an unnamed file in the directory; returns the fd. */
+  ptTmpfile(dirfd: number, flags: number, mode: number, uid: number, gid: number, umask: number): number;
 }
 
 export interface NativeAddon extends PassthroughOps {

@@ -473,6 +473,9 @@ export class ImageFs implements FileSystem {
   async link(): Promise<EntryReply> {
     throw new FsError(Errno.EROFS);
   }
+  async tmpfile(): Promise<{ entry: EntryReply; open: OpenReply }> {
+    throw new FsError(Errno.EROFS);
+  }
   async create(): Promise<{ entry: EntryReply; open: OpenReply }> {
     throw new FsError(Errno.EROFS);
   }

@@ -17,6 +17,7 @@ import {
   O_CREAT,
   O_DIRECT,
   O_EXCL,
+  O_PATH,
   O_RDWR,
   O_TRUNC,
   O_WRONLY,
@@ -84,6 +85,33 @@ function killPrivileges(fd: number): void {
   const mode = statFd(fd).mode;
   const kill = (mode & S_ISUID) | ((mode & S_ISGID) !== 0 && (mode & S_IXGRP) !== 0 ? S_ISGID : 0);
   if (kill !== 0) sys(() => native.ptChmod(fd, mode & 0o7777 & ~kill));
+}
+
+/**
+ * TMPFILE: an unnamed file in directory `parent`, made as the guest user and opened (open(2) with
+ * O_TMPFILE); a LINK of its node id may name it later, unless O_EXCL said it never will.
+ */
+export function tmpfile(core: Core, ctx: RequestContext, parent: number, mode: number, flags: number, umask: number): { entry: EntryReply; open: OpenReply } {
+  const p = core.inodes.get(parent);
+  if (!isDir(p.mode)) throw new FsError(Errno.ENOTDIR);
+  const f = hostOpenFlags(core, flags) | (flags & O_EXCL);
+  const fd = sys(() => native.ptTmpfile(p.fd, f, mode & 0o7777, ...core.creds(ctx, umask)));
+  let entry: EntryReply;
+  try {
+    const inode = sys(() => native.ptReopen(fd, O_PATH));
+    let st;
+    try {
+      st = statFd(inode);
+    } catch (e) {
+      closeSync(inode);
+      throw e;
+    }
+    entry = core.entry(core.inodes.adopt(inode, st), st);
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+  return { entry, open: { fh: core.handles.add(new Handle(entry.nodeid, fd, 'file', f & ~O_EXCL)), flags: fileOpenFlags(core) } };
 }
 
 /** CREATE: a new file as the guest user; an existing one is opened unless O_EXCL (as virtiofsd). */

@@ -114,6 +114,10 @@ export class PassthroughFs implements FileSystem {
   async create(ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }> {
     return files.create(this.core, ctx, parent, name, mode, flags, umask);
   }
+
+  async tmpfile(ctx: RequestContext, parent: number, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }> {
+    return files.tmpfile(this.core, ctx, parent, mode, flags, umask);
+  }
   read(_ctx: RequestContext, nodeid: number, fh: bigint, offset: number, size: number, dst: Uint8Array[]): Promise<number> {
     return files.read(this.core, nodeid, fh, offset, size, dst);
   }

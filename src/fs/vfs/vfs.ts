@@ -154,6 +154,12 @@ export class Vfs extends VfsReaddir implements FileSystem {
     return { entry: this.mapEntry(t.slot, r.entry), open: r.open };
   }
 
+  async tmpfile(ctx: RequestContext, parent: number, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }> {
+    const t = this.backend(parent, Errno.EROFS);
+    const r = await this.call(() => t.slot.fs.tmpfile?.(ctx, t.inner, mode, flags, umask), () => fail(Errno.EOPNOTSUPP));
+    return { entry: this.mapEntry(t.slot, r.entry), open: r.open };
+  }
+
   async read(ctx: RequestContext, nodeid: number, fh: bigint, offset: number, size: number, dst: Uint8Array[]): Promise<number> {
     const t = this.backend(nodeid, Errno.EISDIR);
     return this.call(() => t.slot.fs.read?.(ctx, t.inner, fh, offset, size, dst));

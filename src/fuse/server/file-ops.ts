@@ -1,4 +1,4 @@
-/** Handlers for open files: OPEN, CREATE, READ, WRITE, FLUSH, RELEASE, FSYNC, FALLOCATE, LSEEK, IOCTL. */
+/** Handlers for open files: OPEN, CREATE, TMPFILE, READ, WRITE, FLUSH, RELEASE, FSYNC, FALLOCATE, LSEEK, IOCTL. */
 import { FsError, Errno } from '../../fs/types.js';
 import { Opcode, Size } from '../abi.js';
 import { iovLength } from '../../base/index.js';
@@ -34,6 +34,15 @@ export const fileHandlers: Array<[Opcode, Handler]> = [
       c.body.check(0, Size.CREATE_IN, 'fuse_create_in');
       const name = cstring(c.body, Size.CREATE_IN, 'name').bytes;
       const r = await need(c.fs.create).call(c.fs, c.ctx, c.nodeid, name, c.body.u32(4), c.body.u32(0), c.body.u32(8));
+      c.ok(encodeEntryOut(r.entry), encodeOpenOut(r.open));
+    },
+  ],
+  [
+    // Arguments as CREATE's; the name (a placeholder the kernel makes up) is not used.
+    Opcode.TMPFILE,
+    async (c) => {
+      c.body.check(0, Size.CREATE_IN, 'fuse_create_in');
+      const r = await need(c.fs.tmpfile).call(c.fs, c.ctx, c.nodeid, c.body.u32(4), c.body.u32(0), c.body.u32(8));
       c.ok(encodeEntryOut(r.entry), encodeOpenOut(r.open));
     },
   ],

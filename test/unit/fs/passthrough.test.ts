@@ -333,6 +333,27 @@ describe('passthrough filesystem (in-process)', () => {
     }
   });
 
+  test('TMPFILE: an unnamed file of the guest user, named later by LINK unless made with O_EXCL', async () => {
+    const user = { uid: 1000, gid: 1000, pid: 1 };
+    mkdirSync(join(share, 'tmpdir'), { mode: 0o777 });
+    chmodSync(join(share, 'tmpdir'), 0o777);
+    const dir = await lookup(fs, 'tmpdir');
+    const t = await fs.tmpfile(user, dir.nodeid, 0o100640, 0o2 /* O_RDWR */, 0o022);
+    assert.equal(t.entry.attr.nlink, 0);
+    assert.deepEqual([t.entry.attr.uid, t.entry.attr.gid, t.entry.attr.mode], [1000, 1000, 0o100640]);
+    assert.equal(await fs.write(user, t.entry.nodeid, t.open.fh, 0, [b('unnamed')], 0), 7);
+    assert.deepEqual(readdirSync(join(share, 'tmpdir')), [], 'no name yet');
+    const named = await fs.link(user, t.entry.nodeid, dir.nodeid, b('named'));
+    assert.equal(named.attr.nlink, 1);
+    assert.equal(readFileSync(join(share, 'tmpdir', 'named'), 'utf8'), 'unnamed');
+    await fs.release(user, t.entry.nodeid, t.open.fh, 0);
+    const x = await fs.tmpfile(user, dir.nodeid, 0o100600, 0o2 | 0o200 /* O_EXCL */, 0);
+    assert.equal(await errno(fs.link(user, x.entry.nodeid, dir.nodeid, b('never'))), Errno.ENOENT, 'O_EXCL: never linked');
+    await fs.release(user, x.entry.nodeid, x.open.fh, 0);
+    const f = await lookup(fs, 'tmpdir/named');
+    assert.equal(await errno(fs.tmpfile(user, f.nodeid, 0o100600, 0o2, 0)), Errno.ENOTDIR);
+  });
+
   test('a truncating open by anyone but root drops setuid and setgid with group execute, as a local truncate', async () => {
     const user = { uid: 1000, gid: 1000, pid: 1 };
     const cases = [
