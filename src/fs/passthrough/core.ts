@@ -2,7 +2,6 @@
  * The state every passthrough operation shares: options, the inode and handle tables, the cache
  * policy's timeouts, what INIT agreed, and LOOKUP itself (the one place a name becomes a node).
  */
-import { closeSync } from 'node:fs';
 import type { Logger, Metrics } from '../../base/index.js';
 import type { PtStat } from '../../native/addon.js';
 import { native } from '../../native/index.js';
@@ -71,14 +70,7 @@ export class Core {
     const name = component(rawName, true);
     if (isDotDot(name) && p.id === ROOT_ID) return this.entry(p, statFd(p.fd));
     const fd = isDotDot(name) ? this.openParent(p) : this.openChild(p, name);
-    let st: PtStat;
-    try {
-      st = statFd(fd);
-    } catch (e) {
-      closeSync(fd);
-      throw e;
-    }
-    const n = this.inodes.adopt(fd, st);
+    const { node: n, st } = this.inodes.adoptFd(fd);
     const submount = this.announce && !isDotDot(name) && isDir(st.mode) && (st.dev !== p.dev || st.mntId !== p.mntId);
     return this.entry(n, st, submount ? FUSE_ATTR_SUBMOUNT : 0);
   }

@@ -98,15 +98,8 @@ export function tmpfile(core: Core, ctx: RequestContext, parent: number, mode: n
   const fd = sys(() => native.ptTmpfile(p.fd, f, mode & 0o7777, ...core.creds(ctx, umask)));
   let entry: EntryReply;
   try {
-    const inode = sys(() => native.ptReopen(fd, O_PATH));
-    let st;
-    try {
-      st = statFd(inode);
-    } catch (e) {
-      closeSync(inode);
-      throw e;
-    }
-    entry = core.entry(core.inodes.adopt(inode, st), st);
+    const { node, st } = core.inodes.adoptFd(sys(() => native.ptReopen(fd, O_PATH)));
+    entry = core.entry(node, st);
   } catch (e) {
     closeSync(fd);
     throw e;

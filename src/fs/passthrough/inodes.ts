@@ -85,6 +85,18 @@ export class InodeTable {
    * Takes an O_PATH fd just opened for `st` and counts one lookup: a known inode keeps its node
    * id (the new fd is closed), a new one gets the next id. Closes `fd` on every path but adoption.
    */
+  /** `adopt` of an fd whose attributes are read here; the fd is closed if they cannot be. */
+  adoptFd(fd: number): { node: Inode; st: PtStat } {
+    let st: PtStat;
+    try {
+      st = statFd(fd);
+    } catch (e) {
+      closeSync(fd);
+      throw e;
+    }
+    return { node: this.adopt(fd, st), st };
+  }
+
   adopt(fd: number, st: PtStat): Inode {
     const key = identity(st);
     const known = this.byKey.get(key);
