@@ -33,6 +33,7 @@ import { Digester } from '../../src/format/constants.js';
 import { openBootstrap } from '../../src/format/open.js';
 import { ImageFs } from '../../src/fs/image/image-fs.js';
 import { PassthroughFs } from '../../src/fs/passthrough/index.js';
+import { Vfs } from '../../src/fs/vfs/index.js';
 import type { FileSystem } from '../../src/fs/types.js';
 import { FuseServer, Opcode, type ReplyChannel, SetattrValid } from '../../src/fuse/index.js';
 import { native, nativeCodecs } from '../../src/native/index.js';
@@ -362,6 +363,8 @@ interface Target {
   learn(o: Outcome): void;
   /** The session was reset (INIT, DESTROY): what it gave out is gone. */
   reset(): void;
+  /** Called after each batch of requests has completed. */
+  afterBatch?(): void;
 }
 
 /** A logger that keeps error-level lines: a FUSE server logs a request failing for no errno reason there. */
@@ -393,6 +396,7 @@ async function fuzz(target: Target, seed: number, count: number): Promise<Map<st
       seen.set(key, (seen.get(key) ?? 0) + 1);
       if (!resets && o.error === 0 && o.made.wellFormed) target.learn(o);
     }
+    target.afterBatch?.();
     if (resets || outcomes.some((o) => o.made.opcode === Opcode.INIT || o.made.opcode === Opcode.DESTROY)) {
       target.reset();
       assert.equal((await wellFormed(target.server, Opcode.INIT, 0, initArgs())).error, 0);
@@ -420,29 +424,10 @@ function summary(seen: Map<string, number>): string {
 describe('FUSE request fuzzing', () => {
   test('the image filesystem: hostile requests get errors, READs exact bytes, the tree stays whole', async (t) => {
     await withTempDir('damselfly-fuse-fuzz-', async (work) => {
-      // The source tree, and what each path holds.
-      const src = join(work, 'src');
-      const files = new Map<string, Buffer>();
-      const put = (p: string, b: Buffer): void => {
-        writeFileSync(join(src, p), b);
-        files.set(p, b);
-      };
-      mkdirSync(join(src, 'dir', 'sub'), { recursive: true });
-      const big = Buffer.alloc(300_000);
-      for (let i = 0; i < big.length; i++) big[i] = (i * 31 + (i >> 11)) & 0xff;
-      put('file.bin', big);
-      put('empty', Buffer.alloc(0));
-      put('dir/small', Buffer.from('small file\n'));
-      put('dir/sub/deep', Buffer.alloc(70_000, 0x42));
-      for (let i = 0; i < 40; i++) put(`dir/e${String(i).padStart(3, '0')}`, Buffer.from(`entry ${i}\n`));
-      linkSync(join(src, 'dir', 'small'), join(src, 'hard'));
-      files.set('hard', files.get('dir/small') as Buffer);
-      symlinkSync('dir/small', join(src, 'link'));
-      native.lsetxattr(join(src, 'file.bin'), 'user.k', Buffer.from('value'));
-      const r = await build({ sources: [src], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: 65536, log: silentLogger });
-      const image = openBootstrap(r.bootstrap);
+      const { src, files, image } = await sourceImage(work);
       const metrics = new Metrics();
-      const device = new BlobDevice({ blobs: image.blobs, backend: new LocalFsBackend({ dir: join(work, 'blobs') }), codecs: nativeCodecs, metrics, log: silentLogger });
+      const backend = new LocalFsBackend({ dir: join(work, 'blobs') });
+      const device = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, metrics, log: silentLogger });
       const { log, lines } = errorLog();
       const server = new FuseServer(new ImageFs({ image, device, metrics, log }), { log, metrics });
 
@@ -499,27 +484,14 @@ describe('FUSE request fuzzing', () => {
       await walkImage(server, src, files);
       assert.deepEqual(lines, [], 'internal failures were logged');
       await device.close();
+      await backend.close();
     });
   });
 
   test('the passthrough shared directory: hostile requests stay inside it, and it still serves', async (t) => {
     await withTempDir('damselfly-fuse-fuzz-pt-', async (work) => {
-      const mnt = join(work, 'tmpfs');
-      mkdirSync(mnt);
-      // Its own small filesystem without devices: no request can open one or fill the disk.
-      execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m,nodev,nosuid,mode=755', 'damselfly-fuzz', mnt]);
-      try {
-        const share = join(mnt, 'share');
-        const outside = join(mnt, 'outside');
-        mkdirSync(join(share, 'dir', 'sub'), { recursive: true });
-        mkdirSync(outside);
-        writeFileSync(join(outside, 'secret'), 'outside the share\n');
-        writeFileSync(join(share, 'file'), Buffer.alloc(100_000, 0x61));
-        writeFileSync(join(share, 'dir', 'small'), 'small\n');
-        symlinkSync('../outside/secret', join(share, 'escape'));
-        symlinkSync('/', join(share, 'rootlink'));
+      await withShare(work, async (share, outside) => {
         const before = snapshot(outside);
-
         const metrics = new Metrics();
         const { log, lines } = errorLog();
         const fs: FileSystem = new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: true, log, metrics });
@@ -544,12 +516,109 @@ describe('FUSE request fuzzing', () => {
         assert.equal(readFileSync(join(outside, 'secret'), 'utf8'), 'outside the share\n');
         assert.deepEqual(lines, [], 'internal failures were logged');
         await writeAndReadBack(server);
-      } finally {
-        execFileSync('umount', ['-l', mnt]);
-      }
+      });
+    });
+  });
+
+  test('the nydusd mount table over both, mounts coming and going: errors, nothing outside, still serving', async (t) => {
+    await withTempDir('damselfly-fuse-fuzz-vfs-', async (work) => {
+      const { image } = await sourceImage(work);
+      await withShare(work, async (share, outside) => {
+        const before = snapshot(outside);
+        const metrics = new Metrics();
+        const { log, lines } = errorLog();
+        const backend = new LocalFsBackend({ dir: join(work, 'blobs') });
+        const device = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, metrics, log: silentLogger });
+        const imageFs = (): FileSystem => new ImageFs({ image, device, metrics, log });
+        const vfs = new Vfs();
+        vfs.mount('/containers', new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: true, log, metrics }));
+        vfs.mount('/rafs/abc/lowerdir', imageFs());
+        const server = new FuseServer(vfs, { log, metrics });
+        const names = ['containers', 'rafs', 'abc', 'def', 'lowerdir', 'file', 'dir', 'sub', 'small', 'escape', 'file.bin', 'link', 'hard', 'user.k'];
+        const known: Known = { nodes: [1], files: [], handles: [], names };
+        let batches = 0;
+        const target: Target = {
+          server,
+          known,
+          learn: (o) => learnIds(known, o),
+          reset() {
+            known.nodes.splice(1);
+            known.files.length = 0;
+            known.handles.length = 0;
+          },
+          // Now and then an image goes, or comes, as the nydusd API's mount and umount do it.
+          afterBatch() {
+            if (++batches % 200 !== 0) return;
+            const at = batches % 400 === 0 ? '/rafs/abc/lowerdir' : '/rafs/def/lowerdir';
+            if (vfs.mounts().some((m) => m.path === at)) vfs.umount(at);
+            else vfs.mount(at, imageFs());
+          },
+        };
+        const seen = await fuzz(target, 0x7f5, 30_000);
+        t.diagnostic(summary(seen));
+        assert.deepEqual(snapshot(outside), before, 'something outside the shared directory changed');
+        assert.deepEqual(lines, [], 'internal failures were logged');
+        assert.equal((await wellFormed(server, Opcode.INIT, 0, initArgs())).error, 0);
+        const c = await wellFormed(server, Opcode.LOOKUP, 1, cstr('containers'));
+        assert.equal(c.error, 0, 'the shared directory is still there');
+        const created = await wellFormed(server, Opcode.CREATE, parseEntry(c.payload).nodeid, Buffer.concat([u32Args(2, 0o100644, 0, 0), cstr('after-fuzz')]));
+        assert.equal(created.error, 0, 'and creates');
+        await device.close();
+        await backend.close();
+      });
     });
   });
 });
+
+/** The image's source tree, what each file holds, and the image built from it in `work`. */
+async function sourceImage(work: string): Promise<{ src: string; files: Map<string, Buffer>; image: ReturnType<typeof openBootstrap> }> {
+  // The source tree, and what each path holds.
+  const src = join(work, 'src');
+  const files = new Map<string, Buffer>();
+  const put = (p: string, b: Buffer): void => {
+    writeFileSync(join(src, p), b);
+    files.set(p, b);
+  };
+  mkdirSync(join(src, 'dir', 'sub'), { recursive: true });
+  const big = Buffer.alloc(300_000);
+  for (let i = 0; i < big.length; i++) big[i] = (i * 31 + (i >> 11)) & 0xff;
+  put('file.bin', big);
+  put('empty', Buffer.alloc(0));
+  put('dir/small', Buffer.from('small file\n'));
+  put('dir/sub/deep', Buffer.alloc(70_000, 0x42));
+  for (let i = 0; i < 40; i++) put(`dir/e${String(i).padStart(3, '0')}`, Buffer.from(`entry ${i}\n`));
+  linkSync(join(src, 'dir', 'small'), join(src, 'hard'));
+  files.set('hard', files.get('dir/small') as Buffer);
+  symlinkSync('dir/small', join(src, 'link'));
+  native.lsetxattr(join(src, 'file.bin'), 'user.k', Buffer.from('value'));
+  const r = await build({ sources: [src], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: 65536, log: silentLogger });
+  const image = openBootstrap(r.bootstrap);
+  return { src, files, image };
+}
+
+/**
+ * Runs `body` with a shared directory and a sibling outside it, on a private tmpfs of their own
+ * (nodev, 64 MiB): no request can open a device or fill a disk.
+ */
+async function withShare(work: string, body: (share: string, outside: string) => Promise<void>): Promise<void> {
+  const mnt = join(work, 'tmpfs');
+  mkdirSync(mnt);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=64m,nodev,nosuid,mode=755', 'damselfly-fuzz', mnt]);
+  try {
+    const share = join(mnt, 'share');
+    const outside = join(mnt, 'outside');
+    mkdirSync(join(share, 'dir', 'sub'), { recursive: true });
+    mkdirSync(outside);
+    writeFileSync(join(outside, 'secret'), 'outside the share\n');
+    writeFileSync(join(share, 'file'), Buffer.alloc(100_000, 0x61));
+    writeFileSync(join(share, 'dir', 'small'), 'small\n');
+    symlinkSync('../outside/secret', join(share, 'escape'));
+    symlinkSync('/', join(share, 'rootlink'));
+    await body(share, outside);
+  } finally {
+    execFileSync('umount', ['-l', mnt]);
+  }
+}
 
 function lstatOr(path: string): ReturnType<typeof lstatSync> | undefined {
   try {
