@@ -417,6 +417,21 @@ function learnIds(k: Known, o: Outcome): void {
   if (openAt >= 0 && o.payload.length >= openAt + 16) k.handles.push(o.payload.readBigUInt64LE(openAt));
 }
 
+/** A target that only learns the node ids and handles it is given (forgotten at a reset). */
+function idTarget(server: FuseServer, names: string[]): Target {
+  const known: Known = { nodes: [1], files: [], handles: [], names };
+  return {
+    server,
+    known,
+    learn: (o) => learnIds(known, o),
+    reset() {
+      known.nodes.splice(1);
+      known.files.length = 0;
+      known.handles.length = 0;
+    },
+  };
+}
+
 function summary(seen: Map<string, number>): string {
   return [...seen].sort().map(([k, n]) => `${k}: ${n}`).join(', ');
 }
@@ -497,18 +512,7 @@ describe('FUSE request fuzzing', () => {
         const fs: FileSystem = new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: true, log, metrics });
         const server = new FuseServer(fs, { log, metrics });
         await edgeValues(server);
-        const names = ['file', 'dir', 'sub', 'small', 'escape', 'rootlink', 'outside', 'user.k', 'trusted.overlay.opaque', 'security.capability', 'system.posix_acl_access'];
-        const known: Known = { nodes: [1], files: [], handles: [], names };
-        const target: Target = {
-          server,
-          known,
-          learn: (o) => learnIds(known, o),
-          reset() {
-            known.nodes.splice(1);
-            known.files.length = 0;
-            known.handles.length = 0;
-          },
-        };
+        const target = idTarget(server, ['file', 'dir', 'sub', 'small', 'escape', 'rootlink', 'outside', 'user.k', 'trusted.overlay.opaque', 'security.capability', 'system.posix_acl_access']);
         const seen = await fuzz(target, 0x5a4e, 50_000);
         t.diagnostic(summary(seen));
         assert.ok((seen.get('CREATE ok') ?? 0) + (seen.get('MKDIR ok') ?? 0) > 20, `few creates succeeded (${summary(seen)})`);
@@ -534,18 +538,9 @@ describe('FUSE request fuzzing', () => {
         vfs.mount('/containers', new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: true, log, metrics }));
         vfs.mount('/rafs/abc/lowerdir', imageFs());
         const server = new FuseServer(vfs, { log, metrics });
-        const names = ['containers', 'rafs', 'abc', 'def', 'lowerdir', 'file', 'dir', 'sub', 'small', 'escape', 'file.bin', 'link', 'hard', 'user.k'];
-        const known: Known = { nodes: [1], files: [], handles: [], names };
         let batches = 0;
         const target: Target = {
-          server,
-          known,
-          learn: (o) => learnIds(known, o),
-          reset() {
-            known.nodes.splice(1);
-            known.files.length = 0;
-            known.handles.length = 0;
-          },
+          ...idTarget(server, ['containers', 'rafs', 'abc', 'def', 'lowerdir', 'file', 'dir', 'sub', 'small', 'escape', 'file.bin', 'link', 'hard', 'user.k']),
           // Now and then an image goes, or comes, as the nydusd API's mount and umount do it.
           afterBatch() {
             if (++batches % 200 !== 0) return;
