@@ -100,11 +100,55 @@ Napi::Value Syncfs(const Napi::CallbackInfo& info) {
   return p;
 }
 
+class CopyRangeWorker : public Napi::AsyncWorker {
+ public:
+  CopyRangeWorker(Napi::Env env, int fd_in, int64_t off_in, int fd_out, int64_t off_out, size_t len)
+      : Napi::AsyncWorker(env), fd_in_(fd_in), off_in_(off_in), fd_out_(fd_out), off_out_(off_out), len_(len), deferred_(Napi::Promise::Deferred::New(env)) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+
+  void Execute() override {
+    loff_t in = off_in_;
+    loff_t out = off_out_;
+    ssize_t n = ::copy_file_range(fd_in_, &in, fd_out_, &out, len_, 0);
+    if (n < 0) err_ = errno;
+    else copied_ = n;
+  }
+  void OnOK() override {
+    if (err_ == 0) deferred_.Resolve(Napi::Number::New(Env(), static_cast<double>(copied_)));
+    else deferred_.Reject(SysError(Env(), err_, "copy_file_range").Value());
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  int fd_in_;
+  loff_t off_in_;
+  int fd_out_;
+  loff_t off_out_;
+  size_t len_;
+  ssize_t copied_ = 0;
+  int err_ = 0;
+  Napi::Promise::Deferred deferred_;
+};
+
+// copyFileRange(fdIn, offIn, fdOut, offOut, len) -> Promise<bytes copied>, on the libuv thread
+// pool (a copy may touch the disk for long). Both fds must stay open until it settles.
+Napi::Value CopyFileRange(const Napi::CallbackInfo& info) {
+  int64_t off_in = IntArg(info[1], "offIn");
+  int64_t off_out = IntArg(info[3], "offOut");
+  int64_t len = IntArg(info[4], "len");
+  if (off_in < 0 || off_out < 0 || len < 0) throw Napi::RangeError::New(info.Env(), "copyFileRange: negative offset or length");
+  auto* w = new CopyRangeWorker(info.Env(), FdArg(info[0]), off_in, FdArg(info[2]), off_out, static_cast<size_t>(len));
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 }  // namespace
 
 void InitPassthroughDir(Napi::Env env, Napi::Object exports) {
   exports.Set("ptGetdents", Napi::Function::New(env, Getdents, "ptGetdents"));
   exports.Set("ptSyncfs", Napi::Function::New(env, Syncfs, "ptSyncfs"));
+  exports.Set("ptCopyFileRange", Napi::Function::New(env, CopyFileRange, "ptCopyFileRange"));
 }
 
 }  // namespace damselfly

@@ -178,6 +178,8 @@ export interface FileSystem {
   link?(ctx: RequestContext, nodeid: number, newParent: number, newName: Uint8Array): Promise<EntryReply>;
   open?(ctx: RequestContext, nodeid: number, flags: number): Promise<OpenReply>;
   create?(ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }>;
+  /** copy_file_range(2) between two open files of this filesystem; the bytes copied (maybe fewer than `length`). */
+  copyFileRange?(ctx: RequestContext, nodeIn: number, fhIn: bigint, offsetIn: number, nodeOut: number, fhOut: bigint, offsetOut: number, length: number, flags: number): Promise<number>;
   /** An unnamed file in directory `parent` (open(2) with O_TMPFILE), opened. */
   tmpfile?(ctx: RequestContext, parent: number, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }>;
   /** Reads up to `size` bytes into `dst` (a scatter list of at least `size` bytes); returns the count. */

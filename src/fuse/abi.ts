@@ -175,6 +175,7 @@ export const Size = {
   CREATE_IN: 16,
   FALLOCATE_IN: 32,
   SYNCFS_IN: 8,
+  COPY_FILE_RANGE_IN: 56,
   DIRENT: 24,
   DIRENTPLUS: 152,
 } as const;

@@ -155,6 +155,8 @@ export interface PassthroughOps {
   /** One batch of entries from host cookie `offset` (0n: the start); [] at the end. */
   ptGetdents(fd: number, offset: bigint, maxBytes: number): PtDirent[];
   ptSyncfs(fd: number): Promise<void>;
+  /** copy_file_range(2) of up to `len` bytes, on the thread pool; resolves with the bytes copied. */
+  ptCopyFileRange(fdIn: number, offIn: number, fdOut: number, offOut: number, len: number): Promise<number>;
   ptGetxattr(fd: number, name: string | Buffer): Buffer;
   /** With `errnoResult`: a missing attribute is returned as -ENODATA instead of thrown. */
   ptGetxattr(fd: number, name: string | Buffer, errnoResult: true): Buffer | number;

@@ -198,6 +198,19 @@ export async function write(core: Core, nodeid: number, fh: bigint, offset: numb
   return n;
 }
 
+/**
+ * COPY_FILE_RANGE: copy_file_range(2) between two open files of the share, on the thread pool
+ * (the host copies, maybe without reading the data, as virtiofsd has it); no flags are defined.
+ */
+export async function copyFileRange(core: Core, nodeIn: number, fhIn: bigint, offsetIn: number, nodeOut: number, fhOut: bigint, offsetOut: number, length: number, flags: number): Promise<number> {
+  if (flags !== 0) throw new FsError(Errno.EINVAL, 'copy_file_range takes no flags');
+  const src = core.handles.get(fhIn, nodeIn, 'file');
+  const dst = core.handles.get(fhOut, nodeOut, 'file');
+  const n = await sysAsync(() => src.use((s) => dst.use((d) => native.ptCopyFileRange(s.fd, offsetIn, d.fd, offsetOut, length))));
+  core.opts.metrics.inc('passthrough.write_bytes', n);
+  return n;
+}
+
 /** FLUSH: the host sees a close(2) (releases POSIX locks, flushes network filesystems). */
 export function flush(core: Core, nodeid: number, fh: bigint): void {
   const h = core.handles.get(fh, nodeid, 'file');

@@ -154,6 +154,12 @@ export class Vfs extends VfsReaddir implements FileSystem {
     return { entry: this.mapEntry(t.slot, r.entry), open: r.open };
   }
 
+  async copyFileRange(ctx: RequestContext, nodeIn: number, fhIn: bigint, offsetIn: number, nodeOut: number, fhOut: bigint, offsetOut: number, length: number, flags: number): Promise<number> {
+    // Across mounts: EXDEV, and the kernel copies through itself.
+    const [a, b] = this.pair(nodeIn, nodeOut);
+    return this.call(() => a.slot.fs.copyFileRange?.(ctx, a.inner, fhIn, offsetIn, b.inner, fhOut, offsetOut, length, flags), () => fail(Errno.EXDEV));
+  }
+
   async tmpfile(ctx: RequestContext, parent: number, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }> {
     const t = this.backend(parent, Errno.EROFS);
     const r = await this.call(() => t.slot.fs.tmpfile?.(ctx, t.inner, mode, flags, umask), () => fail(Errno.EOPNOTSUPP));

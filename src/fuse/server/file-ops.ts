@@ -1,4 +1,4 @@
-/** Handlers for open files: OPEN, CREATE, TMPFILE, READ, WRITE, FLUSH, RELEASE, FSYNC, FALLOCATE, LSEEK, IOCTL. */
+/** Handlers for open files: OPEN, CREATE, TMPFILE, COPY_FILE_RANGE, READ, WRITE, FLUSH, RELEASE, FSYNC, FALLOCATE, LSEEK, IOCTL. */
 import { FsError, Errno } from '../../fs/types.js';
 import { Opcode, Size } from '../abi.js';
 import { iovLength } from '../../base/index.js';
@@ -44,6 +44,20 @@ export const fileHandlers: Array<[Opcode, Handler]> = [
       c.body.check(0, Size.CREATE_IN, 'fuse_create_in');
       const r = await need(c.fs.tmpfile).call(c.fs, c.ctx, c.nodeid, c.body.u32(4), c.body.u32(0), c.body.u32(8));
       c.ok(encodeEntryOut(r.entry), encodeOpenOut(r.open));
+    },
+  ],
+  [
+    // fuse_copy_file_range_in: fh_in, off_in, nodeid_out, fh_out, off_out, len, flags; answered as a WRITE.
+    Opcode.COPY_FILE_RANGE,
+    async (c) => {
+      const r = c.body;
+      r.check(0, Size.COPY_FILE_RANGE_IN, 'fuse_copy_file_range_in');
+      const flags = r.u64n(48); // none are defined: any is EINVAL, however large
+      const copy = need(c.fs.copyFileRange);
+      // The reply's size is a u32: at most 4 GiB less a page a request (the kernel asks no more).
+      const len = Math.min(r.u64(40, 'len'), 0xffff_f000);
+      const n = await copy.call(c.fs, c.ctx, c.nodeid, r.u64n(0), r.u64(8, 'off_in'), r.u64(16, 'nodeid_out'), r.u64n(24), r.u64(32, 'off_out'), len, flags > 0xffff_ffffn ? 0xffff_ffff : Number(flags));
+      c.ok(encodeU32Pair(n));
     },
   ],
   [

@@ -333,6 +333,24 @@ describe('passthrough filesystem (in-process)', () => {
     }
   });
 
+  test('COPY_FILE_RANGE copies between open files on the host; flags and foreign handles are refused', async () => {
+    const data = Buffer.alloc(300_000);
+    for (let i = 0; i < data.length; i++) data[i] = (i * 13) & 0xff;
+    writeFileSync(join(share, 'cfr-src'), data);
+    writeFileSync(join(share, 'cfr-dst'), 'head');
+    const a = await lookup(fs, 'cfr-src');
+    const z = await lookup(fs, 'cfr-dst');
+    const ha = await fs.open(ctx, a.nodeid, 0);
+    const hz = await fs.open(ctx, z.nodeid, 0o2);
+    assert.equal(await fs.copyFileRange(ctx, a.nodeid, ha.fh, 1000, z.nodeid, hz.fh, 4, 200_000, 0), 200_000);
+    assert.ok(readFileSync(join(share, 'cfr-dst')).equals(Buffer.concat([Buffer.from('head'), data.subarray(1000, 201_000)])));
+    assert.equal(await fs.copyFileRange(ctx, a.nodeid, ha.fh, 400_000, z.nodeid, hz.fh, 0, 10, 0), 0, 'past the end: nothing');
+    assert.equal(await errno(fs.copyFileRange(ctx, a.nodeid, ha.fh, 0, z.nodeid, hz.fh, 0, 10, 1)), Errno.EINVAL);
+    assert.equal(await errno(fs.copyFileRange(ctx, a.nodeid, hz.fh, 0, z.nodeid, hz.fh, 0, 10, 0)), Errno.EBADF, "another node's handle");
+    await fs.release(ctx, a.nodeid, ha.fh, 0);
+    await fs.release(ctx, z.nodeid, hz.fh, 0);
+  });
+
   test('TMPFILE: an unnamed file of the guest user, named later by LINK unless made with O_EXCL', async () => {
     const user = { uid: 1000, gid: 1000, pid: 1 };
     mkdirSync(join(share, 'tmpdir'), { mode: 0o777 });
