@@ -28,6 +28,8 @@ const INTENDED: Record<string, [unknown, string]> = {
   'lookup d/..': [1, 'same'],
   ioctl: [-25, 'ENOTTY (no ioctl is served), as the Rust virtiofsd; the C one answers ENOSYS'],
   'access x': [-13, 'ACCESS is answered with the Rust virtiofsd rules; the C one answers ENOSYS'],
+  tmpfile: ['ok', 'TMPFILE (FUSE 7.37) is served, as open(O_TMPFILE) on the host; the C virtiofsd answers ENOSYS'],
+  'tmpfile read-only': [-22, "EINVAL, as the host's open(O_TMPFILE) without write access; the C virtiofsd answers ENOSYS"],
 };
 
 const u32 = (...x: number[]): Buffer => Buffer.from(new Uint32Array(x).buffer);
@@ -103,7 +105,13 @@ async function script(send: Send): Promise<Array<[string, unknown]>> {
   await rec('chmod symlink', Opcode.SETATTR, evil, mode);
   await rec('statfs symlink', Opcode.STATFS, evil, Buffer.alloc(0));
   await rec('access x', Opcode.ACCESS, f, u32(1, 0));
-  await rec('tmpfile', 51, 1, Buffer.concat([u32(0o100644, 0o2, 0, 0), cstr('t')]));
+  // fuse_create_in: flags, mode, umask, open_flags; then a name the daemon ignores.
+  await rec('tmpfile', Opcode.TMPFILE, 1, Buffer.concat([u32(0o2, 0o100644, 0, 0), cstr('t')]));
+  await rec('tmpfile read-only', Opcode.TMPFILE, 1, Buffer.concat([u32(0, 0o100644, 0, 0), cstr('t')]));
+  const opened = await send(Opcode.OPEN, f, u32(0o2, 0));
+  const fh = opened.error === 0 ? Number(opened.payload.readBigUInt64LE(0)) : 0;
+  // fuse_copy_file_range_in: fh_in, off_in, nodeid_out, fh_out, off_out, len, flags (within one file).
+  await rec('copy_file_range', Opcode.COPY_FILE_RANGE, f, Buffer.concat([u64(fh), u64(0), u64(f), u64(fh), u64(100), u64(4), u64(0)]));
   return out;
 }
 
