@@ -36,6 +36,16 @@ export function statFd(fd: number): PtStat {
   return sys(() => native.ptStatx(fd, '', AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW));
 }
 
+/** statx of `fd`, which is closed if that fails (it was opened for the caller to keep). */
+function statOrClose(fd: number): PtStat {
+  try {
+    return statFd(fd);
+  } catch (e) {
+    closeSync(fd);
+    throw e;
+  }
+}
+
 /** Unlinked files up to this size close at once (freeing a few extents is quick). */
 const BACKGROUND_CLOSE = 8 << 20;
 
@@ -58,13 +68,7 @@ export class InodeTable {
   /** Opens the shared directory (the configured path may itself go through symlinks). */
   constructor(rootPath: string) {
     const fd = sys(() => native.openFd(rootPath, O_PATH | O_DIRECTORY));
-    let st: PtStat;
-    try {
-      st = statFd(fd);
-    } catch (e) {
-      closeSync(fd);
-      throw e;
-    }
+    const st = statOrClose(fd);
     this.root = { id: ROOT_ID, fd, key: identity(st), mode: st.mode, dev: st.dev, mntId: st.mntId, refs: 1 };
     this.byId.set(ROOT_ID, this.root);
     this.byKey.set(this.root.key, this.root);
@@ -81,22 +85,16 @@ export class InodeTable {
     return n;
   }
 
+  /** `adopt` of an fd whose attributes are read here; the fd is closed if they cannot be. */
+  adoptFd(fd: number): { node: Inode; st: PtStat } {
+    const st = statOrClose(fd);
+    return { node: this.adopt(fd, st), st };
+  }
+
   /**
    * Takes an O_PATH fd just opened for `st` and counts one lookup: a known inode keeps its node
    * id (the new fd is closed), a new one gets the next id. Closes `fd` on every path but adoption.
    */
-  /** `adopt` of an fd whose attributes are read here; the fd is closed if they cannot be. */
-  adoptFd(fd: number): { node: Inode; st: PtStat } {
-    let st: PtStat;
-    try {
-      st = statFd(fd);
-    } catch (e) {
-      closeSync(fd);
-      throw e;
-    }
-    return { node: this.adopt(fd, st), st };
-  }
-
   adopt(fd: number, st: PtStat): Inode {
     const key = identity(st);
     const known = this.byKey.get(key);
