@@ -17,58 +17,35 @@ import { build } from '../../src/builder/build.js';
 import { Compressor } from '../../src/format/compression.js';
 import { Digester } from '../../src/format/constants.js';
 import { openBootstrap } from '../../src/format/open.js';
-import { TAR_END, type TarEntry, encodeTarHeaders, tarPadding } from '../../src/format/tar.js';
+import type { TarEntry } from '../../src/format/tar.js';
 import { nativeCodecs } from '../../src/native/index.js';
 import { walkImage } from '../../src/tools/walk.js';
 import { withTempDir } from '../helpers/env.js';
 import { type Rng, caseRng } from '../helpers/rng.js';
+import { tarArchive, tarEntry as entry } from '../helpers/tar.js';
 import { prng } from '../helpers/tree.js';
 
 const MUTANTS = 250;
 const MUTANT_LIMIT_MS = 10_000;
 
-function entry(path: string, type: TarEntry['type'], extra: Partial<TarEntry> = {}): TarEntry {
-  return {
-    path: Buffer.from(path),
-    type,
-    mode: type === 'dir' ? 0o755 : 0o644,
-    uid: 0,
-    gid: 0,
-    size: 0,
-    mtimeSec: 1_600_000_000,
-    mtimeNsec: 0,
-    linkpath: Buffer.alloc(0),
-    devmajor: 0,
-    devminor: 0,
-    xattrs: [],
-    ...extra,
-  };
-}
-
 /** The seed layer: every entry kind, then the end marker. */
 function seedLayer(): Buffer {
-  const items: Array<[TarEntry, Buffer?]> = [
-    [entry('./', 'dir')],
-    [entry('a', 'file', { size: 70_000 }), prng(1, 70_000)],
-    [entry('d/', 'dir')],
-    [entry('d/b', 'file', { size: 11 }), Buffer.from('small file\n')],
-    [entry('l', 'symlink', { linkpath: Buffer.from('a') })],
-    [entry('h', 'hardlink', { linkpath: Buffer.from('a') })],
-    [entry('lower-link', 'hardlink', { linkpath: Buffer.from('base/kept') })],
-    [entry('base/.wh.gone', 'file')],
-    [entry('base/sub/.wh..wh..opq', 'file')],
-    [entry('p', 'fifo')],
-    [entry('c', 'char', { devmajor: 1, devminor: 3 })],
-    [entry('x', 'file', { size: 5, xattrs: [[Buffer.from('user.k'), Buffer.from([0, 1, 0xff])]], mtimeNsec: 123_456_789 }), Buffer.from('xattr')],
-    [entry(`long/${'n'.repeat(150)}/${'m'.repeat(120)}`, 'file', { size: 3 }), Buffer.from('abc')],
-  ];
-  const parts: Buffer[] = [];
-  for (const [e, data] of items) {
-    const d = data ?? Buffer.alloc(0);
-    parts.push(encodeTarHeaders(e), d, Buffer.alloc(tarPadding(d.length)));
-  }
-  parts.push(TAR_END);
-  return Buffer.concat(parts);
+  const file = (path: string, data: Buffer, extra: Partial<TarEntry> = {}): { entry: TarEntry; data: Buffer } => ({ entry: entry(path, 'file', { size: data.length, ...extra }), data });
+  return tarArchive([
+    { entry: entry('./', 'dir') },
+    file('a', prng(1, 70_000)),
+    { entry: entry('d/', 'dir') },
+    file('d/b', Buffer.from('small file\n')),
+    { entry: entry('l', 'symlink', { linkpath: Buffer.from('a') }) },
+    { entry: entry('h', 'hardlink', { linkpath: Buffer.from('a') }) },
+    { entry: entry('lower-link', 'hardlink', { linkpath: Buffer.from('base/kept') }) },
+    { entry: entry('base/.wh.gone', 'file') },
+    { entry: entry('base/sub/.wh..wh..opq', 'file') },
+    { entry: entry('p', 'fifo') },
+    { entry: entry('c', 'char', { devmajor: 1, devminor: 3 }) },
+    file('x', Buffer.from('xattr'), { xattrs: [[Buffer.from('user.k'), Buffer.from([0, 1, 0xff])]], mtimeNsec: 123_456_789 }),
+    file(`long/${'n'.repeat(150)}/${'m'.repeat(120)}`, Buffer.from('abc')),
+  ]);
 }
 
 function mutate(seed: Buffer, rng: Rng): { bytes: Buffer; what: string } {

@@ -15,6 +15,7 @@ import { FormatError, UnsupportedError } from '../../../src/base/index.js';
 import { TAR_BLOCK, TAR_END, type TarEntry, type TarEvent, TarParser, encodeTarHeaders, parsePax, tarPadding } from '../../../src/format/tar.js';
 import { native } from '../../../src/native/index.js';
 import { VECTORS, sh, vectorsMissing, withTempDir } from '../../helpers/env.js';
+import { tarArchive as archive, tarEntry as entry } from '../../helpers/tar.js';
 
 const VECTOR_TAR = join(VECTORS, 'tar', 'all-entry-type.tar');
 
@@ -59,36 +60,6 @@ function parseAll(bytes: Buffer, step = bytes.length, reuse = false): Parsed[] {
   assert.equal(cur, undefined, 'the last entry did not end');
   for (const p of out) assert.equal(p.data.length, p.entry.type === 'file' ? p.entry.size : 0, `data length of ${p.entry.path.toString()}`);
   return out;
-}
-
-function entry(path: string | Buffer, type: TarEntry['type'], extra: Partial<TarEntry> = {}): TarEntry {
-  return {
-    path: Buffer.isBuffer(path) ? path : Buffer.from(path),
-    type,
-    mode: type === 'dir' ? 0o755 : 0o644,
-    uid: 0,
-    gid: 0,
-    size: 0,
-    mtimeSec: 1_600_000_000,
-    mtimeNsec: 0,
-    linkpath: Buffer.alloc(0),
-    devmajor: 0,
-    devminor: 0,
-    xattrs: [],
-    ...extra,
-  };
-}
-
-/** A whole archive from entries and file contents, as encodeTarHeaders' callers write it. */
-function archive(items: Array<{ entry: TarEntry; data?: Buffer }>): Buffer {
-  const parts: Buffer[] = [];
-  for (const { entry: e, data } of items) {
-    const d = data ?? Buffer.alloc(0);
-    assert.equal(e.type === 'file' ? e.size : 0, d.length, 'test bug: size and data disagree');
-    parts.push(encodeTarHeaders(e), d, Buffer.alloc(tarPadding(d.length)));
-  }
-  parts.push(TAR_END);
-  return Buffer.concat(parts);
 }
 
 /** Changes a header block in place and recomputes its checksum. */
