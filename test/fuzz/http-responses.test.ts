@@ -30,7 +30,7 @@ import { RegistryBackend } from '../../src/storage/backend/registry.js';
 import { S3Backend } from '../../src/storage/backend/s3.js';
 import type { BlobBackend } from '../../src/storage/backend/types.js';
 import { BlobDevice } from '../../src/storage/device.js';
-import { CaptureReply, cstr, initArgs, parseEntry, parseReply, readArgs, request } from '../helpers/fuse-client.js';
+import { cstr, exchange, initArgs, parseEntry, readArgs, type Reply, request } from '../helpers/fuse-client.js';
 import { withTempDir } from '../helpers/env.js';
 import { type Rng, seededRng } from '../helpers/rng.js';
 import { prng } from '../helpers/tree.js';
@@ -286,10 +286,6 @@ function pickRead(rng: Rng, files: Map<string, Buffer>): readonly [string, numbe
   return [name, offset, Math.min(len - offset, rng.pick([1, 4096, 65536, 131072]))];
 }
 
-async function call(server: FuseServer, op: Opcode, node: number, args: Buffer): Promise<{ error: number; payload: Buffer }> {
-  const cap = new CaptureReply();
-  await server.handle(request(op, node, args).bytes, cap);
-  assert.ok(cap.reply, `no reply to opcode ${op}`);
-  const r = parseReply(cap.reply);
-  return { error: r.error, payload: r.payload };
+function call(server: FuseServer, op: Opcode, node: number, args: Buffer): Promise<Reply> {
+  return exchange(server, request(op, node, args).bytes);
 }

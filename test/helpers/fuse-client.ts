@@ -148,3 +148,14 @@ export class CaptureReply implements ReplyChannel {
     this.dropped = true;
   }
 }
+
+/**
+ * Hands one request to a FUSE server in-process (`FuseServer.handle`) and parses its one reply;
+ * fails the test if the server sent none.
+ */
+export async function exchange(server: { handle(bytes: Uint8Array, channel: ReplyChannel, tail?: Uint8Array[]): Promise<void> }, bytes: Buffer, tail?: Uint8Array[]): Promise<Reply> {
+  const c = new CaptureReply();
+  await server.handle(bytes, c, tail);
+  assert.ok(c.reply, 'no reply');
+  return parseReply(c.reply);
+}

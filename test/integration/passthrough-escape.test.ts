@@ -19,7 +19,7 @@ import { PassthroughFs } from '../../src/fs/passthrough/index.js';
 import { Errno, FsError } from '../../src/fs/types.js';
 import { FuseServer, Opcode } from '../../src/fuse/index.js';
 import { native } from '../../src/native/index.js';
-import { CaptureReply, cstr, initArgs, parseEntry, parseReply, request } from '../helpers/fuse-client.js';
+import { cstr, exchange, initArgs, parseEntry, type Reply, request } from '../helpers/fuse-client.js';
 import { type PassthroughMount, startPassthrough } from './passthrough-mount.js';
 
 const ROOT = 1;
@@ -183,11 +183,7 @@ describe('the passthrough filesystem never reaches outside the shared directory'
 
   test('raw FUSE requests through the server get the same answers', async () => {
     const server = new FuseServer(pfs, { log: silentLogger, metrics: new Metrics() });
-    const send = async (bytes: Buffer): Promise<ReturnType<typeof parseReply>> => {
-      const c = new CaptureReply();
-      await server.handle(bytes, c);
-      return parseReply(c.reply as Buffer);
-    };
+    const send = (bytes: Buffer): Promise<Reply> => exchange(server, bytes);
     const init = await send(request(Opcode.INIT, 0, initArgs()).bytes);
     assert.equal(init.error, 0);
     const flags = BigInt(init.payload.readUInt32LE(12)) | (BigInt(init.payload.readUInt32LE(32)) << 32n);

@@ -14,7 +14,7 @@ import { Metrics, silentLogger } from '../../src/base/index.js';
 import { PassthroughFs } from '../../src/fs/passthrough/index.js';
 import { FuseServer, Opcode } from '../../src/fuse/index.js';
 import { native } from '../../src/native/index.js';
-import { CaptureReply, cstr, initArgs, parseEntry, parseReply, request } from '../helpers/fuse-client.js';
+import { cstr, exchange, initArgs, parseEntry, parseReply, request } from '../helpers/fuse-client.js';
 import { REFERENCE_VIRTIOFSD, startVirtiofsd } from '../helpers/guest.js';
 import { requireTool } from '../helpers/env.js';
 import { type Ring, TestFrontend } from '../helpers/vhost-frontend.js';
@@ -126,11 +126,7 @@ describe('passthrough answers as the reference C virtiofsd', () => {
     makeShare(join(work, 'theirs'));
     const pfs = new PassthroughFs({ root: join(work, 'ours'), xattr: true, cache: 'auto', announceSubmounts: true, log: silentLogger, metrics: new Metrics() });
     const server = new FuseServer(pfs, { log: silentLogger, metrics: new Metrics() });
-    const ours = await script(async (op, node, args) => {
-      const c = new CaptureReply();
-      await server.handle(request(op, node, args).bytes, c);
-      return parseReply(c.reply as Buffer);
-    });
+    const ours = await script((op, node, args) => exchange(server, request(op, node, args).bytes));
     pfs.close();
     const vfsd = await startVirtiofsd({ source: join(work, 'theirs'), socket: join(work, 'vfsd.sock'), xattr: true, args: ['-o', 'modcaps=+sys_admin'] });
     const f = TestFrontend.connect(join(work, 'vfsd.sock'));

@@ -21,7 +21,7 @@ import { nativeCodecs } from '../../../src/native/index.js';
 import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
 import { BlobDevice } from '../../../src/storage/device.js';
 import { native } from '../../../src/native/index.js';
-import { CaptureReply, type Reply, cstr, initArgs, parseAttr, parseDirents, parseEntry, parseReply, readArgs, request, u32Args } from '../../helpers/fuse-client.js';
+import { CaptureReply, cstr, exchange, initArgs, parseAttr, parseDirents, parseEntry, parseReply, readArgs, type Reply, request, u32Args } from '../../helpers/fuse-client.js';
 
 test('FUSE struct sizes', () => {
   const attr = { ino: 1, size: 0, blocks: 0, atime: { sec: 0, nsec: 0 }, mtime: { sec: 0, nsec: 0 }, ctime: { sec: 0, nsec: 0 }, mode: 0, nlink: 1, uid: 0, gid: 0, rdev: 0, blksize: 4096, flags: 0 };
@@ -225,11 +225,7 @@ describe('FUSE server over a RAFS image', () => {
     const d = new BlobDevice({ blobs: image.blobs, backend: new LocalFsBackend({ dir: empty }), codecs: nativeCodecs, metrics: m, log: silentLogger });
     const s = new FuseServer(new ImageFs({ image, device: d, metrics: m, log: silentLogger }), { log: silentLogger, metrics: m });
     try {
-      const send = async (bytes: Buffer): Promise<Reply> => {
-        const cap = new CaptureReply();
-        await s.handle(bytes, cap);
-        return parseReply(cap.reply as Buffer);
-      };
+      const send = (bytes: Buffer): Promise<Reply> => exchange(s, bytes);
       assert.equal((await send(request(Opcode.INIT, 0, initArgs()).bytes)).error, 0);
       const f = parseEntry((await send(request(Opcode.LOOKUP, 1, cstr('file.bin')).bytes)).payload);
       assert.equal((await send(request(Opcode.READ, f.nodeid, readArgs(0n, 0, 4096)).bytes)).error, -5);

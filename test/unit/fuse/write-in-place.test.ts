@@ -12,7 +12,7 @@ import { after, before, describe, test } from 'node:test';
 import { Metrics, silentLogger } from '../../../src/base/index.js';
 import { PassthroughFs } from '../../../src/fs/passthrough/index.js';
 import { FuseServer, Opcode, Size, decodeRequest, inPlaceDataAt } from '../../../src/fuse/index.js';
-import { CaptureReply, cstr, initArgs, parseEntry, parseReply, request, u32Args } from '../../helpers/fuse-client.js';
+import { cstr, exchange, initArgs, parseEntry, type Reply, request, u32Args } from '../../helpers/fuse-client.js';
 
 function writeIn(fh: bigint, offset: number, size: number): Buffer {
   const b = Buffer.alloc(Size.WRITE_IN);
@@ -43,12 +43,7 @@ describe('WRITE data in place, through the server to a passthrough file', () => 
   let server: FuseServer;
   let fh: bigint;
   let node: number;
-  const send = async (bytes: Buffer, tail?: Uint8Array[]) => {
-    const c = new CaptureReply();
-    await server.handle(bytes, c, tail);
-    assert.ok(c.reply, 'replied');
-    return parseReply(c.reply);
-  };
+  const send = (bytes: Buffer, tail?: Uint8Array[]): Promise<Reply> => exchange(server, bytes, tail);
 
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'damselfly-write-in-place-'));
