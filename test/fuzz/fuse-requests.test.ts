@@ -21,7 +21,7 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { constants } from 'node:os';
-import { lstatSync, mkdirSync, readFileSync, readdirSync, readlinkSync, symlinkSync, writeFileSync, linkSync } from 'node:fs';
+import { lstatSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync, linkSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pino from 'pino';
@@ -41,6 +41,7 @@ import { LocalFsBackend } from '../../src/storage/backend/localfs.js';
 import { BlobDevice } from '../../src/storage/device.js';
 import { cstr, initArgs, parseAttr, parseDirents, parseEntry, parseReply, readArgs, request, u32Args } from '../helpers/fuse-client.js';
 import { withTempDir } from '../helpers/env.js';
+import { treeOf } from '../integration/passthrough-posix-suite.js';
 import { type Rng, seededRng } from '../helpers/rng.js';
 
 /** A request that has not completed after this long is a hang. */
@@ -506,7 +507,7 @@ describe('FUSE request fuzzing', () => {
   test('the passthrough shared directory: hostile requests stay inside it, and it still serves', async (t) => {
     await withTempDir('damselfly-fuse-fuzz-pt-', async (work) => {
       await withShare(work, async (share, outside) => {
-        const before = snapshot(outside);
+        const before = treeOf(outside);
         const metrics = new Metrics();
         const { log, lines } = errorLog();
         const fs: FileSystem = new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: true, log, metrics });
@@ -516,7 +517,7 @@ describe('FUSE request fuzzing', () => {
         const seen = await fuzz(target, 0x5a4e, 50_000);
         t.diagnostic(summary(seen));
         assert.ok((seen.get('CREATE ok') ?? 0) + (seen.get('MKDIR ok') ?? 0) > 20, `few creates succeeded (${summary(seen)})`);
-        assert.deepEqual(snapshot(outside), before, 'something outside the shared directory changed');
+        assert.deepEqual(treeOf(outside), before, 'something outside the shared directory changed');
         assert.equal(readFileSync(join(outside, 'secret'), 'utf8'), 'outside the share\n');
         assert.deepEqual(lines, [], 'internal failures were logged');
         await writeAndReadBack(server);
@@ -528,7 +529,7 @@ describe('FUSE request fuzzing', () => {
     await withTempDir('damselfly-fuse-fuzz-vfs-', async (work) => {
       const { image } = await sourceImage(work);
       await withShare(work, async (share, outside) => {
-        const before = snapshot(outside);
+        const before = treeOf(outside);
         const metrics = new Metrics();
         const { log, lines } = errorLog();
         const backend = new LocalFsBackend({ dir: join(work, 'blobs') });
@@ -551,7 +552,7 @@ describe('FUSE request fuzzing', () => {
         };
         const seen = await fuzz(target, 0x7f5, 30_000);
         t.diagnostic(summary(seen));
-        assert.deepEqual(snapshot(outside), before, 'something outside the shared directory changed');
+        assert.deepEqual(treeOf(outside), before, 'something outside the shared directory changed');
         assert.deepEqual(lines, [], 'internal failures were logged');
         assert.equal((await wellFormed(server, Opcode.INIT, 0, initArgs())).error, 0);
         const c = await wellFormed(server, Opcode.LOOKUP, 1, cstr('containers'));
@@ -621,22 +622,6 @@ function lstatOr(path: string): ReturnType<typeof lstatSync> | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** Every entry below `dir` with its type, size, mode and content (files) or target (links). */
-function snapshot(dir: string): string[] {
-  const out: string[] = [];
-  const walk = (d: string): void => {
-    for (const n of readdirSync(d).sort()) {
-      const p = join(d, n);
-      const st = lstatSync(p);
-      const what = st.isFile() ? readFileSync(p).toString('hex') : st.isSymbolicLink() ? readlinkSync(p) : '';
-      out.push(`${p} ${st.mode.toString(8)} ${st.uid}:${st.gid} ${st.size} ${what}`);
-      if (st.isDirectory()) walk(p);
-    }
-  };
-  walk(dir);
-  return out;
 }
 
 /** A fresh session over the image: every file of the source looked up, opened and read whole. */
