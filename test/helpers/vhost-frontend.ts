@@ -106,30 +106,58 @@ export class TestFrontend {
     native.sendMsg(this.fd, bytes, fds);
   }
 
-  /** Waits for one reply message; resolves with its payload. */
-  async reply(request: number, timeoutMs = 5000): Promise<Buffer> {
+  /**
+   * Waits for one reply message; resolves with its payload. Any other message first is an error,
+   * or, with `skipOthers`, dropped (the replies a test did not wait for).
+   */
+  async reply(request: number, timeoutMs = 5000, skipOthers = false): Promise<Buffer> {
     const deadline = Date.now() + timeoutMs;
     for (;;) {
-      if (this.rx.length >= 12) {
-        const size = this.rx.readUInt32LE(8);
-        if (this.rx.length >= 12 + size) {
-          const req = this.rx.readUInt32LE(0);
-          const flags = this.rx.readUInt32LE(4);
-          const payload = this.rx.subarray(12, 12 + size);
-          this.rx = this.rx.subarray(12 + size);
-          if (req !== request || (flags & 0x4) === 0) throw new Error(`expected a reply to ${request}, got request ${req} flags ${flags}`);
-          return Buffer.from(payload);
-        }
+      for (let m = this.nextMessage(); m !== undefined; m = this.nextMessage()) {
+        if (m.request === request && (m.flags & 0x4) !== 0) return m.payload;
+        if (!skipOthers) throw new Error(`expected a reply to ${request}, got request ${m.request} flags ${m.flags}`);
       }
-      const r = native.recvMsg(this.fd, 65536);
-      if (r === null) {
+      const more = this.receive();
+      if (more === 'closed') throw new Error('the backend closed the connection');
+      if (more === 'none') {
         if (Date.now() > deadline) throw new Error(`no reply to request ${request}`);
         await new Promise((res) => setTimeout(res, 2));
-        continue;
       }
-      if (r.data.length === 0) throw new Error('the backend closed the connection');
-      this.rx = Buffer.concat([this.rx, r.data]);
     }
+  }
+
+  /** Reads and drops the messages the backend sent so far, without waiting; false once it hung up. */
+  discardReplies(): boolean {
+    for (;;) {
+      const more = this.receive();
+      while (this.nextMessage() !== undefined);
+      if (more !== 'some') return more !== 'closed';
+    }
+  }
+
+  /** The next whole message received, if any (a partial one stays for later). */
+  private nextMessage(): { request: number; flags: number; payload: Buffer } | undefined {
+    if (this.rx.length < 12) return undefined;
+    const size = this.rx.readUInt32LE(8);
+    if (this.rx.length < 12 + size) return undefined;
+    const m = { request: this.rx.readUInt32LE(0), flags: this.rx.readUInt32LE(4), payload: Buffer.from(this.rx.subarray(12, 12 + size)) };
+    this.rx = this.rx.subarray(12 + size);
+    return m;
+  }
+
+  /** One non-blocking read of the socket into `rx` (fds that come with it are closed). */
+  private receive(): 'some' | 'none' | 'closed' {
+    let r;
+    try {
+      r = native.recvMsg(this.fd, 65536);
+    } catch {
+      return 'closed';
+    }
+    if (r === null) return 'none';
+    for (const fd of r.fds) native.closeFd(fd);
+    if (r.data.length === 0) return 'closed';
+    this.rx = Buffer.concat([this.rx, r.data]);
+    return 'some';
   }
 
   async call(request: Request, payload?: Buffer, fds?: number[], flags = 0x1): Promise<Buffer> {
