@@ -10,6 +10,7 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { DamselflyError, ErrorCode } from '../../src/base/index.js';
 import { configWithoutSecrets, parseConfig, parseConfigObject } from '../../src/config/index.js';
+import { AWKWARD_VALUES, type Json, mutateJson } from '../helpers/json-mutation.js';
 import { type Rng, caseRng } from '../helpers/rng.js';
 import { SNAPSHOTTER_V1, SPEC_V1 } from '../unit/config/fixtures.js';
 
@@ -47,69 +48,12 @@ const V2_PROXY = { version: 2, backend: { type: 'http-proxy', 'http-proxy': { ad
 const SEEDS: Record<string, object> = { 'v1 spec': SPEC_V1, 'v1 snapshotter': SNAPSHOTTER_V1, 'v2 registry': V2_REGISTRY, 'v2 s3': V2_S3, 'v2 localfs': V2_LOCAL, 'v2 http-proxy': V2_PROXY };
 const SECRETS = ['secret-password', 'secret-token', 'secret-key', 's3cr:et'];
 
-type Json = null | boolean | number | string | Json[] | { [k: string]: Json };
-
 function value(rng: Rng): Json | undefined {
-  return rng.pick<Json | undefined>([
-    undefined,
-    null,
-    true,
-    false,
-    0,
-    -1,
-    1.5,
-    2 ** 31,
-    2 ** 53,
-    -(2 ** 63),
-    1e308,
-    '',
-    'abc',
-    '5',
-    '-1',
-    'x'.repeat(5000),
-    '/',
-    '../..',
-    'http://[::1',
-    '\u0000',
-    [],
-    [1, 'a', null],
-    [{}],
-    {},
-    { a: 1 },
-    { type: 'registry' },
-  ]);
-}
-
-/** Every path to a value in `o`: [[key, ...], ...]. */
-function paths(o: Json, at: Array<string | number> = []): Array<Array<string | number>> {
-  if (o === null || typeof o !== 'object') return [at];
-  const keys: Array<string | number> = Array.isArray(o) ? o.map((_, i) => i) : Object.keys(o);
-  return [at, ...keys.flatMap((k) => paths((o as Record<string | number, Json>)[k] as Json, [...at, k]))];
+  return rng.pick<Json | undefined>([...AWKWARD_VALUES, { type: 'registry' }]);
 }
 
 function mutate(seed: object, rng: Rng): Json {
-  const doc = structuredClone(seed) as Json;
-  for (let n = 1 + rng.int(3); n > 0; n--) {
-    const all = paths(doc).filter((p) => p.length > 0);
-    const p = rng.pick(all);
-    let parent = doc as Record<string | number, Json>;
-    for (const k of p.slice(0, -1)) parent = parent[k] as Record<string | number, Json>;
-    const last = p[p.length - 1] as string | number;
-    const r = rng.next();
-    if (r < 0.6) {
-      const v = value(rng);
-      if (v === undefined && !Array.isArray(parent)) delete parent[last];
-      else parent[last] = v ?? null;
-    } else if (r < 0.75 && !Array.isArray(parent)) {
-      parent[`${String(last)}_x`] = parent[last] as Json; // a key the reader does not know
-      delete parent[last];
-    } else if (r < 0.9 && !Array.isArray(parent)) {
-      parent[rng.pick(['unknown', 'type', 'version', 'config', 'backend', 'work_dir'])] = value(rng) ?? 1;
-    } else {
-      parent[last] = structuredClone(doc); // a whole document where a value was
-    }
-  }
-  return doc;
+  return mutateJson(seed, rng, { value, keys: ['unknown', 'type', 'version', 'config', 'backend', 'work_dir'] });
 }
 
 /** A TOML rendering of a JSON document (tables and inline values), for the TOML reader. */
