@@ -48,7 +48,3 @@ export interface Index {
   mediaType?: string;
   manifests: Descriptor[];
 }
-
-export function isIndex(mediaType: string, doc: unknown): doc is Index {
-  return mediaType === MediaType.OCI_INDEX || mediaType === MediaType.DOCKER_LIST || (typeof doc === 'object' && doc !== null && Array.isArray((doc as Index).manifests));
-}

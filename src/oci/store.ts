@@ -8,11 +8,12 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { IntegrityError, type Logger, NotFoundError, UsageError, replaceFile } from '../base/index.js';
+import { FormatError, IntegrityError, type Logger, NotFoundError, replaceFile } from '../base/index.js';
 import { LOCK_EX, flockWait } from '../native/index.js';
-import { type Descriptor, type Index, MANIFEST_ACCEPT, type Manifest, MediaType, isIndex } from './media-types.js';
+import { parseImageDocument, parseIndex } from './documents.js';
+import { type Descriptor, type Index, MANIFEST_ACCEPT, type Manifest, MediaType } from './media-types.js';
 import type { ImageRef } from './reference.js';
-import type { RegistryClient } from './registry/index.js';
+import { type RegistryClient, verifyDigest } from './registry/index.js';
 
 export interface ResolvedManifest {
   manifest: Manifest;
@@ -57,24 +58,33 @@ export function pickManifest(index: Index, preferNydus = false): Descriptor {
   return pick;
 }
 
-function parseJson<T>(bytes: Buffer, what: string): T {
-  try {
-    return JSON.parse(bytes.toString('utf8')) as T;
-  } catch (e) {
-    throw new IntegrityError(`${what} is not valid JSON`, { cause: e });
-  }
+/** The manifest an index points to (an index there is refused: they do not nest in images we read). */
+function manifestOf(bytes: Buffer, mediaType: string, what: string): Manifest {
+  const doc = parseImageDocument(bytes, mediaType, what);
+  if (doc.kind === 'index') throw new FormatError(`${what} is an image index inside an image index`);
+  return doc.manifest;
 }
 
-async function readAllVerified(stream: AsyncIterable<Buffer>, digest: string): Promise<Buffer> {
+/** The largest manifest or config read whole (the registry client's limit for manifests too). */
+const MAX_DOCUMENT_BYTES = 32 << 20;
+
+/**
+ * A document blob (a manifest in an OCI layout, a config) read whole: never more bytes than its
+ * descriptor gives, and those verified against its digest.
+ */
+export async function readDocument(store: ImageStore, d: Pick<Descriptor, 'digest' | 'size'>, what: string): Promise<Buffer> {
+  if (d.size > MAX_DOCUMENT_BYTES) throw new FormatError(`${what}: ${d.size} bytes is more than the ${MAX_DOCUMENT_BYTES} a document may have`);
   const parts: Buffer[] = [];
-  for await (const p of stream) parts.push(p);
-  const b = Buffer.concat(parts);
-  if (sha256Digest(b) !== digest) throw new IntegrityError(`blob ${digest} does not match its digest`);
+  let n = 0;
+  for await (const p of store.blobStream(d.digest)) {
+    n += p.length;
+    if (n > d.size) throw new IntegrityError(`${what} is longer than its descriptor's ${d.size} bytes`);
+    parts.push(p);
+  }
+  if (n !== d.size) throw new IntegrityError(`${what} is ${n} bytes, its descriptor says ${d.size}`);
+  const b = Buffer.concat(parts, n);
+  verifyDigest(b, d.digest, what);
   return b;
-}
-
-export async function readBlob(store: ImageStore, digest: string): Promise<Buffer> {
-  return readAllVerified(store.blobStream(digest), digest);
 }
 
 export class RegistryStore implements ImageStore {
@@ -89,14 +99,12 @@ export class RegistryStore implements ImageStore {
   }
 
   async resolve(): Promise<ResolvedManifest> {
-    let r = await this.client.getManifest(this.ref.repo, this.ref.digest ?? this.ref.tag ?? 'latest', MANIFEST_ACCEPT);
-    let doc = parseJson<Manifest | Index>(r.bytes, `manifest of ${this.name}`);
-    if (isIndex(r.mediaType, doc)) {
-      const d = pickManifest(doc, this.preferNydus);
-      r = await this.client.getManifest(this.ref.repo, d.digest, MANIFEST_ACCEPT);
-      doc = parseJson<Manifest>(r.bytes, `manifest ${d.digest}`);
-    }
-    return { manifest: doc as Manifest, mediaType: r.mediaType, digest: r.digest, bytes: r.bytes };
+    const r = await this.client.getManifest(this.ref.repo, this.ref.digest ?? this.ref.tag ?? 'latest', MANIFEST_ACCEPT);
+    const doc = parseImageDocument(r.bytes, r.mediaType, `manifest of ${this.name}`);
+    if (doc.kind === 'manifest') return { manifest: doc.manifest, mediaType: r.mediaType, digest: r.digest, bytes: r.bytes };
+    const d = pickManifest(doc.index, this.preferNydus);
+    const m = await this.client.getManifest(this.ref.repo, d.digest, MANIFEST_ACCEPT);
+    return { manifest: manifestOf(m.bytes, m.mediaType, `manifest ${d.digest} of ${this.name}`), mediaType: m.mediaType, digest: m.digest, bytes: m.bytes };
   }
 
   blobStream(digest: string): AsyncIterable<Buffer> {
@@ -137,7 +145,7 @@ export class OciLayoutStore implements ImageStore {
 
   private async index(): Promise<Index> {
     try {
-      return parseJson<Index>(await readFile(join(this.ref.dir, 'index.json')), `${this.name}/index.json`);
+      return parseIndex(await readFile(join(this.ref.dir, 'index.json')), `${this.name}/index.json`);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { schemaVersion: 2, manifests: [] };
       throw e;
@@ -148,15 +156,13 @@ export class OciLayoutStore implements ImageStore {
     const index = await this.index();
     const tagged = this.ref.tag === undefined ? index.manifests : index.manifests.filter((m) => m.annotations?.[REF_NAME] === this.ref.tag);
     if (tagged.length === 0) throw new NotFoundError(`${this.name}: no manifest${this.ref.tag ? ` tagged ${this.ref.tag}` : ''}`);
-    let d = tagged.length === 1 ? (tagged[0] as Descriptor) : pickManifest({ schemaVersion: 2, manifests: tagged });
-    let bytes = await readBlob(this, d.digest);
-    let doc = parseJson<Manifest | Index>(bytes, `manifest ${d.digest}`);
-    if (isIndex(d.mediaType, doc)) {
-      d = pickManifest(doc);
-      bytes = await readBlob(this, d.digest);
-      doc = parseJson<Manifest>(bytes, `manifest ${d.digest}`);
-    }
-    return { manifest: doc as Manifest, mediaType: d.mediaType, digest: d.digest, bytes };
+    const d = tagged.length === 1 ? (tagged[0] as Descriptor) : pickManifest({ schemaVersion: 2, manifests: tagged });
+    const bytes = await readDocument(this, d, `manifest ${d.digest} of ${this.name}`);
+    const doc = parseImageDocument(bytes, d.mediaType, `manifest ${d.digest} of ${this.name}`);
+    if (doc.kind === 'manifest') return { manifest: doc.manifest, mediaType: d.mediaType, digest: d.digest, bytes };
+    const m = pickManifest(doc.index);
+    const mBytes = await readDocument(this, m, `manifest ${m.digest} of ${this.name}`);
+    return { manifest: manifestOf(mBytes, m.mediaType, `manifest ${m.digest} of ${this.name}`), mediaType: m.mediaType, digest: m.digest, bytes: mBytes };
   }
 
   async *blobStream(digest: string): AsyncIterable<Buffer> {
@@ -207,9 +213,4 @@ export class OciLayoutStore implements ImageStore {
     this.log.debug({ store: this.name, tag, digest }, 'manifest stored');
     return digest;
   }
-}
-
-/** Checks the config media type a manifest may use. */
-export function assertManifest(m: Manifest, what: string): void {
-  if (m.schemaVersion !== 2 || m.config === undefined || !Array.isArray(m.layers)) throw new UsageError(`${what} is not an image manifest`);
 }

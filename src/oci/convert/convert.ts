@@ -17,7 +17,8 @@ import type { Digester } from '../../format/constants.js';
 import { TAR_END, encodeTarHeaders, tarPadding } from '../../format/tar.js';
 import { renameBlobs } from '../../format/v6/writer.js';
 import { Annotation, type Descriptor, type Manifest, MediaType } from '../media-types.js';
-import { type ImageStore, assertManifest, readBlob, sha256Digest } from '../store.js';
+import { parseImageConfig } from '../documents.js';
+import { type ImageStore, readDocument, sha256Digest } from '../store.js';
 import { fetchBootstrap } from './bootstrap-layer.js';
 
 export interface ConvertOptions {
@@ -92,11 +93,11 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
   let bytesPushed = 0;
   try {
     const src = await opts.source.resolve();
-    assertManifest(src.manifest, `${opts.source.name} manifest`);
     if (src.manifest.layers.some((l) => l.annotations?.[Annotation.NYDUS_BOOTSTRAP] === 'true')) {
       throw new UsageError(`${opts.source.name} is already a Nydus image`);
     }
-    const config = JSON.parse((await readBlob(opts.source, src.manifest.config.digest)).toString('utf8')) as Record<string, unknown>;
+    const configWhat = `config ${src.manifest.config.digest} of ${opts.source.name}`;
+    const config = parseImageConfig(await readDocument(opts.source, src.manifest.config, configWhat), configWhat);
     await mkdir(join(work, 'layers'), { recursive: true });
     const total = src.manifest.layers.reduce((n, l) => n + l.size, 0);
     const layerFiles: string[] = [];
@@ -181,7 +182,7 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
     // Config: diff_ids are the blob digests (nydus blobs are not compressed as a whole) and the
     // bootstrap tar's digest; one history entry for the bootstrap layer.
     const rootfs = { type: 'layers', diff_ids: [...ids.map((id) => `sha256:${id}`), sha256Digest(boot.tar)] };
-    const history = [...((config.history as unknown[]) ?? []), { created_by: 'Nydus Converter', comment: 'Nydus Bootstrap Layer' }];
+    const history = [...(config.history ?? []), { created_by: 'Nydus Converter', comment: 'Nydus Bootstrap Layer' }];
     const configBytes = Buffer.from(JSON.stringify({ ...config, rootfs, history }));
     const configDigest = sha256Digest(configBytes);
     await opts.target.putBlob(configDigest, configBytes);
