@@ -7,6 +7,7 @@
  * backend never crashes, keeps serving well-formed requests, and exits cleanly on disconnect.
  */
 import assert from 'node:assert/strict';
+import { writeSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -249,6 +250,57 @@ describe('vhost-user backend with an in-process frontend', () => {
     assert.equal(signal, null, d.stderr());
     assert.equal(code, 0, d.stderr());
     assert.doesNotMatch(d.stderr(), /TypeError|RangeError|Segmentation|Aborted/);
+  });
+
+  test('FORGETs on the hiprio ring: kicked once, then polled while they keep coming, kicks asked for again when idle', async () => {
+    const d = await startDaemon(work, 'hiprio');
+    const f = TestFrontend.connect(d.socket);
+    try {
+      await f.start({ queues: 2, size: 256 }); // with EVENT_IDX, as QEMU and Linux use it
+      await init(f);
+      const hp = f.rings[0] as Ring;
+      const availEvent = (): number => f.view(hp.used + 4 + 8 * hp.size, 2).readUInt16LE(0);
+      let kicks = 0;
+      // As a Linux driver publishes: kick only when the new index passes the device's avail event
+      // (vring_need_event).
+      const guestPublish = (head: number): void => {
+        const old = hp.nextAvail;
+        f.publish(hp, head, false);
+        if (((hp.nextAvail - availEvent() - 1) & 0xffff) < ((hp.nextAvail - old) & 0xffff)) {
+          kicks++;
+          writeSync(hp.kick, TestFrontend.u64(1));
+        }
+      };
+      const forget = (i: number): void => {
+        const args = Buffer.alloc(8);
+        args.writeBigUInt64LE(1n, 0);
+        const at = f.alloc(48);
+        f.view(at, 48).set(request(Opcode.FORGET, 1000 + i, args).bytes);
+        f.writeDesc(hp, i, { addr: at, len: 48, flags: 0, next: 0 });
+        guestPublish(i);
+      };
+      // A burst, one FORGET every 0.2 ms (as `rm -r` evicts inodes): all served, few kicks.
+      const burst = 60;
+      for (let i = 0; i < burst; i++) {
+        forget(i);
+        await new Promise((r) => setTimeout(r, 0.2));
+      }
+      for (let i = 0; i < burst; i++) assert.deepEqual(await f.used(hp, 2000), { id: i, len: 0 }, `FORGET ${i}`);
+      assert.ok(kicks < burst / 4, `${kicks} kicks for ${burst} FORGETs`);
+      // Idle: the ring asks for a kick at the next FORGET again, and serves it.
+      await new Promise((r) => setTimeout(r, 50));
+      assert.equal(availEvent(), hp.nextAvail, 'kicks re-enabled when the ring went idle');
+      const before = kicks;
+      forget(burst);
+      assert.equal(kicks, before + 1);
+      assert.deepEqual(await f.used(hp, 2000), { id: burst, len: 0 });
+      // The request rings are not polled: a request still gets its answer at once.
+      assert.equal(parseReply(await f.fuse(f.rings[1] as Ring, request(Opcode.GETATTR, 1, Buffer.alloc(16)).bytes, 256)).error, 0);
+    } finally {
+      f.close();
+    }
+    const [code] = await d.exit;
+    assert.equal(code, 0, d.stderr());
   });
 
   test('a frontend that never completes the protocol cannot hang the backend', async () => {

@@ -160,7 +160,7 @@ class Vring implements QueueHandle {
   }
 
   pop(): Chain | null {
-    if (!this.started || this.broken) return null;
+    if (!this.started || !this.enabled || this.broken) return null;
     let r = this.guarded(() => this.vq.popInto(this.slots), PopResult.None);
     // A chain of more pieces than the slots hold (each time more than before: bounded by the ring).
     while (r === PopResult.NeedRoom) {

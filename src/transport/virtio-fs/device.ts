@@ -18,6 +18,14 @@ const IN_HEADER = 40;
 const SMALL_REQUEST = 1024;
 /** The largest request accepted: a WRITE of max_write with its headers. */
 const MAX_REQUEST = (1 << 20) + 4096;
+/**
+ * While FORGETs keep coming, the hiprio ring is polled this often instead of kicked: a guest
+ * sends one FORGET per inode it evicts (one per file `rm -r` deletes), and each kick would wake
+ * the daemon, and each completion interrupt the guest, for a message that needs no answer. A
+ * poll that finds the ring empty asks for kicks again. (Polls are short enough that a ring of
+ * 128, QEMU's default, holds what a fast guest sends meanwhile; a full one the guest retries.)
+ */
+const HIPRIO_POLL_MS = 2;
 
 /** A reply written into the guest's writable descriptors. */
 class GuestReply implements ReplyChannel {
@@ -83,12 +91,37 @@ export class VirtioFsDevice implements VirtioDevice {
     this.maxQueues = 1 + (opts.requestQueues ?? 8);
   }
 
+  /** The pending poll of the hiprio ring (ring 0), while FORGETs keep coming. */
+  private hiprioPoll: NodeJS.Timeout | undefined;
+
   process(q: QueueHandle): void {
+    if (q.index === 0) return this.processHiprio(q);
     for (;;) {
       q.disableNotify();
       for (let c = q.pop(); c !== null; c = q.pop()) this.serve(q.index, c);
       if (!q.enableNotify()) return;
     }
+  }
+
+  /** Serves what the ring holds; returns how many chains that was. */
+  private drain(q: QueueHandle): number {
+    let n = 0;
+    for (let c = q.pop(); c !== null; c = q.pop(), n++) this.serve(q.index, c);
+    return n;
+  }
+
+  /** A kick of the hiprio ring: serve it, and poll it from now on instead of taking kicks. */
+  private processHiprio(q: QueueHandle): void {
+    q.disableNotify();
+    this.drain(q);
+    this.hiprioPoll ??= setTimeout(() => this.pollHiprio(q), HIPRIO_POLL_MS);
+  }
+
+  private pollHiprio(q: QueueHandle): void {
+    this.hiprioPoll = undefined;
+    // Found empty (or the ring stopped): kicks again, unless a chain arrived in between.
+    if (this.drain(q) === 0 && !q.enableNotify()) return;
+    this.processHiprio(q);
   }
 
   private serve(queue: number, c: Chain): void {
