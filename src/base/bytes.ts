@@ -62,6 +62,14 @@ export class ByteReader {
     return this.view.getBigUint64(off, true);
   }
 
+  /** A signed 64-bit value (a time before 1970) that must fit a JavaScript number exactly. */
+  i64(off: number, field = 'i64 field'): number {
+    this.check(off, 8, field);
+    const v = this.view.getBigInt64(off, true);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < -BigInt(Number.MAX_SAFE_INTEGER)) this.fail(`${this.what}: ${field} at offset ${off} is out of range (${v})`);
+    return Number(v);
+  }
+
   /** A view (not a copy) of `len` bytes at `off`. */
   slice(off: number, len: number, field?: string): Uint8Array {
     this.check(off, len, field);
@@ -140,6 +148,14 @@ export class ByteWriter {
     const value = BigInt(v);
     const at = this.reserve(8);
     this.buf.writeBigUInt64LE(value, at);
+    return this;
+  }
+
+  /** A signed 64-bit value, two's complement (a time before 1970). */
+  i64(v: number | bigint): this {
+    const value = BigInt(v);
+    const at = this.reserve(8);
+    this.buf.writeBigInt64LE(value, at);
     return this;
   }
 

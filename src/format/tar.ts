@@ -49,14 +49,20 @@ function field(b: Buffer, off: number, len: number): Buffer {
   return nul >= 0 ? f.subarray(0, nul) : f;
 }
 
-/** A numeric header field: octal text, or base-256 when the high bit of the first byte is set. */
-function numeric(b: Buffer, off: number, len: number, name: string): number {
+/**
+ * A numeric header field: octal text, or base-256 when the high bit of the first byte is set
+ * (0xff first: a negative number in two's complement, as GNU tar writes a time before 1970;
+ * only `signed` fields may be negative).
+ */
+function numeric(b: Buffer, off: number, len: number, name: string, signed = false): number {
   const first = b[off] as number;
   if (first & 0x80) {
-    if (first === 0xff) throw new FormatError(`tar header: negative ${name}`);
-    let v = BigInt(first & 0x7f);
-    for (let i = 1; i < len; i++) v = (v << 8n) | BigInt(b[off + i] as number);
-    if (v > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`tar header: ${name} too large`);
+    if (first === 0xff && !signed) throw new FormatError(`tar header: negative ${name}`);
+    let v = 0n;
+    for (let i = 0; i < len; i++) v = (v << 8n) | BigInt(b[off + i] as number);
+    const bits = BigInt(8 * len);
+    v = first === 0xff ? v - (1n << bits) : v & ((1n << (bits - 1n)) - 1n);
+    if (v > BigInt(Number.MAX_SAFE_INTEGER) || v < -BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError(`tar header: ${name} too ${v > 0n ? 'large' : 'small'}`);
     return Number(v);
   }
   const text = field(b, off, len).toString('latin1').trim();
@@ -108,16 +114,25 @@ function paxNumber(v: Buffer, key: string): number {
   return n;
 }
 
-/** "SECONDS[.FRACTION]" to seconds and nanoseconds (negative times are clamped to 0). */
+/**
+ * "SECONDS[.FRACTION]" to seconds and nanoseconds, the nanoseconds always counting forward: a time
+ * before 1970, "-1.25", is { sec: -2, nsec: 750000000 }.
+ */
 function paxTime(v: Buffer): { sec: number; nsec: number } {
   const s = v.toString('latin1');
-  const m = /^(-?\d+)(?:\.(\d+))?$/.exec(s);
+  const m = /^(-?)(\d+)(?:\.(\d+))?$/.exec(s);
   if (m === null) throw new FormatError(`tar PAX header: invalid mtime ${JSON.stringify(s)}`);
-  const sec = Number(m[1]);
-  if (!Number.isSafeInteger(sec)) throw new FormatError('tar PAX header: mtime out of range');
-  if (sec < 0) return { sec: 0, nsec: 0 };
-  const nsec = m[2] === undefined ? 0 : Number((m[2] + '000000000').slice(0, 9));
-  return { sec, nsec };
+  const whole = Number(m[2]);
+  if (!Number.isSafeInteger(whole)) throw new FormatError('tar PAX header: mtime out of range');
+  const frac = m[3] === undefined ? 0 : Number((m[3] + '000000000').slice(0, 9));
+  if (m[1] !== '-') return { sec: whole, nsec: frac };
+  return frac === 0 ? { sec: -whole, nsec: 0 } : { sec: -whole - 1, nsec: 1_000_000_000 - frac };
+}
+
+/** Seconds and forward-counting nanoseconds as a PAX time ("-1.250000000" for { sec: -2, nsec: 750000000 }). */
+export function paxTimeText(sec: number, nsec: number): string {
+  if (sec >= 0 || nsec === 0) return `${sec}.${String(nsec).padStart(9, '0')}`;
+  return `-${-(sec + 1)}.${String(1_000_000_000 - nsec).padStart(9, '0')}`;
 }
 
 function typeOf(flag: number): TarEntryType | 'meta' | 'skip' {
@@ -310,7 +325,7 @@ export class TarParser {
       uid: numeric(b, 108, 8, 'uid'),
       gid: numeric(b, 116, 8, 'gid'),
       size: headerSize,
-      mtimeSec: numeric(b, 136, 12, 'mtime'),
+      mtimeSec: numeric(b, 136, 12, 'mtime', true),
       mtimeNsec: 0,
       linkpath,
       devmajor: type === 'char' || type === 'block' ? numeric(b, 329, 8, 'devmajor') : 0,
@@ -354,6 +369,7 @@ function paxRecord(key: string, value: Buffer): Buffer {
 }
 
 function octal(b: Buffer, off: number, len: number, v: number): boolean {
+  if (v < 0) return false;
   const s = v.toString(8);
   if (s.length > len - 1) return false;
   b.write(s.padStart(len - 1, '0') + '\0', off, 'latin1');
@@ -398,9 +414,7 @@ export function encodeTarHeaders(e: TarEntry): Buffer {
   const pax: Array<[string, Buffer]> = [];
   if (e.path.length > 100) pax.push(['path', e.path]);
   if (e.linkpath.length > 100) pax.push(['linkpath', e.linkpath]);
-  if (e.mtimeNsec !== 0 || e.mtimeSec > 0o77777777777) {
-    pax.push(['mtime', Buffer.from(`${e.mtimeSec}.${String(e.mtimeNsec).padStart(9, '0')}`)]);
-  }
+  if (e.mtimeNsec !== 0 || e.mtimeSec < 0 || e.mtimeSec > 0o77777777777) pax.push(['mtime', Buffer.from(paxTimeText(e.mtimeSec, e.mtimeNsec))]);
   for (const [name, value] of e.xattrs) pax.push([`SCHILY.xattr.${name.toString('utf8')}`, value]);
   const size = e.type === 'file' ? e.size : 0;
   const header = rawHeader(e.path, e, TYPEFLAG[e.type], size, pax);

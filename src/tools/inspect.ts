@@ -7,6 +7,7 @@ import { compressorName } from '../format/compression.js';
 import { BlobFeature, SuperFlags } from '../format/constants.js';
 import { digesterName } from '../format/digest.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
+import { paxTimeText } from '../format/tar.js';
 import { resolvePath, walkImage } from './walk.js';
 
 function flagNames(bits: bigint | number, table: Record<string, bigint | number>): string[] {
@@ -65,7 +66,7 @@ export function inspectImage(image: RafsImage, withTree: boolean): InspectSummar
       gid: attr.gid,
       size: attr.size,
       nlink: attr.nlink,
-      mtime: `${attr.mtimeSec}.${String(attr.mtimeNsec).padStart(9, '0')}`,
+      mtime: paxTimeText(attr.mtimeSec, attr.mtimeNsec),
       ino: attr.ino,
       ...(attr.kind === 'symlink' ? { target: Buffer.from(image.readlink(attr.ino)).toString() } : {}),
       ...(attr.kind === 'char' || attr.kind === 'block' ? { rdev: attr.rdev } : {}),

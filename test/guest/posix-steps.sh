@@ -263,6 +263,8 @@ posix_steps() {
   s touch.create.mtime fsop mtime newfile
   s touch.dir touch -d '2003-04-05 06:07:08' d2
   s touch.dir.mtime stat -c %Y d2
+  s touch.before-1970 touch -d '1960-01-02 03:04:05' old-file
+  s touch.before-1970.mtime stat -c %Y old-file
   s utimens.nsec fsop utimens g 1 500 1000000000 123456789
   s utimens.nsec.mtime fsop mtime g
   s utimens.omit-mtime fsop utimens g 2 0 omit omit

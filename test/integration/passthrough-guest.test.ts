@@ -99,6 +99,8 @@ const EXPECTED: Record<string, string> = {
   'sgid.mkdir.stat': '0 | ok dir mode=2755 nlink=2 uid=0 gid=50 rdev=0:0',
   'sgid.create-as-non-member.stat': '0 | ok file mode=0775 nlink=1 size=0 uid=1000 gid=50 rdev=0:0',
   'touch.date.mtime': '0 | 981173106',
+  // Before 1970: negative, as the host's stat gives it (the kernel reads FUSE times as signed).
+  'touch.before-1970.mtime': '0 | -315521755',
   // Not what a local file system says (the user is in group 50), but what FUSE can do: requests
   // carry the caller's uid and gid only (the 6.1 guest kernel has no FUSE_CREATE_SUPP_GROUP), so
   // the host refuses what the guest's permission check allowed. Both daemons agree.

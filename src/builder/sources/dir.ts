@@ -55,8 +55,11 @@ function applyStat(node: TreeNode, st: BigIntStats): void {
   node.mode = Number(st.mode) & 0o7777;
   node.uid = Number(st.uid);
   node.gid = Number(st.gid);
-  node.mtimeSec = Number(st.mtimeNs / 1_000_000_000n);
-  node.mtimeNsec = Number(st.mtimeNs % 1_000_000_000n);
+  // Seconds rounded down, so that the nanoseconds count forward before 1970 too (BigInt division
+  // rounds toward zero: -1 ns would be 0 s and -1 ns).
+  const nsec = ((st.mtimeNs % 1_000_000_000n) + 1_000_000_000n) % 1_000_000_000n;
+  node.mtimeSec = Number((st.mtimeNs - nsec) / 1_000_000_000n);
+  node.mtimeNsec = Number(nsec);
 }
 
 /** Scans `root` (which must be a directory) into a tree. */

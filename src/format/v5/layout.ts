@@ -41,7 +41,7 @@
  * | 102 | 2    | u16    | i_symlink_size |
  * | 104 | 4    | u32    | i_rdev         |
  * | 108 | 4    | u32    | i_mtime_nsec   |
- * | 112 | 8    | u64    | i_mtime        |
+ * | 112 | 8    | s64    | i_mtime        |
  * | 120 | 8    | u8[8]  | i_reserved     |
  */
 import { type ByteReader, FormatError, isPowerOfTwo } from '../../base/index.js';
@@ -168,6 +168,6 @@ export function decodeV5Inode(r: ByteReader, off: number): V5InodeRecord {
     symlinkSize: r.u16(off + 102),
     rdev: r.u32(off + 104),
     mtimeNsec: r.u32(off + 108),
-    mtime: r.u64(off + 112, 'i_mtime'),
+    mtime: r.i64(off + 112, 'i_mtime'),
   };
 }

@@ -28,7 +28,7 @@
  * | 20  | 4    | u32    | i_ino          |
  * | 24  | 4    | u32    | i_uid          |
  * | 28  | 4    | u32    | i_gid          |
- * | 32  | 8    | u64    | i_mtime        |
+ * | 32  | 8    | s64    | i_mtime        |
  * | 40  | 4    | u32    | i_mtime_nsec   |
  * | 44  | 4    | u32    | i_nlink        |
  * | 48  | 16   | u8[16] | reserved       |
@@ -103,7 +103,7 @@ export function decodeV6Inode(r: ByteReader, offset: number, nid: number): V6Ino
       ino: r.u32(offset + 20),
       uid: r.u32(offset + 24),
       gid: r.u32(offset + 28),
-      mtime: r.u64(offset + 32, 'i_mtime'),
+      mtime: r.i64(offset + 32, 'i_mtime'),
       mtimeNsec: r.u32(offset + 40),
       nlink: r.u32(offset + 44),
     };
@@ -145,7 +145,7 @@ export interface EncodableInode {
 export function encodeExtendedInode(w: ByteWriter, i: EncodableInode): void {
   w.u16(1 | (i.layout << 1)).u16(i.xattrIcount).u16(i.mode).u16(0);
   w.u64(i.size).u32(i.iu).u32(i.ino).u32(i.uid).u32(i.gid);
-  w.u64(i.mtime).u32(i.mtimeNsec).u32(i.nlink).zeros(16);
+  w.i64(i.mtime).u32(i.mtimeNsec).u32(i.nlink).zeros(16);
 }
 
 function prefixOfIndex(index: number): { prefix: string; fullName: boolean } | undefined {

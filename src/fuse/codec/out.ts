@@ -51,6 +51,12 @@ function setU64(v: DataView, at: number, x: number): void {
   v.setUint32(at + 4, Math.floor(x / 0x1_0000_0000), true);
 }
 
+/** A signed 64-bit value from a safe integer, two's complement: the kernel reads times as signed. */
+function setI64(v: DataView, at: number, x: number): void {
+  v.setUint32(at, x >>> 0, true);
+  v.setInt32(at + 4, Math.floor(x / 0x1_0000_0000), true);
+}
+
 function seconds(timeout: number): { sec: number; nsec: number } {
   const t = Math.max(0, timeout);
   const sec = Math.floor(t);
@@ -61,9 +67,10 @@ export function writeAttr(v: DataView, at: number, a: Attr): void {
   setU64(v, at, a.ino);
   setU64(v, at + 8, a.size);
   setU64(v, at + 16, a.blocks);
-  setU64(v, at + 24, Math.max(0, a.atime.sec));
-  setU64(v, at + 32, Math.max(0, a.mtime.sec));
-  setU64(v, at + 40, Math.max(0, a.ctime.sec));
+  // Times before 1970 are negative (fuse_fillattr: time64_t), as a host's stat gives them.
+  setI64(v, at + 24, a.atime.sec);
+  setI64(v, at + 32, a.mtime.sec);
+  setI64(v, at + 40, a.ctime.sec);
   v.setUint32(at + 48, a.atime.nsec, true);
   v.setUint32(at + 52, a.mtime.nsec, true);
   v.setUint32(at + 56, a.ctime.nsec, true);

@@ -104,6 +104,12 @@ test('the extended inode is 64 bytes; xattrs use EROFS prefixes', () => {
   assert.deepEqual([ino.extended, ino.layout, ino.mode, ino.size, ino.iu, ino.uid, ino.mtimeNsec, ino.nlink, ino.xsize], [true, 4, 0o100644, 2 ** 40, 0x28, 3_000_000, 999_999_999, 3, xsize]);
   const back = decodeXattrs(r, ino).map((x) => `${Buffer.from(x.name).toString()}=${Buffer.from(x.value).toString('hex')}`);
   assert.deepEqual(back, ['user.comment=76', `security.capability=${'01'.repeat(20)}`, 'system.posix_acl_access=02020202']);
+  // A time before 1970: i_mtime is signed (the kernel reads it as time64_t; nydus-image writes st_mtime as is).
+  const old = new ByteWriter();
+  encodeExtendedInode(old, { layout: 2, xattrIcount: 0, mode: 0o40755, size: 0, iu: 0, ino: 1, uid: 0, gid: 0, mtime: -315_360_000, mtimeNsec: 5, nlink: 2 });
+  const oldBytes = old.finish();
+  assert.equal(oldBytes.readBigInt64LE(32), -315_360_000n);
+  assert.deepEqual(((i) => [i.mtime, i.mtimeNsec])(decodeV6Inode(new ByteReader(oldBytes, 'inode'), 0, 0)), [-315_360_000, 5]);
   assert.equal(splitXattrName(Buffer.from('system.nfs4_acl')), undefined);
   assert.equal(splitXattrName(Buffer.from('user.')), undefined);
 });

@@ -382,6 +382,39 @@ describe('base-256 numeric fields', () => {
   });
 });
 
+describe('times before 1970', () => {
+  test("GNU tar's base-256 and PAX forms parse; the encoder writes them as GNU tar reads them", async () => {
+    await withTempDir('damselfly-tar-old-', async (dir) => {
+      await mkdir(join(dir, 'src'));
+      await writeFile(join(dir, 'src', 'old'), 'a');
+      await writeFile(join(dir, 'src', 'older'), 'b');
+      native.lutimens(join(dir, 'src', 'old'), -100, 0, -100, 0);
+      native.lutimens(join(dir, 'src', 'older'), -2, 750_000_000, -2, 750_000_000); // -1.25 s
+      sh(`tar --format=gnu -C '${dir}/src' -cf '${dir}/gnu.tar' old`); // base-256, 0xff first
+      sh(`tar --format=pax -C '${dir}/src' -cf '${dir}/pax.tar' older`); // "mtime=-1.25"
+      const [gnu] = parseAll(await readFile(join(dir, 'gnu.tar')));
+      assert.deepEqual([gnu?.entry.mtimeSec, gnu?.entry.mtimeNsec], [-100, 0]);
+      const [pax] = parseAll(await readFile(join(dir, 'pax.tar')));
+      assert.deepEqual([pax?.entry.mtimeSec, pax?.entry.mtimeNsec], [-2, 750_000_000]);
+      // Ours, extracted by GNU tar: the same instants.
+      const ours = archive([
+        { entry: entry('a', 'file', { size: 1, mtimeSec: -100 }), data: Buffer.from('a') },
+        { entry: entry('b', 'file', { size: 1, mtimeSec: -2, mtimeNsec: 750_000_000 }), data: Buffer.from('b') },
+        { entry: entry('c', 'file', { size: 1, mtimeSec: -1, mtimeNsec: 1 }), data: Buffer.from('c') },
+      ]);
+      assert.deepEqual(
+        parseAll(ours).map((p) => [p.entry.mtimeSec, p.entry.mtimeNsec]),
+        [[-100, 0], [-2, 750_000_000], [-1, 1]],
+      );
+      await writeFile(join(dir, 'ours.tar'), ours);
+      await mkdir(join(dir, 'out'));
+      sh(`tar -C '${dir}/out' -xf '${dir}/ours.tar' 2>/dev/null`); // GNU tar warns of "implausibly old" times
+      const ns = async (n: string): Promise<bigint> => (await lstat(join(dir, 'out', n), { bigint: true })).mtimeNs;
+      assert.deepEqual([await ns('a'), await ns('b'), await ns('c')], [-100_000_000_000n, -1_250_000_000n, -999_999_999n]);
+    });
+  });
+});
+
 /** Entries of every kind, with everything that pushes the encoder past plain ustar. */
 function roundTripItems(): Array<{ entry: TarEntry; data?: Buffer }> {
   const longPath = Buffer.from(`dir/${'ü'.repeat(60)}/${'x'.repeat(180)}`);

@@ -38,13 +38,13 @@ test('decodeRequest: node ids up to 2^53 - 1 as numbers, beyond as -1; unique ex
   assert.equal(at(7n, 2n ** 64n - 2n).unique, 2n ** 64n - 2n);
 });
 
-test('attribute and entry replies: u64 fields above 2^32 exact, the rest zero', () => {
+test('attribute and entry replies: u64 fields above 2^32 exact, times before 1970 negative, the rest zero', () => {
   const attr: Attr = {
     ino: 2 ** 52 + 3,
     size: 2 ** 40 + 5,
     blocks: 2 ** 33,
     atime: { sec: 2 ** 32 + 1, nsec: 7 },
-    mtime: { sec: -5, nsec: 0 }, // before 1970: clamped to 0
+    mtime: { sec: -5, nsec: 0 }, // before 1970: signed, as the kernel reads it (fuse_fillattr) and as stat gives it
     ctime: { sec: 1_700_000_000, nsec: 999_999_999 },
     mode: 0o100644,
     nlink: 2,
@@ -64,7 +64,8 @@ test('attribute and entry replies: u64 fields above 2^32 exact, the rest zero', 
   assert.equal(a.readBigUInt64LE(24), BigInt(2 ** 40 + 5));
   assert.equal(a.readBigUInt64LE(32), 2n ** 33n);
   assert.equal(a.readBigUInt64LE(40), 2n ** 32n + 1n);
-  assert.equal(a.readBigUInt64LE(48), 0n);
+  assert.equal(a.readBigInt64LE(48), -5n);
+  assert.equal(encodeAttrOut({ ...attr, ctime: { sec: -(2 ** 40) - 3, nsec: 1 } }, 0).readBigInt64LE(56), -(2n ** 40n) - 3n);
   assert.equal(a.readBigUInt64LE(56), 1_700_000_000n);
   assert.equal(a.readUInt32LE(16 + 84), 0, 'attr flags');
   const e = encodeEntryOut({ nodeid: 2 ** 45 + 1, generation: 2 ** 32, attr, entryTimeout: 1.5, attrTimeout: 0 });
