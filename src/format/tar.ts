@@ -106,6 +106,35 @@ export function parsePax(data: Buffer): Map<string, Buffer> {
   return out;
 }
 
+/**
+ * A SCHILY.xattr keyword's name as GNU tar writes it: '%' and '=' (the record's separator) as
+ * %25 and %3D, nothing else escaped (xheader.c, xattr_encode_keyword).
+ */
+function decodeGnuXattrKeyword(s: string): string {
+  return s.replace(/%(25|3D)/g, (_, h: string) => (h === '25' ? '%' : '='));
+}
+
+function encodeGnuXattrKeyword(s: string): string {
+  return s.replace(/%/g, '%25').replace(/=/g, '%3D');
+}
+
+/** A LIBARCHIVE.xattr keyword's name: URL-encoded bytes. */
+function percentDecode(s: string): Buffer {
+  const out: number[] = [];
+  for (let i = 0; i < s.length; i++) {
+    const c = s.charCodeAt(i);
+    if (c !== 0x25) {
+      out.push(...Buffer.from(s[i] as string, 'utf8'));
+      continue;
+    }
+    const hex = s.slice(i + 1, i + 3);
+    if (!/^[0-9a-fA-F]{2}$/.test(hex)) throw new FormatError(`tar PAX header: invalid escape in LIBARCHIVE.xattr.${s}`);
+    out.push(parseInt(hex, 16));
+    i += 2;
+  }
+  return Buffer.from(out);
+}
+
 function paxNumber(v: Buffer, key: string): number {
   const s = v.toString('latin1');
   if (!/^\d+$/.test(s)) throw new FormatError(`tar PAX header: invalid ${key} ${JSON.stringify(s)}`);
@@ -344,11 +373,8 @@ export class TarParser {
         entry.mtimeNsec = t.nsec;
       } else if (key === 'SCHILY.devmajor') entry.devmajor = paxNumber(v, key);
       else if (key === 'SCHILY.devminor') entry.devminor = paxNumber(v, key);
-      else if (key.startsWith('SCHILY.xattr.')) entry.xattrs.push([Buffer.from(key.slice(13), 'utf8'), v]);
-      else if (key.startsWith('LIBARCHIVE.xattr.')) {
-        const name = Buffer.from(decodeURIComponent(key.slice(17)), 'utf8');
-        entry.xattrs.push([name, Buffer.from(v.toString('latin1'), 'base64')]);
-      } else if (key.startsWith('GNU.sparse.')) {
+      else if (key.startsWith('SCHILY.xattr.')) entry.xattrs.push([Buffer.from(decodeGnuXattrKeyword(key.slice(13)), 'utf8'), v]);
+      else if (key.startsWith('LIBARCHIVE.xattr.')) entry.xattrs.push([percentDecode(key.slice(17)), Buffer.from(v.toString('latin1'), 'base64')]); else if (key.startsWith('GNU.sparse.')) {
         throw new UnsupportedError('GNU sparse tar entries are not supported');
       }
     }
@@ -415,7 +441,7 @@ export function encodeTarHeaders(e: TarEntry): Buffer {
   if (e.path.length > 100) pax.push(['path', e.path]);
   if (e.linkpath.length > 100) pax.push(['linkpath', e.linkpath]);
   if (e.mtimeNsec !== 0 || e.mtimeSec < 0 || e.mtimeSec > 0o77777777777) pax.push(['mtime', Buffer.from(paxTimeText(e.mtimeSec, e.mtimeNsec))]);
-  for (const [name, value] of e.xattrs) pax.push([`SCHILY.xattr.${name.toString('utf8')}`, value]);
+  for (const [name, value] of e.xattrs) pax.push([`SCHILY.xattr.${encodeGnuXattrKeyword(name.toString('utf8'))}`, value]);
   const size = e.type === 'file' ? e.size : 0;
   const header = rawHeader(e.path, e, TYPEFLAG[e.type], size, pax);
   if (pax.length === 0) return header;

@@ -382,6 +382,37 @@ describe('base-256 numeric fields', () => {
   });
 });
 
+describe("xattr names with '=' and '%'", () => {
+  test("GNU tar writes them as %3D and %25 in SCHILY.xattr keywords; both directions agree with it", async () => {
+    await withTempDir('damselfly-tar-xattr-', async (dir) => {
+      await mkdir(join(dir, 'src'));
+      await writeFile(join(dir, 'src', 'f'), 'x');
+      const names = ['user.a=b', 'user.100%', 'user.%3D', 'trusted.=%25='];
+      for (const [i, n] of names.entries()) native.lsetxattr(join(dir, 'src', 'f'), n, Buffer.from([i]));
+      sh(`tar --format=posix --xattrs --xattrs-include='*' -C '${dir}/src' -cf '${dir}/gnu.tar' f`);
+      const [gnu] = parseAll(await readFile(join(dir, 'gnu.tar')));
+      const got = (e: TarEntry | undefined): string[] => (e?.xattrs ?? []).map(([n, v]) => `${n.toString()}=${v.toString('hex')}`).sort();
+      const want = names.map((n, i) => `${n}=0${i}`).sort();
+      assert.deepEqual(got(gnu?.entry), want);
+      // Ours, extracted by GNU tar: the same names.
+      const ours = archive([{ entry: entry('g', 'file', { size: 1, xattrs: names.map((n, i) => [Buffer.from(n), Buffer.from([i])] as [Buffer, Buffer]) }), data: Buffer.from('y') }]);
+      assert.deepEqual(got(parseAll(ours)[0]?.entry), want);
+      await writeFile(join(dir, 'ours.tar'), ours);
+      await mkdir(join(dir, 'out'));
+      sh(`tar --xattrs --xattrs-include='*' -C '${dir}/out' -xf '${dir}/ours.tar'`);
+      assert.deepEqual(names.map((n) => native.lgetxattr(join(dir, 'out', 'g'), n)?.toString('hex')), ['00', '01', '02', '03']);
+    });
+  });
+
+  test('LIBARCHIVE.xattr names are URL-encoded bytes; a bad escape is a FormatError', () => {
+    const good = Buffer.concat([metaBlocks('x', paxRecord('LIBARCHIVE.xattr.user.a%3Db%E9', Buffer.from('AQI=', 'latin1'))), encodeTarHeaders(entry('f', 'file')), TAR_END]);
+    const [e] = parseAll(good);
+    assert.deepEqual(e?.entry.xattrs.map(([n, v]) => [n.toString('latin1'), v.toString('hex')]), [['user.a=b\xe9', '0102']]);
+    const bad = Buffer.concat([metaBlocks('x', paxRecord('LIBARCHIVE.xattr.user.%zz', 'AA==')), encodeTarHeaders(entry('f', 'file')), TAR_END]);
+    assert.throws(() => parseAll(bad), FormatError);
+  });
+});
+
 describe('times before 1970', () => {
   test("GNU tar's base-256 and PAX forms parse; the encoder writes them as GNU tar reads them", async () => {
     await withTempDir('damselfly-tar-old-', async (dir) => {
