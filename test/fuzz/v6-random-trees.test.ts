@@ -11,7 +11,8 @@
  * from GNU tar's archive of it as an OCI layer (plain or gzipped).
  *
  * Invariant: both mounts show exactly the source tree (`compareTrees`: type, mode, owner, size,
- * nlink, device numbers, mtime, symlink targets, xattrs, content, hardlink groups).
+ * nlink, device numbers, mtime, symlink targets, xattrs, content, hardlink groups), and so do
+ * `unpack` to a directory and `unpack --tar` extracted by GNU tar (tar has no sockets).
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -173,7 +174,7 @@ async function kernelMount(out: string, boot: string, body: (mnt: string) => Pro
   }
 }
 
-test(`random trees (${TREES}) through the v6 writer: the kernel's EROFS and Damselfly's FUSE mount show the source exactly`, async (t) => {
+test(`random trees (${TREES}) through the v6 writer: the kernel's EROFS, damselfly mount and unpack (to a directory, to a tar) show the source exactly`, async (t) => {
   await withTempDir('damselfly-fuzz-trees-', async (dir) => {
     const summary: string[] = [];
     for (let i = 0; i < TREES; i++) {
@@ -206,6 +207,15 @@ test(`random trees (${TREES}) through the v6 writer: the kernel's EROFS and Dams
       } finally {
         assert.equal((await m.stop()).code, 0);
       }
+      // Back out of the image: `unpack` to a directory, and to a tar file GNU tar extracts.
+      const image = ['--bootstrap', boot, '--blob-dir', join(out, 'blobs')];
+      await damselflyOk(['unpack', ...image, '--output', join(out, 'unpacked')]);
+      assert.deepEqual(await compareTrees(src, join(out, 'unpacked'), { leftListing: listing, ignore }), [], `${what}: unpack`);
+      await damselflyOk(['unpack', ...image, '--tar', join(out, 'image.tar')]);
+      await mkdir(join(out, 'untarred'));
+      sh(`tar --xattrs --xattrs-include='*' --numeric-owner -C '${out}/untarred' -xpf '${out}/image.tar' 2>/dev/null`);
+      const noSockets = (path: string): boolean => listing.get(path)?.st.isSocket() === true;
+      assert.deepEqual(await compareTrees(src, join(out, 'untarred'), { leftListing: listing, ignore: noSockets }), [], `${what}: unpack --tar, extracted by GNU tar`);
       summary.push(`${listing.size} entries (${source}, ${args.join(' ')})`);
       await rm(out, { recursive: true, force: true });
     }
