@@ -39,6 +39,8 @@ function call(rng: Rng): Call {
   const mode = rng.pick([0o644, 0o600, 0o755, 0o000, 0o4755, 0o1777]);
   const id = rng.pick([0, 1000, 65534]);
   const x = rng.pick(XATTRS);
+  // Times long past, before 1970 too (negative: the guest's kernel reads FUSE times as signed).
+  const when = rng.pick([2_000_000 + size, -(2_000_000 + size), -1.5, 0.25]);
   const p = (root: string, n: string): string => join(root, n);
   const C = fs.constants;
   const calls: Call[] = [
@@ -56,7 +58,7 @@ function call(rng: Rng): Call {
     { what: `readlink ${n1}`, run: (r) => fs.readlinkSync(p(r, n1)) },
     { what: `chmod ${n1} ${mode.toString(8)}`, run: (r) => fs.chmodSync(p(r, n1), mode) },
     { what: `lchown ${n1} ${id}`, run: (r) => fs.lchownSync(p(r, n1), id, id) },
-    { what: `utimes ${n1}`, run: (r) => fs.utimesSync(p(r, n1), 1_000_000 + size, 2_000_000 + size) },
+    { what: `utimes ${n1} ${when}`, run: (r) => fs.utimesSync(p(r, n1), when + 1, when) },
     { what: `lstat ${n1}`, run: (r) => statOf(p(r, n1)) },
     { what: `stat ${n1}`, run: (r) => statOf(p(r, n1), true) },
     { what: `readdir ${n1}`, run: (r) => fs.readdirSync(p(r, n1)).sort().join(',') },
