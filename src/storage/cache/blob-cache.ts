@@ -59,10 +59,18 @@ export class FileBlobCache implements BlobCache {
       return open(dataPath, 'r+');
     });
     const mapPath = join(dir, blobId + CACHE_MAP_SUFFIX);
-    const { map, uncleanShutdown } = await ChunkMap.open(mapPath);
-    const now = new Date();
-    await utimes(mapPath, now, now); // "last used", for cache gc's LRU order
-    return { cache: new FileBlobCache(data, map), uncleanShutdown };
+    let opened: { map: ChunkMap; uncleanShutdown: boolean } | undefined;
+    try {
+      opened = await ChunkMap.open(mapPath);
+      const now = new Date();
+      await utimes(mapPath, now, now); // "last used", for cache gc's LRU order
+    } catch (e) {
+      // Whatever failed (the files removed meanwhile, say), nothing stays open, no lock held.
+      await opened?.map.close(false);
+      await data.close();
+      throw e;
+    }
+    return { cache: new FileBlobCache(data, opened.map), uncleanShutdown: opened.uncleanShutdown };
   }
 
   state(c: ChunkInfo): number {
@@ -126,9 +134,19 @@ export class FileBlobCache implements BlobCache {
   }
 
   async close(): Promise<void> {
-    await this.data.datasync();
-    await this.data.close();
-    await this.map.close(true);
+    // Both files are closed whatever fails; a failed sync leaves the map marked in use, so that
+    // the next user verifies what it marks present.
+    let synced = false;
+    try {
+      await this.data.datasync();
+      synced = true;
+    } finally {
+      try {
+        await this.data.close();
+      } finally {
+        await this.map.close(synced);
+      }
+    }
   }
 }
 

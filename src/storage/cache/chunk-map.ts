@@ -63,6 +63,16 @@ export class ChunkMap {
         throw e;
       }
     }
+    try {
+      return await ChunkMap.load(fh, alone);
+    } catch (e) {
+      await fh.close(); // and with it the lock
+      throw e;
+    }
+  }
+
+  /** Reads (or initialises) the opened, locked map; `open` closes `fh` if this fails. */
+  private static async load(fh: FileHandle, alone: boolean): Promise<{ map: ChunkMap; uncleanShutdown: boolean }> {
     const { size } = await fh.stat();
     const all = Buffer.alloc(size);
     if (size > 0) await readFully(fh, all, 0, size, 0); // short only if cut meanwhile: zeros, absent
@@ -132,12 +142,15 @@ export class ChunkMap {
 
   /** Flushes the marks (after the data file was flushed) and records a clean close. */
   async close(dataSynced: boolean): Promise<void> {
-    // The last user (the only one able to lock exclusively) records the clean close.
-    if (dataSynced && native.flock(this.fh.fd, LOCK_EX | LOCK_NB)) {
-      await this.fh.datasync();
-      await this.setInUse(0);
-      await this.fh.datasync();
+    try {
+      // The last user (the only one able to lock exclusively) records the clean close.
+      if (dataSynced && native.flock(this.fh.fd, LOCK_EX | LOCK_NB)) {
+        await this.fh.datasync();
+        await this.setInUse(0);
+        await this.fh.datasync();
+      }
+    } finally {
+      await this.fh.close(); // and with it the lock
     }
-    await this.fh.close();
   }
 }
