@@ -3,7 +3,8 @@
  * concurrent reads through the image filesystem, the cache's data file gets bytes overwritten, is
  * cut short or removed, its chunk map gets states overwritten (valid and not) or is removed, and
  * the backend blob gets chunks corrupted and later restored; the device is started again on the
- * same cache each round, as a restarted daemon is.
+ * same cache each round, as a restarted daemon is, and in some rounds two devices share the cache
+ * (two daemons of images with a blob in common), one closing while the other still reads.
  *
  * Invariants: every read returns the file's exact bytes, or EIO when a chunk it needs is corrupt in
  * the backend and not verified in the cache — never other bytes, never another error, never a
@@ -135,26 +136,37 @@ test(`the verified chunk cache under chaos (${ROUNDS} rounds of ${READS} concurr
       }
     };
 
+    /**
+     * One round: one device, or two sharing the cache as two daemons of images with a blob in
+     * common do, each closed as soon as its own reads are done (the other still reading).
+     */
     const round = async (rng: Rng, reads: number): Promise<void> => {
-      const metrics = new Metrics();
-      const backend = new LocalFsBackend({ dir: join(work, 'blobs') });
-      const device = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, cacheDir, validate: true, metrics, log: silentLogger });
-      const fs = new ImageFs({ image, device, metrics, log: silentLogger });
-      try {
-        const names = [...contents.keys()].filter((n) => (contents.get(n) as Buffer).length > 0);
-        const results = await Promise.all(
-          Array.from({ length: reads }, () => {
-            const name = rng.pick(names);
-            const size = (contents.get(name) as Buffer).length;
-            const off = rng.int(size);
-            return readOnce(fs, name, off, 1 + rng.int(Math.min(size - off, 3 * CHUNK)));
-          }),
-        );
-        for (const x of results) count(`read ${x}`);
-      } finally {
-        await device.close();
-        await backend.close();
-      }
+      const names = [...contents.keys()].filter((n) => (contents.get(n) as Buffer).length > 0);
+      const user = async (n: number): Promise<void> => {
+        const metrics = new Metrics();
+        const backend = new LocalFsBackend({ dir: join(work, 'blobs') });
+        const device = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, cacheDir, validate: true, metrics, log: silentLogger });
+        const fs = new ImageFs({ image, device, metrics, log: silentLogger });
+        try {
+          const results = await Promise.all(
+            Array.from({ length: n }, () => {
+              const name = rng.pick(names);
+              const size = (contents.get(name) as Buffer).length;
+              const off = rng.int(size);
+              return readOnce(fs, name, off, 1 + rng.int(Math.min(size - off, 3 * CHUNK)));
+            }),
+          );
+          for (const x of results) count(`read ${x}`);
+        } finally {
+          await device.close();
+          await backend.close();
+        }
+      };
+      if (rng.next() < 0.4) {
+        count('rounds with two users');
+        const first = 1 + rng.int(reads - 1);
+        await Promise.all([user(first), user(reads - first)]);
+      } else await user(reads);
     };
 
     for (let i = 0; i < ROUNDS; i++) {
