@@ -374,9 +374,8 @@ export class TarParser {
       } else if (key === 'SCHILY.devmajor') entry.devmajor = paxNumber(v, key);
       else if (key === 'SCHILY.devminor') entry.devminor = paxNumber(v, key);
       else if (key.startsWith('SCHILY.xattr.')) entry.xattrs.push([Buffer.from(decodeGnuXattrKeyword(key.slice(13)), 'utf8'), v]);
-      else if (key.startsWith('LIBARCHIVE.xattr.')) entry.xattrs.push([percentDecode(key.slice(17)), Buffer.from(v.toString('latin1'), 'base64')]); else if (key.startsWith('GNU.sparse.')) {
-        throw new UnsupportedError('GNU sparse tar entries are not supported');
-      }
+      else if (key.startsWith('LIBARCHIVE.xattr.')) entry.xattrs.push([percentDecode(key.slice(17)), Buffer.from(v.toString('latin1'), 'base64')]);
+      else if (key.startsWith('GNU.sparse.')) throw new UnsupportedError('GNU sparse tar entries are not supported');
     }
     if (entry.path.length === 0) throw new FormatError('tar entry with an empty path');
     if (type === 'file' && headerSize !== entry.size && !pax.has('size')) {

@@ -66,8 +66,11 @@ export class FileBlobCache implements BlobCache {
       await utimes(mapPath, now, now); // "last used", for cache gc's LRU order
     } catch (e) {
       // Whatever failed (the files removed meanwhile, say), nothing stays open, no lock held.
-      await opened?.map.close(false);
-      await data.close();
+      try {
+        await opened?.map.close(false);
+      } finally {
+        await data.close();
+      }
       throw e;
     }
     return { cache: new FileBlobCache(data, opened.map), uncleanShutdown: opened.uncleanShutdown };
