@@ -11,7 +11,7 @@
  * hang; and once the backend is whole again, everything reads right.
  */
 import assert from 'node:assert/strict';
-import { mkdir, open, readFile, readdir, readlink, rm, stat, truncate, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, rm, stat, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { DamselflyError, Metrics, silentLogger } from '../../src/base/index.js';
@@ -28,7 +28,7 @@ import { LocalFsBackend } from '../../src/storage/backend/localfs.js';
 import { CACHE_DATA_SUFFIX, CACHE_MAP_SUFFIX } from '../../src/storage/cache/blob-cache.js';
 import { CHUNK_MAP_HEADER } from '../../src/storage/cache/chunk-map.js';
 import { BlobDevice } from '../../src/storage/device.js';
-import { withTempDir } from '../helpers/env.js';
+import { openPaths, withTempDir } from '../helpers/env.js';
 import { type Rng, caseRng } from '../helpers/rng.js';
 import { prng } from '../helpers/tree.js';
 
@@ -36,16 +36,6 @@ const ROUNDS = 300;
 const READS = 24;
 const CHUNK = 65536;
 const READ_LIMIT_MS = 10_000;
-
-/** The files under `dir` this process has open. */
-async function openPaths(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const fd of await readdir('/proc/self/fd')) {
-    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
-    if (target.startsWith(`${dir}/`)) out.push(target);
-  }
-  return out;
-}
 
 test(`the verified chunk cache under chaos (${ROUNDS} rounds of ${READS} concurrent reads): exact bytes or EIO`, async (t) => {
   await withTempDir('damselfly-fuzz-cache-', async (work) => {

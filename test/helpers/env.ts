@@ -4,7 +4,7 @@
  */
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readlink, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -107,4 +107,14 @@ export function sh(cmd: string, opts: { cwd?: string } = {}): string {
   const r = spawnSync('bash', ['-c', cmd], { encoding: 'utf8', cwd: opts.cwd, maxBuffer: 64 << 20 });
   if (r.status !== 0) throw new Error(`${cmd} exited ${r.status}\n${r.stdout}\n${r.stderr}`);
   return r.stdout;
+}
+
+/** The files under `dir` this process has open (its fds in /proc/self/fd). */
+export async function openPaths(dir: string): Promise<string[]> {
+  const out: string[] = [];
+  for (const fd of await readdir('/proc/self/fd')) {
+    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
+    if (target.startsWith(`${dir}/`)) out.push(target);
+  }
+  return out;
 }

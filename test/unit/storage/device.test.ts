@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, readdir, readlink, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -27,21 +27,12 @@ import { nativeCodecs } from '../../../src/native/index.js';
 import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
 import type { BlobBackend, ReadOptions } from '../../../src/storage/backend/types.js';
 import { CountingBackend } from '../../helpers/counting-backend.js';
+import { openPaths } from '../../helpers/env.js';
 import { ChunkNeighbors } from '../../../src/storage/chunk/neighbors.js';
 import { BlobDevice, type DeviceOptions } from '../../../src/storage/device.js';
 import { Prefetcher } from '../../../src/storage/prefetch/prefetcher.js';
 
 const CHUNK = 65536;
-
-/** The files under `dir` this process has open. */
-async function openPaths(dir: string): Promise<string[]> {
-  const out: string[] = [];
-  for (const fd of await readdir('/proc/self/fd')) {
-    const target = await readlink(`/proc/self/fd/${fd}`).catch(() => '');
-    if (target.startsWith(dir + '/')) out.push(target);
-  }
-  return out;
-}
 
 /** A work directory with an image of one file `f` holding `content`, in chunks of `chunkSize`. */
 async function oneFileImage(prefix: string, content: Uint8Array, chunkSize: number): Promise<{ work: string; image: RafsImage; chunks: ChunkInfo[] }> {
