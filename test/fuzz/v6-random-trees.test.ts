@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { native } from '../../src/native/index.js';
 import { damselflyOk, sh, withTempDir } from '../helpers/env.js';
-import { startMount } from '../helpers/mount.js';
+import { startMount, withKernelErofs } from '../helpers/mount.js';
 import { type Rng, caseRng } from '../helpers/rng.js';
 import { compareTrees, listTree, prng } from '../helpers/tree.js';
 
@@ -157,21 +157,7 @@ async function makeRandomTree(root: string, rng: Rng): Promise<string[]> {
 
 async function kernelMount(out: string, boot: string, body: (mnt: string) => Promise<void>): Promise<void> {
   const views = (await damselflyOk(['export', '--bootstrap', boot, '--blob-dir', join(out, 'blobs'), '--blob-views', join(out, 'views')])).stdout.trim().split('\n').filter(Boolean);
-  const mnt = join(out, 'erofs');
-  await mkdir(mnt);
-  const loops: string[] = [];
-  try {
-    for (const f of [boot, ...views]) loops.push(sh(`losetup -f --show -r '${f}'`).trim());
-    const [main, ...extra] = loops;
-    sh(`mount -t erofs -o ro${extra.map((d) => `,device=${d}`).join('')} ${main} '${mnt}'`);
-    try {
-      await body(mnt);
-    } finally {
-      sh(`umount '${mnt}'`);
-    }
-  } finally {
-    for (const l of loops) sh(`losetup -d ${l}`);
-  }
+  await withKernelErofs(boot, views, join(out, 'erofs'), body);
 }
 
 test(`random trees (${TREES}) through the v6 writer: the kernel's EROFS, damselfly mount and unpack (to a directory, to a tar) show the source exactly`, async (t) => {

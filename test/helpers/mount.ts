@@ -1,7 +1,8 @@
 /** Starting `damselfly mount` for tests: waits until the mount is ready; stops it cleanly or by SIGKILL. */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { CLI } from './env.js';
+import { mkdir } from 'node:fs/promises';
+import { CLI, sh } from './env.js';
 
 export interface RunningMount {
   proc: ChildProcess;
@@ -48,4 +49,26 @@ export async function startMount(args: string[], mountpoint: string, timeoutMs =
     },
     stderr: () => stderr,
   };
+}
+
+/**
+ * The kernel's EROFS over a v6 bootstrap: the bootstrap and its blobs' uncompressed views (spec
+ * §10, from `damselfly export --blob-views`) on read-only loop devices, mounted at `mountpoint`
+ * (made here) for `body`, then unmounted and the loop devices detached, whatever `body` did.
+ */
+export async function withKernelErofs(boot: string, views: string[], mountpoint: string, body: (mnt: string) => Promise<void>): Promise<void> {
+  await mkdir(mountpoint);
+  const loops: string[] = [];
+  try {
+    for (const f of [boot, ...views]) loops.push(sh(`losetup -f --show -r '${f}'`).trim());
+    const [main, ...extra] = loops;
+    sh(`mount -t erofs -o ro${extra.map((d) => `,device=${d}`).join('')} ${main} '${mountpoint}'`);
+    try {
+      await body(mountpoint);
+    } finally {
+      sh(`umount '${mountpoint}'`);
+    }
+  } finally {
+    for (const l of loops) sh(`losetup -d ${l}`);
+  }
 }

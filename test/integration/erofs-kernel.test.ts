@@ -10,6 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { damselflyOk, sh } from '../helpers/env.js';
+import { withKernelErofs } from '../helpers/mount.js';
 import { type Entry, compareTrees, listTree, makeTree } from '../helpers/tree.js';
 
 describe('RAFS v6 written by Damselfly, read by EROFS implementations', () => {
@@ -49,21 +50,9 @@ describe('RAFS v6 written by Damselfly, read by EROFS implementations', () => {
       assert.deepEqual(contentDiffs, []);
 
       // The kernel: bootstrap and blob views on loop devices.
-      const mnt = join(out, 'mnt');
-      await mkdir(mnt);
-      const loops: string[] = [];
-      try {
-        for (const f of [boot, ...views]) loops.push(sh(`losetup -f --show -r ${f}`).trim());
-        const [main, ...extra] = loops;
-        sh(`mount -t erofs -o ro${extra.map((d) => `,device=${d}`).join('')} ${main} ${mnt}`);
-        try {
-          assert.deepEqual(await compareTrees(src, mnt, { leftListing: srcListing }), []);
-        } finally {
-          sh(`umount ${mnt}`);
-        }
-      } finally {
-        for (const l of loops) sh(`losetup -d ${l}`);
-      }
+      await withKernelErofs(boot, views, join(out, 'mnt'), async (mnt) => {
+        assert.deepEqual(await compareTrees(src, mnt, { leftListing: srcListing }), []);
+      });
     });
   }
 });
