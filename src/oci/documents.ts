@@ -41,7 +41,7 @@ function checkStringArray(v: unknown, what: string): void {
 }
 
 /** A content descriptor: media type, a digest Damselfly can verify (sha256, sha512), a size. */
-export function checkDescriptor(v: unknown, what: string): Descriptor {
+function checkDescriptor(v: unknown, what: string): Descriptor {
   if (!isObject(v)) throw new FormatError(`${what} is not a descriptor`);
   if (typeof v.mediaType !== 'string') throw new FormatError(`${what}: mediaType is not a string`);
   if (typeof v.digest !== 'string' || parseDigest(v.digest) === undefined) {
