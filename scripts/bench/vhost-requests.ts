@@ -13,6 +13,9 @@
  * (what a guest creating small files sends besides the LOOKUP). BENCH_BATCH=1 sends one request
  * per kick, as a guest that waits for each reply does: then the daemon's wake-up is part of every
  * request's cost.
+ * Last, the FORGET line: FORGETs on the hiprio ring paced as a guest deleting files sends them
+ * (kicked only when the ring asks for kicks), for the CPU each costs a daemon that is kicked for
+ * each against one that polls the ring while they come.
  * BENCH_IMAGE=1 measures the image path instead: `damselfly virtiofs` serving a RAFS image built from
  * the share (warm chunk cache, in the host page cache) against virtiofsd serving the share itself,
  * with the read-only lines, READ walking a 32 MiB file 128 KiB at a time.
@@ -176,6 +179,48 @@ if (!IMAGE) LINES.push(...WRITE_LINES);
 const ONLY = process.env.BENCH_ONLY;
 if (ONLY !== undefined) LINES.splice(0, LINES.length, ...LINES.filter((l) => l.name.startsWith(ONLY)));
 
+/**
+ * The FORGET line: FORGETs on the hiprio ring (ring 0), one every 0.3 ms, as a guest deleting
+ * files sends them — published as a Linux driver publishes, kicking only when the device's avail
+ * event asks (vring_need_event) — each giving back one lookup of the READ line's file, looked up
+ * that many times first (not measured). A daemon that leaves notifications on is kicked for each;
+ * one that polls the ring while they come is not. Returns microseconds of daemon CPU per FORGET.
+ */
+const FORGET_COUNT = 4000;
+const FORGET_GAP_MS = 0.3;
+const FORGETS_TOO = ONLY === undefined || 'FORGET'.startsWith(ONLY);
+
+async function forgetStream(f: TestFrontend, pid: number, node: number): Promise<number> {
+  for (let i = 0; i < FORGET_COUNT; i++) {
+    const r = parseReply(await f.fuse(f.rings[1] as Ring, request(Opcode.LOOKUP, 1, cstr(READ_FILE)).bytes, 256));
+    if (r.error !== 0) throw new Error(`LOOKUP ${READ_FILE} for the FORGET line failed (${r.error})`);
+  }
+  const hp = f.rings[0] as Ring;
+  const usedIdx = (): number => f.view(hp.used + 2, 2).readUInt16LE(0);
+  const at = f.alloc(48 * hp.size);
+  const pids = tree(pid);
+  const t0 = pids.reduce((a, p) => a + cpuUs(p), 0);
+  let kicks = 0;
+  for (let i = 0; i < FORGET_COUNT; i++) {
+    const slot = i % hp.size;
+    // The slot's previous FORGET must be back before it is used again.
+    while (((hp.nextAvail - usedIdx()) & 0xffff) >= hp.size - 1) await new Promise((r) => setTimeout(r, 1));
+    f.view(at + 48 * slot, 48).set(request(Opcode.FORGET, node, Buffer.from([1, 0, 0, 0, 0, 0, 0, 0])).bytes);
+    f.writeDesc(hp, slot, { addr: at + 48 * slot, len: 48, flags: 0, next: 0 });
+    if (f.publishAsDriver(hp, slot)) kicks++;
+    for (const until = performance.now() + FORGET_GAP_MS; performance.now() < until; ) {
+      // a guest between two evictions
+    }
+    if (i % 50 === 0) await new Promise((r) => setImmediate(r));
+  }
+  while (usedIdx() !== hp.nextAvail) await new Promise((r) => setTimeout(r, 1));
+  const t1 = pids.reduce((a, p) => a + cpuUs(p), 0);
+  forgetKicks.push(kicks);
+  return (t1 - t0) / FORGET_COUNT;
+}
+/** Kicks the FORGET line sent, per daemon. */
+const forgetKicks: number[] = [];
+
 /** Microseconds of daemon CPU per request, per line. */
 async function measure(label: string, argv: string[], socket: string): Promise<number[]> {
   const proc = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
@@ -256,6 +301,7 @@ async function measure(label: string, argv: string[], socket: string): Promise<n
       const t1 = pids.reduce((a, p) => a + cpuUs(p), 0);
       out.push((t1 - t0) / (batches * BATCH));
     }
+    if (FORGETS_TOO) out.push(await forgetStream(f, proc.pid as number, fileNode));
     f.close();
     return out;
   } catch (e) {
@@ -294,11 +340,13 @@ try {
   const what = IMAGE ? 'damselfly serving an image of the share (warm chunk cache)' : 'the shared directory (CREATE, UNLINK: 4096 requests)';
   console.log(`== vhost-user requests: ${BATCHES} batches of ${BATCH} per line, ${what}, one queue; daemon CPU per request ==`);
   console.log(`${'line'.padEnd(16)} ${'virtiofsd us'.padStart(13)} ${'damselfly us'.padStart(13)} ${'x'.padStart(6)}`);
-  LINES.forEach((l, i) => {
+  const names = [...LINES.map((l) => l.name), ...(FORGETS_TOO ? ['FORGET paced'] : [])];
+  names.forEach((name, i) => {
     const v = vfsd[i] as number;
     const d = dfly[i] as number;
-    console.log(`${l.name.padEnd(16)} ${v.toFixed(1).padStart(13)} ${d.toFixed(1).padStart(13)} ${(v / d).toFixed(2).padStart(6)}`);
+    console.log(`${name.padEnd(16)} ${v.toFixed(1).padStart(13)} ${d.toFixed(1).padStart(13)} ${(v / d).toFixed(2).padStart(6)}`);
   });
+  if (FORGETS_TOO) console.log(`FORGET paced: ${FORGET_COUNT} FORGETs on the hiprio ring, one each ${FORGET_GAP_MS} ms, kicked when the avail event asks: virtiofsd was kicked ${forgetKicks[0]} times, damselfly ${forgetKicks[1]}`);
 } finally {
   rmSync(work, { recursive: true, force: true });
 }

@@ -238,7 +238,25 @@ export class TestFrontend {
     this.view(ring.avail + 4 + 2 * (ring.nextAvail % ring.size), 2).writeUInt16LE(head, 0);
     ring.nextAvail = (ring.nextAvail + 1) & 0xffff;
     this.view(ring.avail + 2, 2).writeUInt16LE(ring.nextAvail, 0);
-    if (kick) writeSync(ring.kick, TestFrontend.u64(1));
+    if (kick) this.kick(ring);
+  }
+
+  /** Signals the ring's kick eventfd. */
+  kick(ring: Ring): void {
+    writeSync(ring.kick, TestFrontend.u64(1));
+  }
+
+  /**
+   * Publishes a chain head as a Linux driver does with EVENT_IDX: kicks only when the new avail
+   * index passes the device's avail event (vring_need_event). Returns whether it kicked.
+   */
+  publishAsDriver(ring: Ring, head: number): boolean {
+    const old = ring.nextAvail;
+    this.publish(ring, head, false);
+    const event = this.view(ring.used + 4 + 8 * ring.size, 2).readUInt16LE(0);
+    const kick = ((ring.nextAvail - event - 1) & 0xffff) < ((ring.nextAvail - old) & 0xffff);
+    if (kick) this.kick(ring);
+    return kick;
   }
 
   /** Sets the raw avail index (hostile rings). */
