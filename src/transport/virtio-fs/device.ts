@@ -98,7 +98,7 @@ export class VirtioFsDevice implements VirtioDevice {
     if (q.index === 0) return this.processHiprio(q);
     for (;;) {
       q.disableNotify();
-      for (let c = q.pop(); c !== null; c = q.pop()) this.serve(q.index, c);
+      this.drain(q);
       if (!q.enableNotify()) return;
     }
   }
