@@ -23,7 +23,7 @@ import { execFileSync } from 'node:child_process';
 import { constants } from 'node:os';
 import { lstatSync, mkdirSync, readFileSync, readdirSync, symlinkSync, writeFileSync, linkSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import pino from 'pino';
 import { type Logger, Metrics } from '../../src/base/index.js';
 import { silentLogger } from '../../src/base/log.js';

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { parseConfig } from '../../../src/config/index.js';
-import { PREFETCH_OFF, SNAPSHOTTER_V1, SPEC_V1, parse } from './fixtures.js';
+import { SNAPSHOTTER_V1, SPEC_V1, parse } from './fixtures.js';
 
 test("nydus-snapshotter's v1 config: registry with auth and mirrors, blobcache, fs_prefetch", () => {
   const { cfg, warnings } = parse(JSON.stringify(SNAPSHOTTER_V1));
