@@ -208,9 +208,14 @@ export class VfsCore {
     return { kind: 'backend', slot, inner };
   }
 
-  /** A backend's node id as the kernel sees it. */
+  /**
+   * A backend's node id as the kernel sees it. A reply that arrives after its backend was
+   * unmounted (a request waiting in the backend while the API unmounted it) hands out no id: the
+   * slot may be gone already, and its index, once used again, would name another mount.
+   */
   protected out(slot: Slot, inner: number): number {
     if (inner === 0) return 0;
+    if (!slot.mounted) throw new FsError(Errno.ESTALE, `${slot.path} was unmounted during the request`);
     if (inner === ROOT_ID && slot === this.rootSlot) return ROOT_ID;
     if (!Number.isSafeInteger(inner) || inner < 0 || inner >= INNER_SPAN) {
       this.log.error({ mountpoint: slot.path, inner }, 'vfs: a backend returned a node id of 2^40 or more');

@@ -147,6 +147,50 @@ describe('Vfs', () => {
     assert.throws(() => vfs.umount('/rafs/zzz/lowerdir'), (e: unknown) => e instanceof MountError && e.kind === 'NotFound');
   });
 
+
+  test('a reply that arrives after its unmount hands out no node id', async () => {
+    // The API unmounts while a LOOKUP is inside the backend (the passthrough's and the image's
+    // lookups can wait on I/O). The entry must not reach the kernel: an id of a slot that is gone
+    // is counted nowhere, and once the slot index is used again it would name the other mount.
+    const vfs = new Vfs();
+    const image = new FakeFs('image', { files: { 'bin/sh': '#!' } });
+    vfs.mount('/rafs/abc/lowerdir', image);
+    const abc = await walk(vfs, '/rafs/abc');
+    const lower = await walk(vfs, '/rafs/abc/lowerdir');
+    let open = (): void => undefined;
+    const gate = new Promise<void>((r) => (open = r));
+    const { getattr, lookup } = image;
+    image.getattr = async (...a) => (await gate, getattr.apply(image, a));
+    image.lookup = async (...a) => (await gate, lookup.apply(image, a));
+    const crossing = vfs.lookup(ctx, abc, name('lowerdir'));
+    const inside = vfs.lookup(ctx, lower, name('bin'));
+    vfs.umount('/rafs/abc/lowerdir');
+    open();
+    assert.equal(await errno(crossing), Errno.ESTALE);
+    assert.equal(await errno(inside), Errno.ESTALE);
+    vfs.forget(lower, 1);
+    assert.equal(vfs.lingeringSlots, 0, 'the only id the kernel holds was forgotten');
+
+    // No id held at all: the slot goes at the unmount, and its index comes back after MAX_SLOT more.
+    const first = new FakeFs('first');
+    const index = vfs.mount('/rafs/x/lowerdir', first);
+    const x = await walk(vfs, '/rafs/x');
+    let open2 = (): void => undefined;
+    const gate2 = new Promise<void>((r) => (open2 = r));
+    const firstGetattr = first.getattr;
+    first.getattr = async (...a) => (await gate2, firstGetattr.apply(first, a));
+    const late = vfs.lookup(ctx, x, name('lowerdir'));
+    vfs.umount('/rafs/x/lowerdir');
+    open2();
+    assert.equal(await errno(late), Errno.ESTALE);
+    let again = -1;
+    for (let n = 0; n < MAX_SLOT && again !== index; n++) {
+      again = vfs.mount('/rafs/y/lowerdir', new FakeFs('later'));
+      if (again !== index) vfs.umount('/rafs/y/lowerdir');
+    }
+    assert.equal(again, index, 'the index was used again');
+    assert.equal(vfs.lingeringSlots, 0);
+  });
   test('mount conflicts', () => {
     const { vfs } = kata();
     const kind = (f: () => unknown): string => {
