@@ -215,7 +215,7 @@ export class VfsCore {
    */
   protected out(slot: Slot, inner: number): number {
     if (inner === 0) return 0;
-    if (!slot.mounted) throw new FsError(Errno.ESTALE, `${slot.path} was unmounted during the request`);
+    if (!slot.mounted) throw this.goneError(slot, 'an entry reply');
     if (inner === ROOT_ID && slot === this.rootSlot) return ROOT_ID;
     if (!Number.isSafeInteger(inner) || inner < 0 || inner >= INNER_SPAN) {
       this.log.error({ mountpoint: slot.path, inner }, 'vfs: a backend returned a node id of 2^40 or more');
@@ -242,8 +242,8 @@ export class VfsCore {
     return { ...e, nodeid, attr: { ...e.attr, ino: this.inoOut(slot, e.attr.ino) } };
   }
 
-  protected countRef(slot: Slot): void {
-    this.slots.addRef(slot);
+  protected countRef(slot: Slot, n = 1): void {
+    if (n > 0) this.slots.addRef(slot, n);
   }
 
   /** The entry of a pseudo directory; counts the reference. */
@@ -277,17 +277,26 @@ export class VfsCore {
 
   /**
    * Runs a backend operation. With several backends, an ENOSYS (or a missing method) would turn
-   * the operation off for the whole connection in the kernel: `nosys` then answers instead.
+   * the operation off for the whole connection in the kernel: `nosys` then answers instead. An
+   * operation that fails after its backend was unmounted under it (a read whose fetch the unmount
+   * aborted) answers ESTALE, as one arriving after the unmount does.
    */
-  protected async call<T>(run: () => Promise<T> | undefined, nosys?: () => T | Promise<T>): Promise<T> {
+  protected async call<T>(slot: Slot, run: () => Promise<T> | undefined, nosys?: () => T | Promise<T>): Promise<T> {
     try {
       const p = run();
       if (p === undefined) throw new FsError(Errno.ENOSYS);
       return await p;
     } catch (e) {
+      if (!slot.mounted) throw this.goneError(slot, e);
       if (nosys !== undefined && !this.transparent && e instanceof FsError && e.errno === Errno.ENOSYS) return nosys();
       throw e;
     }
+  }
+
+  /** ESTALE for a backend operation that failed because the backend was unmounted meanwhile. */
+  protected goneError(slot: Slot, cause: unknown): FsError {
+    this.log.debug({ mountpoint: slot.path, err: String(cause) }, 'vfs: a request failed after its mount was removed');
+    return new FsError(Errno.ESTALE, `${slot.path} was unmounted during the request`);
   }
 
   /** Mount slots still referenced by the kernel after their unmount (for metrics and tests). */

@@ -57,7 +57,7 @@ export class VfsReaddir extends VfsCore {
       return;
     }
     const { slot, inner } = t;
-    await this.call(() => slot.fs.readdir?.(ctx, inner, fh, offset, (e) => add({ ...e, ino: this.inoOut(slot, e.ino) })));
+    await this.call(slot, () => slot.fs.readdir?.(ctx, inner, fh, offset, (e) => add({ ...e, ino: this.inoOut(slot, e.ino) })));
   }
 
   protected async listDirPlus(ctx: RequestContext, t: Target, fh: bigint, offset: number, add: DirSink<DirEntryPlus>): Promise<void> {
@@ -65,17 +65,22 @@ export class VfsReaddir extends VfsCore {
     const { slot, inner } = t;
     const fs = slot.fs;
     if (fs.readdirplus === undefined) return this.emulatePlus(ctx, t, fh, offset, add);
+    // References are counted once the listing is answered: a listing that fails midway (its
+    // mount removed under it) delivers none of the entries it had added.
+    let delivered = 0;
     try {
       await fs.readdirplus(ctx, inner, fh, offset, (e) => {
         const entry = e.entry.nodeid === 0 ? { ...e.entry, attr: { ...e.entry.attr, ino: this.inoOut(slot, e.entry.attr.ino) } } : this.mapEntry(slot, e.entry, false);
         const ok = add({ ...e, ino: this.inoOut(slot, e.ino), entry });
-        if (ok && entry.nodeid !== 0) this.countRef(slot);
+        if (ok && entry.nodeid !== 0) delivered++;
         return ok;
       });
     } catch (e) {
+      if (!slot.mounted) throw this.goneError(slot, e);
       if (e instanceof FsError && e.errno === Errno.ENOSYS && fs.readdir !== undefined) return this.emulatePlus(ctx, t, fh, offset, add);
       throw e;
     }
+    this.countRef(slot, delivered);
   }
 
   private async pseudoPlus(ctx: RequestContext, node: PseudoNode, offset: number, add: DirSink<DirEntryPlus>): Promise<void> {
@@ -109,33 +114,42 @@ export class VfsReaddir extends VfsCore {
     const fs = slot.fs;
     if (fs.readdir === undefined) throw new FsError(Errno.ENOSYS);
     const batch: DirEntry[] = [];
-    await fs.readdir(ctx, inner, fh, offset, (e) => {
-      if (batch.length >= EMULATION_BATCH) return false;
-      batch.push(e);
-      return true;
-    });
-    for (const e of batch) {
-      let entry: EntryReply;
-      let looked = 0;
-      if (isDot(e.name)) {
-        const r = await this.call(() => fs.getattr?.(ctx, inner));
-        entry = { nodeid: 0, generation: 0, attr: { ...r.attr, ino: this.inoOut(slot, e.ino) }, entryTimeout: 0, attrTimeout: 0 };
-      } else {
-        if (fs.lookup === undefined) throw new FsError(Errno.ENOSYS);
-        const r = await fs.lookup(ctx, inner, e.name);
-        looked = r.nodeid;
-        try {
-          entry = this.mapEntry(slot, r, false);
-        } catch (err) {
-          if (looked !== 0) fs.forget?.(looked, 1);
-          throw err;
+    await this.call(slot, () =>
+      fs.readdir?.(ctx, inner, fh, offset, (e) => {
+        if (batch.length >= EMULATION_BATCH) return false;
+        batch.push(e);
+        return true;
+      }),
+    );
+    // Backend ids of the entries added; forgotten again if the listing fails midway.
+    const delivered: number[] = [];
+    try {
+      for (const e of batch) {
+        let entry: EntryReply;
+        let looked = 0;
+        if (isDot(e.name)) {
+          const r = await this.call(slot, () => fs.getattr?.(ctx, inner));
+          entry = { nodeid: 0, generation: 0, attr: { ...r.attr, ino: this.inoOut(slot, e.ino) }, entryTimeout: 0, attrTimeout: 0 };
+        } else {
+          const r = await this.call(slot, () => fs.lookup?.(ctx, inner, e.name));
+          looked = r.nodeid;
+          try {
+            entry = this.mapEntry(slot, r, false);
+          } catch (err) {
+            if (looked !== 0 && slot.mounted) fs.forget?.(looked, 1);
+            throw err;
+          }
         }
+        if (!add({ ...e, ino: this.inoOut(slot, e.ino), entry })) {
+          if (looked !== 0) fs.forget?.(looked, 1);
+          break;
+        }
+        if (entry.nodeid !== 0) delivered.push(looked);
       }
-      if (!add({ ...e, ino: this.inoOut(slot, e.ino), entry })) {
-        if (looked !== 0) fs.forget?.(looked, 1);
-        break;
-      }
-      if (entry.nodeid !== 0) this.countRef(slot);
+    } catch (err) {
+      if (slot.mounted) for (const id of delivered) fs.forget?.(id, 1);
+      throw err;
     }
+    this.countRef(slot, delivered.length);
   }
 }

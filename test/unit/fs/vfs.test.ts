@@ -191,6 +191,36 @@ describe('Vfs', () => {
     assert.equal(again, index, 'the index was used again');
     assert.equal(vfs.lingeringSlots, 0);
   });
+  test('a request failing because its mount was removed under it answers ESTALE; a failed listing counts no entry', async () => {
+    const vfs = new Vfs();
+    const image = new FakeFs('image', { files: { 'bin/a': 'aaaa', 'bin/b': 'b', 'bin/c': 'c' } });
+    vfs.mount('/rafs/abc/lowerdir', image);
+    const lower = await walk(vfs, '/rafs/abc/lowerdir');
+    const bin = (await vfs.lookup(ctx, lower, name('bin'))).nodeid;
+    const a = (await vfs.lookup(ctx, bin, name('a'))).nodeid;
+    let open = (): void => undefined;
+    const gate = new Promise<void>((r) => (open = r));
+    // As the image's device does at close: a fetch under way is aborted, its reader gets an error.
+    image.read = async () => {
+      await gate;
+      throw new Error('the device is closed');
+    };
+    const { readdirplus } = image;
+    image.readdirplus = async (c, id, fh, off, add) => {
+      await readdirplus.call(image, c, id, fh, 0, (e) => (add(e), true));
+      await gate;
+      throw new Error('the device is closed');
+    };
+    const reading = vfs.read(ctx, a, 0n, 0, 4, [Buffer.alloc(4)]);
+    const listing = listPlus(vfs, bin);
+    vfs.umount('/rafs/abc/lowerdir');
+    open();
+    assert.equal(await errno(reading), Errno.ESTALE, 'not EIO: the file is gone, not broken');
+    assert.equal(await errno(listing), Errno.ESTALE);
+    for (const id of [lower, bin, a]) vfs.forget(id, 1);
+    assert.equal(vfs.lingeringSlots, 0, 'the entries of the failed listing were never counted');
+  });
+
   test('mount conflicts', () => {
     const { vfs } = kata();
     const kind = (f: () => unknown): string => {
