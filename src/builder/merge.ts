@@ -25,7 +25,8 @@ function clean(node: TreeNode): TreeNode {
     n.opaque = false;
     delete n.whiteouts;
     n.implicit = false;
-    if (n.children !== undefined) stack.push(...n.children.values());
+    // One push per child: a spread of a directory's 200,000 children overflows the call stack.
+    if (n.children !== undefined) for (const c of n.children.values()) stack.push(c);
   }
   return node;
 }

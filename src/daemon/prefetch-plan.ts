@@ -20,7 +20,9 @@ export interface PlanOptions {
 
 export function prefetchPlan(image: RafsImage, opts: PlanOptions): ChunkInfo[] {
   const roots: number[] = [];
-  if (opts.files === undefined) roots.push(...image.prefetch);
+  // Appended one by one here and below: spreading a list of 100,000s of entries (an image's
+  // prefetch table, its chunks) into push() overflows the call stack.
+  if (opts.files === undefined) for (const ino of image.prefetch) roots.push(ino);
   for (const p of opts.files ?? []) {
     const ino = resolvePath(image, p);
     if (ino === undefined) opts.onMissing?.(p);
@@ -35,7 +37,7 @@ export function prefetchPlan(image: RafsImage, opts: PlanOptions): ChunkInfo[] {
       rest = filesBelow(image, [image.rootIno]).flatMap((ino) => image.fileChunks(ino));
     }
     rest.sort((a, b) => a.blobIndex - b.blobIndex || a.compressedOffset - b.compressedOffset);
-    chunks.push(...rest);
+    for (const c of rest) chunks.push(c);
   }
   return chunks;
 }

@@ -316,7 +316,7 @@ export async function storeTarPrefetchFiles(input: AsyncIterable<Uint8Array>, pa
       } else if (ev.kind === 'entry-end' && cur !== undefined) {
         if ('cutter' in cur) {
           await cur.cutter.end();
-          refs.push(...cur.cutter.refs);
+          for (const r of cur.cutter.refs) refs.push(r);
         }
         cur = undefined;
       }
@@ -328,7 +328,7 @@ export async function storeTarPrefetchFiles(input: AsyncIterable<Uint8Array>, pa
     const cutter = new ChunkCutter(store, f.size);
     for (const part of f.parts.splice(0)) await cutter.write(part);
     await cutter.end();
-    refs.push(...cutter.refs);
+    for (const r of cutter.refs) refs.push(r); // not a spread: a file can have 100,000s of chunks
   }
   await Promise.all(refs);
   opts.log.debug({ files, bytes }, 'prefetch files stored first');
