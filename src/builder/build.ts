@@ -117,7 +117,9 @@ async function storeDirectory(root: TreeNode, prefetch: TreeNode[], store: Chunk
     const node = files[i] as TreeNode;
     let chunks: Promise<ChunkRef[]>;
     const read = reads.get(i);
-    if (read !== undefined) {
+    if (node.size === 0) {
+      chunks = Promise.resolve([]); // nothing to read: no open and close through the thread pool
+    } else if (read !== undefined) {
       reads.delete(i);
       const data = await read;
       const wait = store.ready();
