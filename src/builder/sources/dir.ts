@@ -3,8 +3,8 @@
  * mtimes, xattrs, device numbers, hardlinks by device and inode), then feeds file contents to the
  * chunk store, skipping holes of sparse files without reading them.
  */
-import { type BigIntStats, constants as fsc } from 'node:fs';
-import { lstat, open, readdir, readlink } from 'node:fs/promises';
+import { type BigIntStats, constants as fsc, lstatSync, readdirSync, readlinkSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { type Logger, UsageError, observed, readFully } from '../../base/index.js';
 import { type InodeKind, encodeDev } from '../../format/constants.js';
 import type { Xattr } from '../../format/image.js';
@@ -33,8 +33,10 @@ export function splitDevT(dev: bigint): { major: number; minor: number } {
   return { major, minor };
 }
 
+const SLASH = Buffer.from('/');
+
 function join(dir: Buffer, name: Buffer): Buffer {
-  return Buffer.concat([dir, Buffer.from('/'), name]);
+  return Buffer.concat([dir, SLASH, name], dir.length + 1 + name.length);
 }
 
 /** Reads the xattrs RAFS can carry; others are skipped with a warning (as nydus-image does). */
@@ -62,13 +64,19 @@ function applyStat(node: TreeNode, st: BigIntStats): void {
   node.mtimeNsec = Number(nsec);
 }
 
-/** Scans `root` (which must be a directory) into a tree. */
+/**
+ * Scans `root` (which must be a directory) into a tree. Synchronously: the scan is a walk of
+ * metadata syscalls of a few microseconds each, and through the thread pool each cost a promise
+ * and two thread switches more. A directory of 200,000 empty files: scan 3.7 s -> 1.3 s; the
+ * 165 MB Debian tree of cold-start.sh: build 1.9-2.2 s -> 1.7-1.8 s, with a cold page cache
+ * 2.3 s -> 2.1 s (the same bootstrap).
+ */
 export async function scanDirectory(root: string, log: Logger): Promise<TreeNode> {
   const rootPath = Buffer.from(root);
-  const st = await lstat(rootPath, { bigint: true });
+  const st = lstatSync(rootPath, { bigint: true });
   if (!st.isDirectory()) throw new UsageError(`${root} is not a directory`);
   const links = new Map<string, TreeNode>();
-  const scan = async (path: Buffer, st: BigIntStats): Promise<TreeNode> => {
+  const scan = (path: Buffer, st: BigIntStats): TreeNode => {
     const kind = kindOf(st) as InodeKind;
     if (kind === 'file' && st.nlink > 1n) {
       const key = `${st.dev}:${st.ino}`;
@@ -80,7 +88,7 @@ export async function scanDirectory(root: string, log: Logger): Promise<TreeNode
     }
     return fill(new TreeNode(kind, 0), path, st);
   };
-  const fill = async (node: TreeNode, path: Buffer, st: BigIntStats): Promise<TreeNode> => {
+  const fill = (node: TreeNode, path: Buffer, st: BigIntStats): TreeNode => {
     applyStat(node, st);
     node.xattrs = readXattrs(path, log);
     switch (node.kind) {
@@ -89,7 +97,7 @@ export async function scanDirectory(root: string, log: Logger): Promise<TreeNode
         node.sourcePath = path;
         break;
       case 'symlink':
-        node.symlink = (await readlink(path, { encoding: 'buffer' })) as Buffer;
+        node.symlink = readlinkSync(path, { encoding: 'buffer' });
         break;
       case 'char':
       case 'block': {
@@ -98,16 +106,14 @@ export async function scanDirectory(root: string, log: Logger): Promise<TreeNode
         break;
       }
       case 'dir': {
-        const names = (await readdir(path, { encoding: 'buffer' })) as Buffer[];
-        const stats = await Promise.all(names.map((n) => lstat(join(path, n), { bigint: true })));
-        for (let i = 0; i < names.length; i++) {
-          const name = names[i] as Buffer;
-          const cst = stats[i] as BigIntStats;
+        for (const name of readdirSync(path, { encoding: 'buffer' })) {
+          const child = join(path, name);
+          const cst = lstatSync(child, { bigint: true });
           if (kindOf(cst) === undefined) {
-            log.warn({ path: join(path, name).toString() }, 'skipping a file of unknown type');
+            log.warn({ path: child.toString() }, 'skipping a file of unknown type');
             continue;
           }
-          (node.children as Map<string, TreeNode>).set(nameKey(name), await scan(join(path, name), cst));
+          (node.children as Map<string, TreeNode>).set(nameKey(name), scan(child, cst));
         }
         break;
       }
