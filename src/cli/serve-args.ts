@@ -71,6 +71,7 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
     ...(source.cacheDir !== undefined ? { cacheDir: source.cacheDir } : {}),
     validate: source.validate,
     ...(amplifyBytes !== undefined ? { amplifyBytes } : {}),
+    enableXattr: source.config?.rafs.enableXattr === true,
     ...(recorder !== undefined ? { wrapFs: (fs) => recorder.wrap(fs) } : {}),
     metrics,
     log,

@@ -28,6 +28,8 @@ export interface ImageServiceOptions {
    * Without it, the device's blob read-ahead (`DeviceOptions.sequentialBytes`) up to 1 MiB.
    */
   amplifyBytes?: number;
+  /** Serve xattrs even if the superblock says there are none (nydus `enable_xattr`). */
+  enableXattr?: boolean;
   /** Wraps the image filesystem before the FUSE server gets it (e.g. `FsStats.wrap`). */
   wrapFs?: (fs: FileSystem) => FileSystem;
   metrics: Metrics;
@@ -96,6 +98,7 @@ export class ImageService {
       device: this.device,
       metrics: opts.metrics,
       log: opts.log.child({ component: 'image-fs' }),
+      enableXattr: opts.enableXattr === true,
       ...(explicitOwners ? {} : { defaultOwner: { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 } }),
     });
     this.server = new FuseServer(opts.wrapFs ? opts.wrapFs(this.fs) : this.fs, { log: opts.log.child({ component: 'fuse' }), metrics: opts.metrics });

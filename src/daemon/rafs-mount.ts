@@ -86,6 +86,7 @@ export const openRafsMount: RafsFactory = async (req, ctx) => {
     ...(cacheDir !== undefined ? { cacheDir } : {}),
     validate: config.rafs.validate || config.cache.validate,
     amplifyBytes: config.rafs.batchSizeBytes,
+    enableXattr: config.rafs.enableXattr,
     metrics: ctx.metrics,
     log,
   });

@@ -142,6 +142,24 @@ describe('FUSE host mount', () => {
     assert.equal(s['fuse.errors'] ?? 0, 0);
   });
 
+  test('an image without xattrs answers GETXATTR with ENOSYS once (as nydusd): ls -l asks no more; enable_xattr serves them', async () => {
+    const mnt = join(work, 'mnt');
+    const lsl = (): string => execFileSync('ls', ['-l', mnt], { encoding: 'utf8' });
+    let m = await startMount([...big, '--stats'], mnt);
+    const listing = lsl();
+    assert.match(listing, /small\.txt/);
+    await assert.rejects(readFile(join(mnt, 'nope')), { code: 'ENOENT' });
+    let s = stats((await m.stop()).stdout);
+    assert.equal(s['fuse.requests.GETXATTR'], 1, `42 files listed, the kernel asked once: ${JSON.stringify(s)}`);
+    // The config's enable_xattr (nydus): served, absent ones ENODATA, `ls -l` unchanged.
+    const cfg = join(work, 'xattr.json');
+    await writeFile(cfg, JSON.stringify({ device: { backend: { type: 'localfs', config: { dir: join(work, 'big-blobs') } } }, mode: 'direct', enable_xattr: true }));
+    m = await startMount(['--bootstrap', join(work, 'big.boot'), '--config', cfg, '--stats'], mnt);
+    assert.equal(lsl(), listing);
+    s = stats((await m.stop()).stdout);
+    assert.ok((s['fuse.requests.GETXATTR'] ?? 0) >= 42, JSON.stringify(s));
+  });
+
   test('reading one small file of a large image fetches only its chunk', async () => {
     const info = JSON.parse((await damselflyOk(['inspect', '--bootstrap', join(work, 'big.boot'), '--path', '/small.txt', '--json'])).stdout) as { chunks: Array<{ compressedSize: number }> };
     assert.equal(info.chunks.length, 1);

@@ -7,7 +7,7 @@
 import type { Logger, Metrics } from '../../base/index.js';
 import { DamselflyError, LogLimiter } from '../../base/index.js';
 import type { ChunkInfo } from '../../format/chunk-info.js';
-import { S_IFMT } from '../../format/constants.js';
+import { S_IFMT, SuperFlags } from '../../format/constants.js';
 import type { InodeAttr, RafsImage } from '../../format/image.js';
 import { type BlobDevice, type ChunkSegment, sliceViews } from '../../storage/device.js';
 import {
@@ -74,6 +74,12 @@ export interface ImageFsOptions {
   mountTime?: number;
   /** Bytes fetched ahead of a sequential reader (nydus `amplify_io`); 0 disables. */
   readahead?: number;
+  /**
+   * Serve xattrs even if the superblock says no inode has any (nydus `enable_xattr`). Otherwise
+   * GETXATTR and LISTXATTR of such an image answer ENOSYS, as nydusd's do, and the kernel stops
+   * sending them: `ls -l` asks two xattrs (ACL, SELinux) of every file it lists.
+   */
+  enableXattr?: boolean;
 }
 
 export class ImageFs implements FileSystem {
@@ -85,6 +91,8 @@ export class ImageFs implements FileSystem {
   readonly wantedInitFlags = DO_READDIRPLUS | READDIRPLUS_AUTO | CACHE_SYMLINKS | NO_OPEN_SUPPORT | NO_OPENDIR_SUPPORT;
   private noOpen = false;
   private noOpendir = false;
+  /** Whether GETXATTR and LISTXATTR are answered (else ENOSYS): see `enableXattr`. */
+  private readonly xattrsServed: boolean;
   private readonly opts: Required<Omit<ImageFsOptions, 'defaultOwner'>> & Pick<ImageFsOptions, 'defaultOwner'>;
   private readonly image: RafsImage;
   /** A guest can touch a malformed inode in a loop: one line a minute. */
@@ -102,7 +110,8 @@ export class ImageFs implements FileSystem {
 
   constructor(opts: ImageFsOptions) {
     this.image = opts.image;
-    this.opts = { entryTimeout: 3600, attrTimeout: 3600, mountTime: Math.floor(Date.now() / 1000), readahead: 4 << 20, ...opts };
+    this.opts = { entryTimeout: 3600, attrTimeout: 3600, mountTime: Math.floor(Date.now() / 1000), readahead: 4 << 20, enableXattr: false, ...opts };
+    this.xattrsServed = this.opts.enableXattr || (opts.image.flags & SuperFlags.HAS_XATTR) !== 0n;
   }
 
   // Node ids: the image root is FUSE_ROOT_ID; the image inode that is 1 (if not the root) takes the root's number.
@@ -389,6 +398,7 @@ export class ImageFs implements FileSystem {
   }
 
   async getxattr(_ctx: RequestContext, nodeid: number, name: Uint8Array): Promise<Uint8Array> {
+    if (!this.xattrsServed) throw new FsError(Errno.ENOSYS);
     const ino = this.toIno(nodeid);
     if (!this.getAttr(ino).hasXattrs) throw new FsError(Errno.ENODATA);
     const x = this.xattrs(ino).find((x) => Buffer.compare(x.name, name) === 0);
@@ -397,6 +407,7 @@ export class ImageFs implements FileSystem {
   }
 
   async listxattr(_ctx: RequestContext, nodeid: number): Promise<Uint8Array[]> {
+    if (!this.xattrsServed) throw new FsError(Errno.ENOSYS);
     const ino = this.toIno(nodeid);
     return this.getAttr(ino).hasXattrs ? this.xattrs(ino).map((x) => x.name) : [];
   }
