@@ -234,28 +234,42 @@ export interface RawDirent {
   fileType: number;
 }
 
-/** Decodes one dirent block of `len` bytes (spec §3.9), checking every name offset. */
-export function decodeDirentBlock(block: ByteReader): RawDirent[] {
+/** The number of dirents in a dirent block (spec §3.9), from the first name offset. */
+export function direntCount(block: ByteReader): number {
   const first = block.u16(8, 'e_nameoff');
   if (first % DIRENT_SIZE !== 0 || first < DIRENT_SIZE || first > block.length) {
     throw new FormatError(`${block.what}: invalid first name offset ${first}`);
   }
-  const n = first / DIRENT_SIZE;
-  const out: RawDirent[] = [];
-  for (let i = 0; i < n; i++) {
-    const at = i * DIRENT_SIZE;
-    const nameOff = block.u16(at + 8);
-    const end = i + 1 < n ? block.u16(at + DIRENT_SIZE + 8) : block.length;
-    if (nameOff < first || end < nameOff || end > block.length) {
-      throw new FormatError(`${block.what}: dirent ${i} has name bounds ${nameOff}..${end}`);
-    }
-    let name = block.slice(nameOff, end - nameOff);
-    if (i + 1 === n) {
-      const nul = name.indexOf(0);
-      if (nul >= 0) name = name.subarray(0, nul);
-    }
-    if (name.length === 0) throw new FormatError(`${block.what}: dirent ${i} has an empty name`);
-    out.push({ nid: block.u64(at, 'e_nid'), name, fileType: block.u8(at + 10) });
+  return first / DIRENT_SIZE;
+}
+
+/** The name of dirent `i` of the `n` in a block, its bounds checked. */
+export function direntName(block: ByteReader, i: number, n: number): Uint8Array {
+  const at = i * DIRENT_SIZE;
+  const nameOff = block.u16(at + 8);
+  const end = i + 1 < n ? block.u16(at + DIRENT_SIZE + 8) : block.length;
+  if (nameOff < n * DIRENT_SIZE || end < nameOff || end > block.length) {
+    throw new FormatError(`${block.what}: dirent ${i} has name bounds ${nameOff}..${end}`);
   }
+  let name = block.slice(nameOff, end - nameOff);
+  if (i + 1 === n) {
+    const nul = name.indexOf(0);
+    if (nul >= 0) name = name.subarray(0, nul);
+  }
+  if (name.length === 0) throw new FormatError(`${block.what}: dirent ${i} has an empty name`);
+  return name;
+}
+
+/** Dirent `i` of the `n` in a block. */
+export function direntAt(block: ByteReader, i: number, n: number, name = direntName(block, i, n)): RawDirent {
+  const at = i * DIRENT_SIZE;
+  return { nid: block.u64(at, 'e_nid'), name, fileType: block.u8(at + 10) };
+}
+
+/** Decodes one dirent block of `len` bytes (spec §3.9), checking every name offset. */
+export function decodeDirentBlock(block: ByteReader): RawDirent[] {
+  const n = direntCount(block);
+  const out: RawDirent[] = [];
+  for (let i = 0; i < n; i++) out.push(direntAt(block, i, n));
   return out;
 }

@@ -19,6 +19,9 @@ import {
   type RawDirent,
   type V6Inode,
   decodeDirentBlock,
+  direntAt,
+  direntCount,
+  direntName,
   decodeV6Inode,
   decodeXattrs,
   direntTypeOfKind,
@@ -216,33 +219,37 @@ export class RafsV6Image implements RafsImage {
     }
   }
 
-  /** Raw lookup including `.` and `..`. */
+  /**
+   * Raw lookup including `.` and `..`: a binary search over the blocks by their first names, then
+   * over the names of the one block, decoding only the names it compares (a lookup in a
+   * directory of 200,000 entries decoded some 2,000 dirents when whole blocks were decoded).
+   */
   private find(dir: V6Inode, name: Uint8Array): RawDirent | undefined {
     const nb = divRoundUp(dir.size, BLOCK_SIZE);
     // Find the last block whose first name is <= name, then search inside it.
     let lo = 0;
     let hi = nb - 1;
-    let block = -1;
-    let entries: RawDirent[] = [];
+    let found: { block: ByteReader; n: number } | undefined;
     while (lo <= hi) {
       const mid = (lo + hi) >>> 1;
-      const e = this.dirBlock(dir, mid);
-      if (compareBytes((e[0] as RawDirent).name, name) <= 0) {
-        block = mid;
-        entries = e;
+      const block = this.dataBlock(dir, mid);
+      const n = direntCount(block);
+      if (compareBytes(direntName(block, 0, n), name) <= 0) {
+        found = { block, n };
         lo = mid + 1;
       } else {
         hi = mid - 1;
       }
     }
-    if (block < 0) return undefined;
+    if (found === undefined) return undefined;
+    const { block, n } = found;
     let a = 0;
-    let b = entries.length - 1;
+    let b = n - 1;
     while (a <= b) {
       const mid = (a + b) >>> 1;
-      const e = entries[mid] as RawDirent;
-      const c = compareBytes(e.name, name);
-      if (c === 0) return e;
+      const e = direntName(block, mid, n);
+      const c = compareBytes(e, name);
+      if (c === 0) return direntAt(block, mid, n, e);
       if (c < 0) a = mid + 1;
       else b = mid - 1;
     }
