@@ -1,8 +1,10 @@
 // File operations Node's fs module lacks: mknod (devices, fifos, sockets), utimensat with
-// nanoseconds on links, the l*xattr family, and lseek with SEEK_DATA/SEEK_HOLE. All synchronous:
-// they are metadata calls used by the builder and unpacker, never on a serving hot path.
+// nanoseconds on links, the l*xattr family, lseek with SEEK_DATA/SEEK_HOLE, and the process's fd
+// limit. All synchronous: metadata calls of the builder and unpacker and of a daemon's start,
+// never on a serving hot path.
 #include <fcntl.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/xattr.h>
@@ -131,6 +133,27 @@ Napi::Value Flock(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), true);
 }
 
+// getrlimit(RLIMIT_NOFILE) as [soft, hard] (RLIM_INFINITY as -1).
+Napi::Value GetNofileLimit(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  struct rlimit r;
+  if (::getrlimit(RLIMIT_NOFILE, &r) != 0) ThrowSys(env, "getrlimit");
+  auto num = [&](rlim_t v) { return Napi::Number::New(env, v == RLIM_INFINITY ? -1.0 : static_cast<double>(v)); };
+  Napi::Array out = Napi::Array::New(env, 2);
+  out.Set(0u, num(r.rlim_cur));
+  out.Set(1u, num(r.rlim_max));
+  return out;
+}
+
+// setrlimit(RLIMIT_NOFILE, {soft, hard}); raising the hard limit takes CAP_SYS_RESOURCE (EPERM).
+Napi::Value SetNofileLimit(const Napi::CallbackInfo& info) {
+  struct rlimit r;
+  r.rlim_cur = static_cast<rlim_t>(IntArg(info[0], "soft"));
+  r.rlim_max = static_cast<rlim_t>(IntArg(info[1], "hard"));
+  if (::setrlimit(RLIMIT_NOFILE, &r) != 0) ThrowSys(info.Env(), "setrlimit");
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitFsOps(Napi::Env env, Napi::Object exports) {
@@ -141,6 +164,8 @@ void InitFsOps(Napi::Env env, Napi::Object exports) {
   exports.Set("lsetxattr", Napi::Function::New(env, Lsetxattr, "lsetxattr"));
   exports.Set("seekData", Napi::Function::New(env, SeekData, "seekData"));
   exports.Set("flock", Napi::Function::New(env, Flock, "flock"));
+  exports.Set("getNofileLimit", Napi::Function::New(env, GetNofileLimit, "getNofileLimit"));
+  exports.Set("setNofileLimit", Napi::Function::New(env, SetNofileLimit, "setNofileLimit"));
 }
 
 }  // namespace damselfly

@@ -35,6 +35,13 @@ export function parseLevel(v: string): number {
   return Number(v);
 }
 
+/** A count: a whole number, 0 or more. */
+export function parseCount(v: string): number {
+  const n = Number(v.trim());
+  if (!/^\d+$/.test(v.trim()) || !Number.isSafeInteger(n)) throw new InvalidArgumentError('a whole number, 0 or more');
+  return n;
+}
+
 export function oneOf<T extends string>(values: readonly T[]): (v: string) => T {
   return (v: string) => {
     if (!(values as readonly string[]).includes(v)) throw new InvalidArgumentError(`one of ${values.join(', ')}`);

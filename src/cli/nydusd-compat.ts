@@ -13,6 +13,7 @@ import { ApiServer } from '../api/index.js';
 // The daemon's modules themselves, not its index (which reaches the image-serving code, loaded by
 // the first RAFS mount instead).
 import type { PassthroughFactory } from '../daemon/mounts.js';
+import { raiseNofileLimit } from '../daemon/fd-limit.js';
 import { NydusDaemon } from '../daemon/nydus-daemon.js';
 import { nativeCodecs } from '../native/index.js';
 import { EXIT_OK, EXIT_USAGE, onStopSignals, reportError } from './exit.js';
@@ -75,6 +76,7 @@ export function parseNydusdArgs(argv: readonly string[]): NydusdFlags {
     throw new UsageError(err.trim().replace(/^error: /, '') || errorMessage(e));
   }
   const f = cmd.opts<NydusdFlags>();
+  if (!/^\d+$/.test(f.rlimitNofile) || !Number.isSafeInteger(Number(f.rlimitNofile))) throw new UsageError(`invalid value '${f.rlimitNofile}' for '--rlimit-nofile <n>': a whole number, 0 or more`);
   if ((f.id === undefined) !== (f.supervisor === undefined)) throw new UsageError('--id and --supervisor must be given together');
   if (f.bootstrap !== undefined && f.sharedDir !== undefined) throw new UsageError("the argument '--bootstrap' cannot be used with '--shared-dir'");
   if (f.localfsDir !== undefined && f.config !== undefined) throw new UsageError("the argument '--localfs-dir' cannot be used with '--config'");
@@ -85,7 +87,6 @@ export function parseNydusdArgs(argv: readonly string[]): NydusdFlags {
 
 function warnings(f: NydusdFlags): string[] {
   const w: string[] = [];
-  if (f.rlimitNofile !== '1000000') w.push('--rlimit-nofile: the file descriptor limit is left unchanged');
   if (f.logRotationSize !== '0') w.push('--log-rotation-size: the log is not rotated');
   if (f.upgrade === true) w.push('--upgrade: live upgrade is not supported; starting normally');
   return w;
@@ -109,6 +110,7 @@ export async function runNydusd(argv: readonly string[], deps: { passthrough?: P
   }
   const log = logger(f, deps.logLevel);
   for (const w of warnings(f)) log.warn(w);
+  raiseNofileLimit(Number(f.rlimitNofile), log);
   let api: ApiServer | undefined;
   let daemon: NydusDaemon | undefined;
   let stopping = false;

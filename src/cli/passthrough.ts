@@ -5,10 +5,11 @@
  */
 import { Option, type Command } from 'commander';
 import { Metrics } from '../base/index.js';
+import { DEFAULT_NOFILE, raiseNofileLimit } from '../daemon/fd-limit.js';
 import { PassthroughFs } from '../fs/passthrough/index.js';
 import { FuseServer } from '../fuse/index.js';
 import { FuseMount } from '../transport/index.js';
-import { getLogger, oneOf, printJson, run } from './common.js';
+import { getLogger, oneOf, parseCount, printJson, run } from './common.js';
 import { onStopSignals } from './exit.js';
 
 interface PassthroughFlags {
@@ -18,6 +19,7 @@ interface PassthroughFlags {
   announceSubmounts: boolean;
   writeback: boolean;
   stats?: boolean;
+  rlimitNofile: number;
 }
 
 export function register(program: Command): void {
@@ -30,10 +32,12 @@ export function register(program: Command): void {
     .option('--announce-submounts', 'mark mount points inside the directory as submounts', false)
     .option('--writeback', 'ask for the kernel writeback cache', false)
     .option('--stats', 'print the counters as JSON on exit')
+    .option('--rlimit-nofile <n>', 'raise the open-file limit to n (one fd per inode the kernel holds; 0 leaves it)', parseCount, DEFAULT_NOFILE)
     .argument('<mountpoint>', 'an existing directory')
     .action((mountpoint: string, flags: PassthroughFlags) =>
       run(async () => {
         const log = getLogger();
+        raiseNofileLimit(flags.rlimitNofile, log);
         const metrics = new Metrics();
         const fs = new PassthroughFs({
           root: flags.sharedDir,

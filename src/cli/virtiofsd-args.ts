@@ -277,7 +277,6 @@ function unsupported(a: VirtiofsdArgs): string[] {
   if (a.syslog) w.push('--syslog: logging goes to stderr (no syslog support)');
   if (a.given.has('sandbox') && a.sandbox !== 'none') w.push(`--sandbox ${a.sandbox}: no sandbox is set up; the daemon runs in the caller's namespaces`);
   if (a.given.has('seccomp') && a.seccomp !== 'none') w.push(`--seccomp ${a.seccomp}: no seccomp filter is installed`);
-  if (a.rlimitNofile !== undefined) w.push('--rlimit-nofile: the file descriptor limit is left unchanged');
   if (a.modcaps !== undefined) w.push('--modcaps: capabilities are left unchanged');
   if (a.inodeFileHandles === 'mandatory') w.push('--inode-file-handles=mandatory: file handles are not used');
   if (a.inodeFileHandles === 'fallback') w.push("Use of deprecated value 'fallback' for '--inode-file-handles': Please use 'prefer' instead");

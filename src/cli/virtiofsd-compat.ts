@@ -10,6 +10,7 @@ import { type LogLevel, type Logger, Metrics, UsageError, createLogger, errorMes
 // The daemon's modules themselves, not its index: this entry point (Kata's virtiofsd, started for
 // every sandbox) then loads none of the image-serving code.
 import type { PassthroughFactory } from '../daemon/mounts.js';
+import { DEFAULT_NOFILE, raiseNofileLimit } from '../daemon/fd-limit.js';
 import { readOnly } from '../daemon/read-only-fs.js';
 import { VhostService, removeStaleSocket } from '../daemon/vhost-service.js';
 import { PassthroughFs } from '../fs/passthrough/index.js';
@@ -87,6 +88,7 @@ export async function runVirtiofsd(argv: readonly string[], deps: VirtiofsdDeps)
   }
   const log = createLogger(pinoLevel(args.logLevel)).child({ component: 'virtiofsd' });
   for (const w of [...warnings, ...passthroughWarnings(args)]) log.warn(w);
+  raiseNofileLimit(args.rlimitNofile ?? DEFAULT_NOFILE, log);
   try {
     return await serve(args, deps, log);
   } catch (e) {

@@ -190,6 +190,10 @@ export interface NativeAddon extends PassthroughOps {
   seekData(fd: number, offset: number, whence: 3 | 4): number;
   /** flock(2): LOCK_SH 1, LOCK_EX 2, LOCK_UN 8, | LOCK_NB 4; false when a non-blocking lock is taken. */
   flock(fd: number, operation: number): boolean;
+  /** getrlimit(RLIMIT_NOFILE): [soft, hard], -1 for unlimited. */
+  getNofileLimit(): [number, number];
+  /** setrlimit(RLIMIT_NOFILE); raising the hard limit needs CAP_SYS_RESOURCE (else EPERM). */
+  setNofileLimit(soft: number, hard: number): void;
   /**
    * preadv2(RWF_NOWAIT) into a scatter list: bytes read (short at end of file or past 1024 views),
    * or -1 when nothing is in the page cache or the file system cannot say (then read

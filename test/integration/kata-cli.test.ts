@@ -79,7 +79,7 @@ describe('virtiofsd command line', () => {
     assert.equal(args.rlimitNofile, 4096);
     assert.deepEqual(args.uidMap, [':0:100000:65536:']);
     assert.ok(warnings.some((w) => w.startsWith('--seccomp')));
-    assert.ok(warnings.some((w) => w.startsWith('--rlimit-nofile')));
+    assert.ok(!warnings.some((w) => w.startsWith('--rlimit-nofile')), 'honoured (the daemon raises the limit at start)');
     assert.ok(warnings.some((w) => w.includes("'-f'")));
     assert.ok(!warnings.some((w) => w.startsWith('--sandbox')), '--sandbox none needs no warning');
     const t = parseVirtiofsdArgs(['--fd', '3', '--shared-dir', '/a', '--translate-uid', 'map:0:1000:1', '--translate-gid=guest:0:0:1']).args;
@@ -139,6 +139,7 @@ describe('nydusd command line and dispatch', () => {
     usageError(() => parseNydusdArgs(['--sock', '/s', '--id', 'x']), /--supervisor/);
     usageError(() => parseNydusdArgs(['--sock', '/s', '-B', '/b', '-s', '/d', '-D', '/x']), /--shared-dir/);
     usageError(() => parseNydusdArgs(['--sock', '/s', '-B', '/b']), /--config and --localfs-dir are missing/);
+    usageError(() => parseNydusdArgs(['--sock', '/s', '--rlimit-nofile', 'many']), /invalid value 'many' for '--rlimit-nofile/);
   });
 
   test('dispatch: virtiofsd argv, nydusd virtiofs, damselfly subcommands', () => {
