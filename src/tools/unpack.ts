@@ -2,8 +2,9 @@
  * `unpack`: writes an image's tree to a directory (content, type, mode, owner, mtime with
  * nanoseconds, xattrs, hardlinks, device numbers) or to a tar archive.
  */
-import { chmod, lchown, link, mkdir, open, readdir, rm, symlink } from 'node:fs/promises';
-import { FileWriter, type Logger, UsageError, isSysError, namingFile, writeFully } from '../base/index.js';
+import { chmodSync, closeSync, ftruncateSync, lchownSync, linkSync, mkdirSync, openSync, rmSync, symlinkSync, writeSync } from 'node:fs';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { FileWriter, type Logger, UsageError, isSysError, namingFile } from '../base/index.js';
 import { S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK, decodeDev } from '../format/constants.js';
 import type { RafsImage } from '../format/image.js';
 import { TAR_END, type TarEntry, encodeTarHeaders, tarPadding } from '../format/tar.js';
@@ -35,21 +36,29 @@ async function ensureEmptyDir(dir: string): Promise<void> {
   }
 }
 
-function setMetadata(path: Buffer, item: WalkItem, image: RafsImage, log: Logger): Promise<void> {
+/**
+ * Owner, xattrs, mode and mtime of one unpacked entry. The file system calls of `unpack` are
+ * synchronous: a few microseconds each, where a promise through the thread pool cost several
+ * times that (five round trips a file: a directory of 200,000 empty files unpacked in 43-45 s,
+ * now 7-10 s; the 165 MB Debian tree of cold-start.sh in 3.2-3.3 s, now 1.9 s).
+ */
+function setMetadata(path: Buffer, item: WalkItem, image: RafsImage, log: Logger): void {
   const { attr } = item;
-  return (async () => {
-    // Owner first: chown clears security.capability and the setuid/setgid bits.
-    await lchown(path, attr.uid, attr.gid);
-    for (const x of attr.hasXattrs ? image.xattrs(attr.ino) : []) {
-      try {
-        native.lsetxattr(path, Buffer.from(x.name), Buffer.from(x.value));
-      } catch (e) {
-        log.warn({ path: item.path, xattr: Buffer.from(x.name).toString(), err: (e as Error).message }, 'cannot set xattr');
-      }
+  // Owner first: chown clears security.capability and the setuid/setgid bits.
+  lchownSync(path, attr.uid, attr.gid);
+  for (const x of attr.hasXattrs ? image.xattrs(attr.ino) : []) {
+    try {
+      native.lsetxattr(path, Buffer.from(x.name), Buffer.from(x.value));
+    } catch (e) {
+      log.warn({ path: item.path, xattr: Buffer.from(x.name).toString(), err: (e as Error).message }, 'cannot set xattr');
     }
-    if (attr.kind !== 'symlink') await chmod(path, attr.mode & 0o7777);
-    native.lutimens(path, attr.mtimeSec, attr.mtimeNsec, attr.mtimeSec, attr.mtimeNsec);
-  })();
+  }
+  if (attr.kind !== 'symlink') chmodSync(path, attr.mode & 0o7777);
+  native.lutimens(path, attr.mtimeSec, attr.mtimeNsec, attr.mtimeSec, attr.mtimeNsec);
+}
+
+function writeFullySync(fd: number, b: Uint8Array, position: number): void {
+  for (let off = 0; off < b.length; ) off += writeSync(fd, b, off, b.length - off, position + off);
 }
 
 export async function unpackToDirectory(image: RafsImage, reader: ToolChunkReader, out: string, log: Logger): Promise<{ files: number; bytes: number }> {
@@ -68,39 +77,43 @@ export async function unpackToDirectory(image: RafsImage, reader: ToolChunkReade
     }
     switch (attr.kind) {
       case 'dir':
-        await mkdir(path, { mode: 0o700 });
+        mkdirSync(path, { mode: 0o700 });
         dirs.push({ path, item });
         continue;
       case 'file': {
         const first = firstLink.get(attr.ino);
         if (first !== undefined) {
-          await link(first, path);
+          linkSync(first, path);
           continue;
         }
         firstLink.set(attr.ino, path);
-        const fh = await open(path, 'wx', 0o600);
+        const fd = openSync(path, 'wx', 0o600);
         try {
           for await (const { offset, data } of reader.readFile(attr.ino)) {
             // Zero chunks stay holes (the final truncate sizes the file), as in a sparse source.
             // All of it: a write cut short by a full disk must not pass (the truncate below would
             // then fill the rest with zeros).
-            if (!isZero(data)) await writeFully(fh, data, offset);
+            if (!isZero(data)) writeFullySync(fd, data, offset);
             bytes += data.length;
           }
-          await fh.truncate(attr.size);
+          ftruncateSync(fd, attr.size);
         } catch (e) {
           // A chunk that cannot be read (or fails its digest), a full disk: no file with a hole
           // in its place, and the error names it.
-          await fh.close().catch(() => undefined);
-          await rm(path, { force: true });
+          try {
+            closeSync(fd);
+          } catch {
+            // the error below is the one to report
+          }
+          rmSync(path, { force: true });
           throw namingFile(e, path);
         }
-        await fh.close();
+        closeSync(fd);
         files++;
         break;
       }
       case 'symlink':
-        await symlink(Buffer.from(image.readlink(attr.ino)), path);
+        symlinkSync(Buffer.from(image.readlink(attr.ino)), path);
         break;
       case 'char':
       case 'block': {
@@ -115,12 +128,12 @@ export async function unpackToDirectory(image: RafsImage, reader: ToolChunkReade
         native.mknod(path, S_IFSOCK | 0o600, 0, 0);
         break;
     }
-    await setMetadata(path, item, image, log);
+    setMetadata(path, item, image, log);
   }
   // Directories last, deepest first, so that creating their entries does not move their mtimes.
   for (let i = dirs.length - 1; i >= 0; i--) {
     const d = dirs[i] as { path: Buffer; item: WalkItem };
-    await setMetadata(d.path, d.item, image, log);
+    setMetadata(d.path, d.item, image, log);
   }
   return { files, bytes };
 }
