@@ -12,6 +12,7 @@ import { splitXattrName } from '../../format/v6/inode.js';
 import { native } from '../../native/index.js';
 import type { ChunkRef, ChunkStore } from '../chunk-store.js';
 import { TreeNode, nameKey } from '../tree.js';
+import { checkXattrLimits } from '../xattr-limits.js';
 
 const SEEK_DATA = 3;
 
@@ -50,6 +51,7 @@ export function readXattrs(path: Buffer, log: Logger): Xattr[] {
     const value = native.lgetxattr(path, name);
     if (value !== null) out.push({ name, value });
   }
+  checkXattrLimits(path.toString(), out);
   return out;
 }
 

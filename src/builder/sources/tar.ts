@@ -7,9 +7,10 @@ import { FormatError, type Logger, observed } from '../../base/index.js';
 import { type InodeKind, Limits, encodeDev } from '../../format/constants.js';
 import type { Xattr } from '../../format/image.js';
 import { type TarEntry, TarParser } from '../../format/tar.js';
-import { splitXattrName, xattrAreaSize } from '../../format/v6/inode.js';
+import { splitXattrName } from '../../format/v6/inode.js';
 import type { ChunkRef, ChunkStore } from '../chunk-store.js';
 import { MAX_TREE_DEPTH, TreeNode } from '../tree.js';
+import { checkXattrLimits } from '../xattr-limits.js';
 
 const WHITEOUT = '.wh.';
 const OPAQUE = '.wh..wh..opq';
@@ -47,9 +48,6 @@ function kindOf(e: TarEntry): InodeKind {
   }
 }
 
-/** The xattr area of one v6 inode is bounded by its 16-bit xattr_icount (spec §3.8). */
-const MAX_XATTR_AREA = 12 + 4 * 0xfffe;
-
 /**
  * The entry's xattrs that RAFS can store, one per name (the last wins), sorted. Names without a
  * RAFS prefix are skipped with a warning, as for directory sources; what no filesystem could
@@ -62,13 +60,10 @@ function entryXattrs(e: TarEntry, log: Logger): Xattr[] {
       log.warn({ path: e.path.toString(), xattr: name.toString() }, 'skipping an xattr RAFS cannot store');
       continue;
     }
-    if (name.length > Limits.MAX_XATTR_NAME) throw new FormatError(`tar entry ${e.path.toString()}: xattr name longer than ${Limits.MAX_XATTR_NAME} bytes`);
-    if (value.length > Limits.MAX_XATTR_VALUE) throw new FormatError(`tar entry ${e.path.toString()}: xattr ${name.toString()} has a ${value.length}-byte value`);
     byName.set(name.toString('latin1'), { name, value });
   }
   const xattrs = [...byName.values()].sort((a, b) => Buffer.compare(a.name, b.name));
-  const area = xattrAreaSize(xattrs.map((x) => ({ suffix: (splitXattrName(x.name) as { suffix: Uint8Array }).suffix, value: x.value })));
-  if (area > MAX_XATTR_AREA) throw new FormatError(`tar entry ${e.path.toString()}: ${area} bytes of xattrs do not fit one inode`);
+  checkXattrLimits(`tar entry ${e.path.toString()}`, xattrs);
   return xattrs;
 }
 
