@@ -220,6 +220,8 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       }
       const blob = await store.closeBlob(top && opts.inlineBootstrap === true);
       if (blob !== undefined) newBlobs.push(blob);
+      // Refused as soon as it is known, before the remaining layers are read.
+      if (newBlobs.length > Limits.MAX_V6_BLOBS) throw new UsageError(`more than ${Limits.MAX_V6_BLOBS} layers hold data (${source} is the ${newBlobs.length}th): a RAFS v6 image has at most ${Limits.MAX_V6_BLOBS} data blobs`);
       log.info({ source, chunks: blob?.assembler.chunkCount ?? 0 }, 'layer stored');
       applyLayer(merged, layer);
     }
@@ -229,6 +231,9 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
 
     // Blob table: this build's blobs bottom to top, then dictionary blobs in first-use order.
     const handles: BlobHandle[] = [...newBlobs, ...store.referencedDictBlobs];
+    if (handles.length > Limits.MAX_V6_BLOBS) {
+      throw new UsageError(`the image would use ${newBlobs.length} blobs of its layers and ${handles.length - newBlobs.length} of the chunk dictionary: a RAFS v6 image has at most ${Limits.MAX_V6_BLOBS}`);
+    }
     const index = new Map<BlobHandle, number>(handles.map((h, i) => [h, i]));
     const inlined = opts.inlineBootstrap ? newBlobs[newBlobs.length - 1] : undefined;
     if (inlined !== undefined) inlined.assembler.markInlineBootstrap();

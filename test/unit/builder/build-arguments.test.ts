@@ -5,7 +5,7 @@
  * before pulling anything. A missing source leaves no blob directory behind.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -13,6 +13,8 @@ import { UsageError, silentLogger } from '../../../src/base/index.js';
 import { type BuildOptions, build, checkFormatOptions } from '../../../src/builder/build.js';
 import { Compressor } from '../../../src/format/compression.js';
 import { Digester } from '../../../src/format/constants.js';
+import { openBootstrap } from '../../../src/format/open.js';
+import { TAR_END, encodeTarHeaders, tarPadding } from '../../../src/format/tar.js';
 import { nativeCodecs } from '../../../src/native/index.js';
 import { convertImage } from '../../../src/oci/convert/convert.js';
 import { parseImageRef } from '../../../src/oci/reference.js';
@@ -62,6 +64,25 @@ test('build rejects a layout RAFS cannot express, and writes nothing', async () 
 test('a missing source is refused before the blob directory is made', async () => {
   await assert.rejects(build(options({ sources: [work, join(work, 'missing')] })), (e: unknown) => e instanceof UsageError && /source .*missing does not exist/.test(e.message));
   assert.deepEqual((await readdir(work)).sort(), ['f']);
+});
+
+test('more layers with data than RAFS v6 has blobs: a usage error naming the first one too many, no blob left', async () => {
+  const layers = join(work, 'layers');
+  await mkdir(layers);
+  const sources: string[] = [];
+  for (let i = 1; i <= 255; i++) {
+    const data = Buffer.from(`layer ${i}\n`);
+    const tar = Buffer.concat([encodeTarHeaders({ path: Buffer.from(`f${i}`), type: 'file', mode: 0o644, uid: 0, gid: 0, size: data.length, mtimeSec: 0, mtimeNsec: 0, linkpath: Buffer.alloc(0), devmajor: 0, devminor: 0, xattrs: [] }), data, Buffer.alloc(tarPadding(data.length)), TAR_END]);
+    sources.push(join(layers, `l${i}.tar`));
+    await writeFile(sources[sources.length - 1] as string, tar);
+  }
+  const blobDir = join(layers, 'blobs');
+  await assert.rejects(build(options({ sources, blobDir, bootstrapPath: join(layers, 'boot') })), (e: unknown) => e instanceof UsageError && /more than 254 layers hold data \(.*l255\.tar is the 255th\)/.test(e.message));
+  assert.deepEqual(await readdir(blobDir), []);
+  // 254 build.
+  const r = await build(options({ sources: sources.slice(0, 254), blobDir, bootstrapPath: join(layers, 'boot') }));
+  assert.equal(openBootstrap(r.bootstrap).blobs.length, 254);
+  await rm(layers, { recursive: true });
 });
 
 test('convert rejects a bad format before reading its source', async () => {
