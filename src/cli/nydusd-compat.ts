@@ -13,9 +13,10 @@ import { ApiServer } from '../api/index.js';
 // The daemon's modules themselves, not its index (which reaches the image-serving code, loaded by
 // the first RAFS mount instead).
 import type { PassthroughFactory } from '../daemon/mounts.js';
-import { raiseNofileLimit } from '../daemon/fd-limit.js';
+import { DEFAULT_NOFILE, raiseNofileLimit } from '../daemon/fd-limit.js';
 import { NydusDaemon } from '../daemon/nydus-daemon.js';
 import { nativeCodecs } from '../native/index.js';
+import { parseCount } from './common.js';
 import { EXIT_OK, EXIT_USAGE, onStopSignals, reportError } from './exit.js';
 import { READY_LINE } from './virtiofsd-compat.js';
 
@@ -27,7 +28,7 @@ export interface NydusdFlags {
   logLevel?: string;
   logFile?: string;
   logRotationSize: string;
-  rlimitNofile: string;
+  rlimitNofile: number;
   upgrade?: boolean;
   bootstrap?: string;
   localfsDir?: string;
@@ -51,7 +52,7 @@ export function nydusdCommand(): Command {
     .addOption(new Option('-l, --log-level <level>', 'log level (default: info)').choices(NYDUS_LEVELS))
     .option('-L, --log-file <file>', 'write the log to this file')
     .option('--log-rotation-size <mb>', 'log rotation size', '0')
-    .option('--rlimit-nofile <n>', 'file descriptor limit', '1000000')
+    .option('--rlimit-nofile <n>', 'file descriptor limit (0 leaves it)', parseCount, DEFAULT_NOFILE)
     .option('--upgrade', 'start waiting for a live upgrade')
     .option('-B, --bootstrap <file>', 'a RAFS bootstrap to mount at --virtual-mountpoint')
     .option('-D, --localfs-dir <dir>', 'blob directory (localfs backend and cache) of --bootstrap')
@@ -76,7 +77,6 @@ export function parseNydusdArgs(argv: readonly string[]): NydusdFlags {
     throw new UsageError(err.trim().replace(/^error: /, '') || errorMessage(e));
   }
   const f = cmd.opts<NydusdFlags>();
-  if (!/^\d+$/.test(f.rlimitNofile) || !Number.isSafeInteger(Number(f.rlimitNofile))) throw new UsageError(`invalid value '${f.rlimitNofile}' for '--rlimit-nofile <n>': a whole number, 0 or more`);
   if ((f.id === undefined) !== (f.supervisor === undefined)) throw new UsageError('--id and --supervisor must be given together');
   if (f.bootstrap !== undefined && f.sharedDir !== undefined) throw new UsageError("the argument '--bootstrap' cannot be used with '--shared-dir'");
   if (f.localfsDir !== undefined && f.config !== undefined) throw new UsageError("the argument '--localfs-dir' cannot be used with '--config'");
@@ -110,7 +110,7 @@ export async function runNydusd(argv: readonly string[], deps: { passthrough?: P
   }
   const log = logger(f, deps.logLevel);
   for (const w of warnings(f)) log.warn(w);
-  raiseNofileLimit(Number(f.rlimitNofile), log);
+  raiseNofileLimit(f.rlimitNofile, log);
   let api: ApiServer | undefined;
   let daemon: NydusDaemon | undefined;
   let stopping = false;

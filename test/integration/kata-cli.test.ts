@@ -139,7 +139,7 @@ describe('nydusd command line and dispatch', () => {
     usageError(() => parseNydusdArgs(['--sock', '/s', '--id', 'x']), /--supervisor/);
     usageError(() => parseNydusdArgs(['--sock', '/s', '-B', '/b', '-s', '/d', '-D', '/x']), /--shared-dir/);
     usageError(() => parseNydusdArgs(['--sock', '/s', '-B', '/b']), /--config and --localfs-dir are missing/);
-    usageError(() => parseNydusdArgs(['--sock', '/s', '--rlimit-nofile', 'many']), /invalid value 'many' for '--rlimit-nofile/);
+    usageError(() => parseNydusdArgs(['--sock', '/s', '--rlimit-nofile', 'many']), /--rlimit-nofile <n>' argument 'many' is invalid/);
   });
 
   test('dispatch: virtiofsd argv, nydusd virtiofs, damselfly subcommands', () => {
