@@ -17,11 +17,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
-import { request as httpRequest } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Opcode } from '../../src/fuse/abi.js';
+import { apiCall } from '../helpers/api-client.js';
 import { CLI, damselflyOk } from '../helpers/env.js';
 import { cstr, initArgs, parseEntry, parseReply, readArgs, request as fuseRequest, u32Args } from '../helpers/fuse-client.js';
 import { type Rng, caseRng } from '../helpers/rng.js';
@@ -37,19 +37,6 @@ const IMAGES = ['alpha', 'beta', 'gamma'];
 const CIDS = ['c0', 'c1', 'c2', 'c3'];
 const FILES = 5;
 const SLOT_SPAN = 2 ** 40;
-
-function http(socketPath: string, method: string, path: string, body?: string): Promise<{ status: number; text: string }> {
-  return new Promise((resolve, reject) => {
-    const req = httpRequest({ socketPath, method, path, headers: { host: 'localhost' } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, text }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 /** The content of file `k` of `image` (sizes from empty to several 64 KiB chunks). */
 function content(image: string, k: number): Buffer {
@@ -78,17 +65,8 @@ class Guest {
 
   /** FORGETs go one at a time through the hiprio ring (shared by the workers). */
   forget(nodeid: number, n: number): Promise<void> {
-    const hp = this.f.rings[0] as Ring;
     this.forgets = this.forgets.then(async () => {
-      const args = Buffer.alloc(8);
-      args.writeBigUInt64LE(BigInt(n), 0);
-      const at = this.f.alloc(48);
-      this.f.view(at, 48).set(fuseRequest(Opcode.FORGET, nodeid, args).bytes);
-      const head = hp.nextDesc;
-      this.f.writeDesc(hp, head, { addr: at, len: 48, flags: 0, next: 0 });
-      hp.nextDesc = (head + 1) % hp.size;
-      this.f.publish(hp, head);
-      assert.deepEqual(await this.f.used(hp), { id: head, len: 0 });
+      assert.equal((await this.f.forget(nodeid, n)).len, 0);
     });
     return this.forgets;
   }
@@ -201,9 +179,9 @@ describe('mounts and unmounts racing the guest (nydusd hybrid mode)', () => {
             digest_validate: rng.int(2) === 0,
             fs_prefetch: { enable: rng.int(3) === 0, threads_count: 2, merging_size: 131072, prefetch_all: true },
           });
-          return http(api, 'POST', `/api/v1/mount?mountpoint=${encodeURIComponent(`/rafs/${cid}/lowerdir`)}`, JSON.stringify({ fs_type: 'rafs', source: join(work, `${image}.boot`), config }));
+          return apiCall(api, 'POST', `/api/v1/mount?mountpoint=${encodeURIComponent(`/rafs/${cid}/lowerdir`)}`, JSON.stringify({ fs_type: 'rafs', source: join(work, `${image}.boot`), config }));
         };
-        const umountAt = (cid: string): Promise<{ status: number; text: string }> => http(api, 'DELETE', `/api/v1/mount?mountpoint=${encodeURIComponent(`/rafs/${cid}/lowerdir`)}`);
+        const umountAt = (cid: string): Promise<{ status: number; text: string }> => apiCall(api, 'DELETE', `/api/v1/mount?mountpoint=${encodeURIComponent(`/rafs/${cid}/lowerdir`)}`);
 
         // One cycle before counting fds: what a first mount and read load for good.
         assert.equal((await mountAt('c0', 'alpha')).status, 204);
@@ -253,7 +231,7 @@ describe('mounts and unmounts racing the guest (nydusd hybrid mode)', () => {
         assert.ok(changes >= 10, `only ${changes} mount changes`);
         assert.ok(reads > 50, `only ${reads} reads answered with data`);
         assert.ok(guest.counts.stale > 0, 'no walk ever met a mount that was gone');
-        const info = await http(api, 'GET', '/api/v1/daemon');
+        const info = await apiCall(api, 'GET', '/api/v1/daemon');
         assert.equal(info.status, 200);
         assert.match(info.text, /"state":"RUNNING"/);
         assert.equal(await fdCount(pid), fdsBefore, `fds of the daemon after ${changes} mount changes`);

@@ -9,7 +9,9 @@ import { readSync, writeSync } from 'node:fs';
 import { native } from '../../src/native/index.js';
 import type { MemoryTable } from '../../src/native/index.js';
 import { Feature, ProtocolFeature, Request } from '../../src/transport/vhost-user/protocol.js';
+import { Opcode } from '../../src/fuse/abi.js';
 import { CLI } from './env.js';
+import { request as fuseRequest } from './fuse-client.js';
 
 const UADDR_BASE = 0x7f00_0000_0000n;
 const RING_AREA = 0x1000;
@@ -257,6 +259,26 @@ export class TestFrontend {
     const kick = ((ring.nextAvail - event - 1) & 0xffff) < ((ring.nextAvail - old) & 0xffff);
     if (kick) this.kick(ring);
     return kick;
+  }
+
+  /**
+   * Sends FORGET(nodeid, nlookup) on the hiprio ring (ring 0) as one readable descriptor and waits
+   * for the device to return it: a FORGET has no reply, its used element has length 0.
+   */
+  async forget(nodeid: number, nlookup: number): Promise<{ id: number; len: number }> {
+    const hp = this.rings[0] as Ring;
+    const args = Buffer.alloc(8);
+    args.writeBigUInt64LE(BigInt(nlookup), 0);
+    const bytes = fuseRequest(Opcode.FORGET, nodeid, args).bytes;
+    const at = this.alloc(bytes.length);
+    this.view(at, bytes.length).set(bytes);
+    const head = hp.nextDesc;
+    this.writeDesc(hp, head, { addr: at, len: bytes.length, flags: 0, next: 0 });
+    hp.nextDesc = (head + 1) % hp.size;
+    this.publish(hp, head);
+    const u = await this.used(hp);
+    if (u.id !== head) throw new Error(`hiprio used id ${u.id}, expected ${head}`);
+    return u;
   }
 
   /** Sets the raw avail index (hostile rings). */

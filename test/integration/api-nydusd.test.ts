@@ -12,11 +12,11 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Opcode } from '../../src/fuse/abi.js';
+import { apiCall } from '../helpers/api-client.js';
 import { CLI, damselfly, damselflyOk } from '../helpers/env.js';
 import { cstr, initArgs, parseEntry, parseReply, readArgs, request as fuseRequest, u32Args } from '../helpers/fuse-client.js';
 import { prng } from '../helpers/tree.js';
@@ -25,19 +25,6 @@ import { type Ring, TestFrontend } from '../helpers/vhost-frontend.js';
 const CID = 'c0ffee-1';
 const ESTALE = 116;
 const ENOENT = 2;
-
-function http(socketPath: string, method: string, path: string, body?: string): Promise<{ status: number; json: unknown; server: unknown }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, method, path, headers: { host: 'localhost' } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text === '' ? undefined : (JSON.parse(text) as unknown), server: res.headers['server'] }));
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 interface Nydusd {
   proc: ChildProcess;
@@ -60,7 +47,7 @@ async function startNydusd(work: string, name: string, extra: string[]): Promise
   for (;;) {
     if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`nydusd mode did not start: ${err}`);
     if (existsSync(api)) {
-      const r = await http(api, 'GET', '/api/v1/daemon').catch(() => undefined);
+      const r = await apiCall(api, 'GET', '/api/v1/daemon').catch(() => undefined);
       if (r?.status === 200 && (r.json as { state: string }).state === 'RUNNING') break;
     }
     await new Promise((r) => setTimeout(r, 20));
@@ -89,11 +76,11 @@ describe('damselfly as nydusd (Kata virtio-fs-nydus)', () => {
   test("the Go runtime's command line; DaemonInfo; PUT /api/v1/daemon/exit", async () => {
     const d = await startNydusd(work, 'go', ['--log-level', 'info']);
     try {
-      const r = await http(d.api, 'GET', '/api/v1/daemon');
+      const r = await apiCall(d.api, 'GET', '/api/v1/daemon');
       assert.equal(r.server, 'Nydus API');
       const info = r.json as { version: Record<string, unknown>; state: string };
       for (const k of ['package_ver', 'git_commit', 'build_time', 'profile', 'rustc']) assert.equal(typeof info.version[k], 'string');
-      assert.equal((await http(d.api, 'PUT', '/api/v1/daemon/exit')).status, 204);
+      assert.equal((await apiCall(d.api, 'PUT', '/api/v1/daemon/exit')).status, 204);
       const [code] = await d.exit;
       assert.equal(code, 0, d.stderr());
       assert.equal(existsSync(d.api), false, 'the API socket is removed');
@@ -107,7 +94,7 @@ describe('damselfly as nydusd (Kata virtio-fs-nydus)', () => {
     const f = TestFrontend.connect(d.sock);
     try {
       const body = JSON.stringify({ fs_type: 'passthrough_fs', source: join(work, 'share'), config: '' });
-      assert.equal((await http(d.api, 'POST', '/api/v1/mount?mountpoint=%2Fcontainers', body)).status, 204);
+      assert.equal((await apiCall(d.api, 'POST', '/api/v1/mount?mountpoint=%2Fcontainers', body)).status, 204);
       const config = JSON.stringify({
         device: { id: '/snap-1', backend: { type: 'localfs', config: { dir: join(work, 'blobs') } }, cache: { type: 'blobcache', config: { work_dir: join(work, 'cache') } } },
         mode: 'direct',
@@ -117,16 +104,16 @@ describe('damselfly as nydusd (Kata virtio-fs-nydus)', () => {
         fs_prefetch: { enable: false, threads_count: 8, merging_size: 1048576, prefetch_all: false },
       });
       const mount = (cid: string): Promise<{ status: number; json: unknown }> =>
-        http(d.api, 'POST', `/api/v1/mount?mountpoint=${encodeURIComponent(`/rafs/${cid}/lowerdir`)}`, JSON.stringify({ fs_type: 'rafs', source: join(work, 'image.boot'), config }));
+        apiCall(d.api, 'POST', `/api/v1/mount?mountpoint=${encodeURIComponent(`/rafs/${cid}/lowerdir`)}`, JSON.stringify({ fs_type: 'rafs', source: join(work, 'image.boot'), config }));
       assert.equal((await mount(CID)).status, 204);
       assert.equal((await mount(CID)).status, 500, 'a duplicate mountpoint is an error');
       // A cache work_dir that cannot be written: the mount is refused, saying so.
       await writeFile(join(work, 'not-a-dir'), 'a file');
       const badConfig = config.replace(JSON.stringify(join(work, 'cache')), JSON.stringify(join(work, 'not-a-dir')));
-      const bad = await http(d.api, 'POST', `/api/v1/mount?mountpoint=${encodeURIComponent('/rafs/bad-cache/lowerdir')}`, JSON.stringify({ fs_type: 'rafs', source: join(work, 'image.boot'), config: badConfig }));
+      const bad = await apiCall(d.api, 'POST', `/api/v1/mount?mountpoint=${encodeURIComponent('/rafs/bad-cache/lowerdir')}`, JSON.stringify({ fs_type: 'rafs', source: join(work, 'image.boot'), config: badConfig }));
       assert.notEqual(bad.status, 204);
       assert.match(JSON.stringify(bad.json), /cache directory .*not-a-dir is not usable: EEXIST/);
-      const collection = ((await http(d.api, 'GET', '/api/v1/daemon')).json as { backend_collection: Record<string, { backend_type: string }> }).backend_collection;
+      const collection = ((await apiCall(d.api, 'GET', '/api/v1/daemon')).json as { backend_collection: Record<string, { backend_type: string }> }).backend_collection;
       assert.equal(collection[`/rafs/${CID}/lowerdir`]?.backend_type, 'Rafs');
 
       await f.start({ queues: 2, size: 1024 });
@@ -159,23 +146,23 @@ describe('damselfly as nydusd (Kata virtio-fs-nydus)', () => {
       const hostname = await lookup(await lookup(1, 'containers'), 'hostname');
       assert.equal((await readAll(hostname, 8)).toString(), 'sandbox\n');
 
-      const pattern = await http(d.api, 'GET', `/api/v1/metrics/pattern?id=%2Frafs%2F${CID}%2Flowerdir`);
+      const pattern = await apiCall(d.api, 'GET', `/api/v1/metrics/pattern?id=%2Frafs%2F${CID}%2Flowerdir`);
       assert.equal(pattern.status, 200);
       assert.deepEqual((pattern.json as Array<{ path: string }>).map((p) => p.path), ['/etc/os-release', '/bin/data.bin']);
       const list = await damselflyOk(['pattern', '--apisock', d.api, '--id', `/rafs/${CID}/lowerdir`]);
       assert.equal(list.stdout, '/etc/os-release\n/bin/data.bin\n');
       await writeFile(join(work, 'prefetch.list'), list.stdout);
       await damselflyOk(['build', '--prefetch-files', join(work, 'prefetch.list'), '--bootstrap', join(work, 'again.boot'), '--blob-dir', join(work, 'blobs2'), join(work, 'image')]);
-      const global = (await http(d.api, 'GET', `/api/v1/metrics?id=%2Frafs%2F${CID}%2Flowerdir`)).json as { data_read: number };
+      const global = (await apiCall(d.api, 'GET', `/api/v1/metrics?id=%2Frafs%2F${CID}%2Flowerdir`)).json as { data_read: number };
       assert.equal(global.data_read, data.length + 13);
-      const backend = (await http(d.api, 'GET', `/api/v1/metrics/backend?id=%2Frafs%2F${CID}%2Flowerdir`)).json as { read_count: number; backend_type: string };
+      const backend = (await apiCall(d.api, 'GET', `/api/v1/metrics/backend?id=%2Frafs%2F${CID}%2Flowerdir`)).json as { read_count: number; backend_type: string };
       assert.equal(backend.backend_type, 'localfs');
       assert.ok(backend.read_count > 0);
 
-      assert.equal((await http(d.api, 'DELETE', `/api/v1/mount?mountpoint=%2Frafs%2F${CID}%2Flowerdir`)).status, 204);
+      assert.equal((await apiCall(d.api, 'DELETE', `/api/v1/mount?mountpoint=%2Frafs%2F${CID}%2Flowerdir`)).status, 204);
       assert.equal((await fuse(Opcode.GETATTR, dataNode, Buffer.alloc(16), 256)).error, -ESTALE, 'node ids of an unmounted image are stale');
       assert.equal((await fuse(Opcode.LOOKUP, 1, cstr('rafs'), 256)).error, -ENOENT, 'its pseudo directories are gone');
-      assert.equal((await http(d.api, 'DELETE', `/api/v1/mount?mountpoint=%2Frafs%2F${CID}%2Flowerdir`)).status, 500);
+      assert.equal((await apiCall(d.api, 'DELETE', `/api/v1/mount?mountpoint=%2Frafs%2F${CID}%2Flowerdir`)).status, 500);
       assert.equal((await mount('second')).status, 204, 'mounting again while the guest runs');
       assert.equal((await lookup(await lookup(1, 'rafs'), 'second')) > 0, true);
     } finally {

@@ -30,12 +30,12 @@ import { createHash } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { copyFile, lstat, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import { native } from '../../src/native/index.js';
+import { apiCall } from '../helpers/api-client.js';
 import { CLI, damselflyOk, requireTool } from '../helpers/env.js';
 import { type Guest, type GuestImage, bootGuest, buildInitramfs, guestMissing } from '../helpers/guest.js';
 import { startMount } from '../helpers/mount.js';
@@ -45,20 +45,6 @@ const exec = promisify(execFile);
 const QUIET = 'dmesg -n 1 2>/dev/null\n';
 const CID = '5f1e0c0ffee';
 const BUSYBOX = '/bin/busybox'; // static (busybox-static): runs in the guest from any file system
-
-function http(socketPath: string, method: string, path: string, body?: string): Promise<{ status: number; json: unknown }> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, method, path, headers: { host: 'localhost' }, timeout: 10_000 }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => resolve({ status: res.statusCode ?? 0, json: text === '' ? undefined : (JSON.parse(text) as unknown) }));
-    });
-    req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in 10 s`)));
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 interface Proc {
   proc: ChildProcess;
@@ -337,14 +323,14 @@ while [ "$(stat -c %d ${R})" != "$(stat -c %d ${C})" ] && [ $i -lt 100 ]; do sle
       await waitFor('RUNNING', async () => {
         if (exited(d)) throw new Error(`nydusd mode exited: ${d.output()}`);
         if (!existsSync(api)) return false;
-        const r = await http(api, 'GET', '/api/v1/daemon').catch(() => undefined);
+        const r = await apiCall(api, 'GET', '/api/v1/daemon').catch(() => undefined);
         if (r?.status !== 200) return false;
         const info = r.json as { state: string; version: Record<string, unknown> };
         // runtime-rs deserialises these five strings and fails without them.
         for (const k of ['package_ver', 'git_commit', 'build_time', 'profile', 'rustc']) assert.equal(typeof info.version[k], 'string', k);
         return info.state === 'RUNNING';
       }, 20_000);
-      const pt = await http(api, 'POST', `/api/v1/mount?mountpoint=${q('/containers')}`, JSON.stringify({ fs_type: 'passthrough_fs', source: share, config: '' }));
+      const pt = await apiCall(api, 'POST', `/api/v1/mount?mountpoint=${q('/containers')}`, JSON.stringify({ fs_type: 'passthrough_fs', source: share, config: '' }));
       assert.equal(pt.status, 204, JSON.stringify(pt.json));
 
       const S = '/run/kata-containers/shared';
@@ -395,7 +381,7 @@ echo CONTAINER-DONE
         fs_prefetch: { enable: true, threads_count: 2, merging_size: 1048576, prefetch_all: true },
       });
       const lower = `/rafs/${CID}/lowerdir`;
-      const m = await http(api, 'POST', `/api/v1/mount?mountpoint=${q(lower)}`, JSON.stringify({ fs_type: 'rafs', source: join(work, 'image.boot'), config }));
+      const m = await apiCall(api, 'POST', `/api/v1/mount?mountpoint=${q(lower)}`, JSON.stringify({ fs_type: 'rafs', source: join(work, 'image.boot'), config }));
       assert.equal(m.status, 204, JSON.stringify(m.json));
 
       await g.waitForMarker('DAMSELFLY-GUEST-HOLD', { timeoutMs: 240_000 });
@@ -411,12 +397,12 @@ echo CONTAINER-DONE
       const wh = await lstat(join(upper, 'etc', 'motd'));
       assert.ok(wh.isCharacterDevice() && wh.rdev === 0, 'a whiteout (char 0:0)');
       assert.equal(await readFile(join(upper, 'd', 'renamed'), 'utf8'), 'new\n');
-      const pattern = (await http(api, 'GET', `/api/v1/metrics/pattern?id=${encodeURIComponent(lower)}`)).json as Array<{ path: string }>;
+      const pattern = (await apiCall(api, 'GET', `/api/v1/metrics/pattern?id=${encodeURIComponent(lower)}`)).json as Array<{ path: string }>;
       const paths = pattern.map((p) => p.path);
       assert.ok(paths.includes('/etc/os-release') && paths.includes('/bin/data.bin') && paths.includes('/bin/busybox'), paths.join());
 
       // Teardown as the runtime does it: DELETE the RAFS mount, unbind the snapshot dir, stop.
-      assert.equal((await http(api, 'DELETE', `/api/v1/mount?mountpoint=${q(lower)}`)).status, 204);
+      assert.equal((await apiCall(api, 'DELETE', `/api/v1/mount?mountpoint=${q(lower)}`)).status, 204);
       await mounts.umount(join(hostDir, CID, 'snapshotdir'));
       await stopDaemon(d, go ? 5_000 : 0);
     } finally {
