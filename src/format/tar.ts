@@ -118,16 +118,19 @@ function encodeGnuXattrKeyword(s: string): string {
   return s.replace(/%/g, '%25').replace(/=/g, '%3D');
 }
 
-/** A LIBARCHIVE.xattr keyword's name: URL-encoded bytes. */
+/**
+ * A LIBARCHIVE.xattr keyword's name: URL-encoded bytes, decoded over the keyword's UTF-8 bytes
+ * (a character outside the BMP is two UTF-16 units but one run of bytes).
+ */
 function percentDecode(s: string): Buffer {
+  const b = Buffer.from(s, 'utf8');
   const out: number[] = [];
-  for (let i = 0; i < s.length; i++) {
-    const c = s.charCodeAt(i);
-    if (c !== 0x25) {
-      out.push(...Buffer.from(s[i] as string, 'utf8'));
+  for (let i = 0; i < b.length; i++) {
+    if (b[i] !== 0x25) {
+      out.push(b[i] as number);
       continue;
     }
-    const hex = s.slice(i + 1, i + 3);
+    const hex = b.subarray(i + 1, i + 3).toString('latin1');
     if (!/^[0-9a-fA-F]{2}$/.test(hex)) throw new FormatError(`tar PAX header: invalid escape in LIBARCHIVE.xattr.${s}`);
     out.push(parseInt(hex, 16));
     i += 2;

@@ -408,6 +408,9 @@ describe("xattr names with '=' and '%'", () => {
     const good = Buffer.concat([metaBlocks('x', paxRecord('LIBARCHIVE.xattr.user.a%3Db%E9', Buffer.from('AQI=', 'latin1'))), encodeTarHeaders(entry('f', 'file')), TAR_END]);
     const [e] = parseAll(good);
     assert.deepEqual(e?.entry.xattrs.map(([n, v]) => [n.toString('latin1'), v.toString('hex')]), [['user.a=b\xe9', '0102']]);
+    // A character outside the BMP left unescaped keeps its four UTF-8 bytes.
+    const wide = Buffer.concat([metaBlocks('x', paxRecord('LIBARCHIVE.xattr.user.\u{1F600}%41', 'AA==')), encodeTarHeaders(entry('f', 'file')), TAR_END]);
+    assert.deepEqual(parseAll(wide)[0]?.entry.xattrs.map(([n]) => n.toString('hex')), [Buffer.from('user.\u{1F600}A').toString('hex')]);
     const bad = Buffer.concat([metaBlocks('x', paxRecord('LIBARCHIVE.xattr.user.%zz', 'AA==')), encodeTarHeaders(entry('f', 'file')), TAR_END]);
     assert.throws(() => parseAll(bad), FormatError);
   });
