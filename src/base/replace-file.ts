@@ -2,6 +2,7 @@
 import { randomBytes } from 'node:crypto';
 import { rename, rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import { isSysError } from './errors.js';
 
 /**
  * Has `write` fill a temporary file next to `path` (same directory, so same file system), then
@@ -16,6 +17,9 @@ export async function replaceFile<T>(path: string, write: (temp: string) => Prom
     return result;
   } catch (e) {
     await rm(temp, { force: true });
+    // "ENOSPC: no space left on device, write" names no file, and the temporary name means
+    // nothing to the user: the error names the file being written.
+    if (isSysError(e) && (e.path === undefined || e.path === temp)) e.path = path;
     throw e;
   }
 }

@@ -511,6 +511,15 @@ describe('hostile layers', () => {
         assert.equal(views.code, 1, views.stderr);
         assert.match(views.stderr, new RegExp(`^damselfly: ${out}/\\S+\\.blob\\.data\\S*: ENOSPC`, 'm'));
         assert.deepEqual((await readdir(out)).sort(), ['blobs', 'tree'], 'no view, whole or partial');
+        // The bootstrap on a full file system (its blob fits elsewhere): the error names it, and
+        // the bootstrap already there is left whole.
+        await writeFile(join(out, 'boot'), 'old');
+        await writeFile(join(out, 'filler'), Buffer.alloc(1 << 20)).catch(() => undefined);
+        const boot = await damselfly(['build', '--bootstrap', join(out, 'boot'), '--blob-dir', join(dir, 'blobs2'), layer]);
+        assert.equal(boot.code, 1, boot.stderr);
+        assert.match(boot.stderr, new RegExp(`^damselfly: ${out}/boot: ENOSPC`, 'm'));
+        assert.equal(await readFile(join(out, 'boot'), 'utf8'), 'old');
+        assert.deepEqual((await readdir(out)).sort(), ['blobs', 'boot', 'filler', 'tree'], 'no temporary file left');
       } finally {
         sh(`umount ${out}`);
       }
