@@ -3,17 +3,18 @@ import type { Command } from 'commander';
 import { nativeCodecs } from '../native/index.js';
 import { checkImage } from '../tools/index.js';
 import { EXIT_FAILURE, getLogger, printJson, progressBar, run } from './common.js';
-import { type ImageFlags, imageOptions, localBackendFromFlags, openImageFromFlags } from './image-args.js';
+import { type ImageFlags, imageOptions, openToolImage } from './image-args.js';
 
 export function register(program: Command): void {
   imageOptions(program.command('check').description('verify every structure and every chunk digest of an image'), true)
     .option('--json', 'print the report as JSON')
     .action((flags: ImageFlags & { json?: boolean }) =>
       run(async () => {
-        const loaded = await openImageFromFlags(flags);
-        const backend = localBackendFromFlags(flags, loaded);
-        const bar = progressBar('check');
+        const opened = await openToolImage(flags);
+        const { loaded } = opened;
         try {
+          const backend = opened.backend();
+          const bar = progressBar('check');
           const report = await checkImage(loaded.image, backend, {
             codecs: nativeCodecs,
             log: getLogger(),
@@ -36,7 +37,7 @@ export function register(program: Command): void {
           }
           return report.ok ? 0 : EXIT_FAILURE;
         } finally {
-          await backend.close();
+          await opened.close();
         }
       }),
     );

@@ -5,7 +5,7 @@ import { UsageError } from '../base/index.js';
 import { nativeCodecs } from '../native/index.js';
 import { exportBlobViews, exportBlockImage } from '../tools/index.js';
 import { printJson, run } from './common.js';
-import { type ImageFlags, imageOptions, localBackendFromFlags, openImageFromFlags } from './image-args.js';
+import { type ImageFlags, imageOptions, openToolImage } from './image-args.js';
 
 export function register(program: Command): void {
   imageOptions(
@@ -18,9 +18,10 @@ export function register(program: Command): void {
     .action((flags: ImageFlags & { blobViews?: string; block?: string; json?: boolean }) =>
       run(async () => {
         if ((flags.blobViews === undefined) === (flags.block === undefined)) throw new UsageError('give exactly one of --blob-views and --block');
-        const loaded = await openImageFromFlags(flags);
-        const backend = localBackendFromFlags(flags, loaded);
+        const opened = await openToolImage(flags);
+        const { loaded } = opened;
         try {
+          const backend = opened.backend();
           if (flags.blobViews !== undefined) {
             await mkdir(flags.blobViews, { recursive: true });
             const paths = await exportBlobViews(loaded.image, backend, nativeCodecs, flags.blobViews);
@@ -32,7 +33,7 @@ export function register(program: Command): void {
             else process.stdout.write(`${flags.block}\n`);
           }
         } finally {
-          await backend.close();
+          await opened.close();
         }
       }),
     );

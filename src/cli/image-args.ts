@@ -1,28 +1,66 @@
-/** Options shared by the commands that open an existing image (`--bootstrap` / `--blob`). */
+/**
+ * Options shared by the commands that open an existing image: local files (`--bootstrap` /
+ * `--blob`, blobs in `--blob-dir`), or an image reference (`--image`: a registry or an OCI layout,
+ * as `mount` takes it; only the manifest and the bootstrap layer are fetched up front, chunks as
+ * the command reads them, like `nydusify check` of a pushed image).
+ */
 import type { Command } from 'commander';
+import { Metrics, UsageError } from '../base/index.js';
 import { nativeCodecs } from '../native/index.js';
+import type { BlobBackend } from '../storage/backend/types.js';
 import { LocalFsBackend } from '../storage/backend/localfs.js';
 import { type LoadedImage, loadImage } from '../storage/open-image.js';
-import { UsageError } from '../base/index.js';
+import { getLogger } from './common.js';
 import { dirname } from 'node:path';
 
 export interface ImageFlags {
   bootstrap?: string;
   blob?: string;
   blobDir?: string;
+  image?: string;
+  plainHttp?: boolean;
 }
 
 export function imageOptions(cmd: Command, needBlobs: boolean): Command {
   cmd.option('--bootstrap <file>', 'the image bootstrap').option('--blob <file>', 'a data blob with an inlined bootstrap');
   if (needBlobs) cmd.option('--blob-dir <dir>', 'directory holding the data blobs (default: that of --blob)');
-  return cmd;
+  return cmd
+    .option('--image <ref>', 'instead of local files, an image in a registry (docker://HOST/REPO:TAG) or an OCI layout (oci:DIR[:TAG]); chunks are fetched as they are read')
+    .option('--plain-http', 'talk plain http to the registry');
 }
 
-export async function openImageFromFlags(flags: ImageFlags): Promise<LoadedImage> {
-  return loadImage(nativeCodecs, { ...(flags.bootstrap ? { bootstrap: flags.bootstrap } : {}), ...(flags.blob ? { blob: flags.blob } : {}) });
+/** An opened image and where its chunks are read from. */
+export interface ToolImage {
+  loaded: LoadedImage;
+  /**
+   * The backend of the chunks, made on the first call for local files (a usage error when no
+   * blob directory is known); `close` closes it.
+   */
+  backend(): BlobBackend;
+  close(): Promise<void>;
 }
 
-export function localBackendFromFlags(flags: ImageFlags, loaded: LoadedImage): LocalFsBackend {
+export async function openToolImage(flags: ImageFlags): Promise<ToolImage> {
+  if (flags.image !== undefined) {
+    if (flags.bootstrap !== undefined || flags.blob !== undefined || flags.blobDir !== undefined) throw new UsageError('--image replaces --bootstrap, --blob and --blob-dir');
+    // Loaded only here: the local commands do not load the registry client.
+    const { openImageSource } = await import('../daemon/image-source.js');
+    const source = await openImageSource({ image: flags.image, ...(flags.plainHttp ? { plainHttp: true } : {}) }, nativeCodecs, getLogger(), new Metrics());
+    return { loaded: source.loaded, backend: () => source.backend, close: () => source.backend.close() };
+  }
+  if (flags.plainHttp) throw new UsageError('--plain-http goes with --image');
+  const loaded = await loadImage(nativeCodecs, { ...(flags.bootstrap ? { bootstrap: flags.bootstrap } : {}), ...(flags.blob ? { blob: flags.blob } : {}) });
+  let backend: LocalFsBackend | undefined;
+  return {
+    loaded,
+    backend: () => (backend ??= localBackend(flags, loaded)),
+    close: async () => {
+      await backend?.close();
+    },
+  };
+}
+
+function localBackend(flags: ImageFlags, loaded: LoadedImage): LocalFsBackend {
   const dir = flags.blobDir ?? (flags.blob ? dirname(flags.blob) : undefined);
   if (dir === undefined && loaded.blobFiles.size === 0) throw new UsageError('--blob-dir is required');
   return new LocalFsBackend({ ...(dir ? { dir } : {}), files: loaded.blobFiles });

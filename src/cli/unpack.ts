@@ -4,7 +4,7 @@ import { UsageError } from '../base/index.js';
 import { nativeCodecs } from '../native/index.js';
 import { ToolChunkReader, unpackToDirectory, unpackToTar } from '../tools/index.js';
 import { getLogger, run } from './common.js';
-import { type ImageFlags, imageOptions, localBackendFromFlags, openImageFromFlags } from './image-args.js';
+import { type ImageFlags, imageOptions, openToolImage } from './image-args.js';
 
 export function register(program: Command): void {
   imageOptions(program.command('unpack').description('write the tree of an image to a directory or a tar file'), true)
@@ -13,17 +13,17 @@ export function register(program: Command): void {
     .action((flags: ImageFlags & { output?: string; tar?: string }) =>
       run(async () => {
         if ((flags.output === undefined) === (flags.tar === undefined)) throw new UsageError('give exactly one of --output and --tar');
-        const loaded = await openImageFromFlags(flags);
-        const backend = localBackendFromFlags(flags, loaded);
+        const opened = await openToolImage(flags);
+        const { loaded } = opened;
         try {
-          const reader = await ToolChunkReader.open(loaded.image, backend, nativeCodecs);
+          const reader = await ToolChunkReader.open(loaded.image, opened.backend(), nativeCodecs);
           const log = getLogger();
           const r = flags.output !== undefined
             ? await unpackToDirectory(loaded.image, reader, flags.output, log)
             : await unpackToTar(loaded.image, reader, flags.tar as string, log);
           process.stdout.write(`unpacked ${r.files} files, ${r.bytes} bytes\n`);
         } finally {
-          await backend.close();
+          await opened.close();
         }
       }),
     );

@@ -8,7 +8,7 @@
  * (content, mode, owner, nanosecond mtime, xattrs, symlinks, hardlinks).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -75,6 +75,48 @@ describe('lazy loading from network backends', () => {
     const reg = registries.none as TestRegistry;
     const s = await mountAndCompare(['--image', `docker://${reg.host}/net/app:${img.tag}`, '--plain-http', '--cache-dir', cacheDir()]);
     assert.ok((s['storage.backend_bytes'] ?? 0) > 0, 'chunks came from the registry');
+  });
+
+  test('check, inspect, unpack and export --image read the pushed image without a mount; a damaged blob fails check; --image stands alone', async () => {
+    const reg = registries.none as TestRegistry;
+    const conv = converted.none as Converted;
+    const ref = ['--image', `docker://${reg.host}/net/app:${img.tag}`, '--plain-http'];
+    const report = JSON.parse((await damselflyOk(['check', ...ref, '--json'])).stdout) as { ok: boolean; blobs: number; chunksVerified: number; problems: unknown[] };
+    assert.deepEqual(report.problems, []);
+    assert.equal(report.ok, true);
+    assert.equal(report.blobs, conv.blobs.length);
+    assert.ok(report.chunksVerified > 0);
+    const summary = JSON.parse((await damselflyOk(['inspect', ...ref, '--json', '--no-tree'])).stdout) as { version: number; blobs: Array<{ id: string }> };
+    assert.equal(summary.version, 6);
+    assert.deepEqual(summary.blobs.map((b) => b.id).sort(), [...conv.blobs].sort());
+    const out = join(work, 'unpacked');
+    await damselflyOk(['unpack', ...ref, '--output', out]);
+    assert.deepEqual(await compareTrees(img.expected, out, { leftListing: expectedListing }), []);
+    const views = join(work, 'views');
+    const written = JSON.parse((await damselflyOk(['export', ...ref, '--blob-views', views, '--json'])).stdout) as string[];
+    assert.deepEqual(written.map((p) => p.slice(views.length + 1)).sort(), conv.blobs.map((id) => `${id}.blob.data`).sort());
+    // --image stands alone.
+    const mixed = await damselfly(['check', ...ref, '--blob-dir', work]);
+    assert.equal(mixed.code, 2, mixed.stderr);
+    assert.match(mixed.stderr, /--image replaces --bootstrap, --blob and --blob-dir/);
+    const plain = await damselfly(['check', '--bootstrap', join(work, 'none'), '--plain-http']);
+    assert.equal(plain.code, 2, plain.stderr);
+    assert.match(plain.stderr, /--plain-http goes with --image/);
+    // One byte of a data blob flipped in the registry's storage (which serves it as it is).
+    const id = conv.blobs[0] as string;
+    const stored = join(reg.dataDir, 'docker/registry/v2/blobs/sha256', id.slice(0, 2), id, 'data');
+    const original = await readFile(stored);
+    const damaged = Buffer.from(original);
+    damaged[1000] = (damaged[1000] as number) ^ 0xff;
+    await writeFile(stored, damaged);
+    try {
+      const r = await damselfly(['check', ...ref]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stdout, new RegExp(`^PROBLEM \\(.*blob ${id}, chunk \\d+\\)`, 'm'));
+      assert.match(r.stdout, /^FAILED$/m);
+    } finally {
+      await writeFile(stored, original);
+    }
   });
 
   test('htpasswd Basic auth: convert --target-creds, mount --image with the config auth', async () => {
