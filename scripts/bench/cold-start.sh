@@ -55,8 +55,9 @@
 #   (p) Damselfly with a prefetch table: as (b), but the image was converted with
 #                `--prefetch-files` listing the files the workload read (recorded, not timed, by
 #                `damselfly mount --record-pattern` on one run straight from the registry; Nydus's
-#                way to optimize an image for a workload), and served with --prefetch: those
-#                files are fetched in the background from the start. The goals are judged on (b).
+#                way to optimize an image for a workload; their data at the prefetch level,
+#                zstd 19 by default), and served with --prefetch: those files are fetched in the
+#                background from the start. The goals are judged on (b).
 #   (c) guest    when QEMU and the guest kernel are there (BENCH_GUEST=auto; 1 requires it, 0
 #                skips it): `damselfly virtiofs --socket-path S --image … --plain-http
 #                --cache-dir EMPTY --stats` in the namespace, and scripts/guest/run-guest.sh

@@ -37,6 +37,12 @@ export interface BuildOptions {
    * and fetch fewer bytes; reads decompress as fast (zstd decodes every level at the same speed).
    */
   compressionLevel?: number;
+  /**
+   * zstd's level for the data of the prefetch files (the first 64 MiB of it): default 19, or
+   * `compressionLevel` if higher. The bytes every cold start waits for are fetched from a smaller
+   * blob range; the build spends more CPU on them once (`ChunkStore`, DEFAULT_PREFETCH_LEVEL).
+   */
+  prefetchCompressionLevel?: number;
   chunkDictPath?: string;
   /** Paths (absolute inside the image) to prefetch first, in order. */
   prefetchFiles?: string[];
@@ -76,8 +82,11 @@ async function sourceKind(path: string): Promise<'dir' | 'tar'> {
   throw new UsageError(`source ${path} is neither a directory nor a layer file`);
 }
 
-/** Regular files of a tree in the order their data is stored: prefetch files first, then the tree order. */
-function dataOrder(root: TreeNode, prefetch: TreeNode[]): TreeNode[] {
+/**
+ * Regular files of a tree in the order their data is stored: prefetch files first (`prefetched` of
+ * them), then the tree order.
+ */
+function dataOrder(root: TreeNode, prefetch: TreeNode[]): { order: TreeNode[]; prefetched: number } {
   const order: TreeNode[] = [];
   const seen = new Set<TreeNode>();
   const add = (n: TreeNode): void => {
@@ -89,15 +98,16 @@ function dataOrder(root: TreeNode, prefetch: TreeNode[]): TreeNode[] {
     }
   };
   for (const p of prefetch) add(p);
+  const prefetched = order.length;
   add(root);
-  return order;
+  return { order, prefetched };
 }
 
 /** Small files read ahead of the one being stored (their chunks are still submitted in order). */
 const READ_AHEAD_FILES = 32;
 
 async function storeDirectory(root: TreeNode, prefetch: TreeNode[], store: ChunkStore, onBytes: (n: number) => void): Promise<void> {
-  const files = dataOrder(root, prefetch);
+  const { order: files, prefetched } = dataOrder(root, prefetch);
   const chunkSize = store.opts.chunkSize;
   const small = (n: TreeNode): boolean => n.size > 0 && n.size <= chunkSize;
   // Reading one small file at a time waits on a disk round trip per file; reading a window of them
@@ -115,6 +125,7 @@ async function storeDirectory(root: TreeNode, prefetch: TreeNode[], store: Chunk
   for (let i = 0; i < files.length; i++) {
     for (let k = i; k < Math.min(files.length, i + READ_AHEAD_FILES); k++) startRead(k);
     const node = files[i] as TreeNode;
+    store.prefetchPhase(i < prefetched);
     let chunks: Promise<ChunkRef[]>;
     const read = reads.get(i);
     if (node.size === 0) {
@@ -137,6 +148,7 @@ async function storeDirectory(root: TreeNode, prefetch: TreeNode[], store: Chunk
       ),
     );
   }
+  store.prefetchPhase(false);
   await Promise.all(pending);
 }
 
@@ -152,7 +164,7 @@ function resolvePrefetch(root: TreeNode, paths: readonly string[], onMissing?: (
 }
 
 /** How the chunks of an image are cut and stored: what `checkFormatOptions` checks. */
-export type FormatOptions = Pick<BuildOptions, 'compressor' | 'chunkSize' | 'batchSize' | 'compressionLevel'>;
+export type FormatOptions = Pick<BuildOptions, 'compressor' | 'chunkSize' | 'batchSize' | 'compressionLevel' | 'prefetchCompressionLevel'>;
 
 /**
  * Rejects (UsageError) a chunk layout RAFS cannot express or a level that does not apply; `build`
@@ -167,10 +179,10 @@ export function checkFormatOptions(opts: FormatOptions): void {
   if (batch !== 0 && (!isPowerOfTwo(batch) || batch < Limits.MIN_CHUNK_SIZE || batch > size)) {
     throw new UsageError(`the batch size must be 0 or a power of two from ${Limits.MIN_CHUNK_SIZE} to the chunk size (${size}), not ${batch}`);
   }
-  const level = opts.compressionLevel;
-  if (level !== undefined) {
-    if (opts.compressor !== Compressor.Zstd) throw new UsageError('a compression level applies to zstd only');
-    if (!Number.isInteger(level) || level < 1 || level > ZSTD_MAX_LEVEL) throw new UsageError(`the zstd compression level must be 1 to ${ZSTD_MAX_LEVEL}, not ${level}`);
+  for (const [what, level] of [['compression level', opts.compressionLevel], ['prefetch compression level', opts.prefetchCompressionLevel]] as const) {
+    if (level === undefined) continue;
+    if (opts.compressor !== Compressor.Zstd) throw new UsageError(`a ${what} applies to zstd only`);
+    if (!Number.isInteger(level) || level < 1 || level > ZSTD_MAX_LEVEL) throw new UsageError(`the zstd ${what} must be 1 to ${ZSTD_MAX_LEVEL}, not ${level}`);
   }
 }
 
@@ -214,7 +226,12 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
         total = undefined;
         // The same for a tar layer: a first pass stores the listed files it holds.
         if (opts.prefetchFiles !== undefined && opts.prefetchFiles.length > 0) {
-          await storeTarPrefetchFiles(openLayerFile(source), opts.prefetchFiles, { store, log });
+          store.prefetchPhase(true);
+          try {
+            await storeTarPrefetchFiles(openLayerFile(source), opts.prefetchFiles, { store, log });
+          } finally {
+            store.prefetchPhase(false);
+          }
         }
         layer = await readTarLayer(openLayerFile(source), { store, log, onBytes, lower: merged });
       }

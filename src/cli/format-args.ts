@@ -20,11 +20,12 @@ export interface FormatFlags {
   chunkSize: number;
   batchSize: number;
   compressionLevel?: number;
+  prefetchCompressionLevel?: number;
   prefetchFiles?: string;
 }
 
 /** What the flags ask of the builder. */
-export type FormatChoice = Pick<BuildOptions, 'compressor' | 'digester' | 'chunkSize' | 'batchSize' | 'compressionLevel' | 'prefetchFiles'>;
+export type FormatChoice = Pick<BuildOptions, 'compressor' | 'digester' | 'chunkSize' | 'batchSize' | 'compressionLevel' | 'prefetchCompressionLevel' | 'prefetchFiles'>;
 
 /** Adds the image format options to a command. */
 export function formatOptions(cmd: Command): Command {
@@ -34,7 +35,8 @@ export function formatOptions(cmd: Command): Command {
     .option('--chunk-size <n>', 'chunk size, a power of two from 4K to 16M', parseSize, Limits.DEFAULT_CHUNK_SIZE)
     .option('--compression-level <n>', 'zstd level for chunk data, 1-22 (default 3, as nydus-image): higher builds slower, fetches less', parseLevel)
     .option('--batch-size <n>', 'store the data of small files together, in units of less than this (0 or a power of two from 4K to the chunk size; nydus-image --batch-size)', parseSize, 0)
-    .option('--prefetch-files <file>', "paths (one per line) for the prefetch table; their data goes first in each layer's blob");
+    .option('--prefetch-files <file>', "paths (one per line) for the prefetch table; their data goes first in each layer's blob")
+    .option('--prefetch-compression-level <n>', 'zstd level for the prefetch files\' data (its first 64 MiB), 1-22 (default 19, or --compression-level if higher): fewer bytes for every cold start to wait for', parseLevel);
 }
 
 /** The format the flags ask for, with the prefetch list read. */
@@ -45,6 +47,7 @@ export async function formatFromFlags(flags: FormatFlags): Promise<FormatChoice>
     chunkSize: flags.chunkSize,
     batchSize: flags.batchSize,
     ...(flags.compressionLevel !== undefined ? { compressionLevel: flags.compressionLevel } : {}),
+    ...(flags.prefetchCompressionLevel !== undefined ? { prefetchCompressionLevel: flags.prefetchCompressionLevel } : {}),
     ...(flags.prefetchFiles !== undefined ? { prefetchFiles: await readPathList(flags.prefetchFiles) } : {}),
   };
 }

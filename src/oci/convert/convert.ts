@@ -34,6 +34,8 @@ export interface ConvertOptions {
   batchSize?: number;
   /** zstd's level for chunk data (`BuildOptions.compressionLevel`). */
   compressionLevel?: number;
+  /** zstd's level for the prefetch files' data (`BuildOptions.prefetchCompressionLevel`). */
+  prefetchCompressionLevel?: number;
   prefetchFiles?: string[];
   workDir?: string;
   log: Logger;
@@ -124,6 +126,7 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
       chunkSize: opts.chunkSize,
       ...(opts.batchSize ? { batchSize: opts.batchSize } : {}),
       ...(opts.compressionLevel !== undefined ? { compressionLevel: opts.compressionLevel } : {}),
+      ...(opts.prefetchCompressionLevel !== undefined ? { prefetchCompressionLevel: opts.prefetchCompressionLevel } : {}),
       ...(dictPath ? { chunkDictPath: dictPath } : {}),
       ...(opts.prefetchFiles ? { prefetchFiles: opts.prefetchFiles } : {}),
       log,
