@@ -614,6 +614,12 @@ if awk -v r="$ratio" 'BEGIN { exit !(r >= 10) }'; then
 else
   echo "goal: Damselfly at least 10x faster than the OCI way: NOT met (${ratio}x)"
 fi
+# For the record, not the goal: the same bound with the image optimized for the workload.
+if awk -v r="$ratio_p" 'BEGIN { exit !(r >= 10) }'; then
+  echo "  (with the prefetch table (p): ${ratio_p}x, 10x reached)"
+else
+  echo "  (with the prefetch table (p): ${ratio_p}x, 10x not reached)"
+fi
 if awk -v f="$frac" 'BEGIN { exit !(f < 0.10) }'; then
   echo "goal: Damselfly fetching under 10% of the image: met ($(pct "${B[b/$rb]}" "$NYDUS_IMAGE_BYTES"))"
 else
