@@ -172,6 +172,24 @@ describe('FUSE host mount', () => {
     assert.equal(s['storage.backend_bytes'], info.chunks[0]?.compressedSize);
   });
 
+  test("the mount's read-ahead is the 1 MiB the daemon negotiates: a sequential read comes as READs of up to 1 MiB", async () => {
+    const mnt = join(work, 'mnt');
+    const m = await startMount([...big, '--stats'], mnt);
+    let bdi: string;
+    try {
+      bdi = sh(`mountpoint -d ${mnt}`).trim();
+      assert.equal(sh(`cat /sys/class/bdi/${bdi}/read_ahead_kb`).trim(), '1024');
+      // As cat(1) reads: 128 KiB at a time. The kernel's own 128 KiB read-ahead sends 16-32 READs.
+      sh(`dd if=${mnt}/file-0 of=/dev/null bs=128K status=none`);
+    } catch (e) {
+      await m.stop();
+      throw e;
+    }
+    const s = stats((await m.stop()).stdout);
+    assert.ok((s['fuse.requests.READ'] ?? 0) <= 8, `${s['fuse.requests.READ']} READs for 4 MiB`);
+    assert.equal(s['fs.read_bytes'], 4 << 20);
+  });
+
   test('an image whose small files are stored in batches shows exactly its tree; one small file fetches its batch, once', async () => {
     const boot = join(work, 'batch.boot');
     const blobs = join(work, 'batch-blobs');

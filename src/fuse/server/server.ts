@@ -94,6 +94,11 @@ export class FuseServer {
     return this.session !== undefined;
   }
 
+  /** The read-ahead this server asks for at INIT, bytes (the kernel may offer less). */
+  get maxReadahead(): number {
+    return this.opts.maxReadahead;
+  }
+
   /**
    * Handles one request (the bytes of its readable part); never throws, always completes `channel`.
    * `tail`: the request's last bytes, left in place by the transport (only a WRITE's data, from

@@ -3,7 +3,7 @@
  * reads requests from the device when it becomes readable (many in flight at once; replies are
  * written as each completes, in any order) and unmounts cleanly.
  */
-import { closeSync, constants as fsc, statSync, writevSync, writeSync } from 'node:fs';
+import { closeSync, constants as fsc, readFileSync, realpathSync, statSync, writeFileSync, writevSync, writeSync } from 'node:fs';
 import { constants as osc } from 'node:os';
 import { type Logger, UsageError, isSysError } from '../../base/index.js';
 import { type FuseServer, type ReplyChannel } from '../../fuse/index.js';
@@ -46,6 +46,41 @@ class BufferPool {
 
   give(b: Buffer): void {
     if (this.free.length < this.keep) this.free.push(b);
+  }
+}
+
+/**
+ * The bdi ("MAJOR:MINOR" under /sys/class/bdi) of the newest FUSE mount on `mountpoint` (a
+ * resolved path), from /proc/self/mountinfo: asking the mount itself (stat) would be a request.
+ */
+function fuseBdi(mountpoint: string): string | undefined {
+  const unescape = (s: string): string => s.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(parseInt(o, 8)));
+  let found: string | undefined;
+  for (const line of readFileSync('/proc/self/mountinfo', 'utf8').split('\n')) {
+    // id parent MAJOR:MINOR root mountpoint options [optional...] - fstype source super-options
+    const f = line.split(' ');
+    const dash = f.indexOf('-');
+    if (dash < 0 || f[4] === undefined || unescape(f[4]) !== mountpoint) continue;
+    if (f[dash + 1]?.startsWith('fuse')) found = f[2];
+  }
+  return found;
+}
+
+/**
+ * Raises the mount's read-ahead to `bytes`. The kernel offers its bdi default (128 KiB) at INIT
+ * and keeps the smaller of that and the answer, so a sequential reader's READs come as 128-256 KiB
+ * whatever the daemon negotiates; with the bdi raised after INIT they come as up to max_pages
+ * (1 MiB). fuse.sh, 336 MB read cold with an empty chunk cache: 1286 READs; 0.40 s and 0.48 s of
+ * daemon CPU before, 0.34-0.37 s and 0.41-0.45 s with 1 MiB (2 and 4 MiB were slower again).
+ * Root only (sysfs); without it the kernel's default stays.
+ */
+function raiseReadahead(mountpoint: string, bytes: number, log: Logger): void {
+  try {
+    const bdi = fuseBdi(mountpoint);
+    if (bdi === undefined) throw new Error('the mount is not in /proc/self/mountinfo');
+    writeFileSync(`/sys/class/bdi/${bdi}/read_ahead_kb`, `${Math.floor(bytes / 1024)}\n`);
+  } catch (e) {
+    log.debug({ mountpoint, err: (e as Error).message }, 'cannot raise the read-ahead; the kernel default stays');
   }
 }
 
@@ -119,9 +154,13 @@ export class FuseMount {
   /** Resolves when the filesystem is unmounted (by `unmount` or from outside). */
   readonly ended: Promise<void>;
   private inflight = 0;
+  /** The resolved mountpoint (as /proc/self/mountinfo shows it). */
+  private readonly resolved: string;
+  private readaheadRaised = false;
 
-  private constructor(fd: number, opts: FuseMountOptions) {
+  private constructor(fd: number, opts: FuseMountOptions, resolved: string) {
     this.fd = fd;
+    this.resolved = resolved;
     this.conn = { fd, open: true };
     this.opts = opts;
     this.ended = new Promise((r) => (this.resolveEnded = r));
@@ -137,6 +176,7 @@ export class FuseMount {
       throw new UsageError(`mountpoint ${opts.mountpoint} does not exist`, { cause: e });
     }
     if (!st.isDirectory()) throw new UsageError(`mountpoint ${opts.mountpoint} is not a directory`);
+    const resolved = realpathSync(opts.mountpoint);
     const fd = native.openFd('/dev/fuse', fsc.O_RDWR | fsc.O_NONBLOCK);
     const data = `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions`;
     const flags = MS_NOSUID | MS_NODEV | (opts.readOnly === false ? 0 : MS_RDONLY);
@@ -148,7 +188,7 @@ export class FuseMount {
       if (isSysError(e, 'EPERM')) throw new UsageError('mounting needs root (CAP_SYS_ADMIN)', { cause: e });
       throw e;
     }
-    return new FuseMount(fd, opts);
+    return new FuseMount(fd, opts, resolved);
   }
 
   private onReadable(events: number): void {
@@ -179,7 +219,14 @@ export class FuseMount {
       }
       const request = Buffer.from(this.buf.subarray(0, n));
       this.inflight++;
-      void this.opts.server.handle(request, new DevFuseReply(this.conn, this.opts.log, this.replies)).finally(() => this.inflight--);
+      void this.opts.server.handle(request, new DevFuseReply(this.conn, this.opts.log, this.replies)).finally(() => {
+        this.inflight--;
+        // Once INIT is answered: the kernel sets the read-ahead as it reads the answer.
+        if (!this.readaheadRaised && this.opts.server.initialized) {
+          this.readaheadRaised = true;
+          raiseReadahead(this.resolved, this.opts.server.maxReadahead, this.opts.log);
+        }
+      });
     }
   }
 
