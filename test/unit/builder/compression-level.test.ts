@@ -5,7 +5,8 @@
  *
  * `--prefetch-compression-level`: the prefetch files' chunks (from a directory or a tar layer, alone
  * or in a batch) are stored at it (default 19, or the chunk level if higher), the other files' at
- * the chunk level, and no more than `prefetchLevelBytes` of them.
+ * the chunk level, and no more than `prefetchLevelBytes` of them; a chunk that the chunk level
+ * cannot shrink is not tried at the prefetch level.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -165,4 +166,23 @@ test('no more than prefetchLevelBytes of chunks are stored at the prefetch level
     const level = i < 2 ? 19 : 3;
     assert.equal(ref.compressedSize, nativeCodecs.compress(Compressor.Zstd, c, level).length, `chunk ${i} at level ${level}`);
   }
+});
+
+test('a prefetch chunk that the chunk level leaves nearly whole is not compressed again at the prefetch level', async () => {
+  const blobDir = join(work, 'incompressible');
+  await mkdir(blobDir);
+  const levels: Array<number | undefined> = [];
+  const codecs = { ...nativeCodecs, compressAsync: (algo: Compressor, src: Uint8Array, level?: number) => (levels.push(level), nativeCodecs.compressAsync(algo, src, level)) };
+  const store = new ChunkStore({ codecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: 1 << 20, blobDir });
+  await store.openBlob();
+  store.prefetchPhase(true);
+  const random = prng(41, 1 << 20);
+  const text = textLike(42, 1 << 20);
+  const [r, t] = await Promise.all([store.submit(random), store.submit(text)]);
+  store.prefetchPhase(false);
+  await store.closeBlob();
+  // The random chunk: one try at the chunk level (stored as it is); the text: that, then 19.
+  assert.deepEqual(levels, [undefined, undefined, 19]);
+  assert.equal(r.compressedSize, random.length);
+  assert.equal(t.compressedSize, nativeCodecs.compress(Compressor.Zstd, text, 19).length);
 });
