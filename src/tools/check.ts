@@ -135,7 +135,8 @@ export async function checkImage(image: RafsImage, backend: BlobBackend, opts: C
   let bytesVerified = 0;
   let done = 0;
   const all = [...uses.values()];
-  const queue = all.slice();
+  // In storage order: the reader's windows then serve the chunks stored after the one read.
+  const queue = all.slice().sort((a, b) => a.chunk.blobIndex - b.chunk.blobIndex || a.chunk.compressedOffset - b.chunk.compressedOffset);
   const worker = async (): Promise<void> => {
     for (let u = queue.shift(); u !== undefined; u = queue.shift()) {
       const { chunk, path, position } = u;
