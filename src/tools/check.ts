@@ -276,21 +276,30 @@ async function checkBlob(
     // The RAFS rule leaves the chunk-digest array out (spec §5.10); a blob renamed for a registry
     // (`merge --blob-digests`) is named by the hash of its whole content.
     const skip = toc?.entries.find((e) => e.name === TocEntryName.BLOB_DIGEST);
-    const id = await blobContentId(backend, blob.id, size, skip);
-    if (id !== blob.id && (skip === undefined || (await blobContentId(backend, blob.id, size)) !== blob.id)) {
-      problems.add({ blob: blob.id, message: `blob content hashes to ${id}, not to its id` });
+    const ids = await blobContentIds(backend, blob.id, size, skip);
+    if (ids.rafs !== blob.id && ids.whole !== blob.id) {
+      problems.add({ blob: blob.id, message: `blob content hashes to ${ids.rafs}, not to its id` });
     }
   }
   return ci;
 }
 
-/** SHA-256 of the blob without the chunk-digest array payload (the blob id rule, spec §5.10). */
-async function blobContentId(backend: BlobBackend, id: string, size: number, skip?: { compressedOffset: number; compressedSize: number }): Promise<string> {
-  const h = createHash('sha256');
+/**
+ * SHA-256 of the blob without the chunk-digest array payload (the blob id rule, spec §5.10), and
+ * of its whole content, from one read of it.
+ */
+async function blobContentIds(backend: BlobBackend, id: string, size: number, skip?: { compressedOffset: number; compressedSize: number }): Promise<{ rafs: string; whole: string }> {
+  const rafs = createHash('sha256');
+  const whole = createHash('sha256');
+  const [from, to] = skip === undefined ? [size, size] : [skip.compressedOffset, skip.compressedOffset + skip.compressedSize];
   const step = 4 << 20;
-  const ranges: Array<[number, number]> = skip ? [[0, skip.compressedOffset], [skip.compressedOffset + skip.compressedSize, size]] : [[0, size]];
-  for (const [start, end] of ranges) {
-    for (let off = start; off < end; off += step) h.update(await backend.read(id, off, Math.min(step, end - off)));
+  for (let off = 0; off < size; off += step) {
+    const data = await backend.read(id, off, Math.min(step, size - off));
+    whole.update(data);
+    // The part of this read outside [from, to).
+    const end = off + data.length;
+    if (off < from) rafs.update(data.subarray(0, Math.min(end, from) - off));
+    if (end > to) rafs.update(data.subarray(Math.max(off, to) - off));
   }
-  return h.digest('hex');
+  return { rafs: rafs.digest('hex'), whole: whole.digest('hex') };
 }
