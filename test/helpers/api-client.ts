@@ -2,7 +2,7 @@
  * A request to a daemon's HTTP API on its unix socket (nydusd's routes), as Kata's runtimes and
  * nydus-snapshotter send them; answered within `timeoutMs` or rejected (a test never hangs on it).
  */
-import { request } from 'node:http';
+import { type IncomingHttpHeaders, request } from 'node:http';
 
 export interface ApiReply {
   status: number;
@@ -12,11 +12,13 @@ export interface ApiReply {
   json: unknown;
   /** The Server header (nydusd's is "Nydus API"). */
   server: string | undefined;
+  headers: IncomingHttpHeaders;
 }
 
 export function apiCall(socketPath: string, method: string, path: string, body?: string, timeoutMs = 10_000): Promise<ApiReply> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath, method, path, headers: { host: 'localhost' }, timeout: timeoutMs }, (res) => {
+    const headers = { host: 'localhost', ...(body !== undefined ? { 'content-type': 'application/json' } : {}) };
+    const req = request({ socketPath, method, path, headers, timeout: timeoutMs }, (res) => {
       let text = '';
       res.setEncoding('utf8');
       res.on('data', (d: string) => (text += d));
@@ -28,7 +30,7 @@ export function apiCall(socketPath: string, method: string, path: string, body?:
           json = undefined;
         }
         const server = res.headers['server'];
-        resolve({ status: res.statusCode ?? 0, text, json, server: typeof server === 'string' ? server : undefined });
+        resolve({ status: res.statusCode ?? 0, text, json, server: typeof server === 'string' ? server : undefined, headers: res.headers });
       });
     });
     req.on('timeout', () => req.destroy(new Error(`${method} ${path}: no answer in ${timeoutMs} ms`)));

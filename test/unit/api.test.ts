@@ -7,7 +7,6 @@
  */
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
-import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -15,35 +14,8 @@ import { ApiServer } from '../../src/api/index.js';
 import { Metrics, silentLogger } from '../../src/base/index.js';
 import { NydusDaemon, type RafsFactory } from '../../src/daemon/index.js';
 import { nativeCodecs } from '../../src/native/index.js';
+import { apiCall as call } from '../helpers/api-client.js';
 import { FakeFs } from './fs/vfs-fake-fs.js';
-
-interface Res {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  text: string;
-  json: unknown;
-}
-
-function call(socketPath: string, method: string, path: string, body?: string): Promise<Res> {
-  return new Promise((resolve, reject) => {
-    const req = request({ socketPath, method, path, headers: { host: 'localhost', ...(body !== undefined ? { 'content-type': 'application/json' } : {}) } }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (d: string) => (text += d));
-      res.on('end', () => {
-        let json: unknown;
-        try {
-          json = text === '' ? undefined : JSON.parse(text);
-        } catch {
-          json = undefined;
-        }
-        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, json });
-      });
-    });
-    req.on('error', reject);
-    req.end(body);
-  });
-}
 
 const images = new Map<string, FakeFs>();
 const fakeRafs: RafsFactory = async (req) => {
