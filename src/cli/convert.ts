@@ -7,7 +7,7 @@ import { type Logger, UsageError } from '../base/index.js';
 import { nativeCodecs } from '../native/index.js';
 import { convertImage } from '../oci/convert/convert.js';
 import { parseImageRef } from '../oci/reference.js';
-import { RegistryClient } from '../oci/registry/index.js';
+import { RegistryClient, credentialsForHost } from '../oci/registry/index.js';
 import { type ImageStore, OciLayoutStore, RegistryStore } from '../oci/store.js';
 import { getLogger, printJson, progressBar, run } from './common.js';
 import { type FormatFlags, formatFromFlags, formatOptions } from './format-args.js';
@@ -33,7 +33,9 @@ function creds(v: string | undefined, what: string): { username: string; passwor
 function openStore(ref: string, plainHttp: boolean, credentials: { username: string; password: string } | undefined, log: Logger, clients: RegistryClient[]): ImageStore {
   const r = parseImageRef(ref);
   if (r.kind === 'oci-layout') return new OciLayoutStore(r, log);
-  const client = new RegistryClient({ host: r.host, scheme: plainHttp ? 'http' : 'https', ...(credentials ? { credentials } : {}), retryLimit: 3, timeoutMs: 30_000, log });
+  // Without credentials on the command line: those a `docker login` (or podman's, skopeo's) saved.
+  const auth = credentials ?? credentialsForHost(r.host, log);
+  const client = new RegistryClient({ host: r.host, scheme: plainHttp ? 'http' : 'https', ...(auth ? { credentials: auth } : {}), retryLimit: 3, timeoutMs: 30_000, log });
   clients.push(client);
   return new RegistryStore(client, r);
 }

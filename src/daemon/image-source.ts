@@ -15,7 +15,7 @@ import type { RafsImage } from '../format/image.js';
 import { bootstrapDescriptor, extractBootstrap, fetchBootstrap } from '../oci/convert/bootstrap-layer.js';
 import type { Descriptor } from '../oci/media-types.js';
 import { parseImageRef } from '../oci/reference.js';
-import { RegistryClient } from '../oci/registry/index.js';
+import { RegistryClient, credentialsForHost } from '../oci/registry/index.js';
 import { OciLayoutStore, RegistryStore } from '../oci/store.js';
 import { EarlyReadsBackend } from '../storage/backend/early-reads.js';
 import { createBackend, registryClientOptions } from '../storage/backend/factory.js';
@@ -170,7 +170,12 @@ async function openSource(flags: SourceFlags, codecs: Codecs, log: Logger, metri
       const { bootstrap } = await fetchBootstrap(new OciLayoutStore(ref, log));
       return { ...common, loaded: { image: openBootstrap(bootstrap), bootstrap, blobFiles: new Map() }, backend: new LocalFsBackend({ dir: join(ref.dir, 'blobs', 'sha256') }) };
     }
-    const rcfg = registryConfig(ref.host, ref.repo, flags.plainHttp === true, config);
+    let rcfg = registryConfig(ref.host, ref.repo, flags.plainHttp === true, config);
+    if (rcfg.auth === undefined && rcfg.registryToken === undefined) {
+      // No credentials in a config: those a `docker login` (or podman's, skopeo's) saved, if any.
+      const saved = credentialsForHost(ref.host, log);
+      if (saved !== undefined) rcfg = { ...rcfg, auth: saved };
+    }
     // The client of the chunk reads to come (createBackend takes it over below).
     const client = new RegistryClient(registryClientOptions(rcfg, log));
     let handedOver = false;

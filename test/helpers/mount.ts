@@ -14,8 +14,8 @@ export interface RunningMount {
   stderr(): string;
 }
 
-export async function startMount(args: string[], mountpoint: string, timeoutMs = 20_000): Promise<RunningMount> {
-  const proc = spawn(process.execPath, [CLI, '--log-level', 'warn', 'mount', ...args, mountpoint], { stdio: ['ignore', 'pipe', 'pipe'] });
+export async function startMount(args: string[], mountpoint: string, timeoutMs = 20_000, env?: NodeJS.ProcessEnv): Promise<RunningMount> {
+  const proc = spawn(process.execPath, [CLI, '--log-level', 'warn', 'mount', ...args, mountpoint], { stdio: ['ignore', 'pipe', 'pipe'], ...(env ? { env: { ...process.env, ...env } } : {}) });
   let stdout = '';
   let stderr = '';
   proc.stdout?.on('data', (d: Buffer) => (stdout += d.toString()));

@@ -8,7 +8,7 @@
  * (content, mode, owner, nanosecond mtime, xattrs, symlinks, hardlinks).
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -58,9 +58,9 @@ describe('lazy loading from network backends', () => {
   });
 
   /** Mounts with `args`, compares the whole tree, unmounts; returns the daemon's counters. */
-  async function mountAndCompare(args: string[]): Promise<Record<string, number>> {
+  async function mountAndCompare(args: string[], env?: NodeJS.ProcessEnv): Promise<Record<string, number>> {
     mnt = await mps.next();
-    const m = await startMount([...args, '--stats'], mnt);
+    const m = await startMount([...args, '--stats'], mnt, undefined, env);
     const diffs = await compareTrees(img.expected, mnt, { leftListing: expectedListing }).catch((e: unknown) => [`compare failed: ${String(e)}`]);
     const r = await m.stop();
     assert.deepEqual(diffs, [], r.stderr);
@@ -139,13 +139,39 @@ describe('lazy loading from network backends', () => {
   test('htpasswd Basic auth: convert --target-creds, mount --image with the config auth', async () => {
     const reg = registries.basic as TestRegistry;
     const ref = `docker://${reg.host}/net/app:${img.tag}`;
+    // Nothing saved by a `docker login` on the machine running the tests is read.
+    const nothingSaved = { DOCKER_CONFIG: join(work, 'no-docker-config'), REGISTRY_AUTH_FILE: join(work, 'no-auth.json') };
     // Without credentials the registry refuses the manifest: the mount fails, cleanly.
-    const refused = await damselfly(['mount', '--image', ref, '--plain-http', await mps.next()], { timeoutMs: 30_000 });
+    const refused = await damselfly(['mount', '--image', ref, '--plain-http', await mps.next()], { timeoutMs: 30_000, env: nothingSaved });
     assert.notEqual(refused.code, 0);
     assert.match(refused.stderr, /401|unauthori[sz]ed|credentials/i);
     const cfg = await writeConfig(join(work, 'basic.json'), registryConfig({ host: reg.host, repo: 'net/app', auth: reg.credentials }));
-    const s = await mountAndCompare(['--image', ref, '--plain-http', '--config', cfg, '--cache-dir', cacheDir()]);
+    const s = await mountAndCompare(['--image', ref, '--plain-http', '--config', cfg, '--cache-dir', cacheDir()], nothingSaved);
     assert.ok((s['storage.backend_bytes'] ?? 0) > 0);
+  });
+
+  test('credentials a `docker login` saved serve mount --image, check --image and convert without flags; a credential helper is named, not run', async () => {
+    const reg = registries.basic as TestRegistry;
+    const creds = reg.credentials;
+    assert.ok(creds);
+    const ref = `docker://${reg.host}/net/app:${img.tag}`;
+    const saved = join(work, 'docker-config');
+    await mkdir(saved, { recursive: true });
+    await writeFile(join(saved, 'config.json'), JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from(`${creds.username}:${creds.password}`).toString('base64') } } }));
+    const env = { DOCKER_CONFIG: saved, REGISTRY_AUTH_FILE: join(work, 'no-auth.json') };
+    const s = await mountAndCompare(['--image', ref, '--plain-http', '--cache-dir', cacheDir()], env);
+    assert.ok((s['storage.backend_bytes'] ?? 0) > 0);
+    const checked = await damselfly(['check', '--image', ref, '--plain-http'], { env });
+    assert.equal(checked.code, 0, checked.stderr);
+    assert.match(checked.stdout, /^OK$/m);
+    const pushed = await damselfly(['convert', '--source', img.ref, '--target', `docker://${reg.host}/net/app:saved-creds`, '--plain-http'], { env });
+    assert.equal(pushed.code, 0, pushed.stderr);
+    assert.doesNotMatch(checked.stderr + pushed.stderr, new RegExp(creds.password), 'the password is never printed');
+    await writeFile(join(saved, 'config.json'), JSON.stringify({ credHelpers: { [reg.host]: 'secretservice' } }));
+    const helper = await damselfly(['check', '--image', ref, '--plain-http'], { env, timeoutMs: 30_000 });
+    assert.notEqual(helper.code, 0);
+    assert.match(helper.stderr, /docker-credential-secretservice/);
+    assert.match(helper.stderr, /401|unauthori[sz]ed|credentials/i);
   });
 
   test('token auth: the daemon gets a pull token from the token service with the config auth; the bootstrap it saved serves with --bootstrap --config', async () => {
