@@ -8,7 +8,7 @@
  * (content, mode, owner, nanosecond mtime, xattrs, symlinks, hardlinks).
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -150,7 +150,7 @@ describe('lazy loading from network backends', () => {
     assert.ok((s['storage.backend_bytes'] ?? 0) > 0);
   });
 
-  test('credentials a `docker login` saved serve mount --image, check --image and convert without flags; a credential helper is named, not run', async () => {
+  test('credentials a `docker login` saved serve mount --image, check --image and convert without flags, from the file or a credential helper', async () => {
     const reg = registries.basic as TestRegistry;
     const creds = reg.credentials;
     assert.ok(creds);
@@ -167,11 +167,22 @@ describe('lazy loading from network backends', () => {
     const pushed = await damselfly(['convert', '--source', img.ref, '--target', `docker://${reg.host}/net/app:saved-creds`, '--plain-http'], { env });
     assert.equal(pushed.code, 0, pushed.stderr);
     assert.doesNotMatch(checked.stderr + pushed.stderr, new RegExp(creds.password), 'the password is never printed');
+    // A credential helper, as `docker login` with one configured leaves it: asked, as Docker asks.
+    const bin = join(work, 'helper-bin');
+    await mkdir(bin, { recursive: true });
+    const script = join(bin, 'docker-credential-damselfly-test');
+    await writeFile(script, `#!/bin/sh\nread server\n[ "$1" = get ] && [ "$server" = '${reg.host}' ] && printf '{"Username":"%s","Secret":"%s"}' '${creds.username}' '${creds.password}'\n`);
+    await chmod(script, 0o755);
+    await writeFile(join(saved, 'config.json'), JSON.stringify({ auths: { [reg.host]: {} }, credsStore: 'damselfly-test' }));
+    const withHelper = { ...env, PATH: `${bin}:${process.env.PATH ?? ''}` };
+    const helped = await damselfly(['check', '--image', ref, '--plain-http'], { env: withHelper });
+    assert.equal(helped.code, 0, helped.stderr);
+    // One that is not installed: named in a warning, and the registry's refusal reported.
     await writeFile(join(saved, 'config.json'), JSON.stringify({ credHelpers: { [reg.host]: 'secretservice' } }));
-    const helper = await damselfly(['check', '--image', ref, '--plain-http'], { env, timeoutMs: 30_000 });
-    assert.notEqual(helper.code, 0);
-    assert.match(helper.stderr, /docker-credential-secretservice/);
-    assert.match(helper.stderr, /401|unauthori[sz]ed|credentials/i);
+    const missing = await damselfly(['check', '--image', ref, '--plain-http'], { env: withHelper, timeoutMs: 30_000 });
+    assert.notEqual(missing.code, 0);
+    assert.match(missing.stderr, /docker-credential-secretservice: not found in PATH/);
+    assert.match(missing.stderr, /401|unauthori[sz]ed|credentials/i);
   });
 
   test('token auth: the daemon gets a pull token from the token service with the config auth; the bootstrap it saved serves with --bootstrap --config', async () => {

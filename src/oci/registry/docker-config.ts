@@ -4,9 +4,9 @@
  * containers auth file (`$REGISTRY_AUTH_FILE`, else `$XDG_RUNTIME_DIR/containers/auth.json`), as
  * nydusify and skopeo find them. A registry is looked up by `host[:port]`, with or without a
  * scheme or path in the key; Docker Hub also under its legacy key. Entries kept by a credential
- * helper (`credsStore`, `credHelpers`) are not read: the caller says so, and takes credentials
- * from its command line or configuration instead.
+ * helper (`credsStore`, `credHelpers`) are asked of it, as Docker does.
  */
+import { spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -16,7 +16,7 @@ import type { Credentials } from './auth.js';
 /** What a lookup found. */
 export type SavedCredentials =
   | { kind: 'credentials'; credentials: Credentials; file: string }
-  /** The file names a credential helper for the host (or for all): not read here. */
+  /** The file names a credential helper for the host (or for all): `askHelper` asks it. */
   | { kind: 'helper'; helper: string; file: string };
 
 const DOCKER_HUB = new Set(['docker.io', 'index.docker.io', 'registry-1.docker.io']);
@@ -92,16 +92,50 @@ export function savedCredentials(host: string, env: NodeJS.ProcessEnv = process.
   return undefined;
 }
 
+/** How long a credential helper may take (it may ask a keychain or a cloud's token service). */
+const HELPER_TIMEOUT_MS = 20_000;
+
+/**
+ * Asks credential helper `docker-credential-<helper>` for `host`'s credentials, as Docker does
+ * (`get`, the server on stdin, `{"Username","Secret"}` on stdout). Undefined, with the reason,
+ * when it has none, cannot be run, fails or answers with an identity token (an OAuth2 refresh
+ * token, which this client does not exchange).
+ */
+export function askHelper(helper: string, host: string, env: NodeJS.ProcessEnv = process.env, timeoutMs = HELPER_TIMEOUT_MS): { credentials?: Credentials; reason?: string } {
+  const program = `docker-credential-${helper}`;
+  if (!/^[A-Za-z0-9._-]+$/.test(helper)) return { reason: `${program}: not a helper name` };
+  const server = DOCKER_HUB.has(host.toLowerCase()) ? DOCKER_HUB_KEY : host;
+  const r = spawnSync(program, ['get'], { input: server, encoding: 'utf8', env, timeout: timeoutMs, maxBuffer: 1 << 20 });
+  if (r.error !== undefined) return { reason: `${program}: ${(r.error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found in PATH' : r.error.message}` };
+  if (r.status !== 0) return { reason: `${program} get: ${(r.stdout || r.stderr).trim().split('\n')[0] || `exit status ${r.status}`}` };
+  let answer: { Username?: unknown; Secret?: unknown };
+  try {
+    answer = JSON.parse(r.stdout) as typeof answer;
+  } catch {
+    return { reason: `${program} get: not a JSON answer` };
+  }
+  if (typeof answer.Username !== 'string' || typeof answer.Secret !== 'string' || answer.Username === '') return { reason: `${program} get: no Username and Secret` };
+  if (answer.Username === '<token>') return { reason: `${program} get: an identity token, which is not supported` };
+  return { credentials: { username: answer.Username, password: answer.Secret } };
+}
+
 /**
  * The credentials to use for `host` when the command line and configuration give none: the saved
- * ones, if any (logged with the file they came from, never themselves).
+ * ones, if any, from the file or its credential helper (logged with where they came from, never
+ * themselves). A helper that has none, or cannot be run, is a warning: the registry may not need any.
  */
 export function credentialsForHost(host: string, log: Logger, env: NodeJS.ProcessEnv = process.env): Credentials | undefined {
   const found = savedCredentials(host, env);
   if (found === undefined) return undefined;
   if (found.kind === 'helper') {
-    log.warn({ registry: host, file: found.file, helper: `docker-credential-${found.helper}` }, 'the credentials of this registry are kept by a credential helper, which is not run: going on without them');
-    return undefined;
+    const asked = askHelper(found.helper, host, env);
+    const where = { registry: host, file: found.file, helper: `docker-credential-${found.helper}` };
+    if (asked.credentials === undefined) {
+      log.warn({ ...where, reason: asked.reason }, 'no credentials from the credential helper: going on without them');
+      return undefined;
+    }
+    log.info(where, 'using registry credentials from the credential helper');
+    return asked.credentials;
   }
   log.info({ registry: host, file: found.file }, 'using saved registry credentials');
   return found.credentials;

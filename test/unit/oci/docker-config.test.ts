@@ -1,16 +1,17 @@
 /**
  * Saved registry credentials (`docker login` and the containers auth file): which file is read
  * first, how a host is matched against the `auths` keys (scheme, path and case ignored; Docker Hub's
- * legacy key), both entry forms, credential helpers reported rather than run, and files that do
+ * legacy key), both entry forms, credential helpers (asked as Docker asks them; one that has
+ * nothing, is missing, hangs or answers with an identity token gives a reason), and files that do
  * not parse named in the error.
  */
 import assert from 'node:assert/strict';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { UsageError } from '../../../src/base/index.js';
-import { credentialFiles, lookupSaved, savedCredentials } from '../../../src/oci/registry/index.js';
+import { askHelper, credentialFiles, lookupSaved, savedCredentials } from '../../../src/oci/registry/index.js';
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 let dir: string;
@@ -39,7 +40,7 @@ test('hosts match auths keys with or without scheme and path, in any case; Docke
   assert.equal(lookupSaved({}, 'example.com', 'f'), undefined);
 });
 
-test('credential helpers are reported, not run; an entry that does not decode is an error', () => {
+test('an entry kept by a credential helper names it; an entry that does not decode is an error', () => {
   assert.deepEqual(lookupSaved({ credHelpers: { 'gcr.io': 'gcloud' }, auths: { 'gcr.io': { auth: b64('x:y') } } }, 'gcr.io', 'f'), { kind: 'helper', helper: 'gcloud', file: 'f' });
   // `docker login` with a credsStore leaves an empty entry behind.
   assert.deepEqual(lookupSaved({ credsStore: 'desktop', auths: { 'ghcr.io': {} } }, 'ghcr.io', 'f'), { kind: 'helper', helper: 'desktop', file: 'f' });
@@ -61,4 +62,29 @@ test('the containers auth file comes before the Docker config; missing files are
   assert.deepEqual(savedCredentials('other.example', env), { kind: 'credentials', credentials: { username: 'd', password: '2' }, file: join(dir, 'config.json') });
   await writeFile(containers, '{not json');
   assert.throws(() => savedCredentials('r.example', env), (e: unknown) => e instanceof UsageError && e.message.startsWith(`${containers}: `));
+});
+
+test('a credential helper is asked with the server on stdin; no answer, a missing or hanging helper and identity tokens give reasons', async () => {
+  const bin = join(dir, 'bin');
+  await mkdir(bin);
+  const helper = async (name: string, body: string): Promise<void> => {
+    await writeFile(join(bin, `docker-credential-${name}`), `#!/bin/sh\n${body}\n`);
+    await chmod(join(bin, `docker-credential-${name}`), 0o755);
+  };
+  await helper('echo', 'read s; [ "$1" = get ] && printf \'{"ServerURL":"%s","Username":"user-%s","Secret":"pw"}\' "$s" "$s"');
+  await helper('none', 'echo "credentials not found in native keychain"; exit 1');
+  await helper('token', 'echo \'{"Username":"<token>","Secret":"refresh"}\'');
+  await helper('slow', 'sleep 5');
+  await helper('garbage', 'echo hello');
+  const env = { PATH: `${bin}:${process.env.PATH ?? ''}` };
+  assert.deepEqual(askHelper('echo', 'r.example:5000', env), { credentials: { username: 'user-r.example:5000', password: 'pw' } });
+  assert.deepEqual(askHelper('echo', 'docker.io', env), { credentials: { username: 'user-https://index.docker.io/v1/', password: 'pw' } }, 'Docker Hub by its legacy key');
+  assert.deepEqual(askHelper('none', 'r.example', env), { reason: 'docker-credential-none get: credentials not found in native keychain' });
+  assert.deepEqual(askHelper('token', 'r.example', env), { reason: 'docker-credential-token get: an identity token, which is not supported' });
+  assert.deepEqual(askHelper('garbage', 'r.example', env), { reason: 'docker-credential-garbage get: not a JSON answer' });
+  assert.deepEqual(askHelper('missing', 'r.example', env), { reason: 'docker-credential-missing: not found in PATH' });
+  assert.deepEqual(askHelper('../evil', 'r.example', env), { reason: 'docker-credential-../evil: not a helper name' });
+  const t0 = Date.now();
+  const slow = askHelper('slow', 'r.example', env, 300);
+  assert.ok(slow.credentials === undefined && slow.reason !== undefined && Date.now() - t0 < 4000, JSON.stringify(slow));
 });
