@@ -16,7 +16,7 @@ import { RafsV5Image } from '../format/v5/reader.js';
 import { RafsV6Image } from '../format/v6/reader.js';
 import type { BlobBackend } from '../storage/backend/types.js';
 import { loadBlobMeta } from '../storage/blob-meta.js';
-import { ToolChunkReader } from './chunk-reader.js';
+import { ToolChunkReader, WINDOW_BYTES } from './chunk-reader.js';
 import { type WalkItem, walkImage } from './walk.js';
 
 export interface Problem {
@@ -119,46 +119,96 @@ export async function checkImage(image: RafsImage, backend: BlobBackend, opts: C
   }
   if (image instanceof RafsV5Image) checkV5Digests(image, items, problems);
 
-  // 2. Blobs: size, blob meta, ToC, inlined digests, blob id.
+  // 2. Blobs: size, blob meta, ToC, inlined digests (the blob id in step 3, from the same reads).
   const ciByBlob = new Map<number, BlobChunkEntry[]>();
+  const idChecks = new Map<number, IdCheck>();
   for (const blob of image.blobs) {
     try {
-      const ci = await checkBlob(image, blob, backend, opts, problems, uses);
+      const { ci, idCheck } = await checkBlob(image, blob, backend, opts, problems, uses);
       if (ci !== undefined) ciByBlob.set(blob.index, ci);
+      if (idCheck !== undefined) idChecks.set(blob.index, idCheck);
     } catch (e) {
       problems.add({ blob: blob.id, message: msg(e) });
     }
   }
 
-  // 3. Every chunk: stored range, CI agreement, decompression and digest.
+  // 3. Every chunk: stored range, CI agreement, decompression and digest; blob by blob, in storage
+  // order, the blob read once in the reader's windows, which also feed the blob id's hash.
   let chunksVerified = 0;
   let bytesVerified = 0;
   let done = 0;
   const all = [...uses.values()];
-  // In storage order: the reader's windows then serve the chunks stored after the one read.
-  const queue = all.slice().sort((a, b) => a.chunk.blobIndex - b.chunk.blobIndex || a.chunk.compressedOffset - b.chunk.compressedOffset);
-  const worker = async (): Promise<void> => {
-    for (let u = queue.shift(); u !== undefined; u = queue.shift()) {
-      const { chunk, path, position } = u;
-      const blob = image.blobs[chunk.blobIndex] as BlobInfo;
-      const ci = ciByBlob.get(chunk.blobIndex)?.[chunk.index];
-      const where = { path, blob: blob.id, chunk: position };
-      if (ciByBlob.has(chunk.blobIndex) && ci === undefined) {
-        problems.add({ ...where, message: `chunk index ${chunk.index} is beyond the blob's ${blob.chunkCount} chunks` });
-      } else if (ci !== undefined && (ci.uncompressedOffset !== chunk.uncompressedOffset || ci.uncompressedSize !== chunk.uncompressedSize || ((ci.flags & CiFlag.BATCH) === 0 && (ci.compressedOffset !== chunk.compressedOffset || ci.compressedSize !== chunk.compressedSize)))) {
-        problems.add({ ...where, message: `blob meta entry ${chunk.index} disagrees with the bootstrap about the chunk's location` });
-      }
-      try {
-        const data = await reader.read(chunk);
-        chunksVerified++;
-        bytesVerified += data.length;
-      } catch (e) {
-        problems.add({ ...where, message: `file ${path} chunk ${position} (blob ${blob.id} chunk ${chunk.index}): ${msg(e)}` });
-      }
+  const verify = async (u: ChunkUse): Promise<void> => {
+    const { chunk, path, position } = u;
+    const blob = image.blobs[chunk.blobIndex];
+    if (blob === undefined) {
+      problems.add({ path, chunk: position, message: `file ${path} chunk ${position} refers to the missing blob ${chunk.blobIndex}` });
       opts.onProgress?.(++done, all.length);
+      return;
     }
+    const ci = ciByBlob.get(chunk.blobIndex)?.[chunk.index];
+    const where = { path, blob: blob.id, chunk: position };
+    if (ciByBlob.has(chunk.blobIndex) && ci === undefined) {
+      problems.add({ ...where, message: `chunk index ${chunk.index} is beyond the blob's ${blob.chunkCount} chunks` });
+    } else if (ci !== undefined && (ci.uncompressedOffset !== chunk.uncompressedOffset || ci.uncompressedSize !== chunk.uncompressedSize || ((ci.flags & CiFlag.BATCH) === 0 && (ci.compressedOffset !== chunk.compressedOffset || ci.compressedSize !== chunk.compressedSize)))) {
+      problems.add({ ...where, message: `blob meta entry ${chunk.index} disagrees with the bootstrap about the chunk's location` });
+    }
+    try {
+      const data = await reader.read(chunk);
+      chunksVerified++;
+      bytesVerified += data.length;
+    } catch (e) {
+      problems.add({ ...where, message: `file ${path} chunk ${position} (blob ${blob.id} chunk ${chunk.index}): ${msg(e)}` });
+    }
+    opts.onProgress?.(++done, all.length);
   };
-  await Promise.all([worker(), worker(), worker(), worker()]);
+  /** Verifies `list`, four chunks at a time. */
+  const verifyAll = async (list: ChunkUse[]): Promise<void> => {
+    let i = 0;
+    const worker = async (): Promise<void> => {
+      while (i < list.length) await verify(list[i++] as ChunkUse);
+    };
+    await Promise.all([worker(), worker(), worker(), worker()]);
+  };
+  const byBlob = new Map<number, ChunkUse[]>();
+  for (const u of all) {
+    let list = byBlob.get(u.chunk.blobIndex);
+    if (list === undefined) byBlob.set(u.chunk.blobIndex, (list = []));
+    list.push(u);
+  }
+  // Uses naming a blob the image does not have: their reads report it.
+  for (const [index, list] of byBlob) if (image.blobs[index] === undefined) await verifyAll(list);
+  for (const blob of image.blobs) {
+    const mine = (byBlob.get(blob.index) ?? []).sort((a, b) => a.chunk.compressedOffset - b.chunk.compressedOffset);
+    const idCheck = idChecks.get(blob.index);
+    if (idCheck === undefined) {
+      await verifyAll(mine);
+      continue;
+    }
+    const hasher = new BlobIdHasher(idCheck.size, idCheck.skip);
+    const windows = Math.ceil(idCheck.size / WINDOW_BYTES);
+    let next = 0;
+    let readable = true;
+    for (let k = 0; k < windows; k++) {
+      let data: Buffer;
+      try {
+        data = await reader.window(blob, k);
+      } catch (e) {
+        problems.add({ blob: blob.id, message: `the blob cannot be read at ${k * WINDOW_BYTES}: ${msg(e)}` });
+        readable = false;
+        break;
+      }
+      if (k + 1 < windows) reader.window(blob, k + 1).catch(() => undefined); // on its way meanwhile
+      hasher.update(k * WINDOW_BYTES, data);
+      // The chunks this window completes.
+      const end = (k + 1) * WINDOW_BYTES;
+      const first = next;
+      while (next < mine.length && (mine[next] as ChunkUse).chunk.compressedOffset + (mine[next] as ChunkUse).chunk.compressedSize <= end) next++;
+      await verifyAll(mine.slice(first, next));
+    }
+    await verifyAll(mine.slice(next));
+    if (readable) reportBlobId(blob, hasher, problems);
+  }
 
   return {
     ok: problems.list.length === 0,
@@ -225,7 +275,7 @@ async function checkBlob(
   opts: CheckOptions,
   problems: Problems,
   uses: Map<string, ChunkUse>,
-): Promise<BlobChunkEntry[] | undefined> {
+): Promise<{ ci: BlobChunkEntry[] | undefined; idCheck: IdCheck | undefined }> {
   const size = await backend.size(blob.id);
   const fromFile = opts.blobFiles?.has(blob.id) === true;
   if (blob.compressedSize > 0 && !fromFile && size !== blob.compressedSize) {
@@ -272,34 +322,57 @@ async function checkBlob(
       }
     }
   }
+  let idCheck: IdCheck | undefined;
   if (!fromFile && /^[0-9a-f]{64}$/.test(blob.id) && !(blob.features & (BlobFeature.SEPARATE | BlobFeature.ZRAN))) {
     // The RAFS rule leaves the chunk-digest array out (spec §5.10); a blob renamed for a registry
     // (`merge --blob-digests`) is named by the hash of its whole content.
     const skip = toc?.entries.find((e) => e.name === TocEntryName.BLOB_DIGEST);
-    const ids = await blobContentIds(backend, blob.id, size, skip);
-    if (ids.rafs !== blob.id && ids.whole !== blob.id) {
-      problems.add({ blob: blob.id, message: `blob content hashes to ${ids.rafs}, not to its id` });
+    idCheck = { size, ...(skip ? { skip } : {}) };
+    if (size !== blob.compressedSize) {
+      // Not read through the chunk reader's windows (which its table's size bounds): here, alone.
+      const h = new BlobIdHasher(size, skip);
+      for (let off = 0; off < size; off += WINDOW_BYTES) h.update(off, await backend.read(blob.id, off, Math.min(WINDOW_BYTES, size - off)));
+      reportBlobId(blob, h, problems);
+      idCheck = undefined;
     }
   }
-  return ci;
+  return { ci, idCheck };
+}
+
+/** A blob whose id is to be checked against its content, which step 3 reads anyway. */
+interface IdCheck {
+  size: number;
+  skip?: { compressedOffset: number; compressedSize: number };
+}
+
+function reportBlobId(blob: BlobInfo, h: BlobIdHasher, problems: Problems): void {
+  const ids = h.digests();
+  if (ids.rafs !== blob.id && ids.whole !== blob.id) problems.add({ blob: blob.id, message: `blob content hashes to ${ids.rafs}, not to its id` });
 }
 
 /**
- * SHA-256 of the blob without the chunk-digest array payload (the blob id rule, spec §5.10), and
- * of its whole content, from one read of it.
+ * SHA-256 of a blob without the chunk-digest array payload (the blob id rule, spec §5.10), and of
+ * its whole content, fed its bytes in order.
  */
-async function blobContentIds(backend: BlobBackend, id: string, size: number, skip?: { compressedOffset: number; compressedSize: number }): Promise<{ rafs: string; whole: string }> {
-  const rafs = createHash('sha256');
-  const whole = createHash('sha256');
-  const [from, to] = skip === undefined ? [size, size] : [skip.compressedOffset, skip.compressedOffset + skip.compressedSize];
-  const step = 4 << 20;
-  for (let off = 0; off < size; off += step) {
-    const data = await backend.read(id, off, Math.min(step, size - off));
-    whole.update(data);
-    // The part of this read outside [from, to).
-    const end = off + data.length;
-    if (off < from) rafs.update(data.subarray(0, Math.min(end, from) - off));
-    if (end > to) rafs.update(data.subarray(Math.max(off, to) - off));
+class BlobIdHasher {
+  private readonly rafs = createHash('sha256');
+  private readonly whole = createHash('sha256');
+  private readonly from: number;
+  private readonly to: number;
+
+  constructor(size: number, skip?: { compressedOffset: number; compressedSize: number }) {
+    [this.from, this.to] = skip === undefined ? [size, size] : [skip.compressedOffset, skip.compressedOffset + skip.compressedSize];
   }
-  return { rafs: rafs.digest('hex'), whole: whole.digest('hex') };
+
+  /** The blob's bytes at `off` (each call continuing where the last one ended). */
+  update(off: number, data: Uint8Array): void {
+    this.whole.update(data);
+    const end = off + data.length;
+    if (off < this.from) this.rafs.update(data.subarray(0, Math.min(end, this.from) - off));
+    if (end > this.to) this.rafs.update(data.subarray(Math.max(off, this.to) - off));
+  }
+
+  digests(): { rafs: string; whole: string } {
+    return { rafs: this.rafs.digest('hex'), whole: this.whole.digest('hex') };
+  }
 }

@@ -15,7 +15,7 @@ import { loadBlobMeta } from '../storage/blob-meta.js';
 import { batchMember, decodeBatchAsync, decodeChunkAsync, verifyChunk } from '../storage/chunk/decode.js';
 
 /** A blob is read in windows of this many bytes, aligned (the last one cut at the blob's end). */
-const WINDOW_BYTES = 4 << 20;
+export const WINDOW_BYTES = 4 << 20;
 /**
  * Windows kept: readers run a few chunks ahead, `check` four at a time, and `unpack` walks the
  * tree in name order while a tar layer stored its files in the order the tar listed them.
@@ -117,8 +117,11 @@ export class ToolChunkReader {
     }, exact);
   }
 
-  /** Window `k` of a blob (bytes [k, k + 1) x WINDOW_BYTES, cut at the blob's end), most recently used last. */
-  private window(blob: BlobInfo, k: number): Promise<Buffer> {
+  /**
+   * Window `k` of a blob (bytes [k, k + 1) x WINDOW_BYTES, cut at the blob's end as its table says),
+   * kept as the most recently used.
+   */
+  window(blob: BlobInfo, k: number): Promise<Buffer> {
     const i = this.windows.findIndex((x) => x.blobIndex === blob.index && x.k === k);
     if (i >= 0) {
       const [w] = this.windows.splice(i, 1) as [Window];
