@@ -8,10 +8,8 @@ import type { Command } from 'commander';
 import { Metrics, UsageError } from '../base/index.js';
 import { nativeCodecs } from '../native/index.js';
 import type { BlobBackend } from '../storage/backend/types.js';
-import { LocalFsBackend } from '../storage/backend/localfs.js';
-import { type LoadedImage, loadImage } from '../storage/open-image.js';
+import { type LoadedImage, loadImage, localBlobs } from '../storage/open-image.js';
 import { getLogger } from './common.js';
-import { dirname } from 'node:path';
 
 export interface ImageFlags {
   bootstrap?: string;
@@ -50,18 +48,17 @@ export async function openToolImage(flags: ImageFlags): Promise<ToolImage> {
   }
   if (flags.plainHttp) throw new UsageError('--plain-http goes with --image');
   const loaded = await loadImage(nativeCodecs, { ...(flags.bootstrap ? { bootstrap: flags.bootstrap } : {}), ...(flags.blob ? { blob: flags.blob } : {}) });
-  let backend: LocalFsBackend | undefined;
+  let backend: BlobBackend | undefined;
+  const local = (): BlobBackend => {
+    const b = localBlobs(loaded, flags);
+    if (b === undefined) throw new UsageError('--blob-dir is required');
+    return b;
+  };
   return {
     loaded,
-    backend: () => (backend ??= localBackend(flags, loaded)),
+    backend: () => (backend ??= local()),
     close: async () => {
       await backend?.close();
     },
   };
-}
-
-function localBackend(flags: ImageFlags, loaded: LoadedImage): LocalFsBackend {
-  const dir = flags.blobDir ?? (flags.blob ? dirname(flags.blob) : undefined);
-  if (dir === undefined && loaded.blobFiles.size === 0) throw new UsageError('--blob-dir is required');
-  return new LocalFsBackend({ ...(dir ? { dir } : {}), files: loaded.blobFiles });
 }

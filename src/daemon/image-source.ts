@@ -23,7 +23,7 @@ import { LocalFsBackend } from '../storage/backend/localfs.js';
 import type { BlobBackend } from '../storage/backend/types.js';
 import { FileBlobCache } from '../storage/cache/blob-cache.js';
 import { keptBootstrapPath, keptTemp } from '../storage/cache/kept-bootstrap.js';
-import { type LoadedImage, loadImage } from '../storage/open-image.js';
+import { type LoadedImage, loadImage, localBlobs } from '../storage/open-image.js';
 import { loadBlobMeta } from '../storage/blob-meta.js';
 import { planRanges, prefetchPlan } from './prefetch-plan.js';
 
@@ -215,9 +215,9 @@ async function openSource(flags: SourceFlags, codecs: Codecs, log: Logger, metri
   if (config !== undefined && flags.blobDir === undefined) {
     return { ...common, loaded, backend: createBackend(config.backend, { log, metrics, blobFiles: loaded.blobFiles }) };
   }
-  const dir = flags.blobDir ?? (flags.blob ? join(flags.blob, '..') : undefined);
-  if (dir === undefined && loaded.blobFiles.size === 0) throw new UsageError('give --blob-dir, or --config with a backend');
-  return { ...common, loaded, backend: new LocalFsBackend({ ...(dir ? { dir } : {}), files: loaded.blobFiles }) };
+  const backend = localBlobs(loaded, flags);
+  if (backend === undefined) throw new UsageError('give --blob-dir, or --config with a backend');
+  return { ...common, loaded, backend };
 }
 
 /**

@@ -4,7 +4,7 @@
  * placeholder, INLINED_FS_META blobs, or a pre-2.2 single blob) are mapped to that file.
  */
 import { type FileHandle, open, readFile } from 'node:fs/promises';
-import { basename } from 'node:path';
+import { basename, dirname } from 'node:path';
 import { FormatError, UsageError, readFully } from '../base/index.js';
 import type { Codecs } from '../format/compression.js';
 import { BlobFeature } from '../format/constants.js';
@@ -12,6 +12,7 @@ import type { RafsImage } from '../format/image.js';
 import { openBootstrap } from '../format/open.js';
 import { TocEntryName, extractTocItem, parseTocFromTail } from '../format/blob/toc.js';
 import { TAR_HEADER_SIZE, decodeTarHeader } from '../format/blob/tar-header.js';
+import { LocalFsBackend } from './backend/localfs.js';
 
 export interface LoadedImage {
   image: RafsImage;
@@ -91,4 +92,15 @@ export async function loadImage(codecs: Codecs, src: { bootstrap?: string; blob?
     if (inlined || legacy || b.id === self) blobFiles.set(b.id, blobPath);
   }
   return { image, bootstrap, blobFiles };
+}
+
+/**
+ * The blobs of an image opened from files: its blob directory (else the folder of the blob it was
+ * opened from) and the blobs an inlined bootstrap maps to that blob's file. Undefined when neither
+ * says where they are: the caller tells the user what to give.
+ */
+export function localBlobs(loaded: LoadedImage, where: { blobDir?: string; blob?: string }): LocalFsBackend | undefined {
+  const dir = where.blobDir ?? (where.blob !== undefined ? dirname(where.blob) : undefined);
+  if (dir === undefined && loaded.blobFiles.size === 0) return undefined;
+  return new LocalFsBackend({ ...(dir !== undefined ? { dir } : {}), files: loaded.blobFiles });
 }
