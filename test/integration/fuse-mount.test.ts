@@ -172,7 +172,7 @@ describe('FUSE host mount', () => {
     assert.equal(s['storage.backend_bytes'], info.chunks[0]?.compressedSize);
   });
 
-  test("the mount's read-ahead is the 1 MiB the daemon negotiates: a sequential read comes as READs of up to 1 MiB", async () => {
+  test("the mount's read-ahead is the 1 MiB the daemon asks for at INIT: a sequential read comes as READs of up to 1 MiB", async () => {
     const mnt = join(work, 'mnt');
     const m = await startMount([...big, '--stats'], mnt);
     let bdi: string;

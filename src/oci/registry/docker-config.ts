@@ -50,7 +50,8 @@ export function lookupSaved(doc: unknown, host: string, file: string): SavedCred
     if (typeof v === 'string' && (keyHost(k) === want || (hub && DOCKER_HUB.has(keyHost(k))))) return { kind: 'helper', helper: v, file };
   }
   const auths = typeof d.auths === 'object' && d.auths !== null ? (d.auths as Record<string, unknown>) : {};
-  const entry = Object.entries(auths).find(([k]) => keyHost(k) === want || (hub && (k === DOCKER_HUB_KEY || DOCKER_HUB.has(keyHost(k)))))?.[1];
+  // Docker Hub's legacy key, https://index.docker.io/v1/, is one of its hosts too.
+  const entry = Object.entries(auths).find(([k]) => keyHost(k) === want || (hub && DOCKER_HUB.has(keyHost(k))))?.[1];
   if (typeof entry === 'object' && entry !== null) {
     const e = entry as { auth?: unknown; username?: unknown; password?: unknown };
     if (typeof e.auth === 'string' && e.auth !== '') {

@@ -69,7 +69,7 @@ function fuseBdi(mountpoint: string): string | undefined {
 /**
  * Raises the mount's read-ahead to `bytes`. The kernel offers its bdi default (128 KiB) at INIT
  * and keeps the smaller of that and the answer, so a sequential reader's READs come as 128-256 KiB
- * whatever the daemon negotiates; with the bdi raised after INIT they come as up to max_pages
+ * whatever the daemon asks for; with the bdi raised after INIT they come as up to max_pages
  * (1 MiB). fuse.sh, 336 MB read cold with an empty chunk cache: 1286 READs; 0.40 s and 0.48 s of
  * daemon CPU before, 0.34-0.37 s and 0.41-0.45 s with 1 MiB (2 and 4 MiB were slower again).
  * Root only (sysfs); without it the kernel's default stays.
