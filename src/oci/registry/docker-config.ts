@@ -6,7 +6,7 @@
  * scheme or path in the key; Docker Hub also under its legacy key. Entries kept by a credential
  * helper (`credsStore`, `credHelpers`) are asked of it, as Docker does.
  */
-import { spawnSync } from 'node:child_process';
+import { type SpawnSyncReturns, spawnSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
@@ -106,8 +106,16 @@ export function askHelper(helper: string, host: string, env: NodeJS.ProcessEnv =
   const program = `docker-credential-${helper}`;
   if (!/^[A-Za-z0-9._-]+$/.test(helper)) return { reason: `${program}: not a helper name` };
   const server = DOCKER_HUB.has(host.toLowerCase()) ? DOCKER_HUB_KEY : host;
-  const r = spawnSync(program, ['get'], { input: server, encoding: 'utf8', env, timeout: timeoutMs, maxBuffer: 1 << 20 });
-  if (r.error !== undefined) return { reason: `${program}: ${(r.error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found in PATH' : r.error.message}` };
+  return helperAnswer(program, spawnSync(program, ['get'], { input: server, encoding: 'utf8', env, timeout: timeoutMs, maxBuffer: 1 << 20 }));
+}
+
+/** What a finished `docker-credential-* get` run (`spawnSync`'s result) answered. */
+export function helperAnswer(program: string, r: Pick<SpawnSyncReturns<string>, 'error' | 'status' | 'stdout' | 'stderr'>): { credentials?: Credentials; reason?: string } {
+  // A helper that answers without reading the server name (it knows it has nothing) may exit
+  // before the name is written: EPIPE, with its answer and exit status intact. Any other error
+  // (not found, killed at the timeout) means no answer.
+  const unread = (r.error as NodeJS.ErrnoException | undefined)?.code === 'EPIPE' && r.status !== null;
+  if (r.error !== undefined && !unread) return { reason: `${program}: ${(r.error as NodeJS.ErrnoException).code === 'ENOENT' ? 'not found in PATH' : r.error.message}` };
   if (r.status !== 0) return { reason: `${program} get: ${(r.stdout || r.stderr).trim().split('\n')[0] || `exit status ${r.status}`}` };
   let answer: { Username?: unknown; Secret?: unknown };
   try {

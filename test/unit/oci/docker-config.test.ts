@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { UsageError } from '../../../src/base/index.js';
-import { askHelper, credentialFiles, lookupSaved, savedCredentials } from '../../../src/oci/registry/index.js';
+import { askHelper, credentialFiles, helperAnswer, lookupSaved, savedCredentials } from '../../../src/oci/registry/index.js';
 
 const b64 = (s: string): string => Buffer.from(s).toString('base64');
 let dir: string;
@@ -87,4 +87,15 @@ test('a credential helper is asked with the server on stdin; no answer, a missin
   const t0 = Date.now();
   const slow = askHelper('slow', 'r.example', env, 300);
   assert.ok(slow.credentials === undefined && slow.reason !== undefined && Date.now() - t0 < 4000, JSON.stringify(slow));
+});
+
+test('a helper that exits before its stdin is written (EPIPE) is judged by its answer; other spawn errors are not', () => {
+  const epipe = Object.assign(new Error('spawnSync docker-credential-x EPIPE'), { code: 'EPIPE' });
+  const none = { error: epipe, status: 1, stdout: 'credentials not found in native keychain\n', stderr: '' };
+  assert.deepEqual(helperAnswer('docker-credential-x', none), { reason: 'docker-credential-x get: credentials not found in native keychain' });
+  const found = { error: epipe, status: 0, stdout: '{"Username":"u","Secret":"s"}', stderr: '' };
+  assert.deepEqual(helperAnswer('docker-credential-x', found), { credentials: { username: 'u', password: 's' } });
+  const killed = { error: Object.assign(new Error('spawnSync docker-credential-x ETIMEDOUT'), { code: 'ETIMEDOUT' }), status: null, stdout: '{"Username":"u","Secret":"s"}', stderr: '' };
+  assert.deepEqual(helperAnswer('docker-credential-x', killed), { reason: 'docker-credential-x: spawnSync docker-credential-x ETIMEDOUT' });
+  assert.deepEqual(helperAnswer('docker-credential-x', { ...none, status: null }), { reason: 'docker-credential-x: spawnSync docker-credential-x EPIPE' }, 'no exit status: no answer');
 });
