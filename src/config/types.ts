@@ -113,6 +113,8 @@ export interface LocaldiskBackendConfig {
 export interface RegistryAuth {
   username: string;
   password: string;
+  /** Only from credentials a `docker login` saved (a nydusd configuration has none): see `Credentials`. */
+  identityToken?: string;
 }
 
 /** OCI distribution API: `{scheme}://{host}/v2/{repo}/blobs/sha256:{blob_id}`. */

@@ -15,7 +15,7 @@ import { type ChildProcess, execFile, spawn, spawnSync } from 'node:child_proces
 import { X509Certificate, createSign, randomBytes, randomUUID } from 'node:crypto';
 import { rmSync } from 'node:fs';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { type Server, createServer, request as httpRequest } from 'node:http';
+import { type Server, type ServerResponse, createServer, request as httpRequest } from 'node:http';
 import { request as httpsRequest } from 'node:https';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -44,6 +44,8 @@ export interface TokenRequestRecord {
   /** The authenticated user, or undefined for an anonymous request. */
   user: string | undefined;
   at: number;
+  /** How the client authenticated: a GET (Basic or anonymous) or the OAuth2 refresh-token grant (POST). */
+  grant: 'get' | 'refresh_token';
 }
 
 export interface TokenService {
@@ -60,6 +62,11 @@ export interface TokenService {
    * 60 s leeway) while clients are told they live `ttlSec`: the first use answers 401.
    */
   expireNext(n: number): void;
+  /**
+   * Each user's identity token (an OAuth2 refresh token, as `docker login` saves for some
+   * registries), accepted by the refresh-token grant: a form POSTed to the realm.
+   */
+  readonly identityTokens: Record<string, string>;
   /** Signs a token directly (e.g. for `registryToken`), granting `access` to `sub`. */
   mint(access: { name: string; actions: string[] }[], opts?: { sub?: string; ttlSec?: number }): string;
 }
@@ -269,27 +276,12 @@ async function startTokenService(dir: string, users: Record<string, string>, ano
     const input = `${b64u(header)}.${b64u(claims)}`;
     return `${input}.${createSign('RSA-SHA256').update(input).sign(key).toString('base64url')}`;
   };
-  const server: Server = createServer((req, res) => {
-    const url = new URL(req.url ?? '/', 'http://x');
-    const scopes = url.searchParams.getAll('scope');
-    const basic = /^Basic (.+)$/i.exec(req.headers.authorization ?? '');
-    let user: string | undefined;
-    if (basic) {
-      const [u, ...rest] = Buffer.from(basic[1] as string, 'base64').toString('utf8').split(':');
-      if (u === undefined || users[u] === undefined || users[u] !== rest.join(':')) {
-        service.requests.push({ scopes, user: undefined, at: Date.now() });
-        res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Basic realm="damselfly-test-token"' });
-        res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password' }] }));
-        return;
-      }
-      user = u;
-    } else if (!anonymousPull) {
-      service.requests.push({ scopes, user: undefined, at: Date.now() });
-      res.writeHead(401, { 'content-type': 'application/json', 'www-authenticate': 'Basic realm="damselfly-test-token"' });
-      res.end(JSON.stringify({ errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] }));
-      return;
-    }
-    service.requests.push({ scopes, user, at: Date.now() });
+  const identityTokens = Object.fromEntries(Object.keys(users).map((u) => [u, `idt-${randomUUID()}`]));
+  const refuse = (res: ServerResponse, status: number, body: object): void => {
+    res.writeHead(status, { 'content-type': 'application/json', ...(status === 401 ? { 'www-authenticate': 'Basic realm="damselfly-test-token"' } : {}) });
+    res.end(JSON.stringify(body));
+  };
+  const answer = (res: ServerResponse, user: string | undefined, scopes: string[]): void => {
     const access = scopes.flatMap((s) => {
       const m = /^repository:(.+):([a-z,*]+)$/.exec(s);
       if (!m) return [];
@@ -301,6 +293,40 @@ async function startTokenService(dir: string, users: Record<string, string>, ano
     const token = sign(user ?? 'anonymous', access, expSec);
     res.writeHead(200, { 'content-type': 'application/json' });
     res.end(JSON.stringify({ token, access_token: token, expires_in: service.ttlSec, issued_at: new Date().toISOString() }));
+  };
+  const server: Server = createServer((req, res) => {
+    if (req.method === 'POST') {
+      // The OAuth2 refresh-token grant (distribution's docs/spec/auth/oauth.md): a form body.
+      const parts: Buffer[] = [];
+      req.on('data', (b: Buffer) => parts.push(b));
+      req.on('end', () => {
+        const form = new URLSearchParams(Buffer.concat(parts).toString('utf8'));
+        const scopes = (form.get('scope') ?? '').split(' ').filter((x) => x !== '');
+        const user = Object.keys(identityTokens).find((u) => identityTokens[u] === form.get('refresh_token'));
+        const ok = (req.headers['content-type'] ?? '').startsWith('application/x-www-form-urlencoded') && form.get('grant_type') === 'refresh_token' && form.get('service') === serviceName && form.get('client_id') !== null && user !== undefined;
+        service.requests.push({ scopes, user: ok ? user : undefined, at: Date.now(), grant: 'refresh_token' });
+        if (!ok) return refuse(res, 400, { error: 'invalid_grant' });
+        answer(res, user, scopes);
+      });
+      return;
+    }
+    const url = new URL(req.url ?? '/', 'http://x');
+    const scopes = url.searchParams.getAll('scope');
+    const basic = /^Basic (.+)$/i.exec(req.headers.authorization ?? '');
+    let user: string | undefined;
+    if (basic) {
+      const [u, ...rest] = Buffer.from(basic[1] as string, 'base64').toString('utf8').split(':');
+      if (u === undefined || users[u] === undefined || users[u] !== rest.join(':')) {
+        service.requests.push({ scopes, user: undefined, at: Date.now(), grant: 'get' });
+        return refuse(res, 401, { errors: [{ code: 'UNAUTHORIZED', message: 'invalid username or password' }] });
+      }
+      user = u;
+    } else if (!anonymousPull) {
+      service.requests.push({ scopes, user: undefined, at: Date.now(), grant: 'get' });
+      return refuse(res, 401, { errors: [{ code: 'UNAUTHORIZED', message: 'authentication required' }] });
+    }
+    service.requests.push({ scopes, user, at: Date.now(), grant: 'get' });
+    answer(res, user, scopes);
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
@@ -310,6 +336,7 @@ async function startTokenService(dir: string, users: Record<string, string>, ano
     issuer,
     requests: [],
     ttlSec: 300,
+    identityTokens,
     expireNext: (n) => {
       expired = n;
     },

@@ -208,6 +208,40 @@ describe('lazy loading from network backends', () => {
     assert.equal(s2['storage.backend_bytes'], s['storage.backend_bytes']);
   });
 
+  test('token auth with a saved identity token: check --image exchanges it (refresh-token grant), from the file or from a helper', async () => {
+    const reg = registries.token as TestRegistry;
+    const ts = reg.tokenService as NonNullable<TestRegistry['tokenService']>;
+    const idt = ts.identityTokens[reg.credentials?.username as string] as string;
+    const saved = join(work, 'idt-docker-config');
+    await mkdir(saved, { recursive: true });
+    // As some registries' `docker login` leaves it: a placeholder user and the identity token.
+    await writeFile(join(saved, 'config.json'), JSON.stringify({ auths: { [reg.host]: { auth: Buffer.from('00000000-0000-0000-0000-000000000000:').toString('base64'), identitytoken: idt } } }));
+    const env = { DOCKER_CONFIG: saved, REGISTRY_AUTH_FILE: join(work, 'no-auth.json') };
+    const ref = `docker://${reg.host}/net/app:${img.tag}`;
+    const before = ts.requests.length;
+    const checked = await damselfly(['check', '--image', ref, '--plain-http'], { env });
+    assert.equal(checked.code, 0, checked.stderr);
+    assert.match(checked.stdout, /^OK$/m);
+    const mine = ts.requests.slice(before);
+    assert.ok(mine.length > 0 && mine.every((r) => r.grant === 'refresh_token' && r.user === reg.credentials?.username), JSON.stringify(mine));
+    assert.doesNotMatch(checked.stderr, new RegExp(idt), 'the identity token is never printed');
+    // The same token from a credential helper (Username "<token>").
+    const bin = join(work, 'idt-helper-bin');
+    await mkdir(bin, { recursive: true });
+    const script = join(bin, 'docker-credential-damselfly-idt');
+    await writeFile(script, `#!/bin/sh\nread server\n[ "$1" = get ] && [ "$server" = '${reg.host}' ] && printf '{"Username":"<token>","Secret":"%s"}' '${idt}'\n`);
+    await chmod(script, 0o755);
+    await writeFile(join(saved, 'config.json'), JSON.stringify({ credHelpers: { [reg.host]: 'damselfly-idt' } }));
+    const helped = await damselfly(['check', '--image', ref, '--plain-http'], { env: { ...env, PATH: `${bin}:${process.env.PATH ?? ''}` } });
+    assert.equal(helped.code, 0, helped.stderr);
+    assert.equal(ts.requests.at(-1)?.grant, 'refresh_token');
+    // A revoked (unknown) one: the token service's refusal, clearly.
+    await writeFile(join(saved, 'config.json'), JSON.stringify({ auths: { [reg.host]: { identitytoken: 'idt-revoked' } } }));
+    const refused = await damselfly(['check', '--image', ref, '--plain-http'], { env, timeoutMs: 30_000 });
+    assert.notEqual(refused.code, 0);
+    assert.match(refused.stderr, /HTTP 400 \(token service refused the credentials\)/);
+  });
+
   describe('S3 (moto)', () => {
     let moto: Moto;
     before(async () => {

@@ -256,6 +256,24 @@ describe('Bearer token auth', () => {
     assert.match(err.message, /GET http:\/\/127\.0\.0\.1:\d+\/token\?service=.*scope=.*: HTTP 401 \(token service refused the credentials\)/);
     assert.doesNotMatch(err.message, /nope-nope/);
   });
+
+  test('an identity token is exchanged with the refresh-token grant; a wrong one fails clearly and is never logged', async () => {
+    const seed = client(reg.host, { credentials: reg.credentials });
+    const { layer } = await pushImage(seed, 'tok/idt', 'v1');
+    const user = reg.credentials?.username as string;
+    const idt = ts().identityTokens[user] as string;
+    const n0 = ts().requests.length;
+    const c = client(reg.host, { credentials: { username: '<token>', password: '', identityToken: idt } });
+    assert.ok((await c.readBlob('tok/idt', digestOf(layer), 3, 4)).equals(layer.subarray(3, 7)));
+    assert.deepEqual(ts().requests.slice(n0).map((r) => [r.grant, r.user, r.scopes]), [['refresh_token', user, ['repository:tok/idt:pull']]]);
+    const bad = client(reg.host, { credentials: { username: '<token>', password: '', identityToken: 'idt-wrong-one' }, retryLimit: 2 });
+    const err = await bad.readBlob('tok/idt', digestOf(layer), 0, 1).catch((e: unknown) => e);
+    assert.ok(err instanceof BackendError && !err.retryable, String(err));
+    assert.match(err.message, /POST http:\/\/127\.0\.0\.1:\d+\/token: HTTP 400 \(token service refused the credentials\)/);
+    assert.doesNotMatch(err.message, /idt-/);
+    const logs = logLines.join('');
+    assert.ok(!logs.includes(idt) && !logs.includes('idt-wrong-one'), 'identity tokens never reach the logs');
+  });
 });
 
 describe('TLS', () => {

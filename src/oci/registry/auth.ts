@@ -1,7 +1,8 @@
 /**
  * Registry authentication (distribution "token authentication specification"): anonymous, HTTP
  * Basic, and Bearer tokens from the realm named by a `WWW-Authenticate: Bearer` challenge, cached
- * per scope until shortly before they expire. A fixed `registryToken` is sent until the registry
+ * per scope until shortly before they expire; the realm is given the credentials (Basic) or an
+ * identity token (the OAuth2 refresh-token grant, as Docker does). A fixed `registryToken` is sent until the registry
  * rejects it. The HTTP exchange with the token service is injected (`TokenFetcher`) so that this
  * module is pure policy, tested without sockets.
  */
@@ -74,6 +75,12 @@ export function scopeFor(repo: string, push: boolean): string {
 export interface Credentials {
   username: string;
   password: string;
+  /**
+   * An identity token (an OAuth2 refresh token), which `docker login` saves instead of the
+   * password for some registries. It is exchanged at the Bearer realm (`grant_type=refresh_token`);
+   * a registry that asks for Basic cannot use it.
+   */
+  identityToken?: string;
 }
 
 export function basicHeader(c: Credentials): string {
@@ -86,6 +93,8 @@ export interface TokenRequest {
   scopes: string[];
   /** `Basic …` when credentials are configured; undefined for an anonymous token. */
   authorization: string | undefined;
+  /** An identity token, to exchange with the OAuth2 refresh-token grant (POST) instead. */
+  refreshToken?: string;
   signal?: AbortSignal;
 }
 export interface TokenAnswer {
@@ -153,7 +162,7 @@ export class RegistryAuth {
       case 'unknown':
         return undefined;
       case 'basic':
-        return this.opts.credentials ? basicHeader(this.opts.credentials) : undefined;
+        return this.opts.credentials && this.opts.credentials.identityToken === undefined ? basicHeader(this.opts.credentials) : undefined;
       case 'bearer':
         return `Bearer ${await this.token(this.mode, scope, signal)}`;
     }
@@ -181,7 +190,8 @@ export class RegistryAuth {
         realm: mode.realm,
         service: mode.service,
         scopes: [scope],
-        authorization: credentials ? basicHeader(credentials) : undefined,
+        authorization: credentials && credentials.identityToken === undefined ? basicHeader(credentials) : undefined,
+        ...(credentials?.identityToken !== undefined ? { refreshToken: credentials.identityToken } : {}),
         ...(signal ? { signal } : {}),
       })
       .then(
@@ -226,6 +236,7 @@ export class RegistryAuth {
     }
     if (basic) {
       if (!this.opts.credentials) return { retry: false, reason: 'the registry requires credentials (Basic) and none are configured' };
+      if (this.opts.credentials.identityToken !== undefined) return { retry: false, reason: 'the registry requires Basic credentials, and an identity token serves only a Bearer token service' };
       if (sent?.startsWith('Basic ')) return { retry: false, reason: 'the registry rejected the credentials' };
       this.mode = { kind: 'basic' };
       return { retry: true };

@@ -8,7 +8,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { BackendError, IntegrityError, LogLimiter, type Logger, NotFoundError, UsageError } from '../../base/index.js';
-import { RegistryAuth, type TokenAnswer, type TokenRequest, parseTokenAnswer, scopeFor } from './auth.js';
+import { type Credentials, RegistryAuth, type TokenAnswer, type TokenRequest, parseTokenAnswer, scopeFor } from './auth.js';
 import { HttpStatusError, networkError, redactUrl } from './errors.js';
 import { type BodyOptions, type Exchange, type ExchangeRequest, Transport, abandon, discard, header, parseContentRange, readAll, readRangeAnswer, statusError } from './http.js';
 import { checkDigest, checkReference, checkRepository, digestOf, isDigest, parseDigest, verifyDigest } from './names.js';
@@ -18,8 +18,8 @@ export interface RegistryClientOptions {
   /** `host[:port]` of the registry. */
   host: string;
   scheme: 'http' | 'https';
-  /** Basic credentials, sent to the registry (Basic challenge) or to the token realm (Bearer). */
-  credentials?: { username: string; password: string };
+  /** Basic credentials, sent to the registry (Basic challenge) or to the token realm (Bearer); an identity token among them is exchanged at the realm. */
+  credentials?: Credentials;
   /** A Bearer token sent as is until the registry refuses it (nydus `registry_token`). */
   registryToken?: string;
   /** https only: accept any certificate. */
@@ -142,21 +142,46 @@ export class RegistryClient {
   }
 
   private async fetchToken(req: TokenRequest): Promise<TokenAnswer> {
+    const x = req.refreshToken !== undefined ? await this.refreshTokenExchange(req, req.refreshToken) : await this.tokenExchange(req);
+    if (x.status !== 200) throw await statusError(x, x.status === 401 || (req.refreshToken !== undefined && x.status === 400) ? 'token service refused the credentials' : 'token service');
+    const answer = parseTokenAnswer(await readAll(x, MAX_TOKEN_BYTES, this.transport.timeoutMs, req.signal));
+    if (answer === undefined) throw new BackendError(`${x.what}: token service answer has no token`);
+    this.log.debug({ realm: redactUrl(req.realm), scopes: req.scopes, expiresInSec: answer.expiresInSec }, 'registry token');
+    return answer;
+  }
+
+  /** The token GET of the token authentication specification, with Basic credentials if any. */
+  private tokenExchange(req: TokenRequest): Promise<Exchange> {
     const url = new URL(req.realm);
     if (req.service !== undefined) url.searchParams.set('service', req.service);
     for (const s of req.scopes) url.searchParams.append('scope', s);
-    const x = await this.transport.exchange({
+    return this.transport.exchange({
       method: 'GET',
       url,
       registryHeaders: req.authorization ? { authorization: req.authorization } : {},
       trustedOrigin: url.origin,
       ...(req.signal ? { signal: req.signal } : {}),
     });
-    if (x.status !== 200) throw await statusError(x, x.status === 401 ? 'token service refused the credentials' : 'token service');
-    const answer = parseTokenAnswer(await readAll(x, MAX_TOKEN_BYTES, this.transport.timeoutMs, req.signal));
-    if (answer === undefined) throw new BackendError(`${x.what}: token service answer has no token`);
-    this.log.debug({ realm: redactUrl(req.realm), scopes: req.scopes, expiresInSec: answer.expiresInSec }, 'registry token');
-    return answer;
+  }
+
+  /**
+   * The OAuth2 refresh-token grant of the specification's `oauth` part, as Docker sends it for a
+   * saved identity token: a form POSTed to the realm. The token travels in the body, to the
+   * realm's origin only (a redirect elsewhere is not followed with it: `trustedOrigin`).
+   */
+  private refreshTokenExchange(req: TokenRequest, refreshToken: string): Promise<Exchange> {
+    const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken, client_id: 'damselfly' });
+    if (req.service !== undefined) form.set('service', req.service);
+    if (req.scopes.length > 0) form.set('scope', req.scopes.join(' '));
+    const body = Buffer.from(form.toString(), 'utf8');
+    return this.transport.exchange({
+      method: 'POST',
+      url: new URL(req.realm),
+      headers: { 'content-type': 'application/x-www-form-urlencoded' },
+      trustedOrigin: req.realm.origin,
+      body: () => body,
+      ...(req.signal ? { signal: req.signal } : {}),
+    });
   }
 
   private retry<T>(what: string, op: (attempt: number) => Promise<T>, signal?: AbortSignal): Promise<T> {

@@ -53,7 +53,11 @@ export function lookupSaved(doc: unknown, host: string, file: string): SavedCred
   // Docker Hub's legacy key, https://index.docker.io/v1/, is one of its hosts too.
   const entry = Object.entries(auths).find(([k]) => keyHost(k) === want || (hub && DOCKER_HUB.has(keyHost(k))))?.[1];
   if (typeof entry === 'object' && entry !== null) {
-    const e = entry as { auth?: unknown; username?: unknown; password?: unknown };
+    const e = entry as { auth?: unknown; username?: unknown; password?: unknown; identitytoken?: unknown };
+    // Some registries' logins save an identity token (OAuth2 refresh token) beside a placeholder user.
+    if (typeof e.identitytoken === 'string' && e.identitytoken !== '') {
+      return { kind: 'credentials', credentials: { username: '<token>', password: '', identityToken: e.identitytoken }, file };
+    }
     if (typeof e.auth === 'string' && e.auth !== '') {
       const plain = Buffer.from(e.auth, 'base64').toString('utf8');
       const i = plain.indexOf(':');
@@ -99,8 +103,8 @@ const HELPER_TIMEOUT_MS = 20_000;
 /**
  * Asks credential helper `docker-credential-<helper>` for `host`'s credentials, as Docker does
  * (`get`, the server on stdin, `{"Username","Secret"}` on stdout). Undefined, with the reason,
- * when it has none, cannot be run, fails or answers with an identity token (an OAuth2 refresh
- * token, which this client does not exchange).
+ * when it has none, cannot be run or fails. An identity token (Username `<token>`) is kept as
+ * one: the token service exchanges it.
  */
 export function askHelper(helper: string, host: string, env: NodeJS.ProcessEnv = process.env, timeoutMs = HELPER_TIMEOUT_MS): { credentials?: Credentials; reason?: string } {
   const program = `docker-credential-${helper}`;
@@ -124,7 +128,9 @@ export function helperAnswer(program: string, r: Pick<SpawnSyncReturns<string>, 
     return { reason: `${program} get: not a JSON answer` };
   }
   if (typeof answer.Username !== 'string' || typeof answer.Secret !== 'string' || answer.Username === '') return { reason: `${program} get: no Username and Secret` };
-  if (answer.Username === '<token>') return { reason: `${program} get: an identity token, which is not supported` };
+  // The helper's way of handing over an identity token (an OAuth2 refresh token).
+  if (answer.Username === '<token>' && answer.Secret === '') return { reason: `${program} get: an empty identity token` };
+  if (answer.Username === '<token>') return { credentials: { username: '<token>', password: '', identityToken: answer.Secret } };
   return { credentials: { username: answer.Username, password: answer.Secret } };
 }
 

@@ -2,8 +2,8 @@
  * Saved registry credentials (`docker login` and the containers auth file): which file is read
  * first, how a host is matched against the `auths` keys (scheme, path and case ignored; Docker Hub's
  * legacy key), both entry forms, credential helpers (asked as Docker asks them; one that has
- * nothing, is missing, hangs or answers with an identity token gives a reason), and files that do
- * not parse named in the error.
+ * nothing, is missing or hangs gives a reason), identity tokens from either, and files that do not
+ * parse named in the error.
  */
 import assert from 'node:assert/strict';
 import { chmod, mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
@@ -46,6 +46,9 @@ test('an entry kept by a credential helper names it; an entry that does not deco
   assert.deepEqual(lookupSaved({ credsStore: 'desktop', auths: { 'ghcr.io': {} } }, 'ghcr.io', 'f'), { kind: 'helper', helper: 'desktop', file: 'f' });
   assert.equal(lookupSaved({ credsStore: 'desktop', auths: {} }, 'ghcr.io', 'f'), undefined, 'a store says nothing of a registry never logged in to');
   assert.throws(() => lookupSaved({ auths: { 'ghcr.io': { auth: b64('no-colon') } } }, 'ghcr.io', 'f'), (e: unknown) => e instanceof UsageError && /f: the saved credentials of ghcr\.io/.test(e.message));
+  // Some registries' logins save an identity token (and a placeholder user) instead of a password.
+  const idt = { auths: { 'acr.example': { auth: b64('00000000-0000-0000-0000-000000000000:'), identitytoken: 'eyJ.refresh' } } };
+  assert.deepEqual(lookupSaved(idt, 'acr.example', 'f'), { kind: 'credentials', credentials: { username: '<token>', password: '', identityToken: 'eyJ.refresh' }, file: 'f' });
   for (const doc of [[], null, 'auths']) assert.throws(() => lookupSaved(doc, 'ghcr.io', 'f'), (e: unknown) => e instanceof UsageError && /^f: not a JSON object/.test(e.message));
 });
 
@@ -64,7 +67,7 @@ test('the containers auth file comes before the Docker config; missing files are
   assert.throws(() => savedCredentials('r.example', env), (e: unknown) => e instanceof UsageError && e.message.startsWith(`${containers}: `));
 });
 
-test('a credential helper is asked with the server on stdin; no answer, a missing or hanging helper and identity tokens give reasons', async () => {
+test('a credential helper is asked with the server on stdin; no answer, a missing or hanging helper give reasons', async () => {
   const bin = join(dir, 'bin');
   await mkdir(bin);
   const helper = async (name: string, body: string): Promise<void> => {
@@ -80,7 +83,7 @@ test('a credential helper is asked with the server on stdin; no answer, a missin
   assert.deepEqual(askHelper('echo', 'r.example:5000', env), { credentials: { username: 'user-r.example:5000', password: 'pw' } });
   assert.deepEqual(askHelper('echo', 'docker.io', env), { credentials: { username: 'user-https://index.docker.io/v1/', password: 'pw' } }, 'Docker Hub by its legacy key');
   assert.deepEqual(askHelper('none', 'r.example', env), { reason: 'docker-credential-none get: credentials not found in native keychain' });
-  assert.deepEqual(askHelper('token', 'r.example', env), { reason: 'docker-credential-token get: an identity token, which is not supported' });
+  assert.deepEqual(askHelper('token', 'r.example', env), { credentials: { username: '<token>', password: '', identityToken: 'refresh' } }, 'an identity token is kept as one');
   assert.deepEqual(askHelper('garbage', 'r.example', env), { reason: 'docker-credential-garbage get: not a JSON answer' });
   assert.deepEqual(askHelper('missing', 'r.example', env), { reason: 'docker-credential-missing: not found in PATH' });
   assert.deepEqual(askHelper('../evil', 'r.example', env), { reason: 'docker-credential-../evil: not a helper name' });

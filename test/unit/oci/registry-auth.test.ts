@@ -4,7 +4,7 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { RegistryAuth, type TokenRequest, basicHeader, parseChallenges, parseTokenAnswer, scopeFor } from '../../../src/oci/registry/index.js';
+import { type Credentials, RegistryAuth, type TokenRequest, basicHeader, parseChallenges, parseTokenAnswer, scopeFor } from '../../../src/oci/registry/index.js';
 
 test('parseChallenges reads Bearer and Basic challenges, quoted values, escapes and several per header', () => {
   assert.deepEqual(parseChallenges('Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull,push"'), [
@@ -39,7 +39,7 @@ test('parseTokenAnswer accepts token or access_token and defaults expires_in to 
   assert.equal(parseTokenAnswer(Buffer.from('[1]')), undefined);
 });
 
-function fakeAuth(opts: { credentials?: { username: string; password: string }; registryToken?: string; ttlSec?: number; fail?: boolean } = {}) {
+function fakeAuth(opts: { credentials?: Credentials; registryToken?: string; ttlSec?: number; fail?: boolean } = {}) {
   let now = 1_000_000;
   const calls: TokenRequest[] = [];
   const auth = new RegistryAuth({
@@ -72,6 +72,7 @@ test('anonymous until challenged; Bearer tokens are fetched once per scope, conc
   assert.equal(calls[0]?.service, 'svc');
   assert.deepEqual(calls[0]?.scopes, [pull]);
   assert.equal(calls[0]?.authorization, basicHeader(creds));
+  assert.equal(calls[0]?.refreshToken, undefined);
   assert.equal(await auth.header(push), 'Bearer tok2');
   assert.equal(await auth.header(scopeFor('other', false)), 'Bearer tok3');
   assert.equal(calls.length, 3);
@@ -117,6 +118,19 @@ test('Basic: credentials sent after the challenge; refused credentials and missi
   assert.equal(anon.onUnauthorized(undefined, undefined).retry, false);
   assert.equal(anon.onUnauthorized('Bearer realm="ftp://x/"', undefined).retry, false);
   assert.equal(anon.onUnauthorized('Bearer realm="::::"', undefined).retry, false);
+});
+
+test('an identity token is exchanged at the Bearer realm (refresh-token grant), never sent as Basic', async () => {
+  const creds: Credentials = { username: '<token>', password: '', identityToken: 'refresh-me' };
+  const { auth, calls } = fakeAuth({ credentials: creds });
+  auth.onUnauthorized(BEARER, undefined);
+  assert.equal(await auth.header(scopeFor('r', false)), 'Bearer tok1');
+  assert.equal(calls[0]?.refreshToken, 'refresh-me');
+  assert.equal(calls[0]?.authorization, undefined, 'no Basic header beside it');
+  const basic = fakeAuth({ credentials: creds });
+  const v = basic.auth.onUnauthorized('Basic realm="r"', undefined);
+  assert.equal(v.retry, false);
+  assert.match((v as { reason: string }).reason, /identity token serves only a Bearer token service/);
 });
 
 test('a fixed registryToken is used until refused, then the challenge takes over', async () => {
