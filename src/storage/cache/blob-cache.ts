@@ -153,11 +153,25 @@ export class FileBlobCache implements BlobCache {
   }
 }
 
+/**
+ * What a memory cache tells the owner of the buffers it keeps: `keep` when it starts holding one,
+ * `release` when it lets go (eviction, drop, close), so that a pooled buffer is not reused while
+ * the cache still serves it.
+ */
+export interface KeptBuffers {
+  keep(data: Uint8Array): void;
+  release(data: Uint8Array): void;
+}
+
+/** A blob's chunks in memory, least recently used evicted beyond `limit` bytes. */
 export class MemoryBlobCache implements BlobCache {
   private readonly chunks = new Map<number, Uint8Array>();
   private bytes = 0;
 
-  constructor(private readonly limit: number) {}
+  constructor(
+    private readonly limit: number,
+    private readonly buffers?: KeptBuffers,
+  ) {}
 
   state(c: ChunkInfo): number {
     return this.chunks.has(c.index) ? ChunkState.PRESENT : ChunkState.ABSENT;
@@ -185,11 +199,13 @@ export class MemoryBlobCache implements BlobCache {
   async store(c: ChunkInfo, data: Uint8Array): Promise<void> {
     if (this.chunks.has(c.index)) return;
     this.chunks.set(c.index, data);
+    this.buffers?.keep(data);
     this.bytes += data.length;
     for (const [k, v] of this.chunks) {
       if (this.bytes <= this.limit) break;
       this.chunks.delete(k);
       this.bytes -= v.length;
+      this.buffers?.release(v);
     }
   }
 
@@ -197,11 +213,14 @@ export class MemoryBlobCache implements BlobCache {
 
   async drop(c: ChunkInfo): Promise<void> {
     const d = this.chunks.get(c.index);
-    if (d !== undefined) this.bytes -= d.length;
+    if (d === undefined) return;
+    this.bytes -= d.length;
     this.chunks.delete(c.index);
+    this.buffers?.release(d);
   }
 
   async close(): Promise<void> {
+    for (const d of this.chunks.values()) this.buffers?.release(d);
     this.chunks.clear();
     this.bytes = 0;
   }

@@ -521,4 +521,35 @@ describe('chunk device: buffer reuse', () => {
     }
     assert.ok(pool.created < 3 * N, `buffers were reused (${pool.created} created)`);
   });
+
+  test('a memory cache (no cache directory, or a blob cache that cannot open) keeps its buffers until it evicts them', async () => {
+    await writeFile(join(work, 'a-file'), 'not a directory');
+    for (const cacheDir of [undefined, join(work, 'a-file', 'cache')]) {
+      const pool = new PoisoningPool({ minSize: 4096 });
+      const metrics = new Metrics();
+      const backend = new JitterBackend(new LocalFsBackend({ dir: join(work, 'blobs') }));
+      // Room for half the chunks; no recent list: every second pass read comes from the memory cache or the backend.
+      const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, ...(cacheDir !== undefined ? { cacheDir } : {}), bufferPool: pool, memoryCacheBytes: (N / 2) * C, recentBytes: 0, mergeLimit: C, metrics, log: silentLogger });
+      for (let pass = 0; pass < 2; pass++) {
+        for (let i = 0; i < N; i++) {
+          const dst = Buffer.alloc(C);
+          await dev.read([{ chunk: chunks[i] as ChunkInfo, from: 0, length: C }], [dst]);
+          assert.deepEqual(dst, content.subarray(i * C, (i + 1) * C), `${cacheDir ?? 'no cache dir'}: pass ${pass}, chunk ${i}`);
+          await new Promise((r) => setImmediate(r));
+        }
+        // Backwards too: the chunks still in memory are read before the fetches evict them.
+        for (let i = N - 1; i >= 0; i--) {
+          const dst = Buffer.alloc(C);
+          await dev.read([{ chunk: chunks[i] as ChunkInfo, from: 0, length: C }], [dst]);
+          assert.deepEqual(dst, content.subarray(i * C, (i + 1) * C), `${cacheDir ?? 'no cache dir'}: pass ${pass} backwards, chunk ${i}`);
+        }
+      }
+      const s = metrics.snapshot();
+      assert.ok((s['storage.cache_hits'] ?? 0) > 0, `the memory cache served reads: ${JSON.stringify(s)}`);
+      assert.equal(s['storage.cache_open_failures'] ?? 0, cacheDir === undefined ? 0 : 1);
+      await dev.close();
+      await backend.close();
+      assert.ok(pool.created < 2 * N, `buffers were reused (${pool.created} created for ${N} chunks)`);
+    }
+  });
 });
