@@ -4,8 +4,8 @@
 #   kernel EROFS  the Damselfly bootstrap mounted by the kernel (`mount -t erofs`) with the exported
 #                 uncompressed blob views as extra devices on loop devices: uncompressed data
 #                 straight from the page cache, no user space at all (the local limit)
-#   Damselfly     the Damselfly image (RAFS v6, zstd, 1 MiB chunks) under `damselfly mount
-#                 --cache-dir` (FUSE, one Node process)
+#   Damselfly     the Damselfly image (RAFS v6, zstd, 1 MiB chunks) under `damselfly mount`, with
+#                 and without --cache-dir (FUSE, one Node process)
 # and three lines, each measured cold and warm:
 #   seq read      cat of the large files (> 8 MiB, or > 1 MiB in small trees; exact copies left
 #                 out) to /dev/null
@@ -36,8 +36,9 @@
 # What cold means: `sync; echo 3 > /proc/sys/vm/drop_caches` right before the measurement, and for
 # the FUSE systems a fresh mount (unmounted before the drop, mounted after it), so that the
 # kernel's FUSE page cache, dentries and attributes and the daemon's own memory are all empty.
-# Damselfly is measured cold twice: with an empty chunk cache (a new --cache-dir: every chunk is
-# read from the local blob directory, decompressed, verified and written to the cache) and with
+# Damselfly is measured cold three times: without a chunk cache (no --cache-dir, as squashfuse
+# serves its image: every chunk is read from the local blob directory, decompressed and verified),
+# with an empty chunk cache (a new --cache-dir: each chunk is also written to the cache) and with
 # a chunk cache populated once beforehand by reading the whole tree (chunks come from the cache
 # file, whose page cache was dropped too). Kernel EROFS is not remounted: the drop empties its
 # page cache, the loop devices' and the view files'. Mounting (Damselfly loads the whole bootstrap
@@ -200,7 +201,9 @@ umount_sq() {
 mount_df() {
   local cache=$1 dlog=$2 t0=$EPOCHREALTIME
   shift 2
-  node "$@" "$ROOT/bin/damselfly.js" mount --bootstrap "$DF_BOOT" --blob-dir "$DF_BLOBS" --cache-dir "$cache" --stats "$MNT/dfly" >"$dlog" 2>&1 &
+  local cache_opts=()
+  [ -z "$cache" ] || cache_opts=(--cache-dir "$cache")
+  node "$@" "$ROOT/bin/damselfly.js" mount --bootstrap "$DF_BOOT" --blob-dir "$DF_BLOBS" "${cache_opts[@]}" --stats "$MNT/dfly" >"$dlog" 2>&1 &
   DF_PID=$!
   DF_LAST_PID=$DF_PID
   wait_mounted "$MNT/dfly" "$DF_PID" "$dlog" "damselfly mount"
@@ -291,6 +294,11 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
     drop_caches
     measure erofs "$line" cold "$run"
     measure erofs "$line" warm "$run"
+    # Damselfly, cold without a chunk cache.
+    drop_caches
+    mount_df "" "$LOGS/damselfly-$line-none.log"
+    measure dfly "$line" cold-none "$run" "$DF_PID"
+    umount_df
     # Damselfly, cold with an empty chunk cache.
     rm -rf "$CACHE_EMPTY"
     drop_caches
@@ -326,6 +334,7 @@ echo "mount time (last cold mount, not in the timings): squashfuse ${MOUNT_SECS[
 tar_check="tar stream bytes: squashfuse ${TAR_BYTES[sq]:-?}, EROFS ${TAR_BYTES[erofs]:-?}, damselfly ${TAR_BYTES[dfly]:-?}"
 if [ "${TAR_BYTES[sq]:-}" = "${TAR_BYTES[dfly]:-}" ] && [ "${TAR_BYTES[erofs]:-}" = "${TAR_BYTES[dfly]:-}" ]; then echo "$tar_check (equal)"; else echo "$tar_check (DIFFERENT!)"; fi
 echo "cold: sync + drop_caches (+ a fresh FUSE mount); warm: the same command again right after;"
+echo "      damselfly cold, no cache: no --cache-dir (chunks read from the blob dir, decompressed, verified);"
 echo "      damselfly cold, empty cache: new --cache-dir (chunks read from the blob dir, decompressed, verified, cached);"
 echo "      damselfly cold, full cache: --cache-dir populated beforehand (page cache of the cache file dropped too)"
 echo "runs: $BENCH_RUNS, best wall time shown; MB = 10^6 bytes; speed ratio x > 1: Damselfly is faster;"
@@ -344,8 +353,9 @@ printf '%-10s %-7s %-11s %9s %8s %9s %8s %9s %8s %7s %8s %8s  %s\n' line unit ca
 MISS_SQ=()
 MISS_EROFS=()
 for line in "${LINES[@]}"; do
-  for cache in cold-empty cold-full warm; do
+  for cache in cold-none cold-empty cold-full warm; do
     case $cache in
+      cold-none) other=cold label="cold,none" ;;
       cold-empty) other=cold label="cold,empty" ;;
       cold-full) other=cold label="cold,full" ;;
       warm) other=warm label="warm" ;;
@@ -394,6 +404,7 @@ df_stats() { # log
 }
 echo "damselfly --stats (run $BENCH_RUNS):"
 for line in "${LINES[@]}"; do
+  printf '  %-9s cold,none:        %s\n' "${LINE_NAME[$line]}" "$(df_stats "$LOGS/damselfly-$line-none.log")"
   printf '  %-9s cold,empty:       %s\n' "${LINE_NAME[$line]}" "$(df_stats "$LOGS/damselfly-$line-empty.log")"
   printf '  %-9s cold,full + warm: %s\n' "${LINE_NAME[$line]}" "$(df_stats "$LOGS/damselfly-$line-full.log")"
 done
