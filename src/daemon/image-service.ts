@@ -76,7 +76,10 @@ export class ImageService {
     // Whoever serves this (mount, virtiofs, a nydusd API mount) mounts or listens next and then
     // waits for a first request: the digest binding is loaded in that idle moment, not in the
     // first chunk read's path.
-    setImmediate(() => warmDigest(image.digester));
+    setImmediate(() => {
+      warmDigest(image.digester);
+      this.device.prepare().catch((e: unknown) => opts.log.debug({ err: String(e) }, 'preparing the blobs failed'));
+    });
     this.device = new BlobDevice({
       blobs: image.blobs,
       backend: opts.backend,

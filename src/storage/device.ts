@@ -202,6 +202,17 @@ export class BlobDevice {
     return p;
   }
 
+  /**
+   * Has the backend get ready for the image's blobs while the device is idle, right after the
+   * image is served (a local backend opens their files). A blob that cannot be opened is a warning
+   * then, at mount, not first noticed as a failed read; each read of it still fails on its own.
+   */
+  async prepare(): Promise<void> {
+    if (this.closed) return; // nothing to open any more
+    const failed = (await this.opts.backend.prepare?.(this.opts.blobs.map((b) => b.id))) ?? [];
+    for (const f of failed) this.opts.log.warn({ blob: f.id, err: f.err }, 'a blob of the image cannot be read: reads of its chunks will fail');
+  }
+
   /** Reads the segments, in order, into `dst` (which holds at least their total length). */
   async read(segments: ChunkSegment[], dst: Uint8Array[]): Promise<void> {
     if (this.closed) throw closedError();

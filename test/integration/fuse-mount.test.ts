@@ -336,6 +336,23 @@ describe('FUSE host mount', () => {
     assert.equal(lines('request failed'), 1, r.stderr);
   });
 
+  test('a blob missing from the blob directory is named in a warning at mount; reads of its files fail with EIO', async () => {
+    const empty = join(work, 'no-blobs');
+    await mkdir(empty, { recursive: true });
+    const [blob] = await readdir(join(work, 'big-blobs'));
+    assert.ok(blob);
+    const mnt = join(work, 'mnt');
+    const m = await startMount(['--bootstrap', join(work, 'big.boot'), '--blob-dir', empty, '--stats'], mnt);
+    for (let i = 0; i < 100 && !m.stderr().includes('a blob of the image cannot be read'); i++) await new Promise((r) => setTimeout(r, 50));
+    const warning = m.stderr().split('\n').find((l) => l.includes('a blob of the image cannot be read'));
+    assert.ok(warning?.includes(blob) && warning.includes(empty), m.stderr());
+    assert.deepEqual(await readdir(mnt).then((n) => n.includes('small.txt')), true, 'the tree is served from the bootstrap');
+    await assert.rejects(readFile(join(mnt, 'small.txt')), (e: NodeJS.ErrnoException) => e.code === 'EIO');
+    const r = await m.stop();
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(stats(r.stdout)['storage.chunks_fetched'] ?? 0, 0);
+  });
+
   test('SIGHUP (the terminal of a foreground mount closing) unmounts cleanly and exits 0', async () => {
     const mnt = join(work, 'mnt');
     const m = await startMount([...image, '--cache-dir', join(work, 'hup-cache')], mnt);

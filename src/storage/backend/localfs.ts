@@ -90,6 +90,22 @@ export class LocalFsBackend implements BlobBackend {
     return h;
   }
 
+  /** Opens the blobs' files (and their O_DIRECT handles) ahead of the first reads. */
+  async prepare(ids: string[]): Promise<Array<{ id: string; err: string }>> {
+    const failed: Array<{ id: string; err: string }> = [];
+    await Promise.all(
+      ids.map(async (id) => {
+        try {
+          const blob = await this.handle(id);
+          if (blob.size >= (this.cfg.directMin ?? 256 << 10)) await this.directHandle(blob);
+        } catch (e) {
+          failed.push({ id, err: (e as Error).message });
+        }
+      }),
+    );
+    return failed;
+  }
+
   async size(id: string): Promise<number> {
     return (await this.handle(id)).size;
   }
@@ -117,9 +133,7 @@ export class LocalFsBackend implements BlobBackend {
    */
   private async readDirect(blob: OpenBlob, id: string, offset: number, length: number, allocate: (n: number) => Buffer): Promise<Buffer | undefined> {
     if (blob.directOff) return undefined;
-    // The open file itself reopened, not its path: the same inode whatever happened to the name.
-    blob.direct ??= open(`/proc/self/fd/${blob.fh.fd}`, constants.O_RDONLY | constants.O_DIRECT).catch(() => undefined);
-    const dfh = await blob.direct;
+    const dfh = await this.directHandle(blob);
     if (dfh === undefined) return undefined;
     const start = offset - (offset % ALIGN);
     const end = Math.ceil((offset + length) / ALIGN) * ALIGN;
@@ -141,6 +155,12 @@ export class LocalFsBackend implements BlobBackend {
     }
     if (got < need) await readAll(blob.fh, buf, got, need - got, start + got, id); // the rest through the page cache
     return buf.subarray(offset - start, offset - start + length);
+  }
+
+  private directHandle(blob: OpenBlob): Promise<FileHandle | undefined> {
+    // The open file itself reopened, not its path: the same inode whatever happened to the name.
+    blob.direct ??= open(`/proc/self/fd/${blob.fh.fd}`, constants.O_RDONLY | constants.O_DIRECT).catch(() => undefined);
+    return blob.direct;
   }
 
   async close(): Promise<void> {

@@ -55,5 +55,11 @@ export interface BlobBackend {
   readonly reportCorrupt?: (data: Buffer) => boolean;
   /** A reader now waits for this range, which a background read is fetching: start it now. */
   expedite?(id: string, offset: number, length: number): void;
+  /**
+   * Gets ready to read these blobs (a local backend opens their files), called once the image is
+   * served and before a first read needs them, so that the read does not wait for it. Resolves
+   * with the blobs it could not prepare and why; each read of them reports its own error.
+   */
+  prepare?(ids: string[]): Promise<Array<{ id: string; err: string }>>;
   close(): Promise<void>;
 }
