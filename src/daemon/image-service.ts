@@ -74,10 +74,15 @@ export class ImageService {
     this.opts = opts;
     const { image } = opts.loaded;
     // Whoever serves this (mount, virtiofs, a nydusd API mount) mounts or listens next and then
-    // waits for a first request: the digest binding is loaded in that idle moment, not in the
-    // first chunk read's path.
+    // waits for a first request: the digest binding is loaded, and the tables the first reads
+    // use are built, in that idle moment, not in the first chunk read's path.
     setImmediate(() => {
       warmDigest(image.digester);
+      try {
+        image.prepare?.();
+      } catch (e) {
+        opts.log.debug({ err: String(e) }, 'preparing the image tables failed'); // the read that needs them reports it
+      }
       this.device.prepare().catch((e: unknown) => opts.log.debug({ err: String(e) }, 'preparing the blobs failed'));
     });
     this.device = new BlobDevice({

@@ -105,6 +105,11 @@ export interface RafsImage {
   /** Every distinct chunk the bootstrap lists (v6 chunk table), when it has such a list. */
   allChunks?(): ChunkInfo[];
   /**
+   * Builds now the lookup tables a first read would otherwise build on its way (v6: where each
+   * chunk sits in the chunk table), for a server to call while it waits for its first request.
+   */
+  prepare?(): void;
+  /**
    * The blobs whose chunks can be located only through their CI array (v6 blobs with batch
    * chunks: the bootstrap's chunk table does not say where a batch member is stored), and that
    * have not been given it yet.

@@ -342,6 +342,34 @@ describe('chunk device: one fetch per chunk', () => {
     await dev.close();
     await backend.close();
   });
+
+  test('prepare() builds the neighbour index before any read, once, and has the backend get ready for every blob; one it cannot open is a warning', async () => {
+    const index = new ChunkNeighbors(chunks);
+    let prepared = 0;
+    const asked: string[][] = [];
+    const warnings: string[] = [];
+    const counting = new CountingBackend(new LocalFsBackend({ dir: join(work, 'blobs') }));
+    const backend: BlobBackend = Object.assign(Object.create(counting) as CountingBackend, {
+      prepare: async (ids: string[]) => {
+        asked.push(ids);
+        return [{ id: ids[0] as string, err: 'gone' }];
+      },
+    });
+    const log = pino({ level: 'warn' }, { write: (line: string) => void warnings.push(line) });
+    const { dev } = device({ backend, log, sequentialBytes: 1 << 20, neighbors: (c, max) => index.after(c, max), prepareNeighbors: () => void prepared++ });
+    await dev.prepare();
+    assert.equal(prepared, 1, 'built in prepare()');
+    assert.deepEqual(asked, [image.blobs.map((b) => b.id)]);
+    assert.equal(warnings.length, 1, warnings.join(''));
+    assert.match(warnings[0] as string, new RegExp(`"blob":"${image.blobs[0]?.id}".*"err":"gone".*a blob of the image cannot be read`));
+    await readAll(dev, [1, 3, 0]);
+    await new Promise((r) => setImmediate(r));
+    assert.equal(prepared, 1, 'not again at the first miss');
+    await dev.close();
+    await dev.prepare(); // closed: nothing is opened again
+    assert.equal(asked.length, 1);
+    await counting.close();
+  });
 });
 
 describe('image filesystem read-ahead', () => {
