@@ -3,6 +3,10 @@
  * `onQuiet` is called when `ms` have passed since the last one (then again only after the next
  * touch). One timer per quiet spell, not one per use; it never keeps the process alive.
  */
+// Imported, not the global: the global loads perf_hooks at its first use (0.5 ms), which was in
+// a first read's path.
+import { performance } from 'node:perf_hooks';
+
 export class QuietTimer {
   private last = 0;
   private timer: NodeJS.Timeout | undefined;
