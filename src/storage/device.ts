@@ -393,9 +393,16 @@ export class BlobDevice {
       const data = await cache.readChunk(c).catch(() => undefined);
       if (data !== undefined && this.verifies(c, data)) {
         this.opts.metrics.inc('storage.cache_hits');
-        await cache.markVerified(c);
-        if (!this.opts.validate) this.remember(key(c), data);
-        scatter(data, s.from, s.length, views);
+        // A memory cache's own buffer: held while this read uses it, in case the cache evicts it
+        // meanwhile (it would go back to the pool).
+        this.hold(data);
+        try {
+          await cache.markVerified(c);
+          if (!this.opts.validate) this.remember(key(c), data);
+          scatter(data, s.from, s.length, views);
+        } finally {
+          this.unhold(data);
+        }
         return;
       }
       this.opts.metrics.inc('storage.cache_verify_failures');

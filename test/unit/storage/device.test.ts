@@ -550,14 +550,15 @@ describe('chunk device: buffer reuse', () => {
     assert.ok(pool.created < 3 * N, `buffers were reused (${pool.created} created)`);
   });
 
-  test('a memory cache (no cache directory, or a blob cache that cannot open) keeps its buffers until it evicts them', async () => {
+  test('a memory cache (no cache directory, or a blob cache that cannot open; with --validate too) keeps its buffers until it evicts them', async () => {
     await writeFile(join(work, 'a-file'), 'not a directory');
-    for (const cacheDir of [undefined, join(work, 'a-file', 'cache')]) {
+    const variants: Array<{ cacheDir?: string; validate: boolean }> = [{ validate: false }, { cacheDir: join(work, 'a-file', 'cache'), validate: false }, { validate: true }];
+    for (const { cacheDir, validate } of variants) {
       const pool = new PoisoningPool({ minSize: 4096 });
       const metrics = new Metrics();
       const backend = new JitterBackend(new LocalFsBackend({ dir: join(work, 'blobs') }));
       // Room for half the chunks; no recent list: every second pass read comes from the memory cache or the backend.
-      const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, ...(cacheDir !== undefined ? { cacheDir } : {}), bufferPool: pool, memoryCacheBytes: (N / 2) * C, recentBytes: 0, mergeLimit: C, metrics, log: silentLogger });
+      const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, ...(cacheDir !== undefined ? { cacheDir } : {}), validate, bufferPool: pool, memoryCacheBytes: (N / 2) * C, recentBytes: 0, mergeLimit: C, metrics, log: silentLogger });
       for (let pass = 0; pass < 2; pass++) {
         for (let i = 0; i < N; i++) {
           const dst = Buffer.alloc(C);
@@ -572,6 +573,17 @@ describe('chunk device: buffer reuse', () => {
           assert.deepEqual(dst, content.subarray(i * C, (i + 1) * C), `${cacheDir ?? 'no cache dir'}: pass ${pass} backwards, chunk ${i}`);
         }
       }
+      // Eight readers at once: fetches evict chunks that other reads are being served from.
+      await Promise.all(
+        Array.from({ length: 8 }, async (_, r) => {
+          for (let k = 0; k < 30; k++) {
+            const i = (r * 7 + k * 5) % N;
+            const dst = Buffer.alloc(C);
+            await dev.read([{ chunk: chunks[i] as ChunkInfo, from: 0, length: C }], [dst]);
+            assert.deepEqual(dst, content.subarray(i * C, (i + 1) * C), `${cacheDir ?? 'no cache dir'}${validate ? ', validate' : ''}: reader ${r}, chunk ${i}`);
+          }
+        }),
+      );
       const s = metrics.snapshot();
       assert.ok((s['storage.cache_hits'] ?? 0) > 0, `the memory cache served reads: ${JSON.stringify(s)}`);
       assert.equal(s['storage.cache_open_failures'] ?? 0, cacheDir === undefined ? 0 : 1);
