@@ -365,6 +365,45 @@ describe('redirects', () => {
   });
 });
 
+test('an identity token is not sent on to another origin: a token service answering its POST with a 307 there fails it', async () => {
+  const seen: string[] = [];
+  const listen = async (handler: Parameters<typeof createServer>[1]): Promise<Server> => {
+    const srv = createServer(handler);
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+    return srv;
+  };
+  const port = (srv: Server): number => (srv.address() as AddressInfo).port;
+  // Elsewhere: records whatever reaches it.
+  const elsewhere = await listen((req, res) => {
+    let body = '';
+    req.on('data', (d: Buffer) => (body += d.toString()));
+    req.on('end', () => {
+      seen.push(`${req.method} ${req.url} ${body}`);
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"token":"t"}');
+    });
+  });
+  const realm = await listen((req, res) => {
+    req.resume();
+    res.writeHead(307, { location: `http://127.0.0.1:${port(elsewhere)}/token` }).end();
+  });
+  const registry = await listen((req, res) => {
+    req.resume();
+    res.writeHead(401, { 'www-authenticate': `Bearer realm="http://127.0.0.1:${port(realm)}/token",service="svc"` }).end();
+  });
+  try {
+    const c = client(`127.0.0.1:${port(registry)}`, { credentials: { username: '<token>', password: '', identityToken: 'idt-do-not-forward' }, retryLimit: 0 });
+    const err = await c.readBlob('r', digestOf(Buffer.from('x')), 0, 1).catch((e: unknown) => e);
+    assert.ok(err instanceof BackendError, String(err));
+    assert.match(err.message, /a redirect to another origin, where the request's secret body is not sent/);
+    assert.deepEqual(seen, [], 'nothing reached the other origin');
+  } finally {
+    for (const srv of [elsewhere, realm, registry]) {
+      srv.closeAllConnections();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+  }
+});
+
 describe('network faults', () => {
   let reg: TestRegistry;
   const blob = randomBytes(1024 * 1024);

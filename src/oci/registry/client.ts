@@ -167,7 +167,7 @@ export class RegistryClient {
   /**
    * The OAuth2 refresh-token grant of the specification's `oauth` part, as Docker sends it for a
    * saved identity token: a form POSTed to the realm. The token travels in the body, to the
-   * realm's origin only (a redirect elsewhere is not followed with it: `trustedOrigin`).
+   * realm's origin only: a redirect elsewhere that keeps the body (307, 308) is an error.
    */
   private refreshTokenExchange(req: TokenRequest, refreshToken: string): Promise<Exchange> {
     const form = new URLSearchParams({ grant_type: 'refresh_token', refresh_token: refreshToken, client_id: 'damselfly' });
@@ -180,6 +180,7 @@ export class RegistryClient {
       headers: { 'content-type': 'application/x-www-form-urlencoded' },
       trustedOrigin: req.realm.origin,
       body: () => body,
+      secretBody: true,
       ...(req.signal ? { signal: req.signal } : {}),
     });
   }

@@ -46,6 +46,8 @@ export interface ExchangeRequest {
   trustedOrigin?: string;
   /** A new body for each hop (a stream cannot be sent twice). */
   body?: () => Buffer | Readable;
+  /** The body holds a secret: it goes to `trustedOrigin` only, and a redirect elsewhere is an error. */
+  secretBody?: boolean;
   signal?: AbortSignal;
 }
 
@@ -268,6 +270,7 @@ export class Transport {
       const sameOrigin = url.origin === (req.trustedOrigin ?? this.origin);
       const headers = { ...req.headers, ...(sameOrigin ? req.registryHeaders : {}) };
       const what = `${method} ${redactUrl(url)}`;
+      if (body !== undefined && req.secretBody === true && !sameOrigin) throw new BackendError(`${what}: a redirect to another origin, where the request's secret body is not sent`);
       const dispatcher = await this.getDispatcher();
       const settling = this.settling.get(url.origin);
       if (settling !== undefined) await settling;
