@@ -163,8 +163,12 @@ export interface KeptBuffers {
   release(data: Uint8Array): void;
 }
 
-/** A blob's chunks in memory, least recently used evicted beyond `limit` bytes. */
-export class MemoryBlobCache implements BlobCache {
+/**
+ * Decoded chunks in memory for every blob of a device (one bound for them all), the least recently
+ * used evicted beyond `limit` bytes. Each blob sees its own part through a `MemoryBlobCache`.
+ */
+export class MemoryChunks {
+  /** By blob index * 2^32 + chunk index, least recently used first. */
   private readonly chunks = new Map<number, Uint8Array>();
   private bytes = 0;
 
@@ -173,18 +177,68 @@ export class MemoryBlobCache implements BlobCache {
     private readonly buffers?: KeptBuffers,
   ) {}
 
+  has(k: number): boolean {
+    return this.chunks.has(k);
+  }
+
+  get(k: number): Uint8Array | undefined {
+    const data = this.chunks.get(k);
+    if (data !== undefined) {
+      // Refresh its place in the LRU order.
+      this.chunks.delete(k);
+      this.chunks.set(k, data);
+    }
+    return data;
+  }
+
+  put(k: number, data: Uint8Array): void {
+    if (this.chunks.has(k)) return;
+    this.chunks.set(k, data);
+    this.buffers?.keep(data);
+    this.bytes += data.length;
+    for (const [old, v] of this.chunks) {
+      if (this.bytes <= this.limit) break;
+      this.remove(old, v);
+    }
+  }
+
+  delete(k: number): void {
+    const d = this.chunks.get(k);
+    if (d !== undefined) this.remove(k, d);
+  }
+
+  /** Drops every chunk of one blob. */
+  deleteBlob(blobIndex: number): void {
+    for (const [k, v] of this.chunks) if (Math.floor(k / 2 ** 32) === blobIndex) this.remove(k, v);
+  }
+
+  private remove(k: number, d: Uint8Array): void {
+    this.chunks.delete(k);
+    this.bytes -= d.length;
+    this.buffers?.release(d);
+  }
+}
+
+/** A blob's part of a device's `MemoryChunks`. */
+export class MemoryBlobCache implements BlobCache {
+  constructor(
+    private readonly memory: MemoryChunks,
+    private readonly blobIndex: number,
+  ) {}
+
+  private key(c: ChunkInfo): number {
+    return this.blobIndex * 2 ** 32 + c.index;
+  }
+
   state(c: ChunkInfo): number {
-    return this.chunks.has(c.index) ? ChunkState.PRESENT : ChunkState.ABSENT;
+    return this.memory.has(this.key(c)) ? ChunkState.PRESENT : ChunkState.ABSENT;
   }
 
   willNeed(): void {} // already in memory
 
   private get(c: ChunkInfo): Uint8Array {
-    const data = this.chunks.get(c.index);
+    const data = this.memory.get(this.key(c));
     if (data === undefined) throw new Error(`chunk ${c.index} left the memory cache`);
-    // Refresh its place in the LRU order.
-    this.chunks.delete(c.index);
-    this.chunks.set(c.index, data);
     return data;
   }
 
@@ -197,32 +251,17 @@ export class MemoryBlobCache implements BlobCache {
   }
 
   async store(c: ChunkInfo, data: Uint8Array): Promise<void> {
-    if (this.chunks.has(c.index)) return;
-    this.chunks.set(c.index, data);
-    this.buffers?.keep(data);
-    this.bytes += data.length;
-    for (const [k, v] of this.chunks) {
-      if (this.bytes <= this.limit) break;
-      this.chunks.delete(k);
-      this.bytes -= v.length;
-      this.buffers?.release(v);
-    }
+    this.memory.put(this.key(c), data);
   }
 
   async markVerified(): Promise<void> {}
 
   async drop(c: ChunkInfo): Promise<void> {
-    const d = this.chunks.get(c.index);
-    if (d === undefined) return;
-    this.bytes -= d.length;
-    this.chunks.delete(c.index);
-    this.buffers?.release(d);
+    this.memory.delete(this.key(c));
   }
 
   async close(): Promise<void> {
-    for (const d of this.chunks.values()) this.buffers?.release(d);
-    this.chunks.clear();
-    this.bytes = 0;
+    this.memory.deleteBlob(this.blobIndex);
   }
 }
 

@@ -593,3 +593,47 @@ describe('chunk device: buffer reuse', () => {
     }
   });
 });
+
+test('without a cache directory, one memory bound holds for all the blobs of the image', async () => {
+  const C = 65536;
+  const work = await mkdtemp(join(tmpdir(), 'damselfly-device-memory-'));
+  try {
+    const contents = [randomBytes(8 * C), randomBytes(8 * C)];
+    const sources: string[] = [];
+    for (const [i, content] of contents.entries()) {
+      const src = join(work, `layer-${i}`);
+      await mkdir(src);
+      await writeFile(join(src, `f${i}`), content);
+      sources.push(src);
+    }
+    const r = await build({ sources, blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: C, log: silentLogger });
+    const image = openBootstrap(r.bootstrap);
+    assert.equal(image.blobs.length, 2, 'one blob per layer');
+    const files = [0, 1].map((i) => image.fileChunks((image.lookup(image.rootIno, Buffer.from(`f${i}`)) as { ino: number }).ino));
+    const metrics = new Metrics();
+    const backend = new LocalFsBackend({ dir: join(work, 'blobs') });
+    // Room for four chunks in all; no recent list: a read is served by the memory cache or the backend.
+    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, memoryCacheBytes: 4 * C, recentBytes: 0, metrics, log: silentLogger });
+    const read = async (f: number, i: number): Promise<void> => {
+      const dst = Buffer.alloc(C);
+      await dev.read([{ chunk: files[f]?.[i] as ChunkInfo, from: 0, length: C }], [dst]);
+      assert.deepEqual(dst, (contents[f] as Buffer).subarray(i * C, (i + 1) * C), `file ${f} chunk ${i}`);
+      await new Promise((r) => setImmediate(r)); // the store after the fetch
+    };
+    for (const f of [0, 1]) for (let i = 0; i < 8; i++) await read(f, i);
+    const hits = (): number => metrics.snapshot()['storage.cache_hits'] ?? 0;
+    const before = hits();
+    for (let i = 4; i < 8; i++) await read(0, i);
+    assert.equal(hits() - before, 0, "the first blob's chunks were evicted for the second's");
+    const again = hits();
+    for (let i = 4; i < 8; i++) await read(1, i);
+    assert.equal(hits() - again, 0, 'and those for the first blob read again just now');
+    const last = hits();
+    for (let i = 4; i < 8; i++) await read(1, i);
+    assert.equal(hits() - last, 4, 'the last four chunks read are in memory');
+    await dev.close();
+    await backend.close();
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+});
