@@ -85,3 +85,13 @@ export function encodeChunkInfo(w: ByteWriter, c: ChunkInfo): void {
     .u32(c.index)
     .u32(c.crc32);
 }
+
+/** A number naming a chunk within an image: its blob index * 2^32 + its index in that blob. */
+export function chunkKey(c: ChunkInfo): number {
+  return c.blobIndex * 0x1_0000_0000 + c.index;
+}
+
+/** The blob index of a `chunkKey`. */
+export function blobOfChunkKey(k: number): number {
+  return Math.floor(k / 0x1_0000_0000);
+}

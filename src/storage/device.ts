@@ -10,7 +10,7 @@ import { mkdir } from 'node:fs/promises';
 import { BufferPool, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, errorMessage, scatter, sliceViews } from '../base/index.js';
 
 export { sliceViews };
-import { type ChunkInfo, sameStoredUnit } from '../format/chunk-info.js';
+import { type ChunkInfo, chunkKey as key, sameStoredUnit } from '../format/chunk-info.js';
 import type { Codecs } from '../format/compression.js';
 import type { BlobInfo } from '../format/image.js';
 import { native } from '../native/index.js';
@@ -641,6 +641,3 @@ function closedError(): DamselflyError {
 }
 
 /** A chunk's key in the maps above: a number, not a string made on every read. */
-function key(c: ChunkInfo): number {
-  return c.blobIndex * 0x1_0000_0000 + c.index;
-}

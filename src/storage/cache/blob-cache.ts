@@ -7,7 +7,7 @@
 import { type FileHandle, access, open, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { scatter, sliceViews, writeFully } from '../../base/index.js';
-import type { ChunkInfo } from '../../format/chunk-info.js';
+import { type ChunkInfo, blobOfChunkKey, chunkKey } from '../../format/chunk-info.js';
 import { type NoWaitFile, native, readNoWait } from '../../native/index.js';
 import { ChunkMap, ChunkState } from './chunk-map.js';
 
@@ -168,7 +168,7 @@ export interface KeptBuffers {
  * used evicted beyond `limit` bytes. Each blob sees its own part through a `MemoryBlobCache`.
  */
 export class MemoryChunks {
-  /** By blob index * 2^32 + chunk index, least recently used first. */
+  /** By `chunkKey`, least recently used first. */
   private readonly chunks = new Map<number, Uint8Array>();
   private bytes = 0;
 
@@ -209,7 +209,7 @@ export class MemoryChunks {
 
   /** Drops every chunk of one blob. */
   deleteBlob(blobIndex: number): void {
-    for (const [k, v] of this.chunks) if (Math.floor(k / 2 ** 32) === blobIndex) this.remove(k, v);
+    for (const [k, v] of this.chunks) if (blobOfChunkKey(k) === blobIndex) this.remove(k, v);
   }
 
   private remove(k: number, d: Uint8Array): void {
@@ -226,18 +226,14 @@ export class MemoryBlobCache implements BlobCache {
     private readonly blobIndex: number,
   ) {}
 
-  private key(c: ChunkInfo): number {
-    return this.blobIndex * 2 ** 32 + c.index;
-  }
-
   state(c: ChunkInfo): number {
-    return this.memory.has(this.key(c)) ? ChunkState.PRESENT : ChunkState.ABSENT;
+    return this.memory.has(chunkKey(c)) ? ChunkState.PRESENT : ChunkState.ABSENT;
   }
 
   willNeed(): void {} // already in memory
 
   private get(c: ChunkInfo): Uint8Array {
-    const data = this.memory.get(this.key(c));
+    const data = this.memory.get(chunkKey(c));
     if (data === undefined) throw new Error(`chunk ${c.index} left the memory cache`);
     return data;
   }
@@ -251,13 +247,13 @@ export class MemoryBlobCache implements BlobCache {
   }
 
   async store(c: ChunkInfo, data: Uint8Array): Promise<void> {
-    this.memory.put(this.key(c), data);
+    this.memory.put(chunkKey(c), data);
   }
 
   async markVerified(): Promise<void> {}
 
   async drop(c: ChunkInfo): Promise<void> {
-    this.memory.delete(this.key(c));
+    this.memory.delete(chunkKey(c));
   }
 
   async close(): Promise<void> {
