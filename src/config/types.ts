@@ -109,11 +109,18 @@ export interface LocaldiskBackendConfig {
   disableGpt: boolean;
 }
 
-/** Registry credentials, decoded from the base64 `auth` ("user:password"). */
+/**
+ * Registry credentials: from a configuration's base64 `auth` ("user:password"), the command line,
+ * or what a `docker login` saved (the registry client's `Credentials`).
+ */
 export interface RegistryAuth {
   username: string;
   password: string;
-  /** Only from credentials a `docker login` saved (a nydusd configuration has none): see `Credentials`. */
+  /**
+   * An identity token (an OAuth2 refresh token), which `docker login` saves instead of the
+   * password for some registries (never in a nydusd configuration). It is exchanged at the Bearer
+   * realm (`grant_type=refresh_token`); a registry that asks for Basic cannot use it.
+   */
   identityToken?: string;
 }
 

@@ -2,10 +2,11 @@
  * Registry authentication (distribution "token authentication specification"): anonymous, HTTP
  * Basic, and Bearer tokens from the realm named by a `WWW-Authenticate: Bearer` challenge, cached
  * per scope until shortly before they expire; the realm is given the credentials (Basic) or an
- * identity token (the OAuth2 refresh-token grant, as Docker does). A fixed `registryToken` is sent until the registry
- * rejects it. The HTTP exchange with the token service is injected (`TokenFetcher`) so that this
+ * identity token (the OAuth2 refresh-token grant, as Docker does). A fixed `registryToken` is sent
+ * until the registry rejects it. The HTTP exchange with the token service is injected (`TokenFetcher`) so that this
  * module is pure policy, tested without sockets.
  */
+import type { RegistryAuth as ConfiguredAuth } from '../../config/index.js';
 
 /** One challenge of a `WWW-Authenticate` header; `scheme` is lower case, so are param names. */
 export interface Challenge {
@@ -72,16 +73,8 @@ export function scopeFor(repo: string, push: boolean): string {
   return `repository:${repo}:${push ? 'pull,push' : 'pull'}`;
 }
 
-export interface Credentials {
-  username: string;
-  password: string;
-  /**
-   * An identity token (an OAuth2 refresh token), which `docker login` saves instead of the
-   * password for some registries. It is exchanged at the Bearer realm (`grant_type=refresh_token`);
-   * a registry that asks for Basic cannot use it.
-   */
-  identityToken?: string;
-}
+/** The credentials of a registry: the configuration's type (identity tokens included). */
+export type Credentials = ConfiguredAuth;
 
 export function basicHeader(c: Credentials): string {
   return `Basic ${Buffer.from(`${c.username}:${c.password}`, 'utf8').toString('base64')}`;
@@ -162,10 +155,16 @@ export class RegistryAuth {
       case 'unknown':
         return undefined;
       case 'basic':
-        return this.opts.credentials && this.opts.credentials.identityToken === undefined ? basicHeader(this.opts.credentials) : undefined;
+        return this.basic();
       case 'bearer':
         return `Bearer ${await this.token(this.mode, scope, signal)}`;
     }
+  }
+
+  /** `Basic …` of the credentials; undefined without any, or for an identity token (never sent so). */
+  private basic(): string | undefined {
+    const c = this.opts.credentials;
+    return c !== undefined && c.identityToken === undefined ? basicHeader(c) : undefined;
   }
 
   private cached(scope: string): CachedToken | undefined {
@@ -190,7 +189,7 @@ export class RegistryAuth {
         realm: mode.realm,
         service: mode.service,
         scopes: [scope],
-        authorization: credentials && credentials.identityToken === undefined ? basicHeader(credentials) : undefined,
+        authorization: this.basic(),
         ...(credentials?.identityToken !== undefined ? { refreshToken: credentials.identityToken } : {}),
         ...(signal ? { signal } : {}),
       })
