@@ -8,9 +8,15 @@ export interface Rng {
   pick<T>(xs: readonly T[]): T;
 }
 
+/**
+ * `DAMSELFLY_FUZZ_SALT` (a number, default 0) is mixed into every seed: CI runs the fixed cases,
+ * a run with another salt explores new ones (a failure names the salt to reproduce it with).
+ */
+export const FUZZ_SALT = Number(process.env.DAMSELFLY_FUZZ_SALT ?? 0) >>> 0;
+
 /** mulberry32 over a 32-bit seed. */
 export function seededRng(seed: number): Rng {
-  let s = seed >>> 0;
+  let s = (seed ^ Math.imul(FUZZ_SALT, 0x85ebca6b)) >>> 0;
   const next = (): number => {
     let t = (s = (s + 0x6d2b79f5) >>> 0);
     t = Math.imul(t ^ (t >>> 15), t | 1);
