@@ -5,6 +5,7 @@
  */
 import type { BlobChunkTable } from './blob/meta.js';
 import type { ChunkInfo } from './chunk-info.js';
+import type { CipherContext } from './cipher.js';
 import type { Compressor } from './compression.js';
 import type { Digester, InodeKind } from './constants.js';
 
@@ -38,6 +39,8 @@ export interface BlobInfo {
   readahead: { offset: number; size: number };
   /** v6 device slot: blocks and mapped_blkaddr of the flattened view (§3.14). */
   device?: { blocks: number; mappedBlkaddr: number };
+  /** An ENCRYPTED blob's AES-128-XTS key and tweak (§5.12). */
+  cipher?: CipherContext;
 }
 
 /** Attributes of one inode. */

@@ -12,7 +12,8 @@
 import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { FormatError, type Logger, UnsupportedError, errorMessage } from '../base/index.js';
-import { BLOB_META_HEADER_SIZE, type BlobChunkTable, decodeBlobChunkTable, decodeBlobMetaHeader } from '../format/blob/meta.js';
+import { BLOB_META_HEADER_SIZE, type BlobChunkTable, type BlobMetaHeader, decodeBlobChunkTable, decodeBlobMetaHeader } from '../format/blob/meta.js';
+import { decryptUnit } from '../format/cipher.js';
 import { type Codecs, Compressor } from '../format/compression.js';
 import { BlobFeature } from '../format/constants.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
@@ -24,27 +25,42 @@ export const CACHE_META_SUFFIX = '.blob_meta.dfly';
 /** The largest CI data accepted: 2^24 chunks of 24 bytes, plus their batch contexts. */
 const MAX_CI_BYTES = (1 << 24) * (24 + 40);
 
+/**
+ * A blob's stored CI data and header (as read from `blob.meta.offset`), decrypted (an encrypted
+ * blob stores both encrypted, spec §5.12) and the CI data decompressed; not yet checked against
+ * the blob table.
+ */
+export function openStoredBlobMeta(codecs: Codecs, blob: BlobInfo, stored: Uint8Array): { header: BlobMetaHeader; ci: Uint8Array } {
+  const what = `blob ${blob.id} meta`;
+  const m = blob.meta;
+  if (stored.length !== m.compressedSize + BLOB_META_HEADER_SIZE) throw new FormatError(`${what}: ${stored.length} bytes, expected ${m.compressedSize + BLOB_META_HEADER_SIZE}`);
+  let packed = stored.subarray(0, m.compressedSize);
+  let headerBytes = stored.subarray(m.compressedSize);
+  if (blob.features & BlobFeature.ENCRYPTED) {
+    if (blob.cipher === undefined) throw new FormatError(`${what}: an encrypted blob without a cipher`);
+    headerBytes = decryptUnit(blob.cipher, headerBytes, `${what} header`);
+    if (packed.length > 0) packed = decryptUnit(blob.cipher, packed, what);
+  }
+  const header = decodeBlobMetaHeader(headerBytes, what);
+  try {
+    return { header, ci: m.compressor === Compressor.None ? packed : codecs.decompress(m.compressor, packed, m.uncompressedSize) };
+  } catch (e) {
+    throw new FormatError(`${what}: ${errorMessage(e)}`, { cause: e });
+  }
+}
+
 /** Decodes a blob's stored CI data and header (as read from the blob) and checks them against the blob table. */
 export function decodeStoredBlobMeta(codecs: Codecs, blob: BlobInfo, stored: Uint8Array): BlobChunkTable {
   const what = `blob ${blob.id} meta`;
   const m = blob.meta;
-  if (stored.length !== m.compressedSize + BLOB_META_HEADER_SIZE) throw new FormatError(`${what}: ${stored.length} bytes, expected ${m.compressedSize + BLOB_META_HEADER_SIZE}`);
-  const h = decodeBlobMetaHeader(stored.subarray(m.compressedSize), what);
+  const { header: h, ci } = openStoredBlobMeta(codecs, blob, stored);
   if (h.ciEntries !== blob.chunkCount || h.ciCompressor !== m.compressor || h.ciOffset !== m.offset || h.ciCompressedSize !== m.compressedSize || h.ciUncompressedSize !== m.uncompressedSize) {
     throw new FormatError(`${what}: the header disagrees with the blob table`);
-  }
-  const packed = stored.subarray(0, m.compressedSize);
-  let ci: Uint8Array;
-  try {
-    ci = m.compressor === Compressor.None ? packed : codecs.decompress(m.compressor, packed, m.uncompressedSize);
-  } catch (e) {
-    throw new FormatError(`${what}: ${errorMessage(e)}`, { cause: e });
   }
   return decodeBlobChunkTable(ci, h, what);
 }
 
 function checkServable(blob: BlobInfo): void {
-  if (blob.features & BlobFeature.ENCRYPTED) throw new UnsupportedError(`blob ${blob.id}: encrypted blobs are not supported`);
   if (blob.features & (BlobFeature.ZRAN | BlobFeature.SEPARATE)) throw new UnsupportedError(`blob ${blob.id}: ZRan blobs (a separate blob meta) are not supported`);
   const m = blob.meta;
   if (m.compressedSize === 0 || m.uncompressedSize === 0 || m.uncompressedSize > MAX_CI_BYTES || m.compressedSize > m.uncompressedSize) {

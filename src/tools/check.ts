@@ -9,13 +9,13 @@ import type { Codecs } from '../format/compression.js';
 import { BlobFeature } from '../format/constants.js';
 import { createHasher, sha256 } from '../format/digest.js';
 import { type BlobInfo, type InodeAttr, type RafsImage, pathToString } from '../format/image.js';
-import { BLOB_META_HEADER_SIZE, type BlobChunkEntry, CiFlag, decodeBlobMetaHeader, decodeCiArray } from '../format/blob/meta.js';
+import { BLOB_META_HEADER_SIZE, type BlobChunkEntry, CiFlag, decodeCiArray } from '../format/blob/meta.js';
 import { type ParsedToc, TocEntryName, parseTocFromTail } from '../format/blob/toc.js';
 import { TAR_HEADER_SIZE } from '../format/blob/tar-header.js';
 import { RafsV5Image } from '../format/v5/reader.js';
 import { RafsV6Image } from '../format/v6/reader.js';
 import type { BlobBackend } from '../storage/backend/types.js';
-import { loadBlobMeta } from '../storage/blob-meta.js';
+import { loadBlobMeta, openStoredBlobMeta } from '../storage/blob-meta.js';
 import { ToolChunkReader, WINDOW_BYTES } from './chunk-reader.js';
 import { type WalkItem, walkImage } from './walk.js';
 
@@ -293,12 +293,10 @@ async function checkBlob(
   if (image.version === 6 && blob.meta.uncompressedSize > 0) {
     const m = blob.meta;
     const stored = await backend.read(blob.id, m.offset, m.compressedSize + BLOB_META_HEADER_SIZE);
-    const header = decodeBlobMetaHeader(stored.subarray(m.compressedSize), `blob ${blob.id} meta header`);
+    const { header, ci: data } = openStoredBlobMeta(opts.codecs, blob, stored);
     if (header.ciEntries !== blob.chunkCount || header.ciOffset !== m.offset || header.ciCompressedSize !== m.compressedSize || header.ciUncompressedSize !== m.uncompressedSize || header.ciCompressor !== m.compressor) {
       problems.add({ blob: blob.id, message: 'the blob meta header disagrees with the blob table' });
     }
-    const raw = stored.subarray(0, m.compressedSize);
-    const data = m.compressor === 0 ? raw : opts.codecs.decompress(m.compressor, raw, m.uncompressedSize);
     ci = decodeCiArray(data, blob.chunkCount, blob.features, `blob ${blob.id} chunk info`);
     let prevEnd = 0;
     ci.forEach((e, i) => {

@@ -4,7 +4,7 @@
  */
 import { UsageError, toHex } from '../base/index.js';
 import { compressorName } from '../format/compression.js';
-import { BlobFeature, SuperFlags } from '../format/constants.js';
+import { BlobFeature, ChunkFlag, SuperFlags } from '../format/constants.js';
 import { digesterName } from '../format/digest.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
 import { paxTimeText } from '../format/tar.js';
@@ -29,6 +29,8 @@ export function describeBlob(b: BlobInfo): Record<string, unknown> {
     features: flagNames(b.features, BlobFeature),
     meta: { ...b.meta, compressor: compressorName(b.meta.compressor) },
     toc: b.tocSize > 0 ? { size: b.tocSize, digest: toHex(b.tocDigest) } : null,
+    // The key is in the bootstrap for anyone who has it; a listing need not repeat it.
+    cipher: b.cipher !== undefined ? 'aes-128-xts' : null,
   };
 }
 
@@ -89,7 +91,8 @@ export function inspectPath(image: RafsImage, path: string): Record<string, unkn
       blob: image.blobs[c.blobIndex]?.id,
       blobIndex: c.blobIndex,
       index: c.index,
-      compressed: (c.flags & 1) !== 0,
+      compressed: (c.flags & ChunkFlag.COMPRESSED) !== 0,
+      ...(c.flags & ChunkFlag.ENCRYPTED ? { encrypted: true } : {}),
       compressedOffset: c.compressedOffset,
       compressedSize: c.compressedSize,
       ...(c.batch !== undefined ? { batch: c.batch } : {}),

@@ -22,6 +22,7 @@
  */
 import { ByteReader, ByteWriter, FormatError } from '../../base/index.js';
 import { compressorFromNumber, type Compressor } from '../compression.js';
+import { encryptedSize } from '../cipher.js';
 import { BlobFeature } from '../constants.js';
 
 export const BLOB_META_MAGIC = 0xb10bb10b;
@@ -187,7 +188,9 @@ export function decodeBlobChunkTable(ci: Uint8Array, h: BlobMetaHeader, what: st
     for (let i = 0; i < h.zranCount; i++) {
       const at = h.zranOffset + i * BATCH_CONTEXT_SIZE;
       const b = { compressedSize: r.u32(at), uncompressedSize: r.u32(at + 4) };
-      if (b.compressedSize === 0 || b.uncompressedSize === 0 || b.uncompressedSize > MAX_BATCH_BYTES || b.compressedSize > b.uncompressedSize) {
+      // Encrypted, a batch of fewer than 16 bytes is stored in more (spec §5.12).
+      const most = h.features & BlobFeature.ENCRYPTED ? encryptedSize(b.uncompressedSize) : b.uncompressedSize;
+      if (b.compressedSize === 0 || b.uncompressedSize === 0 || b.uncompressedSize > MAX_BATCH_BYTES || b.compressedSize > most) {
         throw new FormatError(`${what}: batch ${i} of ${b.compressedSize} stored bytes for ${b.uncompressedSize}`);
       }
       batches.push(b);

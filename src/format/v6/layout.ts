@@ -68,7 +68,8 @@
  */
 import { type ByteReader, type ByteWriter, FormatError, isPowerOfTwo } from '../../base/index.js';
 import { compressorFromNumber, maxDecompressedSize } from '../compression.js';
-import { BlobFeature, Limits, SUPER_FLAGS_KNOWN, SuperFlags } from '../constants.js';
+import { type CipherContext, XTS_IV_SIZE, XTS_KEY_SIZE } from '../cipher.js';
+import { BlobFeature, Cipher, Limits, SUPER_FLAGS_KNOWN, SuperFlags } from '../constants.js';
 import { digesterFromNumber } from '../digest.js';
 import type { BlobInfo } from '../image.js';
 import { checkBlobId } from '../names.js';
@@ -222,6 +223,13 @@ export function decodeBlobEntry(r: ByteReader, off: number, index: number, sb: V
       throw new FormatError(`${where}: ${meta.uncompressedSize} bytes of chunk info for ${chunkCount} chunks`);
     }
   }
+  let cipher: CipherContext | undefined;
+  if (features & BlobFeature.ENCRYPTED) {
+    const algo = r.u32(off + 216);
+    if (algo !== Cipher.Aes128Xts) throw new FormatError(`${where}: an encrypted blob with cipher ${algo} (only ${Cipher.Aes128Xts}, AES-128-XTS, is defined)`);
+    // The key in blob_meta_digest; the tweak in blob_meta_size (its 8 bytes as stored) and cipher_iv.
+    cipher = { key: r.slice(off + 168, XTS_KEY_SIZE), iv: r.slice(off + 200, XTS_IV_SIZE) };
+  }
   return {
     index,
     id,
@@ -236,6 +244,7 @@ export function decodeBlobEntry(r: ByteReader, off: number, index: number, sb: V
     tocSize: r.u32(off + 104),
     tocDigest: r.slice(off + 136, 32),
     readahead: { offset: 0, size: 0 },
+    ...(cipher !== undefined ? { cipher } : {}),
   };
 }
 
@@ -248,6 +257,13 @@ export function encodeBlobEntry(w: ByteWriter, b: BlobInfo): void {
   w.u64(b.compressedSize).u64(b.uncompressedSize).u32(b.tocSize).u32(b.meta.compressor);
   w.u64(b.meta.offset).u64(b.meta.compressedSize).u64(b.meta.uncompressedSize);
   w.bytes(b.tocDigest.length === 32 ? b.tocDigest : new Uint8Array(32));
-  w.zeros(32 + 8 + 8 + 4 + 36); // blob_meta_digest, blob_meta_size, cipher_iv, cipher_algo, reserved
+  if (b.cipher !== undefined) {
+    if (!(b.features & BlobFeature.ENCRYPTED)) throw new RangeError(`blob ${b.id}: a cipher without the ENCRYPTED feature`);
+    // blob_meta_digest, blob_meta_size ‖ cipher_iv (the tweak's 16 bytes in order), cipher_algo
+    w.bytes(b.cipher.key).bytes(b.cipher.iv).u32(Cipher.Aes128Xts).zeros(36);
+  } else {
+    if (b.features & BlobFeature.ENCRYPTED) throw new RangeError(`blob ${b.id}: ENCRYPTED without a cipher`);
+    w.zeros(32 + 8 + 8 + 4 + 36); // blob_meta_digest, blob_meta_size, cipher_iv, cipher_algo, reserved
+  }
   if (w.length - start !== BLOB_ENTRY_SIZE) throw new Error('blob entry size mismatch');
 }

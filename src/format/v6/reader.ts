@@ -369,14 +369,15 @@ export class RafsV6Image implements RafsImage {
       throw new FormatError(`${where}: blob ${blob.id} chunk ${c.index}: the blob meta and the chunk table disagree on its place`);
     }
     if ((e.flags & CiFlag.BATCH) === 0) return c;
-    if (e.flags & CiFlag.ENCRYPTED) return { ...c, flags: c.flags | ChunkFlag.BATCH | ChunkFlag.ENCRYPTED };
     const at = batchLocation(e);
     const b = table.batches[at.index] as BlobChunkTable['batches'][number]; // checked when decoded
-    // The stored batch is compressed unless compression did not shrink it (then it is raw).
-    const compressed = b.compressedSize !== b.uncompressedSize ? ChunkFlag.COMPRESSED : 0;
+    // The stored batch is compressed unless compression did not shrink it (then it is raw); of an
+    // encrypted one that is known once it is decrypted (the decoder tells).
+    const encrypted = e.flags & CiFlag.ENCRYPTED ? ChunkFlag.ENCRYPTED : 0;
+    const compressed = encrypted === 0 && b.compressedSize !== b.uncompressedSize ? ChunkFlag.COMPRESSED : 0;
     return {
       ...c,
-      flags: (c.flags & ~(ChunkFlag.COMPRESSED | ChunkFlag.HAS_CRC32)) | ChunkFlag.BATCH | compressed,
+      flags: (c.flags & ~(ChunkFlag.COMPRESSED | ChunkFlag.HAS_CRC32 | ChunkFlag.ENCRYPTED)) | ChunkFlag.BATCH | compressed | encrypted,
       compressedOffset: e.compressedOffset,
       compressedSize: b.compressedSize,
       batch: { offset: at.offset, size: b.uncompressedSize },

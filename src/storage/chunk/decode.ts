@@ -4,6 +4,7 @@
  */
 import { FormatError, IntegrityError, UnsupportedError, bytesEqual, toHex } from '../../base/index.js';
 import { type ChunkInfo, isCompressed } from '../../format/chunk-info.js';
+import { type CipherContext, decryptUnit } from '../../format/cipher.js';
 import type { Codecs } from '../../format/compression.js';
 import { ChunkFlag } from '../../format/constants.js';
 import { digest } from '../../format/digest.js';
@@ -15,7 +16,7 @@ export function describeChunk(blob: BlobInfo, c: ChunkInfo): string {
 }
 
 function checkSupported(blob: BlobInfo, c: ChunkInfo): void {
-  if (c.flags & ChunkFlag.ENCRYPTED) throw new UnsupportedError(`${describeChunk(blob, c)}: encrypted chunks are not supported`);
+  if (c.flags & ChunkFlag.ENCRYPTED && blob.cipher === undefined) throw new FormatError(`${describeChunk(blob, c)}: encrypted, in a blob without a cipher`);
   if (c.flags & ChunkFlag.BATCH && c.batch === undefined) throw new UnsupportedError(`${describeChunk(blob, c)}: a batch chunk located without its blob meta`);
 }
 
@@ -52,20 +53,39 @@ export function decodeBatchAsync(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, s
   return unitAsync(codecs, blob, c, c.batch.size, stored);
 }
 
+/**
+ * A stored unit as written before encryption, and whether that is compressed. Encrypted bytes that
+ * were changed decrypt to other bytes (XTS does not authenticate): the decompression or the digest
+ * check after it fails, as for any changed chunk.
+ */
+function plain(blob: BlobInfo, c: ChunkInfo, size: number, stored: Uint8Array): { bytes: Uint8Array; compressed: boolean } {
+  if (!(c.flags & ChunkFlag.ENCRYPTED)) return { bytes: stored, compressed: isCompressed(c) };
+  let bytes: Uint8Array;
+  try {
+    bytes = decryptUnit(blob.cipher as CipherContext, stored, describeChunk(blob, c));
+  } catch (e) {
+    throw new IntegrityError((e as Error).message, { cause: e });
+  }
+  // A batch's stored size is known only encrypted: compressed is what did not stay `size` bytes.
+  return { bytes, compressed: c.batch !== undefined ? bytes.length !== size : isCompressed(c) };
+}
+
 /** One stored unit (a chunk, or a whole batch) decoded to exactly `size` bytes. */
 function unit(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, size: number, stored: Uint8Array, dst?: Uint8Array): Uint8Array {
-  if (!isCompressed(c)) return raw(blob, c, size, stored, dst);
+  const p = plain(blob, c, size, stored);
+  if (!p.compressed) return raw(blob, c, size, p.bytes, dst);
   try {
-    return codecs.decompress(blob.compressor, stored, size, dst);
+    return codecs.decompress(blob.compressor, p.bytes, size, dst);
   } catch (e) {
     throw new IntegrityError(`${describeChunk(blob, c)}: ${(e as Error).message}`, { cause: e });
   }
 }
 
 async function unitAsync(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, size: number, stored: Uint8Array, dst?: Uint8Array): Promise<Uint8Array> {
-  if (!isCompressed(c)) return raw(blob, c, size, stored, dst);
+  const p = plain(blob, c, size, stored);
+  if (!p.compressed) return raw(blob, c, size, p.bytes, dst);
   try {
-    return await codecs.decompressAsync(blob.compressor, stored, size, dst);
+    return await codecs.decompressAsync(blob.compressor, p.bytes, size, dst);
   } catch (e) {
     throw new IntegrityError(`${describeChunk(blob, c)}: ${(e as Error).message}`, { cause: e });
   }
