@@ -43,6 +43,12 @@ export interface BuildOptions {
    * blob range; the build spends more CPU on them once (`ChunkStore`, DEFAULT_PREFETCH_LEVEL).
    */
   prefetchCompressionLevel?: number;
+  /**
+   * Encrypt the new blobs (nydus-image `--encrypt`, spec §5.12): AES-128-XTS, a random key and
+   * tweak per blob, kept in the bootstrap's blob table. It protects blobs stored or pushed apart
+   * from their bootstrap; whoever has the bootstrap can read them.
+   */
+  encrypt?: boolean;
   chunkDictPath?: string;
   /** Paths (absolute inside the image) to prefetch first, in order. */
   prefetchFiles?: string[];

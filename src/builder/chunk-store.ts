@@ -7,6 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { namingFile, writeFully } from '../base/index.js';
+import { newCipherContext } from '../format/cipher.js';
 import { type Codecs, Compressor, type Stored, ZSTD_DEFAULT_LEVEL, storeCompressedAsync } from '../format/compression.js';
 import { ChunkFlag, type Digester } from '../format/constants.js';
 import { digest } from '../format/digest.js';
@@ -111,6 +112,11 @@ export interface ChunkStoreOptions {
    * less than this many bytes.
    */
   batchSize?: number;
+  /**
+   * Encrypt every new blob (`--encrypt`, spec §5.12) with a key and tweak of its own, recorded in
+   * the blob table (so in the bootstrap).
+   */
+  encrypt?: boolean;
 }
 
 /**
@@ -193,7 +199,8 @@ export class ChunkStore {
     const tempPath = join(this.opts.blobDir, `.damselfly-${randomBytes(6).toString('hex')}.tmp`);
     const fh = await open(tempPath, 'wx', 0o644);
     const { compressor, digester, chunkSize } = this.opts;
-    this.blob = new NewBlob(new BlobAssembler({ compressor, digester, chunkSize, batch: (this.opts.batchSize ?? 0) > 0 }), tempPath, fh);
+    const cipher = this.opts.encrypt === true ? { cipher: newCipherContext() } : {};
+    this.blob = new NewBlob(new BlobAssembler({ compressor, digester, chunkSize, batch: (this.opts.batchSize ?? 0) > 0, ...cipher }), tempPath, fh);
   }
 
   /**
@@ -268,17 +275,19 @@ export class ChunkStore {
     return this.track(key, this.tail.then(async (): Promise<ChunkRef> => {
       await this.writeBatch(blob); // a chunk stored alone ends the batch being filled
       const s: Stored = await stored;
-      const place = blob.assembler.addChunk(s.data, s.compressed, data.length, d);
+      const sealed = blob.assembler.encrypt(s.data);
+      const bytes = sealed ?? s.data;
+      const place = blob.assembler.addChunk(bytes, s.compressed, data.length, d, sealed !== undefined);
       this.stats.stored++;
-      this.stats.bytesStored += s.data.length;
-      await blob.write([s.data]);
+      this.stats.bytesStored += bytes.length;
+      await blob.write([bytes]);
       return {
         blob,
         digest: d,
-        flags: s.compressed ? ChunkFlag.COMPRESSED : 0,
+        flags: (s.compressed ? ChunkFlag.COMPRESSED : 0) | (sealed !== undefined ? ChunkFlag.ENCRYPTED : 0),
         index: place.index,
         compressedOffset: place.compressedOffset,
-        compressedSize: s.data.length,
+        compressedSize: bytes.length,
         uncompressedOffset: place.uncompressedOffset,
         uncompressedSize: data.length,
         crc32: 0,
@@ -349,9 +358,11 @@ export class ChunkStore {
     this.batch = [];
     this.batchLevel = undefined;
     const s = await this.compress(data, level);
-    blob.assembler.addBatch(s.data);
-    this.stats.bytesStored += s.data.length;
-    await blob.write([s.data]);
+    const sealed = blob.assembler.encrypt(s.data);
+    const bytes = sealed ?? s.data;
+    blob.assembler.addBatch(bytes, sealed !== undefined);
+    this.stats.bytesStored += bytes.length;
+    await blob.write([bytes]);
   }
 
   private release(): void {

@@ -22,10 +22,11 @@ export interface FormatFlags {
   compressionLevel?: number;
   prefetchCompressionLevel?: number;
   prefetchFiles?: string;
+  encrypt?: boolean;
 }
 
 /** What the flags ask of the builder. */
-export type FormatChoice = Pick<BuildOptions, 'compressor' | 'digester' | 'chunkSize' | 'batchSize' | 'compressionLevel' | 'prefetchCompressionLevel' | 'prefetchFiles'>;
+export type FormatChoice = Pick<BuildOptions, 'compressor' | 'digester' | 'chunkSize' | 'batchSize' | 'compressionLevel' | 'prefetchCompressionLevel' | 'prefetchFiles' | 'encrypt'>;
 
 /** Adds the image format options to a command. */
 export function formatOptions(cmd: Command): Command {
@@ -36,6 +37,7 @@ export function formatOptions(cmd: Command): Command {
     .option('--compression-level <n>', 'zstd level for chunk data, 1-22 (default 3, as nydus-image): higher builds slower, fetches less', parseLevel)
     .option('--batch-size <n>', 'store the data of small files together, in units of less than this (0 or a power of two from 4K to the chunk size; nydus-image --batch-size)', parseSize, 0)
     .option('--prefetch-files <file>', "paths (one per line) for the prefetch table; their data goes first in each layer's blob")
+    .option('--encrypt', "encrypt each new blob with AES-128-XTS, its key in the bootstrap (nydus-image --encrypt): for blobs kept apart from the bootstrap")
     .option('--prefetch-compression-level <n>', 'zstd level for the prefetch files\' data (its first 64 MiB), 1-22 (default 19, or --compression-level if higher): fewer bytes for every cold start to wait for', parseLevel);
 }
 
@@ -49,5 +51,6 @@ export async function formatFromFlags(flags: FormatFlags): Promise<FormatChoice>
     ...(flags.compressionLevel !== undefined ? { compressionLevel: flags.compressionLevel } : {}),
     ...(flags.prefetchCompressionLevel !== undefined ? { prefetchCompressionLevel: flags.prefetchCompressionLevel } : {}),
     ...(flags.prefetchFiles !== undefined ? { prefetchFiles: await readPathList(flags.prefetchFiles) } : {}),
+    ...(flags.encrypt === true ? { encrypt: true } : {}),
   };
 }

@@ -9,6 +9,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { ByteWriter, alignUp } from '../../base/index.js';
 import { type Codecs, Compressor, storeCompressed } from '../compression.js';
 import { BlobFeature, type Digester, Limits } from '../constants.js';
+import { type CipherContext, encryptUnit, encryptedSize } from '../cipher.js';
 import { sha256 } from '../digest.js';
 import type { BlobInfo } from '../image.js';
 import { BATCH_CONTEXT_SIZE, type BatchContext, CI_V1_SIZE, CI_V2_SIZE, CiFlag, encodeBatchContext, encodeBlobMetaHeader, encodeCiV1, encodeCiV2 } from './meta.js';
@@ -38,6 +39,7 @@ export class BlobAssembler {
   readonly compressor: Compressor;
   readonly digester: Digester;
   readonly chunkSize: number;
+  private readonly cipher: CipherContext | undefined;
   private readonly records: CiRecord[] = [];
   private readonly idHash: Hash = createHash('sha256');
   private readonly dataHash: Hash = createHash('sha256');
@@ -53,13 +55,26 @@ export class BlobAssembler {
   /** Batches written (spec §5.6), and the bytes of the one being filled. */
   private readonly batches: BatchContext[] = [];
   private batchFill = 0;
+  /** The record of the batch being filled's first member. */
+  private batchStart = 0;
 
-  /** `batch`: small chunks are stored in batches (`--batch-size`), which needs chunk info v2. */
-  constructor(opts: { compressor: Compressor; digester: Digester; chunkSize: number; batch?: boolean }) {
+  /**
+   * `batch`: small chunks are stored in batches (`--batch-size`), which needs chunk info v2;
+   * `cipher`: the blob is encrypted (`--encrypt`, spec §5.12): its chunks (as the caller stores
+   * them), CI data and CI header, which also needs chunk info v2.
+   */
+  constructor(opts: { compressor: Compressor; digester: Digester; chunkSize: number; batch?: boolean; cipher?: CipherContext }) {
     this.compressor = opts.compressor;
     this.digester = opts.digester;
     this.chunkSize = opts.chunkSize;
+    this.cipher = opts.cipher;
     if (opts.batch === true) this.features |= BlobFeature.BATCH | BlobFeature.CHUNK_INFO_V2;
+    if (opts.cipher !== undefined) this.features |= BlobFeature.ENCRYPTED | BlobFeature.CHUNK_INFO_V2;
+  }
+
+  /** Encrypts a stored unit of an encrypted blob; undefined where it stays plain (see `encryptUnit`). */
+  encrypt(stored: Uint8Array): Buffer | undefined {
+    return this.cipher === undefined ? undefined : encryptUnit(this.cipher, stored);
   }
 
   get chunkCount(): number {
@@ -77,14 +92,19 @@ export class BlobAssembler {
     return bytes;
   }
 
-  /** Places one stored chunk; the caller writes `stored` at `compressedOffset`. */
-  addChunk(stored: Uint8Array, compressed: boolean, uncompressedSize: number, digest: Uint8Array): ChunkPlacement {
+  /**
+   * Places one stored chunk (`encrypted`: `stored` is the encryption of what was compressed, or
+   * not); the caller writes `stored` at `compressedOffset`.
+   */
+  addChunk(stored: Uint8Array, compressed: boolean, uncompressedSize: number, digest: Uint8Array, encrypted = false): ChunkPlacement {
     if (this.phase !== 'data') throw new Error('addChunk after the chunk data was closed');
     if (this.records.length >= Limits.MAX_CHUNKS_PER_BLOB) throw new RangeError('too many chunks for one blob');
-    if (compressed !== (stored.length !== uncompressedSize)) throw new RangeError('compressed flag disagrees with the sizes');
+    if (encrypted && this.cipher === undefined) throw new Error('an encrypted chunk in a blob without a cipher');
+    if (!encrypted && compressed !== (stored.length !== uncompressedSize)) throw new RangeError('compressed flag disagrees with the sizes');
     if (this.batchFill > 0) throw new Error('addChunk while a batch is being filled: write the batch first');
     const placement = { index: this.records.length, compressedOffset: this.pos, uncompressedOffset: this.uncompressedSize };
-    this.records.push({ ...placement, uncompressedSize, compressedSize: stored.length, digest, flags: compressed ? CiFlag.COMPRESSED : 0, data: 0n });
+    const flags = (compressed ? CiFlag.COMPRESSED : 0) | (encrypted ? CiFlag.ENCRYPTED : 0);
+    this.records.push({ ...placement, uncompressedSize, compressedSize: stored.length, digest, flags, data: 0n });
     this.dataHash.update(stored);
     this.emit(stored);
     this.uncompressedSize += alignUp(uncompressedSize, Limits.BLOCK_SIZE);
@@ -101,6 +121,7 @@ export class BlobAssembler {
     if (!(this.features & BlobFeature.BATCH)) throw new Error('this blob stores no batches');
     if (this.records.length >= Limits.MAX_CHUNKS_PER_BLOB) throw new RangeError('too many chunks for one blob');
     const placement = { index: this.records.length, compressedOffset: this.pos, uncompressedOffset: this.uncompressedSize };
+    if (this.batchFill === 0) this.batchStart = this.records.length;
     const data = (BigInt(this.batches.length) << 32n) | BigInt(this.batchFill);
     this.records.push({ ...placement, uncompressedSize, compressedSize: 0, digest, flags: CiFlag.BATCH | CiFlag.COMPRESSED, data });
     this.batchFill += uncompressedSize;
@@ -113,10 +134,15 @@ export class BlobAssembler {
     return this.batchFill;
   }
 
-  /** Writes the batch being filled: `stored` is its members' data, compressed as one unit (or raw). */
-  addBatch(stored: Uint8Array): void {
+  /**
+   * Writes the batch being filled: `stored` is its members' data, compressed as one unit (or raw),
+   * and then encrypted (`encrypted`) or not.
+   */
+  addBatch(stored: Uint8Array, encrypted = false): void {
     if (this.batchFill === 0) throw new Error('no batch is being filled');
-    if (stored.length > this.batchFill) throw new RangeError('a stored batch larger than its data');
+    if (encrypted && this.cipher === undefined) throw new Error('an encrypted batch in a blob without a cipher');
+    if (stored.length > (encrypted ? encryptedSize(this.batchFill) : this.batchFill)) throw new RangeError('a stored batch larger than its data');
+    if (encrypted) for (let i = this.batchStart; i < this.records.length; i++) (this.records[i] as CiRecord).flags |= CiFlag.ENCRYPTED;
     this.batches.push({ compressedSize: stored.length, uncompressedSize: this.batchFill });
     this.batchFill = 0;
     this.dataHash.update(stored);
@@ -151,14 +177,19 @@ export class BlobAssembler {
     const batchTable = this.features & BlobFeature.BATCH ? { offset: ciw.length, size: this.batches.length * BATCH_CONTEXT_SIZE, count: this.batches.length } : { offset: 0, size: 0, count: 0 };
     for (const b of this.batches) encodeBatchContext(ciw, b);
     const ci = ciw.finish();
-    const stored = storeCompressed(codecs, this.compressor, ci);
+    let stored = storeCompressed(codecs, this.compressor, ci);
+    if (this.cipher !== undefined && ci.length > 0) {
+      // Encrypted after compression (no chunk, no CI data: nothing to encrypt); a compressed form that cannot be (see `encryptUnit`) is not used.
+      const sealed = encryptUnit(this.cipher, stored.data);
+      stored = sealed !== undefined ? { data: sealed, compressed: stored.compressed } : { data: encryptUnit(this.cipher, ci) as Buffer, compressed: false };
+    }
     this.meta = {
       compressor: stored.compressed ? this.compressor : Compressor.None,
       offset: this.pos,
       compressedSize: stored.data.length,
       uncompressedSize: ci.length,
     };
-    const header = encodeBlobMetaHeader({
+    const plainHeader = encodeBlobMetaHeader({
       features: this.features,
       ciCompressor: this.meta.compressor,
       ciEntries: this.records.length,
@@ -169,9 +200,11 @@ export class BlobAssembler {
       zranSize: batchTable.size,
       zranCount: batchTable.count,
     });
+    const header = this.cipher !== undefined ? (encryptUnit(this.cipher, plainHeader) as Buffer) : plainHeader;
     this.toc.push({ name: TocEntryName.BLOB_META, compressor: this.meta.compressor, digest: sha256(ci), compressedOffset: this.pos, compressedSize: stored.data.length, uncompressedSize: ci.length });
     out.push(this.emit(stored.data));
-    this.toc.push({ name: TocEntryName.BLOB_META_HEADER, compressor: Compressor.None, digest: sha256(header), compressedOffset: this.pos, compressedSize: header.length, uncompressedSize: header.length });
+    // The ToC's digests are of the plain CI data and header (nydus-image), its sizes the stored ones.
+    this.toc.push({ name: TocEntryName.BLOB_META_HEADER, compressor: Compressor.None, digest: sha256(plainHeader), compressedOffset: this.pos, compressedSize: header.length, uncompressedSize: header.length });
     out.push(this.emit(header));
     out.push(this.emit(encodeTarHeader(TocEntryName.BLOB_META, stored.data.length + header.length)));
 
@@ -202,6 +235,7 @@ export class BlobAssembler {
       tocSize: this.tocSize,
       tocDigest: this.tocDigest,
       readahead: { offset: 0, size: 0 },
+      ...(this.cipher !== undefined ? { cipher: this.cipher } : {}),
     };
   }
 

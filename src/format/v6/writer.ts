@@ -368,6 +368,7 @@ function writeSuperBlocks(out: Buffer, spec: BootstrapSpec, l: SuperLayout): voi
   if (spec.blobs.length > 0 && spec.blobs.every((b) => b.features & BlobFeature.INLINED_CHUNK_DIGEST)) {
     flags |= SuperFlags.INLINED_CHUNK_DIGEST;
   }
+  if (spec.blobs.some((b) => b.cipher !== undefined)) flags |= SuperFlags.ENCRYPTION_ASE_128_XTS;
   const e = RAFS_V6_EXT_SUPER_OFFSET;
   out.writeBigUInt64LE(flags, e);
   out.writeBigUInt64LE(BigInt(l.blobTableOffset), e + 8);
