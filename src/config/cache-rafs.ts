@@ -147,6 +147,10 @@ export function finishCache(
     if (f.encryptionKey !== '' && !/^[0-9a-fA-F]{64}$/.test(f.encryptionKey)) {
       file.sec.fail('encryption_key', 'must be 64 hexadecimal digits (32 bytes)');
     }
+    // Refused, not ignored: serving with the chunk cache in the clear is not what was asked.
+    if (f.enableEncryption || f.enableConvergentEncryption) {
+      file.sec.fail(f.enableEncryption ? 'enable_encryption' : 'enable_convergent_encryption', 'an encrypted chunk cache is not supported (the cache would hold the data in the clear)');
+    }
     return {
       ...base,
       workDir: f.workDir,

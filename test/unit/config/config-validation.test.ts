@@ -197,6 +197,11 @@ test('cache: type, the sub-object it needs, work_dir, encryption key', () => {
   rejects(withCache({ type: 'filecache', filecache: { work_dir: '' } }), 'cache.filecache.work_dir: must not be empty');
   rejects(withCache({ type: 'fscache', fscache: { work_dir: '' } }), 'cache.fscache.work_dir: must not be empty');
   rejects(withCache({ type: 'filecache', filecache: { work_dir: '/c', encryption_key: 'abc' } }), 'cache.filecache.encryption_key: must be 64 hexadecimal digits (32 bytes)');
+  // Asked for, an encrypted cache is refused rather than kept in the clear.
+  const key = 'fc4a7db5614afc2f400e9478bebed1aefdbc9d7cd03210b84f144683a7a6fd1a';
+  rejects(withCache({ type: 'filecache', filecache: { work_dir: '/c', enable_encryption: true, encryption_key: key } }), 'cache.filecache.enable_encryption: an encrypted chunk cache is not supported (the cache would hold the data in the clear)');
+  rejects(withCache({ type: 'blobcache', filecache: { work_dir: '/c', enable_convergent_encryption: true } }), 'cache.filecache.enable_convergent_encryption: an encrypted chunk cache is not supported (the cache would hold the data in the clear)');
+  parseConfigObject(withCache({ type: 'filecache', filecache: { work_dir: '/c', enable_encryption: false, encryption_key: key } }));
   rejects(withCache({ type: 'filecache', filecache: { work_dir: '/c', max_size: -1 } }), 'cache.filecache.max_size: must be an integer 0..9007199254740991, got -1');
   rejects(withCache({ type: 'filecache', filecache: 'c' }), 'cache.filecache: must be an object (a table), got a string');
   rejects(withCache({ validate: 'true' }), 'cache.validate: must be true or false, got a string');
