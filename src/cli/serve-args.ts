@@ -10,6 +10,7 @@ import { FsStats } from '../daemon/fs-stats.js';
 import { ImageService } from '../daemon/image-service.js';
 import { type ImageSource, type SourceFlags, openImageSource, readPathList } from '../daemon/image-source.js';
 import { nativeCodecs } from '../native/index.js';
+import { cacheCipherOption } from '../storage/cache/cache-cipher.js';
 import { gcCache } from '../storage/cache/gc.js';
 import { parseSize, progressBar } from './common.js';
 
@@ -69,6 +70,7 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
     backend: source.backend,
     codecs: nativeCodecs,
     ...(source.cacheDir !== undefined ? { cacheDir: source.cacheDir } : {}),
+    ...(source.config !== undefined ? cacheCipherOption(source.config.cache) : {}),
     validate: source.validate,
     ...(amplifyBytes !== undefined ? { amplifyBytes } : {}),
     enableXattr: source.config?.rafs.enableXattr === true,

@@ -147,9 +147,13 @@ export function finishCache(
     if (f.encryptionKey !== '' && !/^[0-9a-fA-F]{64}$/.test(f.encryptionKey)) {
       file.sec.fail('encryption_key', 'must be 64 hexadecimal digits (32 bytes)');
     }
-    // Refused, not ignored: serving with the chunk cache in the clear is not what was asked.
-    if (f.enableEncryption || f.enableConvergentEncryption) {
-      file.sec.fail(f.enableEncryption ? 'enable_encryption' : 'enable_convergent_encryption', 'an encrypted chunk cache is not supported (the cache would hold the data in the clear)');
+    // As nydusd: an encrypted cache needs a key (convergent encryption too, though it keys each
+    // chunk by its digest), of two different AES-128 keys.
+    if (f.enableEncryption) {
+      if (f.encryptionKey === '') file.sec.fail('encryption_key', 'required with enable_encryption (64 hexadecimal digits)');
+      if (f.encryptionKey.slice(0, 32).toLowerCase() === f.encryptionKey.slice(32).toLowerCase()) file.sec.fail('encryption_key', 'its two halves (the two AES-128 keys of XTS) must differ');
+    } else if (f.enableConvergentEncryption) {
+      file.sec.fail('enable_convergent_encryption', 'needs enable_encryption');
     }
     return {
       ...base,

@@ -13,6 +13,7 @@ import type { LoadedImage } from '../storage/open-image.js';
 import { SuperFlags } from '../format/constants.js';
 import { warmDigest } from '../format/digest.js';
 import type { ChunkInfo } from '../format/chunk-info.js';
+import type { CacheCipher } from '../storage/cache/cache-cipher.js';
 import { ChunkNeighbors } from '../storage/chunk/neighbors.js';
 import { type PrefetchResult, Prefetcher } from '../storage/prefetch/prefetcher.js';
 import { prefetchPlan } from './prefetch-plan.js';
@@ -22,6 +23,8 @@ export interface ImageServiceOptions {
   backend: BlobBackend;
   codecs: Codecs;
   cacheDir?: string;
+  /** Encrypt the cache files (filecache `enable_encryption`). */
+  cacheCipher?: CacheCipher;
   validate?: boolean;
   /**
    * Read amplification in compressed bytes (nydus `amplify_io`); 0 fetches only what is read.
@@ -90,6 +93,7 @@ export class ImageService {
       backend: opts.backend,
       codecs: opts.codecs,
       ...(opts.cacheDir !== undefined ? { cacheDir: opts.cacheDir } : {}),
+      ...(opts.cacheCipher !== undefined ? { cacheCipher: opts.cacheCipher } : {}),
       bufferPool: chunkBuffers,
       validate: opts.validate === true,
       metrics: opts.metrics,

@@ -21,6 +21,7 @@ import { EarlyReadsBackend } from '../storage/backend/early-reads.js';
 import { createBackend, registryClientOptions } from '../storage/backend/factory.js';
 import { LocalFsBackend } from '../storage/backend/localfs.js';
 import type { BlobBackend } from '../storage/backend/types.js';
+import { CacheCipher } from '../storage/cache/cache-cipher.js';
 import { FileBlobCache } from '../storage/cache/blob-cache.js';
 import { keptBootstrapPath, keptTemp } from '../storage/cache/kept-bootstrap.js';
 import { type LoadedImage, loadImage, localBlobs } from '../storage/open-image.js';
@@ -95,6 +96,7 @@ async function earlyReads(
   backend: BlobBackend,
   want: { files?: string[] },
   cacheDir: string | undefined,
+  cipher: CacheCipher | undefined,
   log: Logger,
   metrics: Metrics,
 ): Promise<EarlyReadsBackend | undefined> {
@@ -102,7 +104,7 @@ async function earlyReads(
   let ranges = planRanges(plan, image.blobs, EARLY_READ_BYTES);
   if (cacheDir !== undefined) {
     const cached = new Set<string>();
-    for (const id of new Set(ranges.map((r) => r.id))) if (await FileBlobCache.exists(cacheDir, id)) cached.add(id);
+    for (const id of new Set(ranges.map((r) => r.id))) if (await FileBlobCache.exists(cacheDir, id, cipher)) cached.add(id);
     ranges = ranges.filter((r) => !cached.has(r.id));
   }
   if (ranges.length === 0) return undefined;
@@ -192,7 +194,7 @@ async function openSource(flags: SourceFlags, codecs: Codecs, log: Logger, metri
       try {
         // Batch chunks are located through their blobs' meta: needed to plan the first reads.
         await loadBlobMeta(image, origin, codecs, { ...(cacheDir !== undefined ? { cacheDir } : {}), log });
-        early = want !== undefined ? await earlyReads(loaded.image, origin, want, cacheDir, log, metrics) : undefined;
+        early = want !== undefined ? await earlyReads(loaded.image, origin, want, cacheDir, config !== undefined ? CacheCipher.fromConfig(config.cache) : undefined, log, metrics) : undefined;
         if (cacheDir !== undefined && !kept) {
           // Kept next to the chunks, for the next daemon of this image (and for a restart with the
           // registry gone); written whole under another name first, so that none is ever half there.

@@ -12,6 +12,7 @@ import type { RafsImage } from '../format/image.js';
 import type { FileSystem } from '../fs/types.js';
 import { createBackend } from '../storage/backend/factory.js';
 import { loadBlobMeta } from '../storage/blob-meta.js';
+import { cacheCipherOption } from '../storage/cache/cache-cipher.js';
 import { loadImage } from '../storage/open-image.js';
 import { DaemonError } from './control.js';
 import { ImageService } from './image-service.js';
@@ -84,6 +85,7 @@ export const openRafsMount: RafsFactory = async (req, ctx) => {
     backend,
     codecs: ctx.codecs,
     ...(cacheDir !== undefined ? { cacheDir } : {}),
+    ...cacheCipherOption(config.cache),
     validate: config.rafs.validate || config.cache.validate,
     amplifyBytes: config.rafs.batchSizeBytes,
     enableXattr: config.rafs.enableXattr,

@@ -12,10 +12,12 @@ import { BufferPool, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type
 export { sliceViews };
 import { type ChunkInfo, chunkKey as key, sameStoredUnit } from '../format/chunk-info.js';
 import type { Codecs } from '../format/compression.js';
+import { BlobFeature } from '../format/constants.js';
 import type { BlobInfo } from '../format/image.js';
 import { native } from '../native/index.js';
 import type { BlobBackend } from './backend/types.js';
 import { type BlobCache, ChunkState, FileBlobCache, MemoryBlobCache, MemoryChunks } from './cache/blob-cache.js';
+import type { CacheCipher } from './cache/cache-cipher.js';
 import { type BatchDecodes, decodeChunkAsync, describeChunk, verifyChunk } from './chunk/decode.js';
 
 /**
@@ -34,6 +36,8 @@ export interface DeviceOptions {
   codecs: Codecs;
   /** Cache directory; without it chunks are kept in a bounded memory cache. */
   cacheDir?: string;
+  /** Encrypt the cache files (filecache `enable_encryption`). */
+  cacheCipher?: CacheCipher;
   /** Verify chunks again on every cache read (nydus `digest_validate`). */
   validate?: boolean;
   /** Largest merged backend read, bytes. */
@@ -183,11 +187,15 @@ export class BlobDevice {
       const blob = this.opts.blobs[blobIndex] as BlobInfo;
       const dir = this.opts.cacheDir;
       const memory = (): BlobCache => new MemoryBlobCache(this.memoryChunks(), blobIndex);
+      const cipher = this.opts.cacheCipher;
+      // An encrypted cache encrypts whole pages: chunks that may share one cannot use it.
+      const unaligned = dir !== undefined && cipher !== undefined && !(blob.features & BlobFeature.ALIGNED);
+      if (unaligned) this.opts.log.warn({ blob: blob.id }, 'an encrypted cache needs a blob of 4 KiB aligned chunks (v6); this one is served from memory');
       p =
-        dir === undefined
+        dir === undefined || unaligned
           ? Promise.resolve(memory())
           : mkdir(dir, { recursive: true })
-              .then(() => FileBlobCache.open(dir, blob.id))
+              .then(() => FileBlobCache.open(dir, blob.id, cipher))
               .then(
                 ({ cache, uncleanShutdown }) => {
                   if (uncleanShutdown) this.opts.log.info({ blob: blob.id }, 'cache was not closed cleanly; cached chunks are verified before use');

@@ -4,7 +4,9 @@
  * FUSE mount and unpack to it; `check` passes; the blob holds none of the data in the clear; the
  * bootstrap records the cipher (superblock flag, blob features, key and tweak in the blob table);
  * short chunks are stored in 18 bytes, the one unit XTS padding cannot express stays plain; changed
- * encrypted bytes give EIO, never other data.
+ * encrypted bytes give EIO, never other data. And the encrypted chunk cache (nydusd filecache
+ * `enable_encryption`): served from, kept across restarts, holding no data in the clear, never read
+ * by a daemon without its key.
  */
 import assert from 'node:assert/strict';
 import { mkdir, mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
@@ -111,6 +113,44 @@ describe('encrypted blobs', () => {
       }
     });
   }
+
+  test('an encrypted chunk cache (filecache enable_encryption): served, kept, no data in the clear, never taken for a plain one', async () => {
+    const out = join(work, 'cache-encrypted');
+    await damselflyOk(['build', '--bootstrap', join(out, 'boot'), '--blob-dir', join(out, 'blobs'), src]);
+    const cacheDir = join(out, 'cache');
+    const config = async (name: string, filecache: Record<string, unknown>): Promise<string> => {
+      const path = join(out, name);
+      await writeFile(path, JSON.stringify({ device: { backend: { type: 'localfs', config: { dir: join(out, 'blobs') } }, cache: { type: 'blobcache', config: { work_dir: cacheDir, ...filecache } } }, mode: 'direct' }));
+      return path;
+    };
+    const key = 'fc4a7db5614afc2f400e9478bebed1aefdbc9d7cd03210b84f144683a7a6fd1a';
+    const encrypted = await config('encrypted.json', { enable_encryption: true, encryption_key: key });
+    const mnt = join(out, 'mnt');
+    await mkdir(mnt);
+    const serve = async (cfg: string, body: () => Promise<void>): Promise<void> => {
+      const m = await startMount(['--bootstrap', join(out, 'boot'), '--config', cfg], mnt);
+      try {
+        await body();
+      } finally {
+        await m.stop();
+      }
+    };
+    await serve(encrypted, async () => assert.deepEqual(await compareTrees(src, mnt, { leftListing: listing }), []));
+    const names = await readdir(cacheDir);
+    const data = names.filter((n) => n.endsWith('.blob.data'));
+    assert.equal(data.length, 1);
+    assert.match(data[0] as string, /\.xts-[0-9a-f]{8}\.blob\.data$/);
+    const file = await readFile(join(cacheDir, data[0] as string));
+    for (let at = 0; at + 64 <= random.length; at += 32 << 10) assert.equal(file.indexOf(random.subarray(at, at + 64)), -1, `cached bytes ${at}.. in the clear`);
+
+    // The blobs gone: a daemon with the same key serves everything from its cache.
+    await rm(join(out, 'blobs'), { recursive: true });
+    await serve(encrypted, async () => assert.deepEqual(await compareTrees(src, mnt, { leftListing: listing }), []));
+    // One without the key does not take that cache for its own: nothing to serve the data from.
+    await serve(await config('plain.json', {}), async () => {
+      await assert.rejects(readFile(join(mnt, 'units', 'random')), /EIO/);
+    });
+  });
 
   test('changed encrypted bytes: EIO for that file, never other data; the rest still served', async () => {
     const out = join(work, 'tampered');

@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { scatter, sliceViews, writeFully } from '../../base/index.js';
 import { type ChunkInfo, blobOfChunkKey, chunkKey } from '../../format/chunk-info.js';
 import { type NoWaitFile, native, readNoWait } from '../../native/index.js';
+import type { CacheCipher } from './cache-cipher.js';
 import { ChunkMap, ChunkState } from './chunk-map.js';
 
 /** A cached blob's files in a cache directory: `<blob id>` and these suffixes. */
@@ -40,25 +41,28 @@ export class FileBlobCache implements BlobCache {
   private constructor(
     private readonly data: FileHandle,
     private readonly map: ChunkMap,
+    private readonly cipher: CacheCipher | undefined,
   ) {
     this.file = { fd: data.fd };
   }
 
   /** Whether `dir` holds a cache of the blob (its chunk map), whatever it has in it. */
-  static exists(dir: string, blobId: string): Promise<boolean> {
-    return access(join(dir, blobId + CACHE_MAP_SUFFIX)).then(
+  static exists(dir: string, blobId: string, cipher?: CacheCipher): Promise<boolean> {
+    return access(join(dir, (cipher?.cacheName(blobId) ?? blobId) + CACHE_MAP_SUFFIX)).then(
       () => true,
       () => false,
     );
   }
 
-  static async open(dir: string, blobId: string): Promise<{ cache: FileBlobCache; uncleanShutdown: boolean }> {
-    const dataPath = join(dir, blobId + CACHE_DATA_SUFFIX);
+  /** Opens (creating them if need be) the blob's cache files; with `cipher`, its encrypted ones. */
+  static async open(dir: string, blobId: string, cipher?: CacheCipher): Promise<{ cache: FileBlobCache; uncleanShutdown: boolean }> {
+    const name = cipher?.cacheName(blobId) ?? blobId;
+    const dataPath = join(dir, name + CACHE_DATA_SUFFIX);
     const data = await open(dataPath, 'a+').then(async (h) => {
       await h.close();
       return open(dataPath, 'r+');
     });
-    const mapPath = join(dir, blobId + CACHE_MAP_SUFFIX);
+    const mapPath = join(dir, name + CACHE_MAP_SUFFIX);
     let opened: { map: ChunkMap; uncleanShutdown: boolean } | undefined;
     try {
       opened = await ChunkMap.open(mapPath);
@@ -73,7 +77,7 @@ export class FileBlobCache implements BlobCache {
       }
       throw e;
     }
-    return { cache: new FileBlobCache(data, opened.map), uncleanShutdown: opened.uncleanShutdown };
+    return { cache: new FileBlobCache(data, opened.map, cipher), uncleanShutdown: opened.uncleanShutdown };
   }
 
   state(c: ChunkInfo): number {
@@ -86,6 +90,7 @@ export class FileBlobCache implements BlobCache {
    * any, is read on the thread pool.
    */
   async readInto(c: ChunkInfo, from: number, length: number, dst: Uint8Array[]): Promise<void> {
+    if (this.cipher !== undefined) return this.readSealed(this.cipher, c, from, length, dst);
     let pos = c.uncompressedOffset + from;
     let left = length;
     let views = sliceViews(dst, 0, left);
@@ -99,6 +104,18 @@ export class FileBlobCache implements BlobCache {
       left -= n;
       views = sliceViews(views, n, left);
     }
+  }
+
+  /** An encrypted cache's read: the whole pages, decrypted, then the bytes asked for. */
+  private async readSealed(cipher: CacheCipher, c: ChunkInfo, from: number, length: number, dst: Uint8Array[]): Promise<void> {
+    const p = cipher.pagesOf(c, from, length);
+    const pages = Buffer.allocUnsafe(p.length);
+    for (let got = 0; got < p.length; ) {
+      const { bytesRead } = await this.data.read(pages, got, p.length - got, p.offset + got);
+      if (bytesRead === 0) throw new Error(`cache file ends inside chunk ${c.index}`);
+      got += bytesRead;
+    }
+    scatter(cipher.open(c, p.offset, pages), p.skip, length, dst);
   }
 
   willNeed(chunks: readonly ChunkInfo[]): void {
@@ -124,7 +141,7 @@ export class FileBlobCache implements BlobCache {
   }
 
   async store(c: ChunkInfo, data: Uint8Array): Promise<void> {
-    await writeFully(this.data, data, c.uncompressedOffset);
+    await writeFully(this.data, this.cipher !== undefined ? this.cipher.seal(c, data) : data, c.uncompressedOffset);
     await this.map.markPresent(c.index);
   }
 

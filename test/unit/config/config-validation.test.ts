@@ -197,11 +197,13 @@ test('cache: type, the sub-object it needs, work_dir, encryption key', () => {
   rejects(withCache({ type: 'filecache', filecache: { work_dir: '' } }), 'cache.filecache.work_dir: must not be empty');
   rejects(withCache({ type: 'fscache', fscache: { work_dir: '' } }), 'cache.fscache.work_dir: must not be empty');
   rejects(withCache({ type: 'filecache', filecache: { work_dir: '/c', encryption_key: 'abc' } }), 'cache.filecache.encryption_key: must be 64 hexadecimal digits (32 bytes)');
-  // Asked for, an encrypted cache is refused rather than kept in the clear.
+  // An encrypted cache needs a key of two different halves; convergent encryption is a kind of it.
   const key = 'fc4a7db5614afc2f400e9478bebed1aefdbc9d7cd03210b84f144683a7a6fd1a';
-  rejects(withCache({ type: 'filecache', filecache: { work_dir: '/c', enable_encryption: true, encryption_key: key } }), 'cache.filecache.enable_encryption: an encrypted chunk cache is not supported (the cache would hold the data in the clear)');
-  rejects(withCache({ type: 'blobcache', filecache: { work_dir: '/c', enable_convergent_encryption: true } }), 'cache.filecache.enable_convergent_encryption: an encrypted chunk cache is not supported (the cache would hold the data in the clear)');
-  parseConfigObject(withCache({ type: 'filecache', filecache: { work_dir: '/c', enable_encryption: false, encryption_key: key } }));
+  rejects(withCache({ type: 'filecache', filecache: { work_dir: '/c', enable_encryption: true } }), 'cache.filecache.encryption_key: required with enable_encryption (64 hexadecimal digits)');
+  rejects(withCache({ type: 'filecache', filecache: { work_dir: '/c', enable_encryption: true, encryption_key: key.slice(0, 32).repeat(2) } }), 'cache.filecache.encryption_key: its two halves (the two AES-128 keys of XTS) must differ');
+  rejects(withCache({ type: 'blobcache', filecache: { work_dir: '/c', enable_convergent_encryption: true, encryption_key: key } }), 'cache.filecache.enable_convergent_encryption: needs enable_encryption');
+  const enc = parseConfigObject(withCache({ type: 'filecache', filecache: { work_dir: '/c', enable_encryption: true, enable_convergent_encryption: true, encryption_key: key } }));
+  assert.deepEqual([enc.cache.enableEncryption, enc.cache.enableConvergentEncryption, enc.cache.encryptionKey], [true, true, key]);
   rejects(withCache({ type: 'filecache', filecache: { work_dir: '/c', max_size: -1 } }), 'cache.filecache.max_size: must be an integer 0..9007199254740991, got -1');
   rejects(withCache({ type: 'filecache', filecache: 'c' }), 'cache.filecache: must be an object (a table), got a string');
   rejects(withCache({ validate: 'true' }), 'cache.validate: must be true or false, got a string');
