@@ -63,18 +63,9 @@ export class CacheCipher {
   /** What the cache file holds for chunk `c` (its whole pages, encrypted), for `data`. */
   seal(c: ChunkInfo, data: Uint8Array): Buffer {
     CacheCipher.check(c);
-    const key = this.keyOf(c);
     const out = Buffer.alloc(alignUp(data.length, CACHE_PAGE));
     out.set(data);
-    const first = c.uncompressedOffset / CACHE_PAGE;
-    for (let at = 0; at < out.length; at += CACHE_PAGE) {
-      const e = createCipheriv('aes-128-xts', key, CacheCipher.tweak(first + at / CACHE_PAGE));
-      const page = out.subarray(at, at + CACHE_PAGE);
-      const sealed = e.update(page);
-      e.final();
-      sealed.copy(page);
-    }
-    return out;
+    return this.pages(c, c.uncompressedOffset, out, true);
   }
 
   /** The pages of chunk `c` that bytes [from, from + length) of it lie in: offset and length in the file. */
@@ -86,16 +77,21 @@ export class CacheCipher {
 
   /** Decrypts, in place, pages of chunk `c` read from the file at `offset` (from `pagesOf`). */
   open(c: ChunkInfo, offset: number, pages: Buffer): Buffer {
+    return this.pages(c, offset, pages, false);
+  }
+
+  /** Encrypts or decrypts, in place, whole pages that lie at `offset` in the file. */
+  private pages(c: ChunkInfo, offset: number, buf: Buffer, encrypt: boolean): Buffer {
     const key = this.keyOf(c);
     const first = offset / CACHE_PAGE;
-    for (let at = 0; at < pages.length; at += CACHE_PAGE) {
-      const d = createDecipheriv('aes-128-xts', key, CacheCipher.tweak(first + at / CACHE_PAGE));
-      const page = pages.subarray(at, at + CACHE_PAGE);
-      const plain = d.update(page);
-      d.final();
-      plain.copy(page);
+    for (let at = 0; at < buf.length; at += CACHE_PAGE) {
+      const tweak = CacheCipher.tweak(first + at / CACHE_PAGE);
+      const x = encrypt ? createCipheriv('aes-128-xts', key, tweak) : createDecipheriv('aes-128-xts', key, tweak);
+      const page = buf.subarray(at, at + CACHE_PAGE);
+      x.update(page).copy(page);
+      x.final();
     }
-    return pages;
+    return buf;
   }
 }
 
