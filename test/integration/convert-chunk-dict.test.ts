@@ -92,3 +92,32 @@ test('a second image converted against the first stores only its new chunks and 
   assert.deepEqual(again.blobs, b.blobs, 'the same blobs (reproducible)');
   assert.ok(again.bytesPushed < dictSize, `${again.bytesPushed} bytes pushed, the dictionary blob has ${dictSize}`);
 });
+
+test('convert --encrypt: encrypted blobs in the layout, served by --image; a dictionary of them serves a plain image too', async () => {
+  const dictLayout = join(work, 'nydus-a-encrypted');
+  const a = await convert(`oci:${join(work, 'oci')}:a`, `oci:${dictLayout}:latest`, ['--encrypt']);
+  assert.equal(a.blobs.length, 1);
+  const stored = await readFile(blobFile(dictLayout, a.blobs[0] as string));
+  assert.equal(stored.indexOf(FILES.shared2.subarray(1000, 1064)), -1, 'the incompressible file is not in the blob in the clear');
+
+  // b converted plain against the encrypted dictionary: one image, an encrypted blob and a plain one.
+  const target = join(work, 'nydus-b-mixed');
+  const b = await convert(`oci:${join(work, 'oci')}:b`, `oci:${target}:latest`, ['--chunk-dict', `oci:${dictLayout}:latest`]);
+  assert.equal(b.blobs.length, 2);
+  const newBlob = b.blobs.find((id) => id !== a.blobs[0]) as string;
+  assert.notEqual((await readFile(blobFile(target, newBlob))).indexOf(FILES.bOnly.subarray(1000, 1064)), -1, 'the new blob is plain');
+
+  for (const [image, files] of [
+    [`oci:${dictLayout}:latest`, { shared1: FILES.shared1, shared2: FILES.shared2, 'a-only': FILES.aOnly }],
+    [`oci:${target}:latest`, { shared1: FILES.shared1, 'sub/shared2': FILES.shared2, 'b-only': FILES.bOnly }],
+  ] as const) {
+    const mnt = join(work, 'mnt-encrypted');
+    await mkdir(mnt, { recursive: true });
+    const m = await startMount(['--image', image], mnt);
+    try {
+      for (const [path, data] of Object.entries(files)) assert.deepEqual(await readFile(join(mnt, path)), data, `${image} ${path}`);
+    } finally {
+      assert.equal((await m.stop()).code, 0, m.stderr());
+    }
+  }
+});

@@ -37,6 +37,8 @@ export interface ConvertOptions {
   /** zstd's level for the prefetch files' data (`BuildOptions.prefetchCompressionLevel`). */
   prefetchCompressionLevel?: number;
   prefetchFiles?: string[];
+  /** Encrypt the new blobs (`BuildOptions.encrypt`). */
+  encrypt?: boolean;
   workDir?: string;
   log: Logger;
   onProgress?: (phase: string, done: number, total: number | undefined) => void;
@@ -129,6 +131,7 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
       ...(opts.prefetchCompressionLevel !== undefined ? { prefetchCompressionLevel: opts.prefetchCompressionLevel } : {}),
       ...(dictPath ? { chunkDictPath: dictPath } : {}),
       ...(opts.prefetchFiles ? { prefetchFiles: opts.prefetchFiles } : {}),
+      ...(opts.encrypt === true ? { encrypt: true } : {}),
       log,
       onProgress: (d, t) => opts.onProgress?.('build', d, t),
     });
