@@ -12,6 +12,7 @@ import { copyFile, lstat, mkdir, mkdtemp, open, readFile, readdir, readlink, rm,
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { native } from '../../src/native/index.js';
 import { VECTORS, damselfly, damselflyOk, sh, vectorsMissing } from '../helpers/env.js';
 import { startMount } from '../helpers/mount.js';
 import { type Entry, compareTrees, listTree, makeTree, prng } from '../helpers/tree.js';
@@ -97,6 +98,20 @@ describe('FUSE host mount', () => {
       const ino = (p: string): string => sh(`stat -c %i ${p}`).trim();
       assert.equal(ino(join(mnt, 'hard-a')), ino(join(mnt, 'dir', 'sub', 'hard-c')));
       assert.equal(sh(`${mnt}/setuid`).trim(), 'setuid');
+      // Holes: a sparse file's holes are chunks of zeros in the image, and read as holes again
+      // (SEEK_DATA / SEEK_HOLE, at the chunk size: 1 MiB), so cp and tar keep them sparse.
+      const MiB = 1 << 20;
+      const seeks = async (path: string, offsets: number[]): Promise<Array<[number, number]>> => {
+        const fh = await open(path, 'r');
+        try {
+          return offsets.map((o) => [native.seekData(fh.fd, o, 3), native.seekData(fh.fd, o, 4)]);
+        } finally {
+          await fh.close();
+        }
+      };
+      const NO_DATA = -1; // ENXIO: no data at or after the offset
+      assert.deepEqual(await seeks(join(mnt, 'sparse'), [0, 3 * MiB + 100, 4 * MiB]), [[3 * MiB, 0], [3 * MiB + 100, 4 * MiB], [NO_DATA, 4 * MiB]]);
+      assert.deepEqual(await seeks(join(mnt, 'huge-sparse'), [0, 4 * 1024 * MiB]), [[4 * 1024 * MiB, 0], [4 * 1024 * MiB, 4 * 1024 * MiB + MiB]]);
     } finally {
       const r = await m.stop();
       assert.equal(r.code, 0, r.stderr);

@@ -5,9 +5,10 @@
  * the kernel uses must have been handed out by a lookup (counted, released by FORGET).
  */
 import type { Logger, Metrics } from '../../base/index.js';
-import { DamselflyError, LogLimiter } from '../../base/index.js';
+import { DamselflyError, LogLimiter, bytesEqual } from '../../base/index.js';
 import type { ChunkInfo } from '../../format/chunk-info.js';
-import { S_IFMT, SuperFlags } from '../../format/constants.js';
+import { ChunkFlag, S_IFMT, SuperFlags } from '../../format/constants.js';
+import { digest } from '../../format/digest.js';
 import type { InodeAttr, RafsImage } from '../../format/image.js';
 import { type BlobDevice, type ChunkSegment, sliceViews } from '../../storage/device.js';
 import {
@@ -100,6 +101,8 @@ export class ImageFs implements FileSystem {
   /** Lookup counts of the node ids the kernel holds (the root is always valid). */
   private readonly lookups = new Map<number, number>();
   private readonly chunkCache = new Map<number, ChunkInfo[]>();
+  /** The digest of a chunk of that many zero bytes (a few sizes: the chunk size, files' tails). */
+  private readonly zeroDigests = new Map<number, Uint8Array>();
   /** End offset of the last read per node id, to detect sequential readers. */
   private readonly lastEnd = new Map<number, number>();
   /**
@@ -439,7 +442,9 @@ export class ImageFs implements FileSystem {
     const a = this.getAttr(ino);
     if (whence !== SEEK_DATA && whence !== SEEK_HOLE) throw new FsError(Errno.EINVAL);
     if (offset >= a.size) throw new FsError(Errno.ENXIO);
-    const chunks = a.kind === 'file' ? this.chunks(ino) : [];
+    // A chunk of zeros is a hole too: builders store a sparse file's holes so (as the one chunk
+    // of zeros of each size), and a reader that keeps holes (cp, tar --sparse) keeps them then.
+    const chunks = a.kind === 'file' ? this.chunks(ino).filter((c) => !this.isZeroChunk(c)) : [];
     if (whence === SEEK_DATA) {
       const c = chunks.find((c) => c.fileOffset + c.uncompressedSize > offset);
       if (c === undefined) throw new FsError(Errno.ENXIO);
@@ -453,6 +458,17 @@ export class ImageFs implements FileSystem {
       pos = c.fileOffset + c.uncompressedSize;
     }
     return Math.min(pos, a.size);
+  }
+
+  private isZeroChunk(c: ChunkInfo): boolean {
+    if (c.flags & ChunkFlag.HOLECHUNK) return true;
+    let zero = this.zeroDigests.get(c.uncompressedSize);
+    if (zero === undefined) {
+      if (this.zeroDigests.size >= 64) this.zeroDigests.clear();
+      zero = digest(this.image.digester, Buffer.alloc(c.uncompressedSize));
+      this.zeroDigests.set(c.uncompressedSize, zero);
+    }
+    return bytesEqual(zero, c.digest);
   }
 
   async ioctl(): Promise<{ result: number; output: Uint8Array }> {
