@@ -275,19 +275,17 @@ export class ChunkStore {
     return this.track(key, this.tail.then(async (): Promise<ChunkRef> => {
       await this.writeBatch(blob); // a chunk stored alone ends the batch being filled
       const s: Stored = await stored;
-      const sealed = blob.assembler.encrypt(s.data);
-      const bytes = sealed ?? s.data;
-      const place = blob.assembler.addChunk(bytes, s.compressed, data.length, d, sealed !== undefined);
+      const place = blob.assembler.addChunk(s.data, s.compressed, data.length, d);
       this.stats.stored++;
-      this.stats.bytesStored += bytes.length;
-      await blob.write([bytes]);
+      this.stats.bytesStored += place.bytes.length;
+      await blob.write([place.bytes]);
       return {
         blob,
         digest: d,
-        flags: (s.compressed ? ChunkFlag.COMPRESSED : 0) | (sealed !== undefined ? ChunkFlag.ENCRYPTED : 0),
+        flags: (s.compressed ? ChunkFlag.COMPRESSED : 0) | (place.encrypted ? ChunkFlag.ENCRYPTED : 0),
         index: place.index,
         compressedOffset: place.compressedOffset,
-        compressedSize: bytes.length,
+        compressedSize: place.bytes.length,
         uncompressedOffset: place.uncompressedOffset,
         uncompressedSize: data.length,
         crc32: 0,
@@ -358,9 +356,7 @@ export class ChunkStore {
     this.batch = [];
     this.batchLevel = undefined;
     const s = await this.compress(data, level);
-    const sealed = blob.assembler.encrypt(s.data);
-    const bytes = sealed ?? s.data;
-    blob.assembler.addBatch(bytes, sealed !== undefined);
+    const bytes = blob.assembler.addBatch(s.data);
     this.stats.bytesStored += bytes.length;
     await blob.write([bytes]);
   }

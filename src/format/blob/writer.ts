@@ -9,7 +9,7 @@ import { createHash, type Hash } from 'node:crypto';
 import { ByteWriter, alignUp } from '../../base/index.js';
 import { type Codecs, Compressor, storeCompressed } from '../compression.js';
 import { BlobFeature, type Digester, Limits } from '../constants.js';
-import { type CipherContext, encryptUnit, encryptedSize } from '../cipher.js';
+import { type CipherContext, encryptUnit } from '../cipher.js';
 import { sha256 } from '../digest.js';
 import type { BlobInfo } from '../image.js';
 import { BATCH_CONTEXT_SIZE, type BatchContext, CI_V1_SIZE, CI_V2_SIZE, CiFlag, encodeBatchContext, encodeBlobMetaHeader, encodeCiV1, encodeCiV2 } from './meta.js';
@@ -60,8 +60,8 @@ export class BlobAssembler {
 
   /**
    * `batch`: small chunks are stored in batches (`--batch-size`), which needs chunk info v2;
-   * `cipher`: the blob is encrypted (`--encrypt`, spec §5.12): its chunks (as the caller stores
-   * them), CI data and CI header, which also needs chunk info v2.
+   * `cipher`: the blob is encrypted (`--encrypt`, spec §5.12): its chunks and batches (as they
+   * are added), CI data and CI header, which also needs chunk info v2.
    */
   constructor(opts: { compressor: Compressor; digester: Digester; chunkSize: number; batch?: boolean; cipher?: CipherContext }) {
     this.compressor = opts.compressor;
@@ -72,9 +72,10 @@ export class BlobAssembler {
     if (opts.cipher !== undefined) this.features |= BlobFeature.ENCRYPTED | BlobFeature.CHUNK_INFO_V2;
   }
 
-  /** Encrypts a stored unit of an encrypted blob; undefined where it stays plain (see `encryptUnit`). */
-  encrypt(stored: Uint8Array): Buffer | undefined {
-    return this.cipher === undefined ? undefined : encryptUnit(this.cipher, stored);
+  /** A stored unit as the blob holds it: encrypted in an encrypted blob, but where it cannot be (see `encryptUnit`). */
+  private seal(stored: Uint8Array): { bytes: Uint8Array; encrypted: boolean } {
+    const sealed = this.cipher === undefined ? undefined : encryptUnit(this.cipher, stored);
+    return sealed !== undefined ? { bytes: sealed, encrypted: true } : { bytes: stored, encrypted: false };
   }
 
   get chunkCount(): number {
@@ -93,22 +94,22 @@ export class BlobAssembler {
   }
 
   /**
-   * Places one stored chunk (`encrypted`: `stored` is the encryption of what was compressed, or
-   * not); the caller writes `stored` at `compressedOffset`.
+   * Places one chunk, `stored` as compressed (or not); the caller writes the returned `bytes` (the
+   * encryption of `stored` in an encrypted blob, `encrypted` saying so) at `compressedOffset`.
    */
-  addChunk(stored: Uint8Array, compressed: boolean, uncompressedSize: number, digest: Uint8Array, encrypted = false): ChunkPlacement {
+  addChunk(stored: Uint8Array, compressed: boolean, uncompressedSize: number, digest: Uint8Array): ChunkPlacement & { bytes: Uint8Array; encrypted: boolean } {
     if (this.phase !== 'data') throw new Error('addChunk after the chunk data was closed');
     if (this.records.length >= Limits.MAX_CHUNKS_PER_BLOB) throw new RangeError('too many chunks for one blob');
-    if (encrypted && this.cipher === undefined) throw new Error('an encrypted chunk in a blob without a cipher');
-    if (!encrypted && compressed !== (stored.length !== uncompressedSize)) throw new RangeError('compressed flag disagrees with the sizes');
+    if (compressed !== (stored.length !== uncompressedSize)) throw new RangeError('compressed flag disagrees with the sizes');
     if (this.batchFill > 0) throw new Error('addChunk while a batch is being filled: write the batch first');
     const placement = { index: this.records.length, compressedOffset: this.pos, uncompressedOffset: this.uncompressedSize };
+    const { bytes, encrypted } = this.seal(stored);
     const flags = (compressed ? CiFlag.COMPRESSED : 0) | (encrypted ? CiFlag.ENCRYPTED : 0);
-    this.records.push({ ...placement, uncompressedSize, compressedSize: stored.length, digest, flags, data: 0n });
-    this.dataHash.update(stored);
-    this.emit(stored);
+    this.records.push({ ...placement, uncompressedSize, compressedSize: bytes.length, digest, flags, data: 0n });
+    this.dataHash.update(bytes);
+    this.emit(bytes);
     this.uncompressedSize += alignUp(uncompressedSize, Limits.BLOCK_SIZE);
-    return placement;
+    return { ...placement, bytes, encrypted };
   }
 
   /**
@@ -135,18 +136,19 @@ export class BlobAssembler {
   }
 
   /**
-   * Writes the batch being filled: `stored` is its members' data, compressed as one unit (or raw),
-   * and then encrypted (`encrypted`) or not.
+   * Closes the batch being filled: `stored` is its members' data, compressed as one unit (or raw).
+   * Returns the bytes the caller writes (encrypted in an encrypted blob).
    */
-  addBatch(stored: Uint8Array, encrypted = false): void {
+  addBatch(stored: Uint8Array): Uint8Array {
     if (this.batchFill === 0) throw new Error('no batch is being filled');
-    if (encrypted && this.cipher === undefined) throw new Error('an encrypted batch in a blob without a cipher');
-    if (stored.length > (encrypted ? encryptedSize(this.batchFill) : this.batchFill)) throw new RangeError('a stored batch larger than its data');
+    if (stored.length > this.batchFill) throw new RangeError('a stored batch larger than its data');
+    const { bytes, encrypted } = this.seal(stored);
     if (encrypted) for (let i = this.batchStart; i < this.records.length; i++) (this.records[i] as CiRecord).flags |= CiFlag.ENCRYPTED;
-    this.batches.push({ compressedSize: stored.length, uncompressedSize: this.batchFill });
+    this.batches.push({ compressedSize: bytes.length, uncompressedSize: this.batchFill });
     this.batchFill = 0;
-    this.dataHash.update(stored);
-    this.emit(stored);
+    this.dataHash.update(bytes);
+    this.emit(bytes);
+    return bytes;
   }
 
   /** Closes the chunk data and returns the blob meta, digest array and their tar headers. */

@@ -54,38 +54,42 @@ export function decodeBatchAsync(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, s
 }
 
 /**
- * A stored unit as written before encryption, and whether that is compressed. Encrypted bytes that
- * were changed decrypt to other bytes (XTS does not authenticate): the decompression or the digest
+ * An encrypted unit's stored bytes as they were before encryption. Encrypted bytes that were
+ * changed decrypt to other bytes (XTS does not authenticate): the decompression or the digest
  * check after it fails, as for any changed chunk.
  */
-function plain(blob: BlobInfo, c: ChunkInfo, size: number, stored: Uint8Array): { bytes: Uint8Array; compressed: boolean } {
-  if (!(c.flags & ChunkFlag.ENCRYPTED)) return { bytes: stored, compressed: isCompressed(c) };
-  let bytes: Uint8Array;
+function decrypted(blob: BlobInfo, c: ChunkInfo, stored: Uint8Array): Uint8Array {
   try {
-    bytes = decryptUnit(blob.cipher as CipherContext, stored, describeChunk(blob, c));
+    return decryptUnit(blob.cipher as CipherContext, stored, describeChunk(blob, c));
   } catch (e) {
     throw new IntegrityError((e as Error).message, { cause: e });
   }
-  // A batch's stored size is known only encrypted: compressed is what did not stay `size` bytes.
-  return { bytes, compressed: c.batch !== undefined ? bytes.length !== size : isCompressed(c) };
+}
+
+/**
+ * Whether a unit's bytes (decrypted) are compressed. A batch's stored size is recorded only
+ * encrypted, so for an encrypted one: what did not stay `size` bytes.
+ */
+function compressedUnit(c: ChunkInfo, size: number, bytes: Uint8Array): boolean {
+  return c.flags & ChunkFlag.ENCRYPTED && c.batch !== undefined ? bytes.length !== size : isCompressed(c);
 }
 
 /** One stored unit (a chunk, or a whole batch) decoded to exactly `size` bytes. */
 function unit(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, size: number, stored: Uint8Array, dst?: Uint8Array): Uint8Array {
-  const p = plain(blob, c, size, stored);
-  if (!p.compressed) return raw(blob, c, size, p.bytes, dst);
+  const bytes = c.flags & ChunkFlag.ENCRYPTED ? decrypted(blob, c, stored) : stored;
+  if (!compressedUnit(c, size, bytes)) return raw(blob, c, size, bytes, dst);
   try {
-    return codecs.decompress(blob.compressor, p.bytes, size, dst);
+    return codecs.decompress(blob.compressor, bytes, size, dst);
   } catch (e) {
     throw new IntegrityError(`${describeChunk(blob, c)}: ${(e as Error).message}`, { cause: e });
   }
 }
 
 async function unitAsync(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, size: number, stored: Uint8Array, dst?: Uint8Array): Promise<Uint8Array> {
-  const p = plain(blob, c, size, stored);
-  if (!p.compressed) return raw(blob, c, size, p.bytes, dst);
+  const bytes = c.flags & ChunkFlag.ENCRYPTED ? decrypted(blob, c, stored) : stored;
+  if (!compressedUnit(c, size, bytes)) return raw(blob, c, size, bytes, dst);
   try {
-    return await codecs.decompressAsync(blob.compressor, p.bytes, size, dst);
+    return await codecs.decompressAsync(blob.compressor, bytes, size, dst);
   } catch (e) {
     throw new IntegrityError(`${describeChunk(blob, c)}: ${(e as Error).message}`, { cause: e });
   }
