@@ -6,7 +6,8 @@
 import type { Logger, Metrics } from '../base/index.js';
 import type { RafsImage } from '../format/image.js';
 import type { FileSystem } from '../fs/types.js';
-import { CACHE_DATA_SUFFIX } from '../storage/cache/blob-cache.js';
+import { cacheDataFile } from '../storage/cache/blob-cache.js';
+import type { CacheCipher } from '../storage/cache/cache-cipher.js';
 import type { BackendDescriptor, BackendType } from './control.js';
 import type { FsStats } from './fs-stats.js';
 import type { ScopedMetrics } from './scoped-metrics.js';
@@ -39,6 +40,8 @@ export interface MountRecord {
   image?: RafsImage;
   backendType?: string;
   cacheDir?: string;
+  /** The cipher of an encrypted chunk cache (its files' names). */
+  cacheCipher?: CacheCipher;
   close(): Promise<void>;
 }
 
@@ -76,7 +79,7 @@ export function blobcacheMetrics(m: MountRecord): Record<string, unknown> {
   return {
     id: m.mountpoint,
     store_path: m.cacheDir ?? '',
-    underlying_files: (m.image?.blobs ?? []).map((b) => b.id + CACHE_DATA_SUFFIX),
+    underlying_files: (m.image?.blobs ?? []).map((b) => cacheDataFile(b.id, m.cacheCipher)),
     partial_hits: 0,
     whole_hits: hits,
     total: hits + c.get('storage.chunks_fetched'),

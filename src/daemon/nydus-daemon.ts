@@ -164,6 +164,7 @@ export class NydusDaemon implements DaemonControl {
         ...(m.image ? { image: m.image } : {}),
         backendType: m.backendType,
         ...(m.cacheDir !== undefined ? { cacheDir: m.cacheDir } : {}),
+        ...(m.cacheCipher !== undefined ? { cacheCipher: m.cacheCipher } : {}),
         close: () => m.close(),
       };
     }

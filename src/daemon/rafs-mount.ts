@@ -12,7 +12,7 @@ import type { RafsImage } from '../format/image.js';
 import type { FileSystem } from '../fs/types.js';
 import { createBackend } from '../storage/backend/factory.js';
 import { loadBlobMeta } from '../storage/blob-meta.js';
-import { cacheCipherOption } from '../storage/cache/cache-cipher.js';
+import { type CacheCipher, cacheCipherOption } from '../storage/cache/cache-cipher.js';
 import { loadImage } from '../storage/open-image.js';
 import { DaemonError } from './control.js';
 import { ImageService } from './image-service.js';
@@ -41,6 +41,7 @@ export interface RafsMount {
   image?: RafsImage;
   backendType: string;
   cacheDir?: string;
+  cacheCipher?: CacheCipher;
   close(): Promise<void>;
 }
 
@@ -80,12 +81,13 @@ export const openRafsMount: RafsFactory = async (req, ctx) => {
     await backend.close();
     throw new DaemonError('Other', `mount ${req.mountpoint}: ${errorMessage(e)}`, { cause: e });
   }
+  const cipher = cacheCipherOption(config.cache);
   const service = new ImageService({
     loaded,
     backend,
     codecs: ctx.codecs,
     ...(cacheDir !== undefined ? { cacheDir } : {}),
-    ...cacheCipherOption(config.cache),
+    ...cipher,
     validate: config.rafs.validate || config.cache.validate,
     amplifyBytes: config.rafs.batchSizeBytes,
     enableXattr: config.rafs.enableXattr,
@@ -114,6 +116,7 @@ export const openRafsMount: RafsFactory = async (req, ctx) => {
     image: loaded.image,
     backendType: config.backend.type,
     ...(cacheDir !== undefined ? { cacheDir } : {}),
+    ...cipher,
     close: () => service.close(),
   };
 };

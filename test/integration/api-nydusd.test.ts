@@ -158,6 +158,20 @@ describe('damselfly as nydusd (Kata virtio-fs-nydus)', () => {
       const backend = (await apiCall(d.api, 'GET', `/api/v1/metrics/backend?id=%2Frafs%2F${CID}%2Flowerdir`)).json as { read_count: number; backend_type: string };
       assert.equal(backend.backend_type, 'localfs');
       assert.ok(backend.read_count > 0);
+      // The blob cache's files, as the blobcache metrics name them; an encrypted cache's are its own.
+      const blobcache = async (cid: string): Promise<{ store_path: string; underlying_files: string[] }> =>
+        (await apiCall(d.api, 'GET', `/api/v1/metrics/blobcache?id=${encodeURIComponent(`/rafs/${cid}/lowerdir`)}`)).json as { store_path: string; underlying_files: string[] };
+      const plain = await blobcache(CID);
+      assert.equal(plain.underlying_files.length, 1);
+      assert.ok(plain.underlying_files.every((n) => existsSync(join(plain.store_path, n))), plain.underlying_files.join(' '));
+      const encrypted = JSON.parse(config) as { device: { cache: { config: Record<string, unknown> } } };
+      Object.assign(encrypted.device.cache.config, { enable_encryption: true, encryption_key: 'fc4a7db5614afc2f400e9478bebed1aefdbc9d7cd03210b84f144683a7a6fd1a' });
+      const mounted = await apiCall(d.api, 'POST', `/api/v1/mount?mountpoint=${encodeURIComponent('/rafs/encrypted/lowerdir')}`, JSON.stringify({ fs_type: 'rafs', source: join(work, 'image.boot'), config: JSON.stringify(encrypted) }));
+      assert.equal(mounted.status, 204);
+      const sealed = await blobcache('encrypted');
+      assert.deepEqual(sealed.underlying_files.map((n) => n.replace(/\.xts-[0-9a-f]{8}\.blob\.data$/, '.blob.data')), plain.underlying_files);
+      assert.notDeepEqual(sealed.underlying_files, plain.underlying_files);
+      assert.equal((await apiCall(d.api, 'DELETE', `/api/v1/mount?mountpoint=${encodeURIComponent('/rafs/encrypted/lowerdir')}`)).status, 204);
 
       assert.equal((await apiCall(d.api, 'DELETE', `/api/v1/mount?mountpoint=%2Frafs%2F${CID}%2Flowerdir`)).status, 204);
       assert.equal((await fuse(Opcode.GETATTR, dataNode, Buffer.alloc(16), 256)).error, -ESTALE, 'node ids of an unmounted image are stale');

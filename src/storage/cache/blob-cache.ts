@@ -34,6 +34,11 @@ export interface BlobCache {
   close(): Promise<void>;
 }
 
+/** The name of a blob's cache data file in a cache directory (an encrypted cache's with `cipher`). */
+export function cacheDataFile(blobId: string, cipher?: CacheCipher): string {
+  return (cipher?.cacheName(blobId) ?? blobId) + CACHE_DATA_SUFFIX;
+}
+
 export class FileBlobCache implements BlobCache {
   /** The data file for `readNoWait`. */
   private readonly file: NoWaitFile;
@@ -57,7 +62,7 @@ export class FileBlobCache implements BlobCache {
   /** Opens (creating them if need be) the blob's cache files; with `cipher`, its encrypted ones. */
   static async open(dir: string, blobId: string, cipher?: CacheCipher): Promise<{ cache: FileBlobCache; uncleanShutdown: boolean }> {
     const name = cipher?.cacheName(blobId) ?? blobId;
-    const dataPath = join(dir, name + CACHE_DATA_SUFFIX);
+    const dataPath = join(dir, cacheDataFile(blobId, cipher));
     const data = await open(dataPath, 'a+').then(async (h) => {
       await h.close();
       return open(dataPath, 'r+');
