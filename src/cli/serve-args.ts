@@ -10,7 +10,6 @@ import { FsStats } from '../daemon/fs-stats.js';
 import { ImageService } from '../daemon/image-service.js';
 import { type ImageSource, type SourceFlags, openImageSource, readPathList } from '../daemon/image-source.js';
 import { nativeCodecs } from '../native/index.js';
-import { cacheCipherOption } from '../storage/cache/cache-cipher.js';
 import { gcCache } from '../storage/cache/gc.js';
 import { parseSize, progressBar } from './common.js';
 
@@ -70,7 +69,7 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
     backend: source.backend,
     codecs: nativeCodecs,
     ...(source.cacheDir !== undefined ? { cacheDir: source.cacheDir } : {}),
-    ...(source.config !== undefined ? cacheCipherOption(source.config.cache) : {}),
+    ...(source.cacheCipher !== undefined ? { cacheCipher: source.cacheCipher } : {}),
     validate: source.validate,
     ...(amplifyBytes !== undefined ? { amplifyBytes } : {}),
     enableXattr: source.config?.rafs.enableXattr === true,

@@ -49,6 +49,8 @@ export interface ImageSource {
   loaded: LoadedImage;
   backend: BlobBackend;
   cacheDir?: string;
+  /** The cipher of an encrypted chunk cache (the config's `filecache.enable_encryption`). */
+  cacheCipher?: CacheCipher;
   validate: boolean;
   prefetch?: PrefetchConfig;
   /** Read amplification from the config (nydus `amplify_io` / `rafs.batch_size`). */
@@ -159,8 +161,10 @@ async function openSource(flags: SourceFlags, codecs: Codecs, log: Logger, metri
   const config = flags.config !== undefined ? await loadConfigFile(flags.config, { onWarning: (m) => log.warn(m) }) : undefined;
   const cacheDir = flags.cacheDir ?? (config?.cache.type === 'blobcache' || config?.cache.type === 'filecache' ? config.cache.workDir : undefined);
   if (cacheDir !== undefined) await checkCacheDir(cacheDir);
+  const cacheCipher = config !== undefined ? CacheCipher.fromConfig(config.cache) : undefined;
   const common = {
     ...(cacheDir !== undefined ? { cacheDir } : {}),
+    ...(cacheCipher !== undefined ? { cacheCipher } : {}),
     validate: flags.validate === true || config?.rafs.validate === true || config?.cache.validate === true,
     ...(config?.prefetch.enable ? { prefetch: config.prefetch } : {}),
     ...(config !== undefined ? { amplifyBytes: config.rafs.batchSizeBytes, config } : {}),
@@ -194,7 +198,7 @@ async function openSource(flags: SourceFlags, codecs: Codecs, log: Logger, metri
       try {
         // Batch chunks are located through their blobs' meta: needed to plan the first reads.
         await loadBlobMeta(image, origin, codecs, { ...(cacheDir !== undefined ? { cacheDir } : {}), log });
-        early = want !== undefined ? await earlyReads(loaded.image, origin, want, cacheDir, config !== undefined ? CacheCipher.fromConfig(config.cache) : undefined, log, metrics) : undefined;
+        early = want !== undefined ? await earlyReads(loaded.image, origin, want, cacheDir, cacheCipher, log, metrics) : undefined;
         if (cacheDir !== undefined && !kept) {
           // Kept next to the chunks, for the next daemon of this image (and for a restart with the
           // registry gone); written whole under another name first, so that none is ever half there.

@@ -50,8 +50,8 @@ function checkContext(ctx: CipherContext): void {
 export function encryptUnit(ctx: CipherContext, plain: Uint8Array): Buffer | undefined {
   checkContext(ctx);
   if (plain.length > XTS_MAX) throw new RangeError(`${plain.length} bytes exceed an XTS data unit (${XTS_MAX})`);
-  let input = plain;
   if (plain.length === PADDED && plain[16] === MARK0 && plain[17] === MARK1) return undefined;
+  let input = plain;
   if (plain.length < XTS_MIN) {
     const padded = Buffer.alloc(PADDED, XTS_MIN - plain.length);
     padded.set(plain);

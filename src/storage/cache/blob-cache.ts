@@ -34,9 +34,14 @@ export interface BlobCache {
   close(): Promise<void>;
 }
 
+/** What a blob's cache files are named after: its id, or an encrypted cache's name for it. */
+function cacheName(blobId: string, cipher: CacheCipher | undefined): string {
+  return cipher?.cacheName(blobId) ?? blobId;
+}
+
 /** The name of a blob's cache data file in a cache directory (an encrypted cache's with `cipher`). */
 export function cacheDataFile(blobId: string, cipher?: CacheCipher): string {
-  return (cipher?.cacheName(blobId) ?? blobId) + CACHE_DATA_SUFFIX;
+  return cacheName(blobId, cipher) + CACHE_DATA_SUFFIX;
 }
 
 export class FileBlobCache implements BlobCache {
@@ -53,7 +58,7 @@ export class FileBlobCache implements BlobCache {
 
   /** Whether `dir` holds a cache of the blob (its chunk map), whatever it has in it. */
   static exists(dir: string, blobId: string, cipher?: CacheCipher): Promise<boolean> {
-    return access(join(dir, (cipher?.cacheName(blobId) ?? blobId) + CACHE_MAP_SUFFIX)).then(
+    return access(join(dir, cacheName(blobId, cipher) + CACHE_MAP_SUFFIX)).then(
       () => true,
       () => false,
     );
@@ -61,13 +66,12 @@ export class FileBlobCache implements BlobCache {
 
   /** Opens (creating them if need be) the blob's cache files; with `cipher`, its encrypted ones. */
   static async open(dir: string, blobId: string, cipher?: CacheCipher): Promise<{ cache: FileBlobCache; uncleanShutdown: boolean }> {
-    const name = cipher?.cacheName(blobId) ?? blobId;
     const dataPath = join(dir, cacheDataFile(blobId, cipher));
     const data = await open(dataPath, 'a+').then(async (h) => {
       await h.close();
       return open(dataPath, 'r+');
     });
-    const mapPath = join(dir, name + CACHE_MAP_SUFFIX);
+    const mapPath = join(dir, cacheName(blobId, cipher) + CACHE_MAP_SUFFIX);
     let opened: { map: ChunkMap; uncleanShutdown: boolean } | undefined;
     try {
       opened = await ChunkMap.open(mapPath);
