@@ -49,15 +49,18 @@ export function openStoredBlobMeta(codecs: Codecs, blob: BlobInfo, stored: Uint8
   }
 }
 
+/** Whether a blob meta header says what the blob table says of the CI data. */
+export function metaHeaderAgrees(blob: BlobInfo, h: BlobMetaHeader): boolean {
+  const m = blob.meta;
+  return h.ciEntries === blob.chunkCount && h.ciCompressor === m.compressor && h.ciOffset === m.offset && h.ciCompressedSize === m.compressedSize && h.ciUncompressedSize === m.uncompressedSize;
+}
+
 /** Decodes a blob's stored CI data and header (as read from the blob) and checks them against the blob table. */
 export function decodeStoredBlobMeta(codecs: Codecs, blob: BlobInfo, stored: Uint8Array): BlobChunkTable {
   const what = `blob ${blob.id} meta`;
-  const m = blob.meta;
-  const { header: h, ci } = openStoredBlobMeta(codecs, blob, stored);
-  if (h.ciEntries !== blob.chunkCount || h.ciCompressor !== m.compressor || h.ciOffset !== m.offset || h.ciCompressedSize !== m.compressedSize || h.ciUncompressedSize !== m.uncompressedSize) {
-    throw new FormatError(`${what}: the header disagrees with the blob table`);
-  }
-  return decodeBlobChunkTable(ci, h, what);
+  const { header, ci } = openStoredBlobMeta(codecs, blob, stored);
+  if (!metaHeaderAgrees(blob, header)) throw new FormatError(`${what}: the header disagrees with the blob table`);
+  return decodeBlobChunkTable(ci, header, what);
 }
 
 function checkServable(blob: BlobInfo): void {

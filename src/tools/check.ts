@@ -15,7 +15,7 @@ import { TAR_HEADER_SIZE } from '../format/blob/tar-header.js';
 import { RafsV5Image } from '../format/v5/reader.js';
 import { RafsV6Image } from '../format/v6/reader.js';
 import type { BlobBackend } from '../storage/backend/types.js';
-import { loadBlobMeta, openStoredBlobMeta } from '../storage/blob-meta.js';
+import { loadBlobMeta, metaHeaderAgrees, openStoredBlobMeta } from '../storage/blob-meta.js';
 import { ToolChunkReader, WINDOW_BYTES } from './chunk-reader.js';
 import { type WalkItem, walkImage } from './walk.js';
 
@@ -294,7 +294,7 @@ async function checkBlob(
     const m = blob.meta;
     const stored = await backend.read(blob.id, m.offset, m.compressedSize + BLOB_META_HEADER_SIZE);
     const { header, ci: data } = openStoredBlobMeta(opts.codecs, blob, stored);
-    if (header.ciEntries !== blob.chunkCount || header.ciOffset !== m.offset || header.ciCompressedSize !== m.compressedSize || header.ciUncompressedSize !== m.uncompressedSize || header.ciCompressor !== m.compressor) {
+    if (!metaHeaderAgrees(blob, header)) {
       problems.add({ blob: blob.id, message: 'the blob meta header disagrees with the blob table' });
     }
     ci = decodeCiArray(data, blob.chunkCount, blob.features, `blob ${blob.id} chunk info`);
