@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 APT_PACKAGES=(
   # addon build
-  build-essential cmake pkg-config liblz4-dev libzstd-dev
+  build-essential cmake pkg-config liblz4-dev libzstd-dev zlib1g-dev
   # independent checks of RAFS v6 images and the build/serve benchmarks' peers
   erofs-utils squashfs-tools squashfuse fuse3 attr e2fsprogs
   # test guests (virtio-fs under QEMU/TCG)

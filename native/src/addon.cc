@@ -11,6 +11,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   InitSocket(env, exports);
   InitVring(env, exports);
   InitFastIo(env, exports);
+  InitZran(env, exports);
   return exports;
 }
 

@@ -32,5 +32,6 @@ void InitPoll(Napi::Env env, Napi::Object exports);
 void InitSocket(Napi::Env env, Napi::Object exports);
 void InitVring(Napi::Env env, Napi::Object exports);
 void InitFastIo(Napi::Env env, Napi::Object exports);
+void InitZran(Napi::Env env, Napi::Object exports);
 
 }  // namespace damselfly

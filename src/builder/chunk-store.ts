@@ -85,7 +85,10 @@ export class DictBlob {
   constructor(readonly info: BlobInfo) {}
 }
 
-export type BlobHandle = NewBlob | DictBlob;
+/** The original layer a ZRan build's chunks are in (`zran-ref.ts`): written by nobody. */
+export class RefBlob {}
+
+export type BlobHandle = NewBlob | DictBlob | RefBlob;
 
 export interface ChunkStoreOptions {
   codecs: Codecs;

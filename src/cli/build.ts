@@ -1,6 +1,8 @@
 /** `damselfly build`: directories or OCI layers → a RAFS v6 image (bootstrap + blobs). */
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
+import { UsageError } from '../base/index.js';
 import { build } from '../builder/build.js';
+import { buildZranRef } from '../builder/zran-ref.js';
 import { nativeCodecs } from '../native/index.js';
 import { getLogger, printJson, progressBar, run } from './common.js';
 import { type FormatFlags, formatFromFlags, formatOptions } from './format-args.js';
@@ -11,6 +13,7 @@ interface BuildFlags extends FormatFlags {
   chunkDict?: string;
   inlineBootstrap?: boolean;
   json?: boolean;
+  type: 'layers' | 'targz-ref';
 }
 
 export function register(program: Command): void {
@@ -23,10 +26,16 @@ export function register(program: Command): void {
   formatOptions(cmd)
     .option('--chunk-dict <bootstrap>', 'deduplicate against the chunks of an existing RAFS v6 image')
     .option('--inline-bootstrap', 'also store the bootstrap inside the top layer blob')
+    .addOption(
+      new Option('--type <type>', 'layers: data copied into new blobs; targz-ref: one .tar.gz layer indexed in place (ZRan: its data stays in the layer, gzip and sha256)')
+        .choices(['layers', 'targz-ref'])
+        .default('layers'),
+    )
     .option('--json', 'print the result as JSON')
     .action((sources: string[], flags: BuildFlags) =>
       run(async () => {
         const log = getLogger();
+        if (flags.type === 'targz-ref') return buildRef(sources, flags);
         const bar = progressBar('build');
         const result = await build({
           sources,
@@ -61,4 +70,35 @@ export function register(program: Command): void {
         }
       }),
     );
+}
+
+/** `build --type targz-ref`: a ZRan image of one gzip layer, which stays where it is. */
+async function buildRef(sources: string[], flags: BuildFlags): Promise<void> {
+  if (sources.length !== 1) throw new UsageError('--type targz-ref takes exactly one .tar.gz layer');
+  if (flags.bootstrap === undefined) throw new UsageError('--type targz-ref needs --bootstrap');
+  const format = await formatFromFlags(flags);
+  const other = [
+    ['--inline-bootstrap', flags.inlineBootstrap === true],
+    ['--chunk-dict', flags.chunkDict !== undefined],
+    ['--encrypt', format.encrypt === true],
+    ['--batch-size', (format.batchSize ?? 0) > 0],
+    ['--prefetch-files', format.prefetchFiles !== undefined],
+    ['a compression level', format.compressionLevel !== undefined || format.prefetchCompressionLevel !== undefined],
+  ] as const;
+  const given = other.filter(([, set]) => set).map(([name]) => name);
+  if (given.length > 0) throw new UsageError(`--type targz-ref keeps the layer as it is: ${given.join(', ')} cannot apply`);
+  const bar = progressBar('build');
+  const r = await buildZranRef({
+    source: sources[0] as string,
+    blobDir: flags.blobDir,
+    bootstrapPath: flags.bootstrap,
+    chunkSize: format.chunkSize,
+    codecs: nativeCodecs,
+    log: getLogger(),
+    onProgress: (done, total) => bar.update(done, total),
+  });
+  bar.stop();
+  const summary = { bootstrap: flags.bootstrap, bootstrapSize: r.bootstrap.length, blob: r.blobId, metaBlob: r.metaBlob, chunks: r.chunks, contexts: r.contexts };
+  if (flags.json) printJson(summary);
+  else process.stdout.write(`bootstrap ${flags.bootstrap} (${r.bootstrap.length} bytes)\nlayer blob ${r.blobId} (data stays in the layer)\nmeta blob ${r.metaBlob.id} (${r.metaBlob.size} bytes)\nchunks: ${r.chunks} in ${r.contexts} ZRan contexts\n`);
 }

@@ -18,10 +18,10 @@ export function register(program: Command): void {
         try {
           const { image } = opened.loaded;
           if (flags.path !== undefined) {
-            // Where a batch member is stored only its blob's meta says (a read from the blob; an
-            // image opened by reference has it read already).
+            // Where a batch member or ZRan chunk is stored only its blob's meta says (a read from
+            // the blob; an image opened by reference has it read already).
             if (flags.image === undefined && image.blobsNeedingMeta().length > 0) {
-              if (flags.blobDir === undefined && flags.blob === undefined) throw new UsageError('this image stores small files in batches: give --blob-dir to show where its chunks are');
+              if (flags.blobDir === undefined && flags.blob === undefined) throw new UsageError('this image locates chunks through its blobs\' chunk info (batches or ZRan): give --blob-dir to show where its chunks are');
               await loadBlobMeta(image, opened.backend(), nativeCodecs);
             }
             const info = inspectPath(image, flags.path);

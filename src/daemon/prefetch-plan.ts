@@ -3,7 +3,7 @@
  * of paths), a directory meaning everything below it; then, with `prefetch_all`, every other chunk
  * of the image in blob order (spec §2.4, §3.6; nydus `fs_prefetch`).
  */
-import type { ChunkInfo } from '../format/chunk-info.js';
+import { type ChunkInfo, sharedUnit } from '../format/chunk-info.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
 import { filesBelow } from '../format/prefetch.js';
 import type { BlobRange } from '../storage/backend/types.js';
@@ -52,8 +52,8 @@ export function planRanges(chunks: readonly ChunkInfo[], blobs: readonly BlobInf
   let total = 0;
   let last: (BlobRange & { blobIndex: number }) | undefined;
   for (const c of chunks) {
-    // The members of a batch are one stored unit: read once, whichever member comes first.
-    const k = c.batch !== undefined ? `${c.blobIndex}@${c.compressedOffset}` : `${c.blobIndex}:${c.index}`;
+    // The members of a batch (or ZRan context) are one stored unit: read once, whichever comes first.
+    const k = sharedUnit(c) !== undefined ? `${c.blobIndex}@${c.compressedOffset}` : `${c.blobIndex}:${c.index}`;
     if (seen.has(k) || c.compressedSize === 0) continue;
     if (total + c.compressedSize > maxBytes) break;
     seen.add(k);

@@ -15,6 +15,7 @@
  * | 76  | 4    | u32      | crc32               |
  */
 import { type ByteReader, ByteWriter } from '../base/index.js';
+import type { InflatePoint } from './compression.js';
 import { ChunkFlag } from './constants.js';
 
 export const CHUNK_INFO_SIZE = 80;
@@ -42,14 +43,31 @@ export interface ChunkInfo {
    * is `uncompressedSize` bytes at `offset`. Known only from the blob's CI array.
    */
   batch?: { offset: number; size: number };
+  /**
+   * A chunk of a ZRan blob (spec §5.5), whose data is an original gzip layer: the stored bytes at
+   * `compressedOffset`, `compressedSize` long, are the range of the layer its context covers;
+   * inflated from the context's start (`at`), they give `size` bytes, of which this chunk is
+   * `uncompressedSize` bytes at `offset`. Known only from the blob's CI array.
+   */
+  zran?: { offset: number; size: number; at: InflatePoint };
 }
 
 /**
- * Whether `b` is another member of `a`'s batch: one stored unit, fetched and decoded once for both
- * (code that walks chunks in storage order treats it as contiguous, adding no bytes).
+ * Whether `b` is another member of `a`'s batch or ZRan context: one stored unit, fetched and
+ * decoded once for both (code that walks chunks in storage order treats it as contiguous, adding
+ * no bytes).
  */
 export function sameStoredUnit(a: ChunkInfo, b: ChunkInfo): boolean {
-  return (a.flags & b.flags & ChunkFlag.BATCH) !== 0 && a.blobIndex === b.blobIndex && a.compressedOffset === b.compressedOffset && a.compressedSize === b.compressedSize;
+  const shared = (a.flags & b.flags & ChunkFlag.BATCH) !== 0 || (a.zran !== undefined && b.zran !== undefined);
+  return shared && a.blobIndex === b.blobIndex && a.compressedOffset === b.compressedOffset && a.compressedSize === b.compressedSize;
+}
+
+/**
+ * The stored unit `c` shares with other chunks (a batch, or a ZRan context), if any: what the unit
+ * decodes to, and where `c`'s data is in that.
+ */
+export function sharedUnit(c: ChunkInfo): { offset: number; size: number } | undefined {
+  return c.batch ?? c.zran;
 }
 
 export function isCompressed(c: ChunkInfo): boolean {

@@ -65,6 +65,33 @@ export const ZSTD_DEFAULT_LEVEL = 3;
 /** zstd's highest level (ZSTD_maxCLevel()). */
 export const ZSTD_MAX_LEVEL = 22;
 
+/**
+ * A place in a gzip stream where inflation can start afresh (a ZRan context, spec §5.5): the bits
+ * of the byte before it that belong to the deflate block there, and the window it may refer to.
+ */
+export interface InflatePoint {
+  dict: Uint8Array;
+  bits: number;
+  byte: number;
+}
+
+/** A deflate block boundary of a gzip stream: its compressed and uncompressed stream offsets. */
+export interface GzipPoint extends InflatePoint {
+  in: number;
+  out: number;
+}
+
+/** Inflates a whole gzip stream (any number of members), reporting its block boundaries. */
+export interface GzipIndexer {
+  /**
+   * Inflates from `input` (the stream's next bytes): `consumed` of them were used (push the rest
+   * again), giving `output` and passing the boundaries `points`.
+   */
+  push(input: Uint8Array): { consumed: number; output: Uint8Array; points: GzipPoint[] };
+  /** Throws a FormatError unless the stream ended with a whole member. */
+  finish(): void;
+}
+
 /** Byte codecs; `decompress` must produce exactly `size` bytes or throw a FormatError. */
 export interface Codecs {
   /** `level`: zstd's compression level (default 3, as Nydus); other algorithms have none. */
@@ -72,6 +99,14 @@ export interface Codecs {
   compressAsync(algo: Compressor, src: Uint8Array, level?: number): Promise<Uint8Array>;
   decompress(algo: Compressor, src: Uint8Array, size: number, dst?: Uint8Array): Uint8Array;
   decompressAsync(algo: Compressor, src: Uint8Array, size: number, dst?: Uint8Array): Promise<Uint8Array>;
+  /** The first `size` bytes inflated from `at`, where `src` (a gzip stream's bytes from there) starts. */
+  inflateFrom(src: Uint8Array, at: InflatePoint, size: number): Uint8Array;
+  inflateFromAsync(src: Uint8Array, at: InflatePoint, size: number): Promise<Uint8Array>;
+  /**
+   * A new indexer of a gzip stream (for ZRan contexts), reporting the block boundaries at least
+   * `span.in` compressed or `span.out` uncompressed bytes after the previous one it reported.
+   */
+  gzipIndexer(span: { in: number; out: number }): GzipIndexer;
 }
 
 export interface Stored {

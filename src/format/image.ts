@@ -25,7 +25,12 @@ export interface BlobInfo {
   compressedSize: number;
   /** Size of the uncompressed view (4 KiB slots when ALIGNED). */
   uncompressedSize: number;
-  /** Blob meta location (v6); zero sizes when absent. */
+  /**
+   * A SEPARATE blob (ZRan, spec §5.5): its blob meta is at `meta.offset` of another blob, the
+   * "meta blob", whose id is the hex of `digest` (blob_meta_digest), `size` bytes long.
+   */
+  separateMeta?: { digest: Uint8Array; size: number };
+  /** Blob meta location (v6; in the meta blob for a SEPARATE blob); zero sizes when absent. */
   meta: {
     compressor: Compressor;
     offset: number;
@@ -113,9 +118,9 @@ export interface RafsImage {
    */
   prepare?(): void;
   /**
-   * The blobs whose chunks can be located only through their CI array (v6 blobs with batch
-   * chunks: the bootstrap's chunk table does not say where a batch member is stored), and that
-   * have not been given it yet.
+   * The blobs whose chunks can be located only through their CI array (v6 blobs with batch or
+   * ZRan chunks: the bootstrap's chunk table does not say where a batch member or a ZRan chunk is
+   * stored), and that have not been given it yet.
    */
   blobsNeedingMeta(): readonly BlobInfo[];
   /** Hands the image such a blob's decoded CI array; chunks of that blob are located with it. */

@@ -16,6 +16,29 @@ export interface ZstdDecoder {
   finish(): void;
 }
 
+/** A block boundary of a gzip stream: its stream offsets, and where inflation can start there. */
+export interface GzipPoint {
+  /** Compressed and uncompressed offsets of the boundary in the whole stream. */
+  in: number;
+  out: number;
+  bits: number;
+  byte: number;
+  /** The window at the boundary (empty at the start of a member). */
+  dict: Buffer;
+}
+
+/** Inflates a whole gzip stream (any number of members), reporting its block boundaries. */
+export interface ZranIndexer {
+  /**
+   * Inflates from `input` (the stream's next bytes): `consumed` of them were used (push the rest
+   * again), giving `output` (at most about 1 MiB a call) and passing the boundaries `points`;
+   * `end` when the last member ended at the end of the input so far.
+   */
+  push(input: Uint8Array): { consumed: number; output: Buffer; points: GzipPoint[]; end: boolean };
+  /** Throws unless the stream ended with a whole member. */
+  finish(): void;
+}
+
 /** A uv_poll watcher: calls back with the ready events (1 readable, 2 writable) or a negative errno. */
 export interface Poller {
   start(events: number): void;
@@ -180,6 +203,11 @@ export interface NativeAddon extends PassthroughOps {
   compressAsync(codec: NativeCodec, src: Uint8Array, level?: number): Promise<Buffer>;
   decompressIntoAsync(codec: NativeCodec, src: Uint8Array, dst: Uint8Array): Promise<number>;
   ZstdDecoder: new () => ZstdDecoder;
+  /** Fills `dst` with the output of the ZRan context starting at `src[0]` (spec §5.5); throws when `src` ends first. */
+  zranInflate(src: Uint8Array, dict: Uint8Array, bits: number, byte: number, dst: Uint8Array): void;
+  zranInflateAsync(src: Uint8Array, dict: Uint8Array, bits: number, byte: number, dst: Uint8Array): Promise<void>;
+  /** Reports the boundaries at least `minIn` compressed or `minOut` uncompressed bytes apart. */
+  ZranIndexer: new (minIn?: number, minOut?: number) => ZranIndexer;
 
   mknod(path: string | Buffer, mode: number, major: number, minor: number): void;
   lutimens(path: string | Buffer, atimeSec: number, atimeNsec: number, mtimeSec: number, mtimeNsec: number): void;

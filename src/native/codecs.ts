@@ -5,7 +5,7 @@
  */
 import { gunzipSync } from 'node:zlib';
 import { FormatError, UnsupportedError } from '../base/index.js';
-import { Compressor, type Codecs, ZSTD_DEFAULT_LEVEL } from '../format/compression.js';
+import { Compressor, type Codecs, type GzipIndexer, type InflatePoint, ZSTD_DEFAULT_LEVEL } from '../format/compression.js';
 import { native } from './addon.js';
 
 
@@ -83,5 +83,47 @@ export const nativeCodecs: Codecs = {
       throw new FormatError(String((e as Error).message), { cause: e });
     }
     return checkedDecompress(algo, src, size, dst, n);
+  },
+
+  inflateFrom(src: Uint8Array, at: InflatePoint, size: number): Uint8Array {
+    const dst = Buffer.allocUnsafe(size);
+    try {
+      native.zranInflate(src, at.dict, at.bits, at.byte, dst);
+    } catch (e) {
+      throw new FormatError(String((e as Error).message), { cause: e });
+    }
+    return dst;
+  },
+
+  async inflateFromAsync(src: Uint8Array, at: InflatePoint, size: number): Promise<Uint8Array> {
+    if (size <= SYNC_DECOMPRESS_MAX) return this.inflateFrom(src, at, size);
+    const dst = Buffer.allocUnsafe(size);
+    try {
+      await native.zranInflateAsync(src, at.dict, at.bits, at.byte, dst);
+    } catch (e) {
+      throw new FormatError(String((e as Error).message), { cause: e });
+    }
+    return dst;
+  },
+
+  gzipIndexer(span: { in: number; out: number }): GzipIndexer {
+    const ix = new native.ZranIndexer(span.in, span.out);
+    const formatError = (e: unknown): FormatError => new FormatError(String((e as Error).message), { cause: e });
+    return {
+      push(input) {
+        try {
+          return ix.push(input);
+        } catch (e) {
+          throw formatError(e);
+        }
+      },
+      finish() {
+        try {
+          ix.finish();
+        } catch (e) {
+          throw formatError(e);
+        }
+      },
+    };
   },
 };

@@ -1,7 +1,7 @@
 /**
  * What some blobs need before any of their chunks can be located: the CI array ("blob meta", spec
- * §5.3-5.4) of a v6 blob with batch chunks, whose members the bootstrap's chunk table lists without
- * a stored location (§5.6). Nydusd loads it when it opens such a blob; so does Damselfly, before
+ * §5.3-5.4) of a v6 blob with batch or ZRan chunks, which the bootstrap's chunk table lists without
+ * a stored location (§5.5, §5.6); a ZRan blob's is in a blob of its own, the meta blob. Nydusd loads it when it opens such a blob; so does Damselfly, before
  * the image is served: one backend read per blob (the compressed CI data and the 4 KiB header
  * after it), kept in the cache directory as `<blob id>.blob_meta.dfly` so that a daemon started
  * again with the backend gone still serves what its cache holds.
@@ -22,7 +22,7 @@ import { keptTemp } from './cache/kept-bootstrap.js';
 
 export const CACHE_META_SUFFIX = '.blob_meta.dfly';
 
-/** The largest CI data accepted: 2^24 chunks of 24 bytes, plus their batch contexts. */
+/** The largest CI data accepted: 2^24 chunks of 24 bytes, plus their batch contexts (or ZRan contexts and dictionaries). */
 const MAX_CI_BYTES = (1 << 24) * (24 + 40);
 
 /**
@@ -63,11 +63,26 @@ export function decodeStoredBlobMeta(codecs: Codecs, blob: BlobInfo, stored: Uin
   return decodeBlobChunkTable(ci, header, what);
 }
 
+/**
+ * The blob that holds `blob`'s meta: itself, or for a SEPARATE (ZRan) blob, whose data is an
+ * original gzip layer, the meta blob its table entry names by digest (spec §5.5).
+ */
+export function metaBlobId(blob: BlobInfo): string {
+  if (!(blob.features & BlobFeature.SEPARATE)) return blob.id;
+  const digest = blob.separateMeta?.digest;
+  if (digest === undefined || digest.every((b) => b === 0)) {
+    // nydus-image's per-layer build with --blob-inline-meta names no meta blob: nydusd takes the
+    // bootstrap file's name. Merged images (nydusify --oci-ref) name it.
+    throw new UnsupportedError(`blob ${blob.id}: its blob meta is in a blob the image does not name (a per-layer ZRan bootstrap; serve the merged one)`);
+  }
+  return Buffer.from(digest).toString('hex');
+}
+
 function checkServable(blob: BlobInfo): void {
-  if (blob.features & (BlobFeature.ZRAN | BlobFeature.SEPARATE)) throw new UnsupportedError(`blob ${blob.id}: ZRan blobs (a separate blob meta) are not supported`);
+  if (blob.features & BlobFeature.SEPARATE && !(blob.features & BlobFeature.ZRAN)) throw new UnsupportedError(`blob ${blob.id}: a separate blob meta without ZRan chunks (tar-ref) is not supported`);
   const m = blob.meta;
   if (m.compressedSize === 0 || m.uncompressedSize === 0 || m.uncompressedSize > MAX_CI_BYTES || m.compressedSize > m.uncompressedSize) {
-    throw new FormatError(`blob ${blob.id}: has batch chunks but no usable blob meta (${m.compressedSize}/${m.uncompressedSize} bytes)`);
+    throw new FormatError(`blob ${blob.id}: has batch or ZRan chunks but no usable blob meta (${m.compressedSize}/${m.uncompressedSize} bytes)`);
   }
 }
 
@@ -91,7 +106,7 @@ export async function loadBlobMeta(image: RafsImage, backend: BlobBackend, codec
           }
         }
       }
-      const stored = await backend.read(blob.id, blob.meta.offset, blob.meta.compressedSize + BLOB_META_HEADER_SIZE);
+      const stored = await backend.read(metaBlobId(blob), blob.meta.offset, blob.meta.compressedSize + BLOB_META_HEADER_SIZE);
       image.attachBlobMeta(blob.index, decodeStoredBlobMeta(codecs, blob, stored));
       opts.log?.debug({ blob: blob.id, bytes: stored.length }, 'blob meta loaded');
       if (kept !== undefined) {

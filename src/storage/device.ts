@@ -10,7 +10,7 @@ import { mkdir } from 'node:fs/promises';
 import { BufferPool, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, errorMessage, scatter, sliceViews } from '../base/index.js';
 
 export { sliceViews };
-import { type ChunkInfo, chunkKey as key, sameStoredUnit } from '../format/chunk-info.js';
+import { type ChunkInfo, chunkKey as key, sameStoredUnit, sharedUnit } from '../format/chunk-info.js';
 import type { Codecs } from '../format/compression.js';
 import { BlobFeature } from '../format/constants.js';
 import type { BlobInfo } from '../format/image.js';
@@ -309,16 +309,17 @@ export class BlobDevice {
   }
 
   /**
-   * Adds the absent members of the batches of `chunks`' batch members (`batchMembers`); their
-   * blobs' caches are open (the callers checked the chunks' states).
+   * Adds the absent members of the batches (or ZRan contexts) of `chunks` (`batchMembers`): one
+   * fetch decodes the whole unit, and all it holds is kept. Their blobs' caches are open (the
+   * callers checked the chunks' states).
    */
   private withBatchMembers(chunks: ChunkInfo[]): ChunkInfo[] {
     const members = this.opts.batchMembers;
-    if (members === undefined || !chunks.some((c) => c.batch !== undefined)) return chunks;
+    if (members === undefined || !chunks.some((c) => sharedUnit(c) !== undefined)) return chunks;
     const out = [...chunks];
     const seen = new Set(chunks.map(key));
     for (const c of chunks) {
-      if (c.batch === undefined) continue;
+      if (sharedUnit(c) === undefined) continue;
       const cache = this.opened.get(c.blobIndex);
       for (const m of members(c)) {
         const k = key(m);

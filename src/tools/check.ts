@@ -15,7 +15,7 @@ import { TAR_HEADER_SIZE } from '../format/blob/tar-header.js';
 import { RafsV5Image } from '../format/v5/reader.js';
 import { RafsV6Image } from '../format/v6/reader.js';
 import type { BlobBackend } from '../storage/backend/types.js';
-import { loadBlobMeta, metaHeaderAgrees, openStoredBlobMeta } from '../storage/blob-meta.js';
+import { loadBlobMeta, metaBlobId, metaHeaderAgrees, openStoredBlobMeta } from '../storage/blob-meta.js';
 import { ToolChunkReader, WINDOW_BYTES } from './chunk-reader.js';
 import { type WalkItem, walkImage } from './walk.js';
 
@@ -150,7 +150,7 @@ export async function checkImage(image: RafsImage, backend: BlobBackend, opts: C
     const where = { path, blob: blob.id, chunk: position };
     if (ciByBlob.has(chunk.blobIndex) && ci === undefined) {
       problems.add({ ...where, message: `chunk index ${chunk.index} is beyond the blob's ${blob.chunkCount} chunks` });
-    } else if (ci !== undefined && (ci.uncompressedOffset !== chunk.uncompressedOffset || ci.uncompressedSize !== chunk.uncompressedSize || ((ci.flags & CiFlag.BATCH) === 0 && (ci.compressedOffset !== chunk.compressedOffset || ci.compressedSize !== chunk.compressedSize)))) {
+    } else if (ci !== undefined && !sameLocation(ci, chunk)) {
       problems.add({ ...where, message: `blob meta entry ${chunk.index} disagrees with the bootstrap about the chunk's location` });
     }
     try {
@@ -268,6 +268,13 @@ function checkV5Digests(image: RafsV5Image, items: WalkItem[], problems: Problem
   }
 }
 
+/** Whether a CI entry and a bootstrap chunk agree on where the chunk is. */
+function sameLocation(ci: BlobChunkEntry, chunk: ChunkInfo): boolean {
+  if (ci.uncompressedOffset !== chunk.uncompressedOffset || ci.uncompressedSize !== chunk.uncompressedSize) return false;
+  // A batch member or ZRan chunk is located at its unit's stored range (the batch, the context).
+  return (ci.flags & (CiFlag.BATCH | CiFlag.ZRAN)) !== 0 || (ci.compressedOffset === chunk.compressedOffset && ci.compressedSize === chunk.compressedSize);
+}
+
 async function checkBlob(
   image: RafsImage,
   blob: BlobInfo,
@@ -281,10 +288,13 @@ async function checkBlob(
   if (blob.compressedSize > 0 && !fromFile && size !== blob.compressedSize) {
     problems.add({ blob: blob.id, message: `blob has ${size} bytes, the blob table says ${blob.compressedSize}` });
   }
+  // A ZRan blob is an original gzip layer: its blob meta and ToC are in its meta blob.
+  const metaId = metaBlobId(blob);
+  const metaSize = metaId === blob.id ? size : await backend.size(metaId);
   let toc: ParsedToc | undefined;
   if (blob.features & BlobFeature.HAS_TOC) {
-    const n = Math.min(size, 0x10000 + TAR_HEADER_SIZE);
-    toc = parseTocFromTail(await backend.read(blob.id, size - n, n), size);
+    const n = Math.min(metaSize, 0x10000 + TAR_HEADER_SIZE);
+    toc = parseTocFromTail(await backend.read(metaId, metaSize - n, n), metaSize);
     if (!fromFile && blob.tocSize > 0 && (toc.size !== blob.tocSize || !bytesEqual(toc.digest, blob.tocDigest))) {
       problems.add({ blob: blob.id, message: 'the ToC does not match the digest and size in the blob table' });
     }
@@ -292,7 +302,7 @@ async function checkBlob(
   let ci: BlobChunkEntry[] | undefined;
   if (image.version === 6 && blob.meta.uncompressedSize > 0) {
     const m = blob.meta;
-    const stored = await backend.read(blob.id, m.offset, m.compressedSize + BLOB_META_HEADER_SIZE);
+    const stored = await backend.read(metaId, m.offset, m.compressedSize + BLOB_META_HEADER_SIZE);
     const { header, ci: data } = openStoredBlobMeta(opts.codecs, blob, stored);
     if (!metaHeaderAgrees(blob, header)) {
       problems.add({ blob: blob.id, message: 'the blob meta header disagrees with the blob table' });
@@ -309,7 +319,7 @@ async function checkBlob(
       if (entry === undefined) {
         problems.add({ blob: blob.id, message: 'INLINED_CHUNK_DIGEST without a blob.digest ToC entry' });
       } else {
-        const digests = new ByteReader(await backend.read(blob.id, entry.compressedOffset, entry.compressedSize), 'blob.digest');
+        const digests = new ByteReader(await backend.read(metaId, entry.compressedOffset, entry.compressedSize), 'blob.digest');
         if (!sha256(digests.bytes).equals(entry.digest)) problems.add({ blob: blob.id, message: 'blob.digest fails its ToC digest' });
         for (const u of uses.values()) {
           if (u.chunk.blobIndex !== blob.index || !digests.has(u.chunk.index * 32, 32)) continue;

@@ -6,13 +6,13 @@
  * backend read is a round trip: blobs are read in aligned windows of `WINDOW_BYTES`, the chunks
  * in a window served from it while it is kept.
  */
-import type { ChunkInfo } from '../format/chunk-info.js';
+import { type ChunkInfo, sharedUnit } from '../format/chunk-info.js';
 import type { Codecs } from '../format/compression.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
 import { FormatError } from '../base/index.js';
 import type { BlobBackend } from '../storage/backend/types.js';
 import { loadBlobMeta } from '../storage/blob-meta.js';
-import { batchMember, decodeBatchAsync, decodeChunkAsync, verifyChunk } from '../storage/chunk/decode.js';
+import { batchMember, decodeSharedUnitAsync, decodeChunkAsync, verifyChunk } from '../storage/chunk/decode.js';
 
 /** A blob is read in windows of this many bytes, aligned (the last one cut at the blob's end). */
 export const WINDOW_BYTES = 4 << 20;
@@ -32,8 +32,8 @@ export class ToolChunkReader {
   /** Recently read chunks: files often repeat one chunk (zeros of sparse files, duplicates). */
   private readonly recent = new Map<string, Promise<Uint8Array>>();
   /**
-   * Recently decoded batches: files are read in the order their data is stored, so a batch's
-   * members come one after the other, and the batch is read and decompressed once for all.
+   * Recently decoded batches and ZRan contexts: files are read in the order their data is stored,
+   * so a unit's chunks come one after the other, and the unit is read and decoded once for all.
    */
   private readonly batches = new Map<string, Promise<Uint8Array>>();
   /** Blob ranges read lately, newest last. */
@@ -72,11 +72,11 @@ export class ToolChunkReader {
 
   private async fetch(c: ChunkInfo): Promise<Uint8Array> {
     const blob = this.blob(c);
-    if (c.batch !== undefined) {
+    if (sharedUnit(c) !== undefined) {
       const key = `${c.blobIndex}@${c.compressedOffset}`;
       let whole = this.batches.get(key);
       if (whole === undefined) {
-        whole = this.stored(blob, c.compressedOffset, c.compressedSize).then((stored) => decodeBatchAsync(this.codecs, blob, c, stored));
+        whole = this.stored(blob, c.compressedOffset, c.compressedSize).then((stored) => decodeSharedUnitAsync(this.codecs, blob, c, stored));
         whole.catch(() => this.batches.delete(key));
         if (this.batches.size >= 4) this.batches.delete(this.batches.keys().next().value as string);
         this.batches.set(key, whole);

@@ -31,6 +31,8 @@ export function describeBlob(b: BlobInfo): Record<string, unknown> {
     toc: b.tocSize > 0 ? { size: b.tocSize, digest: toHex(b.tocDigest) } : null,
     // The key is in the bootstrap for anyone who has it; a listing need not repeat it.
     cipher: b.cipher !== undefined ? 'aes-128-xts' : null,
+    // A ZRan blob (an original gzip layer): the blob holding its chunk info.
+    ...(b.separateMeta !== undefined ? { metaBlob: { id: toHex(b.separateMeta.digest), size: b.separateMeta.size } } : {}),
   };
 }
 
@@ -96,6 +98,7 @@ export function inspectPath(image: RafsImage, path: string): Record<string, unkn
       compressedOffset: c.compressedOffset,
       compressedSize: c.compressedSize,
       ...(c.batch !== undefined ? { batch: c.batch } : {}),
+      ...(c.zran !== undefined ? { zran: { offset: c.zran.offset, size: c.zran.size, dictionary: c.zran.at.dict.length, bits: c.zran.at.bits } } : {}),
       uncompressedOffset: c.uncompressedOffset,
       uncompressedSize: c.uncompressedSize,
       digest: toHex(c.digest),
@@ -113,6 +116,8 @@ export function formatSummary(s: InspectSummary): string {
   ];
   for (const b of s.blobs) {
     lines.push(`  [${String(b.index)}] ${String(b.id)}  chunks ${String(b.chunkCount)}  compressed ${String(b.compressedSize)}  uncompressed ${String(b.uncompressedSize)}  ${String(b.compressor)}  ${(b.features as string[]).join(',')}`);
+    const meta = b.metaBlob as { id: string; size: number } | undefined;
+    if (meta !== undefined) lines.push(`      chunk info in meta blob ${meta.id} (${meta.size} bytes)`);
   }
   if (s.prefetch.length > 0) lines.push(`prefetch table: ${s.prefetch.join(' ')}`);
   if (s.tree !== undefined) {

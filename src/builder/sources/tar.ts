@@ -82,8 +82,23 @@ function applyEntry(node: TreeNode, e: TarEntry, log: Logger): void {
   }
 }
 
+/** Where a file's data goes as the layer streams past. */
+export interface FileSink {
+  /** `offset`: where `bytes` start in the layer's (uncompressed) tar stream. */
+  write(bytes: Uint8Array, offset: number): Promise<void>;
+  end(): Promise<void>;
+  /** The file's chunks, in file order (complete once `end` resolved). */
+  readonly refs: Array<Promise<ChunkRef>>;
+}
+
 export interface TarLayerOptions {
-  store: ChunkStore;
+  /** Where files' chunks are stored, unless `files` says otherwise. */
+  store?: ChunkStore;
+  /**
+   * The sink of each regular file's data (`size` bytes); by default its bytes are cut into chunks
+   * and stored in `store`. A ZRan build records where they are in the tar stream instead.
+   */
+  files?: (size: number) => FileSink;
   /** The merged tree of the lower layers, for hardlinks to files below this layer. */
   lower?: TreeNode;
   log: Logger;
@@ -94,7 +109,7 @@ export interface TarLayerOptions {
  * Cuts one file's bytes into chunks as they stream past and submits each full chunk to the store
  * (waiting while the store is busy); `end` submits the last, partial one.
  */
-class ChunkCutter {
+class ChunkCutter implements FileSink {
   readonly refs: Array<Promise<ChunkRef>> = [];
   private buf: Buffer;
   private filled = 0;
@@ -141,7 +156,13 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
   root.implicit = true;
   const pending: Array<Promise<void>> = [];
   const parser = new TarParser();
-  let current: { node: TreeNode; cutter: ChunkCutter } | undefined;
+  let current: { node: TreeNode; cutter: FileSink } | undefined;
+  const sink =
+    opts.files ??
+    ((size: number): FileSink => {
+      if (store === undefined) throw new TypeError('readTarLayer needs a chunk store or a file sink');
+      return new ChunkCutter(store, size);
+    });
 
   const parentOf = (parts: string[]): TreeNode => {
     let dir = root;
@@ -213,16 +234,18 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
       node.symlink = e.linkpath;
     } else if (kind === 'file') {
       node.size = e.size;
-      current = { node, cutter: new ChunkCutter(store, e.size) };
+      current = { node, cutter: sink(e.size) };
     }
   };
 
+  let at = 0; // stream offset of `chunk`
   for await (const chunk of input) {
     for (const ev of parser.write(chunk)) {
       if (ev.kind === 'entry') {
         onEntry(ev.entry);
       } else if (ev.kind === 'data' && current !== undefined) {
-        await current.cutter.write(ev.bytes);
+        // Data events are views of the chunk written (TarParser).
+        await current.cutter.write(ev.bytes, at + ev.bytes.byteOffset - chunk.byteOffset);
         opts.onBytes?.(ev.bytes.length);
       } else if (ev.kind === 'entry-end' && current !== undefined) {
         const { node, cutter } = current;
@@ -237,6 +260,7 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
         );
       }
     }
+    at += chunk.length;
   }
   parser.end();
   await Promise.all(pending);

@@ -21,7 +21,7 @@
  * Chunk info v1 (16 bytes) and v2 (24 bytes): bit layouts in spec §5.4, decoded below.
  */
 import { ByteReader, ByteWriter, FormatError } from '../../base/index.js';
-import { compressorFromNumber, type Compressor } from '../compression.js';
+import { compressorFromNumber, type Compressor, type InflatePoint } from '../compression.js';
 import { encryptedSize } from '../cipher.js';
 import { BlobFeature } from '../constants.js';
 
@@ -163,21 +163,68 @@ export function batchLocation(e: BlobChunkEntry): { index: number; offset: numbe
   return { index: Number(e.data >> 32n), offset: Number(e.data & 0xffff_ffffn) };
 }
 
-/** A blob's decoded CI data: the chunk-info array, and the batch contexts of a BATCH blob. */
+/**
+ * `ZranInflateContext` (spec §5.5): a range of a ZRan blob's gzip layer that inflates, from its
+ * start, to `outLen` bytes that hold whole chunks.
+ *
+ * | off | size | type | field       |
+ * |-----|------|------|-------------|
+ * | 0   | 8    | u64  | in_offset   |
+ * | 8   | 8    | u64  | out_offset  |
+ * | 16  | 8    | u64  | dict_offset (in the dictionary table after the contexts) |
+ * | 24  | 4    | u32  | in_len      |
+ * | 28  | 4    | u32  | out_len     |
+ * | 32  | 4    | u32  | dict_size   |
+ * | 36  | 1    | u8   | ctx_byte    |
+ * | 37  | 1    | u8   | ctx_bits    |
+ */
+export interface ZranContext {
+  inOffset: number;
+  inLen: number;
+  /** Offset of the context's output in the layer's whole uncompressed stream (informative). */
+  outOffset: number;
+  outLen: number;
+  at: InflatePoint;
+}
+
+export const ZRAN_CONTEXT_SIZE = 40;
+/** The window deflate refers back to: no context needs a longer dictionary. */
+const MAX_ZRAN_DICT = 32 << 10;
+
+/** The ZRan context table: the contexts, then their dictionaries in the same order. */
+export function encodeZranTable(contexts: readonly ZranContext[]): Buffer {
+  const dictBytes = contexts.reduce((n, c) => n + c.at.dict.length, 0);
+  const w = new ByteWriter(contexts.length * ZRAN_CONTEXT_SIZE + dictBytes);
+  let dictOffset = 0;
+  for (const c of contexts) {
+    w.u64(c.inOffset).u64(c.outOffset).u64(dictOffset).u32(c.inLen).u32(c.outLen).u32(c.at.dict.length);
+    w.u8(c.at.byte).u8(c.at.bits).zeros(2);
+    dictOffset += c.at.dict.length;
+  }
+  for (const c of contexts) w.bytes(c.at.dict);
+  return w.finish();
+}
+
+/** Where a ZRan chunk's data is: context `index`, bytes [offset, offset + size of the chunk) of its output. */
+export const zranLocation = batchLocation;
+
+/** A blob's decoded CI data: the chunk-info array, and the batch or ZRan contexts it refers to. */
 export interface BlobChunkTable {
   entries: BlobChunkEntry[];
   batches: BatchContext[];
+  zran: ZranContext[];
 }
 
-/** The largest chunk, and so the largest batch (nydus `RAFS_MAX_CHUNK_SIZE`). */
+/** The largest chunk, and so the largest batch or ZRan context output (nydus `RAFS_MAX_CHUNK_SIZE`). */
 const MAX_BATCH_BYTES = 16 << 20;
 
 /**
- * Decodes a blob's uncompressed CI data as its header describes it (spec §5.4, §5.6), checking
- * every batch member against its batch. ZRan contexts are not decoded (ZRan blobs are not served).
+ * Decodes a blob's uncompressed CI data as its header describes it (spec §5.4-5.6), checking
+ * every batch member against its batch and every ZRan chunk against its context.
  */
 export function decodeBlobChunkTable(ci: Uint8Array, h: BlobMetaHeader, what: string): BlobChunkTable {
   if (ci.length !== h.ciUncompressedSize) throw new FormatError(`${what}: CI data of ${ci.length} bytes, the header says ${h.ciUncompressedSize}`);
+  if (h.features & BlobFeature.BATCH && h.features & BlobFeature.ZRAN) throw new FormatError(`${what}: both batch and ZRan chunks`);
   const entries = decodeCiArray(ci, h.ciEntries, h.features, what);
   const batches: BatchContext[] = [];
   if (h.features & BlobFeature.BATCH) {
@@ -196,14 +243,51 @@ export function decodeBlobChunkTable(ci: Uint8Array, h: BlobMetaHeader, what: st
       batches.push(b);
     }
   }
+  const zran = h.features & BlobFeature.ZRAN ? decodeZranTable(ci, h, what) : [];
   entries.forEach((e, i) => {
-    if (!(e.flags & CiFlag.BATCH)) return;
-    const at = batchLocation(e);
-    const b = batches[at.index];
-    if (b === undefined) throw new FormatError(`${what}: chunk ${i} names batch ${at.index} of ${batches.length}`);
-    if (at.offset + e.uncompressedSize > b.uncompressedSize) throw new FormatError(`${what}: chunk ${i} lies outside its batch ${at.index}`);
+    if (e.flags & CiFlag.BATCH) {
+      const at = batchLocation(e);
+      const b = batches[at.index];
+      if (b === undefined) throw new FormatError(`${what}: chunk ${i} names batch ${at.index} of ${batches.length}`);
+      if (at.offset + e.uncompressedSize > b.uncompressedSize) throw new FormatError(`${what}: chunk ${i} lies outside its batch ${at.index}`);
+    } else if (e.flags & CiFlag.ZRAN) {
+      const at = zranLocation(e);
+      const z = zran[at.index];
+      if (z === undefined) throw new FormatError(`${what}: chunk ${i} names ZRan context ${at.index} of ${zran.length}`);
+      if (at.offset + e.uncompressedSize > z.outLen) throw new FormatError(`${what}: chunk ${i} lies outside its ZRan context ${at.index}`);
+    } else if (h.features & BlobFeature.ZRAN) {
+      throw new FormatError(`${what}: chunk ${i} of a ZRan blob is not a ZRan chunk`);
+    }
   });
-  return { entries, batches };
+  return { entries, batches, zran };
+}
+
+/** The ZRan contexts of a ZRAN blob's CI data (spec §5.5), each checked. */
+function decodeZranTable(ci: Uint8Array, h: BlobMetaHeader, what: string): ZranContext[] {
+  if (!(h.features & BlobFeature.CHUNK_INFO_V2)) throw new FormatError(`${what}: ZRan chunks need chunk info v2`);
+  const r = new ByteReader(ci, what);
+  const dictStart = h.zranOffset + h.zranCount * ZRAN_CONTEXT_SIZE;
+  const end = h.zranOffset + h.zranSize;
+  if (h.zranOffset < h.ciEntries * CI_V2_SIZE || dictStart > end || end > ci.length) throw new FormatError(`${what}: ZRan context table outside the CI data`);
+  const out: ZranContext[] = [];
+  for (let i = 0; i < h.zranCount; i++) {
+    const at = h.zranOffset + i * ZRAN_CONTEXT_SIZE;
+    const dictOffset = r.u64(at + 16, 'dict_offset');
+    const dictSize = r.u32(at + 32);
+    const bits = ci[at + 37] as number;
+    const z: ZranContext = {
+      inOffset: r.u64(at, 'in_offset'),
+      outOffset: r.u64(at + 8, 'out_offset'),
+      inLen: r.u32(at + 24),
+      outLen: r.u32(at + 28),
+      at: { dict: ci.subarray(dictStart + dictOffset, dictStart + dictOffset + dictSize), bits, byte: ci[at + 36] as number },
+    };
+    if (z.inLen === 0 || z.outLen === 0 || z.outLen > MAX_BATCH_BYTES || bits > 7 || dictSize > MAX_ZRAN_DICT || dictStart + dictOffset + dictSize > end) {
+      throw new FormatError(`${what}: ZRan context ${i} is invalid (${z.inLen} bytes in, ${z.outLen} out, ${bits} bits, a ${dictSize}-byte dictionary)`);
+    }
+    out.push(z);
+  }
+  return out;
 }
 
 /** Decodes and sanity-checks a whole uncompressed CI array. */

@@ -230,6 +230,11 @@ export function decodeBlobEntry(r: ByteReader, off: number, index: number, sb: V
     // The key in blob_meta_digest; the tweak in blob_meta_size (its 8 bytes as stored) and cipher_iv.
     cipher = { key: r.slice(off + 168, XTS_KEY_SIZE), iv: r.slice(off + 200, XTS_IV_SIZE) };
   }
+  let separateMeta: BlobInfo['separateMeta'];
+  if (features & BlobFeature.SEPARATE) {
+    if (cipher !== undefined) throw new FormatError(`${where}: an encrypted blob with a separate blob meta`);
+    separateMeta = { digest: r.slice(off + 168, 32), size: r.u64(off + 200, 'blob_meta_size') };
+  }
   return {
     index,
     id,
@@ -245,6 +250,7 @@ export function decodeBlobEntry(r: ByteReader, off: number, index: number, sb: V
     tocDigest: r.slice(off + 136, 32),
     readahead: { offset: 0, size: 0 },
     ...(cipher !== undefined ? { cipher } : {}),
+    ...(separateMeta !== undefined ? { separateMeta } : {}),
   };
 }
 
@@ -261,6 +267,9 @@ export function encodeBlobEntry(w: ByteWriter, b: BlobInfo): void {
     if (!(b.features & BlobFeature.ENCRYPTED)) throw new RangeError(`blob ${b.id}: a cipher without the ENCRYPTED feature`);
     // blob_meta_digest, blob_meta_size ‖ cipher_iv (the tweak's 16 bytes in order), cipher_algo
     w.bytes(b.cipher.key).bytes(b.cipher.iv).u32(Cipher.Aes128Xts).zeros(36);
+  } else if (b.separateMeta !== undefined) {
+    if (!(b.features & BlobFeature.SEPARATE) || b.separateMeta.digest.length !== 32) throw new RangeError(`blob ${b.id}: an invalid separate blob meta`);
+    w.bytes(b.separateMeta.digest).u64(b.separateMeta.size).zeros(8 + 4 + 36); // cipher_iv, cipher_algo, reserved
   } else {
     if (b.features & BlobFeature.ENCRYPTED) throw new RangeError(`blob ${b.id}: ENCRYPTED without a cipher`);
     w.zeros(32 + 8 + 8 + 4 + 36); // blob_meta_digest, blob_meta_size, cipher_iv, cipher_algo, reserved

@@ -3,7 +3,7 @@
  * numbers are nids, as in nydusd. Chunks are resolved through the bootstrap chunk table.
  */
 import { ByteReader, FormatError, UnsupportedError, compareBytes, divRoundUp } from '../../base/index.js';
-import { type BlobChunkTable, CiFlag, batchLocation } from '../blob/meta.js';
+import { type BlobChunkTable, CiFlag, batchLocation, zranLocation } from '../blob/meta.js';
 import { CHUNK_INFO_SIZE, type ChunkInfo, decodeChunkInfo } from '../chunk-info.js';
 import type { Compressor } from '../compression.js';
 import { BlobFeature, ChunkFlag, type Digester, type InodeKind, S_IFMT, kindOfMode } from '../constants.js';
@@ -34,6 +34,9 @@ import {
   decodeBlobEntry,
   decodeV6SuperBlock,
 } from './layout.js';
+
+/** Blob features whose chunks are located through the blob's CI array (spec §4.3). */
+const LOCATED_BY_META = BlobFeature.BATCH | BlobFeature.ZRAN;
 
 const DOT = Buffer.from('.');
 const DOTDOT = Buffer.from('..');
@@ -342,7 +345,7 @@ export class RafsV6Image implements RafsImage {
   }
 
   blobsNeedingMeta(): readonly BlobInfo[] {
-    return this.blobs.filter((b) => (b.features & BlobFeature.BATCH) !== 0 && b.chunkCount > 0 && !this.blobMeta.has(b.index));
+    return this.blobs.filter((b) => (b.features & LOCATED_BY_META) !== 0 && b.chunkCount > 0 && !this.blobMeta.has(b.index));
   }
 
   attachBlobMeta(blobIndex: number, table: BlobChunkTable): void {
@@ -356,17 +359,28 @@ export class RafsV6Image implements RafsImage {
 
   /**
    * A chunk-table entry with its stored location from the blob's CI array where the blob needs
-   * one (spec §4.3): a batch member's entry in the bootstrap has no stored location of its own.
+   * one (spec §4.3): the bootstrap does not say where a batch member or a ZRan chunk is stored.
    */
   private located(c: ChunkInfo, where: string): ChunkInfo {
     const blob = this.blobs[c.blobIndex] as BlobInfo;
-    if ((blob.features & BlobFeature.BATCH) === 0) return c;
+    if ((blob.features & LOCATED_BY_META) === 0) return c;
     const table = this.blobMeta.get(c.blobIndex);
-    if (table === undefined) throw new UnsupportedError(`${where}: blob ${blob.id} has batch chunks, and its blob meta is not loaded`);
+    if (table === undefined) throw new UnsupportedError(`${where}: blob ${blob.id} has batch or ZRan chunks, and its blob meta is not loaded`);
     const e = table.entries[c.index];
     if (e === undefined) throw new FormatError(`${where}: blob ${blob.id} has no chunk ${c.index}`);
     if (e.uncompressedOffset !== c.uncompressedOffset || e.uncompressedSize !== c.uncompressedSize) {
       throw new FormatError(`${where}: blob ${blob.id} chunk ${c.index}: the blob meta and the chunk table disagree on its place`);
+    }
+    if (e.flags & CiFlag.ZRAN) {
+      const at = zranLocation(e);
+      const z = table.zran[at.index] as BlobChunkTable['zran'][number]; // checked when decoded
+      return {
+        ...c,
+        flags: (c.flags & ~(ChunkFlag.BATCH | ChunkFlag.ENCRYPTED)) | ChunkFlag.COMPRESSED,
+        compressedOffset: z.inOffset,
+        compressedSize: z.inLen,
+        zran: { offset: at.offset, size: z.outLen, at: z.at },
+      };
     }
     if ((e.flags & CiFlag.BATCH) === 0) return c;
     const at = batchLocation(e);

@@ -3,7 +3,7 @@
  * exact expected size) and verify the data against the chunk's digest or CRC-32C (spec §4.4).
  */
 import { FormatError, IntegrityError, UnsupportedError, bytesEqual, toHex } from '../../base/index.js';
-import { type ChunkInfo, isCompressed } from '../../format/chunk-info.js';
+import { type ChunkInfo, isCompressed, sharedUnit } from '../../format/chunk-info.js';
 import { type CipherContext, decryptUnit } from '../../format/cipher.js';
 import type { Codecs } from '../../format/compression.js';
 import { ChunkFlag } from '../../format/constants.js';
@@ -20,25 +20,31 @@ function checkSupported(blob: BlobInfo, c: ChunkInfo): void {
   if (c.flags & ChunkFlag.BATCH && c.batch === undefined) throw new UnsupportedError(`${describeChunk(blob, c)}: a batch chunk located without its blob meta`);
 }
 
+/** Whether `c` is a chunk of a ZRan context: its stored unit is a range of an original gzip layer. */
+function inflated(c: ChunkInfo): c is ChunkInfo & { zran: NonNullable<ChunkInfo['zran']> } {
+  return c.zran !== undefined;
+}
+
 /**
- * What a batch member's stored unit decodes to, shared by the members one fetch reads (keyed by
- * stored offset): the batch is decompressed once, not once per member.
+ * What a batch member's or ZRan chunk's stored unit decodes to, shared by the chunks one fetch
+ * reads (keyed by stored offset): the unit is decoded once, not once per chunk.
  */
 export type BatchDecodes = Map<number, Promise<Uint8Array>>;
 
 /** Decodes stored bytes to exactly `c.uncompressedSize` bytes (into `dst` when given). */
 export function decodeChunk(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, stored: Uint8Array, dst?: Uint8Array): Uint8Array {
   checkSupported(blob, c);
+  if (inflated(c)) return batchMember(blob, c, zranUnit(blob, c, () => codecs.inflateFrom(stored, c.zran.at, c.zran.size)), dst);
   if (c.batch !== undefined) return batchMember(blob, c, unit(codecs, blob, c, c.batch.size, stored), dst);
   return unit(codecs, blob, c, c.uncompressedSize, stored, dst);
 }
 
 export async function decodeChunkAsync(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, stored: Uint8Array, dst?: Uint8Array, batches?: BatchDecodes): Promise<Uint8Array> {
   checkSupported(blob, c);
-  if (c.batch !== undefined) {
+  if (sharedUnit(c) !== undefined) {
     let whole = batches?.get(c.compressedOffset);
     if (whole === undefined) {
-      whole = decodeBatchAsync(codecs, blob, c, stored);
+      whole = decodeSharedUnitAsync(codecs, blob, c, stored);
       batches?.set(c.compressedOffset, whole);
     }
     return batchMember(blob, c, await whole, dst);
@@ -46,11 +52,31 @@ export async function decodeChunkAsync(codecs: Codecs, blob: BlobInfo, c: ChunkI
   return unitAsync(codecs, blob, c, c.uncompressedSize, stored, dst);
 }
 
-/** The whole batch a batch member is in, decoded from the batch's stored bytes. */
-export function decodeBatchAsync(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, stored: Uint8Array): Promise<Uint8Array> {
+/** The whole batch or ZRan context output a chunk is in, decoded from the unit's stored bytes. */
+export async function decodeSharedUnitAsync(codecs: Codecs, blob: BlobInfo, c: ChunkInfo, stored: Uint8Array): Promise<Uint8Array> {
   checkSupported(blob, c);
+  if (inflated(c)) {
+    try {
+      return await codecs.inflateFromAsync(stored, c.zran.at, c.zran.size);
+    } catch (e) {
+      throw zranError(blob, c, e);
+    }
+  }
   if (c.batch === undefined) throw new TypeError('not a batch member');
   return unitAsync(codecs, blob, c, c.batch.size, stored);
+}
+
+function zranUnit(blob: BlobInfo, c: ChunkInfo, inflate: () => Uint8Array): Uint8Array {
+  try {
+    return inflate();
+  } catch (e) {
+    throw zranError(blob, c, e);
+  }
+}
+
+/** A context that does not inflate is a changed (or wrong) layer: as a chunk failing its digest. */
+function zranError(blob: BlobInfo, c: ChunkInfo, e: unknown): IntegrityError {
+  return new IntegrityError(`${describeChunk(blob, c)}: its ZRan context does not inflate: ${(e as Error).message}`, { cause: e });
 }
 
 /**
@@ -102,10 +128,10 @@ function raw(blob: BlobInfo, c: ChunkInfo, size: number, stored: Uint8Array, dst
   return dst;
 }
 
-/** A batch member's bytes, copied out of its decoded batch. */
+/** A batch member's or ZRan chunk's bytes, copied out of its decoded unit. */
 export function batchMember(blob: BlobInfo, c: ChunkInfo, batch: Uint8Array, dst?: Uint8Array): Uint8Array {
-  const { offset } = c.batch as { offset: number };
-  if (offset + c.uncompressedSize > batch.length) throw new FormatError(`${describeChunk(blob, c)}: lies outside its batch`);
+  const { offset } = sharedUnit(c) as { offset: number };
+  if (offset + c.uncompressedSize > batch.length) throw new FormatError(`${describeChunk(blob, c)}: lies outside its batch or ZRan context`);
   const out = dst ?? new Uint8Array(c.uncompressedSize);
   out.set(batch.subarray(offset, offset + c.uncompressedSize));
   return out;

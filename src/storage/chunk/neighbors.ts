@@ -2,7 +2,7 @@
  * Which chunks are stored next to which, per blob, in compressed-offset order: what read
  * amplification (nydus `amplify_io`) fetches along with a missing chunk.
  */
-import { type ChunkInfo, sameStoredUnit } from '../../format/chunk-info.js';
+import { type ChunkInfo, sameStoredUnit, sharedUnit } from '../../format/chunk-info.js';
 
 export class ChunkNeighbors {
   private readonly byBlob = new Map<number, ChunkInfo[]>();
@@ -31,10 +31,10 @@ export class ChunkNeighbors {
     return lo;
   }
 
-  /** The other members of `c`'s batch (none for a chunk stored alone). */
+  /** The other members of `c`'s batch or ZRan context (none for a chunk stored alone). */
   members(c: ChunkInfo): ChunkInfo[] {
     const list = this.byBlob.get(c.blobIndex);
-    if (list === undefined || c.batch === undefined) return [];
+    if (list === undefined || sharedUnit(c) === undefined) return [];
     const out: ChunkInfo[] = [];
     for (let i = ChunkNeighbors.search(list, c.compressedOffset, true); i < list.length && (list[i] as ChunkInfo).compressedOffset === c.compressedOffset; i++) {
       const m = list[i] as ChunkInfo;

@@ -1,0 +1,336 @@
+/**
+ * ZRan ("targz-ref") builds, as nydus-image `create --type targz-ref` (spec §5.5): a RAFS image
+ * of an OCI layer (.tar.gz) whose data stays in that layer. The layer is inflated once; its block
+ * boundaries become ZRan contexts (where inflation can start again: the compressed offset, the
+ * bits of the byte before it and the 32 KiB window), and each file chunk is located as a range of
+ * a context's output. Nothing of the data is copied: the image is a bootstrap and a small "meta
+ * blob" (the CI array with the contexts and their dictionaries, and its header), and the blob
+ * table names the layer itself (its sha256) with the meta blob's digest beside it.
+ */
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { ByteWriter, FormatError, type Logger, UsageError, replaceFile } from '../base/index.js';
+import { CI_V2_SIZE, CiFlag, type ZranContext, encodeBlobMetaHeader, encodeCiV2, encodeZranTable } from '../format/blob/meta.js';
+import { type Codecs, Compressor, type GzipPoint, storeCompressed } from '../format/compression.js';
+import { BlobFeature, ChunkFlag, Digester, Limits } from '../format/constants.js';
+import { sha256 } from '../format/digest.js';
+import type { BlobInfo } from '../format/image.js';
+import { writeV6Bootstrap } from '../format/v6/writer.js';
+import { type ChunkRef, RefBlob } from './chunk-store.js';
+import { checkFormatOptions } from './build.js';
+import { mergeLayers } from './merge.js';
+import { type FileSink, readTarLayer } from './sources/tar.js';
+import { checkTreeDepth, toBootstrapTree } from './tree.js';
+
+export interface ZranBuildOptions {
+  /** The OCI layer: a gzip-compressed tar (one member or several). */
+  source: string;
+  /** Where the meta blob is written (named by its sha256, which the blob table records). */
+  blobDir: string;
+  bootstrapPath: string;
+  chunkSize: number;
+  codecs: Codecs;
+  log: Logger;
+  onProgress?: (done: number, total: number | undefined) => void;
+}
+
+export interface ZranBuildResult {
+  bootstrap: Buffer;
+  /** The layer's id (its sha256), as the blob table names it. */
+  blobId: string;
+  metaBlob: { id: string; path: string; size: number };
+  chunks: number;
+  contexts: number;
+}
+
+/**
+ * Block boundaries kept as possible context starts: one at least every this many compressed
+ * bytes, or uncompressed bytes (nydus-image cuts contexts at 512 KiB compressed, 2 MiB out). A
+ * context's output runs from its boundary to the end of the last chunk that starts in it.
+ */
+const POINT_EVERY_IN = 512 << 10;
+const POINT_EVERY_OUT = 1 << 20;
+/** The largest context output a reader accepts (nydus `RAFS_MAX_CHUNK_SIZE`). */
+const MAX_CONTEXT_OUT = 16 << 20;
+/** Reads of the layer file. */
+const READ_BYTES = 1 << 20;
+
+interface Context {
+  index: number;
+  point: GzipPoint;
+  inEnd: number;
+  outEnd: number;
+}
+
+/** The layer inflated as it is read: its tar stream, and where each of its bytes came from. */
+class IndexedLayer {
+  /** The block boundaries where contexts may start, in stream order. */
+  readonly points: GzipPoint[] = [];
+  /** After each inflate step: the output produced so far, and the input consumed for it. */
+  private readonly marks: Array<{ out: number; in: number }> = [];
+  readonly hash = createHash('sha256');
+  size = 0;
+
+  constructor(
+    private readonly path: string,
+    private readonly codecs: Codecs,
+  ) {}
+
+  async *tar(onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
+    const ix = this.codecs.gzipIndexer({ in: POINT_EVERY_IN, out: POINT_EVERY_OUT });
+    let inPos = 0;
+    let outPos = 0;
+    for await (const piece of createReadStream(this.path, { highWaterMark: READ_BYTES }) as AsyncIterable<Buffer>) {
+      this.hash.update(piece);
+      this.size += piece.length;
+      onBytes(piece.length);
+      let rest: Uint8Array = piece;
+      while (rest.length > 0) {
+        const r = this.named(() => ix.push(rest));
+        for (const p of r.points) this.points.push(p);
+        inPos += r.consumed;
+        outPos += r.output.length;
+        this.marks.push({ out: outPos, in: inPos });
+        rest = rest.subarray(r.consumed);
+        if (r.output.length > 0) yield r.output;
+        else if (r.consumed === 0) throw new FormatError(`${this.path}: the gzip stream does not advance at compressed byte ${inPos}`);
+      }
+    }
+    this.named(() => ix.finish());
+  }
+
+  /** Runs `f`, naming the layer in the FormatError it may throw. */
+  private named<T>(f: () => T): T {
+    try {
+      return f();
+    } catch (e) {
+      if (e instanceof FormatError) throw new FormatError(`${this.path}: ${e.message}`, { cause: e });
+      throw e;
+    }
+  }
+
+  /** The kept boundary a chunk starting at tar offset `out` is inflated from: the last at or before it. */
+  pointBefore(out: number): GzipPoint {
+    let lo = 0;
+    let hi = this.points.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if ((this.points[mid] as GzipPoint).out <= out) lo = mid + 1;
+      else hi = mid;
+    }
+    const p = this.points[lo - 1];
+    if (p === undefined) throw new FormatError(`${this.path}: no deflate block boundary before tar offset ${out}`);
+    return p;
+  }
+
+  /**
+   * Input consumed around tar offset `out`: with `after`, by the end of the inflate step that
+   * produced byte `out - 1` (inflating from a boundary before `out`, that much input suffices);
+   * else before the step that produced byte `out` began.
+   */
+  inputAt(out: number, after: boolean): number {
+    let lo = 0;
+    let hi = this.marks.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      const m = this.marks[mid] as { out: number };
+      if (after ? m.out < out : m.out <= out) lo = mid + 1;
+      else hi = mid;
+    }
+    if (after) {
+      const m = this.marks[lo];
+      if (m === undefined) throw new Error(`tar offset ${out} not inflated yet`);
+      return m.in;
+    }
+    return lo === 0 ? 0 : (this.marks[lo - 1] as { in: number }).in;
+  }
+}
+
+/** A chunk as the CI array records it: its context, and where it is in that context's output. */
+interface Located {
+  ref: ChunkRef;
+  ctx: Context;
+  offset: number;
+}
+
+/** Cuts files' data into chunks located in the layer's contexts; identical chunks share one. */
+class ZranChunker {
+  readonly located: Located[] = [];
+  readonly contexts: Context[] = [];
+  private readonly byPoint = new Map<GzipPoint, Context>();
+  private readonly byDigest = new Map<string, ChunkRef>();
+  /** Next free 4 KiB slot of the uncompressed view. */
+  slots = 0;
+
+  constructor(
+    private readonly layer: IndexedLayer,
+    private readonly chunkSize: number,
+    private readonly blob: RefBlob,
+  ) {}
+
+  /** The sink of one file of `size` bytes. */
+  sink(size: number): FileSink {
+    const refs: Array<Promise<ChunkRef>> = [];
+    let hash = createHash('sha256');
+    let filled = 0;
+    let start = 0;
+    const cut = (): void => {
+      refs.push(Promise.resolve(this.chunk(hash.digest(), start, filled)));
+      hash = createHash('sha256');
+      filled = 0;
+    };
+    return {
+      refs,
+      write: async (bytes, offset) => {
+        while (bytes.length > 0) {
+          if (filled === 0) start = offset;
+          const n = Math.min(bytes.length, this.chunkSize - filled);
+          hash.update(bytes.subarray(0, n));
+          filled += n;
+          bytes = bytes.subarray(n);
+          offset += n;
+          if (filled === this.chunkSize) cut();
+        }
+      },
+      end: async () => {
+        if (filled > 0) cut();
+        if (refs.length !== Math.ceil(size / this.chunkSize)) throw new FormatError(`a tar file of ${size} bytes gave ${refs.length} chunks`);
+      },
+    };
+  }
+
+  /** The chunk of tar bytes [start, start + size) with sha256 `digest`. */
+  private chunk(digest: Buffer, start: number, size: number): ChunkRef {
+    const known = this.byDigest.get(digest.toString('hex'));
+    if (known !== undefined) return known;
+    const point = this.layer.pointBefore(start);
+    let ctx = this.byPoint.get(point);
+    if (ctx === undefined) {
+      ctx = { index: this.contexts.length, point, inEnd: 0, outEnd: 0 };
+      this.byPoint.set(point, ctx);
+      this.contexts.push(ctx);
+    }
+    const end = start + size;
+    const inEnd = this.layer.inputAt(end, true);
+    ctx.outEnd = Math.max(ctx.outEnd, end);
+    ctx.inEnd = Math.max(ctx.inEnd, inEnd);
+    if (ctx.outEnd - point.out > MAX_CONTEXT_OUT) {
+      throw new FormatError(`a ${ctx.outEnd - point.out}-byte ZRan context (a deflate block longer than the chunk size allows): use a smaller chunk size`);
+    }
+    if (this.located.length >= Limits.MAX_CHUNKS_PER_BLOB) throw new FormatError(`the layer has more than ${Limits.MAX_CHUNKS_PER_BLOB} chunks`);
+    // The chunk's own compressed range, as nydus-image records it: about the input consumed
+    // while it was inflated (readers fetch its context's whole range).
+    const inStart = Math.max(point.in, this.layer.inputAt(start, false));
+    const ref: ChunkRef = {
+      blob: this.blob,
+      digest,
+      flags: ChunkFlag.COMPRESSED,
+      compressedOffset: inStart,
+      compressedSize: inEnd - inStart,
+      uncompressedOffset: this.slots,
+      uncompressedSize: size,
+      index: this.located.length,
+      crc32: 0,
+    };
+    this.slots += Math.ceil(size / 4096) * 4096;
+    this.located.push({ ref, ctx, offset: start - point.out });
+    this.byDigest.set(digest.toString('hex'), ref);
+    return ref;
+  }
+}
+
+/** The meta blob: the CI array (v2 entries, then the ZRan contexts and their dictionaries) and its header. */
+function metaBlob(codecs: Codecs, located: Located[], contexts: Context[], features: number): { bytes: Buffer; meta: BlobInfo['meta'] } {
+  const table: ZranContext[] = contexts.map((c) => ({
+    inOffset: c.point.in,
+    inLen: c.inEnd - c.point.in,
+    outOffset: c.point.out,
+    outLen: c.outEnd - c.point.out,
+    at: c.point,
+  }));
+  const zran = encodeZranTable(table);
+  const w = new ByteWriter(located.length * CI_V2_SIZE + zran.length);
+  for (const { ref, ctx, offset } of located) {
+    if (ref.compressedSize >= 1 << 24) throw new FormatError(`chunk ${ref.index} spans ${ref.compressedSize} compressed bytes (at most 16 MiB)`);
+    encodeCiV2(w, { ...ref, flags: CiFlag.COMPRESSED | CiFlag.ZRAN, data: (BigInt(ctx.index) << 32n) | BigInt(offset) });
+  }
+  w.bytes(zran);
+  const ci = w.finish();
+  // nydus-image stores the CI data zstd-compressed (the blob's own compressor, gzip, is read-only).
+  const stored = storeCompressed(codecs, Compressor.Zstd, ci);
+  const meta = { compressor: stored.compressed ? Compressor.Zstd : Compressor.None, offset: 0, compressedSize: stored.data.length, uncompressedSize: ci.length };
+  const header = encodeBlobMetaHeader({
+    features,
+    ciCompressor: meta.compressor,
+    ciEntries: located.length,
+    ciOffset: meta.offset,
+    ciCompressedSize: meta.compressedSize,
+    ciUncompressedSize: meta.uncompressedSize,
+    zranOffset: located.length * CI_V2_SIZE,
+    zranSize: zran.length,
+    zranCount: contexts.length,
+  });
+  return { bytes: Buffer.concat([stored.data, header]), meta };
+}
+
+export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildResult> {
+  const { log } = opts;
+  checkFormatOptions({ compressor: Compressor.Gzip, chunkSize: opts.chunkSize });
+  // The contexts' output must hold a whole chunk; nydus-image builds these with 1 MiB chunks.
+  if (opts.chunkSize > 4 << 20) throw new UsageError(`a targz-ref image needs a chunk size of at most 4 MiB, not ${opts.chunkSize}`);
+  const head = Buffer.alloc(3);
+  const fh = await open(opts.source, 'r').catch((e: unknown) => {
+    throw new UsageError(`source ${opts.source} cannot be read: ${(e as Error).message}`);
+  });
+  try {
+    await fh.read(head, 0, 3, 0);
+  } finally {
+    await fh.close();
+  }
+  if (head[0] !== 0x1f || head[1] !== 0x8b || head[2] !== 0x08) throw new UsageError(`${opts.source} is not a gzip-compressed layer (a targz-ref image needs one)`);
+
+  const layerIn = new IndexedLayer(opts.source, opts.codecs);
+  const blob = new RefBlob();
+  const chunker = new ZranChunker(layerIn, opts.chunkSize, blob);
+  let done = 0;
+  const layer = await readTarLayer(
+    layerIn.tar((n) => opts.onProgress?.((done += n), undefined)),
+    { files: (size) => chunker.sink(size), log },
+  );
+  const root = mergeLayers([layer]);
+  checkTreeDepth(root);
+
+  const features = BlobFeature.ZRAN | BlobFeature.SEPARATE | BlobFeature.CHUNK_INFO_V2 | BlobFeature.ALIGNED;
+  const { bytes, meta } = metaBlob(opts.codecs, chunker.located, chunker.contexts, features);
+  const metaDigest = sha256(bytes);
+  const metaId = metaDigest.toString('hex');
+  const metaPath = join(opts.blobDir, metaId);
+  await mkdir(opts.blobDir, { recursive: true });
+  await replaceFile(metaPath, (temp) => writeFile(temp, bytes));
+
+  const blobId = layerIn.hash.digest('hex');
+  const info: BlobInfo = {
+    index: 0,
+    id: blobId,
+    chunkSize: opts.chunkSize,
+    chunkCount: chunker.located.length,
+    compressor: Compressor.Gzip,
+    digester: Digester.Sha256,
+    features,
+    compressedSize: layerIn.size,
+    uncompressedSize: chunker.slots,
+    meta,
+    tocSize: 0,
+    tocDigest: new Uint8Array(32),
+    readahead: { offset: 0, size: 0 },
+    separateMeta: { digest: metaDigest, size: bytes.length },
+  };
+  const { root: broot } = toBootstrapTree(root, opts.chunkSize, () => 0);
+  const bootstrap = writeV6Bootstrap({ root: broot, chunkSize: opts.chunkSize, compressor: Compressor.Gzip, digester: Digester.Sha256, explicitUidGid: true, blobs: [info], prefetch: [] });
+  await mkdir(dirname(opts.bootstrapPath), { recursive: true });
+  await replaceFile(opts.bootstrapPath, (temp) => writeFile(temp, bootstrap));
+  log.info({ layer: blobId, chunks: chunker.located.length, contexts: chunker.contexts.length, metaBlob: metaId }, 'targz-ref image built');
+  return { bootstrap, blobId, metaBlob: { id: metaId, path: metaPath, size: bytes.length }, chunks: chunker.located.length, contexts: chunker.contexts.length };
+}

@@ -1,0 +1,181 @@
+/**
+ * ZRan images (`build --type targz-ref`, nydus-image `create --type targz-ref`, spec §5.5), end to
+ * end: a GNU tar of the test tree, gzip-compressed as two members (a stream that restarts, as
+ * concatenated gzip files do), indexed in place. The image is a bootstrap and a small meta blob;
+ * the data stays in the layer, which the blob table names by its sha256. Served through a kernel
+ * FUSE mount (cold, and again from the chunk cache with the layer gone), unpacked, checked. A
+ * changed byte of the layer gives EIO for the files inflated through it, never other data; files
+ * of other contexts are still served. A missing meta blob, or a layer that is not gzip, is a clear
+ * error.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import { damselfly, damselflyOk, sh } from '../helpers/env.js';
+import { startMount } from '../helpers/mount.js';
+import { type Entry, compareTrees, listTree, makeTree, prng } from '../helpers/tree.js';
+
+interface ZranView {
+  compressedOffset: number;
+  compressedSize: number;
+  zran?: { offset: number; size: number; dictionary: number; bits: number };
+}
+
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+/** tar leaves sockets out. */
+const notInTar = (p: string): boolean => p === '/socket';
+
+describe('ZRan (targz-ref) images', () => {
+  let work: string;
+  let src: string;
+  let listing: Map<string, Entry>;
+  let layer: Buffer;
+  let out: string;
+  let blobs: string;
+  let layerId: string;
+
+  const chunksOf = async (path: string): Promise<ZranView[]> => {
+    const r = await damselflyOk(['inspect', '--bootstrap', join(out, 'boot'), '--blob-dir', blobs, '--path', path, '--json']);
+    return (JSON.parse(r.stdout) as { chunks: ZranView[] }).chunks;
+  };
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'damselfly-zran-'));
+    src = join(work, 'src');
+    await makeTree(src, { bigDirEntries: 200, seed: 0x2a11 });
+    // 6 MB of text that deflate shrinks about a quarter: several contexts inside one file.
+    await writeFile(join(src, 'text.b64'), prng(0x2a12, 4_500_000).toString('base64'));
+    listing = await listTree(src);
+    const tar = join(work, 'layer.tar');
+    sh(`tar --format=posix --xattrs --xattrs-include='*' --numeric-owner -C '${src}' -cf '${tar}' .`);
+    const bytes = await readFile(tar);
+    const cut = Math.floor(bytes.length * 0.4);
+    layer = Buffer.concat([gzipSync(bytes.subarray(0, cut)), gzipSync(bytes.subarray(cut), { level: 9 })]);
+    await writeFile(join(work, 'layer.tar.gz'), layer);
+    layerId = sha256(layer);
+
+    out = join(work, 'image');
+    blobs = join(out, 'blobs');
+    await damselflyOk(['build', '--type', 'targz-ref', '--bootstrap', join(out, 'boot'), '--blob-dir', blobs, join(work, 'layer.tar.gz')]);
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('the image is a bootstrap and a meta blob; the blob table names the layer and the meta blob by digest', async () => {
+    const names = await readdir(blobs);
+    assert.equal(names.length, 1, 'only the meta blob is written: the data stays in the layer');
+    const meta = await readFile(join(blobs, names[0] as string));
+    assert.equal(names[0], sha256(meta));
+    assert.ok(meta.length < layer.length / 10, `meta blob of ${meta.length} bytes for a ${layer.length}-byte layer`);
+    const info = JSON.parse((await damselflyOk(['inspect', '--bootstrap', join(out, 'boot'), '--no-tree', '--json'])).stdout) as {
+      compressor: string;
+      digester: string;
+      blobs: Array<{ id: string; compressedSize: number; features: string[]; metaBlob?: { id: string; size: number } }>;
+    };
+    assert.deepEqual([info.compressor, info.digester], ['gzip', 'sha256']);
+    const [b] = info.blobs;
+    assert.ok(b !== undefined);
+    assert.equal(b.id, layerId);
+    assert.equal(b.compressedSize, layer.length);
+    for (const f of ['ZRAN', 'SEPARATE', 'CHUNK_INFO_V2', 'ALIGNED']) assert.ok(b.features.includes(f), b.features.join(','));
+    assert.deepEqual(b.metaBlob, { id: names[0], size: meta.length });
+
+    // The layer's file is needed only to read data: the chunks are located through the meta blob.
+    const chunks = await chunksOf('/text.b64');
+    assert.ok(chunks.length >= 6, `${chunks.length} chunks`);
+    const contexts = new Set(chunks.map((c) => `${c.compressedOffset}+${c.compressedSize}`));
+    assert.ok(contexts.size >= 3, `${contexts.size} contexts for the file`);
+    for (const c of chunks) {
+      assert.ok(c.zran !== undefined && c.zran.size <= 16 << 20 && c.zran.offset < c.zran.size);
+      assert.ok(c.compressedOffset + c.compressedSize <= layer.length);
+    }
+    assert.ok(chunks.some((c) => (c.zran?.dictionary ?? 0) === 32768), 'contexts inside a member carry a 32 KiB window');
+  });
+
+  test('served cold through FUSE and again from the chunk cache with the layer gone; unpacked and checked', async () => {
+    await copyFile(join(work, 'layer.tar.gz'), join(blobs, layerId));
+    try {
+      assert.match((await damselflyOk(['check', '--bootstrap', join(out, 'boot'), '--blob-dir', blobs])).stdout, /OK/);
+      const unpacked = join(work, 'unpacked');
+      await damselflyOk(['unpack', '--bootstrap', join(out, 'boot'), '--blob-dir', blobs, '--output', unpacked]);
+      assert.deepEqual(await compareTrees(src, unpacked, { leftListing: listing, ignore: notInTar }), []);
+
+      const mnt = join(work, 'mnt');
+      await mkdir(mnt, { recursive: true });
+      const cache = join(work, 'cache');
+      const m = await startMount(['--bootstrap', join(out, 'boot'), '--blob-dir', blobs, '--cache-dir', cache, '--stats'], mnt);
+      try {
+        assert.deepEqual(await compareTrees(src, mnt, { leftListing: listing, ignore: notInTar }), []);
+      } finally {
+        const cold = JSON.parse((await m.stop()).stdout) as Record<string, number>;
+        assert.ok((cold['storage.chunks_fetched'] ?? 0) > 0);
+      }
+      await rm(join(blobs, layerId));
+      const again = await startMount(['--bootstrap', join(out, 'boot'), '--blob-dir', blobs, '--cache-dir', cache, '--stats'], mnt);
+      try {
+        assert.deepEqual(await compareTrees(src, mnt, { leftListing: listing, ignore: notInTar }), []);
+      } finally {
+        const warm = JSON.parse((await again.stop()).stdout) as Record<string, number>;
+        assert.equal(warm['storage.chunks_fetched'] ?? 0, 0, 'every chunk from the cache');
+        assert.ok((warm['storage.cache_hits'] ?? 0) > 0);
+      }
+    } finally {
+      await rm(join(blobs, layerId), { force: true });
+    }
+  });
+
+  test('a changed layer byte: EIO for the file inflated through it, other contexts still served', async () => {
+    // A chunk in the middle of the text: its context starts and ends inside the text's deflate
+    // data, where a changed byte changes what every later byte of that inflation decodes to.
+    const chunks = await chunksOf('/text.b64');
+    const mid = chunks[Math.floor(chunks.length / 2)] as ZranView;
+    const at = mid.compressedOffset + Math.floor(mid.compressedSize / 2);
+    // A file inflated from elsewhere in the layer.
+    let other: string | undefined;
+    for (const path of ['/small.txt', '/dir/compressible.txt', '/repeated.bin', '/hard-a']) {
+      const [c] = await chunksOf(path);
+      if (c !== undefined && (at < c.compressedOffset || at >= c.compressedOffset + c.compressedSize)) other = path;
+    }
+    assert.ok(other !== undefined, 'a file of another context');
+    const dir = join(work, 'tampered');
+    await mkdir(dir, { recursive: true });
+    const changed = Buffer.from(layer);
+    changed[at] = (changed[at] as number) ^ 0x20;
+    await writeFile(join(dir, layerId), changed);
+    const metaId = (await readdir(blobs))[0] as string;
+    await copyFile(join(blobs, metaId), join(dir, metaId));
+    const mnt = join(work, 'mnt-tampered');
+    await mkdir(mnt, { recursive: true });
+    const m = await startMount(['--bootstrap', join(out, 'boot'), '--blob-dir', dir], mnt);
+    try {
+      await assert.rejects(readFile(join(mnt, 'text.b64')), /EIO/);
+      assert.deepEqual(await readFile(join(mnt, other)), await readFile(join(src, other)));
+    } finally {
+      const { stderr } = await m.stop();
+      assert.match(stderr, /failed verification|does not inflate|digest/);
+    }
+  });
+
+  test('a missing meta blob, a layer that is not gzip: clear errors', async () => {
+    const mnt = join(work, 'mnt-missing');
+    await mkdir(mnt, { recursive: true });
+    const empty = join(work, 'no-blobs');
+    await mkdir(empty, { recursive: true });
+    const r = await damselfly(['mount', '--bootstrap', join(out, 'boot'), '--blob-dir', empty, mnt], { timeoutMs: 20_000 });
+    assert.notEqual(r.code, 0);
+    const metaId = (await readdir(blobs))[0] as string;
+    assert.match(r.stderr, new RegExp(metaId));
+
+    const plain = join(work, 'plain.tar');
+    sh(`tar -C '${src}' -cf '${plain}' small.txt`);
+    const bad = await damselfly(['build', '--type', 'targz-ref', '--bootstrap', join(work, 'b2'), '--blob-dir', join(work, 'b2-blobs'), plain]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /not a gzip-compressed layer/);
+    assert.equal((await stat(join(work, 'b2-blobs')).catch(() => undefined)) === undefined, true, 'nothing written');
+  });
+});
