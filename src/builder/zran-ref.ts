@@ -1,16 +1,18 @@
 /**
  * ZRan ("targz-ref") builds, as nydus-image `create --type targz-ref` (spec §5.5): a RAFS image
- * of an OCI layer (.tar.gz) whose data stays in that layer. The layer is inflated once; its block
+ * of OCI layers (.tar.gz) whose data stays in those layers. The layer is inflated once; its block
  * boundaries become ZRan contexts (where inflation can start again: the compressed offset, the
  * bits of the byte before it and the 32 KiB window), and each file chunk is located as a range of
  * a context's output. Nothing of the data is copied: the image is a bootstrap and a small "meta
- * blob" (the CI array with the contexts and their dictionaries, and its header), and the blob
- * table names the layer itself (its sha256) with the meta blob's digest beside it.
+ * blob" per layer (the CI array with the contexts and their dictionaries, and its header), and the
+ * blob table names each layer itself (its sha256) with its meta blob's digest beside it. Layers
+ * stack as in any build (whiteouts, hardlinks to lower layers); a chunk of several is kept in the
+ * first that has it.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { ByteWriter, FormatError, type Logger, UsageError, replaceFile } from '../base/index.js';
 import { CI_V2_SIZE, CiFlag, type ZranContext, encodeBlobMetaHeader, encodeCiV2, encodeZranTable } from '../format/blob/meta.js';
 import { type Codecs, Compressor, type GzipPoint, storeCompressed } from '../format/compression.js';
@@ -18,16 +20,16 @@ import { BlobFeature, ChunkFlag, Digester, Limits } from '../format/constants.js
 import { sha256 } from '../format/digest.js';
 import type { BlobInfo } from '../format/image.js';
 import { writeV6Bootstrap } from '../format/v6/writer.js';
-import { type ChunkRef, RefBlob } from './chunk-store.js';
+import { type BlobHandle, type ChunkRef, RefBlob } from './chunk-store.js';
 import { checkFormatOptions } from './build.js';
-import { mergeLayers } from './merge.js';
+import { applyLayer, emptyRoot, finishMerge } from './merge.js';
 import { type FileSink, readTarLayer } from './sources/tar.js';
 import { checkTreeDepth, toBootstrapTree } from './tree.js';
 
 export interface ZranBuildOptions {
-  /** The OCI layer: a gzip-compressed tar (one member or several). */
-  source: string;
-  /** Where the meta blob is written (named by its sha256, which the blob table records). */
+  /** The OCI layers, bottom first: gzip-compressed tars (each of one member or several). */
+  sources: string[];
+  /** Where the meta blobs are written (named by their sha256, which the blob table records). */
   blobDir: string;
   bootstrapPath: string;
   chunkSize: number;
@@ -38,11 +40,8 @@ export interface ZranBuildOptions {
 
 export interface ZranBuildResult {
   bootstrap: Buffer;
-  /** The layer's id (its sha256), as the blob table names it. */
-  blobId: string;
-  metaBlob: { id: string; path: string; size: number };
-  chunks: number;
-  contexts: number;
+  /** The blob table: a layer that holds data (as its sha256 names it), and its meta blob. */
+  blobs: Array<{ id: string; metaBlob: { id: string; path: string; size: number }; chunks: number; contexts: number }>;
 }
 
 /**
@@ -160,14 +159,15 @@ class ZranChunker {
   readonly located: Located[] = [];
   readonly contexts: Context[] = [];
   private readonly byPoint = new Map<GzipPoint, Context>();
-  private readonly byDigest = new Map<string, ChunkRef>();
   /** Next free 4 KiB slot of the uncompressed view. */
   slots = 0;
 
   constructor(
     private readonly layer: IndexedLayer,
     private readonly chunkSize: number,
-    private readonly blob: RefBlob,
+    readonly blob: RefBlob,
+    /** The chunks of the layers built so far, by digest: a chunk is stored in the first that has it. */
+    private readonly byDigest: Map<string, ChunkRef>,
   ) {}
 
   /** The sink of one file of `size` bytes. */
@@ -275,62 +275,82 @@ function metaBlob(codecs: Codecs, located: Located[], contexts: Context[], featu
   return { bytes: Buffer.concat([stored.data, header]), meta };
 }
 
-export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildResult> {
-  const { log } = opts;
-  checkFormatOptions({ compressor: Compressor.Gzip, chunkSize: opts.chunkSize });
-  // The contexts' output must hold a whole chunk; nydus-image builds these with 1 MiB chunks.
-  if (opts.chunkSize > 4 << 20) throw new UsageError(`a targz-ref image needs a chunk size of at most 4 MiB, not ${opts.chunkSize}`);
+/** Whether `path` starts as a gzip stream does; a UsageError if it cannot be read. */
+async function isGzip(path: string): Promise<boolean> {
   const head = Buffer.alloc(3);
-  const fh = await open(opts.source, 'r').catch((e: unknown) => {
-    throw new UsageError(`source ${opts.source} cannot be read: ${(e as Error).message}`);
+  const fh = await open(path, 'r').catch((e: unknown) => {
+    throw new UsageError(`source ${path} cannot be read: ${(e as Error).message}`);
   });
   try {
     await fh.read(head, 0, 3, 0);
   } finally {
     await fh.close();
   }
-  if (head[0] !== 0x1f || head[1] !== 0x8b || head[2] !== 0x08) throw new UsageError(`${opts.source} is not a gzip-compressed layer (a targz-ref image needs one)`);
+  return head[0] === 0x1f && head[1] === 0x8b && head[2] === 0x08;
+}
 
-  const layerIn = new IndexedLayer(opts.source, opts.codecs);
-  const blob = new RefBlob();
-  const chunker = new ZranChunker(layerIn, opts.chunkSize, blob);
-  let done = 0;
-  const layer = await readTarLayer(
-    layerIn.tar((n) => opts.onProgress?.((done += n), undefined)),
-    { files: (size) => chunker.sink(size), log },
-  );
-  const root = mergeLayers([layer]);
-  checkTreeDepth(root);
+export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildResult> {
+  const { log } = opts;
+  if (opts.sources.length === 0) throw new UsageError('no layer given');
+  checkFormatOptions({ compressor: Compressor.Gzip, chunkSize: opts.chunkSize });
+  // The contexts' output must hold a whole chunk; nydus-image builds these with 1 MiB chunks.
+  if (opts.chunkSize > 4 << 20) throw new UsageError(`a targz-ref image needs a chunk size of at most 4 MiB, not ${opts.chunkSize}`);
+  for (const source of opts.sources) if (!(await isGzip(source))) throw new UsageError(`${source} is not a gzip-compressed layer (a targz-ref image needs one)`);
 
   const features = BlobFeature.ZRAN | BlobFeature.SEPARATE | BlobFeature.CHUNK_INFO_V2 | BlobFeature.ALIGNED;
-  const { bytes, meta } = metaBlob(opts.codecs, chunker.located, chunker.contexts, features);
-  const metaDigest = sha256(bytes);
-  const metaId = metaDigest.toString('hex');
-  const metaPath = join(opts.blobDir, metaId);
-  await mkdir(opts.blobDir, { recursive: true });
-  await replaceFile(metaPath, (temp) => writeFile(temp, bytes));
-
-  const blobId = layerIn.hash.digest('hex');
-  const info: BlobInfo = {
-    index: 0,
-    id: blobId,
-    chunkSize: opts.chunkSize,
-    chunkCount: chunker.located.length,
-    compressor: Compressor.Gzip,
-    digester: Digester.Sha256,
-    features,
-    compressedSize: layerIn.size,
-    uncompressedSize: chunker.slots,
-    meta,
-    tocSize: 0,
-    tocDigest: new Uint8Array(32),
-    readahead: { offset: 0, size: 0 },
-    separateMeta: { digest: metaDigest, size: bytes.length },
-  };
-  const { root: broot } = toBootstrapTree(root, opts.chunkSize, () => 0);
-  const bootstrap = writeV6Bootstrap({ root: broot, chunkSize: opts.chunkSize, compressor: Compressor.Gzip, digester: Digester.Sha256, explicitUidGid: true, blobs: [info], prefetch: [] });
+  const byDigest = new Map<string, ChunkRef>();
+  const merged = emptyRoot();
+  const built: Array<{ handle: RefBlob; info: BlobInfo; metaPath: string; contexts: number }> = [];
+  let done = 0;
+  for (const source of opts.sources) {
+    const layerIn = new IndexedLayer(source, opts.codecs);
+    const chunker = new ZranChunker(layerIn, opts.chunkSize, new RefBlob(), byDigest);
+    const layer = await readTarLayer(layerIn.tar((n) => opts.onProgress?.((done += n), undefined)), { files: (size) => chunker.sink(size), lower: merged, log });
+    applyLayer(merged, layer);
+    const blobId = layerIn.hash.digest('hex');
+    if (chunker.located.length === 0) {
+      log.info({ layer: blobId }, 'layer holds no new data: no blob');
+      continue;
+    }
+    if (built.length >= Limits.MAX_V6_BLOBS) throw new UsageError(`more than ${Limits.MAX_V6_BLOBS} layers hold data: a RAFS v6 image has at most ${Limits.MAX_V6_BLOBS} data blobs`);
+    const { bytes, meta } = metaBlob(opts.codecs, chunker.located, chunker.contexts, features);
+    const metaDigest = sha256(bytes);
+    const metaPath = join(opts.blobDir, metaDigest.toString('hex'));
+    await mkdir(opts.blobDir, { recursive: true });
+    await replaceFile(metaPath, (temp) => writeFile(temp, bytes));
+    built.push({
+      handle: chunker.blob,
+      metaPath,
+      contexts: chunker.contexts.length,
+      info: {
+        index: built.length,
+        id: blobId,
+        chunkSize: opts.chunkSize,
+        chunkCount: chunker.located.length,
+        compressor: Compressor.Gzip,
+        digester: Digester.Sha256,
+        features,
+        compressedSize: layerIn.size,
+        uncompressedSize: chunker.slots,
+        meta,
+        tocSize: 0,
+        tocDigest: new Uint8Array(32),
+        readahead: { offset: 0, size: 0 },
+        separateMeta: { digest: metaDigest, size: bytes.length },
+      },
+    });
+    log.info({ layer: blobId, chunks: chunker.located.length, contexts: chunker.contexts.length, metaBlob: metaDigest.toString('hex') }, 'layer indexed');
+  }
+  const root = finishMerge(merged);
+  checkTreeDepth(root);
+  const index = new Map<BlobHandle, number>(built.map((b, i) => [b.handle, i]));
+  const { root: broot } = toBootstrapTree(root, opts.chunkSize, (h) => index.get(h) as number);
+  const blobs = built.map((b) => b.info);
+  const bootstrap = writeV6Bootstrap({ root: broot, chunkSize: opts.chunkSize, compressor: Compressor.Gzip, digester: Digester.Sha256, explicitUidGid: true, blobs, prefetch: [] });
   await mkdir(dirname(opts.bootstrapPath), { recursive: true });
   await replaceFile(opts.bootstrapPath, (temp) => writeFile(temp, bootstrap));
-  log.info({ layer: blobId, chunks: chunker.located.length, contexts: chunker.contexts.length, metaBlob: metaId }, 'targz-ref image built');
-  return { bootstrap, blobId, metaBlob: { id: metaId, path: metaPath, size: bytes.length }, chunks: chunker.located.length, contexts: chunker.contexts.length };
+  return {
+    bootstrap,
+    blobs: built.map((b) => ({ id: b.info.id, metaBlob: { id: basename(b.metaPath), path: b.metaPath, size: b.info.separateMeta?.size ?? 0 }, chunks: b.info.chunkCount, contexts: b.contexts })),
+  };
 }

@@ -72,9 +72,8 @@ export function register(program: Command): void {
     );
 }
 
-/** `build --type targz-ref`: a ZRan image of one gzip layer, which stays where it is. */
+/** `build --type targz-ref`: a ZRan image of gzip layers, whose data stays where it is. */
 async function buildRef(sources: string[], flags: BuildFlags): Promise<void> {
-  if (sources.length !== 1) throw new UsageError('--type targz-ref takes exactly one .tar.gz layer');
   if (flags.bootstrap === undefined) throw new UsageError('--type targz-ref needs --bootstrap');
   const format = await formatFromFlags(flags);
   const other = [
@@ -86,10 +85,10 @@ async function buildRef(sources: string[], flags: BuildFlags): Promise<void> {
     ['a compression level', format.compressionLevel !== undefined || format.prefetchCompressionLevel !== undefined],
   ] as const;
   const given = other.filter(([, set]) => set).map(([name]) => name);
-  if (given.length > 0) throw new UsageError(`--type targz-ref keeps the layer as it is: ${given.join(', ')} cannot apply`);
+  if (given.length > 0) throw new UsageError(`--type targz-ref keeps the layers as they are: ${given.join(', ')} cannot apply`);
   const bar = progressBar('build');
   const r = await buildZranRef({
-    source: sources[0] as string,
+    sources,
     blobDir: flags.blobDir,
     bootstrapPath: flags.bootstrap,
     chunkSize: format.chunkSize,
@@ -98,7 +97,12 @@ async function buildRef(sources: string[], flags: BuildFlags): Promise<void> {
     onProgress: (done, total) => bar.update(done, total),
   });
   bar.stop();
-  const summary = { bootstrap: flags.bootstrap, bootstrapSize: r.bootstrap.length, blob: r.blobId, metaBlob: r.metaBlob, chunks: r.chunks, contexts: r.contexts };
+  const summary = { bootstrap: flags.bootstrap, bootstrapSize: r.bootstrap.length, blobs: r.blobs };
   if (flags.json) printJson(summary);
-  else process.stdout.write(`bootstrap ${flags.bootstrap} (${r.bootstrap.length} bytes)\nlayer blob ${r.blobId} (data stays in the layer)\nmeta blob ${r.metaBlob.id} (${r.metaBlob.size} bytes)\nchunks: ${r.chunks} in ${r.contexts} ZRan contexts\n`);
+  else {
+    process.stdout.write(
+      `bootstrap ${flags.bootstrap} (${r.bootstrap.length} bytes)\n` +
+        r.blobs.map((b) => `layer blob ${b.id} (data stays in the layer): ${b.chunks} chunks in ${b.contexts} ZRan contexts; meta blob ${b.metaBlob.id} (${b.metaBlob.size} bytes)\n`).join(''),
+    );
+  }
 }

@@ -3,7 +3,8 @@
  * end: a GNU tar of the test tree, gzip-compressed as two members (a stream that restarts, as
  * concatenated gzip files do), indexed in place. The image is a bootstrap and a small meta blob;
  * the data stays in the layer, which the blob table names by its sha256. Served through a kernel
- * FUSE mount (cold, and again from the chunk cache with the layer gone), unpacked, checked. A
+ * FUSE mount (cold, and again from the chunk cache with the layer gone), unpacked, checked; and a
+ * second layer stacked on it (a whiteout, a changed file, a chunk the lower layer has). A
  * changed byte of the layer gives EIO for the files inflated through it, never other data; files
  * of other contexts are still served. A missing meta blob, or a layer that is not gzip, is a clear
  * error.
@@ -158,6 +159,43 @@ describe('ZRan (targz-ref) images', () => {
     } finally {
       const { stderr } = await m.stop();
       assert.match(stderr, /failed verification|does not inflate|digest/);
+    }
+  });
+
+  test('two layers: whiteouts and changes apply, a chunk both hold stays in the lower one, each layer a blob with its meta blob', async () => {
+    const d = join(work, 'two');
+    const upper = join(d, 'upper');
+    await mkdir(join(upper, 'dir'), { recursive: true });
+    await writeFile(join(upper, '.wh.small.txt'), '');
+    await writeFile(join(upper, 'dir', 'compressible.txt'), 'changed in the upper layer\n');
+    await writeFile(join(upper, 'added.b64'), prng(0x2a13, 300_000).toString('base64'));
+    await copyFile(join(src, 'repeated.bin'), join(upper, 'same-as-below.bin'));
+    sh(`tar --format=posix --numeric-owner -C '${upper}' -czf '${join(d, 'upper.tar.gz')}' .`);
+    const upperGz = await readFile(join(d, 'upper.tar.gz'));
+    const r = JSON.parse(
+      (await damselflyOk(['build', '--type', 'targz-ref', '--json', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), join(work, 'layer.tar.gz'), join(d, 'upper.tar.gz')])).stdout,
+    ) as { blobs: Array<{ id: string; metaBlob: { id: string } }> };
+    assert.deepEqual(
+      r.blobs.map((b) => b.id),
+      [layerId, sha256(upperGz)],
+    );
+    assert.deepEqual((await readdir(join(d, 'blobs'))).sort(), r.blobs.map((b) => b.metaBlob.id).sort());
+    await copyFile(join(work, 'layer.tar.gz'), join(d, 'blobs', layerId));
+    await writeFile(join(d, 'blobs', sha256(upperGz)), upperGz);
+    const info = JSON.parse((await damselflyOk(['inspect', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), '--path', '/same-as-below.bin', '--json'])).stdout) as { chunks: Array<{ blob: string }> };
+    assert.ok(info.chunks.length > 0 && info.chunks.every((c) => c.blob === layerId), 'deduplicated into the lower layer');
+    assert.match((await damselflyOk(['check', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs')])).stdout, /OK/);
+
+    const expected = join(d, 'expected');
+    sh(`cp -a '${src}' '${expected}' && cp -a '${upper}/.' '${expected}/' && rm '${expected}/.wh.small.txt' '${expected}/small.txt'`);
+    const mnt = join(d, 'mnt');
+    await mkdir(mnt);
+    const m = await startMount(['--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs')], mnt);
+    try {
+      assert.deepEqual(await compareTrees(expected, mnt, { ignore: (p) => notInTar(p) || p === '/' || p === '/dir' }), []);
+      assert.equal(await readFile(join(mnt, 'dir', 'compressible.txt'), 'utf8'), 'changed in the upper layer\n');
+    } finally {
+      await m.stop();
     }
   });
 

@@ -169,9 +169,9 @@ describe('a ZRan image through the device', () => {
     for (const [name, data] of files) entries.push(header(name, data.length), data, Buffer.alloc((512 - (data.length % 512)) % 512));
     entries.push(Buffer.alloc(1024));
     await writeFile(join(work, 'layer.tar.gz'), gzipSync(Buffer.concat(entries)));
-    const r = await buildZranRef({ source: join(work, 'layer.tar.gz'), blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), chunkSize: 64 << 10, codecs: nativeCodecs, log: silentLogger });
+    const r = await buildZranRef({ sources: [join(work, 'layer.tar.gz')], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), chunkSize: 64 << 10, codecs: nativeCodecs, log: silentLogger });
     boot = await readFile(join(work, 'boot'));
-    await copyFile(join(work, 'layer.tar.gz'), join(work, 'blobs', r.blobId));
+    await copyFile(join(work, 'layer.tar.gz'), join(work, 'blobs', (r.blobs[0] as { id: string }).id));
   });
   after(async () => {
     await rm(work, { recursive: true, force: true });
