@@ -20,6 +20,8 @@ export const Annotation = {
   NYDUS_BOOTSTRAP: 'containerd.io/snapshot/nydus-bootstrap',
   NYDUS_FS_VERSION: 'containerd.io/snapshot/nydus-fs-version',
   NYDUS_REFERENCE_BLOB_IDS: 'containerd.io/snapshot/nydus-reference-blob-ids',
+  /** On a ZRan meta blob layer (`--oci-ref`): the original OCI layer it indexes. */
+  NYDUS_REF: 'containerd.io/snapshot/nydus-ref',
   UNCOMPRESSED: 'containerd.io/uncompressed',
 } as const;
 

@@ -4,7 +4,8 @@
  * concatenated gzip files do), indexed in place. The image is a bootstrap and a small meta blob;
  * the data stays in the layer, which the blob table names by its sha256. Served through a kernel
  * FUSE mount (cold, and again from the chunk cache with the layer gone), unpacked, checked; and a
- * second layer stacked on it (a whiteout, a changed file, a chunk the lower layer has). A
+ * second layer stacked on it (a whiteout, a changed file, a chunk the lower layer has); and
+ * `convert --oci-ref` of an OCI image (layout to layout), served with `--image`. A
  * changed byte of the layer gives EIO for the files inflated through it, never other data; files
  * of other contexts are still served. A missing meta blob, or a layer that is not gzip, is a clear
  * error.
@@ -16,8 +17,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { Annotation, MediaType } from '../../src/oci/media-types.js';
 import { damselfly, damselflyOk, sh } from '../helpers/env.js';
 import { startMount } from '../helpers/mount.js';
+import { makeOciImage } from '../helpers/oci-image.js';
 import { type Entry, compareTrees, listTree, makeTree, prng } from '../helpers/tree.js';
 
 interface ZranView {
@@ -197,6 +200,42 @@ describe('ZRan (targz-ref) images', () => {
     } finally {
       await m.stop();
     }
+  });
+
+  test('convert --oci-ref: a meta blob layer per layer naming the original, served with --image from the target', async () => {
+    const d = join(work, 'oci-ref');
+    const upper = join(d, 'upper');
+    await mkdir(upper, { recursive: true });
+    await writeFile(join(upper, 'added.b64'), prng(0x2a14, 200_000).toString('base64'));
+    await writeFile(join(upper, '.wh.small.txt'), '');
+    const made = await makeOciImage(join(d, 'source'), 'v1', [src, upper], d);
+    const target = join(d, 'target');
+    const r = JSON.parse((await damselflyOk(['convert', '--oci-ref', '--source', `oci:${join(d, 'source')}:v1`, '--target', `oci:${target}:ref`, '--json'])).stdout) as { blobs: string[] };
+    assert.deepEqual(r.blobs.map((b) => `sha256:${b}`), made.layers, 'the blob table names the original layers');
+
+    const index = JSON.parse(await readFile(join(target, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
+    const manifestDigest = (index.manifests[0] as { digest: string }).digest;
+    const manifest = JSON.parse(await readFile(join(target, 'blobs', 'sha256', manifestDigest.slice(7)), 'utf8')) as { layers: Array<{ mediaType: string; digest: string; annotations?: Record<string, string> }> };
+    const metaLayers = manifest.layers.filter((l) => l.annotations?.[Annotation.NYDUS_BLOB] === 'true');
+    assert.deepEqual(metaLayers.map((l) => l.annotations?.[Annotation.NYDUS_REF]), made.layers);
+    assert.ok(metaLayers.every((l) => l.mediaType === MediaType.NYDUS_BLOB));
+    assert.equal(manifest.layers.filter((l) => l.annotations?.[Annotation.NYDUS_BOOTSTRAP] === 'true').length, 1);
+    // The original layers are in the target (copied where it lacked them): the image's data.
+    for (const digest of made.layers) assert.ok((await stat(join(target, 'blobs', 'sha256', digest.slice(7)))).size > 0);
+
+    const expected = join(d, 'expected');
+    sh(`cp -a '${src}' '${expected}' && cp -a '${upper}/.' '${expected}/' && rm '${expected}/.wh.small.txt' '${expected}/small.txt'`);
+    const mnt = join(d, 'mnt');
+    await mkdir(mnt);
+    const m = await startMount(['--image', `oci:${target}:ref`], mnt);
+    try {
+      assert.deepEqual(await compareTrees(expected, mnt, { ignore: (p) => notInTar(p) || p === '/' }), []);
+    } finally {
+      assert.equal((await m.stop()).code, 0, m.stderr());
+    }
+    const bad = await damselfly(['convert', '--oci-ref', '--encrypt', '--source', `oci:${join(d, 'source')}:v1`, '--target', `oci:${join(d, 't2')}:x`]);
+    assert.notEqual(bad.code, 0);
+    assert.match(bad.stderr, /--oci-ref keeps the layers as they are: --encrypt cannot apply/);
   });
 
   test('a missing meta blob, a layer that is not gzip: clear errors', async () => {

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { FileWriter, IntegrityError, type Logger, UsageError } from '../../base/index.js';
 import { build, checkFormatOptions } from '../../builder/build.js';
+import { buildZranRef } from '../../builder/zran-ref.js';
 import type { Codecs, Compressor } from '../../format/compression.js';
 import type { Digester } from '../../format/constants.js';
 import { TAR_END, encodeTarHeaders, tarPadding } from '../../format/tar.js';
@@ -39,6 +40,11 @@ export interface ConvertOptions {
   prefetchFiles?: string[];
   /** Encrypt the new blobs (`BuildOptions.encrypt`). */
   encrypt?: boolean;
+  /**
+   * Index the gzip layers in place (ZRan, nydusify `--oci-ref`): the image is a bootstrap and a
+   * meta blob per layer, its data the original layers, which must stay in the target repository.
+   */
+  ociRef?: boolean;
   workDir?: string;
   log: Logger;
   onProgress?: (phase: string, done: number, total: number | undefined) => void;
@@ -88,9 +94,23 @@ export function bootstrapLayer(bootstrap: Buffer): { tar: Buffer; gz: Buffer } {
   return { tar, gz: gzipSync(tar, { level: 6 }) };
 }
 
+/** The options an `--oci-ref` conversion cannot honour: it stores no data of its own. */
+function checkOciRef(opts: ConvertOptions): void {
+  const given = [
+    ['--chunk-dict', opts.chunkDict !== undefined],
+    ['--encrypt', opts.encrypt === true],
+    ['--batch-size', (opts.batchSize ?? 0) > 0],
+    ['--prefetch-files', opts.prefetchFiles !== undefined],
+    ['a compression level', opts.compressionLevel !== undefined || opts.prefetchCompressionLevel !== undefined],
+  ].filter(([, set]) => set);
+  if (given.length > 0) throw new UsageError(`--oci-ref keeps the layers as they are: ${given.map(([name]) => name).join(', ')} cannot apply`);
+}
+
 export async function convertImage(opts: ConvertOptions): Promise<ConvertResult> {
   const { log } = opts;
-  checkFormatOptions(opts); // before pulling anything
+  // Before pulling anything.
+  if (opts.ociRef) checkOciRef(opts);
+  else checkFormatOptions(opts);
   const work = opts.workDir ?? (await mkdtemp(join(tmpdir(), 'damselfly-convert-')));
   const ownsWork = opts.workDir === undefined;
   let bytesPulled = 0;
@@ -102,6 +122,10 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
     }
     const configWhat = `config ${src.manifest.config.digest} of ${opts.source.name}`;
     const config = parseImageConfig(await readDocument(opts.source, src.manifest.config, configWhat), configWhat);
+    if (opts.ociRef) {
+      const other = src.manifest.layers.find((l) => l.mediaType !== MediaType.OCI_LAYER_GZIP && l.mediaType !== MediaType.DOCKER_LAYER_GZIP);
+      if (other !== undefined) throw new UsageError(`--oci-ref needs gzip layers; ${other.digest} of ${opts.source.name} is ${other.mediaType}`);
+    }
     await mkdir(join(work, 'layers'), { recursive: true });
     const total = src.manifest.layers.reduce((n, l) => n + l.size, 0);
     const layerFiles: string[] = [];
@@ -111,6 +135,13 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
       bytesPulled += await download(opts.source, layer.digest, path, (n) => opts.onProgress?.('pull', (progress += n), total));
       layerFiles.push(path);
       log.info({ layer: layer.digest, size: layer.size }, 'layer pulled');
+    }
+    if (opts.ociRef) {
+      const r = await convertRef(opts, layerFiles, work);
+      bytesPushed += r.bytesPushed;
+      const pushed = await publish(opts, src.mediaType === MediaType.DOCKER_MANIFEST, config, r.layers, r.bootstrap, {});
+      bytesPushed += pushed.bytesPushed;
+      return { manifestDigest: pushed.manifestDigest, blobs: r.ids, bootstrapDigest: pushed.bootstrapDigest, layers: src.manifest.layers.length, bytesPulled, bytesPushed };
     }
     let dictPath: string | undefined;
     if (opts.chunkDict !== undefined) {
@@ -170,38 +201,89 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
       layers.push({ mediaType: MediaType.NYDUS_BLOB, digest, size, annotations: { [Annotation.NYDUS_BLOB]: 'true' } });
       log.info({ blob: blob.id, size }, 'blob pushed');
     }
-    const boot = bootstrapLayer(bootstrap);
-    const bootDigest = sha256Digest(boot.gz);
-    await opts.target.putBlob(bootDigest, boot.gz);
-    bytesPushed += boot.gz.length;
-    const docker = src.mediaType === MediaType.DOCKER_MANIFEST;
-    layers.push({
-      mediaType: docker ? MediaType.DOCKER_LAYER_GZIP : MediaType.OCI_LAYER_GZIP,
-      digest: bootDigest,
-      size: boot.gz.length,
-      annotations: {
-        [Annotation.NYDUS_BOOTSTRAP]: 'true',
-        [Annotation.NYDUS_FS_VERSION]: '6',
-        ...(newIds.size < result.blobTable.length ? { [Annotation.NYDUS_REFERENCE_BLOB_IDS]: JSON.stringify(ids) } : {}),
-      },
-    });
-    // Config: diff_ids are the blob digests (nydus blobs are not compressed as a whole) and the
-    // bootstrap tar's digest; one history entry for the bootstrap layer.
-    const rootfs = { type: 'layers', diff_ids: [...ids.map((id) => `sha256:${id}`), sha256Digest(boot.tar)] };
-    const history = [...(config.history ?? []), { created_by: 'Nydus Converter', comment: 'Nydus Bootstrap Layer' }];
-    const configBytes = Buffer.from(JSON.stringify({ ...config, rootfs, history }));
-    const configDigest = sha256Digest(configBytes);
-    await opts.target.putBlob(configDigest, configBytes);
-    const manifest: Manifest = {
-      schemaVersion: 2,
-      mediaType: MediaType.OCI_MANIFEST,
-      config: { mediaType: docker ? MediaType.DOCKER_CONFIG : MediaType.OCI_CONFIG, digest: configDigest, size: configBytes.length },
-      layers,
-    };
-    const manifestDigest = await opts.target.putManifest(MediaType.OCI_MANIFEST, Buffer.from(JSON.stringify(manifest, null, 2)));
-    log.info({ manifest: manifestDigest, target: opts.target.name }, 'Nydus image pushed');
-    return { manifestDigest, blobs: ids, bootstrapDigest: bootDigest, layers: src.manifest.layers.length, bytesPulled, bytesPushed };
+    const annotations: Record<string, string> = newIds.size < result.blobTable.length ? { [Annotation.NYDUS_REFERENCE_BLOB_IDS]: JSON.stringify(ids) } : {};
+    const pushed = await publish(opts, src.mediaType === MediaType.DOCKER_MANIFEST, config, layers, bootstrap, annotations);
+    bytesPushed += pushed.bytesPushed;
+    return { manifestDigest: pushed.manifestDigest, blobs: ids, bootstrapDigest: pushed.bootstrapDigest, layers: src.manifest.layers.length, bytesPulled, bytesPushed };
   } finally {
     if (ownsWork) await rm(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * `--oci-ref`: the pulled gzip layers indexed in place (`buildZranRef`). Pushed: each layer that
+ * holds data, where the target lacks it (it is the image's data), and its meta blob, which the
+ * manifest lists as a Nydus blob layer naming the layer it indexes (as nydus-snapshotter does).
+ */
+async function convertRef(opts: ConvertOptions, layerFiles: string[], work: string): Promise<{ layers: Descriptor[]; ids: string[]; bootstrap: Buffer; bytesPushed: number }> {
+  const r = await buildZranRef({
+    sources: layerFiles,
+    blobDir: join(work, 'blobs'),
+    bootstrapPath: join(work, 'image.boot'),
+    chunkSize: opts.chunkSize,
+    codecs: opts.codecs,
+    log: opts.log,
+    onProgress: (d, t) => opts.onProgress?.('build', d, t),
+  });
+  let bytesPushed = 0;
+  const push = async (digest: string, path: string): Promise<number> => {
+    const size = (await stat(path)).size;
+    if (!(await opts.target.hasBlob(digest))) {
+      await opts.target.putBlob(digest, { path, size });
+      bytesPushed += size;
+    }
+    return size;
+  };
+  const byId = new Map<string, string>();
+  for (const path of layerFiles) byId.set((await fileSha256(path)).slice('sha256:'.length), path);
+  const layers: Descriptor[] = [];
+  for (const b of r.blobs) {
+    await push(`sha256:${b.id}`, byId.get(b.id) as string);
+    const digest = `sha256:${b.metaBlob.id}`;
+    const size = await push(digest, b.metaBlob.path);
+    layers.push({ mediaType: MediaType.NYDUS_BLOB, digest, size, annotations: { [Annotation.NYDUS_BLOB]: 'true', [Annotation.NYDUS_REF]: `sha256:${b.id}` } });
+    opts.log.info({ layer: b.id, metaBlob: b.metaBlob.id }, 'meta blob pushed');
+  }
+  return { layers, ids: r.blobs.map((b) => b.id), bootstrap: r.bootstrap, bytesPushed };
+}
+
+/**
+ * Pushes the bootstrap layer, the config and the manifest of a converted image whose blob layers
+ * (`layers`) are pushed: diff_ids are the blob digests (nydus blobs are not compressed as a whole)
+ * and the bootstrap tar's digest; one history entry for the bootstrap layer.
+ */
+async function publish(
+  opts: ConvertOptions,
+  docker: boolean,
+  config: ReturnType<typeof parseImageConfig>,
+  blobLayers: Descriptor[],
+  bootstrap: Buffer,
+  annotations: Record<string, string>,
+): Promise<{ manifestDigest: string; bootstrapDigest: string; bytesPushed: number }> {
+  const boot = bootstrapLayer(bootstrap);
+  const bootDigest = sha256Digest(boot.gz);
+  await opts.target.putBlob(bootDigest, boot.gz);
+  const layers: Descriptor[] = [
+    ...blobLayers,
+    {
+      mediaType: docker ? MediaType.DOCKER_LAYER_GZIP : MediaType.OCI_LAYER_GZIP,
+      digest: bootDigest,
+      size: boot.gz.length,
+      annotations: { [Annotation.NYDUS_BOOTSTRAP]: 'true', [Annotation.NYDUS_FS_VERSION]: '6', ...annotations },
+    },
+  ];
+  const rootfs = { type: 'layers', diff_ids: [...blobLayers.map((l) => l.digest), sha256Digest(boot.tar)] };
+  const history = [...(config.history ?? []), { created_by: 'Nydus Converter', comment: 'Nydus Bootstrap Layer' }];
+  const configBytes = Buffer.from(JSON.stringify({ ...config, rootfs, history }));
+  const configDigest = sha256Digest(configBytes);
+  await opts.target.putBlob(configDigest, configBytes);
+  const manifest: Manifest = {
+    schemaVersion: 2,
+    mediaType: MediaType.OCI_MANIFEST,
+    config: { mediaType: docker ? MediaType.DOCKER_CONFIG : MediaType.OCI_CONFIG, digest: configDigest, size: configBytes.length },
+    layers,
+  };
+  const manifestDigest = await opts.target.putManifest(MediaType.OCI_MANIFEST, Buffer.from(JSON.stringify(manifest, null, 2)));
+  opts.log.info({ manifest: manifestDigest, target: opts.target.name }, 'Nydus image pushed');
+  return { manifestDigest, bootstrapDigest: bootDigest, bytesPushed: boot.gz.length };
 }
