@@ -2,8 +2,9 @@
  * ZRan (spec §5.5): random access into a gzip layer. Checked here: inflation started at any block
  * boundary the indexer reports (with the bits of the byte before it and its window) gives exactly
  * the stream's bytes from there, across gzip members; short, truncated and corrupt input is a
- * FormatError; the ZRan context table round-trips and a decoded one is checked; and through the
- * device, the chunks of one context come from one backend read, decoded once, stored together.
+ * FormatError; the ZRan context table round-trips and a decoded one is checked; through the
+ * device, the chunks of one context come from one backend read, decoded once, stored together;
+ * and mutated context tables are refused, or inflate to errors, never crash the process.
  */
 import assert from 'node:assert/strict';
 import { copyFile, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
@@ -11,17 +12,18 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { ByteWriter, FormatError, Metrics, silentLogger } from '../../../src/base/index.js';
+import { ByteWriter, DamselflyError, FormatError, Metrics, silentLogger } from '../../../src/base/index.js';
 import { buildZranRef } from '../../../src/builder/zran-ref.js';
-import { type BlobMetaHeader, CI_V2_SIZE, CiFlag, ZRAN_CONTEXT_SIZE, type ZranContext, decodeBlobChunkTable, encodeCiV2, encodeZranTable } from '../../../src/format/blob/meta.js';
+import { BLOB_META_HEADER_SIZE, type BlobMetaHeader, CI_V2_SIZE, CiFlag, ZRAN_CONTEXT_SIZE, type ZranContext, decodeBlobChunkTable, decodeBlobMetaHeader, encodeCiV2, encodeZranTable } from '../../../src/format/blob/meta.js';
 import type { ChunkInfo } from '../../../src/format/chunk-info.js';
 import type { GzipPoint } from '../../../src/format/compression.js';
 import { BlobFeature } from '../../../src/format/constants.js';
-import type { RafsImage } from '../../../src/format/image.js';
+import type { BlobInfo, RafsImage } from '../../../src/format/image.js';
 import { openBootstrap } from '../../../src/format/open.js';
 import { nativeCodecs } from '../../../src/native/index.js';
 import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
 import { loadBlobMeta } from '../../../src/storage/blob-meta.js';
+import { decodeChunkAsync } from '../../../src/storage/chunk/decode.js';
 import { ChunkNeighbors } from '../../../src/storage/chunk/neighbors.js';
 import { BlobDevice } from '../../../src/storage/device.js';
 import { CountingBackend } from '../../helpers/counting-backend.js';
@@ -142,6 +144,7 @@ test('the ZRan context table round-trips; a decoded one is checked', () => {
 describe('a ZRan image through the device', () => {
   let work: string;
   let boot: Buffer;
+  let metaId: string;
   const files = new Map<string, Buffer>();
 
   before(async () => {
@@ -171,6 +174,7 @@ describe('a ZRan image through the device', () => {
     await writeFile(join(work, 'layer.tar.gz'), gzipSync(Buffer.concat(entries)));
     const r = await buildZranRef({ sources: [join(work, 'layer.tar.gz')], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), chunkSize: 64 << 10, codecs: nativeCodecs, log: silentLogger });
     boot = await readFile(join(work, 'boot'));
+    metaId = (r.blobs[0] as { metaBlob: { id: string } }).metaBlob.id;
     await copyFile(join(work, 'layer.tar.gz'), join(work, 'blobs', (r.blobs[0] as { id: string }).id));
   });
   after(async () => {
@@ -221,5 +225,54 @@ describe('a ZRan image through the device', () => {
       await dev.close();
       await be.close();
     }
+  });
+
+  test('mutated CI data (1500 seeded mutants) is refused, or every chunk inflates or fails with an error: never a crash', async () => {
+    const meta = await readFile(join(work, 'blobs', metaId));
+    const gz = await readFile(join(work, 'layer.tar.gz'));
+    const image0 = openBootstrap(boot) as RafsImage;
+    const blob = image0.blobs[0] as BlobInfo;
+    const m = blob.meta;
+    const ci = Buffer.from(nativeCodecs.decompress(m.compressor, meta.subarray(0, m.compressedSize), m.uncompressedSize));
+    const h = decodeBlobMetaHeader(meta.subarray(m.compressedSize, m.compressedSize + BLOB_META_HEADER_SIZE), 'h');
+    let seed = 0x2a11;
+    const rand = (n: number): number => {
+      seed = (Math.imul(seed, 1103515245) + 12345) >>> 0;
+      return seed % n;
+    };
+    const boundary = [0, 1, 7, 8, 0x7f, 0x80, 0xff];
+    const outcomes = { refused: 0, located: 0, inflated: 0, failed: 0 };
+    for (let i = 0; i < 1500; i++) {
+      const mutant = Buffer.from(ci);
+      for (let k = 1 + rand(4); k > 0; k--) {
+        // Mostly the contexts (offsets, lengths, bits, dictionary bytes); sometimes anywhere.
+        const at = rand(3) !== 0 ? h.zranOffset + rand(Math.max(1, Math.min(mutant.length - h.zranOffset, h.zranCount * ZRAN_CONTEXT_SIZE + 64))) : rand(mutant.length);
+        mutant[at] = rand(2) === 0 ? (boundary[rand(boundary.length)] as number) : rand(256);
+      }
+      const image = openBootstrap(boot) as RafsImage;
+      let chunks: ChunkInfo[];
+      try {
+        image.attachBlobMeta(blob.index, decodeBlobChunkTable(mutant, h, 'mutant'));
+        // Entries that moved a chunk away from where the bootstrap has it are refused here.
+        chunks = image.allChunks?.() ?? [];
+        outcomes.located++;
+      } catch (e) {
+        assert.ok(e instanceof FormatError, `mutant ${i}: ${String(e)}`);
+        outcomes.refused++;
+        continue;
+      }
+      for (const c of chunks) {
+        assert.ok(c.zran !== undefined && c.zran.offset + c.uncompressedSize <= c.zran.size && c.zran.size <= 16 << 20, 'a chunk inside its context');
+        if (c.compressedOffset + c.compressedSize > gz.length) continue; // the backend refuses such a read
+        try {
+          await decodeChunkAsync(nativeCodecs, blob, c, gz.subarray(c.compressedOffset, c.compressedOffset + c.compressedSize));
+          outcomes.inflated++;
+        } catch (e) {
+          assert.ok(e instanceof DamselflyError, `mutant ${i}: ${String(e)}`);
+          outcomes.failed++;
+        }
+      }
+    }
+    assert.ok(outcomes.refused > 100 && outcomes.located > 100 && outcomes.failed > 0, JSON.stringify(outcomes));
   });
 });
