@@ -153,6 +153,11 @@ describe('ZRan (targz-ref) images', () => {
     await writeFile(join(dir, layerId), changed);
     const metaId = (await readdir(blobs))[0] as string;
     await copyFile(join(blobs, metaId), join(dir, metaId));
+    // check names the file, and the layer that no longer hashes to its id.
+    const checked = await damselfly(['check', '--bootstrap', join(out, 'boot'), '--blob-dir', dir]);
+    assert.notEqual(checked.code, 0);
+    assert.match(checked.stdout + checked.stderr, /text\.b64/);
+    assert.match(checked.stdout + checked.stderr, /not to its id/);
     const mnt = join(work, 'mnt-tampered');
     await mkdir(mnt, { recursive: true });
     const m = await startMount(['--bootstrap', join(out, 'boot'), '--blob-dir', dir], mnt);
