@@ -275,6 +275,30 @@ function metaBlob(codecs: Codecs, located: Located[], contexts: Context[], featu
   return { bytes: Buffer.concat([stored.data, header]), meta };
 }
 
+/** Options of other builds, set or not: a ZRan build stores no data of its own. */
+export interface RefConflicts {
+  inlineBootstrap?: boolean;
+  chunkDict?: unknown;
+  encrypt?: boolean;
+  batchSize?: number;
+  prefetchFiles?: unknown;
+  compressionLevel?: number;
+  prefetchCompressionLevel?: number;
+}
+
+/** The options among `o` a ZRan build (`build --type targz-ref`, `convert --oci-ref`) cannot honour, as flags. */
+export function refConflicts(o: RefConflicts): string[] {
+  const set: Array<[string, boolean]> = [
+    ['--inline-bootstrap', o.inlineBootstrap === true],
+    ['--chunk-dict', o.chunkDict !== undefined],
+    ['--encrypt', o.encrypt === true],
+    ['--batch-size', (o.batchSize ?? 0) > 0],
+    ['--prefetch-files', o.prefetchFiles !== undefined],
+    ['a compression level', o.compressionLevel !== undefined || o.prefetchCompressionLevel !== undefined],
+  ];
+  return set.filter(([, given]) => given).map(([flag]) => flag);
+}
+
 /** Whether `path` starts as a gzip stream does; a UsageError if it cannot be read. */
 async function isGzip(path: string): Promise<boolean> {
   const head = Buffer.alloc(3);

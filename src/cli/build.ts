@@ -2,7 +2,7 @@
 import { type Command, Option } from 'commander';
 import { UsageError } from '../base/index.js';
 import { build } from '../builder/build.js';
-import { buildZranRef } from '../builder/zran-ref.js';
+import { buildZranRef, refConflicts } from '../builder/zran-ref.js';
 import { nativeCodecs } from '../native/index.js';
 import { getLogger, printJson, progressBar, run } from './common.js';
 import { type FormatFlags, formatFromFlags, formatOptions } from './format-args.js';
@@ -27,7 +27,7 @@ export function register(program: Command): void {
     .option('--chunk-dict <bootstrap>', 'deduplicate against the chunks of an existing RAFS v6 image')
     .option('--inline-bootstrap', 'also store the bootstrap inside the top layer blob')
     .addOption(
-      new Option('--type <type>', 'layers: data copied into new blobs; targz-ref: one .tar.gz layer indexed in place (ZRan: its data stays in the layer, gzip and sha256)')
+      new Option('--type <type>', 'layers: data copied into new blobs; targz-ref: .tar.gz layers indexed in place (ZRan: the data stays in the layers; gzip and sha256)')
         .choices(['layers', 'targz-ref'])
         .default('layers'),
     )
@@ -76,15 +76,7 @@ export function register(program: Command): void {
 async function buildRef(sources: string[], flags: BuildFlags): Promise<void> {
   if (flags.bootstrap === undefined) throw new UsageError('--type targz-ref needs --bootstrap');
   const format = await formatFromFlags(flags);
-  const other = [
-    ['--inline-bootstrap', flags.inlineBootstrap === true],
-    ['--chunk-dict', flags.chunkDict !== undefined],
-    ['--encrypt', format.encrypt === true],
-    ['--batch-size', (format.batchSize ?? 0) > 0],
-    ['--prefetch-files', format.prefetchFiles !== undefined],
-    ['a compression level', format.compressionLevel !== undefined || format.prefetchCompressionLevel !== undefined],
-  ] as const;
-  const given = other.filter(([, set]) => set).map(([name]) => name);
+  const given = refConflicts({ ...format, ...(flags.inlineBootstrap === true ? { inlineBootstrap: true } : {}), chunkDict: flags.chunkDict });
   if (given.length > 0) throw new UsageError(`--type targz-ref keeps the layers as they are: ${given.join(', ')} cannot apply`);
   const bar = progressBar('build');
   const r = await buildZranRef({

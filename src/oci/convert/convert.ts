@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { FileWriter, IntegrityError, type Logger, UsageError } from '../../base/index.js';
 import { build, checkFormatOptions } from '../../builder/build.js';
-import { buildZranRef } from '../../builder/zran-ref.js';
+import { buildZranRef, refConflicts } from '../../builder/zran-ref.js';
 import type { Codecs, Compressor } from '../../format/compression.js';
 import type { Digester } from '../../format/constants.js';
 import { TAR_END, encodeTarHeaders, tarPadding } from '../../format/tar.js';
@@ -94,16 +94,10 @@ export function bootstrapLayer(bootstrap: Buffer): { tar: Buffer; gz: Buffer } {
   return { tar, gz: gzipSync(tar, { level: 6 }) };
 }
 
-/** The options an `--oci-ref` conversion cannot honour: it stores no data of its own. */
+/** Refuses what an `--oci-ref` conversion cannot honour: it stores no data of its own. */
 function checkOciRef(opts: ConvertOptions): void {
-  const given = [
-    ['--chunk-dict', opts.chunkDict !== undefined],
-    ['--encrypt', opts.encrypt === true],
-    ['--batch-size', (opts.batchSize ?? 0) > 0],
-    ['--prefetch-files', opts.prefetchFiles !== undefined],
-    ['a compression level', opts.compressionLevel !== undefined || opts.prefetchCompressionLevel !== undefined],
-  ].filter(([, set]) => set);
-  if (given.length > 0) throw new UsageError(`--oci-ref keeps the layers as they are: ${given.map(([name]) => name).join(', ')} cannot apply`);
+  const given = refConflicts(opts);
+  if (given.length > 0) throw new UsageError(`--oci-ref keeps the layers as they are: ${given.join(', ')} cannot apply`);
 }
 
 export async function convertImage(opts: ConvertOptions): Promise<ConvertResult> {
