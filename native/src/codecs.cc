@@ -20,13 +20,6 @@ struct Bytes {
   size_t size;
 };
 
-Napi::Uint8Array U8Arg(const Napi::Value& v, const char* what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a Uint8Array");
-  }
-  return v.As<Napi::Uint8Array>();
-}
-
 int AlgoArg(const Napi::Value& v) {
   int64_t a = IntArg(v, "algorithm");
   if (a != kLz4 && a != kZstd) throw Napi::RangeError::New(v.Env(), "unsupported codec " + std::to_string(a));

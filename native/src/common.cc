@@ -66,4 +66,11 @@ int64_t IntArg(const Napi::Value& v, const char* what) {
   return static_cast<int64_t>(d);
 }
 
+Napi::Uint8Array U8Arg(const Napi::Value& v, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
+    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a Uint8Array");
+  }
+  return v.As<Napi::Uint8Array>();
+}
+
 }  // namespace damselfly

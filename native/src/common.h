@@ -25,6 +25,9 @@ std::string PathArg(const Napi::Value& v, const char* what);
 // A non-negative integer argument below 2^53, checked.
 int64_t IntArg(const Napi::Value& v, const char* what);
 
+// A Uint8Array argument (a Buffer is one), checked.
+Napi::Uint8Array U8Arg(const Napi::Value& v, const char* what);
+
 void InitCodecs(Napi::Env env, Napi::Object exports);
 void InitFsOps(Napi::Env env, Napi::Object exports);
 void InitPassthrough(Napi::Env env, Napi::Object exports);

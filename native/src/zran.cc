@@ -21,13 +21,6 @@ namespace {
 constexpr uInt kWindow = 32768;
 constexpr size_t kTrailer = 8;  // CRC-32 and ISIZE after each member's deflate data
 
-Napi::Uint8Array U8(const Napi::Value& v, const char* what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_uint8_array) {
-    throw Napi::TypeError::New(v.Env(), std::string(what) + " must be a Uint8Array");
-  }
-  return v.As<Napi::Uint8Array>();
-}
-
 std::string ZMessage(const z_stream& s, int ret) {
   return s.msg != nullptr ? s.msg : ("zlib error " + std::to_string(ret));
 }
@@ -117,9 +110,9 @@ bool DoInflate(const InflateJob& job, std::string* err) {
 }
 
 InflateJob JobArgs(const Napi::CallbackInfo& info) {
-  auto src = U8(info[0], "source");
-  auto dict = U8(info[1], "dictionary");
-  auto dst = U8(info[4], "destination");
+  auto src = U8Arg(info[0], "source");
+  auto dict = U8Arg(info[1], "dictionary");
+  auto dst = U8Arg(info[4], "destination");
   return {src.Data(), src.ByteLength(), dict.Data(), dict.ByteLength(), static_cast<int>(IntArg(info[2], "bits")),
           static_cast<int>(IntArg(info[3], "byte")), dst.Data(), dst.ByteLength()};
 }
@@ -187,7 +180,7 @@ class ZranIndexer : public Napi::ObjectWrap<ZranIndexer> {
 
   Napi::Value Push(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto input = U8(info[0], "input");
+    auto input = U8Arg(info[0], "input");
     if (failed_) throw Napi::Error::New(env, "the gzip stream was already found corrupt");
     std::vector<uint8_t> out(kOutCap);
     Napi::Array points = Napi::Array::New(env);
