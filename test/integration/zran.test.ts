@@ -3,12 +3,12 @@
  * end: a GNU tar of the test tree, gzip-compressed as two members (a stream that restarts, as
  * concatenated gzip files do), indexed in place. The image is a bootstrap and a small meta blob;
  * the data stays in the layer, which the blob table names by its sha256. Served through a kernel
- * FUSE mount (cold, and again from the chunk cache with the layer gone), unpacked, checked; and a
- * second layer stacked on it (a whiteout, a changed file, a chunk the lower layer has); and
- * `convert --oci-ref` of an OCI image (layout to layout), served with `--image`. A
- * changed byte of the layer gives EIO for the files inflated through it, never other data; files
- * of other contexts are still served. A missing meta blob, or a layer that is not gzip, is a clear
- * error.
+ * FUSE mount (cold, and again from the chunk cache with the layer gone) and by the kernel's EROFS
+ * (over the exported view), unpacked, checked; a second layer stacked on it (a whiteout, a changed
+ * file, a chunk the lower layer has); `convert --oci-ref` of an OCI image (layout to layout),
+ * served with `--image`. A changed byte of the layer gives EIO for the files inflated through it,
+ * never other data, and fails check; files of other contexts are still served. A missing meta
+ * blob, or a layer that is not gzip, is a clear error.
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -19,7 +19,7 @@ import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { Annotation, MediaType } from '../../src/oci/media-types.js';
 import { damselfly, damselflyOk, sh } from '../helpers/env.js';
-import { startMount } from '../helpers/mount.js';
+import { startMount, withKernelErofs } from '../helpers/mount.js';
 import { makeOciImage } from '../helpers/oci-image.js';
 import { type Entry, compareTrees, listTree, makeTree, prng } from '../helpers/tree.js';
 
@@ -108,6 +108,12 @@ describe('ZRan (targz-ref) images', () => {
       const unpacked = join(work, 'unpacked');
       await damselflyOk(['unpack', '--bootstrap', join(out, 'boot'), '--blob-dir', blobs, '--output', unpacked]);
       assert.deepEqual(await compareTrees(src, unpacked, { leftListing: listing, ignore: notInTar }), []);
+      // The strictest reader of the bootstrap: the kernel's EROFS, over the layer's exported view.
+      const views = join(work, 'views');
+      await damselflyOk(['export', '--bootstrap', join(out, 'boot'), '--blob-dir', blobs, '--blob-views', views]);
+      await withKernelErofs(join(out, 'boot'), [join(views, `${layerId}.blob.data`)], join(work, 'erofs'), async (mnt) => {
+        assert.deepEqual(await compareTrees(src, mnt, { leftListing: listing, ignore: notInTar }), []);
+      });
 
       const mnt = join(work, 'mnt');
       await mkdir(mnt, { recursive: true });
