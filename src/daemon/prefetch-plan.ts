@@ -3,7 +3,7 @@
  * of paths), a directory meaning everything below it; then, with `prefetch_all`, every other chunk
  * of the image in blob order (spec §2.4, §3.6; nydus `fs_prefetch`).
  */
-import { type ChunkInfo, sharedUnit } from '../format/chunk-info.js';
+import { type ChunkInfo, extendsRun, sharedUnit } from '../format/chunk-info.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
 import { filesBelow } from '../format/prefetch.js';
 import type { BlobRange } from '../storage/backend/types.js';
@@ -58,8 +58,9 @@ export function planRanges(chunks: readonly ChunkInfo[], blobs: readonly BlobInf
     if (total + c.compressedSize > maxBytes) break;
     seen.add(k);
     total += c.compressedSize;
-    if (last !== undefined && last.blobIndex === c.blobIndex && last.offset + last.length === c.compressedOffset) {
-      last.length += c.compressedSize;
+    const grows = last !== undefined && last.blobIndex === c.blobIndex ? extendsRun(last.offset, last.offset + last.length, c) : undefined;
+    if (last !== undefined && grows !== undefined) {
+      last.length += grows;
       continue;
     }
     const blob = blobs[c.blobIndex];

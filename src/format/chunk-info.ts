@@ -63,6 +63,16 @@ export function sameStoredUnit(a: ChunkInfo, b: ChunkInfo): boolean {
 }
 
 /**
+ * How many stored bytes `c` adds to a run of its blob's stored bytes [start, end): its size when
+ * stored right after, what passes the end when it starts inside (a batch member, an overlapping
+ * ZRan context: nothing more, or the rest of it); undefined when it lies apart (a new run).
+ */
+export function extendsRun(start: number, end: number, c: ChunkInfo): number | undefined {
+  if (c.compressedOffset < start || c.compressedOffset > end) return undefined;
+  return Math.max(0, c.compressedOffset + c.compressedSize - end);
+}
+
+/**
  * The stored unit `c` shares with other chunks (a batch, or a ZRan context), if any: what the unit
  * decodes to, and where `c`'s data is in that.
  */

@@ -10,7 +10,7 @@ import { mkdir } from 'node:fs/promises';
 import { BufferPool, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, errorMessage, scatter, sliceViews } from '../base/index.js';
 
 export { sliceViews };
-import { type ChunkInfo, chunkKey as key, sameStoredUnit, sharedUnit } from '../format/chunk-info.js';
+import { type ChunkInfo, chunkKey as key, extendsRun, sharedUnit } from '../format/chunk-info.js';
 import type { Codecs } from '../format/compression.js';
 import { BlobFeature } from '../format/constants.js';
 import type { BlobInfo } from '../format/image.js';
@@ -445,7 +445,10 @@ export class BlobDevice {
     return this.inflight.get(key(c)) as Promise<Uint8Array>;
   }
 
-  /** Starts fetches for chunks (absent and not in flight), merging adjacent ones per blob. */
+  /**
+   * Starts fetches for chunks (absent and not in flight), merging adjacent ones per blob, and
+   * overlapping ones (ZRan contexts overlap: one read of their union).
+   */
   private fetch(chunks: ChunkInfo[], background = false): void {
     // A caller that checked before an await may get here after close(): the backend is closed.
     if (this.closed) throw closedError();
@@ -453,15 +456,20 @@ export class BlobDevice {
     const wanted = chunks.filter((c) => !this.inflight.has(key(c)));
     const sorted = [...new Map(wanted.map((c) => [key(c), c])).values()].sort((a, b) => a.blobIndex - b.blobIndex || a.compressedOffset - b.compressedOffset);
     let group: ChunkInfo[] = [];
+    let end = 0;
     const flush = (): void => {
       if (group.length > 0) this.fetchGroup(group, background);
       group = [];
     };
     for (const c of sorted) {
-      const last = group[group.length - 1];
       const first = group[0];
-      const adjacent = last !== undefined && ((last.blobIndex === c.blobIndex && c.compressedOffset === last.compressedOffset + last.compressedSize) || sameStoredUnit(last, c));
-      if (!adjacent || (first !== undefined && c.compressedOffset + c.compressedSize - first.compressedOffset > limit)) flush();
+      const grows = first !== undefined && first.blobIndex === c.blobIndex ? extendsRun(first.compressedOffset, end, c) : undefined;
+      if (grows === undefined || end + grows - (first as ChunkInfo).compressedOffset > limit) {
+        flush();
+        end = c.compressedOffset + c.compressedSize;
+      } else {
+        end += grows;
+      }
       group.push(c);
     }
     flush();
@@ -487,10 +495,9 @@ export class BlobDevice {
 
   private fetchGroup(group: ChunkInfo[], background: boolean): void {
     const first = group[0] as ChunkInfo;
-    const last = group[group.length - 1] as ChunkInfo;
     const blob = this.blob(first);
     const start = first.compressedOffset;
-    const length = last.compressedOffset + last.compressedSize - start;
+    const length = group.reduce((end, c) => Math.max(end, c.compressedOffset + c.compressedSize), 0) - start;
     const m = this.opts.metrics;
     const pool = this.pool;
     const signal = this.closing.signal;

@@ -2,7 +2,7 @@
  * Which chunks are stored next to which, per blob, in compressed-offset order: what read
  * amplification (nydus `amplify_io`) fetches along with a missing chunk.
  */
-import { type ChunkInfo, sameStoredUnit, sharedUnit } from '../../format/chunk-info.js';
+import { type ChunkInfo, extendsRun, sameStoredUnit, sharedUnit } from '../../format/chunk-info.js';
 
 export class ChunkNeighbors {
   private readonly byBlob = new Map<number, ChunkInfo[]>();
@@ -56,15 +56,13 @@ export class ChunkNeighbors {
     let budget = maxBytes;
     for (let i = lo; i < list.length; i++) {
       const n = list[i] as ChunkInfo;
-      const prev = out[out.length - 1];
-      if (prev !== undefined && sameStoredUnit(prev, n)) {
-        out.push(n); // another member of the batch just taken: no bytes more
-        continue;
-      }
-      if (n.compressedOffset !== end || n.compressedSize > budget) break;
+      // Stored right after; or another member of a batch just taken, or a ZRan context that
+      // overlaps the ones taken: only what passes the end counts.
+      const grows = extendsRun(c.compressedOffset, end, n);
+      if (grows === undefined || grows > budget) break;
       out.push(n);
-      budget -= n.compressedSize;
-      end += n.compressedSize;
+      budget -= grows;
+      end += grows;
     }
     return out;
   }

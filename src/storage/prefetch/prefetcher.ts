@@ -5,7 +5,7 @@
  * it stopped. Reads never wait behind it: a missing chunk a reader needs is fetched at once.
  */
 import { type Logger, type Metrics, errorMessage } from '../../base/index.js';
-import { type ChunkInfo, sameStoredUnit } from '../../format/chunk-info.js';
+import { type ChunkInfo, extendsRun } from '../../format/chunk-info.js';
 import type { BlobDevice } from '../device.js';
 
 export interface PrefetchOptions {
@@ -20,25 +20,25 @@ export interface PrefetchOptions {
   onProgress?: (done: number, total: number) => void;
 }
 
-/** Splits an ordered chunk list into batches of adjacent chunks of one blob, up to `maxBytes`. */
+/**
+ * Splits an ordered chunk list into batches of one blob's chunks stored together (one after the
+ * other, a batch's members, overlapping ZRan contexts), up to `maxBytes` of stored bytes each.
+ */
 export function batches(chunks: ChunkInfo[], maxBytes: number): ChunkInfo[][] {
   const out: ChunkInfo[][] = [];
   let cur: ChunkInfo[] = [];
-  let bytes = 0;
+  let end = 0;
   for (const c of chunks) {
-    const last = cur[cur.length - 1];
-    if (last !== undefined && sameStoredUnit(last, c)) {
-      cur.push(c); // another member of the batch just read: no bytes more
+    const first = cur[0];
+    const grows = first !== undefined && first.blobIndex === c.blobIndex ? extendsRun(first.compressedOffset, end, c) : undefined;
+    if (grows !== undefined && end + grows - (first as ChunkInfo).compressedOffset <= maxBytes) {
+      cur.push(c);
+      end += grows;
       continue;
     }
-    const adjacent = last !== undefined && last.blobIndex === c.blobIndex && c.compressedOffset === last.compressedOffset + last.compressedSize;
-    if (cur.length > 0 && (!adjacent || bytes + c.compressedSize > maxBytes)) {
-      out.push(cur);
-      cur = [];
-      bytes = 0;
-    }
-    cur.push(c);
-    bytes += c.compressedSize;
+    if (cur.length > 0) out.push(cur);
+    cur = [c];
+    end = c.compressedOffset + c.compressedSize;
   }
   if (cur.length > 0) out.push(cur);
   return out;

@@ -25,6 +25,7 @@ import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
 import { loadBlobMeta } from '../../../src/storage/blob-meta.js';
 import { decodeChunkAsync } from '../../../src/storage/chunk/decode.js';
 import { ChunkNeighbors } from '../../../src/storage/chunk/neighbors.js';
+import { batches } from '../../../src/storage/prefetch/prefetcher.js';
 import { BlobDevice } from '../../../src/storage/device.js';
 import { CountingBackend } from '../../helpers/counting-backend.js';
 import { prng } from '../../helpers/tree.js';
@@ -221,6 +222,37 @@ describe('a ZRan image through the device', () => {
       }
       const contexts = new Set(all.map((c) => c.compressedOffset));
       assert.equal(be.reads.length - metaReads, contexts.size, 'each context read once');
+    } finally {
+      await dev.close();
+      await be.close();
+    }
+  });
+
+  test('overlapping contexts are read as one range: by a reader, by the prefetch batches, by read-ahead', async () => {
+    const image = openBootstrap(boot) as RafsImage;
+    const be = new CountingBackend(new LocalFsBackend({ dir: join(work, 'blobs') }), 2);
+    await loadBlobMeta(image, be, nativeCodecs);
+    const metaReads = be.reads.length;
+    const all = (image.allChunks?.() ?? []).sort((a, b) => a.compressedOffset - b.compressedOffset);
+    // Two contexts whose compressed ranges overlap (each runs to the end of its last chunk).
+    const units = [...new Map(all.map((c) => [c.compressedOffset, c])).values()];
+    const i = units.findIndex((u, k) => k + 1 < units.length && (units[k + 1] as ChunkInfo).compressedOffset < u.compressedOffset + u.compressedSize);
+    assert.ok(i >= 0, 'the layer has overlapping contexts');
+    const [a, b] = [units[i] as ChunkInfo, units[i + 1] as ChunkInfo];
+    const union = [a.compressedOffset, Math.max(a.compressedOffset + a.compressedSize, b.compressedOffset + b.compressedSize) - a.compressedOffset];
+    assert.deepEqual(batches([a, b], 4 << 20).length, 1, 'one prefetch batch');
+    assert.ok(new ChunkNeighbors(all).after(a, 4 << 20).some((n) => n.compressedOffset === b.compressedOffset), 'read-ahead takes the next context');
+    const dev = new BlobDevice({ blobs: image.blobs, backend: be, codecs: nativeCodecs, metrics: new Metrics(), log: silentLogger });
+    try {
+      const bufs = [Buffer.alloc(a.uncompressedSize), Buffer.alloc(b.uncompressedSize)];
+      await dev.read(
+        [
+          { chunk: a, from: 0, length: a.uncompressedSize },
+          { chunk: b, from: 0, length: b.uncompressedSize },
+        ],
+        [Buffer.concat(bufs)],
+      );
+      assert.deepEqual(be.reads.slice(metaReads), [union], 'one backend read of their union');
     } finally {
       await dev.close();
       await be.close();
