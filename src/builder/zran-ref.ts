@@ -324,7 +324,7 @@ export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildRes
   const features = BlobFeature.ZRAN | BlobFeature.SEPARATE | BlobFeature.CHUNK_INFO_V2 | BlobFeature.ALIGNED;
   const byDigest = new Map<string, ChunkRef>();
   const merged = emptyRoot();
-  const built: Array<{ handle: RefBlob; info: BlobInfo; metaPath: string; contexts: number }> = [];
+  const built: Array<{ handle: RefBlob; info: BlobInfo; meta: Buffer; metaPath: string; contexts: number }> = [];
   let done = 0;
   for (const source of opts.sources) {
     const layerIn = new IndexedLayer(source, opts.codecs);
@@ -339,12 +339,10 @@ export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildRes
     if (built.length >= Limits.MAX_V6_BLOBS) throw new UsageError(`more than ${Limits.MAX_V6_BLOBS} layers hold data: a RAFS v6 image has at most ${Limits.MAX_V6_BLOBS} data blobs`);
     const { bytes, meta } = metaBlob(opts.codecs, chunker.located, chunker.contexts, features);
     const metaDigest = sha256(bytes);
-    const metaPath = join(opts.blobDir, metaDigest.toString('hex'));
-    await mkdir(opts.blobDir, { recursive: true });
-    await replaceFile(metaPath, (temp) => writeFile(temp, bytes));
     built.push({
       handle: chunker.blob,
-      metaPath,
+      meta: bytes,
+      metaPath: join(opts.blobDir, metaDigest.toString('hex')),
       contexts: chunker.contexts.length,
       info: {
         index: built.length,
@@ -367,6 +365,9 @@ export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildRes
   }
   const root = finishMerge(merged);
   checkTreeDepth(root);
+  // Written once every layer is indexed: a layer that fails leaves nothing behind.
+  await mkdir(opts.blobDir, { recursive: true });
+  for (const b of built) await replaceFile(b.metaPath, (temp) => writeFile(temp, b.meta));
   const index = new Map<BlobHandle, number>(built.map((b, i) => [b.handle, i]));
   const { root: broot } = toBootstrapTree(root, opts.chunkSize, (h) => index.get(h) as number);
   const blobs = built.map((b) => b.info);

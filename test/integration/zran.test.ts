@@ -249,7 +249,7 @@ describe('ZRan (targz-ref) images', () => {
     assert.match(bad.stderr, /--oci-ref keeps the layers as they are: --encrypt cannot apply/);
   });
 
-  test('a missing meta blob, a layer that is not gzip: clear errors', async () => {
+  test('a missing meta blob, a layer that is not gzip or is cut short: clear errors, nothing left behind', async () => {
     const mnt = join(work, 'mnt-missing');
     await mkdir(mnt, { recursive: true });
     const empty = join(work, 'no-blobs');
@@ -265,5 +265,12 @@ describe('ZRan (targz-ref) images', () => {
     assert.notEqual(bad.code, 0);
     assert.match(bad.stderr, /not a gzip-compressed layer/);
     assert.equal((await stat(join(work, 'b2-blobs')).catch(() => undefined)) === undefined, true, 'nothing written');
+    // A second layer cut short: refused, and the first layer's meta blob is not left behind.
+    await writeFile(join(work, 'cut.tar.gz'), layer.subarray(0, Math.floor(layer.length / 2)));
+    const cut = await damselfly(['build', '--type', 'targz-ref', '--bootstrap', join(work, 'b3'), '--blob-dir', join(work, 'b3-blobs'), join(work, 'layer.tar.gz'), join(work, 'cut.tar.gz')]);
+    assert.notEqual(cut.code, 0);
+    assert.match(cut.stderr, /cut\.tar\.gz: .*truncated|cut\.tar\.gz.*ends/);
+    assert.deepEqual(await readdir(join(work, 'b3-blobs')).catch(() => []), []);
+    assert.equal((await stat(join(work, 'b3')).catch(() => undefined)) === undefined, true, 'no bootstrap');
   });
 });
