@@ -234,6 +234,8 @@ describe('ZRan (targz-ref) images', () => {
     // The original layers are in the target (copied where it lacked them): the image's data.
     for (const digest of made.layers) assert.ok((await stat(join(target, 'blobs', 'sha256', digest.slice(7)))).size > 0);
 
+    // Checked where it is (as nydusify check): the meta blobs and the layers read from the layout.
+    assert.match((await damselflyOk(['check', '--image', `oci:${target}:ref`])).stdout, /OK/);
     const expected = join(d, 'expected');
     sh(`cp -a '${src}' '${expected}' && cp -a '${upper}/.' '${expected}/' && rm '${expected}/.wh.small.txt' '${expected}/small.txt'`);
     const mnt = join(d, 'mnt');
