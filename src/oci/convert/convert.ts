@@ -131,7 +131,9 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
       log.info({ layer: layer.digest, size: layer.size }, 'layer pulled');
     }
     if (opts.ociRef) {
-      const r = await convertRef(opts, layerFiles, work);
+      // Pulled and checked against their digests: the ids the ZRan build gives the layers.
+      const pulled = new Map(src.manifest.layers.map((l, i) => [l.digest.slice('sha256:'.length), layerFiles[i] as string]));
+      const r = await convertRef(opts, layerFiles, pulled, work);
       bytesPushed += r.bytesPushed;
       const pushed = await publish(opts, src.mediaType === MediaType.DOCKER_MANIFEST, config, r.layers, r.bootstrap, {});
       bytesPushed += pushed.bytesPushed;
@@ -209,7 +211,7 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
  * holds data, where the target lacks it (it is the image's data), and its meta blob, which the
  * manifest lists as a Nydus blob layer naming the layer it indexes (as nydus-snapshotter does).
  */
-async function convertRef(opts: ConvertOptions, layerFiles: string[], work: string): Promise<{ layers: Descriptor[]; ids: string[]; bootstrap: Buffer; bytesPushed: number }> {
+async function convertRef(opts: ConvertOptions, layerFiles: string[], pulled: ReadonlyMap<string, string>, work: string): Promise<{ layers: Descriptor[]; ids: string[]; bootstrap: Buffer; bytesPushed: number }> {
   const r = await buildZranRef({
     sources: layerFiles,
     blobDir: join(work, 'blobs'),
@@ -228,11 +230,11 @@ async function convertRef(opts: ConvertOptions, layerFiles: string[], work: stri
     }
     return size;
   };
-  const byId = new Map<string, string>();
-  for (const path of layerFiles) byId.set((await fileSha256(path)).slice('sha256:'.length), path);
   const layers: Descriptor[] = [];
   for (const b of r.blobs) {
-    await push(`sha256:${b.id}`, byId.get(b.id) as string);
+    const path = pulled.get(b.id);
+    if (path === undefined) throw new Error(`ZRan blob ${b.id} is none of the pulled layers`);
+    await push(`sha256:${b.id}`, path);
     const digest = `sha256:${b.metaBlob.id}`;
     const size = await push(digest, b.metaBlob.path);
     layers.push({ mediaType: MediaType.NYDUS_BLOB, digest, size, annotations: { [Annotation.NYDUS_BLOB]: 'true', [Annotation.NYDUS_REF]: `sha256:${b.id}` } });
