@@ -28,6 +28,7 @@ import { ChunkNeighbors } from '../../../src/storage/chunk/neighbors.js';
 import { batches } from '../../../src/storage/prefetch/prefetcher.js';
 import { BlobDevice } from '../../../src/storage/device.js';
 import { CountingBackend } from '../../helpers/counting-backend.js';
+import { tarArchive, tarEntry } from '../../helpers/tar.js';
 import { prng } from '../../helpers/tree.js';
 
 /** Text-like bytes deflate shrinks (dynamic Huffman blocks, back references). */
@@ -150,29 +151,11 @@ describe('a ZRan image through the device', () => {
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'damselfly-zran-unit-'));
-    // A tar of small files and one larger, as GNU tar writes it (ustar headers, 512-byte blocks).
-    const entries: Buffer[] = [];
-    const header = (name: string, size: number): Buffer => {
-      const h = Buffer.alloc(512);
-      h.write(name, 0);
-      h.write('0000644\0', 100);
-      h.write('0000000\0', 108);
-      h.write('0000000\0', 116);
-      h.write(size.toString(8).padStart(11, '0') + '\0', 124);
-      h.write('14000000000\0', 136);
-      h.write('        ', 148);
-      h.write('0', 156);
-      h.write('ustar\x0000', 257);
-      let sum = 0;
-      for (const b of h) sum += b;
-      h.write(sum.toString(8).padStart(6, '0') + '\0 ', 148);
-      return h;
-    };
+    // A tar of small files and one larger (the test helper writes it as the builder's encoder does).
     for (let i = 0; i < 40; i++) files.set(`f${String(i).padStart(2, '0')}`, text(100 + i, 3000 + i * 997));
     files.set('large', text(7, 700_000));
-    for (const [name, data] of files) entries.push(header(name, data.length), data, Buffer.alloc((512 - (data.length % 512)) % 512));
-    entries.push(Buffer.alloc(1024));
-    await writeFile(join(work, 'layer.tar.gz'), gzipSync(Buffer.concat(entries)));
+    const tar = tarArchive([...files].map(([name, data]) => ({ entry: tarEntry(name, 'file', { size: data.length }), data })));
+    await writeFile(join(work, 'layer.tar.gz'), gzipSync(tar));
     const r = await buildZranRef({ sources: [join(work, 'layer.tar.gz')], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), chunkSize: 64 << 10, codecs: nativeCodecs, log: silentLogger });
     boot = await readFile(join(work, 'boot'));
     metaId = (r.blobs[0] as { metaBlob: { id: string } }).metaBlob.id;
