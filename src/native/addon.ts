@@ -5,6 +5,7 @@
 import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import type { GzipPoint } from '../format/compression.js';
 
 /** Codec numbers as in RAFS (spec §1.1). */
 export type NativeCodec = 1 | 3;
@@ -16,17 +17,6 @@ export interface ZstdDecoder {
   finish(): void;
 }
 
-/** A block boundary of a gzip stream: its stream offsets, and where inflation can start there. */
-export interface GzipPoint {
-  /** Compressed and uncompressed offsets of the boundary in the whole stream. */
-  in: number;
-  out: number;
-  bits: number;
-  byte: number;
-  /** The window at the boundary (empty at the start of a member). */
-  dict: Buffer;
-}
-
 /** Inflates a whole gzip stream (any number of members), reporting its block boundaries. */
 export interface ZranIndexer {
   /**
@@ -34,7 +24,7 @@ export interface ZranIndexer {
    * again), giving `output` (at most about 1 MiB a call) and passing the boundaries `points`;
    * `end` when the last member ended at the end of the input so far.
    */
-  push(input: Uint8Array): { consumed: number; output: Buffer; points: GzipPoint[]; end: boolean };
+  push(input: Uint8Array): { consumed: number; output: Buffer; points: Array<GzipPoint & { dict: Buffer }>; end: boolean };
   /** Throws unless the stream ended with a whole member. */
   finish(): void;
 }
