@@ -23,6 +23,7 @@ import { writeV6Bootstrap } from '../format/v6/writer.js';
 import { type BlobHandle, type ChunkRef, RefBlob } from './chunk-store.js';
 import { checkFormatOptions } from './build.js';
 import { applyLayer, emptyRoot, finishMerge } from './merge.js';
+import { isGzip } from './sources/layer-stream.js';
 import { type FileSink, readTarLayer } from './sources/tar.js';
 import { checkTreeDepth, toBootstrapTree } from './tree.js';
 
@@ -299,18 +300,18 @@ export function refConflicts(o: RefConflicts): string[] {
   return set.filter(([, given]) => given).map(([flag]) => flag);
 }
 
-/** Whether `path` starts as a gzip stream does; a UsageError if it cannot be read. */
-async function isGzip(path: string): Promise<boolean> {
-  const head = Buffer.alloc(3);
+/** Whether the layer at `path` is gzip-compressed; a UsageError if it cannot be read. */
+async function isGzipFile(path: string): Promise<boolean> {
+  const head = Buffer.alloc(2);
   const fh = await open(path, 'r').catch((e: unknown) => {
     throw new UsageError(`source ${path} cannot be read: ${(e as Error).message}`);
   });
   try {
-    await fh.read(head, 0, 3, 0);
+    await fh.read(head, 0, head.length, 0);
   } finally {
     await fh.close();
   }
-  return head[0] === 0x1f && head[1] === 0x8b && head[2] === 0x08;
+  return isGzip(head);
 }
 
 export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildResult> {
@@ -319,7 +320,7 @@ export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildRes
   checkFormatOptions({ compressor: Compressor.Gzip, chunkSize: opts.chunkSize });
   // The contexts' output must hold a whole chunk; nydus-image builds these with 1 MiB chunks.
   if (opts.chunkSize > 4 << 20) throw new UsageError(`a targz-ref image needs a chunk size of at most 4 MiB, not ${opts.chunkSize}`);
-  for (const source of opts.sources) if (!(await isGzip(source))) throw new UsageError(`${source} is not a gzip-compressed layer (a targz-ref image needs one)`);
+  for (const source of opts.sources) if (!(await isGzipFile(source))) throw new UsageError(`${source} is not a gzip-compressed layer (a targz-ref image needs one)`);
 
   const features = BlobFeature.ZRAN | BlobFeature.SEPARATE | BlobFeature.CHUNK_INFO_V2 | BlobFeature.ALIGNED;
   const byDigest = new Map<string, ChunkRef>();

@@ -15,6 +15,11 @@ function startsWith(b: Uint8Array, magic: number[]): boolean {
   return magic.every((m, i) => b[i] === m);
 }
 
+/** Whether a layer's first bytes are those of a gzip stream (as `decompressLayer` tells). */
+export function isGzip(head: Uint8Array): boolean {
+  return startsWith(head, GZIP);
+}
+
 /** A zstd skippable frame (magic 0x184D2A50..5F, RFC 8878 §3.1.2) may open a zstd stream too. */
 function isZstdSkippable(b: Uint8Array): boolean {
   return b.length >= 4 && ((b[0] as number) & 0xf0) === 0x50 && b[1] === 0x2a && b[2] === 0x4d && b[3] === 0x18;
@@ -60,7 +65,7 @@ export async function* decompressLayer(input: AsyncIterable<Uint8Array>): AsyncG
       yield r.value;
     }
   }
-  if (startsWith(head, GZIP)) {
+  if (isGzip(head)) {
     yield* gunzipStream(rest(), 'corrupt gzip layer');
   } else if (startsWith(head, ZSTD) || isZstdSkippable(head)) {
     const dec = new native.ZstdDecoder();
