@@ -256,7 +256,11 @@ export interface NativeAddon extends PassthroughOps {
   popHeader: number;
 }
 
-const ADDON_PATH = fileURLToPath(new URL('../../build/native/Release/damselfly.node', import.meta.url));
+/**
+ * The addon `npm ci` builds; `DAMSELFLY_ADDON` names another build of it instead (scripts/asan.sh:
+ * the same sources under AddressSanitizer and UBSan).
+ */
+const ADDON_PATH = process.env.DAMSELFLY_ADDON || fileURLToPath(new URL('../../build/native/Release/damselfly.node', import.meta.url));
 
 function load(): NativeAddon {
   if (!existsSync(ADDON_PATH)) {
