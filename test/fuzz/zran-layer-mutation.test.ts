@@ -28,18 +28,13 @@ import { LocalFsBackend } from '../../src/storage/backend/localfs.js';
 import { loadBlobMeta } from '../../src/storage/blob-meta.js';
 import { ChunkNeighbors } from '../../src/storage/chunk/neighbors.js';
 import { BlobDevice } from '../../src/storage/device.js';
-import { withTempDir } from '../helpers/env.js';
+import { withTempDir, within } from '../helpers/env.js';
 import { type Rng, caseRng } from '../helpers/rng.js';
 import { tarArchive, tarEntry } from '../helpers/tar.js';
-import { prng } from '../helpers/tree.js';
+import { prng, textBytes as text } from '../helpers/tree.js';
 
 const MUTANTS = 120;
 const MUTANT_LIMIT_MS = 20_000;
-
-/** Text-like bytes deflate shrinks (dynamic Huffman blocks, back references). */
-function text(seed: number, n: number): Buffer {
-  return Buffer.from(prng(seed, Math.ceil((n * 3) / 4)).toString('base64').slice(0, n));
-}
 
 /**
  * The files of the layer: small ones (several to a chunk's context), a large compressible one and
@@ -139,21 +134,8 @@ async function readAll(boot: Buffer, blobDir: string, files: Map<string, Buffer>
   return out;
 }
 
-/** `body` within the mutant's time bound. */
-async function bounded<T>(what: string, body: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no result after ${MUTANT_LIMIT_MS} ms`)), MUTANT_LIMIT_MS);
-  });
-  try {
-    return await Promise.race([body, limit]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 test(`ZRan layers mutated after indexing, and mutated before it (${MUTANTS} each): the right bytes or a DamselflyError, in bounded time`, async (t) => {
-  await withTempDir('damselfly-zran-fuzz-', async (work) => {
+  await withTempDir('zran-fuzz', async (work) => {
     const files = seedFiles();
     const seed = layerOf(files);
     const seedPath = join(work, 'layer.tar.gz');
@@ -176,18 +158,18 @@ test(`ZRan layers mutated after indexing, and mutated before it (${MUTANTS} each
       // Serving: the mutant stands where the indexed layer was.
       await writeFile(join(dir, 'served', layerId), bytes);
       await copyFile(metaBlob.path, join(dir, 'served', metaBlob.id));
-      const s = await bounded(`${label} served`, readAll(boot, join(dir, 'served'), files, `${label} served`));
+      const s = await within(MUTANT_LIMIT_MS, `${label} served`, readAll(boot, join(dir, 'served'), files, `${label} served`));
       served.same += s.same;
       served.failed += s.failed;
       // Building: the mutant indexed as a layer of its own.
       const layer = join(dir, 'layer.tar.gz');
       await writeFile(layer, bytes);
       try {
-        const r = await bounded(`${label} built`, buildZranRef({ sources: [layer], blobDir: join(dir, 'blobs'), bootstrapPath: join(dir, 'boot'), chunkSize: 256 << 10, codecs: nativeCodecs, log: silentLogger }));
+        const r = await within(MUTANT_LIMIT_MS, `${label} built`, buildZranRef({ sources: [layer], blobDir: join(dir, 'blobs'), bootstrapPath: join(dir, 'boot'), chunkSize: 256 << 10, codecs: nativeCodecs, log: silentLogger }));
         builds.built++;
         await copyFile(layer, join(dir, 'blobs', (r.blobs[0] as { id: string }).id));
         // It built, so its gzip stream decodes whole: its tar is the seed's (every member's CRC held).
-        const b = await bounded(`${label} read back`, readAll(await readFile(join(dir, 'boot')), join(dir, 'blobs'), files, `${label} built`));
+        const b = await within(MUTANT_LIMIT_MS, `${label} read back`, readAll(await readFile(join(dir, 'boot')), join(dir, 'blobs'), files, `${label} built`));
         assert.deepEqual(b, { same: files.size, failed: 0 }, `${label}: an image built from it reads back whole`);
       } catch (e) {
         assert.ok(e instanceof DamselflyError, `${label} built: ${e instanceof Error ? `${e.constructor.name}: ${e.message}\n${e.stack}` : String(e)}`);

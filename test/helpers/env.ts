@@ -102,6 +102,19 @@ export async function withTempDir<T>(prefix: string, body: (dir: string) => Prom
   }
 }
 
+/** `body`, or an error naming `what` once `ms` have passed without its result. */
+export async function within<T>(ms: number, what: string, body: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no result after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([body, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** Runs a shell command synchronously; throws with its output on failure. */
 export function sh(cmd: string, opts: { cwd?: string } = {}): string {
   const r = spawnSync('bash', ['-c', cmd], { encoding: 'utf8', cwd: opts.cwd, maxBuffer: 64 << 20 });

@@ -31,6 +31,11 @@ export function prng(seed: number, n: number): Buffer {
   return out.subarray(0, n);
 }
 
+/** `n` text-like bytes (base64 of `prng`) that deflate shrinks: dynamic Huffman blocks, back references. */
+export function textBytes(seed: number, n: number): Buffer {
+  return Buffer.from(prng(seed, Math.ceil((n * 3) / 4)).toString('base64').slice(0, n));
+}
+
 function lutimes(path: string | Buffer, sec: number, nsec: number): void {
   native.lutimens(path, sec, nsec, sec, nsec);
 }

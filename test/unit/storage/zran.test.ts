@@ -29,12 +29,8 @@ import { batches } from '../../../src/storage/prefetch/prefetcher.js';
 import { BlobDevice } from '../../../src/storage/device.js';
 import { CountingBackend } from '../../helpers/counting-backend.js';
 import { tarArchive, tarEntry } from '../../helpers/tar.js';
-import { prng } from '../../helpers/tree.js';
+import { prng, textBytes as text } from '../../helpers/tree.js';
 
-/** Text-like bytes deflate shrinks (dynamic Huffman blocks, back references). */
-function text(seed: number, n: number): Buffer {
-  return Buffer.from(prng(seed, Math.ceil((n * 3) / 4)).toString('base64').slice(0, n));
-}
 
 /** A gzip stream of several members, and every boundary in it. */
 function indexed(parts: Buffer[]): { gz: Buffer; whole: Buffer; points: GzipPoint[] } {
