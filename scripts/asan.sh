@@ -9,7 +9,10 @@
 # Usage: scripts/asan.sh [TEST FILE...]   (default: the files above; as root, as scripts/test.sh)
 # The sanitized addon is built in build/native-asan (kept; rebuilt when a source changes) and
 # loaded through DAMSELFLY_ADDON, with the ASan runtime preloaded into every Node process the tests
-# start (the CLI they spawn included). Takes several times as long as the plain run.
+# start (the CLI they spawn included). Takes several times as long as the plain run. Integration
+# tests run too when named (the FUSE, vhost-user, ZRan and passthrough ones pass), except those that
+# also start the reference virtiofsd: the preloaded runtime reaches it and QEMU as well, and it stops
+# serving under it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ -d node_modules ] || bash scripts/setup.sh
