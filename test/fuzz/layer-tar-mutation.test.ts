@@ -21,7 +21,7 @@ import type { TarEntry } from '../../src/format/tar.js';
 import { nativeCodecs } from '../../src/native/index.js';
 import { walkImage } from '../../src/tools/walk.js';
 import { withTempDir, within } from '../helpers/env.js';
-import { type Rng, caseRng } from '../helpers/rng.js';
+import { type Rng, caseRng, flipBits } from '../helpers/rng.js';
 import { tarArchive, tarEntry as entry } from '../helpers/tar.js';
 import { prng } from '../helpers/tree.js';
 
@@ -52,14 +52,7 @@ function mutate(seed: Buffer, rng: Rng): { bytes: Buffer; what: string } {
   const blocks = seed.length / 512;
   const b = Buffer.from(seed);
   const r = rng.next();
-  if (r < 0.3) {
-    const n = 1 + rng.int(8);
-    for (let i = 0; i < n; i++) {
-      const at = rng.int(b.length);
-      b[at] = (b[at] as number) ^ (1 << rng.int(8));
-    }
-    return { bytes: b, what: `${n} bits flipped` };
-  }
+  if (r < 0.3) return { bytes: b, what: flipBits(b, rng, 8) };
   if (r < 0.6) {
     // A header field (name, mode, uid, gid, size, mtime, checksum, type, linkname, magic, prefix).
     const [off, len] = rng.pick([[0, 100], [100, 8], [108, 8], [116, 8], [124, 12], [136, 12], [148, 8], [156, 1], [157, 100], [257, 8], [345, 155]] as const);

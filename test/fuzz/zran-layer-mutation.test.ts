@@ -29,7 +29,7 @@ import { loadBlobMeta } from '../../src/storage/blob-meta.js';
 import { ChunkNeighbors } from '../../src/storage/chunk/neighbors.js';
 import { BlobDevice } from '../../src/storage/device.js';
 import { withTempDir, within } from '../helpers/env.js';
-import { type Rng, caseRng } from '../helpers/rng.js';
+import { type Rng, caseRng, flipBits } from '../helpers/rng.js';
 import { tarArchive, tarEntry } from '../helpers/tar.js';
 import { prng, textBytes as text } from '../helpers/tree.js';
 
@@ -61,14 +61,7 @@ function layerOf(files: Map<string, Buffer>): Buffer {
 function mutate(seed: Buffer, rng: Rng): { bytes: Buffer; what: string } {
   const b = Buffer.from(seed);
   const r = rng.next();
-  if (r < 0.3) {
-    const n = 1 + rng.int(6);
-    for (let i = 0; i < n; i++) {
-      const at = rng.int(b.length);
-      b[at] = (b[at] as number) ^ (1 << rng.int(8));
-    }
-    return { bytes: b, what: `${n} bits flipped` };
-  }
+  if (r < 0.3) return { bytes: b, what: flipBits(b, rng, 6) };
   if (r < 0.45) {
     // The first member's header: magic, method, flags, mtime, xfl, OS (mtime, xfl and OS decode the same).
     const at = rng.int(10);

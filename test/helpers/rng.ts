@@ -33,3 +33,13 @@ export function caseRng(name: string, index: number): Rng {
   for (const c of Buffer.from(name)) s = Math.imul(s ^ c, 16777619);
   return seededRng(s ^ Math.imul(index + 1, 0x9e3779b1));
 }
+
+/** Flips 1 to `max` random bits of `b` in place; says how many. */
+export function flipBits(b: Buffer, rng: Rng, max: number): string {
+  const n = 1 + rng.int(max);
+  for (let i = 0; i < n; i++) {
+    const at = rng.int(b.length);
+    b[at] = (b[at] as number) ^ (1 << rng.int(8));
+  }
+  return `${n} bits flipped`;
+}
