@@ -40,7 +40,7 @@ import { native, nativeCodecs } from '../../src/native/index.js';
 import { LocalFsBackend } from '../../src/storage/backend/localfs.js';
 import { BlobDevice } from '../../src/storage/device.js';
 import { cstr, initArgs, parseAttr, parseDirents, parseEntry, parseReply, readArgs, request, u32Args } from '../helpers/fuse-client.js';
-import { withTempDir } from '../helpers/env.js';
+import { withTempDir, within } from '../helpers/env.js';
 import { treeOf } from '../integration/passthrough-posix-suite.js';
 import { type Rng, seededRng } from '../helpers/rng.js';
 
@@ -329,16 +329,8 @@ function describeRequest(m: Made): string {
 /** Sends one request; checks that it completes once, in time, with a well-formed reply. */
 async function send(server: FuseServer, made: Made): Promise<Outcome> {
   const channel = new FuzzReply(made.capacity);
-  let timer: NodeJS.Timeout | undefined;
-  const hang = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`no completion after ${REQUEST_LIMIT_MS} ms: ${describeRequest(made)}`)), REQUEST_LIMIT_MS);
-  });
-  try {
-    await Promise.race([server.handle(made.bytes, channel), hang]);
-  } finally {
-    clearTimeout(timer);
-  }
   const what = describeRequest(made);
+  await within(REQUEST_LIMIT_MS, `no completion: ${what}`, server.handle(made.bytes, channel));
   assert.equal(channel.completions, 1, `completed ${channel.completions} times: ${what}`);
   if (channel.dropped) {
     const silent = [Opcode.FORGET, Opcode.BATCH_FORGET, Opcode.INTERRUPT].includes(made.opcode);

@@ -19,7 +19,7 @@ import { after, before, test } from 'node:test';
 import { Opcode } from '../../src/fuse/abi.js';
 import { native } from '../../src/native/index.js';
 import { Request } from '../../src/transport/vhost-user/protocol.js';
-import { damselflyOk } from '../helpers/env.js';
+import { damselflyOk, within } from '../helpers/env.js';
 import { cstr, initArgs, request } from '../helpers/fuse-client.js';
 import { type Rng, caseRng } from '../helpers/rng.js';
 import { DESC_NEXT, DESC_WRITE, type Ring, TestFrontend, startVirtiofsDaemon } from '../helpers/vhost-frontend.js';
@@ -224,13 +224,7 @@ test(`hostile vhost-user message streams (${SESSIONS} sessions of ${MESSAGES}): 
       f.close();
       for (const r of f.rings) if (r !== undefined) for (const fd of [r.kick, r.call]) native.closeFd(fd);
     }
-    let timer: NodeJS.Timeout | undefined;
-    const [code, signal] = await Promise.race([
-      d.exit,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`session ${session}: the daemon did not exit ${EXIT_LIMIT_MS} ms after the frontend left:\n${d.stderr()}`)), EXIT_LIMIT_MS);
-      }),
-    ]).finally(() => clearTimeout(timer));
+    const [code, signal] = await within(EXIT_LIMIT_MS, () => `session ${session}: the daemon did not exit after the frontend left:\n${d.stderr()}`, d.exit);
     assert.equal(signal, null, `session ${session}: killed by ${signal}\n${d.stderr()}`);
     assert.equal(code, 0, `session ${session}: exit ${code}\n${d.stderr()}`);
     assert.doesNotMatch(d.stderr(), /TypeError|ReferenceError|Segmentation|Aborted|Uncaught|at .*\.js:\d+/, `session ${session}`);

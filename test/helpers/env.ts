@@ -102,11 +102,14 @@ export async function withTempDir<T>(prefix: string, body: (dir: string) => Prom
   }
 }
 
-/** `body`, or an error naming `what` once `ms` have passed without its result. */
-export async function within<T>(ms: number, what: string, body: Promise<T>): Promise<T> {
+/**
+ * `body`, or an error naming `what` once `ms` have passed without its result (a function: asked
+ * then, e.g. for a daemon's stderr up to that moment).
+ */
+export async function within<T>(ms: number, what: string | (() => string), body: Promise<T>): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const limit = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no result after ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new Error(`${typeof what === 'string' ? what : what()}: no result after ${ms} ms`)), ms);
   });
   try {
     return await Promise.race([body, limit]);

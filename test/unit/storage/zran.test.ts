@@ -31,7 +31,6 @@ import { CountingBackend } from '../../helpers/counting-backend.js';
 import { tarArchive, tarEntry } from '../../helpers/tar.js';
 import { prng, textBytes as text } from '../../helpers/tree.js';
 
-
 /** A gzip stream of several members, and every boundary in it. */
 function indexed(parts: Buffer[]): { gz: Buffer; whole: Buffer; points: GzipPoint[] } {
   const gz = Buffer.concat(parts.map((p, i) => gzipSync(p, { level: 1 + (i % 9) })));
