@@ -25,13 +25,16 @@
  * BENCH_NODE_ARGS adds Node options to the Damselfly daemon, e.g. "--cpu-prof --cpu-prof-dir=DIR"
  * (read the profile with scripts/bench/cpuprof-top.ts) or "--perf-basic-prof" (for perf record);
  * BENCH_ONLY=PREFIX runs only the lines whose name starts with it (BENCH_ONLY=READ for a profile).
+ * BENCH_PIN=same runs this benchmark and each daemon on CPU 0; BENCH_PIN=other runs the benchmark on
+ * CPU 0 and the daemons on CPU 1, where the scheduler puts a daemon whose CPU idles between
+ * requests: with BENCH_BATCH=1 the two show what a wake-up on an idle CPU costs each daemon.
  * Prints microseconds of daemon CPU per request and the ratio virtiofsd / Damselfly (> 1:
  * Damselfly uses less). Machines here are shared and noisy: only the ratios mean something.
  */
-import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Opcode } from '../../src/fuse/index.js';
 import { CLI } from '../../test/helpers/env.js';
@@ -41,6 +44,17 @@ import { DESC_INDIRECT, DESC_NEXT, DESC_WRITE, type Ring, TestFrontend, chained 
 const BATCH = Number(process.env.BENCH_BATCH ?? 64);
 const IMAGE = process.env.BENCH_IMAGE === '1';
 const BATCHES = Number(process.argv[2] ?? 300);
+const PIN = process.env.BENCH_PIN;
+if (PIN !== undefined && PIN !== 'same' && PIN !== 'other') throw new Error(`BENCH_PIN must be same or other, not ${PIN}`);
+if (PIN !== undefined && process.env.BENCH_PINNED !== '1') {
+  if (PIN === 'other' && availableParallelism() < 2) throw new Error('BENCH_PIN=other needs two CPUs');
+  // The benchmark itself on CPU 0: run again under taskset (Node cannot set its own affinity).
+  const r = spawnSync('taskset', ['-c', '0', process.execPath, ...process.execArgv, ...process.argv.slice(1)], { stdio: 'inherit', env: { ...process.env, BENCH_PINNED: '1' } });
+  if (r.error !== undefined) throw r.error;
+  process.exit(r.status ?? 1);
+}
+/** A daemon's command line, on its CPU when BENCH_PIN asks for one. */
+const pinned = (argv: string[]): string[] => (PIN === undefined ? argv : ['taskset', '-c', PIN === 'same' ? '0' : '1', ...argv]);
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 
 /**
@@ -223,7 +237,8 @@ const forgetKicks: number[] = [];
 
 /** Microseconds of daemon CPU per request, per line. */
 async function measure(label: string, argv: string[], socket: string): Promise<number[]> {
-  const proc = spawn(argv[0] as string, argv.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
+  const cmd = pinned(argv);
+  const proc = spawn(cmd[0] as string, cmd.slice(1), { stdio: ['ignore', 'ignore', 'pipe'] });
   let stderr = '';
   proc.stderr?.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-4000)));
   try {
@@ -338,7 +353,8 @@ try {
   const nodeArgs = process.env.BENCH_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
   const dfly = await measure('damselfly', [process.execPath, ...nodeArgs, CLI, ...damselflyArgs(join(work, 'd.sock'))], join(work, 'd.sock'));
   const what = IMAGE ? 'damselfly serving an image of the share (warm chunk cache)' : 'the shared directory (CREATE, UNLINK: 4096 requests)';
-  console.log(`== vhost-user requests: ${BATCHES} batches of ${BATCH} per line, ${what}, one queue; daemon CPU per request ==`);
+  const where = PIN === undefined ? '' : `, the daemons on ${PIN === 'same' ? "the benchmark's CPU 0" : 'CPU 1, the benchmark on CPU 0'}`;
+  console.log(`== vhost-user requests: ${BATCHES} batches of ${BATCH} per line, ${what}, one queue${where}; daemon CPU per request ==`);
   console.log(`${'line'.padEnd(16)} ${'virtiofsd us'.padStart(13)} ${'damselfly us'.padStart(13)} ${'x'.padStart(6)}`);
   const names = [...LINES.map((l) => l.name), ...(FORGETS_TOO ? ['FORGET paced'] : [])];
   names.forEach((name, i) => {
