@@ -89,9 +89,11 @@ export class TestFrontend {
 
   /** Allocates guest memory for buffers (16-byte aligned). */
   alloc(len: number): number {
+    // Tests reuse memory freely: past the end, start again at the buffer area (before taking the
+    // range, so that the one that does not fit is not handed out).
+    if (this.bump + len > this.memSize) this.bump = BUFFER_AREA;
     const at = this.bump;
     this.bump = (this.bump + len + 15) & ~15;
-    if (this.bump > this.memSize) this.bump = BUFFER_AREA; // tests reuse memory freely
     return at;
   }
 
