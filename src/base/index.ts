@@ -12,3 +12,4 @@ export * from './file-writer.js';
 export * from './buffer-pool.js';
 export * from './quiet-timer.js';
 export * from './replace-file.js';
+export * from './gc.js';

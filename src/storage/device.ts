@@ -7,7 +7,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
-import { BufferPool, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, errorMessage, scatter, sliceViews } from '../base/index.js';
+import { BufferPool, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, collectGarbage, errorMessage, scatter, sliceViews } from '../base/index.js';
 
 export { sliceViews };
 import { type ChunkInfo, chunkKey as key, extendsRun, sharedUnit } from '../format/chunk-info.js';
@@ -60,6 +60,12 @@ export interface DeviceOptions {
    * buffer pool's idle memory handed back with them: a daemon at rest holds no chunk data.
    */
   recentIdleMs?: number;
+  /**
+   * Runs once the device went to rest (its chunks dropped, its pool trimmed): by default a full
+   * garbage collection, so that the memory a busy spell left as garbage goes back to the system
+   * rather than waiting for the next allocation to make V8 collect.
+   */
+  atRest?: () => void;
   /**
    * Also fetch the chunks stored right after a missing one, up to this many compressed bytes in
    * the same backend read (nydus `amplify_io`); needs `neighbors`. 0 fetches only what is read.
@@ -147,7 +153,10 @@ export class BlobDevice {
     this.recentQuiet = new QuietTimer(opts.recentIdleMs ?? 10_000, () => {
       this.dropRecent();
       // The buffers just released become idle a turn later (BufferPool.release).
-      setImmediate(() => this.pool.trim()).unref();
+      setImmediate(() => {
+        this.pool.trim();
+        (this.opts.atRest ?? collectGarbage)();
+      }).unref();
     });
   }
 

@@ -495,10 +495,11 @@ describe('chunk device: buffer reuse', () => {
     await backend.close();
   });
 
-  test('at rest, the chunks kept in memory are dropped and the pool hands their memory back; reads then come from the cache', async () => {
+  test('at rest, the chunks kept in memory are dropped, the pool hands their memory back and garbage is collected; reads then come from the cache', async () => {
     const discarded: ArrayBuffer[] = [];
     const pool = new PoisoningPool({ minSize: 4096, discard: (ab) => discarded.push(ab) });
-    const { dev, backend } = device(pool, { mergeLimit: C, recentBytes: 4 * C, recentIdleMs: 300 });
+    let rests = 0;
+    const { dev, backend } = device(pool, { mergeLimit: C, recentBytes: 4 * C, recentIdleMs: 300, atRest: () => rests++ });
     const readChunk = async (i: number): Promise<void> => {
       const dst = Buffer.alloc(C);
       await dev.read([{ chunk: chunks[i] as ChunkInfo, from: 0, length: C }], [dst]);
@@ -509,9 +510,11 @@ describe('chunk device: buffer reuse', () => {
     await readChunk(0); // a read within the idle time keeps them
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(discarded.length, 0, 'not at rest yet: nothing discarded');
+    assert.equal(rests, 0, 'not at rest yet: no collection');
     await new Promise((r) => setTimeout(r, 600));
     assert.ok(discarded.length >= 4, `the decoded chunks' buffers were handed back (${discarded.length})`);
     assert.equal(pool.idleSize, 0);
+    assert.equal(rests, 1, 'one collection once at rest');
     for (let i = 0; i < 4; i++) await readChunk(i);
     assert.equal(backend.reads, 4, 'no chunk fetched again: the cache file has them');
     await dev.close();
