@@ -155,7 +155,12 @@ export class BlobDevice {
       // The buffers just released become idle a turn later (BufferPool.release).
       setImmediate(() => {
         this.pool.trim();
+        const start = performance.now();
         (this.opts.atRest ?? collectGarbage)();
+        const ms = performance.now() - start;
+        this.opts.metrics.inc('storage.rests');
+        this.opts.metrics.inc('storage.rest_ms', Math.round(ms));
+        this.opts.log.debug({ ms: Number(ms.toFixed(1)) }, 'at rest: chunks dropped, pool trimmed, garbage collected');
       }).unref();
     });
   }

@@ -495,11 +495,12 @@ describe('chunk device: buffer reuse', () => {
     await backend.close();
   });
 
-  test('at rest, the chunks kept in memory are dropped, the pool hands their memory back and garbage is collected; reads then come from the cache', async () => {
+  test('at rest, the chunks kept in memory are dropped, the pool hands their memory back and the rest hook (a garbage collection by default) runs once; reads then come from the cache', async () => {
     const discarded: ArrayBuffer[] = [];
     const pool = new PoisoningPool({ minSize: 4096, discard: (ab) => discarded.push(ab) });
     let rests = 0;
-    const { dev, backend } = device(pool, { mergeLimit: C, recentBytes: 4 * C, recentIdleMs: 300, atRest: () => rests++ });
+    const metrics = new Metrics();
+    const { dev, backend } = device(pool, { mergeLimit: C, recentBytes: 4 * C, recentIdleMs: 300, atRest: () => rests++, metrics });
     const readChunk = async (i: number): Promise<void> => {
       const dst = Buffer.alloc(C);
       await dev.read([{ chunk: chunks[i] as ChunkInfo, from: 0, length: C }], [dst]);
@@ -515,6 +516,7 @@ describe('chunk device: buffer reuse', () => {
     assert.ok(discarded.length >= 4, `the decoded chunks' buffers were handed back (${discarded.length})`);
     assert.equal(pool.idleSize, 0);
     assert.equal(rests, 1, 'one collection once at rest');
+    assert.equal(metrics.get('storage.rests'), 1, 'counted');
     for (let i = 0; i < 4; i++) await readChunk(i);
     assert.equal(backend.reads, 4, 'no chunk fetched again: the cache file has them');
     await dev.close();
