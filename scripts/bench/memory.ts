@@ -21,37 +21,27 @@
  * BENCH_FILES (default 2000), BENCH_REST_S (default 15).
  */
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { once } from 'node:events';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Opcode } from '../../src/fuse/index.js';
-import { CLI } from '../../test/helpers/env.js';
+import { CLI, within } from '../../test/helpers/env.js';
 import { cstr, initArgs, parseReply, request } from '../../test/helpers/fuse-client.js';
 import { type Ring, TestFrontend } from '../../test/helpers/vhost-frontend.js';
+import { memoryKb, processTree } from './proc.js';
 
 const ROUNDS = Number(process.argv[2] ?? 10);
 const FILES = Number(process.env.BENCH_FILES ?? 2000);
 const REST_S = Number(process.env.BENCH_REST_S ?? 15);
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
 
-/** The process and its descendants. */
-function tree(pid: number): number[] {
-  const kids = readdirSync(`/proc/${pid}/task`).flatMap((t) => {
-    try {
-      return readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-    } catch {
-      return [];
-    }
-  });
-  return [pid, ...kids.flatMap(tree)];
-}
-
 /** RssAnon of the process tree, MB. */
 function rssAnonMb(pid: number): number {
   let kb = 0;
-  for (const p of tree(pid)) {
+  for (const p of processTree(pid)) {
     try {
-      kb += Number(/RssAnon:\s+(\d+)/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1] ?? 0);
+      kb += memoryKb(p).anonKb;
     } catch {
       // ended meanwhile
     }
@@ -183,6 +173,7 @@ interface Figures {
 
 async function run(label: string, argv: string[], socket: string, round: (s: Awaited<ReturnType<typeof session>>, r: number) => Promise<void>, rest: boolean): Promise<Figures> {
   const d = await start(argv, socket);
+  const exited = once(d.proc, 'exit');
   try {
     const s = await session(socket);
     const seen: number[] = [];
@@ -195,9 +186,11 @@ async function run(label: string, argv: string[], socket: string, round: (s: Awa
     if (rest) {
       await new Promise((r) => setTimeout(r, REST_S * 1000));
       out.rest = rssAnonMb(d.proc.pid as number);
-      out.restMs = /"ms":([\d.]+)[^\n]*at rest/.exec(d.stderr())?.[1];
     }
+    // The frontend leaves: the daemon exits, its log written out (it is buffered until then).
     s.f.close();
+    await within(10_000, `${label} did not exit`, exited);
+    if (rest) out.restMs = /"ms":([\d.]+)[^\n]*at rest/.exec(d.stderr())?.[1];
     return out;
   } finally {
     d.proc.kill('SIGTERM');

@@ -18,11 +18,12 @@
  * or smaller).
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI } from '../../test/helpers/env.js';
+import { memoryKb } from './proc.js';
 
 const RUNS = Number(process.argv[2] ?? 10);
 const VIRTIOFSD = '/usr/lib/qemu/virtiofsd';
@@ -34,11 +35,6 @@ interface Sample {
   anonKb: number;
 }
 
-function memory(pid: number): { rssKb: number; anonKb: number } {
-  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const kb = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
-  return { rssKb: kb('VmRSS'), anonKb: kb('RssAnon') };
-}
 
 function apiRunning(sock: string): Promise<boolean> {
   return new Promise((resolve) => {
@@ -94,7 +90,7 @@ async function once(argv: string[], ready: { line: string } | { api: string }): 
         void poll();
       }
     });
-    return { readyMs, ...memory(p.pid as number) };
+    return { readyMs, ...memoryKb(p.pid as number) };
   } finally {
     await stop(p);
   }

@@ -38,6 +38,7 @@ import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Opcode } from '../../src/fuse/index.js';
 import { CLI } from '../../test/helpers/env.js';
+import { processTree } from './proc.js';
 import { cstr, initArgs, parseReply, request } from '../../test/helpers/fuse-client.js';
 import { DESC_INDIRECT, DESC_NEXT, DESC_WRITE, type Ring, TestFrontend, chained } from '../../test/helpers/vhost-frontend.js';
 
@@ -76,17 +77,6 @@ function cpuUs(pid: number): number {
     // the process ended
   }
   return ns / 1000;
-}
-
-function tree(pid: number): number[] {
-  const kids = readdirSync(`/proc/${pid}/task`).flatMap((t) => {
-    try {
-      return readFileSync(`/proc/${pid}/task/${t}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
-    } catch {
-      return [];
-    }
-  });
-  return [pid, ...kids.flatMap(tree)];
 }
 
 async function waitFor(path: string, proc: ChildProcess): Promise<void> {
@@ -212,7 +202,7 @@ async function forgetStream(f: TestFrontend, pid: number, node: number): Promise
   const hp = f.rings[0] as Ring;
   const usedIdx = (): number => f.view(hp.used + 2, 2).readUInt16LE(0);
   const at = f.alloc(48 * hp.size);
-  const pids = tree(pid);
+  const pids = processTree(pid);
   const t0 = pids.reduce((a, p) => a + cpuUs(p), 0);
   let kicks = 0;
   for (let i = 0; i < FORGET_COUNT; i++) {
@@ -309,7 +299,7 @@ async function measure(label: string, argv: string[], socket: string): Promise<n
     const out: number[] = [];
     for (const line of LINES) {
       for (let i = 0; i < Math.ceil(1280 / BATCH); i++) await batch(line); // warm-up (JIT, caches): 1280 requests
-      const pids = tree(proc.pid as number);
+      const pids = processTree(proc.pid as number);
       const batches = Math.min(BATCHES, Math.ceil(line.maxBatches ?? BATCHES));
       const t0 = pids.reduce((a, p) => a + cpuUs(p), 0);
       for (let i = 0; i < batches; i++) await batch(line);
