@@ -1,13 +1,17 @@
 /**
- * ZRan ("targz-ref") builds, as nydus-image `create --type targz-ref` (spec §5.5): a RAFS image
- * of OCI layers (.tar.gz) whose data stays in those layers. The layer is inflated once; its block
- * boundaries become ZRan contexts (where inflation can start again: the compressed offset, the
- * bits of the byte before it and the 32 KiB window), and each file chunk is located as a range of
- * a context's output. Nothing of the data is copied: the image is a bootstrap and a small "meta
- * blob" per layer (the CI array with the contexts and their dictionaries, and its header), and the
+ * "Ref" builds, as nydus-image `create --type targz-ref` and `--type tar-ref` (spec §5.1, §5.5): a
+ * RAFS image of OCI layers whose data stays in those layers. Nothing of the data is copied: the
+ * image is a bootstrap and a small "meta blob" per layer (the CI array and its header), and the
  * blob table names each layer itself (its sha256) with its meta blob's digest beside it. Layers
  * stack as in any build (whiteouts, hardlinks to lower layers); a chunk of several is kept in the
  * first that has it.
+ *
+ * - A gzip layer (.tar.gz, ZRan) is inflated once; its block boundaries become ZRan contexts
+ *   (where inflation can start again: the compressed offset, the bits of the byte before it and
+ *   the 32 KiB window), and each file chunk is located as a range of a context's output.
+ * - A plain tar layer (tar-ref) holds each file's bytes as they are: a chunk is a range of the
+ *   layer, stored uncompressed. As nydus-image, either type takes either kind of layer and picks
+ *   by the layer's first bytes.
  */
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
@@ -28,7 +32,7 @@ import { type FileSink, readTarLayer } from './sources/tar.js';
 import { checkTreeDepth, toBootstrapTree } from './tree.js';
 
 export interface ZranBuildOptions {
-  /** The OCI layers, bottom first: gzip-compressed tars (each of one member or several). */
+  /** The OCI layers, bottom first: gzip-compressed tars (each of one member or several) or plain tars. */
   sources: string[];
   /** Where the meta blobs are written (named by their sha256, which the blob table records). */
   blobDir: string;
@@ -41,8 +45,11 @@ export interface ZranBuildOptions {
 
 export interface ZranBuildResult {
   bootstrap: Buffer;
-  /** The blob table: a layer that holds data (as its sha256 names it), and its meta blob. */
-  blobs: Array<{ id: string; metaBlob: { id: string; path: string; size: number }; chunks: number; contexts: number }>;
+  /**
+   * The blob table: a layer that holds data (as its sha256 names it), how it is indexed (`gzip`:
+   * ZRan contexts; `tar`: tar-ref, chunks stored as they are), and its meta blob.
+   */
+  blobs: Array<{ id: string; kind: LayerKind; metaBlob: { id: string; path: string; size: number }; chunks: number; contexts: number }>;
 }
 
 /**
@@ -62,6 +69,23 @@ interface Context {
   point: GzipPoint;
   inEnd: number;
   outEnd: number;
+}
+
+/** A plain tar layer (tar-ref): its tar stream is the layer, read as it is. */
+class PlainLayer {
+  readonly hash = createHash('sha256');
+  size = 0;
+
+  constructor(private readonly path: string) {}
+
+  async *tar(onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
+    for await (const piece of createReadStream(this.path, { highWaterMark: READ_BYTES }) as AsyncIterable<Buffer>) {
+      this.hash.update(piece);
+      this.size += piece.length;
+      onBytes(piece.length);
+      yield piece;
+    }
+  }
 }
 
 /** The layer inflated as it is read: its tar stream, and where each of its bytes came from. */
@@ -148,15 +172,30 @@ class IndexedLayer {
   }
 }
 
-/** A chunk as the CI array records it: its context, and where it is in that context's output. */
+/**
+ * A chunk as the CI array records it: for a gzip layer its context, and where it is in that
+ * context's output; for a plain tar its range of the layer (the chunk's own reference) says all.
+ */
 interface Located {
   ref: ChunkRef;
-  ctx: Context;
+  ctx?: Context;
   offset: number;
 }
 
-/** Cuts files' data into chunks located in the layer's contexts; identical chunks share one. */
-class ZranChunker {
+/** Where a chunk is stored: its chunk-table flags and range, and (gzip) its context and place in it. */
+interface Placement {
+  flags: number;
+  compressedOffset: number;
+  compressedSize: number;
+  ctx?: Context;
+  offset: number;
+}
+
+/**
+ * Cuts files' data into chunks located in the layer (in its contexts, if it is gzip); identical
+ * chunks share one.
+ */
+class RefChunker {
   readonly located: Located[] = [];
   readonly contexts: Context[] = [];
   private readonly byPoint = new Map<GzipPoint, Context>();
@@ -164,7 +203,7 @@ class ZranChunker {
   slots = 0;
 
   constructor(
-    private readonly layer: IndexedLayer,
+    private readonly layer: IndexedLayer | PlainLayer,
     private readonly chunkSize: number,
     readonly blob: RefBlob,
     /** The chunks of the layers built so far, by digest: a chunk is stored in the first that has it. */
@@ -206,7 +245,29 @@ class ZranChunker {
   private chunk(digest: Buffer, start: number, size: number): ChunkRef {
     const known = this.byDigest.get(digest.toString('hex'));
     if (known !== undefined) return known;
-    const point = this.layer.pointBefore(start);
+    if (this.located.length >= Limits.MAX_CHUNKS_PER_BLOB) throw new FormatError(`the layer has more than ${Limits.MAX_CHUNKS_PER_BLOB} chunks`);
+    // A plain tar holds the chunk's bytes as they are (nydus-image: not compressed, at the tar offset).
+    const where: Placement = this.layer instanceof IndexedLayer ? this.inContext(this.layer, start, size) : { flags: 0, compressedOffset: start, compressedSize: size, offset: 0 };
+    const ref: ChunkRef = {
+      blob: this.blob,
+      digest,
+      flags: where.flags,
+      compressedOffset: where.compressedOffset,
+      compressedSize: where.compressedSize,
+      uncompressedOffset: this.slots,
+      uncompressedSize: size,
+      index: this.located.length,
+      crc32: 0,
+    };
+    this.slots += Math.ceil(size / 4096) * 4096;
+    this.located.push({ ref, ...(where.ctx !== undefined ? { ctx: where.ctx } : {}), offset: where.offset });
+    this.byDigest.set(digest.toString('hex'), ref);
+    return ref;
+  }
+
+  /** Where the chunk of tar bytes [start, start + size) of a gzip layer is: its context, and its range in it. */
+  private inContext(layer: IndexedLayer, start: number, size: number): Placement & { ctx: Context } {
+    const point = layer.pointBefore(start);
     let ctx = this.byPoint.get(point);
     if (ctx === undefined) {
       ctx = { index: this.contexts.length, point, inEnd: 0, outEnd: 0 };
@@ -214,35 +275,23 @@ class ZranChunker {
       this.contexts.push(ctx);
     }
     const end = start + size;
-    const inEnd = this.layer.inputAt(end, true);
+    const inEnd = layer.inputAt(end, true);
     ctx.outEnd = Math.max(ctx.outEnd, end);
     ctx.inEnd = Math.max(ctx.inEnd, inEnd);
     if (ctx.outEnd - point.out > MAX_CONTEXT_OUT) {
       throw new FormatError(`a ${ctx.outEnd - point.out}-byte ZRan context (a deflate block longer than the chunk size allows): use a smaller chunk size`);
     }
-    if (this.located.length >= Limits.MAX_CHUNKS_PER_BLOB) throw new FormatError(`the layer has more than ${Limits.MAX_CHUNKS_PER_BLOB} chunks`);
     // The chunk's own compressed range, as nydus-image records it: about the input consumed
     // while it was inflated (readers fetch its context's whole range).
-    const inStart = Math.max(point.in, this.layer.inputAt(start, false));
-    const ref: ChunkRef = {
-      blob: this.blob,
-      digest,
-      flags: ChunkFlag.COMPRESSED,
-      compressedOffset: inStart,
-      compressedSize: inEnd - inStart,
-      uncompressedOffset: this.slots,
-      uncompressedSize: size,
-      index: this.located.length,
-      crc32: 0,
-    };
-    this.slots += Math.ceil(size / 4096) * 4096;
-    this.located.push({ ref, ctx, offset: start - point.out });
-    this.byDigest.set(digest.toString('hex'), ref);
-    return ref;
+    const inStart = Math.max(point.in, layer.inputAt(start, false));
+    return { flags: ChunkFlag.COMPRESSED, compressedOffset: inStart, compressedSize: inEnd - inStart, ctx, offset: start - point.out };
   }
 }
 
-/** The meta blob: the CI array (v2 entries, then the ZRan contexts and their dictionaries) and its header. */
+/**
+ * The meta blob: the CI array (v2 entries; for a gzip layer then the ZRan contexts and their
+ * dictionaries) and its header.
+ */
 function metaBlob(codecs: Codecs, located: Located[], contexts: Context[], features: number): { bytes: Buffer; meta: BlobInfo['meta'] } {
   const table: ZranContext[] = contexts.map((c) => ({
     inOffset: c.point.in,
@@ -251,11 +300,13 @@ function metaBlob(codecs: Codecs, located: Located[], contexts: Context[], featu
     outLen: c.outEnd - c.point.out,
     at: c.point,
   }));
-  const zran = encodeZranTable(table);
+  const zran = contexts.length > 0 ? encodeZranTable(table) : Buffer.alloc(0);
   const w = new ByteWriter(located.length * CI_V2_SIZE + zran.length);
   for (const { ref, ctx, offset } of located) {
     if (ref.compressedSize >= 1 << 24) throw new FormatError(`chunk ${ref.index} spans ${ref.compressedSize} compressed bytes (at most 16 MiB)`);
-    encodeCiV2(w, { ...ref, flags: CiFlag.COMPRESSED | CiFlag.ZRAN, data: (BigInt(ctx.index) << 32n) | BigInt(offset) });
+    // A tar-ref chunk: stored as it is, where its reference says (no flag, no data word).
+    const flags = ctx !== undefined ? CiFlag.COMPRESSED | CiFlag.ZRAN : 0;
+    encodeCiV2(w, { ...ref, flags, data: ctx !== undefined ? (BigInt(ctx.index) << 32n) | BigInt(offset) : 0n });
   }
   w.bytes(zran);
   const ci = w.finish();
@@ -269,7 +320,7 @@ function metaBlob(codecs: Codecs, located: Located[], contexts: Context[], featu
     ciOffset: meta.offset,
     ciCompressedSize: meta.compressedSize,
     ciUncompressedSize: meta.uncompressedSize,
-    zranOffset: located.length * CI_V2_SIZE,
+    zranOffset: contexts.length > 0 ? located.length * CI_V2_SIZE : 0,
     zranSize: zran.length,
     zranCount: contexts.length,
   });
@@ -300,18 +351,30 @@ export function refConflicts(o: RefConflicts): string[] {
   return set.filter(([, given]) => given).map(([flag]) => flag);
 }
 
-/** Whether the layer at `path` is gzip-compressed; a UsageError if it cannot be read. */
-async function isGzipFile(path: string): Promise<boolean> {
-  const head = Buffer.alloc(2);
+/** What a ref build makes of a layer, by its first bytes: ZRan for gzip, tar-ref for a plain tar. */
+export type LayerKind = 'gzip' | 'tar';
+
+/** The kind of the layer at `path`; a UsageError if it cannot be read or is neither. */
+async function layerKind(path: string): Promise<LayerKind> {
+  const head = Buffer.alloc(512);
   const fh = await open(path, 'r').catch((e: unknown) => {
     throw new UsageError(`source ${path} cannot be read: ${(e as Error).message}`);
   });
+  let n: number;
   try {
-    await fh.read(head, 0, head.length, 0);
+    ({ bytesRead: n } = await fh.read(head, 0, head.length, 0));
   } finally {
     await fh.close();
   }
-  return isGzip(head);
+  if (isGzip(head.subarray(0, n))) return 'gzip';
+  // A tar's first header says "ustar" at 257 (POSIX and GNU alike); an empty layer is two zero blocks.
+  if (n === 512 && (head.toString('latin1', 257, 262) === 'ustar' || head.every((b) => b === 0))) return 'tar';
+  throw new UsageError(`${path} is neither a gzip-compressed nor a plain tar layer (a ref image indexes one of these in place)`);
+}
+
+/** The blob features of a ref layer (nydus-image: CHUNK_INFO_V2 and SEPARATE for every ref type, ZRAN for gzip). */
+function refFeatures(kind: LayerKind): number {
+  return (kind === 'gzip' ? BlobFeature.ZRAN : 0) | BlobFeature.SEPARATE | BlobFeature.CHUNK_INFO_V2 | BlobFeature.ALIGNED;
 }
 
 export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildResult> {
@@ -319,17 +382,19 @@ export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildRes
   if (opts.sources.length === 0) throw new UsageError('no layer given');
   checkFormatOptions({ compressor: Compressor.Gzip, chunkSize: opts.chunkSize });
   // The contexts' output must hold a whole chunk; nydus-image builds these with 1 MiB chunks.
-  if (opts.chunkSize > 4 << 20) throw new UsageError(`a targz-ref image needs a chunk size of at most 4 MiB, not ${opts.chunkSize}`);
-  for (const source of opts.sources) if (!(await isGzipFile(source))) throw new UsageError(`${source} is not a gzip-compressed layer (a targz-ref image needs one)`);
+  if (opts.chunkSize > 4 << 20) throw new UsageError(`a ref image needs a chunk size of at most 4 MiB, not ${opts.chunkSize}`);
+  const kinds: LayerKind[] = [];
+  for (const source of opts.sources) kinds.push(await layerKind(source));
 
-  const features = BlobFeature.ZRAN | BlobFeature.SEPARATE | BlobFeature.CHUNK_INFO_V2 | BlobFeature.ALIGNED;
   const byDigest = new Map<string, ChunkRef>();
   const merged = emptyRoot();
-  const built: Array<{ handle: RefBlob; info: BlobInfo; meta: Buffer; metaPath: string; contexts: number }> = [];
+  const built: Array<{ handle: RefBlob; kind: LayerKind; info: BlobInfo; meta: Buffer; metaPath: string; contexts: number }> = [];
   let done = 0;
-  for (const source of opts.sources) {
-    const layerIn = new IndexedLayer(source, opts.codecs);
-    const chunker = new ZranChunker(layerIn, opts.chunkSize, new RefBlob(), byDigest);
+  for (const [i, source] of opts.sources.entries()) {
+    const kind = kinds[i] as LayerKind;
+    const features = refFeatures(kind);
+    const layerIn = kind === 'gzip' ? new IndexedLayer(source, opts.codecs) : new PlainLayer(source);
+    const chunker = new RefChunker(layerIn, opts.chunkSize, new RefBlob(), byDigest);
     const layer = await readTarLayer(layerIn.tar((n) => opts.onProgress?.((done += n), undefined)), { files: (size) => chunker.sink(size), lower: merged, log });
     applyLayer(merged, layer);
     const blobId = layerIn.hash.digest('hex');
@@ -342,6 +407,7 @@ export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildRes
     const metaDigest = sha256(bytes);
     built.push({
       handle: chunker.blob,
+      kind,
       meta: bytes,
       metaPath: join(opts.blobDir, metaDigest.toString('hex')),
       contexts: chunker.contexts.length,
@@ -362,7 +428,7 @@ export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildRes
         separateMeta: { digest: metaDigest, size: bytes.length },
       },
     });
-    log.info({ layer: blobId, chunks: chunker.located.length, contexts: chunker.contexts.length, metaBlob: metaDigest.toString('hex') }, 'layer indexed');
+    log.info({ layer: blobId, kind, chunks: chunker.located.length, contexts: chunker.contexts.length, metaBlob: metaDigest.toString('hex') }, 'layer indexed');
   }
   const root = finishMerge(merged);
   checkTreeDepth(root);
@@ -377,6 +443,6 @@ export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildRes
   await replaceFile(opts.bootstrapPath, (temp) => writeFile(temp, bootstrap));
   return {
     bootstrap,
-    blobs: built.map((b) => ({ id: b.info.id, metaBlob: { id: basename(b.metaPath), path: b.metaPath, size: b.info.separateMeta?.size ?? 0 }, chunks: b.info.chunkCount, contexts: b.contexts })),
+    blobs: built.map((b) => ({ id: b.info.id, kind: b.kind, metaBlob: { id: basename(b.metaPath), path: b.metaPath, size: b.info.separateMeta?.size ?? 0 }, chunks: b.info.chunkCount, contexts: b.contexts })),
   };
 }

@@ -13,7 +13,7 @@ interface BuildFlags extends FormatFlags {
   chunkDict?: string;
   inlineBootstrap?: boolean;
   json?: boolean;
-  type: 'layers' | 'targz-ref';
+  type: 'layers' | 'targz-ref' | 'tar-ref';
 }
 
 export function register(program: Command): void {
@@ -27,15 +27,18 @@ export function register(program: Command): void {
     .option('--chunk-dict <bootstrap>', 'deduplicate against the chunks of an existing RAFS v6 image')
     .option('--inline-bootstrap', 'also store the bootstrap inside the top layer blob')
     .addOption(
-      new Option('--type <type>', 'layers: data copied into new blobs; targz-ref: .tar.gz layers indexed in place (ZRan: the data stays in the layers; gzip and sha256)')
-        .choices(['layers', 'targz-ref'])
+      new Option(
+        '--type <type>',
+        'layers: data copied into new blobs; targz-ref, tar-ref: layers indexed in place, the data stays in them (a .tar.gz through ZRan, a plain .tar as it is; either type takes either, as nydus-image; gzip and sha256)',
+      )
+        .choices(['layers', 'targz-ref', 'tar-ref'])
         .default('layers'),
     )
     .option('--json', 'print the result as JSON')
     .action((sources: string[], flags: BuildFlags) =>
       run(async () => {
         const log = getLogger();
-        if (flags.type === 'targz-ref') return buildRef(sources, flags);
+        if (flags.type !== 'layers') return buildRef(sources, flags);
         const bar = progressBar('build');
         const result = await build({
           sources,
@@ -72,12 +75,12 @@ export function register(program: Command): void {
     );
 }
 
-/** `build --type targz-ref`: a ZRan image of gzip layers, whose data stays where it is. */
+/** `build --type targz-ref|tar-ref`: an image of gzip (ZRan) or plain tar layers, whose data stays where it is. */
 async function buildRef(sources: string[], flags: BuildFlags): Promise<void> {
-  if (flags.bootstrap === undefined) throw new UsageError('--type targz-ref needs --bootstrap');
+  if (flags.bootstrap === undefined) throw new UsageError(`--type ${flags.type} needs --bootstrap`);
   const format = await formatFromFlags(flags);
   const given = refConflicts({ ...format, ...(flags.inlineBootstrap === true ? { inlineBootstrap: true } : {}), chunkDict: flags.chunkDict });
-  if (given.length > 0) throw new UsageError(`--type targz-ref keeps the layers as they are: ${given.join(', ')} cannot apply`);
+  if (given.length > 0) throw new UsageError(`--type ${flags.type} keeps the layers as they are: ${given.join(', ')} cannot apply`);
   const bar = progressBar('build');
   const r = await buildZranRef({
     sources,
@@ -94,7 +97,12 @@ async function buildRef(sources: string[], flags: BuildFlags): Promise<void> {
   else {
     process.stdout.write(
       `bootstrap ${flags.bootstrap} (${r.bootstrap.length} bytes)\n` +
-        r.blobs.map((b) => `layer blob ${b.id} (data stays in the layer): ${b.chunks} chunks in ${b.contexts} ZRan contexts; meta blob ${b.metaBlob.id} (${b.metaBlob.size} bytes)\n`).join(''),
+        r.blobs
+          .map((b) => {
+            const where = b.kind === 'gzip' ? `${b.chunks} chunks in ${b.contexts} ZRan contexts` : `${b.chunks} chunks stored as they are (tar-ref)`;
+            return `layer blob ${b.id} (data stays in the layer): ${where}; meta blob ${b.metaBlob.id} (${b.metaBlob.size} bytes)\n`;
+          })
+          .join(''),
     );
   }
 }

@@ -48,7 +48,7 @@ export function register(program: Command): void {
     .requiredOption('--source <ref>', 'docker://HOST/REPO:TAG or oci:DIR[:TAG]')
     .requiredOption('--target <ref>', 'docker://HOST/REPO:TAG or oci:DIR[:TAG]')
     .option('--chunk-dict <ref>', 'a Nydus image whose chunks are reused instead of stored again')
-    .option('--oci-ref', 'index the gzip layers in place (ZRan, nydusify --oci-ref): push a meta blob per layer and the bootstrap, no data; the image reads the original layers, which must stay in the target repository')
+    .option('--oci-ref', 'index the layers in place (nydusify --oci-ref; gzip layers through ZRan, plain tar layers as tar-ref): push a meta blob per layer and the bootstrap, no data; the image reads the original layers, which must stay in the target repository')
     .option('--plain-http', 'talk plain http to the registries')
     .option('--source-creds <user:password>', 'credentials for the source registry')
     .option('--target-creds <user:password>', 'credentials for the target registry (and the chunk dictionary)');

@@ -79,7 +79,9 @@ export function metaBlobId(blob: BlobInfo): string {
 }
 
 function checkServable(blob: BlobInfo): void {
-  if (blob.features & BlobFeature.SEPARATE && !(blob.features & BlobFeature.ZRAN)) throw new UnsupportedError(`blob ${blob.id}: a separate blob meta without ZRan chunks (tar-ref) is not supported`);
+  // A tar-ref blob (SEPARATE alone) is read through the chunk table and never needs its meta; a
+  // separate meta with batch chunks would locate compressed batches in an original layer.
+  if (blob.features & BlobFeature.SEPARATE && !(blob.features & BlobFeature.ZRAN)) throw new UnsupportedError(`blob ${blob.id}: batch chunks in a separate blob meta without ZRan (no builder writes this) are not supported`);
   const m = blob.meta;
   if (m.compressedSize === 0 || m.uncompressedSize === 0 || m.uncompressedSize > MAX_CI_BYTES || m.compressedSize > m.uncompressedSize) {
     throw new FormatError(`blob ${blob.id}: has batch or ZRan chunks but no usable blob meta (${m.compressedSize}/${m.uncompressedSize} bytes)`);

@@ -331,10 +331,10 @@ async function checkBlob(
     }
   }
   let idCheck: IdCheck | undefined;
-  // A ZRan blob is the original gzip layer, named by the hash of all of it (its ToC, if any, is
-  // its meta blob's); a separate blob meta without ZRan (tar-ref) is not read here.
+  // A blob with a separate blob meta (ZRan, tar-ref) is the original layer, named by the hash of
+  // all of it (its ToC, if any, is its meta blob's).
   const separate = (blob.features & BlobFeature.SEPARATE) !== 0;
-  if (!fromFile && /^[0-9a-f]{64}$/.test(blob.id) && (!separate || (blob.features & BlobFeature.ZRAN) !== 0)) {
+  if (!fromFile && /^[0-9a-f]{64}$/.test(blob.id)) {
     // The RAFS rule leaves the chunk-digest array out (spec §5.10); a blob renamed for a registry
     // (`merge --blob-digests`) is named by the hash of its whole content.
     const skip = separate ? undefined : toc?.entries.find((e) => e.name === TocEntryName.BLOB_DIGEST);

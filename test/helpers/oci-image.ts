@@ -1,6 +1,7 @@
 /**
  * Builds OCI images for tests: an OCI image layout whose layers are gzip tars of directories
- * (GNU tar, as image builders write them), with a config and a tagged manifest.
+ * (GNU tar, as image builders write them; or plain tars, where asked), with a config and a tagged
+ * manifest.
  */
 import { spawnSync } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
@@ -11,18 +12,23 @@ import { silentLogger } from '../../src/base/index.js';
 import { MediaType } from '../../src/oci/media-types.js';
 import { OciLayoutStore, hostArch, sha256Digest } from '../../src/oci/store.js';
 
-/** Makes `layout` (an OCI layout dir) hold an image tagged `tag` with one layer per directory. */
-export async function makeOciImage(layout: string, tag: string, layerDirs: string[], workDir: string): Promise<{ manifestDigest: string; layers: string[] }> {
+/**
+ * Makes `layout` (an OCI layout dir) hold an image tagged `tag` with one layer per directory;
+ * the layers whose indexes `opts.plainLayers` lists are plain tars (`OCI_LAYER`), the others gzip.
+ */
+export async function makeOciImage(layout: string, tag: string, layerDirs: string[], workDir: string, opts: { plainLayers?: number[] } = {}): Promise<{ manifestDigest: string; layers: string[] }> {
   const store = new OciLayoutStore({ kind: 'oci-layout', dir: layout, tag }, silentLogger);
-  const layers: Array<{ digest: string; size: number; diffId: string }> = [];
+  const layers: Array<{ digest: string; size: number; diffId: string; mediaType: string }> = [];
   for (const [i, dir] of layerDirs.entries()) {
-    const file = join(workDir, `layer-${tag}-${i}.tar.gz`);
-    const r = spawnSync('bash', ['-c', `tar --xattrs --xattrs-include='*' --numeric-owner -C '${dir}' -cf - . | gzip -n > '${file}'`]);
+    const plain = opts.plainLayers?.includes(i) === true;
+    const file = join(workDir, `layer-${tag}-${i}.tar${plain ? '' : '.gz'}`);
+    const r = spawnSync('bash', ['-c', `tar --xattrs --xattrs-include='*' --numeric-owner -C '${dir}' -cf - . ${plain ? '' : '| gzip -n'} > '${file}'`]);
     if (r.status !== 0) throw new Error(`tar failed: ${r.stderr.toString()}`);
-    const gz = await readFile(file);
-    const digest = sha256Digest(gz);
-    layers.push({ digest, size: gz.length, diffId: `sha256:${createHash('sha256').update(gunzipSync(gz)).digest('hex')}` });
-    await store.putBlob(digest, gz);
+    const bytes = await readFile(file);
+    const digest = sha256Digest(bytes);
+    const diffId = plain ? digest : `sha256:${createHash('sha256').update(gunzipSync(bytes)).digest('hex')}`;
+    layers.push({ digest, size: bytes.length, diffId, mediaType: plain ? MediaType.OCI_LAYER : MediaType.OCI_LAYER_GZIP });
+    await store.putBlob(digest, bytes);
   }
   const config = Buffer.from(
     JSON.stringify({
@@ -39,7 +45,7 @@ export async function makeOciImage(layout: string, tag: string, layerDirs: strin
     schemaVersion: 2,
     mediaType: MediaType.OCI_MANIFEST,
     config: { mediaType: MediaType.OCI_CONFIG, digest: configDigest, size: config.length },
-    layers: layers.map((l) => ({ mediaType: MediaType.OCI_LAYER_GZIP, digest: l.digest, size: l.size })),
+    layers: layers.map((l) => ({ mediaType: l.mediaType, digest: l.digest, size: l.size })),
   };
   const manifestDigest = await store.putManifest(MediaType.OCI_MANIFEST, Buffer.from(JSON.stringify(manifest)));
   return { manifestDigest, layers: layers.map((l) => l.digest) };

@@ -8,7 +8,7 @@
  * file, a chunk the lower layer has); `convert --oci-ref` of an OCI image (layout to layout),
  * served with `--image`. A changed byte of the layer gives EIO for the files inflated through it,
  * never other data, and fails check; files of other contexts are still served. A missing meta
- * blob, or a layer that is not gzip, is a clear error.
+ * blob, or a layer cut short, is a clear error. (Plain tar layers: tar-ref.test.ts.)
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
@@ -17,10 +17,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { Annotation, MediaType } from '../../src/oci/media-types.js';
+import { MediaType } from '../../src/oci/media-types.js';
 import { damselfly, damselflyOk, sh } from '../helpers/env.js';
-import { startMount, withKernelErofs } from '../helpers/mount.js';
+import { startMount } from '../helpers/mount.js';
 import { makeOciImage } from '../helpers/oci-image.js';
+import { assertServed, assertTamperedLayer, nydusLayers, refBlobTable, stackedTree } from '../helpers/ref-image.js';
 import { type Entry, compareTrees, listTree, makeTree, prng } from '../helpers/tree.js';
 
 interface ZranView {
@@ -71,23 +72,12 @@ describe('ZRan (targz-ref) images', () => {
   });
 
   test('the image is a bootstrap and a meta blob; the blob table names the layer and the meta blob by digest', async () => {
-    const names = await readdir(blobs);
-    assert.equal(names.length, 1, 'only the meta blob is written: the data stays in the layer');
-    const meta = await readFile(join(blobs, names[0] as string));
-    assert.equal(names[0], sha256(meta));
-    assert.ok(meta.length < layer.length / 10, `meta blob of ${meta.length} bytes for a ${layer.length}-byte layer`);
-    const info = JSON.parse((await damselflyOk(['inspect', '--bootstrap', join(out, 'boot'), '--no-tree', '--json'])).stdout) as {
-      compressor: string;
-      digester: string;
-      blobs: Array<{ id: string; compressedSize: number; features: string[]; metaBlob?: { id: string; size: number } }>;
-    };
-    assert.deepEqual([info.compressor, info.digester], ['gzip', 'sha256']);
-    const [b] = info.blobs;
-    assert.ok(b !== undefined);
-    assert.equal(b.id, layerId);
-    assert.equal(b.compressedSize, layer.length);
-    for (const f of ['ZRAN', 'SEPARATE', 'CHUNK_INFO_V2', 'ALIGNED']) assert.ok(b.features.includes(f), b.features.join(','));
-    assert.deepEqual(b.metaBlob, { id: names[0], size: meta.length });
+    const t = await refBlobTable(join(out, 'boot'), blobs);
+    assert.ok(t.meta.length < layer.length / 10, `meta blob of ${t.meta.length} bytes for a ${layer.length}-byte layer`);
+    assert.deepEqual([t.compressor, t.digester], ['gzip', 'sha256']);
+    assert.equal(t.blob.id, layerId);
+    assert.equal(t.blob.compressedSize, layer.length);
+    for (const f of ['ZRAN', 'SEPARATE', 'CHUNK_INFO_V2', 'ALIGNED']) assert.ok(t.blob.features.includes(f), t.blob.features.join(','));
 
     // The layer's file is needed only to read data: the chunks are located through the meta blob.
     const chunks = await chunksOf('/text.b64');
@@ -101,42 +91,8 @@ describe('ZRan (targz-ref) images', () => {
     assert.ok(chunks.some((c) => (c.zran?.dictionary ?? 0) === 32768), 'contexts inside a member carry a 32 KiB window');
   });
 
-  test('served cold through FUSE and again from the chunk cache with the layer gone; unpacked and checked', async () => {
-    await copyFile(join(work, 'layer.tar.gz'), join(blobs, layerId));
-    try {
-      assert.match((await damselflyOk(['check', '--bootstrap', join(out, 'boot'), '--blob-dir', blobs])).stdout, /OK/);
-      const unpacked = join(work, 'unpacked');
-      await damselflyOk(['unpack', '--bootstrap', join(out, 'boot'), '--blob-dir', blobs, '--output', unpacked]);
-      assert.deepEqual(await compareTrees(src, unpacked, { leftListing: listing, ignore: notInTar }), []);
-      // The strictest reader of the bootstrap: the kernel's EROFS, over the layer's exported view.
-      const views = join(work, 'views');
-      await damselflyOk(['export', '--bootstrap', join(out, 'boot'), '--blob-dir', blobs, '--blob-views', views]);
-      await withKernelErofs(join(out, 'boot'), [join(views, `${layerId}.blob.data`)], join(work, 'erofs'), async (mnt) => {
-        assert.deepEqual(await compareTrees(src, mnt, { leftListing: listing, ignore: notInTar }), []);
-      });
-
-      const mnt = join(work, 'mnt');
-      await mkdir(mnt, { recursive: true });
-      const cache = join(work, 'cache');
-      const m = await startMount(['--bootstrap', join(out, 'boot'), '--blob-dir', blobs, '--cache-dir', cache, '--stats'], mnt);
-      try {
-        assert.deepEqual(await compareTrees(src, mnt, { leftListing: listing, ignore: notInTar }), []);
-      } finally {
-        const cold = JSON.parse((await m.stop()).stdout) as Record<string, number>;
-        assert.ok((cold['storage.chunks_fetched'] ?? 0) > 0);
-      }
-      await rm(join(blobs, layerId));
-      const again = await startMount(['--bootstrap', join(out, 'boot'), '--blob-dir', blobs, '--cache-dir', cache, '--stats'], mnt);
-      try {
-        assert.deepEqual(await compareTrees(src, mnt, { leftListing: listing, ignore: notInTar }), []);
-      } finally {
-        const warm = JSON.parse((await again.stop()).stdout) as Record<string, number>;
-        assert.equal(warm['storage.chunks_fetched'] ?? 0, 0, 'every chunk from the cache');
-        assert.ok((warm['storage.cache_hits'] ?? 0) > 0);
-      }
-    } finally {
-      await rm(join(blobs, layerId), { force: true });
-    }
+  test('served cold through FUSE and again from the chunk cache with the layer gone, by EROFS; unpacked and checked', async () => {
+    await assertServed({ boot: join(out, 'boot'), blobDir: blobs, layer: join(work, 'layer.tar.gz'), layerId, src, listing, ignore: notInTar, dir: join(work, 'served') });
   });
 
   test('a changed layer byte: EIO for the file inflated through it, other contexts still served', async () => {
@@ -152,28 +108,7 @@ describe('ZRan (targz-ref) images', () => {
       if (c !== undefined && (at < c.compressedOffset || at >= c.compressedOffset + c.compressedSize)) other = path;
     }
     assert.ok(other !== undefined, 'a file of another context');
-    const dir = join(work, 'tampered');
-    await mkdir(dir, { recursive: true });
-    const changed = Buffer.from(layer);
-    changed[at] = (changed[at] as number) ^ 0x20;
-    await writeFile(join(dir, layerId), changed);
-    const metaId = (await readdir(blobs))[0] as string;
-    await copyFile(join(blobs, metaId), join(dir, metaId));
-    // check names the file, and the layer that no longer hashes to its id.
-    const checked = await damselfly(['check', '--bootstrap', join(out, 'boot'), '--blob-dir', dir]);
-    assert.notEqual(checked.code, 0);
-    assert.match(checked.stdout + checked.stderr, /text\.b64/);
-    assert.match(checked.stdout + checked.stderr, /not to its id/);
-    const mnt = join(work, 'mnt-tampered');
-    await mkdir(mnt, { recursive: true });
-    const m = await startMount(['--bootstrap', join(out, 'boot'), '--blob-dir', dir], mnt);
-    try {
-      await assert.rejects(readFile(join(mnt, 'text.b64')), /EIO/);
-      assert.deepEqual(await readFile(join(mnt, other)), await readFile(join(src, other)));
-    } finally {
-      const { stderr } = await m.stop();
-      assert.match(stderr, /failed verification|does not inflate|digest/);
-    }
+    await assertTamperedLayer({ boot: join(out, 'boot'), blobDir: blobs, layer, layerId, at, dir: join(work, 'tampered'), src, broken: '/text.b64', intact: other });
   });
 
   test('two layers: whiteouts and changes apply, a chunk both hold stays in the lower one, each layer a blob with its meta blob', async () => {
@@ -201,7 +136,7 @@ describe('ZRan (targz-ref) images', () => {
     assert.match((await damselflyOk(['check', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs')])).stdout, /OK/);
 
     const expected = join(d, 'expected');
-    sh(`cp -a '${src}' '${expected}' && cp -a '${upper}/.' '${expected}/' && rm '${expected}/.wh.small.txt' '${expected}/small.txt'`);
+    stackedTree(src, upper, expected, ['small.txt']);
     const mnt = join(d, 'mnt');
     await mkdir(mnt);
     const m = await startMount(['--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs')], mnt);
@@ -224,20 +159,19 @@ describe('ZRan (targz-ref) images', () => {
     const r = JSON.parse((await damselflyOk(['convert', '--oci-ref', '--source', `oci:${join(d, 'source')}:v1`, '--target', `oci:${target}:ref`, '--json'])).stdout) as { blobs: string[] };
     assert.deepEqual(r.blobs.map((b) => `sha256:${b}`), made.layers, 'the blob table names the original layers');
 
-    const index = JSON.parse(await readFile(join(target, 'index.json'), 'utf8')) as { manifests: Array<{ digest: string }> };
-    const manifestDigest = (index.manifests[0] as { digest: string }).digest;
-    const manifest = JSON.parse(await readFile(join(target, 'blobs', 'sha256', manifestDigest.slice(7)), 'utf8')) as { layers: Array<{ mediaType: string; digest: string; annotations?: Record<string, string> }> };
-    const metaLayers = manifest.layers.filter((l) => l.annotations?.[Annotation.NYDUS_BLOB] === 'true');
-    assert.deepEqual(metaLayers.map((l) => l.annotations?.[Annotation.NYDUS_REF]), made.layers);
-    assert.ok(metaLayers.every((l) => l.mediaType === MediaType.NYDUS_BLOB));
-    assert.equal(manifest.layers.filter((l) => l.annotations?.[Annotation.NYDUS_BOOTSTRAP] === 'true').length, 1);
+    const pushed = await nydusLayers(target);
+    assert.deepEqual(
+      pushed.blobLayers.map((l) => [l.mediaType, l.ref]),
+      made.layers.map((digest) => [MediaType.NYDUS_BLOB, digest]),
+    );
+    assert.equal(pushed.bootstrapLayers, 1);
     // The original layers are in the target (copied where it lacked them): the image's data.
     for (const digest of made.layers) assert.ok((await stat(join(target, 'blobs', 'sha256', digest.slice(7)))).size > 0);
 
     // Checked where it is (as nydusify check): the meta blobs and the layers read from the layout.
     assert.match((await damselflyOk(['check', '--image', `oci:${target}:ref`])).stdout, /OK/);
     const expected = join(d, 'expected');
-    sh(`cp -a '${src}' '${expected}' && cp -a '${upper}/.' '${expected}/' && rm '${expected}/.wh.small.txt' '${expected}/small.txt'`);
+    stackedTree(src, upper, expected, ['small.txt']);
     const mnt = join(d, 'mnt');
     await mkdir(mnt);
     const m = await startMount(['--image', `oci:${target}:ref`], mnt);
@@ -251,7 +185,7 @@ describe('ZRan (targz-ref) images', () => {
     assert.match(bad.stderr, /--oci-ref keeps the layers as they are: --encrypt cannot apply/);
   });
 
-  test('a missing meta blob, a layer that is not gzip or is cut short: clear errors, nothing left behind', async () => {
+  test('a missing meta blob, a layer cut short: clear errors, nothing left behind', async () => {
     const mnt = join(work, 'mnt-missing');
     await mkdir(mnt, { recursive: true });
     const empty = join(work, 'no-blobs');
@@ -261,12 +195,7 @@ describe('ZRan (targz-ref) images', () => {
     const metaId = (await readdir(blobs))[0] as string;
     assert.match(r.stderr, new RegExp(metaId));
 
-    const plain = join(work, 'plain.tar');
-    sh(`tar -C '${src}' -cf '${plain}' small.txt`);
-    const bad = await damselfly(['build', '--type', 'targz-ref', '--bootstrap', join(work, 'b2'), '--blob-dir', join(work, 'b2-blobs'), plain]);
-    assert.notEqual(bad.code, 0);
-    assert.match(bad.stderr, /not a gzip-compressed layer/);
-    assert.equal((await stat(join(work, 'b2-blobs')).catch(() => undefined)) === undefined, true, 'nothing written');
+    // (A layer that is neither gzip nor a plain tar: tar-ref.test.ts.)
     // A second layer cut short: refused, and the first layer's meta blob is not left behind.
     await writeFile(join(work, 'cut.tar.gz'), layer.subarray(0, Math.floor(layer.length / 2)));
     const cut = await damselfly(['build', '--type', 'targz-ref', '--bootstrap', join(work, 'b3'), '--blob-dir', join(work, 'b3-blobs'), join(work, 'layer.tar.gz'), join(work, 'cut.tar.gz')]);

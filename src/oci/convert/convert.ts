@@ -41,7 +41,7 @@ export interface ConvertOptions {
   /** Encrypt the new blobs (`BuildOptions.encrypt`). */
   encrypt?: boolean;
   /**
-   * Index the gzip layers in place (ZRan, nydusify `--oci-ref`): the image is a bootstrap and a
+   * Index the layers in place (nydusify `--oci-ref`; gzip through ZRan, plain tars as tar-ref): the image is a bootstrap and a
    * meta blob per layer, its data the original layers, which must stay in the target repository.
    */
   ociRef?: boolean;
@@ -117,8 +117,10 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
     const configWhat = `config ${src.manifest.config.digest} of ${opts.source.name}`;
     const config = parseImageConfig(await readDocument(opts.source, src.manifest.config, configWhat), configWhat);
     if (opts.ociRef) {
-      const other = src.manifest.layers.find((l) => l.mediaType !== MediaType.OCI_LAYER_GZIP && l.mediaType !== MediaType.DOCKER_LAYER_GZIP);
-      if (other !== undefined) throw new UsageError(`--oci-ref needs gzip layers; ${other.digest} of ${opts.source.name} is ${other.mediaType}`);
+      // ZRan for gzip layers, tar-ref for plain ones (as nydusify and nydus-image pick them).
+      const indexable: string[] = [MediaType.OCI_LAYER_GZIP, MediaType.DOCKER_LAYER_GZIP, MediaType.OCI_LAYER];
+      const other = src.manifest.layers.find((l) => !indexable.includes(l.mediaType));
+      if (other !== undefined) throw new UsageError(`--oci-ref needs gzip or plain tar layers; ${other.digest} of ${opts.source.name} is ${other.mediaType}`);
     }
     await mkdir(join(work, 'layers'), { recursive: true });
     const total = src.manifest.layers.reduce((n, l) => n + l.size, 0);
@@ -207,7 +209,7 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
 }
 
 /**
- * `--oci-ref`: the pulled gzip layers indexed in place (`buildZranRef`). Pushed: each layer that
+ * `--oci-ref`: the pulled layers indexed in place (`buildZranRef`: gzip through ZRan, plain tars as tar-ref). Pushed: each layer that
  * holds data, where the target lacks it (it is the image's data), and its meta blob, which the
  * manifest lists as a Nydus blob layer naming the layer it indexes (as nydus-snapshotter does).
  */

@@ -1,0 +1,193 @@
+/**
+ * tar-ref images (`build --type tar-ref`, nydus-image `create --type tar-ref`, spec §5.1): a plain
+ * (uncompressed) tar layer indexed in place. Each chunk is a range of the layer, stored as it is;
+ * the image is a bootstrap and a small meta blob (the CI array), and the blob table names the layer
+ * by its sha256. Served through a kernel FUSE mount (a lone small file read costs only its bytes,
+ * and the layer is not needed once the chunk cache holds them) and by the kernel's EROFS, unpacked,
+ * checked; a changed layer byte gives EIO for its file only and fails check. Either ref type takes
+ * either kind of layer, as nydus-image: a gzip layer under a plain one stacks; `convert --oci-ref`
+ * of an image with a plain layer is served with `--image`. A layer of another kind (zstd) is a
+ * clear error.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { gzipSync } from 'node:zlib';
+import { MediaType } from '../../src/oci/media-types.js';
+import { damselfly, damselflyOk, sh } from '../helpers/env.js';
+import { startMount } from '../helpers/mount.js';
+import { makeOciImage } from '../helpers/oci-image.js';
+import { assertServed, assertTamperedLayer, nydusLayers, refBlobTable, stackedTree } from '../helpers/ref-image.js';
+import { type Entry, compareTrees, listTree, makeTree, prng } from '../helpers/tree.js';
+
+interface ChunkView {
+  fileOffset: number;
+  blob: string;
+  compressed: boolean;
+  compressedOffset: number;
+  compressedSize: number;
+  uncompressedSize: number;
+}
+
+const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+/** tar leaves sockets out. */
+const notInTar = (p: string): boolean => p === '/socket';
+
+describe('tar-ref images', () => {
+  let work: string;
+  let src: string;
+  let listing: Map<string, Entry>;
+  let layer: Buffer;
+  let out: string;
+  let blobs: string;
+  let layerId: string;
+
+  const chunksOf = async (path: string, dir = blobs): Promise<ChunkView[]> => {
+    const r = await damselflyOk(['inspect', '--bootstrap', join(out, 'boot'), '--blob-dir', dir, '--path', path, '--json']);
+    return (JSON.parse(r.stdout) as { chunks: ChunkView[] }).chunks;
+  };
+
+  before(async () => {
+    work = await mkdtemp(join(tmpdir(), 'damselfly-tar-ref-'));
+    src = join(work, 'src');
+    await makeTree(src, { bigDirEntries: 200, seed: 0x7a11 });
+    await writeFile(join(src, 'large.bin'), prng(0x7a12, 3_500_000));
+    listing = await listTree(src);
+    sh(`tar --format=posix --xattrs --xattrs-include='*' --numeric-owner -C '${src}' -cf '${join(work, 'layer.tar')}' .`);
+    layer = await readFile(join(work, 'layer.tar'));
+    layerId = sha256(layer);
+    out = join(work, 'image');
+    blobs = join(out, 'blobs');
+    await damselflyOk(['build', '--type', 'tar-ref', '--bootstrap', join(out, 'boot'), '--blob-dir', blobs, join(work, 'layer.tar')]);
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  test('the image is a bootstrap and a meta blob; every chunk is its bytes of the layer, uncompressed', async () => {
+    const t = await refBlobTable(join(out, 'boot'), blobs);
+    // As nydus-image writes it: the ref types' gzip and sha256, CHUNK_INFO_V2 and SEPARATE without ZRAN.
+    assert.deepEqual([t.compressor, t.digester], ['gzip', 'sha256']);
+    assert.equal(t.blob.id, layerId);
+    assert.equal(t.blob.compressedSize, layer.length);
+    assert.deepEqual([...t.blob.features].sort(), ['ALIGNED', 'CHUNK_INFO_V2', 'SEPARATE']);
+    assert.ok(t.meta.length < 8192, `a ${t.meta.length}-byte meta blob`);
+
+    const data = await readFile(join(src, 'large.bin'));
+    const chunks = await chunksOf('/large.bin');
+    assert.equal(chunks.length, 4);
+    for (const c of chunks) {
+      assert.equal(c.compressed, false);
+      assert.equal(c.compressedSize, c.uncompressedSize);
+      assert.equal(c.compressedOffset % 512, 0, 'a file starts on a tar block');
+      assert.deepEqual(layer.subarray(c.compressedOffset, c.compressedOffset + c.compressedSize), data.subarray(c.fileOffset, c.fileOffset + c.uncompressedSize));
+    }
+  });
+
+  test('served through FUSE (a small file costs its bytes), from the chunk cache with the layer gone, by EROFS; unpacked and checked', async () => {
+    const lone = async (): Promise<void> => {
+      const small = await readFile(join(src, 'small.txt'));
+      const mnt = join(work, 'mnt-lone');
+      await mkdir(mnt, { recursive: true });
+      const m = await startMount(['--bootstrap', join(out, 'boot'), '--blob-dir', blobs, '--stats'], mnt);
+      try {
+        assert.deepEqual(await readFile(join(mnt, 'small.txt')), small);
+      } finally {
+        const s = JSON.parse((await m.stop()).stdout) as Record<string, number>;
+        assert.equal(s['storage.backend_bytes'], small.length, 'one small file read: its bytes of the layer, nothing more');
+      }
+    };
+    await assertServed({ boot: join(out, 'boot'), blobDir: blobs, layer: join(work, 'layer.tar'), layerId, src, listing, ignore: notInTar, dir: join(work, 'served'), withLayer: lone });
+  });
+
+  test('a changed layer byte: EIO for its file, check names it and the layer; other files still served', async () => {
+    const [c] = (await chunksOf('/large.bin')).slice(2);
+    assert.ok(c !== undefined);
+    await assertTamperedLayer({ boot: join(out, 'boot'), blobDir: blobs, layer, layerId, at: c.compressedOffset + 1000, dir: join(work, 'tampered'), src, broken: '/large.bin', intact: '/repeated.bin' });
+  });
+
+  test('either type takes either layer: a plain tar over a gzip one stacks (whiteout, change, shared chunk)', async () => {
+    const d = join(work, 'mixed');
+    const upper = join(d, 'upper');
+    await mkdir(join(upper, 'dir'), { recursive: true });
+    await writeFile(join(upper, '.wh.small.txt'), '');
+    await writeFile(join(upper, 'dir', 'compressible.txt'), 'changed in the plain upper layer\n');
+    await writeFile(join(upper, 'added.bin'), prng(0x7a13, 300_000));
+    await copyFile(join(src, 'large.bin'), join(upper, 'same-as-below.bin'));
+    sh(`tar --format=posix --numeric-owner -C '${upper}' -cf '${join(d, 'upper.tar')}' .`);
+    const upperTar = await readFile(join(d, 'upper.tar'));
+    const lowerGz = gzipSync(layer);
+    await writeFile(join(d, 'lower.tar.gz'), lowerGz);
+    const r = JSON.parse((await damselflyOk(['build', '--type', 'targz-ref', '--json', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), join(d, 'lower.tar.gz'), join(d, 'upper.tar')])).stdout) as {
+      blobs: Array<{ id: string; kind: string; contexts: number }>;
+    };
+    assert.deepEqual(
+      r.blobs.map((b) => [b.id, b.kind, b.contexts > 0]),
+      [
+        [sha256(lowerGz), 'gzip', true],
+        [sha256(upperTar), 'tar', false],
+      ],
+    );
+    await writeFile(join(d, 'blobs', sha256(lowerGz)), lowerGz);
+    await writeFile(join(d, 'blobs', sha256(upperTar)), upperTar);
+    const shared = JSON.parse((await damselflyOk(['inspect', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), '--path', '/same-as-below.bin', '--json'])).stdout) as { chunks: ChunkView[] };
+    assert.ok(shared.chunks.length > 0 && shared.chunks.every((c) => c.blob === sha256(lowerGz)), 'deduplicated into the lower layer');
+    assert.match((await damselflyOk(['check', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs')])).stdout, /OK/);
+
+    const expected = join(d, 'expected');
+    stackedTree(src, upper, expected, ['small.txt']);
+    const mnt = join(d, 'mnt');
+    await mkdir(mnt);
+    const m = await startMount(['--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs')], mnt);
+    try {
+      assert.deepEqual(await compareTrees(expected, mnt, { ignore: (p) => notInTar(p) || p === '/' || p === '/dir' }), []);
+    } finally {
+      await m.stop();
+    }
+  });
+
+  test('convert --oci-ref of an image with a plain tar layer: tar-ref, served with --image from the target', async () => {
+    const d = join(work, 'oci-ref');
+    const upper = join(d, 'upper');
+    await mkdir(upper, { recursive: true });
+    await writeFile(join(upper, 'added.bin'), prng(0x7a14, 200_000));
+    const made = await makeOciImage(join(d, 'source'), 'v1', [src, upper], d, { plainLayers: [1] });
+    const target = join(d, 'target');
+    const r = JSON.parse((await damselflyOk(['convert', '--oci-ref', '--source', `oci:${join(d, 'source')}:v1`, '--target', `oci:${target}:ref`, '--json'])).stdout) as { blobs: string[] };
+    assert.deepEqual(
+      r.blobs.map((b) => `sha256:${b}`),
+      made.layers,
+    );
+    const pushed = await nydusLayers(target);
+    assert.deepEqual(
+      pushed.blobLayers.map((l) => [l.mediaType, l.ref]),
+      made.layers.map((digest) => [MediaType.NYDUS_BLOB, digest]),
+    );
+    assert.equal(pushed.bootstrapLayers, 1);
+    assert.match((await damselflyOk(['check', '--image', `oci:${target}:ref`])).stdout, /OK/);
+    const expected = join(d, 'expected');
+    stackedTree(src, upper, expected);
+    const mnt = join(d, 'mnt');
+    await mkdir(mnt);
+    const m = await startMount(['--image', `oci:${target}:ref`], mnt);
+    try {
+      assert.deepEqual(await compareTrees(expected, mnt, { ignore: (p) => notInTar(p) || p === '/' }), []);
+    } finally {
+      assert.equal((await m.stop()).code, 0, m.stderr());
+    }
+  });
+
+  test('a zstd layer, or bytes that are no layer: refused with a clear message, nothing written', async () => {
+    sh(`zstd -q -c '${join(work, 'layer.tar')}' > '${join(work, 'layer.tar.zst')}'`);
+    await writeFile(join(work, 'junk'), prng(0x7a15, 4096));
+    for (const bad of ['layer.tar.zst', 'junk']) {
+      const r = await damselfly(['build', '--type', 'tar-ref', '--bootstrap', join(work, 'bad', 'boot'), '--blob-dir', join(work, 'bad', 'blobs'), join(work, bad)]);
+      assert.notEqual(r.code, 0);
+      assert.match(r.stderr, new RegExp(`${bad.replace('.', '\\.')} is neither a gzip-compressed nor a plain tar layer`));
+      assert.deepEqual(await readdir(join(work, 'bad')).catch(() => []), [], 'nothing written');
+    }
+  });
+});
