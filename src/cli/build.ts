@@ -13,7 +13,7 @@ interface BuildFlags extends FormatFlags {
   chunkDict?: string;
   inlineBootstrap?: boolean;
   json?: boolean;
-  type: 'layers' | 'targz-ref' | 'tar-ref';
+  type: 'layers' | 'targz-ref' | 'tar-ref' | 'estargz-ref';
 }
 
 export function register(program: Command): void {
@@ -29,9 +29,9 @@ export function register(program: Command): void {
     .addOption(
       new Option(
         '--type <type>',
-        'layers: data copied into new blobs; targz-ref, tar-ref: layers indexed in place, the data stays in them (a .tar.gz through ZRan, a plain .tar as it is; either type takes either, as nydus-image; gzip and sha256)',
+        'layers: data copied into new blobs; targz-ref, estargz-ref, tar-ref: layers indexed in place, the data stays in them (a .tar.gz or eStargz layer through ZRan, a plain .tar as it is; each type takes each, as nydus-image; gzip and sha256)',
       )
-        .choices(['layers', 'targz-ref', 'tar-ref'])
+        .choices(['layers', 'targz-ref', 'estargz-ref', 'tar-ref'])
         .default('layers'),
     )
     .option('--json', 'print the result as JSON')

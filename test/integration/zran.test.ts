@@ -111,6 +111,35 @@ describe('ZRan (targz-ref) images', () => {
     await assertTamperedLayer({ boot: join(out, 'boot'), blobDir: blobs, layer, layerId, at, dir: join(work, 'tampered'), src, broken: '/text.b64', intact: other });
   });
 
+  test('an eStargz layer (a gzip member per file, its TOC and landmark): estargz-ref and a layers build leave those out, as nydus-image', async () => {
+    const d = join(work, 'estargz');
+    const tree = join(d, 'tree');
+    await mkdir(join(tree, 'etc'), { recursive: true });
+    await writeFile(join(tree, 'etc', 'first'), prng(0x2a15, 70_000).toString('base64'));
+    await writeFile(join(tree, 'later.bin'), prng(0x2a16, 200_000));
+    const expected = join(d, 'expected');
+    sh(`cp -a '${tree}' '${expected}'`);
+    // As eStargz orders a layer: the prioritized files, the landmark, the rest, the TOC last.
+    await writeFile(join(tree, '.prefetch.landmark'), Buffer.from([0xf]));
+    await writeFile(join(tree, 'stargz.index.json'), JSON.stringify({ version: 1, entries: [] }));
+    const entries = ['./etc', './etc/first', './.prefetch.landmark', './later.bin', './stargz.index.json'];
+    const members: Buffer[] = [];
+    for (const [i, e] of entries.entries()) {
+      // One entry's tar without the end-of-archive blocks, which the last member holds.
+      sh(`tar --format=posix --numeric-owner --no-recursion --blocking-factor=1 -C '${tree}' -cf - '${e}' | head -c -1024 > '${join(d, `entry-${i}`)}'`);
+      members.push(gzipSync(await readFile(join(d, `entry-${i}`))));
+    }
+    members.push(gzipSync(Buffer.alloc(1024)));
+    await writeFile(join(d, 'layer.tar.gz'), Buffer.concat(members));
+    for (const type of ['estargz-ref', 'layers']) {
+      const out2 = join(d, type);
+      await damselflyOk(['build', '--type', type, '--bootstrap', join(out2, 'boot'), '--blob-dir', join(out2, 'blobs'), join(d, 'layer.tar.gz')]);
+      if (type !== 'layers') await copyFile(join(d, 'layer.tar.gz'), join(out2, 'blobs', sha256(await readFile(join(d, 'layer.tar.gz')))));
+      await damselflyOk(['unpack', '--bootstrap', join(out2, 'boot'), '--blob-dir', join(out2, 'blobs'), '--output', join(out2, 'unpacked')]);
+      assert.deepEqual(await compareTrees(expected, join(out2, 'unpacked'), { ignore: (p) => p === '/' }), [], type);
+    }
+  });
+
   test('two layers: whiteouts and changes apply, a chunk both hold stays in the lower one, each layer a blob with its meta blob', async () => {
     const d = join(work, 'two');
     const upper = join(d, 'upper');

@@ -149,6 +149,12 @@ class ChunkCutter implements FileSink {
   }
 }
 
+/**
+ * What eStargz layers add at their root, their table of contents and prefetch landmarks: not part
+ * of the image's tree. nydus-image leaves these names out of every tar it reads, and so does this.
+ */
+const ESTARGZ_FILES: ReadonlySet<string> = new Set(['stargz.index.json', '.prefetch.landmark', '.no.prefetch.landmark']);
+
 /** Reads one layer (uncompressed tar bytes) into a tree with whiteout markers. */
 export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLayerOptions): Promise<TreeNode> {
   const { store, log } = opts;
@@ -192,6 +198,7 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
       return;
     }
     const name = parts[parts.length - 1] as string;
+    if (parts.length === 1 && ESTARGZ_FILES.has(name)) return;
     const parent = parentOf(parts.slice(0, -1));
     if (name === OPAQUE) {
       parent.opaque = true;
