@@ -7,7 +7,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
-import { BufferPool, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, collectGarbage, errorMessage, scatter, sliceViews } from '../base/index.js';
+import { BufferPool, type Collection, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, collectGarbageSoon, errorMessage, scatter, sliceViews } from '../base/index.js';
 
 export { sliceViews };
 import { type ChunkInfo, chunkKey as key, extendsRun, sharedUnit } from '../format/chunk-info.js';
@@ -63,9 +63,10 @@ export interface DeviceOptions {
   /**
    * Runs once the device went to rest (its chunks dropped, its pool trimmed): by default a full
    * garbage collection, so that the memory a busy spell left as garbage goes back to the system
-   * rather than waiting for the next allocation to make V8 collect.
+   * rather than waiting for the next allocation to make V8 collect; one for every device going to
+   * rest within a second (`collectGarbageSoon`).
    */
-  atRest?: () => void;
+  atRest?: () => Promise<Collection> | void;
   /**
    * Also fetch the chunks stored right after a missing one, up to this many compressed bytes in
    * the same backend read (nydus `amplify_io`); needs `neighbors`. 0 fetches only what is read.
@@ -155,12 +156,17 @@ export class BlobDevice {
       // The buffers just released become idle a turn later (BufferPool.release).
       setImmediate(() => {
         this.pool.trim();
-        const start = performance.now();
-        (this.opts.atRest ?? collectGarbage)();
-        const ms = performance.now() - start;
         this.opts.metrics.inc('storage.rests');
-        this.opts.metrics.inc('storage.rest_ms', Math.round(ms));
-        this.opts.log.debug({ ms: Number(ms.toFixed(1)) }, 'at rest: chunks dropped, pool trimmed, garbage collected');
+        const start = performance.now();
+        const collected = (this.opts.atRest ?? collectGarbageSoon)() ?? Promise.resolve({ ms: performance.now() - start, joined: false });
+        void collected.then(({ ms, joined }) => {
+          // A collection other devices joined is counted once, by the device that asked first.
+          if (!joined) {
+            this.opts.metrics.inc('storage.collections');
+            this.opts.metrics.inc('storage.rest_ms', Math.round(ms));
+          }
+          this.opts.log.debug({ ms: Number(ms.toFixed(1)), joined }, 'at rest: chunks dropped, pool trimmed, garbage collected');
+        });
       }).unref();
     });
   }

@@ -495,12 +495,32 @@ describe('chunk device: buffer reuse', () => {
     await backend.close();
   });
 
+  test('devices going to rest together share one garbage collection (the default rest hook)', async () => {
+    const metrics = new Metrics();
+    const devs = [0, 1, 2].map(() => device(new PoisoningPool({ minSize: 4096 }), { mergeLimit: C, recentBytes: 4 * C, recentIdleMs: 200, metrics }));
+    for (const { dev } of devs) {
+      const dst = Buffer.alloc(C);
+      await dev.read([{ chunk: chunks[0] as ChunkInfo, from: 0, length: C }], [dst]);
+      assert.deepEqual(dst, content.subarray(0, C));
+    }
+    // At rest after 200 ms; the collection a second after the first asked for it.
+    await new Promise((r) => setTimeout(r, 1800));
+    assert.equal(metrics.get('storage.rests'), 3, 'each device went to rest');
+    assert.equal(metrics.get('storage.collections'), 1, 'one collection for the three');
+    for (const { dev, backend } of devs) {
+      await dev.close();
+      await backend.close();
+    }
+  });
+
   test('at rest, the chunks kept in memory are dropped, the pool hands their memory back and the rest hook (a garbage collection by default) runs once; reads then come from the cache', async () => {
     const discarded: ArrayBuffer[] = [];
     const pool = new PoisoningPool({ minSize: 4096, discard: (ab) => discarded.push(ab) });
     let rests = 0;
     const metrics = new Metrics();
-    const { dev, backend } = device(pool, { mergeLimit: C, recentBytes: 4 * C, recentIdleMs: 300, atRest: () => rests++, metrics });
+    const { dev, backend } = device(pool, { mergeLimit: C, recentBytes: 4 * C, recentIdleMs: 300, atRest: () => {
+        rests++;
+      }, metrics });
     const readChunk = async (i: number): Promise<void> => {
       const dst = Buffer.alloc(C);
       await dev.read([{ chunk: chunks[i] as ChunkInfo, from: 0, length: C }], [dst]);
