@@ -13,11 +13,14 @@
  * - an image converted with `--batch-size` (small files' data stored in batches, located through
  *   the blob meta the daemon reads before serving): a prefetch list of small files goes out with
  *   the bootstrap as whole batches, every chunk is fetched once, and every file reads correctly;
+ * - an OCI-ref image (`convert --oci-ref`: a gzip layer indexed through ZRan, a plain tar layer as
+ *   tar-ref) pushed to the registry: one small file of the plain layer costs exactly its bytes of
+ *   that layer, and every file reads correctly;
  * - with prefetch_all, once the prefetch has finished the registry is stopped, and every file of
  *   the image still reads correctly from the cache (no backend request at all).
  */
 import assert from 'node:assert/strict';
-import { mkdir, mkdtemp, readdir, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -304,6 +307,41 @@ describe('lazy loading a large image from a registry', () => {
     assert.equal(s['storage.chunks_fetched'], names.length, 'every chunk fetched once');
     assert.ok(requests < names.length / 5, 'a batch at a time');
     assert.ok(fetched < size, `the blob's data and meta fetched once (${fetched} of ${size} bytes)`);
+  });
+
+  test('an OCI-ref image (a gzip layer through ZRan, a plain tar layer as tar-ref) in the registry: a small file of the plain layer costs its bytes of it; every file reads correctly', async () => {
+    const lower = join(work, 'ref-lower');
+    const upper = join(work, 'ref-upper');
+    await mkdir(lower);
+    await mkdir(upper);
+    await writeFile(join(lower, 'lower.bin'), prng(780, 3 * MiB));
+    await writeFile(join(upper, 'upper.bin'), prng(781, 3 * MiB));
+    await writeFile(join(upper, SMALL), SMALL_TEXT);
+    const made = await makeOciImage(join(work, 'oci-ref-src'), 'v1', [lower, upper], work, { plainLayers: [1] });
+    const c = await convertTo({ ref: `oci:${join(work, 'oci-ref-src')}:v1`, tag: 'ref' }, reg.host, 'net/ref', { extra: ['--oci-ref'] });
+    assert.deepEqual(
+      c.blobs.map((b) => `sha256:${b}`),
+      made.layers,
+      'the blobs are the original layers',
+    );
+    const plainLayer = made.layers[1] as string;
+    const layerBytes = (): number => proxy.stats.byPath.get(`/v2/net/ref/blobs/${plainLayer}`)?.bytes ?? 0;
+    proxy.resetStats();
+    mnt = await mps.next();
+    const m = await startMount(['--image', `docker://${proxy.host}/net/ref:ref`, '--plain-http', '--cache-dir', join(work, 'cache-ref'), '--stats'], mnt);
+    let stopped = false;
+    try {
+      assert.deepEqual(await readEveryFile(mnt, upper, [SMALL]), []);
+      assert.equal(layerBytes(), SMALL_TEXT.length, "one small file: its bytes of the plain layer, nothing more");
+      assert.deepEqual(await readEveryFile(mnt, upper, ['upper.bin']), []);
+      assert.deepEqual(await readEveryFile(mnt, lower, ['lower.bin']), []);
+      const r = await m.stop();
+      stopped = true;
+      assert.equal(r.code, 0, r.stderr);
+      console.log(`OCI-ref image: ${layerBytes()} bytes of the ${(await stat(join(work, `layer-v1-1.tar`))).size}-byte plain layer fetched for its files`);
+    } finally {
+      if (!stopped) await m.stop();
+    }
   });
 
   test('after prefetch_all finished, the registry is stopped and every file still reads correctly', async () => {
