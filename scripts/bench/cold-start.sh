@@ -61,6 +61,8 @@
 #   (r) Damselfly, OCI-ref (ZRan) image: as (b), but the image was converted with `--oci-ref`
 #                (nydusify's): a meta blob and the bootstrap layer pushed, the data read from the
 #                original gzip layer itself, a context (about 0.5 MiB of it) at a time.
+#   (q) the OCI-ref image with the prefetch table of (p) (`convert --oci-ref --prefetch-files`),
+#                served with --prefetch: the contexts of those files fetched from the start.
 #   (c) guest    when QEMU and the guest kernel are there (BENCH_GUEST=auto; 1 requires it, 0
 #                skips it): `damselfly virtiofs --socket-path S --image … --plain-http
 #                --cache-dir EMPTY --stats` in the namespace, and scripts/guest/run-guest.sh
@@ -382,6 +384,10 @@ t0=$EPOCHREALTIME
   --plain-http --json --work-dir "$RUN/convert" >"$LOGS/convert-ref.json" 2>"$LOGS/convert-ref.log" || die "damselfly convert --oci-ref failed: $(tail -n 20 "$LOGS/convert-ref.log")"
 CONVERT_REF_SECS=$(secs "$t0" "$EPOCHREALTIME")
 rm -rf "$RUN/convert"
+"${NSX[@]}" "${DAMSELFLY[@]}" --log-level warn convert --oci-ref --prefetch-files "$LOGS/prefetch-files.txt" --source "docker://127.0.0.1:$REG_PORT/rootfs:latest" \
+  --target "docker://127.0.0.1:$REG_PORT/rootfs:nydus-ref-prefetch" --plain-http --json --work-dir "$RUN/convert" >"$LOGS/convert-ref-prefetch.json" 2>"$LOGS/convert-ref-prefetch.log" ||
+  die "damselfly convert --oci-ref --prefetch-files failed: $(tail -n 20 "$LOGS/convert-ref-prefetch.log")"
+rm -rf "$RUN/convert"
 "${NSX[@]}" curl -sf -H 'Accept: application/vnd.oci.image.manifest.v1+json' "http://127.0.0.1:$REG_PORT/v2/rootfs/manifests/nydus-ref" >"$RUN/ref-manifest.json" ||
   die "cannot read the OCI-ref manifest"
 REF_ARTIFACT_BYTES=$(node -e 'const m = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")); console.log(m.layers.reduce((a, l) => a + l.size, 0))' "$RUN/ref-manifest.json")
@@ -446,10 +452,11 @@ measure_oci() { # run
   [ "$BENCH_KEEP" = 1 ] || rm -rf "$d"
 }
 
-measure_dfly() { # way (b, p or r) run: p serves the image with a prefetch table and --prefetch, r the OCI-ref one
+measure_dfly() { # way (b, p, r or q) run: p serves the image with a prefetch table and --prefetch, r the OCI-ref one, q that with the prefetch table
   local w=$1 r=$2 d="$RUN/$1$2" tag=nydus args=("${DF_EXTRA[@]}") t0 t1 t2 t3 t4 t5 t6 c1 c2 out out2 dlog="$LOGS/$1$2-daemon.log"
   [ "$w" != p ] || { tag=nydus-prefetch; args+=(--prefetch); }
   [ "$w" != r ] || tag=nydus-ref
+  [ "$w" != q ] || { tag=nydus-ref-prefetch; args+=(--prefetch); }
   mkdir -p "$d/mnt"
   MOUNTS+=("$d/mnt")
   drop_caches
@@ -583,6 +590,7 @@ for ((r = 1; r <= BENCH_RUNS; r++)); do
   measure_dfly b "$r"
   measure_dfly p "$r"
   measure_dfly r "$r"
+  measure_dfly q "$r"
   [ "$GUEST_OK" = 0 ] || measure_guest "$r"
 done
 
@@ -593,6 +601,7 @@ ra=${BEST[a]}
 rb=${BEST[b]}
 rp=${BEST[p]}
 rr=${BEST[r]}
+rq=${BEST[q]}
 echo
 echo "cold start of \`python3 -c '$PY'\` in a chroot of Debian $SUITE (minbase + python3)"
 echo "link: $BENCH_RATE (tc htb), RTT $((2 * BENCH_DELAY_MS)) ms (delaying proxy); $LINK_CHECK; best of $BENCH_RUNS run(s)"
@@ -605,6 +614,7 @@ printf '%-34s %9.3f  %15s  %-30s\n' "(a) OCI: pull, unpack, run" "${T[a/$ra/tota
 printf '%-34s %9.3f  %15s  %-30s\n' "(b) Damselfly: mount --image, run" "${T[b/$rb/total]}" "${B[b/$rb]}" "$(pct "${B[b/$rb]}" "$NYDUS_IMAGE_BYTES") of the Nydus image"
 printf '%-34s %9.3f  %15s  %-30s\n' "(p) the same, with a prefetch table" "${T[p/$rp/total]}" "${B[p/$rp]}" "$(pct "${B[p/$rp]}" "$NYDUS_IMAGE_BYTES") of the Nydus image"
 printf '%-34s %9.3f  %15s  %-30s\n' "(r) the same, an OCI-ref image" "${T[r/$rr/total]}" "${B[r/$rr]}" "$(pct "${B[r/$rr]}" "$OCI_IMAGE_BYTES") of the OCI image"
+printf '%-34s %9.3f  %15s  %-30s\n' "(q) OCI-ref, with a prefetch table" "${T[q/$rq/total]}" "${B[q/$rq]}" "$(pct "${B[q/$rq]}" "$OCI_IMAGE_BYTES") of the OCI image"
 if [ "$GUEST_OK" = 1 ]; then
   rc=${BEST[c]}
   printf '%-34s %9.3f  %15s  %-30s\n' "(c) Damselfly in a TCG guest (run)" "${T[c/$rc/total]}" "${B[c/$rc]}" "$(pct "${B[c/$rc]}" "$NYDUS_IMAGE_BYTES") of the Nydus image"
@@ -621,6 +631,8 @@ printf '(p) split: mount %.3f s + run %.3f s; image converted with the %d files 
   "${T[p/$rp/mount]}" "${T[p/$rp/run]}" "$PREFETCH_FILES" "$CONVERT_PREFETCH_SECS" "${B[p/$rp/chunks]}" "$(pct "${B[p/$rp/chunks]}" "$NYDUS_BLOB_BYTES")"
 printf '(r) split: mount %.3f s + run %.3f s; the OCI-ref image (ZRan: a meta blob and the bootstrap layer, %s = %s of the Nydus image) converted in %s s (not timed); from the gzip layer %s = %s of it\n' \
   "${T[r/$rr/mount]}" "${T[r/$rr/run]}" "$(mb "$REF_ARTIFACT_BYTES")" "$(pct "$REF_ARTIFACT_BYTES" "$NYDUS_IMAGE_BYTES")" "$CONVERT_REF_SECS" "${B[r/$rr/chunks]}" "$(pct "${B[r/$rr/chunks]}" "$LAYER_SIZE")"
+printf '(q) split: mount %.3f s + run %.3f s; the OCI-ref image with the prefetch table of (p), served with --prefetch; from the gzip layer %s = %s of it\n' \
+  "${T[q/$rq/mount]}" "${T[q/$rq/run]}" "${B[q/$rq/chunks]}" "$(pct "${B[q/$rq/chunks]}" "$LAYER_SIZE")"
 if [ "$GUEST_OK" = 1 ]; then
   printf '(c) in the guest (TCG, boot not timed): cold %.3f s, with every chunk in the chunk cache %.3f s, warm %.3f s; chunks fetched %s = %s of the data blobs (host (b): %s)\n' \
     "${T[c/$rc/cold]}" "${T[c/$rc/chunk-cache]}" "${T[c/$rc/warm]}" "${B[c/$rc/chunks]}" "$(pct "${B[c/$rc/chunks]}" "$NYDUS_BLOB_BYTES")" "${B[b/$rb/chunks]}"
@@ -629,7 +641,8 @@ ratio=$(awk -v a="${T[a/$ra/total]}" -v b="${T[b/$rb/total]}" 'BEGIN { printf "%
 frac=$(awk -v a="${B[b/$rb]}" -v b="$NYDUS_IMAGE_BYTES" 'BEGIN { printf "%.4f", a / b }')
 ratio_p=$(awk -v a="${T[a/$ra/total]}" -v b="${T[p/$rp/total]}" 'BEGIN { printf "%.1f", a / b }')
 ratio_r=$(awk -v a="${T[a/$ra/total]}" -v b="${T[r/$rr/total]}" 'BEGIN { printf "%.1f", a / b }')
-echo "ratio (a)/(b): ${ratio}x; (a)/(p), with the prefetch table: ${ratio_p}x; (a)/(r), OCI-ref: ${ratio_r}x"
+ratio_q=$(awk -v a="${T[a/$ra/total]}" -v b="${T[q/$rq/total]}" 'BEGIN { printf "%.1f", a / b }')
+echo "ratio (a)/(b): ${ratio}x; (a)/(p), with the prefetch table: ${ratio_p}x; (a)/(r), OCI-ref: ${ratio_r}x; (a)/(q), OCI-ref with the prefetch table: ${ratio_q}x"
 if awk -v r="$ratio" 'BEGIN { exit !(r >= 10) }'; then
   echo "goal: Damselfly at least 10x faster than the OCI way: met (${ratio}x)"
 else

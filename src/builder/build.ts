@@ -15,7 +15,7 @@ import { applyLayer, emptyRoot, finishMerge } from './merge.js';
 import { readSmallFile, scanDirectory, storeFileFromDisk } from './sources/dir.js';
 import { openLayerFile } from './sources/layer-stream.js';
 import { readTarLayer, storeTarPrefetchFiles } from './sources/tar.js';
-import { type TreeNode, checkTreeDepth, lookupPath, toBootstrapTree, walkTree } from './tree.js';
+import { type TreeNode, checkTreeDepth, resolvePrefetch, toBootstrapTree, walkTree } from './tree.js';
 
 export interface BuildOptions {
   /** Layers, bottom first: directories or OCI layer tars (tar, tar.gz, tar.zst). */
@@ -156,17 +156,6 @@ async function storeDirectory(root: TreeNode, prefetch: TreeNode[], store: Chunk
   }
   store.prefetchPhase(false);
   await Promise.all(pending);
-}
-
-/** The nodes of `paths` in `root`, in list order, once each; `onMissing` hears of the others. */
-function resolvePrefetch(root: TreeNode, paths: readonly string[], onMissing?: (path: string) => void): Array<{ path: string; node: TreeNode }> {
-  const out: Array<{ path: string; node: TreeNode }> = [];
-  for (const path of paths) {
-    const node = lookupPath(root, path);
-    if (node === undefined) onMissing?.(path);
-    else if (!out.some((o) => o.node === node)) out.push({ path, node });
-  }
-  return out;
 }
 
 /** How the chunks of an image are cut and stored: what `checkFormatOptions` checks. */

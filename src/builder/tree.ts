@@ -99,6 +99,17 @@ export function lookupPath(root: TreeNode, path: string | Buffer): TreeNode | un
   return node;
 }
 
+/** The nodes of `paths` in `root`, in list order, once each; `onMissing` hears of the others. */
+export function resolvePrefetch(root: TreeNode, paths: readonly string[], onMissing?: (path: string) => void): Array<{ path: string; node: TreeNode }> {
+  const out: Array<{ path: string; node: TreeNode }> = [];
+  for (const path of paths) {
+    const node = lookupPath(root, path);
+    if (node === undefined) onMissing?.(path);
+    else if (!out.some((o) => o.node === node)) out.push({ path, node });
+  }
+  return out;
+}
+
 /** Converts the tree to the writer's model, resolving blob handles to indexes. */
 export function toBootstrapTree(root: TreeNode, chunkSize: number, blobIndex: (h: BlobHandle) => number): { root: BootstrapNode; map: Map<TreeNode, BootstrapNode> } {
   const map = new Map<TreeNode, BootstrapNode>();

@@ -23,13 +23,13 @@ import { type Codecs, Compressor, type GzipPoint, storeCompressed } from '../for
 import { BlobFeature, ChunkFlag, Digester, Limits } from '../format/constants.js';
 import { sha256 } from '../format/digest.js';
 import type { BlobInfo } from '../format/image.js';
-import { writeV6Bootstrap } from '../format/v6/writer.js';
+import { type BootstrapNode, writeV6Bootstrap } from '../format/v6/writer.js';
 import { type BlobHandle, type ChunkRef, RefBlob } from './chunk-store.js';
 import { checkFormatOptions } from './build.js';
 import { applyLayer, emptyRoot, finishMerge } from './merge.js';
 import { isGzip } from './sources/layer-stream.js';
 import { type FileSink, readTarLayer } from './sources/tar.js';
-import { checkTreeDepth, toBootstrapTree } from './tree.js';
+import { checkTreeDepth, resolvePrefetch, toBootstrapTree } from './tree.js';
 
 export interface ZranBuildOptions {
   /** The OCI layers, bottom first: gzip-compressed tars (each of one member or several) or plain tars. */
@@ -38,6 +38,11 @@ export interface ZranBuildOptions {
   blobDir: string;
   bootstrapPath: string;
   chunkSize: number;
+  /**
+   * Paths (absolute inside the image) for the bootstrap's prefetch table, in order. Their data
+   * stays where the layers hold it: a prefetch reads their chunks' ranges (or ZRan contexts).
+   */
+  prefetchFiles?: string[];
   codecs: Codecs;
   log: Logger;
   onProgress?: (done: number, total: number | undefined) => void;
@@ -50,6 +55,8 @@ export interface ZranBuildResult {
    * ZRan contexts; `tar`: tar-ref, chunks stored as they are), and its meta blob.
    */
   blobs: Array<{ id: string; kind: LayerKind; metaBlob: { id: string; path: string; size: number }; chunks: number; contexts: number }>;
+  /** The prefetch table's paths (those of `prefetchFiles` the image has, once each). */
+  prefetch: string[];
 }
 
 /**
@@ -333,7 +340,6 @@ export interface RefConflicts {
   chunkDict?: unknown;
   encrypt?: boolean;
   batchSize?: number;
-  prefetchFiles?: unknown;
   compressionLevel?: number;
   prefetchCompressionLevel?: number;
 }
@@ -345,7 +351,6 @@ export function refConflicts(o: RefConflicts): string[] {
     ['--chunk-dict', o.chunkDict !== undefined],
     ['--encrypt', o.encrypt === true],
     ['--batch-size', (o.batchSize ?? 0) > 0],
-    ['--prefetch-files', o.prefetchFiles !== undefined],
     ['a compression level', o.compressionLevel !== undefined || o.prefetchCompressionLevel !== undefined],
   ];
   return set.filter(([, given]) => given).map(([flag]) => flag);
@@ -436,13 +441,23 @@ export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildRes
   await mkdir(opts.blobDir, { recursive: true });
   for (const b of built) await replaceFile(b.metaPath, (temp) => writeFile(temp, b.meta));
   const index = new Map<BlobHandle, number>(built.map((b, i) => [b.handle, i]));
-  const { root: broot } = toBootstrapTree(root, opts.chunkSize, (h) => index.get(h) as number);
+  const prefetch = resolvePrefetch(root, opts.prefetchFiles ?? [], (path) => log.warn({ path }, 'prefetch path is not in the image; skipped'));
+  const { root: broot, map } = toBootstrapTree(root, opts.chunkSize, (h) => index.get(h) as number);
   const blobs = built.map((b) => b.info);
-  const bootstrap = writeV6Bootstrap({ root: broot, chunkSize: opts.chunkSize, compressor: Compressor.Gzip, digester: Digester.Sha256, explicitUidGid: true, blobs, prefetch: [] });
+  const bootstrap = writeV6Bootstrap({
+    root: broot,
+    chunkSize: opts.chunkSize,
+    compressor: Compressor.Gzip,
+    digester: Digester.Sha256,
+    explicitUidGid: true,
+    blobs,
+    prefetch: prefetch.map((p) => map.get(p.node) as BootstrapNode),
+  });
   await mkdir(dirname(opts.bootstrapPath), { recursive: true });
   await replaceFile(opts.bootstrapPath, (temp) => writeFile(temp, bootstrap));
   return {
     bootstrap,
     blobs: built.map((b) => ({ id: b.info.id, kind: b.kind, metaBlob: { id: basename(b.metaPath), path: b.metaPath, size: b.info.separateMeta?.size ?? 0 }, chunks: b.info.chunkCount, contexts: b.contexts })),
+    prefetch: prefetch.map((p) => p.path),
   };
 }

@@ -87,12 +87,13 @@ async function buildRef(sources: string[], flags: BuildFlags): Promise<void> {
     blobDir: flags.blobDir,
     bootstrapPath: flags.bootstrap,
     chunkSize: format.chunkSize,
+    ...(format.prefetchFiles !== undefined ? { prefetchFiles: format.prefetchFiles } : {}),
     codecs: nativeCodecs,
     log: getLogger(),
     onProgress: (done, total) => bar.update(done, total),
   });
   bar.stop();
-  const summary = { bootstrap: flags.bootstrap, bootstrapSize: r.bootstrap.length, blobs: r.blobs };
+  const summary = { bootstrap: flags.bootstrap, bootstrapSize: r.bootstrap.length, blobs: r.blobs, prefetch: r.prefetch };
   if (flags.json) printJson(summary);
   else {
     process.stdout.write(

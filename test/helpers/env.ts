@@ -119,6 +119,15 @@ export async function within<T>(ms: number, what: string | (() => string), body:
 }
 
 /** Runs a shell command synchronously; throws with its output on failure. */
+/** Waits until `cond()` holds, polling; throws after `ms` with `what`. */
+export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 30_000, every = 50): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await cond())) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await new Promise((r) => setTimeout(r, every));
+  }
+}
+
 export function sh(cmd: string, opts: { cwd?: string } = {}): string {
   const r = spawnSync('bash', ['-c', cmd], { encoding: 'utf8', cwd: opts.cwd, maxBuffer: 64 << 20 });
   if (r.status !== 0) throw new Error(`${cmd} exited ${r.status}\n${r.stdout}\n${r.stderr}`);

@@ -23,7 +23,7 @@ import { join, resolve } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { native } from '../../src/native/index.js';
-import { damselflyOk, sh, withTempDir, requireTool } from '../helpers/env.js';
+import { damselflyOk, sh, waitFor, withTempDir, requireTool } from '../helpers/env.js';
 import { makeOciImage } from '../helpers/oci-image.js';
 import { freePort } from '../helpers/registry.js';
 import { compareTrees, prng } from '../helpers/tree.js';
@@ -284,14 +284,8 @@ export class Mountpoints {
   }
 }
 
-/** Waits until `cond()` holds, polling; throws after `ms` with `what`. */
-export async function waitFor(what: string, cond: () => boolean | Promise<boolean>, ms = 30_000, every = 50): Promise<void> {
-  const deadline = Date.now() + ms;
-  while (!(await cond())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, every));
-  }
-}
+/** (Where the network tests have always found it.) */
+export { waitFor };
 
 // ---------------------------------------------------------------------------------------------
 // nginx (Debian nginx-light) as a caching reverse proxy in front of a registry

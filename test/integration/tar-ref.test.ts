@@ -149,14 +149,17 @@ describe('tar-ref images', () => {
     }
   });
 
-  test('convert --oci-ref of an image with a plain tar layer: tar-ref, served with --image from the target', async () => {
+  test('convert --oci-ref of an image with a plain tar layer: tar-ref with a prefetch table, served with --image from the target', async () => {
     const d = join(work, 'oci-ref');
     const upper = join(d, 'upper');
     await mkdir(upper, { recursive: true });
     await writeFile(join(upper, 'added.bin'), prng(0x7a14, 200_000));
     const made = await makeOciImage(join(d, 'source'), 'v1', [src, upper], d, { plainLayers: [1] });
     const target = join(d, 'target');
-    const r = JSON.parse((await damselflyOk(['convert', '--oci-ref', '--source', `oci:${join(d, 'source')}:v1`, '--target', `oci:${target}:ref`, '--json'])).stdout) as { blobs: string[] };
+    await writeFile(join(d, 'prefetch.list'), '/added.bin\n');
+    const r = JSON.parse(
+      (await damselflyOk(['convert', '--oci-ref', '--prefetch-files', join(d, 'prefetch.list'), '--source', `oci:${join(d, 'source')}:v1`, '--target', `oci:${target}:ref`, '--json'])).stdout,
+    ) as { blobs: string[] };
     assert.deepEqual(
       r.blobs.map((b) => `sha256:${b}`),
       made.layers,
@@ -168,6 +171,8 @@ describe('tar-ref images', () => {
     );
     assert.equal(pushed.bootstrapLayers, 1);
     assert.match((await damselflyOk(['check', '--image', `oci:${target}:ref`])).stdout, /OK/);
+    const info = JSON.parse((await damselflyOk(['inspect', '--image', `oci:${target}:ref`, '--json'])).stdout) as { prefetch: number[]; tree: Array<{ path: string; ino: number }> };
+    assert.deepEqual(info.prefetch, [info.tree.find((t) => t.path === '/added.bin')?.ino], 'the prefetch table');
     const expected = join(d, 'expected');
     stackedTree(src, upper, expected);
     const mnt = join(d, 'mnt');

@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { MediaType } from '../../src/oci/media-types.js';
-import { damselfly, damselflyOk, sh } from '../helpers/env.js';
+import { damselfly, damselflyOk, sh, waitFor } from '../helpers/env.js';
 import { startMount } from '../helpers/mount.js';
 import { makeOciImage } from '../helpers/oci-image.js';
 import { assertServed, assertTamperedLayer, nydusLayers, refBlobTable, stackedTree } from '../helpers/ref-image.js';
@@ -109,6 +109,33 @@ describe('ZRan (targz-ref) images', () => {
     }
     assert.ok(other !== undefined, 'a file of another context');
     await assertTamperedLayer({ boot: join(out, 'boot'), blobDir: blobs, layer, layerId, at, dir: join(work, 'tampered'), src, broken: '/text.b64', intact: other });
+  });
+
+  test('--prefetch-files: the prefetch table of a ZRan image; mounted with --prefetch, its files\' contexts are fetched before any read', async () => {
+    const d = join(work, 'prefetch');
+    await writeFile(join(work, 'prefetch.list'), ['/text.b64', '/not/there', '/small.txt'].join('\n'));
+    const r = JSON.parse(
+      (await damselflyOk(['build', '--type', 'targz-ref', '--json', '--prefetch-files', join(work, 'prefetch.list'), '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), join(work, 'layer.tar.gz')])).stdout,
+    ) as { prefetch: string[] };
+    assert.deepEqual(r.prefetch, ['/text.b64', '/small.txt'], 'missing paths skipped');
+    const info = JSON.parse((await damselflyOk(['inspect', '--bootstrap', join(d, 'boot'), '--json'])).stdout) as { prefetch: number[]; tree: Array<{ path: string; ino: number }> };
+    const ino = new Map(info.tree.map((t) => [t.path, t.ino]));
+    assert.deepEqual(info.prefetch, [ino.get('/text.b64'), ino.get('/small.txt')]);
+    // Only the table differs from the image built without it: the same meta blob, the same layer.
+    assert.deepEqual(await readdir(join(d, 'blobs')), await readdir(blobs));
+    await copyFile(join(work, 'layer.tar.gz'), join(d, 'blobs', layerId));
+    const wanted = (await chunksOf('/text.b64')).length + (await chunksOf('/small.txt')).length;
+    const mnt = join(d, 'mnt');
+    await mkdir(mnt);
+    const m = await startMount(['--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), '--prefetch', '--stats', '--log-level', 'info'], mnt);
+    try {
+      await waitFor('the prefetch to finish', () => m.stderr().includes('"msg":"prefetch finished"'), 20_000);
+      assert.match(m.stderr(), /"failed":0,[^\n]*"prefetch finished"/);
+    } finally {
+      const s = JSON.parse((await m.stop()).stdout) as Record<string, number>;
+      assert.equal(s['prefetch.done_chunks'], wanted, "the listed files' chunks, without a read");
+      assert.equal(s['fuse.requests.READ'] ?? 0, 0);
+    }
   });
 
   test('an eStargz layer (a gzip member per file, its TOC and landmark): estargz-ref and a layers build leave those out, as nydus-image', async () => {

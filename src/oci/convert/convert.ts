@@ -219,6 +219,7 @@ async function convertRef(opts: ConvertOptions, layerFiles: string[], pulled: Re
     blobDir: join(work, 'blobs'),
     bootstrapPath: join(work, 'image.boot'),
     chunkSize: opts.chunkSize,
+    ...(opts.prefetchFiles !== undefined ? { prefetchFiles: opts.prefetchFiles } : {}),
     codecs: opts.codecs,
     log: opts.log,
     onProgress: (d, t) => opts.onProgress?.('build', d, t),
