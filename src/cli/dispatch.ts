@@ -1,8 +1,8 @@
 /**
  * One executable, three grammars: the `damselfly` subcommands (commander); nydusd's
- * `virtiofs --apisock … --sock …` (Kata virtio-fs-nydus); and, with no subcommand, virtiofsd's
- * command line (Kata virtio-fs), whose options and `-o` compat syntax commander does not speak.
- * Pure: decides from argv only.
+ * `virtiofs --apisock … --sock …` (Kata virtio-fs-nydus) and `fuse --mountpoint …` (nydus-snapshotter's
+ * fusedev mode); and, with no subcommand, virtiofsd's command line (Kata virtio-fs), whose options
+ * and `-o` compat syntax commander does not speak. Pure: decides from argv only.
  */
 import type { LogLevel } from '../base/index.js';
 
@@ -14,8 +14,11 @@ export type CliMode =
   | { mode: 'commander'; subcommand?: string; version?: true }
   /** virtiofsd's argv: everything after the program name. */
   | { mode: 'virtiofsd'; argv: string[] }
-  /** nydusd's `virtiofs` arguments (after the subcommand) and a global --log-level before it. */
-  | { mode: 'nydusd'; argv: string[]; logLevel?: LogLevel };
+  /** nydusd's `virtiofs` or `fuse` arguments (after the subcommand) and a global --log-level before it. */
+  | { mode: 'nydusd'; subcommand: NydusdSubcommand; argv: string[]; logLevel?: LogLevel };
+
+/** The nydusd subcommands Damselfly acts as. */
+export type NydusdSubcommand = 'virtiofs' | 'fuse';
 
 /** The subcommands `program.ts` registers (a test holds the two equal). */
 export const SUBCOMMANDS: readonly string[] = ['build', 'inspect', 'check', 'unpack', 'export', 'mount', 'passthrough', 'virtiofs', 'cache', 'convert', 'pattern'];
@@ -48,11 +51,12 @@ export function cliMode(argv: readonly string[], subcommands: readonly string[])
   const first = argv[i];
   if (first !== undefined && VERSION.has(first)) return { mode: 'commander', version: true };
   if (first === undefined || HELP_OR_VERSION.has(first)) return { mode: 'commander' };
+  const nydusd = (subcommand: NydusdSubcommand): CliMode => ({ mode: 'nydusd', subcommand, argv: argv.slice(i + 1), ...(logLevel !== undefined ? { logLevel: logLevel as LogLevel } : {}) });
+  // nydusd's FUSE daemon: no damselfly subcommand has the name.
+  if (first === 'fuse') return nydusd('fuse');
   if (subcommands.includes(first)) {
     const rest = argv.slice(i + 1);
-    if (first === 'virtiofs' && rest.some((a) => NYDUSD_MARKERS.some((m) => a === m || a.startsWith(`${m}=`)))) {
-      return { mode: 'nydusd', argv: rest, ...(logLevel !== undefined ? { logLevel: logLevel as LogLevel } : {}) };
-    }
+    if (first === 'virtiofs' && rest.some((a) => NYDUSD_MARKERS.some((m) => a === m || a.startsWith(`${m}=`)))) return nydusd('virtiofs');
     return { mode: 'commander', subcommand: first };
   }
   if (first.startsWith('-')) return { mode: 'virtiofsd', argv: [...argv] };

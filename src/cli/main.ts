@@ -1,6 +1,7 @@
 /**
  * The `damselfly` executable. The same program is a drop-in for virtiofsd (no subcommand,
- * virtiofsd's options) and for nydusd's virtio-fs daemon (`virtiofs --apisock … --sock …`), and
+ * virtiofsd's options) and for nydusd's virtio-fs and FUSE daemons (`virtiofs --apisock … --sock …`,
+ * `fuse --mountpoint …`), and
  * has its own subcommands (`program.ts`); `dispatch.ts` tells the three apart from argv alone.
  * Each loads only its own code: Kata starts a virtiofsd for every sandbox and waits for its
  * socket, and the subcommands' code (commander, the registry client, the builder, …) is most of
@@ -28,7 +29,7 @@ if (process.argv.includes('--print-capabilities')) {
     process.exit(await runVirtiofsd(mode.argv, { passthrough: passthroughFactory }));
   } else if (mode.mode === 'nydusd') {
     const [{ passthroughFactory }, { runNydusd }] = await Promise.all([import('./virtiofsd-compat.js'), import('./nydusd-compat.js')]);
-    process.exit(await runNydusd(mode.argv, { passthrough: passthroughFactory, ...(mode.logLevel ? { logLevel: mode.logLevel } : {}) }));
+    process.exit(await runNydusd(mode.subcommand, mode.argv, { passthrough: passthroughFactory, ...(mode.logLevel ? { logLevel: mode.logLevel } : {}) }));
   } else {
     const { createProgram } = await import('./program.js');
     const only = mode.version ? [] : mode.subcommand !== undefined ? [mode.subcommand] : undefined;

@@ -3,8 +3,11 @@
  * `shared_fs = "virtio-fs-nydus"`, both runtimes): creates the vhost-user socket (state RUNNING
  * from then on) and the API socket, mounts what the command line names (`--shared-dir` or
  * `--bootstrap` at `--virtual-mountpoint`), then serves the mounts the API adds until the VMM
- * disconnects. Options are nydusd's (`src/bin/nydusd/main.rs`); ones that cannot apply are
- * accepted with a warning, unknown ones are an error.
+ * disconnects. `damselfly fuse --mountpoint M …` acts as nydusd's FUSE daemon (nydus-snapshotter's
+ * fusedev mode: `fuse --thread-num N --config C --bootstrap B --mountpoint M --apisock A …`): the
+ * same mount table, mounted on the host at M through /dev/fuse, served until M is unmounted.
+ * Options are nydusd's (`src/bin/nydusd/main.rs`); ones that cannot apply are accepted with a
+ * warning, unknown ones are an error.
  */
 import { openSync, readFileSync, rmSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
@@ -17,6 +20,7 @@ import { DEFAULT_NOFILE, raiseNofileLimit } from '../daemon/fd-limit.js';
 import { NydusDaemon } from '../daemon/nydus-daemon.js';
 import { nativeCodecs } from '../native/index.js';
 import { parseCount } from './common.js';
+import type { NydusdSubcommand } from './dispatch.js';
 import { EXIT_OK, EXIT_USAGE, onStopSignals, reportError } from './exit.js';
 import { READY_LINE } from './virtiofsd-compat.js';
 
@@ -35,16 +39,22 @@ export interface NydusdFlags {
   sharedDir?: string;
   prefetchFiles?: string;
   virtualMountpoint: string;
-  sock: string;
+  /** virtiofs: the vhost-user socket. */
+  sock?: string;
   hybridMode?: boolean;
+  /** fuse: where the FUSE filesystem is mounted on the host. */
+  mountpoint?: string;
+  failoverPolicy?: string;
+  fuseThreads?: string;
+  writable?: boolean;
 }
 
 const NYDUS_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
 
-/** nydusd's `virtiofs` subcommand with its global options. */
-export function nydusdCommand(): Command {
-  return new Command('virtiofs')
-    .description('run as nydusd\'s virtio-fs daemon (Kata shared_fs = "virtio-fs-nydus")')
+/** nydusd's `virtiofs` or `fuse` subcommand with its global options. */
+export function nydusdCommand(subcommand: NydusdSubcommand = 'virtiofs'): Command {
+  const cmd = new Command(subcommand)
+    .description(subcommand === 'virtiofs' ? 'run as nydusd\'s virtio-fs daemon (Kata shared_fs = "virtio-fs-nydus")' : "run as nydusd's FUSE daemon (nydus-snapshotter's fusedev mode)")
     .option('-A, --apisock <path>', 'the HTTP API unix socket')
     .option('-C, --config <file>', 'nydusd configuration of the --bootstrap image')
     .option('--id <id>', 'daemon id (requires --supervisor)')
@@ -58,16 +68,23 @@ export function nydusdCommand(): Command {
     .option('-D, --localfs-dir <dir>', 'blob directory (localfs backend and cache) of --bootstrap')
     .option('-s, --shared-dir <dir>', 'a directory to share (passthrough) at --virtual-mountpoint')
     .option('--prefetch-files <file>', 'file listing image paths to prefetch (requires --bootstrap)')
-    .option('-m, --virtual-mountpoint <path>', 'where --bootstrap or --shared-dir is mounted', '/')
-    .requiredOption('--sock <path>', 'the vhost-user socket')
-    .option('--hybrid-mode', 'accepted for compatibility (RAFS and passthrough are always both available)')
-    .allowExcessArguments(false)
-    .exitOverride();
+    .option('-m, --virtual-mountpoint <path>', 'where --bootstrap or --shared-dir is mounted', '/');
+  if (subcommand === 'virtiofs') {
+    cmd.requiredOption('--sock <path>', 'the vhost-user socket').option('--hybrid-mode', 'accepted for compatibility (RAFS and passthrough are always both available)');
+  } else {
+    cmd
+      .requiredOption('-M, --mountpoint <path>', 'where the FUSE filesystem is mounted')
+      .addOption(new Option('--failover-policy <policy>', 'accepted for compatibility (a daemon that dies takes its mount with it)').choices(['none', 'resend', 'flush']).default('resend'))
+      .option('--fuse-threads <n>', 'accepted for compatibility (requests are served concurrently on one event loop and its thread pool)')
+      .addOption(new Option('--thread-num <n>').hideHelp().argParser((v) => v))
+      .option('--writable', 'mount the FUSE filesystem read-write (a --shared-dir is then writable)');
+  }
+  return cmd.allowExcessArguments(false).exitOverride();
 }
 
-/** Parses the arguments after `virtiofs`. Throws `UsageError`. */
-export function parseNydusdArgs(argv: readonly string[]): NydusdFlags {
-  const cmd = nydusdCommand();
+/** Parses the arguments after `virtiofs` or `fuse`. Throws `UsageError`. */
+export function parseNydusdArgs(argv: readonly string[], subcommand: NydusdSubcommand = 'virtiofs'): NydusdFlags {
+  const cmd = nydusdCommand(subcommand);
   let err = '';
   cmd.configureOutput({ writeErr: (s) => (err += s), writeOut: (s) => process.stdout.write(s) });
   try {
@@ -82,6 +99,9 @@ export function parseNydusdArgs(argv: readonly string[]): NydusdFlags {
   if (f.localfsDir !== undefined && f.config !== undefined) throw new UsageError("the argument '--localfs-dir' cannot be used with '--config'");
   if (f.prefetchFiles !== undefined && f.bootstrap === undefined) throw new UsageError("'--prefetch-files' requires '--bootstrap'");
   if (f.bootstrap !== undefined && f.localfsDir === undefined && f.config === undefined) throw new UsageError('both --config and --localfs-dir are missing');
+  // Taking over the FUSE connection of a previous daemon (nydusd's live upgrade and failover) is
+  // not done: starting normally would stack a second mount on the mountpoint.
+  if (subcommand === 'fuse' && f.upgrade === true) throw new UsageError('--upgrade: taking over the FUSE connection of a previous daemon is not supported');
   return f;
 }
 
@@ -99,10 +119,10 @@ function logger(f: NydusdFlags, fallback: LogLevel | undefined): Logger {
 }
 
 /** Runs nydusd mode; resolves with the exit code. */
-export async function runNydusd(argv: readonly string[], deps: { passthrough?: PassthroughFactory; logLevel?: LogLevel }): Promise<number> {
+export async function runNydusd(subcommand: NydusdSubcommand, argv: readonly string[], deps: { passthrough?: PassthroughFactory; logLevel?: LogLevel }): Promise<number> {
   let f: NydusdFlags;
   try {
-    f = parseNydusdArgs(argv);
+    f = parseNydusdArgs(argv, subcommand);
   } catch (e) {
     if (e instanceof CommanderError) return EXIT_OK;
     process.stderr.write(`damselfly: ${errorMessage(e)}\n`);
@@ -141,15 +161,16 @@ export async function runNydusd(argv: readonly string[], deps: { passthrough?: P
       const files = f.prefetchFiles !== undefined ? await readPathList(f.prefetchFiles) : undefined;
       await daemon.mount(f.virtualMountpoint, { fs_type: 'rafs', source: f.bootstrap, config, ...(files ? { prefetch_files: files } : {}) });
     }
-    daemon.listen({ socketPath: f.sock });
+    if (f.mountpoint !== undefined) daemon.mountFuse({ mountpoint: f.mountpoint, readOnly: f.writable !== true });
+    else daemon.listen({ socketPath: f.sock as string });
     if (f.apisock !== undefined) {
       api = new ApiServer(daemon, log.child({ component: 'api' }));
       await api.listen(f.apisock);
     }
     onStopSignals(() => void shutdown(EXIT_OK));
-    process.stderr.write(`${READY_LINE}\n`);
+    if (f.mountpoint === undefined) process.stderr.write(`${READY_LINE}\n`);
     const reason = await daemon.run();
-    log.info({ reason }, 'vhost-user frontend gone; exiting');
+    log.info({ reason }, f.mountpoint !== undefined ? 'FUSE filesystem unmounted; exiting' : 'vhost-user frontend gone; exiting');
     return await shutdown(EXIT_OK);
   } catch (e) {
     const code = reportError(e);

@@ -36,6 +36,13 @@ export async function createProgram(only?: readonly string[]): Promise<Command> 
     .description('Lazy-loading RAFS (Nydus-compatible) container images for microVMs')
     .version(VERSION)
     .addOption(new Option('--log-level <level>', `one of ${LOG_LEVELS.join(', ')}`).argParser(parseLogLevel).default('info'))
+    .addHelpText(
+      'after',
+      '\nAlso, with the command lines Kata and nydus-snapshotter use:\n' +
+        '  damselfly --socket-path PATH --shared-dir DIR [virtiofsd options]   as virtiofsd\n' +
+        '  damselfly virtiofs --apisock PATH --sock PATH [nydusd options]      as nydusd, virtio-fs\n' +
+        '  damselfly fuse --mountpoint DIR [--apisock PATH] [nydusd options]   as nydusd, FUSE on the host\n',
+    )
     .showHelpAfterError()
     .hook('preAction', (cmd) => {
       setupLogger(cmd.opts<{ logLevel: (typeof LOG_LEVELS)[number] }>().logLevel);

@@ -1,9 +1,10 @@
 /**
- * The nydusd-compatible daemon (Kata `shared_fs = "virtio-fs-nydus"`): a Vfs whose mounts are
- * made through the control API (`/containers` passthrough of the sandbox share, `/rafs/<cid>/lowerdir`
- * images), served to the guest over vhost-user-fs. States as nydusd's: INIT until the vhost-user
- * socket listens, then RUNNING; STOPPED once closed. Every mount has its own counters (also summed
- * in the daemon's `Metrics`) and records its access pattern.
+ * The nydusd-compatible daemon (Kata `shared_fs = "virtio-fs-nydus"`; nydus-snapshotter's fusedev
+ * mode): a Vfs whose mounts are made through the control API (`/containers` passthrough of the
+ * sandbox share, `/rafs/<cid>/lowerdir` images), served to the guest over vhost-user-fs or on the
+ * host through /dev/fuse. States as nydusd's: INIT until the vhost-user socket listens or the FUSE
+ * filesystem is mounted, then RUNNING; STOPPED once closed. Every mount has its own counters (also
+ * summed in the daemon's `Metrics`) and records its access pattern.
  */
 import { stat } from 'node:fs/promises';
 import { LOG_LEVELS, type LogLevel, type Logger, type Metrics, errorMessage } from '../base/index.js';
@@ -16,6 +17,7 @@ import { FsStats, type InflightOp } from './fs-stats.js';
 import { type MountRecord, type PassthroughFactory, backendMetrics, backendTypeOf, blobcacheMetrics, describe, superblockInfo } from './mounts.js';
 import type { RafsFactory } from './rafs-mount.js';
 import { ScopedMetrics } from './scoped-metrics.js';
+import { FuseMount } from '../transport/index.js';
 import { buildInfo } from './version.js';
 import { type ListenTarget, VhostService, removeStaleSocket } from './vhost-service.js';
 
@@ -52,6 +54,7 @@ export class NydusDaemon implements DaemonControl {
   private readonly mounts = new Map<string, MountRecord>();
   private readonly busy = new Set<string>();
   private vhost: VhostService | undefined;
+  private fuse: FuseMount | undefined;
   private socketPath: string | undefined;
   private readonly errors: Array<{ time: string; message: string }> = [];
   private totalErrors = 0;
@@ -80,9 +83,20 @@ export class NydusDaemon implements DaemonControl {
     this.opts.log.info({ target }, 'vhost-user socket listening; state RUNNING');
   }
 
-  /** Serves the VMM until it disconnects; resolves with the reason. */
-  run(): Promise<string> {
-    if (this.vhost === undefined) throw new Error('NydusDaemon.run before listen');
+  /** Mounts the filesystem on the host at `mountpoint` through /dev/fuse: RUNNING from now on. */
+  mountFuse(opts: { mountpoint: string; readOnly: boolean }): void {
+    this.fuse = FuseMount.mount({ mountpoint: opts.mountpoint, server: this.server, log: this.opts.log.child({ component: 'fusedev' }), readOnly: opts.readOnly, fsname: 'rafs', subtype: '' });
+    this.state = 'RUNNING';
+    this.opts.log.info({ mountpoint: opts.mountpoint }, 'FUSE filesystem mounted; state RUNNING');
+  }
+
+  /** Serves the VMM until it disconnects, or the FUSE mount until it is unmounted; resolves with the reason. */
+  async run(): Promise<string> {
+    if (this.fuse !== undefined) {
+      await this.fuse.ended;
+      return 'unmounted';
+    }
+    if (this.vhost === undefined) throw new Error('NydusDaemon.run before listen or mountFuse');
     return this.vhost.run();
   }
 
@@ -277,6 +291,7 @@ export class NydusDaemon implements DaemonControl {
   async close(): Promise<void> {
     this.state = 'STOPPED';
     this.vhost?.close();
+    await this.fuse?.unmount();
     if (this.socketPath !== undefined) removeStaleSocket(this.socketPath);
     for (const mp of [...this.mounts.keys()]) await this.umount(mp).catch(() => undefined);
   }

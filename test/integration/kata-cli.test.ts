@@ -146,8 +146,8 @@ describe('nydusd command line and dispatch', () => {
     assert.equal(cliMode(GO_ARGV('/s'), SUBCOMMANDS).mode, 'virtiofsd');
     assert.equal(cliMode(RS_ARGV('/x.sock', '/s'), SUBCOMMANDS).mode, 'virtiofsd');
     assert.deepEqual(cliMode(['--log-level', 'warn', ...RS_ARGV('/x.sock', '/s')], SUBCOMMANDS), { mode: 'virtiofsd', argv: ['--log-level', 'warn', ...RS_ARGV('/x.sock', '/s')] });
-    assert.deepEqual(cliMode(['virtiofs', '--log-level', 'info', '--apisock', '/a', '--sock', '/s'], SUBCOMMANDS), { mode: 'nydusd', argv: ['--log-level', 'info', '--apisock', '/a', '--sock', '/s'] });
-    assert.deepEqual(cliMode(['--log-level=warn', 'virtiofs', '--sock=/s'], SUBCOMMANDS), { mode: 'nydusd', argv: ['--sock=/s'], logLevel: 'warn' });
+    assert.deepEqual(cliMode(['virtiofs', '--log-level', 'info', '--apisock', '/a', '--sock', '/s'], SUBCOMMANDS), { mode: 'nydusd', subcommand: 'virtiofs', argv: ['--log-level', 'info', '--apisock', '/a', '--sock', '/s'] });
+    assert.deepEqual(cliMode(['--log-level=warn', 'virtiofs', '--sock=/s'], SUBCOMMANDS), { mode: 'nydusd', subcommand: 'virtiofs', argv: ['--sock=/s'], logLevel: 'warn' });
     assert.equal(cliMode(['virtiofs', '--socket-path', '/s', '--bootstrap', '/b'], SUBCOMMANDS).mode, 'commander', 'the single-image virtiofs');
     assert.equal(cliMode(['build', '--bootstrap', 'b', 'src'], SUBCOMMANDS).mode, 'commander');
     assert.equal(cliMode([], SUBCOMMANDS).mode, 'commander');

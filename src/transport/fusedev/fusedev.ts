@@ -25,6 +25,7 @@ export interface FuseMountOptions {
   readOnly?: boolean;
   /** fsname shown in /proc/mounts. */
   fsname?: string;
+  /** The type is `fuse.<subtype>` (default `damselfly`); plain `fuse` when it is empty, as nydusd mounts. */
   subtype?: string;
 }
 
@@ -181,7 +182,8 @@ export class FuseMount {
     const data = `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions`;
     const flags = MS_NOSUID | MS_NODEV | (opts.readOnly === false ? 0 : MS_RDONLY);
     try {
-      native.mount(opts.fsname ?? 'damselfly', opts.mountpoint, `fuse.${opts.subtype ?? 'damselfly'}`, flags, data);
+      const subtype = opts.subtype ?? 'damselfly';
+      native.mount(opts.fsname ?? 'damselfly', opts.mountpoint, subtype === '' ? 'fuse' : `fuse.${subtype}`, flags, data);
     } catch (e) {
       closeSync(fd);
       if (isSysError(e, 'EBUSY')) throw new UsageError(`mountpoint ${opts.mountpoint} is busy`, { cause: e });

@@ -22,4 +22,8 @@ test('the dispatcher knows exactly the subcommands the program registers', async
   assert.deepEqual(cliMode(['--log-level', 'warn', '-V'], SUBCOMMANDS), { mode: 'commander', version: true });
   assert.deepEqual((await createProgram([])).commands.map((c) => c.name()), []);
   assert.equal(cliMode(['--socket-path=/s', '--shared-dir=/d'], SUBCOMMANDS).mode, 'virtiofsd');
+  // nydusd: `virtiofs` with its API or vhost-user socket, and `fuse` (no damselfly subcommand has the name).
+  assert.deepEqual(cliMode(['virtiofs', '--apisock', '/a', '--sock', '/s'], SUBCOMMANDS), { mode: 'nydusd', subcommand: 'virtiofs', argv: ['--apisock', '/a', '--sock', '/s'] });
+  assert.deepEqual(cliMode(['--log-level', 'warn', 'fuse', '--mountpoint', '/m'], SUBCOMMANDS), { mode: 'nydusd', subcommand: 'fuse', argv: ['--mountpoint', '/m'], logLevel: 'warn' });
+  assert.ok(!SUBCOMMANDS.includes('fuse'));
 });
