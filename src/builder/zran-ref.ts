@@ -78,14 +78,18 @@ interface Context {
   outEnd: number;
 }
 
-/** A plain tar layer (tar-ref): its tar stream is the layer, read as it is. */
-class PlainLayer {
+/**
+ * A layer file read once, in order, hashed (its sha256 is the blob id) and counted as it streams.
+ * A plain tar layer (tar-ref) is its own tar stream.
+ */
+class LayerFile {
   readonly hash = createHash('sha256');
   size = 0;
 
-  constructor(private readonly path: string) {}
+  constructor(protected readonly path: string) {}
 
-  async *tar(onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
+  /** The layer's bytes. */
+  protected async *pieces(onBytes: (n: number) => void): AsyncGenerator<Buffer> {
     for await (const piece of createReadStream(this.path, { highWaterMark: READ_BYTES }) as AsyncIterable<Buffer>) {
       this.hash.update(piece);
       this.size += piece.length;
@@ -93,30 +97,32 @@ class PlainLayer {
       yield piece;
     }
   }
+
+  /** The layer's tar stream. */
+  tar(onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
+    return this.pieces(onBytes);
+  }
 }
 
-/** The layer inflated as it is read: its tar stream, and where each of its bytes came from. */
-class IndexedLayer {
+/** A gzip layer, inflated as it is read: its tar stream, and where each of its bytes came from. */
+class IndexedLayer extends LayerFile {
   /** The block boundaries where contexts may start, in stream order. */
   readonly points: GzipPoint[] = [];
   /** After each inflate step: the output produced so far, and the input consumed for it. */
   private readonly marks: Array<{ out: number; in: number }> = [];
-  readonly hash = createHash('sha256');
-  size = 0;
 
   constructor(
-    private readonly path: string,
+    path: string,
     private readonly codecs: Codecs,
-  ) {}
+  ) {
+    super(path);
+  }
 
-  async *tar(onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
+  override async *tar(onBytes: (n: number) => void): AsyncGenerator<Uint8Array> {
     const ix = this.codecs.gzipIndexer({ in: POINT_EVERY_IN, out: POINT_EVERY_OUT });
     let inPos = 0;
     let outPos = 0;
-    for await (const piece of createReadStream(this.path, { highWaterMark: READ_BYTES }) as AsyncIterable<Buffer>) {
-      this.hash.update(piece);
-      this.size += piece.length;
-      onBytes(piece.length);
+    for await (const piece of this.pieces(onBytes)) {
       let rest: Uint8Array = piece;
       while (rest.length > 0) {
         const r = this.named(() => ix.push(rest));
@@ -210,7 +216,7 @@ class RefChunker {
   slots = 0;
 
   constructor(
-    private readonly layer: IndexedLayer | PlainLayer,
+    private readonly layer: LayerFile,
     private readonly chunkSize: number,
     readonly blob: RefBlob,
     /** The chunks of the layers built so far, by digest: a chunk is stored in the first that has it. */
@@ -398,7 +404,7 @@ export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildRes
   for (const [i, source] of opts.sources.entries()) {
     const kind = kinds[i] as LayerKind;
     const features = refFeatures(kind);
-    const layerIn = kind === 'gzip' ? new IndexedLayer(source, opts.codecs) : new PlainLayer(source);
+    const layerIn = kind === 'gzip' ? new IndexedLayer(source, opts.codecs) : new LayerFile(source);
     const chunker = new RefChunker(layerIn, opts.chunkSize, new RefBlob(), byDigest);
     const layer = await readTarLayer(layerIn.tar((n) => opts.onProgress?.((done += n), undefined)), { files: (size) => chunker.sink(size), lower: merged, log });
     applyLayer(merged, layer);

@@ -85,7 +85,7 @@ export class NydusDaemon implements DaemonControl {
 
   /** Mounts the filesystem on the host at `mountpoint` through /dev/fuse: RUNNING from now on. */
   mountFuse(opts: { mountpoint: string; readOnly: boolean }): void {
-    this.fuse = FuseMount.mount({ mountpoint: opts.mountpoint, server: this.server, log: this.opts.log.child({ component: 'fusedev' }), readOnly: opts.readOnly, fsname: 'rafs', subtype: '' });
+    this.fuse = FuseMount.mount({ mountpoint: opts.mountpoint, server: this.server, log: this.opts.log.child({ component: 'fusedev' }), readOnly: opts.readOnly, fsname: 'rafs', subtype: '', noatime: true });
     this.state = 'RUNNING';
     this.opts.log.info({ mountpoint: opts.mountpoint }, 'FUSE filesystem mounted; state RUNNING');
   }

@@ -5,7 +5,7 @@
  * makes), through a real /dev/fuse mount:
  *
  * - dedicated: the image at the mountpoint, mounted as nydusd mounts it (`rafs` on M, type
- *   `fuse`, read-only); the API answers RUNNING; the tree matches the source; a write is refused;
+ *   `fuse`, read-only, nosuid, nodev, noatime); the API answers RUNNING; the tree matches the source; a write is refused;
  *   unmounted from outside, the daemon exits 0 and removes its API socket;
  * - shared: no bootstrap, images mounted and unmounted through the API under the pseudo root
  *   while the FUSE mount stays; SIGTERM unmounts and exits 0;
@@ -81,7 +81,7 @@ describe('damselfly fuse (nydusd FUSE daemon, nydus-snapshotter fusedev mode)', 
       assert.ok(line !== undefined, 'mounted');
       const [source, , type, options] = line.split(' ');
       assert.deepEqual([source, type], ['rafs', 'fuse'], 'as nydusd mounts it');
-      assert.match(options as string, /^ro,/);
+      assert.match(options as string, /^ro,nosuid,nodev,noatime,/);
       assert.deepEqual(await compareTrees(src, mnt, { leftListing: await listTree(src) }), []);
       await assert.rejects(writeFile(join(mnt, 'new-file'), 'x'), /EROFS/);
     } finally {

@@ -12,6 +12,7 @@ import { native } from '../../native/index.js';
 const MS_RDONLY = 1;
 const MS_NOSUID = 2;
 const MS_NODEV = 4;
+const MS_NOATIME = 1024;
 const MNT_DETACH = 2;
 const UV_READABLE = 1;
 const { EAGAIN, EINTR, ENOENT, ENODEV } = osc.errno;
@@ -27,6 +28,8 @@ export interface FuseMountOptions {
   fsname?: string;
   /** The type is `fuse.<subtype>` (default `damselfly`); plain `fuse` when it is empty, as nydusd mounts. */
   subtype?: string;
+  /** Mount with noatime (nydusd does). */
+  noatime?: boolean;
 }
 
 /**
@@ -180,7 +183,7 @@ export class FuseMount {
     const resolved = realpathSync(opts.mountpoint);
     const fd = native.openFd('/dev/fuse', fsc.O_RDWR | fsc.O_NONBLOCK);
     const data = `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions`;
-    const flags = MS_NOSUID | MS_NODEV | (opts.readOnly === false ? 0 : MS_RDONLY);
+    const flags = MS_NOSUID | MS_NODEV | (opts.readOnly === false ? 0 : MS_RDONLY) | (opts.noatime === true ? MS_NOATIME : 0);
     try {
       const subtype = opts.subtype ?? 'damselfly';
       native.mount(opts.fsname ?? 'damselfly', opts.mountpoint, subtype === '' ? 'fuse' : `fuse.${subtype}`, flags, data);
