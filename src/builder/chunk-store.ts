@@ -85,7 +85,7 @@ export class DictBlob {
   constructor(readonly info: BlobInfo) {}
 }
 
-/** The original layer a ZRan build's chunks are in (`zran-ref.ts`): written by nobody. */
+/** The original layer a ref build's chunks are in (`ref-build.ts`: ZRan or tar-ref): written by nobody. */
 export class RefBlob {}
 
 export type BlobHandle = NewBlob | DictBlob | RefBlob;

@@ -2,7 +2,7 @@
 import { type Command, Option } from 'commander';
 import { UsageError } from '../base/index.js';
 import { build } from '../builder/build.js';
-import { buildZranRef, refConflicts } from '../builder/zran-ref.js';
+import { buildRefImage, refConflicts } from '../builder/ref-build.js';
 import { nativeCodecs } from '../native/index.js';
 import { getLogger, printJson, progressBar, run } from './common.js';
 import { type FormatFlags, formatFromFlags, formatOptions } from './format-args.js';
@@ -82,7 +82,7 @@ async function buildRef(sources: string[], flags: BuildFlags): Promise<void> {
   const given = refConflicts({ ...format, ...(flags.inlineBootstrap === true ? { inlineBootstrap: true } : {}), chunkDict: flags.chunkDict });
   if (given.length > 0) throw new UsageError(`--type ${flags.type} keeps the layers as they are: ${given.join(', ')} cannot apply`);
   const bar = progressBar('build');
-  const r = await buildZranRef({
+  const r = await buildRefImage({
     sources,
     blobDir: flags.blobDir,
     bootstrapPath: flags.bootstrap,

@@ -10,7 +10,7 @@
  * warning, unknown ones are an error.
  */
 import { openSync, readFileSync, rmSync } from 'node:fs';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { type LogLevel, type Logger, Metrics, UsageError, createLogger, errorMessage } from '../base/index.js';
 import { ApiServer } from '../api/index.js';
 // The daemon's modules themselves, not its index (which reaches the image-serving code, loaded by
@@ -45,11 +45,19 @@ export interface NydusdFlags {
   /** fuse: where the FUSE filesystem is mounted on the host. */
   mountpoint?: string;
   failoverPolicy?: string;
-  fuseThreads?: string;
+  fuseThreads?: number;
+  threadNum?: number;
   writable?: boolean;
 }
 
 const NYDUS_LEVELS = ['trace', 'debug', 'info', 'warn', 'error'] as const;
+
+/** nydusd's thread counts (`--fuse-threads`, alias `--thread-num`): 1 to 1024. */
+function parseThreads(v: string): number {
+  const n = parseCount(v);
+  if (n < 1 || n > 1024) throw new InvalidArgumentError(`invalid thread number ${n}, valid range: [1-1024]`);
+  return n;
+}
 
 /** nydusd's `virtiofs` or `fuse` subcommand with its global options. */
 export function nydusdCommand(subcommand: NydusdSubcommand = 'virtiofs'): Command {
@@ -75,8 +83,8 @@ export function nydusdCommand(subcommand: NydusdSubcommand = 'virtiofs'): Comman
     cmd
       .requiredOption('-M, --mountpoint <path>', 'where the FUSE filesystem is mounted')
       .addOption(new Option('--failover-policy <policy>', 'accepted for compatibility (a daemon that dies takes its mount with it)').choices(['none', 'resend', 'flush']).default('resend'))
-      .option('--fuse-threads <n>', 'accepted for compatibility (requests are served concurrently on one event loop and its thread pool)')
-      .addOption(new Option('--thread-num <n>').hideHelp().argParser((v) => v))
+      .option('--fuse-threads <n>', 'accepted for compatibility, 1-1024 as nydusd checks it (requests are served concurrently on one event loop and its thread pool)', parseThreads)
+      .addOption(new Option('--thread-num <n>').hideHelp().argParser(parseThreads))
       .option('--writable', 'mount the FUSE filesystem read-write (a --shared-dir is then writable)');
   }
   return cmd.allowExcessArguments(false).exitOverride();

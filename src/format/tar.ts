@@ -85,6 +85,16 @@ function checksumOk(b: Buffer): boolean {
   return stored === unsigned || stored === signed;
 }
 
+/** Whether `block` (512 bytes) is a tar header: its checksum holds (any tar format, v7 included). */
+export function isTarHeader(block: Uint8Array): boolean {
+  if (block.length !== TAR_BLOCK) return false;
+  try {
+    return checksumOk(Buffer.from(block.buffer, block.byteOffset, block.length));
+  } catch {
+    return false; // the checksum field is not octal
+  }
+}
+
 /** Parses PAX records "LEN KEY=VALUE\n" with binary-safe values. */
 export function parsePax(data: Buffer): Map<string, Buffer> {
   const out = new Map<string, Buffer>();

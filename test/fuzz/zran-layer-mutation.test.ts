@@ -8,7 +8,7 @@
  *   file is read through the device. A read gives exactly the file's bytes or fails with a
  *   DamselflyError (a changed byte that inflates still fails its chunk's sha256): never other bytes,
  *   a crash or a hang.
- * - Building: each mutant is also indexed (`buildZranRef`). It builds (only when the gzip stream
+ * - Building: each mutant is also indexed (`buildRefImage`). It builds (only when the gzip stream
  *   still decodes: a changed header byte that nothing reads, garbage after the last member) and then
  *   every file reads back through the device as the builder indexed it, or fails with a
  *   DamselflyError. Each mutant has a time bound.
@@ -19,7 +19,7 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { DamselflyError, Metrics, silentLogger } from '../../src/base/index.js';
-import { buildZranRef } from '../../src/builder/zran-ref.js';
+import { buildRefImage } from '../../src/builder/ref-build.js';
 import type { ChunkInfo } from '../../src/format/chunk-info.js';
 import type { RafsImage } from '../../src/format/image.js';
 import { openBootstrap } from '../../src/format/open.js';
@@ -133,7 +133,7 @@ test(`ZRan layers mutated after indexing, and mutated before it (${MUTANTS} each
     const seed = layerOf(files);
     const seedPath = join(work, 'layer.tar.gz');
     await writeFile(seedPath, seed);
-    const built = await buildZranRef({ sources: [seedPath], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), chunkSize: 256 << 10, codecs: nativeCodecs, log: silentLogger });
+    const built = await buildRefImage({ sources: [seedPath], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), chunkSize: 256 << 10, codecs: nativeCodecs, log: silentLogger });
     const layerId = (built.blobs[0] as { id: string }).id;
     await copyFile(seedPath, join(work, 'blobs', layerId)); // the layer is the image's data blob
     assert.ok((built.blobs[0] as { contexts: number }).contexts >= 4, `contexts past the start: ${(built.blobs[0] as { contexts: number }).contexts}`);
@@ -158,7 +158,7 @@ test(`ZRan layers mutated after indexing, and mutated before it (${MUTANTS} each
       const layer = join(dir, 'layer.tar.gz');
       await writeFile(layer, bytes);
       try {
-        const r = await within(MUTANT_LIMIT_MS, `${label} built`, buildZranRef({ sources: [layer], blobDir: join(dir, 'blobs'), bootstrapPath: join(dir, 'boot'), chunkSize: 256 << 10, codecs: nativeCodecs, log: silentLogger }));
+        const r = await within(MUTANT_LIMIT_MS, `${label} built`, buildRefImage({ sources: [layer], blobDir: join(dir, 'blobs'), bootstrapPath: join(dir, 'boot'), chunkSize: 256 << 10, codecs: nativeCodecs, log: silentLogger }));
         builds.built++;
         await copyFile(layer, join(dir, 'blobs', (r.blobs[0] as { id: string }).id));
         // It built, so its gzip stream decodes whole: its tar is the seed's (every member's CRC held).

@@ -13,7 +13,16 @@ import { damselfly, damselflyOk, sh } from './env.js';
 import { startMount, withKernelErofs } from './mount.js';
 import { type Entry, compareTrees } from './tree.js';
 
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+/** A blob id: the sha256 of `b`, in hex. */
+export const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
+/** What tar leaves out of a test tree: its socket. */
+export const notInTar = (p: string): boolean => p === '/socket';
+
+/** The chunks `inspect --path` shows of one file of the image (`blobDir` for where batch or ZRan chunks are). */
+export async function chunksOf<T>(boot: string, blobDir: string, path: string): Promise<T[]> {
+  const r = await damselflyOk(['inspect', '--bootstrap', boot, '--blob-dir', blobDir, '--path', path, '--json']);
+  return (JSON.parse(r.stdout) as { chunks: T[] }).chunks;
+}
 
 export interface RefBlobInfo {
   id: string;

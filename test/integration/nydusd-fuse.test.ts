@@ -10,8 +10,8 @@
  * - shared: no bootstrap, images mounted and unmounted through the API under the pseudo root
  *   while the FUSE mount stays; SIGTERM unmounts and exits 0;
  * - `--shared-dir` with `--writable`: a read-write passthrough of the directory;
- * - `--upgrade` (taking over a previous daemon's FUSE connection) and a missing --mountpoint are
- *   refused before anything is mounted.
+ * - `--upgrade` (taking over a previous daemon's FUSE connection), a missing --mountpoint and a
+ *   thread count outside nydusd's 1-1024 are refused before anything is mounted.
  */
 import assert from 'node:assert/strict';
 import { type ChildProcess, spawn } from 'node:child_process';
@@ -140,7 +140,7 @@ describe('damselfly fuse (nydusd FUSE daemon, nydus-snapshotter fusedev mode)', 
     assert.equal(await mountLine(mnt), undefined);
   });
 
-  test('--upgrade and a missing --mountpoint are refused before anything is mounted', async () => {
+  test('--upgrade, a missing --mountpoint and a thread count nydusd refuses are refused before anything is mounted', async () => {
     const mnt = join(work, 'refused');
     await mkdir(mnt);
     const up = await damselfly(['fuse', '--upgrade', '--mountpoint', mnt, '--bootstrap', boot, '--localfs-dir', blobs]);
@@ -149,6 +149,9 @@ describe('damselfly fuse (nydusd FUSE daemon, nydus-snapshotter fusedev mode)', 
     const none = await damselfly(['fuse', '--bootstrap', boot, '--localfs-dir', blobs]);
     assert.equal(none.code, 2);
     assert.match(none.stderr, /--mountpoint/);
+    const threads = await damselfly(['fuse', '--thread-num', '0', '--mountpoint', mnt, '--bootstrap', boot, '--localfs-dir', blobs]);
+    assert.equal(threads.code, 2);
+    assert.match(threads.stderr, /invalid thread number 0, valid range: \[1-1024\]/);
     assert.equal(await mountLine(mnt), undefined);
   });
 });

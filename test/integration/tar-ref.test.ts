@@ -10,7 +10,6 @@
  * clear error.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,7 +19,7 @@ import { MediaType } from '../../src/oci/media-types.js';
 import { damselfly, damselflyOk, sh } from '../helpers/env.js';
 import { startMount } from '../helpers/mount.js';
 import { makeOciImage } from '../helpers/oci-image.js';
-import { assertServed, assertTamperedLayer, nydusLayers, refBlobTable, stackedTree } from '../helpers/ref-image.js';
+import { assertServed, assertTamperedLayer, chunksOf, notInTar, nydusLayers, refBlobTable, sha256, stackedTree } from '../helpers/ref-image.js';
 import { type Entry, compareTrees, listTree, makeTree, prng } from '../helpers/tree.js';
 
 interface ChunkView {
@@ -32,10 +31,6 @@ interface ChunkView {
   uncompressedSize: number;
 }
 
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-/** tar leaves sockets out. */
-const notInTar = (p: string): boolean => p === '/socket';
-
 describe('tar-ref images', () => {
   let work: string;
   let src: string;
@@ -45,10 +40,7 @@ describe('tar-ref images', () => {
   let blobs: string;
   let layerId: string;
 
-  const chunksOf = async (path: string, dir = blobs): Promise<ChunkView[]> => {
-    const r = await damselflyOk(['inspect', '--bootstrap', join(out, 'boot'), '--blob-dir', dir, '--path', path, '--json']);
-    return (JSON.parse(r.stdout) as { chunks: ChunkView[] }).chunks;
-  };
+  const fileChunks = (path: string): Promise<ChunkView[]> => chunksOf<ChunkView>(join(out, 'boot'), blobs, path);
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'damselfly-tar-ref-'));
@@ -77,7 +69,7 @@ describe('tar-ref images', () => {
     assert.ok(t.meta.length < 8192, `a ${t.meta.length}-byte meta blob`);
 
     const data = await readFile(join(src, 'large.bin'));
-    const chunks = await chunksOf('/large.bin');
+    const chunks = await fileChunks('/large.bin');
     assert.equal(chunks.length, 4);
     for (const c of chunks) {
       assert.equal(c.compressed, false);
@@ -104,7 +96,7 @@ describe('tar-ref images', () => {
   });
 
   test('a changed layer byte: EIO for its file, check names it and the layer; other files still served', async () => {
-    const [c] = (await chunksOf('/large.bin')).slice(2);
+    const [c] = (await fileChunks('/large.bin')).slice(2);
     assert.ok(c !== undefined);
     await assertTamperedLayer({ boot: join(out, 'boot'), blobDir: blobs, layer, layerId, at: c.compressedOffset + 1000, dir: join(work, 'tampered'), src, broken: '/large.bin', intact: '/repeated.bin' });
   });
@@ -185,7 +177,10 @@ describe('tar-ref images', () => {
     }
   });
 
-  test('a zstd layer, or bytes that are no layer: refused with a clear message, nothing written', async () => {
+  test('a v7 tar (no ustar magic) is a plain layer too; a zstd layer, or bytes that are no layer: refused with a clear message, nothing written', async () => {
+    sh(`tar --format=v7 -C '${src}' -cf '${join(work, 'v7.tar')}' small.txt`);
+    await damselflyOk(['build', '--type', 'tar-ref', '--bootstrap', join(work, 'v7', 'boot'), '--blob-dir', join(work, 'v7', 'blobs'), join(work, 'v7.tar')]);
+    assert.equal((await readdir(join(work, 'v7', 'blobs'))).length, 1, 'its meta blob');
     sh(`zstd -q -c '${join(work, 'layer.tar')}' > '${join(work, 'layer.tar.zst')}'`);
     await writeFile(join(work, 'junk'), prng(0x7a15, 4096));
     for (const bad of ['layer.tar.zst', 'junk']) {

@@ -11,7 +11,6 @@
  * blob, or a layer cut short, is a clear error. (Plain tar layers: tar-ref.test.ts.)
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -21,7 +20,7 @@ import { MediaType } from '../../src/oci/media-types.js';
 import { damselfly, damselflyOk, sh, waitFor } from '../helpers/env.js';
 import { startMount } from '../helpers/mount.js';
 import { makeOciImage } from '../helpers/oci-image.js';
-import { assertServed, assertTamperedLayer, nydusLayers, refBlobTable, stackedTree } from '../helpers/ref-image.js';
+import { assertServed, assertTamperedLayer, chunksOf, notInTar, nydusLayers, refBlobTable, sha256, stackedTree } from '../helpers/ref-image.js';
 import { type Entry, compareTrees, listTree, makeTree, prng } from '../helpers/tree.js';
 
 interface ZranView {
@@ -29,10 +28,6 @@ interface ZranView {
   compressedSize: number;
   zran?: { offset: number; size: number; dictionary: number; bits: number };
 }
-
-const sha256 = (b: Buffer): string => createHash('sha256').update(b).digest('hex');
-/** tar leaves sockets out. */
-const notInTar = (p: string): boolean => p === '/socket';
 
 describe('ZRan (targz-ref) images', () => {
   let work: string;
@@ -43,10 +38,7 @@ describe('ZRan (targz-ref) images', () => {
   let blobs: string;
   let layerId: string;
 
-  const chunksOf = async (path: string): Promise<ZranView[]> => {
-    const r = await damselflyOk(['inspect', '--bootstrap', join(out, 'boot'), '--blob-dir', blobs, '--path', path, '--json']);
-    return (JSON.parse(r.stdout) as { chunks: ZranView[] }).chunks;
-  };
+  const fileChunks = (path: string): Promise<ZranView[]> => chunksOf<ZranView>(join(out, 'boot'), blobs, path);
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'damselfly-zran-'));
@@ -80,7 +72,7 @@ describe('ZRan (targz-ref) images', () => {
     for (const f of ['ZRAN', 'SEPARATE', 'CHUNK_INFO_V2', 'ALIGNED']) assert.ok(t.blob.features.includes(f), t.blob.features.join(','));
 
     // The layer's file is needed only to read data: the chunks are located through the meta blob.
-    const chunks = await chunksOf('/text.b64');
+    const chunks = await fileChunks('/text.b64');
     assert.ok(chunks.length >= 6, `${chunks.length} chunks`);
     const contexts = new Set(chunks.map((c) => `${c.compressedOffset}+${c.compressedSize}`));
     assert.ok(contexts.size >= 3, `${contexts.size} contexts for the file`);
@@ -98,13 +90,13 @@ describe('ZRan (targz-ref) images', () => {
   test('a changed layer byte: EIO for the file inflated through it, other contexts still served', async () => {
     // A chunk in the middle of the text: its context starts and ends inside the text's deflate
     // data, where a changed byte changes what every later byte of that inflation decodes to.
-    const chunks = await chunksOf('/text.b64');
+    const chunks = await fileChunks('/text.b64');
     const mid = chunks[Math.floor(chunks.length / 2)] as ZranView;
     const at = mid.compressedOffset + Math.floor(mid.compressedSize / 2);
     // A file inflated from elsewhere in the layer.
     let other: string | undefined;
     for (const path of ['/small.txt', '/dir/compressible.txt', '/repeated.bin', '/hard-a']) {
-      const [c] = await chunksOf(path);
+      const [c] = await fileChunks(path);
       if (c !== undefined && (at < c.compressedOffset || at >= c.compressedOffset + c.compressedSize)) other = path;
     }
     assert.ok(other !== undefined, 'a file of another context');
@@ -124,7 +116,7 @@ describe('ZRan (targz-ref) images', () => {
     // Only the table differs from the image built without it: the same meta blob, the same layer.
     assert.deepEqual(await readdir(join(d, 'blobs')), await readdir(blobs));
     await copyFile(join(work, 'layer.tar.gz'), join(d, 'blobs', layerId));
-    const wanted = (await chunksOf('/text.b64')).length + (await chunksOf('/small.txt')).length;
+    const wanted = (await fileChunks('/text.b64')).length + (await fileChunks('/small.txt')).length;
     const mnt = join(d, 'mnt');
     await mkdir(mnt);
     const m = await startMount(['--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), '--prefetch', '--stats', '--log-level', 'info'], mnt);

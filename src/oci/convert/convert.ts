@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { FileWriter, IntegrityError, type Logger, UsageError } from '../../base/index.js';
 import { build, checkFormatOptions } from '../../builder/build.js';
-import { buildZranRef, refConflicts } from '../../builder/zran-ref.js';
+import { buildRefImage, refConflicts } from '../../builder/ref-build.js';
 import type { Codecs, Compressor } from '../../format/compression.js';
 import type { Digester } from '../../format/constants.js';
 import { TAR_END, encodeTarHeaders, tarPadding } from '../../format/tar.js';
@@ -209,12 +209,12 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
 }
 
 /**
- * `--oci-ref`: the pulled layers indexed in place (`buildZranRef`: gzip through ZRan, plain tars as tar-ref). Pushed: each layer that
+ * `--oci-ref`: the pulled layers indexed in place (`buildRefImage`: gzip through ZRan, plain tars as tar-ref). Pushed: each layer that
  * holds data, where the target lacks it (it is the image's data), and its meta blob, which the
  * manifest lists as a Nydus blob layer naming the layer it indexes (as nydus-snapshotter does).
  */
 async function convertRef(opts: ConvertOptions, layerFiles: string[], pulled: ReadonlyMap<string, string>, work: string): Promise<{ layers: Descriptor[]; ids: string[]; bootstrap: Buffer; bytesPushed: number }> {
-  const r = await buildZranRef({
+  const r = await buildRefImage({
     sources: layerFiles,
     blobDir: join(work, 'blobs'),
     bootstrapPath: join(work, 'image.boot'),

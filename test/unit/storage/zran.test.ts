@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
 import { ByteWriter, DamselflyError, FormatError, Metrics, silentLogger } from '../../../src/base/index.js';
-import { buildZranRef } from '../../../src/builder/zran-ref.js';
+import { buildRefImage } from '../../../src/builder/ref-build.js';
 import { BLOB_META_HEADER_SIZE, type BlobMetaHeader, CI_V2_SIZE, CiFlag, ZRAN_CONTEXT_SIZE, type ZranContext, decodeBlobChunkTable, decodeBlobMetaHeader, encodeCiV2, encodeZranTable } from '../../../src/format/blob/meta.js';
 import type { ChunkInfo } from '../../../src/format/chunk-info.js';
 import type { GzipPoint } from '../../../src/format/compression.js';
@@ -151,7 +151,7 @@ describe('a ZRan image through the device', () => {
     files.set('large', text(7, 700_000));
     const tar = tarArchive([...files].map(([name, data]) => ({ entry: tarEntry(name, 'file', { size: data.length }), data })));
     await writeFile(join(work, 'layer.tar.gz'), gzipSync(tar));
-    const r = await buildZranRef({ sources: [join(work, 'layer.tar.gz')], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), chunkSize: 64 << 10, codecs: nativeCodecs, log: silentLogger });
+    const r = await buildRefImage({ sources: [join(work, 'layer.tar.gz')], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), chunkSize: 64 << 10, codecs: nativeCodecs, log: silentLogger });
     boot = await readFile(join(work, 'boot'));
     metaId = (r.blobs[0] as { metaBlob: { id: string } }).metaBlob.id;
     await copyFile(join(work, 'layer.tar.gz'), join(work, 'blobs', (r.blobs[0] as { id: string }).id));

@@ -22,6 +22,7 @@ import { CI_V2_SIZE, CiFlag, type ZranContext, encodeBlobMetaHeader, encodeCiV2,
 import { type Codecs, Compressor, type GzipPoint, storeCompressed } from '../format/compression.js';
 import { BlobFeature, ChunkFlag, Digester, Limits } from '../format/constants.js';
 import { sha256 } from '../format/digest.js';
+import { isTarHeader } from '../format/tar.js';
 import type { BlobInfo } from '../format/image.js';
 import { type BootstrapNode, writeV6Bootstrap } from '../format/v6/writer.js';
 import { type BlobHandle, type ChunkRef, RefBlob } from './chunk-store.js';
@@ -31,7 +32,7 @@ import { isGzip } from './sources/layer-stream.js';
 import { type FileSink, readTarLayer } from './sources/tar.js';
 import { checkTreeDepth, resolvePrefetch, toBootstrapTree } from './tree.js';
 
-export interface ZranBuildOptions {
+export interface RefBuildOptions {
   /** The OCI layers, bottom first: gzip-compressed tars (each of one member or several) or plain tars. */
   sources: string[];
   /** Where the meta blobs are written (named by their sha256, which the blob table records). */
@@ -48,7 +49,7 @@ export interface ZranBuildOptions {
   onProgress?: (done: number, total: number | undefined) => void;
 }
 
-export interface ZranBuildResult {
+export interface RefBuildResult {
   bootstrap: Buffer;
   /**
    * The blob table: a layer that holds data (as its sha256 names it), how it is indexed (`gzip`:
@@ -378,8 +379,9 @@ async function layerKind(path: string): Promise<LayerKind> {
     await fh.close();
   }
   if (isGzip(head.subarray(0, n))) return 'gzip';
-  // A tar's first header says "ustar" at 257 (POSIX and GNU alike); an empty layer is two zero blocks.
-  if (n === 512 && (head.toString('latin1', 257, 262) === 'ustar' || head.every((b) => b === 0))) return 'tar';
+  // A tar begins with a header whose checksum holds (as the tar reader checks it), or, empty, with
+  // the end-of-archive zero blocks.
+  if (n === 512 && (isTarHeader(head) || head.every((b) => b === 0))) return 'tar';
   throw new UsageError(`${path} is neither a gzip-compressed nor a plain tar layer (a ref image indexes one of these in place)`);
 }
 
@@ -388,7 +390,7 @@ function refFeatures(kind: LayerKind): number {
   return (kind === 'gzip' ? BlobFeature.ZRAN : 0) | BlobFeature.SEPARATE | BlobFeature.CHUNK_INFO_V2 | BlobFeature.ALIGNED;
 }
 
-export async function buildZranRef(opts: ZranBuildOptions): Promise<ZranBuildResult> {
+export async function buildRefImage(opts: RefBuildOptions): Promise<RefBuildResult> {
   const { log } = opts;
   if (opts.sources.length === 0) throw new UsageError('no layer given');
   checkFormatOptions({ compressor: Compressor.Gzip, chunkSize: opts.chunkSize });
