@@ -107,8 +107,8 @@ export const ROUTES: ReadonlyMap<string, Route> = new Map<string, Route>([
   ],
   ['/api/v1/daemon/start', { methods: { PUT: { op: 'Configure', family: 'daemon', body: 'none', run: (d) => (d.start(), NO_CONTENT) } } }],
   ['/api/v1/daemon/exit', { methods: { PUT: { op: 'Configure', family: 'daemon', body: 'none', run: (d) => (d.exit(), NO_CONTENT) } } }],
-  ['/api/v1/daemon/fuse/sendfd', { methods: { PUT: { op: 'Upgrade', family: 'daemon', body: 'none', run: unsupported } } }],
-  ['/api/v1/daemon/fuse/takeover', { methods: { PUT: { op: 'Upgrade', family: 'daemon', body: 'none', run: unsupported } } }],
+  ['/api/v1/daemon/fuse/sendfd', { methods: { PUT: { op: 'Upgrade', family: 'daemon', body: 'none', run: async (d) => (await d.sendFuseFd(), NO_CONTENT) } } }],
+  ['/api/v1/daemon/fuse/takeover', { methods: { PUT: { op: 'Upgrade', family: 'daemon', body: 'none', run: async (d) => (await d.takeover(), NO_CONTENT) } } }],
   [
     '/api/v1/mount',
     {

@@ -5,7 +5,8 @@
  * `--bootstrap` at `--virtual-mountpoint`), then serves the mounts the API adds until the VMM
  * disconnects. `damselfly fuse --mountpoint M …` acts as nydusd's FUSE daemon (nydus-snapshotter's
  * fusedev mode: `fuse --thread-num N --config C --bootstrap B --mountpoint M --apisock A …`): the
- * same mount table, mounted on the host at M through /dev/fuse, served until M is unmounted.
+ * same mount table, mounted on the host at M through /dev/fuse, served until M is unmounted; with
+ * `--upgrade` it mounts nothing and waits for the API's takeover of a previous daemon's connection.
  * Options are nydusd's (`src/bin/nydusd/main.rs`); ones that cannot apply are accepted with a
  * warning, unknown ones are an error.
  */
@@ -17,7 +18,7 @@ import { ApiServer } from '../api/index.js';
 // the first RAFS mount instead).
 import type { PassthroughFactory } from '../daemon/mounts.js';
 import { DEFAULT_NOFILE, raiseNofileLimit } from '../daemon/fd-limit.js';
-import { NydusDaemon } from '../daemon/nydus-daemon.js';
+import { type FailoverPolicy, NydusDaemon } from '../daemon/nydus-daemon.js';
 import { nativeCodecs } from '../native/index.js';
 import { parseCount } from './common.js';
 import type { NydusdSubcommand } from './dispatch.js';
@@ -71,7 +72,7 @@ export function nydusdCommand(subcommand: NydusdSubcommand = 'virtiofs'): Comman
     .option('-L, --log-file <file>', 'write the log to this file')
     .option('--log-rotation-size <mb>', 'log rotation size', '0')
     .option('--rlimit-nofile <n>', 'file descriptor limit (0 leaves it)', parseCount, DEFAULT_NOFILE)
-    .option('--upgrade', 'start waiting for a live upgrade')
+    .option('--upgrade', 'fuse: take over the FUSE connection and state a previous daemon sent to the supervisor (API takeover, then start); virtiofs: ignored')
     .option('-B, --bootstrap <file>', 'a RAFS bootstrap to mount at --virtual-mountpoint')
     .option('-D, --localfs-dir <dir>', 'blob directory (localfs backend and cache) of --bootstrap')
     .option('-s, --shared-dir <dir>', 'a directory to share (passthrough) at --virtual-mountpoint')
@@ -82,7 +83,7 @@ export function nydusdCommand(subcommand: NydusdSubcommand = 'virtiofs'): Comman
   } else {
     cmd
       .requiredOption('-M, --mountpoint <path>', 'where the FUSE filesystem is mounted')
-      .addOption(new Option('--failover-policy <policy>', 'accepted for compatibility (a daemon that dies takes its mount with it)').choices(['none', 'resend', 'flush']).default('resend'))
+      .addOption(new Option('--failover-policy <policy>', 'after a takeover: resend asks the kernel to send again the requests the previous daemon left unanswered (Linux 6.9); flush is not available in Linux').choices(['none', 'resend', 'flush']).default('resend'))
       .option('--fuse-threads <n>', 'accepted for compatibility, 1-1024 as nydusd checks it (requests are served concurrently on one event loop and its thread pool)', parseThreads)
       .addOption(new Option('--thread-num <n>').hideHelp().argParser(parseThreads))
       .option('--writable', 'mount the FUSE filesystem read-write (a --shared-dir is then writable)');
@@ -107,16 +108,15 @@ export function parseNydusdArgs(argv: readonly string[], subcommand: NydusdSubco
   if (f.localfsDir !== undefined && f.config !== undefined) throw new UsageError("the argument '--localfs-dir' cannot be used with '--config'");
   if (f.prefetchFiles !== undefined && f.bootstrap === undefined) throw new UsageError("'--prefetch-files' requires '--bootstrap'");
   if (f.bootstrap !== undefined && f.localfsDir === undefined && f.config === undefined) throw new UsageError('both --config and --localfs-dir are missing');
-  // Taking over the FUSE connection of a previous daemon (nydusd's live upgrade and failover) is
-  // not done: starting normally would stack a second mount on the mountpoint.
-  if (subcommand === 'fuse' && f.upgrade === true) throw new UsageError('--upgrade: taking over the FUSE connection of a previous daemon is not supported');
+  // Taking over (nydusd's failover and live upgrade) goes through the supervisor and the API.
+  if (subcommand === 'fuse' && f.upgrade === true && (f.supervisor === undefined || f.apisock === undefined)) throw new UsageError('--upgrade needs --supervisor, --id and --apisock: the state and the FUSE connection come from the supervisor when the API asks for the takeover');
   return f;
 }
 
 function warnings(f: NydusdFlags): string[] {
   const w: string[] = [];
   if (f.logRotationSize !== '0') w.push('--log-rotation-size: the log is not rotated');
-  if (f.upgrade === true) w.push('--upgrade: live upgrade is not supported; starting normally');
+  if (f.upgrade === true && f.mountpoint === undefined) w.push('--upgrade: a virtio-fs daemon cannot take over a connection; starting normally');
   return w;
 }
 
@@ -142,15 +142,16 @@ export async function runNydusd(subcommand: NydusdSubcommand, argv: readonly str
   let api: ApiServer | undefined;
   let daemon: NydusDaemon | undefined;
   let stopping = false;
-  const shutdown = async (code: number): Promise<never> => {
+  const shutdown = async (code: number, keepMount = false): Promise<never> => {
     if (!stopping) {
       stopping = true;
       await api?.close().catch(() => undefined);
       if (f.apisock !== undefined) rmSync(f.apisock, { force: true });
-      await daemon?.close();
+      await daemon?.close({ keepMount });
     }
     process.exit(code);
   };
+  const takingOver = f.upgrade === true && f.mountpoint !== undefined;
   try {
     const metrics = new Metrics();
     daemon = new NydusDaemon({
@@ -160,16 +161,20 @@ export async function runNydusd(subcommand: NydusdSubcommand, argv: readonly str
       ...(f.id !== undefined ? { id: f.id } : {}),
       ...(f.supervisor !== undefined ? { supervisor: f.supervisor } : {}),
       ...(deps.passthrough !== undefined ? { passthrough: deps.passthrough } : {}),
-      onExit: () => void shutdown(EXIT_OK),
+      onExit: (keepMount) => void shutdown(EXIT_OK, keepMount),
+      failoverPolicy: (f.failoverPolicy ?? 'resend') as FailoverPolicy,
     });
-    if (f.sharedDir !== undefined) await daemon.mount(f.virtualMountpoint, { fs_type: 'passthrough_fs', source: f.sharedDir, config: '' });
-    if (f.bootstrap !== undefined) {
+    // A daemon taking over gets its mounts from the state, not from the command line (as nydusd).
+    if (takingOver) daemon.awaitTakeover({ mountpoint: f.mountpoint as string, readOnly: f.writable !== true });
+    else if (f.sharedDir !== undefined) await daemon.mount(f.virtualMountpoint, { fs_type: 'passthrough_fs', source: f.sharedDir, config: '' });
+    if (f.bootstrap !== undefined && !takingOver) {
       const [{ localfsConfig }, { readPathList }] = await Promise.all([import('../daemon/rafs-mount.js'), import('../daemon/image-source.js')]);
       const config = f.localfsDir !== undefined ? localfsConfig(f.localfsDir) : readFileSync(f.config as string, 'utf8');
       const files = f.prefetchFiles !== undefined ? await readPathList(f.prefetchFiles) : undefined;
       await daemon.mount(f.virtualMountpoint, { fs_type: 'rafs', source: f.bootstrap, config, ...(files ? { prefetch_files: files } : {}) });
     }
-    if (f.mountpoint !== undefined) daemon.mountFuse({ mountpoint: f.mountpoint, readOnly: f.writable !== true });
+    if (takingOver) log.info({ supervisor: f.supervisor }, 'waiting for the takeover (state INIT)');
+    else if (f.mountpoint !== undefined) daemon.mountFuse({ mountpoint: f.mountpoint, readOnly: f.writable !== true });
     else daemon.listen({ socketPath: f.sock as string });
     if (f.apisock !== undefined) {
       api = new ApiServer(daemon, log.child({ component: 'api' }));

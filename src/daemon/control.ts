@@ -83,6 +83,10 @@ export interface DaemonControl {
   events(): unknown;
   /** `PUT /api/v1/daemon/exit`: stop serving and exit. */
   exit(): void;
-  /** `PUT /api/v1/daemon/start`: start a daemon waiting for it (live upgrade). */
+  /** `PUT /api/v1/daemon/start`: start a daemon waiting for it (after a takeover). */
   start(): void;
+  /** `PUT /api/v1/daemon/fuse/sendfd`: the FUSE connection and the daemon's state to the supervisor. */
+  sendFuseFd(): Promise<void>;
+  /** `PUT /api/v1/daemon/fuse/takeover`: take them back from the supervisor (a daemon started with `--upgrade`). */
+  takeover(): Promise<void>;
 }

@@ -13,7 +13,7 @@ export const STATS_FOPS = ['getattr', 'readlink', 'open', 'release', 'read', 'st
 const FOP_INDEX = new Map<string, number>(STATS_FOPS.map((n, i) => [n, i]));
 /** Operations that return a new entry whose name is worth remembering. */
 const ENTRY_OPS = new Set(['lookup', 'mknod', 'mkdir', 'symlink', 'link', 'create']);
-const SYNC_OPS = new Set(['init', 'destroy', 'forget']);
+const SYNC_OPS = new Set(['init', 'destroy', 'forget', 'saveState', 'restoreState']);
 /** Node ids whose names are remembered at most (a bound on memory, ~100 bytes each). */
 const MAX_NAMES = 1 << 20;
 

@@ -3,22 +3,28 @@
  * mode): a Vfs whose mounts are made through the control API (`/containers` passthrough of the
  * sandbox share, `/rafs/<cid>/lowerdir` images), served to the guest over vhost-user-fs or on the
  * host through /dev/fuse. States as nydusd's: INIT until the vhost-user socket listens or the FUSE
- * filesystem is mounted, then RUNNING; STOPPED once closed. Every mount has its own counters (also
- * summed in the daemon's `Metrics`) and records its access pattern.
+ * filesystem is mounted, then RUNNING; STOPPED once closed. A FUSE daemon hands its connection and
+ * state to nydus-snapshotter's supervisor (sendfd); one started with `--upgrade` stays INIT until
+ * it takes them over (READY) and is started (RUNNING): nydusd's failover and live upgrade. Every
+ * mount has its own counters (also summed in the daemon's `Metrics`) and records its access
+ * pattern.
  */
-import { stat } from 'node:fs/promises';
+import { createHash } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
 import { LOG_LEVELS, type LogLevel, type Logger, type Metrics, errorMessage } from '../base/index.js';
 import type { Codecs } from '../format/compression.js';
 import type { FileSystem } from '../fs/types.js';
-import { MountError, Vfs, normalizeMountPath } from '../fs/vfs/index.js';
-import { FuseServer, InitFlag } from '../fuse/index.js';
+import { MountError, Vfs, type VfsState, normalizeMountPath } from '../fs/vfs/index.js';
+import { FuseServer, InitFlag, type SessionState } from '../fuse/index.js';
 import { type BuildInfo, DaemonError, type DaemonControl, type DaemonInfo, type DaemonState, type MetricsKind, type MountRequest } from './control.js';
 import { FsStats, type InflightOp } from './fs-stats.js';
 import { type MountRecord, type PassthroughFactory, backendMetrics, backendTypeOf, blobcacheMetrics, describe, superblockInfo } from './mounts.js';
 import type { RafsFactory } from './rafs-mount.js';
 import { ScopedMetrics } from './scoped-metrics.js';
-import { FuseMount } from '../transport/index.js';
+import { native } from '../native/index.js';
+import { FuseMount, type FuseMountOptions } from '../transport/index.js';
 import { buildInfo } from './version.js';
+import { restoreFromSupervisor, saveToSupervisor } from './supervisor.js';
 import { type ListenTarget, VhostService, removeStaleSocket } from './vhost-service.js';
 
 export interface NydusDaemonOptions {
@@ -34,9 +40,33 @@ export interface NydusDaemonOptions {
   /** Announce mount points to the guest as submounts (FUSE_ATTR_SUBMOUNT). */
   announceSubmounts?: boolean;
   version?: BuildInfo;
-  /** Called for `PUT /api/v1/daemon/exit`. */
-  onExit?: () => void;
+  /**
+   * Called for `PUT /api/v1/daemon/exit`; `keepMount`: the FUSE connection was handed to the
+   * supervisor, so the mount must stay for the daemon that takes it over.
+   */
+  onExit?: (keepMount: boolean) => void;
+  /** nydusd's `--failover-policy`: what a daemon that took over a connection does first. */
+  failoverPolicy?: FailoverPolicy;
 }
+
+export type FailoverPolicy = 'none' | 'resend' | 'flush';
+
+/** Where and how the FUSE filesystem is mounted on the host. */
+export interface FuseMountSpec {
+  mountpoint: string;
+  readOnly: boolean;
+}
+
+/** The state a FUSE daemon hands to its supervisor (`PUT /api/v1/daemon/fuse/sendfd`). */
+interface HandoverState {
+  format: typeof HANDOVER_FORMAT;
+  mountpoint: string;
+  session: SessionState | null;
+  mounts: Array<{ mountpoint: string; request: MountRequest; bootstrapSha256: string | null }>;
+  vfs: VfsState;
+}
+
+const HANDOVER_FORMAT = 'damselfly-fusedev-state-1';
 
 const MAX_EVENTS = 64;
 
@@ -53,10 +83,19 @@ export class NydusDaemon implements DaemonControl {
   private state: DaemonState = 'INIT';
   private readonly mounts = new Map<string, MountRecord>();
   private readonly busy = new Set<string>();
+  /** The request each mount was made with (what a daemon taking over opens again). */
+  private readonly requests = new Map<string, MountRequest>();
   private vhost: VhostService | undefined;
   private fuse: FuseMount | undefined;
+  private fuseSpec: FuseMountSpec | undefined;
   private socketPath: string | undefined;
   private readonly errors: Array<{ time: string; message: string }> = [];
+  /** `--upgrade`: where the connection taken over from the supervisor is mounted. */
+  private takeoverSpec: FuseMountSpec | undefined;
+  private tookOver!: () => void;
+  private readonly takenOver = new Promise<void>((r) => (this.tookOver = r));
+  /** The connection was handed to the supervisor at least once. */
+  private handedOver = false;
   private totalErrors = 0;
 
   constructor(private readonly opts: NydusDaemonOptions) {
@@ -84,14 +123,30 @@ export class NydusDaemon implements DaemonControl {
   }
 
   /** Mounts the filesystem on the host at `mountpoint` through /dev/fuse: RUNNING from now on. */
-  mountFuse(opts: { mountpoint: string; readOnly: boolean }): void {
-    this.fuse = FuseMount.mount({ mountpoint: opts.mountpoint, server: this.server, log: this.opts.log.child({ component: 'fusedev' }), readOnly: opts.readOnly, fsname: 'rafs', subtype: '', noatime: true });
+  mountFuse(opts: FuseMountSpec): void {
+    this.fuse = FuseMount.mount(this.fuseOptions(opts));
+    this.fuseSpec = opts;
     this.state = 'RUNNING';
     this.opts.log.info({ mountpoint: opts.mountpoint }, 'FUSE filesystem mounted; state RUNNING');
   }
 
+  /**
+   * nydusd `--upgrade`: stays INIT, mounting nothing, until the API's takeover brings the
+   * connection of the FUSE filesystem at `spec.mountpoint` and the state of the daemon that
+   * served it (READY), and its start (RUNNING).
+   */
+  awaitTakeover(spec: FuseMountSpec): void {
+    if (this.opts.supervisor === undefined) throw new DaemonError('InvalidArguments', 'taking over needs a supervisor');
+    this.takeoverSpec = spec;
+  }
+
+  private fuseOptions(spec: FuseMountSpec): FuseMountOptions {
+    return { mountpoint: spec.mountpoint, server: this.server, log: this.opts.log.child({ component: 'fusedev' }), readOnly: spec.readOnly, fsname: 'rafs', subtype: '', noatime: true };
+  }
+
   /** Serves the VMM until it disconnects, or the FUSE mount until it is unmounted; resolves with the reason. */
   async run(): Promise<string> {
+    if (this.takeoverSpec !== undefined) await this.takenOver;
     if (this.fuse !== undefined) {
       await this.fuse.ended;
       return 'unmounted';
@@ -133,6 +188,7 @@ export class NydusDaemon implements DaemonControl {
   }
 
   async mount(mountpoint: string, req: MountRequest): Promise<void> {
+    if (this.takeoverSpec !== undefined && this.state === 'INIT') throw new DaemonError('NotReady', 'the daemon is waiting to take over; mount after the takeover');
     const mp = this.mountpointOf(mountpoint);
     if (this.mounts.has(mp) || this.busy.has(mp)) throw new DaemonError('AlreadyExists', `${mp} is already mounted`);
     this.busy.add(mp);
@@ -145,6 +201,7 @@ export class NydusDaemon implements DaemonControl {
         throw e instanceof MountError ? new DaemonError(e.kind === 'AlreadyExists' ? 'AlreadyExists' : e.kind === 'InvalidPath' ? 'InvalidArguments' : 'Other', e.message) : e;
       }
       this.mounts.set(mp, record);
+      this.requests.set(mp, req);
       this.opts.log.info({ mountpoint: mp, type: record.type, source: req.source }, 'mounted');
     } catch (e) {
       this.event(`mount ${mp}: ${errorMessage(e)}`);
@@ -204,6 +261,7 @@ export class NydusDaemon implements DaemonControl {
       this.vfs.umount(mp);
       this.vfs.mount(mp, record.fs);
       this.mounts.set(mp, record);
+      this.requests.set(mp, req);
       await old.close().catch((e: unknown) => this.opts.log.warn({ mountpoint: mp, err: errorMessage(e) }, 'closing the replaced image failed'));
       this.opts.log.info({ mountpoint: mp, source: req.source }, 'remounted');
     } finally {
@@ -218,6 +276,7 @@ export class NydusDaemon implements DaemonControl {
     if (m === undefined) throw new DaemonError('NotFound', `${mp} is not mounted`);
     this.vfs.umount(mp);
     this.mounts.delete(mp);
+    this.requests.delete(mp);
     this.opts.log.info({ mountpoint: mp }, 'unmounted');
     await m.close().catch((e: unknown) => this.opts.log.warn({ mountpoint: mp, err: errorMessage(e) }, 'closing the unmounted filesystem failed'));
   }
@@ -279,20 +338,162 @@ export class NydusDaemon implements DaemonControl {
   }
 
   exit(): void {
-    if (this.opts.onExit === undefined) throw new DaemonError('Unsupported', 'this daemon cannot be stopped through the API');
-    setImmediate(this.opts.onExit);
+    const onExit = this.opts.onExit;
+    if (onExit === undefined) throw new DaemonError('Unsupported', 'this daemon cannot be stopped through the API');
+    // Handed over (a live upgrade): stop reading requests, answer those read, keep the mount.
+    const keep = this.fuse !== undefined && this.handedOver;
+    if (keep) this.state = 'READY';
+    setImmediate(() => {
+      const stopped = keep ? (this.fuse as FuseMount).stopServing() : Promise.resolve(true);
+      void stopped.then((idle) => {
+        if (!idle) this.opts.log.warn('requests still unanswered at exit; the next daemon gets them again only with --failover-policy resend');
+        onExit(keep);
+      });
+    });
   }
 
+  /** `PUT /api/v1/daemon/fuse/sendfd`: the state and the /dev/fuse fd to the supervisor. */
+  async sendFuseFd(): Promise<void> {
+    const supervisor = this.opts.supervisor;
+    if (supervisor === undefined) throw new DaemonError('Unsupported', 'no supervisor (--supervisor) to send the FUSE connection to');
+    if (this.fuse === undefined || this.state !== 'RUNNING') throw new DaemonError('NotReady', `no FUSE connection to send (the daemon is ${this.state}${this.fuse === undefined ? ', not a FUSE daemon' : ''})`);
+    if (this.busy.size > 0) throw new DaemonError('NotReady', 'a mount is being changed; send the state after it');
+    let vfs: VfsState;
+    try {
+      vfs = this.vfs.saveMountTable();
+    } catch (e) {
+      this.opts.log.warn({ err: errorMessage(e) }, 'sendfd refused');
+      throw new DaemonError('Unsupported', errorMessage(e));
+    }
+    const mounts: HandoverState['mounts'] = [];
+    for (const [mp, req] of this.requests) {
+      const rec = this.mounts.get(mp) as MountRecord;
+      mounts.push({ mountpoint: mp, request: req, bootstrapSha256: rec.type === 'Rafs' ? await fileSha256(req.source) : null });
+    }
+    const state: HandoverState = { format: HANDOVER_FORMAT, mountpoint: this.fuseSpec?.mountpoint ?? '', session: this.server.saveSession() ?? null, mounts, vfs };
+    try {
+      await saveToSupervisor(supervisor, Buffer.from(JSON.stringify(state)), this.fuse.deviceFd);
+    } catch (e) {
+      this.event(`sendfd: ${errorMessage(e)}`);
+      throw new DaemonError('Other', errorMessage(e));
+    }
+    this.handedOver = true;
+    this.opts.log.info({ supervisor, mounts: mounts.length }, 'FUSE connection and state sent to the supervisor');
+  }
+
+  /**
+   * `PUT /api/v1/daemon/fuse/takeover` (`--upgrade` only): the state and the /dev/fuse fd from the
+   * supervisor; the mounts are opened again from their requests, the node ids and the session
+   * continue where the previous daemon left them. READY afterwards; `start` serves.
+   */
+  async takeover(): Promise<void> {
+    const spec = this.takeoverSpec;
+    const supervisor = this.opts.supervisor;
+    if (spec === undefined || supervisor === undefined) throw new DaemonError('UnexpectedEvent', `Takeover (the daemon was not started with --upgrade; it is ${this.state})`);
+    if (this.state !== 'INIT' || this.busy.size > 0) throw new DaemonError('UnexpectedEvent', `Takeover (the daemon is ${this.state})`);
+    this.busy.add('/');
+    let fd: number | undefined;
+    const opened: MountRecord[] = [];
+    try {
+      let data: Buffer;
+      try {
+        ({ data, fd } = await restoreFromSupervisor(supervisor));
+      } catch (e) {
+        throw new DaemonError('Other', errorMessage(e));
+      }
+      const state = parseHandover(data);
+      const records = new Map<string, { record: MountRecord; request: MountRequest }>();
+      for (const m of state.mounts) {
+        const record = await this.open(m.mountpoint, m.request);
+        opened.push(record);
+        if (m.bootstrapSha256 !== null && (await fileSha256(m.request.source)) !== m.bootstrapSha256) {
+          throw new DaemonError('Other', `the bootstrap ${m.request.source} of ${m.mountpoint} changed since the state was saved`);
+        }
+        records.set(m.mountpoint, { record, request: m.request });
+      }
+      try {
+        this.vfs.restoreMountTable(state.vfs, (path) => {
+          const r = records.get(path);
+          if (r === undefined) throw new Error(`mount slot ${path} has no mount request`);
+          return r.record.fs;
+        });
+        if (state.session !== null) this.server.restoreSession(state.session);
+      } catch (e) {
+        throw new DaemonError('Other', `the saved state cannot be restored: ${errorMessage(e)}`);
+      }
+      this.fuse = FuseMount.adopt(fd, this.fuseOptions(spec));
+      this.fuseSpec = spec;
+      for (const [mp, r] of records) {
+        this.mounts.set(mp, r.record);
+        this.requests.set(mp, r.request);
+      }
+      this.handedOver = true;
+      this.state = 'READY';
+      this.opts.log.info({ supervisor, mountpoint: spec.mountpoint, mounts: records.size }, 'took over the FUSE connection; state READY');
+      this.tookOver();
+    } catch (e) {
+      this.event(`takeover: ${errorMessage(e)}`);
+      if (this.fuse === undefined && fd !== undefined) native.closeFd(fd);
+      for (const r of opened) await r.close().catch(() => undefined);
+      throw e;
+    } finally {
+      this.busy.delete('/');
+    }
+  }
+
+  /** `PUT /api/v1/daemon/start`: a daemon that took over starts serving (RUNNING). */
   start(): void {
-    throw new DaemonError('UnexpectedEvent', `Start (the daemon is ${this.state})`);
+    if (this.state !== 'READY' || this.fuse === undefined || this.takeoverSpec === undefined) throw new DaemonError('UnexpectedEvent', `Start (the daemon is ${this.state})`);
+    const policy = this.opts.failoverPolicy ?? 'resend';
+    if (policy === 'resend') {
+      try {
+        this.fuse.notifyResend();
+        this.opts.log.info('asked the kernel to send again the requests the previous daemon left unanswered');
+      } catch (e) {
+        this.opts.log.warn({ err: errorMessage(e) }, 'the kernel cannot resend unanswered requests (FUSE_NOTIFY_RESEND needs Linux 6.9); requests the previous daemon had read stay unanswered');
+      }
+    } else if (policy === 'flush') {
+      this.opts.log.warn("--failover-policy flush needs a kernel with a FUSE connection 'flush' control, which Linux does not have; nothing flushed");
+    }
+    this.fuse.serve();
+    this.state = 'RUNNING';
+    this.opts.log.info('serving the FUSE connection taken over; state RUNNING');
   }
 
-  /** Stops serving, unmounts everything. */
-  async close(): Promise<void> {
+  /** Stops serving, unmounts everything (but the FUSE mount with `keepMount`: it was handed over). */
+  async close(opts: { keepMount?: boolean } = {}): Promise<void> {
     this.state = 'STOPPED';
     this.vhost?.close();
-    await this.fuse?.unmount();
+    if (opts.keepMount !== true) await this.fuse?.unmount();
     if (this.socketPath !== undefined) removeStaleSocket(this.socketPath);
     for (const mp of [...this.mounts.keys()]) await this.umount(mp).catch(() => undefined);
   }
+}
+
+async function fileSha256(path: string): Promise<string | null> {
+  try {
+    return createHash('sha256').update(await readFile(path)).digest('hex');
+  } catch {
+    return null;
+  }
+}
+
+/** The state from the supervisor, checked enough to say what is wrong with a foreign one. */
+function parseHandover(data: Buffer): HandoverState {
+  let v: unknown;
+  try {
+    v = JSON.parse(data.toString('utf8'));
+  } catch {
+    v = undefined;
+  }
+  const st = v as Partial<HandoverState> | undefined;
+  if (st === null || typeof st !== 'object' || st.format !== HANDOVER_FORMAT) {
+    throw new DaemonError('Other', `the supervisor's state (${data.length} bytes) is not a state this daemon saved (a nydusd's cannot be taken over)`);
+  }
+  if (!Array.isArray(st.mounts) || typeof st.vfs !== 'object' || st.vfs === null) throw new DaemonError('Other', 'the supervisor\'s state is incomplete');
+  for (const m of st.mounts) {
+    const r = m?.request as Partial<MountRequest> | undefined;
+    if (typeof m?.mountpoint !== 'string' || typeof r?.source !== 'string' || typeof r.fs_type !== 'string' || typeof r.config !== 'string') throw new DaemonError('Other', `a mount of the supervisor's state is malformed: ${JSON.stringify(m).slice(0, 200)}`);
+  }
+  return st as HandoverState;
 }

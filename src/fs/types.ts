@@ -164,6 +164,14 @@ export interface FileSystem {
   /** The session ends (DESTROY or a new INIT): drop all lookups and open handles. */
   destroy?(): void;
 
+  /**
+   * What another daemon taking over the connection needs to serve the node ids and handles the
+   * kernel holds (JSON-serialisable); without it, this filesystem cannot be handed over.
+   */
+  saveState?(): unknown;
+  /** Continues from `saveState` in a fresh instance over the same source, after `init`. Throws on a state it cannot use. */
+  restoreState?(state: unknown): void;
+
   lookup?(ctx: RequestContext, parent: number, name: Uint8Array): Promise<EntryReply>;
   forget?(nodeid: number, nlookup: number): void;
   getattr?(ctx: RequestContext, nodeid: number, fh?: bigint): Promise<AttrReply>;

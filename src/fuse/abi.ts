@@ -62,6 +62,18 @@ export enum Opcode {
   STATX = 52,
 }
 
+/** `enum fuse_notify_code`: the `error` field of a notification (unique 0) the daemon writes. */
+export const FuseNotifyCode = {
+  POLL: 1,
+  INVAL_INODE: 2,
+  INVAL_ENTRY: 3,
+  STORE: 4,
+  RETRIEVE: 5,
+  DELETE: 6,
+  /** 7.40 (Linux 6.9): the kernel queues again every request a daemon read and did not answer. */
+  RESEND: 7,
+} as const;
+
 /** FUSE_INIT flags (`flags | flags2 << 32`). */
 export const InitFlag = {
   ASYNC_READ: 1n << 0n,

@@ -5,6 +5,6 @@
  * May import: base, fs/types.
  */
 export * from './abi.js';
-export { FuseServer, errnoOf, type FuseServerOptions } from './server/server.js';
+export { FuseServer, errnoOf, type FuseServerOptions, type SessionState } from './server/server.js';
 export type { ReplyChannel } from './server/context.js';
 export { decodeRequest, encodeOutHeader, inPlaceDataAt, type InHeader } from './codec/header.js';

@@ -10,38 +10,20 @@
  * - shared: no bootstrap, images mounted and unmounted through the API under the pseudo root
  *   while the FUSE mount stays; SIGTERM unmounts and exits 0;
  * - `--shared-dir` with `--writable`: a read-write passthrough of the directory;
- * - `--upgrade` (taking over a previous daemon's FUSE connection), a missing --mountpoint and a
- *   thread count outside nydusd's 1-1024 are refused before anything is mounted.
+ * - `--upgrade` without a supervisor to take over from, a missing --mountpoint and a thread count
+ *   outside nydusd's 1-1024 are refused before anything is mounted (the takeover itself:
+ *   fuse-takeover.test.ts).
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { apiCall } from '../helpers/api-client.js';
-import { CLI, damselfly, damselflyOk, sh, waitFor } from '../helpers/env.js';
+import { damselfly, damselflyOk, sh, waitFor } from '../helpers/env.js';
+import { mountLine, startFuseDaemon } from '../helpers/fuse-daemon.js';
 import { compareTrees, listTree, makeTree } from '../helpers/tree.js';
-
-interface Daemon {
-  proc: ChildProcess;
-  stderr: () => string;
-  exited: Promise<[number | null, NodeJS.Signals | null]>;
-}
-
-function startFuseDaemon(args: string[]): Daemon {
-  const proc = spawn(process.execPath, [CLI, 'fuse', ...args], { stdio: ['ignore', 'ignore', 'pipe'] });
-  let stderr = '';
-  proc.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  return { proc, stderr: () => stderr, exited: once(proc, 'exit') as Promise<[number | null, NodeJS.Signals | null]> };
-}
-
-/** The /proc/self/mounts line of `mountpoint`, if it is mounted. */
-async function mountLine(mountpoint: string): Promise<string | undefined> {
-  return (await readFile('/proc/self/mounts', 'utf8')).split('\n').find((l) => l.split(' ')[1] === mountpoint);
-}
 
 describe('damselfly fuse (nydusd FUSE daemon, nydus-snapshotter fusedev mode)', () => {
   let work: string;
@@ -145,7 +127,7 @@ describe('damselfly fuse (nydusd FUSE daemon, nydus-snapshotter fusedev mode)', 
     await mkdir(mnt);
     const up = await damselfly(['fuse', '--upgrade', '--mountpoint', mnt, '--bootstrap', boot, '--localfs-dir', blobs]);
     assert.equal(up.code, 2);
-    assert.match(up.stderr, /--upgrade: taking over the FUSE connection of a previous daemon is not supported/);
+    assert.match(up.stderr, /--upgrade needs --supervisor, --id and --apisock/);
     const none = await damselfly(['fuse', '--bootstrap', boot, '--localfs-dir', blobs]);
     assert.equal(none.code, 2);
     assert.match(none.stderr, /--mountpoint/);

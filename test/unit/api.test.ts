@@ -134,8 +134,11 @@ describe('nydusd HTTP API', () => {
     assert.equal(unknown.headers['server'], 'Nydus API');
     const badType = await call(sock, 'POST', '/api/v1/mount?mountpoint=%2Fy', JSON.stringify({ fs_type: 'ext4', source: '/x', config: '' }));
     assert.equal(badType.status, 500);
-    assert.equal((await call(sock, 'PUT', '/api/v1/daemon/fuse/sendfd')).status, 501);
-    assert.deepEqual((await call(sock, 'PUT', '/api/v1/daemon/fuse/takeover')).json, { code: 'UNDEFINED', message: 'Upgrade(DaemonAbnormal(Unsupported))' });
+    // No supervisor to send to; not started with --upgrade, so nothing to take over.
+    assert.deepEqual((await call(sock, 'PUT', '/api/v1/daemon/fuse/sendfd')).json, { code: 'UNDEFINED', message: 'Upgrade(DaemonAbnormal(Unsupported))' });
+    const takeover = await call(sock, 'PUT', '/api/v1/daemon/fuse/takeover');
+    assert.equal(takeover.status, 400);
+    assert.match((takeover.json as { message: string }).message, /^Upgrade\(DaemonAbnormal\(UnexpectedEvent\(.*not started with --upgrade/);
     const start = await call(sock, 'PUT', '/api/v1/daemon/start');
     assert.equal(start.status, 400, 'UnexpectedEvent');
     assert.match((start.json as { message: string }).message, /^Configure\(DaemonAbnormal\(UnexpectedEvent\(/);

@@ -42,6 +42,13 @@ const SEEK_HOLE = 4;
 const W_OK = 2;
 const FOPEN_KEEP_CACHE = 1 << 1;
 const FOPEN_CACHE_DIR = 1 << 3;
+/**
+ * No FLUSH at close (Linux 5.16): nothing of a read-only image needs it. Behind the mount table a
+ * FLUSH's ENOSYS cannot switch FLUSH off (it would for every mount of the connection), so without
+ * this every close of an image file is one more request; and a close never waits on the daemon
+ * (a process forked while the daemon is away closes its inherited fds at exec without blocking).
+ */
+const FOPEN_NOFLUSH = 1 << 5;
 /** The attributes of a negative entry (the kernel ignores them). */
 const NO_ATTR: Attr = Object.freeze({
   ino: 0,
@@ -83,6 +90,12 @@ export interface ImageFsOptions {
   enableXattr?: boolean;
 }
 
+/** `ImageFs.saveState`: the kernel's lookup counts by node id. */
+export interface ImageFsState {
+  mountTime: number;
+  lookups: Array<[number, number]>;
+}
+
 export class ImageFs implements FileSystem {
   /**
    * READDIRPLUS and symlink caching suit an immutable tree; so do zero-message opens: when the
@@ -100,6 +113,8 @@ export class ImageFs implements FileSystem {
   private readonly logLimiter = new LogLimiter();
   /** Lookup counts of the node ids the kernel holds (the root is always valid). */
   private readonly lookups = new Map<number, number>();
+  /** Restored from another daemon's state: node ids it handed out later are accepted (`adopt`). */
+  private restored = false;
   private readonly chunkCache = new Map<number, ChunkInfo[]>();
   /** The digest of a chunk of that many zero bytes (a few sizes: the chunk size, files' tails). */
   private readonly zeroDigests = new Map<number, Uint8Array>();
@@ -125,8 +140,27 @@ export class ImageFs implements FileSystem {
 
   private toIno(nodeid: number): number {
     if (nodeid === ROOT) return this.image.rootIno;
-    if (!this.lookups.has(nodeid)) throw new FsError(Errno.ESTALE, `node id ${nodeid} was never looked up`);
+    if (!this.lookups.has(nodeid)) {
+      if (!this.restored) throw new FsError(Errno.ESTALE, `node id ${nodeid} was never looked up`);
+      this.adopt(nodeid);
+    }
     return nodeid === this.image.rootIno ? ROOT : nodeid;
+  }
+
+  /**
+   * A node id a restored filesystem's state does not list: the previous daemon handed it out
+   * after it saved the state (the supervisor is sent one at mounts, not at every lookup). Any
+   * inode of the image is one; it is counted as one lookup, which the kernel's FORGET returns.
+   */
+  private adopt(nodeid: number): void {
+    const ino = nodeid === this.image.rootIno ? ROOT : nodeid;
+    if (!Number.isSafeInteger(nodeid) || nodeid < 1) throw new FsError(Errno.ESTALE, `node id ${nodeid} is no inode of this image`);
+    try {
+      this.image.getAttr(ino);
+    } catch {
+      throw new FsError(Errno.ESTALE, `node id ${nodeid} is no inode of this image`);
+    }
+    this.lookups.set(nodeid, 1);
   }
 
   private attr(a: InodeAttr, nodeid: number): Attr {
@@ -188,8 +222,35 @@ export class ImageFs implements FileSystem {
     this.noOpendir = (init.flags & NO_OPENDIR_SUPPORT) !== 0n;
   }
 
+  /** The lookup counts the kernel holds, and the time inodes without one show. */
+  saveState(): ImageFsState {
+    return { mountTime: this.opts.mountTime, lookups: [...this.lookups] };
+  }
+
+  restoreState(state: unknown): void {
+    const st = state as Partial<ImageFsState> | null;
+    if (st === null || typeof st !== 'object' || !Number.isSafeInteger(st.mountTime) || !Array.isArray(st.lookups)) throw new Error('not the state of an image filesystem');
+    const lookups = new Map<number, number>();
+    for (const e of st.lookups as unknown[]) {
+      const [nodeid, n] = Array.isArray(e) ? (e as unknown[]) : [];
+      if (!Number.isSafeInteger(nodeid) || !Number.isSafeInteger(n) || (n as number) < 1 || nodeid === ROOT) throw new Error(`bad lookup count ${JSON.stringify(e)}`);
+      const ino = nodeid === this.image.rootIno ? ROOT : (nodeid as number);
+      try {
+        this.getAttr(ino);
+      } catch (err) {
+        throw new Error(`node id ${String(nodeid)} is no inode of this image`, { cause: err });
+      }
+      lookups.set(nodeid as number, n as number);
+    }
+    this.opts.mountTime = st.mountTime as number;
+    this.restored = true;
+    this.lookups.clear();
+    for (const [k, v] of lookups) this.lookups.set(k, v);
+  }
+
   destroy(): void {
     this.lookups.clear();
+    this.restored = false;
     this.chunkCache.clear();
     this.lastEnd.clear();
     this.aheadUpTo.clear();
@@ -237,7 +298,7 @@ export class ImageFs implements FileSystem {
     if ((flags & O_ACCMODE) !== 0 || flags & (O_TRUNC | O_CREAT)) throw new FsError(Errno.EROFS);
     // Without an open handle the kernel still keeps the page cache (and writes fail with EROFS).
     if (this.noOpen) throw new FsError(Errno.ENOSYS);
-    return { fh: 0n, flags: FOPEN_KEEP_CACHE };
+    return { fh: 0n, flags: FOPEN_KEEP_CACHE | FOPEN_NOFLUSH };
   }
 
   private chunks(ino: number): ChunkInfo[] {

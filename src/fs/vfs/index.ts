@@ -8,6 +8,6 @@
  * filesystem), §2.6 (its VFS), §1.4 items 2–3 (submounts, stale mounts).
  */
 export { Vfs } from './vfs.js';
-export { MountError, type MountErrorKind, type MountInfo, type VfsOptions } from './vfs-core.js';
+export { MountError, type MountErrorKind, type MountInfo, type VfsOptions, type VfsState } from './vfs-core.js';
 export { normalizeMountPath } from './pseudo.js';
 export { INNER_BITS, INNER_SPAN, MAX_SLOT, nodeIdOf, splitNodeId } from './slots.js';

@@ -49,6 +49,20 @@ function now(): Timespec {
   return { sec: Math.floor(ms / 1000), nsec: (ms % 1000) * 1e6 };
 }
 
+/** The pseudo directories as a daemon taking over the connection needs them. */
+export interface PseudoTreeState {
+  nextId: number;
+  /** Every directory but the root, parents first; `path` as `mountPathComponents` splits it. */
+  nodes: Array<{ id: number; path: string; lookups: number; time: Timespec }>;
+  rootTime: Timespec;
+}
+
+function timeOf(t: unknown): Timespec {
+  const v = t as Partial<Timespec> | null;
+  if (v === null || typeof v !== 'object' || !Number.isSafeInteger(v.sec) || !Number.isInteger(v.nsec) || (v.nsec as number) < 0 || (v.nsec as number) >= 1e9) throw new Error(`bad time ${JSON.stringify(t)}`);
+  return { sec: v.sec as number, nsec: v.nsec as number };
+}
+
 export class PseudoTree {
   readonly root: PseudoNode;
   private readonly byId = new Map<number, PseudoNode>();
@@ -154,6 +168,38 @@ export class PseudoTree {
   forget(id: number, nlookup: number): void {
     const n = this.byId.get(id);
     if (n !== undefined && n !== this.root) n.lookups = Math.max(0, n.lookups - nlookup);
+  }
+
+  save(): PseudoTreeState {
+    const nodes: PseudoTreeState['nodes'] = [];
+    const walk = (n: PseudoNode): void => {
+      for (const c of n.children.values()) {
+        nodes.push({ id: c.id, path: this.path(c), lookups: c.lookups, time: c.time });
+        walk(c);
+      }
+    };
+    walk(this.root);
+    return { nextId: this.nextId, nodes, rootTime: this.root.time };
+  }
+
+  /** Puts saved directories back with their ids (into a tree holding only the root). */
+  restore(state: PseudoTreeState): void {
+    if (this.byId.size !== 1) throw new Error('PseudoTree.restore into a tree in use');
+    if (!Number.isSafeInteger(state.nextId) || state.nextId <= ROOT_ID || state.nextId > INNER_SPAN) throw new Error('bad pseudo node counter');
+    for (const s of state.nodes) {
+      const components = mountPathComponents(s.path);
+      const name = components.pop();
+      const parent = this.find(components);
+      if (name === undefined || parent === undefined || parent.children.has(key(name))) throw new Error(`pseudo directory ${s.path}: no parent, or twice`);
+      if (!Number.isSafeInteger(s.id) || s.id <= ROOT_ID || s.id >= state.nextId || this.byId.has(s.id) || !Number.isSafeInteger(s.lookups) || s.lookups < 0) {
+        throw new Error(`bad pseudo directory ${JSON.stringify(s)}`);
+      }
+      const node: PseudoNode = { id: s.id, name, parent, children: new Map(), slot: undefined, lookups: s.lookups, time: timeOf(s.time) };
+      parent.children.set(key(name), node);
+      this.byId.set(node.id, node);
+    }
+    this.nextId = state.nextId;
+    this.root.time = timeOf(state.rootTime);
   }
 
   resetLookups(): void {

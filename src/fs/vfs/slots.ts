@@ -33,6 +33,20 @@ export function splitNodeId(id: number): { index: number; inner: number } {
   return { index: Math.floor(id / INNER_SPAN), inner: id % INNER_SPAN };
 }
 
+/** A slot as a daemon taking over the connection needs it (nydusd's failover and live upgrade). */
+export interface SlotState {
+  index: number;
+  path: string;
+  mounted: boolean;
+  refs: number;
+}
+
+export interface SlotTableState {
+  fresh: number;
+  cursor: number;
+  slots: SlotState[];
+}
+
 export class SlotTable {
   private readonly slots = new Map<number, Slot>();
   /** Next never-used index; once every index was used, free ones are reused. */
@@ -93,6 +107,29 @@ export class SlotTable {
       s.initialized = false;
       this.releaseIfIdle(s);
     }
+  }
+
+  save(): SlotTableState {
+    return { fresh: this.fresh, cursor: this.cursor, slots: [...this.slots.values()].map((s) => ({ index: s.index, path: s.path, mounted: s.mounted, refs: s.refs })) };
+  }
+
+  /** Puts saved slots back at their indexes (into an empty table), each with the filesystem `fsOf` gives. */
+  restore(state: SlotTableState, fsOf: (s: SlotState) => FileSystem): Slot[] {
+    if (this.slots.size > 0) throw new Error('SlotTable.restore into a table in use');
+    const index = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 1 && (n as number) <= MAX_SLOT;
+    if (!index(state.cursor) || !Number.isSafeInteger(state.fresh) || state.fresh < 1 || state.fresh > MAX_SLOT + 1) throw new Error('bad slot table counters');
+    const out: Slot[] = [];
+    for (const s of state.slots) {
+      if (!index(s.index) || s.index >= state.fresh || this.slots.has(s.index) || !Number.isSafeInteger(s.refs) || s.refs < 0 || typeof s.path !== 'string' || typeof s.mounted !== 'boolean') {
+        throw new Error(`bad mount slot ${JSON.stringify(s)}`);
+      }
+      const slot: Slot = { index: s.index, fs: fsOf(s), path: s.path, mounted: s.mounted, initialized: false, refs: s.refs };
+      this.slots.set(s.index, slot);
+      out.push(slot);
+    }
+    this.fresh = state.fresh;
+    this.cursor = state.cursor;
+    return out;
   }
 
   /** Slots unmounted but still referenced by the kernel. */

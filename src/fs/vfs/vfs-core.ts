@@ -6,8 +6,8 @@
  */
 import { type Logger, silentLogger } from '../../base/index.js';
 import { type EntryReply, Errno, type FileSystem, FsError, type RequestContext } from '../types.js';
-import { MountPathError, type PseudoNode, PseudoTree, mountPathComponents } from './pseudo.js';
-import { INNER_SPAN, MAX_SLOT, ROOT_ID, type Slot, SlotTable, nodeIdOf, splitNodeId } from './slots.js';
+import { MountPathError, type PseudoNode, PseudoTree, type PseudoTreeState, mountPathComponents } from './pseudo.js';
+import { INNER_SPAN, MAX_SLOT, ROOT_ID, type Slot, SlotTable, type SlotTableState, nodeIdOf, splitNodeId } from './slots.js';
 
 const NO_OPEN_SUPPORT = 1n << 17n;
 const NO_OPENDIR_SUPPORT = 1n << 24n;
@@ -43,6 +43,24 @@ export class MountError extends Error {
     this.name = 'MountError';
   }
 }
+
+/**
+ * What a daemon taking over this connection needs to go on serving the node ids the kernel holds
+ * (nydusd's failover and live upgrade): the session, the pseudo directories and mount slots with
+ * their ids and reference counts, and each mounted backend's own state (`FileSystem.saveState`).
+ */
+export interface VfsState {
+  /** FUSE_INIT flags of the session (decimal), null between sessions. */
+  session: string | null;
+  transparent: boolean;
+  pseudo: PseudoTreeState;
+  slots: SlotTableState;
+  /** `saveState()` of each mounted backend, by slot index. */
+  backends: Record<string, unknown>;
+}
+
+/** A backend unmounted while the kernel still held ids in it: they answer ESTALE. */
+const GONE: FileSystem = {};
 
 export type PseudoTarget = { kind: 'pseudo'; node: PseudoNode };
 export type BackendTarget = { kind: 'backend'; slot: Slot; inner: number };
@@ -140,6 +158,46 @@ export class VfsCore {
     }
     this.log.info({ mountpoint: norm, slot: m.slot.index, lingeringRefs: m.slot.refs }, 'vfs: unmounted');
     return m.slot.fs;
+  }
+
+  /** The state a daemon taking over the connection restores with `restoreMountTable`; throws when a backend cannot be handed over. */
+  saveMountTable(): VfsState {
+    const backends: Record<string, unknown> = {};
+    for (const s of this.slots.mounted()) {
+      if (s.fs.saveState === undefined) throw new MountError('Busy', `the filesystem mounted on ${s.path} cannot be handed over to another daemon`);
+      backends[String(s.index)] = s.fs.saveState();
+    }
+    return { session: this.session === undefined ? null : this.session.toString(), transparent: this.transparent, pseudo: this.tree.save(), slots: this.slots.save(), backends };
+  }
+
+  /**
+   * Continues where another daemon's `saveMountTable` left off, in a Vfs with nothing mounted yet:
+   * `fsOf` gives the filesystem (opened again from the same source) of each mount path.
+   */
+  restoreMountTable(state: VfsState, fsOf: (path: string) => FileSystem): void {
+    if (this.byPath.size > 0 || this.session !== undefined) throw new Error('Vfs.restoreMountTable into a Vfs in use');
+    if (state.session !== null && !/^[0-9]{1,20}$/.test(String(state.session))) throw new Error('bad session flags');
+    this.tree.restore(state.pseudo);
+    const slots = this.slots.restore(state.slots, (s) => (s.mounted ? fsOf(s.path) : GONE));
+    for (const slot of slots) {
+      if (!slot.mounted) continue;
+      const components = mountPathComponents(slot.path);
+      const node = components.length === 0 ? undefined : this.tree.find(components);
+      if ((components.length > 0 && node === undefined) || this.byPath.has(slot.path)) throw new Error(`mount ${slot.path}: no pseudo directory, or mounted twice`);
+      if (node === undefined) this.rootSlot = slot;
+      else node.slot = slot;
+      this.byPath.set(slot.path, { slot, node });
+    }
+    if (this.rootSlot !== undefined && this.byPath.size > 1) throw new Error('a mount on / besides others');
+    this.transparent = state.transparent === true;
+    if (state.session === null) return;
+    this.session = BigInt(state.session);
+    for (const slot of slots) {
+      if (!slot.mounted) continue;
+      this.initSlot(slot);
+      const saved = state.backends[String(slot.index)];
+      if (saved !== undefined) slot.fs.restoreState?.(saved);
+    }
   }
 
   /** The pseudo directory a backend is mounted on (undefined for "/"). */

@@ -79,6 +79,13 @@ export function errnoOf(e: unknown): number {
   return Errno.EIO;
 }
 
+/** A negotiated session as `saveSession` gives it (flags as a decimal string: JSON has no bigint). */
+export interface SessionState {
+  flags: string;
+  minor: number;
+  maxWrite: number;
+}
+
 export class FuseServer {
   private readonly fs: FileSystem;
   private readonly opts: Required<Omit<FuseServerOptions, 'log' | 'metrics'>> & FuseServerOptions;
@@ -92,6 +99,24 @@ export class FuseServer {
 
   get initialized(): boolean {
     return this.session !== undefined;
+  }
+
+  /**
+   * The negotiated session, for a daemon taking over this connection (nydusd's failover and live
+   * upgrade): the kernel negotiates once per mount, so the next server starts from these.
+   */
+  saveSession(): SessionState | undefined {
+    const s = this.session;
+    return s === undefined ? undefined : { flags: s.flags.toString(), minor: s.minor, maxWrite: s.maxWrite };
+  }
+
+  /** Continues a session another server negotiated (`saveSession`); the filesystem is restored apart. */
+  restoreSession(state: SessionState): void {
+    if (this.session !== undefined) throw new Error('restoreSession on a live session');
+    if (!/^[0-9]{1,20}$/.test(state.flags) || !Number.isInteger(state.minor) || state.minor < FUSE_MIN_MINOR || state.maxWrite !== this.opts.maxWrite) {
+      throw new Error(`a FUSE session this server cannot continue: ${JSON.stringify(state)}`);
+    }
+    this.session = { flags: BigInt(state.flags), minor: state.minor, maxWrite: state.maxWrite };
   }
 
   /** The read-ahead this server asks for at INIT, bytes (the kernel may offer less). */

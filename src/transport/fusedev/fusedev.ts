@@ -6,7 +6,7 @@
 import { closeSync, constants as fsc, readFileSync, realpathSync, statSync, writeFileSync, writevSync, writeSync } from 'node:fs';
 import { constants as osc } from 'node:os';
 import { type Logger, UsageError, isSysError } from '../../base/index.js';
-import { type FuseServer, type ReplyChannel } from '../../fuse/index.js';
+import { type FuseServer, FuseNotifyCode, type ReplyChannel } from '../../fuse/index.js';
 import { native } from '../../native/index.js';
 
 const MS_RDONLY = 1;
@@ -162,24 +162,90 @@ export class FuseMount {
   private readonly resolved: string;
   private readaheadRaised = false;
 
-  private constructor(fd: number, opts: FuseMountOptions, resolved: string) {
+  private serving = false;
+  private idle: (() => void) | undefined;
+
+  private constructor(fd: number, opts: FuseMountOptions, resolved: string, serve: boolean) {
     this.fd = fd;
     this.resolved = resolved;
     this.conn = { fd, open: true };
     this.opts = opts;
     this.ended = new Promise((r) => (this.resolveEnded = r));
     this.poller = new native.Poller(fd, (events) => this.onReadable(events));
+    if (serve) this.serve();
+  }
+
+  private static checkMountpoint(mountpoint: string): string {
+    let st;
+    try {
+      st = statSync(mountpoint);
+    } catch (e) {
+      throw new UsageError(`mountpoint ${mountpoint} does not exist`, { cause: e });
+    }
+    if (!st.isDirectory()) throw new UsageError(`mountpoint ${mountpoint} is not a directory`);
+    return realpathSync(mountpoint);
+  }
+
+  /**
+   * The connection of a mount another daemon made (its /dev/fuse fd, handed over through the
+   * supervisor): no mount(2), no INIT (the server continues the session); requests are read from
+   * `serve()` on. The mountpoint is where it is mounted, for the unmount and the read-ahead.
+   */
+  static adopt(fd: number, opts: FuseMountOptions): FuseMount {
+    const resolved = FuseMount.checkMountpoint(opts.mountpoint);
+    native.setNonBlocking(fd);
+    const m = new FuseMount(fd, opts, resolved, false);
+    m.readaheadRaised = true;
+    return m;
+  }
+
+  /** The /dev/fuse fd (what a supervisor keeps for the next daemon). */
+  get deviceFd(): number {
+    return this.fd;
+  }
+
+  /** Starts (or resumes) reading requests. */
+  serve(): void {
+    if (!this.mounted || this.serving) return;
+    this.serving = true;
     this.poller.start(UV_READABLE);
   }
 
+  /**
+   * Stops reading requests and waits (up to `timeoutMs`) for those already read to be answered:
+   * the connection stays, for the daemon that takes it over (nydusd's exit during a live upgrade).
+   */
+  async stopServing(timeoutMs = 10_000): Promise<boolean> {
+    if (this.serving) this.poller.stop();
+    this.serving = false;
+    if (this.inflight === 0) return true;
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        this.idle = undefined;
+        resolve(false);
+      }, timeoutMs);
+      this.idle = () => {
+        clearTimeout(timer);
+        this.idle = undefined;
+        resolve(true);
+      };
+    });
+  }
+
+  /**
+   * Asks the kernel to queue again every request a daemon read but did not answer
+   * (FUSE_NOTIFY_RESEND, Linux 6.9): those a daemon that died was serving. Throws when the kernel
+   * does not know the notification.
+   */
+  notifyResend(): void {
+    const h = Buffer.alloc(16);
+    h.writeUInt32LE(16, 0);
+    h.writeInt32LE(FuseNotifyCode.RESEND, 4);
+    writeSync(this.fd, h);
+  }
+
   static mount(opts: FuseMountOptions): FuseMount {
-    let st;
-    try {
-      st = statSync(opts.mountpoint);
-    } catch (e) {
-      throw new UsageError(`mountpoint ${opts.mountpoint} does not exist`, { cause: e });
-    }
-    if (!st.isDirectory()) throw new UsageError(`mountpoint ${opts.mountpoint} is not a directory`);
+    FuseMount.checkMountpoint(opts.mountpoint);
     const resolved = realpathSync(opts.mountpoint);
     const fd = native.openFd('/dev/fuse', fsc.O_RDWR | fsc.O_NONBLOCK);
     const data = `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions`;
@@ -193,7 +259,7 @@ export class FuseMount {
       if (isSysError(e, 'EPERM')) throw new UsageError('mounting needs root (CAP_SYS_ADMIN)', { cause: e });
       throw e;
     }
-    return new FuseMount(fd, opts, resolved);
+    return new FuseMount(fd, opts, resolved, true);
   }
 
   private onReadable(events: number): void {
@@ -204,6 +270,7 @@ export class FuseMount {
       return;
     }
     for (;;) {
+      if (!this.serving) return;
       // -errno instead of an exception: every wake-up ends with EAGAIN.
       const n = native.readNoThrow(this.fd, this.buf);
       if (n < 0) {
@@ -226,6 +293,7 @@ export class FuseMount {
       this.inflight++;
       void this.opts.server.handle(request, new DevFuseReply(this.conn, this.opts.log, this.replies)).finally(() => {
         this.inflight--;
+        if (this.inflight === 0) this.idle?.();
         // Once INIT is answered: the kernel sets the read-ahead as it reads the answer.
         if (!this.readaheadRaised && this.opts.server.initialized) {
           this.readaheadRaised = true;

@@ -339,4 +339,58 @@ describe('Vfs', () => {
     assert.deepEqual(await vfs.listxattr(ctx, 1), []);
     assert.deepEqual(await vfs.opendir(ctx, 1, 0), { fh: 0n, flags: 0 });
   });
+
+  test('the mount table handed to another daemon: the same node ids, pseudo and backend, a lingering slot still stale, indexes not reused', async () => {
+    /** A FakeFs that hands over its lookup counts. */
+    class SavingFs extends FakeFs {
+      restored: unknown;
+      saveState(): unknown {
+        return { label: this.label, lookups: [...this.lookups] };
+      }
+      restoreState(state: unknown): void {
+        this.restored = state;
+        for (const [id, n] of (state as { lookups: Array<[number, number]> }).lookups) this.lookups.set(id, n);
+      }
+    }
+    const files = { shared: { 'cid/rootfs/': '', 'cid/hostname': 'box\n' }, image: { 'etc/os-release': 'ID=test\n', 'bin/sh': '#!' } };
+    const vfs = new Vfs();
+    vfs.mount('/containers', new SavingFs('shared', { files: files.shared }));
+    vfs.mount('/rafs/abc/lowerdir', new SavingFs('image', { files: files.image }));
+    vfs.mount('/rafs/gone/lowerdir', new SavingFs('gone', { files: files.image }));
+    vfs.init({ flags: READDIRPLUS });
+    const sh = (await vfs.lookup(ctx, await walk(vfs, '/rafs/abc/lowerdir/bin'), name('sh'))).nodeid;
+    const hostname = await walk(vfs, '/containers/cid/hostname');
+    const abc = await walk(vfs, '/rafs/abc');
+    const gone = await walk(vfs, '/rafs/gone/lowerdir/etc');
+    vfs.umount('/rafs/gone/lowerdir');
+    assert.equal(vfs.lingeringSlots, 1);
+    const before = await Promise.all([sh, hostname, abc].map(async (id) => (await vfs.getattr(ctx, id)).attr));
+
+    const state = JSON.parse(JSON.stringify(vfs.saveMountTable())) as Parameters<Vfs['restoreMountTable']>[0];
+    const next = new Vfs();
+    const fresh = new Map([
+      ['/containers', new SavingFs('shared', { files: files.shared })],
+      ['/rafs/abc/lowerdir', new SavingFs('image', { files: files.image })],
+    ]);
+    next.restoreMountTable(state, (path) => fresh.get(path) as SavingFs);
+    // No INIT on the new side: the session continues, the backends get its flags and their states.
+    const image = fresh.get('/rafs/abc/lowerdir') as SavingFs;
+    assert.deepEqual(image.inits, [READDIRPLUS]);
+    assert.equal((image.restored as { label: string }).label, 'image');
+    assert.deepEqual(await Promise.all([sh, hostname, abc].map(async (id) => (await next.getattr(ctx, id)).attr)), before, 'the node ids the kernel holds name the same files');
+    assert.equal(await errno(next.getattr(ctx, gone)), Errno.ESTALE, 'an unmounted backend stays stale');
+    assert.equal(next.lingeringSlots, 1);
+    next.mount('/rafs/new/lowerdir', new SavingFs('new', { files: files.image }));
+    const fresher = await walk(next, '/rafs/new/lowerdir');
+    const used = new Set([sh, hostname, gone].map((id) => splitNodeId(id).index));
+    assert.ok(!used.has(splitNodeId(fresher).index), 'a new mount takes a slot no held node id names');
+    // The kernel's FORGET of the stale ids releases the slot, as it would have in the first daemon.
+    next.forget(gone, 3);
+    assert.equal(next.lingeringSlots, 0);
+    // The refusals: a table in use, and a backend that cannot hand itself over.
+    assert.throws(() => next.restoreMountTable(state, (path) => fresh.get(path) as SavingFs), /in use/);
+    const plain = new Vfs();
+    plain.mount('/containers', new FakeFs('plain'));
+    assert.throws(() => plain.saveMountTable(), (e: unknown) => e instanceof MountError && /cannot be handed over/.test(e.message));
+  });
 });

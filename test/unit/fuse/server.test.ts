@@ -97,6 +97,7 @@ describe('FUSE server over a RAFS image', () => {
     const opened = await op(Opcode.OPEN, nf.nodeid, u32Args(0o100000, 0));
     assert.equal(opened.error, 0);
     assert.equal(opened.payload.readUInt32LE(8) & 2, 2, 'FOPEN_KEEP_CACHE');
+    assert.equal(opened.payload.readUInt32LE(8) & 32, 32, 'FOPEN_NOFLUSH: a read-only image has nothing to flush at close');
     // Too old, and a newer major (answered with our major so that the kernel retries).
     assert.equal((await op(Opcode.INIT, 0, initArgs(20))).error, -71);
     const major8 = initArgs();
