@@ -18,9 +18,10 @@ status=0
 node --import tsx --test --test-concurrency=1 --test-reporter=spec "${files[@]}" || status=$?
 # The native code a guest or a registry can reach, once more under AddressSanitizer and UBSan:
 # descriptor chains, vhost-user messages, FUSE requests against the passthrough share, ZRan layers
-# (the fuzz tests); a real /dev/fuse mount, a vhost-user frontend over the socket with guest memory
-# and rings, and the share's escape attempts (integration tests). About three minutes.
+# (the fuzz tests); a real /dev/fuse mount, its connection handed between daemons through a
+# supervisor socket (fds passed both ways), a vhost-user frontend over the socket with guest
+# memory and rings, and the share's escape attempts (integration tests). About three minutes.
 echo "test: the guest- and network-facing tests against the sanitized addon (scripts/asan.sh)" >&2
 scripts/asan.sh test/fuzz/virtqueue.test.ts test/fuzz/vhost-messages.test.ts test/fuzz/fuse-requests.test.ts test/fuzz/zran-layer-mutation.test.ts \
-  test/integration/fuse-mount.test.ts test/integration/vhost-user.test.ts test/integration/passthrough-escape.test.ts || status=$?
+  test/integration/fuse-mount.test.ts test/integration/fuse-takeover.test.ts test/integration/vhost-user.test.ts test/integration/passthrough-escape.test.ts || status=$?
 exit "$status"

@@ -401,6 +401,7 @@ export class NydusDaemon implements DaemonControl {
       } catch (e) {
         throw new DaemonError('Other', errorMessage(e));
       }
+      this.opts.log.debug({ bytes: data.length }, 'takeover: state received from the supervisor');
       const state = parseHandover(data);
       const records = new Map<string, { record: MountRecord; request: MountRequest }>();
       for (const m of state.mounts) {
@@ -410,6 +411,7 @@ export class NydusDaemon implements DaemonControl {
           throw new DaemonError('Other', `the bootstrap ${m.request.source} of ${m.mountpoint} changed since the state was saved`);
         }
         records.set(m.mountpoint, { record, request: m.request });
+        this.opts.log.debug({ mountpoint: m.mountpoint }, 'takeover: mount opened again');
       }
       try {
         this.vfs.restoreMountTable(state.vfs, (path) => {

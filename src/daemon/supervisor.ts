@@ -18,24 +18,47 @@ export class SupervisorError extends Error {
   override name = 'SupervisorError';
 }
 
-/** Waits until `fd` is ready for `events`, or fails after `deadline` (ms since the epoch). */
-function ready(fd: number, events: number, deadline: number, what: string): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const poller = new native.Poller(fd, (ev) => {
-      clearTimeout(timer);
-      poller.close();
-      if (ev < 0) reject(new SupervisorError(`${what}: the supervisor socket failed (errno ${-ev})`));
-      else resolve();
+/**
+ * Waits for a socket's readiness, each wait bounded by one deadline. One uv_poll handle per fd for
+ * the whole exchange: libuv allows one per fd, and a closing one takes the fd out of epoll under a
+ * new one.
+ */
+class Readiness {
+  private readonly poller;
+  private waiter: ((ev: number) => void) | undefined;
+
+  constructor(
+    fd: number,
+    private readonly deadline: number,
+    private readonly what: string,
+  ) {
+    this.poller = new native.Poller(fd, (ev) => this.waiter?.(ev));
+  }
+
+  wait(events: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => {
+          this.poller.stop();
+          this.waiter = undefined;
+          reject(new SupervisorError(`${this.what}: the supervisor did not answer in time`));
+        },
+        Math.max(0, this.deadline - Date.now()),
+      );
+      this.waiter = (ev) => {
+        clearTimeout(timer);
+        this.poller.stop();
+        this.waiter = undefined;
+        if (ev < 0) reject(new SupervisorError(`${this.what}: the supervisor socket failed (errno ${-ev})`));
+        else resolve();
+      };
+      this.poller.start(events);
     });
-    const timer = setTimeout(
-      () => {
-        poller.close();
-        reject(new SupervisorError(`${what}: the supervisor did not answer in time`));
-      },
-      Math.max(0, deadline - Date.now()),
-    );
-    poller.start(events);
-  });
+  }
+
+  close(): void {
+    this.poller.close();
+  }
 }
 
 function connect(path: string, what: string): number {
@@ -48,28 +71,31 @@ function connect(path: string, what: string): number {
 
 /** Sends `data` with `fd` attached to the supervisor listening at `path`. */
 export async function saveToSupervisor(path: string, data: Buffer, fd: number, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  const sock = connect(path, 'sending the daemon state');
+  const what = 'sending the daemon state';
+  const sock = connect(path, what);
+  const readiness = new Readiness(sock, Date.now() + timeoutMs, what);
   try {
     let sent = 0;
     while (sent < data.length) {
       // The fd goes with the first bytes that leave; a full socket sends nothing and is waited on.
       const n = native.sendMsg(sock, data.subarray(sent), sent === 0 ? [fd] : []);
-      if (n === 0) await ready(sock, UV_WRITABLE, deadline, 'sending the daemon state');
+      if (n === 0) await readiness.wait(UV_WRITABLE);
       sent += n;
     }
   } catch (e) {
     if (e instanceof SupervisorError) throw e;
-    throw new SupervisorError(`sending the daemon state: ${errorMessage(e)}`, { cause: e });
+    throw new SupervisorError(`${what}: ${errorMessage(e)}`, { cause: e });
   } finally {
+    readiness.close();
     native.closeFd(sock);
   }
 }
 
 /** Reads the state and the fd the supervisor at `path` kept; the caller owns the fd. */
 export async function restoreFromSupervisor(path: string, timeoutMs = 10_000): Promise<{ data: Buffer; fd: number }> {
-  const deadline = Date.now() + timeoutMs;
-  const sock = connect(path, 'receiving the daemon state');
+  const what = 'receiving the daemon state';
+  const sock = connect(path, what);
+  const readiness = new Readiness(sock, Date.now() + timeoutMs, what);
   const parts: Buffer[] = [];
   const fds: number[] = [];
   let size = 0;
@@ -77,7 +103,7 @@ export async function restoreFromSupervisor(path: string, timeoutMs = 10_000): P
     for (;;) {
       const m = native.recvMsg(sock, 256 << 10);
       if (m === null) {
-        await ready(sock, UV_READABLE, deadline, 'receiving the daemon state');
+        await readiness.wait(UV_READABLE);
         continue;
       }
       fds.push(...m.fds);
@@ -95,8 +121,9 @@ export async function restoreFromSupervisor(path: string, timeoutMs = 10_000): P
   } catch (e) {
     for (const f of fds) native.closeFd(f);
     if (e instanceof SupervisorError) throw e;
-    throw new SupervisorError(`receiving the daemon state: ${errorMessage(e)}`, { cause: e });
+    throw new SupervisorError(`${what}: ${errorMessage(e)}`, { cause: e });
   } finally {
+    readiness.close();
     native.closeFd(sock);
   }
 }

@@ -5,6 +5,7 @@
  */
 import { closeSync, constants as fsc, readFileSync, realpathSync, statSync, writeFileSync, writevSync, writeSync } from 'node:fs';
 import { constants as osc } from 'node:os';
+import { resolve as resolvePath } from 'node:path';
 import { type Logger, UsageError, isSysError } from '../../base/index.js';
 import { type FuseServer, FuseNotifyCode, type ReplyChannel } from '../../fuse/index.js';
 import { native } from '../../native/index.js';
@@ -192,7 +193,9 @@ export class FuseMount {
    * `serve()` on. The mountpoint is where it is mounted, for the unmount and the read-ahead.
    */
   static adopt(fd: number, opts: FuseMountOptions): FuseMount {
-    const resolved = FuseMount.checkMountpoint(opts.mountpoint);
+    // Not stat(2) nor realpath(3): the mountpoint is this very connection, which nobody serves
+    // until `serve()` (a GETATTR of it would wait for this process).
+    const resolved = resolvePath(opts.mountpoint);
     native.setNonBlocking(fd);
     const m = new FuseMount(fd, opts, resolved, false);
     m.readaheadRaised = true;
