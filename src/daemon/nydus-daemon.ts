@@ -495,7 +495,9 @@ function parseHandover(data: Buffer): HandoverState {
   if (!Array.isArray(st.mounts) || typeof st.vfs !== 'object' || st.vfs === null) throw new DaemonError('Other', 'the supervisor\'s state is incomplete');
   for (const m of st.mounts) {
     const r = m?.request as Partial<MountRequest> | undefined;
-    if (typeof m?.mountpoint !== 'string' || typeof r?.source !== 'string' || typeof r.fs_type !== 'string' || typeof r.config !== 'string') throw new DaemonError('Other', `a mount of the supervisor's state is malformed: ${JSON.stringify(m).slice(0, 200)}`);
+    const files = r?.prefetch_files;
+    const filesOk = files === undefined || files === null || (Array.isArray(files) && files.every((f) => typeof f === 'string'));
+    if (typeof m?.mountpoint !== 'string' || typeof r?.source !== 'string' || typeof r.fs_type !== 'string' || typeof r.config !== 'string' || !filesOk) throw new DaemonError('Other', `a mount of the supervisor's state is malformed: ${JSON.stringify(m).slice(0, 200)}`);
   }
   return st as HandoverState;
 }

@@ -185,8 +185,10 @@ export class PseudoTree {
   /** Puts saved directories back with their ids (into a tree holding only the root). */
   restore(state: PseudoTreeState): void {
     if (this.byId.size !== 1) throw new Error('PseudoTree.restore into a tree in use');
+    if (typeof state !== 'object' || state === null || !Array.isArray(state.nodes)) throw new Error('no pseudo directories in the state');
     if (!Number.isSafeInteger(state.nextId) || state.nextId <= ROOT_ID || state.nextId > INNER_SPAN) throw new Error('bad pseudo node counter');
-    for (const s of state.nodes) {
+    for (const s of state.nodes as unknown[] as PseudoTreeState['nodes']) {
+      if (typeof s !== 'object' || s === null) throw new Error(`bad pseudo directory ${JSON.stringify(s)}`);
       const components = mountPathComponents(s.path);
       const name = components.pop();
       const parent = this.find(components);

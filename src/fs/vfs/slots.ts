@@ -116,11 +116,12 @@ export class SlotTable {
   /** Puts saved slots back at their indexes (into an empty table), each with the filesystem `fsOf` gives. */
   restore(state: SlotTableState, fsOf: (s: SlotState) => FileSystem): Slot[] {
     if (this.slots.size > 0) throw new Error('SlotTable.restore into a table in use');
+    if (typeof state !== 'object' || state === null || !Array.isArray(state.slots)) throw new Error('no mount slots in the state');
     const index = (n: unknown): n is number => Number.isSafeInteger(n) && (n as number) >= 1 && (n as number) <= MAX_SLOT;
     if (!index(state.cursor) || !Number.isSafeInteger(state.fresh) || state.fresh < 1 || state.fresh > MAX_SLOT + 1) throw new Error('bad slot table counters');
     const out: Slot[] = [];
-    for (const s of state.slots) {
-      if (!index(s.index) || s.index >= state.fresh || this.slots.has(s.index) || !Number.isSafeInteger(s.refs) || s.refs < 0 || typeof s.path !== 'string' || typeof s.mounted !== 'boolean') {
+    for (const s of state.slots as unknown[] as SlotState[]) {
+      if (typeof s !== 'object' || s === null || !index(s.index) || s.index >= state.fresh || this.slots.has(s.index) || !Number.isSafeInteger(s.refs) || s.refs < 0 || typeof s.path !== 'string' || typeof s.mounted !== 'boolean') {
         throw new Error(`bad mount slot ${JSON.stringify(s)}`);
       }
       const slot: Slot = { index: s.index, fs: fsOf(s), path: s.path, mounted: s.mounted, initialized: false, refs: s.refs };

@@ -176,7 +176,9 @@ export class VfsCore {
    */
   restoreMountTable(state: VfsState, fsOf: (path: string) => FileSystem): void {
     if (this.byPath.size > 0 || this.session !== undefined) throw new Error('Vfs.restoreMountTable into a Vfs in use');
-    if (state.session !== null && !/^[0-9]{1,20}$/.test(String(state.session))) throw new Error('bad session flags');
+    if (typeof state !== 'object' || state === null) throw new Error('the mount table state is not an object');
+    if (state.session !== null && (typeof state.session !== 'string' || !/^[0-9]{1,20}$/.test(state.session))) throw new Error('bad session flags');
+    const backends: Record<string, unknown> = typeof state.backends === 'object' && state.backends !== null ? state.backends : {};
     this.tree.restore(state.pseudo);
     const slots = this.slots.restore(state.slots, (s) => (s.mounted ? fsOf(s.path) : GONE));
     for (const slot of slots) {
@@ -195,7 +197,7 @@ export class VfsCore {
     for (const slot of slots) {
       if (!slot.mounted) continue;
       this.initSlot(slot);
-      const saved = state.backends[String(slot.index)];
+      const saved = backends[String(slot.index)];
       if (saved !== undefined) slot.fs.restoreState?.(saved);
     }
   }

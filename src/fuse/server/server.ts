@@ -113,7 +113,7 @@ export class FuseServer {
   /** Continues a session another server negotiated (`saveSession`); the filesystem is restored apart. */
   restoreSession(state: SessionState): void {
     if (this.session !== undefined) throw new Error('restoreSession on a live session');
-    if (!/^[0-9]{1,20}$/.test(state.flags) || !Number.isInteger(state.minor) || state.minor < FUSE_MIN_MINOR || state.maxWrite !== this.opts.maxWrite) {
+    if (typeof state !== 'object' || state === null || typeof state.flags !== 'string' || !/^[0-9]{1,20}$/.test(state.flags) || !Number.isInteger(state.minor) || state.minor < FUSE_MIN_MINOR || state.maxWrite !== this.opts.maxWrite) {
       throw new Error(`a FUSE session this server cannot continue: ${JSON.stringify(state)}`);
     }
     this.session = { flags: BigInt(state.flags), minor: state.minor, maxWrite: state.maxWrite };
