@@ -57,12 +57,20 @@ export interface FuseMountSpec {
   readOnly: boolean;
 }
 
+/** A mount as a daemon taking over opens it again. */
+interface HandoverMount {
+  mountpoint: string;
+  request: MountRequest;
+  /** The bootstrap's SHA-256 when it was mounted: a changed file would give the node ids other inodes. */
+  bootstrapSha256: string | null;
+}
+
 /** The state a FUSE daemon hands to its supervisor (`PUT /api/v1/daemon/fuse/sendfd`). */
 interface HandoverState {
   format: typeof HANDOVER_FORMAT;
   mountpoint: string;
   session: SessionState | null;
-  mounts: Array<{ mountpoint: string; request: MountRequest; bootstrapSha256: string | null }>;
+  mounts: HandoverMount[];
   vfs: VfsState;
 }
 
@@ -83,8 +91,9 @@ export class NydusDaemon implements DaemonControl {
   private state: DaemonState = 'INIT';
   private readonly mounts = new Map<string, MountRecord>();
   private readonly busy = new Set<string>();
-  /** The request each mount was made with (what a daemon taking over opens again). */
-  private readonly requests = new Map<string, MountRequest>();
+  /** Each mount's request and its bootstrap's digest, as a daemon taking over needs them. */
+  private readonly requests = new Map<string, HandoverMount>();
+  private takingOver = false;
   private vhost: VhostService | undefined;
   private fuse: FuseMount | undefined;
   private fuseSpec: FuseMountSpec | undefined;
@@ -201,7 +210,7 @@ export class NydusDaemon implements DaemonControl {
         throw e instanceof MountError ? new DaemonError(e.kind === 'AlreadyExists' ? 'AlreadyExists' : e.kind === 'InvalidPath' ? 'InvalidArguments' : 'Other', e.message) : e;
       }
       this.mounts.set(mp, record);
-      this.requests.set(mp, req);
+      this.requests.set(mp, await this.handoverMount(mp, req, record));
       this.opts.log.info({ mountpoint: mp, type: record.type, source: req.source }, 'mounted');
     } catch (e) {
       this.event(`mount ${mp}: ${errorMessage(e)}`);
@@ -261,7 +270,7 @@ export class NydusDaemon implements DaemonControl {
       this.vfs.umount(mp);
       this.vfs.mount(mp, record.fs);
       this.mounts.set(mp, record);
-      this.requests.set(mp, req);
+      this.requests.set(mp, await this.handoverMount(mp, req, record));
       await old.close().catch((e: unknown) => this.opts.log.warn({ mountpoint: mp, err: errorMessage(e) }, 'closing the replaced image failed'));
       this.opts.log.info({ mountpoint: mp, source: req.source }, 'remounted');
     } finally {
@@ -352,6 +361,12 @@ export class NydusDaemon implements DaemonControl {
     });
   }
 
+  /** What a successor needs of a mount: its request, and (with a supervisor) its bootstrap's digest. */
+  private async handoverMount(mp: string, request: MountRequest, record: MountRecord): Promise<HandoverMount> {
+    const digest = this.opts.supervisor !== undefined && record.type === 'Rafs' ? await fileSha256(request.source) : null;
+    return { mountpoint: mp, request, bootstrapSha256: digest };
+  }
+
   /** `PUT /api/v1/daemon/fuse/sendfd`: the state and the /dev/fuse fd to the supervisor. */
   async sendFuseFd(): Promise<void> {
     const supervisor = this.opts.supervisor;
@@ -365,11 +380,7 @@ export class NydusDaemon implements DaemonControl {
       this.opts.log.warn({ err: errorMessage(e) }, 'sendfd refused');
       throw new DaemonError('Unsupported', errorMessage(e));
     }
-    const mounts: HandoverState['mounts'] = [];
-    for (const [mp, req] of this.requests) {
-      const rec = this.mounts.get(mp) as MountRecord;
-      mounts.push({ mountpoint: mp, request: req, bootstrapSha256: rec.type === 'Rafs' ? await fileSha256(req.source) : null });
-    }
+    const mounts = [...this.requests.values()];
     const state: HandoverState = { format: HANDOVER_FORMAT, mountpoint: this.fuseSpec?.mountpoint ?? '', session: this.server.saveSession() ?? null, mounts, vfs };
     try {
       await saveToSupervisor(supervisor, Buffer.from(JSON.stringify(state)), this.fuse.deviceFd);
@@ -390,8 +401,8 @@ export class NydusDaemon implements DaemonControl {
     const spec = this.takeoverSpec;
     const supervisor = this.opts.supervisor;
     if (spec === undefined || supervisor === undefined) throw new DaemonError('UnexpectedEvent', `Takeover (the daemon was not started with --upgrade; it is ${this.state})`);
-    if (this.state !== 'INIT' || this.busy.size > 0) throw new DaemonError('UnexpectedEvent', `Takeover (the daemon is ${this.state})`);
-    this.busy.add('/');
+    if (this.state !== 'INIT' || this.takingOver) throw new DaemonError('UnexpectedEvent', `Takeover (the daemon is ${this.state}${this.takingOver ? ', taking over already' : ''})`);
+    this.takingOver = true;
     let fd: number | undefined;
     const opened: MountRecord[] = [];
     try {
@@ -403,14 +414,14 @@ export class NydusDaemon implements DaemonControl {
       }
       this.opts.log.debug({ bytes: data.length }, 'takeover: state received from the supervisor');
       const state = parseHandover(data);
-      const records = new Map<string, { record: MountRecord; request: MountRequest }>();
+      const records = new Map<string, { record: MountRecord; mount: HandoverMount }>();
       for (const m of state.mounts) {
         const record = await this.open(m.mountpoint, m.request);
         opened.push(record);
         if (m.bootstrapSha256 !== null && (await fileSha256(m.request.source)) !== m.bootstrapSha256) {
           throw new DaemonError('Other', `the bootstrap ${m.request.source} of ${m.mountpoint} changed since the state was saved`);
         }
-        records.set(m.mountpoint, { record, request: m.request });
+        records.set(m.mountpoint, { record, mount: m });
         this.opts.log.debug({ mountpoint: m.mountpoint }, 'takeover: mount opened again');
       }
       try {
@@ -427,7 +438,7 @@ export class NydusDaemon implements DaemonControl {
       this.fuseSpec = spec;
       for (const [mp, r] of records) {
         this.mounts.set(mp, r.record);
-        this.requests.set(mp, r.request);
+        this.requests.set(mp, r.mount);
       }
       this.handedOver = true;
       this.state = 'READY';
@@ -439,7 +450,7 @@ export class NydusDaemon implements DaemonControl {
       for (const r of opened) await r.close().catch(() => undefined);
       throw e;
     } finally {
-      this.busy.delete('/');
+      this.takingOver = false;
     }
   }
 

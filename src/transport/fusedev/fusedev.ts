@@ -248,8 +248,7 @@ export class FuseMount {
   }
 
   static mount(opts: FuseMountOptions): FuseMount {
-    FuseMount.checkMountpoint(opts.mountpoint);
-    const resolved = realpathSync(opts.mountpoint);
+    const resolved = FuseMount.checkMountpoint(opts.mountpoint);
     const fd = native.openFd('/dev/fuse', fsc.O_RDWR | fsc.O_NONBLOCK);
     const data = `fd=${fd},rootmode=40000,user_id=0,group_id=0,allow_other,default_permissions`;
     const flags = MS_NOSUID | MS_NODEV | (opts.readOnly === false ? 0 : MS_RDONLY) | (opts.noatime === true ? MS_NOATIME : 0);
