@@ -194,6 +194,11 @@ describe('damselfly fuse: failover and live upgrade through the supervisor', () 
       assert.deepEqual(await compareTrees(src, join(mnt, 'snap-new'), { leftListing: listing, ignore: (p) => p === '/' }), []);
       const info = (await apiCall(api, 'GET', '/api/v1/daemon')).json as { backend_collection: Record<string, unknown> };
       assert.deepEqual(Object.keys(info.backend_collection).sort(), ['/snap-new', '/snap-remote']);
+      // The successor hands over in turn (the snapshotter sends states again once it runs).
+      await sup.fetch(async () => assert.equal((await apiCall(api, 'PUT', '/api/v1/daemon/fuse/sendfd')).status, 204));
+      const again = JSON.parse((sup.data as Buffer).toString()) as { mounts: Array<{ mountpoint: string; bootstrapSha256: string }> };
+      assert.deepEqual(again.mounts.map((m) => m.mountpoint).sort(), ['/snap-new', '/snap-remote']);
+      assert.ok(again.mounts.every((m) => /^[0-9a-f]{64}$/.test(m.bootstrapSha256)));
     } finally {
       proxy.clearFaults();
       b?.proc.kill('SIGTERM');
