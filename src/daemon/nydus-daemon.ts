@@ -94,6 +94,8 @@ export class NydusDaemon implements DaemonControl {
   /** Each mount's request and its bootstrap's digest, as a daemon taking over needs them. */
   private readonly requests = new Map<string, HandoverMount>();
   private takingOver = false;
+  /** A takeover failed half way through restoring: this process cannot try again. */
+  private takeoverFailed = false;
   private vhost: VhostService | undefined;
   private fuse: FuseMount | undefined;
   private fuseSpec: FuseMountSpec | undefined;
@@ -402,6 +404,7 @@ export class NydusDaemon implements DaemonControl {
     const supervisor = this.opts.supervisor;
     if (spec === undefined || supervisor === undefined) throw new DaemonError('UnexpectedEvent', `Takeover (the daemon was not started with --upgrade; it is ${this.state})`);
     if (this.state !== 'INIT' || this.takingOver) throw new DaemonError('UnexpectedEvent', `Takeover (the daemon is ${this.state}${this.takingOver ? ', taking over already' : ''})`);
+    if (this.takeoverFailed) throw new DaemonError('Other', 'a takeover failed after it began restoring the mount table; start another daemon to take over');
     this.takingOver = true;
     let fd: number | undefined;
     const opened: MountRecord[] = [];
@@ -424,12 +427,15 @@ export class NydusDaemon implements DaemonControl {
         records.set(m.mountpoint, { record, mount: m });
         this.opts.log.debug({ mountpoint: m.mountpoint }, 'takeover: mount opened again');
       }
+      // From here a failure leaves the mount table part restored: no second attempt in this process.
+      this.takeoverFailed = true;
       try {
         this.vfs.restoreMountTable(state.vfs, (path) => {
           const r = records.get(path);
           if (r === undefined) throw new Error(`mount slot ${path} has no mount request`);
           return r.record.fs;
         });
+        for (const mp of records.keys()) if (this.vfs.mounted(mp) === undefined) throw new Error(`the mount table has no slot for ${mp}`);
         if (state.session !== null) this.server.restoreSession(state.session);
       } catch (e) {
         throw new DaemonError('Other', `the saved state cannot be restored: ${errorMessage(e)}`);
@@ -441,6 +447,7 @@ export class NydusDaemon implements DaemonControl {
         this.requests.set(mp, r.mount);
       }
       this.handedOver = true;
+      this.takeoverFailed = false;
       this.state = 'READY';
       this.opts.log.info({ supervisor, mountpoint: spec.mountpoint, mounts: records.size }, 'took over the FUSE connection; state READY');
       this.tookOver();

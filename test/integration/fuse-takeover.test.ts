@@ -289,6 +289,20 @@ describe('damselfly fuse: failover and live upgrade through the supervisor', () 
       const gone = await apiCall(upApi, 'PUT', '/api/v1/daemon/fuse/takeover');
       assert.equal(gone.status, 500, 'no supervisor listening');
       assert.match(gone.text, /cannot connect to the supervisor/);
+      // A state of ours whose mount table does not hold together: refused, and no second try in
+      // this process (the table may be part restored).
+      const broken = {
+        format: 'damselfly-fusedev-state-1',
+        mountpoint: mnt,
+        session: null,
+        mounts: [{ mountpoint: '/snap', request: { fs_type: 'rafs', source: boot, config: localConfig() }, bootstrapSha256: null }],
+        vfs: { session: null, transparent: false, pseudo: { nextId: 3, nodes: [{ id: 2, path: '/snap', lookups: 1, time: { sec: 1, nsec: 0 } }], rootTime: { sec: 1, nsec: 0 } }, slots: { fresh: 2, cursor: 1, slots: [] }, backends: {} },
+      };
+      const [, half] = await Promise.all([sup.serve({ override: { data: Buffer.from(JSON.stringify(broken)), fd: devNull } }), apiCall(upApi, 'PUT', '/api/v1/daemon/fuse/takeover')]);
+      assert.equal(half.status, 500, half.text);
+      assert.match(half.text, /cannot be restored: the mount table has no slot for \/snap/);
+      const again = await apiCall(upApi, 'PUT', '/api/v1/daemon/fuse/takeover');
+      assert.match(again.text, /start another daemon to take over/);
       assert.equal(await stateOf(upApi), 'INIT');
       assert.equal((await apiCall(upApi, 'PUT', '/api/v1/daemon/start')).status, 400);
       assert.equal((await apiCall(upApi, 'PUT', '/api/v1/daemon/fuse/sendfd')).status, 503, 'nothing to send before a takeover');
