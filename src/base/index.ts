@@ -13,3 +13,4 @@ export * from './buffer-pool.js';
 export * from './quiet-timer.js';
 export * from './replace-file.js';
 export * from './gc.js';
+export * from './file-digest.js';

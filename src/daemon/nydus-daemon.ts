@@ -9,9 +9,8 @@
  * mount has its own counters (also summed in the daemon's `Metrics`) and records its access
  * pattern.
  */
-import { createHash } from 'node:crypto';
-import { readFile, stat } from 'node:fs/promises';
-import { LOG_LEVELS, type LogLevel, type Logger, type Metrics, errorMessage } from '../base/index.js';
+import { stat } from 'node:fs/promises';
+import { LOG_LEVELS, type LogLevel, type Logger, type Metrics, errorMessage, fileSha256 } from '../base/index.js';
 import type { Codecs } from '../format/compression.js';
 import type { FileSystem } from '../fs/types.js';
 import { MountError, Vfs, type VfsState, normalizeMountPath } from '../fs/vfs/index.js';
@@ -365,7 +364,7 @@ export class NydusDaemon implements DaemonControl {
 
   /** What a successor needs of a mount: its request, and (with a supervisor) its bootstrap's digest. */
   private async handoverMount(mp: string, request: MountRequest, record: MountRecord): Promise<HandoverMount> {
-    const digest = this.opts.supervisor !== undefined && record.type === 'Rafs' ? await fileSha256(request.source) : null;
+    const digest = this.opts.supervisor !== undefined && record.type === 'Rafs' ? await bootstrapSha256(request.source) : null;
     return { mountpoint: mp, request, bootstrapSha256: digest };
   }
 
@@ -421,7 +420,7 @@ export class NydusDaemon implements DaemonControl {
       for (const m of state.mounts) {
         const record = await this.open(m.mountpoint, m.request);
         opened.push(record);
-        if (m.bootstrapSha256 !== null && (await fileSha256(m.request.source)) !== m.bootstrapSha256) {
+        if (m.bootstrapSha256 !== null && (await bootstrapSha256(m.request.source)) !== m.bootstrapSha256) {
           throw new DaemonError('Other', `the bootstrap ${m.request.source} of ${m.mountpoint} changed since the state was saved`);
         }
         records.set(m.mountpoint, { record, mount: m });
@@ -490,12 +489,9 @@ export class NydusDaemon implements DaemonControl {
   }
 }
 
-async function fileSha256(path: string): Promise<string | null> {
-  try {
-    return createHash('sha256').update(await readFile(path)).digest('hex');
-  } catch {
-    return null;
-  }
+/** A bootstrap's digest, or null when it cannot be read (then not checked at the takeover). */
+async function bootstrapSha256(path: string): Promise<string | null> {
+  return fileSha256(path).catch(() => null);
 }
 
 /** The state from the supervisor, checked enough to say what is wrong with a foreign one. */

@@ -43,7 +43,7 @@ const W_OK = 2;
 const FOPEN_KEEP_CACHE = 1 << 1;
 const FOPEN_CACHE_DIR = 1 << 3;
 /**
- * No FLUSH at close (Linux 5.16): nothing of a read-only image needs it. Behind the mount table a
+ * No FLUSH at close (FUSE 7.35): nothing of a read-only image needs it. Behind the mount table a
  * FLUSH's ENOSYS cannot switch FLUSH off (it would for every mount of the connection), so without
  * this every close of an image file is one more request; and a close never waits on the daemon
  * (a process forked while the daemon is away closes its inherited fds at exec without blocking).

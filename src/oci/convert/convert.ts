@@ -5,12 +5,11 @@
  * types and annotations nydus-snapshotter expects (anchors.md §5.1).
  */
 import { createHash } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { FileWriter, IntegrityError, type Logger, UsageError } from '../../base/index.js';
+import { FileWriter, IntegrityError, type Logger, UsageError, fileSha256 } from '../../base/index.js';
 import { build, checkFormatOptions } from '../../builder/build.js';
 import { buildRefImage, refConflicts } from '../../builder/ref-build.js';
 import type { Codecs, Compressor } from '../../format/compression.js';
@@ -78,12 +77,6 @@ async function download(store: ImageStore, digest: string, path: string, onBytes
   await out.close();
   if (`sha256:${h.digest('hex')}` !== digest) throw new IntegrityError(`layer ${digest} from ${store.name} does not match its digest`);
   return size;
-}
-
-async function fileSha256(path: string): Promise<string> {
-  const h = createHash('sha256');
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) h.update(chunk as Buffer);
-  return `sha256:${h.digest('hex')}`;
 }
 
 /** The bootstrap layer: a tar holding `image/image.boot`, gzip-compressed; deterministic bytes. */
@@ -168,7 +161,7 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
     // differs from the blob id (that leaves out the chunk-digest array): rename them in the
     // bootstrap, as nydus-snapshotter does with `nydus-image merge --blob-digests`.
     const renames = new Map<string, string>();
-    for (const b of result.blobs) renames.set(b.id, (await fileSha256(b.path)).slice('sha256:'.length));
+    for (const b of result.blobs) renames.set(b.id, await fileSha256(b.path));
     const bootstrap = renameBlobs(await readFile(join(work, 'image.boot')), renames);
     const ids = result.blobTable.map((b) => renames.get(b.id) ?? b.id);
     // Push data blobs: new ones from disk, dictionary ones copied when the target lacks them.
