@@ -3,13 +3,14 @@ import type { Command } from 'commander';
 import { nativeCodecs } from '../native/index.js';
 import { checkImage } from '../tools/index.js';
 import { EXIT_FAILURE, getLogger, printJson, progressBar, run } from './common.js';
-import { type ImageFlags, imageOptions, openToolImage } from './image-args.js';
+import { type ImageFlags, imageOptions, openToolImage, withBootstrapArgument } from './image-args.js';
 
 export function register(program: Command): void {
   imageOptions(program.command('check').description('verify every structure and every chunk digest of an image'), true)
     .option('--json', 'print the report as JSON')
-    .action((flags: ImageFlags & { json?: boolean }) =>
+    .action((argument: string | undefined, given: ImageFlags & { json?: boolean }) =>
       run(async () => {
+        const flags = withBootstrapArgument(argument, given);
         const opened = await openToolImage(flags);
         const { loaded } = opened;
         try {

@@ -5,7 +5,7 @@ import { UsageError } from '../base/index.js';
 import { nativeCodecs } from '../native/index.js';
 import { exportBlobViews, exportBlockImage } from '../tools/index.js';
 import { printJson, run } from './common.js';
-import { type ImageFlags, imageOptions, openToolImage } from './image-args.js';
+import { type ImageFlags, imageOptions, openToolImage, withBootstrapArgument } from './image-args.js';
 
 export function register(program: Command): void {
   imageOptions(
@@ -15,8 +15,9 @@ export function register(program: Command): void {
     .option('--blob-views <dir>', 'write <dir>/<blob id>.blob.data for every blob')
     .option('--block <file>', 'write one block image: bootstrap + blob views at their mapped addresses')
     .option('--json', 'print the written paths as JSON')
-    .action((flags: ImageFlags & { blobViews?: string; block?: string; json?: boolean }) =>
+    .action((argument: string | undefined, given: ImageFlags & { blobViews?: string; block?: string; json?: boolean }) =>
       run(async () => {
+        const flags = withBootstrapArgument(argument, given);
         if ((flags.blobViews === undefined) === (flags.block === undefined)) throw new UsageError('give exactly one of --blob-views and --block');
         const opened = await openToolImage(flags);
         const { loaded } = opened;

@@ -2,7 +2,9 @@
  * Options shared by the commands that open an existing image: local files (`--bootstrap` /
  * `--blob`, blobs in `--blob-dir`), or an image reference (`--image`: a registry or an OCI layout,
  * as `mount` takes it; only the manifest and the bootstrap layer are fetched up front, chunks as
- * the command reads them, like `nydusify check` of a pushed image).
+ * the command reads them, like `nydusify check` of a pushed image). As `nydus-image inspect`,
+ * `check` and `unpack` take them, the bootstrap may also come as the first argument, and the
+ * options have nydus-image's short forms (-B, -b, -D).
  */
 import type { Command } from 'commander';
 import { Metrics, UsageError } from '../base/index.js';
@@ -20,11 +22,24 @@ export interface ImageFlags {
 }
 
 export function imageOptions(cmd: Command, needBlobs: boolean): Command {
-  cmd.option('--bootstrap <file>', 'the image bootstrap').option('--blob <file>', 'a data blob with an inlined bootstrap');
-  if (needBlobs) cmd.option('--blob-dir <dir>', 'directory holding the data blobs (default: that of --blob)');
+  cmd
+    .argument('[bootstrap]', 'the image bootstrap (as --bootstrap)')
+    .option('-B, --bootstrap <file>', 'the image bootstrap')
+    .option('-b, --blob <file>', 'a data blob with an inlined bootstrap');
+  if (needBlobs) cmd.option('-D, --blob-dir <dir>', 'directory holding the data blobs (default: that of --blob)');
   return cmd
     .option('--image <ref>', 'instead of local files, an image in a registry (docker://HOST/REPO:TAG) or an OCI layout (oci:DIR[:TAG]); chunks are fetched as they are read')
     .option('--plain-http', 'talk plain http to the registry');
+}
+
+/**
+ * The flags of a command made by `imageOptions`, with the bootstrap given as its argument (if any)
+ * in `bootstrap`.
+ */
+export function withBootstrapArgument<F extends ImageFlags>(argument: string | undefined, flags: F): F {
+  if (argument === undefined) return flags;
+  if (flags.bootstrap !== undefined) throw new UsageError(`the bootstrap is given twice: ${argument} and --bootstrap ${flags.bootstrap}`);
+  return { ...flags, bootstrap: argument };
 }
 
 /** An opened image and where its chunks are read from. */

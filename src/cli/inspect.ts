@@ -4,7 +4,7 @@ import { formatSummary, inspectImage, inspectPath } from '../tools/index.js';
 import { UsageError } from '../base/index.js';
 import { nativeCodecs } from '../native/index.js';
 import { loadBlobMeta } from '../storage/blob-meta.js';
-import { type ImageFlags, imageOptions, openToolImage } from './image-args.js';
+import { type ImageFlags, imageOptions, openToolImage, withBootstrapArgument } from './image-args.js';
 import { printJson, run } from './common.js';
 
 export function register(program: Command): void {
@@ -12,8 +12,9 @@ export function register(program: Command): void {
     .option('--path <path>', 'show one file: attributes, xattrs and chunks')
     .option('--no-tree', 'leave out the tree listing')
     .option('--json', 'print JSON')
-    .action((flags: ImageFlags & { path?: string; tree: boolean; json?: boolean }) =>
+    .action((argument: string | undefined, given: ImageFlags & { path?: string; tree: boolean; json?: boolean }) =>
       run(async () => {
+        const flags = withBootstrapArgument(argument, given);
         const opened = await openToolImage(flags);
         try {
           const { image } = opened.loaded;

@@ -4,14 +4,15 @@ import { UsageError } from '../base/index.js';
 import { nativeCodecs } from '../native/index.js';
 import { ToolChunkReader, unpackToDirectory, unpackToTar } from '../tools/index.js';
 import { getLogger, run } from './common.js';
-import { type ImageFlags, imageOptions, openToolImage } from './image-args.js';
+import { type ImageFlags, imageOptions, openToolImage, withBootstrapArgument } from './image-args.js';
 
 export function register(program: Command): void {
   imageOptions(program.command('unpack').description('write the tree of an image to a directory or a tar file'), true)
     .option('--output <dir>', 'an empty or new directory')
     .option('--tar <file>', 'a new tar file')
-    .action((flags: ImageFlags & { output?: string; tar?: string }) =>
+    .action((argument: string | undefined, given: ImageFlags & { output?: string; tar?: string }) =>
       run(async () => {
+        const flags = withBootstrapArgument(argument, given);
         if ((flags.output === undefined) === (flags.tar === undefined)) throw new UsageError('give exactly one of --output and --tar');
         const opened = await openToolImage(flags);
         const { loaded } = opened;

@@ -91,10 +91,15 @@ describe('Nydus reference images', { skip }, () => {
       const r = await damselfly(['check', '--bootstrap', join(tmp, 'image.boot'), '--blob-dir', join(dir, 'blobs')]);
       assert.equal(r.code, 1);
       assert.match(r.stdout, /PROBLEM \(\/\): inode digest [0-9a-f]+ does not match/);
-      // And an intact copy passes.
+      // And an intact copy passes, named as nydus-image takes it (the bootstrap as the argument, -D).
       await copyFile(join(dir, 'image.boot'), join(tmp, 'intact.boot'));
-      const ok = await damselfly(['check', '--bootstrap', join(tmp, 'intact.boot'), '--blob-dir', join(dir, 'blobs')]);
+      const ok = await damselfly(['check', join(tmp, 'intact.boot'), '-D', join(dir, 'blobs')]);
       assert.equal(ok.code, 0, ok.stdout + ok.stderr);
+      assert.match(ok.stdout, /\nOK\n$/);
+      // A bootstrap given both ways is a usage error, naming both.
+      const twice = await damselfly(['check', join(tmp, 'intact.boot'), '-B', join(tmp, 'image.boot'), '-D', join(dir, 'blobs')]);
+      assert.equal(twice.code, 2);
+      assert.match(twice.stderr, /the bootstrap is given twice: .*intact\.boot and --bootstrap .*image\.boot/);
     });
   });
 
