@@ -30,6 +30,7 @@ export const passthroughFactory: PassthroughFactory = (o) =>
     announceSubmounts: o.announceSubmounts,
     ...(typeof o.extra?.['writeback'] === 'boolean' ? { writeback: o.extra['writeback'] } : {}),
     ...(typeof o.extra?.['allowDirectIo'] === 'boolean' ? { allowDirectIo: o.extra['allowDirectIo'] } : {}),
+    ...(typeof o.extra?.['preserveNoatime'] === 'boolean' ? { preserveNoatime: o.extra['preserveNoatime'] } : {}),
     log: o.log,
     metrics: o.metrics,
   });
@@ -45,7 +46,6 @@ function passthroughWarnings(a: VirtiofsdArgs): string[] {
   if (a.translateUid.length + a.translateGid.length > 0) w.push('--translate-uid/--translate-gid: ids are not translated');
   if (!a.readdirplus) w.push('--no-readdirplus: READDIRPLUS stays on');
   if (a.allowMmap) w.push('--allow-mmap: mmap follows the cache policy');
-  if (a.preserveNoatime) w.push('--preserve-noatime: not supported');
   return w;
 }
 
@@ -108,7 +108,7 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
     announceSubmounts: args.announceSubmounts,
     log: log.child({ component: 'passthrough' }),
     metrics,
-    extra: { writeback: args.writeback, allowDirectIo: args.allowDirectIo },
+    extra: { writeback: args.writeback, allowDirectIo: args.allowDirectIo, preserveNoatime: args.preserveNoatime },
   });
   const fs = args.readonly ? readOnly(shared) : shared;
   const server = new FuseServer(fs, { log: log.child({ component: 'fuse' }), metrics });

@@ -25,6 +25,12 @@ export interface PassthroughOptions {
   writeback?: boolean;
   /** Pass O_DIRECT through to the host (default true; unaligned I/O falls back to a buffered fd). */
   allowDirectIo?: boolean;
+  /**
+   * Pass the guest's O_NOATIME on to the host's open (virtiofsd --preserve-noatime). By default it
+   * is dropped, as virtiofsd drops it: an open with it fails with EPERM on the host unless the
+   * daemon owns the file or has CAP_FOWNER, which the guest cannot know.
+   */
+  preserveNoatime?: boolean;
   /** Accepted for virtiofsd compatibility; locks stay in the guest (FUSE_POSIX_LOCKS is never agreed). */
   posixLocks?: boolean;
   log: Logger;

@@ -17,6 +17,7 @@ import {
   O_CREAT,
   O_DIRECT,
   O_EXCL,
+  O_NOATIME,
   O_PATH,
   O_RDWR,
   O_TRUNC,
@@ -52,6 +53,7 @@ function syncFd(fd: number, datasync: boolean): Promise<void> {
 export function hostOpenFlags(core: Core, flags: number): number {
   let f = flags & OPEN_FLAGS_KEPT;
   if (core.opts.allowDirectIo === false) f &= ~O_DIRECT;
+  if (core.opts.preserveNoatime !== true) f &= ~O_NOATIME;
   if (core.writeback) {
     // The kernel reads pages of write-only files and handles O_APPEND itself (as virtiofsd).
     if ((f & O_ACCMODE) === O_WRONLY) f = (f & ~O_ACCMODE) | O_RDWR;

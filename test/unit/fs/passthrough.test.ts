@@ -171,6 +171,41 @@ describe('passthrough filesystem (in-process)', () => {
     assert.equal(await errno(fs.read(ctx, e.nodeid, 999n, 0, 8, [dst])), Errno.EBADF);
   });
 
+  test('the guest\'s O_NOATIME reaches the host only with preserveNoatime (virtiofsd --preserve-noatime)', async () => {
+    const O_NOATIME = 0o1000000;
+    const O_PATH = 0o10000000;
+    const path = join(share, 'file');
+    /** The open flags of this process's fds on `path` other than O_PATH ones (the inode table's), from fdinfo. */
+    const hostFlags = (): number[] =>
+      readdirSync('/proc/self/fd').flatMap((fd) => {
+        try {
+          if (readlinkSync(`/proc/self/fd/${fd}`) !== path) return [];
+          const flags = parseInt(/^flags:\s*([0-7]+)$/m.exec(readFileSync(`/proc/self/fdinfo/${fd}`, 'utf8'))?.[1] ?? '', 8);
+          return (flags & O_PATH) !== 0 ? [] : [flags];
+        } catch {
+          return []; // closed meanwhile (readdirSync's own fd)
+        }
+      });
+    for (const preserve of [false, true]) {
+      const f = makeFs(share, preserve ? { preserveNoatime: true } : {});
+      try {
+        const e = await lookup(f, 'file');
+        assert.deepEqual(hostFlags(), [], 'no file of it open yet');
+        const o = await f.open(ctx, e.nodeid, O_NOATIME); // O_RDONLY | O_NOATIME
+        const opened = hostFlags();
+        assert.equal(opened.length, 1, `one host fd: ${opened.map((fl) => fl.toString(8)).join(', ')}`);
+        assert.equal((opened[0] as number) & O_NOATIME, preserve ? O_NOATIME : 0, preserve ? 'kept' : 'dropped, as virtiofsd drops it');
+        const dst = Buffer.alloc(5);
+        assert.equal(await f.read(ctx, e.nodeid, o.fh, 0, 5, [dst]), 5);
+        assert.equal(dst.toString(), 'hello');
+        await f.release(ctx, e.nodeid, o.fh, 0);
+        assert.deepEqual(hostFlags(), [], 'released');
+      } finally {
+        f.close();
+      }
+    }
+  });
+
   test('writes from scatter lists; O_APPEND; page-cache writes in place; unaligned O_DIRECT', async () => {
     const c = await fs.create(ctx, ROOT, b('w'), 0o644, 0o2, 0);
     const n = c.entry.nodeid;
