@@ -13,7 +13,7 @@ import type { PassthroughFactory } from '../daemon/mounts.js';
 import { DEFAULT_NOFILE, raiseNofileLimit } from '../daemon/fd-limit.js';
 import { readOnly } from '../daemon/read-only-fs.js';
 import { VhostService, removeStaleSocket } from '../daemon/vhost-service.js';
-import { PassthroughFs } from '../fs/passthrough/index.js';
+import { IdTranslation, PassthroughFs } from '../fs/passthrough/index.js';
 import { FuseServer } from '../fuse/index.js';
 import { EXIT_OK, EXIT_USAGE, onStopSignals, reportError } from './exit.js';
 import { type VirtiofsdArgs, VIRTIOFSD_USAGE, parseVirtiofsdArgs } from './virtiofsd-args.js';
@@ -31,6 +31,8 @@ export const passthroughFactory: PassthroughFactory = (o) =>
     ...(typeof o.extra?.['writeback'] === 'boolean' ? { writeback: o.extra['writeback'] } : {}),
     ...(typeof o.extra?.['allowDirectIo'] === 'boolean' ? { allowDirectIo: o.extra['allowDirectIo'] } : {}),
     ...(typeof o.extra?.['preserveNoatime'] === 'boolean' ? { preserveNoatime: o.extra['preserveNoatime'] } : {}),
+    ...(o.extra?.['translateUid'] instanceof IdTranslation ? { translateUid: o.extra['translateUid'] } : {}),
+    ...(o.extra?.['translateGid'] instanceof IdTranslation ? { translateGid: o.extra['translateGid'] } : {}),
     log: o.log,
     metrics: o.metrics,
   });
@@ -43,7 +45,6 @@ function passthroughWarnings(a: VirtiofsdArgs): string[] {
   if (a.securityLabel) w.push('--security-label: security labels at creation are not supported');
   if (a.xattrmap !== undefined) w.push('--xattrmap: xattr names are not translated');
   if (a.killprivV2) w.push('--killpriv-v2: not supported');
-  if (a.translateUid.length + a.translateGid.length > 0) w.push('--translate-uid/--translate-gid: ids are not translated');
   if (!a.readdirplus) w.push('--no-readdirplus: READDIRPLUS stays on');
   if (a.allowMmap) w.push('--allow-mmap: mmap follows the cache policy');
   return w;
@@ -100,6 +101,8 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
   const root = args.sharedDir as string;
   const st = statSync(root, { throwIfNoEntry: false });
   if (st === undefined || !(st.isDirectory() || st.isFile())) throw new UsageError(`${root} does not exist`);
+  const translateUid = IdTranslation.parse(args.translateUid, '--translate-uid');
+  const translateGid = IdTranslation.parse(args.translateGid, '--translate-gid');
   const metrics = new Metrics();
   const shared = await deps.passthrough({
     root,
@@ -108,7 +111,7 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
     announceSubmounts: args.announceSubmounts,
     log: log.child({ component: 'passthrough' }),
     metrics,
-    extra: { writeback: args.writeback, allowDirectIo: args.allowDirectIo, preserveNoatime: args.preserveNoatime },
+    extra: { writeback: args.writeback, allowDirectIo: args.allowDirectIo, preserveNoatime: args.preserveNoatime, translateUid, translateGid },
   });
   const fs = args.readonly ? readOnly(shared) : shared;
   const server = new FuseServer(fs, { log: log.child({ component: 'fuse' }), metrics });

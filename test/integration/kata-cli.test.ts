@@ -218,6 +218,18 @@ describe('damselfly as virtiofsd, launched as Kata launches it', () => {
     assert.match(n.stderr, /--threads/);
   });
 
+  test('--translate-uid/--translate-gid values virtiofsd refuses are usage errors before the socket listens', async () => {
+    const sock = join(work, 'translate.sock');
+    const bad = await damselfly([...RS_ARGV(sock, share), '--translate-uid', 'guest:0:1000:1', '--translate-uid=squash-guest:0:7:5']);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /'--translate-uid': the guest id ranges of 'guest:0:1000:1' and 'squash-guest:0:7:5' overlap/);
+    const acl = await damselfly([...RS_ARGV(sock, share), '--translate-gid', 'map:0:100:1', '--posix-acl']);
+    assert.equal(acl.code, 2);
+    assert.match(acl.stderr, /'--posix-acl' cannot be used with '--translate-uid'\/'--translate-gid'/);
+    for (const r of [bad, acl]) assert.doesNotMatch(r.stderr, /Waiting for vhost-user socket connection/);
+    assert.equal(existsSync(sock), false);
+  });
+
   test('a socket path taken by a regular file: an error naming it, the file kept, no pid file left', async () => {
     const taken = join(work, 'taken.sock');
     await writeFile(taken, 'not a socket');

@@ -8,6 +8,7 @@ import { native } from '../../native/index.js';
 import { type EntryReply, Errno, FsError, type RequestContext } from '../types.js';
 import { FUSE_ATTR_SUBMOUNT, O_NOFOLLOW, O_PATH, RESOLVE, component, isDir, isDotDot, sys, toAttr } from './common.js';
 import { HandleTable } from './handles.js';
+import { IdTranslation } from './id-map.js';
 import { type Inode, InodeTable, ROOT_ID, statFd } from './inodes.js';
 
 export type CachePolicy = 'never' | 'auto' | 'always';
@@ -31,6 +32,9 @@ export interface PassthroughOptions {
    * daemon owns the file or has CAP_FOWNER, which the guest cannot know.
    */
   preserveNoatime?: boolean;
+  /** User and group ids translated between guest and host (virtiofsd --translate-uid / --translate-gid). */
+  translateUid?: IdTranslation;
+  translateGid?: IdTranslation;
   /** Accepted for virtiofsd compatibility; locks stay in the guest (FUSE_POSIX_LOCKS is never agreed). */
   posixLocks?: boolean;
   log: Logger;
@@ -49,9 +53,15 @@ export class Core {
   /** FUSE_DONT_MASK: the kernel leaves the umask to us (never asked for today, honoured if agreed). */
   dontMask = false;
 
+  /** The id translations (identity unless asked for). */
+  readonly uids: IdTranslation;
+  readonly gids: IdTranslation;
+
   constructor(readonly opts: PassthroughOptions) {
     this.inodes = new InodeTable(opts.root);
     this.timeout = TIMEOUTS[opts.cache];
+    this.uids = opts.translateUid ?? IdTranslation.IDENTITY;
+    this.gids = opts.translateGid ?? IdTranslation.IDENTITY;
   }
 
   /**
@@ -59,11 +69,14 @@ export class Core {
    * only under FUSE_DONT_MASK (otherwise the kernel already applied it to the mode it sent).
    */
   creds(ctx: RequestContext, umask = 0): [number, number, number] {
-    return [ctx.uid, ctx.gid, this.dontMask ? umask & 0o777 : 0];
+    return [this.uids.toHost(ctx.uid), this.gids.toHost(ctx.gid), this.dontMask ? umask & 0o777 : 0];
   }
 
   entry(n: Inode, st: PtStat, flags = 0): EntryReply {
-    return { nodeid: n.id, generation: 0, attr: toAttr(st, flags), entryTimeout: this.timeout, attrTimeout: this.timeout };
+    const attr = toAttr(st, flags);
+    attr.uid = this.uids.toGuest(attr.uid);
+    attr.gid = this.gids.toGuest(attr.gid);
+    return { nodeid: n.id, generation: 0, attr, entryTimeout: this.timeout, attrTimeout: this.timeout };
   }
 
   /**

@@ -7,3 +7,4 @@
  * May import: base, native, fs/types.
  */
 export { PassthroughFs, type CachePolicy, type PassthroughOptions } from './passthrough-fs.js';
+export { IdTranslation } from './id-map.js';

@@ -90,12 +90,15 @@ function seconds(t: SetattrIn['atime']): [number, number] {
 export function setattr(core: Core, nodeid: number, set: SetattrIn): AttrReply {
   const n = core.inodes.get(nodeid);
   const h = set.fh !== undefined && !isDir(n.mode) ? core.handles.get(set.fh, nodeid, 'file') : undefined;
+  // The ids translated before anything changes: one the guest may not give (forbid-guest) changes nothing.
+  const uid = set.uid === undefined ? -1 : core.uids.toHost(set.uid);
+  const gid = set.gid === undefined ? -1 : core.gids.toHost(set.gid);
   if (set.mode !== undefined) {
     const mode = set.mode & 0o7777;
     if ((n.mode & S_IFMT) === S_IFLNK) throw new FsError(Errno.EOPNOTSUPP, 'a symlink has no mode to change');
     sys(() => native.ptChmod(n.fd, mode));
   }
-  if (set.uid !== undefined || set.gid !== undefined) sys(() => native.ptFchown(n.fd, set.uid ?? -1, set.gid ?? -1));
+  if (set.uid !== undefined || set.gid !== undefined) sys(() => native.ptFchown(n.fd, uid, gid));
   if (set.size !== undefined) {
     const size = set.size;
     if (h !== undefined) sys(() => ftruncateSync(h.fd, size));
@@ -119,8 +122,10 @@ export function statfs(core: Core, nodeid: number): StatFs {
 export function access(core: Core, ctx: RequestContext, nodeid: number, mask: number): void {
   const st = statFd(core.inodes.get(nodeid).fd);
   const m = st.mode;
-  const allowed = (bit: number): boolean =>
-    (st.uid === ctx.uid && (m & (bit << 6)) !== 0) || (st.gid === ctx.gid && (m & (bit << 3)) !== 0) || (m & bit) !== 0;
+  // Owner and group as the guest sees them (--translate-uid/--translate-gid).
+  const uid = core.uids.toGuest(st.uid);
+  const gid = core.gids.toGuest(st.gid);
+  const allowed = (bit: number): boolean => (uid === ctx.uid && (m & (bit << 6)) !== 0) || (gid === ctx.gid && (m & (bit << 3)) !== 0) || (m & bit) !== 0;
   if (mask & 4 && ctx.uid !== 0 && !allowed(4)) throw new FsError(Errno.EACCES);
   if (mask & 2 && ctx.uid !== 0 && !allowed(2)) throw new FsError(Errno.EACCES);
   // root executes only what some execute bit allows (directories included).

@@ -7,13 +7,13 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, statfsSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, existsSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, statfsSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Metrics, silentLogger } from '../../../src/base/index.js';
-import { PassthroughFs, type PassthroughOptions } from '../../../src/fs/passthrough/index.js';
+import { IdTranslation, PassthroughFs, type PassthroughOptions } from '../../../src/fs/passthrough/index.js';
 import { type DirEntry, type DirEntryPlus, type EntryReply, Errno, FsError } from '../../../src/fs/types.js';
 import { type NoWaitFile, native, readNoWait } from '../../../src/native/index.js';
 
@@ -405,6 +405,53 @@ describe('passthrough filesystem (in-process)', () => {
     await fs.release(user, x.entry.nodeid, x.open.fh, 0);
     const f = await lookup(fs, 'tmpdir/named');
     assert.equal(await errno(fs.tmpfile(user, f.nodeid, 0o100600, 0o2, 0)), Errno.ENOTDIR);
+  });
+
+  test('--translate-uid/--translate-gid: what the guest creates or chowns gets host ids, attributes show guest ids', async () => {
+    const translateUid = IdTranslation.parse(['squash-guest:0:1001:65536', 'host:1001:1000:1', 'forbid-guest:70000:10'], '--translate-uid');
+    const translateGid = IdTranslation.parse(['map:0:2000:100'], '--translate-gid');
+    const t = makeFs(share, { translateUid, translateGid });
+    // Creating calls run as the translated ids: a directory they may write to.
+    mkdirSync(join(share, 'xl'));
+    chmodSync(join(share, 'xl'), 0o777);
+    const owner = (name: string): number[] => {
+      const st = lstatSync(join(share, 'xl', name));
+      return [st.uid, st.gid];
+    };
+    try {
+      const XL = (await lookup(t, 'xl')).nodeid;
+      const guest = { uid: 0, gid: 5, pid: 1 };
+      const c = await t.create(guest, XL, b('xl-file'), 0o100644, 0o2, 0);
+      await t.release(guest, c.entry.nodeid, c.open.fh, 0);
+      assert.deepEqual(owner('xl-file'), [1001, 2005], 'created as the translated ids');
+      assert.deepEqual([c.entry.attr.uid, c.entry.attr.gid], [1000, 5], 'shown back translated');
+      const d = await t.mkdir({ uid: 7, gid: 7, pid: 1 }, XL, b('xl-dir'), 0o755, 0);
+      assert.deepEqual(owner('xl-dir'), [1001, 2007]);
+      assert.deepEqual([d.attr.uid, d.attr.gid], [1000, 7]);
+      await t.symlink({ uid: 8, gid: 200, pid: 1 }, XL, b('xl-link'), b('xl-file'));
+      assert.deepEqual(owner('xl-link'), [1001, 200], 'a gid outside every rule is kept');
+      // CHOWN: ids outside the squash pass as they are, in both directions.
+      const a = await t.setattr(guest, c.entry.nodeid, { valid: 0, uid: 65536, gid: 99 });
+      assert.deepEqual(owner('xl-file'), [65536, 2099]);
+      assert.deepEqual([a.attr.uid, a.attr.gid], [65536, 99]);
+      // A forbidden id changes nothing, not even the mode asked for with it.
+      assert.equal(await errno(t.setattr(guest, c.entry.nodeid, { valid: 0, uid: 70005, mode: 0o600 })), Errno.EPERM);
+      assert.deepEqual(owner('xl-file'), [65536, 2099]);
+      assert.equal(lstatSync(join(share, 'xl', 'xl-file')).mode & 0o7777, 0o644);
+      assert.equal(await errno(t.create({ uid: 70000, gid: 0, pid: 1 }, XL, b('xl-never'), 0o100644, 0o2, 0)), Errno.EPERM);
+      assert.equal(existsSync(join(share, 'xl', 'xl-never')), false);
+      // A host file of the daemon's user is the guest user's: GETATTR and ACCESS agree.
+      writeFileSync(join(share, 'xl', 'xl-own'), 'mine');
+      chownSync(join(share, 'xl', 'xl-own'), 1001, 2000);
+      chmodSync(join(share, 'xl', 'xl-own'), 0o600);
+      const own = await lookup(t, 'xl/xl-own');
+      assert.deepEqual([own.attr.uid, own.attr.gid], [1000, 0]);
+      assert.deepEqual([(await t.getattr(guest, own.nodeid)).attr.uid], [1000]);
+      await t.access({ uid: 1000, gid: 1000, pid: 1 }, own.nodeid, 4 | 2);
+      assert.equal(await errno(t.access({ uid: 1001, gid: 1001, pid: 1 }, own.nodeid, 4)), Errno.EACCES, 'host id 1001 is not the guest\'s 1001');
+    } finally {
+      t.close();
+    }
   });
 
   test('a truncating open by anyone but root drops setuid and setgid with group execute, as a local truncate', async () => {
