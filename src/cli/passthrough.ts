@@ -14,7 +14,7 @@ import { onStopSignals } from './exit.js';
 
 interface PassthroughFlags {
   sharedDir: string;
-  cache: 'never' | 'auto' | 'always';
+  cache: 'never' | 'metadata' | 'auto' | 'always';
   xattr: boolean;
   announceSubmounts: boolean;
   writeback: boolean;
@@ -27,7 +27,7 @@ export function register(program: Command): void {
     .command('passthrough')
     .description('serve a host directory read-write on a mountpoint with FUSE (foreground; Ctrl-C, SIGTERM or SIGHUP unmounts)')
     .requiredOption('--shared-dir <dir>', 'the directory to serve')
-    .addOption(new Option('--cache <policy>', 'never, auto or always (as virtiofsd)').argParser(oneOf(['never', 'auto', 'always'] as const)).default('auto'))
+    .addOption(new Option('--cache <policy>', 'never, metadata, auto or always (as virtiofsd)').argParser(oneOf(['never', 'metadata', 'auto', 'always'] as const)).default('auto'))
     .option('--no-xattr', 'answer every xattr request with ENOSYS')
     .option('--announce-submounts', 'mark mount points inside the directory as submounts', false)
     .option('--writeback', 'ask for the kernel writeback cache', false)

@@ -25,11 +25,12 @@ export const passthroughFactory: PassthroughFactory = (o) =>
   new PassthroughFs({
     root: o.root,
     xattr: o.xattr,
-    // The passthrough has never/auto/always; metadata's direct I/O is kept, its long timeouts not.
-    cache: o.cache === 'metadata' ? 'never' : o.cache,
+    cache: o.cache,
     announceSubmounts: o.announceSubmounts,
     ...(typeof o.extra?.['writeback'] === 'boolean' ? { writeback: o.extra['writeback'] } : {}),
     ...(typeof o.extra?.['allowDirectIo'] === 'boolean' ? { allowDirectIo: o.extra['allowDirectIo'] } : {}),
+    ...(typeof o.extra?.['readdirplus'] === 'boolean' ? { readdirplus: o.extra['readdirplus'] } : {}),
+    ...(typeof o.extra?.['allowMmap'] === 'boolean' ? { allowMmap: o.extra['allowMmap'] } : {}),
     ...(typeof o.extra?.['preserveNoatime'] === 'boolean' ? { preserveNoatime: o.extra['preserveNoatime'] } : {}),
     ...(o.extra?.['translateUid'] instanceof IdTranslation ? { translateUid: o.extra['translateUid'] } : {}),
     ...(o.extra?.['translateGid'] instanceof IdTranslation ? { translateGid: o.extra['translateGid'] } : {}),
@@ -40,13 +41,10 @@ export const passthroughFactory: PassthroughFactory = (o) =>
 /** Warnings for virtiofsd options the passthrough filesystem does not implement. */
 function passthroughWarnings(a: VirtiofsdArgs): string[] {
   const w: string[] = [];
-  if (a.cache === 'metadata') w.push('--cache metadata: served as never (direct I/O, no metadata caching)');
   if (a.posixAcl) w.push('--posix-acl: POSIX ACLs are not enforced by the daemon (served as plain xattrs)');
   if (a.securityLabel) w.push('--security-label: security labels at creation are not supported');
   if (a.xattrmap !== undefined) w.push('--xattrmap: xattr names are not translated');
   if (a.killprivV2) w.push('--killpriv-v2: not supported');
-  if (!a.readdirplus) w.push('--no-readdirplus: READDIRPLUS stays on');
-  if (a.allowMmap) w.push('--allow-mmap: mmap follows the cache policy');
   return w;
 }
 
@@ -111,7 +109,15 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
     announceSubmounts: args.announceSubmounts,
     log: log.child({ component: 'passthrough' }),
     metrics,
-    extra: { writeback: args.writeback, allowDirectIo: args.allowDirectIo, preserveNoatime: args.preserveNoatime, translateUid, translateGid },
+    extra: {
+      writeback: args.writeback,
+      allowDirectIo: args.allowDirectIo,
+      readdirplus: args.readdirplus,
+      allowMmap: args.allowMmap,
+      preserveNoatime: args.preserveNoatime,
+      translateUid,
+      translateGid,
+    },
   });
   const fs = args.readonly ? readOnly(shared) : shared;
   const server = new FuseServer(fs, { log: log.child({ component: 'fuse' }), metrics });

@@ -189,8 +189,11 @@ after(() => {
 const seteuid = process.seteuid as (id: number) => void;
 const setegid = process.setegid as (id: number) => void;
 
-/** Kata's default, and the kernel's writeback cache (which handles O_APPEND and sizes itself). */
-const MODES = [['--cache', 'auto'], ['--cache', 'always', '--writeback']];
+/**
+ * Kata's default; the kernel's writeback cache (which handles O_APPEND and sizes itself); and
+ * virtiofsd's metadata policy (long entry and attribute timeouts, file data by direct I/O).
+ */
+const MODES = [['--cache', 'auto'], ['--cache', 'always', '--writeback'], ['--cache', 'metadata']];
 
 for (const mode of MODES) {
 for (const user of ['root', 'an unprivileged user'] as const) {

@@ -52,6 +52,7 @@ export const InitBits = {
   READDIRPLUS_AUTO: 1n << 14n,
   WRITEBACK_CACHE: 1n << 16n,
   SUBMOUNTS: 1n << 27n,
+  DIRECT_IO_ALLOW_MMAP: 1n << 36n,
 } as const;
 
 export const FOPEN_DIRECT_IO = 1 << 0;

@@ -11,14 +11,18 @@ import { HandleTable } from './handles.js';
 import { IdTranslation } from './id-map.js';
 import { type Inode, InodeTable, ROOT_ID, statFd } from './inodes.js';
 
-export type CachePolicy = 'never' | 'auto' | 'always';
+export type CachePolicy = 'never' | 'metadata' | 'auto' | 'always';
 
 export interface PassthroughOptions {
   /** The shared host directory. */
   root: string;
   /** Serve extended attributes (else every xattr request answers ENOSYS, and the kernel stops asking). */
   xattr: boolean;
-  /** virtiofsd's cache policies: timeouts 0 / 1 s / 86400 s, FOPEN_DIRECT_IO / none / FOPEN_KEEP_CACHE. */
+  /**
+   * virtiofsd's cache policies. Entry and attribute timeouts: never 0, auto 1 s, metadata and always
+   * 86400 s. Files open with FOPEN_DIRECT_IO under never and metadata, FOPEN_KEEP_CACHE under
+   * always; directories keep their cache under metadata and always. Never also turns READDIRPLUS off.
+   */
   cache: CachePolicy;
   /** Mark mount points inside the share with FUSE_ATTR_SUBMOUNT (when the kernel supports it). */
   announceSubmounts: boolean;
@@ -32,6 +36,10 @@ export interface PassthroughOptions {
    * daemon owns the file or has CAP_FOWNER, which the guest cannot know.
    */
   preserveNoatime?: boolean;
+  /** READDIRPLUS, unless false (virtiofsd --no-readdirplus); never offered under cache never. */
+  readdirplus?: boolean;
+  /** Let the guest mmap files opened for direct I/O (virtiofsd --allow-mmap; FUSE_DIRECT_IO_ALLOW_MMAP, FUSE 7.39). */
+  allowMmap?: boolean;
   /** User and group ids translated between guest and host (virtiofsd --translate-uid / --translate-gid). */
   translateUid?: IdTranslation;
   translateGid?: IdTranslation;
@@ -41,7 +49,7 @@ export interface PassthroughOptions {
   metrics: Metrics;
 }
 
-const TIMEOUTS: Record<CachePolicy, number> = { never: 0, auto: 1, always: 86400 };
+const TIMEOUTS: Record<CachePolicy, number> = { never: 0, metadata: 86400, auto: 1, always: 86400 };
 
 export class Core {
   readonly inodes: InodeTable;

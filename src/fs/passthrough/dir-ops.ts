@@ -30,7 +30,8 @@ export function opendir(core: Core, nodeid: number): OpenReply {
   const n = core.inodes.get(nodeid);
   if (!isDir(n.mode)) throw new FsError(Errno.ENOTDIR);
   const fd = sys(() => native.ptReopen(n.fd, O_RDONLY | O_DIRECTORY));
-  const flags = core.opts.cache === 'always' ? FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR : 0;
+  const c = core.opts.cache;
+  const flags = c === 'always' ? FOPEN_KEEP_CACHE | FOPEN_CACHE_DIR : c === 'metadata' ? FOPEN_KEEP_CACHE : 0;
   return { fh: core.handles.add(new Handle(nodeid, fd, 'dir', O_RDONLY | O_DIRECTORY)), flags };
 }
 

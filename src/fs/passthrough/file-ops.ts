@@ -63,7 +63,8 @@ export function hostOpenFlags(core: Core, flags: number): number {
 }
 
 export function fileOpenFlags(core: Core): number {
-  return core.opts.cache === 'never' ? FOPEN_DIRECT_IO : core.opts.cache === 'always' ? FOPEN_KEEP_CACHE : 0;
+  const c = core.opts.cache;
+  return c === 'never' || c === 'metadata' ? FOPEN_DIRECT_IO : c === 'always' ? FOPEN_KEEP_CACHE : 0;
 }
 
 export function open(core: Core, ctx: RequestContext, nodeid: number, flags: number): OpenReply {

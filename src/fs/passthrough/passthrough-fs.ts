@@ -36,8 +36,12 @@ export class PassthroughFs implements FileSystem {
 
   constructor(opts: PassthroughOptions) {
     this.core = new Core(opts);
-    const plus = opts.cache === 'never' ? 0n : InitBits.DO_READDIRPLUS | InitBits.READDIRPLUS_AUTO;
-    this.wantedInitFlags = plus | (opts.announceSubmounts ? InitBits.SUBMOUNTS : 0n) | (opts.writeback === true ? InitBits.WRITEBACK_CACHE : 0n);
+    const plus = opts.cache === 'never' || opts.readdirplus === false ? 0n : InitBits.DO_READDIRPLUS | InitBits.READDIRPLUS_AUTO;
+    this.wantedInitFlags =
+      plus |
+      (opts.announceSubmounts ? InitBits.SUBMOUNTS : 0n) |
+      (opts.writeback === true ? InitBits.WRITEBACK_CACHE : 0n) |
+      (opts.allowMmap === true ? InitBits.DIRECT_IO_ALLOW_MMAP : 0n);
     if (opts.posixLocks === true) opts.log.warn('posix locks are not served: they stay local to the guest');
   }
 

@@ -20,6 +20,7 @@ import { type NoWaitFile, native, readNoWait } from '../../../src/native/index.j
 const ROOT = 1;
 const ctx = { uid: 0, gid: 0, pid: 1 };
 const SUBMOUNTS = 1n << 27n;
+const DIRECT_IO_ALLOW_MMAP = 1n << 36n;
 const b = (s: string): Buffer => Buffer.from(s);
 
 function makeFs(root: string, extra: Partial<PassthroughOptions> = {}): PassthroughFs {
@@ -626,26 +627,42 @@ describe('passthrough filesystem (in-process)', () => {
     }
   });
 
-  test('cache policies set timeouts, open flags and INIT wishes as virtiofsd', async () => {
+  test('cache policies set timeouts, open flags and INIT wishes as virtiofsd; --no-readdirplus, --allow-mmap', async () => {
+    const DIRECT_IO = 1;
+    const KEEP_CACHE = 2;
+    const CACHE_DIR = 8;
     const cases = [
-      { cache: 'never', timeout: 0, open: 1, plus: false },
-      { cache: 'auto', timeout: 1, open: 0, plus: true },
-      { cache: 'always', timeout: 86400, open: 2, plus: true },
+      { cache: 'never', timeout: 0, open: DIRECT_IO, dir: 0, plus: false },
+      { cache: 'metadata', timeout: 86400, open: DIRECT_IO, dir: KEEP_CACHE, plus: true },
+      { cache: 'auto', timeout: 1, open: 0, dir: 0, plus: true },
+      { cache: 'always', timeout: 86400, open: KEEP_CACHE, dir: KEEP_CACHE | CACHE_DIR, plus: true },
     ] as const;
     for (const c of cases) {
       const p = makeFs(share, { cache: c.cache, announceSubmounts: false });
       try {
         const e = await p.lookup(ctx, ROOT, b('file'));
-        assert.deepEqual([e.entryTimeout, e.attrTimeout], [c.timeout, c.timeout]);
+        assert.deepEqual([e.entryTimeout, e.attrTimeout], [c.timeout, c.timeout], c.cache);
         const o = await p.open(ctx, e.nodeid, 0);
-        assert.equal(o.flags, c.open);
-        assert.equal((p.wantedInitFlags & (1n << 13n)) !== 0n, c.plus);
+        assert.equal(o.flags, c.open, c.cache);
+        await p.release(ctx, e.nodeid, o.fh, 0);
+        const d = await p.opendir(ctx, ROOT, 0);
+        assert.equal(d.flags, c.dir, c.cache);
+        await p.releasedir(ctx, ROOT, d.fh);
+        assert.equal((p.wantedInitFlags & (1n << 13n)) !== 0n, c.plus, c.cache);
         assert.equal(p.wantedInitFlags & SUBMOUNTS, 0n);
+        assert.equal(p.wantedInitFlags & DIRECT_IO_ALLOW_MMAP, 0n, 'not unless --allow-mmap');
       } finally {
         p.close();
       }
     }
     assert.notEqual(fs.wantedInitFlags & SUBMOUNTS, 0n);
+    const q = makeFs(share, { cache: 'metadata', readdirplus: false, allowMmap: true });
+    try {
+      assert.equal(q.wantedInitFlags & (1n << 13n), 0n, '--no-readdirplus');
+      assert.notEqual(q.wantedInitFlags & DIRECT_IO_ALLOW_MMAP, 0n, '--allow-mmap');
+    } finally {
+      q.close();
+    }
   });
 
   test('DESTROY releases every node and handle; a read in flight finishes first', async () => {
