@@ -13,7 +13,7 @@ import type { PassthroughFactory } from '../daemon/mounts.js';
 import { DEFAULT_NOFILE, raiseNofileLimit } from '../daemon/fd-limit.js';
 import { readOnly } from '../daemon/read-only-fs.js';
 import { VhostService, removeStaleSocket } from '../daemon/vhost-service.js';
-import { IdTranslation, PassthroughFs } from '../fs/passthrough/index.js';
+import { IdTranslation, PassthroughFs, XattrMap } from '../fs/passthrough/index.js';
 import { FuseServer } from '../fuse/index.js';
 import { EXIT_OK, EXIT_USAGE, onStopSignals, reportError } from './exit.js';
 import { type VirtiofsdArgs, VIRTIOFSD_USAGE, parseVirtiofsdArgs } from './virtiofsd-args.js';
@@ -34,6 +34,7 @@ export const passthroughFactory: PassthroughFactory = (o) =>
     ...(typeof o.extra?.['preserveNoatime'] === 'boolean' ? { preserveNoatime: o.extra['preserveNoatime'] } : {}),
     ...(o.extra?.['translateUid'] instanceof IdTranslation ? { translateUid: o.extra['translateUid'] } : {}),
     ...(o.extra?.['translateGid'] instanceof IdTranslation ? { translateGid: o.extra['translateGid'] } : {}),
+    ...(o.extra?.['xattrmap'] instanceof XattrMap ? { xattrmap: o.extra['xattrmap'] } : {}),
     log: o.log,
     metrics: o.metrics,
   });
@@ -43,7 +44,6 @@ function passthroughWarnings(a: VirtiofsdArgs): string[] {
   const w: string[] = [];
   if (a.posixAcl) w.push('--posix-acl: POSIX ACLs are not enforced by the daemon (served as plain xattrs)');
   if (a.securityLabel) w.push('--security-label: security labels at creation are not supported');
-  if (a.xattrmap !== undefined) w.push('--xattrmap: xattr names are not translated');
   if (a.killprivV2) w.push('--killpriv-v2: not supported');
   return w;
 }
@@ -101,6 +101,7 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
   if (st === undefined || !(st.isDirectory() || st.isFile())) throw new UsageError(`${root} does not exist`);
   const translateUid = IdTranslation.parse(args.translateUid, '--translate-uid');
   const translateGid = IdTranslation.parse(args.translateGid, '--translate-gid');
+  const xattrmap = args.xattrmap === undefined ? undefined : XattrMap.parse(args.xattrmap);
   const metrics = new Metrics();
   const shared = await deps.passthrough({
     root,
@@ -117,6 +118,7 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
       preserveNoatime: args.preserveNoatime,
       translateUid,
       translateGid,
+      xattrmap,
     },
   });
   const fs = args.readonly ? readOnly(shared) : shared;

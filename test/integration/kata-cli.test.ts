@@ -218,7 +218,7 @@ describe('damselfly as virtiofsd, launched as Kata launches it', () => {
     assert.match(n.stderr, /--threads/);
   });
 
-  test('--translate-uid/--translate-gid values virtiofsd refuses are usage errors before the socket listens', async () => {
+  test('--translate-uid, --translate-gid and --xattrmap values virtiofsd refuses are usage errors before the socket listens', async () => {
     const sock = join(work, 'translate.sock');
     const bad = await damselfly([...RS_ARGV(sock, share), '--translate-uid', 'guest:0:1000:1', '--translate-uid=squash-guest:0:7:5']);
     assert.equal(bad.code, 2);
@@ -226,7 +226,10 @@ describe('damselfly as virtiofsd, launched as Kata launches it', () => {
     const acl = await damselfly([...RS_ARGV(sock, share), '--translate-gid', 'map:0:100:1', '--posix-acl']);
     assert.equal(acl.code, 2);
     assert.match(acl.stderr, /'--posix-acl' cannot be used with '--translate-uid'\/'--translate-gid'/);
-    for (const r of [bad, acl]) assert.doesNotMatch(r.stderr, /Waiting for vhost-user socket connection/);
+    const map = await damselfly([...RS_ARGV(sock, share), '--xattrmap', ':prefix:all:trusted.:user.virtiofs.']);
+    assert.equal(map.code, 2);
+    assert.match(map.stderr, /invalid value for '--xattrmap': rule 1: no closing ':'/);
+    for (const r of [bad, acl, map]) assert.doesNotMatch(r.stderr, /Waiting for vhost-user socket connection/);
     assert.equal(existsSync(sock), false);
   });
 

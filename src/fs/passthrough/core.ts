@@ -9,6 +9,7 @@ import { type EntryReply, Errno, FsError, type RequestContext } from '../types.j
 import { FUSE_ATTR_SUBMOUNT, O_NOFOLLOW, O_PATH, RESOLVE, component, isDir, isDotDot, sys, toAttr } from './common.js';
 import { HandleTable } from './handles.js';
 import { IdTranslation } from './id-map.js';
+import type { XattrMap } from './xattr-map.js';
 import { type Inode, InodeTable, ROOT_ID, statFd } from './inodes.js';
 
 export type CachePolicy = 'never' | 'metadata' | 'auto' | 'always';
@@ -40,6 +41,8 @@ export interface PassthroughOptions {
   readdirplus?: boolean;
   /** Let the guest mmap files opened for direct I/O (virtiofsd --allow-mmap; FUSE_DIRECT_IO_ALLOW_MMAP, FUSE 7.39). */
   allowMmap?: boolean;
+  /** Extended attribute names mapped between guest and host (virtiofsd --xattrmap). */
+  xattrmap?: XattrMap;
   /** User and group ids translated between guest and host (virtiofsd --translate-uid / --translate-gid). */
   translateUid?: IdTranslation;
   translateGid?: IdTranslation;

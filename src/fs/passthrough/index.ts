@@ -8,3 +8,4 @@
  */
 export { PassthroughFs, type CachePolicy, type PassthroughOptions } from './passthrough-fs.js';
 export { IdTranslation } from './id-map.js';
+export { XattrMap } from './xattr-map.js';

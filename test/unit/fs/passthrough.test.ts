@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { Metrics, silentLogger } from '../../../src/base/index.js';
-import { IdTranslation, PassthroughFs, type PassthroughOptions } from '../../../src/fs/passthrough/index.js';
+import { IdTranslation, PassthroughFs, type PassthroughOptions, XattrMap } from '../../../src/fs/passthrough/index.js';
 import { type DirEntry, type DirEntryPlus, type EntryReply, Errno, FsError } from '../../../src/fs/types.js';
 import { type NoWaitFile, native, readNoWait } from '../../../src/native/index.js';
 
@@ -522,6 +522,30 @@ describe('passthrough filesystem (in-process)', () => {
       assert.equal(await errno(off.setxattr(ctx, ROOT, b('user.x'), b(''), 0)), Errno.ENOSYS);
     } finally {
       off.close();
+    }
+  });
+
+  test('--xattrmap: the guest\'s trusted.* kept as user.virtiofs.trusted.* on the host, the host\'s own names apart', async () => {
+    mkdirSync(join(share, 'xm'));
+    const m = makeFs(share, { xattrmap: XattrMap.parse('/map/trusted./user.virtiofs./') });
+    try {
+      const e = await lookup(m, 'xm');
+      await m.setxattr(ctx, e.nodeid, b('trusted.overlay.opaque'), b('y'), 0);
+      await m.setxattr(ctx, e.nodeid, b('user.k'), b('v'), 0);
+      assert.equal(native.lgetxattr(join(share, 'xm'), 'user.virtiofs.trusted.overlay.opaque')?.toString(), 'y', 'stored under the prefix');
+      assert.equal(native.lgetxattr(join(share, 'xm'), 'trusted.overlay.opaque'), null, 'not as itself');
+      assert.equal(Buffer.from(await m.getxattr(ctx, e.nodeid, b('trusted.overlay.opaque'))).toString(), 'y');
+      // The host's own trusted.* stays out of the guest's sight and reach.
+      native.lsetxattr(join(share, 'xm'), 'trusted.host', b('h'));
+      const names = (await m.listxattr(ctx, e.nodeid)).map((n) => Buffer.from(n).toString()).sort();
+      assert.deepEqual(names, ['trusted.overlay.opaque', 'user.k']);
+      assert.equal(await errno(m.getxattr(ctx, e.nodeid, b('user.virtiofs.trusted.overlay.opaque'))), Errno.EPERM, 'the prefix cannot be used directly');
+      await m.removexattr(ctx, e.nodeid, b('trusted.overlay.opaque'));
+      assert.equal(native.lgetxattr(join(share, 'xm'), 'user.virtiofs.trusted.overlay.opaque'), null);
+      assert.equal(native.lgetxattr(join(share, 'xm'), 'trusted.host')?.toString(), 'h', 'untouched');
+      assert.equal(await errno(m.getxattr(ctx, e.nodeid, b('system.posix_acl_access'))), Errno.EOPNOTSUPP, 'ACL names as before');
+    } finally {
+      m.close();
     }
   });
 
