@@ -47,15 +47,17 @@ Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, fd);
 }
 
-// connectUnix(path) -> fd (blocking connect, then non-blocking): the test frontend's side.
+// connectUnix(path, datagram?) -> fd (blocking connect, then non-blocking): the test frontend's
+// side, a supervisor's, or (datagram) the syslog socket.
 Napi::Value ConnectUnix(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = PathArg(info[0], "path");
+  bool datagram = info.Length() > 1 && info[1].ToBoolean().Value();
   sockaddr_un addr{};
   if (path.size() >= sizeof(addr.sun_path)) throw Napi::RangeError::New(env, "socket path too long");
   addr.sun_family = AF_UNIX;
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  int fd = ::socket(AF_UNIX, (datagram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
   if (fd < 0) ThrowSys(env, "socket");
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
     int e = errno;
@@ -63,6 +65,27 @@ Napi::Value ConnectUnix(const Napi::CallbackInfo& info) {
     throw SysError(env, e, "connect", path);
   }
   SetNonBlock(fd);
+  return Napi::Number::New(env, fd);
+}
+
+// bindUnixDatagram(path) -> fd: a non-blocking datagram socket bound at path (a syslog daemon's
+// side, for tests); an existing socket file is replaced.
+Napi::Value BindUnixDatagram(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::string path = PathArg(info[0], "path");
+  sockaddr_un addr{};
+  if (path.size() >= sizeof(addr.sun_path)) throw Napi::RangeError::New(env, "socket path too long: " + path);
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  if (fd < 0) ThrowSys(env, "socket");
+  struct stat st{};
+  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    int e = errno;
+    ::close(fd);
+    throw SysError(env, e, "bind", path);
+  }
   return Napi::Number::New(env, fd);
 }
 
@@ -207,6 +230,7 @@ Napi::Value CloseFd(const Napi::CallbackInfo& info) {
 void InitSocket(Napi::Env env, Napi::Object exports) {
   exports.Set("listenUnix", Napi::Function::New(env, ListenUnix, "listenUnix"));
   exports.Set("connectUnix", Napi::Function::New(env, ConnectUnix, "connectUnix"));
+  exports.Set("bindUnixDatagram", Napi::Function::New(env, BindUnixDatagram, "bindUnixDatagram"));
   exports.Set("accept", Napi::Function::New(env, Accept, "accept"));
   exports.Set("recvMsg", Napi::Function::New(env, RecvMsg, "recvMsg"));
   exports.Set("sendMsg", Napi::Function::New(env, SendMsg, "sendMsg"));

@@ -2,14 +2,16 @@
  * Logging through pino (JSON lines on stderr). Components receive a `Logger` (usually a child
  * with a `component` binding) rather than importing a global.
  */
-import { pino, type Logger as PinoLogger } from 'pino';
+import { type DestinationStream, pino, type Logger as PinoLogger } from 'pino';
 
 export type Logger = PinoLogger;
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 export type LogLevel = (typeof LOG_LEVELS)[number];
 
-export function createLogger(level: LogLevel = 'info', destination: number = 2): Logger {
-  return pino({ level, base: { pid: process.pid }, timestamp: () => `,"time":"${isoTime(Date.now())}"` }, pino.destination({ dest: destination, sync: true }));
+/** A logger writing JSON lines to an fd (stderr by default) or to a stream of its own (syslog). */
+export function createLogger(level: LogLevel = 'info', destination: number | DestinationStream = 2): Logger {
+  const dest = typeof destination === 'number' ? pino.destination({ dest: destination, sync: true }) : destination;
+  return pino({ level, base: { pid: process.pid }, timestamp: () => `,"time":"${isoTime(Date.now())}"` }, dest);
 }
 
 const pad2 = (n: number): string => (n < 10 ? `0${n}` : `${n}`);

@@ -274,7 +274,6 @@ function validate(a: VirtiofsdArgs, argv: readonly string[]): void {
 /** Warnings for options given that Damselfly accepts but cannot honour. */
 function unsupported(a: VirtiofsdArgs): string[] {
   const w: string[] = [];
-  if (a.syslog) w.push('--syslog: logging goes to stderr (no syslog support)');
   if (a.given.has('sandbox') && a.sandbox !== 'none') w.push(`--sandbox ${a.sandbox}: no sandbox is set up; the daemon runs in the caller's namespaces`);
   if (a.given.has('seccomp') && a.seccomp !== 'none') w.push(`--seccomp ${a.seccomp}: no seccomp filter is installed`);
   if (a.modcaps !== undefined) w.push('--modcaps: capabilities are left unchanged');

@@ -12,6 +12,7 @@ import { type LogLevel, type Logger, Metrics, UsageError, createLogger, errorMes
 import type { PassthroughFactory } from '../daemon/mounts.js';
 import { DEFAULT_NOFILE, raiseNofileLimit } from '../daemon/fd-limit.js';
 import { readOnly } from '../daemon/read-only-fs.js';
+import { SyslogStream } from '../daemon/syslog.js';
 import { VhostService, removeStaleSocket } from '../daemon/vhost-service.js';
 import { IdTranslation, PassthroughFs, XattrMap } from '../fs/passthrough/index.js';
 import { FuseServer } from '../fuse/index.js';
@@ -46,6 +47,16 @@ function passthroughWarnings(a: VirtiofsdArgs): string[] {
   if (a.securityLabel) w.push('--security-label: security labels at creation are not supported');
   if (a.killprivV2) w.push('--killpriv-v2: not supported');
   return w;
+}
+
+/** The syslog socket (--syslog), or stderr with a line saying why when nothing listens there. */
+function syslogOrStderr(): SyslogStream | number {
+  try {
+    return new SyslogStream('damselfly');
+  } catch (e) {
+    process.stderr.write(`damselfly: --syslog: ${errorMessage(e)}; logging to stderr\n`);
+    return 2;
+  }
 }
 
 function pinoLevel(level: string): LogLevel {
@@ -85,12 +96,14 @@ export async function runVirtiofsd(argv: readonly string[], deps: VirtiofsdDeps)
     process.stdout.write(VIRTIOFSD_USAGE);
     return EXIT_OK;
   }
-  const log = createLogger(pinoLevel(args.logLevel)).child({ component: 'virtiofsd' });
+  const log = createLogger(pinoLevel(args.logLevel), args.syslog ? syslogOrStderr() : 2).child({ component: 'virtiofsd' });
   for (const w of [...warnings, ...passthroughWarnings(args)]) log.warn(w);
   raiseNofileLimit(args.rlimitNofile ?? DEFAULT_NOFILE, log);
   try {
     return await serve(args, deps, log);
   } catch (e) {
+    // Under Kata's Go runtime stderr is /dev/null: the reason goes to syslog too.
+    if (args.syslog) log.error({ err: errorMessage(e) }, 'exiting');
     return reportError(e);
   }
 }

@@ -236,7 +236,10 @@ export interface NativeAddon extends PassthroughOps {
   openFd(path: string, flags: number): number;
 
   listenUnix(path: string, backlog?: number): number;
-  connectUnix(path: string): number;
+  /** A connected socket (stream, or datagram: the syslog socket), non-blocking once connected. */
+  connectUnix(path: string, datagram?: boolean): number;
+  /** A non-blocking datagram socket bound at `path` (a syslog daemon's end, for tests). */
+  bindUnixDatagram(path: string): number;
   /** A new connection, or -1 when none is pending. */
   accept(listenFd: number): number;
   /** Bytes and fds received (empty data: end of stream), or null when nothing is available. */

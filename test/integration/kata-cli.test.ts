@@ -44,7 +44,7 @@ describe('virtiofsd command line', () => {
     assert.equal(args.announceSubmounts, true);
     assert.equal(args.syslog, true);
     assert.equal(args.xattr, false);
-    assert.ok(warnings.some((w) => w.startsWith('--syslog')));
+    assert.deepEqual(warnings, [], 'every option of it is honoured');
     assert.equal(parseVirtiofsdArgs([...GO_ARGV('/s'), '--xattr']).args.xattr, true);
   });
 
@@ -162,8 +162,8 @@ interface Daemon {
   exit: Promise<[number | null, string | null]>;
 }
 
-function start(args: string[], stdio: Array<'ignore' | 'pipe' | number> = ['ignore', 'pipe', 'pipe']): Daemon {
-  const proc = spawn(process.execPath, [CLI, ...args], { stdio: stdio as never });
+function start(args: string[], stdio: Array<'ignore' | 'pipe' | number> = ['ignore', 'pipe', 'pipe'], env: NodeJS.ProcessEnv = process.env): Daemon {
+  const proc = spawn(process.execPath, [CLI, ...args], { stdio: stdio as never, env });
   let err = '';
   proc.stderr?.on('data', (d: Buffer) => (err += d.toString()));
   return { proc, stderr: () => err, exit: once(proc, 'exit') as Promise<[number | null, string | null]> };
@@ -264,12 +264,14 @@ describe('damselfly as virtiofsd, launched as Kata launches it', () => {
     }
   });
 
-  test('the Go runtime: a listening socket handed over as fd 3, no readiness wait', async () => {
+  test('the Go runtime: a listening socket handed over as fd 3, no readiness wait, the log on syslog', async () => {
     const sock = join(work, 'vhost-fs.sock');
     const listenFd = native.listenUnix(sock, 16);
+    // The syslog daemon's end (the runtime connects the daemon's stdout and stderr to /dev/null).
+    const syslog = native.bindUnixDatagram(join(work, 'log.sock'));
     let d: Daemon;
     try {
-      d = start(GO_ARGV(share), ['ignore', 'ignore', 'pipe', listenFd]);
+      d = start(GO_ARGV(share), ['ignore', 'ignore', 'pipe', listenFd], { ...process.env, DAMSELFLY_SYSLOG_SOCKET: join(work, 'log.sock') });
     } finally {
       native.closeFd(listenFd);
     }
@@ -284,8 +286,30 @@ describe('damselfly as virtiofsd, launched as Kata launches it', () => {
       }
       const [code] = await d.exit;
       assert.equal(code, 0, d.stderr());
+      const lines: string[] = [];
+      for (let m = native.recvMsg(syslog, 65536); m !== null; m = native.recvMsg(syslog, 65536)) lines.push(m.data.toString());
+      const pid = d.proc.pid as number;
+      // facility daemon (3 << 3) | severity info (6): 30
+      assert.ok(lines.some((l) => l.startsWith(`<30>damselfly[${pid}]: vhost-user socket listening {"component":"virtiofsd","sharedDir":`)), lines.join('\n'));
+      assert.ok(lines.some((l) => l.startsWith(`<30>damselfly[${pid}]: vhost-user frontend gone; exiting`)), lines.join('\n'));
+      assert.doesNotMatch(d.stderr(), /"level"/, 'no log line on stderr');
+      assert.match(d.stderr(), /Waiting for vhost-user socket connection/, 'the readiness line stays on stderr');
     } finally {
       d.proc.kill('SIGKILL');
+      native.closeFd(syslog);
+    }
+  });
+
+  test('--syslog with nothing listening on the syslog socket: said on stderr, the log goes there instead', async () => {
+    const sock = join(work, 'nosyslog.sock');
+    const d = start([...GO_ARGV(share).filter((a) => a !== '--fd=3'), `--socket-path=${sock}`], ['ignore', 'ignore', 'pipe'], { ...process.env, DAMSELFLY_SYSLOG_SOCKET: join(work, 'absent', 'log.sock') });
+    try {
+      await waitFor(d, 'Waiting for vhost-user socket connection');
+      assert.match(d.stderr(), /damselfly: --syslog: .*absent\/log\.sock.*; logging to stderr/);
+      assert.match(d.stderr(), /"msg":"vhost-user socket listening"/);
+    } finally {
+      d.proc.kill('SIGKILL');
+      await d.exit;
     }
   });
 });
