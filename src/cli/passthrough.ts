@@ -18,6 +18,7 @@ interface PassthroughFlags {
   xattr: boolean;
   announceSubmounts: boolean;
   writeback: boolean;
+  killprivV2: boolean;
   stats?: boolean;
   rlimitNofile: number;
 }
@@ -31,6 +32,7 @@ export function register(program: Command): void {
     .option('--no-xattr', 'answer every xattr request with ENOSYS')
     .option('--announce-submounts', 'mark mount points inside the directory as submounts', false)
     .option('--writeback', 'ask for the kernel writeback cache', false)
+    .option('--killpriv-v2', 'offer FUSE_HANDLE_KILLPRIV_V2: setuid and setgid dropped by the daemon when the kernel says (as virtiofsd)', false)
     .option('--stats', 'print the counters as JSON on exit')
     .option('--rlimit-nofile <n>', 'raise the open-file limit to n (one fd per inode the kernel holds; 0 leaves it)', parseCount, DEFAULT_NOFILE)
     .argument('<mountpoint>', 'an existing directory')
@@ -45,6 +47,7 @@ export function register(program: Command): void {
           cache: flags.cache,
           announceSubmounts: flags.announceSubmounts,
           writeback: flags.writeback,
+          killprivV2: flags.killprivV2,
           log: log.child({ component: 'passthrough' }),
           metrics,
         });

@@ -30,6 +30,7 @@ export const passthroughFactory: PassthroughFactory = (o) =>
     announceSubmounts: o.announceSubmounts,
     ...(typeof o.extra?.['writeback'] === 'boolean' ? { writeback: o.extra['writeback'] } : {}),
     ...(typeof o.extra?.['allowDirectIo'] === 'boolean' ? { allowDirectIo: o.extra['allowDirectIo'] } : {}),
+    ...(typeof o.extra?.['killprivV2'] === 'boolean' ? { killprivV2: o.extra['killprivV2'] } : {}),
     ...(typeof o.extra?.['readdirplus'] === 'boolean' ? { readdirplus: o.extra['readdirplus'] } : {}),
     ...(typeof o.extra?.['allowMmap'] === 'boolean' ? { allowMmap: o.extra['allowMmap'] } : {}),
     ...(typeof o.extra?.['preserveNoatime'] === 'boolean' ? { preserveNoatime: o.extra['preserveNoatime'] } : {}),
@@ -45,7 +46,6 @@ function passthroughWarnings(a: VirtiofsdArgs): string[] {
   const w: string[] = [];
   if (a.posixAcl) w.push('--posix-acl: POSIX ACLs are not enforced by the daemon (served as plain xattrs)');
   if (a.securityLabel) w.push('--security-label: security labels at creation are not supported');
-  if (a.killprivV2) w.push('--killpriv-v2: not supported');
   return w;
 }
 
@@ -127,6 +127,7 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
       writeback: args.writeback,
       allowDirectIo: args.allowDirectIo,
       readdirplus: args.readdirplus,
+      killprivV2: args.killprivV2,
       allowMmap: args.allowMmap,
       preserveNoatime: args.preserveNoatime,
       translateUid,

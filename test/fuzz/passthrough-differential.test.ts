@@ -191,9 +191,10 @@ const setegid = process.setegid as (id: number) => void;
 
 /**
  * Kata's default; the kernel's writeback cache (which handles O_APPEND and sizes itself); and
- * virtiofsd's metadata policy (long entry and attribute timeouts, file data by direct I/O).
+ * virtiofsd's metadata policy (long entry and attribute timeouts, file data by direct I/O); and
+ * KILLPRIV_V2 (the daemon drops setuid and setgid where the kernel tells it to).
  */
-const MODES = [['--cache', 'auto'], ['--cache', 'always', '--writeback'], ['--cache', 'metadata']];
+const MODES = [['--cache', 'auto'], ['--cache', 'always', '--writeback'], ['--cache', 'metadata', '--killpriv-v2']];
 
 for (const mode of MODES) {
 for (const user of ['root', 'an unprivileged user'] as const) {

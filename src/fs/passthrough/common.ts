@@ -52,6 +52,7 @@ export const InitBits = {
   READDIRPLUS_AUTO: 1n << 14n,
   WRITEBACK_CACHE: 1n << 16n,
   SUBMOUNTS: 1n << 27n,
+  HANDLE_KILLPRIV_V2: 1n << 28n,
   DIRECT_IO_ALLOW_MMAP: 1n << 36n,
 } as const;
 
@@ -61,6 +62,10 @@ export const FOPEN_CACHE_DIR = 1 << 3;
 export const FUSE_ATTR_SUBMOUNT = 1 << 0;
 /** fuse_write_in.write_flags: the write comes from the page cache (writeback, mmap). */
 export const FUSE_WRITE_CACHE = 1 << 0;
+/** fuse_write_in.write_flags: the writer lacks CAP_FSETID; drop setuid and setgid (KILLPRIV_V2). */
+export const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
+/** fuse_setattr_in.valid: the same for a SETATTR (a truncate, a chown) under KILLPRIV_V2. */
+export const FATTR_KILL_SUIDGID = 1 << 11;
 
 /** Open flags passed to the host; everything else (__FMODE_EXEC 0x20, O_CREAT, O_NOCTTY, ...) is dropped. */
 export const OPEN_FLAGS_KEPT = O_ACCMODE | O_APPEND | O_NONBLOCK | O_SYNC | O_DIRECT | O_LARGEFILE | O_NOATIME | O_TRUNC;

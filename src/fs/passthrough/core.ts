@@ -37,6 +37,12 @@ export interface PassthroughOptions {
    * daemon owns the file or has CAP_FOWNER, which the guest cannot know.
    */
   preserveNoatime?: boolean;
+  /**
+   * Offer FUSE_HANDLE_KILLPRIV_V2 (virtiofsd --killpriv-v2): the guest then leaves dropping setuid
+   * and setgid on writes and truncates to the daemon, says when with a flag, and stops asking for
+   * security.capability before every write.
+   */
+  killprivV2?: boolean;
   /** READDIRPLUS, unless false (virtiofsd --no-readdirplus); never offered under cache never. */
   readdirplus?: boolean;
   /** Let the guest mmap files opened for direct I/O (virtiofsd --allow-mmap; FUSE_DIRECT_IO_ALLOW_MMAP, FUSE 7.39). */
@@ -63,6 +69,8 @@ export class Core {
   announce = false;
   /** FUSE_DONT_MASK: the kernel leaves the umask to us (never asked for today, honoured if agreed). */
   dontMask = false;
+  /** FUSE_HANDLE_KILLPRIV_V2 was agreed. */
+  killprivV2 = false;
 
   /** The id translations (identity unless asked for). */
   readonly uids: IdTranslation;

@@ -12,6 +12,7 @@ import {
   FOPEN_DIRECT_IO,
   FOPEN_KEEP_CACHE,
   FUSE_WRITE_CACHE,
+  FUSE_WRITE_KILL_SUIDGID,
   O_ACCMODE,
   O_APPEND,
   O_CREAT,
@@ -84,7 +85,7 @@ export function open(core: Core, ctx: RequestContext, nodeid: number, flags: num
  * OPEN (FUSE_ATOMIC_O_TRUNC), and the daemon's truncate, with CAP_FSETID, keeps them (file
  * capabilities it drops itself, for any caller). Found by test/fuzz/passthrough-differential.test.ts.
  */
-function killPrivileges(fd: number): void {
+export function killPrivileges(fd: number): void {
   const mode = statFd(fd).mode;
   const kill = (mode & S_ISUID) | ((mode & S_ISGID) !== 0 && (mode & S_IXGRP) !== 0 ? S_ISGID : 0);
   if (kill !== 0) sys(() => native.ptChmod(fd, mode & 0o7777 & ~kill));
@@ -198,6 +199,9 @@ export async function write(core: Core, nodeid: number, fh: bigint, offset: numb
       ? sys(() => writevSync(fdFor(h), data, offset))
       : await sysAsync(() => h.use((h) => io(h, fdFor(h), (fd) => writevAt(fd, data, offset))));
   core.opts.metrics.inc('passthrough.write_bytes', n);
+  // Under KILLPRIV_V2 the guest's kernel asks the daemon to do what a write by a caller without
+  // CAP_FSETID does on a local file; the daemon's own write, with CAP_FSETID, would keep them.
+  if (core.killprivV2 && (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0) killPrivileges(core.inodes.get(nodeid).fd);
   return n;
 }
 

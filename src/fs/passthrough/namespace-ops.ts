@@ -8,6 +8,7 @@ import { native } from '../../native/index.js';
 import { type AttrReply, type EntryReply, Errno, FsError, type RequestContext, type SetattrIn, type StatFs } from '../types.js';
 import {
   AT_REMOVEDIR,
+  FATTR_KILL_SUIDGID,
   RENAME_EXCHANGE,
   RENAME_NOREPLACE,
   RENAME_WHITEOUT,
@@ -20,6 +21,7 @@ import {
   sys,
 } from './common.js';
 import type { Core } from './core.js';
+import { killPrivileges } from './file-ops.js';
 import { statFd } from './inodes.js';
 
 export function getattr(core: Core, nodeid: number): AttrReply {
@@ -105,6 +107,8 @@ export function setattr(core: Core, nodeid: number, set: SetattrIn): AttrReply {
     else if (isReg(n.mode)) sys(() => native.ptTruncate(n.fd, size));
     else throw new FsError(isDir(n.mode) ? Errno.EISDIR : Errno.EBADF, 'only a regular file has a size to set'); // as virtiofsd
   }
+  // Under KILLPRIV_V2: a truncate or chown by a caller without CAP_FSETID (the guest's kernel judged).
+  if (core.killprivV2 && (set.valid & FATTR_KILL_SUIDGID) !== 0 && isReg(n.mode)) killPrivileges(n.fd);
   if (set.atime !== undefined || set.mtime !== undefined) {
     const [as, an] = seconds(set.atime);
     const [ms, mn] = seconds(set.mtime);

@@ -41,7 +41,8 @@ export class PassthroughFs implements FileSystem {
       plus |
       (opts.announceSubmounts ? InitBits.SUBMOUNTS : 0n) |
       (opts.writeback === true ? InitBits.WRITEBACK_CACHE : 0n) |
-      (opts.allowMmap === true ? InitBits.DIRECT_IO_ALLOW_MMAP : 0n);
+      (opts.allowMmap === true ? InitBits.DIRECT_IO_ALLOW_MMAP : 0n) |
+      (opts.killprivV2 === true ? InitBits.HANDLE_KILLPRIV_V2 : 0n);
     if (opts.posixLocks === true) opts.log.warn('posix locks are not served: they stay local to the guest');
   }
 
@@ -54,6 +55,7 @@ export class PassthroughFs implements FileSystem {
     this.core.writeback = this.core.opts.writeback === true && (init.flags & InitBits.WRITEBACK_CACHE) !== 0n;
     this.core.announce = this.core.opts.announceSubmounts && (init.flags & InitBits.SUBMOUNTS) !== 0n;
     this.core.dontMask = (init.flags & InitBits.DONT_MASK) !== 0n;
+    this.core.killprivV2 = this.core.opts.killprivV2 === true && (init.flags & InitBits.HANDLE_KILLPRIV_V2) !== 0n;
     if (this.core.opts.announceSubmounts && !this.core.announce) this.core.opts.log.info('the kernel does not support submounts: not announcing them');
   }
 

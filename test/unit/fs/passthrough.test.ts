@@ -478,6 +478,58 @@ describe('passthrough filesystem (in-process)', () => {
     }
   });
 
+  test('--killpriv-v2: agreed only when offered; a write or truncate flagged by the guest drops setuid and setgid-with-exec', async () => {
+    const KILLPRIV_V2 = 1n << 28n;
+    const WRITE_KILL_SUIDGID = 1 << 2;
+    const FATTR_SIZE = 1 << 3;
+    const FATTR_KILL_SUIDGID = 1 << 11;
+    const k = new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: false, log: silentLogger, metrics: new Metrics(), killprivV2: true });
+    assert.notEqual(k.wantedInitFlags & KILLPRIV_V2, 0n);
+    assert.equal(fs.wantedInitFlags & KILLPRIV_V2, 0n, 'not unless asked for');
+    const mode = (name: string): number => lstatSync(join(share, name)).mode & 0o7777;
+    const setup = (name: string, m: number): void => {
+      writeFileSync(join(share, name), 'data');
+      chmodSync(join(share, name), m);
+    };
+    try {
+      // A kernel that did not offer it: the flags mean nothing (the guest drops the bits itself).
+      k.init({ flags: 0n });
+      setup('kp-off', 0o4755);
+      const off = await lookup(k, 'kp-off');
+      const o0 = await k.open(ctx, off.nodeid, 0o2);
+      await k.write(ctx, off.nodeid, o0.fh, 0, [b('x')], WRITE_KILL_SUIDGID);
+      await k.release(ctx, off.nodeid, o0.fh, 0);
+      assert.equal(mode('kp-off'), 0o4755);
+      k.init({ flags: KILLPRIV_V2 });
+      setup('kp-w', 0o6775);
+      setup('kp-plain', 0o4755);
+      const w = await lookup(k, 'kp-w');
+      const plain = await lookup(k, 'kp-plain');
+      const o = await k.open(ctx, w.nodeid, 0o2);
+      const p = await k.open(ctx, plain.nodeid, 0o2);
+      await k.write(ctx, plain.nodeid, p.fh, 0, [b('x')], 0); // the writer has CAP_FSETID: no flag
+      assert.equal(mode('kp-plain'), 0o4755, 'unflagged: kept');
+      await k.write(ctx, w.nodeid, o.fh, 0, [b('x')], WRITE_KILL_SUIDGID);
+      assert.equal(mode('kp-w'), 0o775, 'setuid and setgid (group execute) dropped');
+      await k.release(ctx, w.nodeid, o.fh, 0);
+      await k.release(ctx, plain.nodeid, p.fh, 0);
+      setup('kp-t', 0o2664); // setgid without group execute: a locking mark, kept
+      setup('kp-t2', 0o4711);
+      const t = await lookup(k, 'kp-t');
+      const t2 = await lookup(k, 'kp-t2');
+      await k.setattr(ctx, t.nodeid, { valid: FATTR_SIZE | FATTR_KILL_SUIDGID, size: 1 });
+      await k.setattr(ctx, t2.nodeid, { valid: FATTR_SIZE | FATTR_KILL_SUIDGID, size: 1 });
+      assert.deepEqual([mode('kp-t'), mode('kp-t2'), statSync(join(share, 'kp-t2')).size], [0o2664, 0o711, 1]);
+      mkdirSync(join(share, 'kp-dir'));
+      chmodSync(join(share, 'kp-dir'), 0o2775);
+      const dir = await lookup(k, 'kp-dir');
+      await k.setattr(ctx, dir.nodeid, { valid: FATTR_KILL_SUIDGID, uid: 0 });
+      assert.equal(mode('kp-dir'), 0o2775, 'a directory\'s setgid (inherit the group) stays');
+    } finally {
+      k.close();
+    }
+  });
+
   test('setattr: mode, owner, size by path and by handle, times', async () => {
     writeFileSync(join(share, 'attr'), '0123456789');
     const e = await lookup(fs, 'attr');
