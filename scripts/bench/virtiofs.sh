@@ -64,6 +64,10 @@
 #   BENCH_PT_FILES=2000 BENCH_PT_FILE_KB=4   the create/delete lines' files
 #   BENCH_PT_MB=256                     the write/read lines' file, in MiB (the guest needs the
 #                                       RAM for BENCH_PT_FILES x BENCH_PT_FILE_KB in its tmpfs only)
+#   BENCH_PT_OPTS=                      compat options given to both passthrough daemons as they
+#                                       are (-o killpriv_v2: the guest then drops setuid bits
+#                                       through the daemons and stops its GETXATTR before every
+#                                       write; Kata passes neither)
 #   BENCH_ONLY=                         image or passthrough: only those lines (and devices)
 #   BENCH_PROFILE=0                     1: profile the Damselfly daemons during the measured run
 #                                       (node --cpu-prof, and perf record -g when perf works) and
@@ -97,6 +101,7 @@ BENCH_PT_FILES=${BENCH_PT_FILES:-2000}
 BENCH_PT_FILE_KB=${BENCH_PT_FILE_KB:-4}
 BENCH_PT_MB=${BENCH_PT_MB:-256}
 BENCH_ONLY=${BENCH_ONLY:-}
+read -r -a PT_OPTS <<< "${BENCH_PT_OPTS:-}"
 BENCH_PROFILE=${BENCH_PROFILE:-0}
 BENCH_KEEP=${BENCH_KEEP:-0}
 VIRTIOFSD=/usr/lib/qemu/virtiofsd
@@ -369,14 +374,14 @@ DF_CWD=$ROOT
 start_daemon() { # backend
   case $1 in
     vfsd) "$VIRTIOFSD" --socket-path="${SOCK[vfsd]}" -o source="$TREE" >"${DLOG[vfsd]}" 2>&1 & ;;
-    ptvfsd) "$VIRTIOFSD" --socket-path="${SOCK[ptvfsd]}" -o source="$PT_VF_DIR" -o xattr -o announce_submounts >"${DLOG[ptvfsd]}" 2>&1 & ;;
+    ptvfsd) "$VIRTIOFSD" --socket-path="${SOCK[ptvfsd]}" -o source="$PT_VF_DIR" -o xattr -o announce_submounts "${PT_OPTS[@]}" >"${DLOG[ptvfsd]}" 2>&1 & ;;
     dfly)
       (cd "$DF_CWD" &&
         exec node "${DF_NODE_OPTS[@]}" "$ROOT/bin/damselfly.js" virtiofs --socket-path "${SOCK[dfly]}" --bootstrap "$DF_BOOT" --blob-dir "$DF_BLOBS" --cache-dir "$DF_CACHE" --stats) >"${DLOG[dfly]}" 2>&1 &
       ;;
     ptdfly)
       (cd "$DF_CWD" &&
-        exec node "${DF_NODE_OPTS[@]}" "$ROOT/bin/damselfly.js" --socket-path "${SOCK[ptdfly]}" --shared-dir "$PT_DF_DIR" --cache auto --thread-pool-size=1 -o announce_submounts --xattr) >"${DLOG[ptdfly]}" 2>&1 &
+        exec node "${DF_NODE_OPTS[@]}" "$ROOT/bin/damselfly.js" --socket-path "${SOCK[ptdfly]}" --shared-dir "$PT_DF_DIR" --cache auto --thread-pool-size=1 -o announce_submounts --xattr "${PT_OPTS[@]}") >"${DLOG[ptdfly]}" 2>&1 &
       ;;
   esac
   DPID[$1]=$!
@@ -690,6 +695,7 @@ if [ "$PT" = 1 ]; then
   echo "-- passthrough lines: a fresh host directory each ($PT_FS), read-write --"
   echo "virtiofsd: -o source=DIR -o xattr -o announce_submounts (defaults otherwise: cache=auto, sandbox=namespace,"
   echo "           thread pool 0); damselfly: --shared-dir DIR --cache auto --thread-pool-size=1 -o announce_submounts --xattr"
+  [ ${#PT_OPTS[@]} -eq 0 ] || echo "both passthrough daemons also: ${PT_OPTS[*]}"
   echo "create: cp -r of $BENCH_PT_FILES files of $BENCH_PT_FILE_KB KiB from the guest's tmpfs; delete: rm -r of them;"
   echo "write: dd bs=1M count=$BENCH_PT_MB conv=fsync ($(mib "$PT_BYTES")); read: dd of that file after the guest's drop_caches"
   echo "      (the host's page cache holds it)"

@@ -5,7 +5,7 @@
  * Each log line becomes one datagram on the syslog socket (/dev/log; `DAMSELFLY_SYSLOG_SOCKET`
  * names another), in the form syslog daemons and journald parse: `<PRI>IDENT[PID]: MESSAGE`, with
  * facility daemon, the severity from the line's level, and no timestamp (the receiver stamps
- * it). MESSAGE is the line's `msg` followed by its other fields as JSON. The socket is
+ * it). MESSAGE is the line's `msg` followed by its other fields as JSON (cut at 16 K). The socket is
  * non-blocking: a line the receiver has no room for is dropped and counted, and the next line sent
  * says how many were, so that a stalled syslog daemon never stalls the daemon. A receiver that went
  * away (restarted) is connected to again.
@@ -16,6 +16,8 @@ import { native } from '../native/index.js';
 
 export const SYSLOG_SOCKET = '/dev/log';
 const LOG_DAEMON = 3 << 3;
+/** Longer messages are cut (a datagram must fit the socket's buffer; syslog daemons cut too). */
+const MAX_MESSAGE = 16 << 10;
 /** pino's levels (trace 10 … fatal 60) as syslog severities. */
 function severity(level: number): number {
   if (level >= 60) return 2; // crit
@@ -46,8 +48,10 @@ export class SyslogStream implements DestinationStream {
     }
     const { level, msg, time: _time, pid: _pid, ...rest } = rec;
     const text = `${typeof msg === 'string' ? msg : ''}${Object.keys(rest).length > 0 ? ` ${JSON.stringify(rest)}` : ''}`;
-    const note = this.dropped > 0 ? `(${this.dropped} earlier lines dropped: syslog was full) ` : '';
-    const datagram = Buffer.from(`<${LOG_DAEMON | severity(typeof level === 'number' ? level : 30)}>${this.ident}[${process.pid}]: ${note}${text}`);
+    const note = this.dropped > 0 ? `(${this.dropped} earlier lines could not be sent) ` : '';
+    const message = `${note}${text}`;
+    const cut = message.length > MAX_MESSAGE ? `${message.slice(0, MAX_MESSAGE)}…` : message;
+    const datagram = Buffer.from(`<${LOG_DAEMON | severity(typeof level === 'number' ? level : 30)}>${this.ident}[${process.pid}]: ${cut}`);
     if (this.send(datagram)) this.dropped = 0;
     else this.dropped++;
   }

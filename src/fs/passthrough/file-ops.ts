@@ -79,11 +79,12 @@ export function open(core: Core, ctx: RequestContext, nodeid: number, flags: num
 }
 
 /**
- * A truncating open by a caller without CAP_FSETID (any but root, as the guest's kernel judges it)
- * drops setuid, and setgid with group execute, as the host's own truncate does for such a caller
- * (should_remove_suid). The guest's kernel leaves that to the daemon when O_TRUNC travels in the
- * OPEN (FUSE_ATOMIC_O_TRUNC), and the daemon's truncate, with CAP_FSETID, keeps them (file
- * capabilities it drops itself, for any caller). Found by test/fuzz/passthrough-differential.test.ts.
+ * Drops setuid, and setgid with group execute, as the host's own write or truncate does for a
+ * caller without CAP_FSETID (should_remove_suid); the daemon's own, with CAP_FSETID, keeps them
+ * (file capabilities the host drops for any caller). For a truncating open by such a caller (any
+ * but root, as the guest's kernel judges it: the kernel leaves it to the daemon when O_TRUNC travels
+ * in the OPEN, FUSE_ATOMIC_O_TRUNC; found by test/fuzz/passthrough-differential.test.ts), and under
+ * KILLPRIV_V2 for the writes and SETATTRs the guest's kernel flags.
  */
 export function killPrivileges(fd: number): void {
   const mode = statFd(fd).mode;
