@@ -1,12 +1,18 @@
 /**
  * POSIX conformance of the passthrough share INSIDE a Linux guest, against the reference C
- * virtiofsd on the same kind of share. One guest boot (QEMU/TCG) with two virtio-fs devices:
+ * virtiofsd on the same kind of share. One guest boot (QEMU/TCG) with three virtio-fs devices:
  *
  *   vfsd  /usr/lib/qemu/virtiofsd -o source=D2 -o cache=auto -o xattr -o modcaps=+sys_admin
  *         -o announce_submounts --thread-pool-size=1   (sys_admin: trusted.* and security.*
  *         xattrs, which overlayfs upper layers need; the C daemon drops that capability otherwise)
  *   dfly  damselfly as Kata's runtime-rs starts virtiofsd: --socket-path P --shared-dir D
  *         --cache auto --thread-pool-size=1 -o announce_submounts --xattr
+ *   dmap  the same with --xattrmap :map:trusted.:trusted.virtiofs.: --killpriv-v2: the guest must
+ *         see exactly what it sees on dfly (the names mapped; setuid and setgid dropped by the
+ *         daemon where the guest's kernel says), the host holding the guest's trusted.* as
+ *         trusted.virtiofs.trusted.*, apart from its own. (A map onto user.* could not: Linux
+ *         allows user.* xattrs on regular files and directories only, so overlayfs's on
+ *         whiteouts and symlinks would fail with EPERM, as they do through virtiofsd.)
  *
  * each on a fresh, empty host directory. Inside the guest, test/guest/posix-steps.sh runs the same
  * ~300 steps on each mount (files, open flags, truncate, SEEK_DATA, fallocate, copy_file_range,
@@ -143,8 +149,11 @@ function section(lines: string[], tag: string): Map<string, string> {
   return m;
 }
 
-/** What the host holds under `root`: one line per entry, sorted (paths relative). */
-function hostState(root: string): Map<string, string> {
+/**
+ * What the host holds under `root`: one line per entry, sorted (paths relative); xattr names as
+ * `name` gives them (an xattr map's view).
+ */
+function hostState(root: string, name: (hostName: string) => string = (n) => n): Map<string, string> {
   const out = new Map<string, string>();
   const walk = (rel: string): void => {
     const p = rel === '' ? root : join(root, rel);
@@ -153,10 +162,10 @@ function hostState(root: string): Map<string, string> {
     const rdev = Number(st.rdev);
     const xattrs = native
       .llistxattr(p)
-      .map((n) => n.toString())
-      .sort()
-      .map((n) => {
-        const v = native.lgetxattr(p, n);
+      .map((h) => [name(h.toString()), h] as const)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+      .map(([n, h]) => {
+        const v = native.lgetxattr(p, h);
         // overlayfs's origin is the lower file's FUSE file handle, which holds the node id the
         // daemon chose: daemon-specific by design, so only its presence and length are compared.
         if (n === 'trusted.overlay.origin' && v !== null) return `${n}=file-handle(${v.length} bytes)`;
@@ -192,6 +201,8 @@ describe('the passthrough share inside a Linux guest, step for step against virt
   let vfsdDir: string;
   let vfsd: Map<string, string>;
   let dfly: Map<string, string>;
+  let dmapDir: string;
+  let dmap: Map<string, string>;
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'damselfly-pt-guest-'));
@@ -200,7 +211,8 @@ describe('the passthrough share inside a Linux guest, step for step against virt
     assert.equal(cc.status, 0, `gcc -static test/guest/fsop.c (gcc and libc6-dev are needed): ${cc.stderr ?? cc.error}`);
     dflyDir = join(work, 'dfly-share');
     vfsdDir = join(work, 'vfsd-share');
-    for (const d of [dflyDir, vfsdDir]) {
+    dmapDir = join(work, 'dmap-share');
+    for (const d of [dflyDir, vfsdDir, dmapDir]) {
       await mkdir(d);
       await chmod(d, 0o755); // guest users other than root walk through the share's root
     }
@@ -209,22 +221,27 @@ describe('the passthrough share inside a Linux guest, step for step against virt
     await rm(work, { recursive: true, force: true });
   });
 
-  test('one guest runs the steps on both mounts', async () => {
+  test('one guest runs the steps on the three mounts', async () => {
     const dflySock = join(work, 'dfly.sock');
-    let err = '';
-    const d: ChildProcess = spawn(
-      process.execPath,
-      [CLI, '--socket-path', dflySock, '--shared-dir', dflyDir, '--cache', 'auto', '--thread-pool-size=1', '-o', 'announce_submounts', '--xattr'],
-      { stdio: ['ignore', 'ignore', 'pipe'] },
-    );
-    d.stderr?.on('data', (b: Buffer) => (err += b.toString()));
-    const dExit = once(d, 'exit');
+    const dmapSock = join(work, 'dmap.sock');
+    const start = (sock: string, dir: string, extra: string[]): { proc: ChildProcess; err: () => string; exit: Promise<unknown[]> } => {
+      let err = '';
+      const proc = spawn(process.execPath, [CLI, '--socket-path', sock, '--shared-dir', dir, '--cache', 'auto', '--thread-pool-size=1', '-o', 'announce_submounts', '--xattr', ...extra], {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      proc.stderr?.on('data', (b: Buffer) => (err += b.toString()));
+      return { proc, err: () => err, exit: once(proc, 'exit') };
+    };
+    const d = start(dflySock, dflyDir, []);
+    const m = start(dmapSock, dmapDir, ['--xattrmap', ':map:trusted.:trusted.virtiofs.:', '--killpriv-v2']);
     let v: Virtiofsd | undefined;
     try {
       const deadline = Date.now() + 20_000;
-      while (!err.includes('Waiting for vhost-user socket connection')) {
-        if (Date.now() > deadline || d.exitCode !== null) throw new Error(`damselfly did not start: ${err}`);
-        await new Promise((r) => setTimeout(r, 20));
+      for (const x of [d, m]) {
+        while (!x.err().includes('Waiting for vhost-user socket connection')) {
+          if (Date.now() > deadline || x.proc.exitCode !== null) throw new Error(`damselfly did not start: ${x.err()}`);
+          await new Promise((r) => setTimeout(r, 20));
+        }
       }
       v = await startVirtiofsd({
         source: vfsdDir,
@@ -236,6 +253,7 @@ describe('the passthrough share inside a Linux guest, step for step against virt
         devices: [
           { socket: v.socket, tag: 'vfsd' },
           { socket: dflySock, tag: 'dfly' },
+          { socket: dmapSock, tag: 'dmap' },
         ],
         files: {
           '/bin/fsop': fsop,
@@ -244,7 +262,7 @@ describe('the passthrough share inside a Linux guest, step for step against virt
         },
         script: `${QUIET}insmod /lib/modules/overlay.ko || exit 10
 . /posix-steps.sh
-for t in vfsd dfly; do
+for t in vfsd dfly dmap; do
   echo "@@BEGIN $t"
   (posix_steps /mnt/$t)
   echo "@@END $t"
@@ -257,10 +275,14 @@ done
       const out = guest.output();
       vfsd = section(out, 'vfsd');
       dfly = section(out, 'dfly');
-      await dExit;
-      assert.equal(d.exitCode, 0, err);
+      dmap = section(out, 'dmap');
+      for (const x of [d, m]) {
+        await x.exit;
+        assert.equal(x.proc.exitCode, 0, x.err());
+      }
     } finally {
-      d.kill('SIGKILL');
+      d.proc.kill('SIGKILL');
+      m.proc.kill('SIGKILL');
       await v?.stop();
     }
   });
@@ -354,5 +376,21 @@ done
     // Hard links: one inode, two names.
     assert.equal(lstatSync(join(dflyDir, 'h1')).ino, lstatSync(join(dflyDir, 'h2')).ino);
     assert.equal(lstatSync(join(dflyDir, 'sl')).ino, lstatSync(join(dflyDir, 'sl-hard')).ino);
+  });
+  test('through --xattrmap and --killpriv-v2 the guest sees what it sees without them; the host keeps trusted.* apart', () => {
+    assert.ok(dfly && dmap, 'the guest ran');
+    const diffs = [...dfly].filter(([label, line]) => dmap.get(label) !== line).map(([label, line]) => `${label}\n    plain: ${line}\n    mapped: ${dmap.get(label)}`);
+    assert.deepEqual(diffs, [], `the guest saw differences:\n  ${diffs.join('\n  ')}`);
+    assert.equal(dmap.size, dfly.size);
+    const PREFIX = 'trusted.virtiofs.';
+    const plain = hostState(dflyDir);
+    const mapped = hostState(dmapDir, (n) => (n.startsWith(PREFIX) ? n.slice(PREFIX.length) : n));
+    assert.deepEqual([...mapped.keys()], [...plain.keys()], 'the same names');
+    const hostDiffs = [...plain].filter(([path, line]) => mapped.get(path) !== line).map(([path, line]) => `${path}\n    plain: ${line}\n    mapped: ${mapped.get(path)}`);
+    assert.deepEqual(hostDiffs, [], `host state differs beyond the names:\n  ${hostDiffs.join('\n  ')}`);
+    // On the host, every trusted.* name is under the prefix: overlayfs's own and the steps'.
+    const raw = [...hostState(dmapDir).values()].join('\n');
+    assert.doesNotMatch(raw, /[ [](?!trusted\.virtiofs\.trusted\.)trusted\./);
+    assert.match(raw, /trusted\.virtiofs\.trusted\.overlay\.opaque=79/);
   });
 });

@@ -19,6 +19,10 @@
  * (without one) bad all. Where no rule matches, a guest name is refused (EPERM) and a host name
  * hidden: virtiofsd aborts there, so a map should end with a rule for everything.
  *
+ * A map onto user.* cannot hold the names of symlinks and special files: Linux allows user.*
+ * xattrs on regular files and directories only (EPERM otherwise, as through virtiofsd), so
+ * overlayfs's on whiteouts and symlinks fail there; `trusted.virtiofs.` as the prefix keeps them.
+ *
  * Renaming `security.capability` needs no work of the daemon's here: without KILLPRIV_V2 (never
  * offered) the guest kernel removes a file's capabilities itself, through REMOVEXATTR of the name
  * it knows, on writes, truncation and CHOWN.
