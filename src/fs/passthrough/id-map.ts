@@ -12,7 +12,11 @@
  *
  * Ids no rule names pass unchanged. The source ranges of one direction must not overlap. Guest to
  * host applies to what the guest gives a file (the owner of what it creates, CHOWN); host to guest
- * to the attributes it is shown.
+ * to the attributes it is shown. Creating calls run as the translated host ids, so a guest root
+ * made a host user other than root creates as that user: the host's permission checks apply and
+ * the daemon's privileges do not (no device nodes but whiteouts; a guest test with a whole-range
+ * map found overlayfs's mount refused on such a share too) — what an unprivileged daemon, the use
+ * these options are for, gets anyway.
  */
 import { UsageError } from '../../base/index.js';
 import { Errno, FsError } from '../types.js';
