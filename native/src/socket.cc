@@ -26,25 +26,36 @@ int SetNonBlock(int fd) {
   return fcntl(fd, F_SETFL, fl | O_NONBLOCK);
 }
 
-// listenUnix(path, backlog) -> fd: a non-blocking listening socket; an existing socket file is replaced.
-Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string path = PathArg(info[0], "path");
-  int backlog = info.Length() > 1 ? static_cast<int>(IntArg(info[1], "backlog")) : 1;
+sockaddr_un UnixAddress(Napi::Env env, const std::string& path) {
   sockaddr_un addr{};
   if (path.size() >= sizeof(addr.sun_path)) throw Napi::RangeError::New(env, "socket path too long: " + path);
   addr.sun_family = AF_UNIX;
+  // SAFETY: path.size() + 1 <= sizeof(sun_path), checked above.
   std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+  return addr;
+}
+
+// A non-blocking socket of `type` bound at path (an existing socket file replaced), listening
+// with `backlog` when that is positive.
+int BoundUnix(Napi::Env env, const std::string& path, int type, int backlog) {
+  sockaddr_un addr = UnixAddress(env, path);
+  int fd = ::socket(AF_UNIX, type | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
   if (fd < 0) ThrowSys(env, "socket");
   struct stat st{};
   if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, backlog) != 0) {
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || (backlog > 0 && ::listen(fd, backlog) != 0)) {
     int e = errno;
     ::close(fd);
     throw SysError(env, e, "bind", path);
   }
-  return Napi::Number::New(env, fd);
+  return fd;
+}
+
+// listenUnix(path, backlog) -> fd: a non-blocking listening socket; an existing socket file is replaced.
+Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
+  std::string path = PathArg(info[0], "path");
+  int backlog = info.Length() > 1 ? static_cast<int>(IntArg(info[1], "backlog")) : 1;
+  return Napi::Number::New(info.Env(), BoundUnix(info.Env(), path, SOCK_STREAM, backlog < 1 ? 1 : backlog));
 }
 
 // connectUnix(path, datagram?) -> fd (blocking connect, then non-blocking): the test frontend's
@@ -53,10 +64,7 @@ Napi::Value ConnectUnix(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = PathArg(info[0], "path");
   bool datagram = info.Length() > 1 && info[1].ToBoolean().Value();
-  sockaddr_un addr{};
-  if (path.size() >= sizeof(addr.sun_path)) throw Napi::RangeError::New(env, "socket path too long");
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  sockaddr_un addr = UnixAddress(env, path);
   int fd = ::socket(AF_UNIX, (datagram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
   if (fd < 0) ThrowSys(env, "socket");
   if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
@@ -71,22 +79,7 @@ Napi::Value ConnectUnix(const Napi::CallbackInfo& info) {
 // bindUnixDatagram(path) -> fd: a non-blocking datagram socket bound at path (a syslog daemon's
 // side, for tests); an existing socket file is replaced.
 Napi::Value BindUnixDatagram(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  std::string path = PathArg(info[0], "path");
-  sockaddr_un addr{};
-  if (path.size() >= sizeof(addr.sun_path)) throw Napi::RangeError::New(env, "socket path too long: " + path);
-  addr.sun_family = AF_UNIX;
-  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
-  int fd = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
-  if (fd < 0) ThrowSys(env, "socket");
-  struct stat st{};
-  if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());
-  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    int e = errno;
-    ::close(fd);
-    throw SysError(env, e, "bind", path);
-  }
-  return Napi::Number::New(env, fd);
+  return Napi::Number::New(info.Env(), BoundUnix(info.Env(), PathArg(info[0], "path"), SOCK_DGRAM, 0));
 }
 
 // accept(listenFd) -> fd, or -1 when no connection is pending.
