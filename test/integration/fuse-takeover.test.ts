@@ -175,7 +175,8 @@ describe('damselfly fuse: failover and live upgrade through the supervisor', () 
 
       const resent = await within(20_000, 'the READ the dead daemon held', pending);
       assert.ok(resent.equals(prng(0x1a7e, 3 << 20)), 'the resent READ got the right bytes');
-      assert.match(b.stderr(), /asked the kernel to send again the requests/);
+      // The log line travels on the daemon's stderr pipe, which the API's answer may overtake.
+      await waitFor('the resend in the log', () => /asked the kernel to send again the requests/.test((b as Daemon).stderr()), 10_000);
 
       // What the kernel held from the first daemon.
       const buf = Buffer.alloc(4096);
@@ -272,7 +273,9 @@ describe('damselfly fuse: failover and live upgrade through the supervisor', () 
       // A passthrough share's open files live in this process: they cannot be handed over.
       const sent = await within(10_000, 'sendfd of a passthrough daemon', apiCall(api, 'PUT', '/api/v1/daemon/fuse/sendfd'));
       assert.equal(sent.status, 501, sent.text);
-      assert.match(pt.stderr(), /"err":"the filesystem mounted on \/ cannot be handed over to another daemon","msg":"sendfd refused"/);
+      // The log line travels on the daemon's stderr pipe, which the API's answer may overtake.
+      const refusal = /"err":"the filesystem mounted on \/ cannot be handed over to another daemon","msg":"sendfd refused"/;
+      await waitFor(`the refusal in the log (stderr: ${pt.stderr().slice(-300)})`, () => refusal.test(pt.stderr()), 10_000);
       assert.equal(await stateOf(api), 'RUNNING');
       assert.equal((await apiCall(api, 'PUT', '/api/v1/daemon/fuse/takeover')).status, 400, 'a running daemon takes nothing over');
 
