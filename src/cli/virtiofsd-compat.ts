@@ -14,29 +14,30 @@ import { DEFAULT_NOFILE, raiseNofileLimit } from '../daemon/fd-limit.js';
 import { readOnly } from '../daemon/read-only-fs.js';
 import { SyslogStream } from '../daemon/syslog.js';
 import { VhostService, removeStaleSocket } from '../daemon/vhost-service.js';
-import { IdTranslation, PassthroughFs, XattrMap } from '../fs/passthrough/index.js';
+import { IdTranslation, PassthroughFs, type PassthroughOptions, XattrMap } from '../fs/passthrough/index.js';
 import { FuseServer } from '../fuse/index.js';
 import { EXIT_OK, EXIT_USAGE, onStopSignals, reportError } from './exit.js';
 import { type VirtiofsdArgs, VIRTIOFSD_USAGE, parseVirtiofsdArgs } from './virtiofsd-args.js';
 
 export const READY_LINE = 'Waiting for vhost-user socket connection...';
 
-/** Passthrough filesystems for the daemons: `PassthroughFs` with virtiofsd's options mapped. */
+/** The virtiofsd options beyond the daemon's own that the passthrough filesystem takes as they are. */
+type PassthroughExtras = Partial<
+  Pick<PassthroughOptions, 'writeback' | 'allowDirectIo' | 'killprivV2' | 'readdirplus' | 'allowMmap' | 'preserveNoatime' | 'translateUid' | 'translateGid' | 'xattrmap'>
+>;
+
+/**
+ * Passthrough filesystems for the daemons: `PassthroughFs` with virtiofsd's options mapped. The
+ * daemon carries `extra` without looking into it; only `serve` below fills it, with
+ * `PassthroughExtras` (the nydusd mode's passthrough mounts give none).
+ */
 export const passthroughFactory: PassthroughFactory = (o) =>
   new PassthroughFs({
     root: o.root,
     xattr: o.xattr,
     cache: o.cache,
     announceSubmounts: o.announceSubmounts,
-    ...(typeof o.extra?.['writeback'] === 'boolean' ? { writeback: o.extra['writeback'] } : {}),
-    ...(typeof o.extra?.['allowDirectIo'] === 'boolean' ? { allowDirectIo: o.extra['allowDirectIo'] } : {}),
-    ...(typeof o.extra?.['killprivV2'] === 'boolean' ? { killprivV2: o.extra['killprivV2'] } : {}),
-    ...(typeof o.extra?.['readdirplus'] === 'boolean' ? { readdirplus: o.extra['readdirplus'] } : {}),
-    ...(typeof o.extra?.['allowMmap'] === 'boolean' ? { allowMmap: o.extra['allowMmap'] } : {}),
-    ...(typeof o.extra?.['preserveNoatime'] === 'boolean' ? { preserveNoatime: o.extra['preserveNoatime'] } : {}),
-    ...(o.extra?.['translateUid'] instanceof IdTranslation ? { translateUid: o.extra['translateUid'] } : {}),
-    ...(o.extra?.['translateGid'] instanceof IdTranslation ? { translateGid: o.extra['translateGid'] } : {}),
-    ...(o.extra?.['xattrmap'] instanceof XattrMap ? { xattrmap: o.extra['xattrmap'] } : {}),
+    ...(o.extra as PassthroughExtras | undefined),
     log: o.log,
     metrics: o.metrics,
   });
@@ -133,7 +134,7 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
       translateUid,
       translateGid,
       xattrmap,
-    },
+    } satisfies PassthroughExtras,
   });
   const fs = args.readonly ? readOnly(shared) : shared;
   const server = new FuseServer(fs, { log: log.child({ component: 'fuse' }), metrics });
