@@ -19,6 +19,7 @@ interface PassthroughFlags {
   announceSubmounts: boolean;
   writeback: boolean;
   killprivV2: boolean;
+  posixAcl: boolean;
   stats?: boolean;
   rlimitNofile: number;
 }
@@ -33,6 +34,7 @@ export function register(program: Command): void {
     .option('--announce-submounts', 'mark mount points inside the directory as submounts', false)
     .option('--writeback', 'ask for the kernel writeback cache', false)
     .option('--killpriv-v2', 'offer FUSE_HANDLE_KILLPRIV_V2: setuid and setgid dropped by the daemon when the kernel says (as virtiofsd)', false)
+    .option('--posix-acl', 'serve POSIX ACLs: the kernel enforces them, the host keeps them (as virtiofsd)', false)
     .option('--stats', 'print the counters as JSON on exit')
     .option('--rlimit-nofile <n>', 'raise the open-file limit to n (one fd per inode the kernel holds; 0 leaves it)', parseCount, DEFAULT_NOFILE)
     .argument('<mountpoint>', 'an existing directory')
@@ -48,6 +50,7 @@ export function register(program: Command): void {
           announceSubmounts: flags.announceSubmounts,
           writeback: flags.writeback,
           killprivV2: flags.killprivV2,
+          posixAcl: flags.posixAcl,
           log: log.child({ component: 'passthrough' }),
           metrics,
         });

@@ -23,7 +23,7 @@ export const READY_LINE = 'Waiting for vhost-user socket connection...';
 
 /** The virtiofsd options beyond the daemon's own that the passthrough filesystem takes as they are. */
 type PassthroughExtras = Partial<
-  Pick<PassthroughOptions, 'writeback' | 'allowDirectIo' | 'killprivV2' | 'readdirplus' | 'allowMmap' | 'preserveNoatime' | 'translateUid' | 'translateGid' | 'xattrmap'>
+  Pick<PassthroughOptions, 'writeback' | 'allowDirectIo' | 'killprivV2' | 'readdirplus' | 'allowMmap' | 'preserveNoatime' | 'translateUid' | 'translateGid' | 'xattrmap' | 'posixAcl'>
 >;
 
 /**
@@ -45,7 +45,6 @@ export const passthroughFactory: PassthroughFactory = (o) =>
 /** Warnings for virtiofsd options the passthrough filesystem does not implement. */
 function passthroughWarnings(a: VirtiofsdArgs): string[] {
   const w: string[] = [];
-  if (a.posixAcl) w.push('--posix-acl: POSIX ACLs are not enforced by the daemon (served as plain xattrs)');
   if (a.securityLabel) w.push('--security-label: security labels at creation are not supported');
   return w;
 }
@@ -129,6 +128,7 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
       allowDirectIo: args.allowDirectIo,
       readdirplus: args.readdirplus,
       killprivV2: args.killprivV2,
+      posixAcl: args.posixAcl,
       allowMmap: args.allowMmap,
       preserveNoatime: args.preserveNoatime,
       translateUid,

@@ -202,7 +202,11 @@ export interface FileSystem {
   releasedir?(ctx: RequestContext, nodeid: number, fh: bigint): Promise<void>;
   fsyncdir?(ctx: RequestContext, nodeid: number, fh: bigint, datasync: boolean): Promise<void>;
   statfs?(ctx: RequestContext, nodeid: number): Promise<StatFs>;
-  setxattr?(ctx: RequestContext, nodeid: number, name: Uint8Array, value: Uint8Array, flags: number): Promise<void>;
+  /**
+   * `flags`: XATTR_CREATE / XATTR_REPLACE as the caller gave them; `setxattrFlags`: FUSE_SETXATTR_*
+   * from the kernel (0 unless FUSE_SETXATTR_EXT was agreed).
+   */
+  setxattr?(ctx: RequestContext, nodeid: number, name: Uint8Array, value: Uint8Array, flags: number, setxattrFlags: number): Promise<void>;
   /** The value of an xattr (the server handles the size negotiation and ERANGE). */
   getxattr?(ctx: RequestContext, nodeid: number, name: Uint8Array): Promise<Uint8Array>;
   /** Every xattr name (the server joins them NUL-terminated and handles ERANGE). */

@@ -370,6 +370,79 @@ posix_steps() {
   s final.du sh -c 'find . | sort | head -n 400 | wc -l'
 }
 
+# POSIX ACL steps for a share served with POSIX ACLs (virtiofsd --posix-acl): the guest's kernel
+# enforces them, the host keeps them. Usage: acl_steps DIR (as posix_steps). An ACL is written in
+# its xattr form (acl HEX-ENTRY...): version 2, then per entry tag u16, perm u16, id u32
+# (little-endian; id ffffffff for the entries without one), sorted by tag and id.
+acl() {
+  printf '02000000'
+  printf '%s' "$@"
+}
+U_RW=01000600ffffffff U_RWX=01000700ffffffff
+N2000_R=02000400d0070000 N2000_RWX=02000700d0070000 N1000_R=02000400e8030000
+G_NONE=04000000ffffffff G_RX=04000500ffffffff G_RWX=04000700ffffffff G3000_RW=08000600b80b0000
+M_R=10000400ffffffff M_RW=10000600ffffffff M_RWX=10000700ffffffff
+O_NONE=20000000ffffffff O_RX=20000500ffffffff
+
+acl_steps() {
+  cd "$1" || return 1
+  umask 022
+  # --- an access ACL: a named user may read a file its mode denies him ---------------------------
+  s acl.prep sh -c 'echo secret > f && chmod 0600 f'
+  s acl.denied-before fsop as 2000 2000 read f
+  s acl.set fsop setxattr-hex f system.posix_acl_access "$(acl $U_RW $N2000_R $G_NONE $M_R $O_NONE)"
+  s acl.set.stat fsop stat f
+  s acl.get fsop getxattr f system.posix_acl_access
+  s acl.list fsop listxattr f
+  s acl.read-as-named-user fsop as 2000 2000 read f
+  s acl.write-as-named-user fsop as 2000 2000 write f x
+  s acl.read-as-other-user fsop as 2001 2001 read f
+  s acl.chmod-sets-mask fsop chmod f 0600
+  s acl.chmod-sets-mask.get fsop getxattr f system.posix_acl_access
+  s acl.chmod-sets-mask.read-as-named-user fsop as 2000 2000 read f
+  s acl.named-group fsop setxattr-hex f system.posix_acl_access "$(acl $U_RW $G_NONE $G3000_RW $M_RW $O_NONE)"
+  s acl.named-group.write-as-member fsop as 2001 2001,3000 write f member
+  s acl.named-group.write-as-non-member fsop as 2001 2001 write f nope
+  s acl.named-group.read fsop read f
+  s acl.remove fsop removexattr f system.posix_acl_access
+  s acl.remove.stat fsop stat f
+  s acl.remove.read-as-member fsop as 2001 2001,3000 read f
+  s acl.invalid fsop setxattr-hex f system.posix_acl_access 0200000001
+  s acl.invalid-version fsop setxattr-hex f system.posix_acl_access "03000000$U_RW$G_NONE$O_NONE"
+  s acl.owner-only fsop as 2000 2000 setxattr-hex f system.posix_acl_access "$(acl $U_RW $G_NONE $O_NONE)"
+  # --- a default ACL: what is created below it takes its mode from the ACL, not the umask --------
+  s acl.default.prep mkdir d p
+  s acl.default.set fsop setxattr-hex d system.posix_acl_default "$(acl $U_RWX $N2000_RWX $G_RX $M_RWX $O_RX)"
+  s acl.default.get fsop getxattr d system.posix_acl_default
+  s acl.default.file fsop umask 077 open d/new creat,wronly 0666
+  s acl.default.file.stat fsop stat d/new
+  s acl.default.file.acl fsop getxattr d/new system.posix_acl_access
+  s acl.default.mkdir fsop umask 077 mkdir d/sub 0777
+  s acl.default.mkdir.stat fsop stat d/sub
+  s acl.default.mkdir.default fsop getxattr d/sub system.posix_acl_default
+  s acl.default.mknod fsop umask 077 mknod d/fifo p 0666 0 0
+  s acl.default.mknod.stat fsop stat d/fifo
+  s acl.inherited.create-as-named-user fsop as 2000 2000 open d/sub/u creat,wronly 0640
+  s acl.inherited.create-as-named-user.stat fsop stat d/sub/u
+  s acl.inherited.create-as-named-user.acl fsop getxattr d/sub/u system.posix_acl_access
+  s acl.inherited.create-as-other-user fsop as 2001 2001 open d/sub/v creat,wronly 0640
+  s acl.default-only.create-as-named-user fsop as 2000 2000 open d/w creat,wronly 0640
+  s acl.plain.file fsop umask 077 open p/new creat,wronly 0666
+  s acl.plain.file.stat fsop stat p/new
+  s acl.plain.mkdir fsop umask 077 mkdir p/sub 0777
+  s acl.plain.mkdir.stat fsop stat p/sub
+  s acl.default.remove fsop removexattr d system.posix_acl_default
+  s acl.default.removed.file fsop umask 077 open d/after creat,wronly 0666
+  s acl.default.removed.file.stat fsop stat d/after
+  # --- setgid: an ACL set by a caller outside the file's group clears it, as chmod would --------
+  s acl.sgid.prep sh -c 'mkdir sg && chmod 0777 sg && for x in in out; do : > sg/$x && chown 2000:50 sg/$x && chmod 2770 sg/$x; done'
+  s acl.sgid.set-by-member fsop as 2000 2000,50 setxattr-hex sg/in system.posix_acl_access "$(acl $U_RWX $N1000_R $G_RWX $M_RWX $O_NONE)"
+  s acl.sgid.set-by-member.stat fsop stat sg/in
+  s acl.sgid.set-by-non-member fsop as 2000 2000 setxattr-hex sg/out system.posix_acl_access "$(acl $U_RWX $N1000_R $G_RWX $M_RWX $O_NONE)"
+  s acl.sgid.set-by-non-member.stat fsop stat sg/out
+  s acl.final.list fsop ls .
+}
+
 # s LABEL COMMAND...: runs one step and prints its line.
 s() {
   _label=$1

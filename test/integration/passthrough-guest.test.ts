@@ -13,6 +13,8 @@
  *         trusted.virtiofs.trusted.*, apart from its own. (A map onto user.* could not: Linux
  *         allows user.* xattrs on regular files and directories only, so overlayfs's on
  *         whiteouts and symlinks would fail with EPERM, as they do through virtiofsd.)
+ *   vacl  the C virtiofsd as vfsd, with -o posix_acl
+ *   dacl  damselfly as dfly, with --posix-acl
  *
  * each on a fresh, empty host directory. Inside the guest, test/guest/posix-steps.sh runs the same
  * ~300 steps on each mount (files, open flags, truncate, SEEK_DATA, fallocate, copy_file_range,
@@ -28,6 +30,12 @@
  * file (type, mode, owner, size, device, links, symlink target, xattrs; mtimes where the guest set
  * them) and Damselfly's is checked for what overlayfs and Kata rely on (whiteouts are char 0:0
  * devices, trusted.overlay.* xattrs, owners of files created by guest users).
+ *
+ * On vacl and dacl the guest runs the POSIX ACL steps instead (acl_steps: access ACLs granting
+ * and denying named users and groups, the mask chmod sets, invalid ACLs, default ACLs overriding
+ * the umask for files, directories and device nodes, setgid cleared when a caller outside the
+ * group sets an ACL); the two must again agree line for line, some lines as Linux gives them on
+ * a local file system, and leave the same host trees, ACLs included.
  *
  * Nothing depends on timing: no step prints an atime, ctime or an mtime it did not set.
  */
@@ -131,6 +139,35 @@ const EXPECTED: Record<string, string> = {
   'overlay.upper.opaque': '0 | ok y',
 };
 
+/** ACL step lines both daemons must print, as Linux with ACLs on a local file system does. */
+const EXPECTED_ACL: Record<string, string> = {
+  'acl.denied-before': '1 | EACCES (Permission denied)',
+  'acl.set.stat': '0 | ok file mode=0640 nlink=1 size=7 uid=0 gid=0 rdev=0:0',
+  'acl.read-as-named-user': '0 | ok secret\\x0a',
+  'acl.write-as-named-user': '1 | EACCES (Permission denied)',
+  'acl.read-as-other-user': '1 | EACCES (Permission denied)',
+  'acl.chmod-sets-mask.read-as-named-user': '1 | EACCES (Permission denied)',
+  'acl.named-group.write-as-member': '0 | ok 6',
+  'acl.named-group.write-as-non-member': '1 | EACCES (Permission denied)',
+  'acl.remove.read-as-member': '1 | EACCES (Permission denied)',
+  'acl.invalid': '1 | EINVAL (Invalid argument)',
+  'acl.owner-only': '1 | EPERM (Operation not permitted)',
+  'acl.default.file.stat': '0 | ok file mode=0664 nlink=1 size=0 uid=0 gid=0 rdev=0:0',
+  'acl.default.mkdir.stat': '0 | ok dir mode=0775 nlink=2 uid=0 gid=0 rdev=0:0',
+  'acl.default.mknod.stat': '0 | ok fifo mode=0664 nlink=1 size=0 uid=0 gid=0 rdev=0:0',
+  // d/sub's access ACL, inherited from d's default, lets the named user create there; d's own
+  // default ACL grants nothing on d itself.
+  'acl.inherited.create-as-named-user': '0 | ok',
+  'acl.inherited.create-as-named-user.stat': '0 | ok file mode=0640 nlink=1 size=0 uid=2000 gid=2000 rdev=0:0',
+  'acl.inherited.create-as-other-user': '1 | EACCES (Permission denied)',
+  'acl.default-only.create-as-named-user': '1 | EACCES (Permission denied)',
+  'acl.plain.file.stat': '0 | ok file mode=0600 nlink=1 size=0 uid=0 gid=0 rdev=0:0',
+  'acl.plain.mkdir.stat': '0 | ok dir mode=0700 nlink=2 uid=0 gid=0 rdev=0:0',
+  'acl.default.removed.file.stat': '0 | ok file mode=0600 nlink=1 size=0 uid=0 gid=0 rdev=0:0',
+  'acl.sgid.set-by-member.stat': '0 | ok file mode=2770 nlink=1 size=0 uid=2000 gid=50 rdev=0:0',
+  'acl.sgid.set-by-non-member.stat': '0 | ok file mode=0770 nlink=1 size=0 uid=2000 gid=50 rdev=0:0',
+};
+
 const QUIET = 'dmesg -n 1 2>/dev/null\n';
 
 /** The step lines of one mount, from the guest's output: label -> "STATUS | OUTPUT", in order. */
@@ -203,6 +240,10 @@ describe('the passthrough share inside a Linux guest, step for step against virt
   let dfly: Map<string, string>;
   let dmapDir: string;
   let dmap: Map<string, string>;
+  let vaclDir: string;
+  let daclDir: string;
+  let vacl: Map<string, string>;
+  let dacl: Map<string, string>;
 
   before(async () => {
     work = await mkdtemp(join(tmpdir(), 'damselfly-pt-guest-'));
@@ -212,7 +253,9 @@ describe('the passthrough share inside a Linux guest, step for step against virt
     dflyDir = join(work, 'dfly-share');
     vfsdDir = join(work, 'vfsd-share');
     dmapDir = join(work, 'dmap-share');
-    for (const d of [dflyDir, vfsdDir, dmapDir]) {
+    vaclDir = join(work, 'vacl-share');
+    daclDir = join(work, 'dacl-share');
+    for (const d of [dflyDir, vfsdDir, dmapDir, vaclDir, daclDir]) {
       await mkdir(d);
       await chmod(d, 0o755); // guest users other than root walk through the share's root
     }
@@ -221,9 +264,10 @@ describe('the passthrough share inside a Linux guest, step for step against virt
     await rm(work, { recursive: true, force: true });
   });
 
-  test('one guest runs the steps on the three mounts', async () => {
+  test('one guest runs the steps on the five mounts', async () => {
     const dflySock = join(work, 'dfly.sock');
     const dmapSock = join(work, 'dmap.sock');
+    const daclSock = join(work, 'dacl.sock');
     const start = (sock: string, dir: string, extra: string[]): { proc: ChildProcess; err: () => string; exit: Promise<unknown[]> } => {
       let err = '';
       const proc = spawn(process.execPath, [CLI, '--socket-path', sock, '--shared-dir', dir, '--cache', 'auto', '--thread-pool-size=1', '-o', 'announce_submounts', '--xattr', ...extra], {
@@ -234,10 +278,12 @@ describe('the passthrough share inside a Linux guest, step for step against virt
     };
     const d = start(dflySock, dflyDir, []);
     const m = start(dmapSock, dmapDir, ['--xattrmap', ':map:trusted.:trusted.virtiofs.:', '--killpriv-v2']);
+    const a = start(daclSock, daclDir, ['--posix-acl']);
     let v: Virtiofsd | undefined;
+    let va: Virtiofsd | undefined;
     try {
       const deadline = Date.now() + 20_000;
-      for (const x of [d, m]) {
+      for (const x of [d, m, a]) {
         while (!x.err().includes('Waiting for vhost-user socket connection')) {
           if (Date.now() > deadline || x.proc.exitCode !== null) throw new Error(`damselfly did not start: ${x.err()}`);
           await new Promise((r) => setTimeout(r, 20));
@@ -248,12 +294,19 @@ describe('the passthrough share inside a Linux guest, step for step against virt
         socket: join(work, 'vfsd.sock'),
         args: ['-o', 'cache=auto', '-o', 'modcaps=+sys_admin', '-o', 'announce_submounts', '--thread-pool-size=1'],
       });
+      va = await startVirtiofsd({
+        source: vaclDir,
+        socket: join(work, 'vacl.sock'),
+        args: ['-o', 'cache=auto', '-o', 'posix_acl', '-o', 'announce_submounts', '--thread-pool-size=1'],
+      });
       const image = await buildInitramfs();
       const guest = await bootGuest({
         devices: [
           { socket: v.socket, tag: 'vfsd' },
           { socket: dflySock, tag: 'dfly' },
           { socket: dmapSock, tag: 'dmap' },
+          { socket: va.socket, tag: 'vacl' },
+          { socket: daclSock, tag: 'dacl' },
         ],
         files: {
           '/bin/fsop': fsop,
@@ -267,6 +320,11 @@ for t in vfsd dfly dmap; do
   (posix_steps /mnt/$t)
   echo "@@END $t"
 done
+for t in vacl dacl; do
+  echo "@@BEGIN $t"
+  (acl_steps /mnt/$t)
+  echo "@@END $t"
+done
 `,
         timeoutMs: 480_000,
       });
@@ -276,14 +334,18 @@ done
       vfsd = section(out, 'vfsd');
       dfly = section(out, 'dfly');
       dmap = section(out, 'dmap');
-      for (const x of [d, m]) {
+      vacl = section(out, 'vacl');
+      dacl = section(out, 'dacl');
+      for (const x of [d, m, a]) {
         await x.exit;
         assert.equal(x.proc.exitCode, 0, x.err());
       }
     } finally {
       d.proc.kill('SIGKILL');
       m.proc.kill('SIGKILL');
+      a.proc.kill('SIGKILL');
       await v?.stop();
+      await va?.stop();
     }
   });
 
@@ -392,5 +454,24 @@ done
     const raw = [...hostState(dmapDir).values()].join('\n');
     assert.doesNotMatch(raw, /[ [](?!trusted\.virtiofs\.trusted\.)trusted\./);
     assert.match(raw, /trusted\.virtiofs\.trusted\.overlay\.opaque=79/);
+  });
+
+  test('--posix-acl: the ACL steps give what virtiofsd -o posix_acl gives, as Linux does, and the same host trees', () => {
+    assert.ok(vacl && dacl, 'the guest ran');
+    assert.deepEqual([...dacl.keys()], [...vacl.keys()], 'the same steps');
+    assert.ok(dacl.size >= 45, `${dacl.size} steps`);
+    const diffs = [...vacl].filter(([label, line]) => dacl.get(label) !== line).map(([label, line]) => `${label}\n    virtiofsd: ${line}\n    damselfly: ${dacl.get(label)}`);
+    assert.deepEqual(diffs, [], `unexplained differences:\n  ${diffs.join('\n  ')}`);
+    for (const [label, line] of Object.entries(EXPECTED_ACL)) assert.equal(dacl.get(label), line, label);
+    const broken = [...dacl].filter(([, l]) => l.startsWith('127 |') || l.startsWith('2 |'));
+    assert.deepEqual(broken, [], 'steps that could not run');
+    const ours = hostState(daclDir);
+    const theirs = hostState(vaclDir);
+    assert.deepEqual([...ours.keys()], [...theirs.keys()], 'the same names');
+    const hostDiffs = [...theirs].filter(([path, line]) => ours.get(path) !== line).map(([path, line]) => `${path}\n    virtiofsd: ${line}\n    damselfly: ${ours.get(path)}`);
+    assert.deepEqual(hostDiffs, [], `host state differs:\n  ${hostDiffs.join('\n  ')}`);
+    // The ACLs are the host's own: what the host's kernel inherited and enforces.
+    assert.match(ours.get('d/new') ?? '', /system\.posix_acl_access=0200000001000600ffffffff02000700d007000004000500ffffffff10000600ffffffff20000400ffffffff/);
+    assert.match(ours.get('d/sub') ?? '', /system\.posix_acl_default=/);
   });
 });

@@ -48,6 +48,8 @@ export const RENAME_WHITEOUT = 4;
 /** FUSE_INIT flags this filesystem may ask for (fuse_kernel.h). */
 export const InitBits = {
   DONT_MASK: 1n << 6n,
+  POSIX_ACL: 1n << 20n,
+  SETXATTR_EXT: 1n << 29n,
   DO_READDIRPLUS: 1n << 13n,
   READDIRPLUS_AUTO: 1n << 14n,
   WRITEBACK_CACHE: 1n << 16n,
@@ -66,6 +68,8 @@ export const FUSE_WRITE_CACHE = 1 << 0;
 export const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
 /** fuse_setattr_in.valid: the same for a SETATTR (a truncate, a chown) under KILLPRIV_V2. */
 export const FATTR_KILL_SUIDGID = 1 << 11;
+/** fuse_setxattr_in.setxattr_flags: the caller setting an ACL is neither in the group nor has CAP_FSETID. */
+export const FUSE_SETXATTR_ACL_KILL_SGID = 1 << 0;
 
 /** Open flags passed to the host; everything else (__FMODE_EXEC 0x20, O_CREAT, O_NOCTTY, ...) is dropped. */
 export const OPEN_FLAGS_KEPT = O_ACCMODE | O_APPEND | O_NONBLOCK | O_SYNC | O_DIRECT | O_LARGEFILE | O_NOATIME | O_TRUNC;

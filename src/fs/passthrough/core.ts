@@ -52,6 +52,14 @@ export interface PassthroughOptions {
   /** User and group ids translated between guest and host (virtiofsd --translate-uid / --translate-gid). */
   translateUid?: IdTranslation;
   translateGid?: IdTranslation;
+  /**
+   * Serve POSIX ACLs (virtiofsd --posix-acl): ask for FUSE_POSIX_ACL, so that the guest's kernel
+   * enforces ACLs (and caches them), with FUSE_DONT_MASK, so that a creating call gets the
+   * caller's umask to apply on the host, where a parent's default ACL overrides it, and
+   * FUSE_SETXATTR_EXT, so that an ACL set by a caller outside the file's group clears setgid.
+   * system.posix_acl_* then pass through to the host; without it they are refused (EOPNOTSUPP).
+   */
+  posixAcl?: boolean;
   /** Accepted for virtiofsd compatibility; locks stay in the guest (FUSE_POSIX_LOCKS is never agreed). */
   posixLocks?: boolean;
   log: Logger;
@@ -67,8 +75,10 @@ export class Core {
   /** Agreed at INIT. */
   writeback = false;
   announce = false;
-  /** FUSE_DONT_MASK: the kernel leaves the umask to us (never asked for today, honoured if agreed). */
+  /** FUSE_DONT_MASK: the kernel leaves the umask to us (asked for with POSIX ACLs). */
   dontMask = false;
+  /** FUSE_POSIX_ACL was agreed: the ACL names pass through. */
+  posixAcl = false;
   /** FUSE_HANDLE_KILLPRIV_V2 was agreed. */
   killprivV2 = false;
 

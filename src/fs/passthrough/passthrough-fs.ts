@@ -30,6 +30,9 @@ import * as xattrs from './xattr-ops.js';
 
 export type { CachePolicy, PassthroughOptions } from './core.js';
 
+/** What POSIX ACLs take (as virtiofsd asks for them): see `PassthroughOptions.posixAcl`. */
+const ACL_FLAGS = InitBits.POSIX_ACL | InitBits.DONT_MASK | InitBits.SETXATTR_EXT;
+
 export class PassthroughFs implements FileSystem {
   readonly wantedInitFlags: bigint;
   private readonly core: Core;
@@ -42,7 +45,8 @@ export class PassthroughFs implements FileSystem {
       (opts.announceSubmounts ? InitBits.SUBMOUNTS : 0n) |
       (opts.writeback === true ? InitBits.WRITEBACK_CACHE : 0n) |
       (opts.allowMmap === true ? InitBits.DIRECT_IO_ALLOW_MMAP : 0n) |
-      (opts.killprivV2 === true ? InitBits.HANDLE_KILLPRIV_V2 : 0n);
+      (opts.killprivV2 === true ? InitBits.HANDLE_KILLPRIV_V2 : 0n) |
+      (opts.posixAcl === true ? ACL_FLAGS : 0n);
     if (opts.posixLocks === true) opts.log.warn('posix locks are not served: they stay local to the guest');
   }
 
@@ -56,6 +60,13 @@ export class PassthroughFs implements FileSystem {
     this.core.announce = this.core.opts.announceSubmounts && (init.flags & InitBits.SUBMOUNTS) !== 0n;
     this.core.dontMask = (init.flags & InitBits.DONT_MASK) !== 0n;
     this.core.killprivV2 = this.core.opts.killprivV2 === true && (init.flags & InitBits.HANDLE_KILLPRIV_V2) !== 0n;
+    this.core.posixAcl = this.core.opts.posixAcl === true && (init.flags & InitBits.POSIX_ACL) !== 0n;
+    if (this.core.opts.posixAcl === true) {
+      const missing = ACL_FLAGS & ~init.flags;
+      // A kernel before 5.16 has POSIX_ACL without SETXATTR_EXT: ACLs work, but an ACL set by a
+      // caller outside the file's group cannot say that setgid must go.
+      if (missing !== 0n) this.core.opts.log.warn({ missing: `0x${missing.toString(16)}` }, this.core.posixAcl ? 'the kernel lacks FUSE_DONT_MASK or FUSE_SETXATTR_EXT: POSIX ACLs served without them' : 'the kernel does not support POSIX ACLs: not serving them');
+    }
     if (this.core.opts.announceSubmounts && !this.core.announce) this.core.opts.log.info('the kernel does not support submounts: not announcing them');
   }
 
@@ -175,8 +186,8 @@ export class PassthroughFs implements FileSystem {
   async listxattr(_ctx: RequestContext, nodeid: number): Promise<Uint8Array[]> {
     return xattrs.listxattr(this.core, nodeid);
   }
-  async setxattr(_ctx: RequestContext, nodeid: number, name: Uint8Array, value: Uint8Array, flags: number): Promise<void> {
-    xattrs.setxattr(this.core, nodeid, name, value, flags);
+  async setxattr(_ctx: RequestContext, nodeid: number, name: Uint8Array, value: Uint8Array, flags: number, setxattrFlags = 0): Promise<void> {
+    xattrs.setxattr(this.core, nodeid, name, value, flags, setxattrFlags);
   }
   async removexattr(_ctx: RequestContext, nodeid: number, name: Uint8Array): Promise<void> {
     xattrs.removexattr(this.core, nodeid, name);

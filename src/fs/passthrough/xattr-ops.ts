@@ -2,29 +2,32 @@
  * Extended attributes of the passthrough filesystem, on the node's O_PATH fd through
  * /proc/self/fd/N (native/src/passthrough_xattr.cc): trusted.* (overlayfs upper layers) needs
  * CAP_SYS_ADMIN, which the daemon has as root; security.capability passes through. POSIX ACL names
- * are hidden unless ACLs were negotiated, which this filesystem never asks for (as virtiofsd).
- * With xattrs off, every call answers ENOSYS so the kernel stops asking. With an xattr map
+ * are refused and hidden unless ACLs were asked for and agreed (`posixAcl`, as virtiofsd); then
+ * they pass through and the host applies them (and rewrites the mode's group bits, as a local
+ * setfacl does), while the guest's kernel enforces them. With xattrs off, every call answers ENOSYS so the kernel stops asking. With an xattr map
  * (`--xattrmap`), the guest's names are mapped to the host's and back (xattr-map.ts); the ACL
- * names are refused and hidden as the guest names them.
+ * names are refused and hidden (without ACLs) as the guest names them.
  */
 import { native } from '../../native/index.js';
 import { Errno, FsError } from '../types.js';
-import { sys } from './common.js';
+import { FUSE_SETXATTR_ACL_KILL_SGID, S_ISGID, sys } from './common.js';
 import type { Core } from './core.js';
+import { statFd } from './inodes.js';
 
-const ACL_NAMES = [Buffer.from('system.posix_acl_access'), Buffer.from('system.posix_acl_default')];
+const ACL_ACCESS = Buffer.from('system.posix_acl_access');
+const ACL_NAMES = [ACL_ACCESS, Buffer.from('system.posix_acl_default')];
 
 function enabled(core: Core): void {
   if (!core.opts.xattr) throw new FsError(Errno.ENOSYS, 'xattrs are off');
 }
 
-function blocked(name: Uint8Array): boolean {
-  return ACL_NAMES.some((acl) => Buffer.compare(acl, name) === 0);
+function blocked(core: Core, name: Uint8Array): boolean {
+  return !core.posixAcl && ACL_NAMES.some((acl) => Buffer.compare(acl, name) === 0);
 }
 
 /** The host's name for a name the guest gives. */
 function checked(core: Core, name: Uint8Array): Buffer {
-  if (blocked(name)) throw new FsError(Errno.EOPNOTSUPP, 'POSIX ACLs are not served');
+  if (blocked(core, name)) throw new FsError(Errno.EOPNOTSUPP, 'POSIX ACLs are not served');
   return core.opts.xattrmap?.toHost(name) ?? Buffer.from(name.buffer, name.byteOffset, name.byteLength);
 }
 
@@ -48,19 +51,27 @@ export function listxattr(core: Core, nodeid: number): Uint8Array[] {
     if (i > start) {
       const host = list.subarray(start, i);
       const name = map === undefined ? host : map.toGuest(host);
-      if (name !== undefined && !blocked(name)) names.push(name);
+      if (name !== undefined && !blocked(core, name)) names.push(name);
     }
     start = i + 1;
   }
   return names;
 }
 
-/** SETXATTR; flags XATTR_CREATE (1) and XATTR_REPLACE (2) as the guest gave them. */
-export function setxattr(core: Core, nodeid: number, name: Uint8Array, value: Uint8Array, flags: number): void {
+/**
+ * SETXATTR; flags XATTR_CREATE (1) and XATTR_REPLACE (2) as the guest gave them. An access ACL
+ * flagged FUSE_SETXATTR_ACL_KILL_SGID (the caller is outside the file's group and lacks
+ * CAP_FSETID) also clears setgid, which the host, for the daemon that has CAP_FSETID, keeps.
+ */
+export function setxattr(core: Core, nodeid: number, name: Uint8Array, value: Uint8Array, flags: number, setxattrFlags: number): void {
   enabled(core);
   const n = core.inodes.get(nodeid);
   const key = checked(core, name);
   sys(() => native.ptSetxattr(n.fd, key, value, flags));
+  if (core.posixAcl && (setxattrFlags & FUSE_SETXATTR_ACL_KILL_SGID) !== 0 && Buffer.compare(name, ACL_ACCESS) === 0) {
+    const mode = statFd(n.fd).mode;
+    if ((mode & S_ISGID) !== 0) sys(() => native.ptChmod(n.fd, mode & 0o7777 & ~S_ISGID));
+  }
 }
 
 export function removexattr(core: Core, nodeid: number, name: Uint8Array): void {

@@ -223,9 +223,9 @@ export class Vfs extends VfsReaddir implements FileSystem {
     return this.call(t.slot, () => t.slot.fs.statfs?.(ctx, t.inner), pseudo);
   }
 
-  async setxattr(ctx: RequestContext, nodeid: number, name: Uint8Array, value: Uint8Array, flags: number): Promise<void> {
+  async setxattr(ctx: RequestContext, nodeid: number, name: Uint8Array, value: Uint8Array, flags: number, setxattrFlags: number): Promise<void> {
     const t = this.backend(nodeid, Errno.EROFS);
-    return this.call(t.slot, () => t.slot.fs.setxattr?.(ctx, t.inner, name, value, flags), () => fail(Errno.EOPNOTSUPP));
+    return this.call(t.slot, () => t.slot.fs.setxattr?.(ctx, t.inner, name, value, flags, setxattrFlags), () => fail(Errno.EOPNOTSUPP));
   }
 
   async getxattr(ctx: RequestContext, nodeid: number, name: Uint8Array): Promise<Uint8Array> {

@@ -114,12 +114,16 @@ export function decodeListxattrIn(r: ByteReader): number {
 }
 
 /** SETXATTR: the struct is 16 bytes with FUSE_SETXATTR_EXT negotiated, else 8. */
-export function decodeSetxattrIn(r: ByteReader, ext: boolean): { size: number; flags: number; name: Uint8Array; value: Uint8Array } {
+/**
+ * fuse_setxattr_in: the short form, or under FUSE_SETXATTR_EXT the long one whose `setxattr_flags`
+ * (FUSE_SETXATTR_ACL_KILL_SGID) says what the server must do beyond setting the value.
+ */
+export function decodeSetxattrIn(r: ByteReader, ext: boolean): { size: number; flags: number; setxattrFlags: number; name: Uint8Array; value: Uint8Array } {
   const head = ext ? Size.SETXATTR_IN : Size.SETXATTR_IN_COMPAT;
   r.check(0, head, 'fuse_setxattr_in');
   const size = r.u32(0);
   const name = cstring(r, head, 'xattr name');
-  return { size, flags: r.u32(4), name: name.bytes, value: r.slice(name.end, size, 'xattr value') };
+  return { size, flags: r.u32(4), setxattrFlags: ext ? r.u32(8) : 0, name: name.bytes, value: r.slice(name.end, size, 'xattr value') };
 }
 
 export function decodeAccessIn(r: ByteReader): number {

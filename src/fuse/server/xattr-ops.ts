@@ -33,7 +33,7 @@ export const xattrHandlers: Array<[Opcode, Handler]> = [
     Opcode.SETXATTR,
     async (c) => {
       const r = decodeSetxattrIn(c.body, (c.session.flags & InitFlag.SETXATTR_EXT) !== 0n);
-      await need(c.fs.setxattr).call(c.fs, c.ctx, c.nodeid, r.name, r.value, r.flags);
+      await need(c.fs.setxattr).call(c.fs, c.ctx, c.nodeid, r.name, r.value, r.flags, r.setxattrFlags);
       c.ok();
     },
   ],

@@ -15,7 +15,9 @@ import { after, before, describe, test } from 'node:test';
 import { Metrics, silentLogger } from '../../../src/base/index.js';
 import { IdTranslation, PassthroughFs, type PassthroughOptions, XattrMap } from '../../../src/fs/passthrough/index.js';
 import { type DirEntry, type DirEntryPlus, type EntryReply, Errno, FsError } from '../../../src/fs/types.js';
+import { FuseServer, Opcode } from '../../../src/fuse/index.js';
 import { type NoWaitFile, native, readNoWait } from '../../../src/native/index.js';
+import { cstr, exchange, initArgs, parseEntry, request, u32Args } from '../../helpers/fuse-client.js';
 
 const ROOT = 1;
 const ctx = { uid: 0, gid: 0, pid: 1 };
@@ -525,6 +527,87 @@ describe('passthrough filesystem (in-process)', () => {
       const dir = await lookup(k, 'kp-dir');
       await k.setattr(ctx, dir.nodeid, { valid: FATTR_KILL_SUIDGID, uid: 0 });
       assert.equal(mode('kp-dir'), 0o2775, 'a directory\'s setgid (inherit the group) stays');
+    } finally {
+      k.close();
+    }
+  });
+
+  test('--posix-acl: agreed with DONT_MASK and SETXATTR_EXT; ACLs reach the host, default ACLs override the umask, KILL_SGID clears setgid', async () => {
+    const POSIX_ACL = 1n << 20n;
+    const DONT_MASK = 1n << 6n;
+    const SETXATTR_EXT = 1n << 29n;
+    const ACL_KILL_SGID = 1;
+    // The xattr form of an ACL: version 2, then (tag u16, perm u16, id u32) sorted by tag and id.
+    const acl = (...entries: Array<[number, number, number?]>): Buffer =>
+      Buffer.concat([Buffer.from([2, 0, 0, 0]), ...entries.map(([tag, perm, id]) => Buffer.from(new Uint16Array([tag, perm, (id ?? 0xffffffff) & 0xffff, (id ?? 0xffffffff) >>> 16]).buffer))]);
+    const [USER_OBJ, USER, GROUP_OBJ, MASK, OTHER] = [1, 2, 4, 0x10, 0x20];
+    const access = acl([USER_OBJ, 6], [USER, 6, 2000], [GROUP_OBJ, 4], [MASK, 6], [OTHER, 0]);
+    const mode = (name: string): number => lstatSync(join(share, name)).mode & 0o7777;
+    const k = new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: false, log: silentLogger, metrics: new Metrics(), posixAcl: true });
+    assert.equal(k.wantedInitFlags & (POSIX_ACL | DONT_MASK | SETXATTR_EXT), POSIX_ACL | DONT_MASK | SETXATTR_EXT);
+    assert.equal(fs.wantedInitFlags & (POSIX_ACL | DONT_MASK | SETXATTR_EXT), 0n, 'not unless asked for');
+    try {
+      writeFileSync(join(share, 'acl-f'), 'x');
+      chmodSync(join(share, 'acl-f'), 0o644);
+      // A kernel that does not agree: the names stay refused.
+      k.init({ flags: 0n });
+      const f = await lookup(k, 'acl-f');
+      assert.equal(await errno(k.setxattr(ctx, f.nodeid, b('system.posix_acl_access'), access, 0, 0)), Errno.EOPNOTSUPP);
+      k.init({ flags: POSIX_ACL | DONT_MASK | SETXATTR_EXT });
+      await k.setxattr(ctx, f.nodeid, b('system.posix_acl_access'), access, 0, 0);
+      assert.deepEqual(native.lgetxattr(join(share, 'acl-f'), 'system.posix_acl_access'), access, 'the host holds the ACL');
+      assert.equal(mode('acl-f'), 0o660, "the host rewrote the mode's group bits from the mask, as a local setfacl");
+      assert.ok((await k.listxattr(ctx, f.nodeid)).some((n) => Buffer.from(n).toString() === 'system.posix_acl_access'));
+      assert.deepEqual(Buffer.from(await k.getxattr(ctx, f.nodeid, b('system.posix_acl_access'))), access);
+      // setgid: kept when the caller may keep it, cleared when the kernel says it may not.
+      for (const [name, flags, want] of [['acl-keep', 0, 0o2660], ['acl-kill', ACL_KILL_SGID, 0o660]] as const) {
+        writeFileSync(join(share, name), '');
+        chmodSync(join(share, name), 0o2644);
+        const e = await lookup(k, name);
+        await k.setxattr(ctx, e.nodeid, b('system.posix_acl_access'), access, 0, flags);
+        assert.equal(mode(name), want, name);
+      }
+      // A default ACL: what is created below it takes its mode from the ACL, not the umask.
+      mkdirSync(join(share, 'acl-d'));
+      mkdirSync(join(share, 'acl-plain'));
+      const d = await lookup(k, 'acl-d');
+      await k.setxattr(ctx, d.nodeid, b('system.posix_acl_default'), acl([USER_OBJ, 7], [USER, 7, 2000], [GROUP_OBJ, 5], [MASK, 7], [OTHER, 5]), 0, 0);
+      const plain = await lookup(k, 'acl-plain');
+      const UMASK = 0o077;
+      for (const parent of [d, plain]) {
+        const c = await k.create(ctx, parent.nodeid, b('new'), 0o100666, 0o101, UMASK);
+        await k.release(ctx, c.entry.nodeid, c.open.fh, 0);
+        await k.mkdir(ctx, parent.nodeid, b('sub'), 0o40777, UMASK);
+      }
+      assert.deepEqual([mode('acl-d/new'), mode('acl-d/sub')], [0o664, 0o775], 'modes from the default ACL, the umask ignored');
+      assert.deepEqual(native.lgetxattr(join(share, 'acl-d/new'), 'system.posix_acl_access'), acl([USER_OBJ, 6], [USER, 7, 2000], [GROUP_OBJ, 5], [MASK, 6], [OTHER, 4]), 'inherited, masked by the mode asked for');
+      assert.notEqual(native.lgetxattr(join(share, 'acl-d/sub'), 'system.posix_acl_default'), null, 'a new directory inherits the default ACL');
+      assert.deepEqual([mode('acl-plain/new'), mode('acl-plain/sub')], [0o600, 0o700], 'without one, the umask the request carried');
+      assert.equal(process.umask(), 0o022, 'the process umask untouched');
+    } finally {
+      k.close();
+    }
+  });
+
+  test('--posix-acl through the FUSE server: INIT agrees the three flags; the long SETXATTR form carries KILL_SGID', async () => {
+    const ACL_FLAGS = (1n << 20n) | (1n << 6n) | (1n << 29n);
+    const k = new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: false, log: silentLogger, metrics: new Metrics(), posixAcl: true });
+    const server = new FuseServer(k, { log: silentLogger, metrics: new Metrics() });
+    try {
+      const init = await exchange(server, request(Opcode.INIT, 0, initArgs()).bytes);
+      assert.equal(init.error, 0);
+      const agreed = BigInt(init.payload.readUInt32LE(12)) | (BigInt(init.payload.readUInt32LE(32)) << 32n);
+      assert.equal(agreed & ACL_FLAGS, ACL_FLAGS);
+      writeFileSync(join(share, 'acl-raw'), '');
+      chmodSync(join(share, 'acl-raw'), 0o2755);
+      const e = await exchange(server, request(Opcode.LOOKUP, ROOT, cstr('acl-raw')).bytes);
+      const node = parseEntry(e.payload).nodeid;
+      // USER_OBJ rwx, GROUP_OBJ r-x, OTHER r-x: the ACL of mode 0755.
+      const value = Buffer.from('02000000010007000000000004000500000000002000050000000000', 'hex');
+      // fuse_setxattr_in under SETXATTR_EXT: size, flags, setxattr_flags (ACL_KILL_SGID), padding.
+      const r = await exchange(server, request(Opcode.SETXATTR, node, Buffer.concat([u32Args(value.length, 0, 1, 0), cstr('system.posix_acl_access'), value])).bytes);
+      assert.equal(r.error, 0);
+      assert.equal(lstatSync(join(share, 'acl-raw')).mode & 0o7777, 0o755, 'setgid cleared');
     } finally {
       k.close();
     }
