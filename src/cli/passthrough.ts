@@ -20,6 +20,7 @@ interface PassthroughFlags {
   writeback: boolean;
   killprivV2: boolean;
   posixAcl: boolean;
+  securityLabel: boolean;
   stats?: boolean;
   rlimitNofile: number;
 }
@@ -35,6 +36,7 @@ export function register(program: Command): void {
     .option('--writeback', 'ask for the kernel writeback cache', false)
     .option('--killpriv-v2', 'offer FUSE_HANDLE_KILLPRIV_V2: setuid and setgid dropped by the daemon when the kernel says (as virtiofsd)', false)
     .option('--posix-acl', 'serve POSIX ACLs: the kernel enforces them, the host keeps them (as virtiofsd)', false)
+    .option('--security-label', 'label what is created with the security context the kernel sends (SELinux; as virtiofsd)', false)
     .option('--stats', 'print the counters as JSON on exit')
     .option('--rlimit-nofile <n>', 'raise the open-file limit to n (one fd per inode the kernel holds; 0 leaves it)', parseCount, DEFAULT_NOFILE)
     .argument('<mountpoint>', 'an existing directory')
@@ -51,6 +53,7 @@ export function register(program: Command): void {
           writeback: flags.writeback,
           killprivV2: flags.killprivV2,
           posixAcl: flags.posixAcl,
+          securityLabel: flags.securityLabel,
           log: log.child({ component: 'passthrough' }),
           metrics,
         });

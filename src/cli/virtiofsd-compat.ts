@@ -23,7 +23,7 @@ export const READY_LINE = 'Waiting for vhost-user socket connection...';
 
 /** The virtiofsd options beyond the daemon's own that the passthrough filesystem takes as they are. */
 type PassthroughExtras = Partial<
-  Pick<PassthroughOptions, 'writeback' | 'allowDirectIo' | 'killprivV2' | 'readdirplus' | 'allowMmap' | 'preserveNoatime' | 'translateUid' | 'translateGid' | 'xattrmap' | 'posixAcl'>
+  Pick<PassthroughOptions, 'writeback' | 'allowDirectIo' | 'killprivV2' | 'readdirplus' | 'allowMmap' | 'preserveNoatime' | 'translateUid' | 'translateGid' | 'xattrmap' | 'posixAcl' | 'securityLabel'>
 >;
 
 /**
@@ -41,13 +41,6 @@ export const passthroughFactory: PassthroughFactory = (o) =>
     log: o.log,
     metrics: o.metrics,
   });
-
-/** Warnings for virtiofsd options the passthrough filesystem does not implement. */
-function passthroughWarnings(a: VirtiofsdArgs): string[] {
-  const w: string[] = [];
-  if (a.securityLabel) w.push('--security-label: security labels at creation are not supported');
-  return w;
-}
 
 /** The syslog socket (--syslog), or stderr with a line saying why when nothing listens there. */
 function syslogOrStderr(): SyslogStream | number {
@@ -97,7 +90,7 @@ export async function runVirtiofsd(argv: readonly string[], deps: VirtiofsdDeps)
     return EXIT_OK;
   }
   const log = createLogger(pinoLevel(args.logLevel), args.syslog ? syslogOrStderr() : 2).child({ component: 'virtiofsd' });
-  for (const w of [...warnings, ...passthroughWarnings(args)]) log.warn(w);
+  for (const w of warnings) log.warn(w);
   raiseNofileLimit(args.rlimitNofile ?? DEFAULT_NOFILE, log);
   try {
     return await serve(args, deps, log);
@@ -129,6 +122,7 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
       readdirplus: args.readdirplus,
       killprivV2: args.killprivV2,
       posixAcl: args.posixAcl,
+      securityLabel: args.securityLabel,
       allowMmap: args.allowMmap,
       preserveNoatime: args.preserveNoatime,
       translateUid,

@@ -65,6 +65,11 @@ export interface RequestContext {
   uid: number;
   gid: number;
   pid: number;
+  /**
+   * For a creating call under FUSE_SECURITY_CTX, the xattr (e.g. security.selinux) the guest's
+   * LSM wants on the new node; absent otherwise.
+   */
+  securityContext?: { name: Uint8Array; value: Uint8Array };
 }
 
 export interface Timespec {

@@ -502,7 +502,7 @@ describe('FUSE request fuzzing', () => {
         const before = treeOf(outside);
         const metrics = new Metrics();
         const { log, lines } = errorLog();
-        const fs: FileSystem = new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: true, log, metrics });
+        const fs: FileSystem = new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: true, posixAcl: true, securityLabel: true, log, metrics });
         const server = new FuseServer(fs, { log, metrics });
         await edgeValues(server);
         const target = idTarget(server, ['file', 'dir', 'sub', 'small', 'escape', 'rootlink', 'outside', 'user.k', 'trusted.overlay.opaque', 'security.capability', 'system.posix_acl_access']);

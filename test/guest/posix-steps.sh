@@ -443,6 +443,27 @@ acl_steps() {
   s acl.final.list fsop ls .
 }
 
+# Creating steps for a share served with security labels (virtiofsd --security-label), in a guest
+# whose kernel runs SELinux (lsm=selinux; no policy loaded, so every new node's context is
+# "unlabeled"): each creating call carries the context, the daemon sets it on the host.
+# Usage: label_steps DIR (as posix_steps).
+label_steps() {
+  cd "$1" || return 1
+  umask 022
+  s label.file sh -c 'echo data > f'
+  s label.dir mkdir d
+  s label.dir.open-to-all chmod 0777 d
+  s label.symlink ln -s f s
+  s label.fifo mknod p p
+  s label.whiteout mknod wh c 0 0
+  s label.nested sh -c 'mkdir d/sub && echo x > d/sub/g'
+  s label.as-user fsop as 1000 1000 open d/u creat,wronly 0644
+  s label.hardlink ln f h
+  s label.rename mv d/sub/g d/g2
+  s label.existing-file fsop open f creat,wronly 0644
+  s label.final.list fsop ls .
+}
+
 # s LABEL COMMAND...: runs one step and prints its line.
 s() {
   _label=$1

@@ -37,6 +37,11 @@
  * group sets an ACL); the two must again agree line for line, some lines as Linux gives them on
  * a local file system, and leave the same host trees, ACLs included.
  *
+ * A second, smaller guest runs SELinux (no policy: every new node's context is "unlabeled") with
+ * one share served with --security-label: each creating call carries the context as a FUSE 7.38
+ * extension, every node the guest makes must be labelled on the host, and the guest must see
+ * what a local tmpfs gives.
+ *
  * Nothing depends on timing: no step prints an atime, ctime or an mtime it did not set.
  */
 import assert from 'node:assert/strict';
@@ -473,5 +478,63 @@ done
     // The ACLs are the host's own: what the host's kernel inherited and enforces.
     assert.match(ours.get('d/new') ?? '', /system\.posix_acl_access=0200000001000600ffffffff02000700d007000004000500ffffffff10000600ffffffff20000400ffffffff/);
     assert.match(ours.get('d/sub') ?? '', /system\.posix_acl_default=/);
+  });
+
+  test('--security-label: in a guest running SELinux, what it creates is labelled on the host', async () => {
+    // Against a guest-local tmpfs, not the C virtiofsd: QEMU 7.2's -o security_label reads the
+    // context where a FUSE 7.36/7.37 kernel puts it (after the names), so under this 7.38 guest,
+    // which sends it among the request's extensions, every create fails there (ERANGE, EINVAL).
+    const dslDir = join(work, 'dsl-share');
+    await mkdir(dslDir);
+    await chmod(dslDir, 0o755);
+    const dslSock = join(work, 'dsl.sock');
+    let err = '';
+    const proc = spawn(process.execPath, [CLI, '--socket-path', dslSock, '--shared-dir', dslDir, '--cache', 'auto', '--thread-pool-size=1', '--security-label'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    proc.stderr?.on('data', (b: Buffer) => (err += b.toString()));
+    const exit = once(proc, 'exit');
+    let out: string[];
+    try {
+      const deadline = Date.now() + 20_000;
+      while (!err.includes('Waiting for vhost-user socket connection')) {
+        if (Date.now() > deadline || proc.exitCode !== null) throw new Error(`damselfly did not start: ${err}`);
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      const guest = await bootGuest({
+        devices: [{ socket: dslSock, tag: 'dsl' }],
+        files: { '/bin/fsop': fsop, '/posix-steps.sh': join(REPO, 'test', 'guest', 'posix-steps.sh') },
+        // SELinux without a policy: the kernel labels every new node "unlabeled".
+        append: 'lsm=selinux selinux=1',
+        script: `${QUIET}. /posix-steps.sh
+mount -t securityfs none /sys/kernel/security
+echo "@@LSM $(cat /sys/kernel/security/lsm)"
+mkdir -p /tmp/local && mount -t tmpfs tmpfs /tmp/local && chmod 0755 /tmp/local
+for t in /tmp/local /mnt/dsl; do
+  echo "@@BEGIN $t"
+  (label_steps $t)
+  echo "@@END $t"
+done
+`,
+        timeoutMs: 180_000,
+      });
+      const r = await guest.wait();
+      assert.equal(r.status, 0, r.console.slice(-4000) + r.stderr);
+      out = guest.output();
+      await exit;
+      assert.equal(proc.exitCode, 0, err);
+    } finally {
+      proc.kill('SIGKILL');
+    }
+    assert.ok(out.some((l) => l.startsWith('@@LSM ') && l.includes('selinux')), 'the guest runs SELinux');
+    const local = section(out, '/tmp/local');
+    const ours = section(out, '/mnt/dsl');
+    assert.deepEqual([...ours], [...local], 'the guest saw what a local file system gives');
+    assert.deepEqual([...ours].filter(([, l]) => !l.startsWith('0 |')), [], 'every step succeeded');
+    // Every node the guest made carries its label (the share's root was not made by the guest).
+    const host = hostState(dslDir);
+    const label = Buffer.from('unlabeled\0').toString('hex');
+    const unlabelled = [...host].filter(([path, line]) => path !== '.' && !line.includes(`security.selinux=${label}`));
+    assert.deepEqual(unlabelled, [], 'labelled nodes');
+    assert.ok(host.size >= 9, `${host.size} entries`);
+    assert.ok(!(host.get('.') ?? '').includes('security.selinux'), 'nothing labelled what the guest did not make');
   });
 });

@@ -55,6 +55,7 @@ export const InitBits = {
   WRITEBACK_CACHE: 1n << 16n,
   SUBMOUNTS: 1n << 27n,
   HANDLE_KILLPRIV_V2: 1n << 28n,
+  SECURITY_CTX: 1n << 32n,
   DIRECT_IO_ALLOW_MMAP: 1n << 36n,
 } as const;
 

@@ -60,6 +60,13 @@ export interface PassthroughOptions {
    * system.posix_acl_* then pass through to the host; without it they are refused (EOPNOTSUPP).
    */
   posixAcl?: boolean;
+  /**
+   * Label what the guest creates (virtiofsd --security-label): ask for FUSE_SECURITY_CTX, so that
+   * a creating call carries the security context the guest's LSM (SELinux) wants, and set it (the
+   * xattr it names, through the xattr map) on the new node before answering; a node that cannot
+   * be labelled is removed again and the call fails.
+   */
+  securityLabel?: boolean;
   /** Accepted for virtiofsd compatibility; locks stay in the guest (FUSE_POSIX_LOCKS is never agreed). */
   posixLocks?: boolean;
   log: Logger;
@@ -79,6 +86,8 @@ export class Core {
   dontMask = false;
   /** FUSE_POSIX_ACL was agreed: the ACL names pass through. */
   posixAcl = false;
+  /** FUSE_SECURITY_CTX was agreed: new nodes get the security context their request carries. */
+  securityLabel = false;
   /** FUSE_HANDLE_KILLPRIV_V2 was agreed. */
   killprivV2 = false;
 

@@ -37,6 +37,7 @@ import {
 import type { Core } from './core.js';
 import { Handle } from './handles.js';
 import { statFd } from './inodes.js';
+import { labelNew } from './xattr-ops.js';
 
 function readvAt(fd: number, views: Uint8Array[], position: number): Promise<number> {
   return new Promise((resolve, reject) => readv(fd, views, position, (e, n) => (e ? reject(e) : resolve(n))));
@@ -103,6 +104,7 @@ export function tmpfile(core: Core, ctx: RequestContext, parent: number, mode: n
   const fd = sys(() => native.ptTmpfile(p.fd, f, mode & 0o7777, ...core.creds(ctx, umask)));
   let entry: EntryReply;
   try {
+    labelNew(core, ctx, p, undefined, 0, fd);
     const { node, st } = core.inodes.adoptFd(sys(() => native.ptReopen(fd, O_PATH)));
     entry = core.entry(node, st);
   } catch (e) {
@@ -132,6 +134,7 @@ export function create(core: Core, ctx: RequestContext, parent: number, name: Ui
   }
   let entry: EntryReply;
   try {
+    labelNew(core, ctx, p, n, 0, fd);
     entry = core.lookup(parent, n);
   } catch (e) {
     closeSync(fd);

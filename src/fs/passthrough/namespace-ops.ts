@@ -23,6 +23,7 @@ import {
 import type { Core } from './core.js';
 import { killPrivileges } from './file-ops.js';
 import { statFd } from './inodes.js';
+import { labelNew } from './xattr-ops.js';
 
 export function getattr(core: Core, nodeid: number): AttrReply {
   const n = core.inodes.get(nodeid);
@@ -33,6 +34,7 @@ export function mkdir(core: Core, ctx: RequestContext, parent: number, name: Uin
   const p = core.inodes.get(parent);
   const n = component(name);
   sys(() => native.ptMkdirat(p.fd, n, mode & 0o7777, ...core.creds(ctx, umask)));
+  labelNew(core, ctx, p, n, AT_REMOVEDIR);
   return core.lookup(parent, n);
 }
 
@@ -41,6 +43,7 @@ export function mknod(core: Core, ctx: RequestContext, parent: number, name: Uin
   const p = core.inodes.get(parent);
   const n = component(name);
   sys(() => native.ptMknodat(p.fd, n, mode, rdev, ...core.creds(ctx, umask)));
+  labelNew(core, ctx, p, n, 0);
   return core.lookup(parent, n);
 }
 
@@ -49,6 +52,7 @@ export function symlink(core: Core, ctx: RequestContext, parent: number, name: U
   const n = component(name);
   const [uid, gid] = core.creds(ctx);
   sys(() => native.ptSymlinkat(Buffer.from(target), p.fd, n, uid, gid));
+  labelNew(core, ctx, p, n, 0);
   return core.lookup(parent, n);
 }
 

@@ -46,7 +46,8 @@ export class PassthroughFs implements FileSystem {
       (opts.writeback === true ? InitBits.WRITEBACK_CACHE : 0n) |
       (opts.allowMmap === true ? InitBits.DIRECT_IO_ALLOW_MMAP : 0n) |
       (opts.killprivV2 === true ? InitBits.HANDLE_KILLPRIV_V2 : 0n) |
-      (opts.posixAcl === true ? ACL_FLAGS : 0n);
+      (opts.posixAcl === true ? ACL_FLAGS : 0n) |
+      (opts.securityLabel === true ? InitBits.SECURITY_CTX : 0n);
     if (opts.posixLocks === true) opts.log.warn('posix locks are not served: they stay local to the guest');
   }
 
@@ -61,6 +62,8 @@ export class PassthroughFs implements FileSystem {
     this.core.dontMask = (init.flags & InitBits.DONT_MASK) !== 0n;
     this.core.killprivV2 = this.core.opts.killprivV2 === true && (init.flags & InitBits.HANDLE_KILLPRIV_V2) !== 0n;
     this.core.posixAcl = this.core.opts.posixAcl === true && (init.flags & InitBits.POSIX_ACL) !== 0n;
+    this.core.securityLabel = this.core.opts.securityLabel === true && (init.flags & InitBits.SECURITY_CTX) !== 0n;
+    if (this.core.opts.securityLabel === true && !this.core.securityLabel) this.core.opts.log.warn('the kernel does not send security contexts (FUSE_SECURITY_CTX): new nodes are not labelled');
     if (this.core.opts.posixAcl === true) {
       const missing = ACL_FLAGS & ~init.flags;
       // A kernel before 5.16 has POSIX_ACL without SETXATTR_EXT: ACLs work, but an ACL set by a

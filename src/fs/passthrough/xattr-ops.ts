@@ -8,11 +8,12 @@
  * (`--xattrmap`), the guest's names are mapped to the host's and back (xattr-map.ts); the ACL
  * names are refused and hidden (without ACLs) as the guest names them.
  */
+import { closeSync } from 'node:fs';
 import { native } from '../../native/index.js';
-import { Errno, FsError } from '../types.js';
-import { FUSE_SETXATTR_ACL_KILL_SGID, S_ISGID, sys } from './common.js';
+import { Errno, FsError, type RequestContext } from '../types.js';
+import { FUSE_SETXATTR_ACL_KILL_SGID, O_NOFOLLOW, O_PATH, RESOLVE, S_ISGID, sys } from './common.js';
 import type { Core } from './core.js';
-import { statFd } from './inodes.js';
+import { type Inode, statFd } from './inodes.js';
 
 const ACL_ACCESS = Buffer.from('system.posix_acl_access');
 const ACL_NAMES = [ACL_ACCESS, Buffer.from('system.posix_acl_default')];
@@ -79,4 +80,36 @@ export function removexattr(core: Core, nodeid: number, name: Uint8Array): void 
   const n = core.inodes.get(nodeid);
   const key = checked(core, name);
   sys(() => native.ptRemovexattr(n.fd, key));
+}
+
+/**
+ * Labels a node just made (virtiofsd --security-label): the security context the creating
+ * request carried is set on it, the xattr it names mapped as any other. `node` is the node's open
+ * fd (CREATE, TMPFILE), else `name` below `parent` is opened (O_PATH, not following a symlink).
+ * When it cannot be labelled, the name is removed again (`unlinkFlags`: AT_REMOVEDIR for a
+ * directory) and the error thrown: the guest never gets an unlabelled node.
+ */
+export function labelNew(core: Core, ctx: RequestContext, parent: Inode, name: Buffer | undefined, unlinkFlags: number, node?: number): void {
+  const sc = ctx.securityContext;
+  if (sc === undefined || !core.securityLabel) return;
+  try {
+    const key = checked(core, sc.name);
+    if (node !== undefined) return sys(() => native.ptSetxattr(node, key, sc.value, 0));
+    const fd = sys(() => native.ptOpenat2(parent.fd, name as Buffer, O_PATH | O_NOFOLLOW, 0, RESOLVE, true));
+    if (fd < 0) throw new FsError(-fd, 'the new node went away before it was labelled');
+    try {
+      sys(() => native.ptSetxattr(fd, key, sc.value, 0));
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    if (name !== undefined) {
+      try {
+        native.ptUnlinkat(parent.fd, name, unlinkFlags);
+      } catch {
+        // Already gone (the guest raced us): nothing to undo.
+      }
+    }
+    throw e;
+  }
 }

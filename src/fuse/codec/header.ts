@@ -35,6 +35,8 @@ export interface Request {
   header: InHeader;
   /** The bytes after the header, up to `len`; extension headers (total_extlen) excluded. */
   body: ByteReader;
+  /** The extension headers (the last total_extlen × 8 bytes of `len`; empty when none). */
+  extensions: Uint8Array;
 }
 
 /**
@@ -57,6 +59,8 @@ export function inPlaceDataAt(head: Uint8Array, length: number): number | undefi
  * `inPlaceDataAt`; the body then ends where `bytes` does). Throws a FormatError when the header is
  * short or its lengths lie; `unique` is returned on the error when it could be read.
  */
+const NO_EXTENSIONS = new Uint8Array(0);
+
 export function decodeRequest(bytes: Uint8Array, tailLength = 0): Request {
   const r = new ByteReader(bytes, 'FUSE request');
   if (bytes.length < Size.IN_HEADER) throw new FormatError(`FUSE request of ${bytes.length} bytes is shorter than its header`);
@@ -82,7 +86,8 @@ export function decodeRequest(bytes: Uint8Array, tailLength = 0): Request {
     throw new RequestError(header.unique, 'FUSE request with data in place has extensions or a length that does not match');
   }
   const args = bytes.subarray(Size.IN_HEADER, Math.min(header.len - ext, bytes.length));
-  return { header, body: new ArgsReader(args, `FUSE opcode ${header.opcode} arguments`) };
+  const extensions = ext === 0 ? NO_EXTENSIONS : bytes.subarray(header.len - ext, header.len);
+  return { header, body: new ArgsReader(args, `FUSE opcode ${header.opcode} arguments`), extensions };
 }
 
 /** Request arguments that are short or malformed: answered with EINVAL. */

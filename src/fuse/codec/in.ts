@@ -126,6 +126,56 @@ export function decodeSetxattrIn(r: ByteReader, ext: boolean): { size: number; f
   return { size, flags: r.u32(4), setxattrFlags: ext ? r.u32(8) : 0, name: name.bytes, value: r.slice(name.end, size, 'xattr value') };
 }
 
+/** The security context a creating request carries under FUSE_SECURITY_CTX. */
+export interface SecurityContext {
+  /** The xattr the kernel's LSM wants set on the new node (e.g. security.selinux). */
+  name: Uint8Array;
+  value: Uint8Array;
+}
+
+/** The highest fuse_ext_header type that is a fuse_secctx_header (its nr_secctx). */
+const FUSE_MAX_NR_SECCTX = 31;
+
+/**
+ * fuse_secctx_header (size u32, the whole block's; nr_secctx u32), then per context fuse_secctx
+ * (size u32, the value's; padding u32), the NUL-terminated xattr name and the value, each record
+ * padded to 8 bytes. Linux sends one context at most (none when no LSM labels new files); a
+ * block with more is refused, as virtiofsd refuses it.
+ */
+export function decodeSecctx(block: Uint8Array): SecurityContext | undefined {
+  if (block.length < 8) throw new FormatError('fuse_secctx_header is short');
+  const v = new DataView(block.buffer, block.byteOffset, block.byteLength);
+  const size = v.getUint32(0, true);
+  const nr = v.getUint32(4, true);
+  if (size < 8 || size > block.length) throw new FormatError(`fuse_secctx_header says ${size} bytes of ${block.length}`);
+  if (nr === 0) return undefined;
+  if (nr > 1) throw new FormatError(`${nr} security contexts (one is served)`);
+  if (size < 16) throw new FormatError('fuse_secctx is short');
+  const valueLength = v.getUint32(8, true);
+  const rest = block.subarray(16, size);
+  const nul = rest.indexOf(0);
+  if (nul <= 0) throw new FormatError('security context name is empty or not NUL-terminated');
+  if (valueLength > rest.length - nul - 1) throw new FormatError(`security context value of ${valueLength} bytes exceeds its block`);
+  return { name: rest.subarray(0, nul), value: rest.subarray(nul + 1, nul + 1 + valueLength) };
+}
+
+/**
+ * The fuse_secctx_header block among a request's extensions (FUSE 7.38+): each extension starts
+ * with fuse_ext_header (size u32, its whole length, a multiple of 8; type u32), and a type up to
+ * FUSE_MAX_NR_SECCTX is the security context block, its nr_secctx.
+ */
+export function secctxExtension(ext: Uint8Array): Uint8Array | undefined {
+  const v = new DataView(ext.buffer, ext.byteOffset, ext.byteLength);
+  for (let at = 0; at < ext.length; ) {
+    if (ext.length - at < 8) throw new FormatError('fuse_ext_header is short');
+    const size = v.getUint32(at, true);
+    if (size < 8 || size % 8 !== 0 || size > ext.length - at) throw new FormatError(`request extension of ${size} bytes`);
+    if (v.getUint32(at + 4, true) <= FUSE_MAX_NR_SECCTX) return ext.subarray(at, at + size);
+    at += size;
+  }
+  return undefined;
+}
+
 export function decodeAccessIn(r: ByteReader): number {
   r.check(0, Size.ACCESS_IN, 'fuse_access_in');
   return r.u32(0);

@@ -4,8 +4,9 @@
  */
 import type { ByteReader } from '../../base/index.js';
 import type { FileSystem, RequestContext } from '../../fs/types.js';
-import { Size } from '../abi.js';
+import { InitFlag, Size } from '../abi.js';
 import { type InHeader, encodeOutHeader } from '../codec/header.js';
+import { decodeSecctx, secctxExtension } from '../codec/in.js';
 
 /** The transport side of one reply (a /dev/fuse write, or the guest's writable descriptors). */
 export interface ReplyChannel {
@@ -38,10 +39,30 @@ export class Call {
     readonly session: Session,
     /** A WRITE's data left in place by the transport (see `inPlaceDataAt`); else in `body`. */
     readonly tail?: Uint8Array[],
+    /** The request's extension headers (total_extlen). */
+    readonly extensions: Uint8Array = new Uint8Array(0),
   ) {}
 
   get ctx(): RequestContext {
     return { uid: this.header.uid, gid: this.header.gid, pid: this.header.pid };
+  }
+
+  /**
+   * The context of a creating request (CREATE, TMPFILE, MKNOD, MKDIR, SYMLINK) whose arguments
+   * end where `argsEnd` says: under FUSE_SECURITY_CTX with the security context the kernel sent,
+   * among the extensions (FUSE 7.38+) or, from a 7.36 or 7.37 kernel, after the arguments.
+   */
+  creatingCtx(argsEnd: () => number): RequestContext {
+    const ctx = this.ctx;
+    if ((this.session.flags & InitFlag.SECURITY_CTX) === 0n) return ctx;
+    let block: Uint8Array | undefined;
+    if (this.extensions.length > 0) block = secctxExtension(this.extensions);
+    else if (this.session.minor < 38) {
+      const end = argsEnd();
+      if (end < this.body.length) block = this.body.slice(end, this.body.length - end, 'security context');
+    }
+    const securityContext = block === undefined ? undefined : decodeSecctx(block);
+    return securityContext === undefined ? ctx : { ...ctx, securityContext };
   }
 
   get nodeid(): number {

@@ -73,24 +73,25 @@ export const entryHandlers: Array<[Opcode, Handler]> = [
   [
     Opcode.SYMLINK,
     async (c) => {
-      const [name, target] = decodeTwoNames(c.body, 0);
-      c.ok(encodeEntryOut(await need(c.fs.symlink).call(c.fs, c.ctx, c.nodeid, name, target)));
+      const name = cstring(c.body, 0, 'name');
+      const target = cstring(c.body, name.end, 'target');
+      c.ok(encodeEntryOut(await need(c.fs.symlink).call(c.fs, c.creatingCtx(() => target.end), c.nodeid, name.bytes, target.bytes)));
     },
   ],
   [
     Opcode.MKNOD,
     async (c) => {
       c.body.check(0, Size.MKNOD_IN, 'fuse_mknod_in');
-      const name = cstring(c.body, Size.MKNOD_IN, 'name').bytes;
-      c.ok(encodeEntryOut(await need(c.fs.mknod).call(c.fs, c.ctx, c.nodeid, name, c.body.u32(0), c.body.u32(4), c.body.u32(8))));
+      const name = cstring(c.body, Size.MKNOD_IN, 'name');
+      c.ok(encodeEntryOut(await need(c.fs.mknod).call(c.fs, c.creatingCtx(() => name.end), c.nodeid, name.bytes, c.body.u32(0), c.body.u32(4), c.body.u32(8))));
     },
   ],
   [
     Opcode.MKDIR,
     async (c) => {
       c.body.check(0, Size.MKDIR_IN, 'fuse_mkdir_in');
-      const name = cstring(c.body, Size.MKDIR_IN, 'name').bytes;
-      c.ok(encodeEntryOut(await need(c.fs.mkdir).call(c.fs, c.ctx, c.nodeid, name, c.body.u32(0), c.body.u32(4))));
+      const name = cstring(c.body, Size.MKDIR_IN, 'name');
+      c.ok(encodeEntryOut(await need(c.fs.mkdir).call(c.fs, c.creatingCtx(() => name.end), c.nodeid, name.bytes, c.body.u32(0), c.body.u32(4))));
     },
   ],
   [Opcode.UNLINK, async (c) => (await need(c.fs.unlink).call(c.fs, c.ctx, c.nodeid, decodeName(c.body)), c.ok())],

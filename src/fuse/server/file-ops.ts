@@ -32,8 +32,8 @@ export const fileHandlers: Array<[Opcode, Handler]> = [
     Opcode.CREATE,
     async (c) => {
       c.body.check(0, Size.CREATE_IN, 'fuse_create_in');
-      const name = cstring(c.body, Size.CREATE_IN, 'name').bytes;
-      const r = await need(c.fs.create).call(c.fs, c.ctx, c.nodeid, name, c.body.u32(4), c.body.u32(0), c.body.u32(8));
+      const name = cstring(c.body, Size.CREATE_IN, 'name');
+      const r = await need(c.fs.create).call(c.fs, c.creatingCtx(() => name.end), c.nodeid, name.bytes, c.body.u32(4), c.body.u32(0), c.body.u32(8));
       c.ok(encodeEntryOut(r.entry), encodeOpenOut(r.open));
     },
   ],
@@ -42,7 +42,8 @@ export const fileHandlers: Array<[Opcode, Handler]> = [
     Opcode.TMPFILE,
     async (c) => {
       c.body.check(0, Size.CREATE_IN, 'fuse_create_in');
-      const r = await need(c.fs.tmpfile).call(c.fs, c.ctx, c.nodeid, c.body.u32(4), c.body.u32(0), c.body.u32(8));
+      const ctx = c.creatingCtx(() => cstring(c.body, Size.CREATE_IN, 'name').end);
+      const r = await need(c.fs.tmpfile).call(c.fs, ctx, c.nodeid, c.body.u32(4), c.body.u32(0), c.body.u32(8));
       c.ok(encodeEntryOut(r.entry), encodeOpenOut(r.open));
     },
   ],

@@ -144,10 +144,10 @@ export class FuseServer {
       }
       return;
     }
-    const { header, body } = req;
+    const { header, body, extensions } = req;
     const { name, metric } = opcodeName(header.opcode);
     this.opts.metrics.inc(metric);
-    const call = new Call(this.fs, header, body, channel, this.sessionOrDefault(), tail);
+    const call = new Call(this.fs, header, body, channel, this.sessionOrDefault(), tail, extensions);
     try {
       if (header.opcode === Opcode.INIT) return this.init(call);
       if (this.session === undefined) {
