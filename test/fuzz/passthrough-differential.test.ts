@@ -4,7 +4,8 @@
  * RENAME_NOREPLACE and RENAME_EXCHANGE forms, link, symlink, readlink, chmod, chown, utimensat (times before 1970 too), stat,
  * readdir, open with O_EXCL / O_TRUNC / O_APPEND / O_DIRECTORY / O_NOFOLLOW / O_TMPFILE (and
  * O_NONBLOCK, for FIFOs), writes of 2 MiB at an offset, copy_file_range, SEEK_DATA / SEEK_HOLE,
- * mknod of a FIFO, user.* and trusted.* xattrs set, read, listed and removed) runs on a `damselfly
+ * mknod of a FIFO, user.* and trusted.* xattrs set, read, listed and removed; with --posix-acl
+ * also access and default ACLs, valid and not) runs on a `damselfly
  * passthrough` FUSE mount of one directory and directly on another of the same filesystem (with
  * Kata's cache policy, and with the kernel's writeback cache), as root and as an unprivileged user.
  * Each call must end the same way on both (its value, or its errno), and at
@@ -30,8 +31,25 @@ const XATTRS = ['user.k', 'user.other', 'trusted.overlay.opaque'];
 
 type Call = { what: string; run: (root: string) => unknown };
 
-/** One call, as a closure over a root, from the generator's next draws (the same for both roots). */
-function call(rng: Rng): Call {
+/**
+ * ACLs in their xattr form (version 2; tag u16, perm u16, id u32 per entry, sorted by tag and id):
+ * a named user with a mask, a minimal one, a named group, and an invalid one (a named user
+ * without a mask).
+ */
+const ACLS = [
+  [[1, 6], [2, 6, 1000], [4, 4], [0x10, 6], [0x20, 4]],
+  [[1, 7], [4, 0], [0x20, 0]],
+  [[1, 6], [4, 4], [8, 7, 65534], [0x10, 7], [0x20, 0]],
+  [[1, 6], [2, 6, 1000], [4, 4], [0x20, 4]],
+].map((entries) => Buffer.concat([Buffer.from([2, 0, 0, 0]), ...entries.map(([tag, perm, id]) => Buffer.from(new Uint16Array([tag as number, perm as number, (id ?? 0xffff_ffff) & 0xffff, (id ?? 0xffff_ffff) >>> 16]).buffer))]));
+const ACL_NAMES = ['system.posix_acl_access', 'system.posix_acl_default'];
+
+/**
+ * One call, as a closure over a root, from the generator's next draws (the same for both roots);
+ * with `acl`, POSIX ACLs set, read and removed among them (default ACLs, on directories, then
+ * decide the modes of what the other calls create below).
+ */
+function call(rng: Rng, acl: boolean): Call {
   const n1 = rng.pick(NAMES);
   const n2 = rng.pick(NAMES);
   const size = rng.pick([0, 1, 100, 4096, 5000, 70_000]);
@@ -80,6 +98,15 @@ function call(rng: Rng): Call {
     { what: `seek-data ${n1} ${size}`, run: (r) => withFd(p(r, n1), C.O_RDONLY, (fd) => `${native.seekData(fd, size, 3)} ${native.seekData(fd, size, 4)}`) },
     { what: `tmpfile ${n1}`, run: (r) => withFd(p(r, n1), O_TMPFILE | C.O_RDWR, (fd) => fs.writeSync(fd, Buffer.alloc(size, byte)), 0o600) },
   ];
+  if (acl) {
+    const a = rng.int(ACLS.length);
+    const name = rng.pick(ACL_NAMES);
+    calls.push(
+      { what: `setacl ${n1} ${name} ${a}`, run: (r) => native.lsetxattr(p(r, n1), name, ACLS[a] as Buffer) },
+      { what: `getacl ${n1} ${name}`, run: (r) => native.lgetxattr(p(r, n1), name)?.toString('hex') ?? 'none' },
+      { what: `removeacl ${n1} ${name}`, run: (r) => withFd(p(r, n1), C.O_RDONLY | C.O_NOFOLLOW, (fd) => native.ptRemovexattr(fd, name)) },
+    );
+  }
   return rng.pick(calls);
 }
 
@@ -192,16 +219,18 @@ const setegid = process.setegid as (id: number) => void;
 /**
  * Kata's default; the kernel's writeback cache (which handles O_APPEND and sizes itself); and
  * virtiofsd's metadata policy (long entry and attribute timeouts, file data by direct I/O); and
- * KILLPRIV_V2 (the daemon drops setuid and setgid where the kernel tells it to).
+ * KILLPRIV_V2 (the daemon drops setuid and setgid where the kernel tells it to); and POSIX ACLs
+ * (the kernel checks permissions against them; the process umask reaches the daemon, which the
+ * host then applies or, below a default ACL, ignores).
  */
-const MODES = [['--cache', 'auto'], ['--cache', 'always', '--writeback'], ['--cache', 'metadata', '--killpriv-v2']];
+const MODES = [['--cache', 'auto'], ['--cache', 'always', '--writeback'], ['--cache', 'metadata', '--killpriv-v2'], ['--cache', 'auto', '--posix-acl']];
 
 for (const mode of MODES) {
 for (const user of ['root', 'an unprivileged user'] as const) {
 test(`random call sequences (${SEQUENCES} of ${CALLS}) as ${user}, ${mode.join(' ')}: the same through the passthrough mount and directly`, async (t) => {
   const mount = await startPassthrough(share, join(work, 'mnt'), mode);
   try {
-    run(t, mount.mountpoint, user);
+    run(t, mount.mountpoint, user, mode.includes('--posix-acl'));
   } finally {
     await mount.stop();
   }
@@ -209,7 +238,7 @@ test(`random call sequences (${SEQUENCES} of ${CALLS}) as ${user}, ${mode.join('
 }
 }
 
-function run(t: { diagnostic(s: string): void }, mnt: string, user: 'root' | 'an unprivileged user'): void {
+function run(t: { diagnostic(s: string): void }, mnt: string, user: 'root' | 'an unprivileged user', acl: boolean): void {
   // The unprivileged user works in a sticky, world-writable root, with a umask, as in /tmp.
   for (const r of [share, direct]) fs.chmodSync(r, user === 'root' ? 0o755 : 0o1777);
   const as = <T>(f: () => T): T => {
@@ -232,7 +261,7 @@ function run(t: { diagnostic(s: string): void }, mnt: string, user: 'root' | 'an
     const rng = caseRng('passthrough-differential', seq);
     const done: string[] = [];
     for (let i = 0; i < CALLS; i++) {
-      const c = call(rng);
+      const c = call(rng, acl);
       const viaMount = as(() => outcome(() => c.run(mnt)));
       const viaDirect = as(() => outcome(() => c.run(direct)));
       calls++;
