@@ -10,6 +10,10 @@
 //    that its umask is private to it and never races the rest of the process.
 // Handing a call to another thread costs two wake-ups, which on a busy host take longer than the
 // system call itself. The JavaScript call waits for the result either way: the API stays synchronous.
+// Supplementary groups the kernel vouches for (FUSE_CREATE_SUPP_GROUP: the parent directory's group,
+// when the caller is a member through it) are set for the call the same way, on the thread that
+// runs it: the raw setgroups system call changes only the calling thread's credentials (glibc's
+// wrapper would change every thread's).
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sched.h>
@@ -20,6 +24,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <vector>
 #include <cstdio>
 #include <cstring>
 #include <functional>
@@ -35,7 +40,54 @@ struct Creds {
   uint32_t uid;
   uint32_t gid;
   uint32_t umask;
+  // Supplementary groups for the call; empty: the thread's own.
+  std::vector<gid_t> groups;
 };
+
+// The calling thread's supplementary groups, read once per thread: a switch always puts them back.
+const std::vector<gid_t>& ThreadGroups() {
+  thread_local const std::vector<gid_t> groups = [] {
+    int n = ::getgroups(0, nullptr);
+    std::vector<gid_t> g(n > 0 ? static_cast<size_t>(n) : 0);
+    if (n > 0 && ::getgroups(n, g.data()) != n) g.clear();
+    return g;
+  }();
+  return groups;
+}
+
+// setgroups for the calling thread only (see the top of the file).
+bool SetThreadGroups(const std::vector<gid_t>& g) {
+  return ::syscall(SYS_setgroups, g.size(), g.empty() ? nullptr : g.data()) == 0;
+}
+
+// Switches the calling thread's fs ids (and supplementary groups, when the request has some) for
+// one call of op, and back; returns op's result and sets *err to errno on failure.
+long SwitchAndRun(const Creds& c, const std::function<long()>& op, int* err) {
+  const bool groups = !c.groups.empty();
+  // Read the thread's own groups (once per thread) before they change.
+  if (groups) ThreadGroups();
+  if (groups && !SetThreadGroups(c.groups)) {
+    *err = errno;
+    return -1;
+  }
+  // setfsgid first: the gid may only change while the thread still has its capabilities.
+  auto old_gid = static_cast<gid_t>(::setfsgid(c.gid));
+  auto old_uid = static_cast<uid_t>(::setfsuid(c.uid));
+  // setfs[ug]id report no errors: read the ids back (an invalid id changes nothing).
+  bool ok = static_cast<uid_t>(::setfsuid(static_cast<uid_t>(-1))) == c.uid &&
+            static_cast<gid_t>(::setfsgid(static_cast<gid_t>(-1))) == c.gid;
+  long r = -1;
+  *err = EPERM;
+  if (ok) {
+    errno = 0;
+    r = op();
+    *err = r < 0 ? errno : 0;
+  }
+  ::setfsuid(old_uid);
+  ::setfsgid(old_gid);
+  if (groups) SetThreadGroups(ThreadGroups());
+  return r;
+}
 
 // One worker thread, started on first use and never stopped (it is leaked on purpose: a joinable
 // std::thread destroyed at exit would terminate the process).
@@ -77,23 +129,9 @@ class CredThread {
       *err = setup_errno_;
       return -1;
     }
-    // setfsgid first: the gid may only change while the thread still has its capabilities.
-    auto old_gid = static_cast<gid_t>(::setfsgid(c.gid));
-    auto old_uid = static_cast<uid_t>(::setfsuid(c.uid));
-    // setfs[ug]id report no errors: read the ids back (an invalid id changes nothing).
-    bool ok = static_cast<uid_t>(::setfsuid(static_cast<uid_t>(-1))) == c.uid &&
-              static_cast<gid_t>(::setfsgid(static_cast<gid_t>(-1))) == c.gid;
     ::umask(static_cast<mode_t>(c.umask & 07777));
-    long r = -1;
-    *err = EPERM;
-    if (ok) {
-      errno = 0;
-      r = op();
-      *err = r < 0 ? errno : 0;
-    }
+    long r = SwitchAndRun(c, op, err);
     ::umask(0);
-    ::setfsuid(old_uid);
-    ::setfsgid(old_gid);
     return r;
   }
 
@@ -119,30 +157,17 @@ const FsIds& ThreadFsIds() {
 }
 
 // Switches the calling thread's fs ids for one call; the umask is left as it is. A caller whose
-// ids are the thread's already (a guest's root, with a daemon running as root) needs no switch:
-// six system calls fewer for each file it creates.
+// ids are the thread's already (a guest's root, with a daemon running as root) and who brings no
+// supplementary groups needs no switch: six system calls fewer for each file it creates.
 long SwitchedHere(const Creds& c, const std::function<long()>& op, int* err) {
   const FsIds& own = ThreadFsIds();
-  if (c.uid == own.uid && c.gid == own.gid) {
+  if (c.uid == own.uid && c.gid == own.gid && c.groups.empty()) {
     errno = 0;
     long r = op();
     *err = r < 0 ? errno : 0;
     return r;
   }
-  auto old_gid = static_cast<gid_t>(::setfsgid(c.gid));
-  auto old_uid = static_cast<uid_t>(::setfsuid(c.uid));
-  bool ok = static_cast<uid_t>(::setfsuid(static_cast<uid_t>(-1))) == c.uid &&
-            static_cast<gid_t>(::setfsgid(static_cast<gid_t>(-1))) == c.gid;
-  long r = -1;
-  *err = EPERM;
-  if (ok) {
-    errno = 0;
-    r = op();
-    *err = r < 0 ? errno : 0;
-  }
-  ::setfsuid(old_uid);
-  ::setfsgid(old_gid);
-  return r;
+  return SwitchAndRun(c, op, err);
 }
 
 // The calling thread's umask, from /proc/thread-self/status (Linux 4.7+; reading it with umask(2)
@@ -215,9 +240,25 @@ long RunAs(const Creds& c, mode_t mode, const std::function<long()>& op, const M
   return CredThread::Get().Run(c, op, err);
 }
 
+// Optional supplementary groups: an array of gids (at most 64), or undefined for none.
+std::vector<gid_t> GroupsArg(const Napi::Value& v) {
+  std::vector<gid_t> out;
+  if (v.IsUndefined()) return out;
+  if (!v.IsArray()) throw Napi::TypeError::New(v.Env(), "groups must be an array of gids");
+  auto a = v.As<Napi::Array>();
+  if (a.Length() > 64) throw Napi::RangeError::New(v.Env(), "more than 64 supplementary groups");
+  for (uint32_t i = 0; i < a.Length(); i++) {
+    int64_t g = IntArg(a.Get(i), "gid");
+    if (g < 0 || g > 0xfffffffe) throw Napi::RangeError::New(v.Env(), "gid out of range");
+    out.push_back(static_cast<gid_t>(g));
+  }
+  return out;
+}
+
+// uid, gid, umask and (optional) supplementary groups, from argument `at` on.
 Creds CredArgs(const Napi::CallbackInfo& info, size_t at) {
   return Creds{static_cast<uint32_t>(IntArg(info[at], "uid")), static_cast<uint32_t>(IntArg(info[at + 1], "gid")),
-               static_cast<uint32_t>(IntArg(info[at + 2], "umask"))};
+               static_cast<uint32_t>(IntArg(info[at + 2], "umask")), GroupsArg(info[at + 3])};
 }
 
 int DirArg(const Napi::Value& v) {
@@ -233,7 +274,7 @@ long RunOrThrow(Napi::Env env, const Creds& c, mode_t mode, const std::function<
   return r;
 }
 
-// mkdirat(dirfd, name, mode, uid, gid, umask)
+// mkdirat(dirfd, name, mode, uid, gid, umask, groups?)
 Napi::Value Mkdirat(const Napi::CallbackInfo& info) {
   int dirfd = DirArg(info[0]);
   std::string name = PathArg(info[1], "name");
@@ -243,7 +284,7 @@ Napi::Value Mkdirat(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// mknodat(dirfd, name, mode, rdev, uid, gid, umask); rdev in the FUSE (new_encode_dev) encoding,
+// mknodat(dirfd, name, mode, rdev, uid, gid, umask, groups?); rdev in the FUSE (new_encode_dev) encoding,
 // which glibc's dev_t reads the same for 32-bit values.
 Napi::Value Mknodat(const Napi::CallbackInfo& info) {
   int dirfd = DirArg(info[0]);
@@ -255,17 +296,18 @@ Napi::Value Mknodat(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// symlinkat(target, dirfd, name, uid, gid): the target is stored as data, never resolved.
+// symlinkat(target, dirfd, name, uid, gid, umask, groups?): the target is stored as data, never
+// resolved; a symlink has no mode for the umask to take from.
 Napi::Value Symlinkat(const Napi::CallbackInfo& info) {
   std::string target = PathArg(info[0], "target");
   int dirfd = DirArg(info[1]);
   std::string name = PathArg(info[2], "name");
-  Creds c{static_cast<uint32_t>(IntArg(info[3], "uid")), static_cast<uint32_t>(IntArg(info[4], "gid")), 0};
+  Creds c = CredArgs(info, 3);
   RunOrThrow(info.Env(), c, 0, [&] { return static_cast<long>(::symlinkat(target.c_str(), dirfd, name.c_str())); }, nullptr, "symlinkat", name);
   return info.Env().Undefined();
 }
 
-// create(dirfd, name, flags, mode, resolve, uid, gid, umask) -> fd: openat2 with O_CREAT | O_EXCL |
+// create(dirfd, name, flags, mode, resolve, uid, gid, umask, groups?) -> fd: openat2 with O_CREAT | O_EXCL |
 // O_NOFOLLOW | O_CLOEXEC added (a new file only; the caller handles an existing one).
 Napi::Value Create(const Napi::CallbackInfo& info) {
   int dirfd = DirArg(info[0]);
@@ -287,7 +329,7 @@ Napi::Value Create(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(fd));
 }
 
-// tmpfile(dirfd, flags, mode, uid, gid, umask) -> fd: an unnamed file in the directory (openat2 of
+// tmpfile(dirfd, flags, mode, uid, gid, umask, groups?) -> fd: an unnamed file in the directory (openat2 of
 // "." with O_TMPFILE | O_CLOEXEC added), owned by the request's user; O_EXCL in flags keeps it from
 // ever being linked in.
 Napi::Value Tmpfile(const Napi::CallbackInfo& info) {

@@ -70,6 +70,11 @@ export interface RequestContext {
    * LSM wants on the new node; absent otherwise.
    */
   securityContext?: { name: Uint8Array; value: Uint8Array };
+  /**
+   * For a creating call under FUSE_CREATE_SUPP_GROUP, supplementary groups of the caller the
+   * kernel vouches for (the parent directory's group, when the caller is a member through it).
+   */
+  groups?: number[];
 }
 
 export interface Timespec {

@@ -178,13 +178,13 @@ export interface PassthroughOps {
   ptSetxattr(fd: number, name: string | Buffer, value: Uint8Array, flags: number): void;
   ptRemovexattr(fd: number, name: string | Buffer): void;
   // Run as the guest user (setfsuid/setfsgid on a thread with its own umask): see passthrough_create.cc.
-  ptMkdirat(dirfd: number, name: string | Buffer, mode: number, uid: number, gid: number, umask: number): void;
-  ptMknodat(dirfd: number, name: string | Buffer, mode: number, rdev: number, uid: number, gid: number, umask: number): void;
-  ptSymlinkat(target: string | Buffer, dirfd: number, name: string | Buffer, uid: number, gid: number): void;
+  ptMkdirat(dirfd: number, name: string | Buffer, mode: number, uid: number, gid: number, umask: number, groups?: number[]): void;
+  ptMknodat(dirfd: number, name: string | Buffer, mode: number, rdev: number, uid: number, gid: number, umask: number, groups?: number[]): void;
+  ptSymlinkat(target: string | Buffer, dirfd: number, name: string | Buffer, uid: number, gid: number, umask: number, groups?: number[]): void;
   /** openat2 with O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC added; returns the fd. */
-  ptCreate(dirfd: number, name: string | Buffer, flags: number, mode: number, resolve: number, uid: number, gid: number, umask: number): number;
+  ptCreate(dirfd: number, name: string | Buffer, flags: number, mode: number, resolve: number, uid: number, gid: number, umask: number, groups?: number[]): number;
   /** openat2 of "." with O_TMPFILE | O_CLOEXEC added: an unnamed file in the directory; returns the fd. */
-  ptTmpfile(dirfd: number, flags: number, mode: number, uid: number, gid: number, umask: number): number;
+  ptTmpfile(dirfd: number, flags: number, mode: number, uid: number, gid: number, umask: number, groups?: number[]): number;
 }
 
 export interface NativeAddon extends PassthroughOps {

@@ -2,7 +2,7 @@
  * The passthrough filesystem through the kernel: `damselfly passthrough` serves a temp directory
  * on a /dev/fuse mount, and the same POSIX sequence runs there and on a plain directory, step by
  * step with errno values (plus the trees both leave, seen through the mount and on the host); a
- * guest user's creations and umask; and overlayfs with its upper and work directories on the
+ * guest user's creations and umask; creations allowed through a supplementary group; and overlayfs with its upper and work directories on the
  * mount (index=off, as Kata's nydus mode), compared with the same overlay on a plain upper.
  */
 import assert from 'node:assert/strict';
@@ -144,6 +144,31 @@ describe('passthrough filesystem through /dev/fuse', () => {
     assert.deepEqual((expected[1] as { perm: number }).perm, 0o750);
     assert.equal(fs.lstatSync(join(share, 'u', 'link')).uid, GUEST);
     assert.deepEqual(treeOf(join(share, 'u')), treeOf(join(plain, 'u')));
+  });
+
+  test('a user writing a directory through a supplementary group creates there, as on the host (FUSE_CREATE_SUPP_GROUP)', () => {
+    // Every creating call, as uid 2000 with and without supplementary group 3000, in a directory
+    // of group 3000 writable by the group, and in a set-gid one.
+    const STEPS = 'for s in "mkdir d" ": > f" "ln -s f l" "mkfifo p" "mkdir sg/d" ": > sg/f"; do if sh -c "$s" 2>/dev/null; then echo "$s -> ok"; else echo "$s -> denied"; fi; done';
+    const run = (root: string): string[] => {
+      fs.mkdirSync(root);
+      for (const [d, mode] of [['g', 0o775], ['g/sg', 0o2775]] as const) {
+        fs.mkdirSync(join(root, d));
+        fs.chownSync(join(root, d), 0, 3000);
+        fs.chmodSync(join(root, d), mode);
+      }
+      const as = (groups: string[]): string => execFileSync('setpriv', ['--reuid', '2000', '--regid', '2000', ...groups, 'sh', '-c', `cd ${join(root, 'g')} && ${STEPS}`], { encoding: 'utf8' });
+      return [as(['--clear-groups']), as(['--groups', '3000'])];
+    };
+    const expected = run(join(plain, 'sg'));
+    const got = run(join(mnt, 'sg'));
+    assert.deepEqual(got, expected);
+    assert.deepEqual(expected[0]?.trim().split('\n').map((l) => l.split(' -> ')[1]), ['denied', 'denied', 'denied', 'denied', 'denied', 'denied']);
+    assert.deepEqual(expected[1]?.trim().split('\n').map((l) => l.split(' -> ')[1]), ['ok', 'ok', 'ok', 'ok', 'ok', 'ok']);
+    // Owned by the user; below the set-gid directory, of its group (and a new directory set-gid too).
+    assert.deepEqual(treeOf(join(share, 'sg')), treeOf(join(plain, 'sg')));
+    assert.equal(fs.lstatSync(join(share, 'sg', 'g', 'sg', 'f')).gid, 3000);
+    assert.equal(fs.lstatSync(join(share, 'sg', 'g', 'sg', 'd')).mode & 0o7777, 0o2755);
   });
 
   test('overlayfs with upperdir and workdir on the mount', () => {

@@ -121,8 +121,9 @@ const EXPECTED: Record<string, string> = {
   // Before 1970: negative, as the host's stat gives it (the kernel reads FUSE times as signed).
   'touch.before-1970.mtime': '0 | -315521755',
   // Not what a local file system says (the user is in group 50), but what FUSE can do: requests
-  // carry the caller's uid and gid only (the 6.1 guest kernel has no FUSE_CREATE_SUPP_GROUP), so
-  // the host refuses what the guest's permission check allowed. Both daemons agree.
+  // carry the caller's uid and gid only (this guest's kernel, before 6.3, has no
+  // FUSE_CREATE_SUPP_GROUP, which Damselfly asks for), so the host refuses what the guest's
+  // permission check allowed. Both daemons agree. (Where the kernel has it: passthrough-fuse.test.ts.)
   'group.create-supplementary': '1 | EACCES (Permission denied)',
   'utimens.nsec.mtime': '0 | ok 1000000000.123456789',
   'xattr.set-replace-missing': '1 | ENODATA (No data available)',

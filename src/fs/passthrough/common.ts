@@ -56,6 +56,7 @@ export const InitBits = {
   SUBMOUNTS: 1n << 27n,
   HANDLE_KILLPRIV_V2: 1n << 28n,
   SECURITY_CTX: 1n << 32n,
+  CREATE_SUPP_GROUP: 1n << 34n,
   DIRECT_IO_ALLOW_MMAP: 1n << 36n,
 } as const;
 

@@ -103,11 +103,13 @@ export class Core {
   }
 
   /**
-   * The (fsuid, fsgid, umask) a creating call runs with: the guest's ids, and the request's umask
-   * only under FUSE_DONT_MASK (otherwise the kernel already applied it to the mode it sent).
+   * The (fsuid, fsgid, umask, supplementary groups) a creating call runs with: the guest's ids;
+   * the request's umask only under FUSE_DONT_MASK (otherwise the kernel already applied it to the
+   * mode it sent); the groups the kernel vouched for (FUSE_CREATE_SUPP_GROUP), if any.
    */
-  creds(ctx: RequestContext, umask = 0): [number, number, number] {
-    return [this.uids.toHost(ctx.uid), this.gids.toHost(ctx.gid), this.dontMask ? umask & 0o777 : 0];
+  creds(ctx: RequestContext, umask = 0): [number, number, number, number[] | undefined] {
+    const groups = ctx.groups === undefined || ctx.groups.length === 0 ? undefined : ctx.groups.map((g) => this.gids.toHost(g));
+    return [this.uids.toHost(ctx.uid), this.gids.toHost(ctx.gid), this.dontMask ? umask & 0o777 : 0, groups];
   }
 
   entry(n: Inode, st: PtStat, flags = 0): EntryReply {

@@ -50,8 +50,7 @@ export function mknod(core: Core, ctx: RequestContext, parent: number, name: Uin
 export function symlink(core: Core, ctx: RequestContext, parent: number, name: Uint8Array, target: Uint8Array): EntryReply {
   const p = core.inodes.get(parent);
   const n = component(name);
-  const [uid, gid] = core.creds(ctx);
-  sys(() => native.ptSymlinkat(Buffer.from(target), p.fd, n, uid, gid));
+  sys(() => native.ptSymlinkat(Buffer.from(target), p.fd, n, ...core.creds(ctx)));
   labelNew(core, ctx, p, n, 0);
   return core.lookup(parent, n);
 }

@@ -40,8 +40,11 @@ export class PassthroughFs implements FileSystem {
   constructor(opts: PassthroughOptions) {
     this.core = new Core(opts);
     const plus = opts.cache === 'never' || opts.readdirplus === false ? 0n : InitBits.DO_READDIRPLUS | InitBits.READDIRPLUS_AUTO;
+    // CREATE_SUPP_GROUP always: a caller creating in a directory it may write through a
+    // supplementary group (the directory's) is then let in by the host too.
     this.wantedInitFlags =
       plus |
+      InitBits.CREATE_SUPP_GROUP |
       (opts.announceSubmounts ? InitBits.SUBMOUNTS : 0n) |
       (opts.writeback === true ? InitBits.WRITEBACK_CACHE : 0n) |
       (opts.allowMmap === true ? InitBits.DIRECT_IO_ALLOW_MMAP : 0n) |

@@ -159,21 +159,39 @@ export function decodeSecctx(block: Uint8Array): SecurityContext | undefined {
   return { name: rest.subarray(0, nul), value: rest.subarray(nul + 1, nul + 1 + valueLength) };
 }
 
+/** FUSE_EXT_GROUPS: fuse_supp_groups (nr_groups u32, then that many gids). */
+const FUSE_EXT_GROUPS = 32;
+
+/** What a request's extensions carry that the server uses. */
+export interface Extensions {
+  /** The fuse_secctx_header block (decodeSecctx). */
+  secctx?: Uint8Array;
+  /** Supplementary groups of the caller (FUSE_EXT_GROUPS). */
+  groups?: number[];
+}
+
 /**
- * The fuse_secctx_header block among a request's extensions (FUSE 7.38+): each extension starts
- * with fuse_ext_header (size u32, its whole length, a multiple of 8; type u32), and a type up to
- * FUSE_MAX_NR_SECCTX is the security context block, its nr_secctx.
+ * A request's extensions (FUSE 7.38+): each starts with fuse_ext_header (size u32, its whole
+ * length, a multiple of 8; type u32). A type up to FUSE_MAX_NR_SECCTX is the security context
+ * block (its nr_secctx); FUSE_EXT_GROUPS the caller's supplementary groups; others are skipped.
  */
-export function secctxExtension(ext: Uint8Array): Uint8Array | undefined {
+export function decodeExtensions(ext: Uint8Array): Extensions {
   const v = new DataView(ext.buffer, ext.byteOffset, ext.byteLength);
+  const out: Extensions = {};
   for (let at = 0; at < ext.length; ) {
     if (ext.length - at < 8) throw new FormatError('fuse_ext_header is short');
     const size = v.getUint32(at, true);
     if (size < 8 || size % 8 !== 0 || size > ext.length - at) throw new FormatError(`request extension of ${size} bytes`);
-    if (v.getUint32(at + 4, true) <= FUSE_MAX_NR_SECCTX) return ext.subarray(at, at + size);
+    const type = v.getUint32(at + 4, true);
+    if (type <= FUSE_MAX_NR_SECCTX) out.secctx = ext.subarray(at, at + size);
+    else if (type === FUSE_EXT_GROUPS) {
+      const nr = size >= 12 ? v.getUint32(at + 8, true) : -1;
+      if (nr < 0 || nr > (size - 12) / 4) throw new FormatError(`fuse_supp_groups of ${nr} groups in ${size} bytes`);
+      out.groups = Array.from({ length: nr }, (_, i) => v.getUint32(at + 12 + 4 * i, true));
+    }
     at += size;
   }
-  return undefined;
+  return out;
 }
 
 export function decodeAccessIn(r: ByteReader): number {

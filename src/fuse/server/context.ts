@@ -6,7 +6,7 @@ import type { ByteReader } from '../../base/index.js';
 import type { FileSystem, RequestContext } from '../../fs/types.js';
 import { InitFlag, Size } from '../abi.js';
 import { type InHeader, encodeOutHeader } from '../codec/header.js';
-import { decodeSecctx, secctxExtension } from '../codec/in.js';
+import { type Extensions, decodeExtensions, decodeSecctx } from '../codec/in.js';
 
 /** The transport side of one reply (a /dev/fuse write, or the guest's writable descriptors). */
 export interface ReplyChannel {
@@ -50,19 +50,26 @@ export class Call {
   /**
    * The context of a creating request (CREATE, TMPFILE, MKNOD, MKDIR, SYMLINK) whose arguments
    * end where `argsEnd` says: under FUSE_SECURITY_CTX with the security context the kernel sent,
-   * among the extensions (FUSE 7.38+) or, from a 7.36 or 7.37 kernel, after the arguments.
+   * among the extensions (FUSE 7.38+) or, from a 7.36 or 7.37 kernel, after the arguments; under
+   * FUSE_CREATE_SUPP_GROUP with the supplementary groups among the extensions.
    */
   creatingCtx(argsEnd: () => number): RequestContext {
-    const ctx = this.ctx;
-    if ((this.session.flags & InitFlag.SECURITY_CTX) === 0n) return ctx;
-    let block: Uint8Array | undefined;
-    if (this.extensions.length > 0) block = secctxExtension(this.extensions);
-    else if (this.session.minor < 38) {
-      const end = argsEnd();
-      if (end < this.body.length) block = this.body.slice(end, this.body.length - end, 'security context');
+    const ctx: RequestContext = this.ctx;
+    const flags = this.session.flags;
+    const secctx = (flags & InitFlag.SECURITY_CTX) !== 0n;
+    if (!secctx && (flags & InitFlag.CREATE_SUPP_GROUP) === 0n) return ctx;
+    const ext: Extensions = this.extensions.length > 0 ? decodeExtensions(this.extensions) : {};
+    if (secctx) {
+      let block = ext.secctx;
+      if (block === undefined && this.extensions.length === 0 && this.session.minor < 38) {
+        const end = argsEnd();
+        if (end < this.body.length) block = this.body.slice(end, this.body.length - end, 'security context');
+      }
+      const securityContext = block === undefined ? undefined : decodeSecctx(block);
+      if (securityContext !== undefined) ctx.securityContext = securityContext;
     }
-    const securityContext = block === undefined ? undefined : decodeSecctx(block);
-    return securityContext === undefined ? ctx : { ...ctx, securityContext };
+    if ((flags & InitFlag.CREATE_SUPP_GROUP) !== 0n && ext.groups !== undefined) ctx.groups = ext.groups;
+    return ctx;
   }
 
   get nodeid(): number {

@@ -692,6 +692,46 @@ describe('passthrough filesystem (in-process)', () => {
     }
   });
 
+  test('FUSE_CREATE_SUPP_GROUP through the FUSE server: the group the kernel vouches for lets a member create; lying extensions are EINVAL', async () => {
+    const INIT_EXT = 1n << 30n;
+    const CREATE_SUPP_GROUP = 1n << 34n;
+    const k = new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: false, log: silentLogger, metrics: new Metrics() });
+    const server = new FuseServer(k, { log: silentLogger, metrics: new Metrics() });
+    try {
+      const init = await exchange(server, request(Opcode.INIT, 0, initArgs(38, 0x3bfffffbn | INIT_EXT | CREATE_SUPP_GROUP)).bytes);
+      assert.notEqual(BigInt(init.payload.readUInt32LE(32)) & (CREATE_SUPP_GROUP >> 32n), 0n, 'agreed');
+      mkdirSync(join(share, 'grp'));
+      chownSync(join(share, 'grp'), 0, 3000);
+      chmodSync(join(share, 'grp'), 0o775);
+      const grp = parseEntry((await exchange(server, request(Opcode.LOOKUP, ROOT, cstr('grp')).bytes)).payload).nodeid;
+      // fuse_ext_header (size, type FUSE_EXT_GROUPS 32), fuse_supp_groups (nr_groups, gids), padded.
+      const groups = (nr: number, ...gids: number[]): Buffer => {
+        const body = u32Args(nr, ...gids);
+        const size = Math.ceil((8 + body.length) / 8) * 8;
+        return Buffer.concat([u32Args(size, 32), body, Buffer.alloc(size - 8 - body.length)]);
+      };
+      const mkdir = async (name: string, ext?: Buffer): Promise<number> => {
+        const r = request(Opcode.MKDIR, grp, Buffer.concat([u32Args(0o755, 0), cstr(name), ext ?? Buffer.alloc(0)]), { uid: 2000, gid: 2000 });
+        if (ext !== undefined) r.bytes.writeUInt16LE(ext.length / 8, 36); // total_extlen
+        return (await exchange(server, r.bytes)).error;
+      };
+      assert.equal(await mkdir('alone'), -Errno.EACCES, 'without the group the host refuses');
+      assert.equal(await mkdir('member', groups(1, 3000)), 0);
+      assert.deepEqual([lstatSync(join(share, 'grp', 'member')).uid, lstatSync(join(share, 'grp', 'member')).gid], [2000, 2000]);
+      assert.equal(await mkdir('other', groups(1, 4000)), -Errno.EACCES, 'a group that does not own the directory gives nothing');
+      const lying = groups(1, 3000);
+      lying.writeUInt32LE(9, 8); // nine groups in a 16-byte extension
+      assert.equal(await mkdir('lying', lying), -Errno.EINVAL);
+      const short = groups(1, 3000);
+      short.writeUInt32LE(24, 0); // an extension longer than the bytes sent
+      assert.equal(await mkdir('short', short), -Errno.EINVAL);
+      assert.deepEqual(readdirSync(join(share, 'grp')), ['member']);
+      assert.equal((process.getgroups as () => number[])().includes(3000), false, "the daemon's own groups untouched");
+    } finally {
+      k.close();
+    }
+  });
+
   test('setattr: mode, owner, size by path and by handle, times', async () => {
     writeFileSync(join(share, 'attr'), '0123456789');
     const e = await lookup(fs, 'attr');
