@@ -4,9 +4,10 @@
  * CAP_SYS_ADMIN, which the daemon has as root; security.capability passes through. POSIX ACL names
  * are refused and hidden unless ACLs were asked for and agreed (`posixAcl`, as virtiofsd); then
  * they pass through and the host applies them (and rewrites the mode's group bits, as a local
- * setfacl does), while the guest's kernel enforces them. With xattrs off, every call answers ENOSYS so the kernel stops asking. With an xattr map
- * (`--xattrmap`), the guest's names are mapped to the host's and back (xattr-map.ts); the ACL
- * names are refused and hidden (without ACLs) as the guest names them.
+ * setfacl does), while the guest's kernel enforces them. With xattrs off, every call answers
+ * ENOSYS so the kernel stops asking. With an xattr map (`--xattrmap`), the guest's names are
+ * mapped to the host's and back (xattr-map.ts); without ACLs, the ACL names are refused and
+ * hidden as the guest names them. New nodes get their security label here too (`labelNew`).
  */
 import { closeSync } from 'node:fs';
 import { native } from '../../native/index.js';
