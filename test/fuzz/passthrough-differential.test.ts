@@ -22,6 +22,7 @@ import { after, before, test } from 'node:test';
 import { native } from '../../src/native/index.js';
 import { startPassthrough } from '../integration/passthrough-mount.js';
 import { treeOf } from '../integration/passthrough-posix-suite.js';
+import { AclTag, aclXattr } from '../helpers/acl.js';
 import { type Rng, caseRng } from '../helpers/rng.js';
 
 const SEQUENCES = 12;
@@ -31,17 +32,14 @@ const XATTRS = ['user.k', 'user.other', 'trusted.overlay.opaque'];
 
 type Call = { what: string; run: (root: string) => unknown };
 
-/**
- * ACLs in their xattr form (version 2; tag u16, perm u16, id u32 per entry, sorted by tag and id):
- * a named user with a mask, a minimal one, a named group, and an invalid one (a named user
- * without a mask).
- */
+/** ACLs: a named user with a mask, a minimal one, a named group, an invalid one (a named user without a mask). */
+const { USER_OBJ, USER, GROUP_OBJ, GROUP, MASK, OTHER } = AclTag;
 const ACLS = [
-  [[1, 6], [2, 6, 1000], [4, 4], [0x10, 6], [0x20, 4]],
-  [[1, 7], [4, 0], [0x20, 0]],
-  [[1, 6], [4, 4], [8, 7, 65534], [0x10, 7], [0x20, 0]],
-  [[1, 6], [2, 6, 1000], [4, 4], [0x20, 4]],
-].map((entries) => Buffer.concat([Buffer.from([2, 0, 0, 0]), ...entries.map(([tag, perm, id]) => Buffer.from(new Uint16Array([tag as number, perm as number, (id ?? 0xffff_ffff) & 0xffff, (id ?? 0xffff_ffff) >>> 16]).buffer))]));
+  aclXattr([USER_OBJ, 6], [USER, 6, 1000], [GROUP_OBJ, 4], [MASK, 6], [OTHER, 4]),
+  aclXattr([USER_OBJ, 7], [GROUP_OBJ, 0], [OTHER, 0]),
+  aclXattr([USER_OBJ, 6], [GROUP_OBJ, 4], [GROUP, 7, 65534], [MASK, 7], [OTHER, 0]),
+  aclXattr([USER_OBJ, 6], [USER, 6, 1000], [GROUP_OBJ, 4], [OTHER, 4]),
+];
 const ACL_NAMES = ['system.posix_acl_access', 'system.posix_acl_default'];
 
 /**

@@ -134,7 +134,8 @@ export class Core {
     return this.entry(n, st, submount ? FUSE_ATTR_SUBMOUNT : 0);
   }
 
-  private openChild(p: Inode, name: Buffer): number {
+  /** `name` below `p`, opened O_PATH without following a final symlink or leaving `p`. */
+  openChild(p: Inode, name: Buffer): number {
     const fd = sys(() => native.ptOpenat2(p.fd, name, O_PATH | O_NOFOLLOW, 0, RESOLVE, true));
     if (fd >= 0) return fd;
     // EXDEV: the name was renamed out of the parent while it resolved, so it is not there.

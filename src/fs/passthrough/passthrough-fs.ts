@@ -69,8 +69,8 @@ export class PassthroughFs implements FileSystem {
     if (this.core.opts.securityLabel === true && !this.core.securityLabel) this.core.opts.log.warn('the kernel does not send security contexts (FUSE_SECURITY_CTX): new nodes are not labelled');
     if (this.core.opts.posixAcl === true) {
       const missing = ACL_FLAGS & ~init.flags;
-      // A kernel before 5.16 has POSIX_ACL without SETXATTR_EXT: ACLs work, but an ACL set by a
-      // caller outside the file's group cannot say that setgid must go.
+      // An older kernel has POSIX_ACL without SETXATTR_EXT (FUSE 7.33): ACLs work, but an ACL set
+      // by a caller outside the file's group cannot say that setgid must go.
       if (missing !== 0n) this.core.opts.log.warn({ missing: `0x${missing.toString(16)}` }, this.core.posixAcl ? 'the kernel lacks FUSE_DONT_MASK or FUSE_SETXATTR_EXT: POSIX ACLs served without them' : 'the kernel does not support POSIX ACLs: not serving them');
     }
     if (this.core.opts.announceSubmounts && !this.core.announce) this.core.opts.log.info('the kernel does not support submounts: not announcing them');

@@ -12,7 +12,7 @@
 import { closeSync } from 'node:fs';
 import { native } from '../../native/index.js';
 import { Errno, FsError, type RequestContext } from '../types.js';
-import { FUSE_SETXATTR_ACL_KILL_SGID, O_NOFOLLOW, O_PATH, RESOLVE, S_ISGID, sys } from './common.js';
+import { FUSE_SETXATTR_ACL_KILL_SGID, S_ISGID, sys } from './common.js';
 import type { Core } from './core.js';
 import { type Inode, statFd } from './inodes.js';
 
@@ -96,8 +96,7 @@ export function labelNew(core: Core, ctx: RequestContext, parent: Inode, name: B
   try {
     const key = checked(core, sc.name);
     if (node !== undefined) return sys(() => native.ptSetxattr(node, key, sc.value, 0));
-    const fd = sys(() => native.ptOpenat2(parent.fd, name as Buffer, O_PATH | O_NOFOLLOW, 0, RESOLVE, true));
-    if (fd < 0) throw new FsError(-fd, 'the new node went away before it was labelled');
+    const fd = core.openChild(parent, name as Buffer);
     try {
       sys(() => native.ptSetxattr(fd, key, sc.value, 0));
     } finally {

@@ -17,6 +17,7 @@ import { IdTranslation, PassthroughFs, type PassthroughOptions, XattrMap } from 
 import { type DirEntry, type DirEntryPlus, type EntryReply, Errno, FsError } from '../../../src/fs/types.js';
 import { FuseServer, Opcode } from '../../../src/fuse/index.js';
 import { type NoWaitFile, native, readNoWait } from '../../../src/native/index.js';
+import { AclTag, aclXattr } from '../../helpers/acl.js';
 import { cstr, exchange, initArgs, parseEntry, request, u32Args } from '../../helpers/fuse-client.js';
 
 const ROOT = 1;
@@ -537,10 +538,8 @@ describe('passthrough filesystem (in-process)', () => {
     const DONT_MASK = 1n << 6n;
     const SETXATTR_EXT = 1n << 29n;
     const ACL_KILL_SGID = 1;
-    // The xattr form of an ACL: version 2, then (tag u16, perm u16, id u32) sorted by tag and id.
-    const acl = (...entries: Array<[number, number, number?]>): Buffer =>
-      Buffer.concat([Buffer.from([2, 0, 0, 0]), ...entries.map(([tag, perm, id]) => Buffer.from(new Uint16Array([tag, perm, (id ?? 0xffffffff) & 0xffff, (id ?? 0xffffffff) >>> 16]).buffer))]);
-    const [USER_OBJ, USER, GROUP_OBJ, MASK, OTHER] = [1, 2, 4, 0x10, 0x20];
+    const acl = aclXattr;
+    const { USER_OBJ, USER, GROUP_OBJ, MASK, OTHER } = AclTag;
     const access = acl([USER_OBJ, 6], [USER, 6, 2000], [GROUP_OBJ, 4], [MASK, 6], [OTHER, 0]);
     const mode = (name: string): number => lstatSync(join(share, name)).mode & 0o7777;
     const k = new PassthroughFs({ root: share, xattr: true, cache: 'auto', announceSubmounts: false, log: silentLogger, metrics: new Metrics(), posixAcl: true });
