@@ -24,11 +24,16 @@ import { type BatchDecodes, decodeChunkAsync, describeChunk, verifyChunk } from 
  * The memory cache, for all the blobs a device serves without a cache file (no cache directory, or
  * a blob whose cache could not be opened). The kernel's page cache already keeps what files read;
  * this keeps the decoded chunks it does not (a chunk several files share, one read again after the
- * kernel dropped its pages) within a bound: each byte of it is memory that stays taken. With
- * 256 MiB, a cold sequential read of 320 MiB from a local blob directory took 0.43 s against
- * 0.32-0.37 s with 32 or 64 MiB, the difference mostly first-touch page faults of new buffers.
+ * kernel dropped its pages) within a bound: each byte of it is memory that stays taken. It starts
+ * at `MEMORY_CACHE_START_BYTES` and grows to `MEMORY_CACHE_BYTES` only while chunks it evicted are
+ * decoded again (`MemoryChunks`). A cold sequential read of 336 MB from a local blob directory
+ * (`fuse.sh`'s seq line, 6 interleaved runs): 0.59-0.75 s (median 0.69) starting at 8 MiB against
+ * 0.69-1.10 s (median 0.72) with 64 MiB from the start, 0.85 against 0.94 s of CPU, 9,700 page
+ * faults against 24,000 (the buffers the cache fills, first touched, and V8's full collections as
+ * their external memory grows). Earlier, 256 MiB took 0.43 s against 0.32-0.37 s with 32 or 64.
  */
 export const MEMORY_CACHE_BYTES = 64 << 20;
+export const MEMORY_CACHE_START_BYTES = 8 << 20;
 
 export interface DeviceOptions {
   blobs: readonly BlobInfo[];
@@ -51,8 +56,10 @@ export interface DeviceOptions {
   fetchBudgetBytes?: number;
   /** Where chunks' stored and decoded buffers come from (default: a pool of the device's own). */
   bufferPool?: BufferPool;
-  /** Memory cache size for all the blobs served without a cache file, bytes (default `MEMORY_CACHE_BYTES`). */
+  /** Memory cache size for all the blobs served without a cache file, bytes at most (default `MEMORY_CACHE_BYTES`). */
   memoryCacheBytes?: number;
+  /** Its size at first, bytes; it grows when evicted chunks are decoded again (default `MEMORY_CACHE_START_BYTES`). */
+  memoryCacheStartBytes?: number;
   /** Decoded chunks kept in memory after a fetch or cache read, bytes (saves re-reading the cache). */
   recentBytes?: number;
   /**
@@ -188,7 +195,11 @@ export class BlobDevice {
 
   private memoryChunks(): MemoryChunks {
     // It holds the pooled buffers it keeps, until it evicts them.
-    this.memoryChunksStore ??= new MemoryChunks(this.opts.memoryCacheBytes ?? MEMORY_CACHE_BYTES, { keep: (d) => this.hold(d), release: (d) => this.unhold(d) });
+    this.memoryChunksStore ??= new MemoryChunks(
+      this.opts.memoryCacheBytes ?? MEMORY_CACHE_BYTES,
+      { keep: (d) => this.hold(d), release: (d) => this.unhold(d) },
+      this.opts.memoryCacheStartBytes ?? MEMORY_CACHE_START_BYTES,
+    );
     return this.memoryChunksStore;
   }
 

@@ -191,17 +191,37 @@ export interface KeptBuffers {
 
 /**
  * Decoded chunks in memory for every blob of a device (one bound for them all), the least recently
- * used evicted beyond `limit` bytes. Each blob sees its own part through a `MemoryBlobCache`.
+ * used evicted beyond the cache's capacity. Each blob sees its own part through a `MemoryBlobCache`.
+ *
+ * The capacity starts at `initial` bytes and grows towards `limit` only when that would have saved
+ * work: a chunk stored again while its key is still among the recently evicted ones (the "ghosts",
+ * as in ARC) was decoded twice for want of room, and the capacity grows by its size. A stream of
+ * chunks each read once (a sequential read) never comes back for an evicted one, so the cache
+ * stays small: every buffer it would add costs first-touch page faults and counts towards V8's
+ * external memory, which schedules full collections, and the kernel's page cache already holds
+ * what was read. A working set read again and again grows it to what it needs, up to `limit`.
  */
 export class MemoryChunks {
   /** By `chunkKey`, least recently used first. */
   private readonly chunks = new Map<number, Uint8Array>();
   private bytes = 0;
+  private capacityBytes: number;
+  /** Keys evicted while below `limit`, with their sizes, oldest first; within `limit - capacity` bytes. */
+  private readonly ghosts = new Map<number, number>();
+  private ghostBytes = 0;
 
   constructor(
     private readonly limit: number,
     private readonly buffers?: KeptBuffers,
-  ) {}
+    initial = limit,
+  ) {
+    this.capacityBytes = Math.min(limit, Math.max(0, initial));
+  }
+
+  /** Bytes the cache holds at most now (it grows towards `limit`). */
+  get capacity(): number {
+    return this.capacityBytes;
+  }
 
   has(k: number): boolean {
     return this.chunks.has(k);
@@ -219,12 +239,18 @@ export class MemoryChunks {
 
   put(k: number, data: Uint8Array): void {
     if (this.chunks.has(k)) return;
+    const ghost = this.ghosts.get(k);
+    if (ghost !== undefined) {
+      this.forget(k, ghost);
+      this.grow(data.length);
+    }
     this.chunks.set(k, data);
     this.buffers?.keep(data);
     this.bytes += data.length;
     for (const [old, v] of this.chunks) {
-      if (this.bytes <= this.limit) break;
+      if (this.bytes <= this.capacityBytes) break;
       this.remove(old, v);
+      this.haunt(old, v.length);
     }
   }
 
@@ -236,12 +262,38 @@ export class MemoryChunks {
   /** Drops every chunk of one blob. */
   deleteBlob(blobIndex: number): void {
     for (const [k, v] of this.chunks) if (blobOfChunkKey(k) === blobIndex) this.remove(k, v);
+    for (const [k, n] of this.ghosts) if (blobOfChunkKey(k) === blobIndex) this.forget(k, n);
   }
 
   private remove(k: number, d: Uint8Array): void {
     this.chunks.delete(k);
     this.bytes -= d.length;
     this.buffers?.release(d);
+  }
+
+  private grow(n: number): void {
+    this.capacityBytes = Math.min(this.limit, this.capacityBytes + n);
+    this.trimGhosts();
+  }
+
+  /** Remembers an evicted key, while a larger cache could still have kept it. */
+  private haunt(k: number, n: number): void {
+    if (this.capacityBytes >= this.limit) return;
+    this.ghosts.set(k, n);
+    this.ghostBytes += n;
+    this.trimGhosts();
+  }
+
+  private forget(k: number, n: number): void {
+    this.ghosts.delete(k);
+    this.ghostBytes -= n;
+  }
+
+  private trimGhosts(): void {
+    for (const [k, n] of this.ghosts) {
+      if (this.ghostBytes <= this.limit - this.capacityBytes) break;
+      this.forget(k, n);
+    }
   }
 }
 
