@@ -244,6 +244,8 @@ export class MemoryChunks {
       this.forget(k, ghost);
       this.grow(data.length);
     }
+    // Room for the chunk itself at least (a 16 MiB chunk in a cache that starts at 8).
+    if (data.length > this.capacityBytes) this.grow(data.length - this.capacityBytes);
     this.chunks.set(k, data);
     this.buffers?.keep(data);
     this.bytes += data.length;

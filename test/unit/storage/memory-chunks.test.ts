@@ -107,6 +107,15 @@ test('delete and deleteBlob release their buffers; a deleted or closed-blob chun
   assert.equal(memory.capacity, 2 * C, 'neither came back from a remembered eviction');
 });
 
+test('a chunk larger than the capacity is kept: the capacity grows to hold it', () => {
+  const { memory, held } = counted(64 * C, 8 * C);
+  memory.put(key(0), new Uint8Array(C));
+  memory.put(key(1), new Uint8Array(16 * C));
+  assert.ok(memory.has(key(1)), 'kept, not evicted on arrival');
+  assert.equal(memory.capacity, 16 * C);
+  assert.deepEqual([...held].map((d) => d.length), [16 * C], 'the smaller one made room');
+});
+
 test('without a starting size the cache holds up to its limit from the start', () => {
   const { memory, held } = counted(5 * C);
   for (let i = 0; i < 10; i++) memory.put(key(i), new Uint8Array(C));
