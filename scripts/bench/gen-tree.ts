@@ -20,8 +20,10 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
+  readdirSync,
   renameSync,
   rmSync,
+  statSync,
   utimesSync,
   writeFileSync,
   writeSync,
@@ -219,6 +221,18 @@ class ContentMaker {
 const LARGE_MIX: Record<Kind, number> = { random: 25, text: 35, lowent: 20, records: 15, zeros: 5 };
 const SMALL_MIX: Record<Kind, number> = { text: 55, lowent: 22, random: 10, records: 13, zeros: 0 };
 
+/** Regular files under `dir`, and their bytes (what the manifest counts). */
+function regularFiles(dir: string): { files: number; bytes: number } {
+  let files = 0;
+  let bytes = 0;
+  for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
+    if (!e.isFile()) continue;
+    files++;
+    bytes += statSync(join(e.path, e.name)).size;
+  }
+  return { files, bytes };
+}
+
 /** Splits `budget` bytes into files of [min, max] bytes (fewer bytes than `min` when the budget is). */
 function splitBudget(rng: Rng, budget: number, min: number, max: number): number[] {
   // Callers keep max >= 2 × min, so that a remainder of at least `min` is always possible.
@@ -252,9 +266,15 @@ function main(): void {
   if (existsSync(manifestPath) && existsSync(treeDir)) {
     const m = JSON.parse(readFileSync(manifestPath, 'utf8')) as Manifest;
     if (m.generatorVersion === GENERATOR_VERSION && m.sizeMb === sizeMb && m.seed === seed) {
-      process.stderr.write(`gen-tree: reusing ${treeDir}\n`);
-      process.stdout.write(`${JSON.stringify(m)}\n`);
-      return;
+      const found = regularFiles(treeDir);
+      if (found.files === m.files && found.bytes === m.bytes) {
+        process.stderr.write(`gen-tree: reusing ${treeDir}\n`);
+        process.stdout.write(`${JSON.stringify(m)}\n`);
+        return;
+      }
+      // Something wrote into the tree (a profiler's log from a process started inside it): the
+      // images would no longer match each other's trees.
+      process.stderr.write(`gen-tree: ${treeDir} holds ${found.files} files of ${found.bytes} bytes, not ${m.files} of ${m.bytes}: generating it again\n`);
     }
   }
   rmSync(manifestPath, { force: true });
