@@ -662,3 +662,46 @@ test('without a cache directory, one memory bound holds for all the blobs of the
     await rm(work, { recursive: true, force: true });
   }
 });
+
+test('without a cache directory, the memory cache starts small and grows to a working set read again', async () => {
+  const C = 65536;
+  const work = await mkdtemp(join(tmpdir(), 'damselfly-device-grow-'));
+  try {
+    const content = randomBytes(12 * C);
+    const src = join(work, 'src');
+    await mkdir(src);
+    await writeFile(join(src, 'f'), content);
+    const r = await build({ sources: [src], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: C, log: silentLogger });
+    const image = openBootstrap(r.bootstrap);
+    const chunks = image.fileChunks((image.lookup(image.rootIno, Buffer.from('f')) as { ino: number }).ino);
+    assert.equal(chunks.length, 12);
+    const metrics = new Metrics();
+    const backend = new LocalFsBackend({ dir: join(work, 'blobs') });
+    // Room for two chunks at first, for sixteen at most; no recent list, no merged or read-ahead fetches.
+    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, memoryCacheStartBytes: 2 * C, memoryCacheBytes: 16 * C, recentBytes: 0, mergeLimit: C, metrics, log: silentLogger });
+    const fetched = (): number => metrics.snapshot()['storage.chunks_fetched'] ?? 0;
+    const pass = async (n: number): Promise<number> => {
+      const before = fetched();
+      for (let i = 0; i < n; i++) {
+        const dst = Buffer.alloc(C);
+        await dev.read([{ chunk: chunks[i] as ChunkInfo, from: 0, length: C }], [dst]);
+        assert.deepEqual(dst, content.subarray(i * C, (i + 1) * C), `chunk ${i}`);
+        await new Promise((r) => setImmediate(r)); // the store after the fetch
+      }
+      return fetched() - before;
+    };
+    // Six chunks round and round: the first passes fetch them again, then the cache holds them all.
+    const perPass: number[] = [];
+    for (let p = 0; p < 8; p++) perPass.push(await pass(6));
+    assert.equal(perPass[0], 6);
+    assert.equal(perPass.at(-1), 0, `chunks fetched per pass: ${perPass.join(' ')}`);
+    // All twelve once through and then again: the cache grows on, to twelve chunks, fetched no more.
+    const wider: number[] = [];
+    for (let p = 0; p < 8; p++) wider.push(await pass(12));
+    assert.equal(wider.at(-1), 0, `chunks fetched per pass of twelve: ${wider.join(' ')}`);
+    await dev.close();
+    await backend.close();
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+});
