@@ -6,15 +6,16 @@
  *
  *   share   the shared directory, Damselfly as Kata starts it (virtiofsd argv) against virtiofsd:
  *           per round BENCH_FILES files each created, written (4 KiB), released, looked up,
- *           stat'ed, unlinked and forgotten (8 requests a file)
+ *           stat'ed, unlinked and forgotten (8 requests a file); then BENCH_REST_S seconds idle
+ *           (Damselfly collects garbage after 10 s without a request), and the memory once more
  *   image   `damselfly virtiofs` on a RAFS image of BENCH_FILES small files (chunk cache) against
  *           virtiofsd on the same tree: per round each file looked up, stat'ed, read and
  *           forgotten, and a READDIRPLUS of their directory; then BENCH_REST_S seconds idle
  *           (Damselfly goes to rest after 10 s without a read), and the memory once more
  *
  * A daemon whose memory grows with the rounds leaks; the figures at rest show what an idle daemon
- * keeps. Prints each daemon's RssAnon after round 1, its highest, after the last round and (image)
- * at rest, and the ratio virtiofsd / Damselfly (> 1: Damselfly keeps less). Damselfly's collection
+ * keeps. Prints each daemon's RssAnon after round 1, its highest, after the last round and at
+ * rest, and the ratio virtiofsd / Damselfly (> 1: Damselfly keeps less). Damselfly's collection
  * at rest is timed from its debug log ("at rest: … garbage collected").
  *
  * Usage: node --import tsx scripts/bench/memory.ts [ROUNDS]   (root: virtiofsd's sandbox)
@@ -206,8 +207,8 @@ try {
     mkdirSync(dir);
     return dir;
   };
-  const shareV = await run('virtiofsd share', [VIRTIOFSD, `--socket-path=${join(work, 'sv.sock')}`, '-o', `source=${shareDir('sv')}`, '-o', 'xattr'], join(work, 'sv.sock'), shareRound, false);
-  const shareD = await run('damselfly share', dfly(['--socket-path', join(work, 'sd.sock'), '--shared-dir', shareDir('sd'), '--thread-pool-size=1', '--xattr']), join(work, 'sd.sock'), shareRound, false);
+  const shareV = await run('virtiofsd share', [VIRTIOFSD, `--socket-path=${join(work, 'sv.sock')}`, '-o', `source=${shareDir('sv')}`, '-o', 'xattr'], join(work, 'sv.sock'), shareRound, true);
+  const shareD = await run('damselfly share', dfly(['--socket-path', join(work, 'sd.sock'), '--shared-dir', shareDir('sd'), '--thread-pool-size=1', '--xattr']), join(work, 'sd.sock'), shareRound, true);
 
   const tree = join(work, 'tree');
   mkdirSync(join(tree, 'd'), { recursive: true });

@@ -4,7 +4,7 @@
  * and testing the filesystem Kata guests see through virtio-fs.
  */
 import { Option, type Command } from 'commander';
-import { Metrics } from '../base/index.js';
+import { Metrics, collectAtRest } from '../base/index.js';
 import { DEFAULT_NOFILE, raiseNofileLimit } from '../daemon/fd-limit.js';
 import { PassthroughFs } from '../fs/passthrough/index.js';
 import { FuseServer } from '../fuse/index.js';
@@ -57,7 +57,7 @@ export function register(program: Command): void {
           log: log.child({ component: 'passthrough' }),
           metrics,
         });
-        const server = new FuseServer(fs, { log: log.child({ component: 'fuse' }), metrics });
+        const server = new FuseServer(fs, { log: log.child({ component: 'fuse' }), metrics, onRest: collectAtRest(log) });
         // Handlers first (see mount.ts): a signal sent on seeing the ready line always unmounts.
         const offSignals = onStopSignals(() => void mount.unmount());
         const mount = FuseMount.mount({ mountpoint, server, log: log.child({ component: 'fusedev' }), readOnly: false, fsname: flags.sharedDir, subtype: 'damselfly-passthrough' });

@@ -6,7 +6,7 @@
  * once listening (runtime-rs waits for it), and exits when the VMM disconnects.
  */
 import { chmodSync, chownSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { type LogLevel, type Logger, Metrics, UsageError, createLogger, errorMessage } from '../base/index.js';
+import { type LogLevel, type Logger, Metrics, UsageError, collectAtRest, createLogger, errorMessage } from '../base/index.js';
 // The daemon's modules themselves, not its index: this entry point (Kata's virtiofsd, started for
 // every sandbox) then loads none of the image-serving code.
 import type { PassthroughFactory } from '../daemon/mounts.js';
@@ -131,7 +131,7 @@ async function serve(args: VirtiofsdArgs, deps: VirtiofsdDeps, log: Logger): Pro
     } satisfies PassthroughExtras,
   });
   const fs = args.readonly ? readOnly(shared) : shared;
-  const server = new FuseServer(fs, { log: log.child({ component: 'fuse' }), metrics });
+  const server = new FuseServer(fs, { log: log.child({ component: 'fuse' }), metrics, onRest: collectAtRest(log) });
   const vhost = new VhostService({ server, log, metrics });
   const pidFile = args.socketPath !== undefined ? `${args.socketPath}.pid` : undefined;
   if (args.fd !== undefined) vhost.listen({ fd: args.fd });

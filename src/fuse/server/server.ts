@@ -5,7 +5,7 @@
  * ENOSYS, and a malformed request gets EINVAL when its `unique` can be read.
  */
 import { constants } from 'node:os';
-import { DamselflyError, ErrorCode, LogLimiter, type Logger, type Metrics, iovLength, isSysError } from '../../base/index.js';
+import { DamselflyError, ErrorCode, LogLimiter, type Logger, type Metrics, QuietTimer, iovLength, isSysError } from '../../base/index.js';
 import { Errno, type FileSystem, FsError } from '../../fs/types.js';
 import { FUSE_KERNEL_MINOR_VERSION, FUSE_KERNEL_VERSION, FUSE_MIN_MINOR, InitFlag, Opcode } from '../abi.js';
 import { BadArguments, RequestError, decodeRequest } from '../codec/header.js';
@@ -24,6 +24,14 @@ export interface FuseServerOptions {
   maxWrite?: number;
   maxReadahead?: number;
   maxBackground?: number;
+  /**
+   * Called once the server has had no request for `restMs` (default 10 s), and again after each
+   * later busy spell: where the filesystem has nothing of its own to drop at rest (the passthrough
+   * share), the daemon collects the garbage the spell left, which V8 otherwise keeps resident for
+   * as long as the daemon idles (`collectGarbageSoon`).
+   */
+  onRest?: () => void;
+  restMs?: number;
 }
 
 /** Flags every session may use when the kernel offers them (as the Rust virtiofsd). */
@@ -88,13 +96,15 @@ export interface SessionState {
 
 export class FuseServer {
   private readonly fs: FileSystem;
-  private readonly opts: Required<Omit<FuseServerOptions, 'log' | 'metrics'>> & FuseServerOptions;
+  private readonly opts: Required<Omit<FuseServerOptions, 'log' | 'metrics' | 'onRest' | 'restMs'>> & FuseServerOptions;
   private session: Session | undefined;
   private readonly logLimiter = new LogLimiter();
+  private readonly rest: QuietTimer | undefined;
 
   constructor(fs: FileSystem, opts: FuseServerOptions) {
     this.fs = fs;
     this.opts = { maxWrite: 1 << 20, maxReadahead: 1 << 20, maxBackground: 256, ...opts };
+    this.rest = opts.onRest === undefined ? undefined : new QuietTimer(opts.restMs ?? 10_000, opts.onRest);
   }
 
   get initialized(): boolean {
@@ -130,6 +140,7 @@ export class FuseServer {
    * `inPlaceDataAt`); they may change while they are used, which can only change the data written.
    */
   async handle(bytes: Uint8Array, channel: ReplyChannel, tail?: Uint8Array[]): Promise<void> {
+    this.rest?.touch();
     let req;
     try {
       req = decodeRequest(bytes, tail === undefined ? 0 : iovLength(tail));

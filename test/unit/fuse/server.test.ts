@@ -234,4 +234,28 @@ describe('FUSE server over a RAFS image', () => {
       await d.close();
     }
   });
+
+  test('onRest runs once after each busy spell, when no request came for restMs; never during one', async () => {
+    const image = openBootstrap(await readFile(join(work, 'boot')));
+    let rests = 0;
+    const s = new FuseServer(new ImageFs({ image, device, metrics, log: silentLogger }), { log: silentLogger, metrics, restMs: 250, onRest: () => rests++ });
+    const send = (bytes: Buffer): Promise<Reply> => exchange(s, bytes);
+    const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+    await sleep(300);
+    assert.equal(rests, 0, 'no rest before any request');
+    assert.equal((await send(request(Opcode.INIT, 0, initArgs()).bytes)).error, 0);
+    // A spell of requests 25 ms apart, longer than restMs in all.
+    for (let i = 0; i < 16; i++) {
+      assert.equal((await send(request(Opcode.GETATTR, 1, Buffer.alloc(16)).bytes)).error, 0);
+      await sleep(25);
+    }
+    assert.equal(rests, 0, 'not while requests keep coming');
+    await sleep(600);
+    assert.equal(rests, 1, 'once after the spell');
+    await sleep(600);
+    assert.equal(rests, 1, 'and not again while idle');
+    assert.equal((await send(request(Opcode.GETATTR, 1, Buffer.alloc(16)).bytes)).error, 0);
+    await sleep(600);
+    assert.equal(rests, 2, 'once more after the next spell');
+  });
 });
