@@ -10,7 +10,7 @@
  * pattern.
  */
 import { stat } from 'node:fs/promises';
-import { LOG_LEVELS, type LogLevel, type Logger, type Metrics, errorMessage, fileSha256 } from '../base/index.js';
+import { LOG_LEVELS, type LogLevel, type Logger, type Metrics, collectAtRest, errorMessage, fileSha256 } from '../base/index.js';
 import type { Codecs } from '../format/compression.js';
 import type { FileSystem } from '../fs/types.js';
 import { MountError, Vfs, type VfsState, normalizeMountPath } from '../fs/vfs/index.js';
@@ -116,7 +116,9 @@ export class NydusDaemon implements DaemonControl {
       announceSubmounts: opts.announceSubmounts === true,
       owner: { uid: process.geteuid?.() ?? 0, gid: process.getegid?.() ?? 0 },
     });
-    this.server = new FuseServer(this.vfs, { log: opts.log.child({ component: 'fuse' }), metrics: opts.metrics });
+    // The passthrough share that Kata mounts here holds nothing to drop at rest; RAFS devices
+    // collect at their own rest, and a collection asked for within a second of theirs is theirs.
+    this.server = new FuseServer(this.vfs, { log: opts.log.child({ component: 'fuse' }), metrics: opts.metrics, onRest: collectAtRest(opts.log) });
   }
 
   get currentState(): DaemonState {
