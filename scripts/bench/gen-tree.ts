@@ -228,7 +228,7 @@ function regularFiles(dir: string): { files: number; bytes: number } {
   for (const e of readdirSync(dir, { withFileTypes: true, recursive: true })) {
     if (!e.isFile()) continue;
     files++;
-    bytes += statSync(join(e.path, e.name)).size;
+    bytes += statSync(join(e.parentPath, e.name)).size; // parentPath: `path` is its deprecated alias
   }
   return { files, bytes };
 }
