@@ -138,8 +138,8 @@ export class PassthroughFs implements FileSystem {
     return files.create(this.core, ctx, parent, name, mode, flags, umask);
   }
 
-  copyFileRange(_ctx: RequestContext, nodeIn: number, fhIn: bigint, offsetIn: number, nodeOut: number, fhOut: bigint, offsetOut: number, length: number, flags: number): Promise<number> {
-    return files.copyFileRange(this.core, nodeIn, fhIn, offsetIn, nodeOut, fhOut, offsetOut, length, flags);
+  copyFileRange(ctx: RequestContext, nodeIn: number, fhIn: bigint, offsetIn: number, nodeOut: number, fhOut: bigint, offsetOut: number, length: number, flags: number): Promise<number> {
+    return files.copyFileRange(this.core, ctx, nodeIn, fhIn, offsetIn, nodeOut, fhOut, offsetOut, length, flags);
   }
 
   async tmpfile(ctx: RequestContext, parent: number, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }> {

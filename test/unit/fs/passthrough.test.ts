@@ -481,7 +481,7 @@ describe('passthrough filesystem (in-process)', () => {
     }
   });
 
-  test('--killpriv-v2: agreed only when offered; a write or truncate flagged by the guest drops setuid and setgid-with-exec', async () => {
+  test('--killpriv-v2: agreed only when offered; a write or truncate flagged by the guest, or a copy_file_range by anyone but root, drops setuid and setgid-with-exec', async () => {
     const KILLPRIV_V2 = 1n << 28n;
     const WRITE_KILL_SUIDGID = 1 << 2;
     const FATTR_SIZE = 1 << 3;
@@ -528,6 +528,20 @@ describe('passthrough filesystem (in-process)', () => {
       const dir = await lookup(k, 'kp-dir');
       await k.setattr(ctx, dir.nodeid, { valid: FATTR_KILL_SUIDGID, uid: 0 });
       assert.equal(mode('kp-dir'), 0o2775, 'a directory\'s setgid (inherit the group) stays');
+      // COPY_FILE_RANGE carries no flag: a caller other than root is taken to lack CAP_FSETID.
+      setup('kp-src', 0o644);
+      const src = await lookup(k, 'kp-src');
+      const si = await k.open(ctx, src.nodeid, 0);
+      const user = { uid: 1000, gid: 1000, pid: 1 };
+      for (const [name, who, after] of [['kp-cu', user, 0o755], ['kp-cr', ctx, 0o6755]] as const) {
+        setup(name, 0o6755);
+        const out = await lookup(k, name);
+        const so = await k.open(who, out.nodeid, 0o2);
+        assert.equal(await k.copyFileRange(who, src.nodeid, si.fh, 0, out.nodeid, so.fh, 0, 4, 0), 4);
+        await k.release(who, out.nodeid, so.fh, 0);
+        assert.equal(mode(name), after, `copy_file_range by uid ${who.uid}`);
+      }
+      await k.release(ctx, src.nodeid, si.fh, 0);
     } finally {
       k.close();
     }
