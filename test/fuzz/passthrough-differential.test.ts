@@ -3,7 +3,7 @@
  * file system calls (create, write, append, truncate, read, mkdir, rmdir, unlink, rename and its
  * RENAME_NOREPLACE and RENAME_EXCHANGE forms, link, symlink, readlink, chmod, chown, utimensat (times before 1970 too), stat,
  * readdir, open with O_EXCL / O_TRUNC / O_APPEND / O_DIRECTORY / O_NOFOLLOW / O_TMPFILE (and
- * O_NONBLOCK, for FIFOs), writes of 2 MiB at an offset, copy_file_range, SEEK_DATA / SEEK_HOLE,
+ * O_NONBLOCK, for FIFOs), writes of 2 MiB at an offset, copy_file_range, fallocate (punching holes too), SEEK_DATA / SEEK_HOLE,
  * mknod of a FIFO, user.* and trusted.* xattrs set, read, listed and removed; with --posix-acl
  * also access and default ACLs, valid and not) runs on a `damselfly
  * passthrough` FUSE mount of one directory and directly on another of the same filesystem (with
@@ -57,6 +57,7 @@ function call(rng: Rng, acl: boolean): Call {
   const x = rng.pick(XATTRS);
   // Times long past, before 1970 too (negative: the guest's kernel reads FUSE times as signed).
   const when = rng.pick([2_000_000 + size, -(2_000_000 + size), -2, 0]);
+  const fallocMode = rng.pick([0, 1, 3]); // allocate; FALLOC_FL_KEEP_SIZE; with FALLOC_FL_PUNCH_HOLE
   const p = (root: string, n: string): string => join(root, n);
   const C = fs.constants;
   const calls: Call[] = [
@@ -94,6 +95,7 @@ function call(rng: Rng, acl: boolean): Call {
     { what: `rename-exchange ${n1} ${n2}`, run: (r) => renameat2(p(r, n1), p(r, n2), 2) },
     { what: `write-big ${n1}`, run: (r) => withFd(p(r, n1), C.O_WRONLY | C.O_CREAT, (fd) => fs.writeSync(fd, Buffer.alloc(2 << 20, byte), 0, 2 << 20, size), 0o644) },
     { what: `seek-data ${n1} ${size}`, run: (r) => withFd(p(r, n1), C.O_RDONLY, (fd) => `${native.seekData(fd, size, 3)} ${native.seekData(fd, size, 4)}`) },
+    { what: `fallocate ${n1} ${fallocMode} ${size}`, run: (r) => withFd(p(r, n1), C.O_WRONLY, (fd) => native.ptFallocate(fd, fallocMode, size >> 1, size)) },
     { what: `tmpfile ${n1}`, run: (r) => withFd(p(r, n1), O_TMPFILE | C.O_RDWR, (fd) => fs.writeSync(fd, Buffer.alloc(size, byte)), 0o600) },
   ];
   if (acl) {

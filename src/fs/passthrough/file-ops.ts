@@ -210,21 +210,27 @@ export async function write(core: Core, nodeid: number, fh: bigint, offset: numb
 }
 
 /**
+ * Under KILLPRIV_V2 the guest's kernel leaves dropping setuid and setgid to the daemon on every
+ * change of a file's data, but only a WRITE says whether its caller has CAP_FSETID. After a
+ * COPY_FILE_RANGE or FALLOCATE that changed `nodeid`: any caller but root is taken to lack it, as
+ * for a truncating OPEN (found by test/fuzz/passthrough-differential.test.ts; virtiofsd keeps the
+ * bits, where the host drops them for such a caller).
+ */
+function killPrivilegesUnflagged(core: Core, ctx: RequestContext, nodeid: number): void {
+  if (core.killprivV2 && ctx.uid !== 0) killPrivileges(core.inodes.get(nodeid).fd);
+}
+
+/**
  * COPY_FILE_RANGE: copy_file_range(2) between two open files of the share, on the thread pool
  * (the host copies, maybe without reading the data, as virtiofsd has it); no flags are defined.
- * Under KILLPRIV_V2 the guest's kernel leaves dropping setuid and setgid on the output to the
- * daemon here too, but, unlike a WRITE's, this request has no flag saying whether the caller has
- * CAP_FSETID: as for a truncating OPEN, any caller but root is taken to lack it (found by
- * test/fuzz/passthrough-differential.test.ts; virtiofsd keeps them).
  */
 export async function copyFileRange(core: Core, ctx: RequestContext, nodeIn: number, fhIn: bigint, offsetIn: number, nodeOut: number, fhOut: bigint, offsetOut: number, length: number, flags: number): Promise<number> {
   if (flags !== 0) throw new FsError(Errno.EINVAL, 'copy_file_range takes no flags');
   const src = core.handles.get(fhIn, nodeIn, 'file');
   const dst = core.handles.get(fhOut, nodeOut, 'file');
-  // Before the copy, as the kernel's own file_modified() does for a local file.
-  if (core.killprivV2 && ctx.uid !== 0 && length > 0) killPrivileges(core.inodes.get(nodeOut).fd);
   const n = await sysAsync(() => src.use((s) => dst.use((d) => native.ptCopyFileRange(s.fd, offsetIn, d.fd, offsetOut, length))));
   core.opts.metrics.inc('passthrough.write_bytes', n);
+  if (n > 0) killPrivilegesUnflagged(core, ctx, nodeOut);
   return n;
 }
 
@@ -239,9 +245,10 @@ export async function fsyncHandle(core: Core, nodeid: number, fh: bigint, datasy
   await sysAsync(() => h.use((h) => syncFd(h.fd, datasync)));
 }
 
-export function fallocate(core: Core, nodeid: number, fh: bigint, offset: number, length: number, mode: number): void {
+export function fallocate(core: Core, ctx: RequestContext, nodeid: number, fh: bigint, offset: number, length: number, mode: number): void {
   const h = core.handles.get(fh, nodeid, 'file');
   sys(() => native.ptFallocate(h.fd, mode, offset, length));
+  killPrivilegesUnflagged(core, ctx, nodeid);
 }
 
 /** LSEEK (the kernel sends SEEK_DATA and SEEK_HOLE): the host's answer, ENXIO included. */

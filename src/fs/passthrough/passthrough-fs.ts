@@ -160,8 +160,8 @@ export class PassthroughFs implements FileSystem {
   fsync(_ctx: RequestContext, nodeid: number, fh: bigint, datasync: boolean): Promise<void> {
     return files.fsyncHandle(this.core, nodeid, fh, datasync, 'file');
   }
-  async fallocate(_ctx: RequestContext, nodeid: number, fh: bigint, offset: number, length: number, mode: number): Promise<void> {
-    files.fallocate(this.core, nodeid, fh, offset, length, mode);
+  async fallocate(ctx: RequestContext, nodeid: number, fh: bigint, offset: number, length: number, mode: number): Promise<void> {
+    files.fallocate(this.core, ctx, nodeid, fh, offset, length, mode);
   }
   async lseek(_ctx: RequestContext, nodeid: number, fh: bigint, offset: number, whence: number): Promise<number> {
     return files.lseek(this.core, nodeid, fh, offset, whence);

@@ -481,7 +481,7 @@ describe('passthrough filesystem (in-process)', () => {
     }
   });
 
-  test('--killpriv-v2: agreed only when offered; a write or truncate flagged by the guest, or a copy_file_range by anyone but root, drops setuid and setgid-with-exec', async () => {
+  test('--killpriv-v2: agreed only when offered; a write or truncate flagged by the guest, or a copy_file_range or fallocate by anyone but root, drops setuid and setgid-with-exec', async () => {
     const KILLPRIV_V2 = 1n << 28n;
     const WRITE_KILL_SUIDGID = 1 << 2;
     const FATTR_SIZE = 1 << 3;
@@ -540,6 +540,11 @@ describe('passthrough filesystem (in-process)', () => {
         assert.equal(await k.copyFileRange(who, src.nodeid, si.fh, 0, out.nodeid, so.fh, 0, 4, 0), 4);
         await k.release(who, out.nodeid, so.fh, 0);
         assert.equal(mode(name), after, `copy_file_range by uid ${who.uid}`);
+        setup(name, 0o6755);
+        const fo = await k.open(who, out.nodeid, 0o2);
+        await k.fallocate(who, out.nodeid, fo.fh, 0, 8192, 1); // FALLOC_FL_KEEP_SIZE
+        await k.release(who, out.nodeid, fo.fh, 0);
+        assert.equal(mode(name), after, `fallocate by uid ${who.uid}`);
       }
       await k.release(ctx, src.nodeid, si.fh, 0);
     } finally {
