@@ -1,14 +1,15 @@
 /**
  * Differential fuzzing of the passthrough share through the kernel: the same seeded sequence of
- * file system calls (create, write, append, truncate, read, mkdir, rmdir, unlink, rename and its
- * RENAME_NOREPLACE and RENAME_EXCHANGE forms, link, symlink, readlink, chmod, chown, utimensat (times before 1970 too), stat,
- * readdir, open with O_EXCL / O_TRUNC / O_APPEND / O_DIRECTORY / O_NOFOLLOW / O_TMPFILE (and
- * O_NONBLOCK, for FIFOs), writes of 2 MiB at an offset, copy_file_range, fallocate (punching holes too), SEEK_DATA / SEEK_HOLE,
- * mknod of a FIFO, user.* and trusted.* xattrs set, read, listed and removed; with --posix-acl
- * also access and default ACLs, valid and not) runs on a `damselfly
- * passthrough` FUSE mount of one directory and directly on another of the same filesystem (with
- * Kata's cache policy, and with the kernel's writeback cache), as root and as an unprivileged user.
- * Each call must end the same way on both (its value, or its errno), and at
+ * file system calls (create, write, append, truncate, ftruncate, read, mkdir, rmdir, unlink, rename
+ * and its RENAME_NOREPLACE and RENAME_EXCHANGE forms, link, symlink, readlink, chmod (setuid,
+ * setgid, sticky), chown, utimensat (times before 1970 too), stat, readdir, open with O_EXCL /
+ * O_TRUNC / O_APPEND / O_DIRECTORY / O_NOFOLLOW / O_TMPFILE (and O_NONBLOCK, for FIFOs), writes of
+ * 2 MiB at an offset, copy_file_range, fallocate (punching holes too), SEEK_DATA / SEEK_HOLE, mknod
+ * of a FIFO, user.* and trusted.* xattrs set, read, listed and removed, file capabilities set
+ * (security.capability); with --posix-acl also access and default ACLs, valid and not) runs on a
+ * `damselfly passthrough` FUSE mount of one directory and directly on another of the same
+ * filesystem (with Kata's cache policy, and with the kernel's writeback cache), as root and as an
+ * unprivileged user. Each call must end the same way on both (its value, or its errno), and at
  * the end the two trees must be equal: names, types, sizes, modes, owners, link counts, contents,
  * link targets and xattrs. A case where the kernel's FUSE client itself answers differently from
  * the host filesystem is listed in ALLOWED with its reason.
@@ -29,6 +30,8 @@ const SEQUENCES = 12;
 const CALLS = 250;
 const NAMES = ['a', 'b', 'c', 'd', 'd/x', 'd/y', 'd/e', 'd/e/z', 'f/../a', 'l'];
 const XATTRS = ['user.k', 'user.other', 'trusted.overlay.opaque'];
+/** A file capability (vfs_cap_data revision 2, no capabilities): what a write or chown must drop. */
+const CAPABILITY = Buffer.from('0000000200000000000000000000000000000000', 'hex');
 
 type Call = { what: string; run: (root: string) => unknown };
 
@@ -52,7 +55,7 @@ function call(rng: Rng, acl: boolean): Call {
   const n2 = rng.pick(NAMES);
   const size = rng.pick([0, 1, 100, 4096, 5000, 70_000]);
   const byte = rng.int(256);
-  const mode = rng.pick([0o644, 0o600, 0o755, 0o000, 0o4755, 0o1777]);
+  const mode = rng.pick([0o644, 0o600, 0o755, 0o000, 0o4755, 0o1777, 0o2775, 0o2664]);
   const id = rng.pick([0, 1000, 65534]);
   const x = rng.pick(XATTRS);
   // Times long past, before 1970 too (negative: the guest's kernel reads FUSE times as signed).
@@ -95,6 +98,8 @@ function call(rng: Rng, acl: boolean): Call {
     { what: `rename-exchange ${n1} ${n2}`, run: (r) => renameat2(p(r, n1), p(r, n2), 2) },
     { what: `write-big ${n1}`, run: (r) => withFd(p(r, n1), C.O_WRONLY | C.O_CREAT, (fd) => fs.writeSync(fd, Buffer.alloc(2 << 20, byte), 0, 2 << 20, size), 0o644) },
     { what: `seek-data ${n1} ${size}`, run: (r) => withFd(p(r, n1), C.O_RDONLY, (fd) => `${native.seekData(fd, size, 3)} ${native.seekData(fd, size, 4)}`) },
+    { what: `ftruncate ${n1} ${size}`, run: (r) => withFd(p(r, n1), C.O_WRONLY, (fd) => fs.ftruncateSync(fd, size)) },
+    { what: `setcap ${n1}`, run: (r) => native.lsetxattr(p(r, n1), 'security.capability', CAPABILITY) },
     { what: `fallocate ${n1} ${fallocMode} ${size}`, run: (r) => withFd(p(r, n1), C.O_WRONLY, (fd) => native.ptFallocate(fd, fallocMode, size >> 1, size)) },
     { what: `tmpfile ${n1}`, run: (r) => withFd(p(r, n1), O_TMPFILE | C.O_RDWR, (fd) => fs.writeSync(fd, Buffer.alloc(size, byte)), 0o600) },
   ];
