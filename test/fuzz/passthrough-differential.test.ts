@@ -226,9 +226,10 @@ const setegid = process.setegid as (id: number) => void;
  * virtiofsd's metadata policy (long entry and attribute timeouts, file data by direct I/O); and
  * KILLPRIV_V2 (the daemon drops setuid and setgid where the kernel tells it to); and POSIX ACLs
  * (the kernel checks permissions against them; the process umask reaches the daemon, which the
- * host then applies or, below a default ACL, ignores).
+ * host then applies or, below a default ACL, ignores); and no cache at all (every lookup and
+ * attribute asked for, file data by direct I/O).
  */
-const MODES = [['--cache', 'auto'], ['--cache', 'always', '--writeback'], ['--cache', 'metadata', '--killpriv-v2'], ['--cache', 'auto', '--posix-acl']];
+const MODES = [['--cache', 'auto'], ['--cache', 'always', '--writeback'], ['--cache', 'metadata', '--killpriv-v2'], ['--cache', 'auto', '--posix-acl'], ['--cache', 'never']];
 
 for (const mode of MODES) {
 for (const user of ['root', 'an unprivileged user'] as const) {

@@ -203,9 +203,11 @@ export async function write(core: Core, nodeid: number, fh: bigint, offset: numb
       ? sys(() => writevSync(fdFor(h), data, offset))
       : await sysAsync(() => h.use((h) => io(h, fdFor(h), (fd) => writevAt(fd, data, offset))));
   core.opts.metrics.inc('passthrough.write_bytes', n);
-  // Under KILLPRIV_V2 the guest's kernel asks the daemon to do what a write by a caller without
-  // CAP_FSETID does on a local file; the daemon's own write, with CAP_FSETID, would keep them.
-  if (core.killprivV2 && (writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0) killPrivileges(core.inodes.get(nodeid).fd);
+  // The guest's kernel asks the daemon to do what a write by a caller without CAP_FSETID does on a
+  // local file (the daemon's own write, with CAP_FSETID, would keep the bits): under KILLPRIV_V2,
+  // and on a direct I/O write always (`--cache never`/`metadata`; found by the differential fuzz
+  // test), as the C virtiofsd honours it.
+  if ((writeFlags & FUSE_WRITE_KILL_SUIDGID) !== 0) killPrivileges(core.inodes.get(nodeid).fd);
   return n;
 }
 
