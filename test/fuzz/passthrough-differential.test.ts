@@ -8,11 +8,12 @@
  * of a FIFO, user.* and trusted.* xattrs set, read, listed and removed, file capabilities set
  * (security.capability); with --posix-acl also access and default ACLs, valid and not) runs on a
  * `damselfly passthrough` FUSE mount of one directory and directly on another of the same
- * filesystem (with Kata's cache policy, and with the kernel's writeback cache), as root and as an
- * unprivileged user. Each call must end the same way on both (its value, or its errno), and at
- * the end the two trees must be equal: names, types, sizes, modes, owners, link counts, contents,
- * link targets and xattrs. A case where the kernel's FUSE client itself answers differently from
- * the host filesystem is listed in ALLOWED with its reason.
+ * filesystem (with Kata's cache policy, and with the kernel's writeback cache), as root, as an
+ * unprivileged user (who keeps the test process's supplementary groups: root's group, which owns
+ * the roots) and as one in no group but its own. Each call must end the same way on both (its
+ * value, or its errno), and at the end the two trees must be equal: names, types, sizes, modes,
+ * owners, link counts, contents, link targets and xattrs. A case where the kernel's FUSE client
+ * itself answers differently from the host filesystem is listed in ALLOWED with its reason.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -232,7 +233,7 @@ const setegid = process.setegid as (id: number) => void;
 const MODES = [['--cache', 'auto'], ['--cache', 'always', '--writeback'], ['--cache', 'metadata', '--killpriv-v2'], ['--cache', 'auto', '--posix-acl'], ['--cache', 'never']];
 
 for (const mode of MODES) {
-for (const user of ['root', 'an unprivileged user'] as const) {
+for (const user of ['root', 'an unprivileged user', 'a user in no other group'] as const) {
 test(`random call sequences (${SEQUENCES} of ${CALLS}) as ${user}, ${mode.join(' ')}: the same through the passthrough mount and directly`, async (t) => {
   const mount = await startPassthrough(share, join(work, 'mnt'), mode);
   try {
@@ -244,11 +245,13 @@ test(`random call sequences (${SEQUENCES} of ${CALLS}) as ${user}, ${mode.join('
 }
 }
 
-function run(t: { diagnostic(s: string): void }, mnt: string, user: 'root' | 'an unprivileged user', acl: boolean): void {
+function run(t: { diagnostic(s: string): void }, mnt: string, user: 'root' | 'an unprivileged user' | 'a user in no other group', acl: boolean): void {
   // The unprivileged user works in a sticky, world-writable root, with a umask, as in /tmp.
   for (const r of [share, direct]) fs.chmodSync(r, user === 'root' ? 0o755 : 0o1777);
   const as = <T>(f: () => T): T => {
     if (user === 'root') return f();
+    const groups = process.getgroups?.() ?? [];
+    if (user === 'a user in no other group') (process.setgroups as (g: number[]) => void)([1000]);
     setegid(1000);
     seteuid(1000);
     const umask = process.umask(0o022);
@@ -258,6 +261,7 @@ function run(t: { diagnostic(s: string): void }, mnt: string, user: 'root' | 'an
       process.umask(umask);
       seteuid(0);
       setegid(0);
+      if (user === 'a user in no other group') (process.setgroups as (g: number[]) => void)(groups);
     }
   };
   let calls = 0;

@@ -84,8 +84,9 @@ export function open(core: Core, ctx: RequestContext, nodeid: number, flags: num
  * caller without CAP_FSETID (should_remove_suid); the daemon's own, with CAP_FSETID, keeps them
  * (file capabilities the host drops for any caller). For a truncating open by such a caller (any
  * but root, as the guest's kernel judges it: the kernel leaves it to the daemon when O_TRUNC travels
- * in the OPEN, FUSE_ATOMIC_O_TRUNC; found by test/fuzz/passthrough-differential.test.ts), and under
- * KILLPRIV_V2 for the writes and SETATTRs the guest's kernel flags.
+ * in the OPEN, FUSE_ATOMIC_O_TRUNC; found by test/fuzz/passthrough-differential.test.ts), for the
+ * writes the guest's kernel flags, and under KILLPRIV_V2 for the SETATTRs it flags and for
+ * COPY_FILE_RANGE and FALLOCATE.
  */
 export function killPrivileges(fd: number): void {
   const mode = statFd(fd).mode;
