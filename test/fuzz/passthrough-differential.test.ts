@@ -4,7 +4,7 @@
  * and its RENAME_NOREPLACE and RENAME_EXCHANGE forms, link, symlink, readlink, chmod (setuid,
  * setgid, sticky), chown, utimensat (times before 1970 too), stat, readdir, open with O_EXCL /
  * O_TRUNC / O_APPEND / O_DIRECTORY / O_NOFOLLOW / O_TMPFILE (and O_NONBLOCK, for FIFOs), writes of
- * 2 MiB at an offset, copy_file_range, fallocate (punching holes too), SEEK_DATA / SEEK_HOLE, mknod
+ * 2 MiB at an offset, O_DIRECT writes, copy_file_range, fallocate (punching holes too), SEEK_DATA / SEEK_HOLE, mknod
  * of a FIFO, user.* and trusted.* xattrs set, read, listed and removed, file capabilities set
  * (security.capability); with --posix-acl also access and default ACLs, valid and not) runs on a
  * `damselfly passthrough` FUSE mount of one directory and directly on another of the same
@@ -99,6 +99,7 @@ function call(rng: Rng, acl: boolean): Call {
     { what: `rename-exchange ${n1} ${n2}`, run: (r) => renameat2(p(r, n1), p(r, n2), 2) },
     { what: `write-big ${n1}`, run: (r) => withFd(p(r, n1), C.O_WRONLY | C.O_CREAT, (fd) => fs.writeSync(fd, Buffer.alloc(2 << 20, byte), 0, 2 << 20, size), 0o644) },
     { what: `seek-data ${n1} ${size}`, run: (r) => withFd(p(r, n1), C.O_RDONLY, (fd) => `${native.seekData(fd, size, 3)} ${native.seekData(fd, size, 4)}`) },
+    { what: `write-direct ${n1} ${size}`, run: (r) => withFd(p(r, n1), C.O_WRONLY | C.O_CREAT | C.O_DIRECT, (fd) => fs.writeSync(fd, Buffer.alloc(size, byte), 0, size, size >> 1), 0o644) },
     { what: `ftruncate ${n1} ${size}`, run: (r) => withFd(p(r, n1), C.O_WRONLY, (fd) => fs.ftruncateSync(fd, size)) },
     { what: `setcap ${n1}`, run: (r) => native.lsetxattr(p(r, n1), 'security.capability', CAPABILITY) },
     { what: `fallocate ${n1} ${fallocMode} ${size}`, run: (r) => withFd(p(r, n1), C.O_WRONLY, (fd) => native.ptFallocate(fd, fallocMode, size >> 1, size)) },
