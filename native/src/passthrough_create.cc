@@ -1,5 +1,5 @@
 // Creating syscalls of the passthrough filesystem, run as the requesting guest user: mkdirat,
-// mknodat, symlinkat and openat2(O_CREAT | O_EXCL), with setfsgid/setfsuid switched around each
+// mknodat, symlinkat, openat2(O_CREAT | O_EXCL) and renameat2(RENAME_WHITEOUT), with setfsgid/setfsuid switched around each
 // call (per-thread credentials) and back. The umask must be the request's (0 unless FUSE_DONT_MASK
 // was agreed, the kernel having masked the mode already), and a umask is shared by every thread of
 // the process. So:
@@ -348,9 +348,23 @@ Napi::Value Tmpfile(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), static_cast<double>(fd));
 }
 
+// renameat2(olddirfd, oldname, newdirfd, newname, flags, uid, gid, umask, groups?) as the request's
+// user: the whiteout RENAME_WHITEOUT leaves at the old name is made by whoever renames, as a mknod
+// of one is (the umask has nothing to take from a whiteout's mode 0).
+Napi::Value Renameat2As(const Napi::CallbackInfo& info) {
+  int olddir = DirArg(info[0]);
+  std::string oldname = PathArg(info[1], "oldname");
+  int newdir = DirArg(info[2]);
+  std::string newname = PathArg(info[3], "newname");
+  auto flags = static_cast<unsigned>(IntArg(info[4], "flags"));
+  RunOrThrow(info.Env(), CredArgs(info, 5), 0, [&] { return ::syscall(SYS_renameat2, olddir, oldname.c_str(), newdir, newname.c_str(), flags); }, nullptr, "renameat2", oldname);
+  return info.Env().Undefined();
+}
+
 }  // namespace
 
 void InitPassthroughCreate(Napi::Env env, Napi::Object exports) {
+  exports.Set("ptRenameat2As", Napi::Function::New(env, Renameat2As, "ptRenameat2As"));
   exports.Set("ptMkdirat", Napi::Function::New(env, Mkdirat, "ptMkdirat"));
   exports.Set("ptMknodat", Napi::Function::New(env, Mknodat, "ptMknodat"));
   exports.Set("ptSymlinkat", Napi::Function::New(env, Symlinkat, "ptSymlinkat"));

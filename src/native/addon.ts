@@ -181,6 +181,8 @@ export interface PassthroughOps {
   ptMkdirat(dirfd: number, name: string | Buffer, mode: number, uid: number, gid: number, umask: number, groups?: number[]): void;
   ptMknodat(dirfd: number, name: string | Buffer, mode: number, rdev: number, uid: number, gid: number, umask: number, groups?: number[]): void;
   ptSymlinkat(target: string | Buffer, dirfd: number, name: string | Buffer, uid: number, gid: number, umask: number, groups?: number[]): void;
+  /** renameat2 as the request's user (for RENAME_WHITEOUT: the whiteout is theirs). */
+  ptRenameat2As(olddirfd: number, oldname: string | Buffer, newdirfd: number, newname: string | Buffer, flags: number, uid: number, gid: number, umask: number, groups?: number[]): void;
   /** openat2 with O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC added; returns the fd. */
   ptCreate(dirfd: number, name: string | Buffer, flags: number, mode: number, resolve: number, uid: number, gid: number, umask: number, groups?: number[]): number;
   /** openat2 of "." with O_TMPFILE | O_CLOEXEC added: an unnamed file in the directory; returns the fd. */

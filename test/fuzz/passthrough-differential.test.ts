@@ -1,19 +1,20 @@
 /**
  * Differential fuzzing of the passthrough share through the kernel: the same seeded sequence of
  * file system calls (create, write, append, truncate, ftruncate, read, mkdir, rmdir, unlink, rename
- * and its RENAME_NOREPLACE and RENAME_EXCHANGE forms, link, symlink, readlink, chmod (setuid,
- * setgid, sticky), chown, utimensat (times before 1970 too), stat, readdir, open with O_EXCL /
- * O_TRUNC / O_APPEND / O_DIRECTORY / O_NOFOLLOW / O_TMPFILE (and O_NONBLOCK, for FIFOs), writes of
- * 2 MiB at an offset, O_DIRECT writes, copy_file_range, fallocate (punching holes too), SEEK_DATA / SEEK_HOLE, mknod
- * of a FIFO, user.* and trusted.* xattrs set, read, listed and removed, file capabilities set
- * (security.capability); with --posix-acl also access and default ACLs, valid and not) runs on a
- * `damselfly passthrough` FUSE mount of one directory and directly on another of the same
- * filesystem (with Kata's cache policy, and with the kernel's writeback cache), as root, as an
- * unprivileged user (who keeps the test process's supplementary groups: root's group, which owns
- * the roots) and as one in no group but its own. Each call must end the same way on both (its
- * value, or its errno), and at the end the two trees must be equal: names, types, sizes, modes,
- * owners, link counts, contents, link targets and xattrs. A case where the kernel's FUSE client
- * itself answers differently from the host filesystem is listed in ALLOWED with its reason.
+ * and its RENAME_NOREPLACE, RENAME_EXCHANGE and RENAME_WHITEOUT forms, link, symlink, readlink,
+ * chmod (setuid, setgid, sticky), chown, utimensat (times before 1970 too), stat, readdir, open
+ * with O_EXCL / O_TRUNC / O_APPEND / O_DIRECTORY / O_NOFOLLOW / O_TMPFILE (and O_NONBLOCK, for
+ * FIFOs), writes of 2 MiB at an offset, O_DIRECT writes, copy_file_range, fallocate (punching holes
+ * too), SEEK_DATA / SEEK_HOLE, mknod of a FIFO and of a whiteout (a 0:0 character device), user.*
+ * and trusted.* xattrs set, read, listed and removed, file capabilities set (security.capability);
+ * with --posix-acl also access and default ACLs, valid and not) runs on a `damselfly passthrough`
+ * FUSE mount of one directory and directly on another of the same filesystem (with Kata's cache
+ * policy, and with the kernel's writeback cache), as root, as an unprivileged user (who keeps the
+ * test process's supplementary groups: root's group, which owns the roots) and as one in no group
+ * but its own. Each call must end the same way on both (its value, or its errno), and at the end
+ * the two trees must be equal: names, types, sizes, modes, owners, link counts, contents, link
+ * targets and xattrs. A case where the kernel's FUSE client itself answers differently from the
+ * host filesystem is listed in ALLOWED with its reason.
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
@@ -89,6 +90,9 @@ function call(rng: Rng, acl: boolean): Call {
     { what: `open-directory ${n1}`, run: (r) => withFd(p(r, n1), C.O_DIRECTORY | C.O_RDONLY, () => undefined) },
     { what: `open-nofollow ${n1}`, run: (r) => withFd(p(r, n1), C.O_NOFOLLOW | C.O_RDONLY, () => undefined) },
     { what: `mkfifo ${n1}`, run: (r) => native.mknod(p(r, n1), 0o010644, 0, 0) },
+    // overlayfs's whiteouts in an upper directory on the share: a 0:0 character device, made or left by a rename
+    { what: `mknod-whiteout ${n1}`, run: (r) => native.mknod(p(r, n1), 0o020000, 0, 0) },
+    { what: `rename-whiteout ${n1} ${n2}`, run: (r) => renameat2(p(r, n1), p(r, n2), 4) },
     { what: `setxattr ${n1} ${x}`, run: (r) => native.lsetxattr(p(r, n1), x, Buffer.alloc(1 + (size % 300), byte)) },
     { what: `getxattr ${n1} ${x}`, run: (r) => native.lgetxattr(p(r, n1), x)?.toString('hex') ?? 'none' },
     { what: `listxattr ${n1}`, run: (r) => native.llistxattr(p(r, n1)).map(String).sort().join(',') },
@@ -145,7 +149,7 @@ function isFifo(path: string): boolean {
 /** O_TMPFILE (with O_DIRECTORY, as the kernel defines it): an unnamed file in a directory. */
 const O_TMPFILE = 0o20200000;
 
-/** renameat2 with `flags` (1 RENAME_NOREPLACE, 2 RENAME_EXCHANGE) through the parents' fds. */
+/** renameat2 with `flags` (1 RENAME_NOREPLACE, 2 RENAME_EXCHANGE, 4 RENAME_WHITEOUT) through the parents' fds. */
 function renameat2(from: string, to: string, flags: number): void {
   const open = (p: string): number => fs.openSync(dirname(p), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
   const a = open(from);
@@ -189,6 +193,12 @@ const ALLOWED: Array<{ call: RegExp; mount: RegExp; direct: RegExp; why: string 
     mount: /^ok -?\d+ -?\d+$/,
     direct: /^error EINVAL$/,
     why: 'SEEK_DATA / SEEK_HOLE on a directory: FUSE seeks directories with generic_file_llseek (data up to the size, ENXIO past it); tmpfs refuses (EINVAL)',
+  },
+  {
+    call: /./,
+    mount: /^error EACCES$/,
+    direct: /^error ENXIO$/,
+    why: 'opening a device node (a whiteout, 0:0): the passthrough mount is nodev, as FUSE mounts of libfuse are, so the VFS refuses it before the daemon hears of it; directly, no driver has device 0:0',
   },
 ];
 

@@ -118,8 +118,8 @@ export class PassthroughFs implements FileSystem {
   async rmdir(_ctx: RequestContext, parent: number, name: Uint8Array): Promise<void> {
     names.unlink(this.core, parent, name, true);
   }
-  async rename(_ctx: RequestContext, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number): Promise<void> {
-    names.rename(this.core, parent, name, newParent, newName, flags);
+  async rename(ctx: RequestContext, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number): Promise<void> {
+    names.rename(this.core, ctx, parent, name, newParent, newName, flags);
   }
   async link(_ctx: RequestContext, nodeid: number, newParent: number, newName: Uint8Array): Promise<EntryReply> {
     return names.link(this.core, nodeid, newParent, newName);

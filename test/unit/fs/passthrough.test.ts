@@ -824,7 +824,7 @@ describe('passthrough filesystem (in-process)', () => {
     }
   });
 
-  test('RENAME2 flags: NOREPLACE, EXCHANGE, WHITEOUT; unknown flags', async () => {
+  test('RENAME2 flags: NOREPLACE, EXCHANGE, WHITEOUT (the whiteout the renaming user\'s); unknown flags', async () => {
     writeFileSync(join(share, 'r1'), '1');
     writeFileSync(join(share, 'r2'), '2');
     assert.equal(await errno(fs.rename(ctx, ROOT, b('r1'), ROOT, b('r2'), 1)), Errno.EEXIST);
@@ -833,7 +833,19 @@ describe('passthrough filesystem (in-process)', () => {
     await fs.rename(ctx, ROOT, b('r1'), ROOT, b('r3'), 4);
     const wh = lstatSync(join(share, 'r1'));
     assert.ok(wh.isCharacterDevice() && wh.rdev === 0);
+    assert.equal(wh.uid, 0);
     assert.equal(await errno(fs.rename(ctx, ROOT, b('r2'), ROOT, b('r4'), 8)), Errno.EINVAL);
+    // A user's whiteout is the user's, as a local renameat2 makes it; and the host checks the
+    // rename as that user.
+    mkdirSync(join(share, 'rw'));
+    chownSync(join(share, 'rw'), 1000, 1000);
+    writeFileSync(join(share, 'rw', 'f'), 'f');
+    const dir = await lookup(fs, 'rw');
+    const user = { uid: 1000, gid: 1000, pid: 1 };
+    await fs.rename(user, dir.nodeid, b('f'), dir.nodeid, b('g'), 4);
+    const uw = lstatSync(join(share, 'rw', 'f'));
+    assert.deepEqual([uw.isCharacterDevice(), uw.rdev, uw.uid, uw.gid], [true, 0, 1000, 1000]);
+    assert.equal(await errno(fs.rename(user, ROOT, b('r2'), ROOT, b('r5'), 4)), Errno.EACCES, 'the root directory is not theirs');
   });
 
   test('sparse files: SEEK_DATA / SEEK_HOLE / ENXIO, fallocate punch hole, statfs', async () => {
