@@ -1,8 +1,8 @@
 // Creating syscalls of the passthrough filesystem, run as the requesting guest user: mkdirat,
-// mknodat, symlinkat, openat2(O_CREAT | O_EXCL) and renameat2(RENAME_WHITEOUT), with setfsgid/setfsuid switched around each
-// call (per-thread credentials) and back. The umask must be the request's (0 unless FUSE_DONT_MASK
-// was agreed, the kernel having masked the mode already), and a umask is shared by every thread of
-// the process. So:
+// mknodat, symlinkat, openat2(O_CREAT | O_EXCL) and renameat2(RENAME_WHITEOUT), with
+// setfsgid/setfsuid switched around each call (per-thread credentials) and back. The umask must be
+// the request's (0 unless FUSE_DONT_MASK was agreed, the kernel having masked the mode already),
+// and a umask is shared by every thread of the process. So:
 //  - when the process umask takes no bit from the mode that the request's umask would not take
 //    either (the usual case: a guest file 0644 or directory 0755 under a daemon umask of 022; a
 //    symlink has no mode), the call runs on the calling thread, the process umask untouched;
@@ -364,12 +364,12 @@ Napi::Value Renameat2As(const Napi::CallbackInfo& info) {
 }  // namespace
 
 void InitPassthroughCreate(Napi::Env env, Napi::Object exports) {
-  exports.Set("ptRenameat2As", Napi::Function::New(env, Renameat2As, "ptRenameat2As"));
   exports.Set("ptMkdirat", Napi::Function::New(env, Mkdirat, "ptMkdirat"));
   exports.Set("ptMknodat", Napi::Function::New(env, Mknodat, "ptMknodat"));
   exports.Set("ptSymlinkat", Napi::Function::New(env, Symlinkat, "ptSymlinkat"));
   exports.Set("ptCreate", Napi::Function::New(env, Create, "ptCreate"));
   exports.Set("ptTmpfile", Napi::Function::New(env, Tmpfile, "ptTmpfile"));
+  exports.Set("ptRenameat2As", Napi::Function::New(env, Renameat2As, "ptRenameat2As"));
 }
 
 }  // namespace damselfly
