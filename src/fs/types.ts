@@ -194,8 +194,12 @@ export interface FileSystem {
   rmdir?(ctx: RequestContext, parent: number, name: Uint8Array): Promise<void>;
   rename?(ctx: RequestContext, parent: number, name: Uint8Array, newParent: number, newName: Uint8Array, flags: number): Promise<void>;
   link?(ctx: RequestContext, nodeid: number, newParent: number, newName: Uint8Array): Promise<EntryReply>;
-  open?(ctx: RequestContext, nodeid: number, flags: number): Promise<OpenReply>;
-  create?(ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }>;
+  /**
+   * `openFlags` (for OPEN and CREATE) is fuse_open_in.open_flags: FUSE_OPEN_KILL_SUIDGID (bit 0)
+   * says, under KILLPRIV_V2, that a truncating opener lacks CAP_FSETID.
+   */
+  open?(ctx: RequestContext, nodeid: number, flags: number, openFlags?: number): Promise<OpenReply>;
+  create?(ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number, openFlags?: number): Promise<{ entry: EntryReply; open: OpenReply }>;
   /** copy_file_range(2) between two open files of this filesystem; the bytes copied (maybe fewer than `length`). */
   copyFileRange?(ctx: RequestContext, nodeIn: number, fhIn: bigint, offsetIn: number, nodeOut: number, fhOut: bigint, offsetOut: number, length: number, flags: number): Promise<number>;
   /** An unnamed file in directory `parent` (open(2) with O_TMPFILE), opened. */

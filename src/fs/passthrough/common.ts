@@ -70,6 +70,8 @@ export const FUSE_WRITE_CACHE = 1 << 0;
 export const FUSE_WRITE_KILL_SUIDGID = 1 << 2;
 /** fuse_setattr_in.valid: the same for a SETATTR (a truncate, a chown) under KILLPRIV_V2. */
 export const FATTR_KILL_SUIDGID = 1 << 11;
+/** fuse_open_in.open_flags (and fuse_create_in's): the same for an OPEN or CREATE with O_TRUNC under KILLPRIV_V2. */
+export const FUSE_OPEN_KILL_SUIDGID = 1 << 0;
 /** fuse_setxattr_in.setxattr_flags: the caller setting an ACL is neither in the group nor has CAP_FSETID. */
 export const FUSE_SETXATTR_ACL_KILL_SGID = 1 << 0;
 

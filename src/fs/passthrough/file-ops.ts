@@ -11,6 +11,7 @@ import { type EntryReply, Errno, FsError, type OpenReply, type RequestContext } 
 import {
   FOPEN_DIRECT_IO,
   FOPEN_KEEP_CACHE,
+  FUSE_OPEN_KILL_SUIDGID,
   FUSE_WRITE_CACHE,
   FUSE_WRITE_KILL_SUIDGID,
   O_ACCMODE,
@@ -69,22 +70,31 @@ export function fileOpenFlags(core: Core): number {
   return c === 'never' || c === 'metadata' ? FOPEN_DIRECT_IO : c === 'always' ? FOPEN_KEEP_CACHE : 0;
 }
 
-export function open(core: Core, ctx: RequestContext, nodeid: number, flags: number): OpenReply {
+export function open(core: Core, ctx: RequestContext, nodeid: number, flags: number, openFlags = 0): OpenReply {
   const n = core.inodes.get(nodeid);
   // Only regular files and directories are opened on the host: never a device, FIFO or symlink (as virtiofsd).
   if (!isReg(n.mode) && !isDir(n.mode)) throw new FsError(Errno.EBADF, 'only regular files and directories can be opened');
   const f = hostOpenFlags(core, flags);
   const fd = sys(() => native.ptReopen(n.fd, f));
-  if ((f & O_TRUNC) !== 0 && ctx.uid !== 0 && isReg(n.mode)) killPrivileges(n.fd);
+  if ((f & O_TRUNC) !== 0 && isReg(n.mode) && truncaterLacksFsetid(core, ctx, openFlags)) killPrivileges(n.fd);
   return { fh: core.handles.add(new Handle(nodeid, fd, 'file', f)), flags: fileOpenFlags(core) };
+}
+
+/**
+ * Whether a truncating OPEN's caller lacks CAP_FSETID. Under KILLPRIV_V2 the guest's kernel says so
+ * (FUSE_OPEN_KILL_SUIDGID), also for root without the capability (a container whose capabilities
+ * were dropped) and for a user with it. Without, the kernel drops its own mode change when O_TRUNC
+ * travels in the OPEN (FUSE_ATOMIC_O_TRUNC), so the daemon judges: anyone but root lacks it.
+ */
+function truncaterLacksFsetid(core: Core, ctx: RequestContext, openFlags: number): boolean {
+  return core.killprivV2 ? (openFlags & FUSE_OPEN_KILL_SUIDGID) !== 0 : ctx.uid !== 0;
 }
 
 /**
  * Drops setuid, and setgid with group execute, as the host's own write or truncate does for a
  * caller without CAP_FSETID (should_remove_suid); the daemon's own, with CAP_FSETID, keeps them
- * (file capabilities the host drops for any caller). For a truncating open by such a caller (any
- * but root, as the guest's kernel judges it: the kernel leaves it to the daemon when O_TRUNC travels
- * in the OPEN, FUSE_ATOMIC_O_TRUNC; found by test/fuzz/passthrough-differential.test.ts), for the
+ * (file capabilities the host drops for any caller). For a truncating open by such a caller
+ * (`truncaterLacksFsetid`; found by test/fuzz/passthrough-differential.test.ts), for the
  * writes the guest's kernel flags, and under KILLPRIV_V2 for the SETATTRs it flags and for
  * COPY_FILE_RANGE and FALLOCATE.
  */
@@ -116,7 +126,7 @@ export function tmpfile(core: Core, ctx: RequestContext, parent: number, mode: n
 }
 
 /** CREATE: a new file as the guest user; an existing one is opened unless O_EXCL (as virtiofsd). */
-export function create(core: Core, ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number): { entry: EntryReply; open: OpenReply } {
+export function create(core: Core, ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number, openFlags = 0): { entry: EntryReply; open: OpenReply } {
   const p = core.inodes.get(parent);
   const n = component(name);
   const f = hostOpenFlags(core, flags & ~(O_CREAT | O_EXCL));
@@ -127,7 +137,7 @@ export function create(core: Core, ctx: RequestContext, parent: number, name: Ui
     if (!(e instanceof FsError) || e.errno !== Errno.EEXIST || (flags & O_EXCL) !== 0) throw e;
     const entry = core.lookup(parent, n);
     try {
-      return { entry, open: open(core, ctx, entry.nodeid, flags) };
+      return { entry, open: open(core, ctx, entry.nodeid, flags, openFlags) };
     } catch (err) {
       core.inodes.forget(entry.nodeid, 1);
       throw err;

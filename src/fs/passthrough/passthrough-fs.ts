@@ -131,11 +131,11 @@ export class PassthroughFs implements FileSystem {
     names.access(this.core, ctx, nodeid, mask);
   }
 
-  async open(ctx: RequestContext, nodeid: number, flags: number): Promise<OpenReply> {
-    return files.open(this.core, ctx, nodeid, flags);
+  async open(ctx: RequestContext, nodeid: number, flags: number, openFlags = 0): Promise<OpenReply> {
+    return files.open(this.core, ctx, nodeid, flags, openFlags);
   }
-  async create(ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }> {
-    return files.create(this.core, ctx, parent, name, mode, flags, umask);
+  async create(ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number, openFlags = 0): Promise<{ entry: EntryReply; open: OpenReply }> {
+    return files.create(this.core, ctx, parent, name, mode, flags, umask, openFlags);
   }
 
   copyFileRange(ctx: RequestContext, nodeIn: number, fhIn: bigint, offsetIn: number, nodeOut: number, fhOut: bigint, offsetOut: number, length: number, flags: number): Promise<number> {

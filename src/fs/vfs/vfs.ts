@@ -144,14 +144,14 @@ export class Vfs extends VfsReaddir implements FileSystem {
     return this.mapEntry(a.slot, await this.call(a.slot, () => a.slot.fs.link?.(ctx, a.inner, b.inner, newName), () => fail(Errno.EPERM)));
   }
 
-  async open(ctx: RequestContext, nodeid: number, flags: number): Promise<OpenReply> {
+  async open(ctx: RequestContext, nodeid: number, flags: number, openFlags = 0): Promise<OpenReply> {
     const t = this.backend(nodeid, Errno.EISDIR);
-    return this.call(t.slot, () => t.slot.fs.open?.(ctx, t.inner, flags), () => ({ fh: 0n, flags: 0 }));
+    return this.call(t.slot, () => t.slot.fs.open?.(ctx, t.inner, flags, openFlags), () => ({ fh: 0n, flags: 0 }));
   }
 
-  async create(ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number): Promise<{ entry: EntryReply; open: OpenReply }> {
+  async create(ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number, openFlags = 0): Promise<{ entry: EntryReply; open: OpenReply }> {
     const t = this.backend(parent, Errno.EROFS);
-    const r = await this.call(t.slot, () => t.slot.fs.create?.(ctx, t.inner, name, mode, flags, umask), () => fail(Errno.EOPNOTSUPP));
+    const r = await this.call(t.slot, () => t.slot.fs.create?.(ctx, t.inner, name, mode, flags, umask, openFlags), () => fail(Errno.EOPNOTSUPP));
     return { entry: this.mapEntry(t.slot, r.entry), open: r.open };
   }
 

@@ -24,8 +24,8 @@ export const fileHandlers: Array<[Opcode, Handler]> = [
   [
     Opcode.OPEN,
     async (c) => {
-      const { flags } = decodeOpenIn(c.body);
-      c.ok(encodeOpenOut(await need(c.fs.open).call(c.fs, c.ctx, c.nodeid, flags)));
+      const { flags, openFlags } = decodeOpenIn(c.body);
+      c.ok(encodeOpenOut(await need(c.fs.open).call(c.fs, c.ctx, c.nodeid, flags, openFlags)));
     },
   ],
   [
@@ -33,7 +33,8 @@ export const fileHandlers: Array<[Opcode, Handler]> = [
     async (c) => {
       c.body.check(0, Size.CREATE_IN, 'fuse_create_in');
       const name = cstring(c.body, Size.CREATE_IN, 'name');
-      const r = await need(c.fs.create).call(c.fs, c.creatingCtx(() => name.end), c.nodeid, name.bytes, c.body.u32(4), c.body.u32(0), c.body.u32(8));
+      // fuse_create_in: flags, mode, umask, open_flags.
+      const r = await need(c.fs.create).call(c.fs, c.creatingCtx(() => name.end), c.nodeid, name.bytes, c.body.u32(4), c.body.u32(0), c.body.u32(8), c.body.u32(12));
       c.ok(encodeEntryOut(r.entry), encodeOpenOut(r.open));
     },
   ],

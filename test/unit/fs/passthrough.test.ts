@@ -531,11 +531,28 @@ describe('passthrough filesystem (in-process)', () => {
       const dir = await lookup(k, 'kp-dir');
       await k.setattr(ctx, dir.nodeid, { valid: FATTR_KILL_SUIDGID, uid: 0 });
       assert.equal(mode('kp-dir'), 0o2775, 'a directory\'s setgid (inherit the group) stays');
+      // A truncating OPEN (or a CREATE that finds the file): the kernel's flag decides, not the uid.
+      // It flags root without CAP_FSETID (a container whose capabilities were dropped), not a user
+      // with it.
+      const OPEN_KILL_SUIDGID = 1 << 0;
+      const O_TRUNC = 0o1000;
+      const user = { uid: 1000, gid: 1000, pid: 1 };
+      for (const [name, who, openFlags, after] of [['kp-o-root', ctx, OPEN_KILL_SUIDGID, 0o755], ['kp-o-user', user, 0, 0o4755]] as const) {
+        setup(name, 0o4755);
+        const e = await lookup(k, name);
+        const o = await k.open(who, e.nodeid, 0o1 | O_TRUNC, openFlags);
+        await k.release(who, e.nodeid, o.fh, 0);
+        assert.deepEqual([mode(name), statSync(join(share, name)).size], [after, 0], `truncating open by uid ${who.uid}, open_flags ${openFlags}`);
+        setup(name, 0o4755);
+        const c = await k.create(who, ROOT, b(name), 0o644, 0o100 | 0o1 | O_TRUNC, 0o022, openFlags); // O_CREAT, the file is there
+        await k.release(who, c.entry.nodeid, c.open.fh, 0);
+        k.forget(c.entry.nodeid, 1);
+        assert.deepEqual([mode(name), statSync(join(share, name)).size], [after, 0], `truncating create by uid ${who.uid}, open_flags ${openFlags}`);
+      }
       // COPY_FILE_RANGE carries no flag: a caller other than root is taken to lack CAP_FSETID.
       setup('kp-src', 0o644);
       const src = await lookup(k, 'kp-src');
       const si = await k.open(ctx, src.nodeid, 0);
-      const user = { uid: 1000, gid: 1000, pid: 1 };
       for (const [name, who, after] of [['kp-cu', user, 0o755], ['kp-cr', ctx, 0o6755]] as const) {
         setup(name, 0o6755);
         const out = await lookup(k, name);
