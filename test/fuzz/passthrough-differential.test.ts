@@ -6,7 +6,9 @@
  * with O_EXCL / O_TRUNC / O_APPEND / O_DIRECTORY / O_NOFOLLOW / O_TMPFILE (and O_NONBLOCK, for
  * FIFOs), writes of 2 MiB at an offset, O_DIRECT writes, copy_file_range, fallocate (punching holes
  * too), SEEK_DATA / SEEK_HOLE, mknod of a FIFO and of a whiteout (a 0:0 character device), user.*
- * and trusted.* xattrs set, read, listed and removed, file capabilities set (security.capability);
+ * and trusted.* xattrs set (also with XATTR_CREATE / XATTR_REPLACE), read, listed and removed, file
+ * capabilities set (security.capability); fchmod, fchown, futimes, touch (UTIME_NOW, UTIME_OMIT),
+ * chown of the group alone; calls on an open file after its name was unlinked or renamed over;
  * with --posix-acl also access and default ACLs, valid and not) runs on a `damselfly passthrough`
  * FUSE mount of one directory and directly on another of the same filesystem (with Kata's cache
  * policy, and with the kernel's writeback cache), as root, as an unprivileged user (who keeps the
@@ -63,6 +65,7 @@ function call(rng: Rng, acl: boolean): Call {
   // Times long past, before 1970 too (negative: the guest's kernel reads FUSE times as signed).
   const when = rng.pick([2_000_000 + size, -(2_000_000 + size), -2, 0]);
   const fallocMode = rng.pick([0, 1, 3]); // allocate; FALLOC_FL_KEEP_SIZE; with FALLOC_FL_PUNCH_HOLE
+  const touchArgs = rng.pick([[], ['-m'], ['-a', '-d', `@${when}`]]);
   const p = (root: string, n: string): string => join(root, n);
   const C = fs.constants;
   const calls: Call[] = [
@@ -108,6 +111,23 @@ function call(rng: Rng, acl: boolean): Call {
     { what: `setcap ${n1}`, run: (r) => native.lsetxattr(p(r, n1), 'security.capability', CAPABILITY) },
     { what: `fallocate ${n1} ${fallocMode} ${size}`, run: (r) => withFd(p(r, n1), C.O_WRONLY, (fd) => native.ptFallocate(fd, fallocMode, size >> 1, size)) },
     { what: `tmpfile ${n1}`, run: (r) => withFd(p(r, n1), O_TMPFILE | C.O_RDWR, (fd) => fs.writeSync(fd, Buffer.alloc(size, byte)), 0o600) },
+    // Calls on an open file whose name is gone, or was renamed over: they reach the daemon by
+    // node id or handle, not by name (SETATTR and GETATTR with and without FATTR_FH / GETATTR_FH).
+    {
+      what: `unlinked-open ${n1} ${size} ${mode.toString(8)}`,
+      run: (r) => withFd(p(r, n1), C.O_RDWR, (fd) => (fs.unlinkSync(p(r, n1)), fs.writeSync(fd, Buffer.alloc(size, byte), 0, size, 0), fs.fchmodSync(fd, mode), fs.ftruncateSync(fd, size >> 1), `${fstatOf(fd)} ${readAll(fd)}`)),
+    },
+    { what: `renamed-over-open ${n1} ${n2}`, run: (r) => withFd(p(r, n2), C.O_RDONLY, (fd) => (fs.renameSync(p(r, n1), p(r, n2)), fs.fchmodSync(fd, mode), `${fstatOf(fd)} ${readAll(fd)}`)) },
+    { what: `fchmod ${n1} ${mode.toString(8)}`, run: (r) => withFd(p(r, n1), C.O_RDONLY, (fd) => fs.fchmodSync(fd, mode)) },
+    { what: `fchown ${n1} ${id}`, run: (r) => withFd(p(r, n1), C.O_RDONLY, (fd) => fs.fchownSync(fd, id, id)) },
+    { what: `lchown-group ${n1} ${id}`, run: (r) => fs.lchownSync(p(r, n1), -1, id) },
+    { what: `futimes ${n1} ${when}`, run: (r) => withFd(p(r, n1), C.O_RDONLY, (fd) => fs.futimesSync(fd, Math.abs(when), Math.abs(when))) },
+    // UTIME_NOW for both times (a writer who is not the owner may), mtime only (the owner only), an
+    // atime leaving the mtime (UTIME_OMIT); through touch(1), as Node sends explicit times only
+    // (one entry: a process each, so drawn a third as often as the others).
+    { what: `touch ${touchArgs.join(' ')} ${n1}`, run: (r) => touch(r, ['-c', '-h', ...touchArgs, n1]) },
+    { what: `setxattr-create ${n1} ${x}`, run: (r) => withFd(p(r, n1), C.O_RDONLY | C.O_NOFOLLOW, (fd) => native.ptSetxattr(fd, x, Buffer.alloc(1 + (size % 300), byte), 1)) },
+    { what: `setxattr-replace ${n1} ${x}`, run: (r) => withFd(p(r, n1), C.O_RDONLY | C.O_NOFOLLOW, (fd) => native.ptSetxattr(fd, x, Buffer.alloc(1 + (size % 300), byte), 2)) },
   ];
   if (acl) {
     const a = rng.int(ACLS.length);
@@ -180,8 +200,25 @@ function renameat2(from: string, to: string, flags: number): void {
   }
 }
 
+/** touch(1) in `root` with `args`: its message on failure (the names in it relative). */
+function touch(root: string, args: string[]): void {
+  try {
+    execFileSync('touch', args, { cwd: root, stdio: ['ignore', 'ignore', 'pipe'], encoding: 'utf8' });
+  } catch (e) {
+    // "touch: setting times of 'a': Permission denied": the reason, as for the other calls.
+    throw new Error(`touch: ${String((e as { stderr?: string }).stderr).trim().replace(/^.*: /, '')}`);
+  }
+}
+
+function fstatOf(fd: number): string {
+  return describeStat(fs.fstatSync(fd));
+}
+
 function statOf(path: string, follow = false): string {
-  const s = follow ? fs.statSync(path) : fs.lstatSync(path);
+  return describeStat(follow ? fs.statSync(path) : fs.lstatSync(path));
+}
+
+function describeStat(s: fs.Stats): string {
   const type = s.isFile() ? 'file' : s.isDirectory() ? 'dir' : s.isSymbolicLink() ? 'link' : s.isFIFO() ? 'fifo' : 'other';
   // An mtime set by utimes (long past) must agree; one a write set is the clock's, which may tick
   // between the two calls.
