@@ -9,6 +9,8 @@ APT_PACKAGES=(
   build-essential cmake pkg-config liblz4-dev libzstd-dev zlib1g-dev
   # independent checks of RAFS v6 images and the build/serve benchmarks' peers
   erofs-utils squashfs-tools squashfuse fuse3 attr e2fsprogs
+  # an independent implementation of OCI layer application (umoci unpack), for the converter's tests
+  umoci
   # test guests (virtio-fs under QEMU/TCG)
   qemu-system-x86 linux-image-amd64 busybox-static cpio kmod
   # registry, proxy and networking for the lazy-loading tests
