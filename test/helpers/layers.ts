@@ -3,8 +3,7 @@
  * are checked against — OCI layer application ("Applying changesets": whiteouts and opaque
  * markers hide lower content only) on a small in-memory model, written out as a directory.
  */
-import { createHash } from 'node:crypto';
-import { chmod, lchown, link, mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
+import { chmod, lchown, link, mkdir, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { TAR_END, type TarEntry, encodeTarHeaders, tarPadding } from '../../src/format/tar.js';
 import { native } from '../../src/native/index.js';
@@ -59,41 +58,6 @@ export async function writeLayer(dir: string, name: string, items: Item[], compr
   if (compression === 'tar.gz') sh(`gzip -n -c '${plain}' > '${out}'`);
   else sh(`zstd -q -f -c '${plain}' > '${out}'`);
   return out;
-}
-
-/**
- * An OCI image layout at `layout` (tag `latest`) of the uncompressed layer tars, bottom first: for
- * an independent implementation of layer application (umoci) to unpack.
- */
-export async function writeOciLayout(layout: string, tars: string[]): Promise<void> {
-  const blobs = join(layout, 'blobs', 'sha256');
-  await mkdir(blobs, { recursive: true });
-  const put = async (b: Buffer): Promise<{ digest: string; size: number }> => {
-    const hex = createHash('sha256').update(b).digest('hex');
-    await writeFile(join(blobs, hex), b);
-    return { digest: `sha256:${hex}`, size: b.length };
-  };
-  const layers = [];
-  for (const t of tars) layers.push({ mediaType: 'application/vnd.oci.image.layer.v1.tar', ...(await put(await readFile(t))) });
-  const config = {
-    architecture: 'amd64',
-    os: 'linux',
-    config: {},
-    rootfs: { type: 'layers', diff_ids: layers.map((l) => l.digest) },
-  };
-  const manifest = {
-    schemaVersion: 2,
-    mediaType: 'application/vnd.oci.image.manifest.v1+json',
-    config: { mediaType: 'application/vnd.oci.image.config.v1+json', ...(await put(Buffer.from(JSON.stringify(config)))) },
-    layers,
-  };
-  const m = await put(Buffer.from(JSON.stringify(manifest)));
-  const index = {
-    schemaVersion: 2,
-    manifests: [{ mediaType: 'application/vnd.oci.image.manifest.v1+json', ...m, annotations: { 'org.opencontainers.image.ref.name': 'latest' } }],
-  };
-  await writeFile(join(layout, 'index.json'), JSON.stringify(index));
-  await writeFile(join(layout, 'oci-layout'), JSON.stringify({ imageLayoutVersion: '1.0.0' }));
 }
 
 // ---------------------------------------------------------------------------------------------
