@@ -45,8 +45,8 @@ function pathsOf(root: MNode): Map<string, MNode['kind']> {
  * Removes from the tree at `dir` the xattrs umoci 0.4.7 does not apply: trusted.overlay.* (which
  * it forbids, as overlayfs's own: "ignoring forbidden xattr") and those with an empty value (Go's
  * archive/tar drops a PAX record with an empty value, as POSIX pax says such a record deletes its
- * keyword; GNU tar and Nydus's builder keep the xattr, as Damselfly does). Only files and
- * directories carry xattrs in these layers.
+ * keyword; GNU tar keeps the xattr, as Damselfly does). Only files and directories carry xattrs
+ * in these layers.
  */
 function umociXattrsOnly(dir: string): void {
   const below = readdirSync(dir, { withFileTypes: true, recursive: true }).filter((e) => e.isFile() || e.isDirectory());

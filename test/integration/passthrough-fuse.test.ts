@@ -173,7 +173,7 @@ describe('passthrough filesystem through /dev/fuse', () => {
     assert.equal(fs.lstatSync(join(share, 'sg', 'g', 'sg', 'd')).mode & 0o7777, 0o2755);
   });
 
-  test('setuid and setgid after a truncating open, a write, a truncate and a chown by root with and without CAP_FSETID: as on the host, with and without --killpriv-v2', async () => {
+  test('setuid and setgid after a truncating open, a write, a truncate and a chown by root with and without CAP_FSETID: as on the host under --killpriv-v2; without it, but for a truncating open without CAP_FSETID', async () => {
     // Root without CAP_FSETID is a container whose capabilities were dropped: the host drops the
     // bits for it, keeps them for root with it. Under --killpriv-v2 the kernel tells the daemon
     // which caller lacks it (FUSE_*_KILL_SUIDGID), for every call.
@@ -213,7 +213,7 @@ describe('passthrough filesystem through /dev/fuse', () => {
     ]);
     // Without KILLPRIV_V2 the kernel drops its own mode change when O_TRUNC travels in the OPEN
     // (FUSE_ATOMIC_O_TRUNC) and sends nothing saying who opened: the daemon takes root to have
-    // CAP_FSETID (as virtiofsd, which keeps the bits for every caller).
+    // CAP_FSETID.
     const got = run(join(mnt, 'kp'), join(share, 'kp'));
     assert.deepEqual(got, expected.map((l) => (l === 'truncating open without CAP_FSETID: 755' ? 'truncating open without CAP_FSETID: 6755' : l)));
     const kpShare = join(work, 'kp-share');
