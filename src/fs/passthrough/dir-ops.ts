@@ -81,32 +81,49 @@ export function readdir(core: Core, nodeid: number, fh: bigint, offset: number, 
   walk(h, offset, (d, next) => add({ ino: d.ino, offset: next, type: d.type, name: d.name }));
 }
 
-/** The entry of one name for READDIRPLUS: "." and ".." are not looked up (node id 0). */
+/** An entry without attributes (node id 0): the kernel counts no lookup and looks the name up itself. */
+function unlooked(d: PtDirent): EntryReply {
+  const attr = { ino: d.ino, size: 0, blocks: 0, atime: { sec: 0, nsec: 0 }, mtime: { sec: 0, nsec: 0 }, ctime: { sec: 0, nsec: 0 }, mode: d.type << 12, nlink: 0, uid: 0, gid: 0, rdev: 0, blksize: 0, flags: 0 };
+  return { nodeid: 0, generation: 0, attr, entryTimeout: 0, attrTimeout: 0 };
+}
+
+/**
+ * The entry of one name for READDIRPLUS: "." and ".." are not looked up. A name removed since
+ * getdents saw it is left out; one whose lookup fails otherwise goes out unlooked, so that one
+ * name cannot fail the listing (the kernel's own LOOKUP of it meets the error).
+ */
 function plusEntry(core: Core, nodeid: number, d: PtDirent): EntryReply | undefined {
-  if (isDot(d.name) || isDotDot(d.name)) {
-    const attr = { ino: d.ino, size: 0, blocks: 0, atime: { sec: 0, nsec: 0 }, mtime: { sec: 0, nsec: 0 }, ctime: { sec: 0, nsec: 0 }, mode: d.type << 12, nlink: 0, uid: 0, gid: 0, rdev: 0, blksize: 0, flags: 0 };
-    return { nodeid: 0, generation: 0, attr, entryTimeout: 0, attrTimeout: 0 };
-  }
+  if (isDot(d.name) || isDotDot(d.name)) return unlooked(d);
   try {
     return core.lookup(nodeid, d.name);
   } catch (e) {
-    // A name removed since getdents saw it is simply left out.
     const err = toFsError(e);
-    if (err instanceof FsError && err.errno === Errno.ENOENT) return undefined;
-    throw err;
+    if (!(err instanceof FsError)) throw err;
+    return err.errno === Errno.ENOENT ? undefined : unlooked(d);
   }
 }
 
-/** READDIRPLUS: each entry is also a LOOKUP (counted only when the entry made it into the reply). */
+/**
+ * READDIRPLUS: each entry is also a LOOKUP, counted only when the entry made it into the reply.
+ * Counted entries always go out: an error after the first (a failing getdents) ends the reply
+ * there, and the next READDIRPLUS, from where it ended, meets the error (an error reply would
+ * leave those lookups counted with the kernel never told of them).
+ */
 export function readdirplus(core: Core, nodeid: number, fh: bigint, offset: number, add: DirSink<DirEntryPlus>): void {
   const h = core.handles.get(fh, nodeid, 'dir');
-  walk(h, offset, (d, next) => {
-    const entry = plusEntry(core, nodeid, d);
-    if (entry === undefined) return true;
-    const ok = add({ ino: d.ino, offset: next, type: d.type, name: d.name, entry });
-    if (!ok && entry.nodeid !== 0) core.inodes.forget(entry.nodeid, 1);
-    return ok;
-  });
+  let added = 0;
+  try {
+    walk(h, offset, (d, next) => {
+      const entry = plusEntry(core, nodeid, d);
+      if (entry === undefined) return true;
+      const ok = add({ ino: d.ino, offset: next, type: d.type, name: d.name, entry });
+      if (!ok && entry.nodeid !== 0) core.inodes.forget(entry.nodeid, 1);
+      if (ok) added++;
+      return ok;
+    });
+  } catch (e) {
+    if (added === 0) throw e;
+  }
 }
 
 export function releasedir(core: Core, nodeid: number, fh: bigint): void {

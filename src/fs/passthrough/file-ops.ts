@@ -125,7 +125,11 @@ export function tmpfile(core: Core, ctx: RequestContext, parent: number, mode: n
   return { entry, open: { fh: core.handles.add(new Handle(entry.nodeid, fd, 'file', f & ~O_EXCL)), flags: fileOpenFlags(core) } };
 }
 
-/** CREATE: a new file as the guest user; an existing one is opened unless O_EXCL (as virtiofsd). */
+/**
+ * CREATE: a new file as the guest user; an existing one is opened unless O_EXCL (as virtiofsd).
+ * The entry is the file the new fd opened, not whatever the name means a moment later (a process
+ * on the host may rename something over it).
+ */
 export function create(core: Core, ctx: RequestContext, parent: number, name: Uint8Array, mode: number, flags: number, umask: number, openFlags = 0): { entry: EntryReply; open: OpenReply } {
   const p = core.inodes.get(parent);
   const n = component(name);
@@ -135,23 +139,42 @@ export function create(core: Core, ctx: RequestContext, parent: number, name: Ui
     fd = sys(() => native.ptCreate(p.fd, n, f, mode & 0o7777, RESOLVE, ...core.creds(ctx, umask)));
   } catch (e) {
     if (!(e instanceof FsError) || e.errno !== Errno.EEXIST || (flags & O_EXCL) !== 0) throw e;
-    const entry = core.lookup(parent, n);
-    try {
-      return { entry, open: open(core, ctx, entry.nodeid, flags, openFlags) };
-    } catch (err) {
-      core.inodes.forget(entry.nodeid, 1);
-      throw err;
-    }
+    return openExisting(core, ctx, parent, n, flags, openFlags);
   }
   let entry: EntryReply;
   try {
     labelNew(core, ctx, p, n, 0, fd);
-    entry = core.lookup(parent, n);
+    const { node, st } = core.inodes.adoptFd(sys(() => native.ptReopen(fd, O_PATH)));
+    entry = core.entry(node, st);
   } catch (e) {
     closeSync(fd);
     throw e;
   }
   return { entry, open: { fh: core.handles.add(new Handle(entry.nodeid, fd, 'file', f)), flags: fileOpenFlags(core) } };
+}
+
+/**
+ * CREATE of a name that exists (without O_EXCL): a regular file is opened as OPEN opens it. The
+ * kernel sent CREATE because it saw no such name, so anything else there (a symlink, a directory),
+ * or nothing any more, came after it looked, put there by the host or by a rename racing the
+ * create: ESTALE makes the kernel look the name up again and redo the open by the VFS's own rules
+ * (a symlink followed, or ELOOP with O_NOFOLLOW; EISDIR for a directory; a gone name created).
+ */
+function openExisting(core: Core, ctx: RequestContext, parent: number, name: Buffer, flags: number, openFlags: number): { entry: EntryReply; open: OpenReply } {
+  let entry: EntryReply;
+  try {
+    entry = core.lookup(parent, name);
+  } catch (e) {
+    if (e instanceof FsError && e.errno === Errno.ENOENT) throw new FsError(Errno.ESTALE, 'the name CREATE found went before it could be opened');
+    throw e;
+  }
+  try {
+    if (!isReg(core.inodes.get(entry.nodeid).mode)) throw new FsError(Errno.ESTALE, 'CREATE found something other than a regular file');
+    return { entry, open: open(core, ctx, entry.nodeid, flags, openFlags) };
+  } catch (err) {
+    core.inodes.forget(entry.nodeid, 1);
+    throw err;
+  }
 }
 
 /** The first `size` bytes of a scatter list, as views. */

@@ -32,6 +32,20 @@ function makeFs(root: string, extra: Partial<PassthroughOptions> = {}): Passthro
   return fs;
 }
 
+type NativeFn = (...args: unknown[]) => unknown;
+
+/** Runs `f` with one addon function replaced by `wrap` of it (fault injection), then puts it back. */
+async function withNative<T>(name: keyof typeof native, wrap: (orig: NativeFn) => NativeFn, f: () => Promise<T>): Promise<T> {
+  const table = native as unknown as Record<string, NativeFn>;
+  const orig = table[name] as NativeFn;
+  table[name] = wrap(orig);
+  try {
+    return await f();
+  } finally {
+    table[name] = orig;
+  }
+}
+
 async function errno(p: Promise<unknown>): Promise<number> {
   try {
     await p;
@@ -173,6 +187,35 @@ describe('passthrough filesystem (in-process)', () => {
     assert.equal(await errno(fs.read(ctx, sub.nodeid, dirOpen.fh, 0, 8, [dst])), Errno.EISDIR);
     await fs.release(ctx, sub.nodeid, dirOpen.fh, 0);
     assert.equal(await errno(fs.read(ctx, e.nodeid, 999n, 0, 8, [dst])), Errno.EBADF);
+  });
+
+  test('CREATE of a name that exists: a regular file is opened (one more lookup); anything else there is ESTALE, nothing left counted', async () => {
+    writeFileSync(join(share, 'existing'), 'old');
+    const before = fs.counts.inodes;
+    const c = await fs.create(ctx, ROOT, b('existing'), 0o644, 0o1 | 0o1000, 0); // O_WRONLY | O_TRUNC
+    assert.equal(c.entry.attr.ino, Number(statSync(join(share, 'existing')).ino));
+    assert.equal(statSync(join(share, 'existing')).size, 0);
+    await fs.release(ctx, c.entry.nodeid, c.open.fh, 0);
+    fs.forget(c.entry.nodeid, 1);
+    assert.equal(fs.counts.inodes, before);
+    // Put there after the kernel saw the name absent (it sends CREATE only then): the kernel looks
+    // the name up again on ESTALE and opens by the VFS's rules (follows the symlink, EISDIR, …).
+    mkdirSync(join(share, 'now-a-dir'));
+    symlinkSync('file', join(share, 'now-a-link'));
+    execFileSync('mkfifo', [join(share, 'now-a-fifo')]);
+    for (const name of ['now-a-dir', 'now-a-link', 'now-a-fifo']) {
+      assert.equal(await errno(fs.create(ctx, ROOT, b(name), 0o644, 0o1, 0)), Errno.ESTALE, name);
+      assert.equal(await errno(fs.create(ctx, ROOT, b(name), 0o644, 0o1 | 0o200, 0)), Errno.EEXIST, `${name} with O_EXCL`);
+    }
+    assert.equal(fs.counts.inodes, before);
+    assert.equal(readFileSync(join(share, 'file'), 'utf8'), 'hello world\n', 'the symlink was not followed on the host');
+    // A new file's entry is the file its fd opened.
+    const n = await fs.create(ctx, ROOT, b('new'), 0o640, 0o2, 0);
+    assert.equal(n.entry.attr.ino, Number(statSync(join(share, 'new')).ino));
+    assert.equal(n.entry.attr.mode, 0o100640);
+    await fs.release(ctx, n.entry.nodeid, n.open.fh, 0);
+    fs.forget(n.entry.nodeid, 1);
+    assert.equal(fs.counts.inodes, before);
   });
 
   test('the guest\'s O_NOATIME reaches the host only with preserveNoatime (virtiofsd --preserve-noatime)', async () => {
@@ -921,6 +964,63 @@ describe('passthrough filesystem (in-process)', () => {
     for (const e of got) if (e.entry.nodeid !== 0) fs.forget(e.entry.nodeid, 1);
     assert.equal(fs.counts.inodes, before);
     await fs.releasedir(ctx, d.nodeid, o.fh);
+  });
+
+  test('readdirplus: a name that fails its lookup (not ENOENT) goes out unlooked (node id 0), the others counted', async () => {
+    mkdirSync(join(share, 'plus'));
+    for (const n of ['p1', 'p2', 'p3']) writeFileSync(join(share, 'plus', n), n);
+    const d = await lookup(fs, 'plus');
+    const o = await fs.opendir(ctx, d.nodeid, 0);
+    const before = fs.counts.inodes;
+    const got: DirEntryPlus[] = [];
+    // An error a lookup may meet (here ELOOP, injected for one name), as a racing host could cause.
+    await withNative('ptOpenat2', (orig) => (dirfd, name, ...rest) => (String(name) === 'p2' ? -40 : orig(dirfd, name, ...rest)), () =>
+      fs.readdirplus(ctx, d.nodeid, o.fh, 0, (e) => (got.push(e), true)),
+    );
+    const byName = new Map(got.map((e) => [e.name.toString(), e.entry]));
+    assert.deepEqual([...byName.keys()].sort(), ['.', '..', 'p1', 'p2', 'p3']);
+    assert.equal(byName.get('p2')?.nodeid, 0);
+    assert.equal(byName.get('p2')?.attr.mode, 0o100000, 'the type getdents gave');
+    assert.ok((byName.get('p1')?.nodeid ?? 0) > 1 && (byName.get('p3')?.nodeid ?? 0) > 1);
+    assert.equal(fs.counts.inodes, before + 2);
+    for (const e of got) if (e.entry.nodeid !== 0) fs.forget(e.entry.nodeid, 1);
+    assert.equal(fs.counts.inodes, before);
+    await fs.releasedir(ctx, d.nodeid, o.fh);
+  });
+
+  test('a name made and then replaced or removed by the host before its lookup: ESTALE (the kernel retries), nothing left counted', async () => {
+    mkdirSync(join(share, 'made'));
+    const made = await lookup(fs, 'made');
+    writeFileSync(join(share, 'made', 'other'), 'x');
+    writeFileSync(join(share, 'made', 'src'), 'y');
+    const src = await lookup(fs, 'made/src');
+    const before = fs.counts.inodes;
+    const at = (n: string): string => join(share, 'made', n);
+    // What the host does right after each creating call.
+    const cases: Array<{ call: string; patch: 'ptMkdirat' | 'ptSymlinkat' | 'ptMknodat' | 'ptLinkat'; host: (n: string) => void; run: (n: string) => Promise<unknown> }> = [
+      { call: 'mkdir, a file renamed over it', patch: 'ptMkdirat', host: (n) => (rmSync(at(n), { recursive: true }), linkSync(at('other'), at(n))), run: (n) => fs.mkdir(ctx, made.nodeid, b(n), 0o755, 0) },
+      { call: 'symlink, removed', patch: 'ptSymlinkat', host: (n) => rmSync(at(n)), run: (n) => fs.symlink(ctx, made.nodeid, b(n), b('t')) },
+      { call: 'mknod, a directory put there', patch: 'ptMknodat', host: (n) => (rmSync(at(n)), mkdirSync(at(n))), run: (n) => fs.mknod(ctx, made.nodeid, b(n), 0o10644, 0, 0) },
+      { call: 'link, another file renamed over it', patch: 'ptLinkat', host: (n) => (rmSync(at(n)), linkSync(at('other'), at(n))), run: (n) => fs.link(ctx, src.nodeid, made.nodeid, b(n)) },
+    ];
+    for (const [i, c] of cases.entries()) {
+      const name = `n${i}`;
+      const after = (orig: NativeFn): NativeFn => (...args) => {
+        const r = orig(...args);
+        c.host(name);
+        return r;
+      };
+      assert.equal(await withNative(c.patch, after, () => errno(c.run(name))), Errno.ESTALE, c.call);
+      assert.equal(fs.counts.inodes, before, `${c.call}: no lookup left counted`);
+    }
+    // Undisturbed, each makes its entry as before.
+    const d = await fs.mkdir(ctx, made.nodeid, b('plain'), 0o755, 0);
+    assert.equal(d.attr.ino, Number(statSync(at('plain')).ino));
+    fs.forget(d.nodeid, 1);
+    const l = await fs.link(ctx, src.nodeid, made.nodeid, b('plain-link'));
+    assert.equal(l.nodeid, src.nodeid);
+    fs.forget(l.nodeid, 1);
+    assert.equal(fs.counts.inodes, before);
   });
 
   test('submounts are announced only when asked and agreed; FORGET unpins them', async () => {
