@@ -24,6 +24,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { REPO } from '../helpers/env.js';
+import { privateTmpfs } from '../helpers/mount.js';
 import { startPassthrough } from '../integration/passthrough-mount.js';
 import { treeOf } from '../integration/passthrough-posix-suite.js';
 
@@ -35,21 +36,18 @@ const WORKER_TIMEOUT_MS = 180_000;
 let work: string;
 let tmpfs: string;
 
+let unmountTmpfs = (): void => undefined;
+
 before(() => {
   work = fs.mkdtempSync(join(tmpdir(), 'damselfly-pt-churn-'));
-  // A private tmpfs: user.* xattrs, and nothing else on it.
   tmpfs = join(work, 'fs');
   fs.mkdirSync(tmpfs);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=512m,mode=755', 'damselfly-churn', tmpfs]);
+  unmountTmpfs = privateTmpfs(tmpfs, 'damselfly-churn', 512);
   fs.mkdirSync(join(work, 'mnt'));
 });
 
 after(() => {
-  try {
-    execFileSync('umount', ['-l', tmpfs]);
-  } catch {
-    // not mounted
-  }
+  unmountTmpfs();
   fs.rmSync(work, { recursive: true, force: true });
 });
 

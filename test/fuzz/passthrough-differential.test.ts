@@ -22,12 +22,13 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import * as fs from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { native } from '../../src/native/index.js';
 import { startPassthrough } from '../integration/passthrough-mount.js';
-import { treeOf } from '../integration/passthrough-posix-suite.js';
+import { renameat2, treeOf } from '../integration/passthrough-posix-suite.js';
 import { AclTag, aclXattr } from '../helpers/acl.js';
+import { privateTmpfs } from '../helpers/mount.js';
 import { type Rng, caseRng } from '../helpers/rng.js';
 
 const SEQUENCES = 12;
@@ -184,21 +185,6 @@ function isFifo(path: string): boolean {
 /** O_TMPFILE (with O_DIRECTORY, as the kernel defines it): an unnamed file in a directory. */
 const O_TMPFILE = 0o20200000;
 
-/** renameat2 with `flags` (1 RENAME_NOREPLACE, 2 RENAME_EXCHANGE, 4 RENAME_WHITEOUT) through the parents' fds. */
-function renameat2(from: string, to: string, flags: number): void {
-  const open = (p: string): number => fs.openSync(dirname(p), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
-  const a = open(from);
-  try {
-    const b = open(to);
-    try {
-      native.ptRenameat2(a, basename(from), b, basename(to), flags);
-    } finally {
-      fs.closeSync(b);
-    }
-  } finally {
-    fs.closeSync(a);
-  }
-}
 
 /** touch(1) in `root` with `args`: its message on failure (the names in it relative). */
 function touch(root: string, args: string[]): void {
@@ -259,6 +245,7 @@ let work: string;
 let share: string;
 let direct: string;
 let tmpfs: string;
+let unmountTmpfs = (): void => undefined;
 
 before(async () => {
   work = fs.mkdtempSync(join(tmpdir(), 'damselfly-pt-diff-'));
@@ -266,7 +253,7 @@ before(async () => {
   // Both directories on one private tmpfs: the same filesystem answers for both sides.
   tmpfs = join(work, 'fs');
   fs.mkdirSync(tmpfs);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=256m,mode=755', 'damselfly-diff', tmpfs]);
+  unmountTmpfs = privateTmpfs(tmpfs, 'damselfly-diff', 256);
   share = join(tmpfs, 'share');
   direct = join(tmpfs, 'direct');
   fs.mkdirSync(share);
@@ -275,11 +262,7 @@ before(async () => {
 });
 
 after(() => {
-  try {
-    execFileSync('umount', ['-l', tmpfs]);
-  } catch {
-    // not mounted
-  }
+  unmountTmpfs();
   fs.rmSync(work, { recursive: true, force: true });
 });
 

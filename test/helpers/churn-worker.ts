@@ -8,8 +8,9 @@
  */
 import * as fs from 'node:fs';
 import { constants } from 'node:os';
-import { basename, dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { native } from '../../src/native/index.js';
+import { renameat2 } from '../integration/passthrough-posix-suite.js';
 import { type Rng, caseRng } from './rng.js';
 
 const NAMES = ['a', 'b', 'c', 'd', 'd/x', 'd/y', 'd/e', 'd/e/z', 'e', 'e/w', 'l'];
@@ -35,21 +36,6 @@ function bytes(rng: Rng): Buffer {
   const b = Buffer.alloc(rng.pick([0, 1, 100, 4096, 5000, 70_000, 300_000]));
   b.fill(rng.int(256));
   return b;
-}
-
-/** renameat2 with `flags` (1 RENAME_NOREPLACE, 2 RENAME_EXCHANGE) through the parents' fds. */
-function renameat2(from: string, to: string, flags: number): void {
-  const a = fs.openSync(dirname(from), C.O_RDONLY | C.O_DIRECTORY);
-  try {
-    const b = fs.openSync(dirname(to), C.O_RDONLY | C.O_DIRECTORY);
-    try {
-      native.ptRenameat2(a, basename(from), b, basename(to), flags);
-    } finally {
-      fs.closeSync(b);
-    }
-  } finally {
-    fs.closeSync(a);
-  }
 }
 
 function call(root: string, rng: Rng): Call {

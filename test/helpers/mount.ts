@@ -1,5 +1,5 @@
 /** Starting `damselfly mount` for tests: waits until the mount is ready; stops it cleanly or by SIGKILL. */
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { mkdir } from 'node:fs/promises';
 import { CLI, sh } from './env.js';
@@ -71,4 +71,20 @@ export async function withKernelErofs(boot: string, views: string[], mountpoint:
   } finally {
     for (const l of loops) sh(`losetup -d ${l}`);
   }
+}
+
+/**
+ * A tmpfs of its own (`size` MiB) at `dir`, which must exist: user.* xattrs, and nothing else on
+ * it. The returned function detaches it (lazily, so that a mount left busy by a failed test does
+ * not block the clean-up).
+ */
+export function privateTmpfs(dir: string, name: string, size: number): () => void {
+  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}m,mode=755`, name, dir]);
+  return () => {
+    try {
+      execFileSync('umount', ['-l', dir]);
+    } catch {
+      // not mounted
+    }
+  };
 }

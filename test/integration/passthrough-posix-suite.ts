@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import * as fs from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { native } from '../../src/native/index.js';
 
 export interface Step {
@@ -197,4 +197,20 @@ export function treeOf(root: string): Record<string, unknown> {
   };
   visit('');
   return out;
+}
+
+/** renameat2 with `flags` (1 RENAME_NOREPLACE, 2 RENAME_EXCHANGE, 4 RENAME_WHITEOUT) through the parents' fds. */
+export function renameat2(from: string, to: string, flags: number): void {
+  const open = (p: string): number => fs.openSync(dirname(p), fs.constants.O_RDONLY | fs.constants.O_DIRECTORY);
+  const a = open(from);
+  try {
+    const b = open(to);
+    try {
+      native.ptRenameat2(a, basename(from), b, basename(to), flags);
+    } finally {
+      fs.closeSync(b);
+    }
+  } finally {
+    fs.closeSync(a);
+  }
 }

@@ -134,6 +134,27 @@ export class Core {
     return this.entry(n, st, submount ? FUSE_ATTR_SUBMOUNT : 0);
   }
 
+  /**
+   * LOOKUP of a name a call just made or found there (CREATE, MKDIR, MKNOD, SYMLINK, LINK), which
+   * must still be what `expected` says. A process on the host may have removed it, or put
+   * something else there, in between: ESTALE then, counting nothing, on which the VFS looks the
+   * name up again and retries the call once. An entry of another type would do harm: the kernel
+   * takes it for EIO and never forgets it (`create_new_entry`), and a CREATE answered with a
+   * non-regular file also leaks its handle. Found by test/fuzz/passthrough-concurrency.test.ts.
+   */
+  lookupExpected(parent: number, name: Buffer, expected: (e: EntryReply) => boolean): EntryReply {
+    let entry: EntryReply;
+    try {
+      entry = this.lookup(parent, name);
+    } catch (e) {
+      if (e instanceof FsError && e.errno === Errno.ENOENT) throw new FsError(Errno.ESTALE, 'the name went before it was looked up');
+      throw e;
+    }
+    if (expected(entry)) return entry;
+    this.inodes.forget(entry.nodeid, 1);
+    throw new FsError(Errno.ESTALE, 'the name changed before it was looked up');
+  }
+
   /** `name` below `p`, opened O_PATH without following a final symlink or leaving `p`. */
   openChild(p: Inode, name: Buffer): number {
     const fd = sys(() => native.ptOpenat2(p.fd, name, O_PATH | O_NOFOLLOW, 0, RESOLVE, true));

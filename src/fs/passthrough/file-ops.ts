@@ -156,20 +156,13 @@ export function create(core: Core, ctx: RequestContext, parent: number, name: Ui
 /**
  * CREATE of a name that exists (without O_EXCL): a regular file is opened as OPEN opens it. The
  * kernel sent CREATE because it saw no such name, so anything else there (a symlink, a directory),
- * or nothing any more, came after it looked, put there by the host or by a rename racing the
- * create: ESTALE makes the kernel look the name up again and redo the open by the VFS's own rules
- * (a symlink followed, or ELOOP with O_NOFOLLOW; EISDIR for a directory; a gone name created).
+ * or nothing any more, came after it looked: ESTALE (`lookupExpected`), and the kernel redoes the
+ * open by the VFS's own rules (a symlink followed, or ELOOP with O_NOFOLLOW; EISDIR for a
+ * directory; a gone name created).
  */
 function openExisting(core: Core, ctx: RequestContext, parent: number, name: Buffer, flags: number, openFlags: number): { entry: EntryReply; open: OpenReply } {
-  let entry: EntryReply;
+  const entry = core.lookupExpected(parent, name, (e) => isReg(e.attr.mode));
   try {
-    entry = core.lookup(parent, name);
-  } catch (e) {
-    if (e instanceof FsError && e.errno === Errno.ENOENT) throw new FsError(Errno.ESTALE, 'the name CREATE found went before it could be opened');
-    throw e;
-  }
-  try {
-    if (!isReg(core.inodes.get(entry.nodeid).mode)) throw new FsError(Errno.ESTALE, 'CREATE found something other than a regular file');
     return { entry, open: open(core, ctx, entry.nodeid, flags, openFlags) };
   } catch (err) {
     core.inodes.forget(entry.nodeid, 1);

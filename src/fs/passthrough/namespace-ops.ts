@@ -36,27 +36,7 @@ export function mkdir(core: Core, ctx: RequestContext, parent: number, name: Uin
   const n = component(name);
   sys(() => native.ptMkdirat(p.fd, n, mode & 0o7777, ...core.creds(ctx, umask)));
   labelNew(core, ctx, p, n, AT_REMOVEDIR);
-  return madeEntry(core, parent, n, (e) => isDir(e.attr.mode));
-}
-
-/**
- * The entry of what a creating call just made, found again by its name (the host calls return no
- * fd of it). A process on the host may have removed it, or renamed something else over it, in
- * between. The kernel takes an entry of another type for an I/O error (and never forgets it), so
- * ESTALE instead: the VFS looks the name up again and retries the call once, which then finds the
- * name taken (EEXIST) or free (and makes it again). Found by test/fuzz/passthrough-concurrency.test.ts.
- */
-function madeEntry(core: Core, parent: number, name: Buffer, made: (e: EntryReply) => boolean): EntryReply {
-  let entry: EntryReply;
-  try {
-    entry = core.lookup(parent, name);
-  } catch (e) {
-    if (e instanceof FsError && e.errno === Errno.ENOENT) throw new FsError(Errno.ESTALE, 'what was made went before it was looked up');
-    throw e;
-  }
-  if (made(entry)) return entry;
-  core.inodes.forget(entry.nodeid, 1);
-  throw new FsError(Errno.ESTALE, 'what was made was replaced before it was looked up');
+  return core.lookupExpected(parent, n, (e) => isDir(e.attr.mode));
 }
 
 /** MKNOD: regular files, FIFOs, sockets, devices and overlayfs whiteouts (char 0:0). */
@@ -65,7 +45,7 @@ export function mknod(core: Core, ctx: RequestContext, parent: number, name: Uin
   const n = component(name);
   sys(() => native.ptMknodat(p.fd, n, mode, rdev, ...core.creds(ctx, umask)));
   labelNew(core, ctx, p, n, 0);
-  return madeEntry(core, parent, n, (e) => (e.attr.mode & S_IFMT) === (mode & S_IFMT || S_IFREG));
+  return core.lookupExpected(parent, n, (e) => (e.attr.mode & S_IFMT) === (mode & S_IFMT || S_IFREG));
 }
 
 export function symlink(core: Core, ctx: RequestContext, parent: number, name: Uint8Array, target: Uint8Array): EntryReply {
@@ -73,7 +53,7 @@ export function symlink(core: Core, ctx: RequestContext, parent: number, name: U
   const n = component(name);
   sys(() => native.ptSymlinkat(Buffer.from(target), p.fd, n, ...core.creds(ctx)));
   labelNew(core, ctx, p, n, 0);
-  return madeEntry(core, parent, n, (e) => (e.attr.mode & S_IFMT) === S_IFLNK);
+  return core.lookupExpected(parent, n, (e) => (e.attr.mode & S_IFMT) === S_IFLNK);
 }
 
 export function unlink(core: Core, parent: number, name: Uint8Array, dir: boolean): void {
@@ -100,7 +80,7 @@ export function link(core: Core, nodeid: number, newParent: number, newName: Uin
   const p = core.inodes.get(newParent);
   const name = component(newName);
   sys(() => native.ptLinkat(n.fd, p.fd, name));
-  return madeEntry(core, newParent, name, (e) => e.nodeid === nodeid);
+  return core.lookupExpected(newParent, name, (e) => e.nodeid === nodeid);
 }
 
 /** READLINK: the host's answer (ENOENT for a non-symlink, as virtiofsd's readlinkat(fd, "")). */
