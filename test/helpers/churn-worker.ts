@@ -23,7 +23,9 @@ const C = fs.constants;
  * name (EINVAL), a symlink loop (ELOOP), an absent xattr (ENODATA); EPERM for a hard link to a
  * directory and for a user.* xattr on a symlink. Through a FUSE mount also ESTALE: the kernel's
  * own answer (d_splice_alias) when a lookup finds a directory renamed behind its back (here by the
- * host's process) while it cannot take the locks to move its dentry, as NFS clients get it.
+ * host's process) while it cannot take the locks to move its dentry, as NFS clients get it; and
+ * the daemon's, for a name the host changed under a creating call, when it changed again under the
+ * kernel's one retry.
  */
 const RACES = new Set(['ENOENT', 'EEXIST', 'ENOTEMPTY', 'ENOTDIR', 'EISDIR', 'EINVAL', 'ELOOP', 'ENODATA']);
 
