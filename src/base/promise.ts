@@ -24,3 +24,14 @@ export function untilAborted<T>(p: Promise<T>, signal: AbortSignal | undefined):
     p.then(resolve, reject).finally(() => signal.removeEventListener('abort', onAbort));
   });
 }
+
+/**
+ * Waits for every promise to settle, then rejects with the first rejection (in array order), if
+ * any. For jobs that write into a caller's buffers: `Promise.all` would reject at the first failure
+ * while the others still write, into memory the caller has handed on meanwhile (a FUSE reply
+ * buffer reused for the next request, a guest's descriptors already returned to it).
+ */
+export async function allSettledOrThrow(jobs: ReadonlyArray<Promise<unknown>>): Promise<void> {
+  const results = await Promise.allSettled(jobs);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
+}

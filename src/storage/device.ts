@@ -7,7 +7,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
-import { BufferPool, type Collection, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, collectGarbageSoon, errorMessage, scatter, sliceViews } from '../base/index.js';
+import { BufferPool, allSettledOrThrow, type Collection, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, collectGarbageSoon, errorMessage, scatter, sliceViews } from '../base/index.js';
 
 export { sliceViews };
 import { type ChunkInfo, chunkKey as key, extendsRun, sharedUnit } from '../format/chunk-info.js';
@@ -291,7 +291,8 @@ export class BlobDevice {
       return;
     }
     let pos = 0;
-    await Promise.all(
+    // Every segment settles before the read does: none may write into `dst` after it failed.
+    await allSettledOrThrow(
       segments.map((s) => {
         const views = sliceViews(dst, pos, s.length);
         pos += s.length;
@@ -533,7 +534,9 @@ export class BlobDevice {
     const pool = this.pool;
     const signal = this.closing.signal;
     const cost = length + group.reduce((n, c) => n + c.uncompressedSize, 0);
-    const read = (): Promise<Buffer> => {
+    // Async, so that a backend that throws instead of rejecting still ends in a rejection: the
+    // room taken below is given back only when the chunks' promises settle.
+    const read = async (): Promise<Buffer> => {
       if (this.closed) throw closedError(); // closed while this fetch waited for room
       return this.opts.backend.read(blob.id, start, length, { signal, allocate: (n: number) => pool.acquire(n), ...(background ? { background } : {}) });
     };

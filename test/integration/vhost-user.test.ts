@@ -121,6 +121,15 @@ describe('vhost-user backend with an in-process frontend', () => {
       ring.nextDesc = (h2 + 1) % ring.size;
       f.publish(ring, h2);
       assert.equal((await f.used(ring)).len, 16 + 104);
+      // A new kick fd for the running ring, without GET_VRING_BASE first: the ring goes on from
+      // where it is (it used to go back to its SET_VRING_BASE and answer every request again).
+      const kick = native.eventfd(0);
+      f.send(Request.SET_VRING_KICK, TestFrontend.u64(1), [kick]);
+      native.closeFd(ring.kick);
+      ring.kick = kick;
+      await lookupOk(f, 'hello');
+      await new Promise((r) => setTimeout(r, 100));
+      assert.equal(f.view(ring.used + 2, 2).readUInt16LE(0), ring.nextAvail, 'the used index is the avail index: nothing answered twice');
       // Stop and restart the request ring (a guest reboot): GET_VRING_BASE returns next_avail.
       const base = await f.call(Request.GET_VRING_BASE, TestFrontend.state(1, 0));
       assert.equal(base.readUInt32LE(4), ring.nextAvail);

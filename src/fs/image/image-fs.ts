@@ -5,7 +5,7 @@
  * the kernel uses must have been handed out by a lookup (counted, released by FORGET).
  */
 import type { Logger, Metrics } from '../../base/index.js';
-import { DamselflyError, LogLimiter, bytesEqual } from '../../base/index.js';
+import { DamselflyError, LogLimiter, allSettledOrThrow, bytesEqual } from '../../base/index.js';
 import type { ChunkInfo } from '../../format/chunk-info.js';
 import { ChunkFlag, S_IFMT, SuperFlags } from '../../format/constants.js';
 import { digest } from '../../format/digest.js';
@@ -363,7 +363,7 @@ export class ImageFs implements FileSystem {
           at += s.length;
         }
       }
-      await Promise.all(jobs);
+      await allSettledOrThrow(jobs); // none may write into `dst` after the read failed
     }
     this.readAhead(nodeid, offset, end, chunks, i);
     this.opts.metrics.inc('fs.read_bytes', end - offset);

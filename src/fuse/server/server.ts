@@ -56,10 +56,11 @@ const OPCODE_NAMES = new Map<number, { name: string; metric: string }>();
 function opcodeName(opcode: number): { name: string; metric: string } {
   let n = OPCODE_NAMES.get(opcode);
   if (n === undefined) {
-    const name = Opcode[opcode] ?? `OPCODE_${opcode}`;
-    n = { name, metric: `fuse.requests.${name}` };
-    // Unknown opcodes come from the peer: remember the known ones only, so the map stays small.
-    if (Opcode[opcode] !== undefined) OPCODE_NAMES.set(opcode, n);
+    const known = Opcode[opcode];
+    // Unknown opcodes come from the peer: named in logs, but remembered, and counted, only as one
+    // metric, so that neither map grows with what a guest invents.
+    n = known !== undefined ? { name: known, metric: `fuse.requests.${known}` } : { name: `OPCODE_${opcode}`, metric: 'fuse.requests.unknown' };
+    if (known !== undefined) OPCODE_NAMES.set(opcode, n);
   }
   return n;
 }

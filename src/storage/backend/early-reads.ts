@@ -127,8 +127,8 @@ export class EarlyReadsBackend implements BlobBackend {
     const buf = Buffer.allocUnsafe(p.length);
     p.buf = buf;
     const count = (n: number): void => this.opts.metrics.inc('storage.early_read_bytes', n);
-    this.inner
-      .read(p.id, p.offset, p.length, { signal: p.abort.signal, allocate: () => buf, onProgress: (n) => count(p.progress(n)) })
+    // Through a promise's executor: a backend that throws instead of rejecting fails the piece too.
+    new Promise<Buffer>((resolve) => resolve(this.inner.read(p.id, p.offset, p.length, { signal: p.abort.signal, allocate: () => buf, onProgress: (n) => count(p.progress(n)) })))
       .then(
         (b) => {
           count(p.succeed(b)); // b is buf, unless the backend answered with a buffer of its own

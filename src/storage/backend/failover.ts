@@ -56,7 +56,11 @@ export class FailoverBackend implements BlobBackend {
       if (!r.checking && Date.now() >= r.retryAt) this.check(r);
       return false;
     }
-    return Date.now() >= r.retryAt; // no health check: try it again after the interval
+    // No health check: one read tries it again after each interval (the next try is due an
+    // interval later, whether this one fails or not: a dead route must not be tried by every read).
+    if (Date.now() < r.retryAt) return false;
+    r.retryAt = Date.now() + r.checkIntervalMs;
+    return true;
   }
 
   private check(r: RouteState): void {

@@ -23,7 +23,7 @@ export class RegistryBackend implements BlobBackend {
     return `sha256:${id}`;
   }
 
-  read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
+  async read(id: string, offset: number, length: number, opts?: ReadOptions): Promise<Buffer> {
     return this.client.readBlob(this.repo, this.digest(id), offset, length, opts);
   }
 

@@ -495,6 +495,9 @@ export class VhostUserBackend {
     if (r.kickFd >= 0) native.closeFd(r.kickFd);
     r.kickFd = fd;
     native.setNonBlocking(fd);
+    // A new kick fd for a running ring: it goes on from where it is, not from its SET_VRING_BASE
+    // (which would pop, and answer, every request it served again).
+    if (r.started) r.base = r.vq.base();
     this.setupRing(r);
     r.poller = new native.Poller(fd, (events) => this.onKick(r, events), true);
     r.poller.start(UV_READABLE);

@@ -187,8 +187,12 @@ describe('FUSE server over a RAFS image', () => {
     assert.equal(r1.unique, lying.unique);
     // Shorter than a header: nothing to answer.
     assert.equal((await call(Buffer.alloc(10))).dropped, true);
-    // Unknown opcode, arguments that are too short, names without NUL.
-    assert.equal((await op(9999 as Opcode, 1)).error, -38);
+    // Unknown opcodes (each counted under one metric: a guest inventing opcodes cannot grow the
+    // metrics), arguments that are too short, names without NUL.
+    const counters = Object.keys(metrics.snapshot()).length;
+    for (let opcode = 100_000; opcode < 101_000; opcode++) assert.equal((await op(opcode as Opcode, 1)).error, -38);
+    assert.equal(Object.keys(metrics.snapshot()).length, counters + 1);
+    assert.equal(metrics.get('fuse.requests.unknown'), 1000);
     assert.equal((await op(Opcode.READ, f.nodeid, Buffer.alloc(8))).error, -22);
     assert.equal((await op(Opcode.LOOKUP, 1, Buffer.from('no-nul'))).error, -22);
     // Node ids the kernel was never given, and one past 2^53.

@@ -131,6 +131,59 @@ describe('chunk device: one fetch per chunk', () => {
     await backend.close();
   });
 
+  test('a read of two chunks whose first fails at once ends only after the second is in: nothing is written into its buffer after it failed', async () => {
+    // The FUSE reply goes out with EIO as soon as the read fails, and its buffer (a /dev/fuse reply
+    // buffer, or guest memory) is someone else's then: the other chunk's late copy used to land there.
+    const local = new LocalFsBackend({ dir: join(work, 'blobs') });
+    const backend: BlobBackend = {
+      kind: 'flaky',
+      read: async (id: string, offset: number, length: number, o?: ReadOptions) => {
+        if (offset === (chunks[0] as ChunkInfo).compressedOffset) throw new DamselflyError(ErrorCode.Backend, 'chunk 0: connection reset');
+        await new Promise((r) => setTimeout(r, 100));
+        return local.read(id, offset, length, o);
+      },
+      size: async () => 0,
+      close: async () => undefined,
+    };
+    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, mergeLimit: CHUNK, metrics: new Metrics(), log: silentLogger });
+    const dst = Buffer.alloc(2 * CHUNK);
+    const read = dev.read(
+      [
+        { chunk: chunks[0] as ChunkInfo, from: 0, length: CHUNK },
+        { chunk: chunks[1] as ChunkInfo, from: 0, length: CHUNK },
+      ],
+      [dst],
+    );
+    await assert.rejects(read, /chunk 0: connection reset/);
+    dst.fill(0xee); // the buffer's next user
+    await new Promise((r) => setTimeout(r, 200));
+    assert.ok(dst.every((b) => b === 0xee), 'written after the read had failed');
+    await dev.close();
+    await local.close();
+  });
+
+  test('a backend that throws instead of rejecting gives its fetch budget back: later reads and close() do not wait for it', async () => {
+    const local = new LocalFsBackend({ dir: join(work, 'blobs') });
+    const backend: BlobBackend = {
+      kind: 'throwing',
+      read: (id: string, offset: number, length: number, o?: ReadOptions) => {
+        if (offset === (chunks[0] as ChunkInfo).compressedOffset) throw new DamselflyError(ErrorCode.Backend, 'thrown, not rejected');
+        return local.read(id, offset, length, o);
+      },
+      size: async () => 0,
+      close: async () => undefined,
+    };
+    // A budget of three chunks: two leaked fetches would leave no room for any other.
+    const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, mergeLimit: CHUNK, fetchBudgetBytes: 3 * CHUNK, metrics: new Metrics(), log: silentLogger });
+    const one = (i: number): Promise<void> => dev.read([{ chunk: chunks[i] as ChunkInfo, from: 0, length: 100 }], [Buffer.alloc(100)]);
+    for (let i = 0; i < 3; i++) await assert.rejects(one(0), /thrown, not rejected/);
+    const bounded = <T>(p: Promise<T>, what: string): Promise<T> =>
+      Promise.race([p, new Promise<never>((_, reject) => setTimeout(() => reject(new Error(`${what} still waits after 2 s`)), 2000).unref())]);
+    await bounded(one(1), 'a read of another chunk');
+    await bounded(dev.close(), 'close()');
+    await local.close();
+  });
+
   test('a prefetch and readers of the same chunks, started together', async () => {
     const { dev, backend } = device();
     const pre = dev.prefetch(chunks);

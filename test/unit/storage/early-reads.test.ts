@@ -172,6 +172,33 @@ test('a failed piece sends its reads to the backend', async () => {
   assert.equal(inner.reads.filter((r) => r.length === 1024).length, 8, 'the other pieces went on');
 });
 
+test('a backend that throws instead of rejecting fails its piece like a rejection: the queue goes on, the process does not end', async () => {
+  const inner = new SlowBlobs();
+  const throwing: BlobBackend = {
+    kind: 'throwing',
+    read: (id, offset, length, opts) => {
+      if (offset === 1024) throw new BackendError('thrown, not rejected');
+      return inner.read(id, offset, length, opts);
+    },
+    size: async () => 1 << 30,
+    close: async () => undefined,
+  };
+  const early = new EarlyReadsBackend(throwing, [{ id: 'aa', offset: 0, length: 4096 }], { pieceBytes: 1024, concurrency: 1, metrics: new Metrics(), log: silentLogger });
+  await inner.open();
+  // Piece 1 failed (a throw from the queue's next step used to be an unhandled rejection); 2 and 3 went on.
+  assert.deepEqual(
+    inner.reads.map((r) => r.offset),
+    [0, 2048, 3072],
+  );
+  let done = false;
+  const across = early.read('aa', 1000, 100).finally(() => (done = true)); // across the failed piece: from the backend
+  while (!done) {
+    await inner.open();
+    await flush();
+  }
+  assert.deepEqual(await across, expected('aa', 1000, 100));
+});
+
 test('release() stops the pieces not yet requested; later reads go to the backend', async () => {
   const inner = new SlowBlobs();
   const early = new EarlyReadsBackend(inner, [{ id: 'aa', offset: 0, length: 8192 }], { pieceBytes: 1024, concurrency: 2, metrics: new Metrics(), log: silentLogger });

@@ -50,3 +50,21 @@ test('a route that served wrong bytes is failed over at once; the origin is not 
   await fb2.read('b', 0, 1);
   assert.equal(mirror.reads, 2);
 });
+
+test('a failed route without a health check is tried again by one read per interval, not by every read after the first', async () => {
+  const proxy = new Fake('proxy');
+  const origin = new Fake('origin');
+  proxy.fail = true;
+  const fb = new FailoverBackend([{ name: 'proxy', backend: proxy, checkIntervalMs: 100, failureLimit: 1 }], origin, silentLogger, new Metrics());
+  for (let i = 0; i < 5; i++) assert.equal((await fb.read('b', 0, 1))[0], 'o'.charCodeAt(0));
+  assert.equal(proxy.reads, 1, 'failed over after its first failure');
+  for (let round = 1; round <= 2; round++) {
+    await new Promise((r) => setTimeout(r, 120));
+    for (let i = 0; i < 10; i++) assert.equal((await fb.read('b', 0, 1))[0], 'o'.charCodeAt(0));
+    assert.equal(proxy.reads, 1 + round, `interval ${round}: one try of the dead route`);
+  }
+  proxy.fail = false;
+  await new Promise((r) => setTimeout(r, 120));
+  assert.equal((await fb.read('b', 0, 1))[0], 'p'.charCodeAt(0), 'back once it answers');
+  assert.equal((await fb.read('b', 0, 1))[0], 'p'.charCodeAt(0));
+});
