@@ -138,6 +138,28 @@ describe('passthrough filesystem through /dev/fuse', () => {
     assert.deepEqual(treeOf(join(mnt, 't')), treeOf(join(plain, 't')));
   });
 
+  test('an rmdir through a stale entry (the host moved the directory away and made another at its name) leaves the moved one alive to the kernel', () => {
+    fs.mkdirSync(join(mnt, 'sd'));
+    // An open file inside keeps the kernel's inode of `sd` (and its entry, valid for 1 s under auto).
+    const fd = fs.openSync(join(mnt, 'sd', 'x'), fs.constants.O_RDWR | fs.constants.O_CREAT, 0o644);
+    try {
+      fs.renameSync(join(share, 'sd'), join(share, 'sd-moved'));
+      fs.mkdirSync(join(share, 'sd'));
+      // The daemon refuses (ESTALE) the new directory the kernel never looked up; the VFS looks
+      // `sd` up again and removes what is there now. It used to remove it at once, and the kernel
+      // marked its inode of the old `sd` dead: through the mount `sd-moved` then listed as empty.
+      fs.rmdirSync(join(mnt, 'sd'));
+      assert.deepEqual(fs.readdirSync(share).filter((n) => n.startsWith('sd')), ['sd-moved']);
+      assert.deepEqual(fs.readdirSync(join(mnt, 'sd-moved')), ['x']);
+      assert.ok(fs.lstatSync(join(mnt, 'sd-moved', 'x')).isFile());
+      fs.mkdirSync(join(mnt, 'sd-moved', 'q'));
+      assert.ok(fs.lstatSync(join(share, 'sd-moved', 'q')).isDirectory());
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.rmSync(join(share, 'sd-moved'), { recursive: true });
+  });
+
   test('a guest user creates files as itself, with its umask, and is denied as on the host', () => {
     const expected = asGuest(join(plain, 'u'));
     const got = asGuest(join(mnt, 'u'));

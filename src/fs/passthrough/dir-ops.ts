@@ -116,7 +116,9 @@ export function readdirplus(core: Core, nodeid: number, fh: bigint, offset: numb
     walk(h, offset, (d, next) => {
       const entry = plusEntry(core, nodeid, d);
       if (entry === undefined) return true;
-      const ok = add({ ino: d.ino, offset: next, type: d.type, name: d.name, entry });
+      // The entry's inode number and type, not getdents's: the name may hold another file by now.
+      const [ino, type] = entry.nodeid !== 0 ? [entry.attr.ino, (entry.attr.mode >> 12) & 0o17] : [d.ino, d.type];
+      const ok = add({ ino, offset: next, type, name: d.name, entry });
       if (!ok && entry.nodeid !== 0) core.inodes.forget(entry.nodeid, 1);
       if (ok) added++;
       return ok;

@@ -85,6 +85,11 @@ export class InodeTable {
     return n;
   }
 
+  /** The node of the host inode `st` describes, if the kernel holds one (nothing is counted). */
+  find(st: PtStat): Inode | undefined {
+    return this.byKey.get(identity(st));
+  }
+
   /** `adopt` of an fd whose attributes are read here; the fd is closed if they cannot be. */
   adoptFd(fd: number): { node: Inode; st: PtStat } {
     const st = statOrClose(fd);

@@ -3,7 +3,7 @@
  * user (native credential thread), everything else as the daemon; each resolves exactly one
  * validated name relative to a parent's O_PATH fd.
  */
-import { ftruncateSync } from 'node:fs';
+import { closeSync, ftruncateSync } from 'node:fs';
 import { native } from '../../native/index.js';
 import { type AttrReply, type EntryReply, Errno, FsError, type RequestContext, type SetattrIn, type StatFs } from '../types.js';
 import {
@@ -23,7 +23,7 @@ import {
 } from './common.js';
 import type { Core } from './core.js';
 import { killPrivileges } from './file-ops.js';
-import { statFd } from './inodes.js';
+import { type Inode, statFd } from './inodes.js';
 import { labelNew } from './xattr-ops.js';
 
 export function getattr(core: Core, nodeid: number): AttrReply {
@@ -56,9 +56,37 @@ export function symlink(core: Core, ctx: RequestContext, parent: number, name: U
   return core.lookupExpected(parent, n, (e) => (e.attr.mode & S_IFMT) === S_IFLNK);
 }
 
+/**
+ * Refuses to remove or replace a directory the kernel was never given. The kernel marks the inode
+ * its entry names dead (S_DEAD) once an RMDIR, or a RENAME over a directory, succeeds; when a
+ * process on the host moved that directory away and made another at its name, the call removes
+ * the new one, while the old one, alive elsewhere on the host, stays dead to the kernel for as long
+ * as it keeps that inode: through the mount its listing comes back empty and its names are not
+ * there (a LOOKUP of its new name gets the same node id, so the kernel's dead inode again). A
+ * directory with no node id here is one the kernel's entry cannot name: ESTALE, on which the VFS
+ * looks the name up again and retries the call once. (A host swap with a directory the kernel
+ * knows under another name still gets through.) Found by test/fuzz/passthrough-concurrency.test.ts.
+ */
+function checkKnownDir(core: Core, p: Inode, name: Buffer): void {
+  let fd: number;
+  try {
+    fd = core.openChild(p, name);
+  } catch (e) {
+    if (e instanceof FsError && e.errno === Errno.ENOENT) return; // the call itself says so
+    throw e;
+  }
+  try {
+    const st = statFd(fd);
+    if (isDir(st.mode) && core.inodes.find(st) === undefined) throw new FsError(Errno.ESTALE, 'a directory the kernel has not looked up is at that name');
+  } finally {
+    closeSync(fd);
+  }
+}
+
 export function unlink(core: Core, parent: number, name: Uint8Array, dir: boolean): void {
   const p = core.inodes.get(parent);
   const n = component(name);
+  if (dir) checkKnownDir(core, p, n);
   sys(() => native.ptUnlinkat(p.fd, n, dir ? AT_REMOVEDIR : 0));
 }
 
@@ -68,6 +96,7 @@ export function rename(core: Core, ctx: RequestContext, parent: number, name: Ui
   const to = core.inodes.get(newParent);
   const a = component(name);
   const b = component(newName);
+  if ((flags & (RENAME_NOREPLACE | RENAME_EXCHANGE)) === 0) checkKnownDir(core, to, b);
   // The whiteout left at the old name belongs to the renaming user, as one made by MKNOD does
   // (overlayfs in a guest makes its own as root; found by the differential fuzz test).
   if ((flags & RENAME_WHITEOUT) !== 0) sys(() => native.ptRenameat2As(from.fd, a, to.fd, b, flags, ...core.creds(ctx)));

@@ -1023,6 +1023,31 @@ describe('passthrough filesystem (in-process)', () => {
     assert.equal(fs.counts.inodes, before);
   });
 
+  test('RMDIR, or a RENAME over a directory, of a directory the kernel never looked up: ESTALE, nothing removed; known ones go', async () => {
+    // The host made these after the kernel's entry for the name (it names another inode, which the
+    // kernel would mark dead on success).
+    mkdirSync(join(share, 'unseen'));
+    mkdirSync(join(share, 'unseen-target'));
+    mkdirSync(join(share, 'moving'));
+    assert.equal(await errno(fs.rmdir(ctx, ROOT, b('unseen'))), Errno.ESTALE);
+    assert.equal(await errno(fs.rename(ctx, ROOT, b('moving'), ROOT, b('unseen-target'), 0)), Errno.ESTALE);
+    assert.ok(statSync(join(share, 'unseen')).isDirectory() && statSync(join(share, 'unseen-target')).isDirectory() && statSync(join(share, 'moving')).isDirectory());
+    // Once looked up (the VFS's retry), they go; a file or nothing at the name is the host's answer.
+    const u = await lookup(fs, 'unseen');
+    await fs.rmdir(ctx, ROOT, b('unseen'));
+    fs.forget(u.nodeid, 1);
+    const t = await lookup(fs, 'unseen-target');
+    await fs.rename(ctx, ROOT, b('moving'), ROOT, b('unseen-target'), 0);
+    fs.forget(t.nodeid, 1);
+    assert.ok(statSync(join(share, 'unseen-target')).isDirectory());
+    assert.equal(await errno(fs.rmdir(ctx, ROOT, b('unseen'))), Errno.ENOENT);
+    writeFileSync(join(share, 'plain-file'), '');
+    assert.equal(await errno(fs.rmdir(ctx, ROOT, b('plain-file'))), Errno.ENOTDIR);
+    await fs.rename(ctx, ROOT, b('unseen-target'), ROOT, b('moved'), 0); // to a free name: nothing to check
+    rmSync(join(share, 'moved'), { recursive: true });
+    rmSync(join(share, 'plain-file'));
+  });
+
   test('submounts are announced only when asked and agreed; FORGET unpins them', async () => {
     const mnt = join(share, 'mnt');
     mkdirSync(mnt);
