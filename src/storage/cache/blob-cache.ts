@@ -64,29 +64,45 @@ export class FileBlobCache implements BlobCache {
     );
   }
 
-  /** Opens (creating them if need be) the blob's cache files; with `cipher`, its encrypted ones. */
+  /**
+   * Opens (creating them if need be) the blob's cache files; with `cipher`, its encrypted ones.
+   * The map first, locked, then the data file: `cache gc` removes a blob's files only while it
+   * holds the map exclusively, so once the map this process locked is still the one at its path,
+   * neither file goes away under it. A map removed before the lock was taken (a gc just then) is
+   * opened again: its marks describe a data file that is gone, and a new one would read as holes.
+   */
   static async open(dir: string, blobId: string, cipher?: CacheCipher): Promise<{ cache: FileBlobCache; uncleanShutdown: boolean }> {
     const dataPath = join(dir, cacheDataFile(blobId, cipher));
-    const data = await open(dataPath, 'a+').then(async (h) => {
-      await h.close();
-      return open(dataPath, 'r+');
-    });
     const mapPath = join(dir, cacheName(blobId, cipher) + CACHE_MAP_SUFFIX);
-    let opened: { map: ChunkMap; uncleanShutdown: boolean } | undefined;
-    try {
-      opened = await ChunkMap.open(mapPath);
-      const now = new Date();
-      await utimes(mapPath, now, now); // "last used", for cache gc's LRU order
-    } catch (e) {
-      // Whatever failed (the files removed meanwhile, say), nothing stays open, no lock held.
+    for (let attempt = 1; ; attempt++) {
+      const opened = await ChunkMap.open(mapPath);
+      let data: FileHandle | undefined;
       try {
-        await opened?.map.close(false);
-      } finally {
-        await data.close();
+        if (!(await opened.map.isAt(mapPath))) {
+          if (attempt < 3) {
+            await opened.map.close(false);
+            continue;
+          }
+          throw new Error(`${mapPath} was removed while it was being opened, ${attempt} times`);
+        }
+        const fh = await open(dataPath, 'a+').then(async (h) => {
+          await h.close();
+          return open(dataPath, 'r+');
+        });
+        data = fh;
+        const now = new Date();
+        await utimes(mapPath, now, now); // "last used", for cache gc's LRU order
+        return { cache: new FileBlobCache(fh, opened.map, cipher), uncleanShutdown: opened.uncleanShutdown };
+      } catch (e) {
+        // Whatever failed (the files removed meanwhile, say), nothing stays open, no lock held.
+        try {
+          await opened.map.close(false);
+        } finally {
+          await data?.close();
+        }
+        throw e;
       }
-      throw e;
     }
-    return { cache: new FileBlobCache(data, opened.map, cipher), uncleanShutdown: opened.uncleanShutdown };
   }
 
   state(c: ChunkInfo): number {
@@ -108,7 +124,7 @@ export class FileBlobCache implements BlobCache {
       let n = nowait ? readNoWait(this.file, views, pos) : -1;
       if (n < 0 || (n < left && n > 0)) nowait = false; // not (all) cached: wait for the disk
       if (n < 0) n = (await this.data.readv(views, pos)).bytesRead;
-      if (n === 0) throw new Error(`cache file ends inside chunk ${c.index}`);
+      if (n === 0) await this.cut(c);
       pos += n;
       left -= n;
       views = sliceViews(views, n, left);
@@ -121,10 +137,20 @@ export class FileBlobCache implements BlobCache {
     const pages = Buffer.allocUnsafe(p.length);
     for (let got = 0; got < p.length; ) {
       const { bytesRead } = await this.data.read(pages, got, p.length - got, p.offset + got);
-      if (bytesRead === 0) throw new Error(`cache file ends inside chunk ${c.index}`);
+      if (bytesRead === 0) await this.cut(c);
       got += bytesRead;
     }
     scatter(cipher.open(c, p.offset, pages), p.skip, length, dst);
+  }
+
+  /**
+   * The data file ends inside a chunk marked present: it was cut. Every present chunk is to be
+   * verified from now on, not only this one (the caller drops and fetches it): storing it again
+   * extends the file with a hole, which reads as zeros, below it.
+   */
+  private async cut(c: ChunkInfo): Promise<never> {
+    await this.map.markAllUnverified();
+    throw new Error(`cache file ends inside chunk ${c.index}: every chunk of the blob is verified before use from now on`);
   }
 
   willNeed(chunks: readonly ChunkInfo[]): void {

@@ -8,16 +8,20 @@
  * | 0   | 8    | u8[8]  | magic "DFLYCMAP"                        |
  * | 8   | 4    | u32    | version (1)                             |
  * | 12  | 4    | u32    | in use (0 = every user closed cleanly)  |
- * | 16  | n    | u8[n]  | state of chunk i: 0 absent, 1 present   |
+ * | 16  | n    | u8[n]  | state of chunk i: 0 absent, 1 present,  |
+ * |     |      |        | 2 present but to be verified            |
  *
  * A chunk is marked present only after its bytes were written to the cache file. Users hold a
  * shared flock on the map while they have the blob open; the last one to close (it can take the
  * lock exclusively) syncs and clears "in use". If the flag is found set at open, a user died with
  * the map open (or another is using it now): marks may be ahead of data that never reached the disk
- * (power loss), so every present chunk is verified once before it is served. `cache gc` removes a
- * blob only when it can take the lock exclusively (no user).
+ * (power loss), so every present chunk is verified once before it is served. An opener that is
+ * alone and finds the flag set writes that down (every 1 becomes 2) before it goes on: its own
+ * clean close clears the flag, and the chunks it never read must still be verified by the next
+ * user. A chunk that passes is marked 1 again. `cache gc` removes a blob only when it can take the
+ * lock exclusively (no user). (Versions before the 2 read it as absent: safe.)
  */
-import { type FileHandle, open } from 'node:fs/promises';
+import { type FileHandle, open, stat } from 'node:fs/promises';
 import { readFully, writeFully } from '../../base/index.js';
 import { LOCK_EX, LOCK_NB, LOCK_SH, flockWait, native } from '../../native/index.js';
 
@@ -92,12 +96,22 @@ export class ChunkMap {
       unclean = true;
     } else {
       unclean = all.readUInt32LE(12) !== 0;
-      states = Uint8Array.from(all.subarray(CHUNK_MAP_HEADER), (s) => (s === ChunkState.PRESENT ? (unclean ? ChunkState.UNVERIFIED : ChunkState.PRESENT) : ChunkState.ABSENT));
+      states = Uint8Array.from(all.subarray(CHUNK_MAP_HEADER), (s) =>
+        s === ChunkState.PRESENT ? (unclean ? ChunkState.UNVERIFIED : ChunkState.PRESENT) : s === ChunkState.UNVERIFIED ? ChunkState.UNVERIFIED : ChunkState.ABSENT,
+      );
     }
     const map = new ChunkMap(fh, states);
+    // The first user after an unclean end keeps its doubt on disk (see above).
+    if (alone && unclean) await map.persistStates();
     await map.setInUse(1);
     if (alone) native.flock(fh.fd, LOCK_SH); // downgrade: others may now share the blob
     return { map, uncleanShutdown: unclean };
+  }
+
+  /** Whether this map is still the file at `path` (not removed, or replaced, since it was opened). */
+  async isAt(path: string): Promise<boolean> {
+    const [mine, there] = await Promise.all([this.fh.stat(), stat(path).catch(() => undefined)]);
+    return there !== undefined && there.ino === mine.ino && there.dev === mine.dev;
   }
 
   private async setInUse(n: number): Promise<void> {
@@ -124,13 +138,40 @@ export class ChunkMap {
     this.states = next;
   }
 
-  /** Records a chunk whose bytes are in the cache file (and persists the mark). */
+  /** Writes every mark as it stands here, and syncs them (only while this user is alone). */
+  private async persistStates(): Promise<void> {
+    await writeFully(this.fh, this.states, CHUNK_MAP_HEADER);
+    await this.fh.datasync();
+  }
+
+  /** Records a chunk whose bytes are in the cache file, or that passed verification (and persists the mark). */
   async markPresent(index: number): Promise<void> {
     this.ensure(index);
     const was = this.states[index];
     this.states[index] = ChunkState.PRESENT;
-    if (was !== ChunkState.ABSENT) return; // already persisted (UNVERIFIED just got verified)
+    if (was === ChunkState.PRESENT) return;
     await this.fh.write(Buffer.from([ChunkState.PRESENT]), 0, 1, CHUNK_MAP_HEADER + index);
+  }
+
+  /**
+   * Every present chunk is to be verified before it is served again, here and by later users: the
+   * data file turned out shorter than its marks say (cut by someone), so what lies below its end
+   * may be holes a later store leaves as zeros.
+   */
+  async markAllUnverified(): Promise<void> {
+    // Only the bytes that change, a run at a time: other users' marks of other chunks stay.
+    let changed = false;
+    for (let i = 0; i < this.states.length; ) {
+      if (this.states[i] !== ChunkState.PRESENT) {
+        i++;
+        continue;
+      }
+      const start = i;
+      while (this.states[i] === ChunkState.PRESENT) this.states[i++] = ChunkState.UNVERIFIED;
+      await writeFully(this.fh, Buffer.alloc(i - start, ChunkState.UNVERIFIED), CHUNK_MAP_HEADER + start);
+      changed = true;
+    }
+    if (changed) await this.fh.datasync();
   }
 
   /** Forgets a chunk whose cached bytes failed verification. */

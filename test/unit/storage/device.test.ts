@@ -10,7 +10,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open, readFile, rm, truncate, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -23,13 +23,13 @@ import { Digester } from '../../../src/format/constants.js';
 import type { RafsImage } from '../../../src/format/image.js';
 import { openBootstrap } from '../../../src/format/open.js';
 import { ImageFs } from '../../../src/fs/image/image-fs.js';
-import { nativeCodecs } from '../../../src/native/index.js';
+import { LOCK_EX, LOCK_NB, native, nativeCodecs } from '../../../src/native/index.js';
 import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
 import type { BlobBackend, ReadOptions } from '../../../src/storage/backend/types.js';
 import { CountingBackend } from '../../helpers/counting-backend.js';
 import { openPaths } from '../../helpers/env.js';
 import { ChunkNeighbors } from '../../../src/storage/chunk/neighbors.js';
-import { BlobDevice, type DeviceOptions } from '../../../src/storage/device.js';
+import { BlobDevice, type ChunkSegment, type DeviceOptions } from '../../../src/storage/device.js';
 import { Prefetcher } from '../../../src/storage/prefetch/prefetcher.js';
 
 const CHUNK = 65536;
@@ -757,4 +757,99 @@ test('without a cache directory, the memory cache starts small and grows to a wo
   } finally {
     await rm(work, { recursive: true, force: true });
   }
+});
+
+describe('chunk cache after a failure', () => {
+  const content = randomBytes(2 * CHUNK);
+  let work: string;
+  let image: RafsImage;
+  let chunks: ChunkInfo[];
+  let n = 0;
+  before(async () => {
+    ({ work, image, chunks } = await oneFileImage('damselfly-cache-fail-', content, CHUNK));
+  });
+  after(async () => {
+    await rm(work, { recursive: true, force: true });
+  });
+
+  const seg = (i: number): ChunkSegment[] => [{ chunk: chunks[i] as ChunkInfo, from: 0, length: CHUNK }];
+  async function readChunk(dev: BlobDevice, i: number): Promise<Buffer> {
+    const dst = Buffer.alloc(CHUNK, 0xaa);
+    await dev.read(seg(i), [dst]);
+    return dst;
+  }
+  /** Daemons in turn on one cache directory; nothing kept in memory, so every read goes to the cache. */
+  function daemons(): { next: () => BlobDevice; cacheDir: string; id: string } {
+    const cacheDir = join(work, `cache-${n++}`);
+    return {
+      cacheDir,
+      id: (image.blobs[0] as { id: string }).id,
+      next: () => new BlobDevice({ blobs: image.blobs, backend: new LocalFsBackend({ dir: join(work, 'blobs') }), codecs: nativeCodecs, cacheDir, mergeLimit: CHUNK, recentBytes: 0, metrics: new Metrics(), log: silentLogger }),
+    };
+  }
+
+  test('after an unclean end, the chunks the next daemon never read are still verified by the one after it', async () => {
+    const d = daemons();
+    const a = d.next();
+    await a.read([...seg(0), ...seg(1)], [Buffer.alloc(2 * CHUNK)]);
+    await a.close();
+    // The host lost power while a daemon ran: the map's marks and its "in use" flag reached the
+    // disk, chunk 0's data did not.
+    const map = await open(join(d.cacheDir, `${d.id}.chunk_map.dfly`), 'r+');
+    await map.write(Buffer.from([1, 0, 0, 0]), 0, 4, 12);
+    await map.close();
+    const data = await open(join(d.cacheDir, `${d.id}.blob.data`), 'r+');
+    await data.write(Buffer.alloc(CHUNK), 0, CHUNK, (chunks[0] as ChunkInfo).uncompressedOffset);
+    await data.close();
+    // The next daemon reads chunk 1 only and closes cleanly (the flag is cleared)...
+    const b = d.next();
+    assert.deepEqual(await readChunk(b, 1), content.subarray(CHUNK));
+    await b.close();
+    // ...and the one after it must not trust chunk 0's mark: it used to serve zeros.
+    const c = d.next();
+    assert.deepEqual(await readChunk(c, 0), content.subarray(0, CHUNK));
+    await c.close();
+  });
+
+  test('`cache gc` removing the blob while a daemon opens it (and another makes the map again): the daemon does not pair the old marks with a new data file', async () => {
+    const d = daemons();
+    const a = d.next();
+    await a.read(seg(0), [Buffer.alloc(CHUNK)]);
+    await a.close();
+    // cache gc: the map locked exclusively, the data file removed...
+    const mapPath = join(d.cacheDir, `${d.id}.chunk_map.dfly`);
+    const gc = await open(mapPath, 'r');
+    assert.ok(native.flock(gc.fd, LOCK_EX | LOCK_NB));
+    await rm(join(d.cacheDir, `${d.id}.blob.data`));
+    // ...while a daemon opens the blob (it waits for the lock)...
+    const b = d.next();
+    const first = readChunk(b, 1);
+    await new Promise((r) => setTimeout(r, 100));
+    // ...then the map removed, and made again by another daemon opening the blob just then.
+    await rm(mapPath);
+    await writeFile(mapPath, '');
+    await gc.close();
+    assert.deepEqual(await first, content.subarray(CHUNK));
+    await new Promise((r) => setTimeout(r, 50)); // the store of chunk 1, past a hole where chunk 0 was
+    assert.deepEqual(await readChunk(b, 0), content.subarray(0, CHUNK), 'chunk 0 served from the old marks as zeros');
+    await b.close();
+  });
+
+  test('a cache data file cut short under a daemon: every chunk is verified from then on, none served as the zeros of a hole', async () => {
+    const d = daemons();
+    const a = d.next();
+    await a.read([...seg(0), ...seg(1)], [Buffer.alloc(2 * CHUNK)]);
+    await a.close();
+    const b = d.next();
+    assert.deepEqual(await readChunk(b, 0), content.subarray(0, CHUNK)); // the cache is open, both chunks present
+    await truncate(join(d.cacheDir, `${d.id}.blob.data`), 0);
+    // Past the end: fetched again and stored, which extends the file with a hole below it.
+    assert.deepEqual(await readChunk(b, 1), content.subarray(CHUNK));
+    await new Promise((r) => setTimeout(r, 50)); // the store
+    assert.deepEqual(await readChunk(b, 0), content.subarray(0, CHUNK));
+    await b.close();
+    const c = d.next();
+    assert.deepEqual(await readChunk(c, 0), content.subarray(0, CHUNK));
+    await c.close();
+  });
 });
