@@ -66,6 +66,11 @@ export interface RequestContext {
   gid: number;
   pid: number;
   /**
+   * Fires when the request is abandoned (its virtqueue stopped with it still in flight): a READ
+   * must then stop waiting and write nothing more into its buffers, which the guest may reuse.
+   */
+  signal?: AbortSignal;
+  /**
    * For a creating call under FUSE_SECURITY_CTX, the xattr (e.g. security.selinux) the guest's
    * LSM wants on the new node; absent otherwise.
    */

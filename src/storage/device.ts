@@ -7,7 +7,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
-import { BufferPool, allSettledOrThrow, type Collection, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, collectGarbageSoon, errorMessage, scatter, sliceViews } from '../base/index.js';
+import { BufferPool, allSettledOrThrow, untilAborted, type Collection, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, collectGarbageSoon, errorMessage, scatter, sliceViews } from '../base/index.js';
 
 export { sliceViews };
 import { type ChunkInfo, chunkKey as key, extendsRun, sharedUnit } from '../format/chunk-info.js';
@@ -267,8 +267,12 @@ export class BlobDevice {
     for (const f of failed) this.opts.log.warn({ blob: f.id, err: f.err }, 'a blob of the image cannot be read: reads of its chunks will fail');
   }
 
-  /** Reads the segments, in order, into `dst` (which holds at least their total length). */
-  async read(segments: ChunkSegment[], dst: Uint8Array[]): Promise<void> {
+  /**
+   * Reads the segments, in order, into `dst` (which holds at least their total length). Once
+   * `signal` fires (the request was abandoned: `dst` may be someone else's by then), it stops
+   * waiting and writes nothing more into `dst` (fetches under way go on, for the cache).
+   */
+  async read(segments: ChunkSegment[], dst: Uint8Array[], signal?: AbortSignal): Promise<void> {
     if (this.closed) throw closedError();
     this.recentQuiet.touch(); // not at rest
     const m = this.opts.metrics;
@@ -287,7 +291,7 @@ export class BlobDevice {
       // The common read (inside one chunk): no array of promises to wait on.
       const s = segments[0] as ChunkSegment;
       m.inc('storage.read_bytes', s.length);
-      await this.readSegment(s, sliceViews(dst, 0, s.length));
+      await this.readSegment(s, sliceViews(dst, 0, s.length), signal);
       return;
     }
     let pos = 0;
@@ -297,7 +301,7 @@ export class BlobDevice {
         const views = sliceViews(dst, pos, s.length);
         pos += s.length;
         m.inc('storage.read_bytes', s.length);
-        return this.readSegment(s, views);
+        return this.readSegment(s, views, signal);
       }),
     );
   }
@@ -412,8 +416,13 @@ export class BlobDevice {
     this.recentBytes = 0;
   }
 
-  private async readSegment(s: ChunkSegment, views: Uint8Array[]): Promise<void> {
+  /**
+   * One segment into `views`. Each write into them is preceded, in the same synchronous step, by
+   * a look at `signal`: an abandoned read writes nothing, even when its chunk came in just then.
+   */
+  private async readSegment(s: ChunkSegment, views: Uint8Array[], signal: AbortSignal | undefined): Promise<void> {
     const c = s.chunk;
+    signal?.throwIfAborted();
     const hot = this.recall(key(c));
     if (hot !== undefined) {
       this.opts.metrics.inc('storage.memory_hits');
@@ -423,17 +432,22 @@ export class BlobDevice {
     const pending = this.inflight.get(key(c));
     if (pending !== undefined) {
       if (this.background.delete(key(c))) this.opts.backend.expedite?.(this.blob(c).id, c.compressedOffset, c.compressedSize);
-      scatter(await pending, s.from, s.length, views);
+      const data = await untilAborted(pending, signal);
+      signal?.throwIfAborted();
+      scatter(data, s.from, s.length, views);
       return;
     }
-    const cache = this.opened.get(c.blobIndex) ?? (await this.cache(c.blobIndex));
+    const cache = this.opened.get(c.blobIndex) ?? (await untilAborted(this.cache(c.blobIndex), signal));
     const state = cache.state(c);
     if (state === ChunkState.PRESENT && !this.opts.validate) {
       this.opts.metrics.inc('storage.cache_hits');
       try {
+        // A read from the cache file straight into `views`: not abortable once started, but local.
+        signal?.throwIfAborted();
         await cache.readInto(c, s.from, s.length, views);
         return;
       } catch (e) {
+        if (signal?.aborted) throw e;
         // A memory-cache eviction or a short cache file: fall back to the backend.
         this.opts.log.debug({ err: errorMessage(e) }, 'cache read failed; fetching again');
         await cache.drop(c);
@@ -448,6 +462,7 @@ export class BlobDevice {
         try {
           await cache.markVerified(c);
           if (!this.opts.validate) this.remember(key(c), data);
+          signal?.throwIfAborted();
           scatter(data, s.from, s.length, views);
         } finally {
           this.unhold(data);
@@ -458,7 +473,9 @@ export class BlobDevice {
       this.opts.log.warn({ chunk: describeChunk(this.blob(c), c) }, 'cached chunk failed verification; fetching it again');
       await cache.drop(c);
     }
-    scatter(await this.fetchOne(c), s.from, s.length, views);
+    const data = await untilAborted(this.fetchOne(c), signal);
+    signal?.throwIfAborted();
+    scatter(data, s.from, s.length, views);
   }
 
   private verifies(c: ChunkInfo, data: Uint8Array): boolean {

@@ -315,7 +315,7 @@ export class ImageFs implements FileSystem {
     return c;
   }
 
-  async read(_ctx: RequestContext, nodeid: number, _fh: bigint, offset: number, size: number, dst: Uint8Array[]): Promise<number> {
+  async read(ctx: RequestContext, nodeid: number, _fh: bigint, offset: number, size: number, dst: Uint8Array[]): Promise<number> {
     const ino = this.toIno(nodeid);
     const a = this.getAttr(ino);
     if (a.kind !== 'file') throw new FsError(a.kind === 'dir' ? Errno.EISDIR : Errno.EINVAL);
@@ -348,7 +348,7 @@ export class ImageFs implements FileSystem {
       i++;
     }
     if (layout.every((l) => 'segment' in l)) {
-      await this.opts.device.read(segments, dst);
+      await this.opts.device.read(segments, dst, ctx.signal);
     } else {
       // Some zero ranges: read the chunk ranges into place, zero the rest.
       let at = 0;
@@ -359,7 +359,7 @@ export class ImageFs implements FileSystem {
           at += l.zeros;
         } else {
           const s = segments[l.segment] as ChunkSegment;
-          jobs.push(this.opts.device.read([s], sliceViews(dst, at, s.length)));
+          jobs.push(this.opts.device.read([s], sliceViews(dst, at, s.length), ctx.signal));
           at += s.length;
         }
       }

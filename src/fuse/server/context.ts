@@ -18,6 +18,8 @@ export interface ReplyChannel {
   send(header: Uint8Array, payload: Uint8Array[] | number): void;
   /** Completes a request that gets no reply (FORGET, BATCH_FORGET, INTERRUPT). */
   drop(): void;
+  /** Fires when the request is abandoned (its virtqueue stopped): see `RequestContext.signal`. */
+  readonly signal?: AbortSignal;
 }
 
 export interface Session {
@@ -44,7 +46,8 @@ export class Call {
   ) {}
 
   get ctx(): RequestContext {
-    return { uid: this.header.uid, gid: this.header.gid, pid: this.header.pid };
+    const signal = this.channel.signal;
+    return signal === undefined ? { uid: this.header.uid, gid: this.header.gid, pid: this.header.pid } : { uid: this.header.uid, gid: this.header.gid, pid: this.header.pid, signal };
   }
 
   /**

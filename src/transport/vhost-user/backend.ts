@@ -4,7 +4,7 @@
  * kick and call eventfds, ring enable/stop, and REPLY_ACK for every NEED_REPLY. Mechanism only:
  * what a ring's buffers mean is the `VirtioDevice`'s business.
  */
-import { type Logger, type Metrics, errorMessage } from '../../base/index.js';
+import { DamselflyError, ErrorCode, type Logger, type Metrics, errorMessage } from '../../base/index.js';
 import { type MemoryTable, POP_HEADER, type Poller, type PopSlots, PopResult, type Virtqueue, native, popSlots } from '../../native/index.js';
 import { VhostConnection } from './connection.js';
 import {
@@ -67,11 +67,13 @@ export class Chain {
   private done = false;
 
   constructor(
-    private readonly ring: { completed(head: number, len: number, epoch: number): void },
+    private readonly ring: { completed(head: number, len: number, epoch: number): void; readonly started: boolean; readonly epoch: number },
     private readonly epoch: number,
     slots: PopSlots,
     windows: ArrayBuffer[],
     error: string | undefined,
+    /** Fires when the ring stops with this chain still in flight (see `stale`). */
+    readonly signal: AbortSignal,
   ) {
     this.head = slots[0] as number;
     this.readBytes = slots[1] as number;
@@ -80,6 +82,14 @@ export class Chain {
     this.readable = views(slots, POP_HEADER, readable, windows);
     this.writable = views(slots, POP_HEADER + 3 * readable, slots[4] as number, windows);
     this.error = error;
+  }
+
+  /**
+   * The ring was stopped (or stopped and started again) since this chain was popped: the guest
+   * may have reused its buffers, and nothing may be written into them any more.
+   */
+  get stale(): boolean {
+    return !this.ring.started || this.ring.epoch !== this.epoch;
   }
 
   complete(len: number): void {
@@ -136,6 +146,8 @@ class Vring implements QueueHandle {
   started = false;
   /** Bumped when the ring stops: completions of older requests are discarded. */
   epoch = 0;
+  /** Aborted when the ring stops: requests still in flight stop waiting and write nothing more. */
+  private stopping = new AbortController();
   /** Chains popped and not yet completed. */
   inflight = 0;
   private drained: Array<() => void> = [];
@@ -175,7 +187,7 @@ class Vring implements QueueHandle {
     }
     const slots = this.slots;
     this.inflight++;
-    return new Chain(this, this.epoch, slots, this.windows.at(slots[6] as number), slots[5] === 1 ? undefined : this.vq.lastError());
+    return new Chain(this, this.epoch, slots, this.windows.at(slots[6] as number), slots[5] === 1 ? undefined : this.vq.lastError(), this.stopping.signal);
   }
 
   /** A popped chain was completed (once). */
@@ -205,6 +217,12 @@ class Vring implements QueueHandle {
       this.log.error({ ring: this.index, err: errorMessage(e) }, 'the ring cannot be read; it is no longer served');
       return fallback;
     }
+  }
+
+  /** The ring stops: requests in flight are told so (their replies are discarded already). */
+  abandonInflight(): void {
+    this.stopping.abort(new DamselflyError(ErrorCode.Aborted, `ring ${this.index} stopped`));
+    this.stopping = new AbortController();
   }
 
   /** Resolves when every popped chain was completed, or after `timeoutMs`. */
@@ -260,12 +278,15 @@ export interface BackendOptions {
   device: VirtioDevice;
   log: Logger;
   metrics: Metrics;
+  /** How long GET_VRING_BASE waits for the ring's requests in flight (default 10 s); see `drainBeforeStop`. */
+  stopWaitMs?: number;
 }
 
 export class VhostUserBackend {
   private readonly device: VirtioDevice;
   private readonly log: Logger;
   private readonly metrics: Metrics;
+  private readonly stopWaitMs: number;
   private readonly memory: MemoryTable = new native.MemoryTable();
   /** Its windows, shared by the rings (they index them). */
   private readonly windows = new GuestWindows(this.memory);
@@ -278,6 +299,7 @@ export class VhostUserBackend {
     this.device = opts.device;
     this.log = opts.log;
     this.metrics = opts.metrics;
+    this.stopWaitMs = opts.stopWaitMs ?? 10_000;
     this.rings = Array.from({ length: opts.device.maxQueues }, (_, i) => new Vring(i, new native.Virtqueue(this.memory), this.windows, opts.log));
   }
 
@@ -337,12 +359,14 @@ export class VhostUserBackend {
   /**
    * Requests in flight write into guest memory (READ replies go straight into guest buffers): a
    * ring is stopped only once they are done, so that a rebooted guest's memory is never written
-   * with stale replies. A request stuck longer than this is abandoned (and its reply discarded).
+   * with stale replies. A request stuck longer than this is abandoned when the ring stops: an
+   * image READ waiting for a chunk stops waiting and writes nothing more, any reply's header is
+   * not written (`Chain.stale`); a host read already in the kernel may still complete into place.
    */
   private async drainBeforeStop(m: Message): Promise<void> {
     const r = this.rings[decodeVringState(m).index];
     if (r === undefined || r.inflight === 0) return;
-    if (!(await r.drain(10_000))) this.log.warn({ ring: r.index, inflight: r.inflight }, 'stopping a ring with requests still in flight');
+    if (!(await r.drain(this.stopWaitMs))) this.log.warn({ ring: r.index, inflight: r.inflight }, 'stopping a ring with requests still in flight');
   }
 
   /** Takes `n` fds from the message (the rest are closed by `handle`). */
@@ -520,6 +544,7 @@ export class VhostUserBackend {
     r.started = false;
     r.broken = false;
     r.epoch++;
+    r.abandonInflight();
     r.vq.reset();
   }
 
