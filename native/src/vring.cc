@@ -59,6 +59,7 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
                         InstanceMethod("push", &Virtqueue::Push), InstanceMethod("shouldNotify", &Virtqueue::ShouldNotify),
                         InstanceMethod("enableNotify", &Virtqueue::EnableNotify),
                         InstanceMethod("disableNotify", &Virtqueue::DisableNotify), InstanceMethod("reset", &Virtqueue::Reset),
+                        InstanceMethod("mapped", &Virtqueue::Mapped),
                         InstanceMethod("usedIndex", &Virtqueue::UsedIndex)});
   }
 
@@ -115,13 +116,23 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
     return true;
   }
 
+  // Whether the ring is set up; throws (code E_RING_UNMAPPED) while a memory table change left
+  // part of it outside guest memory. The ring stays set up: once its memory is back (a region
+  // removed and added again, as QEMU does when it reshapes one), the next call resolves it.
   bool EnsureResolved(Napi::Env env) {
     if (!ready_) return false;
     if (generation_ != table_->generation() && !Resolve()) {
-      ready_ = false;
-      throw Napi::Error::New(env, "the ring left guest memory after a memory table change");
+      Napi::Error e = Napi::Error::New(env, "the ring is outside guest memory after a memory table change");
+      e.Value().Set("code", Napi::String::New(env, "E_RING_UNMAPPED"));
+      throw e;
     }
     return true;
+  }
+
+  // mapped(): whether the ring is set up and wholly inside guest memory (resolving it again after
+  // a memory table change).
+  Napi::Value Mapped(const Napi::CallbackInfo& info) {
+    return Napi::Boolean::New(info.Env(), ready_ && (generation_ == table_->generation() || Resolve()));
   }
 
   Napi::Value SetBase(const Napi::CallbackInfo& info) {

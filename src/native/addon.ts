@@ -74,6 +74,8 @@ export interface Virtqueue {
   setup(size: number, desc: bigint, avail: bigint, used: bigint, eventIdx: boolean): void;
   setBase(base: number): void;
   base(): number;
+  /** Whether the ring is set up and wholly inside guest memory (resolved again after a memory table change). */
+  mapped(): boolean;
   usedIndex(): number;
   /**
    * Takes the next available chain into `slots` (see PopSlots). NeedRoom: the chain has more

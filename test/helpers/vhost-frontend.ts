@@ -13,7 +13,8 @@ import { Opcode } from '../../src/fuse/abi.js';
 import { CLI } from './env.js';
 import { request as fuseRequest } from './fuse-client.js';
 
-const UADDR_BASE = 0x7f00_0000_0000n;
+/** Where the frontend maps guest memory in its own address space (the uaddr it sends, as QEMU's). */
+export const UADDR_BASE = 0x7f00_0000_0000n;
 const RING_AREA = 0x1000;
 const RING_STRIDE = 0x20000;
 const BUFFER_AREA = 0x100000;

@@ -153,6 +153,12 @@ class Vring implements QueueHandle {
   private drained: Array<() => void> = [];
   private notifyScheduled = false;
   broken = false;
+  /**
+   * A memory table change left part of the ring outside guest memory (a region removed, to be
+   * added again): nothing is popped meanwhile, and completions wait here for its return.
+   */
+  private unmapped = false;
+  private heldUsed: Array<{ head: number; len: number; epoch: number }> = [];
   /** Where `popInto` puts each chain (one array for every pop, grown for a chain of more pieces). */
   private slots = popSlots();
   /** The metric counting this ring's kicks. */
@@ -206,23 +212,45 @@ class Vring implements QueueHandle {
   }
 
   /**
-   * Runs a ring access; when it throws, the ring's memory went away (a region removed or replaced
-   * under a running ring): the ring is no longer served until the frontend sets it up again.
+   * Runs a ring access. While the ring's memory is away (a region removed under a running ring,
+   * as QEMU does to reshape one before it adds it again) it answers `fallback`, until
+   * `memoryChanged` finds the ring whole again; any other failure means the ring is no longer
+   * served until the frontend sets it up again.
    */
   private guarded<T>(access: () => T, fallback: T): T {
     try {
       return access();
     } catch (e) {
+      if ((e as { code?: unknown }).code === 'E_RING_UNMAPPED') {
+        if (!this.unmapped) this.log.warn({ ring: this.index }, 'the ring is outside guest memory for now: waiting for its region to come back');
+        this.unmapped = true;
+        return fallback;
+      }
       this.broken = true;
       this.log.error({ ring: this.index, err: errorMessage(e) }, 'the ring cannot be read; it is no longer served');
       return fallback;
     }
   }
 
+  /**
+   * After a memory table change: a ring that was outside guest memory and is whole again returns
+   * the completions it held and is served again (kicks that came meanwhile popped nothing).
+   * Whether it should be processed now.
+   */
+  memoryChanged(): boolean {
+    if (!this.unmapped || !this.started || !this.vq.mapped()) return false;
+    this.unmapped = false;
+    for (const u of this.heldUsed.splice(0)) this.complete(u.head, u.len, u.epoch);
+    this.log.info({ ring: this.index }, 'the ring is back in guest memory');
+    return !this.broken;
+  }
+
   /** The ring stops: requests in flight are told so (their replies are discarded already). */
   abandonInflight(): void {
     this.stopping.abort(new DamselflyError(ErrorCode.Aborted, `ring ${this.index} stopped`));
     this.stopping = new AbortController();
+    this.unmapped = false;
+    this.heldUsed = [];
   }
 
   /** Resolves when every popped chain was completed, or after `timeoutMs`. */
@@ -239,10 +267,9 @@ class Vring implements QueueHandle {
 
   private complete(head: number, len: number, epoch: number): void {
     if (!this.started || epoch !== this.epoch) return; // the ring was stopped or restarted meanwhile
-    try {
-      this.vq.push(head, len);
-    } catch (e) {
-      this.log.error({ ring: this.index, err: errorMessage(e) }, 'cannot return a buffer to the used ring');
+    if (this.unmapped || !this.guarded(() => (this.vq.push(head, len), true), false)) {
+      if (this.unmapped) this.heldUsed.push({ head, len, epoch });
+      else this.log.error({ ring: this.index }, 'cannot return a buffer to the used ring');
       return;
     }
     // One interrupt for all completions of this turn of the event loop. A promise reaction, not
@@ -369,6 +396,11 @@ export class VhostUserBackend {
     if (!(await r.drain(this.stopWaitMs))) this.log.warn({ ring: r.index, inflight: r.inflight }, 'stopping a ring with requests still in flight');
   }
 
+  /** After memory came (back): rings that were outside guest memory are served again. */
+  private ringsBack(): void {
+    for (const r of this.rings) if (r.memoryChanged() && r.enabled) this.device.process(r);
+  }
+
   /** Takes `n` fds from the message (the rest are closed by `handle`). */
   private takeFds(m: Message, n: number): number[] {
     if (m.fds.length < n) throw new Error(`expected ${n} file descriptor(s), got ${m.fds.length}`);
@@ -416,6 +448,7 @@ export class VhostUserBackend {
           for (const fd of fds) native.closeFd(fd); // the mappings stay valid
         }
         this.log.info({ regions: regions.map((r) => ({ gpa: `0x${r.gpa.toString(16)}`, size: `0x${r.size.toString(16)}` })) }, 'memory table set');
+        this.ringsBack();
         return undefined;
       }
       case Request.ADD_MEM_REG: {
@@ -427,6 +460,7 @@ export class VhostUserBackend {
           native.closeFd(fd);
         }
         this.log.info({ gpa: `0x${region.gpa.toString(16)}`, size: `0x${region.size.toString(16)}` }, 'memory region added');
+        this.ringsBack();
         return undefined;
       }
       case Request.REM_MEM_REG: {

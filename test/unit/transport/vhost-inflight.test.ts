@@ -1,0 +1,174 @@
+/**
+ * Requests in flight while their ring changes under them, served in-process (the real backend,
+ * device, FUSE server and image filesystem; an image READ held by a slow backend):
+ * - the ring stopped (SET_VRING_ENABLE 0, GET_VRING_BASE: QEMU at a guest reboot): once the wait
+ *   for requests in flight runs out, the READ is abandoned, and when its chunk comes in nothing is
+ *   written into the guest buffers it was given, which the rebooted guest may own by then: neither
+ *   the data nor the reply header (both used to land there);
+ * - the memory region holding the ring removed and added again (REM_MEM_REG, ADD_MEM_REG: QEMU
+ *   reshaping a region): the READ completing in between is returned once the region is back, and
+ *   requests kicked meanwhile are served (the ring used to be given up for good, the guest hung).
+ * Both found by review.
+ */
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { Metrics, silentLogger } from '../../../src/base/index.js';
+import { build } from '../../../src/builder/build.js';
+import { Compressor } from '../../../src/format/compression.js';
+import { Digester } from '../../../src/format/constants.js';
+import { openBootstrap } from '../../../src/format/open.js';
+import { ImageFs } from '../../../src/fs/image/image-fs.js';
+import { Opcode } from '../../../src/fuse/abi.js';
+import { FuseServer } from '../../../src/fuse/index.js';
+import { nativeCodecs } from '../../../src/native/index.js';
+import { LocalFsBackend } from '../../../src/storage/backend/localfs.js';
+import type { BlobBackend, ReadOptions } from '../../../src/storage/backend/types.js';
+import { BlobDevice } from '../../../src/storage/device.js';
+import { VhostListener, VhostUserBackend, VirtioFsDevice } from '../../../src/transport/index.js';
+import { Request } from '../../../src/transport/vhost-user/protocol.js';
+import { cstr, initArgs, parseEntry, parseReply, readArgs, request } from '../../helpers/fuse-client.js';
+import { DESC_NEXT, DESC_WRITE, type Ring, TestFrontend, UADDR_BASE } from '../../helpers/vhost-frontend.js';
+
+let work: string;
+const content = randomBytes(100_000);
+
+before(async () => {
+  work = await mkdtemp(join(tmpdir(), 'damselfly-vhost-stop-'));
+  await mkdir(join(work, 'src'));
+  await writeFile(join(work, 'src', 'f'), content);
+});
+after(async () => {
+  await rm(work, { recursive: true, force: true });
+});
+
+/** The daemon's parts in-process over a socket, an image of one file `f` (100 kB, 64 KiB chunks) whose backend answers when `release()` is called. */
+async function rig(): Promise<{ f: TestFrontend; ring: Ring; nodeid: number; release: () => void; answered: () => number; metrics: Metrics; close: () => Promise<void> }> {
+  const r = await build({ sources: [join(work, 'src')], blobDir: join(work, 'blobs'), bootstrapPath: join(work, 'boot'), codecs: nativeCodecs, compressor: Compressor.Zstd, digester: Digester.Blake3, chunkSize: 65536, log: silentLogger });
+  const image = openBootstrap(r.bootstrap);
+  const local = new LocalFsBackend({ dir: join(work, 'blobs') });
+  let release = (): void => undefined;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let answered = 0;
+  const backend: BlobBackend = {
+    kind: 'slow',
+    read: async (id: string, offset: number, length: number, o?: ReadOptions) => {
+      await gate;
+      const b = await local.read(id, offset, length, o);
+      answered++;
+      return b;
+    },
+    size: async () => 0,
+    close: async () => local.close(),
+  };
+  const metrics = new Metrics();
+  const device = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, metrics, log: silentLogger });
+  const server = new FuseServer(new ImageFs({ image, device, metrics, log: silentLogger }), { log: silentLogger, metrics });
+  const vhost = new VhostUserBackend({ device: new VirtioFsDevice({ server, log: silentLogger, metrics }), log: silentLogger, metrics, stopWaitMs: 200 });
+  const sock = join(work, `v${socket++}.sock`);
+  const listener = VhostListener.listen({ socketPath: sock });
+  const accepted = listener.accept();
+  const f = TestFrontend.connect(sock);
+  const served = vhost.serve(await accepted);
+  listener.close();
+  await f.start({ queues: 2, size: 128, ack: true });
+  const ring = f.rings[1] as Ring;
+  assert.equal(parseReply(await f.fuse(ring, request(Opcode.INIT, 0, initArgs()).bytes, 256)).error, 0);
+  const entry = parseReply(await f.fuse(ring, request(Opcode.LOOKUP, 1, cstr('f')).bytes, 256));
+  assert.equal(entry.error, 0);
+  return {
+    f,
+    ring,
+    nodeid: parseEntry(entry.payload).nodeid,
+    release,
+    answered: () => answered,
+    metrics,
+    close: async () => {
+      f.close();
+      await served.catch(() => undefined);
+      vhost.close();
+      await device.close();
+    },
+  };
+}
+let socket = 0;
+
+/** Posts a READ of `size` bytes at 0 whose reply goes to a buffer of its own filled with 0xee; returns the buffer's address. */
+function postRead(f: TestFrontend, ring: Ring, nodeid: number, size: number): number {
+  const req = request(Opcode.READ, nodeid, readArgs(0n, 0, size)).bytes;
+  const inAt = f.alloc(req.length);
+  f.view(inAt, req.length).set(req);
+  const outAt = f.alloc(16 + size);
+  f.view(outAt, 16 + size).fill(0xee);
+  const head = ring.nextDesc;
+  f.writeDesc(ring, head, { addr: inAt, len: req.length, flags: DESC_NEXT, next: (head + 1) % ring.size });
+  f.writeDesc(ring, (head + 1) % ring.size, { addr: outAt, len: 16 + size, flags: DESC_WRITE, next: 0 });
+  ring.nextDesc = (head + 2) % ring.size;
+  f.publish(ring, head);
+  return outAt;
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
+
+test('a ring stopped with an image READ waiting for its chunk: the chunk that comes in later is not written into the guest buffers, nor is a reply header', async () => {
+  const { f, ring, nodeid, release, answered, metrics, close } = await rig();
+  try {
+    const outAt = postRead(f, ring, nodeid, 8192);
+    await sleep(50);
+    // QEMU stops the ring; GET_VRING_BASE answers once the wait for the READ runs out.
+    f.send(Request.SET_VRING_ENABLE, TestFrontend.state(1, 0));
+    const base = await f.call(Request.GET_VRING_BASE, TestFrontend.state(1, 0));
+    assert.equal(base.readUInt32LE(4), ring.nextAvail, 'the READ was popped');
+    // The rebooted guest owns that memory now.
+    f.view(outAt, 16 + 8192).fill(0x11);
+    release();
+    for (let i = 0; i < 100 && answered() === 0; i++) await sleep(20);
+    assert.equal(answered(), 1, 'the chunk came in');
+    await sleep(100); // its decode, and anything that would follow
+    assert.ok(Buffer.from(f.view(outAt, 16 + 8192)).every((b) => b === 0x11), "written into the stopped ring's buffers");
+    assert.equal(f.view(ring.used + 2, 2).readUInt16LE(0), 2, 'only INIT and LOOKUP were returned');
+    // The fetch itself was not wasted: the chunk is there for the next reader.
+    assert.equal(metrics.get('storage.backend_requests'), 1);
+  } finally {
+    await close();
+  }
+});
+
+test('the region holding a running ring removed and added again: the READ completing in between and a request kicked meanwhile are both answered once it is back', async () => {
+  const { f, ring, nodeid, release, close } = await rig();
+  try {
+    const outAt = postRead(f, ring, nodeid, 8192);
+    await sleep(50);
+    const region = Buffer.alloc(40);
+    region.writeBigUInt64LE(0n, 8); // gpa
+    region.writeBigUInt64LE(BigInt(f.memSize), 16);
+    region.writeBigUInt64LE(UADDR_BASE, 24);
+    assert.equal((await f.call(Request.REM_MEM_REG, region, [], 0x1 | 0x8)).readBigUInt64LE(0), 0n);
+    release();
+    await sleep(200); // the READ completes while the ring is outside guest memory
+    const getattr = request(Opcode.GETATTR, 1, Buffer.alloc(16)).bytes;
+    const inAt = f.alloc(getattr.length);
+    f.view(inAt, getattr.length).set(getattr);
+    const attrAt = f.alloc(256);
+    const head = ring.nextDesc;
+    f.writeDesc(ring, head, { addr: inAt, len: getattr.length, flags: DESC_NEXT, next: (head + 1) % ring.size });
+    f.writeDesc(ring, (head + 1) % ring.size, { addr: attrAt, len: 256, flags: DESC_WRITE, next: 0 });
+    ring.nextDesc = (head + 2) % ring.size;
+    f.publish(ring, head); // kicked while the ring is away: nothing can be popped
+    await sleep(50);
+    assert.equal(f.view(ring.used + 2, 2).readUInt16LE(0), 2, 'nothing returned while the region is away');
+    assert.equal((await f.call(Request.ADD_MEM_REG, region, [f.memFd], 0x1 | 0x8)).readBigUInt64LE(0), 0n);
+    const read = await f.used(ring, 3000);
+    assert.equal(read.len, 16 + 8192);
+    const page = Buffer.from(f.view(outAt, 16 + 8192));
+    assert.equal(parseReply(page).error, 0);
+    assert.deepEqual(page.subarray(16), content.subarray(0, 8192));
+    assert.deepEqual(await f.used(ring, 3000), { id: head, len: 16 + 104 });
+    assert.equal(parseReply(Buffer.from(f.view(attrAt, 16 + 104))).error, 0);
+  } finally {
+    await close();
+  }
+});
