@@ -118,7 +118,7 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
 
   // Whether the ring is set up; throws (code E_RING_UNMAPPED) while a memory table change left
   // part of it outside guest memory. The ring stays set up: once its memory is back (a region
-  // removed and added again, as QEMU does when it reshapes one), the next call resolves it.
+  // removed and added again), the next call resolves it.
   bool EnsureResolved(Napi::Env env) {
     if (!ready_) return false;
     if (generation_ != table_->generation() && !Resolve()) {

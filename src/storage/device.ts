@@ -7,7 +7,7 @@
  */
 import { setMaxListeners } from 'node:events';
 import { mkdir } from 'node:fs/promises';
-import { BufferPool, allSettledOrThrow, untilAborted, type Collection, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, collectGarbageSoon, errorMessage, scatter, sliceViews } from '../base/index.js';
+import { BufferPool, type Collection, DamselflyError, ErrorCode, IntegrityError, LogLimiter, type Logger, type Metrics, QuietTimer, allSettledOrThrow, collectGarbageSoon, errorMessage, scatter, sliceViews, untilAborted } from '../base/index.js';
 
 export { sliceViews };
 import { type ChunkInfo, chunkKey as key, extendsRun, sharedUnit } from '../format/chunk-info.js';

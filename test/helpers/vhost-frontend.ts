@@ -309,6 +309,17 @@ export class TestFrontend {
 
   /** Sends one FUSE request as a chain (readable request, writable reply) and returns the reply. */
   async fuse(ring: Ring, request: Buffer, replyCapacity = 4096, split = 1): Promise<Buffer> {
+    const { head, outAt } = this.post(ring, request, replyCapacity, split);
+    const u = await this.used(ring);
+    if (u.id !== head) throw new Error(`used id ${u.id}, expected ${head}`);
+    return Buffer.from(this.view(outAt, u.len));
+  }
+
+  /**
+   * Publishes a FUSE request without waiting for it: its reply room (`replyCapacity` bytes at
+   * `outAt`, filled with 0xee) in `split` writable descriptors. Returns the chain's head.
+   */
+  post(ring: Ring, request: Buffer, replyCapacity = 4096, split = 1): { head: number; outAt: number } {
     const inAt = this.alloc(request.length);
     this.view(inAt, request.length).set(request);
     const outAt = this.alloc(replyCapacity);
@@ -325,9 +336,7 @@ export class TestFrontend {
     });
     ring.nextDesc = (head + n) % ring.size;
     this.publish(ring, head);
-    const u = await this.used(ring);
-    if (u.id !== head) throw new Error(`used id ${u.id}, expected ${head}`);
-    return Buffer.from(this.view(outAt, u.len));
+    return { head, outAt };
   }
 
   close(): void {

@@ -213,7 +213,7 @@ class Vring implements QueueHandle {
 
   /**
    * Runs a ring access. While the ring's memory is away (a region removed under a running ring,
-   * as QEMU does to reshape one before it adds it again) it answers `fallback`, until
+   * as a frontend changing a region may do before it adds it again) it answers `fallback`, until
    * `memoryChanged` finds the ring whole again; any other failure means the ring is no longer
    * served until the frontend sets it up again.
    */

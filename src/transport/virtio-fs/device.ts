@@ -50,7 +50,6 @@ class GuestReply implements ReplyChannel {
   send(header: Uint8Array, payload: Uint8Array[] | number): void {
     const w = this.chain.writable;
     if (this.chain.stale) return this.chain.complete(0); // its ring stopped: the buffers are not ours
-
     if (this.chain.writeBytes < OUT_HEADER) {
       this.limiter.log(this.log, 'warn', 'no room', { writable: this.chain.writeBytes }, 'a request left no room for its reply header');
       return this.chain.complete(0);

@@ -47,6 +47,11 @@ async function oneFileImage(prefix: string, content: Uint8Array, chunkSize: numb
   return { work, image, chunks: image.fileChunks(f.ino) };
 }
 
+/** A backend whose reads are `read`'s (its size and close do nothing). */
+function backendOf(kind: string, read: BlobBackend['read']): BlobBackend {
+  return { kind, read, size: async () => 0, close: async () => undefined };
+}
+
 /**
  * A peer that never answers: each read ends only when the caller's signal fires (rejecting with
  * its reason). Reads go to `serve` instead while it returns a backend; `extraListeners` more abort
@@ -135,16 +140,11 @@ describe('chunk device: one fetch per chunk', () => {
     // The FUSE reply goes out with EIO as soon as the read fails, and its buffer (a /dev/fuse reply
     // buffer, or guest memory) is someone else's then: the other chunk's late copy used to land there.
     const local = new LocalFsBackend({ dir: join(work, 'blobs') });
-    const backend: BlobBackend = {
-      kind: 'flaky',
-      read: async (id: string, offset: number, length: number, o?: ReadOptions) => {
-        if (offset === (chunks[0] as ChunkInfo).compressedOffset) throw new DamselflyError(ErrorCode.Backend, 'chunk 0: connection reset');
-        await new Promise((r) => setTimeout(r, 100));
-        return local.read(id, offset, length, o);
-      },
-      size: async () => 0,
-      close: async () => undefined,
-    };
+    const backend = backendOf('flaky', async (id, offset, length, o) => {
+      if (offset === (chunks[0] as ChunkInfo).compressedOffset) throw new DamselflyError(ErrorCode.Backend, 'chunk 0: connection reset');
+      await new Promise((r) => setTimeout(r, 100));
+      return local.read(id, offset, length, o);
+    });
     const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, mergeLimit: CHUNK, metrics: new Metrics(), log: silentLogger });
     const dst = Buffer.alloc(2 * CHUNK);
     const read = dev.read(
@@ -164,15 +164,10 @@ describe('chunk device: one fetch per chunk', () => {
 
   test('a backend that throws instead of rejecting gives its fetch budget back: later reads and close() do not wait for it', async () => {
     const local = new LocalFsBackend({ dir: join(work, 'blobs') });
-    const backend: BlobBackend = {
-      kind: 'throwing',
-      read: (id: string, offset: number, length: number, o?: ReadOptions) => {
-        if (offset === (chunks[0] as ChunkInfo).compressedOffset) throw new DamselflyError(ErrorCode.Backend, 'thrown, not rejected');
-        return local.read(id, offset, length, o);
-      },
-      size: async () => 0,
-      close: async () => undefined,
-    };
+    const backend = backendOf('throwing', (id, offset, length, o) => {
+      if (offset === (chunks[0] as ChunkInfo).compressedOffset) throw new DamselflyError(ErrorCode.Backend, 'thrown, not rejected');
+      return local.read(id, offset, length, o);
+    });
     // A budget of three chunks: two leaked fetches would leave no room for any other.
     const dev = new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, mergeLimit: CHUNK, fetchBudgetBytes: 3 * CHUNK, metrics: new Metrics(), log: silentLogger });
     const one = (i: number): Promise<void> => dev.read([{ chunk: chunks[i] as ChunkInfo, from: 0, length: 100 }], [Buffer.alloc(100)]);

@@ -5,8 +5,8 @@
  *   for requests in flight runs out, the READ is abandoned, and when its chunk comes in nothing is
  *   written into the guest buffers it was given, which the rebooted guest may own by then: neither
  *   the data nor the reply header (both used to land there);
- * - the memory region holding the ring removed and added again (REM_MEM_REG, ADD_MEM_REG: QEMU
- *   reshaping a region): the READ completing in between is returned once the region is back, and
+ * - the memory region holding the ring removed and added again (REM_MEM_REG, ADD_MEM_REG, as a
+ *   frontend changing a region may send): the READ completing in between is returned once the region is back, and
  *   requests kicked meanwhile are served (the ring used to be given up for good, the guest hung).
  * Both found by review.
  */
@@ -31,7 +31,7 @@ import { BlobDevice } from '../../../src/storage/device.js';
 import { VhostListener, VhostUserBackend, VirtioFsDevice } from '../../../src/transport/index.js';
 import { Request } from '../../../src/transport/vhost-user/protocol.js';
 import { cstr, initArgs, parseEntry, parseReply, readArgs, request } from '../../helpers/fuse-client.js';
-import { DESC_NEXT, DESC_WRITE, type Ring, TestFrontend, UADDR_BASE } from '../../helpers/vhost-frontend.js';
+import { type Ring, TestFrontend, UADDR_BASE } from '../../helpers/vhost-frontend.js';
 
 let work: string;
 const content = randomBytes(100_000);
@@ -96,27 +96,12 @@ async function rig(): Promise<{ f: TestFrontend; ring: Ring; nodeid: number; rel
 }
 let socket = 0;
 
-/** Posts a READ of `size` bytes at 0 whose reply goes to a buffer of its own filled with 0xee; returns the buffer's address. */
-function postRead(f: TestFrontend, ring: Ring, nodeid: number, size: number): number {
-  const req = request(Opcode.READ, nodeid, readArgs(0n, 0, size)).bytes;
-  const inAt = f.alloc(req.length);
-  f.view(inAt, req.length).set(req);
-  const outAt = f.alloc(16 + size);
-  f.view(outAt, 16 + size).fill(0xee);
-  const head = ring.nextDesc;
-  f.writeDesc(ring, head, { addr: inAt, len: req.length, flags: DESC_NEXT, next: (head + 1) % ring.size });
-  f.writeDesc(ring, (head + 1) % ring.size, { addr: outAt, len: 16 + size, flags: DESC_WRITE, next: 0 });
-  ring.nextDesc = (head + 2) % ring.size;
-  f.publish(ring, head);
-  return outAt;
-}
-
 const sleep = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
 
 test('a ring stopped with an image READ waiting for its chunk: the chunk that comes in later is not written into the guest buffers, nor is a reply header', async () => {
   const { f, ring, nodeid, release, answered, metrics, close } = await rig();
   try {
-    const outAt = postRead(f, ring, nodeid, 8192);
+    const { outAt } = f.post(ring, request(Opcode.READ, nodeid, readArgs(0n, 0, 8192)).bytes, 16 + 8192);
     await sleep(50);
     // QEMU stops the ring; GET_VRING_BASE answers once the wait for the READ runs out.
     f.send(Request.SET_VRING_ENABLE, TestFrontend.state(1, 0));
@@ -140,7 +125,7 @@ test('a ring stopped with an image READ waiting for its chunk: the chunk that co
 test('the region holding a running ring removed and added again: the READ completing in between and a request kicked meanwhile are both answered once it is back', async () => {
   const { f, ring, nodeid, release, close } = await rig();
   try {
-    const outAt = postRead(f, ring, nodeid, 8192);
+    const { outAt } = f.post(ring, request(Opcode.READ, nodeid, readArgs(0n, 0, 8192)).bytes, 16 + 8192);
     await sleep(50);
     const region = Buffer.alloc(40);
     region.writeBigUInt64LE(0n, 8); // gpa
@@ -149,15 +134,8 @@ test('the region holding a running ring removed and added again: the READ comple
     assert.equal((await f.call(Request.REM_MEM_REG, region, [], 0x1 | 0x8)).readBigUInt64LE(0), 0n);
     release();
     await sleep(200); // the READ completes while the ring is outside guest memory
-    const getattr = request(Opcode.GETATTR, 1, Buffer.alloc(16)).bytes;
-    const inAt = f.alloc(getattr.length);
-    f.view(inAt, getattr.length).set(getattr);
-    const attrAt = f.alloc(256);
-    const head = ring.nextDesc;
-    f.writeDesc(ring, head, { addr: inAt, len: getattr.length, flags: DESC_NEXT, next: (head + 1) % ring.size });
-    f.writeDesc(ring, (head + 1) % ring.size, { addr: attrAt, len: 256, flags: DESC_WRITE, next: 0 });
-    ring.nextDesc = (head + 2) % ring.size;
-    f.publish(ring, head); // kicked while the ring is away: nothing can be popped
+    // Kicked while the ring is away: nothing can be popped.
+    const { head, outAt: attrAt } = f.post(ring, request(Opcode.GETATTR, 1, Buffer.alloc(16)).bytes, 256);
     await sleep(50);
     assert.equal(f.view(ring.used + 2, 2).readUInt16LE(0), 2, 'nothing returned while the region is away');
     assert.equal((await f.call(Request.ADD_MEM_REG, region, [f.memFd], 0x1 | 0x8)).readBigUInt64LE(0), 0n);
