@@ -117,8 +117,8 @@ export function readdirplus(core: Core, nodeid: number, fh: bigint, offset: numb
       const entry = plusEntry(core, nodeid, d);
       if (entry === undefined) return true;
       // The entry's inode number and type, not getdents's: the name may hold another file by now.
-      const [ino, type] = entry.nodeid !== 0 ? [entry.attr.ino, (entry.attr.mode >> 12) & 0o17] : [d.ino, d.type];
-      const ok = add({ ino, offset: next, type, name: d.name, entry });
+      const looked = entry.nodeid !== 0;
+      const ok = add({ ino: looked ? entry.attr.ino : d.ino, offset: next, type: looked ? (entry.attr.mode >> 12) & 0o17 : d.type, name: d.name, entry });
       if (!ok && entry.nodeid !== 0) core.inodes.forget(entry.nodeid, 1);
       if (ok) added++;
       return ok;

@@ -65,7 +65,8 @@ export function symlink(core: Core, ctx: RequestContext, parent: number, name: U
  * there (a LOOKUP of its new name gets the same node id, so the kernel's dead inode again). A
  * directory with no node id here is one the kernel's entry cannot name: ESTALE, on which the VFS
  * looks the name up again and retries the call once. (A host swap with a directory the kernel
- * knows under another name still gets through.) Found by test/fuzz/passthrough-concurrency.test.ts.
+ * knows under another name still gets through.) Found by a review looking for what the concurrency
+ * fuzz test (test/fuzz/passthrough-concurrency.test.ts) once saw.
  */
 function checkKnownDir(core: Core, p: Inode, name: Buffer): void {
   let fd: number;

@@ -221,15 +221,20 @@ class Vring implements QueueHandle {
     try {
       return access();
     } catch (e) {
-      if ((e as { code?: unknown }).code === 'E_RING_UNMAPPED') {
-        if (!this.unmapped) this.log.warn({ ring: this.index }, 'the ring is outside guest memory for now: waiting for its region to come back');
-        this.unmapped = true;
-        return fallback;
-      }
-      this.broken = true;
-      this.log.error({ ring: this.index, err: errorMessage(e) }, 'the ring cannot be read; it is no longer served');
+      this.accessFailed(e);
       return fallback;
     }
+  }
+
+  /** What a failed ring access means: its memory is away for now (`unmapped`), or it is `broken`. */
+  private accessFailed(e: unknown): void {
+    if ((e as { code?: unknown }).code === 'E_RING_UNMAPPED') {
+      if (!this.unmapped) this.log.warn({ ring: this.index }, 'the ring is outside guest memory for now: waiting for its region to come back');
+      this.unmapped = true;
+      return;
+    }
+    this.broken = true;
+    this.log.error({ ring: this.index, err: errorMessage(e) }, 'the ring cannot be read; it is no longer served');
   }
 
   /**
@@ -267,9 +272,17 @@ class Vring implements QueueHandle {
 
   private complete(head: number, len: number, epoch: number): void {
     if (!this.started || epoch !== this.epoch) return; // the ring was stopped or restarted meanwhile
-    if (this.unmapped || !this.guarded(() => (this.vq.push(head, len), true), false)) {
-      if (this.unmapped) this.heldUsed.push({ head, len, epoch });
-      else this.log.error({ ring: this.index }, 'cannot return a buffer to the used ring');
+    // Once per request: a try block, no closure (`guarded`).
+    if (!this.unmapped) {
+      try {
+        this.vq.push(head, len);
+      } catch (e) {
+        this.accessFailed(e);
+        if (!this.unmapped) return; // broken
+      }
+    }
+    if (this.unmapped) {
+      this.heldUsed.push({ head, len, epoch });
       return;
     }
     // One interrupt for all completions of this turn of the event loop. A promise reaction, not
