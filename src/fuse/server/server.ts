@@ -214,7 +214,12 @@ export class FuseServer {
     if (init.major < FUSE_KERNEL_VERSION || init.minor < FUSE_MIN_MINOR) throw new FsError(Errno.EPROTO, `FUSE ${init.major}.${init.minor} is too old`);
     let offered = init.flags;
     if (!(offered & InitFlag.INIT_EXT)) offered &= 0xffffffffn;
-    const flags = offered & (BASE_FLAGS | (this.fs.wantedInitFlags ?? 0n));
+    let flags = offered & (BASE_FLAGS | (this.fs.wantedInitFlags ?? 0n));
+    // With zero-message opens an OPEN stops reaching the filesystem after its first ENOSYS, and
+    // under ATOMIC_O_TRUNC the kernel would then truncate its own view of a file opened O_TRUNC
+    // (fuse_finish_open) without asking anyone: a read-only image's file would read as empty.
+    // Without it, the kernel sends a SETATTR, which the filesystem judges (EROFS).
+    if (flags & InitFlag.NO_OPEN_SUPPORT) flags &= ~InitFlag.ATOMIC_O_TRUNC;
     const maxPages = Math.min(256, Math.ceil(this.opts.maxWrite / 4096));
     this.session = { flags, minor: init.minor, maxWrite: this.opts.maxWrite };
     this.fs.init?.({ flags });

@@ -89,6 +89,12 @@ describe('FUSE server over a RAFS image', () => {
     const flags = BigInt(r.payload.readUInt32LE(12)) | (BigInt(r.payload.readUInt32LE(32)) << 32n);
     assert.ok(flags & InitFlag.ASYNC_READ && flags & InitFlag.DO_READDIRPLUS && flags & InitFlag.MAX_PAGES);
     assert.equal(flags & (InitFlag.MAP_ALIGNMENT | InitFlag.HAS_INODE_DAX | InitFlag.WRITEBACK_CACHE | InitFlag.SECURITY_CTX), 0n);
+    // Zero-message opens and ATOMIC_O_TRUNC never together: after the first OPEN's ENOSYS, an
+    // O_TRUNC open would empty the kernel's view of an image file without a request.
+    const noOpen = await op(Opcode.INIT, 0, initArgs(38, InitFlag.NO_OPEN_SUPPORT | InitFlag.ATOMIC_O_TRUNC | InitFlag.ASYNC_READ));
+    assert.equal(BigInt(noOpen.payload.readUInt32LE(12)), InitFlag.NO_OPEN_SUPPORT | InitFlag.ASYNC_READ);
+    const withOpen = await op(Opcode.INIT, 0, initArgs(38, InitFlag.ATOMIC_O_TRUNC | InitFlag.ASYNC_READ));
+    assert.equal(BigInt(withOpen.payload.readUInt32LE(12)), InitFlag.ATOMIC_O_TRUNC | InitFlag.ASYNC_READ);
     // A kernel that offers fewer flags gets no more than it offered.
     const narrow = await op(Opcode.INIT, 0, initArgs(38, InitFlag.ASYNC_READ));
     assert.equal(BigInt(narrow.payload.readUInt32LE(12)), InitFlag.ASYNC_READ);
