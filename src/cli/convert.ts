@@ -31,6 +31,17 @@ function creds(v: string | undefined, what: string): { username: string; passwor
   return { username: v.slice(0, i), password: v.slice(i + 1) };
 }
 
+/**
+ * The chunk dictionary's credentials: the target's when it is on the target's registry (the usual
+ * case: nydusify's dictionary lives next to the images it serves), else none (those saved for its
+ * host): a password given for one registry never goes to another.
+ */
+function dictCreds(dict: string, target: string, targetCreds: { username: string; password: string } | undefined): { username: string; password: string } | undefined {
+  const d = parseImageRef(dict);
+  const t = parseImageRef(target);
+  return d.kind === 'registry' && t.kind === 'registry' && d.host.toLowerCase() === t.host.toLowerCase() ? targetCreds : undefined;
+}
+
 function openStore(ref: string, plainHttp: boolean, credentials: { username: string; password: string } | undefined, log: Logger, clients: RegistryClient[]): ImageStore {
   const r = parseImageRef(ref);
   if (r.kind === 'oci-layout') return new OciLayoutStore(r, log);
@@ -51,7 +62,7 @@ export function register(program: Command): void {
     .option('--oci-ref', 'index the layers in place (nydusify --oci-ref; gzip layers through ZRan, plain tar layers as tar-ref): push a meta blob per layer and the bootstrap, no data; the image reads the original layers, which must stay in the target repository')
     .option('--plain-http', 'talk plain http to the registries')
     .option('--source-creds <user:password>', 'credentials for the source registry')
-    .option('--target-creds <user:password>', 'credentials for the target registry (and the chunk dictionary)');
+    .option('--target-creds <user:password>', 'credentials for the target registry (and for the chunk dictionary when it is on the same registry)');
   formatOptions(cmd)
     .option('--work-dir <dir>', 'where layers and blobs are staged (default: a temporary directory)')
     .option('--json', 'print the result as JSON')
@@ -61,8 +72,10 @@ export function register(program: Command): void {
         const clients: RegistryClient[] = [];
         const plain = flags.plainHttp === true;
         const source = openStore(flags.source, plain, creds(flags.sourceCreds, '--source-creds'), log, clients);
+        const targetRef = parseImageRef(flags.target);
+        if (targetRef.kind === 'registry' && targetRef.digest !== undefined) throw new UsageError(`--target ${flags.target}: name the image to push by a tag, not by a digest (the new manifest cannot have it)`);
         const target = openStore(flags.target, plain, creds(flags.targetCreds, '--target-creds'), log, clients);
-        const chunkDict = flags.chunkDict !== undefined ? openStore(flags.chunkDict, plain, creds(flags.targetCreds, '--target-creds'), log, clients) : undefined;
+        const chunkDict = flags.chunkDict !== undefined ? openStore(flags.chunkDict, plain, dictCreds(flags.chunkDict, flags.target, creds(flags.targetCreds, '--target-creds')), log, clients) : undefined;
         const bars = new Map<string, ReturnType<typeof progressBar>>();
         try {
           const r = await convertImage({

@@ -3,6 +3,7 @@
  * or `oci:DIR[:TAG]` (an OCI image layout directory), as skopeo and nydusify write them.
  */
 import { UsageError } from '../base/index.js';
+import { checkReference, checkRepository } from './registry/names.js';
 
 export type ImageRef =
   | { kind: 'registry'; host: string; repo: string; tag?: string; digest?: string }
@@ -30,8 +31,12 @@ export function parseImageRef(ref: string): ImageRef {
       tag = path.slice(colon + 1);
       path = path.slice(0, colon);
     }
-    if (!/^[a-z0-9]+(?:[._-][a-z0-9]+)*(?:\/[a-z0-9]+(?:[._-][a-z0-9]+)*)*$/.test(path)) throw new UsageError(`${ref}: invalid repository name ${path}`);
-    if (tag !== undefined && !/^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$/.test(tag)) throw new UsageError(`${ref}: invalid tag ${tag}`);
+    try {
+      checkRepository(path);
+      if (tag !== undefined) checkReference(tag);
+    } catch (e) {
+      throw new UsageError(`${ref}: ${(e as Error).message}`);
+    }
     return { kind: 'registry', host, repo: path, ...(tag !== undefined ? { tag } : {}), ...(digest !== undefined ? { digest } : {}), ...(tag === undefined && digest === undefined ? { tag: 'latest' } : {}) };
   }
   if (ref.startsWith('oci:')) {

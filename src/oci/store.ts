@@ -8,11 +8,11 @@ import { createReadStream, createWriteStream } from 'node:fs';
 import { mkdir, open, readFile, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
-import { FormatError, IntegrityError, type Logger, NotFoundError, replaceFile } from '../base/index.js';
+import { FormatError, IntegrityError, type Logger, NotFoundError, UsageError, replaceFile } from '../base/index.js';
 import { LOCK_EX, flockWait } from '../native/index.js';
 import { parseImageDocument, parseIndex } from './documents.js';
 import { type Descriptor, type Index, MANIFEST_ACCEPT, type Manifest, MediaType } from './media-types.js';
-import type { ImageRef } from './reference.js';
+import { type ImageRef, refToString } from './reference.js';
 import { type RegistryClient, verifyDigest } from './registry/index.js';
 
 export interface ResolvedManifest {
@@ -120,7 +120,10 @@ export class RegistryStore implements ImageStore {
   }
 
   putManifest(mediaType: string, bytes: Buffer): Promise<string> {
-    return this.client.putManifest(this.ref.repo, this.ref.tag ?? 'latest', mediaType, bytes);
+    // A reference by digest names an image that exists: a new manifest cannot have that digest,
+    // and pushing it to a tag the reference never named would overwrite someone else's.
+    if (this.ref.tag === undefined || this.ref.digest !== undefined) return Promise.reject(new UsageError(`${refToString(this.ref)}: a push needs a tag, not a digest`));
+    return this.client.putManifest(this.ref.repo, this.ref.tag, mediaType, bytes);
   }
 }
 

@@ -5,9 +5,9 @@
 import { FormatError, IntegrityError, UsageError } from '../../base/index.js';
 import { gunzipStream } from '../../builder/sources/layer-stream.js';
 import { TarParser } from '../../format/tar.js';
+import { StreamDigest } from '../registry/index.js';
 import { Annotation, type Descriptor, type Manifest } from '../media-types.js';
 import type { ImageStore, ResolvedManifest } from '../store.js';
-import { createHash } from 'node:crypto';
 
 /** The largest bootstrap accepted from a registry. */
 const MAX_BOOTSTRAP = 1 << 30;
@@ -26,7 +26,7 @@ export function bootstrapDescriptor(m: Manifest, what: string): Descriptor {
 export async function extractBootstrap(stream: AsyncIterable<Buffer>, layer: Pick<Descriptor, 'digest' | 'size'>): Promise<Buffer> {
   const { digest } = layer;
   if (!Number.isSafeInteger(layer.size) || layer.size < 0) throw new FormatError(`bootstrap layer ${digest}: size ${layer.size} is out of range`);
-  const hash = createHash('sha256');
+  const hash = new StreamDigest(digest, `bootstrap layer ${digest}`);
   let received = 0;
   async function* hashed(): AsyncGenerator<Buffer> {
     for await (const c of stream) {
@@ -61,7 +61,8 @@ export async function extractBootstrap(stream: AsyncIterable<Buffer>, layer: Pic
     }
   }
   parser.end();
-  if (`sha256:${hash.digest('hex')}` !== digest) throw new IntegrityError(`bootstrap layer ${digest} does not match its digest`);
+  hash.check();
+  if (received !== layer.size) throw new IntegrityError(`bootstrap layer ${digest} is ${received} bytes, not its descriptor's ${layer.size}`);
   if (boot === undefined) throw new FormatError(`bootstrap layer ${digest} holds no image/image.boot`);
   if (filled !== boot.length) throw new FormatError(`bootstrap layer ${digest}: image/image.boot is truncated`);
   return boot;

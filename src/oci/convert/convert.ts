@@ -4,12 +4,11 @@
  * a bootstrap layer (gzip tar holding `image/image.boot`), the config and a manifest with the media
  * types and annotations nydus-snapshotter expects (anchors.md §5.1).
  */
-import { createHash } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
-import { FileWriter, IntegrityError, type Logger, UsageError, fileSha256 } from '../../base/index.js';
+import { FileWriter, FormatError, IntegrityError, type Logger, UsageError, fileSha256 } from '../../base/index.js';
 import { build, checkFormatOptions } from '../../builder/build.js';
 import { buildRefImage, refConflicts } from '../../builder/ref-build.js';
 import type { Codecs, Compressor } from '../../format/compression.js';
@@ -19,6 +18,7 @@ import { renameBlobs } from '../../format/v6/writer.js';
 import { Annotation, type Descriptor, type Manifest, MediaType } from '../media-types.js';
 import { parseImageConfig } from '../documents.js';
 import { type ImageStore, readDocument, sha256Digest } from '../store.js';
+import { StreamDigest } from '../registry/index.js';
 import { fetchBootstrap } from './bootstrap-layer.js';
 
 export interface ConvertOptions {
@@ -58,24 +58,32 @@ export interface ConvertResult {
   bytesPushed: number;
 }
 
-/** Streams a blob to a file, checking its digest; returns its size. */
-async function download(store: ImageStore, digest: string, path: string, onBytes: (n: number) => void): Promise<number> {
-  const h = createHash('sha256');
+/**
+ * Streams a layer to a file, checked against its descriptor as it comes: never more bytes than its
+ * size (a server sending without end stops at once, not when the disk is full), then its size and
+ * digest. Returns its size.
+ */
+async function download(store: ImageStore, layer: Pick<Descriptor, 'digest' | 'size'>, path: string, onBytes: (n: number) => void): Promise<number> {
+  const { digest } = layer;
+  const what = `layer ${digest} from ${store.name}`;
+  const hash = new StreamDigest(digest, what);
   const out = await FileWriter.create(path, 'w');
   let size = 0;
   try {
     for await (const chunk of store.blobStream(digest)) {
-      h.update(chunk);
       size += chunk.length;
+      if (size > layer.size) throw new IntegrityError(`${what} is longer than its descriptor's ${layer.size} bytes`);
+      hash.update(chunk);
       onBytes(chunk.length);
       await out.write(chunk);
     }
+    if (size !== layer.size) throw new IntegrityError(`${what} is ${size} bytes, not its descriptor's ${layer.size}`);
+    hash.check();
   } catch (e) {
     await out.abort();
     throw e;
   }
   await out.close();
-  if (`sha256:${h.digest('hex')}` !== digest) throw new IntegrityError(`layer ${digest} from ${store.name} does not match its digest`);
   return size;
 }
 
@@ -121,7 +129,7 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
     let progress = 0;
     for (const [i, layer] of src.manifest.layers.entries()) {
       const path = join(work, 'layers', `${i}`);
-      bytesPulled += await download(opts.source, layer.digest, path, (n) => opts.onProgress?.('pull', (progress += n), total));
+      bytesPulled += await download(opts.source, layer, path, (n) => opts.onProgress?.('pull', (progress += n), total));
       layerFiles.push(path);
       log.info({ layer: layer.digest, size: layer.size }, 'layer pulled');
     }
@@ -135,9 +143,12 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
       return { manifestDigest: pushed.manifestDigest, blobs: r.ids, bootstrapDigest: pushed.bootstrapDigest, layers: src.manifest.layers.length, bytesPulled, bytesPushed };
     }
     let dictPath: string | undefined;
+    /** The dictionary image's layers by digest: the size each of its blobs may have. */
+    const dictLayers = new Map<string, Descriptor>();
     if (opts.chunkDict !== undefined) {
       dictPath = join(work, 'dict.boot');
       const dict = await fetchBootstrap(opts.chunkDict);
+      for (const l of dict.resolved.manifest.layers) dictLayers.set(l.digest, l);
       await writeFile(dictPath, dict.bootstrap);
     }
     const result = await build({
@@ -178,12 +189,14 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
           bytesPushed += size;
         }
       } else {
-        size = blob.compressedSize;
+        size = dictLayers.get(digest)?.size ?? blob.compressedSize;
         if (!(await opts.target.hasBlob(digest))) {
           // Through a file, as the layers: a dictionary blob may be far larger than memory.
           const path = join(work, 'dict-blobs', digest.slice('sha256:'.length));
           await mkdir(join(work, 'dict-blobs'), { recursive: true });
-          size = await download(opts.chunkDict as ImageStore, digest, path, () => undefined);
+          const layer = dictLayers.get(digest);
+          if (layer === undefined) throw new FormatError(`blob ${digest} of the chunk dictionary ${(opts.chunkDict as ImageStore).name} is not one of its image's layers`);
+          size = await download(opts.chunkDict as ImageStore, layer, path, () => undefined);
           await opts.target.putBlob(digest, { path, size });
           await rm(path);
           bytesPushed += size;

@@ -6,6 +6,7 @@
  * until the registry rejects it. The HTTP exchange with the token service is injected (`TokenFetcher`) so that this
  * module is pure policy, tested without sockets.
  */
+import { DamselflyError, ErrorCode, untilAborted } from '../../base/index.js';
 import type { RegistryAuth as ConfiguredAuth } from '../../config/index.js';
 
 /** One challenge of a `WWW-Authenticate` header; `scheme` is lower case, so are param names. */
@@ -139,6 +140,11 @@ export class RegistryAuth {
   private readonly tokens = new Map<string, CachedToken>();
   private readonly opts: AuthOptions;
   private readonly now: () => number;
+  /**
+   * Token fetches are shared by every request of their scope, so none runs under one request's
+   * signal (that request giving up would fail the others); `close()` aborts them.
+   */
+  private readonly closing = new AbortController();
   /** Tokens fetched so far (for tests and metrics). */
   tokenFetches = 0;
 
@@ -161,6 +167,11 @@ export class RegistryAuth {
     }
   }
 
+  /** Aborts token fetches under way (the client is closing). */
+  close(): void {
+    this.closing.abort(new DamselflyError(ErrorCode.Aborted, 'the registry client was closed'));
+  }
+
   /** `Basic …` of the credentials; undefined without any, or for an identity token (never sent so). */
   private basic(): string | undefined {
     const c = this.opts.credentials;
@@ -178,9 +189,13 @@ export class RegistryAuth {
     return usable(wider) ? wider : undefined;
   }
 
+  /** A token for `scope`: cached, being fetched (joined), or fetched now; `signal` stops only this caller's wait. */
   private token(mode: { realm: URL; service: string | undefined }, scope: string, signal?: AbortSignal): Promise<string> {
     const hit = this.cached(scope);
-    if (hit) return hit.value;
+    return untilAborted(hit !== undefined ? hit.value : this.fetchToken(mode, scope), signal);
+  }
+
+  private fetchToken(mode: { realm: URL; service: string | undefined }, scope: string): Promise<string> {
     const entry: CachedToken = { value: Promise.resolve(''), expiresAt: 0 };
     this.tokenFetches++;
     const { credentials } = this.opts;
@@ -191,7 +206,7 @@ export class RegistryAuth {
         scopes: [scope],
         authorization: this.basic(),
         ...(credentials?.identityToken !== undefined ? { refreshToken: credentials.identityToken } : {}),
-        ...(signal ? { signal } : {}),
+        signal: this.closing.signal,
       })
       .then(
         (answer) => {

@@ -351,7 +351,9 @@ export class RegistryClient {
       const location = header(post, 'location');
       if (post.status !== 202 || location === undefined) throw await statusError(post, post.status === 202 ? 'no upload Location' : 'starting the upload');
       await discard(post);
-      const target = new URL(location, this.base);
+      // A relative Location is relative to the request that answered it (as Go's Response.Location,
+      // which Docker and containerd use), not to the registry's root.
+      const target = new URL(location, post.url);
       const put = new URL(`${target.href}${target.search ? '&' : '?'}digest=${encodeURIComponent(digest)}`);
       const x = await this.send({
         method: 'PUT',
@@ -369,6 +371,7 @@ export class RegistryClient {
   }
 
   async close(): Promise<void> {
+    this.auth.close();
     await this.transport.close();
   }
 }

@@ -102,17 +102,26 @@ export function networkError(e: unknown, what: string, timeoutMs: number, signal
   return new BackendError(`${what}: ${code ? `${code}: ` : ''}${detail}`, { retryable, cause: e });
 }
 
-/** The registry's JSON error body (`{"errors":[{"code","message"}]}`) as one short line. */
+/** Longest error description taken from a registry's answer. */
+const MAX_DESCRIPTION = 200;
+
+/**
+ * The registry's JSON error body (`{"errors":[{"code","message"}]}`), or its text, as one short
+ * line: the server's words reach terminals and logs, so control characters (escape sequences,
+ * line breaks that would forge log lines) become spaces, and the line stops at 200 characters.
+ */
 export function describeErrorBody(body: Buffer): string {
   const text = body.toString('utf8').trim();
   if (text === '') return '';
+  let line = text;
   try {
     const parsed = JSON.parse(text) as { errors?: { code?: unknown; message?: unknown }[] };
     if (Array.isArray(parsed.errors) && parsed.errors.length > 0) {
-      return parsed.errors.map((x) => [x.code, x.message].filter((v) => typeof v === 'string' && v !== '').join(': ')).join('; ');
+      line = parsed.errors.map((x) => [x.code, x.message].filter((v) => typeof v === 'string' && v !== '').join(': ')).join('; ');
     }
   } catch {
-    // not JSON: fall through to the raw text
+    // not JSON: the raw text
   }
-  return text.replace(/\s+/g, ' ').slice(0, 200);
+  const clean = line.replace(/[\u0000-\u001f\u007f-\u009f\s]+/g, ' ').trim();
+  return clean.length > MAX_DESCRIPTION ? `${clean.slice(0, MAX_DESCRIPTION - 1)}…` : clean;
 }

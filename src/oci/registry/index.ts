@@ -25,4 +25,4 @@ export { RegistryAuth, basicHeader, parseChallenges, parseTokenAnswer, scopeFor,
 export { askHelper, credentialFiles, credentialsForHost, helperAnswer, lookupSaved, savedCredentials, type SavedCredentials } from './docker-config.js';
 export { HttpStatusError, describeErrorBody, isRetryableStatus, parseRetryAfter, redactUrl } from './errors.js';
 export { backoffDelay, isRetryable, sleep, withRetry, type RetryPolicy } from './retry.js';
-export { checkDigest, checkReference, checkRepository, digestOf, isDigest, parseDigest, verifyDigest, type DigestAlgorithm } from './names.js';
+export { StreamDigest, checkDigest, checkReference, checkRepository, digestOf, isDigest, parseDigest, verifyDigest, type DigestAlgorithm } from './names.js';

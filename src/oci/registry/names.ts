@@ -3,7 +3,7 @@
  * manifests" grammar), checked before they become URL paths, and digest computation.
  */
 import { createHash } from 'node:crypto';
-import { IntegrityError, UsageError } from '../../base/index.js';
+import { FormatError, IntegrityError, UsageError } from '../../base/index.js';
 
 const REPO = /^[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*(?:\/[a-z0-9]+(?:(?:\.|_|__|-+)[a-z0-9]+)*)*$/;
 const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
@@ -43,6 +43,34 @@ export function isDigest(reference: string): boolean {
 
 export function digestOf(bytes: Buffer, algorithm: DigestAlgorithm = 'sha256'): string {
   return `${algorithm}:${createHash(algorithm).update(bytes).digest('hex')}`;
+}
+
+/**
+ * The digest of a stream, as it passes, in the algorithm `digest` names (sha256 or sha512):
+ * `check()` throws an `IntegrityError` naming `what` unless what passed hashes to `digest`.
+ */
+export class StreamDigest {
+  private readonly hash: ReturnType<typeof createHash>;
+  private readonly algorithm: DigestAlgorithm;
+
+  constructor(
+    private readonly digest: string,
+    private readonly what: string,
+  ) {
+    const d = parseDigest(digest);
+    if (d === undefined) throw new FormatError(`${what}: invalid digest ${JSON.stringify(digest)}`);
+    this.algorithm = d.algorithm;
+    this.hash = createHash(d.algorithm);
+  }
+
+  update(bytes: Uint8Array): void {
+    this.hash.update(bytes);
+  }
+
+  check(): void {
+    const actual = `${this.algorithm}:${this.hash.digest('hex')}`;
+    if (actual !== this.digest) throw new IntegrityError(`${this.what} does not match its digest (content digest ${actual})`);
+  }
 }
 
 /** Throws an `IntegrityError` naming `what` unless `bytes` hash to `digest`. */

@@ -67,6 +67,15 @@ describe('bootstrap layer', () => {
     await assert.rejects(fetchBootstrap(store(layer, { digest: digestOf(Buffer.from('other')) })), (e: unknown) => e instanceof IntegrityError && /does not match its digest/.test(e.message));
     await assert.rejects(fetchBootstrap(store(layer, { size: layer.length - 1 })), (e: unknown) => e instanceof IntegrityError && /longer than its descriptor/.test(e.message));
     await assert.rejects(fetchBootstrap(store(layer, { size: -1 })), (e: unknown) => e instanceof FormatError && /out of range/.test(e.message));
+    await assert.rejects(fetchBootstrap(store(layer, { size: layer.length + 1 })), (e: unknown) => e instanceof IntegrityError && /not its descriptor's/.test(e.message));
+  });
+
+  test('a layer named by its sha512 digest is checked with sha512', async () => {
+    const layer = gzipSync(tarOf(['image/image.boot', BOOT]));
+    const sha512 = `sha512:${createHash('sha512').update(layer).digest('hex')}`;
+    assert.deepEqual((await fetchBootstrap(store(layer, { digest: sha512 }))).bootstrap, BOOT);
+    const wrong = `sha512:${createHash('sha512').update(BOOT).digest('hex')}`;
+    await assert.rejects(fetchBootstrap(store(layer, { digest: wrong })), (e: unknown) => e instanceof IntegrityError && /does not match its digest/.test(e.message));
   });
 
   test('a layer without image/image.boot, or not a tar, gives a FormatError', async () => {

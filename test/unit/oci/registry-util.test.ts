@@ -39,6 +39,11 @@ test('describeErrorBody condenses registry error JSON and raw text', () => {
   assert.equal(describeErrorBody(Buffer.from('{"errors":[{"code":"A"},{"code":"B","message":"m"}]}')), 'A; B: m');
   assert.equal(describeErrorBody(Buffer.from('  <html>\n bad gateway </html> ')), '<html> bad gateway </html>');
   assert.equal(describeErrorBody(Buffer.alloc(0)), '');
+  // A registry's words reach terminals and logs: no escape sequences, no forged lines, one short line.
+  const forged = describeErrorBody(Buffer.from(JSON.stringify({ errors: [{ code: 'DENIED', message: `\u001b[2K\rdamselfly: done\n${'x'.repeat(15_000)}` }] })));
+  assert.doesNotMatch(forged, /[\u0000-\u001f\u007f-\u009f]/);
+  assert.ok(forged.startsWith('DENIED: [2K damselfly: done x') && forged.length === 200, forged.slice(0, 40));
+  assert.equal(describeErrorBody(Buffer.from('not json \u001b[31m red\nline')), 'not json [31m red line');
 });
 
 test('retryable statuses and errors', () => {
