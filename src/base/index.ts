@@ -14,3 +14,4 @@ export * from './quiet-timer.js';
 export * from './replace-file.js';
 export * from './gc.js';
 export * from './file-digest.js';
+export * from './read-file.js';

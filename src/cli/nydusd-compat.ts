@@ -10,10 +10,11 @@
  * Options are nydusd's (`src/bin/nydusd/main.rs`); ones that cannot apply are accepted with a
  * warning, unknown ones are an error.
  */
-import { openSync, readFileSync, rmSync } from 'node:fs';
+import { openSync, rmSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { type LogLevel, type Logger, Metrics, UsageError, createLogger, errorMessage } from '../base/index.js';
+import { LOG_LEVELS, type LogLevel, type Logger, Metrics, UsageError, createLogger, errorMessage, readRegularFileSync } from '../base/index.js';
 import { ApiServer } from '../api/index.js';
+import { CONFIG_MAX_BYTES } from '../config/index.js';
 // The daemon's modules themselves, not its index (which reaches the image-serving code, loaded by
 // the first RAFS mount instead).
 import type { PassthroughFactory } from '../daemon/mounts.js';
@@ -131,6 +132,8 @@ export async function runNydusd(subcommand: NydusdSubcommand, argv: readonly str
   let f: NydusdFlags;
   try {
     f = parseNydusdArgs(argv, subcommand);
+    // damselfly's own --log-level before the subcommand comes unchecked from the dispatcher.
+    if (deps.logLevel !== undefined && !(LOG_LEVELS as readonly string[]).includes(deps.logLevel)) throw new UsageError(`--log-level ${deps.logLevel}: expected one of ${LOG_LEVELS.join(', ')}`);
   } catch (e) {
     if (e instanceof CommanderError) return EXIT_OK;
     process.stderr.write(`damselfly: ${errorMessage(e)}\n`);
@@ -169,7 +172,7 @@ export async function runNydusd(subcommand: NydusdSubcommand, argv: readonly str
     else if (f.sharedDir !== undefined) await daemon.mount(f.virtualMountpoint, { fs_type: 'passthrough_fs', source: f.sharedDir, config: '' });
     if (f.bootstrap !== undefined && !takingOver) {
       const [{ localfsConfig }, { readPathList }] = await Promise.all([import('../daemon/rafs-mount.js'), import('../daemon/image-source.js')]);
-      const config = f.localfsDir !== undefined ? localfsConfig(f.localfsDir) : readFileSync(f.config as string, 'utf8');
+      const config = f.localfsDir !== undefined ? localfsConfig(f.localfsDir) : readRegularFileSync(f.config as string, CONFIG_MAX_BYTES, `--config ${f.config}`).toString('utf8');
       const files = f.prefetchFiles !== undefined ? await readPathList(f.prefetchFiles) : undefined;
       await daemon.mount(f.virtualMountpoint, { fs_type: 'rafs', source: f.bootstrap, config, ...(files ? { prefetch_files: files } : {}) });
     }

@@ -10,7 +10,7 @@ import { FsStats } from '../daemon/fs-stats.js';
 import { ImageService } from '../daemon/image-service.js';
 import { type ImageSource, type SourceFlags, openImageSource, readPathList } from '../daemon/image-source.js';
 import { nativeCodecs } from '../native/index.js';
-import { gcCache } from '../storage/cache/gc.js';
+import { trimCacheFor } from '../storage/cache/gc.js';
 import { parseSize, progressBar } from './common.js';
 
 /** What `serveOptions` parses: where the image comes from, and how it is served. */
@@ -54,11 +54,8 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
   const source = await openImageSource({ ...flags, ...(prefetchFirst ? { prefetchFirst } : {}) }, nativeCodecs, log, metrics);
   const maxSize = source.config?.cache.maxSizeBytes;
   if (maxSize !== undefined && source.cacheDir !== undefined && existsSync(source.cacheDir)) {
-    // The cache size limit (filecache `max_size`): trim the directory before serving, as
-    // `damselfly cache gc --max-size` does (whole blobs no one has open and kept bootstraps, least
-    // recently used first).
-    const r = await gcCache(source.cacheDir, maxSize, log.child({ component: 'cache-gc' }));
-    log.info({ maxSize, removed: r.removed.length, removedBootstraps: r.removedBootstraps.length, freedBytes: r.freedBytes, remainingBytes: r.remainingBytes, busy: r.busy.length }, 'cache trimmed to its size limit');
+    const ids = source.loaded.image.blobs.map((b) => b.id);
+    await trimCacheFor(source.cacheDir, maxSize, ids, source.cacheCipher, log.child({ component: 'cache-gc' }));
   }
   // The pattern file is written at exit; a path that cannot be written is an error now, not then.
   if (flags.recordPattern !== undefined) await writeFile(flags.recordPattern, '');

@@ -3,9 +3,8 @@
  * else TOML config v2, else legacy v1 JSON; an already-parsed object is v2 when it has a
  * `version` key and v1 otherwise (v1 has `device` and `mode`). The result is validated.
  */
-import { readFile, stat } from 'node:fs/promises';
 import { parse as parseToml, TomlError } from 'smol-toml';
-import { UsageError, errorMessage } from '../base/index.js';
+import { UsageError, errorMessage, readRegularFile } from '../base/index.js';
 import { isBackendType, readBackend } from './backend.js';
 import { readCacheV2, readRafsV2 } from './cache-rafs.js';
 import { Section, U32_MAX, isPlainObject, typeName, type ReadContext } from './reader.js';
@@ -55,11 +54,7 @@ export function parseConfigObject(obj: unknown, opts: ParseConfigOptions = {}): 
 export async function loadConfigFile(path: string, opts: Omit<ParseConfigOptions, 'path'> = {}): Promise<DaemonConfig> {
   let text: string;
   try {
-    const st = await stat(path);
-    if (st.size > CONFIG_MAX_BYTES) {
-      throw new UsageError(`${path}: configuration is too big: ${st.size} bytes, the limit is ${CONFIG_MAX_BYTES} (1 MiB)`);
-    }
-    text = await readFile(path, 'utf8');
+    text = (await readRegularFile(path, CONFIG_MAX_BYTES, `${path}: configuration`)).toString('utf8');
   } catch (e) {
     if (e instanceof UsageError) throw e;
     throw new UsageError(`${path}: cannot read the configuration: ${errorMessage(e)}`, { cause: e });

@@ -117,8 +117,12 @@ export class ImageService {
     this.server = new FuseServer(opts.wrapFs ? opts.wrapFs(this.fs) : this.fs, { log: opts.log.child({ component: 'fuse' }), metrics: opts.metrics });
   }
 
-  /** Starts the background prefetch; resolves when it is done (or stopped). */
-  startPrefetch(req: PrefetchRequest): Promise<PrefetchResult> {
+  /**
+   * Starts the background prefetch; resolves when it is done (or stopped), rejects when it cannot
+   * be planned (a directory of the image that does not decode): a prefetch that fails costs the
+   * prefetch, not the mount.
+   */
+  async startPrefetch(req: PrefetchRequest): Promise<PrefetchResult> {
     const chunks = prefetchPlan(this.opts.loaded.image, {
       ...(req.files ? { files: req.files } : {}),
       all: req.all,

@@ -13,6 +13,7 @@ import type { FileSystem } from '../fs/types.js';
 import { createBackend } from '../storage/backend/factory.js';
 import { loadBlobMeta } from '../storage/blob-meta.js';
 import { type CacheCipher, cacheCipherOption } from '../storage/cache/cache-cipher.js';
+import { trimCacheFor } from '../storage/cache/gc.js';
 import { loadImage } from '../storage/open-image.js';
 import { DaemonError } from './control.js';
 import { ImageService } from './image-service.js';
@@ -82,7 +83,14 @@ export const openRafsMount: RafsFactory = async (req, ctx) => {
     throw new DaemonError('Other', `mount ${req.mountpoint}: ${errorMessage(e)}`, { cause: e });
   }
   const cipher = cacheCipherOption(config.cache);
-  const service = new ImageService({
+  let service: ImageService;
+  try {
+    // The cache size limit (filecache `max_size`), as `mount` and `virtiofs` apply it.
+    if (cacheDir !== undefined && config.cache.maxSizeBytes !== undefined) {
+      const ids = loaded.image.blobs.map((b) => b.id);
+      await trimCacheFor(cacheDir, config.cache.maxSizeBytes, ids, cipher.cacheCipher, log.child({ component: 'cache-gc' }));
+    }
+    service = new ImageService({
     loaded,
     backend,
     codecs: ctx.codecs,
@@ -94,6 +102,10 @@ export const openRafsMount: RafsFactory = async (req, ctx) => {
     metrics: ctx.metrics,
     log,
   });
+  } catch (e) {
+    await backend.close();
+    throw new DaemonError('Other', `mount ${req.mountpoint}: ${errorMessage(e)}`, { cause: e });
+  }
   const files = req.prefetchFiles?.map((p) => (p.startsWith('/') ? p : `/${p}`));
   const pf = config.prefetch;
   if (pf.enable || (files !== undefined && files.length > 0)) {

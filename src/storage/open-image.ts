@@ -3,9 +3,9 @@
  * ToC (spec §5.9). For an inlined bootstrap the blob ids that name the blob itself (the "x"×64
  * placeholder, INLINED_FS_META blobs, or a pre-2.2 single blob) are mapped to that file.
  */
-import { type FileHandle, open, readFile } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { basename, dirname } from 'node:path';
-import { FormatError, UsageError, readFully } from '../base/index.js';
+import { FormatError, UsageError, readFully, readRegularFile } from '../base/index.js';
 import type { Codecs } from '../format/compression.js';
 import { BlobFeature } from '../format/constants.js';
 import type { RafsImage } from '../format/image.js';
@@ -78,7 +78,7 @@ export async function readInlinedBootstrap(codecs: Codecs, blobPath: string): Pr
 export async function loadImage(codecs: Codecs, src: { bootstrap?: string; blob?: string }): Promise<LoadedImage> {
   if ((src.bootstrap === undefined) === (src.blob === undefined)) throw new UsageError('give exactly one of --bootstrap and --blob');
   if (src.bootstrap !== undefined) {
-    const bootstrap = await readFile(src.bootstrap);
+    const bootstrap = await readRegularFile(src.bootstrap, MAX_BOOTSTRAP, `bootstrap ${src.bootstrap}`);
     return { image: openBootstrap(bootstrap), bootstrap, blobFiles: new Map() };
   }
   const blobPath = src.blob as string;

@@ -8,13 +8,16 @@
  * unmount while the guest holds node ids (ESTALE), and exit when the VMM disconnects.
  */
 import assert from 'node:assert/strict';
-import { type ChildProcess, spawn } from 'node:child_process';
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { FormatError } from '../../src/base/index.js';
+import { prefetchPlan } from '../../src/daemon/prefetch-plan.js';
+import { openBootstrap } from '../../src/format/open.js';
 import { Opcode } from '../../src/fuse/abi.js';
 import { apiCall } from '../helpers/api-client.js';
 import { CLI, damselfly, damselflyOk } from '../helpers/env.js';
@@ -185,6 +188,76 @@ describe('damselfly as nydusd (Kata virtio-fs-nydus)', () => {
     const [code] = await d.exit;
     assert.equal(code, 0, d.stderr());
     assert.equal(existsSync(d.sock), false, 'the vhost-user socket is removed');
+  });
+
+  test('mount sources and CA files that are not regular files fail at once; failed mounts hold nothing; a prefetch that cannot be planned costs only the prefetch', async () => {
+    const d = await startNydusd(work, 'bad', ['--log-level', 'info']);
+    try {
+      const fdCount = (): number => readdirSync(`/proc/${d.proc.pid}/fd`).length;
+      const localfs = (extra: object = {}, cacheExtra: object = {}): string =>
+        JSON.stringify({ device: { backend: { type: 'localfs', config: { dir: join(work, 'blobs') } }, cache: { type: 'blobcache', config: { work_dir: join(work, 'bad-cache'), ...cacheExtra } } }, mode: 'direct', ...extra });
+      const mount = (name: string, source: string, config: string) =>
+        apiCall(d.api, 'POST', `/api/v1/mount?mountpoint=${encodeURIComponent(`/rafs/${name}/lowerdir`)}`, JSON.stringify({ fs_type: 'rafs', source, config }));
+      // Warm up: one good mount and unmount, so that what the first mount loads is not counted.
+      // Its cache size limit trims the directory first, as `mount` does (it was ignored here).
+      const stale = join(work, 'bad-cache', `${'ee'.repeat(32)}.blob.data`);
+      await mkdir(join(work, 'bad-cache'), { recursive: true });
+      await writeFile(stale, Buffer.alloc(64 << 10, 1));
+      assert.equal((await mount('warm', join(work, 'image.boot'), localfs({}, { max_size: 1 }))).status, 204);
+      assert.ok(!existsSync(stale), 'the cache trimmed to max_size');
+      assert.equal((await apiCall(d.api, 'DELETE', `/api/v1/mount?mountpoint=${encodeURIComponent('/rafs/warm/lowerdir')}`)).status, 204);
+      const fds = fdCount();
+      const fifo = join(work, 'bad.fifo');
+      execFileSync('mkfifo', [fifo]);
+      // A FIFO without a writer waited for ever (a thread-pool thread each: four stopped the
+      // daemon's file I/O), /dev/zero was read until memory ran out.
+      for (const source of [fifo, '/dev/zero']) {
+        const started = Date.now();
+        const r = await mount('bad', source, localfs());
+        assert.equal(r.status, 500);
+        assert.match(JSON.stringify(r.json), /not a regular file/);
+        assert.ok(Date.now() - started < 5000);
+      }
+      // A registry backend whose CA file is a FIFO stopped the whole daemon (read synchronously).
+      const registry = JSON.stringify({ device: { backend: { type: 'registry', config: { host: '127.0.0.1:9', repo: 'r', scheme: 'https', ca_cert_files: [fifo] } }, cache: { type: 'blobcache', config: { work_dir: join(work, 'bad-cache') } } }, mode: 'direct' });
+      const ca = await mount('bad', join(work, 'image.boot'), registry);
+      assert.notEqual(ca.status, 204);
+      assert.match(JSON.stringify(ca.json), /CA file .*bad\.fifo: not a regular file/);
+      assert.equal((await apiCall(d.api, 'GET', '/api/v1/daemon')).status, 200);
+      // A bootstrap that opens but whose directories do not decode, with a prefetch asked for:
+      // planning the prefetch threw out of the mount, leaving its service and blob files open.
+      const boot = readFileSync(join(work, 'image.boot'));
+      let corrupt: Buffer | undefined;
+      for (let off = 0; off < boot.length && corrupt === undefined; off++) {
+        const b = Buffer.from(boot);
+        b[off] = (b[off] as number) ^ 0xff;
+        try {
+          const image = openBootstrap(b);
+          prefetchPlan(image, { files: ['/etc/os-release', '/bin/data.bin'], all: false });
+        } catch (e) {
+          if (!(e instanceof FormatError)) throw e;
+          try {
+            openBootstrap(b);
+            corrupt = b;
+          } catch {
+            // it does not open at all: not this case
+          }
+        }
+      }
+      assert.ok(corrupt !== undefined, 'a byte whose flip leaves a bootstrap that opens but cannot be planned');
+      await writeFile(join(work, 'corrupt.boot'), corrupt);
+      const prefetching = localfs({ fs_prefetch: { enable: true, threads_count: 2, merging_size: 1048576, prefetch_all: true } });
+      for (let i = 0; i < 3; i++) {
+        assert.equal((await mount(`corrupt${i}`, join(work, 'corrupt.boot'), prefetching)).status, 204);
+        assert.equal((await apiCall(d.api, 'DELETE', `/api/v1/mount?mountpoint=${encodeURIComponent(`/rafs/corrupt${i}/lowerdir`)}`)).status, 204);
+      }
+      assert.match(d.stderr(), /prefetch failed/);
+      await new Promise((r) => setTimeout(r, 200)); // closes that finish after the answer
+      assert.ok(fdCount() <= fds, `descriptors: ${fds} before the failed mounts, ${fdCount()} after`);
+    } finally {
+      d.proc.kill('SIGKILL');
+      await d.exit;
+    }
   });
 
   test('a mount that fails at start-up is an error exit', async () => {

@@ -216,6 +216,11 @@ describe('damselfly as virtiofsd, launched as Kata launches it', () => {
     const n = await damselfly(['virtiofs', '--apisock', join(work, 'a.sock'), '--sock', join(work, 'v.sock'), '--threads', '4']);
     assert.equal(n.code, 2);
     assert.match(n.stderr, /--threads/);
+    // damselfly's own --log-level before a nydusd subcommand: an unknown level is a usage error,
+    // not an exception out of the logger.
+    const level = await damselfly(['--log-level', 'verbose', 'virtiofs', '--apisock', join(work, 'a.sock'), '--sock', join(work, 'v.sock')]);
+    assert.equal(level.code, 2, level.stderr);
+    assert.match(level.stderr, /^damselfly: --log-level verbose: expected one of fatal, error/);
   });
 
   test('--translate-uid, --translate-gid and --xattrmap values virtiofsd refuses are usage errors before the socket listens', async () => {

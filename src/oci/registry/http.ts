@@ -4,10 +4,9 @@
  * hand so that the registry-only headers (`Authorization`, configured extras) never reach another
  * host or port. Body helpers read exact lengths and turn every stream failure into our errors.
  */
-import { readFileSync } from 'node:fs';
 import { Readable as NodeReadable, type Readable } from 'node:stream';
 import type { Dispatcher } from 'undici';
-import { BackendError, type Logger } from '../../base/index.js';
+import { BackendError, type Logger, readRegularFileSync } from '../../base/index.js';
 import { HttpStatusError, abortedError, describeErrorBody, isRetryableStatus, networkError, parseRetryAfter, redactUrl } from './errors.js';
 import { loadUndici, requestTarget } from './undici.js';
 
@@ -206,6 +205,9 @@ function withProgress(body: Buffer | Readable, wd: Watchdog): Buffer | Readable 
   );
 }
 
+/** The largest CA file read (a bundle of every public root is about 200 KB). */
+const MAX_CA_FILE_BYTES = 1 << 20;
+
 export class Transport {
   readonly origin: string;
   private readonly opts: TransportOptions;
@@ -227,7 +229,8 @@ export class Transport {
     this.opts = opts;
     this.origin = new URL(opts.origin).origin;
     // CA files are read here, so that a missing one is an error at once, not at the first read.
-    this.extraCa = opts.caCertFiles.map((f) => readFileSync(f, 'utf8'));
+    // Regular files of at most 1 MiB: a FIFO named here would stop the whole daemon.
+    this.extraCa = opts.caCertFiles.map((f) => readRegularFileSync(f, MAX_CA_FILE_BYTES, `CA file ${f}`).toString('utf8'));
     this.rejectUnauthorized = !opts.skipVerify;
   }
 

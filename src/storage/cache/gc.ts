@@ -8,9 +8,10 @@
  */
 import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { Logger } from '../../base/index.js';
+import { type Logger, errorMessage } from '../../base/index.js';
 import { LOCK_EX, LOCK_NB, native } from '../../native/index.js';
 import { CACHE_DATA_SUFFIX as DATA, CACHE_MAP_SUFFIX as MAP } from './blob-cache.js';
+import type { CacheCipher } from './cache-cipher.js';
 import { isStaleKeptTemp, keptBootstrapDigest, keptBootstrapPath } from './kept-bootstrap.js';
 import { CACHE_META_SUFFIX as META } from '../blob-meta.js';
 
@@ -77,7 +78,24 @@ export interface GcResult {
   busy: string[];
 }
 
-export async function gcCache(dir: string, maxBytes: number, log: Logger): Promise<GcResult> {
+/** Removes a file; false (after a warning) when it is still there. */
+async function removed(path: string, log: Logger): Promise<boolean> {
+  try {
+    await unlink(path);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return true;
+    log.warn({ file: path, err: errorMessage(e) }, 'cache gc could not remove a file');
+    return false;
+  }
+}
+
+/**
+ * Evicts until the directory holds at most `maxBytes`. `keep`: blob ids (or cache file names) not
+ * to evict whatever their age, those of an image about to be served (its blobs are not open yet,
+ * and may well be the oldest).
+ */
+export async function gcCache(dir: string, maxBytes: number, log: Logger, keep: ReadonlySet<string> = new Set()): Promise<GcResult> {
   for (const name of await readdir(dir)) {
     if (isStaleKeptTemp(name) && (await unlink(join(dir, name)).then(() => true, () => false))) {
       log.info({ file: name }, 'removed a kept file left half-written by a daemon that is gone');
@@ -89,11 +107,15 @@ export async function gcCache(dir: string, maxBytes: number, log: Logger): Promi
   for (const b of entries) {
     if (total <= maxBytes) break;
     if (b.kind === 'bootstrap') {
-      await unlink(keptBootstrapPath(dir, b.id)).catch(() => undefined);
+      if (!(await removed(keptBootstrapPath(dir, b.id), log))) continue;
       total -= b.bytes;
       result.removedBootstraps.push(b.id);
       result.freedBytes += b.bytes;
       log.info({ bootstrapLayer: b.id, bytes: b.bytes }, 'evicted a kept bootstrap from the cache');
+      continue;
+    }
+    if (keep.has(b.id)) {
+      result.busy.push(b.id);
       continue;
     }
     const mapPath = join(dir, b.id + MAP);
@@ -109,9 +131,11 @@ export async function gcCache(dir: string, maxBytes: number, log: Logger): Promi
         result.busy.push(b.id);
         continue;
       }
-      await unlink(join(dir, b.id + DATA)).catch(() => undefined);
-      await unlink(mapPath).catch(() => undefined);
-      await unlink(join(dir, b.id + META)).catch(() => undefined);
+      // The data file first: while it stays, so does the blob's entry (and its map, which says
+      // what of it is good).
+      if (!(await removed(join(dir, b.id + DATA), log))) continue;
+      await removed(mapPath, log);
+      await removed(join(dir, b.id + META), log);
     } finally {
       await fh?.close();
     }
@@ -122,4 +146,16 @@ export async function gcCache(dir: string, maxBytes: number, log: Logger): Promi
   }
   result.remainingBytes = total;
   return result;
+}
+
+/**
+ * A daemon's cache size limit (filecache `max_size`), applied before it serves an image: the
+ * directory trimmed as `cache gc --max-size` trims it, but for the image's own blobs (its cache
+ * files, encrypted ones with `cipher`), which it has not opened yet.
+ */
+export async function trimCacheFor(dir: string, maxBytes: number, blobIds: readonly string[], cipher: CacheCipher | undefined, log: Logger): Promise<GcResult> {
+  const own = new Set(blobIds.map((id) => cipher?.cacheName(id) ?? id));
+  const r = await gcCache(dir, maxBytes, log, own);
+  log.info({ maxSize: maxBytes, removed: r.removed.length, removedBootstraps: r.removedBootstraps.length, freedBytes: r.freedBytes, remainingBytes: r.remainingBytes, busy: r.busy.length }, 'cache trimmed to its size limit');
+  return r;
 }

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -358,7 +359,11 @@ test('parseConfigObject, configWithoutSecrets and loadConfigFile', async () => {
     writeFileSync(file, 'version = 2\n');
     await assert.rejects(loadConfigFile(file), { code: 'E_USAGE', message: `${file}: backend: required (the storage backend of the image blobs)` });
     writeFileSync(file, `# ${'x'.repeat(0x100000)}\n`);
-    await assert.rejects(loadConfigFile(file), /too big: 1048579 bytes/);
+    await assert.rejects(loadConfigFile(file), /configuration: 1048579 bytes, more than the 1048576 allowed/);
+    // Not a regular file: refused at once, not waited on (a FIFO without a writer) or read without end.
+    execFileSync('mkfifo', [join(dir, 'fifo')]);
+    await assert.rejects(loadConfigFile(join(dir, 'fifo')), /fifo: configuration: not a regular file/);
+    await assert.rejects(loadConfigFile('/dev/zero'), /not a regular file/);
     await assert.rejects(loadConfigFile(join(dir, 'missing.json')), /missing\.json: cannot read the configuration: ENOENT/);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -5,12 +5,12 @@
  * evicted with the blobs, least recently used first.
  */
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { silentLogger } from '../../../src/base/index.js';
-import { gcCache, listCache } from '../../../src/storage/cache/gc.js';
+import { gcCache, listCache, trimCacheFor } from '../../../src/storage/cache/gc.js';
 import { isStaleKeptTemp, keptBootstrapDigest, keptBootstrapPath, keptTemp } from '../../../src/storage/cache/kept-bootstrap.js';
 
 /** No process has this pid: Linux's pid_max is at most 2^22. */
@@ -85,6 +85,33 @@ test('cache gc removes the temporary files of writers that are gone, and nothing
     const r = await gcCache(dir, 1 << 30, silentLogger);
     assert.deepEqual(r.removed, []);
     assert.deepEqual(readdirSync(dir).sort(), ['sha256-abc.image.boot', `sha256-abc.image.boot.${process.pid}.tmp`]);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test('cache gc keeps the blobs it is told to keep, and counts only what it could remove', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'damselfly-kept-'));
+  try {
+    const now = Date.now() / 1000;
+    const put = (name: string, hoursAgo: number): void => {
+      writeFileSync(join(dir, name), Buffer.alloc(64 << 10, 1));
+      utimesSync(join(dir, name), now - hoursAgo * 3600, now - hoursAgo * 3600);
+    };
+    const [own, other, stuck] = ['aa'.repeat(32), 'bb'.repeat(32), 'cc'.repeat(32)];
+    // The image about to be served owns the oldest blob: a daemon with a size limit evicted it
+    // before opening it, then fetched it all again.
+    put(`${own}.blob.data`, 5);
+    put(`${other}.blob.data`, 4);
+    // A data "file" that cannot be unlinked (a directory: EISDIR) was counted as freed.
+    mkdirSync(join(dir, `${stuck}.blob.data`));
+    utimesSync(join(dir, `${stuck}.blob.data`), now - 3 * 3600, now - 3 * 3600);
+    const r = await trimCacheFor(dir, 0, [own], undefined, silentLogger);
+    assert.deepEqual(r.removed, [other]);
+    assert.deepEqual(r.busy, [own]);
+    assert.ok(r.remainingBytes >= (64 << 10), `${r.remainingBytes} bytes said to remain`);
+    assert.deepEqual(readdirSync(dir).sort(), [`${own}.blob.data`, `${stuck}.blob.data`].sort());
+    assert.ok(existsSync(join(dir, `${stuck}.blob.data`)));
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
