@@ -114,6 +114,25 @@ export function encodeChunkInfo(w: ByteWriter, c: ChunkInfo): void {
     .u32(c.crc32);
 }
 
+/**
+ * Whether two records describe the same stored chunk the same way: where it is (compressed and
+ * uncompressed), what it holds (digest) and how (flags). Every user of a chunk's key (caches,
+ * fetches shared by readers) relies on one key meaning one such description.
+ */
+export function sameChunk(a: ChunkInfo, b: ChunkInfo): boolean {
+  return (
+    a.blobIndex === b.blobIndex &&
+    a.index === b.index &&
+    a.flags === b.flags &&
+    a.compressedOffset === b.compressedOffset &&
+    a.compressedSize === b.compressedSize &&
+    a.uncompressedOffset === b.uncompressedOffset &&
+    a.uncompressedSize === b.uncompressedSize &&
+    a.digest.length === b.digest.length &&
+    a.digest.every((x, i) => x === b.digest[i])
+  );
+}
+
 /** A number naming a chunk within an image: its blob index * 2^32 + its index in that blob. */
 export function chunkKey(c: ChunkInfo): number {
   return c.blobIndex * 0x1_0000_0000 + c.index;

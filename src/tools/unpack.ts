@@ -4,7 +4,7 @@
  */
 import { chmodSync, closeSync, ftruncateSync, lchownSync, linkSync, mkdirSync, openSync, rmSync, symlinkSync, writeSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
-import { FileWriter, type Logger, UsageError, isSysError, namingFile } from '../base/index.js';
+import { FileWriter, FormatError, type Logger, UsageError, isSysError, namingFile } from '../base/index.js';
 import { S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK, decodeDev } from '../format/constants.js';
 import type { RafsImage } from '../format/image.js';
 import { TAR_END, type TarEntry, encodeTarHeaders, tarPadding } from '../format/tar.js';
@@ -180,6 +180,9 @@ export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out
           await write(encodeTarHeaders({ ...base, size: attr.size }));
           let pos = 0;
           for await (const { offset, data } of reader.readFile(attr.ino)) {
+            // The archive is framed by the header's size: a byte past it would be read as the
+            // next header (the readers check this already; this keeps the frame whatever comes).
+            if (offset < pos || offset + data.length > attr.size) throw new FormatError(`${rel.toString('latin1')}: data at ${offset}+${data.length} outside the file's ${attr.size} bytes`);
             if (offset > pos) await writeZeros(offset - pos);
             await write(data);
             pos = offset + data.length;

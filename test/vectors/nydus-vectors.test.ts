@@ -8,6 +8,8 @@ import { createHash } from 'node:crypto';
 import { copyFile, readFile, readlink, writeFile, mkdir, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { RafsV5Image } from '../../src/format/v5/reader.js';
+import { walkImage } from '../../src/tools/walk.js';
 import { VECTORS, damselfly, damselflyOk, sh, vectorsMissing, withTempDir } from '../helpers/env.js';
 
 interface Vector {
@@ -100,6 +102,37 @@ describe('Nydus reference images', { skip }, () => {
       const twice = await damselfly(['check', join(tmp, 'intact.boot'), '-B', join(tmp, 'image.boot'), '-D', join(dir, 'blobs')]);
       assert.equal(twice.code, 2);
       assert.match(twice.stderr, /the bootstrap is given twice: .*intact\.boot and --bootstrap .*image\.boot/);
+    });
+  });
+
+  test('v5: a file whose chunk record names another chunk\'s index, described otherwise, is refused, not given that chunk\'s bytes', async () => {
+    const dir = join(VECTORS, 'v5-sha256-uncompressed');
+    await withTempDir('vector-alias', async (tmp) => {
+      const boot = Buffer.from(await readFile(join(dir, 'image.boot')));
+      const image = new RafsV5Image(boot);
+      const ino = (suffix: string): number => {
+        for (const it of walkImage(image)) if (it.attr.kind === 'file' && Buffer.from(it.path).toString().endsWith(suffix)) return it.attr.ino;
+        throw new Error(`no ${suffix} in the vector`);
+      };
+      const [a, b] = [ino('/layer.tar'), ino('/manifest.json')];
+      const aIndex = (image.fileChunks(a)[0] as { index: number }).index;
+      // The small file's first chunk record claims the large file's first chunk (index at +72):
+      // everything after the reader knows a chunk by blob and index, so it got the large one's
+      // bytes, checked against the large one's digest, and `unpack --tar` wrote a megabyte where
+      // its header said 203 bytes (the rest of the archive read from file data).
+      const area = (image as unknown as { chunkArea(rec: unknown): number }).chunkArea(image.inodeRecord(b));
+      boot.writeUInt32LE(aIndex, area + 72);
+      await writeFile(join(tmp, 'image.boot'), boot);
+      const lied = new RafsV5Image(boot);
+      lied.fileChunks(a);
+      assert.throws(() => lied.fileChunks(b), /is described otherwise by another file/);
+      const args = ['--bootstrap', join(tmp, 'image.boot'), '--blob-dir', join(dir, 'blobs')];
+      const check = await damselfly(['check', ...args]);
+      assert.equal(check.code, 1, check.stdout);
+      assert.match(check.stdout, /described otherwise by another file/);
+      const tar = await damselfly(['unpack', ...args, '--tar', join(tmp, 'out.tar')]);
+      assert.equal(tar.code, 1, tar.stderr);
+      assert.deepEqual(await readdir(tmp), ['image.boot'], 'no archive left');
     });
   });
 

@@ -3,7 +3,7 @@
  * on demand through the inode table.
  */
 import { ByteReader, FormatError, UnsupportedError, alignUp, compareBytes, divRoundUp } from '../../base/index.js';
-import { CHUNK_INFO_SIZE, type ChunkInfo, decodeChunkInfo } from '../chunk-info.js';
+import { CHUNK_INFO_SIZE, type ChunkInfo, chunkKey, decodeChunkInfo, sameChunk } from '../chunk-info.js';
 import { Compressor } from '../compression.js';
 import { Digester, type InodeKind, S_IFREG, SuperFlags, kindOfMode, S_IFMT } from '../constants.js';
 import type { BlobInfo, DirEntry, InodeAttr, RafsImage, Xattr } from '../image.js';
@@ -47,6 +47,13 @@ export class RafsV5Image implements RafsImage {
   readonly inodeCount: number;
   readonly prefetch: readonly number[];
   readonly size: number;
+  /**
+   * Each chunk key's record as first read. A v5 file carries its own copy of each chunk's record
+   * (one per file that uses the chunk), and everything after the reader knows a chunk by its blob
+   * and index alone: a file whose record of an index says otherwise (another offset, size or
+   * digest) would be given the bytes fetched for the first, checked against the first's digest.
+   */
+  private readonly chunkRecords = new Map<number, ChunkInfo>();
 
   constructor(bootstrap: Uint8Array) {
     this.r = new ByteReader(bootstrap, 'v5 bootstrap');
@@ -293,6 +300,9 @@ export class RafsV5Image implements RafsImage {
         throw new FormatError(`${where}: range ${c.fileOffset}+${c.uncompressedSize} overlaps or exceeds the file`);
       }
       end = c.fileOffset + c.uncompressedSize;
+      const first = this.chunkRecords.get(chunkKey(c));
+      if (first === undefined) this.chunkRecords.set(chunkKey(c), c);
+      else if (!sameChunk(first, c)) throw new FormatError(`${where}: chunk ${c.index} of blob ${c.blobIndex} is described otherwise by another file`);
       chunks.push(c);
     }
     return chunks;
