@@ -15,7 +15,14 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { gzipSync } from 'node:zlib';
+import { Metrics, silentLogger } from '../../src/base/index.js';
+import { openBootstrap } from '../../src/format/open.js';
+import { nativeCodecs } from '../../src/native/index.js';
 import { MediaType } from '../../src/oci/media-types.js';
+import { LocalFsBackend } from '../../src/storage/backend/localfs.js';
+import { loadBlobMeta } from '../../src/storage/blob-meta.js';
+import { BlobDevice } from '../../src/storage/device.js';
+import { resolvePath } from '../../src/tools/walk.js';
 import { damselfly, damselflyOk, sh } from '../helpers/env.js';
 import { startMount } from '../helpers/mount.js';
 import { makeOciImage } from '../helpers/oci-image.js';
@@ -189,5 +196,44 @@ describe('tar-ref images', () => {
       assert.match(r.stderr, new RegExp(`${bad.replace('.', '\\.')} is neither a gzip-compressed nor a plain tar layer`));
       assert.deepEqual(await readdir(join(work, 'bad')).catch(() => []), [], 'nothing written');
     }
+  });
+
+  test('two indexes of one layer with other chunk sizes share a cache directory, not a cache: each reads its own bytes', async () => {
+    // Both name the blob by the layer's digest; their chunks are numbered and placed by their own
+    // meta blob. Sharing one cache file and chunk map, the second trusted the first's marks and
+    // served the holes of the file as data.
+    const cache = join(work, 'shared-cache');
+    const open = async (chunkSize: string) => {
+      const dir = join(work, `cs-${chunkSize}`);
+      await damselflyOk(['build', '--type', 'tar-ref', '--chunk-size', chunkSize, '--bootstrap', join(dir, 'boot'), '--blob-dir', join(dir, 'blobs'), join(work, 'layer.tar')]);
+      const image = openBootstrap(await readFile(join(dir, 'boot')));
+      await copyFile(join(work, 'layer.tar'), join(dir, 'blobs', (image.blobs[0] as { id: string }).id));
+      const backend = new LocalFsBackend({ dir: join(dir, 'blobs') });
+      await loadBlobMeta(image, backend, nativeCodecs, { cacheDir: cache });
+      return { image, device: new BlobDevice({ blobs: image.blobs, backend, codecs: nativeCodecs, cacheDir: cache, metrics: new Metrics(), log: silentLogger }) };
+    };
+    const readWhole = async (o: Awaited<ReturnType<typeof open>>, path: string): Promise<Buffer> => {
+      const ino = resolvePath(o.image, path);
+      assert.ok(ino !== undefined);
+      const parts: Buffer[] = [];
+      for (const c of o.image.fileChunks(ino)) {
+        const b = Buffer.alloc(c.uncompressedSize);
+        await o.device.read([{ chunk: c, from: 0, length: c.uncompressedSize }], [b]);
+        parts.push(b);
+      }
+      return Buffer.concat(parts);
+    };
+    const want = prng(0x7a12, 3_500_000);
+    const a = await open('0x1000');
+    const b = await open('0x10000');
+    assert.equal(a.image.blobs[0]?.id, b.image.blobs[0]?.id, 'one blob id for both');
+    try {
+      assert.deepEqual(await readWhole(a, '/large.bin'), want);
+      await a.device.close();
+      assert.deepEqual(await readWhole(b, '/large.bin'), want);
+    } finally {
+      await b.device.close();
+    }
+    assert.equal((await readdir(cache)).filter((n) => n.endsWith('.blob.data')).length, 2, 'a cache for each index');
   });
 });

@@ -8,6 +8,7 @@ import { type FileHandle, access, open, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { scatter, sliceViews, writeFully } from '../../base/index.js';
 import { type ChunkInfo, blobOfChunkKey, chunkKey } from '../../format/chunk-info.js';
+import type { BlobInfo } from '../../format/image.js';
 import { type NoWaitFile, native, readNoWait } from '../../native/index.js';
 import type { CacheCipher } from './cache-cipher.js';
 import { ChunkMap, ChunkState } from './chunk-map.js';
@@ -34,7 +35,18 @@ export interface BlobCache {
   close(): Promise<void>;
 }
 
-/** What a blob's cache files are named after: its id, or an encrypted cache's name for it. */
+/**
+ * What a blob's cache is named after in a cache directory: its id, and for a blob indexed by a
+ * meta blob (ZRan, tar-ref: a SEPARATE blob, whose id is its layer's digest) the meta blob's too.
+ * The cache holds chunks by their index and at their uncompressed offset, which the meta blob
+ * decides: two indexes of one layer (built with other chunk sizes, say) number its chunks
+ * differently, and sharing one cache, the second served the first's marks over its own holes.
+ */
+export function blobCacheId(blob: Pick<BlobInfo, 'id' | 'separateMeta'>): string {
+  return blob.separateMeta === undefined ? blob.id : `${blob.id}-${Buffer.from(blob.separateMeta.digest).toString('hex').slice(0, 16)}`;
+}
+
+/** What a blob's cache files are named after: its cache id, or an encrypted cache's name for it. */
 function cacheName(blobId: string, cipher: CacheCipher | undefined): string {
   return cipher?.cacheName(blobId) ?? blobId;
 }

@@ -151,10 +151,10 @@ export async function gcCache(dir: string, maxBytes: number, log: Logger, keep: 
 /**
  * A daemon's cache size limit (filecache `max_size`), applied before it serves an image: the
  * directory trimmed as `cache gc --max-size` trims it, but for the image's own blobs (its cache
- * files, encrypted ones with `cipher`), which it has not opened yet.
+ * files, encrypted ones with `cipher`; `cacheIds`: their `blobCacheId`s), which it has not opened yet.
  */
-export async function trimCacheFor(dir: string, maxBytes: number, blobIds: readonly string[], cipher: CacheCipher | undefined, log: Logger): Promise<GcResult> {
-  const own = new Set(blobIds.map((id) => cipher?.cacheName(id) ?? id));
+export async function trimCacheFor(dir: string, maxBytes: number, cacheIds: readonly string[], cipher: CacheCipher | undefined, log: Logger): Promise<GcResult> {
+  const own = new Set(cacheIds.map((id) => cipher?.cacheName(id) ?? id));
   const r = await gcCache(dir, maxBytes, log, own);
   log.info({ maxSize: maxBytes, removed: r.removed.length, removedBootstraps: r.removedBootstraps.length, freedBytes: r.freedBytes, remainingBytes: r.remainingBytes, busy: r.busy.length }, 'cache trimmed to its size limit');
   return r;
