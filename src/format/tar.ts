@@ -38,6 +38,28 @@ export type TarEvent =
 /** Metadata records (PAX, GNU long names) are bounded: 16 MiB is far above any real one. */
 const MAX_META_RECORD = 16 << 20;
 
+/** What global PAX records may hold (they apply to every later entry: GNU tar writes a comment). */
+const PAX_GLOBAL_LIMIT = { keys: 1024, bytes: 1 << 20 };
+/** What the extended records before one entry may hold (its xattrs, long names). */
+const PAX_LOCAL_LIMIT = { keys: 65_536, bytes: MAX_META_RECORD };
+
+/** The PAX keys an entry's fields come from (`TarParser.entry`); others are dropped when read. */
+function usedPaxKey(k: string): boolean {
+  return (
+    k === 'path' ||
+    k === 'linkpath' ||
+    k === 'size' ||
+    k === 'uid' ||
+    k === 'gid' ||
+    k === 'mtime' ||
+    k === 'SCHILY.devmajor' ||
+    k === 'SCHILY.devminor' ||
+    k.startsWith('SCHILY.xattr.') ||
+    k.startsWith('LIBARCHIVE.xattr.') ||
+    k.startsWith('GNU.sparse.')
+  );
+}
+
 function isZeroBlock(b: Uint8Array): boolean {
   for (let i = 0; i < TAR_BLOCK; i++) if (b[i] !== 0) return false;
   return true;
@@ -223,6 +245,9 @@ export class TarParser {
   private pending: Buffer = Buffer.alloc(0);
   private global = new Map<string, Buffer>();
   private local = new Map<string, Buffer>();
+  /** Bytes (keys and values) the two maps hold. */
+  private globalBytes = 0;
+  private localBytes = 0;
   private longName: Buffer | undefined;
   private longLink: Buffer | undefined;
   private sawEnd = false;
@@ -339,9 +364,25 @@ export class TarParser {
     if (flag === 'L') this.longName = field(data, 0, data.length);
     else if (flag === 'K') this.longLink = field(data, 0, data.length);
     else {
-      const recs = parsePax(data);
-      const target = flag === 'g' ? this.global : this.local;
-      for (const [k, v] of recs) target.set(k, v);
+      // Only the keys an entry uses are kept, copied out of the record (a view would keep the
+      // whole record), within a bound: global records apply to every later entry, and extended
+      // ones pile up until an entry comes; neither may grow with the archive.
+      const global = flag === 'g';
+      const target = global ? this.global : this.local;
+      const limit = global ? PAX_GLOBAL_LIMIT : PAX_LOCAL_LIMIT;
+      let bytes = global ? this.globalBytes : this.localBytes;
+      for (const [k, v] of parsePax(data)) {
+        if (!usedPaxKey(k)) continue;
+        const old = target.get(k);
+        if (old !== undefined) bytes -= k.length + old.length;
+        target.set(k, Buffer.from(v));
+        bytes += k.length + v.length;
+        if (bytes > limit.bytes || target.size > limit.keys) {
+          throw new FormatError(`tar archive: ${global ? 'global' : 'extended'} PAX records hold more than ${limit.keys} keys or ${limit.bytes} bytes`);
+        }
+      }
+      if (global) this.globalBytes = bytes;
+      else this.localBytes = bytes;
     }
   }
 
@@ -355,8 +396,9 @@ export class TarParser {
     let linkpath: Buffer = Buffer.from(field(b, 157, 100));
     if (this.longName !== undefined) path = this.longName;
     if (this.longLink !== undefined) linkpath = this.longLink;
-    const pax = new Map([...this.global, ...this.local]);
+    const pax = this.global.size === 0 ? this.local : new Map([...this.global, ...this.local]);
     this.local = new Map();
+    this.localBytes = 0;
     this.longName = undefined;
     this.longLink = undefined;
 

@@ -272,6 +272,25 @@ describe('PAX extended headers', () => {
     });
   });
 
+  test('what PAX records keep is bounded: unused keys dropped, global and extended records within their limits', () => {
+    const file = archive([{ entry: entry('f', 'file', { size: 3 }), data: Buffer.from('abc') }]);
+    const body = file.subarray(0, file.length - TAR_END.length);
+    // Unused keys (a comment, anything unknown) are not kept: 40 records of 1 MiB each cost nothing.
+    const comments = Array.from({ length: 40 }, (_, i) => metaBlocks('g', paxRecord(`comment${i}`, Buffer.alloc(1 << 20, 0x61))));
+    const [kept] = parseAll(Buffer.concat([...comments, body, TAR_END]), 1 << 16);
+    assert.equal(kept?.entry.path.toString(), 'f');
+    // Global records apply to every later entry: at most 1024 keys or 1 MiB of what is used.
+    const manyXattrs = Buffer.concat(Array.from({ length: 1100 }, (_, i) => paxRecord(`SCHILY.xattr.user.k${i}`, 'v')));
+    assert.throws(() => parseAll(Buffer.concat([metaBlocks('g', manyXattrs), body, TAR_END])), (e: unknown) => e instanceof FormatError && /global PAX records hold more than 1024 keys/.test(e.message));
+    // Extended records pile up until their entry: at most 16 MiB of them.
+    const big = (i: number): Buffer => metaBlocks('x', paxRecord(`SCHILY.xattr.user.big${i}`, Buffer.alloc(6 << 20, 0x62)));
+    assert.throws(() => parseAll(Buffer.concat([big(0), big(1), big(2), body, TAR_END]), 1 << 20), (e: unknown) => e instanceof FormatError && /extended PAX records hold more than/.test(e.message));
+    // Within the limits, each entry gets what the records said.
+    const [one] = parseAll(Buffer.concat([big(0), body, TAR_END]), 1 << 20);
+    assert.equal(one?.entry.xattrs.length, 1);
+    assert.equal(one?.entry.xattrs[0]?.[1].length, 6 << 20);
+  });
+
   test('records: fractional mtimes, LIBARCHIVE.xattr, global headers, size/uid/gid/device overrides', () => {
     const pax = Buffer.concat([
       paxRecord('mtime', '1600000000.5'),
