@@ -58,18 +58,27 @@ Napi::Value ListenUnix(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), BoundUnix(info.Env(), path, SOCK_STREAM, backlog < 1 ? 1 : backlog));
 }
 
-// connectUnix(path, datagram?) -> fd (blocking connect, then non-blocking): the test frontend's
-// side, a supervisor's, or (datagram) the syslog socket.
+// connectUnix(path, datagram?, noWait?) -> fd, non-blocking once connected: the test frontend's
+// side, or (datagram) the syslog socket. With noWait the connect itself does not block: -1 when
+// the listener's queue is full (EAGAIN: a Unix socket's connect is not left in progress), for the
+// caller to try again under its own deadline (a supervisor that listens but never accepts must
+// not stop the daemon's event loop).
 Napi::Value ConnectUnix(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::string path = PathArg(info[0], "path");
   bool datagram = info.Length() > 1 && info[1].ToBoolean().Value();
+  bool noWait = info.Length() > 2 && info[2].ToBoolean().Value();
   sockaddr_un addr = UnixAddress(env, path);
-  int fd = ::socket(AF_UNIX, (datagram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC, 0);
+  int fd = ::socket(AF_UNIX, (datagram ? SOCK_DGRAM : SOCK_STREAM) | SOCK_CLOEXEC | (noWait ? SOCK_NONBLOCK : 0), 0);
   if (fd < 0) ThrowSys(env, "socket");
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+  int r;
+  do {
+    r = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
+  } while (r != 0 && errno == EINTR && !noWait);
+  if (r != 0) {
     int e = errno;
     ::close(fd);
+    if (noWait && (e == EAGAIN || e == EINPROGRESS || e == EINTR)) return Napi::Number::New(env, -1);
     throw SysError(env, e, "connect", path);
   }
   SetNonBlock(fd);

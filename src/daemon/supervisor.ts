@@ -61,19 +61,30 @@ class Readiness {
   }
 }
 
-function connect(path: string, what: string): number {
-  try {
-    return native.connectUnix(path);
-  } catch (e) {
-    throw new SupervisorError(`${what}: cannot connect to the supervisor at ${path}: ${errorMessage(e)}`, { cause: e });
+/**
+ * Connects without blocking the event loop: a supervisor that listens but does not accept (its
+ * queue full) is tried again every 1-50 ms until `deadline`, when it is an error.
+ */
+async function connect(path: string, what: string, deadline: number): Promise<number> {
+  for (let waitMs = 1; ; waitMs = Math.min(waitMs * 2, 50)) {
+    let fd: number;
+    try {
+      fd = native.connectUnix(path, false, true);
+    } catch (e) {
+      throw new SupervisorError(`${what}: cannot connect to the supervisor at ${path}: ${errorMessage(e)}`, { cause: e });
+    }
+    if (fd >= 0) return fd;
+    if (Date.now() >= deadline) throw new SupervisorError(`${what}: the supervisor at ${path} did not accept the connection in time`);
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
   }
 }
 
 /** Sends `data` with `fd` attached to the supervisor listening at `path`. */
 export async function saveToSupervisor(path: string, data: Buffer, fd: number, timeoutMs = 10_000): Promise<void> {
   const what = 'sending the daemon state';
-  const sock = connect(path, what);
-  const readiness = new Readiness(sock, Date.now() + timeoutMs, what);
+  const deadline = Date.now() + timeoutMs;
+  const sock = await connect(path, what, deadline);
+  const readiness = new Readiness(sock, deadline, what);
   try {
     let sent = 0;
     while (sent < data.length) {
@@ -94,8 +105,9 @@ export async function saveToSupervisor(path: string, data: Buffer, fd: number, t
 /** Reads the state and the fd the supervisor at `path` kept; the caller owns the fd. */
 export async function restoreFromSupervisor(path: string, timeoutMs = 10_000): Promise<{ data: Buffer; fd: number }> {
   const what = 'receiving the daemon state';
-  const sock = connect(path, what);
-  const readiness = new Readiness(sock, Date.now() + timeoutMs, what);
+  const deadline = Date.now() + timeoutMs;
+  const sock = await connect(path, what, deadline);
+  const readiness = new Readiness(sock, deadline, what);
   const parts: Buffer[] = [];
   const fds: number[] = [];
   let size = 0;

@@ -241,7 +241,8 @@ export interface NativeAddon extends PassthroughOps {
 
   listenUnix(path: string, backlog?: number): number;
   /** A connected socket (stream, or datagram: the syslog socket), non-blocking once connected. */
-  connectUnix(path: string, datagram?: boolean): number;
+  /** -1 (with `noWait`) when the listener's queue is full: try again later. */
+  connectUnix(path: string, datagram?: boolean, noWait?: boolean): number;
   /** A non-blocking datagram socket bound at `path` (a syslog daemon's end, for tests). */
   bindUnixDatagram(path: string): number;
   /** A new connection, or -1 when none is pending. */
