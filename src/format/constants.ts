@@ -87,6 +87,11 @@ export const Limits = {
   MAX_SYMLINK: 0xffff,
   /** nydus refuses longer v6 symlink targets; so do we, when writing and reading v6. */
   MAX_V6_SYMLINK: 4096,
+  /**
+   * The longest symlink target Linux makes or reads back (PATH_MAX with its NUL; the kernel's
+   * FUSE READLINK takes one page less a byte): the builder's limit, and the longest one served.
+   */
+  MAX_LINUX_SYMLINK: 4095,
   MAX_XATTR_NAME: 255,
   MAX_XATTR_VALUE: 0xffff,
   MAX_BLOB_ID: 64,

@@ -587,6 +587,7 @@ describe('hostile layers', () => {
     await withTempDir('hostile-limits', async (dir) => {
       const cases: Array<[Item, RegExp]> = [
         [item('s', 'symlink', { linkpath: Buffer.alloc(5000, 'a') }), /5000-byte target/],
+        [item('s', 'symlink', { linkpath: Buffer.alloc(4096, 'a') }), /4096-byte target \(at most 4095, as Linux\)/],
         [item('x', 'file', { xattrs: [[Buffer.from('user.big'), Buffer.alloc(70_000, 1)]] }), /70000-byte value/],
         [item('x', 'file', { xattrs: Array.from({ length: 8000 }, (_, i): [Buffer, Buffer] => [Buffer.from(`user.x${i}`), Buffer.alloc(40, 2)]) }), /do not fit one inode/],
         [item('u', 'file', { uid: 2 ** 33 }), /uid or gid/],

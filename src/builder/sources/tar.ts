@@ -237,7 +237,7 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
     applyEntry(node, e, log);
     if (kind === 'symlink') {
       if (e.linkpath.length === 0) throw new FormatError(`tar symlink ${e.path.toString()} has an empty target`);
-      if (e.linkpath.length > Limits.MAX_V6_SYMLINK) throw new FormatError(`tar symlink ${e.path.toString()} has a ${e.linkpath.length}-byte target (at most ${Limits.MAX_V6_SYMLINK})`);
+      if (e.linkpath.length > Limits.MAX_LINUX_SYMLINK) throw new FormatError(`tar symlink ${e.path.toString()} has a ${e.linkpath.length}-byte target (at most ${Limits.MAX_LINUX_SYMLINK}, as Linux)`);
       node.symlink = e.linkpath;
     } else if (kind === 'file') {
       node.size = e.size;

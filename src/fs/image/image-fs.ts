@@ -7,7 +7,7 @@
 import type { Logger, Metrics } from '../../base/index.js';
 import { DamselflyError, LogLimiter, allSettledOrThrow, bytesEqual } from '../../base/index.js';
 import type { ChunkInfo } from '../../format/chunk-info.js';
-import { ChunkFlag, S_IFMT, SuperFlags } from '../../format/constants.js';
+import { ChunkFlag, Limits, S_IFMT, SuperFlags } from '../../format/constants.js';
 import { digest } from '../../format/digest.js';
 import type { InodeAttr, RafsImage } from '../../format/image.js';
 import { type BlobDevice, type ChunkSegment, sliceViews } from '../../storage/device.js';
@@ -285,11 +285,16 @@ export class ImageFs implements FileSystem {
   async readlink(_ctx: RequestContext, nodeid: number): Promise<Uint8Array> {
     const ino = this.toIno(nodeid);
     if (this.getAttr(ino).kind !== 'symlink') throw new FsError(Errno.EINVAL);
+    let target: Uint8Array;
     try {
-      return this.image.readlink(ino);
+      target = this.image.readlink(ino);
     } catch (e) {
       throw this.imageError(e, ino);
     }
+    // A target Linux cannot read back (4096 bytes: RAFS v6 allows it): the kernel would refuse the
+    // reply (EIO over /dev/fuse), so it is refused here, as the host's symlink(2) refuses one.
+    if (target.length > Limits.MAX_LINUX_SYMLINK) throw new FsError(Errno.ENAMETOOLONG);
+    return target;
   }
 
   async open(_ctx: RequestContext, nodeid: number, flags: number): Promise<OpenReply> {

@@ -14,6 +14,7 @@ import { build } from '../../../src/builder/build.js';
 import { Compressor } from '../../../src/format/compression.js';
 import { Digester } from '../../../src/format/constants.js';
 import { openBootstrap } from '../../../src/format/open.js';
+import { type BootstrapNode, writeV6Bootstrap } from '../../../src/format/v6/writer.js';
 import { ImageFs } from '../../../src/fs/image/image-fs.js';
 import { FuseServer, InitFlag, Opcode, Size } from '../../../src/fuse/index.js';
 import { encodeAttrOut, encodeEntryOut, encodeInitOut, encodeOpenOut, encodeStatfsOut } from '../../../src/fuse/codec/out.js';
@@ -268,4 +269,25 @@ describe('FUSE server over a RAFS image', () => {
     await sleep(600);
     assert.equal(rests, 2, 'once more after the next spell');
   });
+});
+
+test('READLINK of a target longer than Linux reads back (RAFS v6 allows 4096 bytes) is ENAMETOOLONG, not a reply the kernel refuses', async () => {
+  const node = (kind: 'dir' | 'symlink', extra: object = {}): BootstrapNode => ({ kind, mode: 0o777, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, rdev: 0, size: 0, xattrs: [], ...extra });
+  const link = (n: number): BootstrapNode => node('symlink', { symlink: Buffer.alloc(n, 0x61), size: n });
+  const root = node('dir', { entries: [{ name: Buffer.from('long'), node: link(4096) }, { name: Buffer.from('longest'), node: link(4095) }] });
+  const image = openBootstrap(writeV6Bootstrap({ root, chunkSize: 1 << 20, compressor: Compressor.Zstd, digester: Digester.Blake3, explicitUidGid: false, blobs: [], prefetch: [] }));
+  const device = new BlobDevice({ blobs: image.blobs, backend: new LocalFsBackend({ dir: tmpdir() }), codecs: nativeCodecs, metrics: new Metrics(), log: silentLogger });
+  const server = new FuseServer(new ImageFs({ image, device, metrics: new Metrics(), log: silentLogger }), { log: silentLogger, metrics: new Metrics() });
+  const call = (op: Opcode, nodeid: number, args?: Buffer): Promise<Reply> => exchange(server, request(op, nodeid, args).bytes);
+  try {
+    assert.equal((await call(Opcode.INIT, 0, initArgs())).error, 0);
+    const long = parseEntry((await call(Opcode.LOOKUP, 1, cstr('long'))).payload).nodeid;
+    assert.equal((await call(Opcode.READLINK, long)).error, -36);
+    const longest = parseEntry((await call(Opcode.LOOKUP, 1, cstr('longest'))).payload).nodeid;
+    const r = await call(Opcode.READLINK, longest);
+    assert.equal(r.error, 0);
+    assert.deepEqual(r.payload, Buffer.alloc(4095, 0x61));
+  } finally {
+    await device.close();
+  }
 });
