@@ -35,17 +35,32 @@ export async function dispatch(daemon: DaemonControl, req: ApiRequest): Promise<
   }
 }
 
+/** How much of a body over `MAX_BODY` is read and dropped, so that its sender reads the 400. */
+const MAX_DISCARDED = 4 * MAX_BODY;
+
+/**
+ * The request's body, up to `MAX_BODY` bytes. A longer one (by its Content-Length, or as it comes)
+ * is a 400 `PayloadTooLarge`, as nydusd answers it: the rest is read and dropped, up to a bound,
+ * rather than the connection reset under the sender, which would never see the answer.
+ */
 function readBody(req: IncomingMessage): Promise<string | undefined> {
   return new Promise((resolve, reject) => {
     const parts: Buffer[] = [];
     let size = 0;
+    const tooLarge = (): void => {
+      reject(new BadRequest('PayloadTooLarge'));
+      parts.length = 0;
+      req.removeAllListeners('data');
+      let dropped = 0;
+      req.on('data', (d: Buffer) => {
+        dropped += d.length;
+        if (dropped > MAX_DISCARDED) req.destroy();
+      });
+    };
+    if (Number(req.headers['content-length']) > MAX_BODY) return tooLarge();
     req.on('data', (d: Buffer) => {
       size += d.length;
-      if (size > MAX_BODY) {
-        reject(new BadRequest('PayloadTooLarge'));
-        req.destroy();
-        return;
-      }
+      if (size > MAX_BODY) return tooLarge();
       parts.push(d);
     });
     req.on('end', () => resolve(size === 0 ? undefined : Buffer.concat(parts).toString('utf8')));

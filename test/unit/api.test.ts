@@ -125,6 +125,11 @@ describe('nydusd HTTP API', () => {
     assert.match((missing.json as { message: string }).message, /^ParseBody\(.*config/);
     assert.equal((await call(sock, 'POST', '/api/v1/mount?mountpoint=%2Fx')).status, 400, 'POST without a body');
     assert.equal((await call(sock, 'DELETE', '/api/v1/mount?mountpoint=%2Fx', '{}')).status, 400, 'DELETE with a body');
+    // A body over the limit is answered 400 as nydusd answers it, not a reset connection.
+    const big = await call(sock, 'POST', '/api/v1/mount?mountpoint=%2Fbig', JSON.stringify({ fs_type: 'rafs', source: '/x', config: 'a'.repeat(3 << 20) }));
+    assert.equal(big.status, 400);
+    assert.deepEqual(big.json, { code: 'UNDEFINED', message: 'PayloadTooLarge' });
+    assert.equal((await call(sock, 'GET', '/api/v1/daemon')).status, 200);
     assert.equal((await call(sock, 'PATCH', '/api/v1/daemon')).status, 400);
     assert.equal((await call(sock, 'GET', '/api/v1/daemon', '{}')).status, 400);
     assert.equal((await call(sock, 'PUT', '/api/v1/daemon')).status, 400);
