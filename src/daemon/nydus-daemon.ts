@@ -515,5 +515,18 @@ function parseHandover(data: Buffer): HandoverState {
     const filesOk = files === undefined || files === null || (Array.isArray(files) && files.every((f) => typeof f === 'string'));
     if (typeof m?.mountpoint !== 'string' || typeof r?.source !== 'string' || typeof r.fs_type !== 'string' || typeof r.config !== 'string' || !filesOk) throw new DaemonError('Other', `a mount of the supervisor's state is malformed: ${JSON.stringify(m).slice(0, 200)}`);
   }
+  // Each mountpoint once, as the mount table keys it (a saved state's are): `/rafs/a/` beside
+  // `/rafs/a` was opened as a second mount that nothing served and no umount could name.
+  const seen = new Set<string>();
+  for (const m of st.mounts as HandoverMount[]) {
+    let normal: string | undefined;
+    try {
+      normal = normalizeMountPath(m.mountpoint);
+    } catch {
+      normal = undefined;
+    }
+    if (normal !== m.mountpoint || seen.has(normal)) throw new DaemonError('Other', `the supervisor's state names the mountpoint ${JSON.stringify(m.mountpoint).slice(0, 200)} ${normal === m.mountpoint ? 'twice' : 'in a form this daemon never saves'}`);
+    seen.add(normal);
+  }
   return st as HandoverState;
 }
