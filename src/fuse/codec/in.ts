@@ -32,9 +32,19 @@ export function decodeInitIn(r: ByteReader): { major: number; minor: number; max
   return { major: r.u32(0), minor: r.u32(4), maxReadahead: r.u32(8), flags: BigInt(r.u32(12)) | (flags2 << 32n) };
 }
 
+/**
+ * A u64 that counts or locates (FORGET's nlookup, a file offset), as a number: past 2^53 it is
+ * `Number.MAX_SAFE_INTEGER`, not wrapped around. A lookup count that large forgets everything; an
+ * offset that large (or a negative loff_t, which arrives as one) is past the end of any file, so
+ * READ and READDIR answer empty and LSEEK ENXIO, as the host's filesystems answer it.
+ */
+function saturated(v: bigint): number {
+  return v > BigInt(Number.MAX_SAFE_INTEGER) ? Number.MAX_SAFE_INTEGER : Number(v);
+}
+
 export function decodeForgetIn(r: ByteReader): number {
   r.check(0, Size.FORGET_IN, 'fuse_forget_in');
-  return Number(BigInt.asUintN(53, r.u64n(0)));
+  return saturated(r.u64n(0));
 }
 
 export function decodeBatchForget(r: ByteReader): Array<{ nodeid: number; nlookup: number }> {
@@ -45,7 +55,7 @@ export function decodeBatchForget(r: ByteReader): Array<{ nodeid: number; nlooku
   for (let i = 0; i < count; i++) {
     const at = Size.BATCH_FORGET_IN + i * Size.FORGET_ONE;
     const nodeid = r.u64n(at);
-    out.push({ nodeid: nodeid > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(nodeid), nlookup: Number(BigInt.asUintN(53, r.u64n(at + 8))) });
+    out.push({ nodeid: nodeid > BigInt(Number.MAX_SAFE_INTEGER) ? -1 : Number(nodeid), nlookup: saturated(r.u64n(at + 8)) });
   }
   return out;
 }
@@ -62,9 +72,7 @@ export function decodeOpenIn(r: ByteReader): { flags: number; openFlags: number 
 
 export function decodeReadIn(r: ByteReader): { fh: bigint; offset: number; size: number; flags: number } {
   r.check(0, Size.READ_IN, 'fuse_read_in');
-  const offset = r.u64n(8);
-  if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError('READ offset too large');
-  return { fh: r.u64n(0), offset: Number(offset), size: r.u32(16), flags: r.u32(32) };
+  return { fh: r.u64n(0), offset: saturated(r.u64n(8)), size: r.u32(16), flags: r.u32(32) };
 }
 
 export interface WriteIn {
@@ -201,9 +209,7 @@ export function decodeAccessIn(r: ByteReader): number {
 
 export function decodeLseekIn(r: ByteReader): { fh: bigint; offset: number; whence: number } {
   r.check(0, Size.LSEEK_IN, 'fuse_lseek_in');
-  const offset = r.u64n(8);
-  if (offset > BigInt(Number.MAX_SAFE_INTEGER)) throw new FormatError('LSEEK offset too large');
-  return { fh: r.u64n(0), offset: Number(offset), whence: r.u32(16) };
+  return { fh: r.u64n(0), offset: saturated(r.u64n(8)), whence: r.u32(16) };
 }
 
 export function decodeInterruptIn(r: ByteReader): bigint {

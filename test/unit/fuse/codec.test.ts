@@ -7,6 +7,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { Attr } from '../../../src/fs/types.js';
 import { encodeAttrOut, encodeEntryOut, encodeOpenOut, encodeStatfsOut } from '../../../src/fuse/codec/out.js';
+import { ByteReader } from '../../../src/base/index.js';
+import { decodeBatchForget, decodeForgetIn } from '../../../src/fuse/codec/in.js';
 import { Opcode, decodeRequest } from '../../../src/fuse/index.js';
 import { request } from '../../helpers/fuse-client.js';
 
@@ -88,4 +90,21 @@ test('replies with padding and spare fields: zeros there, whatever the buffer po
   assert.equal(f.readBigUInt64LE(0), 2n ** 40n);
   assert.equal(f.readUInt32LE(44), 255);
   assert.ok(f.subarray(52).equals(Buffer.alloc(80 - 52)), 'padding and spare');
+});
+
+test('lookup counts and offsets past 2^53 saturate instead of wrapping around', () => {
+  const forget = (n: bigint): number => {
+    const b = Buffer.alloc(8);
+    b.writeBigUInt64LE(n);
+    return decodeForgetIn(new ByteReader(b, 'forget'));
+  };
+  // FORGET's nlookup of 2^53 was read as 0 and forgot nothing.
+  assert.equal(forget(2n ** 53n), Number.MAX_SAFE_INTEGER);
+  assert.equal(forget(2n ** 64n - 1n), Number.MAX_SAFE_INTEGER);
+  assert.equal(forget(5n), 5);
+  const batch = Buffer.alloc(8 + 16);
+  batch.writeUInt32LE(1, 0);
+  batch.writeBigUInt64LE(7n, 8);
+  batch.writeBigUInt64LE(2n ** 53n + 1n, 16);
+  assert.deepEqual(decodeBatchForget(new ByteReader(batch, 'batch')), [{ nodeid: 7, nlookup: Number.MAX_SAFE_INTEGER }]);
 });

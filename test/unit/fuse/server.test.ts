@@ -181,8 +181,22 @@ describe('FUSE server over a RAFS image', () => {
       assert.deepEqual(names.slice(0, 3), ['.', '..', 'e000']);
       assert.equal(names[names.length - 1], 'small');
     }
-    // An offset past the end is an empty reply, not an error.
+    // An offset past the end is an empty reply, not an error; so is one past 2^53, or a negative
+    // loff_t (which arrives as one), as for any other offset past the end.
     assert.equal((await op(Opcode.READDIR, d.nodeid, readArgs(0n, 100_000, 4096))).payload.length, 0);
+    for (const huge of [2n ** 53n, 2n ** 62n, 2n ** 64n - 1n]) {
+      const args = readArgs(0n, 0, 4096);
+      args.writeBigUInt64LE(huge, 8);
+      const r = await op(Opcode.READDIR, d.nodeid, args);
+      assert.deepEqual([r.error, r.payload.length], [0, 0], `READDIR at ${huge}`);
+      const f = await lookup(1, 'file.bin');
+      const read = await op(Opcode.READ, f.nodeid, args);
+      assert.deepEqual([read.error, read.payload.length], [0, 0], `READ at ${huge}`);
+      const seek = Buffer.alloc(24); // fuse_lseek_in: fh, offset, whence (SEEK_DATA)
+      seek.writeBigUInt64LE(huge, 8);
+      seek.writeUInt32LE(3, 16);
+      assert.equal((await op(Opcode.LSEEK, f.nodeid, seek)).error, -6, `LSEEK SEEK_DATA at ${huge}: ENXIO`);
+    }
   });
 
   test('hostile requests get errors and the server keeps serving', async () => {
