@@ -237,6 +237,7 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
     applyEntry(node, e, log);
     if (kind === 'symlink') {
       if (e.linkpath.length === 0) throw new FormatError(`tar symlink ${e.path.toString()} has an empty target`);
+      if (e.linkpath.includes(0)) throw new FormatError(`tar symlink ${e.path.toString()} has a target with a NUL byte`);
       if (e.linkpath.length > Limits.MAX_LINUX_SYMLINK) throw new FormatError(`tar symlink ${e.path.toString()} has a ${e.linkpath.length}-byte target (at most ${Limits.MAX_LINUX_SYMLINK}, as Linux)`);
       node.symlink = e.linkpath;
     } else if (kind === 'file') {

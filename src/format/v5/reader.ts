@@ -233,7 +233,10 @@ export class RafsV5Image implements RafsImage {
   readlink(ino: number): Uint8Array {
     const rec = this.inodeRecord(ino);
     if (this.kind(rec) !== 'symlink' || rec.symlinkSize === 0) throw new FormatError(`v5 inode ${ino} is not a symlink`);
-    return this.r.slice(rec.offset + RAFS_V5_INODE_SIZE + alignUp(rec.nameSize, 8), rec.symlinkSize, 'symlink target');
+    const target = this.r.slice(rec.offset + RAFS_V5_INODE_SIZE + alignUp(rec.nameSize, 8), rec.symlinkSize, 'symlink target');
+    // No path holds a NUL: symlink(2) would take the target cut there, a tar header the same.
+    if (target.includes(0)) throw new FormatError(`v5 inode ${ino}: the symlink target holds a NUL byte`);
+    return target;
   }
 
   /** Offset just past name and symlink target: the xattr table, if any. */

@@ -284,7 +284,10 @@ export class RafsV6Image implements RafsImage {
     const ino = this.inode(nid);
     if (this.kindOf(ino) !== 'symlink') throw new FormatError(`v6 nid ${nid} is not a symlink`);
     if (ino.size === 0 || ino.size > BLOCK_SIZE) throw new FormatError(`v6 symlink nid ${nid}: target size ${ino.size}`);
-    return this.dataBlock(ino, 0).bytes;
+    const target = this.dataBlock(ino, 0).bytes;
+    // No path holds a NUL: symlink(2) would take the target cut there, a tar header the same.
+    if (target.includes(0)) throw new FormatError(`v6 symlink nid ${nid}: the target holds a NUL byte`);
+    return target;
   }
 
   xattrs(nid: number): Xattr[] {

@@ -285,11 +285,15 @@ describe('FUSE server over a RAFS image', () => {
   });
 });
 
-test('READLINK of a target longer than Linux reads back (RAFS v6 allows 4096 bytes) is ENAMETOOLONG, not a reply the kernel refuses', async () => {
+test('READLINK of a target longer than Linux reads back (RAFS v6 allows 4096 bytes) is ENAMETOOLONG, not a reply the kernel refuses; one with a NUL byte is EIO', async () => {
   const node = (kind: 'dir' | 'symlink', extra: object = {}): BootstrapNode => ({ kind, mode: 0o777, uid: 0, gid: 0, mtimeSec: 0, mtimeNsec: 0, rdev: 0, size: 0, xattrs: [], ...extra });
   const link = (n: number): BootstrapNode => node('symlink', { symlink: Buffer.alloc(n, 0x61), size: n });
-  const root = node('dir', { entries: [{ name: Buffer.from('long'), node: link(4096) }, { name: Buffer.from('longest'), node: link(4095) }] });
+  const nul = node('symlink', { symlink: Buffer.from('/etc/passwd\0junk'), size: 16 });
+  const root = node('dir', { entries: [{ name: Buffer.from('long'), node: link(4096) }, { name: Buffer.from('longest'), node: link(4095) }, { name: Buffer.from('nul'), node: nul }] });
   const image = openBootstrap(writeV6Bootstrap({ root, chunkSize: 1 << 20, compressor: Compressor.Zstd, digester: Digester.Blake3, explicitUidGid: false, blobs: [], prefetch: [] }));
+  const nulIno = image.lookup(image.rootIno, Buffer.from('nul'))?.ino;
+  assert.ok(nulIno !== undefined);
+  assert.throws(() => image.readlink(nulIno), /holds a NUL byte/);
   const device = new BlobDevice({ blobs: image.blobs, backend: new LocalFsBackend({ dir: tmpdir() }), codecs: nativeCodecs, metrics: new Metrics(), log: silentLogger });
   const server = new FuseServer(new ImageFs({ image, device, metrics: new Metrics(), log: silentLogger }), { log: silentLogger, metrics: new Metrics() });
   const call = (op: Opcode, nodeid: number, args?: Buffer): Promise<Reply> => exchange(server, request(op, nodeid, args).bytes);
@@ -301,6 +305,8 @@ test('READLINK of a target longer than Linux reads back (RAFS v6 allows 4096 byt
     const r = await call(Opcode.READLINK, longest);
     assert.equal(r.error, 0);
     assert.deepEqual(r.payload, Buffer.alloc(4095, 0x61));
+    // A target with a NUL byte is a broken image (no path holds one), not a shorter target.
+    assert.equal((await call(Opcode.READLINK, parseEntry((await call(Opcode.LOOKUP, 1, cstr('nul'))).payload).nodeid)).error, -5);
   } finally {
     await device.close();
   }
