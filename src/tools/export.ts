@@ -31,12 +31,20 @@ function chunksByBlob(image: RafsImage): Map<number, Map<number, ChunkInfo>> {
 
 /** Writes the uncompressed view of `blob` into `path` at byte `base` (sparse where unused). */
 async function writeView(reader: ToolChunkReader, blob: BlobInfo, chunks: Iterable<ChunkInfo>, path: string, base: number, flags: string): Promise<void> {
+  // In view order, each chunk after the end of the one before: chunks that overlap would leave
+  // whichever came last in the shared bytes, one of them wrong in the view (`check` says so too).
+  const ordered = [...chunks].sort((a, b) => a.uncompressedOffset - b.uncompressedOffset);
+  let end = 0;
+  for (const c of ordered) {
+    if (c.uncompressedOffset + c.uncompressedSize > alignUp(blob.uncompressedSize, 4096)) {
+      throw new FormatError(`chunk ${c.index} lies outside the uncompressed view of blob ${blob.id}`);
+    }
+    if (c.uncompressedOffset < end) throw new FormatError(`chunk ${c.index} of blob ${blob.id} overlaps another in the uncompressed view`);
+    end = c.uncompressedOffset + c.uncompressedSize;
+  }
   const fh = await open(path, flags);
   try {
-    for (const c of chunks) {
-      if (c.uncompressedOffset + c.uncompressedSize > alignUp(blob.uncompressedSize, 4096)) {
-        throw new FormatError(`chunk ${c.index} lies outside the uncompressed view of blob ${blob.id}`);
-      }
+    for (const c of ordered) {
       const data = await reader.read(c);
       await writeFully(fh, data, base + c.uncompressedOffset); // all of it, or an error (a full disk)
     }

@@ -344,6 +344,41 @@ function judge(h: Hostile, command: string, r: RunResult, ms: number, limitMs: n
   return bad;
 }
 
+test('export refuses chunks that overlap in the uncompressed view (the last one written won: one file read the other\'s bytes)', async () => {
+  const work = await mkdtemp(join(tmpdir(), 'damselfly-overlap-'));
+  try {
+    await mkdir(join(work, 'src'));
+    await writeFile(join(work, 'src', 'a'), Buffer.alloc(4096, 0x41));
+    await writeFile(join(work, 'src', 'b'), Buffer.alloc(4096, 0x42));
+    const boot = join(work, 'image.boot');
+    await damselflyOk(['build', '--compressor', 'none', '--bootstrap', boot, '--blob-dir', join(work, 'blobs'), join(work, 'src')]);
+    const bytes = Buffer.from(await readFile(boot));
+    const image = new RafsV6Image(bytes);
+    const inoOf = (name: string): number => {
+      for (const it of walkImage(image)) if (it.path === `/${name}`) return it.attr.ino;
+      throw new Error(`no /${name}`);
+    };
+    const [a, b] = [inoOf('a'), inoOf('b')];
+    const ca = image.fileChunks(a)[0] as ChunkInfo;
+    const cb = image.fileChunks(b)[0] as ChunkInfo;
+    // b's chunk claims a's slot of the view: in the chunk table, and in b's inode's block address.
+    for (let i = 0; i < image.sb.chunkTableSize / 80; i++) {
+      const at = image.sb.chunkTableOffset + i * 80;
+      if (bytes.readUInt32LE(at + 72) === cb.index) bytes.writeBigUInt64LE(BigInt(ca.uncompressedOffset), at + 56);
+    }
+    const { ino } = image.chunkIndexes(b);
+    bytes.writeUInt32LE(ca.uncompressedOffset / 4096, ino.offset + ((ino.isize + ino.xsize + 7) & ~7) + 4);
+    await writeFile(boot, bytes);
+    await mkdir(join(work, 'views'));
+    const e = await damselfly(['export', boot, '--blob-dir', join(work, 'blobs'), '--blob-views', join(work, 'views')]);
+    assert.equal(e.code, 1, e.stderr);
+    assert.match(e.stderr, /overlaps another in the uncompressed view/);
+    assert.deepEqual(await readdir(join(work, 'views')), [], 'no view left');
+  } finally {
+    await rm(work, { recursive: true, force: true });
+  }
+});
+
 describe('hostile bootstraps fail inspect and check quickly, with a clear message', () => {
   let work: string;
   let limitMs = 0;
