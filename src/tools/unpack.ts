@@ -44,8 +44,9 @@ async function ensureEmptyDir(dir: string): Promise<void> {
  */
 function setMetadata(path: Buffer, item: WalkItem, image: RafsImage, log: Logger): void {
   const { attr } = item;
-  // Owner first: chown clears security.capability and the setuid/setgid bits.
-  lchownSync(path, attr.uid, attr.gid);
+  // Owner first: chown clears security.capability and the setuid/setgid bits. Only root can give
+  // files away: anyone else keeps them, as tar does for a user (--no-same-owner).
+  if (process.geteuid?.() === 0) lchownSync(path, attr.uid, attr.gid);
   for (const x of attr.hasXattrs ? image.xattrs(attr.ino) : []) {
     try {
       native.lsetxattr(path, Buffer.from(x.name), Buffer.from(x.value));

@@ -5,12 +5,13 @@
  */
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { copyFile, readFile, readlink, writeFile, mkdir, readdir } from 'node:fs/promises';
+import { spawnSync } from 'node:child_process';
+import { chmod, copyFile, readFile, readlink, writeFile, mkdir, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { RafsV5Image } from '../../src/format/v5/reader.js';
 import { walkImage } from '../../src/tools/walk.js';
-import { VECTORS, damselfly, damselflyOk, sh, vectorsMissing, withTempDir } from '../helpers/env.js';
+import { CLI, VECTORS, damselfly, damselflyOk, sh, vectorsMissing, withTempDir } from '../helpers/env.js';
 
 interface Vector {
   name: string;
@@ -133,6 +134,22 @@ describe('Nydus reference images', { skip }, () => {
       const tar = await damselfly(['unpack', ...args, '--tar', join(tmp, 'out.tar')]);
       assert.equal(tar.code, 1, tar.stderr);
       assert.deepEqual(await readdir(tmp), ['image.boot'], 'no archive left');
+    });
+  });
+
+  test('unpack --output as a user keeps the files (as tar without --same-owner) instead of failing at the first chown', async () => {
+    const dir = join(VECTORS, 'v6-blake3-zstd');
+    await withTempDir('vector-user', async (tmp) => {
+      await chmod(tmp, 0o777);
+      const r = spawnSync('setpriv', ['--reuid=65534', '--regid=65534', '--clear-groups', process.execPath, CLI, 'unpack', join(dir, 'image.boot'), '--blob-dir', join(dir, 'blobs'), '--output', join(tmp, 'out')], { encoding: 'utf8' });
+      assert.equal(r.status, 0, r.stderr);
+      const st = await stat(join(tmp, 'out'));
+      assert.equal(st.uid, 65534);
+      const root = await withTempDir('vector-root', async (mine) => {
+        await damselflyOk(['unpack', join(dir, 'image.boot'), '--blob-dir', join(dir, 'blobs'), '--output', join(mine, 'out')]);
+        return sh(`cd '${join(mine, 'out')}' && find . -type f -exec sha256sum {} + | sort`);
+      });
+      assert.equal(sh(`cd '${join(tmp, 'out')}' && find . -type f -exec sha256sum {} + | sort`), root);
     });
   });
 
