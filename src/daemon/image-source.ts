@@ -5,7 +5,7 @@
  * only the manifest and the bootstrap layer are fetched before serving, chunks then on demand.
  */
 import { constants as fsc } from 'node:fs';
-import { access, mkdir, readFile, rename, utimes, writeFile } from 'node:fs/promises';
+import { access, mkdir, readFile, utimes } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Logger, type Metrics, UsageError, errorMessage } from '../base/index.js';
 import { type DaemonConfig, type PrefetchConfig, type RegistryBackendConfig, loadConfigFile } from '../config/index.js';
@@ -23,7 +23,7 @@ import { LocalFsBackend } from '../storage/backend/localfs.js';
 import type { BlobBackend } from '../storage/backend/types.js';
 import { CacheCipher } from '../storage/cache/cache-cipher.js';
 import { FileBlobCache, blobCacheId } from '../storage/cache/blob-cache.js';
-import { keptBootstrapPath, keptTemp } from '../storage/cache/kept-bootstrap.js';
+import { keptBootstrapPath, openKeptBootstrap, writeKeptBootstrap } from '../storage/cache/kept-bootstrap.js';
 import { type LoadedImage, loadImage, localBlobs } from '../storage/open-image.js';
 import { loadBlobMeta } from '../storage/blob-meta.js';
 import { planRanges, prefetchPlan } from './prefetch-plan.js';
@@ -68,9 +68,10 @@ export interface ImageSource {
 async function registryBootstrap(store: RegistryStore, layer: Descriptor, cacheDir: string | undefined, validate: boolean, log: Logger): Promise<{ bootstrap: Buffer; image: RafsImage; kept: boolean }> {
   if (cacheDir !== undefined && !validate) {
     const path = keptBootstrapPath(cacheDir, layer.digest);
-    const kept = await readFile(path).catch(() => undefined);
-    if (kept !== undefined) {
+    const file = await readFile(path).catch(() => undefined);
+    if (file !== undefined) {
       try {
+        const kept = openKeptBootstrap(file);
         const image = openBootstrap(kept);
         // Used now: `cache gc` evicts the least recently used first.
         const now = new Date();
@@ -205,11 +206,11 @@ async function openSource(flags: SourceFlags, codecs: Codecs, log: Logger, metri
         early = want !== undefined ? await earlyReads(loaded.image, origin, want, cacheDir, cacheCipher, log, metrics) : undefined;
         if (cacheDir !== undefined && !kept) {
           // Kept next to the chunks, for the next daemon of this image (and for a restart with the
-          // registry gone); written whole under another name first, so that none is ever half there.
-          await mkdir(cacheDir, { recursive: true });
+          // registry gone). Not keeping it costs the next daemon a download, not this one its image.
           const path = keptBootstrapPath(cacheDir, layer.digest);
-          await writeFile(keptTemp(path), bootstrap);
-          await rename(keptTemp(path), path);
+          await mkdir(cacheDir, { recursive: true })
+            .then(() => writeKeptBootstrap(path, bootstrap))
+            .catch((e: unknown) => log.warn({ file: path, err: errorMessage(e) }, 'cannot keep the bootstrap in the cache directory'));
         }
       } catch (e) {
         await (early ?? origin).close();
