@@ -18,6 +18,7 @@ import { type Codecs, Compressor } from '../format/compression.js';
 import { BlobFeature } from '../format/constants.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
 import type { BlobBackend } from './backend/types.js';
+import { blobCacheId } from './cache/blob-cache.js';
 import { keptTemp } from './cache/kept-bootstrap.js';
 
 export const CACHE_META_SUFFIX = '.blob_meta.dfly';
@@ -96,7 +97,7 @@ export async function loadBlobMeta(image: RafsImage, backend: BlobBackend, codec
   await Promise.all(
     image.blobsNeedingMeta().map(async (blob) => {
       checkServable(blob);
-      const kept = opts.cacheDir !== undefined ? join(opts.cacheDir, blob.id + CACHE_META_SUFFIX) : undefined;
+      const kept = opts.cacheDir !== undefined ? join(opts.cacheDir, blobCacheId(blob) + CACHE_META_SUFFIX) : undefined;
       if (kept !== undefined) {
         const stored = await readFile(kept).catch(() => undefined);
         if (stored !== undefined) {

@@ -44,23 +44,28 @@ async function isInUse(mapPath: string): Promise<boolean> {
 /** Everything the cache directory holds, least recently used first. */
 export async function listCache(dir: string): Promise<CacheEntry[]> {
   const out: CacheEntry[] = [];
-  for (const name of await readdir(dir)) {
+  const names = await readdir(dir);
+  const present = new Set(names);
+  for (const name of names) {
     const digest = keptBootstrapDigest(name);
     if (digest !== undefined) {
       const st = await stat(join(dir, name)).catch(() => undefined);
       if (st !== undefined) out.push({ kind: 'bootstrap', id: digest, bytes: st.blocks * 512, lastUsed: st.mtimeMs, inUse: false });
       continue;
     }
-    if (!name.endsWith(DATA)) continue;
-    const id = name.slice(0, -DATA.length);
-    const data = await stat(join(dir, name)).catch(() => undefined);
-    if (data === undefined) continue;
-    const map = await stat(join(dir, id + MAP)).catch(() => undefined);
+    // A blob: its data file, chunk map and kept blob meta; or a kept meta alone (read for an
+    // image whose chunks were never fetched), which is the blob's entry until data comes.
+    const suffix = name.endsWith(DATA) ? DATA : name.endsWith(META) ? META : undefined;
+    if (suffix === undefined) continue;
+    const id = name.slice(0, -suffix.length);
+    if (suffix === META && present.has(id + DATA)) continue; // counted with its data
+    const [data, map, meta] = await Promise.all([DATA, MAP, META].map((s) => stat(join(dir, id + s)).catch(() => undefined)));
+    if (data === undefined && meta === undefined) continue; // removed meanwhile
     out.push({
       kind: 'blob',
       id,
-      bytes: data.blocks * 512 + (map ? map.blocks * 512 : 0),
-      lastUsed: Math.max(map?.mtimeMs ?? 0, data.mtimeMs),
+      bytes: [data, map, meta].reduce((n, st) => n + (st ? st.blocks * 512 : 0), 0),
+      lastUsed: Math.max(map?.mtimeMs ?? 0, data?.mtimeMs ?? 0, meta?.mtimeMs ?? 0),
       inUse: await isInUse(join(dir, id + MAP)),
     });
   }
@@ -135,7 +140,7 @@ export async function gcCache(dir: string, maxBytes: number, log: Logger, keep: 
       // what of it is good).
       if (!(await removed(join(dir, b.id + DATA), log))) continue;
       await removed(mapPath, log);
-      await removed(join(dir, b.id + META), log);
+      if (!(await removed(join(dir, b.id + META), log))) continue;
     } finally {
       await fh?.close();
     }

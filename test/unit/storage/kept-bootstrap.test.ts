@@ -135,3 +135,23 @@ test('a kept bootstrap carries its checksum: one changed or cut on disk, or of t
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+test('a kept blob meta counts with its blob, or as the blob when no chunk of it was fetched, and goes with it', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'damselfly-kept-'));
+  try {
+    const [withData, alone] = ['aa'.repeat(32), 'bb'.repeat(32)];
+    writeFileSync(join(dir, `${withData}.blob.data`), Buffer.alloc(8192, 1));
+    writeFileSync(join(dir, `${withData}.blob_meta.dfly`), Buffer.alloc(16384, 2));
+    writeFileSync(join(dir, `${alone}.blob_meta.dfly`), Buffer.alloc(16384, 3));
+    const ls = await listCache(dir);
+    assert.deepEqual(ls.map((e) => e.id).sort(), [withData, alone].sort());
+    assert.ok((ls.find((e) => e.id === withData)?.bytes ?? 0) >= 8192 + 16384);
+    assert.ok((ls.find((e) => e.id === alone)?.bytes ?? 0) >= 16384);
+    const r = await gcCache(dir, 0, silentLogger);
+    assert.deepEqual(r.removed.sort(), [withData, alone].sort());
+    assert.equal(r.remainingBytes, 0);
+    assert.deepEqual(readdirSync(dir), [], '"0 bytes remain" is what the directory holds');
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
