@@ -53,18 +53,28 @@ class Limiter {
     this.available = rate;
   }
 
-  async take(bytes: number, stopped: () => boolean): Promise<void> {
+  /** Waits until `bytes` may go; at once when `stop` fires (the wait too: a stop does not sit out a second). */
+  async take(bytes: number, stop: AbortSignal): Promise<void> {
     if (this.rate <= 0) return;
     for (;;) {
       const now = Date.now();
       this.available = Math.min(this.rate, this.available + ((now - this.last) / 1000) * this.rate);
       this.last = now;
       // A batch larger than the whole bucket waits for a full bucket and goes.
-      if (this.available >= Math.min(bytes, this.rate) || stopped()) {
+      if (this.available >= Math.min(bytes, this.rate) || stop.aborted) {
         this.available -= bytes;
         return;
       }
-      await new Promise((r) => setTimeout(r, Math.min(1000, ((Math.min(bytes, this.rate) - this.available) / this.rate) * 1000)));
+      const ms = Math.min(1000, ((Math.min(bytes, this.rate) - this.available) / this.rate) * 1000);
+      await new Promise<void>((resolve) => {
+        const done = (): void => {
+          clearTimeout(timer);
+          stop.removeEventListener('abort', done);
+          resolve();
+        };
+        const timer = setTimeout(done, ms);
+        stop.addEventListener('abort', done, { once: true });
+      });
     }
   }
 }
@@ -77,6 +87,7 @@ export interface PrefetchResult {
 
 export class Prefetcher {
   private stopped = false;
+  private readonly stopping = new AbortController();
   private running: Promise<PrefetchResult> | undefined;
 
   constructor(
@@ -111,7 +122,7 @@ export class Prefetcher {
         const batch = work[next++] as ChunkInfo[];
         await limiter.take(
           batch.reduce((n, c) => n + c.compressedSize, 0),
-          () => this.stopped,
+          this.stopping.signal,
         );
         if (this.stopped) return;
         try {
@@ -135,5 +146,6 @@ export class Prefetcher {
 
   stop(): void {
     this.stopped = true;
+    this.stopping.abort();
   }
 }

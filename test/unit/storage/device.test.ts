@@ -289,6 +289,21 @@ describe('chunk device: one fetch per chunk', () => {
     assert.deepEqual(warnings, []);
   });
 
+  test('a prefetch waiting on its bandwidth limit settles at once when stopped', async () => {
+    const { dev, backend } = device();
+    // 1 byte/s: the first batch goes, the next waits for its turn (up to a second at a time).
+    const prefetcher = new Prefetcher(dev, { threads: 1, mergeBytes: CHUNK, bandwidthLimit: 1, metrics: new Metrics(), log: silentLogger });
+    const running = prefetcher.start(chunks);
+    await new Promise((r) => setTimeout(r, 100));
+    const stopped = Date.now();
+    prefetcher.stop();
+    const result = await running;
+    assert.ok(Date.now() - stopped < 100, `settled ${Date.now() - stopped} ms after the stop`);
+    assert.equal(result.stopped, true);
+    await dev.close();
+    await backend.close();
+  });
+
   test('readers first, then prefetches that overlap them and each other', async () => {
     const { dev, backend, metrics } = device();
     const reading = readAll(dev, [3, 1]);
