@@ -23,7 +23,7 @@ import { LocalFsBackend } from '../storage/backend/localfs.js';
 import type { BlobBackend } from '../storage/backend/types.js';
 import { CacheCipher } from '../storage/cache/cache-cipher.js';
 import { FileBlobCache, blobCacheId } from '../storage/cache/blob-cache.js';
-import { keptBootstrapPath, openKeptBootstrap, writeKeptBootstrap } from '../storage/cache/kept-bootstrap.js';
+import { keptBootstrapPath, writeKeptBootstrap } from '../storage/cache/kept-bootstrap.js';
 import { type LoadedImage, loadImage, localBlobs } from '../storage/open-image.js';
 import { loadBlobMeta } from '../storage/blob-meta.js';
 import { planRanges, prefetchPlan } from './prefetch-plan.js';
@@ -68,10 +68,9 @@ export interface ImageSource {
 async function registryBootstrap(store: RegistryStore, layer: Descriptor, cacheDir: string | undefined, validate: boolean, log: Logger): Promise<{ bootstrap: Buffer; image: RafsImage; kept: boolean }> {
   if (cacheDir !== undefined && !validate) {
     const path = keptBootstrapPath(cacheDir, layer.digest);
-    const file = await readFile(path).catch(() => undefined);
-    if (file !== undefined) {
+    const kept = await readFile(path).catch(() => undefined);
+    if (kept !== undefined) {
       try {
-        const kept = openKeptBootstrap(file);
         const image = openBootstrap(kept);
         // Used now: `cache gc` evicts the least recently used first.
         const now = new Date();

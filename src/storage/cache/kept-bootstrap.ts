@@ -4,10 +4,8 @@
  * Each is written under a temporary name of the writing process and renamed; `cache gc` removes
  * the temporary files of processes that are gone.
  */
-import { createHash } from 'node:crypto';
 import { open, rename } from 'node:fs/promises';
 import { join } from 'node:path';
-import { FormatError } from '../../base/index.js';
 
 const SUFFIX = '.image.boot';
 const TEMP = /\.(?:image\.boot|blob_meta\.dfly)\.(\d+)\.tmp$/;
@@ -23,33 +21,20 @@ export function keptBootstrapDigest(name: string): string | undefined {
   return m === null ? undefined : `${m[1]}:${m[2]}`;
 }
 
-/** What ends a kept bootstrap: the SHA-256 of the bootstrap before it, then this. */
-const SEAL = Buffer.from('DFLYKEPT');
-const SEAL_SIZE = 32 + SEAL.length;
-
 /**
- * Writes a kept bootstrap: the bootstrap and its SHA-256, synced under a temporary name, then
- * renamed (never half there, not even after a power loss).
+ * Writes a kept bootstrap, synced under a temporary name, then renamed: never half there, not even
+ * after a power loss (it is read back as the chunks are: trusted, as the cache directory is).
  */
 export async function writeKeptBootstrap(path: string, bootstrap: Uint8Array): Promise<void> {
   const temp = keptTemp(path);
   const fh = await open(temp, 'w');
   try {
-    await fh.writev([bootstrap, createHash('sha256').update(bootstrap).digest(), SEAL]);
+    await fh.writeFile(bootstrap);
     await fh.datasync();
   } finally {
     await fh.close();
   }
   await rename(temp, path);
-}
-
-/** The bootstrap in a kept file, checked against its SHA-256: a file changed or cut on disk is refused. */
-export function openKeptBootstrap(file: Buffer): Buffer {
-  const body = file.length - SEAL_SIZE;
-  if (body <= 0 || !file.subarray(file.length - SEAL.length).equals(SEAL)) throw new FormatError('not a kept bootstrap (no checksum at its end)');
-  const bootstrap = file.subarray(0, body);
-  if (!createHash('sha256').update(bootstrap).digest().equals(file.subarray(body, body + 32))) throw new FormatError('the kept bootstrap does not match its checksum');
-  return bootstrap;
 }
 
 /** The name this process writes `path` under before renaming it. */

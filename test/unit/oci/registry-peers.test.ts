@@ -36,6 +36,29 @@ async function serve(t: { after(fn: () => unknown): void }, handler: (req: Incom
   return `127.0.0.1:${(server.address() as AddressInfo).port}`;
 }
 
+/**
+ * A registry holding one image of `layers` (an empty config): it answers the manifest and the
+ * config, and hands every other request to `other`.
+ */
+function imageServer(layers: object[], other: (req: IncomingMessage, res: ServerResponse) => void): (req: IncomingMessage, res: ServerResponse) => void {
+  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
+  const manifest = Buffer.from(
+    JSON.stringify({
+      schemaVersion: 2,
+      mediaType: 'application/vnd.oci.image.manifest.v1+json',
+      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
+      layers,
+    }),
+  );
+  return (req, res) => {
+    if (req.url?.includes('/manifests/')) {
+      res.setHeader('content-type', 'application/vnd.oci.image.manifest.v1+json');
+      res.end(manifest);
+    } else if (req.url?.endsWith(sha(config))) res.end(config);
+    else other(req, res);
+  };
+}
+
 function registryRef(ref: string): Extract<ImageRef, { kind: 'registry' }> {
   const r = parseImageRef(ref);
   assert.equal(r.kind, 'registry');
@@ -117,31 +140,19 @@ test('a push target named by a digest is refused: nothing is put under a tag it 
 });
 
 test('a layer longer than its descriptor stops the pull at once, not when the disk is full', async (t) => {
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
-      layers: [{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(Buffer.from('a layer')), size: 100 }],
-    }),
-  );
   const junk = Buffer.alloc(1 << 20, 0x41);
   let sent = 0;
-  const host = await serve(t, (req, res) => {
-    if (req.url?.includes('/manifests/')) {
-      res.setHeader('content-type', 'application/vnd.oci.image.manifest.v1+json');
-      res.end(manifest);
-    } else if (req.url?.endsWith(sha(config))) res.end(config);
-    else {
+  const host = await serve(
+    t,
+    imageServer([{ mediaType: 'application/vnd.oci.image.layer.v1.tar', digest: sha(Buffer.from('a layer')), size: 100 }], (_req, res) => {
       // The layer: a body without a length and without an end.
       const pump = (): void => {
         while (!res.destroyed && sent < 2 ** 32 && res.write(junk)) sent += junk.length;
         if (!res.destroyed) res.once('drain', pump);
       };
       pump();
-    }
-  });
+    }),
+  );
   const work = await mkdtemp(join(tmpdir(), 'damselfly-endless-'));
   t.after(() => rm(work, { recursive: true, force: true }));
   const source = new RegistryStore(client(t, host), registryRef(`docker://${host}/src:v1`));
@@ -159,25 +170,13 @@ test('a layer longer than its descriptor stops the pull at once, not when the di
 });
 
 test('convert sends --target-creds to the chunk dictionary only on the target registry', async (t) => {
-  const config = Buffer.from(JSON.stringify({ architecture: 'amd64', os: 'linux', rootfs: { type: 'layers', diff_ids: [] } }));
-  const manifest = Buffer.from(
-    JSON.stringify({
-      schemaVersion: 2,
-      mediaType: 'application/vnd.oci.image.manifest.v1+json',
-      config: { mediaType: 'application/vnd.oci.image.config.v1+json', digest: sha(config), size: config.length },
-      layers: [],
-    }),
-  );
-  const target = await serve(t, (req, res) => {
-    if (req.url?.includes('/manifests/')) {
-      res.setHeader('content-type', 'application/vnd.oci.image.manifest.v1+json');
-      res.end(manifest);
-    } else if (req.url?.endsWith(sha(config))) res.end(config);
-    else {
+  const target = await serve(
+    t,
+    imageServer([], (_req, res) => {
       res.statusCode = 404;
       res.end();
-    }
-  });
+    }),
+  );
   const seenByOther: string[] = [];
   const other = await serve(t, (req, res) => {
     seenByOther.push(String(req.headers.authorization));
