@@ -189,12 +189,12 @@ export async function convertImage(opts: ConvertOptions): Promise<ConvertResult>
           bytesPushed += size;
         }
       } else {
-        size = dictLayers.get(digest)?.size ?? blob.compressedSize;
+        const layer = dictLayers.get(digest);
+        size = layer?.size ?? blob.compressedSize;
         if (!(await opts.target.hasBlob(digest))) {
           // Through a file, as the layers: a dictionary blob may be far larger than memory.
           const path = join(work, 'dict-blobs', digest.slice('sha256:'.length));
           await mkdir(join(work, 'dict-blobs'), { recursive: true });
-          const layer = dictLayers.get(digest);
           if (layer === undefined) throw new FormatError(`blob ${digest} of the chunk dictionary ${(opts.chunkDict as ImageStore).name} is not one of its image's layers`);
           size = await download(opts.chunkDict as ImageStore, layer, path, () => undefined);
           await opts.target.putBlob(digest, { path, size });
