@@ -159,7 +159,7 @@ async function storeDirectory(root: TreeNode, prefetch: TreeNode[], store: Chunk
 }
 
 /** How the chunks of an image are cut and stored: what `checkFormatOptions` checks. */
-export type FormatOptions = Pick<BuildOptions, 'compressor' | 'chunkSize' | 'batchSize' | 'compressionLevel' | 'prefetchCompressionLevel'>;
+export type FormatOptions = Pick<BuildOptions, 'compressor' | 'chunkSize' | 'batchSize' | 'compressionLevel' | 'prefetchCompressionLevel' | 'encrypt'>;
 
 /**
  * Rejects (UsageError) a chunk layout RAFS cannot express or a level that does not apply; `build`
@@ -173,6 +173,11 @@ export function checkFormatOptions(opts: FormatOptions): void {
   const batch = opts.batchSize ?? 0;
   if (batch !== 0 && (!isPowerOfTwo(batch) || batch < Limits.MIN_CHUNK_SIZE || batch > size)) {
     throw new UsageError(`the batch size must be 0 or a power of two from ${Limits.MIN_CHUNK_SIZE} to the chunk size (${size}), not ${batch}`);
+  }
+  // Batches and encryption need the v2 chunk-info array, which stores a stored size in 24 bits: a
+  // 16 MiB chunk (or batch) that does not compress is one byte too many for it.
+  if ((batch !== 0 || opts.encrypt === true) && size >= 1 << 24) {
+    throw new UsageError(`with ${batch !== 0 ? '--batch-size' : '--encrypt'} the chunk size is at most 8 MiB (the chunk-info array stores a stored size in 24 bits), not ${size}`);
   }
   for (const [what, level] of [['compression level', opts.compressionLevel], ['prefetch compression level', opts.prefetchCompressionLevel]] as const) {
     if (level === undefined) continue;

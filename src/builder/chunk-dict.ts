@@ -5,10 +5,13 @@
 import { readFile } from 'node:fs/promises';
 import { UsageError, toHex } from '../base/index.js';
 import type { ChunkInfo } from '../format/chunk-info.js';
-import type { Digester } from '../format/constants.js';
+import { BlobFeature, type Digester } from '../format/constants.js';
 import type { BlobInfo } from '../format/image.js';
 import { openBootstrap } from '../format/open.js';
 import { RafsV6Image } from '../format/v6/reader.js';
+
+/** The blob id an inlined bootstrap gives its own blob (spec §5.9). */
+const INLINED_BLOB_PLACEHOLDER = 'x'.repeat(64);
 
 export interface DictChunk {
   blob: BlobInfo;
@@ -39,6 +42,12 @@ export class ChunkDict {
       throw new UsageError(`chunk dictionary ${path}: chunk size ${image.chunkSize} differs from the build's ${expect.chunkSize}`);
     }
     if (image.digester !== expect.digester) throw new UsageError(`chunk dictionary ${path}: it uses another digester`);
+    // An image whose bootstrap is inside its blob names that blob by a placeholder (its id is known
+    // only once the blob is written around the bootstrap): an image built on it would name a blob
+    // no one can find.
+    if (image.blobs.some((b) => (b.features & BlobFeature.INLINED_FS_META) !== 0 || b.id === INLINED_BLOB_PLACEHOLDER)) {
+      throw new UsageError(`chunk dictionary ${path}: its blob holds its bootstrap inline (built with --inline-bootstrap), which a dictionary cannot be`);
+    }
     return new ChunkDict(image);
   }
 

@@ -4,7 +4,7 @@
  * chunk store, skipping holes of sparse files without reading them.
  */
 import { type BigIntStats, constants as fsc, lstatSync, readdirSync, readlinkSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { type FileHandle, open } from 'node:fs/promises';
 import { type Logger, UsageError, observed, readFully } from '../../base/index.js';
 import { type InodeKind, encodeDev } from '../../format/constants.js';
 import type { Xattr } from '../../format/image.js';
@@ -132,6 +132,20 @@ function shrank(node: TreeNode): UsageError {
 }
 
 /**
+ * Opens the regular file the scan found at `node.sourcePath`. O_NONBLOCK, which a regular file
+ * ignores: a FIFO put in its place meanwhile would block the open for ever (and the process's
+ * exit with it); it is found by fstat and refused instead.
+ */
+async function openSource(node: TreeNode): Promise<FileHandle> {
+  const fh = await open(node.sourcePath as Buffer, fsc.O_RDONLY | fsc.O_NOFOLLOW | fsc.O_NONBLOCK);
+  if (!(await fh.stat()).isFile()) {
+    await fh.close();
+    throw new UsageError(`${(node.sourcePath as Buffer).toString()} is no longer a regular file`);
+  }
+  return fh;
+}
+
+/**
  * Stores the content of one regular file read from `node.sourcePath`. Resolves once every chunk
  * was submitted; `chunks` resolves when they are all stored.
  */
@@ -141,7 +155,7 @@ export async function storeFileFromDisk(
   onBytes: (n: number) => void,
 ): Promise<{ chunks: Promise<ChunkRef[]> }> {
   const chunkSize = store.opts.chunkSize;
-  const fh = await open(node.sourcePath as Buffer, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  const fh = await openSource(node);
   const refs: Array<Promise<ChunkRef>> = [];
   try {
     const size = node.size;
@@ -175,7 +189,7 @@ export async function storeFileFromDisk(
 
 /** The whole content of a regular file no larger than one chunk (its exact recorded size). */
 export async function readSmallFile(node: TreeNode): Promise<Buffer> {
-  const fh = await open(node.sourcePath as Buffer, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  const fh = await openSource(node);
   try {
     const buf = Buffer.allocUnsafe(node.size);
     let got = 0;

@@ -39,6 +39,9 @@ const BAD: [string, Partial<BuildOptions>, RegExp][] = [
   ['a batch size above the chunk size', { chunkSize: 64 << 10, batchSize: 128 << 10 }, /batch size .* chunk size \(65536\), not 131072/],
   ['a level for lz4_block', { compressor: Compressor.Lz4Block, compressionLevel: 3 }, /applies to zstd only/],
   ['a zstd level above 22', { compressionLevel: 23 }, /level must be 1 to 22, not 23/],
+  // A 16 MiB chunk that does not compress is stored at 2^24 bytes, one more than v2 chunk info holds.
+  ['16 MiB chunks in batches', { chunkSize: 16 << 20, batchSize: 4 << 20 }, /with --batch-size the chunk size is at most 8 MiB/],
+  ['16 MiB chunks encrypted', { chunkSize: 16 << 20, encrypt: true }, /with --encrypt the chunk size is at most 8 MiB/],
 ];
 
 function layout(dir: string): OciLayoutStore {
@@ -58,7 +61,7 @@ test('build rejects a layout RAFS cannot express, and writes nothing', async () 
   }
   assert.deepEqual((await readdir(work)).sort(), ['f']);
   // The limits themselves are fine.
-  for (const more of [{ chunkSize: 4096 }, { chunkSize: 16 << 20, batchSize: 16 << 20 }, { compressionLevel: 22 }]) checkFormatOptions(options(more));
+  for (const more of [{ chunkSize: 4096 }, { chunkSize: 16 << 20 }, { chunkSize: 8 << 20, batchSize: 8 << 20, encrypt: true }, { compressionLevel: 22 }]) checkFormatOptions(options(more));
 });
 
 test('a missing source is refused before the blob directory is made', async () => {
@@ -92,7 +95,7 @@ test('convert rejects a bad format before reading its source', async () => {
   for (const [what, more, message] of BAD) {
     const o = options(more);
     await assert.rejects(
-      convertImage({ source, target, codecs: nativeCodecs, compressor: o.compressor, digester: o.digester, chunkSize: o.chunkSize, ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}), ...(o.compressionLevel !== undefined ? { compressionLevel: o.compressionLevel } : {}), workDir: join(work, 'convert'), log: silentLogger }),
+      convertImage({ source, target, codecs: nativeCodecs, compressor: o.compressor, digester: o.digester, chunkSize: o.chunkSize, ...(o.batchSize !== undefined ? { batchSize: o.batchSize } : {}), ...(o.compressionLevel !== undefined ? { compressionLevel: o.compressionLevel } : {}), ...(o.encrypt === true ? { encrypt: true } : {}), workDir: join(work, 'convert'), log: silentLogger }),
       (e: unknown) => e instanceof UsageError && message.test(e.message),
       what,
     );

@@ -138,3 +138,14 @@ test('device numbers use the Linux new_encode_dev layout', () => {
   assert.equal(encodeDev(8, 1), 0x801);
   assert.deepEqual(decodeDev(encodeDev(300, 70000)), { major: 300, minor: 70000 });
 });
+
+test('section tar headers: sizes of 8 GiB and more in base-256, as GNU tar and nydus write them', () => {
+  for (const size of [0, 4096, 2 ** 33 - 1, 2 ** 33, 2 ** 36, 100 * 2 ** 30, Number.MAX_SAFE_INTEGER]) {
+    const h = encodeTarHeader('image.blob', size);
+    assert.equal(decodeTarHeader(h, 'h').size, size, `size ${size}`);
+    // GNU's base-256 form from 8 GiB on: the field's top bit set (Python's tarfile reads it back).
+    assert.equal((h[124] as number) >= 0x80, size >= 2 ** 33, `size ${size}`);
+  }
+  // The octal field once ran into mtime from 8 GiB, and from 64 GiB lost its last digit to it.
+  assert.equal(encodeTarHeader('image.blob', 2 ** 36).subarray(136, 148).toString('latin1'), '00000000000\0');
+});
