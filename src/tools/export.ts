@@ -49,7 +49,8 @@ async function writeView(reader: ToolChunkReader, blob: BlobInfo, chunks: Iterab
       await writeFully(fh, data, base + c.uncompressedOffset); // all of it, or an error (a full disk)
     }
     const { size } = await fh.stat();
-    const end = base + alignUp(blob.uncompressedSize, 4096);
+    // As long as its device slot says (at least a block: a blob without chunks has one).
+    const end = base + Math.max(alignUp(blob.uncompressedSize, 4096), (blob.device?.blocks ?? 0) * 4096);
     if (size < end) await fh.truncate(end);
   } catch (e) {
     throw namingFile(e, path); // a full disk: which file

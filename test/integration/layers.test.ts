@@ -15,7 +15,8 @@ import { copyFile, lstat, mkdir, mkdtemp, readFile, readdir, rm, writeFile } fro
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { native } from '../../src/native/index.js';
+import { native, nativeCodecs } from '../../src/native/index.js';
+import { loadImage } from '../../src/storage/open-image.js';
 import { VECTORS, damselfly, damselflyOk, sh, vectorsMissing, withTempDir } from '../helpers/env.js';
 import { type Compression, type Item, item, materialize, referenceMerge, tarBytes, writeLayer } from '../helpers/layers.js';
 import { compareTrees, prng } from '../helpers/tree.js';
@@ -402,6 +403,19 @@ describe('OCI layer builds', () => {
     // directory's times when it leaves it, so directory mtimes come out right too (breadth-first,
     // they did not).
     assert.deepEqual(await compareTrees(expected, join(d, 'from-tar'), { ignore: (p) => p === '/' }), []);
+  });
+
+  test('--inline-bootstrap over a top layer with no data: its blob still has a device of a block (nydusd refuses a slot of none)', async () => {
+    const d = join(work, 'inline-empty');
+    await mkdir(join(d, 'top', 'emptydir'), { recursive: true });
+    const r = await buildJson(['--inline-bootstrap', '--blob-dir', join(d, 'blobs'), ...layers, join(d, 'top')]);
+    const top = join(d, 'blobs', (r.blobs.at(-1) as { id: string }).id);
+    const { image } = await loadImage(nativeCodecs, { blob: top });
+    const slots = image.blobs.map((b) => b.device?.blocks ?? 0);
+    assert.ok(slots.every((n) => n >= 1), `device slots of ${slots.join(', ')} blocks`);
+    assert.match((await damselflyOk(['check', '--blob', top])).stdout, /\nOK\n$/);
+    await damselflyOk(['unpack', '--blob', top, '--output', join(d, 'out')]);
+    assert.deepEqual(await compareTrees(expected, join(d, 'out'), { ignore: (p) => p === '/' || p === '/emptydir' }), []);
   });
 
   test('layers of several gzip members (eStargz-style) and zstd frames with skippable frames (zstd:chunked-style)', async () => {

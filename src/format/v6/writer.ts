@@ -340,7 +340,9 @@ function writeSuperBlocks(out: Buffer, spec: BootstrapSpec, l: SuperLayout): voi
   let pos = l.bootstrapSize;
   let sBlocks = 0;
   spec.blobs.forEach((b, i) => {
-    const blocks = Math.floor(b.uncompressedSize / BLOCK_SIZE);
+    // At least one block (spec §3.4, and nydusd refuses a slot of none): a blob that holds no chunk
+    // (an inlined bootstrap's, when the top layer adds no data) still has its device.
+    const blocks = Math.max(1, Math.floor(b.uncompressedSize / BLOCK_SIZE));
     const mapped = alignUp(pos, 512 * 1024) / BLOCK_SIZE;
     pos = (mapped + blocks) * BLOCK_SIZE;
     sBlocks += blocks;
