@@ -44,6 +44,24 @@ export class TreeNode {
   }
 }
 
+/** OCI whiteouts (image-spec layer.md): `.wh.NAME` removes NAME below, this one hides all below. */
+export const WHITEOUT = '.wh.';
+export const OPAQUE = '.wh..wh..opq';
+/** Other names with this prefix are aufs metadata (`.wh..wh.plnk` and the like): not entries. */
+export const WHITEOUT_META = '.wh..wh.';
+
+/**
+ * Records an OCI whiteout named `name` in `parent` (a layer's directory) and says so; false for
+ * any other name. Both layer sources, tars and directories, read them the same way.
+ */
+export function recordWhiteout(parent: TreeNode, name: string): boolean {
+  if (name === OPAQUE) parent.opaque = true;
+  else if (name.startsWith(WHITEOUT_META)) return true; // dropped
+  else if (name.startsWith(WHITEOUT)) (parent.whiteouts ??= new Set()).add(name.slice(WHITEOUT.length));
+  else return false;
+  return true;
+}
+
 export function nameKey(name: Uint8Array): string {
   return Buffer.from(name.buffer, name.byteOffset, name.byteLength).toString('latin1');
 }

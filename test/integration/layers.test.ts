@@ -405,6 +405,27 @@ describe('OCI layer builds', () => {
     assert.deepEqual(await compareTrees(expected, join(d, 'from-tar'), { ignore: (p) => p === '/' }), []);
   });
 
+  test('directory layers carry OCI whiteouts as tar layers do: .wh.NAME removes, .wh..wh..opq hides what is below', async () => {
+    const d = join(work, 'dir-whiteouts');
+    const put = async (path: string, data?: string): Promise<void> => {
+      await mkdir(join(d, path, '..'), { recursive: true });
+      if (data === undefined) await mkdir(join(d, path), { recursive: true });
+      else await writeFile(join(d, path), data);
+    };
+    await put('lower/keep', 'kept\n');
+    await put('lower/gone', 'whited out\n');
+    await put('lower/dir/old', 'hidden by the opaque upper dir\n');
+    await put('lower/sub/deeper/x', 'x\n');
+    await put('upper/.wh.gone', '');
+    await put('upper/dir/.wh..wh..opq', '');
+    await put('upper/dir/new', 'new\n');
+    await put('upper/sub/.wh.deeper', '');
+    await put('upper/sub/.wh..wh.plnk', ''); // aufs metadata: dropped
+    await buildJson(['--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), join(d, 'lower'), join(d, 'upper')]);
+    await damselflyOk(['unpack', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), '--output', join(d, 'out')]);
+    assert.deepEqual(sh(`cd '${join(d, 'out')}' && find . | sort`).trim().split('\n'), ['.', './dir', './dir/new', './keep', './sub']);
+  });
+
   test('--inline-bootstrap over a top layer with no data: its blob still has a device of a block (nydusd refuses a slot of none)', async () => {
     const d = join(work, 'inline-empty');
     await mkdir(join(d, 'top', 'emptydir'), { recursive: true });

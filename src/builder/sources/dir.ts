@@ -11,7 +11,7 @@ import type { Xattr } from '../../format/image.js';
 import { splitXattrName } from '../../format/v6/inode.js';
 import { native } from '../../native/index.js';
 import type { ChunkRef, ChunkStore } from '../chunk-store.js';
-import { TreeNode, nameKey } from '../tree.js';
+import { TreeNode, nameKey, recordWhiteout } from '../tree.js';
 import { checkXattrLimits } from '../xattr-limits.js';
 
 const SEEK_DATA = 3;
@@ -109,6 +109,8 @@ export async function scanDirectory(root: string, log: Logger): Promise<TreeNode
       }
       case 'dir': {
         for (const name of readdirSync(path, { encoding: 'buffer' })) {
+          // A directory layer's whiteouts, as a tar layer's (nydus-image's default `oci` spec).
+          if (recordWhiteout(node, nameKey(name))) continue;
           const child = join(path, name);
           const cst = lstatSync(child, { bigint: true });
           if (kindOf(cst) === undefined) {

@@ -9,12 +9,9 @@ import type { Xattr } from '../../format/image.js';
 import { type TarEntry, TarParser } from '../../format/tar.js';
 import { splitXattrName } from '../../format/v6/inode.js';
 import type { ChunkRef, ChunkStore } from '../chunk-store.js';
-import { MAX_TREE_DEPTH, TreeNode } from '../tree.js';
+import { MAX_TREE_DEPTH, TreeNode, recordWhiteout } from '../tree.js';
 import { checkXattrLimits } from '../xattr-limits.js';
 
-const WHITEOUT = '.wh.';
-const OPAQUE = '.wh..wh..opq';
-const WHITEOUT_META = '.wh..wh.';
 
 /** Splits a tar path into validated components ("./a//b/" → ["a", "b"]). */
 export function tarPathComponents(path: Buffer): string[] {
@@ -200,15 +197,7 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
     const name = parts[parts.length - 1] as string;
     if (parts.length === 1 && ESTARGZ_FILES.has(name)) return;
     const parent = parentOf(parts.slice(0, -1));
-    if (name === OPAQUE) {
-      parent.opaque = true;
-      return;
-    }
-    if (name.startsWith(WHITEOUT_META)) return; // aufs metadata (.wh..wh.plnk and the like)
-    if (name.startsWith(WHITEOUT)) {
-      (parent.whiteouts ??= new Set()).add(name.slice(WHITEOUT.length));
-      return;
-    }
+    if (recordWhiteout(parent, name)) return;
     const children = parent.children as Map<string, TreeNode>;
     if (e.type === 'hardlink') {
       const targetParts = tarPathComponents(e.linkpath);
