@@ -45,10 +45,10 @@ export class TreeNode {
 }
 
 /** OCI whiteouts (image-spec layer.md): `.wh.NAME` removes NAME below, this one hides all below. */
-export const WHITEOUT = '.wh.';
-export const OPAQUE = '.wh..wh..opq';
+const WHITEOUT = '.wh.';
+const OPAQUE = '.wh..wh..opq';
 /** Other names with this prefix are aufs metadata (`.wh..wh.plnk` and the like): not entries. */
-export const WHITEOUT_META = '.wh..wh.';
+const WHITEOUT_META = '.wh..wh.';
 
 /**
  * Records an OCI whiteout named `name` in `parent` (a layer's directory) and says so; false for

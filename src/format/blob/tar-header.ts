@@ -11,11 +11,11 @@ export function encodeTarHeader(name: string, size: number): Buffer {
   if (name.length > 100) throw new RangeError('tar name too long');
   h.write(name, 0, 'latin1');
   if (!Number.isSafeInteger(size) || size < 0) throw new RangeError(`tar size ${size}`);
-  if (size < 0o100_0000_0000_0) {
+  if (size < 2 ** 33) {
     h.write(size.toString(8).padStart(11, '0') + '\0', 124, 'latin1');
   } else {
-    // 8 GiB and more do not fit 11 octal digits: GNU's base-256 form (as nydus's tar crate writes
-    // it), a set top bit and the value big-endian in the field's 12 bytes.
+    // 8 GiB and more do not fit 11 octal digits: GNU's base-256 form (which GNU tar and the Rust
+    // tar crate read), a set top bit and the value big-endian in the field's 12 bytes.
     h[124] = 0x80;
     h.writeBigUInt64BE(BigInt(size), 128);
   }
