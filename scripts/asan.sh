@@ -23,7 +23,10 @@ CXXFLAGS="$FLAGS" LDFLAGS="-fsanitize=address,undefined" npx cmake-js compile --
   cat "$OUT.log" >&2
   exit 1
 }
-ldd "$OUT/Release/damselfly.node" | grep -q libasan || {
+# The list is read whole before it is searched: `ldd | grep -q` under pipefail failed when grep,
+# done at the first match, closed the pipe while ldd still wrote (SIGPIPE), as it once did in CI.
+libs=$(ldd "$OUT/Release/damselfly.node")
+[[ $libs == *libasan* ]] || {
   echo "asan: $OUT/Release/damselfly.node is not instrumented (remove $OUT and run again)" >&2
   exit 1
 }

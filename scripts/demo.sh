@@ -21,10 +21,12 @@ damselfly build --bootstrap "$work/image.boot" --blob-dir "$work/blobs" "$work/s
 
 echo "== inspect"
 damselfly inspect --bootstrap "$work/image.boot" --no-tree
-damselfly inspect --bootstrap "$work/image.boot" | sed -n '/^tree:/,$p' | head -20
+# `sed -n 1,Np` rather than `head -N`: head leaves early, and under pipefail the writer's SIGPIPE
+# would end the demo (whenever the output outgrows the pipe before head is done).
+damselfly inspect --bootstrap "$work/image.boot" | sed -n '/^tree:/,$p' | sed -n '1,20p'
 
 echo "== inspect one file's chunks"
-damselfly inspect --bootstrap "$work/image.boot" --path /usr/share/damselfly/random-copy.bin | head -40
+damselfly inspect --bootstrap "$work/image.boot" --path /usr/share/damselfly/random-copy.bin | sed -n '1,40p'
 
 echo "== check (every structure, every chunk digest)"
 damselfly check --bootstrap "$work/image.boot" --blob-dir "$work/blobs"
@@ -43,7 +45,7 @@ node bin/damselfly.js --log-level warn mount --bootstrap "$work/image.boot" --bl
 mount_pid=$!
 trap 'umount "$work/mnt" 2>/dev/null || true' EXIT
 for _ in $(seq 50); do mountpoint -q "$work/mnt" && break; sleep 0.1; done
-ls -l "$work/mnt" "$work/mnt/bin" | head -12
+ls -l "$work/mnt" "$work/mnt/bin" | sed -n '1,12p'
 cat "$work/mnt/etc/os-release"
 "$work/mnt/usr/bin/hello"
 "$work/mnt/bin/busybox" sha256sum "$work/mnt/usr/share/damselfly/random.bin"

@@ -89,7 +89,7 @@ moddir=/lib/modules/$kver
 
 busybox=${DAMSELFLY_GUEST_BUSYBOX:-/bin/busybox}
 [ -x "$busybox" ] || die "$busybox is absent (apt-get install busybox-static)"
-if command -v readelf >/dev/null && readelf -l "$busybox" 2>/dev/null | grep -q 'program interpreter'; then
+if command -v readelf >/dev/null && readelf -l "$busybox" 2>/dev/null | grep 'program interpreter' >/dev/null; then
   die "$busybox is not statically linked (apt-get install busybox-static)"
 fi
 
