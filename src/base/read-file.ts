@@ -8,6 +8,7 @@
 import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { UsageError } from './errors.js';
+import { readFully } from './file-writer.js';
 
 const FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
 
@@ -23,13 +24,7 @@ export async function readRegularFile(path: string, maxBytes: number, what = pat
     const st = await fh.stat();
     check(what, st, maxBytes);
     const out = Buffer.allocUnsafe(st.size);
-    let got = 0;
-    while (got < out.length) {
-      const { bytesRead } = await fh.read(out, got, out.length - got, got);
-      if (bytesRead === 0) break;
-      got += bytesRead;
-    }
-    return out.subarray(0, got);
+    return out.subarray(0, await readFully(fh, out, 0, out.length, 0));
   } finally {
     await fh.close();
   }
