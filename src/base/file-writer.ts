@@ -3,6 +3,7 @@
  * `fs.WriteStream` reports errors as events: unheard, an EEXIST at open or an ENOSPC mid-way ended
  * the process with a stack trace, and a writer waiting for 'drain' waited for ever.
  */
+import { readSync } from 'node:fs';
 import { type FileHandle, open } from 'node:fs/promises';
 import { namingFile } from './errors.js';
 
@@ -26,6 +27,17 @@ export async function readFully(fh: FileHandle, buf: Uint8Array, at: number, len
     const { bytesRead } = await fh.read(buf, at + got, length - got, position + got);
     if (bytesRead === 0) break;
     got += bytesRead;
+  }
+  return got;
+}
+
+/** `readFully` on a file descriptor, synchronously. */
+export function readFullySync(fd: number, buf: Uint8Array, at: number, length: number, position: number): number {
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, buf, at + got, length - got, position + got);
+    if (n === 0) break;
+    got += n;
   }
   return got;
 }

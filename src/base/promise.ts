@@ -35,3 +35,19 @@ export async function allSettledOrThrow(jobs: ReadonlyArray<Promise<unknown>>): 
   const results = await Promise.allSettled(jobs);
   for (const r of results) if (r.status === 'rejected') throw r.reason;
 }
+
+/**
+ * Polls without blocking the event loop: runs `attempt` at once, then after waits of 1, 2, 4 … up
+ * to 50 ms, until it returns something other than `undefined`, which it resolves with. Once
+ * `deadline` (a `Date.now()` time) has passed with `attempt` still answering `undefined`, rejects
+ * with `timedOut()`. What `attempt` throws rejects at once. For a resource held by another
+ * process, which says nothing when it lets go (a lock, a listen queue).
+ */
+export async function pollUntil<T>(attempt: () => T | undefined, deadline: number, timedOut: () => Error): Promise<T> {
+  for (let waitMs = 1; ; waitMs = Math.min(waitMs * 2, 50)) {
+    const r = attempt();
+    if (r !== undefined) return r;
+    if (Date.now() >= deadline) throw timedOut();
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+  }
+}

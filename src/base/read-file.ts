@@ -5,10 +5,10 @@
  * /dev/zero until memory runs out. Opened with O_NONBLOCK, which a regular file ignores and which
  * keeps the open of a FIFO or a device from blocking, so that fstat can refuse it.
  */
-import { closeSync, constants, fstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { UsageError } from './errors.js';
-import { readFully } from './file-writer.js';
+import { readFully, readFullySync } from './file-writer.js';
 
 const FLAGS = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY;
 
@@ -37,13 +37,7 @@ export function readRegularFileSync(path: string, maxBytes: number, what = path)
     const st = fstatSync(fd);
     check(what, st, maxBytes);
     const out = Buffer.allocUnsafe(st.size);
-    let got = 0;
-    while (got < out.length) {
-      const n = readSync(fd, out, got, out.length - got, got);
-      if (n === 0) break;
-      got += n;
-    }
-    return out.subarray(0, got);
+    return out.subarray(0, readFullySync(fd, out, 0, out.length, 0));
   } finally {
     closeSync(fd);
   }

@@ -10,7 +10,6 @@ import { FsStats } from '../daemon/fs-stats.js';
 import { ImageService } from '../daemon/image-service.js';
 import { type ImageSource, type SourceFlags, openImageSource, readPathList } from '../daemon/image-source.js';
 import { nativeCodecs } from '../native/index.js';
-import { blobCacheId } from '../storage/cache/blob-cache.js';
 import { trimCacheFor } from '../storage/cache/gc.js';
 import { parseSize, progressBar } from './common.js';
 
@@ -55,8 +54,7 @@ export async function openServed(flags: ServeFlags, log: Logger, metrics: Metric
   const source = await openImageSource({ ...flags, ...(prefetchFirst ? { prefetchFirst } : {}) }, nativeCodecs, log, metrics);
   const maxSize = source.config?.cache.maxSizeBytes;
   if (maxSize !== undefined && source.cacheDir !== undefined && existsSync(source.cacheDir)) {
-    const ids = source.loaded.image.blobs.map(blobCacheId);
-    await trimCacheFor(source.cacheDir, maxSize, ids, source.cacheCipher, log.child({ component: 'cache-gc' }));
+    await trimCacheFor(source.cacheDir, maxSize, source.loaded.image.blobs, source.cacheCipher, log.child({ component: 'cache-gc' }));
   }
   // The pattern file is written at exit; a path that cannot be written is an error now, not then.
   if (flags.recordPattern !== undefined) await writeFile(flags.recordPattern, '');

@@ -22,7 +22,7 @@ import { createBackend, registryClientOptions } from '../storage/backend/factory
 import { LocalFsBackend } from '../storage/backend/localfs.js';
 import type { BlobBackend } from '../storage/backend/types.js';
 import { CacheCipher } from '../storage/cache/cache-cipher.js';
-import { FileBlobCache, blobCacheId } from '../storage/cache/blob-cache.js';
+import { FileBlobCache } from '../storage/cache/blob-cache.js';
 import { keptBootstrapPath, writeKeptBootstrap } from '../storage/cache/kept-bootstrap.js';
 import { type LoadedImage, loadImage, localBlobs } from '../storage/open-image.js';
 import { loadBlobMeta } from '../storage/blob-meta.js';
@@ -109,7 +109,7 @@ async function earlyReads(
     const blobs = new Map(image.blobs.map((b) => [b.id, b]));
     for (const id of new Set(ranges.map((r) => r.id))) {
       const blob = blobs.get(id);
-      if (blob !== undefined && (await FileBlobCache.exists(cacheDir, blobCacheId(blob), cipher))) cached.add(id);
+      if (blob !== undefined && (await FileBlobCache.exists(cacheDir, blob, cipher))) cached.add(id);
     }
     ranges = ranges.filter((r) => !cached.has(r.id));
   }

@@ -6,7 +6,7 @@
 import type { Logger, Metrics } from '../base/index.js';
 import type { RafsImage } from '../format/image.js';
 import type { FileSystem } from '../fs/types.js';
-import { blobCacheId, cacheDataFile } from '../storage/cache/blob-cache.js';
+import { cacheDataFile } from '../storage/cache/blob-cache.js';
 import type { CacheCipher } from '../storage/cache/cache-cipher.js';
 import type { BackendDescriptor, BackendType } from './control.js';
 import type { FsStats } from './fs-stats.js';
@@ -79,7 +79,7 @@ export function blobcacheMetrics(m: MountRecord): Record<string, unknown> {
   return {
     id: m.mountpoint,
     store_path: m.cacheDir ?? '',
-    underlying_files: (m.image?.blobs ?? []).map((b) => cacheDataFile(blobCacheId(b), m.cacheCipher)),
+    underlying_files: (m.image?.blobs ?? []).map((b) => cacheDataFile(b, m.cacheCipher)),
     partial_hits: 0,
     whole_hits: hits,
     total: hits + c.get('storage.chunks_fetched'),

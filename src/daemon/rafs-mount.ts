@@ -13,7 +13,6 @@ import type { FileSystem } from '../fs/types.js';
 import { createBackend } from '../storage/backend/factory.js';
 import { loadBlobMeta } from '../storage/blob-meta.js';
 import { type CacheCipher, cacheCipherOption } from '../storage/cache/cache-cipher.js';
-import { blobCacheId } from '../storage/cache/blob-cache.js';
 import { trimCacheFor } from '../storage/cache/gc.js';
 import { loadImage } from '../storage/open-image.js';
 import { DaemonError } from './control.js';
@@ -88,8 +87,7 @@ export const openRafsMount: RafsFactory = async (req, ctx) => {
   try {
     // The cache size limit (filecache `max_size`), as `mount` and `virtiofs` apply it.
     if (cacheDir !== undefined && config.cache.maxSizeBytes !== undefined) {
-      const ids = loaded.image.blobs.map(blobCacheId);
-      await trimCacheFor(cacheDir, config.cache.maxSizeBytes, ids, cipher.cacheCipher, log.child({ component: 'cache-gc' }));
+      await trimCacheFor(cacheDir, config.cache.maxSizeBytes, loaded.image.blobs, cipher.cacheCipher, log.child({ component: 'cache-gc' }));
     }
     service = new ImageService({
     loaded,

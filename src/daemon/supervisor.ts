@@ -6,7 +6,7 @@
  * the end of the stream. The supervisor keeps the bytes opaque, so the state's format is the
  * daemon's own. Every wait is bounded: a supervisor that never answers fails the request.
  */
-import { errorMessage } from '../base/index.js';
+import { errorMessage, pollUntil } from '../base/index.js';
 import { native } from '../native/index.js';
 
 const UV_READABLE = 1;
@@ -66,17 +66,19 @@ class Readiness {
  * queue full) is tried again every 1-50 ms until `deadline`, when it is an error.
  */
 async function connect(path: string, what: string, deadline: number): Promise<number> {
-  for (let waitMs = 1; ; waitMs = Math.min(waitMs * 2, 50)) {
-    let fd: number;
-    try {
-      fd = native.connectUnix(path, false, true);
-    } catch (e) {
-      throw new SupervisorError(`${what}: cannot connect to the supervisor at ${path}: ${errorMessage(e)}`, { cause: e });
-    }
-    if (fd >= 0) return fd;
-    if (Date.now() >= deadline) throw new SupervisorError(`${what}: the supervisor at ${path} did not accept the connection in time`);
-    await new Promise((resolve) => setTimeout(resolve, waitMs));
-  }
+  return pollUntil(
+    () => {
+      let fd: number;
+      try {
+        fd = native.connectUnix(path, false, true);
+      } catch (e) {
+        throw new SupervisorError(`${what}: cannot connect to the supervisor at ${path}: ${errorMessage(e)}`, { cause: e });
+      }
+      return fd >= 0 ? fd : undefined;
+    },
+    deadline,
+    () => new SupervisorError(`${what}: the supervisor at ${path} did not accept the connection in time`),
+  );
 }
 
 /** Sends `data` with `fd` attached to the supervisor listening at `path`. */

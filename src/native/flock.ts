@@ -1,5 +1,5 @@
 /** flock(2) taken without ever blocking the event loop. */
-import { DamselflyError, ErrorCode } from '../base/index.js';
+import { DamselflyError, ErrorCode, pollUntil } from '../base/index.js';
 import { native } from './addon.js';
 
 export const LOCK_SH = 1;
@@ -12,9 +12,9 @@ export const LOCK_NB = 4;
  * E_ABORTED error: "`what` for `limitMs` ms".
  */
 export async function flockWait(fd: number, lock: typeof LOCK_SH | typeof LOCK_EX, what: string, limitMs: number): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  for (let waitMs = 1; !native.flock(fd, lock | LOCK_NB); waitMs = Math.min(waitMs * 2, 50)) {
-    if (Date.now() >= deadline) throw new DamselflyError(ErrorCode.Aborted, `${what} for ${limitMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, waitMs));
-  }
+  await pollUntil(
+    () => (native.flock(fd, lock | LOCK_NB) ? true : undefined),
+    Date.now() + limitMs,
+    () => new DamselflyError(ErrorCode.Aborted, `${what} for ${limitMs} ms`),
+  );
 }

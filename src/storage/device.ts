@@ -16,7 +16,7 @@ import { BlobFeature } from '../format/constants.js';
 import type { BlobInfo } from '../format/image.js';
 import { native } from '../native/index.js';
 import type { BlobBackend } from './backend/types.js';
-import { type BlobCache, ChunkState, FileBlobCache, MemoryBlobCache, MemoryChunks, blobCacheId } from './cache/blob-cache.js';
+import { type BlobCache, ChunkState, FileBlobCache, MemoryBlobCache, MemoryChunks } from './cache/blob-cache.js';
 import type { CacheCipher } from './cache/cache-cipher.js';
 import { type BatchDecodes, decodeChunkAsync, describeChunk, verifyChunk } from './chunk/decode.js';
 
@@ -226,7 +226,7 @@ export class BlobDevice {
         dir === undefined || unaligned
           ? Promise.resolve(memory())
           : mkdir(dir, { recursive: true })
-              .then(() => FileBlobCache.open(dir, blobCacheId(blob), cipher))
+              .then(() => FileBlobCache.open(dir, blob, cipher))
               .then(
                 ({ cache, uncleanShutdown }) => {
                   if (uncleanShutdown) this.opts.log.info({ blob: blob.id }, 'cache was not closed cleanly; cached chunks are verified before use');

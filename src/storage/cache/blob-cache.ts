@@ -35,6 +35,9 @@ export interface BlobCache {
   close(): Promise<void>;
 }
 
+/** What names a blob's cache: its id, and the meta blob of a SEPARATE blob. */
+export type CachedBlob = Pick<BlobInfo, 'id' | 'separateMeta'>;
+
 /**
  * What a blob's cache is named after in a cache directory: its id, and for a blob indexed by a
  * meta blob (ZRan, tar-ref: a SEPARATE blob, whose id is its layer's digest) the meta blob's too.
@@ -42,18 +45,19 @@ export interface BlobCache {
  * decides: two indexes of one layer (built with other chunk sizes, say) number its chunks
  * differently, and sharing one cache, the second served the first's marks over its own holes.
  */
-export function blobCacheId(blob: Pick<BlobInfo, 'id' | 'separateMeta'>): string {
+export function blobCacheId(blob: CachedBlob): string {
   return blob.separateMeta === undefined ? blob.id : `${blob.id}-${Buffer.from(blob.separateMeta.digest).toString('hex').slice(0, 16)}`;
 }
 
 /** What a blob's cache files are named after: its cache id, or an encrypted cache's name for it. */
-function cacheName(blobId: string, cipher: CacheCipher | undefined): string {
-  return cipher?.cacheName(blobId) ?? blobId;
+export function cacheName(blob: CachedBlob, cipher: CacheCipher | undefined): string {
+  const id = blobCacheId(blob);
+  return cipher?.cacheName(id) ?? id;
 }
 
 /** The name of a blob's cache data file in a cache directory (an encrypted cache's with `cipher`). */
-export function cacheDataFile(blobId: string, cipher?: CacheCipher): string {
-  return cacheName(blobId, cipher) + CACHE_DATA_SUFFIX;
+export function cacheDataFile(blob: CachedBlob, cipher?: CacheCipher): string {
+  return cacheName(blob, cipher) + CACHE_DATA_SUFFIX;
 }
 
 export class FileBlobCache implements BlobCache {
@@ -69,8 +73,8 @@ export class FileBlobCache implements BlobCache {
   }
 
   /** Whether `dir` holds a cache of the blob (its chunk map), whatever it has in it. */
-  static exists(dir: string, blobId: string, cipher?: CacheCipher): Promise<boolean> {
-    return access(join(dir, cacheName(blobId, cipher) + CACHE_MAP_SUFFIX)).then(
+  static exists(dir: string, blob: CachedBlob, cipher?: CacheCipher): Promise<boolean> {
+    return access(join(dir, cacheName(blob, cipher) + CACHE_MAP_SUFFIX)).then(
       () => true,
       () => false,
     );
@@ -83,9 +87,9 @@ export class FileBlobCache implements BlobCache {
    * neither file goes away under it. A map removed before the lock was taken (a gc just then) is
    * opened again: its marks describe a data file that is gone, and a new one would read as holes.
    */
-  static async open(dir: string, blobId: string, cipher?: CacheCipher): Promise<{ cache: FileBlobCache; uncleanShutdown: boolean }> {
-    const dataPath = join(dir, cacheDataFile(blobId, cipher));
-    const mapPath = join(dir, cacheName(blobId, cipher) + CACHE_MAP_SUFFIX);
+  static async open(dir: string, blob: CachedBlob, cipher?: CacheCipher): Promise<{ cache: FileBlobCache; uncleanShutdown: boolean }> {
+    const dataPath = join(dir, cacheDataFile(blob, cipher));
+    const mapPath = join(dir, cacheName(blob, cipher) + CACHE_MAP_SUFFIX);
     for (let attempt = 1; ; attempt++) {
       const opened = await ChunkMap.open(mapPath);
       let data: FileHandle | undefined;

@@ -10,7 +10,7 @@ import { open, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { type Logger, errorMessage } from '../../base/index.js';
 import { LOCK_EX, LOCK_NB, native } from '../../native/index.js';
-import { CACHE_DATA_SUFFIX as DATA, CACHE_MAP_SUFFIX as MAP } from './blob-cache.js';
+import { CACHE_DATA_SUFFIX as DATA, CACHE_MAP_SUFFIX as MAP, type CachedBlob, cacheName } from './blob-cache.js';
 import type { CacheCipher } from './cache-cipher.js';
 import { isStaleKeptTemp, keptBootstrapDigest, keptBootstrapPath } from './kept-bootstrap.js';
 import { CACHE_META_SUFFIX as META } from '../blob-meta.js';
@@ -156,10 +156,10 @@ export async function gcCache(dir: string, maxBytes: number, log: Logger, keep: 
 /**
  * A daemon's cache size limit (filecache `max_size`), applied before it serves an image: the
  * directory trimmed as `cache gc --max-size` trims it, but for the image's own blobs (its cache
- * files, encrypted ones with `cipher`; `cacheIds`: their `blobCacheId`s), which it has not opened yet.
+ * files, encrypted ones with `cipher`), which it has not opened yet.
  */
-export async function trimCacheFor(dir: string, maxBytes: number, cacheIds: readonly string[], cipher: CacheCipher | undefined, log: Logger): Promise<GcResult> {
-  const own = new Set(cacheIds.map((id) => cipher?.cacheName(id) ?? id));
+export async function trimCacheFor(dir: string, maxBytes: number, blobs: readonly CachedBlob[], cipher: CacheCipher | undefined, log: Logger): Promise<GcResult> {
+  const own = new Set(blobs.map((b) => cacheName(b, cipher)));
   const r = await gcCache(dir, maxBytes, log, own);
   log.info({ maxSize: maxBytes, removed: r.removed.length, removedBootstraps: r.removedBootstraps.length, freedBytes: r.freedBytes, remainingBytes: r.remainingBytes, busy: r.busy.length }, 'cache trimmed to its size limit');
   return r;

@@ -254,7 +254,7 @@ describe('an image built with --batch-size', () => {
     } finally {
       await dev.close();
     }
-    const { cache } = await FileBlobCache.open(cacheDir, blob.id);
+    const { cache } = await FileBlobCache.open(cacheDir, blob);
     try {
       for (const m of members) assert.equal(cache.state(m), ChunkState.ABSENT);
     } finally {

@@ -33,7 +33,7 @@ test('chunks round-trip, whole and sliced across pages; nothing in the clear; ev
     const page = randomBytes(4096);
     const datas = [randomBytes(1), Buffer.concat([page, page, randomBytes(1000)]), randomBytes(1 << 20)];
     const chunks = [chunk(0, 0, datas[0] as Buffer), chunk(1, 4096, datas[1] as Buffer), chunk(2, 16384, datas[2] as Buffer)];
-    const { cache } = await FileBlobCache.open(dir, BLOB, c);
+    const { cache } = await FileBlobCache.open(dir, { id: BLOB }, c);
     for (const [i, ch] of chunks.entries()) await cache.store(ch, datas[i] as Buffer);
     for (const [i, ch] of chunks.entries()) {
       const data = datas[i] as Buffer;
@@ -55,7 +55,7 @@ test('chunks round-trip, whole and sliced across pages; nothing in the clear; ev
     assert.notDeepEqual(file.subarray(4096, 8192), file.subarray(8192, 12288), 'equal pages encrypt differently');
 
     // Opened again (a restart): the chunks are there, and read back right.
-    const again = await FileBlobCache.open(dir, BLOB, c);
+    const again = await FileBlobCache.open(dir, { id: BLOB }, c);
     assert.deepEqual(Buffer.from(await again.cache.readChunk(chunks[2] as ChunkInfo)), datas[2]);
     await again.cache.close();
   });
@@ -65,13 +65,13 @@ test('another key, or none, finds none of this cache', async () => {
   await withTempDir('cache-cipher', async (dir) => {
     const data = randomBytes(10_000);
     const ch = chunk(0, 0, data);
-    const { cache } = await FileBlobCache.open(dir, BLOB, cipher(KEY));
+    const { cache } = await FileBlobCache.open(dir, { id: BLOB }, cipher(KEY));
     await cache.store(ch, data);
     await cache.close();
-    assert.equal(await FileBlobCache.exists(dir, BLOB, cipher(KEY)), true);
+    assert.equal(await FileBlobCache.exists(dir, { id: BLOB }, cipher(KEY)), true);
     for (const other of [cipher(OTHER_KEY), cipher(KEY, true), undefined]) {
-      assert.equal(await FileBlobCache.exists(dir, BLOB, other), false);
-      const o = await FileBlobCache.open(dir, BLOB, other);
+      assert.equal(await FileBlobCache.exists(dir, { id: BLOB }, other), false);
+      const o = await FileBlobCache.open(dir, { id: BLOB }, other);
       assert.equal(o.cache.state(ch), ChunkState.ABSENT, 'a chunk of the other cache is not present here');
       await o.cache.close();
     }
@@ -84,7 +84,7 @@ test('convergent: the key comes from the chunk digest; unaligned chunks are refu
     const a = chunk(0, 0, data);
     const b = { ...chunk(1, 8192, data), digest: a.digest };
     const c = cipher(KEY, true);
-    const { cache } = await FileBlobCache.open(dir, BLOB, c);
+    const { cache } = await FileBlobCache.open(dir, { id: BLOB }, c);
     await cache.store(a, data);
     await cache.store(b, data);
     assert.deepEqual(Buffer.from(await cache.readChunk(b)), data);

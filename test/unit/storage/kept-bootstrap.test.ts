@@ -106,7 +106,7 @@ test('cache gc keeps the blobs it is told to keep, and counts only what it could
     // A data "file" that cannot be unlinked (a directory: EISDIR) was counted as freed.
     mkdirSync(join(dir, `${stuck}.blob.data`));
     utimesSync(join(dir, `${stuck}.blob.data`), now - 3 * 3600, now - 3 * 3600);
-    const r = await trimCacheFor(dir, 0, [own], undefined, silentLogger);
+    const r = await trimCacheFor(dir, 0, [{ id: own }], undefined, silentLogger);
     assert.deepEqual(r.removed, [other]);
     assert.deepEqual(r.busy, [own]);
     assert.ok(r.remainingBytes >= (64 << 10), `${r.remainingBytes} bytes said to remain`);
