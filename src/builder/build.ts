@@ -12,7 +12,7 @@ import { type BootstrapNode, writeV6Bootstrap } from '../format/v6/writer.js';
 import { ChunkDict } from './chunk-dict.js';
 import { type BlobHandle, ChunkStore, type ChunkStats, DictBlob, type ChunkRef, type NewBlob } from './chunk-store.js';
 import { applyLayer, emptyRoot, finishMerge } from './merge.js';
-import { readSmallFile, scanDirectory, storeFileFromDisk } from './sources/dir.js';
+import { type WhiteoutSpec, readSmallFile, scanDirectory, storeFileFromDisk } from './sources/dir.js';
 import { openLayerFile } from './sources/layer-stream.js';
 import { readTarLayer, storeTarPrefetchFiles } from './sources/tar.js';
 import { type TreeNode, checkTreeDepth, resolvePrefetch, toBootstrapTree, walkTree } from './tree.js';
@@ -53,6 +53,8 @@ export interface BuildOptions {
   /** Paths (absolute inside the image) to prefetch first, in order. */
   prefetchFiles?: string[];
   inlineBootstrap?: boolean;
+  /** How directory sources mark whiteouts (default `oci`; tar layers always use OCI's). */
+  whiteoutSpec?: WhiteoutSpec;
   log: Logger;
   /** Called with the number of source bytes processed so far and the total when known. */
   onProgress?: (done: number, total: number | undefined) => void;
@@ -214,7 +216,7 @@ export async function build(opts: BuildOptions): Promise<BuildResult> {
       await store.openBlob();
       let layer: TreeNode;
       if (kinds[i] === 'dir') {
-        layer = await scanDirectory(source, log);
+        layer = await scanDirectory(source, log, opts.whiteoutSpec);
         let bytes = 0;
         for (const { node } of walkTree(layer)) if (node.kind === 'file') bytes += node.size;
         total = total === undefined ? undefined : total + bytes;

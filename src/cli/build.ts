@@ -3,6 +3,7 @@ import { type Command, Option } from 'commander';
 import { UsageError } from '../base/index.js';
 import { build } from '../builder/build.js';
 import { buildRefImage, refConflicts } from '../builder/ref-build.js';
+import { WHITEOUT_SPECS, type WhiteoutSpec } from '../builder/sources/dir.js';
 import { nativeCodecs } from '../native/index.js';
 import { getLogger, printJson, progressBar, run } from './common.js';
 import { type FormatFlags, formatFromFlags, formatOptions } from './format-args.js';
@@ -14,6 +15,7 @@ interface BuildFlags extends FormatFlags {
   inlineBootstrap?: boolean;
   json?: boolean;
   type: 'layers' | 'targz-ref' | 'tar-ref' | 'estargz-ref';
+  whiteoutSpec: WhiteoutSpec;
 }
 
 export function register(program: Command): void {
@@ -34,6 +36,14 @@ export function register(program: Command): void {
         .choices(['layers', 'targz-ref', 'estargz-ref', 'tar-ref'])
         .default('layers'),
     )
+    .addOption(
+      new Option(
+        '--whiteout-spec <spec>',
+        "how directory sources mark what they remove from the layers below: oci (.wh.NAME files), overlayfs (an overlayfs upper directory's 0/0 character devices and trusted.overlay.opaque=y directories) or none (every entry kept as it is); layer tars always use OCI's",
+      )
+        .choices([...WHITEOUT_SPECS])
+        .default('oci'),
+    )
     .option('--json', 'print the result as JSON')
     .action((sources: string[], flags: BuildFlags) =>
       run(async () => {
@@ -48,6 +58,7 @@ export function register(program: Command): void {
           ...(await formatFromFlags(flags)),
           ...(flags.chunkDict ? { chunkDictPath: flags.chunkDict } : {}),
           inlineBootstrap: flags.inlineBootstrap === true,
+          whiteoutSpec: flags.whiteoutSpec,
           log,
           onProgress: (done, total) => bar.update(done, total),
         });
@@ -80,6 +91,7 @@ async function buildRef(sources: string[], flags: BuildFlags): Promise<void> {
   if (flags.bootstrap === undefined) throw new UsageError(`--type ${flags.type} needs --bootstrap`);
   const format = await formatFromFlags(flags);
   const given = refConflicts({ ...format, ...(flags.inlineBootstrap === true ? { inlineBootstrap: true } : {}), chunkDict: flags.chunkDict });
+  if (flags.whiteoutSpec !== 'oci') given.push('--whiteout-spec');
   if (given.length > 0) throw new UsageError(`--type ${flags.type} keeps the layers as they are: ${given.join(', ')} cannot apply`);
   const bar = progressBar('build');
   const r = await buildRefImage({

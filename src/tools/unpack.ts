@@ -76,18 +76,22 @@ export async function unpackToDirectory(image: RafsImage, reader: ToolChunkReade
       dirs.push({ path, item });
       continue;
     }
+    // A second name of an inode (of any kind but a directory: a build links what its source
+    // linked) is a hard link to the first.
+    if (attr.kind !== 'dir' && (attr.kind === 'file' || attr.nlink > 1)) {
+      const first = firstLink.get(attr.ino);
+      if (first !== undefined) {
+        linkSync(first, path);
+        continue;
+      }
+      firstLink.set(attr.ino, path);
+    }
     switch (attr.kind) {
       case 'dir':
         mkdirSync(path, { mode: 0o700 });
         dirs.push({ path, item });
         continue;
       case 'file': {
-        const first = firstLink.get(attr.ino);
-        if (first !== undefined) {
-          linkSync(first, path);
-          continue;
-        }
-        firstLink.set(attr.ino, path);
         const fd = openSync(path, 'wx', 0o600);
         try {
           for await (const { offset, data } of reader.readFile(attr.ino)) {
@@ -167,17 +171,20 @@ export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out
         devminor: 0,
         xattrs: attr.hasXattrs ? image.xattrs(attr.ino).map((x) => [Buffer.from(x.name), Buffer.from(x.value)]) : [],
       };
+      // (Not to a socket, which the archive leaves out.)
+      if (attr.kind !== 'dir' && attr.kind !== 'socket' && (attr.kind === 'file' || attr.nlink > 1)) {
+        const first = firstLink.get(attr.ino);
+        if (first !== undefined) {
+          await write(encodeTarHeaders({ ...base, type: 'hardlink', linkpath: first }));
+          continue;
+        }
+        firstLink.set(attr.ino, rel);
+      }
       switch (attr.kind) {
         case 'dir':
           await write(encodeTarHeaders({ ...base, type: 'dir' }));
           break;
         case 'file': {
-          const first = firstLink.get(attr.ino);
-          if (first !== undefined) {
-            await write(encodeTarHeaders({ ...base, type: 'hardlink', linkpath: first }));
-            break;
-          }
-          firstLink.set(attr.ino, rel);
           await write(encodeTarHeaders({ ...base, size: attr.size }));
           let pos = 0;
           for await (const { offset, data } of reader.readFile(attr.ino)) {

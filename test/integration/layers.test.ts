@@ -426,6 +426,66 @@ describe('OCI layer builds', () => {
     assert.deepEqual(sh(`cd '${join(d, 'out')}' && find . | sort`).trim().split('\n'), ['.', './dir', './dir/new', './keep', './sub']);
   });
 
+  test('--whiteout-spec overlayfs reads a real overlayfs upper directory (0/0 devices, opaque dirs) as the merged mount shows it; none keeps them as entries', async () => {
+    const d = join(work, 'overlay-whiteouts');
+    for (const sub of ['lower/dir/deep', 'lower/sub', 'upper', 'work', 'merged']) await mkdir(join(d, sub), { recursive: true });
+    await writeFile(join(d, 'lower/keep'), 'kept\n');
+    await writeFile(join(d, 'lower/gone'), 'removed in the upper layer\n');
+    await writeFile(join(d, 'lower/dir/old'), 'hidden by the opaque upper dir\n');
+    await writeFile(join(d, 'lower/dir/deep/older'), 'hidden too\n');
+    await writeFile(join(d, 'lower/sub/x'), 'x\n');
+    await writeFile(join(d, 'lower/.wh.not-a-whiteout'), 'an ordinary file under this spec\n');
+    // The upper directory as the kernel writes it: a whiteout device for each removed name, and
+    // trusted.overlay.opaque=y on a directory removed and made again.
+    sh(`mount -t overlay overlay -o lowerdir='${d}/lower',upperdir='${d}/upper',workdir='${d}/work' '${d}/merged'`);
+    try {
+      sh(`cd '${d}/merged' && rm gone sub/x && rm -r dir && mkdir dir && echo new > dir/new && echo changed > keep`);
+      const merged = sh(`cd '${d}/merged' && find . | sort && cat keep dir/new`);
+      sh(`umount '${d}/merged'`);
+      assert.equal((await lstat(join(d, 'upper/gone'))).rdev, 0, 'the kernel made a whiteout device');
+      assert.deepEqual(native.lgetxattr(Buffer.from(join(d, 'upper/dir')), Buffer.from('trusted.overlay.opaque')), Buffer.from('y'));
+      await buildJson(['--whiteout-spec', 'overlayfs', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), join(d, 'lower'), join(d, 'upper')]);
+      await damselflyOk(['unpack', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), '--output', join(d, 'out')]);
+      assert.equal(sh(`cd '${d}/out' && find . | sort && cat keep dir/new`), merged);
+      // The opaque mark is bookkeeping of the layer stack, not an xattr of the image's directory.
+      assert.deepEqual(native.llistxattr(Buffer.from(join(d, 'out/dir'))), []);
+      // none: the upper directory as it is, whiteout devices and the opaque xattr included.
+      await buildJson(['--whiteout-spec', 'none', '--bootstrap', join(d, 'boot-none'), '--blob-dir', join(d, 'blobs'), join(d, 'upper')]);
+      await damselflyOk(['unpack', '--bootstrap', join(d, 'boot-none'), '--blob-dir', join(d, 'blobs'), '--output', join(d, 'out-none')]);
+      // (The kernel links every whiteout to one inode, in the work directory too: nlink differs.)
+      const devices = new Set(['/gone', '/sub/x']);
+      assert.deepEqual(await compareTrees(join(d, 'upper'), join(d, 'out-none'), { ignore: (p) => p === '/' || devices.has(p) }), []);
+      for (const p of devices) {
+        const st = await lstat(join(d, 'out-none', p));
+        assert.ok(st.isCharacterDevice() && st.rdev === 0, `${p} is kept as the whiteout device it is`);
+      }
+      // A ref build takes layer tars only: the spec cannot apply.
+      const r = await damselfly(['build', '--type', 'tar-ref', '--whiteout-spec', 'overlayfs', '--bootstrap', join(d, 'boot-ref'), '--blob-dir', join(d, 'blobs'), join(d, 'upper')]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.match(r.stderr, /--whiteout-spec cannot apply/);
+    } finally {
+      sh(`! mountpoint -q '${d}/merged' || umount '${d}/merged'`);
+    }
+  });
+
+  test('a directory source links every kind of inode it links (as nydus-image); unpack, to a directory or a tar, links them again', async () => {
+    const d = join(work, 'special-links');
+    await mkdir(join(d, 'src/d'), { recursive: true });
+    sh(`cd '${d}/src' && echo x > f && ln f d/f && mkfifo p && ln p d/p && ln -s target s && ln s d/s && mknod c c 1 3 && ln c d/c`);
+    await buildJson(['--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), join(d, 'src')]);
+    await damselflyOk(['unpack', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), '--output', join(d, 'out')]);
+    await damselflyOk(['unpack', '--bootstrap', join(d, 'boot'), '--blob-dir', join(d, 'blobs'), '--tar', join(d, 'out.tar')]);
+    await mkdir(join(d, 'from-tar'));
+    sh(`tar --numeric-owner -xpf '${d}/out.tar' -C '${d}/from-tar'`);
+    for (const out of ['out', 'from-tar']) {
+      assert.deepEqual(await compareTrees(join(d, 'src'), join(d, out), { ignore: (p) => p === '/' }), [], out);
+      for (const n of ['f', 'p', 's', 'c']) {
+        const [a, b] = await Promise.all([lstat(join(d, out, n)), lstat(join(d, out, 'd', n))]);
+        assert.ok(a.ino === b.ino && a.nlink === 2, `${out}: ${n} and d/${n} are one inode`);
+      }
+    }
+  });
+
   test('--inline-bootstrap over a top layer with no data: its blob still has a device of a block (nydusd refuses a slot of none)', async () => {
     const d = join(work, 'inline-empty');
     await mkdir(join(d, 'top', 'emptydir'), { recursive: true });
