@@ -87,7 +87,7 @@ function applyStat(node: TreeNode, st: BigIntStats): void {
  * 165 MB Debian tree of cold-start.sh: build 1.9-2.2 s -> 1.7-1.8 s, with a cold page cache
  * 2.3 s -> 2.1 s (the same bootstrap).
  */
-export async function scanDirectory(root: string, log: Logger, whiteouts: WhiteoutSpec = 'oci'): Promise<TreeNode> {
+export async function scanDirectory(root: string, log: Logger, spec: WhiteoutSpec = 'oci'): Promise<TreeNode> {
   const rootPath = Buffer.from(root);
   const st = lstatSync(rootPath, { bigint: true });
   if (!st.isDirectory()) throw new UsageError(`${root} is not a directory`);
@@ -122,7 +122,7 @@ export async function scanDirectory(root: string, log: Logger, whiteouts: Whiteo
         break;
       }
       case 'dir': {
-        if (whiteouts === 'overlayfs') {
+        if (spec === 'overlayfs') {
           const i = node.xattrs.findIndex((x) => OVERLAY_OPAQUE.equals(x.name));
           if (i >= 0 && Y.equals((node.xattrs[i] as Xattr).value)) {
             node.opaque = true;
@@ -131,14 +131,14 @@ export async function scanDirectory(root: string, log: Logger, whiteouts: Whiteo
         }
         for (const name of readdirSync(path, { encoding: 'buffer' })) {
           // A directory layer's OCI whiteouts, as a tar layer's (nydus-image's default spec).
-          if (whiteouts === 'oci' && recordWhiteout(node, nameKey(name))) continue;
+          if (spec === 'oci' && recordWhiteout(node, nameKey(name))) continue;
           const child = join(path, name);
           const cst = lstatSync(child, { bigint: true });
           if (kindOf(cst) === undefined) {
             log.warn({ path: child.toString() }, 'skipping a file of unknown type');
             continue;
           }
-          if (whiteouts === 'overlayfs' && cst.isCharacterDevice() && cst.rdev === 0n) {
+          if (spec === 'overlayfs' && cst.isCharacterDevice() && cst.rdev === 0n) {
             (node.whiteouts ??= new Set()).add(nameKey(name));
             continue;
           }
