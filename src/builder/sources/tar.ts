@@ -204,10 +204,10 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
       const target = find(root, targetParts) ?? find(opts.lower, targetParts);
       if (target === undefined) throw new FormatError(`tar hardlink ${e.path.toString()} points at the missing ${e.linkpath.toString()}`);
       if (target.kind === 'dir') throw new FormatError(`tar hardlink ${e.path.toString()} points at a directory`);
-      if (target.kind === 'file' && find(root, targetParts) === target) {
-        children.set(name, target);
+      if (find(root, targetParts) === target) {
+        children.set(name, target); // one inode, of any kind but a directory (as nydus-image)
       } else {
-        // A link to a special file, or to a file of a lower layer: a copy with the same content.
+        // A link to a file of a lower layer: a copy with the same content.
         const copy = Object.assign(new TreeNode(target.kind, target.mode), target, { children: undefined });
         children.set(name, copy);
       }
