@@ -168,10 +168,16 @@ Napi::Value DecompressIntoAsync(const Napi::CallbackInfo& info) {
   return p;
 }
 
-// Streaming zstd decoder (for .tar.zst layers): decode(chunk) returns the output produced so far;
-// finish() throws if the input stopped inside a frame.
+// Streaming zstd decoder (for .tar.zst layers): decode(chunk) takes the next compressed bytes and
+// returns at most kOutCap bytes of output; decode() with no chunk returns the next part of what
+// the held input gives, until it returns nothing: then every byte given was consumed and the
+// decoder waits for more. Bounded output per call: a frame of RLE blocks expands some 32,000
+// times (4 bytes of input to 128 KiB), so one 1 MiB read of a layer would otherwise come back as
+// 32 GiB from one call. finish() throws if the input stopped inside a frame.
 class ZstdDecoder : public Napi::ObjectWrap<ZstdDecoder> {
  public:
+  static constexpr size_t kOutCap = 1 << 20;
+
   static Napi::Function Define(Napi::Env env) {
     return DefineClass(env, "ZstdDecoder",
                        {InstanceMethod("decode", &ZstdDecoder::Decode), InstanceMethod("finish", &ZstdDecoder::Finish)});
@@ -184,32 +190,51 @@ class ZstdDecoder : public Napi::ObjectWrap<ZstdDecoder> {
  private:
   Napi::Value Decode(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    auto src = U8Arg(info[0], "chunk");
-    ZSTD_inBuffer in{src.Data(), src.ByteLength(), 0};
-    std::vector<uint8_t> out;
-    const size_t step = ZSTD_DStreamOutSize();
-    for (;;) {
-      size_t old = out.size();
+    if (info.Length() > 0 && !info[0].IsUndefined()) {
+      auto src = U8Arg(info[0], "chunk");
+      if (held_pos_ < held_.size() || output_pending_) {
+        throw Napi::Error::New(env, "zstd decoder: decode(chunk) before the output of the previous chunk was taken (call decode() until it returns nothing)");
+      }
+      // A copy: the caller's buffer may be reused before the next call.
+      held_.assign(src.Data(), src.Data() + src.ByteLength());
+      held_pos_ = 0;
+    }
+    ZSTD_inBuffer in{held_.data(), held_.size(), held_pos_};
+    std::unique_ptr<uint8_t[]> out(new uint8_t[kOutCap]);  // not zeroed: only what zstd writes is returned
+    ZSTD_outBuffer ob{out.get(), kOutCap, 0};
+    output_pending_ = false;
+    while (ob.pos < ob.size) {
       size_t consumed_before = in.pos;
-      out.resize(old + step);
-      ZSTD_outBuffer ob{out.data() + old, step, 0};
-      // SAFETY: ob points at `step` writable bytes just appended to `out`.
+      size_t produced_before = ob.pos;
       size_t r = ZSTD_decompressStream(ctx_, &ob, &in);
       if (ZSTD_isError(r)) throw Napi::Error::New(env, std::string("corrupt zstd stream: ") + ZSTD_getErrorName(r));
-      out.resize(old + ob.pos);
+      bool progress = ob.pos > produced_before || in.pos > consumed_before;
       // A call that neither consumed nor produced anything says nothing about frame boundaries
       // (after a complete frame it would report the next frame's header size).
-      if (ob.pos > 0 || in.pos > consumed_before) in_frame_ = r != 0;
-      bool output_full = ob.pos == step;  // more output may be pending in the decoder
-      if (!output_full && in.pos == in.size) break;
+      if (progress) in_frame_ = r != 0;
+      if (!progress || (in.pos == in.size && ob.pos < ob.size)) break;  // all input used, all output flushed
     }
-    return Napi::Buffer<uint8_t>::Copy(env, out.data(), out.size());
+    held_pos_ = in.pos;
+    // A full output buffer may leave output inside the decoder, even with all input consumed.
+    output_pending_ = ob.pos == ob.size;
+    if (held_pos_ == held_.size() && !output_pending_) {
+      held_.clear();
+      held_.shrink_to_fit();
+      held_pos_ = 0;
+    }
+    return Napi::Buffer<uint8_t>::Copy(env, out.get(), ob.pos);
   }
   Napi::Value Finish(const Napi::CallbackInfo& info) {
+    if (held_pos_ < held_.size() || output_pending_) throw Napi::Error::New(info.Env(), "zstd decoder: finish() before all output was taken");
     if (in_frame_) throw Napi::Error::New(info.Env(), "truncated zstd stream");
     return info.Env().Undefined();
   }
 
+  /** Input given and not yet consumed (from held_pos_ on). */
+  std::vector<uint8_t> held_;
+  size_t held_pos_ = 0;
+  /** The last call filled its output: the decoder may hold more. */
+  bool output_pending_ = false;
   ZSTD_DStream* ctx_;
   bool in_frame_ = false;
 };

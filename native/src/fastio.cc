@@ -45,6 +45,8 @@ Napi::Value PreadvNoWait(const Napi::CallbackInfo& info) {
   if (!info[1].IsArray()) throw Napi::TypeError::New(env, "views must be an array of Uint8Array");
   Napi::Array views = info[1].As<Napi::Array>();
   auto position = static_cast<off_t>(IntArg(info[2], "position"));
+  // -1 would make preadv2 read at (and move) the file's own offset.
+  if (position < 0) throw Napi::RangeError::New(env, "position must not be negative");
   uint32_t n = views.Length();
   if (n == 0) return Napi::Number::New(env, 0);
   if (n > kMaxIov) n = kMaxIov;  // a short read: the caller continues with the rest

@@ -11,9 +11,14 @@ import type { GzipPoint } from '../format/compression.js';
 export type NativeCodec = 1 | 3;
 
 export interface ZstdDecoder {
-  /** Feeds compressed bytes; returns whatever output they completed. */
-  decode(chunk: Uint8Array): Buffer;
-  /** Throws when the stream stopped inside a frame. */
+  /**
+   * With `chunk`: takes the next compressed bytes (copied) and returns up to 1 MiB of output;
+   * without: the next part of what the bytes taken give. Empty when all of them were consumed and
+   * their output taken: only then may the next chunk be given (a frame expands some 32,000 times:
+   * one chunk can hold gigabytes).
+   */
+  decode(chunk?: Uint8Array): Buffer;
+  /** Throws when the stream stopped inside a frame (or output was left untaken). */
   finish(): void;
 }
 
@@ -21,7 +26,7 @@ export interface ZstdDecoder {
 export interface ZranIndexer {
   /**
    * Inflates from `input` (the stream's next bytes): `consumed` of them were used (push the rest
-   * again), giving `output` (at most about 1 MiB a call) and passing the boundaries `points`;
+   * again), giving `output` (at most 256 KiB a call) and passing the boundaries `points`;
    * `end` when the last member ended at the end of the input so far.
    */
   push(input: Uint8Array): { consumed: number; output: Buffer; points: Array<GzipPoint & { dict: Buffer }>; end: boolean };
@@ -191,6 +196,13 @@ export interface PassthroughOps {
   ptTmpfile(dirfd: number, flags: number, mode: number, uid: number, gid: number, umask: number, groups?: number[]): number;
 }
 
+/**
+ * The `…Async` codec calls read and write their buffers on a thread-pool thread after they
+ * return: until the promise settles, their memory must stay where it is. A reference keeps the
+ * typed arrays alive, not their memory: a buffer whose ArrayBuffer is transferred (postMessage,
+ * structuredClone with `transfer`) may be freed under the thread (shown with the ASan build).
+ * Damselfly passes only buffers it allocated and never transfers; keep it so.
+ */
 export interface NativeAddon extends PassthroughOps {
   compress(codec: NativeCodec, src: Uint8Array, level?: number): Buffer;
   decompressInto(codec: NativeCodec, src: Uint8Array, dst: Uint8Array): number;

@@ -69,15 +69,15 @@ export async function* decompressLayer(input: AsyncIterable<Uint8Array>): AsyncG
     yield* gunzipStream(rest(), 'corrupt gzip layer');
   } else if (startsWith(head, ZSTD) || isZstdSkippable(head)) {
     const dec = new native.ZstdDecoder();
-    for await (const chunk of rest()) {
-      let out: Buffer;
+    const decode = (chunk?: Uint8Array): Buffer => {
       try {
-        out = dec.decode(chunk);
+        return dec.decode(chunk);
       } catch (e) {
         throw new FormatError(`corrupt zstd layer: ${(e as Error).message}`, { cause: e });
       }
-      if (out.length > 0) yield out;
-    }
+    };
+    // At most 1 MiB of output a call: what a chunk expands to comes out as the reader takes it.
+    for await (const chunk of rest()) for (let out = decode(chunk); out.length > 0; out = decode()) yield out;
     try {
       dec.finish();
     } catch (e) {
