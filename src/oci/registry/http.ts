@@ -126,6 +126,8 @@ export class Watchdog {
   private phase = 'response headers';
   /** Stopped for good (the exchange ended): a late `resume` must not arm the timer again. */
   private stopped = false;
+  /** The whole body's deadline (`bodyWithin`), which progress does not move. */
+  private bodyTimer: NodeJS.Timeout | undefined;
   private readonly unlink: () => void;
 
   constructor(
@@ -160,6 +162,18 @@ export class Watchdog {
     this.touch();
   }
 
+  /**
+   * The body must be whole within `ms`, however it trickles in: the countdown between chunks alone
+   * let a peer that sends a byte just inside each timeout hold a read for its length times the
+   * timeout (a 1 MiB range at 5 s: weeks), and failover never took over.
+   */
+  bodyWithin(ms: number): void {
+    if (this.stopped || this.bodyTimer !== undefined || this.controller.signal.aborted) return;
+    this.bodyTimer = setTimeout(() => {
+      this.abort(new BackendError(`${this.what}: the body was not whole within ${ms} ms (slower than ${MIN_BODY_RATE >> 10} KiB/s)`, { retryable: true }));
+    }, ms);
+  }
+
   /** The consumer holds a chunk: the server is not to blame for the time it takes. */
   pause(): void {
     clearTimeout(this.timer);
@@ -182,6 +196,7 @@ export class Watchdog {
   stop(): void {
     this.stopped = true;
     this.pause();
+    clearTimeout(this.bodyTimer);
     this.unlink();
   }
 }
@@ -386,12 +401,24 @@ export async function readAll(x: Exchange, limit: number, timeoutMs: number, sig
 }
 
 /**
+ * The slowest transfer a ranged body may keep up, on average: below it a read fails (retryably)
+ * and failover or a retry takes over, however steadily the bytes trickle.
+ */
+export const MIN_BODY_RATE = 64 << 10;
+
+/** How long a body of `bytes` may take: the timeout, plus its bytes at `MIN_BODY_RATE`. */
+export function bodyDeadlineMs(timeoutMs: number, bytes: number): number {
+  return timeoutMs + Math.ceil((bytes / MIN_BODY_RATE) * 1000);
+}
+
+/**
  * Reads exactly `length` bytes after skipping `skip` bytes of the body. Fewer bytes (a closed or
  * truncated stream) is a retryable error; the body is abandoned once `length` bytes arrived when
  * `rest` is 'abandon', and must end right there when it is 'exact'.
  */
 export async function readExact(x: Exchange, skip: number, length: number, rest: 'exact' | 'abandon', timeoutMs: number, opts: BodyOptions = {}): Promise<Buffer> {
   const { signal, allocate, onProgress } = opts;
+  x.watchdog.bodyWithin(bodyDeadlineMs(timeoutMs, skip + length));
   const out = allocate?.(length) ?? Buffer.allocUnsafe(length);
   let reported = 0;
   let pos = -skip; // bytes of the wanted window received so far (negative while skipping)

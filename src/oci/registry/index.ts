@@ -20,7 +20,7 @@
  * ```
  */
 export { MANIFEST_TYPES, RegistryClient, type Manifest, type RegistryClientOptions } from './client.js';
-export { Transport, parseContentRange, readRangeAnswer, statusError, type TransportOptions } from './http.js';
+export { Transport, bodyDeadlineMs, parseContentRange, readRangeAnswer, statusError, type TransportOptions } from './http.js';
 export { RegistryAuth, basicHeader, parseChallenges, parseTokenAnswer, scopeFor, type Challenge, type Credentials, type TokenAnswer, type TokenFetcher, type TokenRequest } from './auth.js';
 export { askHelper, credentialFiles, credentialsForHost, helperAnswer, lookupSaved, savedCredentials, type SavedCredentials } from './docker-config.js';
 export { HttpStatusError, describeErrorBody, isRetryableStatus, parseRetryAfter, redactUrl } from './errors.js';

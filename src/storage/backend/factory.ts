@@ -35,7 +35,9 @@ function pinger(url: string, timeoutMs: number): () => Promise<boolean> {
     try {
       const res = await agent.request({ ...requestTarget(url), method: 'GET' });
       await res.body.dump();
-      return res.statusCode < 400;
+      // Any answer but a server error: a registry that requires authorization answers its /v2/
+      // 401 (nydus counts below 500 as well); taking only < 400 kept such a mirror out for good.
+      return res.statusCode < 500;
     } finally {
       void agent.destroy().catch(() => undefined);
     }

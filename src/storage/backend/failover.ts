@@ -1,14 +1,15 @@
 /**
  * Failover between routes to the same blobs (nydus `proxy` with `fallback`, and `mirrors`): the
- * first healthy route serves; a route that fails with a retryable error (connection refused, reset,
- * timeout, 5xx) `failureLimit` times in a row is skipped until its health check passes (`ping`
- * every `checkIntervalMs`, or simply the interval elapsing). The origin, if any, is the last resort.
- * Answers that are not the route's fault (a blob that does not exist) are returned as they are.
+ * first healthy route serves; a route that fails (connection refused, reset, timeout, 5xx, but also
+ * 4xx, a truncated answer or a protocol mismatch: a route's failure passes the read on)
+ * `failureLimit` times in a row is skipped until its health check passes (`ping` every
+ * `checkIntervalMs`, or simply the interval elapsing). The origin, if any, is the last resort, and
+ * its answer stands (a blob that does not exist); without an origin, the last route's does.
  * Data a route served that fails its chunk verification is read again from the origin
  * (`readOrigin`), when there is one: a broken peer costs a second read, never the read; and the
  * route is failed over at once (`reportCorrupt`), so it costs that only until its next check.
  */
-import { BackendError, type Logger, type Metrics, errorMessage } from '../../base/index.js';
+import { BackendError, DamselflyError, ErrorCode, type Logger, type Metrics, errorMessage } from '../../base/index.js';
 import type { BlobBackend, ReadOptions } from './types.js';
 
 export interface Route {
@@ -114,7 +115,10 @@ export class FailoverBackend implements BlobBackend {
         served?.(v, r);
         return v;
       } catch (e) {
-        if (!(e instanceof BackendError && e.retryable)) throw e;
+        if (e instanceof DamselflyError && e.code === ErrorCode.Aborted) throw e;
+        // A route's other answers are its own: a mirror without the blob, one that refuses us
+        // (401/403), a truncated copy, a TLS or protocol mismatch. The next route, or the origin,
+        // is asked; only when none is left does the answer stand (a blob that does not exist).
         last = e;
         this.failed(r, e);
       }

@@ -6,7 +6,8 @@
  * region). Without credentials the requests go unsigned (anonymous, public buckets), as in nydus.
  *
  * Bounds: `connectTimeoutMs` to connect, `timeoutMs` until the answer's headers, then `timeoutMs`
- * again to read the body (and at most `timeoutMs` of silence on the socket); every operation makes
+ * plus the body's bytes at 64 KiB/s to read the body (and at most `timeoutMs` of silence on the
+ * socket), as the registry transport; every operation makes
  * `retryLimit + 1` attempts at most (`withRetry`, with capped backoff) when one fails transiently,
  * a ranged read's body cut short or stalled included. The SDK's own retries are off: they cover
  * only the request, and both together would multiply the attempts.
@@ -21,7 +22,7 @@ import type { GetObjectCommandOutput, S3Client, S3ClientConfig } from '@aws-sdk/
 
 type Sdk = typeof import('@aws-sdk/client-s3');
 import { BackendError, type Logger, UsageError, silentLogger } from '../../base/index.js';
-import { type RetryPolicy, withRetry } from '../../oci/registry/index.js';
+import { type RetryPolicy, bodyDeadlineMs, withRetry } from '../../oci/registry/index.js';
 import { abortedError, mapS3Error, redact } from './s3-errors.js';
 import type { BlobBackend, ReadOptions } from './types.js';
 
@@ -267,14 +268,19 @@ export class S3Backend implements BlobBackend {
     return withRetry(this.policy, op, { what: `s3: ${what}`, log: this.log, ...(signal ? { signal } : {}) });
   }
 
-  /** Reads the whole body into one buffer of exactly `length` bytes, within `timeoutMs`. */
+  /**
+   * Reads the whole body into one buffer of exactly `length` bytes, within the deadline the registry
+   * transport gives a body of that size (`timeoutMs` plus its bytes at `MIN_BODY_RATE`): `timeoutMs`
+   * alone failed every large read on a link slower than `length / timeoutMs`, each retry alike.
+   */
   private async readBody(body: unknown, length: number, what: string, { signal, allocate, onProgress }: ReadOptions): Promise<Buffer> {
     if (!(body instanceof Readable)) throw new BackendError(`s3: ${what}: the answer has no body stream`);
     const out = allocate?.(length) ?? Buffer.allocUnsafe(length);
     let got = 0;
+    const deadlineMs = bodyDeadlineMs(this.timeoutMs, length);
     const timer = setTimeout(() => {
-      body.destroy(Object.assign(new Error(`the body was not read within ${this.timeoutMs} ms`), { code: 'ETIMEDOUT' }));
-    }, this.timeoutMs);
+      body.destroy(Object.assign(new Error(`the body was not read within ${deadlineMs} ms`), { code: 'ETIMEDOUT' }));
+    }, deadlineMs);
     const onAbort = (): void => void body.destroy();
     signal?.addEventListener('abort', onAbort, { once: true });
     try {
