@@ -22,6 +22,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <vector>
@@ -44,15 +45,13 @@ struct Creds {
   std::vector<gid_t> groups;
 };
 
-// The calling thread's supplementary groups, read once per thread: a switch always puts them back.
-const std::vector<gid_t>& ThreadGroups() {
-  thread_local const std::vector<gid_t> groups = [] {
-    int n = ::getgroups(0, nullptr);
-    std::vector<gid_t> g(n > 0 ? static_cast<size_t>(n) : 0);
-    if (n > 0 && ::getgroups(n, g.data()) != n) g.clear();
-    return g;
-  }();
-  return groups;
+// The calling thread's supplementary groups, as they are now (read at each switch: a list cached
+// per thread went stale when the process changed its groups later).
+std::vector<gid_t> CurrentGroups() {
+  int n = ::getgroups(0, nullptr);
+  std::vector<gid_t> g(n > 0 ? static_cast<size_t>(n) : 0);
+  if (n > 0) g.resize(static_cast<size_t>(std::max(0, ::getgroups(n, g.data()))));
+  return g;
 }
 
 // setgroups for the calling thread only (see the top of the file).
@@ -60,12 +59,16 @@ bool SetThreadGroups(const std::vector<gid_t>& g) {
   return ::syscall(SYS_setgroups, g.size(), g.empty() ? nullptr : g.data()) == 0;
 }
 
-// Switches the calling thread's fs ids (and supplementary groups, when the request has some) for
-// one call of op, and back; returns op's result and sets *err to errno on failure.
+// Switches the calling thread's fs ids and supplementary groups (the request's, or none) for one
+// call of op, and back; returns op's result and sets *err to errno on failure.
 long SwitchAndRun(const Creds& c, const std::function<long()>& op, int* err) {
-  const bool groups = !c.groups.empty();
-  // Read the thread's own groups (once per thread) before they change.
-  if (groups) ThreadGroups();
+  // The request's supplementary groups, or none: never the daemon's own, which it would otherwise
+  // lend every guest user (a daemon with group G let a guest's uid 1000 create in a 0770 directory
+  // of G, keeping its setgid bit; the C virtiofsd drops its groups at start for this,
+  // CVE-2022-0358). Should putting them back fail, the next call finds what is left and replaces
+  // it all the same.
+  const std::vector<gid_t> own = CurrentGroups();
+  const bool groups = !c.groups.empty() || !own.empty();
   if (groups && !SetThreadGroups(c.groups)) {
     *err = errno;
     return -1;
@@ -85,7 +88,7 @@ long SwitchAndRun(const Creds& c, const std::function<long()>& op, int* err) {
   }
   ::setfsuid(old_uid);
   ::setfsgid(old_gid);
-  if (groups) SetThreadGroups(ThreadGroups());
+  if (groups) SetThreadGroups(own);
   return r;
 }
 

@@ -6,7 +6,7 @@
 import { closeSync } from 'node:fs';
 import { native } from '../../native/index.js';
 import { Errno, FsError } from '../types.js';
-import { O_APPEND, O_DIRECT, sys } from './common.js';
+import { O_APPEND, O_DIRECT, O_TRUNC, sys } from './common.js';
 
 export type HandleKind = 'file' | 'dir';
 
@@ -19,6 +19,8 @@ export class Handle {
   inMemory?: boolean;
   /** READDIR cookie (entry position) -> host d_off after that entry, for recent positions. */
   readonly cookies = new Map<number, bigint>();
+  /** The same for every 1024th position seen (by position / 1024): where a far seek starts counting. */
+  readonly checkpoints = new Map<number, bigint>();
 
   constructor(
     readonly node: number,
@@ -36,9 +38,12 @@ export class Handle {
     return (this.flags & O_DIRECT) !== 0;
   }
 
-  /** An fd of the same file without O_APPEND and O_DIRECT, opened on first need. */
+  /** An fd of the same file without O_APPEND, O_DIRECT and O_TRUNC, opened on first need. */
   plainFd(): number {
-    this.plain ??= sys(() => native.ptReopen(this.fd, this.flags & ~(O_APPEND | O_DIRECT)));
+    // Not O_TRUNC either: the open it came with truncated the file once; a second open with it
+    // (the first unaligned O_DIRECT read or write, the first page-cache write of an O_APPEND handle)
+    // destroyed what was written since.
+    this.plain ??= sys(() => native.ptReopen(this.fd, this.flags & ~(O_APPEND | O_DIRECT | O_TRUNC)));
     return this.plain;
   }
 
@@ -66,6 +71,7 @@ export class Handle {
     if (this.plain !== undefined) closeSync(this.plain);
     this.plain = undefined;
     this.cookies.clear();
+    this.checkpoints.clear();
   }
 }
 

@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, existsSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, statfsSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, constants, existsSync, linkSync, lstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, readdirSync, readlinkSync, rmSync, statSync, statfsSync, symlinkSync, writeFileSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -156,6 +156,34 @@ describe('passthrough filesystem (in-process)', () => {
     }
   });
 
+  test('a guest user creates with its own groups only, never the daemon\'s (CVE-2022-0358 in virtiofsd)', async (t) => {
+    // A daemon started with a supplementary group G, and a setgid directory only G may write: a
+    // guest user in no such group must be refused, as on the host.
+    const [getgroups, setgroups] = [process.getgroups, process.setgroups] as [() => number[], (g: number[]) => void];
+    const before = getgroups();
+    const own = 4321;
+    setgroups([own]);
+    t.after(() => setgroups(before.filter((g) => g !== process.getegid?.())));
+    const daemon = getgroups();
+    mkdirSync(join(share, 'setgid-dir'));
+    chownSync(join(share, 'setgid-dir'), 0, own);
+    chmodSync(join(share, 'setgid-dir'), 0o2770);
+    const g = await fs.lookup(ctx, ROOT, b('setgid-dir'));
+    const guest = { uid: 1000, gid: 1000, pid: 1 };
+    assert.equal(await errno(fs.create(guest, g.nodeid, b('f'), 0o102755, 0o1, 0)), Errno.EACCES);
+    assert.equal(await errno(fs.mkdir(guest, g.nodeid, b('d'), 0o755, 0)), Errno.EACCES);
+    assert.equal(await errno(fs.mknod(guest, g.nodeid, b('p'), 0o010644, 0, 0)), Errno.EACCES);
+    assert.equal(await errno(fs.symlink(guest, g.nodeid, b('s'), b('t'))), Errno.EACCES);
+    assert.deepEqual(readdirSync(join(share, 'setgid-dir')), []);
+    // With the group in the request (FUSE_CREATE_SUPP_GROUP), it is the user's: allowed.
+    const member = { ...guest, groups: [own] };
+    const c = await fs.create(member, g.nodeid, b('f'), 0o100644, 0o1, 0);
+    assert.equal(statSync(join(share, 'setgid-dir', 'f')).gid, own);
+    await fs.release(ctx, c.entry.nodeid, c.open.fh, 0);
+    // The daemon's own groups are back after each call.
+    assert.deepEqual(getgroups(), daemon);
+  });
+
   test('names with "/" and creating "." or ".." are EINVAL', async () => {
     for (const bad of ['a/b', '../x', '/etc', 'sub/..']) {
       assert.equal(await errno(fs.lookup(ctx, ROOT, b(bad))), Errno.EINVAL, bad);
@@ -272,6 +300,37 @@ describe('passthrough filesystem (in-process)', () => {
     assert.equal(await fs.read(ctx, n, d.fh, 1, 5, [dst]), 5);
     assert.equal(dst.toString(), 'ello ');
     await fs.release(ctx, n, d.fh, 0);
+  });
+
+  test('a handle opened with O_TRUNC truncates once: its second fd (page-cache writes of O_APPEND, unaligned O_DIRECT) does not truncate again', async () => {
+    const n = (await fs.create(ctx, ROOT, b('trunc'), 0o644, 0o2, 0)).entry.nodeid;
+    // O_RDWR | O_APPEND | O_TRUNC: an append, then a page-cache write (mmap) at 0.
+    const a = await fs.open(ctx, n, 0o2 | 0o2000 | 0o1000);
+    await fs.write(ctx, n, a.fh, 0, [b('hello world')], 0);
+    await fs.write(ctx, n, a.fh, 0, [b('H')], 1); // FUSE_WRITE_CACHE
+    await fs.release(ctx, n, a.fh, 0);
+    assert.equal(readFileSync(join(share, 'trunc'), 'utf8'), 'Hello world', 'the append survives the page-cache write');
+    // O_RDWR | O_TRUNC | O_DIRECT: an aligned write through the direct fd, then an unaligned read.
+    const big = Buffer.alloc(1 << 20, 0x41);
+    const probe = openSync(join(dir, 'probe'), constants.O_WRONLY | constants.O_CREAT | constants.O_DIRECT);
+    let aligned: Buffer | undefined;
+    for (let o = 0; o < 8192 && aligned === undefined; o += 16) {
+      try {
+        writeSync(probe, big, o, 8192, 0);
+        aligned = big.subarray(o, o + 8192);
+      } catch {
+        // not aligned for O_DIRECT here
+      }
+    }
+    closeSync(probe);
+    assert.ok(aligned !== undefined, 'an aligned buffer for O_DIRECT');
+    const d = await fs.open(ctx, n, 0o2 | 0o1000 | 0o40000);
+    assert.equal(await fs.write(ctx, n, d.fh, 0, [aligned], 0), 8192);
+    const dst = Buffer.alloc(100);
+    assert.equal(await fs.read(ctx, n, d.fh, 1, 100, [dst]), 100);
+    assert.ok(dst.equals(Buffer.alloc(100, 0x41)));
+    await fs.release(ctx, n, d.fh, 0);
+    assert.equal(statSync(join(share, 'trunc')).size, 8192, 'the direct write survives the unaligned read');
   });
 
   test('reads: exact bytes at any offset, short at the end of the file, 0 past it', async () => {
@@ -949,6 +1008,38 @@ describe('passthrough filesystem (in-process)', () => {
     // Resume at an offset from long ago (outside the window: counted again) and a recent one.
     assert.deepEqual((await listAll(fs, d.nodeid, o.fh, 50, 10)).map((e) => e.name.toString()), all.slice(10).map((e) => e.name.toString()));
     assert.deepEqual((await listAll(fs, d.nodeid, o.fh, 3, 2990)).map((e) => e.name.toString()), all.slice(2990).map((e) => e.name.toString()));
+    await fs.releasedir(ctx, d.nodeid, o.fh);
+  });
+
+  test('readdir: an old offset far into a large directory counts from the nearest checkpoint, not from the start', async () => {
+    mkdirSync(join(share, 'huge'));
+    const N = 12_000;
+    for (let i = 0; i < N; i++) writeFileSync(join(share, 'huge', `e${i}`), '');
+    const d = await lookup(fs, 'huge');
+    const o = await fs.opendir(ctx, d.nodeid, 0);
+    const all = await listAll(fs, d.nodeid, o.fh, 100);
+    assert.equal(all.length, N + 2);
+    let scanned = 0;
+    const counting = (orig: NativeFn): NativeFn => (...args) => {
+      const batch = orig(...args) as unknown[];
+      scanned += batch.length;
+      return batch;
+    };
+    /** One READDIR of up to 5 entries at `offset`. */
+    const readAt = (offset: number): Promise<DirEntry[]> =>
+      withNative('ptGetdents', counting, async () => {
+        const got: DirEntry[] = [];
+        await fs.readdir(ctx, d.nodeid, o.fh, offset, (e) => (got.length < 5 ? (got.push(e), true) : false));
+        return got;
+      });
+    // 6000 is long out of the window of recent cookies (the last 4096 of 12,002).
+    const got = await readAt(6000);
+    assert.deepEqual(got.map((e) => e.name.toString()), all.slice(6000, 6005).map((e) => e.name.toString()));
+    assert.ok(scanned < 2048, `${scanned} entries read to resume at 6000 (from the start: over 6000)`);
+    // An offset past the end, however large, reads the rest of the directory once at most.
+    scanned = 0;
+    assert.deepEqual(await readAt(2 ** 52), []);
+    assert.ok(scanned <= N + 2, `${scanned} entries read for an offset past the end`);
     await fs.releasedir(ctx, d.nodeid, o.fh);
   });
 
