@@ -11,9 +11,9 @@
 // Handing a call to another thread costs two wake-ups, which on a busy host take longer than the
 // system call itself. The JavaScript call waits for the result either way: the API stays synchronous.
 // Supplementary groups the kernel vouches for (FUSE_CREATE_SUPP_GROUP: the parent directory's group,
-// when the caller is a member through it) are set for the call the same way, on the thread that
-// runs it: the raw setgroups system call changes only the calling thread's credentials (glibc's
-// wrapper would change every thread's).
+// when the caller is a member through it), or none, are set for the call the same way, on the
+// thread that runs it: the raw setgroups system call changes only the calling thread's credentials
+// (glibc's wrapper would change every thread's).
 #include <fcntl.h>
 #include <linux/openat2.h>
 #include <sched.h>
@@ -41,7 +41,7 @@ struct Creds {
   uint32_t uid;
   uint32_t gid;
   uint32_t umask;
-  // Supplementary groups for the call; empty: the thread's own.
+  // Supplementary groups for the call (empty: none; a switched call never keeps the thread's own).
   std::vector<gid_t> groups;
 };
 
