@@ -62,6 +62,15 @@ function writeFullySync(fd: number, b: Uint8Array, position: number): void {
   for (let off = 0; off < b.length; ) off += writeSync(fd, b, off, b.length - off, position + off);
 }
 
+/**
+ * Whether an inode may have more names in the tree, each after the first written as a hard link to
+ * it: any kind but a directory (a build links what its source linked); regular files whatever
+ * their nlink says, as unpack always had it.
+ */
+function mayBeLinked(attr: { kind: string; nlink: number }): boolean {
+  return attr.kind !== 'dir' && (attr.kind === 'file' || attr.nlink > 1);
+}
+
 export async function unpackToDirectory(image: RafsImage, reader: ToolChunkReader, out: string, log: Logger): Promise<{ files: number; bytes: number }> {
   await ensureEmptyDir(out);
   const root = Buffer.from(out);
@@ -76,9 +85,7 @@ export async function unpackToDirectory(image: RafsImage, reader: ToolChunkReade
       dirs.push({ path, item });
       continue;
     }
-    // A second name of an inode (of any kind but a directory: a build links what its source
-    // linked) is a hard link to the first.
-    if (attr.kind !== 'dir' && (attr.kind === 'file' || attr.nlink > 1)) {
+    if (mayBeLinked(attr)) {
       const first = firstLink.get(attr.ino);
       if (first !== undefined) {
         linkSync(first, path);
@@ -172,7 +179,7 @@ export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out
         xattrs: attr.hasXattrs ? image.xattrs(attr.ino).map((x) => [Buffer.from(x.name), Buffer.from(x.value)]) : [],
       };
       // (Not to a socket, which the archive leaves out.)
-      if (attr.kind !== 'dir' && attr.kind !== 'socket' && (attr.kind === 'file' || attr.nlink > 1)) {
+      if (mayBeLinked(attr) && attr.kind !== 'socket') {
         const first = firstLink.get(attr.ino);
         if (first !== undefined) {
           await write(encodeTarHeaders({ ...base, type: 'hardlink', linkpath: first }));

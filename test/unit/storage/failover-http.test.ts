@@ -28,14 +28,32 @@ after(() => {
   for (const s of servers) s.close();
 });
 
-function ranged(req: IncomingMessage, res: ServerResponse): void {
+/** The byte range a request asks for (inclusive), or undefined for the whole blob. */
+function rangeOf(req: IncomingMessage): [number, number] | undefined {
   const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '');
-  if (m === null) {
+  return m === null ? undefined : [Number(m[1]), Number(m[2])];
+}
+
+function ranged(req: IncomingMessage, res: ServerResponse): void {
+  const r = rangeOf(req);
+  if (r === undefined) {
     res.writeHead(200, { 'content-length': BLOB.length }).end(BLOB);
     return;
   }
-  const [s, e] = [Number(m[1]), Number(m[2])];
+  const [s, e] = r;
   res.writeHead(206, { 'content-length': e - s + 1, 'content-range': `bytes ${s}-${e}/${BLOB.length}` }).end(BLOB.subarray(s, e + 1));
+}
+
+/** An origin that serves BLOB and counts the requests it answered. */
+async function countingOrigin(): Promise<{ port: number; gets: () => number; reset: () => void }> {
+  let gets = 0;
+  const port = await listen(
+    createServer((req, res) => {
+      gets++;
+      ranged(req, res);
+    }),
+  );
+  return { port, gets: () => gets, reset: () => void (gets = 0) };
 }
 
 async function listen(s: Server | ReturnType<typeof createNetServer>): Promise<number> {
@@ -49,13 +67,7 @@ function registry(port: number, scheme: 'http' | 'https' = 'http'): RegistryBack
 }
 
 test('a mirror that refuses, lacks, truncates or does not speak HTTP passes the read on to the origin', async () => {
-  let originGets = 0;
-  const originPort = await listen(
-    createServer((req, res) => {
-      originGets++;
-      ranged(req, res);
-    }),
-  );
+  const origin = await countingOrigin();
   let mode = '';
   let mirrorGets = 0;
   const mirrorPort = await listen(
@@ -75,13 +87,13 @@ test('a mirror that refuses, lacks, truncates or does not speak HTTP passes the 
   );
   for (mode of ['403', '404', 'truncated', 'not HTTP', 'TLS to a plain HTTP server']) {
     mirrorGets = 0;
-    originGets = 0;
+    origin.reset();
     const mirror = mode === 'not HTTP' ? registry(notHttpPort) : registry(mirrorPort, mode.startsWith('TLS') ? 'https' : 'http');
     const metrics = new Metrics();
-    const fb = new FailoverBackend([{ name: 'mirror-0', backend: mirror, checkIntervalMs: 60_000, failureLimit: 2 }], registry(originPort), silentLogger, metrics);
+    const fb = new FailoverBackend([{ name: 'mirror-0', backend: mirror, checkIntervalMs: 60_000, failureLimit: 2 }], registry(origin.port), silentLogger, metrics);
     try {
       for (let i = 0; i < 4; i++) assert.deepEqual(await fb.read(ID, 1000, 500), BLOB.subarray(1000, 1500), `${mode}: read ${i}`);
-      assert.equal(originGets, 4, `${mode}: the origin served every read`);
+      assert.equal(origin.gets(), 4, `${mode}: the origin served every read`);
       assert.equal(metrics.get('backend.route_failures.mirror-0'), 2, `${mode}: failed over after failureLimit answers`);
       if (!mode.startsWith('TLS')) assert.equal(mirrorGets, 2, `${mode}: not asked again until its check`);
     } finally {
@@ -99,13 +111,7 @@ test('a mirror that refuses, lacks, truncates or does not speak HTTP passes the 
 });
 
 test('a mirror whose health check is answered 401 (a registry that requires authorization) is used again once it is back', async () => {
-  let originGets = 0;
-  const originPort = await listen(
-    createServer((req, res) => {
-      originGets++;
-      ranged(req, res);
-    }),
-  );
+  const origin = await countingOrigin();
   let down = true;
   let mirrorGets = 0;
   let pings = 0;
@@ -127,7 +133,7 @@ test('a mirror whose health check is answered 401 (a registry that requires auth
         type: 'registry',
         config: {
           scheme: 'http',
-          host: `127.0.0.1:${originPort}`,
+          host: `127.0.0.1:${origin.port}`,
           repo: 'lib/x',
           timeout: 2,
           retry_limit: 0,
@@ -140,7 +146,7 @@ test('a mirror whose health check is answered 401 (a registry that requires auth
   const b = createBackend(config.backend, { log: silentLogger, metrics: new Metrics() });
   try {
     assert.deepEqual(await b.read(ID, 0, 100), BLOB.subarray(0, 100)); // the mirror's 503: the origin
-    assert.equal(originGets, 1);
+    assert.equal(origin.gets(), 1);
     down = false;
     const deadline = Date.now() + 10_000;
     while (mirrorGets < 2 && Date.now() < deadline) {
@@ -159,8 +165,7 @@ test('a body that trickles one byte just inside each timeout fails within its de
   const port = await listen(
     createServer((req, res) => {
       requests++;
-      const m = /^bytes=(\d+)-(\d+)$/.exec(req.headers.range ?? '') as RegExpExecArray;
-      const [s, e] = [Number(m[1]), Number(m[2])];
+      const [s, e] = rangeOf(req) as [number, number];
       res.writeHead(206, { 'content-length': e - s + 1, 'content-range': `bytes ${s}-${e}/${BLOB.length}` });
       let i = s;
       const t = setInterval(() => {
