@@ -17,7 +17,7 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { ByteWriter, FormatError, type Logger, UsageError, replaceFile } from '../base/index.js';
+import { ByteWriter, FormatError, type Logger, UnsupportedError, UsageError, replaceFile } from '../base/index.js';
 import { CI_V2_SIZE, CiFlag, type ZranContext, encodeBlobMetaHeader, encodeCiV2, encodeZranTable } from '../format/blob/meta.js';
 import { type Codecs, Compressor, type GzipPoint, storeCompressed } from '../format/compression.js';
 import { BlobFeature, ChunkFlag, Digester, Limits } from '../format/constants.js';
@@ -247,6 +247,10 @@ class RefChunker {
           offset += n;
           if (filled === this.chunkSize) cut();
         }
+      },
+      hole: async () => {
+        // A chunk is a range of the layer's own bytes, and a sparse file's holes are not there.
+        throw new UnsupportedError('a layer holding a sparse file cannot be referenced in place (--type *-ref); convert it into a blob instead');
       },
       end: async () => {
         if (filled > 0) cut();

@@ -2,8 +2,10 @@
  * The tar format of OCI layers: a pure push parser (bytes in, entry events out) and an entry
  * encoder. Handles ustar, GNU long names (L/K), PAX extended headers with binary-safe values
  * (SCHILY.xattr.*, LIBARCHIVE.xattr.*, mtime with nanoseconds, sizes and ids past the octal
- * fields) and base-256 numbers. Every length is checked; a truncated or malformed archive gives a
- * FormatError, never a hang or a huge allocation.
+ * fields), base-256 numbers, and sparse files in each of GNU tar's formats (as Go's archive/tar
+ * reads them): old GNU ('S' entries, the map in the header and extension blocks), PAX 0.0 and 0.1
+ * (the map in PAX records) and PAX 1.0 (the map at the start of the entry's data). Every length is
+ * checked; a truncated or malformed archive gives a FormatError, never a hang or a huge allocation.
  */
 import { FormatError, UnsupportedError } from '../base/index.js';
 
@@ -30,9 +32,14 @@ export interface TarEntry {
   xattrs: Array<[Buffer, Buffer]>;
 }
 
+/**
+ * An entry's events: its data comes as `data` views of the input, and, for a sparse file, as
+ * `hole`s, runs of zeros the archive does not hold; together they are `entry.size` bytes.
+ */
 export type TarEvent =
   | { kind: 'entry'; entry: TarEntry }
   | { kind: 'data'; bytes: Uint8Array }
+  | { kind: 'hole'; length: number }
   | { kind: 'entry-end' };
 
 /** Metadata records (PAX, GNU long names) are bounded: 16 MiB is far above any real one. */
@@ -42,6 +49,21 @@ const MAX_META_RECORD = 16 << 20;
 const PAX_GLOBAL_LIMIT = { keys: 1024, bytes: 1 << 20 };
 /** What the extended records before one entry may hold (its xattrs, long names). */
 const PAX_LOCAL_LIMIT = { keys: 65_536, bytes: MAX_META_RECORD };
+
+/**
+ * At most this many data runs in one sparse file's map (two numbers each while it streams; GNU tar
+ * writes one run per stretch of data between holes).
+ */
+const MAX_SPARSE_RUNS = 1 << 20;
+
+/** Where the old GNU header keeps its sparse map (GNU tar's `struct oldgnu_header`). */
+const OLDGNU_SPARSE_AT = 386;
+const OLDGNU_SPARSES = 4;
+const OLDGNU_IS_EXTENDED = 482;
+const OLDGNU_REALSIZE = 483;
+/** An extension block of the old GNU sparse map: 21 runs, then its own is-extended flag. */
+const SPARSE_EXT_RUNS = 21;
+const SPARSE_EXT_IS_EXTENDED = 504;
 
 /** The PAX keys an entry's fields come from (`TarParser.entry`); others are dropped when read. */
 function usedPaxKey(k: string): boolean {
@@ -117,9 +139,13 @@ export function isTarHeader(block: Uint8Array): boolean {
   }
 }
 
-/** Parses PAX records "LEN KEY=VALUE\n" with binary-safe values. */
+/** Parses PAX records "LEN KEY=VALUE\n" with binary-safe values (a key given twice: the last). */
 export function parsePax(data: Buffer): Map<string, Buffer> {
-  const out = new Map<string, Buffer>();
+  return new Map(paxRecords(data));
+}
+
+/** PAX records "LEN KEY=VALUE\n" in order, with binary-safe values. */
+function* paxRecords(data: Buffer): Generator<[string, Buffer]> {
   let p = 0;
   while (p < data.length) {
     if (data[p] === 0) break; // zero padding
@@ -132,10 +158,9 @@ export function parsePax(data: Buffer): Map<string, Buffer> {
     const rec = data.subarray(sp + 1, p + len - 1);
     const eq = rec.indexOf(0x3d);
     if (eq <= 0) throw new FormatError('tar PAX header: record without a key');
-    out.set(rec.subarray(0, eq).toString('utf8'), rec.subarray(eq + 1));
-    p += len;
+    p += len; // before the yield: a consumer that stops early leaves nothing half-read
+    yield [rec.subarray(0, eq).toString('utf8'), rec.subarray(eq + 1)];
   }
-  return out;
 }
 
 /**
@@ -168,6 +193,53 @@ function percentDecode(s: string): Buffer {
     i += 2;
   }
   return Buffer.from(out);
+}
+
+/** Up to `count` (offset, length) runs of an old GNU sparse map at `at` of `block`; an empty offset ends them. */
+function sparseRuns(block: Buffer, at: number, count: number, runs: number[]): void {
+  for (let i = 0; i < count; i++) {
+    const off = at + 24 * i;
+    if (block[off] === 0) return;
+    if (runs.length === 2 * MAX_SPARSE_RUNS) throw new FormatError(`tar sparse entry: its map has more than ${MAX_SPARSE_RUNS} runs`);
+    runs.push(numeric(block, off, 12, 'sparse offset'), numeric(block, off + 12, 12, 'sparse length'));
+  }
+}
+
+/**
+ * The sparse map the GNU.sparse PAX records give a file (formats 0.0, gathered into a map, and
+ * 0.1), or 'in-data' (1.0: the map starts its data), or undefined when there are none. Sets the
+ * entry's name and size to the file's (GNU.sparse.name, GNU.sparse.size or realsize).
+ */
+function paxSparse(pax: Map<string, Buffer>, entry: TarEntry): number[] | 'in-data' | undefined {
+  let any = false;
+  for (const k of pax.keys()) any ||= k.startsWith('GNU.sparse.');
+  if (!any) return undefined;
+  const what = JSON.stringify(entry.path.toString());
+  if (entry.type !== 'file') throw new FormatError(`tar entry ${what}: GNU.sparse records on a ${entry.type}`);
+  const get = (k: string): Buffer | undefined => pax.get(`GNU.sparse.${k}`);
+  const major = get('major')?.toString('latin1');
+  const minor = get('minor')?.toString('latin1');
+  let v1: boolean;
+  if (major === '1' && minor === '0') v1 = true;
+  else if (major === '0' && (minor === '0' || minor === '1')) v1 = false;
+  else if (major === undefined && minor === undefined && get('map') !== undefined) v1 = false; // 0.0 and 0.1 name no version
+  else throw new UnsupportedError(`tar entry ${what}: GNU sparse format ${major ?? '?'}.${minor ?? '?'} is not supported`);
+  const name = get('name');
+  if (name !== undefined && name.length > 0) entry.path = name;
+  const size = get('size') ?? get('realsize');
+  if (size === undefined) throw new FormatError(`tar sparse entry ${what}: no GNU.sparse.size or GNU.sparse.realsize record`);
+  entry.size = paxNumber(size, 'GNU.sparse.size');
+  if (v1) return 'in-data';
+  const map = get('map');
+  const numblocks = get('numblocks');
+  if (map === undefined || numblocks === undefined) throw new FormatError(`tar sparse entry ${what}: no GNU.sparse.map or GNU.sparse.numblocks record`);
+  const n = paxNumber(numblocks, 'GNU.sparse.numblocks');
+  if (n > MAX_SPARSE_RUNS) throw new FormatError(`tar sparse entry ${what}: its map has ${n} runs (at most ${MAX_SPARSE_RUNS})`);
+  // At most 20 digits and a comma a number: a longer map is refused before it is split.
+  if (map.length > 2 * n * 21) throw new FormatError(`tar sparse entry ${what}: its map of ${map.length} bytes is too long for ${n} runs`);
+  const nums = map.length === 0 ? [] : map.toString('latin1').split(',');
+  if (nums.length !== 2 * n) throw new FormatError(`tar sparse entry ${what}: its map holds ${nums.length} numbers, not twice its ${n} runs`);
+  return nums.map((v) => paxNumber(Buffer.from(v, 'latin1'), 'GNU.sparse.map'));
 }
 
 function paxNumber(v: Buffer, key: string): number {
@@ -204,6 +276,7 @@ function typeOf(flag: number): TarEntryType | 'meta' | 'skip' {
     case '0':
     case '\0':
     case '7':
+    case 'S': // an old GNU sparse file
       return 'file';
     case '1':
       return 'hardlink';
@@ -229,11 +302,50 @@ function typeOf(flag: number): TarEntryType | 'meta' | 'skip' {
   }
 }
 
+/**
+ * A sparse file streaming: `runs` (offset, length pairs, in file order) say where the stored
+ * bytes go; `pos` is how far into the file the events went, always inside run `i` while input is
+ * needed. `pad` follows the stored bytes.
+ */
+interface SparseState {
+  s: 'sparse';
+  runs: number[];
+  i: number;
+  pos: number;
+  size: number;
+  pad: number;
+}
+
+/** What a sparse entry's map is still to come from, and what to check it against. */
+interface SparsePending {
+  what: string;
+  /** The file's size. */
+  size: number;
+  /** The bytes the archive stores for it (its map's, for PAX 1.0, and its data). */
+  stored: number;
+  pad: number;
+}
+
+/** PAX 1.0: the map at the start of the data, decimal numbers each ending in a newline. */
+interface SparseMapState extends SparsePending {
+  s: 'sparse-map';
+  /** The map's numbers so far (after the count). */
+  nums: number[];
+  /** How many numbers the map holds: twice its first number (undefined until it is read). */
+  want: number | undefined;
+  digits: string;
+  /** Map bytes read. */
+  read: number;
+}
+
 type State =
   | { s: 'header' }
   | { s: 'meta'; flag: string; left: number; pad: number; parts: Buffer[] }
   | { s: 'data'; left: number; pad: number }
   | { s: 'skip'; left: number }
+  | ({ s: 'sparse-ext'; runs: number[] } & SparsePending)
+  | SparseMapState
+  | SparseState
   | { s: 'end' };
 
 /**
@@ -292,20 +404,33 @@ export class TarParser {
         if (st.left === 0 && st.pad === 0) this.finishMeta(st.flag, Buffer.concat(st.parts));
         continue;
       }
-      // header: gather a whole block
+      if (st.s === 'sparse') {
+        const n = Math.min((st.runs[st.i] as number) + (st.runs[st.i + 1] as number) - st.pos, buf.length);
+        events.push({ kind: 'data', bytes: buf.subarray(0, n) });
+        st.pos += n;
+        buf = buf.subarray(n);
+        this.sparseStep(st, events);
+        continue;
+      }
+      if (st.s === 'sparse-map') {
+        buf = buf.subarray(this.sparseMap(st, buf, events));
+        continue;
+      }
+      // a header or a sparse map's extension block: gather a whole block
+      let block: Buffer;
       const need = TAR_BLOCK - this.pending.length;
       if (this.pending.length > 0 || buf.length < TAR_BLOCK) {
         this.pending = Buffer.concat([this.pending, buf.subarray(0, need)]);
         buf = buf.subarray(Math.min(need, buf.length));
         if (this.pending.length < TAR_BLOCK) continue;
-        const block = this.pending;
+        block = this.pending;
         this.pending = Buffer.alloc(0);
-        this.header(block, events);
       } else {
-        const block = buf.subarray(0, TAR_BLOCK);
+        block = buf.subarray(0, TAR_BLOCK);
         buf = buf.subarray(TAR_BLOCK);
-        this.header(block, events);
       }
+      if (st.s === 'sparse-ext') this.sparseExtension(st, block, events);
+      else this.header(block, events);
     }
     return events;
   }
@@ -313,7 +438,7 @@ export class TarParser {
   /** Checks that the archive ended cleanly (not inside an entry). */
   end(): void {
     const st = this.state;
-    if (st.s === 'data' || st.s === 'meta' || st.s === 'skip' || this.pending.length > 0) {
+    if ((st.s !== 'header' && st.s !== 'end') || this.pending.length > 0) {
       throw new FormatError('tar archive is truncated');
     }
   }
@@ -341,22 +466,119 @@ export class TarParser {
       this.state = { s: 'skip', left: size + ((TAR_BLOCK - (size % TAR_BLOCK)) % TAR_BLOCK) };
       return;
     }
-    const entry = this.entry(block, type, size);
+    const { entry, stored, sparse } = this.entry(block, type, flag, size);
     events.push({ kind: 'entry', entry });
-    const dataSize = entry.type === 'file' ? entry.size : 0;
     // Non-file entries may still carry data blocks in odd archives; skip them.
-    const carried = entry.type === 'file' ? dataSize : size;
-    const pad = (TAR_BLOCK - (carried % TAR_BLOCK)) % TAR_BLOCK;
+    const carried = entry.type === 'file' ? stored : size;
+    const pad = tarPadding(carried);
     if (entry.type !== 'file' && carried > 0) {
       this.state = { s: 'skip', left: carried + pad };
       events.push({ kind: 'entry-end' });
       return;
     }
-    this.state = { s: 'data', left: dataSize, pad };
-    if (dataSize === 0 && pad === 0) {
+    if (sparse !== undefined) {
+      const p: SparsePending = { what: JSON.stringify(entry.path.toString()), size: entry.size, stored, pad };
+      if (sparse === 'in-data') {
+        this.state = { s: 'sparse-map', ...p, nums: [], want: undefined, digits: '', read: 0 };
+      } else if (sparse === 'oldgnu') {
+        const runs: number[] = [];
+        sparseRuns(block, OLDGNU_SPARSE_AT, OLDGNU_SPARSES, runs);
+        if (block[OLDGNU_IS_EXTENDED] !== 0) this.state = { s: 'sparse-ext', ...p, runs };
+        else this.startSparse(runs, p, events);
+      } else {
+        this.startSparse(sparse, p, events);
+      }
+      return;
+    }
+    this.dataDone(stored, pad, events);
+  }
+
+  /** Goes on to an entry's last `left` data bytes and `pad` (its end, when there are none). */
+  private dataDone(left: number, pad: number, events: TarEvent[]): void {
+    if (left === 0 && pad === 0) {
       events.push({ kind: 'entry-end' });
       this.state = { s: 'header' };
+    } else {
+      this.state = { s: 'data', left, pad };
     }
+  }
+
+  /** An old GNU sparse map's extension block: more runs, and whether another block follows. */
+  private sparseExtension(st: Extract<State, { s: 'sparse-ext' }>, block: Buffer, events: TarEvent[]): void {
+    sparseRuns(block, 0, SPARSE_EXT_RUNS, st.runs);
+    if (block[SPARSE_EXT_IS_EXTENDED] === 0) this.startSparse(st.runs, st, events);
+  }
+
+  /**
+   * PAX 1.0: reads the map at the start of the entry's data (the number of runs, then each run's
+   * offset and length, every number ending in a newline, padded to a whole block), then goes on
+   * to the runs. Returns how many bytes of `buf` it took.
+   */
+  private sparseMap(st: SparseMapState, buf: Buffer, events: TarEvent[]): number {
+    let k = 0;
+    for (;;) {
+      if (st.nums.length === st.want) {
+        const end = st.read + tarPadding(st.read);
+        const take = Math.min(end - st.read, buf.length - k);
+        st.read += take;
+        k += take;
+        if (st.read === end) this.startSparse(st.nums, { ...st, stored: st.stored - end }, events);
+        return k;
+      }
+      if (k === buf.length) return k;
+      if (st.read === st.stored || st.read === MAX_META_RECORD) throw new FormatError(`tar sparse entry ${st.what}: its map does not end within ${st.read} bytes`);
+      const c = buf[k++] as number;
+      st.read++;
+      if (c === 0x0a && st.digits !== '') {
+        const v = Number(st.digits);
+        if (!Number.isSafeInteger(v)) throw new FormatError(`tar sparse entry ${st.what}: a number of its map is too large`);
+        st.digits = '';
+        if (st.want !== undefined) st.nums.push(v);
+        else if (v <= MAX_SPARSE_RUNS) st.want = 2 * v;
+        else throw new FormatError(`tar sparse entry ${st.what}: its map has ${v} runs (at most ${MAX_SPARSE_RUNS})`);
+      } else if (c >= 0x30 && c <= 0x39 && st.digits.length < 20) {
+        st.digits += String.fromCharCode(c);
+      } else {
+        throw new FormatError(`tar sparse entry ${st.what}: its map is malformed`);
+      }
+    }
+  }
+
+  /** Checks a sparse file's map and streams its runs. */
+  private startSparse(runs: number[], p: SparsePending, events: TarEvent[]): void {
+    let end = 0;
+    let stored = 0;
+    for (let i = 0; i < runs.length; i += 2) {
+      const offset = runs[i] as number;
+      const length = runs[i + 1] as number;
+      if (offset < end || offset + length > p.size) {
+        throw new FormatError(`tar sparse entry ${p.what}: its runs overlap, are out of order or end past its ${p.size} bytes`);
+      }
+      end = offset + length;
+      stored += length;
+    }
+    if (stored !== p.stored) throw new FormatError(`tar sparse entry ${p.what}: its map places ${stored} bytes, the archive holds ${p.stored}`);
+    const st: SparseState = { s: 'sparse', runs, i: 0, pos: 0, size: p.size, pad: p.pad };
+    this.state = st;
+    this.sparseStep(st, events);
+  }
+
+  /**
+   * Moves a sparse file on as far as it goes without input: the hole before the next run, runs
+   * of no bytes, the hole at its end and then its padding.
+   */
+  private sparseStep(st: SparseState, events: TarEvent[]): void {
+    for (; st.i < st.runs.length; st.i += 2) {
+      const offset = st.runs[st.i] as number;
+      if (st.pos < offset) {
+        events.push({ kind: 'hole', length: offset - st.pos });
+        st.pos = offset;
+      }
+      if (st.pos < offset + (st.runs[st.i + 1] as number)) return; // its bytes are to come
+    }
+    if (st.pos < st.size) events.push({ kind: 'hole', length: st.size - st.pos });
+    st.pos = st.size;
+    this.dataDone(0, st.pad, events);
   }
 
   private finishMeta(flag: string, data: Buffer): void {
@@ -371,8 +593,7 @@ export class TarParser {
       const target = global ? this.global : this.local;
       const limit = global ? PAX_GLOBAL_LIMIT : PAX_LOCAL_LIMIT;
       let bytes = global ? this.globalBytes : this.localBytes;
-      for (const [k, v] of parsePax(data)) {
-        if (!usedPaxKey(k)) continue;
+      const put = (k: string, v: Buffer): void => {
         const old = target.get(k);
         if (old !== undefined) bytes -= k.length + old.length;
         target.set(k, Buffer.from(v));
@@ -380,13 +601,34 @@ export class TarParser {
         if (bytes > limit.bytes || target.size > limit.keys) {
           throw new FormatError(`tar archive: ${global ? 'global' : 'extended'} PAX records hold more than ${limit.keys} keys or ${limit.bytes} bytes`);
         }
+      };
+      // GNU sparse format 0.0 gives a map as repeated offset and numbytes records, in turn: they
+      // are gathered into one GNU.sparse.map, the record of format 0.1 (as Go's archive/tar).
+      const map: string[] = [];
+      for (const [k, v] of paxRecords(data)) {
+        if (!usedPaxKey(k)) continue;
+        if (k.startsWith('GNU.sparse.') && global) continue; // a sparse map is one file's
+        if (k === 'GNU.sparse.offset' || k === 'GNU.sparse.numbytes') {
+          if ((k === 'GNU.sparse.offset') !== (map.length % 2 === 0)) throw new FormatError('tar PAX header: GNU.sparse.offset and GNU.sparse.numbytes records out of turn');
+          map.push(v.toString('latin1'));
+          bytes += k.length + v.length;
+          if (bytes > limit.bytes) throw new FormatError(`tar archive: extended PAX records hold more than ${limit.bytes} bytes`);
+          continue;
+        }
+        put(k, v);
       }
+      if (map.length > 0) put('GNU.sparse.map', Buffer.from(map.join(','), 'latin1'));
       if (global) this.globalBytes = bytes;
       else this.localBytes = bytes;
     }
   }
 
-  private entry(b: Buffer, type: TarEntryType, headerSize: number): TarEntry {
+  /**
+   * The entry a header (with the records before it) describes, the bytes the archive stores for
+   * it, and, for a sparse file, where its map is: given (PAX 0.x), in its header (old GNU) or at
+   * the start of its data (PAX 1.0). A sparse entry's size is its file's.
+   */
+  private entry(b: Buffer, type: TarEntryType, flag: number, headerSize: number): { entry: TarEntry; stored: number; sparse: number[] | 'oldgnu' | 'in-data' | undefined } {
     const magic = b.subarray(257, 263).toString('latin1');
     let path: Buffer = Buffer.from(field(b, 0, 100));
     if (magic === 'ustar\0') {
@@ -430,13 +672,19 @@ export class TarParser {
       else if (key === 'SCHILY.devminor') entry.devminor = paxNumber(v, key);
       else if (key.startsWith('SCHILY.xattr.')) entry.xattrs.push([Buffer.from(decodeGnuXattrKeyword(key.slice(13)), 'utf8'), v]);
       else if (key.startsWith('LIBARCHIVE.xattr.')) entry.xattrs.push([percentDecode(key.slice(17)), Buffer.from(v.toString('latin1'), 'base64')]);
-      else if (key.startsWith('GNU.sparse.')) throw new UnsupportedError('GNU sparse tar entries are not supported');
     }
-    if (entry.path.length === 0) throw new FormatError('tar entry with an empty path');
     if (type === 'file' && headerSize !== entry.size && !pax.has('size')) {
       throw new FormatError('tar entry size mismatch');
     }
-    return entry;
+    const stored = entry.size;
+    let sparse: number[] | 'oldgnu' | 'in-data' | undefined = paxSparse(pax, entry);
+    if (flag === 0x53) {
+      if (sparse !== undefined) throw new FormatError(`tar entry ${JSON.stringify(entry.path.toString())}: an old GNU sparse entry with GNU.sparse records`);
+      entry.size = numeric(b, OLDGNU_REALSIZE, 12, 'realsize');
+      sparse = 'oldgnu';
+    }
+    if (entry.path.length === 0) throw new FormatError('tar entry with an empty path');
+    return { entry, stored, sparse };
   }
 }
 

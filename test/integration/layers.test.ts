@@ -4,7 +4,8 @@
  * whiteouts, an opaque directory, type changes, xattrs, hardlinks and symlinks, checked against a
  * small independent model of OCI layer application, with one blob per layer and cross-layer chunk
  * dedup counted exactly; `--chunk-dict`; `--prefetch-files`; `--inline-bootstrap`; multi-member
- * gzip and multi-frame zstd layers (with skippable frames); hostile layers (clean failures with a
+ * gzip and multi-frame zstd layers (with skippable frames); sparse files in each GNU tar format;
+ * hostile layers (clean failures with a
  * message and nothing left behind, values a RAFS inode cannot hold, absolute paths, symlinked
  * parents); and reproducibility.
  */
@@ -487,6 +488,35 @@ describe('OCI layer builds', () => {
         assert.ok(a.ino === b.ino && a.nlink === 2, `${out}: ${n} and d/${n} are one inode`);
       }
     }
+  });
+
+  test('sparse files in layer tars of each GNU tar format (old GNU, PAX 0.0, 0.1, 1.0) build and unpack to the same bytes; holes are stored as one zero chunk', async () => {
+    const d = join(work, 'sparse');
+    await mkdir(join(d, 'src'), { recursive: true });
+    // 8 MiB with 40 islands (more runs than an old GNU header holds: extension blocks; a PAX 1.0
+    // map of more than one block), one of 300 MiB (past what a prefetch build holds in memory) that is nearly all hole, one that is all hole,
+    // and one whose data ends it.
+    const islands = Array.from({ length: 40 }, (_, i) => `printf 'island %02d' ${i} | dd of=many bs=1 seek=${i * 200_003 + 17} conv=notrunc status=none`).join(' && ');
+    sh(`cd '${d}/src' && truncate -s 8M many && ${islands} && truncate -s 300M huge && head -c 100000 /dev/urandom | dd of=huge bs=1 seek=200000000 conv=notrunc status=none && truncate -s 3M empty && truncate -s 1M ends && echo tail >> ends && echo plain > plain && touch -d @1700000000 *`); // whole seconds: the old GNU format has no more
+    const formats: Array<[string, string]> = [['gnu', '--format=gnu'], ['0.0', '--format=posix --sparse-version=0.0'], ['0.1', '--format=posix --sparse-version=0.1'], ['1.0', '--format=posix --sparse-version=1.0']];
+    for (const [name, flags] of formats) {
+      const tar = join(d, `${name}.tar`);
+      sh(`cd '${d}/src' && tar ${flags} --sparse --numeric-owner -cf '${tar}' .`);
+      const out = join(d, name);
+      // One build stores two of them first: `many` held in memory, `huge` past that budget.
+      await writeFile(join(d, 'prefetch'), '/many\n/huge\n');
+      const prefetch = name === '1.0' ? ['--prefetch-files', join(d, 'prefetch')] : [];
+      const built = await buildJson([...prefetch, '--bootstrap', join(out, 'boot'), '--blob-dir', join(out, 'blobs'), tar]);
+      // The data (100,000 random bytes, 40 islands, a few more) and one chunk of zeros, compressed.
+      assert.ok(built.blobs[0]!.size < 400_000, `${name}: a blob of ${built.blobs[0]!.size} bytes`);
+      await damselflyOk(['unpack', '--bootstrap', join(out, 'boot'), '--blob-dir', join(out, 'blobs'), '--output', join(out, 'out')]);
+      assert.deepEqual(await compareTrees(join(d, 'src'), join(out, 'out'), { ignore: (p) => p === '/' }), [], name);
+      await damselflyOk(['check', '--bootstrap', join(out, 'boot'), '--blob-dir', join(out, 'blobs')]);
+    }
+    // A tar-ref chunk is a range of the layer itself, and a hole is not in it: a clear refusal.
+    const ref = await damselfly(['build', '--type', 'tar-ref', '--bootstrap', join(d, 'ref', 'boot'), '--blob-dir', join(d, 'ref', 'blobs'), join(d, 'gnu.tar')]);
+    assert.notEqual(ref.code, 0);
+    assert.match(ref.stderr, /sparse file cannot be referenced in place/);
   });
 
   test('--inline-bootstrap over a top layer with no data: its blob still has a device of a block (nydusd refuses a slot of none)', async () => {

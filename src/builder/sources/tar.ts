@@ -83,6 +83,8 @@ function applyEntry(node: TreeNode, e: TarEntry, log: Logger): void {
 export interface FileSink {
   /** `offset`: where `bytes` start in the layer's (uncompressed) tar stream. */
   write(bytes: Uint8Array, offset: number): Promise<void>;
+  /** `length` zeros a sparse file's map places here, which the tar stream does not hold. */
+  hole(length: number): Promise<void>;
   end(): Promise<void>;
   /** The file's chunks, in file order (complete once `end` resolved). */
   readonly refs: Array<Promise<ChunkRef>>;
@@ -126,6 +128,30 @@ class ChunkCutter implements FileSink {
       this.buf.set(bytes.subarray(0, n), this.filled);
       this.filled += n;
       bytes = bytes.subarray(n);
+      if (this.filled === chunkSize) {
+        await this.submit(this.buf);
+        this.buf = Buffer.allocUnsafe(chunkSize);
+        this.filled = 0;
+      }
+    }
+  }
+
+  async hole(length: number): Promise<void> {
+    const chunkSize = this.store.opts.chunkSize;
+    while (length > 0) {
+      if (this.filled === 0 && length >= chunkSize && this.buf.length === chunkSize) {
+        // A whole chunk of zeros: stored without being written out or hashed again.
+        const wait = this.store.ready();
+        if (wait !== undefined) await wait;
+        this.refs.push(observed(this.store.submitZeros(chunkSize, chunkSize === this.size)));
+        length -= chunkSize;
+        continue;
+      }
+      const n = Math.min(length, this.buf.length - this.filled);
+      if (n === 0) throw new FormatError('tar entry has more data than its size'); // the parser bounds it
+      this.buf.fill(0, this.filled, this.filled + n);
+      this.filled += n;
+      length -= n;
       if (this.filled === chunkSize) {
         await this.submit(this.buf);
         this.buf = Buffer.allocUnsafe(chunkSize);
@@ -244,6 +270,8 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
         // Data events are views of the chunk written (TarParser).
         await current.cutter.write(ev.bytes, at + ev.bytes.byteOffset - chunk.byteOffset);
         opts.onBytes?.(ev.bytes.length);
+      } else if (ev.kind === 'hole' && current !== undefined) {
+        await current.cutter.hole(ev.length);
       } else if (ev.kind === 'entry-end' && current !== undefined) {
         const { node, cutter } = current;
         current = undefined;
@@ -329,6 +357,10 @@ export async function storeTarPrefetchFiles(input: AsyncIterable<Uint8Array>, pa
       } else if (ev.kind === 'data' && cur !== undefined) {
         if ('hold' in cur) cur.hold.push(Buffer.from(ev.bytes));
         else await cur.cutter.write(ev.bytes);
+      } else if (ev.kind === 'hole' && cur !== undefined) {
+        // A held file's holes are held as zeros: its size, holes included, is within the budget.
+        if ('hold' in cur) cur.hold.push(Buffer.alloc(ev.length));
+        else await cur.cutter.hole(ev.length);
       } else if (ev.kind === 'entry-end' && cur !== undefined) {
         if ('cutter' in cur) {
           await cur.cutter.end();

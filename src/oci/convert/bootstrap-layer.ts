@@ -55,6 +55,9 @@ export async function extractBootstrap(stream: AsyncIterable<Buffer>, layer: Pic
       } else if (ev.kind === 'data' && inBoot && boot !== undefined) {
         boot.set(ev.bytes, filled);
         filled += ev.bytes.length;
+      } else if (ev.kind === 'hole' && inBoot && boot !== undefined) {
+        boot.fill(0, filled, filled + ev.length); // a bootstrap stored as a sparse file
+        filled += ev.length;
       } else if (ev.kind === 'entry-end') {
         inBoot = false;
       }

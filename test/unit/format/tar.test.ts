@@ -2,7 +2,8 @@
  * The tar codec of OCI layers (src/format/tar.ts): the push parser on the reference layer
  * (all-entry-type.tar) fed whole, byte by byte and in odd chunks; ustar prefixes; GNU long
  * names/links; PAX records (binary xattr values, nanosecond mtimes, ids past the octal fields);
- * base-256 numbers; the encoder round trip; errors; and agreement with GNU tar in both directions
+ * base-256 numbers; sparse files in every GNU tar format, and maps that lie; the encoder round
+ * trip; errors; and agreement with GNU tar in both directions
  * (GNU tar archives parse to what `tar tvf` lists; encoder output lists and extracts with GNU tar).
  */
 import assert from 'node:assert/strict';
@@ -15,13 +16,15 @@ import { FormatError, UnsupportedError } from '../../../src/base/index.js';
 import { TAR_BLOCK, TAR_END, type TarEntry, type TarEvent, TarParser, encodeTarHeaders, parsePax, tarPadding } from '../../../src/format/tar.js';
 import { native } from '../../../src/native/index.js';
 import { VECTORS, sh, vectorsMissing, withTempDir } from '../../helpers/env.js';
-import { tarArchive as archive, tarEntry as entry } from '../../helpers/tar.js';
+import { metaBlocks, oldGnuSparse, patchHeader, paxRecord, tarArchive as archive, tarEntry as entry } from '../../helpers/tar.js';
 
 const VECTOR_TAR = join(VECTORS, 'tar', 'all-entry-type.tar');
 
 interface Parsed {
   entry: TarEntry;
   data: Buffer;
+  /** How many hole events (runs of zeros a sparse file's map places) the data includes. */
+  holes: number;
 }
 
 /**
@@ -32,18 +35,22 @@ interface Parsed {
 function parseAll(bytes: Buffer, step = bytes.length, reuse = false): Parsed[] {
   const parser = new TarParser();
   const out: Parsed[] = [];
-  let cur: { entry: TarEntry; parts: Buffer[] } | undefined;
+  let cur: { entry: TarEntry; parts: Buffer[]; holes: number } | undefined;
   const scratch = Buffer.alloc(Math.max(1, step));
   const onEvent = (ev: TarEvent): void => {
     if (ev.kind === 'entry') {
       assert.equal(cur, undefined, 'an entry started before the previous one ended');
-      cur = { entry: ev.entry, parts: [] };
+      cur = { entry: ev.entry, parts: [], holes: 0 };
     } else if (ev.kind === 'data') {
       assert.ok(cur !== undefined, 'data outside an entry');
       cur.parts.push(Buffer.from(ev.bytes)); // views are only valid until the next write
+    } else if (ev.kind === 'hole') {
+      assert.ok(cur !== undefined && ev.length > 0, 'a hole outside an entry, or of no bytes');
+      cur.parts.push(Buffer.alloc(ev.length));
+      cur.holes++;
     } else {
       assert.ok(cur !== undefined, 'entry-end outside an entry');
-      out.push({ entry: cur.entry, data: Buffer.concat(cur.parts) });
+      out.push({ entry: cur.entry, data: Buffer.concat(cur.parts), holes: cur.holes });
       cur = undefined;
     }
   };
@@ -60,32 +67,6 @@ function parseAll(bytes: Buffer, step = bytes.length, reuse = false): Parsed[] {
   assert.equal(cur, undefined, 'the last entry did not end');
   for (const p of out) assert.equal(p.data.length, p.entry.type === 'file' ? p.entry.size : 0, `data length of ${p.entry.path.toString()}`);
   return out;
-}
-
-/** Changes a header block in place and recomputes its checksum. */
-function patchHeader(block: Buffer, change: (b: Buffer) => void): Buffer {
-  change(block);
-  block.fill(0x20, 148, 156);
-  let sum = 0;
-  for (let i = 0; i < TAR_BLOCK; i++) sum += block[i] as number;
-  block.write(sum.toString(8).padStart(6, '0') + '\0 ', 148, 'latin1');
-  return block;
-}
-
-/** A PAX record "LEN KEY=VALUE\n" with LEN counting itself. */
-function paxRecord(key: string, value: Buffer | string): Buffer {
-  const body = Buffer.concat([Buffer.from(` ${key}=`), Buffer.isBuffer(value) ? value : Buffer.from(value), Buffer.from('\n')]);
-  let len = body.length + 1;
-  while (String(len).length + body.length !== len) len = String(len).length + body.length;
-  return Buffer.concat([Buffer.from(String(len)), body]);
-}
-
-/** A raw header block of type `flag` (e.g. 'x', 'g', 'L') carrying `data`, then the data blocks. */
-function metaBlocks(flag: string, data: Buffer): Buffer {
-  const h = encodeTarHeaders(entry('././@meta', 'file', { size: data.length }));
-  assert.equal(h.length, TAR_BLOCK);
-  patchHeader(h, (b) => b.write(flag, 156, 'latin1'));
-  return Buffer.concat([h, data, Buffer.alloc(tarPadding(data.length))]);
 }
 
 /** GNU tar's `tvf` line for an entry (with TZ=UTC, --numeric-owner, --full-time). */
@@ -545,6 +526,134 @@ describe('encodeTarHeaders → TarParser round trip', () => {
   });
 });
 
+describe('sparse files', () => {
+  test('GNU tar --sparse in each format (old GNU, PAX 0.0, 0.1, 1.0): the files\' bytes, the holes as hole events, however the input is cut', async () => {
+    await withTempDir('tar-sparse', async (dir) => {
+      // 40 islands: more runs than an old GNU header holds (extension blocks), a PAX 1.0 map of
+      // more than one block; a file all hole; one whose data ends it; one with no hole.
+      const islands = range(0, 40).map((i) => `printf 'island %02d' ${i} | dd of=many bs=1 seek=${i * 20_011 + 10_000} conv=notrunc status=none`).join(' && ');
+      sh(`mkdir '${dir}/src' && cd '${dir}/src' && truncate -s 1M many && ${islands} && truncate -s 100K empty && truncate -s 70000 ends && echo tail >> ends && head -c 3000 /dev/urandom > plain`);
+      const files = new Map<string, Buffer>();
+      for (const n of ['many', 'empty', 'ends', 'plain']) files.set(n, await readFile(join(dir, 'src', n)));
+      for (const [format, flags] of [['gnu', '--format=gnu'], ['0.0', '--format=posix --sparse-version=0.0'], ['0.1', '--format=posix --sparse-version=0.1'], ['1.0', '--format=posix --sparse-version=1.0']] as const) {
+        sh(`cd '${dir}/src' && tar ${flags} --sparse -cf '${dir}/${format}.tar' many empty ends plain`);
+        const bytes = await readFile(join(dir, `${format}.tar`));
+        for (const step of [bytes.length, 1, 7, 1000]) {
+          const parsed = parseAll(bytes, step, step === 7);
+          assert.deepEqual(parsed.map((p) => p.entry.path.toString()), ['many', 'empty', 'ends', 'plain'], `${format}, step ${step}`);
+          for (const p of parsed) {
+            const want = files.get(p.entry.path.toString()) as Buffer;
+            assert.equal(p.entry.size, want.length, `${format} ${p.entry.path.toString()}: size`);
+            assert.ok(p.data.equals(want), `${format} ${p.entry.path.toString()}, step ${step}: bytes`);
+          }
+          // many: a hole before each island and after the last; empty: one; ends: one.
+          assert.deepEqual(parsed.map((p) => p.holes), [41, 1, 1, 0], `${format}, step ${step}: holes`);
+        }
+      }
+    });
+  });
+
+  /** One file entry: PAX records (repeated keys kept), then the header, the stored bytes and the end. */
+  const paxSparse = (records: Array<[string, string]>, stored: Buffer | string, type: TarEntry['type'] = 'file'): Buffer => {
+    const data = Buffer.from(stored);
+    return Buffer.concat([
+      metaBlocks('x', Buffer.concat(records.map(([k, v]) => paxRecord(k, v)))),
+      encodeTarHeaders(entry('./GNUSparseFile.1/s', type, { size: type === 'file' ? data.length : 0 })),
+      type === 'file' ? data : Buffer.alloc(0),
+      Buffer.alloc(type === 'file' ? tarPadding(data.length) : 0),
+      TAR_END,
+    ]);
+  };
+  /** A 20-byte file: "abc" at 2, "XY" at 10. */
+  const want = Buffer.alloc(20);
+  want.write('abc', 2);
+  want.write('XY', 10);
+  const v01 = (map: string, size = '20', numblocks = String(map.split(',').length / 2)): Array<[string, string]> => [
+    ['GNU.sparse.major', '0'],
+    ['GNU.sparse.minor', '1'],
+    ['GNU.sparse.name', 's'],
+    ['GNU.sparse.size', size],
+    ['GNU.sparse.numblocks', numblocks],
+    ['GNU.sparse.map', map],
+  ];
+  /** A PAX 1.0 map as the start of the data: the text, padded to a block. */
+  const map10 = (text: string): Buffer => Buffer.concat([Buffer.from(text), Buffer.alloc(tarPadding(text.length))]);
+  const v10: Array<[string, string]> = [
+    ['GNU.sparse.major', '1'],
+    ['GNU.sparse.minor', '0'],
+    ['GNU.sparse.name', 's'],
+    ['GNU.sparse.realsize', '20'],
+  ];
+  const oldGnu = (runs: Array<[number, number]>, realsize: number, stored: string): Buffer => Buffer.concat([oldGnuSparse('s', runs, realsize, Buffer.from(stored)), TAR_END]);
+  const one = (bytes: Buffer): Parsed => {
+    const parsed = parseAll(bytes);
+    assert.equal(parsed.length, 1);
+    return parsed[0] as Parsed;
+  };
+  const fails = (bytes: Buffer, pattern: RegExp, type: typeof FormatError | typeof UnsupportedError = FormatError): void => {
+    for (const step of [bytes.length, 1]) assert.throws(() => parseAll(bytes, step), (e: unknown) => e instanceof type && pattern.test(e.message), `${pattern} (step ${step})`);
+  };
+
+  test('maps in PAX records (0.0, 0.1), in the data (1.0) and in an old GNU header give the same file', () => {
+    for (const bytes of [
+      paxSparse(v01('2,3,10,2'), 'abcXY'),
+      // 0.0: repeated offset and numbytes records, no version.
+      paxSparse([['GNU.sparse.size', '20'], ['GNU.sparse.numblocks', '2'], ['GNU.sparse.offset', '2'], ['GNU.sparse.numbytes', '3'], ['GNU.sparse.offset', '10'], ['GNU.sparse.numbytes', '2'], ['path', 's']], 'abcXY'),
+      paxSparse(v10, Buffer.concat([map10('2\n2\n3\n10\n2\n'), Buffer.from('abcXY')])),
+      oldGnu([[2, 3], [10, 2], [20, 0]], 20, 'abcXY'),
+    ]) {
+      const p = one(bytes);
+      assert.equal(p.entry.path.toString(), 's');
+      assert.equal(p.entry.type, 'file');
+      assert.ok(p.data.equals(want), p.data.toString('hex'));
+      assert.equal(p.holes, 3);
+    }
+    // A map of no runs: all hole; GNU.sparse records in a global header are not any file's.
+    assert.ok(one(paxSparse(v01('', '7', '0'), '')).data.equals(Buffer.alloc(7)));
+    const global = Buffer.concat([metaBlocks('g', Buffer.concat(v01('2,3,10,2').map(([k, v]) => paxRecord(k, v)))), encodeTarHeaders(entry('plain', 'file', { size: 2 })), Buffer.from('ok'), Buffer.alloc(tarPadding(2)), TAR_END]);
+    assert.equal(one(global).data.toString(), 'ok');
+  });
+
+  test('maps that lie are FormatErrors; unknown versions are UnsupportedErrors; nothing reads past the entry', () => {
+    fails(paxSparse(v01('10,2,2,3'), 'XYabc'), /overlap, are out of order/);
+    fails(paxSparse(v01('2,3,2,2'), 'abcXY'), /overlap, are out of order/);
+    fails(paxSparse(v01('2,3,19,2'), 'abcXY'), /end past its 20 bytes/);
+    fails(paxSparse(v01('2,3,10,3'), 'abcXY'), /places 6 bytes, the archive holds 5/);
+    fails(paxSparse(v01('2,3,10,2', '20', '3'), 'abcXY'), /holds 4 numbers, not twice its 3 runs/);
+    fails(paxSparse(v01(`${'0,'.repeat(50)}2,3,10,2`, '20', '1'), 'abcXY'), /map of 108 bytes is too long for 1 runs/);
+    fails(paxSparse(v01('2,x,10,2'), 'abcXY'), /invalid GNU.sparse.map/);
+    fails(paxSparse(v01('2,3,10,2', '9007199254740993'), 'abcXY'), /too large/);
+    fails(paxSparse([['GNU.sparse.size', '20'], ['GNU.sparse.numblocks', '2'], ['GNU.sparse.offset', '2'], ['GNU.sparse.offset', '10']], 'abcXY'), /out of turn/);
+    fails(paxSparse([['GNU.sparse.major', '2'], ['GNU.sparse.minor', '0']], 'abcXY'), /format 2\.0 is not supported/, UnsupportedError);
+    fails(paxSparse(v01('2,3,10,2'), '', 'dir'), /GNU.sparse records on a dir/);
+    fails(paxSparse(v01('2,3,10,2').filter(([k]) => k !== 'GNU.sparse.size'), 'abcXY'), /no GNU.sparse.size/);
+    // PAX 1.0: the map in the data.
+    fails(paxSparse(v10, Buffer.concat([map10('2\n2\nx\n10\n2\n'), Buffer.from('abcXY')])), /map is malformed/);
+    fails(paxSparse(v10, Buffer.concat([map10('2\n2\n\n10\n2\n'), Buffer.from('abcXY')])), /map is malformed/);
+    fails(paxSparse(v10, Buffer.concat([map10('2\n2\n3\n10\n3\n'), Buffer.from('abcXY')])), /places 6 bytes/);
+    fails(paxSparse(v10, map10(`${'9'.repeat(7)}\n`)), /runs \(at most/);
+    fails(paxSparse(v10, map10(`1\n${'9'.repeat(20)}\n0\n`)), /too large/);
+    // A map that goes on to the end of its entry's bytes (the next header is not read as map).
+    fails(paxSparse(v10, `1000\n${'1\n'.repeat(200)}`), /does not end within 405 bytes/);
+    // Old GNU: a run past the real size; runs out of order.
+    fails(oldGnu([[2, 3], [19, 2]], 20, 'abcXY'), /end past its 20 bytes/);
+    fails(oldGnu([[10, 2], [2, 3]], 20, 'XYabc'), /out of order/);
+    fails(Buffer.concat([metaBlocks('x', Buffer.concat(v01('2,3').map(([k, v]) => paxRecord(k, v)))), oldGnu([[2, 3]], 20, 'abc')]), /old GNU sparse entry with GNU.sparse records/);
+  });
+
+  test('an archive cut inside a sparse file\'s map, runs or trailing hole is truncated', () => {
+    const whole = paxSparse(v10, Buffer.concat([map10('2\n2\n3\n10\n2\n'), Buffer.from('abcXY')]));
+    const start = whole.indexOf('2\n2\n3\n');
+    for (const at of [start + 3, start + TAR_BLOCK - 1, start + TAR_BLOCK + 2, start + TAR_BLOCK + 4]) {
+      for (const step of [at, 1]) {
+        const parser = new TarParser();
+        for (let off = 0; off < at; off += step) parser.write(whole.subarray(off, Math.min(at, off + step)));
+        assert.throws(() => parser.end(), (e: unknown) => e instanceof FormatError && /truncated/.test(e.message), `cut at ${at - start} (step ${step})`);
+      }
+    }
+  });
+});
+
 describe('errors', () => {
   const items = [
     { entry: entry('a'.repeat(150), 'file', { size: 700, xattrs: [[Buffer.from('user.x'), Buffer.from('y')]] as Array<[Buffer, Buffer]> }), data: randomBytes(700) },
@@ -587,7 +696,6 @@ describe('errors', () => {
 
     const typed = (flag: string): Buffer => Buffer.concat([patchHeader(encodeTarHeaders(entry('t', 'file')), (b) => b.write(flag, 156, 'latin1')), TAR_END]);
     assert.throws(() => parseAll(typed('Z')), UnsupportedError);
-    assert.throws(() => parseAll(typed('S')), UnsupportedError); // GNU sparse
     assert.throws(() => parseAll(Buffer.concat([metaBlocks('x', paxRecord('GNU.sparse.major', '1')), encodeTarHeaders(entry('s', 'file')), TAR_END])), UnsupportedError);
     assert.deepEqual(parseAll(Buffer.concat([metaBlocks('V', Buffer.from('volume')), encodeTarHeaders(entry('after', 'dir')), TAR_END])).map((p) => p.entry.path.toString()), ['after']);
 
