@@ -741,16 +741,58 @@ function rawHeader(name: Buffer, e: Omit<TarEntry, 'path' | 'xattrs'>, flag: str
 export function encodeTarHeaders(e: TarEntry): Buffer {
   const pax: Array<[string, Buffer]> = [];
   if (e.path.length > 100) pax.push(['path', e.path]);
+  return headersWith(e, e.path, e.type === 'file' ? e.size : 0, pax);
+}
+
+/**
+ * The header blocks of `e` under `name` with `size` stored bytes, `pax` (and whatever else of `e`
+ * does not fit ustar) in a PAX header first.
+ */
+function headersWith(e: TarEntry, name: Buffer, size: number, pax: Array<[string, Buffer]>): Buffer {
   if (e.linkpath.length > 100) pax.push(['linkpath', e.linkpath]);
   if (e.mtimeNsec !== 0 || e.mtimeSec < 0 || e.mtimeSec > 0o77777777777) pax.push(['mtime', Buffer.from(paxTimeText(e.mtimeSec, e.mtimeNsec))]);
-  for (const [name, value] of e.xattrs) pax.push([`SCHILY.xattr.${encodeGnuXattrKeyword(name.toString('utf8'))}`, value]);
-  const size = e.type === 'file' ? e.size : 0;
-  const header = rawHeader(e.path, e, TYPEFLAG[e.type], size, pax);
+  for (const [xname, value] of e.xattrs) pax.push([`SCHILY.xattr.${encodeGnuXattrKeyword(xname.toString('utf8'))}`, value]);
+  const header = rawHeader(name, e, TYPEFLAG[e.type], size, pax);
   if (pax.length === 0) return header;
   const paxData = Buffer.concat(pax.map(([k, v]) => paxRecord(k, v)));
   const paxName = Buffer.from('PaxHeaders/' + e.path.subarray(Math.max(0, e.path.length - 80)).toString('latin1'), 'latin1');
   const paxHeader = rawHeader(paxName, { ...e, mode: 0o644, uid: 0, gid: 0, mtimeSec: 0, devmajor: 0, devminor: 0, linkpath: Buffer.alloc(0) }, 'x', paxData.length, []);
   return Buffer.concat([paxHeader, paxData, Buffer.alloc(tarPadding(paxData.length)), header]);
+}
+
+/**
+ * A sparse file's headers as GNU tar writes them with `--sparse` (PAX format 1.0, which GNU tar,
+ * bsdtar and Go's archive/tar read back with its holes): the PAX records name the file and its
+ * size, the header names a stand-in (`GNUSparseFile.0/NAME`, what a reader that knows no sparse
+ * files extracts), and the map of `dataRuns` (offset, length pairs, in order, within `e.size`)
+ * starts the data, padded to a block. The caller writes the runs' bytes after it, then
+ * `tarPadding(their total)`. Every run but the last is whole blocks long: GNU tar starts each
+ * run's bytes at a block of their own where Go's archive/tar (and this parser) read them as one
+ * stream, and the two agree only then (as GNU tar, which finds holes block by block, writes).
+ */
+export function encodeSparseTarHeaders(e: TarEntry, dataRuns: readonly number[]): Buffer {
+  let stored = 0;
+  for (let i = 1; i < dataRuns.length; i += 2) {
+    if (i < dataRuns.length - 1 && (dataRuns[i] as number) % TAR_BLOCK !== 0) throw new RangeError(`a sparse file's run of ${dataRuns[i]} bytes is not whole blocks`);
+    stored += dataRuns[i] as number;
+  }
+  // A file that ends in a hole ends its map with a run of no bytes at its end: GNU tar sizes the
+  // file it extracts by the map's last run (its realsize record notwithstanding), as it writes.
+  const n = dataRuns.length;
+  const runs = n > 0 && (dataRuns[n - 2] as number) + (dataRuns[n - 1] as number) === e.size ? dataRuns : [...dataRuns, e.size, 0];
+  const mapText = Buffer.from(`${runs.length / 2}\n${runs.map((n) => `${n}\n`).join('')}`, 'latin1');
+  const map = Buffer.concat([mapText, Buffer.alloc(tarPadding(mapText.length))]);
+  const slash = e.path.lastIndexOf(0x2f);
+  const base = e.path.subarray(slash + 1);
+  const stand = Buffer.concat([e.path.subarray(0, slash + 1), Buffer.from('GNUSparseFile.0/'), base]);
+  const pax: Array<[string, Buffer]> = [
+    ['GNU.sparse.major', Buffer.from('1')],
+    ['GNU.sparse.minor', Buffer.from('0')],
+    ['GNU.sparse.name', e.path],
+    ['GNU.sparse.realsize', Buffer.from(String(e.size))],
+  ];
+  if (stand.length > 100) pax.push(['path', stand]);
+  return Buffer.concat([headersWith({ ...e, type: 'file' }, stand, map.length + stored, pax), map]);
 }
 
 export function tarPadding(size: number): number {

@@ -147,9 +147,13 @@ export class ToolChunkReader {
     return w.data;
   }
 
-  /** Yields a file's content as (offset, bytes) pieces in order; gaps (holes) are zeros. */
-  async *readFile(ino: number): AsyncGenerator<{ offset: number; data: Uint8Array }> {
-    const chunks = this.image.fileChunks(ino);
+  /**
+   * Yields a file's content as (offset, bytes) pieces in order; gaps (holes) are zeros. Chunks
+   * `skip` names are left out (not read), as gaps.
+   */
+  async *readFile(ino: number, skip?: (c: ChunkInfo) => boolean): AsyncGenerator<{ offset: number; data: Uint8Array }> {
+    const all = this.image.fileChunks(ino);
+    const chunks = skip === undefined ? all : all.filter((c) => !skip(c));
     // Read ahead a few chunks while the previous ones are written out.
     const ahead: Array<Promise<Uint8Array>> = [];
     let next = 0;

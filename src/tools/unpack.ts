@@ -4,10 +4,12 @@
  */
 import { chmodSync, closeSync, ftruncateSync, lchownSync, linkSync, mkdirSync, openSync, rmSync, symlinkSync, writeSync } from 'node:fs';
 import { mkdir, readdir, rm } from 'node:fs/promises';
-import { FileWriter, FormatError, type Logger, UsageError, isSysError, namingFile } from '../base/index.js';
-import { S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK, decodeDev } from '../format/constants.js';
-import type { RafsImage } from '../format/image.js';
-import { TAR_END, type TarEntry, encodeTarHeaders, tarPadding } from '../format/tar.js';
+import { FileWriter, FormatError, type Logger, UsageError, bytesEqual, isSysError, namingFile } from '../base/index.js';
+import { ChunkFlag, S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK, decodeDev } from '../format/constants.js';
+import type { ChunkInfo } from '../format/chunk-info.js';
+import { digest } from '../format/digest.js';
+import type { BlobInfo, RafsImage } from '../format/image.js';
+import { TAR_BLOCK, TAR_END, type TarEntry, encodeSparseTarHeaders, encodeTarHeaders, tarPadding } from '../format/tar.js';
 import { native } from '../native/index.js';
 import type { ToolChunkReader } from './chunk-reader.js';
 import { type WalkItem, walkImage } from './walk.js';
@@ -150,7 +152,62 @@ export async function unpackToDirectory(image: RafsImage, reader: ToolChunkReade
   return { files, bytes };
 }
 
-export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out: string, log: Logger): Promise<{ files: number; bytes: number }> {
+/**
+ * Which chunks of an image are all zeros, known from their digests without reading them (a chunk
+ * checked only by CRC-32C is never taken for one: a CRC does not say what the bytes are).
+ */
+class ZeroChunks {
+  private readonly digests = new Map<string, Uint8Array>();
+
+  constructor(private readonly image: RafsImage) {}
+
+  has(c: ChunkInfo): boolean {
+    if ((c.flags & ChunkFlag.HAS_CRC32) !== 0) return false;
+    const { digester } = this.image.blobs[c.blobIndex] as BlobInfo;
+    const key = `${digester}:${c.uncompressedSize}`;
+    let d = this.digests.get(key);
+    if (d === undefined) {
+      d = digest(digester, Buffer.alloc(c.uncompressedSize));
+      this.digests.set(key, d);
+    }
+    return bytesEqual(d, c.digest);
+  }
+
+  /**
+   * A file's data runs (offset, length pairs): its chunks but those of zeros, adjacent ones joined;
+   * undefined when it has no hole, neither a chunk of zeros nor a gap between chunks, or when a
+   * run but the last is not whole tar blocks (`encodeSparseTarHeaders`: chunks are 4 KiB and more,
+   * so only an odd bootstrap has such runs, and its file is written out whole).
+   */
+  runs(ino: number, size: number): number[] | undefined {
+    const runs: number[] = [];
+    let holes = false;
+    let end = 0;
+    for (const c of this.image.fileChunks(ino)) {
+      if (c.fileOffset > end) holes = true;
+      end = Math.max(end, c.fileOffset + c.uncompressedSize);
+      if (this.has(c)) {
+        holes = true;
+        continue;
+      }
+      const last = runs.length - 2;
+      if (last >= 0 && (runs[last] as number) + (runs[last + 1] as number) === c.fileOffset) runs[last + 1] = (runs[last + 1] as number) + c.uncompressedSize;
+      else runs.push(c.fileOffset, c.uncompressedSize);
+    }
+    for (let i = 1; i < runs.length - 1; i += 2) if ((runs[i] as number) % TAR_BLOCK !== 0) return undefined;
+    return holes || end < size ? runs : undefined;
+  }
+}
+
+export interface UnpackTarOptions {
+  /**
+   * Files with holes (chunks of zeros, gaps) as GNU tar's `--sparse` writes them (PAX 1.0): the
+   * archive holds their data alone. Without it their holes are written out as zeros.
+   */
+  sparse?: boolean;
+}
+
+export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out: string, log: Logger, opts: UnpackTarOptions = {}): Promise<{ files: number; bytes: number }> {
   const file = await FileWriter.create(out, 'wx');
   const write = (b: Uint8Array): Promise<void> => file.write(b);
   const zeros = Buffer.alloc(1 << 20);
@@ -158,6 +215,7 @@ export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out
     for (; n > 0; n -= zeros.length) await write(n >= zeros.length ? zeros : zeros.subarray(0, n));
   };
   const firstLink = new Map<number, Buffer>();
+  const zeroChunks = opts.sparse === true ? new ZeroChunks(image) : undefined;
   let files = 0;
   let bytes = 0;
   try {
@@ -192,18 +250,36 @@ export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out
           await write(encodeTarHeaders({ ...base, type: 'dir' }));
           break;
         case 'file': {
-          await write(encodeTarHeaders({ ...base, size: attr.size }));
-          let pos = 0;
-          for await (const { offset, data } of reader.readFile(attr.ino)) {
-            // The archive is framed by the header's size: a byte past it would be read as the
-            // next header (the readers check this already; this keeps the frame whatever comes).
-            if (offset < pos || offset + data.length > attr.size) throw new FormatError(`${rel.toString('latin1')}: data at ${offset}+${data.length} outside the file's ${attr.size} bytes`);
-            if (offset > pos) await writeZeros(offset - pos);
-            await write(data);
-            pos = offset + data.length;
+          const runs = zeroChunks?.runs(attr.ino, attr.size);
+          if (runs !== undefined) {
+            await write(encodeSparseTarHeaders({ ...base, size: attr.size }, runs));
+            let stored = 0;
+            let pos = 0;
+            for await (const { offset, data } of reader.readFile(attr.ino, (c) => zeroChunks?.has(c) === true)) {
+              // The map said where these bytes go, and the header's size counts them.
+              if (offset < pos || offset + data.length > attr.size) throw new FormatError(`${rel.toString('latin1')}: data at ${offset}+${data.length} outside the file's ${attr.size} bytes`);
+              await write(data);
+              stored += data.length;
+              pos = offset + data.length;
+            }
+            let mapped = 0;
+            for (let i = 1; i < runs.length; i += 2) mapped += runs[i] as number;
+            if (stored !== mapped) throw new FormatError(`${rel.toString('latin1')}: ${stored} bytes of data where its map has ${mapped}`);
+            await write(Buffer.alloc(tarPadding(stored)));
+          } else {
+            await write(encodeTarHeaders({ ...base, size: attr.size }));
+            let pos = 0;
+            for await (const { offset, data } of reader.readFile(attr.ino)) {
+              // The archive is framed by the header's size: a byte past it would be read as the
+              // next header (the readers check this already; this keeps the frame whatever comes).
+              if (offset < pos || offset + data.length > attr.size) throw new FormatError(`${rel.toString('latin1')}: data at ${offset}+${data.length} outside the file's ${attr.size} bytes`);
+              if (offset > pos) await writeZeros(offset - pos);
+              await write(data);
+              pos = offset + data.length;
+            }
+            if (attr.size > pos) await writeZeros(attr.size - pos);
+            await write(Buffer.alloc(tarPadding(attr.size)));
           }
-          if (attr.size > pos) await writeZeros(attr.size - pos);
-          await write(Buffer.alloc(tarPadding(attr.size)));
           bytes += attr.size;
           files++;
           break;

@@ -490,7 +490,7 @@ describe('OCI layer builds', () => {
     }
   });
 
-  test('sparse files in layer tars of each GNU tar format (old GNU, PAX 0.0, 0.1, 1.0) build and unpack to the same bytes; holes are stored as one zero chunk', async () => {
+  test('sparse files in layer tars of each GNU tar format (old GNU, PAX 0.0, 0.1, 1.0) build and unpack to the same bytes, holes stored as one zero chunk; unpack --tar --sparse writes them back as GNU tar does', async () => {
     const d = join(work, 'sparse');
     await mkdir(join(d, 'src'), { recursive: true });
     // 8 MiB with 40 islands (more runs than an old GNU header holds: extension blocks; a PAX 1.0
@@ -513,6 +513,21 @@ describe('OCI layer builds', () => {
       assert.deepEqual(await compareTrees(join(d, 'src'), join(out, 'out'), { ignore: (p) => p === '/' }), [], name);
       await damselflyOk(['check', '--bootstrap', join(out, 'boot'), '--blob-dir', join(out, 'blobs')]);
     }
+    // unpack --tar --sparse writes them as GNU tar --sparse does: the archive holds their data
+    // alone, GNU tar extracts them with their holes, and they build back to the same tree.
+    const out = join(d, '1.0');
+    await damselflyOk(['unpack', '--bootstrap', join(out, 'boot'), '--blob-dir', join(out, 'blobs'), '--tar', join(d, 'sparse-out.tar'), '--sparse']);
+    const archived = (await lstat(join(d, 'sparse-out.tar'))).size;
+    // 312 MiB of files: the chunks with data (43 of 64 KiB: 40 islands, 3 of huge's) and no more.
+    assert.ok(archived < 44 * 65_536 + 64 * 1024, `an archive of ${archived} bytes`);
+    await mkdir(join(d, 'gnu-x'));
+    sh(`tar --numeric-owner -xpf '${d}/sparse-out.tar' -C '${d}/gnu-x'`);
+    assert.deepEqual(await compareTrees(join(d, 'src'), join(d, 'gnu-x'), { ignore: (p) => p === '/' }), []);
+    assert.ok(Number(sh(`du -k --apparent-size=false '${d}/gnu-x/huge' | cut -f1`)) < 1024, 'GNU tar extracted the holes as holes');
+    await buildJson(['--bootstrap', join(d, 'again', 'boot'), '--blob-dir', join(d, 'again', 'blobs'), join(d, 'sparse-out.tar')]);
+    await damselflyOk(['unpack', '--bootstrap', join(d, 'again', 'boot'), '--blob-dir', join(d, 'again', 'blobs'), '--output', join(d, 'again', 'out')]);
+    assert.deepEqual(await compareTrees(join(d, 'src'), join(d, 'again', 'out'), { ignore: (p) => p === '/' }), []);
+    assert.equal((await damselfly(['unpack', '--bootstrap', join(out, 'boot'), '--blob-dir', join(out, 'blobs'), '--output', join(d, 'nope'), '--sparse'])).code, 2);
     // A tar-ref chunk is a range of the layer itself, and a hole is not in it: a clear refusal.
     const ref = await damselfly(['build', '--type', 'tar-ref', '--bootstrap', join(d, 'ref', 'boot'), '--blob-dir', join(d, 'ref', 'blobs'), join(d, 'gnu.tar')]);
     assert.notEqual(ref.code, 0);

@@ -13,7 +13,7 @@ import { lstat, mkdir, readFile, readlink, symlink, writeFile, link } from 'node
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { FormatError, UnsupportedError } from '../../../src/base/index.js';
-import { TAR_BLOCK, TAR_END, type TarEntry, type TarEvent, TarParser, encodeTarHeaders, parsePax, tarPadding } from '../../../src/format/tar.js';
+import { TAR_BLOCK, TAR_END, type TarEntry, type TarEvent, TarParser, encodeSparseTarHeaders, encodeTarHeaders, parsePax, tarPadding } from '../../../src/format/tar.js';
 import { native } from '../../../src/native/index.js';
 import { VECTORS, sh, vectorsMissing, withTempDir } from '../../helpers/env.js';
 import { metaBlocks, oldGnuSparse, patchHeader, paxRecord, tarArchive as archive, tarEntry as entry } from '../../helpers/tar.js';
@@ -639,6 +639,46 @@ describe('sparse files', () => {
     fails(oldGnu([[2, 3], [19, 2]], 20, 'abcXY'), /end past its 20 bytes/);
     fails(oldGnu([[10, 2], [2, 3]], 20, 'XYabc'), /out of order/);
     fails(Buffer.concat([metaBlocks('x', Buffer.concat(v01('2,3').map(([k, v]) => paxRecord(k, v)))), oldGnu([[2, 3]], 20, 'abc')]), /old GNU sparse entry with GNU.sparse records/);
+  });
+
+  test('encodeSparseTarHeaders writes what the parser and GNU tar read back, holes and long names included', async () => {
+    const long = `${'d'.repeat(90)}/${'f'.repeat(60)}`;
+    const cases: Array<{ path: string; size: number; runs: number[] }> = [
+      { path: 's', size: 4000, runs: [512, 512, 2048, 5] },
+      { path: 'dir/all-hole', size: 5000, runs: [] },
+      { path: 'starts', size: 9000, runs: [0, 700] },
+      { path: 'ends', size: 9000, runs: [8000, 1000] },
+      { path: long, size: 1 << 20, runs: [4096, 4096, 500_000, 10] },
+    ];
+    const files = cases.map(({ path, size, runs }, k) => {
+      const content = Buffer.alloc(size);
+      const stored: Buffer[] = [];
+      for (let i = 0; i < runs.length; i += 2) {
+        const data = Buffer.alloc(runs[i + 1] as number, 0x41 + k + i);
+        data.copy(content, runs[i] as number);
+        stored.push(data);
+      }
+      const bytes = Buffer.concat(stored);
+      const e = entry(path, 'file', { size, mode: 0o640, mtimeSec: 1_700_000_000 });
+      return { e, content, tar: Buffer.concat([encodeSparseTarHeaders(e, runs), bytes, Buffer.alloc(tarPadding(bytes.length))]) };
+    });
+    const whole = Buffer.concat([...files.map((f) => f.tar), TAR_END]);
+    for (const step of [whole.length, 1, 1000]) {
+      const parsed = parseAll(whole, step);
+      assert.deepEqual(parsed.map((p) => p.entry.path.toString()), cases.map((c) => c.path));
+      parsed.forEach((p, i) => assert.ok(p.data.equals((files[i] as { content: Buffer }).content), `${cases[i]?.path}, step ${step}`));
+    }
+    await withTempDir('tar-sparse-write', async (dir) => {
+      await writeFile(join(dir, 'a.tar'), whole);
+      sh(`mkdir '${dir}/x' && tar -xf '${dir}/a.tar' -C '${dir}/x'`);
+      for (const [i, c] of cases.entries()) {
+        assert.ok((await readFile(join(dir, 'x', c.path))).equals((files[i] as { content: Buffer }).content), `GNU tar: ${c.path}`);
+      }
+      // Holes on disk too: a 1 MiB file with 4 KiB + 10 bytes of data takes a few blocks.
+      assert.ok(Number(sh(`du -k '${dir}/x/${long}' | cut -f1`)) < 64);
+    });
+    // A run other than the last that is not whole blocks: GNU tar and Go would read it apart.
+    assert.throws(() => encodeSparseTarHeaders(entry('odd', 'file', { size: 100 }), [0, 10, 50, 10]), RangeError);
   });
 
   test('an archive cut inside a sparse file\'s map, runs or trailing hole is truncated', () => {
