@@ -72,17 +72,20 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
 
  private:
   // setup(size, descUaddr, availUaddr, usedUaddr, eventIdx): ring addresses are frontend VAs.
+  // Everything is checked before anything changes: a setup refused for a running ring (new
+  // addresses misaligned or outside guest memory) leaves it as it was, its size and areas checked
+  // together, never a new size over the old areas.
   Napi::Value Setup(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     int64_t size = IntArg(info[0], "size");
     if (size < 1 || size > kMaxQueueSize) throw Napi::RangeError::New(env, "queue size out of range");
-    size_ = static_cast<uint32_t>(size);
-    desc_ua_ = ToU64(info[1], "desc");
-    avail_ua_ = ToU64(info[2], "avail");
-    used_ua_ = ToU64(info[3], "used");
-    event_idx_ = info[4].ToBoolean().Value();
-    if (desc_ua_ % 16 != 0 || avail_ua_ % 2 != 0 || used_ua_ % 4 != 0) throw Napi::RangeError::New(env, "misaligned ring address");
-    if (!Resolve()) throw Napi::RangeError::New(env, "ring addresses lie outside guest memory");
+    uint64_t desc = ToU64(info[1], "desc");
+    uint64_t avail = ToU64(info[2], "avail");
+    uint64_t used = ToU64(info[3], "used");
+    bool event_idx = info[4].ToBoolean().Value();
+    if (desc % 16 != 0 || avail % 2 != 0 || used % 4 != 0) throw Napi::RangeError::New(env, "misaligned ring address");
+    if (!Resolve(static_cast<uint32_t>(size), desc, avail, used)) throw Napi::RangeError::New(env, "ring addresses lie outside guest memory");
+    event_idx_ = event_idx;
     // As rust-vmm: continue from the used index the ring holds (a fresh ring holds 0).
     used_idx_ = LoadRelaxed<uint16_t>(used_ + 2);
     signalled_used_ = used_idx_;
@@ -101,13 +104,18 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
     return static_cast<uint64_t>(IntArg(v, what));
   }
 
-  // Translates the three ring areas for the current memory table generation.
-  bool Resolve() {
+  // Translates the three areas of a ring of `size` at these addresses for the current memory
+  // table generation and, only when all three lie in guest memory, makes them the ring's.
+  bool Resolve(uint32_t size, uint64_t desc_ua, uint64_t avail_ua, uint64_t used_ua) {
     std::shared_ptr<Mapping> kd, ka, ku;
-    uint8_t* d = table_->TranslateUaddr(desc_ua_, 16ull * size_, &kd);
-    uint8_t* a = table_->TranslateUaddr(avail_ua_, 6ull + 2ull * size_, &ka);
-    uint8_t* u = table_->TranslateUaddr(used_ua_, 6ull + 8ull * size_, &ku);
+    uint8_t* d = table_->TranslateUaddr(desc_ua, 16ull * size, &kd);
+    uint8_t* a = table_->TranslateUaddr(avail_ua, 6ull + 2ull * size, &ka);
+    uint8_t* u = table_->TranslateUaddr(used_ua, 6ull + 8ull * size, &ku);
     if (d == nullptr || a == nullptr || u == nullptr) return false;
+    size_ = size;
+    desc_ua_ = desc_ua;
+    avail_ua_ = avail_ua;
+    used_ua_ = used_ua;
     desc_ = d;
     avail_ = a;
     used_ = u;
@@ -115,6 +123,9 @@ class Virtqueue : public Napi::ObjectWrap<Virtqueue> {
     generation_ = table_->generation();
     return true;
   }
+
+  // The ring's own areas again, after a memory table change.
+  bool Resolve() { return Resolve(size_, desc_ua_, avail_ua_, used_ua_); }
 
   // Whether the ring is set up; throws (code E_RING_UNMAPPED) while a memory table change left
   // part of it outside guest memory. The ring stays set up: once its memory is back (a region

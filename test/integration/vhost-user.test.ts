@@ -3,10 +3,12 @@
  * the normal path (QEMU's and cloud-hypervisor's message orders, READ straight into guest buffers
  * split across descriptors, indirect tables, memory added while rings run, ring stop and restart)
  * and hostile cases (addresses outside guest memory, descriptor loops, oversized chains, lying
- * FUSE lengths, missing and extra fds, a corrupt avail index, a socket closed mid-message). The
+ * FUSE lengths, missing and extra fds, a corrupt avail index, a socket closed mid-message, a
+ * running ring changed wrongly, a flood of messages, a call fd that takes no signal). The
  * backend never crashes, keeps serving well-formed requests, and exits cleanly on disconnect.
  */
 import assert from 'node:assert/strict';
+import { closeSync, constants, openSync, readFileSync, writeSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -17,7 +19,7 @@ import { Request } from '../../src/transport/vhost-user/protocol.js';
 import { damselflyOk } from '../helpers/env.js';
 import { cstr, initArgs, parseAttr, parseEntry, parseReply, readArgs, request } from '../helpers/fuse-client.js';
 import { prng } from '../helpers/tree.js';
-import { DESC_INDIRECT, DESC_NEXT, DESC_WRITE, type Desc, type Ring, TestFrontend, type VirtiofsDaemon, startVirtiofsDaemon } from '../helpers/vhost-frontend.js';
+import { DESC_INDIRECT, DESC_NEXT, DESC_WRITE, type Desc, type Ring, TestFrontend, UADDR_BASE, type VirtiofsDaemon, startVirtiofsDaemon } from '../helpers/vhost-frontend.js';
 
 function startDaemon(work: string, name: string): Promise<VirtiofsDaemon> {
   return startVirtiofsDaemon(join(work, `${name}.sock`), ['--bootstrap', join(work, 'boot'), '--blob-dir', join(work, 'blobs')]);
@@ -252,6 +254,92 @@ describe('vhost-user backend with an in-process frontend', () => {
     assert.equal(signal, null, d.stderr());
     assert.equal(code, 0, d.stderr());
     assert.doesNotMatch(d.stderr(), /TypeError|RangeError|Segmentation|Aborted/);
+  });
+
+  test('a frontend changing a running ring wrongly is refused and the ring runs on as it was; a flood of messages waits its turn; a call fd that takes no signal blocks nothing', async () => {
+    const d = await startDaemon(work, 'reconfigure');
+    const f = TestFrontend.connect(d.socket, 2 << 20);
+    const acked = async (request: Request, payload: Buffer, fds: number[] = []): Promise<bigint> => (await f.call(request, payload, fds, 0x1 | 0x8)).readBigUInt64LE(0);
+    try {
+      await f.start({ queues: 2, size: 256 });
+      await init(f);
+      const ring = f.rings[1] as Ring;
+      // Where a 32768-entry ring's avail_event would be: far past this ring's areas. A refused
+      // setup used to keep the new size over the old areas, and a kick wrote here.
+      const sentinel = ring.used + 4 + 8 * 32768;
+      f.view(sentinel, 2).writeUInt16LE(0xaaaa, 0);
+      const addr = (desc: number): Buffer => {
+        const a = Buffer.alloc(40);
+        a.writeUInt32LE(1, 0);
+        a.writeBigUInt64LE(UADDR_BASE + BigInt(desc), 8);
+        a.writeBigUInt64LE(UADDR_BASE + BigInt(ring.used), 16);
+        a.writeBigUInt64LE(UADDR_BASE + BigInt(ring.avail), 24);
+        return a;
+      };
+      assert.equal(await acked(Request.SET_VRING_NUM, TestFrontend.state(1, 32768)), 1n, 'a running ring keeps its size');
+      assert.equal(await acked(Request.SET_VRING_NUM, TestFrontend.state(1, 256)), 0n, 'the size it has is fine');
+      assert.equal(await acked(Request.SET_VRING_ADDR, addr(ring.desc + 8)), 1n, 'misaligned');
+      assert.equal(await acked(Request.SET_VRING_ADDR, addr(f.memSize - 16)), 1n, 'outside guest memory');
+      f.kick(ring);
+      await lookupOk(f, 'hello');
+      assert.equal(f.view(sentinel, 2).readUInt16LE(0), 0xaaaa, 'nothing written past the ring');
+      // A new kick fd the ring cannot take (its memory is away): refused, and the ring keeps the
+      // kick fd it had (it closed that one first, and then had none).
+      const region = Buffer.alloc(40);
+      region.writeBigUInt64LE(BigInt(f.memSize), 16);
+      region.writeBigUInt64LE(UADDR_BASE, 24);
+      assert.equal(await acked(Request.REM_MEM_REG, region), 0n);
+      const kick = native.eventfd(0);
+      assert.equal(await acked(Request.SET_VRING_KICK, TestFrontend.u64(1), [kick]), 1n);
+      assert.equal(await acked(Request.ADD_MEM_REG, region, [f.memFd]), 0n);
+      await lookupOk(f, 'hello'); // kicked on the old fd
+      native.closeFd(kick);
+      // A flood of messages (SET_OWNER, harmless) written without pause: read as they are handled,
+      // so a request after it is answered soon, not after the whole backlog, and memory stays put.
+      const owner = Buffer.alloc(12);
+      owner.writeUInt32LE(Request.SET_OWNER, 0);
+      owner.writeUInt32LE(1, 4);
+      const burst = Buffer.concat(Array.from({ length: 4096 }, () => owner));
+      const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.proc.pid}/status`, 'utf8'))?.[1]) * 1024;
+      const before = rss();
+      const until = Date.now() + 2000;
+      let sent = 0;
+      let rest = Buffer.alloc(0); // what a short send left of the burst: sent first, whole messages
+      while (Date.now() < until || rest.length > 0) {
+        const chunk = rest.length > 0 ? rest : burst;
+        const n = native.sendMsg(f.fd, chunk); // short (or 0) while the socket is full
+        sent += n;
+        rest = chunk.subarray(n);
+        if (rest.length > 0) await new Promise((r) => setTimeout(r, 1));
+      }
+      assert.ok(sent > 100_000, `${sent} bytes sent`);
+      assert.equal((await f.call(Request.GET_QUEUE_NUM)).readBigUInt64LE(0) > 1n, true);
+      assert.ok(rss() - before < 64 << 20, `the daemon grew by ${rss() - before} bytes over a flood of ${sent} bytes`);
+      // A call fd that would block its writer (a blocking FIFO, full; an eventfd at its limit is
+      // another): the daemon signals it without waiting, and goes on serving.
+      const fifo = join(work, 'call.fifo');
+      native.mknod(fifo, constants.S_IFIFO | 0o600, 0, 0);
+      const full = openSync(fifo, 'r+'); // blocking, and a reader of its own: opens at once
+      const filler = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+      try {
+        for (;;) writeSync(filler, Buffer.alloc(4096));
+      } catch (e) {
+        assert.equal((e as NodeJS.ErrnoException).code, 'EAGAIN');
+      }
+      closeSync(filler);
+      f.send(Request.SET_VRING_CALL, TestFrontend.u64(1), [full]);
+      for (const name of ['hello', 'data.bin']) {
+        // used_event: the next completion is to be signalled (EVENT_IDX).
+        f.view(ring.avail + 4 + 2 * ring.size, 2).writeUInt16LE(f.view(ring.used + 2, 2).readUInt16LE(0), 0);
+        await lookupOk(f, name);
+      }
+      closeSync(full);
+    } finally {
+      f.close();
+    }
+    const [code, signal] = await d.exit;
+    assert.equal(signal, null, d.stderr());
+    assert.equal(code, 0, d.stderr());
   });
 
   test('FORGETs on the hiprio ring: kicked once, then polled while they keep coming, kicks asked for again when idle', async () => {

@@ -486,17 +486,27 @@ export class VhostUserBackend {
       case Request.SET_VRING_NUM: {
         const { index, num } = decodeVringState(m);
         if (num < 1 || num > MAX_QUEUE_SIZE) throw new Error(`ring size ${num} is not supported (1..${MAX_QUEUE_SIZE})`);
-        this.ring(index).size = num;
+        const r = this.ring(index);
+        // Requests in flight hold heads of the size the ring has (no VMM resizes a running ring).
+        if (r.started && num !== r.size) throw new Error(`ring ${index} is running: its size stays ${r.size}, not ${num}`);
+        r.size = num;
         return undefined;
       }
       case Request.SET_VRING_ADDR: {
         const a = decodeVringAddr(m);
         const r = this.ring(a.index);
+        const old = r.addr;
         r.addr = { desc: a.desc, used: a.used, avail: a.avail };
         if (r.started) {
-          // New addresses for a running ring: keep its position.
+          // New addresses for a running ring: keep its position. Refused, the ring runs on where
+          // it was (the setup changes nothing it refuses).
           r.base = r.vq.base();
-          this.setupRing(r);
+          try {
+            this.setupRing(r);
+          } catch (e) {
+            r.addr = old;
+            throw e;
+          }
         }
         return undefined;
       }
@@ -523,6 +533,9 @@ export class VhostUserBackend {
         const v = decodeU64(m);
         const r = this.ring(Number(v & VRING_IDX_MASK));
         const fd = v & VRING_NOFD_MASK ? -1 : (this.takeFds(m, 1)[0] as number);
+        // Signalled from the event loop thread: a write must never block it (an eventfd's count
+        // at its limit, or a pipe a frontend passed in its place, gives EAGAIN instead).
+        if (fd >= 0) native.setNonBlocking(fd);
         if (m.header.request === Request.SET_VRING_CALL) {
           if (r.callFd >= 0) native.closeFd(r.callFd);
           r.callFd = fd;
@@ -562,14 +575,21 @@ export class VhostUserBackend {
     const r = this.ring(Number(v & VRING_IDX_MASK));
     if (v & VRING_NOFD_MASK) throw new Error('polling rings (no kick fd) are not supported');
     const [fd] = this.takeFds(m, 1) as [number];
+    // A new kick fd for a running ring: it goes on from where it is, not from its SET_VRING_BASE
+    // (which would pop, and answer, every request it served again).
+    if (r.started) r.base = r.vq.base();
+    try {
+      this.setupRing(r);
+    } catch (e) {
+      // Refused (no size or addresses yet, or not in guest memory): the ring keeps the kick fd it
+      // had, if any, and runs on as it was.
+      native.closeFd(fd);
+      throw e;
+    }
     r.poller?.close();
     if (r.kickFd >= 0) native.closeFd(r.kickFd);
     r.kickFd = fd;
     native.setNonBlocking(fd);
-    // A new kick fd for a running ring: it goes on from where it is, not from its SET_VRING_BASE
-    // (which would pop, and answer, every request it served again).
-    if (r.started) r.base = r.vq.base();
-    this.setupRing(r);
     r.poller = new native.Poller(fd, (events) => this.onKick(r, events), true);
     r.poller.start(UV_READABLE);
     // Rings start enabled without PROTOCOL_FEATURES; otherwise they wait for SET_VRING_ENABLE.

@@ -8,6 +8,12 @@ import { type Poller, native } from '../../native/index.js';
 import { HEADER_SIZE, MAX_PAYLOAD, type Message, VERSION, decodeHeader } from './protocol.js';
 
 const UV_READABLE = 1;
+/**
+ * Messages read ahead of their handling. Past this the socket is left unread until they are
+ * handled: a frontend writing without pause can neither make the daemon queue without bound nor
+ * keep its event loop in one read loop (signals, kicks and timers wait for that loop to end).
+ */
+const MAX_QUEUED = 64;
 
 export class VhostConnection {
   private readonly fd: number;
@@ -25,6 +31,8 @@ export class VhostConnection {
   /** Messages are handled one at a time, in order (a handler may wait, e.g. to drain a ring). */
   private queue: Message[] = [];
   private busy = false;
+  /** The socket is not polled until the queue is handled (`MAX_QUEUED`). */
+  private paused = false;
 
   constructor(
     fd: number,
@@ -41,6 +49,11 @@ export class VhostConnection {
     if (events < 0) return this.close(`socket poll error ${events}`);
     for (;;) {
       if (this.closed) return;
+      if (this.queue.length >= MAX_QUEUED) {
+        this.paused = true;
+        this.poller.stop();
+        return;
+      }
       let r;
       try {
         r = native.recvMsg(this.fd, 65536);
@@ -95,6 +108,10 @@ export class VhostConnection {
       }
     } finally {
       this.busy = false;
+      if (this.paused && !this.closed) {
+        this.paused = false;
+        this.poller.start(UV_READABLE);
+      }
     }
   }
 
