@@ -150,6 +150,8 @@ class Vring implements QueueHandle {
   private stopping = new AbortController();
   /** Chains popped and not yet completed. */
   inflight = 0;
+  /** The driver had more chains out than the ring holds (logged once a ring). */
+  private overcommitted = false;
   private drained: Array<() => void> = [];
   private notifyScheduled = false;
   broken = false;
@@ -179,6 +181,14 @@ class Vring implements QueueHandle {
 
   pop(): Chain | null {
     if (!this.started || !this.enabled || this.broken) return null;
+    // A driver cannot have more chains out than the ring has entries: one that publishes a head
+    // again while it is in flight gets no more until some are returned (each would hold memory,
+    // and wait, as long as a slow request does). Its ring is corrupt to it once it runs ahead.
+    if (this.inflight >= this.size) {
+      if (!this.overcommitted) this.log.warn({ ring: this.index, inflight: this.inflight }, 'the driver published more chains than its ring holds (a head again while in flight); no more are taken until some are returned');
+      this.overcommitted = true;
+      return null;
+    }
     let r = this.guarded(() => this.vq.popInto(this.slots), PopResult.None);
     // A chain of more pieces than the slots hold (each time more than before: bounded by the ring).
     while (r === PopResult.NeedRoom) {
@@ -207,8 +217,12 @@ class Vring implements QueueHandle {
     if (this.started && !this.broken) this.guarded(() => this.vq.disableNotify(), undefined);
   }
 
+  /** Asks for kicks again; whether chains came meanwhile that `pop` would take. */
   enableNotify(): boolean {
-    return this.started && !this.broken && this.guarded(() => this.vq.enableNotify(), false);
+    if (!this.started || this.broken) return false;
+    const more = this.guarded(() => this.vq.enableNotify(), false);
+    // At the limit of chains in flight `pop` takes none: more to do would be a loop that spins.
+    return more && this.inflight < this.size;
   }
 
   /**

@@ -8,7 +8,9 @@
  * - the memory region holding the ring removed and added again (REM_MEM_REG, ADD_MEM_REG, as a
  *   frontend changing a region may send): the READ completing in between is returned once the region is back, and
  *   requests kicked meanwhile are served (the ring used to be given up for good, the guest hung).
- * Both found by review.
+ * - a driver publishing a head again while it is in flight, a thousand times: no more requests in
+ *   flight than the ring has entries.
+ * All found by review.
  */
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
@@ -146,6 +148,29 @@ test('the region holding a running ring removed and added again: the READ comple
     assert.deepEqual(page.subarray(16), content.subarray(0, 8192));
     assert.deepEqual(await f.used(ring, 3000), { id: head, len: 16 + 104 });
     assert.equal(parseReply(Buffer.from(f.view(attrAt, 16 + 104))).error, 0);
+  } finally {
+    await close();
+  }
+});
+
+test('a driver that publishes a head again and again while it is in flight gets no more requests in flight than its ring has entries', async () => {
+  const { f, ring, nodeid, release, metrics, close } = await rig();
+  try {
+    const reads = (): number => metrics.get('fuse.requests.READ');
+    const { head } = f.post(ring, request(Opcode.READ, nodeid, readArgs(0n, 0, 8192)).bytes, 16 + 8192);
+    for (let i = 0; i < 100 && reads() === 0; i++) await sleep(10);
+    // The same head, 100 at a time (a jump by more than the ring size is a corrupt ring), 1,000 times.
+    for (let k = 0; k < 10; k++) {
+      for (let i = 0; i < 100; i++) f.view(ring.avail + 4 + 2 * ((ring.nextAvail + i) % ring.size), 2).writeUInt16LE(head, 0);
+      ring.nextAvail = (ring.nextAvail + 100) & 0xffff;
+      f.setAvailIdx(ring, ring.nextAvail);
+      await sleep(20);
+    }
+    assert.equal(reads(), ring.size, 'requests taken while the first waits');
+    release();
+    // The taken ones complete (each returns its head); the daemon goes on (no second ring here).
+    const first = await f.used(ring, 3000);
+    assert.deepEqual(first, { id: head, len: 16 + 8192 });
   } finally {
     await close();
   }
