@@ -519,6 +519,7 @@ export class TarParser {
     for (;;) {
       if (st.nums.length === st.want) {
         const end = st.read + tarPadding(st.read);
+        if (end > st.stored) throw new FormatError(`tar sparse entry ${st.what}: its map's ${end} bytes are more than the ${st.stored} it stores`);
         const take = Math.min(end - st.read, buf.length - k);
         st.read += take;
         k += take;
@@ -605,14 +606,15 @@ export class TarParser {
       // GNU sparse format 0.0 gives a map as repeated offset and numbytes records, in turn: they
       // are gathered into one GNU.sparse.map, the record of format 0.1 (as Go's archive/tar).
       const map: string[] = [];
+      let mapBytes = 0;
       for (const [k, v] of paxRecords(data)) {
         if (!usedPaxKey(k)) continue;
         if (k.startsWith('GNU.sparse.') && global) continue; // a sparse map is one file's
         if (k === 'GNU.sparse.offset' || k === 'GNU.sparse.numbytes') {
           if ((k === 'GNU.sparse.offset') !== (map.length % 2 === 0)) throw new FormatError('tar PAX header: GNU.sparse.offset and GNU.sparse.numbytes records out of turn');
           map.push(v.toString('latin1'));
-          bytes += k.length + v.length;
-          if (bytes > limit.bytes) throw new FormatError(`tar archive: extended PAX records hold more than ${limit.bytes} bytes`);
+          mapBytes += v.length + 1;
+          if (bytes + mapBytes > limit.bytes) throw new FormatError(`tar archive: extended PAX records hold more than ${limit.bytes} bytes`);
           continue;
         }
         put(k, v);

@@ -633,6 +633,8 @@ describe('sparse files', () => {
     fails(paxSparse(v10, Buffer.concat([map10('2\n2\n3\n10\n3\n'), Buffer.from('abcXY')])), /places 6 bytes/);
     fails(paxSparse(v10, map10(`${'9'.repeat(7)}\n`)), /runs \(at most/);
     fails(paxSparse(v10, map10(`1\n${'9'.repeat(20)}\n0\n`)), /too large/);
+    // A map whose block is more than the entry stores (its padding would be the next header).
+    fails(paxSparse(v10, '1\n0\n0\n'), /map's 512 bytes are more than the 6 it stores/);
     // A map that goes on to the end of its entry's bytes (the next header is not read as map).
     fails(paxSparse(v10, `1000\n${'1\n'.repeat(200)}`), /does not end within 405 bytes/);
     // Old GNU: a run past the real size; runs out of order.
