@@ -6,7 +6,7 @@
 import { randomBytes } from 'node:crypto';
 import { type FileHandle, open, rename, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { namingFile, writeFully } from '../base/index.js';
+import { UnsupportedError, namingFile, writeFully } from '../base/index.js';
 import { newCipherContext } from '../format/cipher.js';
 import { type Codecs, Compressor, type Stored, ZSTD_DEFAULT_LEVEL, storeCompressedAsync } from '../format/compression.js';
 import { ChunkFlag, type Digester } from '../format/constants.js';
@@ -136,6 +136,18 @@ export const DEFAULT_PREFETCH_LEVEL = 19;
  */
 export const PREFETCH_LEVEL_BYTES = 64 << 20;
 
+/**
+ * The most chunk references one build makes (its files' chunks, deduplicated or not): each costs
+ * the builder some 300 bytes while it runs, and the bootstrap 8. 4 Mi is 4 TiB of files at the
+ * default 1 MiB chunks. A sparse file's holes count as chunks of zeros, so a layer tar entry that
+ * claims petabytes of hole in a few bytes is refused here, not run out of memory on.
+ */
+export const MAX_CHUNK_REFS = 1 << 22;
+
+function tooManyChunks(what: string, size: number): UnsupportedError {
+  return new UnsupportedError(`${what} of ${size} bytes takes the image past ${MAX_CHUNK_REFS} chunk references (use larger chunks, or fewer and smaller files)`);
+}
+
 /** A chunk that the chunk level stores in more than this share of its size is not compressed again higher. */
 const WORTH_A_HIGHER_LEVEL = 0.9;
 
@@ -229,8 +241,17 @@ export class ChunkStore {
     return this.submitWithDigest(data, digest(this.opts.digester, data), wholeFile);
   }
 
+  /**
+   * Refuses a file of `size` bytes whose chunks would take the build past `MAX_CHUNK_REFS`, before
+   * any of them is submitted (`submit` and `submitZeros` count them as they come too).
+   */
+  checkFileSize(size: number, what: string): void {
+    if (this.stats.chunks + Math.ceil(size / this.opts.chunkSize) > MAX_CHUNK_REFS) throw tooManyChunks(what, size);
+  }
+
   /** Submits a chunk of zeros without reading or hashing it again (sparse files). */
   submitZeros(size: number, wholeFile = false): Promise<ChunkRef> {
+    if (this.stats.chunks >= MAX_CHUNK_REFS) throw tooManyChunks('a file', size);
     let z = this.zeroChunks.get(size);
     if (z === undefined) {
       const d = digest(this.opts.digester, Buffer.alloc(size));
@@ -250,6 +271,7 @@ export class ChunkStore {
   private submitWithDigest(data: Buffer, d: Buffer, wholeFile: boolean): Promise<ChunkRef> {
     const blob = this.blob;
     if (blob === undefined) throw new Error('no blob is open');
+    if (this.stats.chunks >= MAX_CHUNK_REFS) throw tooManyChunks('a file', data.length);
     this.stats.chunks++;
     this.stats.bytesIn += data.length;
     const key = `${d.toString('hex')}:${data.length}`;

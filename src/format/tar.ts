@@ -612,6 +612,7 @@ export class TarParser {
         if (k.startsWith('GNU.sparse.') && global) continue; // a sparse map is one file's
         if (k === 'GNU.sparse.offset' || k === 'GNU.sparse.numbytes') {
           if ((k === 'GNU.sparse.offset') !== (map.length % 2 === 0)) throw new FormatError('tar PAX header: GNU.sparse.offset and GNU.sparse.numbytes records out of turn');
+          if (!/^\d+$/.test(v.toString('latin1'))) throw new FormatError(`tar PAX header: invalid ${k} ${JSON.stringify(v.toString('latin1'))}`);
           map.push(v.toString('latin1'));
           mapBytes += v.length + 1;
           if (bytes + mapBytes > limit.bytes) throw new FormatError(`tar archive: extended PAX records hold more than ${limit.bytes} bytes`);
@@ -681,6 +682,8 @@ export class TarParser {
     const stored = entry.size;
     let sparse: number[] | 'oldgnu' | 'in-data' | undefined = paxSparse(pax, entry);
     if (flag === 0x53) {
+      // Only the old GNU header has a sparse map (where ustar keeps its path prefix).
+      if (b.subarray(257, 265).toString('latin1') !== 'ustar  \0') throw new FormatError(`tar entry ${JSON.stringify(entry.path.toString())}: a sparse ('S') entry without the GNU header`);
       if (sparse !== undefined) throw new FormatError(`tar entry ${JSON.stringify(entry.path.toString())}: an old GNU sparse entry with GNU.sparse records`);
       entry.size = numeric(b, OLDGNU_REALSIZE, 12, 'realsize');
       sparse = 'oldgnu';

@@ -17,9 +17,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { native, nativeCodecs } from '../../src/native/index.js';
+import { TAR_END, encodeSparseTarHeaders } from '../../src/format/tar.js';
 import { loadImage } from '../../src/storage/open-image.js';
 import { VECTORS, damselfly, damselflyOk, sh, vectorsMissing, withTempDir } from '../helpers/env.js';
 import { type Compression, type Item, item, materialize, referenceMerge, tarBytes, writeLayer } from '../helpers/layers.js';
+import { tarEntry } from '../helpers/tar.js';
 import { compareTrees, prng } from '../helpers/tree.js';
 
 const CHUNK = 64 * 1024;
@@ -666,6 +668,20 @@ describe('hostile layers', () => {
       } finally {
         sh(`umount ${out}`);
       }
+    });
+  });
+
+  test('a sparse file of petabytes in a few bytes of tar, or of terabytes in a directory, is refused before it is cut into chunks', async () => {
+    await withTempDir('hostile-sparse', async (dir) => {
+      // A PAX 1.0 sparse entry of 2^52 bytes, all hole: 3 KB of tar (it ran the builder out of memory).
+      const e = tarEntry('huge', 'file', { size: 2 ** 52 });
+      const bytes = Buffer.concat([encodeSparseTarHeaders(e, []), TAR_END]);
+      await buildFails(dir, { name: 'bad.tar', bytes }, /tar entry "huge" of 4503599627370496 bytes takes the image past 4194304 chunk references/);
+      // The same from a directory: 15 TiB of hole at 64 KiB chunks.
+      sh(`mkdir '${dir}/src' && truncate -s 15T '${dir}/src/huge'`);
+      const r = await damselfly(['build', ...CHUNK_ARGS, '--bootstrap', join(dir, 'd', 'boot'), '--blob-dir', join(dir, 'd', 'blobs'), join(dir, 'src')]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /huge of 16492674416640 bytes takes the image past 4194304 chunk references/);
     });
   });
 

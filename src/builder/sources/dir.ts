@@ -182,6 +182,7 @@ export async function storeFileFromDisk(
   onBytes: (n: number) => void,
 ): Promise<{ chunks: Promise<ChunkRef[]> }> {
   const chunkSize = store.opts.chunkSize;
+  store.checkFileSize(node.size, (node.sourcePath as Buffer).toString()); // a sparse file's holes are chunks too
   const fh = await openSource(node);
   const refs: Array<Promise<ChunkRef>> = [];
   try {

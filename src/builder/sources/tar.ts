@@ -257,6 +257,8 @@ export async function readTarLayer(input: AsyncIterable<Uint8Array>, opts: TarLa
       node.symlink = e.linkpath;
     } else if (kind === 'file') {
       node.size = e.size;
+      // A sparse entry's size is backed by no bytes: its chunks are bounded before any is made.
+      store?.checkFileSize(e.size, `tar entry ${JSON.stringify(e.path.toString())}`);
       current = { node, cutter: sink(e.size) };
     }
   };
@@ -344,6 +346,7 @@ export async function storeTarPrefetchFiles(input: AsyncIterable<Uint8Array>, pa
         if (ev.entry.type !== 'file' || ev.entry.size === 0) continue;
         const r = rankOf(tarPathComponents(ev.entry.path));
         if (r === undefined) continue;
+        store.checkFileSize(ev.entry.size, `tar entry ${JSON.stringify(ev.entry.path.toString())}`);
         files++;
         bytes += ev.entry.size;
         if (heldBytes + ev.entry.size <= budget) {

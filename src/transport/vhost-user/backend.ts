@@ -152,6 +152,10 @@ class Vring implements QueueHandle {
   inflight = 0;
   /** The driver had more chains out than the ring holds (logged once a ring). */
   private overcommitted = false;
+  /** `pop` stopped at the limit: the ring is processed again once one is returned. */
+  private full = false;
+  /** Processes the ring (the device's `process`), set by the backend. */
+  process: () => void = () => undefined;
   private drained: Array<() => void> = [];
   private notifyScheduled = false;
   broken = false;
@@ -187,6 +191,7 @@ class Vring implements QueueHandle {
     if (this.inflight >= this.size) {
       if (!this.overcommitted) this.log.warn({ ring: this.index, inflight: this.inflight }, 'the driver published more chains than its ring holds (a head again while in flight); no more are taken until some are returned');
       this.overcommitted = true;
+      this.full = true;
       return null;
     }
     let r = this.guarded(() => this.vq.popInto(this.slots), PopResult.None);
@@ -211,6 +216,14 @@ class Vring implements QueueHandle {
     this.inflight--;
     if (this.inflight === 0) for (const w of this.drained.splice(0)) w();
     this.complete(head, len, epoch);
+    if (this.full && this.inflight < this.size) {
+      // The chains left on the ring would wait for a kick that a driver with EVENT_IDX may not
+      // send: they are taken now (after this completion's turn, not inside it).
+      this.full = false;
+      setImmediate(() => {
+        if (this.started && this.enabled && !this.broken) this.process();
+      });
+    }
   }
 
   disableNotify(): void {
@@ -354,7 +367,11 @@ export class VhostUserBackend {
     this.log = opts.log;
     this.metrics = opts.metrics;
     this.stopWaitMs = opts.stopWaitMs ?? 10_000;
-    this.rings = Array.from({ length: opts.device.maxQueues }, (_, i) => new Vring(i, new native.Virtqueue(this.memory), this.windows, opts.log));
+    this.rings = Array.from({ length: opts.device.maxQueues }, (_, i) => {
+      const r = new Vring(i, new native.Virtqueue(this.memory), this.windows, opts.log);
+      r.process = () => this.device.process(r);
+      return r;
+    });
   }
 
   get offeredFeatures(): bigint {

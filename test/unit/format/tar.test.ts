@@ -624,6 +624,7 @@ describe('sparse files', () => {
     fails(paxSparse(v01('2,x,10,2'), 'abcXY'), /invalid GNU.sparse.map/);
     fails(paxSparse(v01('2,3,10,2', '9007199254740993'), 'abcXY'), /too large/);
     fails(paxSparse([['GNU.sparse.size', '20'], ['GNU.sparse.numblocks', '2'], ['GNU.sparse.offset', '2'], ['GNU.sparse.offset', '10']], 'abcXY'), /out of turn/);
+    fails(paxSparse([['GNU.sparse.size', '20'], ['GNU.sparse.numblocks', '2'], ['GNU.sparse.offset', '2,3,10'], ['GNU.sparse.numbytes', '2']], 'abcXY'), /invalid GNU.sparse.offset/);
     fails(paxSparse([['GNU.sparse.major', '2'], ['GNU.sparse.minor', '0']], 'abcXY'), /format 2\.0 is not supported/, UnsupportedError);
     fails(paxSparse(v01('2,3,10,2'), '', 'dir'), /GNU.sparse records on a dir/);
     fails(paxSparse(v01('2,3,10,2').filter(([k]) => k !== 'GNU.sparse.size'), 'abcXY'), /no GNU.sparse.size/);
@@ -640,6 +641,7 @@ describe('sparse files', () => {
     // Old GNU: a run past the real size; runs out of order.
     fails(oldGnu([[2, 3], [19, 2]], 20, 'abcXY'), /end past its 20 bytes/);
     fails(oldGnu([[10, 2], [2, 3]], 20, 'XYabc'), /out of order/);
+    fails(Buffer.concat([patchHeader(oldGnu([[2, 3]], 20, 'abc').subarray(0, TAR_BLOCK), (b) => b.write('ustar\x0000', 257, 'latin1')), Buffer.from('abc'), Buffer.alloc(509), TAR_END]), /sparse \('S'\) entry without the GNU header/);
     fails(Buffer.concat([metaBlocks('x', Buffer.concat(v01('2,3').map(([k, v]) => paxRecord(k, v)))), oldGnu([[2, 3]], 20, 'abc')]), /old GNU sparse entry with GNU.sparse records/);
   });
 
