@@ -49,6 +49,7 @@ test('a selected file of 130,000 chunks in a tar layer', async () => {
   const store = {
     opts: { chunkSize: CHUNK },
     ready: () => undefined,
+    checkFileSize: () => undefined,
     submit: () => (submitted++, Promise.resolve(ref)),
   } as unknown as ChunkStore;
   const r = await storeTarPrefetchFiles(layer(), ['/big'], { store, log: silentLogger });

@@ -34,6 +34,7 @@ function fakeStore(): { store: ChunkStore; submitted: Buffer[] } {
   const store = {
     opts: { chunkSize: CHUNK },
     ready: () => undefined,
+    checkFileSize: () => undefined,
     submit: (data: Buffer) => {
       submitted.push(Buffer.from(data));
       return Promise.resolve({} as ChunkRef);
