@@ -10,7 +10,7 @@ import { UnsupportedError, namingFile, writeFully } from '../base/index.js';
 import { newCipherContext } from '../format/cipher.js';
 import { type Codecs, Compressor, type Stored, ZSTD_DEFAULT_LEVEL, storeCompressedAsync } from '../format/compression.js';
 import { ChunkFlag, type Digester } from '../format/constants.js';
-import { digest } from '../format/digest.js';
+import { digest, zerosDigest } from '../format/digest.js';
 import type { BlobInfo } from '../format/image.js';
 import { BlobAssembler, INLINE_BLOB_ID_PLACEHOLDER } from '../format/blob/writer.js';
 import type { ChunkDict } from './chunk-dict.js';
@@ -254,7 +254,7 @@ export class ChunkStore {
     if (this.stats.chunks >= MAX_CHUNK_REFS) throw tooManyChunks('a file', size);
     let z = this.zeroChunks.get(size);
     if (z === undefined) {
-      const d = digest(this.opts.digester, Buffer.alloc(size));
+      const d = zerosDigest(this.opts.digester, size);
       z = { digest: d, key: `${d.toString('hex')}:${size}` };
       this.zeroChunks.set(size, z);
     }

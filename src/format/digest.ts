@@ -79,6 +79,22 @@ export function digest(algo: Digester, ...parts: Uint8Array[]): Buffer {
   return h.digestBuffer();
 }
 
+const zeros = new Map<string, Buffer>();
+
+/**
+ * The digest of `size` zero bytes (a sparse file's hole as chunks), computed once for each
+ * algorithm and size: chunk sizes are few.
+ */
+export function zerosDigest(algo: Digester, size: number): Buffer {
+  const key = `${algo}:${size}`;
+  let d = zeros.get(key);
+  if (d === undefined) {
+    d = digest(algo, Buffer.alloc(size));
+    zeros.set(key, d);
+  }
+  return d;
+}
+
 /** An incremental hasher for either algorithm. */
 export interface Hasher {
   update(b: Uint8Array): void;

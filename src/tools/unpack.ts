@@ -7,7 +7,7 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import { FileWriter, FormatError, type Logger, UsageError, bytesEqual, isSysError, namingFile } from '../base/index.js';
 import { ChunkFlag, S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK, decodeDev } from '../format/constants.js';
 import type { ChunkInfo } from '../format/chunk-info.js';
-import { digest } from '../format/digest.js';
+import { zerosDigest } from '../format/digest.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
 import { TAR_BLOCK, TAR_END, type TarEntry, encodeSparseTarHeaders, encodeTarHeaders, tarPadding } from '../format/tar.js';
 import { native } from '../native/index.js';
@@ -157,20 +157,11 @@ export async function unpackToDirectory(image: RafsImage, reader: ToolChunkReade
  * checked only by CRC-32C is never taken for one: a CRC does not say what the bytes are).
  */
 class ZeroChunks {
-  private readonly digests = new Map<string, Uint8Array>();
-
   constructor(private readonly image: RafsImage) {}
 
   has(c: ChunkInfo): boolean {
     if ((c.flags & ChunkFlag.HAS_CRC32) !== 0) return false;
-    const { digester } = this.image.blobs[c.blobIndex] as BlobInfo;
-    const key = `${digester}:${c.uncompressedSize}`;
-    let d = this.digests.get(key);
-    if (d === undefined) {
-      d = digest(digester, Buffer.alloc(c.uncompressedSize));
-      this.digests.set(key, d);
-    }
-    return bytesEqual(d, c.digest);
+    return bytesEqual(zerosDigest((this.image.blobs[c.blobIndex] as BlobInfo).digester, c.uncompressedSize), c.digest);
   }
 
   /**
