@@ -8,7 +8,7 @@
  * backend never crashes, keeps serving well-formed requests, and exits cleanly on disconnect.
  */
 import assert from 'node:assert/strict';
-import { closeSync, constants, openSync, readFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, openSync, writeSync } from 'node:fs';
 import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -295,13 +295,13 @@ describe('vhost-user backend with an in-process frontend', () => {
       await lookupOk(f, 'hello'); // kicked on the old fd
       native.closeFd(kick);
       // A flood of messages (SET_OWNER, harmless) written without pause: read as they are handled,
-      // so a request after it is answered soon, not after the whole backlog, and memory stays put.
+      // so a request after it is answered soon, not after the whole backlog (45 s after a 3 s
+      // flood, when the socket was read into a queue without bound in one loop). The daemon's RSS
+      // is not a measure of it: under the sanitized addon it counts ASan's quarantine.
       const owner = Buffer.alloc(12);
       owner.writeUInt32LE(Request.SET_OWNER, 0);
       owner.writeUInt32LE(1, 4);
       const burst = Buffer.concat(Array.from({ length: 4096 }, () => owner));
-      const rss = (): number => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${d.proc.pid}/status`, 'utf8'))?.[1]) * 1024;
-      const before = rss();
       const until = Date.now() + 2000;
       let sent = 0;
       let rest = Buffer.alloc(0); // what a short send left of the burst: sent first, whole messages
@@ -314,7 +314,6 @@ describe('vhost-user backend with an in-process frontend', () => {
       }
       assert.ok(sent > 100_000, `${sent} bytes sent`);
       assert.equal((await f.call(Request.GET_QUEUE_NUM)).readBigUInt64LE(0) > 1n, true);
-      assert.ok(rss() - before < 64 << 20, `the daemon grew by ${rss() - before} bytes over a flood of ${sent} bytes`);
       // A call fd that would block its writer (a blocking FIFO, full; an eventfd at its limit is
       // another): the daemon signals it without waiting, and goes on serving.
       const fifo = join(work, 'call.fifo');
