@@ -765,6 +765,13 @@ function headersWith(e: TarEntry, name: Buffer, size: number, pax: Array<[string
   return Buffer.concat([paxHeader, paxData, Buffer.alloc(tarPadding(paxData.length)), header]);
 }
 
+/** The bytes a sparse file's runs (offset, length pairs) place: what the archive stores of it. */
+export function sparseDataBytes(runs: readonly number[]): number {
+  let n = 0;
+  for (let i = 1; i < runs.length; i += 2) n += runs[i] as number;
+  return n;
+}
+
 /**
  * A sparse file's headers as GNU tar writes them with `--sparse` (PAX format 1.0, which GNU tar,
  * bsdtar and Go's archive/tar read back with its holes): the PAX records name the file and its
@@ -776,11 +783,10 @@ function headersWith(e: TarEntry, name: Buffer, size: number, pax: Array<[string
  * stream, and the two agree only then (as GNU tar, which finds holes block by block, writes).
  */
 export function encodeSparseTarHeaders(e: TarEntry, dataRuns: readonly number[]): Buffer {
-  let stored = 0;
-  for (let i = 1; i < dataRuns.length; i += 2) {
-    if (i < dataRuns.length - 1 && (dataRuns[i] as number) % TAR_BLOCK !== 0) throw new RangeError(`a sparse file's run of ${dataRuns[i]} bytes is not whole blocks`);
-    stored += dataRuns[i] as number;
+  for (let i = 1; i < dataRuns.length - 1; i += 2) {
+    if ((dataRuns[i] as number) % TAR_BLOCK !== 0) throw new RangeError(`a sparse file's run of ${dataRuns[i]} bytes is not whole blocks`);
   }
+  const stored = sparseDataBytes(dataRuns);
   // A file that ends in a hole ends its map with a run of no bytes at its end: GNU tar sizes the
   // file it extracts by the map's last run (its realsize record notwithstanding), as it writes.
   const n = dataRuns.length;

@@ -9,7 +9,7 @@ import { ChunkFlag, S_IFBLK, S_IFCHR, S_IFIFO, S_IFSOCK, decodeDev } from '../fo
 import type { ChunkInfo } from '../format/chunk-info.js';
 import { zerosDigest } from '../format/digest.js';
 import type { BlobInfo, RafsImage } from '../format/image.js';
-import { TAR_BLOCK, TAR_END, type TarEntry, encodeSparseTarHeaders, encodeTarHeaders, tarPadding } from '../format/tar.js';
+import { TAR_BLOCK, TAR_END, type TarEntry, encodeSparseTarHeaders, encodeTarHeaders, sparseDataBytes, tarPadding } from '../format/tar.js';
 import { native } from '../native/index.js';
 import type { ToolChunkReader } from './chunk-reader.js';
 import { type WalkItem, walkImage } from './walk.js';
@@ -202,8 +202,9 @@ export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out
   const file = await FileWriter.create(out, 'wx');
   const write = (b: Uint8Array): Promise<void> => file.write(b);
   const zeros = Buffer.alloc(1 << 20);
-  const writeZeros = async (n: number): Promise<void> => {
-    for (; n > 0; n -= zeros.length) await write(n >= zeros.length ? zeros : zeros.subarray(0, n));
+  const writeZeros = async (n: number): Promise<number> => {
+    for (let left = n; left > 0; left -= zeros.length) await write(left >= zeros.length ? zeros : zeros.subarray(0, left));
+    return n;
   };
   const firstLink = new Map<number, Buffer>();
   const zeroChunks = opts.sparse === true ? new ZeroChunks(image) : undefined;
@@ -241,36 +242,26 @@ export async function unpackToTar(image: RafsImage, reader: ToolChunkReader, out
           await write(encodeTarHeaders({ ...base, type: 'dir' }));
           break;
         case 'file': {
+          // With --sparse a file with holes is its data alone, placed by the map in its header;
+          // otherwise all of it, holes written as zeros.
           const runs = zeroChunks?.runs(attr.ino, attr.size);
-          if (runs !== undefined) {
-            await write(encodeSparseTarHeaders({ ...base, size: attr.size }, runs));
-            let stored = 0;
-            let pos = 0;
-            for await (const { offset, data } of reader.readFile(attr.ino, (c) => zeroChunks?.has(c) === true)) {
-              // The map said where these bytes go, and the header's size counts them.
-              if (offset < pos || offset + data.length > attr.size) throw new FormatError(`${rel.toString('latin1')}: data at ${offset}+${data.length} outside the file's ${attr.size} bytes`);
-              await write(data);
-              stored += data.length;
-              pos = offset + data.length;
-            }
-            let mapped = 0;
-            for (let i = 1; i < runs.length; i += 2) mapped += runs[i] as number;
-            if (stored !== mapped) throw new FormatError(`${rel.toString('latin1')}: ${stored} bytes of data where its map has ${mapped}`);
-            await write(Buffer.alloc(tarPadding(stored)));
-          } else {
-            await write(encodeTarHeaders({ ...base, size: attr.size }));
-            let pos = 0;
-            for await (const { offset, data } of reader.readFile(attr.ino)) {
-              // The archive is framed by the header's size: a byte past it would be read as the
-              // next header (the readers check this already; this keeps the frame whatever comes).
-              if (offset < pos || offset + data.length > attr.size) throw new FormatError(`${rel.toString('latin1')}: data at ${offset}+${data.length} outside the file's ${attr.size} bytes`);
-              if (offset > pos) await writeZeros(offset - pos);
-              await write(data);
-              pos = offset + data.length;
-            }
-            if (attr.size > pos) await writeZeros(attr.size - pos);
-            await write(Buffer.alloc(tarPadding(attr.size)));
+          const skip = runs === undefined ? undefined : (c: ChunkInfo): boolean => zeroChunks?.has(c) === true;
+          await write(runs === undefined ? encodeTarHeaders({ ...base, size: attr.size }) : encodeSparseTarHeaders({ ...base, size: attr.size }, runs));
+          let stored = 0;
+          let pos = 0;
+          for await (const { offset, data } of reader.readFile(attr.ino, skip)) {
+            // The archive is framed by the header's size: a byte past it would be read as the
+            // next header (the readers check this already; this keeps the frame whatever comes).
+            if (offset < pos || offset + data.length > attr.size) throw new FormatError(`${rel.toString('latin1')}: data at ${offset}+${data.length} outside the file's ${attr.size} bytes`);
+            if (runs === undefined && offset > pos) stored += await writeZeros(offset - pos);
+            await write(data);
+            stored += data.length;
+            pos = offset + data.length;
           }
+          if (runs === undefined && attr.size > pos) stored += await writeZeros(attr.size - pos);
+          const framed = runs === undefined ? attr.size : sparseDataBytes(runs);
+          if (stored !== framed) throw new FormatError(`${rel.toString('latin1')}: ${stored} bytes of data where its header has ${framed}`);
+          await write(Buffer.alloc(tarPadding(stored)));
           bytes += attr.size;
           files++;
           break;

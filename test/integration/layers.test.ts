@@ -500,6 +500,12 @@ describe('OCI layer builds', () => {
     // and one whose data ends it.
     const islands = Array.from({ length: 40 }, (_, i) => `printf 'island %02d' ${i} | dd of=many bs=1 seek=${i * 200_003 + 17} conv=notrunc status=none`).join(' && ');
     sh(`cd '${d}/src' && truncate -s 8M many && ${islands} && truncate -s 300M huge && head -c 100000 /dev/urandom | dd of=huge bs=1 seek=200000000 conv=notrunc status=none && truncate -s 3M empty && truncate -s 1M ends && echo tail >> ends && echo plain > plain && touch -d @1700000000 *`); // whole seconds: the old GNU format has no more
+    // The distinct chunks of the tree: its data, and one chunk of zeros for every hole.
+    const distinct = new Set<string>();
+    for (const name of await readdir(join(d, 'src'))) {
+      const bytes = await readFile(join(d, 'src', name));
+      for (let off = 0; off < bytes.length; off += CHUNK) distinct.add(chunkKey(bytes.subarray(off, off + CHUNK)));
+    }
     const formats: Array<[string, string]> = [['gnu', '--format=gnu'], ['0.0', '--format=posix --sparse-version=0.0'], ['0.1', '--format=posix --sparse-version=0.1'], ['1.0', '--format=posix --sparse-version=1.0']];
     for (const [name, flags] of formats) {
       const tar = join(d, `${name}.tar`);
@@ -510,6 +516,7 @@ describe('OCI layer builds', () => {
       const prefetch = name === '1.0' ? ['--prefetch-files', join(d, 'prefetch')] : [];
       const built = await buildJson([...prefetch, '--bootstrap', join(out, 'boot'), '--blob-dir', join(out, 'blobs'), tar]);
       // The data (100,000 random bytes, 40 islands, a few more) and one chunk of zeros, compressed.
+      assert.equal(built.chunks.stored, distinct.size, `${name}: chunks stored`);
       assert.ok(built.blobs[0]!.size < 400_000, `${name}: a blob of ${built.blobs[0]!.size} bytes`);
       await damselflyOk(['unpack', '--bootstrap', join(out, 'boot'), '--blob-dir', join(out, 'blobs'), '--output', join(out, 'out')]);
       assert.deepEqual(await compareTrees(join(d, 'src'), join(out, 'out'), { ignore: (p) => p === '/' }), [], name);
